@@ -1,0 +1,326 @@
+//! The stable ABI between `dbus-aggregate-batteries` and its plugins.
+//!
+//! A plugin is a `cdylib` crate that depends on this crate (and on `abi_stable` of the same
+//! version), implements one of two kinds, and exports its root module with
+//! [`export_plugin!`]:
+//!
+//! * a **strategy** ([`StrategyImpl`]) turns the [`BankView`] of a tick into the charge limits
+//!   and requests of a [`StrategyOutput`];
+//! * a **current source** ([`CurrentSourceImpl`]) turns the [`CurrentInputs`] of a tick (the
+//!   Multi, solar chargers and SmartShunts) into the bank current, or `None` when it cannot.
+//!
+//! Plugins never touch D-Bus, files or the clock: they get a snapshot and return values. The
+//! host loads each plugin with `abi_stable`, which refuses a plugin built against another
+//! version of this crate or with different types, naming both versions. A panic inside a plugin
+//! is caught on the plugin's side by the code [`export_plugin!`] generates and reaches the host
+//! as an error; the host's safety envelope then takes over.
+//!
+//! # A whole strategy plugin
+//!
+//! ```ignore
+//! use plugin_api::{parse_config, BankView, StrategyImpl, StrategyOutput};
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     #[serde(default = "default_cell_v")]
+//!     cell_voltage: f64,
+//! }
+//! fn default_cell_v() -> f64 { 3.45 }
+//!
+//! struct Fixed(Config);
+//!
+//! impl StrategyImpl for Fixed {
+//!     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
+//!         let cvl = self.0.cell_voltage * f64::from(bank.cells_per_battery);
+//!         let ccl = if bank.blocks_charge() { 0.0 } else { 100.0 };
+//!         Ok(StrategyOutput::limits(cvl, ccl, 100.0, "Fixed"))
+//!     }
+//! }
+//!
+//! fn new(config: &str) -> Result<Fixed, String> {
+//!     parse_config::<Config>(config).map(Fixed)
+//! }
+//!
+//! plugin_api::export_plugin! {
+//!     kind: strategy,
+//!     name: "fixed",
+//!     description: "Constant CVL",
+//!     new: new,
+//! }
+//! ```
+//!
+//! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
+//! `abi_stable = "0.11"` and `serde`.
+
+#![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
+
+mod bank;
+pub mod config;
+mod current;
+mod curve;
+mod date;
+pub mod log;
+mod limits;
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub use abi_stable;
+use abi_stable::library::RootModule;
+use abi_stable::sabi_types::VersionStrings;
+use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString};
+use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
+
+pub use bank::{BankView, BatteryState, BatteryView};
+pub use config::{parse_config, Checker};
+pub use current::{CurrentInputs, Measurement, ShuntClass, ShuntView, SolarChargerView, VebusView};
+pub use curve::interpolate;
+pub use date::LocalDate;
+pub use limits::{FeedInRequest, SocReset, StrategyOutput};
+pub use log::{HostLogger, LogLevel};
+
+/// The kind of a plugin: which constructor of its [`PluginMod`] is meant to be called.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PluginKind {
+    /// Computes CVL, CCL and DCL (`strategy.plugin` in `config.yaml`).
+    Strategy,
+    /// Measures the bank current (`current_source.plugin` in `config.yaml`).
+    CurrentSource,
+}
+
+impl PluginKind {
+    /// The word used in `config.yaml` and in logs: `strategy` or `current-source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Strategy => "strategy",
+            PluginKind::CurrentSource => "current-source",
+        }
+    }
+}
+
+/// A strategy as the host calls it across the ABI. Plugin authors implement
+/// [`StrategyImpl`] instead; [`export_plugin!`] adapts it and catches its panics.
+#[sabi_trait]
+pub trait Strategy: Send {
+    /// One tick: the limits and requests for this bank.
+    fn compute(&mut self, bank: &BankView) -> RResult<StrategyOutput, RString>;
+
+    /// The state to persist (opaque text, JSON by convention; empty when stateless).
+    fn save_state(&self) -> RResult<RString, RString>;
+
+    /// Restores state saved by [`Strategy::save_state`] of an earlier run.
+    #[sabi(last_prefix_field)]
+    fn restore_state(&mut self, state: RStr<'_>) -> RResult<(), RString>;
+}
+
+/// A current source as the host calls it across the ABI. Plugin authors implement
+/// [`CurrentSourceImpl`] instead.
+#[sabi_trait]
+pub trait CurrentSource: Send {
+    /// One tick: the bank current, or `RNone` when the devices it needs have no valid value.
+    #[sabi(last_prefix_field)]
+    fn measure(&mut self, inputs: &CurrentInputs) -> RResult<ROption<Measurement>, RString>;
+}
+
+/// A boxed strategy behind the ABI.
+pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
+/// A boxed current source behind the ABI.
+pub type CurrentSourceBox = CurrentSource_TO<'static, RBox<()>>;
+
+/// What a strategy plugin implements: plain Rust, no ABI types to handle.
+pub trait StrategyImpl: Send + 'static {
+    /// One tick. Return an error text for a condition the plugin cannot handle; the host
+    /// then applies its safety envelope (CCL 0, last good CVL and DCL).
+    fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String>;
+
+    /// The state to persist across restarts; the host saves it atomically when a tick sets
+    /// [`StrategyOutput::state_changed`] and at shutdown.
+    fn save_state(&self) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    /// Takes back what [`StrategyImpl::save_state`] returned in an earlier run. An error
+    /// makes the host log it and go on with the freshly constructed state.
+    fn restore_state(&mut self, _state: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What a current-source plugin implements.
+pub trait CurrentSourceImpl: Send + 'static {
+    /// One tick: the bank current and power, or `None` when the devices it needs are missing
+    /// or invalid (the host then uses the BMS current and logs it once per episode).
+    fn measure(&mut self, inputs: &CurrentInputs) -> Option<Measurement>;
+}
+
+/// Adapts a [`StrategyImpl`] or [`CurrentSourceImpl`] to the ABI traits, catching panics.
+#[doc(hidden)]
+pub struct Guarded<T>(pub T);
+
+impl<T: StrategyImpl> Strategy for Guarded<T> {
+    fn compute(&mut self, bank: &BankView) -> RResult<StrategyOutput, RString> {
+        guard(|| self.0.compute(bank))
+    }
+
+    fn save_state(&self) -> RResult<RString, RString> {
+        guard(|| self.0.save_state().map(RString::from))
+    }
+
+    fn restore_state(&mut self, state: RStr<'_>) -> RResult<(), RString> {
+        guard(|| self.0.restore_state(state.as_str()))
+    }
+}
+
+impl<T: CurrentSourceImpl> CurrentSource for Guarded<T> {
+    fn measure(&mut self, inputs: &CurrentInputs) -> RResult<ROption<Measurement>, RString> {
+        guard(|| Ok(self.0.measure(inputs).into()))
+    }
+}
+
+/// Boxes a strategy for the ABI.
+#[doc(hidden)]
+pub fn strategy_box<T: StrategyImpl>(strategy: T) -> StrategyBox {
+    Strategy_TO::from_value(Guarded(strategy), sabi_trait::TD_Opaque)
+}
+
+/// Boxes a current source for the ABI.
+#[doc(hidden)]
+pub fn current_source_box<T: CurrentSourceImpl>(source: T) -> CurrentSourceBox {
+    CurrentSource_TO::from_value(Guarded(source), sabi_trait::TD_Opaque)
+}
+
+thread_local! {
+    static PANIC_PLACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `body`, turning an error or a panic into an error text for the host.
+///
+/// A panic must never unwind across the ABI: `abi_stable` would end the whole daemon. This is
+/// the one place that stops it.
+pub fn guard<T>(body: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(value)) => RResult::ROk(value),
+        Ok(Err(message)) => RResult::RErr(message.into()),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown payload".to_string());
+            let place = PANIC_PLACE.with(|p| p.borrow_mut().take()).unwrap_or_default();
+            RResult::RErr(format!("panicked{place}: {message}").into())
+        }
+    }
+}
+
+/// Replaces the default panic message on stderr: [`guard`] reports the panic to the host,
+/// which logs it once. Called from the code [`export_plugin!`] generates.
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        PANIC_PLACE.with(|p| *p.borrow_mut() = place);
+    }));
+}
+
+/// The root module every plugin exports.
+///
+/// New fields are appended at the end with `#[sabi(missing_field(option))]`, so plugins built
+/// against an older version of this crate keep loading.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// The name `config.yaml` selects the plugin by, e.g. `lfp-balancing`.
+    pub name: RStr<'static>,
+    /// Strategy or current source.
+    pub kind: PluginKind,
+    /// The plugin's own version, e.g. `1.2.0`.
+    pub version: RStr<'static>,
+    /// One line for `dbus-aggregate-batteries plugins`.
+    pub description: RStr<'static>,
+    /// Hands the host's logger to the plugin; called once, right after loading.
+    pub set_logger: extern "C" fn(HostLogger),
+    /// Builds a strategy from its config section (JSON text). The error names the bad key.
+    pub new_strategy: extern "C" fn(config_json: RStr<'_>) -> RResult<StrategyBox, RString>,
+    /// Builds a current source from its config section (JSON text).
+    #[sabi(last_prefix_field)]
+    pub new_current_source:
+        extern "C" fn(config_json: RStr<'_>) -> RResult<CurrentSourceBox, RString>,
+}
+
+impl RootModule for PluginModRef {
+    declare_root_module_statics! {PluginModRef}
+    const BASE_NAME: &'static str = "dbus_aggregate_batteries_plugin";
+    const NAME: &'static str = "dbus-aggregate-batteries plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The version of this crate, which is the ABI version: plugins built against another minor
+/// version (0.x) are refused at load.
+pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exports a plugin's root module.
+///
+/// `kind` is `strategy` or `current_source`; `new` is a function
+/// `fn(&str) -> Result<T, String>` that builds the plugin from its config section (JSON text),
+/// where `T` implements [`StrategyImpl`] or [`CurrentSourceImpl`]. See the crate docs for a
+/// whole plugin.
+#[macro_export]
+macro_rules! export_plugin {
+    (kind: strategy, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
+        $crate::export_plugin!(@module Strategy, $name, $desc,
+            |config: &str| $new(config).map($crate::strategy_box),
+            |_config: &str| Err(format!("{} is a strategy, not a current source", $name)));
+    };
+    (kind: current_source, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
+        $crate::export_plugin!(@module CurrentSource, $name, $desc,
+            |_config: &str| Err(format!("{} is a current source, not a strategy", $name)),
+            |config: &str| $new(config).map($crate::current_source_box));
+    };
+    (@module $kind:ident, $name:expr, $desc:expr, $strategy:expr, $current:expr) => {
+        extern "C" fn __plugin_set_logger(logger: $crate::HostLogger) {
+            $crate::log::install(logger, $name);
+            $crate::install_panic_hook();
+        }
+
+        extern "C" fn __plugin_new_strategy(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<
+            $crate::StrategyBox,
+            $crate::abi_stable::std_types::RString,
+        > {
+            let build: fn(&str) -> Result<$crate::StrategyBox, String> = $strategy;
+            $crate::guard(|| build(config.as_str()))
+        }
+
+        extern "C" fn __plugin_new_current_source(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<
+            $crate::CurrentSourceBox,
+            $crate::abi_stable::std_types::RString,
+        > {
+            let build: fn(&str) -> Result<$crate::CurrentSourceBox, String> = $current;
+            $crate::guard(|| build(config.as_str()))
+        }
+
+        /// The plugin's root module, found by the host when it loads the library.
+        #[$crate::abi_stable::export_root_module]
+        pub fn get_root_module() -> $crate::PluginModRef {
+            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+            $crate::PluginMod {
+                name: $crate::abi_stable::std_types::RStr::from_str($name),
+                kind: $crate::PluginKind::$kind,
+                version: $crate::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
+                description: $crate::abi_stable::std_types::RStr::from_str($desc),
+                set_logger: __plugin_set_logger,
+                new_strategy: __plugin_new_strategy,
+                new_current_source: __plugin_new_current_source,
+            }
+            .leak_into_prefix()
+        }
+    };
+}
