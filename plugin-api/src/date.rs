@@ -22,7 +22,7 @@ impl LocalDate {
     /// A date from its parts; `None` when the day does not exist (30 February, month 13).
     pub fn new(year: i32, month: u8, day: u8) -> Option<Self> {
         let date = Self { year, month, day };
-        (month >= 1 && month <= 12 && day >= 1 && day <= days_in_month(year, month)).then_some(date)
+        ((1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month)).then_some(date)
     }
 
     /// Days since 1970-01-01 (negative before), the civil-from-days inverse.

@@ -1,1 +1,583 @@
+//! `serialbattery`: pass the BMSs' own charge limits through (SPEC.md §8.3; the original's
+//! `OWN_CHARGE_PARAMETERS = False`, REFERENCE.md §1.8 and §3.6).
+//!
+//! Each active battery (online or stale) brings its `/Info/MaxChargeVoltage`,
+//! `/Info/MaxChargeCurrent` and `/Info/MaxDischargeCurrent`; the bank publishes
+//!
+//! * CVL: the lowest, or with `cvl: keep_max_until_all_float` the highest until every active
+//!   battery reports a `Float` charge mode;
+//! * CCL and DCL: the lowest × batteries online (`limits: min_times_count`), or the sum
+//!   (`limits: sum`), a battery that blocks counting as 0.
+//!
+//! The original never touched the PV feed-in setting in this mode, so this plugin always
+//! answers `Keep`.
 
+use abi_stable::std_types::{ROption, RString};
+use plugin_api::{
+    parse_config, BankView, BatteryView, Checker, FeedInRequest, SocReset, StrategyImpl,
+    StrategyOutput,
+};
+use serde::Deserialize;
+
+/// How the bank CVL follows the batteries' CVLs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CvlRule {
+    /// The lowest CVL: no battery is pushed above its own limit.
+    #[default]
+    Min,
+    /// The highest CVL until every active battery's charge mode contains `Float`, then the
+    /// lowest, so the last battery to finish still gets its absorption voltage. This is the
+    /// documented meaning of `KEEP_MAX_CVL`; HEAD's code switches on the first battery in Float
+    /// instead (REFERENCE.md §7 item 16).
+    KeepMaxUntilAllFloat,
+}
+
+/// How the bank CCL and DCL follow the batteries' limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsRule {
+    /// The lowest limit × batteries online (v3.4 pass-through): no battery gets more than its
+    /// limit when the current splits evenly.
+    #[default]
+    MinTimesCount,
+    /// The sum of the limits (HEAD's `CAN_batteries`): for BMSs whose limits already reflect
+    /// their share.
+    Sum,
+}
+
+impl LimitsRule {
+    /// The bank limit from the batteries' limits (already ≥ 0, blocks applied).
+    ///
+    /// The minimum is taken first and multiplied last, and the sum runs left to right from 0,
+    /// as the original did, so the results match it to the last digit.
+    fn combine(self, limits_a: impl Iterator<Item = f64>, batteries_online: u32) -> f64 {
+        match self {
+            LimitsRule::MinTimesCount => {
+                limits_a.fold(f64::INFINITY, f64::min) * f64::from(batteries_online)
+            }
+            LimitsRule::Sum => limits_a.fold(0.0, |sum, limit_a| sum + limit_a),
+        }
+    }
+}
+
+/// The plugin's `strategy.config` section. Cell voltage defaults are the LTO values of HEAD.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `min` or `keep_max_until_all_float`.
+    #[serde(default)]
+    pub cvl: CvlRule,
+    /// `min_times_count` or `sum`.
+    #[serde(default)]
+    pub limits: LimitsRule,
+    /// Highest-cell voltage at or above which the counter is reset to full, V.
+    #[serde(default = "default_max_cell_voltage_soc_full")]
+    pub max_cell_voltage_soc_full: f64,
+    /// Lowest-cell voltage at or below which the counter is reset to empty (with `zero_soc`), V.
+    #[serde(default = "default_min_cell_voltage_soc_empty")]
+    pub min_cell_voltage_soc_empty: f64,
+    /// Allow the reset to empty (HEAD's `ZERO_SOC`, off by default as there).
+    #[serde(default)]
+    pub zero_soc: bool,
+}
+
+fn default_max_cell_voltage_soc_full() -> f64 {
+    2.5
+}
+fn default_min_cell_voltage_soc_empty() -> f64 {
+    1.9
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cvl: CvlRule::default(),
+            limits: LimitsRule::default(),
+            max_cell_voltage_soc_full: default_max_cell_voltage_soc_full(),
+            min_cell_voltage_soc_empty: default_min_cell_voltage_soc_empty(),
+            zero_soc: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks a config section (JSON text); every error names its key, all at once.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let config: Self = parse_config(json)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks the reset voltages.
+    pub fn check(&self) -> Result<(), String> {
+        let mut check = Checker::new();
+        check.positive("max_cell_voltage_soc_full", self.max_cell_voltage_soc_full);
+        check.positive(
+            "min_cell_voltage_soc_empty",
+            self.min_cell_voltage_soc_empty,
+        );
+        let (full, empty) = (
+            self.max_cell_voltage_soc_full,
+            self.min_cell_voltage_soc_empty,
+        );
+        check.require(empty < full, "min_cell_voltage_soc_empty", || {
+            format!("must be below max_cell_voltage_soc_full ({full}), found {empty}")
+        });
+        check.finish()
+    }
+}
+
+/// The strategy: stateless, a pure function of the bank and the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialBattery {
+    config: Config,
+}
+
+impl SerialBattery {
+    /// A strategy with a checked config.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+}
+
+/// One battery's own limits, with a block already applied.
+struct BmsLimits {
+    cvl_v: f64,
+    ccl_a: f64,
+    dcl_a: f64,
+}
+
+impl BmsLimits {
+    /// Reads the three limits; a missing one is an error naming the battery and the path.
+    fn of(battery: &BatteryView) -> Result<Self, String> {
+        let cvl_v = required(
+            battery,
+            battery.max_charge_voltage_v,
+            "/Info/MaxChargeVoltage",
+        )?;
+        let ccl_a = required(
+            battery,
+            battery.max_charge_current_a,
+            "/Info/MaxChargeCurrent",
+        )?;
+        let dcl_a = required(
+            battery,
+            battery.max_discharge_current_a,
+            "/Info/MaxDischargeCurrent",
+        )?;
+        // A BMS sending a negative current limit means "none", not "reverse".
+        let current = |blocked: bool, limit_a: f64| if blocked { 0.0 } else { limit_a.max(0.0) };
+        Ok(Self {
+            cvl_v,
+            ccl_a: current(battery.blocks_charge(), ccl_a),
+            dcl_a: current(battery.blocks_discharge(), dcl_a),
+        })
+    }
+}
+
+/// The host lets only batteries with all three limits go online, but a stale or oddly built
+/// view must not turn into a made-up limit: the error lets the host's safety envelope apply.
+fn required(battery: &BatteryView, value: ROption<f64>, path: &str) -> Result<f64, String> {
+    value
+        .into_option()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| {
+            format!(
+                "battery {} ({}): {path} is missing",
+                battery.name, battery.service
+            )
+        })
+}
+
+fn is_float(mode: &ROption<RString>) -> bool {
+    match mode {
+        ROption::RSome(mode) => mode.as_str().contains("Float"),
+        ROption::RNone => false,
+    }
+}
+
+impl StrategyImpl for SerialBattery {
+    /// One tick of pass-through.
+    ///
+    /// `min_times_count` multiplies by `bank.batteries_online`, as SPEC.md §8.3 says ("min ×
+    /// batteries online"), not by the active count: a stale battery's last limits still bound
+    /// the minimum, but it is not trusted to take its share of the current.
+    fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
+        let active: Vec<&BatteryView> = bank.active_batteries().collect();
+        if active.is_empty() {
+            return Err("no active battery".into());
+        }
+        let limits = active
+            .iter()
+            .map(|battery| BmsLimits::of(battery))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let c = &self.config;
+        let cvls = limits.iter().map(|l| l.cvl_v);
+        let all_float = active.iter().all(|b| is_float(&b.charge_mode));
+        let cvl_v = match c.cvl {
+            CvlRule::KeepMaxUntilAllFloat if !all_float => cvls.fold(f64::NEG_INFINITY, f64::max),
+            _ => cvls.fold(f64::INFINITY, f64::min),
+        };
+
+        let online = bank.batteries_online;
+        let ccl_a = c.limits.combine(limits.iter().map(|l| l.ccl_a), online);
+        let dcl_a = c.limits.combine(limits.iter().map(|l| l.dcl_a), online);
+
+        // Empty wins: a cell at its low cut-off means the bank is not full.
+        let soc_reset = if c.zero_soc && bank.min_cell_voltage_v <= c.min_cell_voltage_soc_empty {
+            SocReset::Empty
+        } else if bank.max_cell_voltage_v >= c.max_cell_voltage_soc_full {
+            SocReset::Full
+        } else {
+            SocReset::None
+        };
+
+        Ok(StrategyOutput {
+            soc_reset,
+            feed_in: FeedInRequest::Keep,
+            ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, &mode(&active))
+        })
+    }
+}
+
+/// `Pass-through`, with the BMSs' charge mode appended when all active batteries report the
+/// same one.
+fn mode(active: &[&BatteryView]) -> String {
+    let first = active
+        .first()
+        .and_then(|b| b.charge_mode.as_ref().into_option());
+    match first {
+        Some(first)
+            if active
+                .iter()
+                .all(|b| b.charge_mode.as_ref().into_option() == Some(first)) =>
+        {
+            format!("Pass-through: {first}")
+        }
+        _ => "Pass-through".to_string(),
+    }
+}
+
+fn new(config: &str) -> Result<SerialBattery, String> {
+    Config::parse(config).map(SerialBattery::new)
+}
+
+plugin_api::export_plugin! {
+    kind: strategy,
+    name: "serialbattery",
+    description: "Pass-through of the BMSs' own limits: min CVL, min CCL/DCL x batteries or sum",
+    new: new,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::RVec;
+    use plugin_api::{BatteryState, LocalDate};
+
+    /// An online battery with the given limits, in Bulk, blocking nothing.
+    fn battery(name: &str, cvl_v: f64, ccl_a: f64, dcl_a: f64) -> BatteryView {
+        BatteryView {
+            name: RString::from(name),
+            service: RString::from(format!("com.victronenergy.battery.{name}")),
+            state: BatteryState::Online,
+            voltage_v: 53.0,
+            current_a: 0.0,
+            power_w: 0.0,
+            voltages_sum_v: 53.0,
+            installed_capacity_ah: 280.0,
+            soc_pct: ROption::RSome(50.0),
+            max_cell_voltage_v: 2.42,
+            min_cell_voltage_v: 2.40,
+            cell_voltages_v: RVec::new(),
+            modules_blocking_charge: 0,
+            modules_blocking_discharge: 0,
+            allow_to_charge: ROption::RSome(1),
+            allow_to_discharge: ROption::RSome(1),
+            max_charge_voltage_v: ROption::RSome(cvl_v),
+            max_charge_current_a: ROption::RSome(ccl_a),
+            max_discharge_current_a: ROption::RSome(dcl_a),
+            charge_mode: ROption::RSome(RString::from("Bulk")),
+        }
+    }
+
+    /// A bank of these batteries, all counted online, cells between both reset voltages.
+    fn bank(batteries: Vec<BatteryView>) -> BankView {
+        let online = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Online)
+            .count() as u32;
+        BankView {
+            batteries_expected: batteries.len() as u32,
+            batteries_online: online,
+            batteries: RVec::from(batteries),
+            cells_per_battery: 22,
+            voltage_v: 53.0,
+            current_a: 0.0,
+            power_w: 0.0,
+            installed_capacity_ah: 840.0,
+            soc_pct: 50.0,
+            charge_ah: 420.0,
+            max_cell_voltage_v: 2.42,
+            max_cell_id: RString::from("A_C1"),
+            min_cell_voltage_v: 2.40,
+            min_cell_id: RString::from("B_C2"),
+            modules_blocking_charge: 0,
+            modules_blocking_discharge: 0,
+            date: LocalDate::new(2026, 1, 15).unwrap(),
+            dt_s: 1.0,
+        }
+    }
+
+    /// Three batteries with different limits: CVLs 55.0 / 54.6 / 55.2, CCLs 100 / 33.3 / 120,
+    /// DCLs 150 / 200 / 99.9.
+    fn three() -> Vec<BatteryView> {
+        vec![
+            battery("A", 55.0, 100.0, 150.0),
+            battery("B", 54.6, 33.3, 200.0),
+            battery("C", 55.2, 120.0, 99.9),
+        ]
+    }
+
+    fn with_modes(modes: [Option<&str>; 3]) -> BankView {
+        let mut batteries = three();
+        for (battery, mode) in batteries.iter_mut().zip(modes) {
+            battery.charge_mode = mode.map(RString::from).into();
+        }
+        bank(batteries)
+    }
+
+    fn run_with(config: &str, bank: &BankView) -> StrategyOutput {
+        SerialBattery::new(Config::parse(config).unwrap())
+            .compute(bank)
+            .unwrap()
+    }
+
+    fn run(bank: &BankView) -> StrategyOutput {
+        run_with("", bank)
+    }
+
+    const KEEP_MAX: &str = r#"{"cvl": "keep_max_until_all_float"}"#;
+    const SUM: &str = r#"{"limits": "sum"}"#;
+
+    #[test]
+    fn cvl_is_the_minimum() {
+        let out = run(&bank(three()));
+        assert_eq!(out.cvl_v, 54.6);
+        assert_eq!(out.feed_in, FeedInRequest::Keep);
+        assert!(!out.state_changed);
+    }
+
+    #[test]
+    fn keep_max_holds_the_maximum_while_one_battery_is_not_in_float() {
+        let out = run_with(
+            KEEP_MAX,
+            &with_modes([Some("Float"), Some("Bulk"), Some("Float")]),
+        );
+        assert_eq!(out.cvl_v, 55.2);
+    }
+
+    #[test]
+    fn keep_max_falls_to_the_minimum_once_all_are_in_float() {
+        let modes = [Some("Float"), Some("Float (Balancing)"), Some("Float")];
+        assert_eq!(run_with(KEEP_MAX, &with_modes(modes)).cvl_v, 54.6);
+    }
+
+    #[test]
+    fn keep_max_counts_a_missing_charge_mode_as_not_float() {
+        let out = run_with(KEEP_MAX, &with_modes([Some("Float"), None, Some("Float")]));
+        assert_eq!(out.cvl_v, 55.2);
+    }
+
+    #[test]
+    fn min_rule_ignores_the_charge_modes() {
+        let out = run(&with_modes([Some("Bulk"), None, Some("Float")]));
+        assert_eq!(out.cvl_v, 54.6);
+    }
+
+    #[test]
+    fn pass_through_parity_min_times_batteries() {
+        // REFERENCE.md §1.8: `_min(CCLs) * NR_OF_BATTERIES`; Python prints 33.3 * 3 as
+        // 99.89999999999999 and 99.9 * 3 as 299.70000000000005.
+        let out = run(&bank(three()));
+        assert_eq!(out.ccl_a, 99.89999999999999);
+        assert_eq!(out.dcl_a, 299.70000000000005);
+    }
+
+    #[test]
+    fn min_times_count_multiplies_by_batteries_online_not_active() {
+        let mut batteries = three();
+        batteries[2].state = BatteryState::Stale;
+        let out = run(&bank(batteries));
+        assert_eq!(out.ccl_a, 33.3 * 2.0);
+        assert_eq!(out.dcl_a, 99.9 * 2.0);
+    }
+
+    #[test]
+    fn lost_batteries_do_not_count() {
+        let mut batteries = three();
+        batteries[1].state = BatteryState::Lost;
+        batteries[1].max_charge_current_a = ROption::RNone;
+        let out = run(&bank(batteries));
+        assert_eq!(out.cvl_v, 55.0);
+        assert_eq!(out.ccl_a, 200.0);
+    }
+
+    #[test]
+    fn sum_adds_the_limits() {
+        let out = run_with(SUM, &bank(three()));
+        assert_eq!(out.ccl_a, 100.0 + 33.3 + 120.0);
+        assert_eq!(out.dcl_a, 150.0 + 200.0 + 99.9);
+        assert_eq!(out.cvl_v, 54.6);
+    }
+
+    #[test]
+    fn a_battery_blocking_charge_zeroes_the_minimum() {
+        let mut batteries = three();
+        batteries[0].modules_blocking_charge = 1;
+        let out = run(&bank(batteries));
+        assert_eq!(out.ccl_a, 0.0);
+        assert_eq!(out.dcl_a, 299.70000000000005);
+    }
+
+    #[test]
+    fn a_battery_blocking_is_left_out_of_the_sum() {
+        let mut batteries = three();
+        batteries[0].allow_to_charge = ROption::RSome(0);
+        batteries[2].allow_to_discharge = ROption::RSome(0);
+        let out = run_with(SUM, &bank(batteries));
+        assert_eq!(out.ccl_a, 33.3 + 120.0);
+        assert_eq!(out.dcl_a, 150.0 + 200.0);
+    }
+
+    #[test]
+    fn negative_bms_limits_count_as_zero() {
+        let mut batteries = three();
+        batteries[1].max_charge_current_a = ROption::RSome(-5.0);
+        assert_eq!(run(&bank(batteries.clone())).ccl_a, 0.0);
+        assert_eq!(run_with(SUM, &bank(batteries)).ccl_a, 220.0);
+    }
+
+    #[test]
+    fn a_missing_limit_names_the_battery_and_the_path() {
+        for (index, path) in [
+            (0, "/Info/MaxChargeVoltage"),
+            (1, "/Info/MaxChargeCurrent"),
+            (2, "/Info/MaxDischargeCurrent"),
+        ] {
+            let mut batteries = three();
+            let battery = &mut batteries[index];
+            match index {
+                0 => battery.max_charge_voltage_v = ROption::RNone,
+                1 => battery.max_charge_current_a = ROption::RSome(f64::NAN),
+                _ => battery.max_discharge_current_a = ROption::RNone,
+            }
+            let name = battery.name.to_string();
+            let err = SerialBattery::new(Config::default())
+                .compute(&bank(batteries))
+                .unwrap_err();
+            assert!(
+                err.contains(&format!("battery {name} ")) && err.contains(path),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_active_battery_is_an_error() {
+        let mut batteries = three();
+        for battery in &mut batteries {
+            battery.state = BatteryState::Lost;
+        }
+        let err = SerialBattery::new(Config::default())
+            .compute(&bank(batteries))
+            .unwrap_err();
+        assert_eq!(err, "no active battery");
+    }
+
+    #[test]
+    fn full_reset_at_max_cell_voltage_soc_full() {
+        let mut at = bank(three());
+        at.max_cell_voltage_v = 2.5;
+        assert_eq!(run(&at).soc_reset, SocReset::Full);
+        at.max_cell_voltage_v = 2.499;
+        assert_eq!(run(&at).soc_reset, SocReset::None);
+    }
+
+    #[test]
+    fn empty_reset_only_with_zero_soc() {
+        let mut low = bank(three());
+        low.min_cell_voltage_v = 1.9;
+        assert_eq!(run(&low).soc_reset, SocReset::None);
+        let zero_soc = r#"{"zero_soc": true}"#;
+        assert_eq!(run_with(zero_soc, &low).soc_reset, SocReset::Empty);
+        low.min_cell_voltage_v = 1.901;
+        assert_eq!(run_with(zero_soc, &low).soc_reset, SocReset::None);
+    }
+
+    #[test]
+    fn empty_reset_wins_over_full() {
+        let mut both = bank(three());
+        both.max_cell_voltage_v = 2.6;
+        both.min_cell_voltage_v = 1.8;
+        assert_eq!(
+            run_with(r#"{"zero_soc": true}"#, &both).soc_reset,
+            SocReset::Empty
+        );
+    }
+
+    #[test]
+    fn mode_shows_the_bms_mode_when_all_agree() {
+        assert_eq!(run(&bank(three())).mode.as_str(), "Pass-through: Bulk");
+        let mixed = with_modes([Some("Float"), Some("Bulk"), Some("Float")]);
+        assert_eq!(run(&mixed).mode.as_str(), "Pass-through");
+        let missing = with_modes([None, None, None]);
+        assert_eq!(run(&missing).mode.as_str(), "Pass-through");
+    }
+
+    #[test]
+    fn missing_section_gives_the_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            (config.cvl, config.limits),
+            (CvlRule::Min, LimitsRule::MinTimesCount)
+        );
+        assert!(!config.zero_soc);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse(r#"{"keep_max_cvl": true}"#).unwrap_err();
+        assert!(err.contains("keep_max_cvl"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_values_name_the_key_and_the_valid_values() {
+        let err = Config::parse(r#"{"cvl": "max"}"#).unwrap_err();
+        assert!(err.starts_with("cvl: "), "{err}");
+        assert!(err.contains("keep_max_until_all_float"), "{err}");
+        let err = Config::parse(r#"{"limits": "average"}"#).unwrap_err();
+        assert!(err.starts_with("limits: "), "{err}");
+        assert!(
+            err.contains("min_times_count") && err.contains("sum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reset_voltages_are_checked_together() {
+        let err = Config::parse(
+            r#"{"max_cell_voltage_soc_full": -1, "min_cell_voltage_soc_empty": 2.0}"#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.lines().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            ["max_cell_voltage_soc_full", "min_cell_voltage_soc_empty"],
+            "{err}"
+        );
+    }
+}

@@ -1,1 +1,245 @@
+//! Current source `smartshunt`: one battery-monitor SmartShunt measures the whole bank.
+//!
+//! For a master shunt between the bank and everything else (the original
+//! `SMARTSHUNT_AS_BATTERY_CURRENT`, REFERENCE §3.5): `I` = that shunt's `/Dc/0/Current`,
+//! `P` = bank voltage × `I`. Unlike the original, which summed every battery shunt and subtracted
+//! the DC meters, exactly one shunt counts here; a bank measured by several shunts is the
+//! `victron` source with `use_multi: false`.
+//!
+//! ```yaml
+//! current_source:
+//!   plugin: smartshunt
+//!   shunt: Master   # VRM instance or custom name; default: the first battery monitor
+//!   invert: false
+//! ```
 
+use abi_stable::std_types::ROption;
+use plugin_api::{
+    parse_config, Checker, CurrentInputs, CurrentSourceImpl, Measurement, ShuntClass, ShuntView,
+};
+use serde::Deserialize;
+
+/// The plugin's config section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The shunt to use. Default: the first battery-class SmartShunt, in the host's order
+    /// (by service name), which is only stable while there is a single one.
+    #[serde(default)]
+    pub shunt: Option<ShuntRef>,
+    /// Flip the sign, for a shunt wired the other way round. The original ignored
+    /// `INVERT_SMARTSHUNTS` in this mode although its README recommended it for exactly this
+    /// (REFERENCE §7 item 23); here it applies.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// A SmartShunt named in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a VRM device instance (integer) or a custom name (string)"
+)]
+pub enum ShuntRef {
+    /// Its VRM device instance (`/DeviceInstance`).
+    Instance(i32),
+    /// Its `/CustomName`.
+    Name(String),
+}
+
+impl ShuntRef {
+    /// True when `shunt` is the one this entry names.
+    pub fn matches(&self, shunt: &ShuntView) -> bool {
+        match self {
+            ShuntRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
+            ShuntRef::Name(name) => shunt.custom_name.as_str() == name,
+        }
+    }
+}
+
+impl Config {
+    /// Values serde accepts but that can never match a shunt.
+    fn check(&self) -> Result<(), String> {
+        let mut checker = Checker::new();
+        match &self.shunt {
+            Some(ShuntRef::Instance(instance)) => checker.require(*instance >= 0, "shunt", || {
+                format!("a VRM device instance is 0 or more, found {instance}")
+            }),
+            // An empty /CustomName means "unset": "" would pick any unnamed shunt.
+            Some(ShuntRef::Name(name)) => checker.require(!name.is_empty(), "shunt", || {
+                "a custom name must not be empty; leave the key out for the first shunt".into()
+            }),
+            None => {}
+        }
+        checker.finish()
+    }
+}
+
+/// The `smartshunt` current source.
+#[derive(Debug, Clone)]
+pub struct SmartShuntCurrent {
+    config: Config,
+}
+
+impl CurrentSourceImpl for SmartShuntCurrent {
+    fn measure(&mut self, inputs: &CurrentInputs) -> Option<Measurement> {
+        // Only a battery monitor sees the whole bank current; a DC meter named here is a
+        // misconfiguration that shows as "no measurement" rather than a wrong current.
+        let shunt = inputs
+            .smartshunts
+            .iter()
+            .filter(|shunt| shunt.class == ShuntClass::Battery)
+            .find(|shunt| self.config.shunt.as_ref().is_none_or(|r| r.matches(shunt)))?;
+        let measured_a = shunt.current_a.into_option()?;
+        let current_a = if self.config.invert {
+            -measured_a
+        } else {
+            measured_a
+        };
+        let power_w = inputs.bank_voltage_v * current_a;
+        (current_a.is_finite() && power_w.is_finite()).then_some(Measurement { current_a, power_w })
+    }
+}
+
+/// Builds the plugin from its config section (JSON text); the error names the bad key.
+pub fn new(config: &str) -> Result<SmartShuntCurrent, String> {
+    let config: Config = parse_config(config)?;
+    config.check()?;
+    Ok(SmartShuntCurrent { config })
+}
+
+plugin_api::export_plugin! {
+    kind: current_source,
+    name: "smartshunt",
+    description: "Bank current = one battery-monitor SmartShunt",
+    new: new,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::{RString, RVec};
+
+    /// A simulated bus with SmartShunts only, built shunt by shunt.
+    struct Bus(CurrentInputs);
+
+    impl Bus {
+        fn new() -> Self {
+            Bus(CurrentInputs {
+                bms_current_a: 999.0,
+                bms_power_w: 999.0,
+                bank_voltage_v: 50.0,
+                vebus: RVec::new(),
+                solar_chargers: RVec::new(),
+                smartshunts: RVec::new(),
+            })
+        }
+
+        fn shunt(mut self, class: ShuntClass, instance: i32, name: &str, current_a: f64) -> Self {
+            self.0.smartshunts.push(ShuntView {
+                service: RString::from(format!("com.victronenergy.shunt.{instance}")),
+                class,
+                device_instance: ROption::RSome(instance),
+                custom_name: name.into(),
+                current_a: ROption::RSome(current_a),
+            });
+            self
+        }
+
+        /// The current `config` measures on this bus.
+        fn current(&self, config: &str) -> Option<f64> {
+            let mut source = new(config).unwrap();
+            source.measure(&self.0).map(|m| m.current_a)
+        }
+    }
+
+    /// Battery monitors 279 "Master" 12 A and 281 "Aux" 3 A, after a DC meter 280 "House".
+    fn three_shunts() -> Bus {
+        Bus::new()
+            .shunt(ShuntClass::DcLoad, 280, "House", 40.0)
+            .shunt(ShuntClass::Battery, 279, "Master", 12.0)
+            .shunt(ShuntClass::Battery, 281, "Aux", 3.0)
+    }
+
+    #[test]
+    fn default_is_the_first_battery_shunt() {
+        assert_eq!(three_shunts().current(""), Some(12.0));
+    }
+
+    #[test]
+    fn selects_by_name_and_by_instance() {
+        assert_eq!(three_shunts().current(r#"{"shunt": "Aux"}"#), Some(3.0));
+        assert_eq!(three_shunts().current(r#"{"shunt": 281}"#), Some(3.0));
+        assert_eq!(three_shunts().current(r#"{"shunt": 279}"#), Some(12.0));
+    }
+
+    #[test]
+    fn invert_flips_the_sign() {
+        assert_eq!(three_shunts().current(r#"{"invert": true}"#), Some(-12.0));
+    }
+
+    #[test]
+    fn power_is_bank_voltage_times_current() {
+        let mut source = new("").unwrap();
+        let m = source.measure(&three_shunts().0).unwrap();
+        assert_eq!(m.power_w, 50.0 * 12.0);
+    }
+
+    #[test]
+    fn dcload_only_gives_none() {
+        let bus = Bus::new().shunt(ShuntClass::DcLoad, 280, "House", 40.0);
+        assert_eq!(bus.current(""), None);
+        // Naming the DC meter does not make it the bank current.
+        assert_eq!(bus.current(r#"{"shunt": "House"}"#), None);
+    }
+
+    #[test]
+    fn missing_shunt_gives_none() {
+        assert_eq!(three_shunts().current(r#"{"shunt": "Spare"}"#), None);
+        assert_eq!(Bus::new().current(""), None);
+    }
+
+    #[test]
+    fn invalid_current_gives_none() {
+        let mut bus = three_shunts();
+        bus.0.smartshunts[1].current_a = ROption::RNone;
+        assert_eq!(bus.current(""), None);
+        bus.0.smartshunts[1].current_a = ROption::RSome(f64::NAN);
+        assert_eq!(bus.current(""), None);
+        // The other shunt is not a fallback: it measures something else.
+        assert_eq!(bus.current(r#"{"shunt": "Aux"}"#), Some(3.0));
+    }
+
+    #[test]
+    fn non_finite_voltage_gives_none() {
+        let mut bus = three_shunts();
+        bus.0.bank_voltage_v = f64::INFINITY;
+        assert_eq!(bus.current(""), None);
+    }
+
+    #[test]
+    fn config_defaults() {
+        assert_eq!(new("null").unwrap().config, Config::default());
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases = [
+            (r#"{"invert_smartshunts": true}"#, "invert_smartshunts"),
+            (r#"{"invert": 1}"#, "invert"),
+            (r#"{"shunt": 1.5}"#, "shunt"),
+            (r#"{"shunt": [279]}"#, "shunt"),
+            (r#"{"shunt": -3}"#, "shunt"),
+            (r#"{"shunt": ""}"#, "shunt"),
+        ];
+        for (json, key) in cases {
+            let err = new(json).unwrap_err();
+            assert!(err.starts_with(&format!("{key}: ")), "{json} -> {err}");
+        }
+        let err = new(r#"{"shunt": true}"#).unwrap_err();
+        assert!(
+            err.contains("VRM device instance (integer) or a custom name"),
+            "{err}"
+        );
+    }
+}

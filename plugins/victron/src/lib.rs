@@ -1,1 +1,486 @@
+//! Current source `victron`: the bank current as the Victron devices around the bank measure it.
+//!
+//! ```text
+//! I = Σ Multi/Quattro + Σ solar chargers ± (Σ battery-class shunts − Σ dcload-class shunts)
+//! P = bank voltage × I
+//! ```
+//!
+//! This is the original `CURRENT_FROM_VICTRON` block (REFERENCE §1.6.4, §3.5 "Current source")
+//! with its failure modes made explicit: whenever a device the config relies on is missing or
+//! has no valid current, [`CurrentSourceImpl::measure`] returns `None` and the host falls back to
+//! the BMS sum, logging that once per episode instead of every second (REFERENCE §7 item 26).
+//!
+//! ```yaml
+//! current_source:
+//!   plugin: victron
+//!   use_multi: true            # count every vebus device (Multi, Quattro)
+//!   smartshunts: [279, House]  # none | all | VRM instances and custom names
+//!   invert_smartshunts: false  # flip the sign of the SmartShunt part
+//! ```
 
+use abi_stable::std_types::ROption;
+use plugin_api::{
+    parse_config, Checker, CurrentInputs, CurrentSourceImpl, Measurement, ShuntClass, ShuntView,
+    SolarChargerView, VebusView,
+};
+use serde::Deserialize;
+
+/// The plugin's config section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Count the DC current of every Multi/Quattro. While true, a bus without any vebus device
+    /// gives no measurement: the inverter is part of the current path, so leaving it out would
+    /// publish a wrong current rather than none.
+    #[serde(default = "default_use_multi")]
+    pub use_multi: bool,
+    /// Which SmartShunts count (default: none).
+    #[serde(default)]
+    pub smartshunts: ShuntSelection,
+    /// Flip the sign of the SmartShunt part, for shunts wired the other way round.
+    #[serde(default)]
+    pub invert_smartshunts: bool,
+}
+
+fn default_use_multi() -> bool {
+    true
+}
+
+/// The `smartshunts` key: `none`, `all`, or a list of shunts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "SelectionText")]
+pub enum ShuntSelection {
+    /// No shunt counts.
+    #[default]
+    None,
+    /// Every SmartShunt on the bus counts.
+    All,
+    /// The shunts matching any entry count; an entry that matches none means a device the
+    /// config relies on is missing. An empty list selects nothing, like `none`.
+    Listed(Vec<ShuntRef>),
+}
+
+/// A SmartShunt named in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ShuntRef {
+    /// Its VRM device instance (`/DeviceInstance`).
+    Instance(i32),
+    /// Its `/CustomName`.
+    Name(String),
+}
+
+impl ShuntRef {
+    /// True when `shunt` is the one this entry names. One entry may match several shunts
+    /// (two shunts with the same custom name), as in the original.
+    pub fn matches(&self, shunt: &ShuntView) -> bool {
+        match self {
+            ShuntRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
+            ShuntRef::Name(name) => shunt.custom_name.as_str() == name,
+        }
+    }
+}
+
+/// How `smartshunts` is written. Untagged so that `none`, `all` and a list share one key; the
+/// `expecting` text replaces serde's "did not match any variant" with what would be valid.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected \"none\", \"all\" or a list of SmartShunts, each a VRM device instance \
+                 (integer) or a custom name (string)"
+)]
+enum SelectionText {
+    Keyword(Keyword),
+    List(Vec<ShuntRef>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Keyword {
+    None,
+    All,
+}
+
+impl From<SelectionText> for ShuntSelection {
+    fn from(text: SelectionText) -> Self {
+        match text {
+            SelectionText::Keyword(Keyword::None) => ShuntSelection::None,
+            SelectionText::Keyword(Keyword::All) => ShuntSelection::All,
+            SelectionText::List(entries) => ShuntSelection::Listed(entries),
+        }
+    }
+}
+
+impl Config {
+    /// Values serde accepts but that can never match a shunt.
+    fn check(&self) -> Result<(), String> {
+        let mut checker = Checker::new();
+        if let ShuntSelection::Listed(entries) = &self.smartshunts {
+            for (i, entry) in entries.iter().enumerate() {
+                let key = format!("smartshunts[{i}]");
+                match entry {
+                    ShuntRef::Instance(instance) => checker.require(*instance >= 0, &key, || {
+                        format!("a VRM device instance is 0 or more, found {instance}")
+                    }),
+                    // An empty /CustomName means "unset", so "" would match every unnamed shunt.
+                    ShuntRef::Name(name) => checker.require(!name.is_empty(), &key, || {
+                        "a custom name must not be empty".to_string()
+                    }),
+                }
+            }
+        }
+        checker.finish()
+    }
+}
+
+/// The `victron` current source.
+#[derive(Debug, Clone)]
+pub struct VictronCurrent {
+    config: Config,
+}
+
+impl VictronCurrent {
+    /// Σ Multi currents; `None` when a needed Multi is missing or invalid.
+    fn multi_a(&self, vebus: &[VebusView]) -> Option<f64> {
+        if !self.config.use_multi {
+            return Some(0.0);
+        }
+        if vebus.is_empty() {
+            return None;
+        }
+        vebus
+            .iter()
+            .map(|multi| match multi.connected {
+                // A switched-off inverter carries no DC current, and its /Dc/0/Current is then
+                // often stale or invalid (REFERENCE §3.5).
+                ROption::RSome(0) => Some(0.0),
+                _ => valid(multi.current_a),
+            })
+            .sum()
+    }
+
+    /// True when the config counts `shunt`.
+    fn selects(&self, shunt: &ShuntView) -> bool {
+        match &self.config.smartshunts {
+            ShuntSelection::None => false,
+            ShuntSelection::All => true,
+            ShuntSelection::Listed(entries) => entries.iter().any(|e| e.matches(shunt)),
+        }
+    }
+
+    /// The signed SmartShunt part; `None` when a selected shunt is missing or invalid.
+    fn shunts_a(&self, shunts: &[ShuntView]) -> Option<f64> {
+        if let ShuntSelection::Listed(entries) = &self.config.smartshunts {
+            if !entries.iter().all(|e| shunts.iter().any(|s| e.matches(s))) {
+                return None;
+            }
+        }
+        let sum_a: f64 = shunts
+            .iter()
+            .filter(|shunt| self.selects(shunt))
+            .map(|shunt| {
+                // A DC meter counts current towards the loads, i.e. out of the battery.
+                valid(shunt.current_a).map(|a| match shunt.class {
+                    ShuntClass::Battery => a,
+                    ShuntClass::DcLoad => -a,
+                })
+            })
+            .sum::<Option<f64>>()?;
+        Some(if self.config.invert_smartshunts {
+            -sum_a
+        } else {
+            sum_a
+        })
+    }
+
+    /// False when no device at all is counted: without a Multi, a solar charger or a selected
+    /// shunt the sum is a constant 0 A, which the original published for good (REFERENCE §3.5,
+    /// "Misconfiguration"); no measurement lets the host fall back to the BMS and say why.
+    fn counts_a_device(&self, inputs: &CurrentInputs) -> bool {
+        self.config.use_multi
+            || !inputs.solar_chargers.is_empty()
+            || inputs.smartshunts.iter().any(|shunt| self.selects(shunt))
+    }
+}
+
+impl CurrentSourceImpl for VictronCurrent {
+    fn measure(&mut self, inputs: &CurrentInputs) -> Option<Measurement> {
+        if !self.counts_a_device(inputs) {
+            return None;
+        }
+        let multi_a = self.multi_a(&inputs.vebus)?;
+        let solar_a = solar_a(&inputs.solar_chargers)?;
+        let shunts_a = self.shunts_a(&inputs.smartshunts)?;
+        let current_a = multi_a + solar_a + shunts_a;
+        let power_w = inputs.bank_voltage_v * current_a;
+        (current_a.is_finite() && power_w.is_finite()).then_some(Measurement { current_a, power_w })
+    }
+}
+
+/// Σ solar charger currents; `None` when one of them is invalid, since leaving a charger out
+/// would understate the charge current.
+fn solar_a(chargers: &[SolarChargerView]) -> Option<f64> {
+    chargers.iter().map(|c| valid(c.current_a)).sum()
+}
+
+/// A D-Bus value that is present and finite.
+fn valid(value: ROption<f64>) -> Option<f64> {
+    value.into_option().filter(|v| v.is_finite())
+}
+
+/// Builds the plugin from its config section (JSON text); the error names the bad key.
+pub fn new(config: &str) -> Result<VictronCurrent, String> {
+    let config: Config = parse_config(config)?;
+    config.check()?;
+    Ok(VictronCurrent { config })
+}
+
+plugin_api::export_plugin! {
+    kind: current_source,
+    name: "victron",
+    description: "Bank current = Multi/Quattro + solar chargers ± SmartShunts",
+    new: new,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::{RString, RVec};
+
+    const V: f64 = 50.0;
+
+    /// A simulated bus, built device by device.
+    struct Bus(CurrentInputs);
+
+    impl Bus {
+        fn new() -> Self {
+            Bus(CurrentInputs {
+                bms_current_a: 999.0,
+                bms_power_w: 999.0,
+                bank_voltage_v: V,
+                vebus: RVec::new(),
+                solar_chargers: RVec::new(),
+                smartshunts: RVec::new(),
+            })
+        }
+
+        fn multi(mut self, connected: Option<i32>, current_a: Option<f64>) -> Self {
+            let n = self.0.vebus.len();
+            self.0.vebus.push(VebusView {
+                service: RString::from(format!("com.victronenergy.vebus.ttyS{n}")),
+                connected: connected.into(),
+                current_a: current_a.into(),
+            });
+            self
+        }
+
+        fn mppt(mut self, current_a: Option<f64>) -> Self {
+            let n = self.0.solar_chargers.len();
+            self.0.solar_chargers.push(SolarChargerView {
+                service: RString::from(format!("com.victronenergy.solarcharger.ttyO{n}")),
+                current_a: current_a.into(),
+            });
+            self
+        }
+
+        fn shunt(mut self, class: ShuntClass, instance: i32, name: &str, current_a: f64) -> Self {
+            self.0.smartshunts.push(ShuntView {
+                service: RString::from(format!("com.victronenergy.shunt.{instance}")),
+                class,
+                device_instance: ROption::RSome(instance),
+                custom_name: name.into(),
+                current_a: ROption::RSome(current_a),
+            });
+            self
+        }
+
+        fn voltage(mut self, voltage_v: f64) -> Self {
+            self.0.bank_voltage_v = voltage_v;
+            self
+        }
+
+        /// The current `config` measures on this bus.
+        fn current(&self, config: &str) -> Option<f64> {
+            let mut source = new(config).unwrap();
+            source.measure(&self.0).map(|m| m.current_a)
+        }
+    }
+
+    fn multi_and_two_mppts() -> Bus {
+        Bus::new()
+            .multi(Some(1), Some(-20.0))
+            .mppt(Some(15.0))
+            .mppt(Some(7.5))
+    }
+
+    const LIST: &str = r#"{"smartshunts": [279, "House"]}"#;
+
+    /// Battery shunt 279 "Bank" +10 A, DC meter 280 "House" 4 A.
+    fn with_shunts(bus: Bus) -> Bus {
+        bus.shunt(ShuntClass::Battery, 279, "Bank", 10.0).shunt(
+            ShuntClass::DcLoad,
+            280,
+            "House",
+            4.0,
+        )
+    }
+
+    #[test]
+    fn multi_plus_two_mppts() {
+        assert_eq!(multi_and_two_mppts().current(""), Some(2.5));
+    }
+
+    #[test]
+    fn power_is_bank_voltage_times_current() {
+        let mut source = new("").unwrap();
+        let m = source
+            .measure(&multi_and_two_mppts().voltage(52.0).0)
+            .unwrap();
+        assert_eq!(m.power_w, 52.0 * 2.5);
+    }
+
+    #[test]
+    fn disconnected_multi_counts_zero_even_with_an_invalid_current() {
+        let bus = Bus::new().multi(Some(0), None).mppt(Some(15.0));
+        assert_eq!(bus.current(""), Some(15.0));
+        let bus = Bus::new().multi(Some(0), Some(-80.0)).mppt(Some(15.0));
+        assert_eq!(bus.current(""), Some(15.0));
+    }
+
+    #[test]
+    fn connected_multi_with_an_invalid_current_gives_none() {
+        for current in [None, Some(f64::NAN), Some(f64::INFINITY)] {
+            let bus = Bus::new().multi(Some(1), current).mppt(Some(15.0));
+            assert_eq!(bus.current(""), None, "{current:?}");
+        }
+    }
+
+    #[test]
+    fn multis_are_summed() {
+        let bus = Bus::new()
+            .multi(Some(1), Some(-20.0))
+            .multi(Some(1), Some(-5.0));
+        assert_eq!(bus.current(""), Some(-25.0));
+    }
+
+    #[test]
+    fn no_multi_with_use_multi_gives_none() {
+        let bus = Bus::new().mppt(Some(15.0));
+        assert_eq!(bus.current(""), None);
+    }
+
+    #[test]
+    fn use_multi_false_ignores_the_vebus() {
+        let config = r#"{"use_multi": false}"#;
+        assert_eq!(multi_and_two_mppts().current(config), Some(22.5));
+        let bus = Bus::new().multi(Some(1), None).mppt(Some(15.0));
+        assert_eq!(bus.current(config), Some(15.0));
+    }
+
+    #[test]
+    fn nothing_to_count_gives_none_not_zero() {
+        let bus = with_shunts(Bus::new().multi(Some(1), Some(-20.0)));
+        assert_eq!(bus.current(r#"{"use_multi": false}"#), None);
+        let config = r#"{"use_multi": false, "smartshunts": "all"}"#;
+        assert_eq!(Bus::new().current(config), None);
+        // One battery monitor per battery and nothing else is a valid topology.
+        assert_eq!(with_shunts(Bus::new()).current(config), Some(6.0));
+    }
+
+    #[test]
+    fn invalid_solar_charger_gives_none() {
+        let bus = multi_and_two_mppts().mppt(None);
+        assert_eq!(bus.current(""), None);
+    }
+
+    #[test]
+    fn battery_shunt_added_dcload_shunt_subtracted() {
+        let bus = with_shunts(multi_and_two_mppts());
+        assert_eq!(
+            bus.current(r#"{"smartshunts": "all"}"#),
+            Some(2.5 + 10.0 - 4.0)
+        );
+    }
+
+    #[test]
+    fn invert_flips_the_whole_shunt_part() {
+        let bus = with_shunts(multi_and_two_mppts());
+        let config = r#"{"smartshunts": "all", "invert_smartshunts": true}"#;
+        assert_eq!(bus.current(config), Some(2.5 - 10.0 + 4.0));
+    }
+
+    #[test]
+    fn shunts_are_ignored_by_default() {
+        assert_eq!(with_shunts(multi_and_two_mppts()).current(""), Some(2.5));
+    }
+
+    #[test]
+    fn list_selects_by_instance_and_by_name() {
+        let bus =
+            with_shunts(multi_and_two_mppts()).shunt(ShuntClass::Battery, 281, "Spare", 100.0);
+        assert_eq!(bus.current(LIST), Some(2.5 + 10.0 - 4.0));
+        assert_eq!(bus.current(r#"{"smartshunts": [281]}"#), Some(102.5));
+        assert_eq!(bus.current(r#"{"smartshunts": ["Bank"]}"#), Some(12.5));
+    }
+
+    #[test]
+    fn unmatched_list_entry_gives_none() {
+        let bus = multi_and_two_mppts().shunt(ShuntClass::Battery, 279, "Bank", 10.0);
+        assert_eq!(bus.current(LIST), None);
+    }
+
+    #[test]
+    fn selected_shunt_with_invalid_current_gives_none() {
+        let mut bus = with_shunts(multi_and_two_mppts());
+        bus.0.smartshunts[1].current_a = ROption::RNone;
+        assert_eq!(bus.current(LIST), None);
+        // Not selected, so its value does not matter.
+        assert_eq!(bus.current(r#"{"smartshunts": [279]}"#), Some(12.5));
+    }
+
+    #[test]
+    fn non_finite_voltage_gives_none() {
+        assert_eq!(multi_and_two_mppts().voltage(f64::NAN).current(""), None);
+    }
+
+    #[test]
+    fn config_defaults() {
+        let source = new("").unwrap();
+        assert!(source.config.use_multi);
+        assert_eq!(source.config.smartshunts, ShuntSelection::None);
+        assert!(!source.config.invert_smartshunts);
+    }
+
+    #[test]
+    fn config_parses_every_smartshunts_form() {
+        let parse = |json: &str| new(json).unwrap().config.smartshunts;
+        assert_eq!(parse(r#"{"smartshunts": "none"}"#), ShuntSelection::None);
+        assert_eq!(parse(r#"{"smartshunts": "all"}"#), ShuntSelection::All);
+        assert_eq!(
+            parse(LIST),
+            ShuntSelection::Listed(vec![
+                ShuntRef::Instance(279),
+                ShuntRef::Name("House".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases = [
+            (r#"{"use_multis": true}"#, "use_multis"),
+            (r#"{"use_multi": "yes"}"#, "use_multi"),
+            (r#"{"smartshunts": "some"}"#, "smartshunts"),
+            (r#"{"smartshunts": true}"#, "smartshunts"),
+            (r#"{"smartshunts": [279, 1.5]}"#, "smartshunts"),
+            (r#"{"smartshunts": [279, -1]}"#, "smartshunts[1]"),
+            (r#"{"smartshunts": [""]}"#, "smartshunts[0]"),
+        ];
+        for (json, key) in cases {
+            let err = new(json).unwrap_err();
+            assert!(err.starts_with(&format!("{key}: ")), "{json} -> {err}");
+        }
+        let err = new(r#"{"smartshunts": "some"}"#).unwrap_err();
+        assert!(err.contains(r#""none", "all" or a list"#), "{err}");
+    }
+}
