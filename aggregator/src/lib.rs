@@ -1,1 +1,18 @@
+//! `dbus-aggregate-batteries`: merges several parallel batteries into one virtual battery for
+//! Victron Venus OS and computes the charge limits DVCC obeys.
+//!
+//! The core is pure: [`reading`] (a typed battery reading and whether it can be merged),
+//! [`bank`] (the merge), [`coulomb`] (the counter), [`envelope`] (the safety envelope) and
+//! [`feedin`] (carrying out feed-in requests). [`state`] is the only module that writes files,
+//! [`plugins`] the only one that loads code, [`config`] and [`check`] read `config.yaml`.
 
+pub mod bank;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod coulomb;
+pub mod envelope;
+pub mod feedin;
+pub mod plugins;
+pub mod reading;
+pub mod state;

@@ -1,0 +1,182 @@
+//! Putting a configuration together: parse `config.yaml`, load the plugins it names, and have
+//! each plugin check its own section. Used by `check-config` and at start-up.
+
+use std::path::{Path, PathBuf};
+
+use plugin_api::{CurrentSourceBox, PluginKind, StrategyBox};
+
+use crate::config::{Config, ConfigError, PluginChoice, Source};
+use crate::plugins::{self, Refused, Scan};
+
+/// A configuration with its plugins built.
+pub struct Ready {
+    /// The parsed configuration, with `paths` made absolute.
+    pub config: Config,
+    /// What the plugins folder held.
+    pub scan: Scan,
+    /// The strategy, built from its section.
+    pub strategy: StrategyBox,
+    /// The current source, built from its section.
+    pub current_source: CurrentSourceBox,
+}
+
+/// The outcome of a check: what is ready, and every problem found.
+pub struct Checked {
+    /// Everything, when there was no error.
+    pub ready: Option<Ready>,
+    /// The errors, each naming file, key and line.
+    pub errors: Vec<ConfigError>,
+    /// Plugin files that were refused (not errors unless the config selects them).
+    pub refused: Vec<Refused>,
+}
+
+/// Checks the config file and its plugins; `plugins_dir` overrides `paths.plugins_dir`.
+pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
+    let fail = |errors| Checked {
+        ready: None,
+        errors,
+        refused: Vec::new(),
+    };
+    let source = match Source::read(file) {
+        Ok(source) => source,
+        Err(err) => return fail(vec![err]),
+    };
+    let mut config = match source.parse() {
+        Ok(config) => config,
+        Err(errors) => return fail(errors),
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    config.paths.state_dir = resolve(base, &config.paths.state_dir);
+    config.paths.plugins_dir = match plugins_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => resolve(base, &config.paths.plugins_dir),
+    };
+
+    let scan = match plugins::scan(&config.paths.plugins_dir) {
+        Ok(scan) => scan,
+        Err(refused) => {
+            return fail(vec![source.error("paths.plugins_dir", refused.to_string())]);
+        }
+    };
+    let mut errors = Vec::new();
+    let strategy = build(
+        &source,
+        &scan,
+        "strategy",
+        &config.strategy,
+        PluginKind::Strategy,
+        &mut errors,
+        |p, json| p.new_strategy(json),
+    );
+    let current_source = build(
+        &source,
+        &scan,
+        "current_source",
+        &config.current_source,
+        PluginKind::CurrentSource,
+        &mut errors,
+        |p, json| p.new_current_source(json),
+    );
+    let refused = scan.refused.clone();
+    let ready = match (strategy, current_source) {
+        (Some(strategy), Some(current_source)) if errors.is_empty() => Some(Ready {
+            config,
+            scan,
+            strategy,
+            current_source,
+        }),
+        _ => None,
+    };
+    Checked {
+        ready,
+        errors,
+        refused,
+    }
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Finds the plugin a section selects and builds it; on failure records errors naming keys.
+fn build<T>(
+    source: &Source,
+    scan: &Scan,
+    section: &str,
+    choice: &PluginChoice,
+    kind: PluginKind,
+    errors: &mut Vec<ConfigError>,
+    construct: impl Fn(&plugins::Plugin, &str) -> Result<T, String>,
+) -> Option<T> {
+    let Some(plugin) = scan.find(&choice.plugin, kind) else {
+        errors.push(source.error(
+            &format!("{section}.plugin"),
+            not_found(scan, &choice.plugin, kind),
+        ));
+        return None;
+    };
+    let json = choice.config.to_string();
+    match construct(plugin, &json) {
+        Ok(built) => Some(built),
+        Err(text) => {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                errors.push(plugin_error(source, section, &choice.plugin, line));
+            }
+            None
+        }
+    }
+}
+
+fn not_found(scan: &Scan, name: &str, kind: PluginKind) -> String {
+    if let Some(other) = scan.plugins.iter().find(|p| p.name == name) {
+        return format!(
+            "`{name}` is a {} plugin, not a {} plugin",
+            other.kind.as_str(),
+            kind.as_str()
+        );
+    }
+    let mut known: Vec<&str> = scan
+        .plugins
+        .iter()
+        .filter(|p| p.kind == kind)
+        .map(|p| p.name.as_str())
+        .collect();
+    known.sort_unstable();
+    let mut message = format!("no {} plugin named `{name}`", kind.as_str());
+    if known.is_empty() {
+        message.push_str(" (no plugin of that kind was found)");
+    } else {
+        message.push_str(&format!("; available: {}", known.join(", ")));
+    }
+    if let Some(refused) = scan
+        .refused
+        .iter()
+        .find(|r| r.path.to_string_lossy().contains(&name.replace('-', "_")))
+    {
+        message.push_str(&format!("; refused: {refused}"));
+    }
+    message
+}
+
+/// A plugin's error line reads `key: message` (or just a message); place it under the section.
+fn plugin_error(source: &Source, section: &str, plugin: &str, line: &str) -> ConfigError {
+    let (key, message) = match line.split_once(": ") {
+        Some((key, message)) if !key.is_empty() && !key.contains(' ') => (key, message),
+        _ => ("", line),
+    };
+    let mut full_key = format!("{section}.config");
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        full_key.push('.');
+        // `curve.voltages[2]` is found in the file under `curve.voltages`.
+        full_key.push_str(part.split('[').next().unwrap_or(part));
+    }
+    let mut error = source.error(&full_key, format!("{message} (plugin {plugin})"));
+    if !key.is_empty() {
+        error.key = format!("{section}.config.{key}");
+    }
+    error
+}

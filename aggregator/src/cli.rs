@@ -1,0 +1,123 @@
+//! The command line (SPEC §12): what each subcommand does, for `main` to call.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::check::check;
+use crate::plugins;
+
+/// Where the config lives on a Venus OS device.
+pub const DEFAULT_CONFIG: &str = "/data/apps/dbus-aggregate-batteries/config.yaml";
+
+/// Merges parallel batteries into one virtual battery for Victron Venus OS.
+#[derive(Debug, Parser)]
+#[command(name = "dbus-aggregate-batteries", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Load plugins from this folder instead of `paths.plugins_dir`.
+    #[arg(long, global = true)]
+    pub plugins_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration and every plugin's section; exit 2 on any error.
+    CheckConfig,
+    /// List the plugins found, with kind, version and ABI status.
+    Plugins,
+}
+
+/// Exit code for configuration errors.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// `check-config`: prints every problem; returns the exit code.
+pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Write) -> i32 {
+    let checked = check(config, plugins_dir);
+    for refused in &checked.refused {
+        let _ = writeln!(out, "warning: plugin refused: {refused}");
+    }
+    for error in &checked.errors {
+        let _ = writeln!(out, "error: {error}");
+    }
+    match checked.ready {
+        Some(ready) => {
+            let _ = writeln!(
+                out,
+                "{}: ok (strategy {}, current source {}, plugins from {})",
+                config.display(),
+                ready.config.strategy.plugin,
+                ready.config.current_source.plugin,
+                ready.config.paths.plugins_dir.display()
+            );
+            0
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{}: {} error(s)",
+                config.display(),
+                checked.errors.len()
+            );
+            EXIT_CONFIG
+        }
+    }
+}
+
+/// `plugins`: lists what the plugins folder holds; returns the exit code.
+pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Write) -> i32 {
+    let dir = match plugins_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match crate::config::Source::read(config)
+            .and_then(|s| s.parse().map_err(|mut e| e.remove(0)))
+        {
+            Ok(parsed) => {
+                let base = config.parent().unwrap_or(Path::new("."));
+                base.join(parsed.paths.plugins_dir)
+            }
+            Err(err) => {
+                let _ = writeln!(out, "error: {err}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
+    let _ = writeln!(
+        out,
+        "plugins in {} (this daemon: plugin ABI {})",
+        dir.display(),
+        plugins::abi_version()
+    );
+    let scan = match plugins::scan(&dir) {
+        Ok(scan) => scan,
+        Err(refused) => {
+            let _ = writeln!(out, "error: {refused}");
+            return EXIT_CONFIG;
+        }
+    };
+    for p in &scan.plugins {
+        let file = p.path.file_name().unwrap_or_default().to_string_lossy();
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<15} {:<8} ABI ok   {}  ({file})",
+            p.name,
+            p.kind.as_str(),
+            p.version,
+            p.description
+        );
+    }
+    for r in &scan.refused {
+        let file = r.path.file_name().unwrap_or_default().to_string_lossy();
+        let _ = writeln!(out, "  refused {file}: {}", r.reason);
+    }
+    if scan.plugins.is_empty() {
+        let _ = writeln!(out, "  (no plugin found)");
+    }
+    0
+}

@@ -1,0 +1,639 @@
+//! `config.yaml`: the typed configuration, its checks, and errors that name key and line.
+//!
+//! The host's own sections are typed structs; each plugin's `config` section is kept as a
+//! JSON value and handed to the plugin, which checks it the same way (see
+//! `plugin_api::config`). Every error names the file, the key path and, where it can be found,
+//! the line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seconds between ticks.
+    #[serde(default = "default_update_interval", deserialize_with = "duration")]
+    pub update_interval: Duration,
+    /// Which services are batteries and what the bank should hold.
+    #[serde(default)]
+    pub batteries: Batteries,
+    /// Where the bank current comes from.
+    #[serde(default = "default_current_source")]
+    pub current_source: PluginChoice,
+    /// The Coulomb counter.
+    #[serde(default)]
+    pub soc: Soc,
+    /// The strategy computing CVL, CCL and DCL.
+    pub strategy: PluginChoice,
+    /// The bounds the host enforces on any strategy.
+    pub safety: Safety,
+    /// The published service.
+    #[serde(default)]
+    pub publish: Publish,
+    /// Folders.
+    #[serde(default)]
+    pub paths: Paths,
+    /// Logging.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// `batteries:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batteries {
+    /// A battery's `/ProductName` must contain this.
+    pub product_name: String,
+    /// Batteries in the bank; `None`: every battery seen since start.
+    pub expected: Option<u32>,
+    /// Cells in series per battery; `None`: taken from the batteries.
+    pub cells: Option<u32>,
+    /// Only these batteries (by `/CustomName`, `/Serial`, `/DeviceInstance` or service name).
+    pub include: Vec<Selector>,
+    /// Never these batteries.
+    pub exclude: Vec<Selector>,
+    /// How long a battery that is not online is held with its last values.
+    #[serde(deserialize_with = "duration")]
+    pub hold_for: Duration,
+    /// A battery none of whose values changed for this long is frozen (0 s: off).
+    #[serde(deserialize_with = "duration")]
+    pub frozen_after: Duration,
+    /// Longest wait for a complete bank before the service is published fail-safe.
+    #[serde(deserialize_with = "duration")]
+    pub startup_wait: Duration,
+    /// What to do while a battery is lost.
+    pub on_lost: OnLost,
+}
+
+impl Default for Batteries {
+    fn default() -> Self {
+        Self {
+            product_name: "SerialBattery".into(),
+            expected: None,
+            cells: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            hold_for: Duration::from_secs(60),
+            frozen_after: Duration::from_secs(120),
+            startup_wait: Duration::from_secs(30),
+            on_lost: OnLost::BlockCharge,
+        }
+    }
+}
+
+/// A battery or device selected by name (string) or device instance (integer).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Selector {
+    /// `/DeviceInstance`.
+    Instance(i64),
+    /// `/CustomName`, `/Serial` or the service name.
+    Name(String),
+}
+
+/// `batteries.on_lost`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLost {
+    /// CCL 0, DCL scaled to the online batteries.
+    BlockCharge,
+    /// CCL 0, DCL 0.
+    BlockAll,
+    /// Both limits scaled to the online batteries.
+    Continue,
+}
+
+/// `strategy:` or `current_source:`: a plugin by name and its config section.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginChoice {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its section, handed over as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// `soc:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Soc {
+    /// Publish the own Coulomb counter instead of the BMSs' SoC.
+    pub own_counter: bool,
+    /// Factor on charging Ah.
+    pub efficiency: f64,
+    /// Save the counter when it moved by this fraction of the capacity.
+    pub save_precision: f64,
+}
+
+impl Default for Soc {
+    fn default() -> Self {
+        Self {
+            own_counter: true,
+            efficiency: 0.985,
+            save_precision: 0.0025,
+        }
+    }
+}
+
+/// `safety:`. No defaults: the user states what the cells can take.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Safety {
+    /// CVL ≤ cells × this.
+    pub max_cell_voltage: f64,
+    /// CCL ≤ this.
+    pub max_charge_current: f64,
+    /// DCL ≤ this.
+    pub max_discharge_current: f64,
+    /// Plugin faults in a row after which DCL is 0 as well.
+    #[serde(default = "default_plugin_failures")]
+    pub plugin_failures: u32,
+}
+
+/// `publish:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Publish {
+    /// The D-Bus name of the virtual battery.
+    pub service_name: String,
+    /// Preferred VRM device instance.
+    pub device_instance: u32,
+    /// Publish `/Voltages/<battery>_Cell<k>`.
+    pub cell_voltages: bool,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            service_name: "com.victronenergy.battery.aggregate".into(),
+            device_instance: 100,
+            cell_voltages: false,
+        }
+    }
+}
+
+/// `paths:`. Relative paths are relative to the config file's folder.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Where `state.json` lives.
+    pub state_dir: PathBuf,
+    /// Where plugins are loaded from.
+    pub plugins_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state_dir: "/data/apps/dbus-aggregate-batteries/state".into(),
+            plugins_dir: "/data/apps/dbus-aggregate-batteries/plugins".into(),
+        }
+    }
+}
+
+/// `logging:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// `error`, `warn`, `info` or `debug`.
+    pub level: Level,
+    /// Period of the summary line (0 s: off).
+    #[serde(deserialize_with = "duration")]
+    pub summary_every: Duration,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            level: Level::Info,
+            summary_every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `logging.level`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Changes of state, and the above.
+    Info,
+    /// Everything.
+    Debug,
+}
+
+fn default_update_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_plugin_failures() -> u32 {
+    5
+}
+
+fn default_current_source() -> PluginChoice {
+    PluginChoice {
+        plugin: "bms".into(),
+        config: serde_json::Value::Null,
+    }
+}
+
+/// A duration as `500ms`, `60s`, `5m`, `1h` or a plain number of seconds.
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(f64),
+        Text(String),
+    }
+    let seconds = match Raw::deserialize(de)? {
+        Raw::Seconds(s) => s,
+        Raw::Text(text) => parse_seconds(&text).map_err(serde::de::Error::custom)?,
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(serde::de::Error::custom(format!(
+            "`{seconds}` is not a duration"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if factor.is_finite() => Ok(n * factor),
+        _ => Err(format!(
+            "`{text}` is not a duration; write e.g. 500ms, 60s, 5m or 1h"
+        )),
+    }
+}
+
+/// One problem with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The key path, e.g. `strategy.config.charge_voltages`; empty for the whole file.
+    pub key: String,
+    /// The line of the key in the file, when found.
+    pub line: Option<usize>,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A config file as read: its text (for line numbers) and its path.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The file.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads the file.
+    pub fn read(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_path_buf(),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read: {err}"),
+        })?;
+        Ok(Self {
+            file: file.to_path_buf(),
+            text,
+        })
+    }
+
+    /// An error at `key` (a dotted path), with the key's line when it can be found.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let path: Vec<&str> = key.split('.').filter(|k| !k.is_empty()).collect();
+        ConfigError {
+            file: self.file.clone(),
+            key: key.to_string(),
+            line: line_of(&self.text, &path),
+            message: message.into(),
+        }
+    }
+
+    /// Parses the text into a [`Config`] and checks the host's values; plugins' sections are
+    /// checked by [`crate::check`].
+    pub fn parse(&self) -> Result<Config, Vec<ConfigError>> {
+        let config: Config =
+            serde_yaml::from_str(&self.text).map_err(|err| vec![self.yaml_error(&err)])?;
+        let errors = self.check(&config);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn yaml_error(&self, err: &serde_yaml::Error) -> ConfigError {
+        // The crate's message reads "batteries.expected: invalid type: …, at line 3 column 13";
+        // split it into our parts so every error has the same shape.
+        let text = err.to_string();
+        let line = err.location().map(|l| l.line());
+        let body = match text.rfind(" at line ") {
+            Some(at) => text[..at].trim_end_matches(',').to_string(),
+            None => text.clone(),
+        };
+        let (mut key, message) = match body.split_once(": ") {
+            Some((key, message)) if !key.contains(' ') => (key.to_string(), message.to_string()),
+            _ => (String::new(), body),
+        };
+        // A value's own error ("not a duration") carries the path of the enclosing map only;
+        // the key on the reported line completes it.
+        if let Some(own) = line.and_then(|l| key_at_line(&self.text, l)) {
+            if !key.is_empty() && !key.ends_with(own.as_str()) {
+                key = format!("{key}.{own}");
+            }
+        }
+        let line = line.or_else(|| line_of(&self.text, &key.split('.').collect::<Vec<_>>()));
+        ConfigError {
+            file: self.file.clone(),
+            key,
+            line,
+            message,
+        }
+    }
+
+    fn check(&self, config: &Config) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut require = |ok: bool, key: &str, message: String| {
+            if !ok {
+                errors.push(self.error(key, message));
+            }
+        };
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let s = &config.safety;
+        require(
+            positive(s.max_cell_voltage) && s.max_cell_voltage < 5.0,
+            "safety.max_cell_voltage",
+            format!(
+                "must be a cell voltage above 0 and below 5 V, found {}",
+                s.max_cell_voltage
+            ),
+        );
+        require(
+            positive(s.max_charge_current),
+            "safety.max_charge_current",
+            format!(
+                "must be a current above 0 A, found {}",
+                s.max_charge_current
+            ),
+        );
+        require(
+            positive(s.max_discharge_current),
+            "safety.max_discharge_current",
+            format!(
+                "must be a current above 0 A, found {}",
+                s.max_discharge_current
+            ),
+        );
+        require(
+            s.plugin_failures >= 1,
+            "safety.plugin_failures",
+            "must be at least 1".to_string(),
+        );
+        let b = &config.batteries;
+        require(
+            b.expected.is_none_or(|n| (1..=64).contains(&n)),
+            "batteries.expected",
+            format!(
+                "must be between 1 and 64, found {}",
+                b.expected.unwrap_or(0)
+            ),
+        );
+        require(
+            b.cells.is_none_or(|n| (1..=64).contains(&n)),
+            "batteries.cells",
+            format!("must be between 1 and 64, found {}", b.cells.unwrap_or(0)),
+        );
+        require(
+            !b.product_name.trim().is_empty(),
+            "batteries.product_name",
+            "must not be empty (the default is SerialBattery)".into(),
+        );
+        require(
+            config.soc.efficiency > 0.0 && config.soc.efficiency <= 1.0,
+            "soc.efficiency",
+            format!(
+                "must be above 0 and at most 1, found {}",
+                config.soc.efficiency
+            ),
+        );
+        require(
+            config.soc.save_precision > 0.0 && config.soc.save_precision < 1.0,
+            "soc.save_precision",
+            format!(
+                "must be above 0 and below 1, found {}",
+                config.soc.save_precision
+            ),
+        );
+        let interval = config.update_interval.as_secs_f64();
+        require(
+            (0.1..=60.0).contains(&interval),
+            "update_interval",
+            format!("must be between 100ms and 60s, found {interval}s"),
+        );
+        let name = &config.publish.service_name;
+        require(
+            name.starts_with("com.victronenergy.battery.")
+                && name.split('.').count() == 4
+                && name.rsplit('.').next().is_some_and(valid_name_element),
+            "publish.service_name",
+            format!("must be com.victronenergy.battery.<suffix> with a suffix of letters, digits, _ or -, not starting with a digit; found `{name}`"),
+        );
+        errors
+    }
+}
+
+fn valid_name_element(element: &str) -> bool {
+    !element.is_empty()
+        && !element.starts_with(|c: char| c.is_ascii_digit())
+        && element
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The key a block-style line `line` (1-based) starts with, if any.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line.checked_sub(1)?)?;
+    let (key, _) = content.trim_start().split_once(':')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.contains(' ') && !key.starts_with('-')).then(|| key.to_string())
+}
+
+/// The 1-based line of the block-style key `path` in `text`, or of its longest prefix found.
+pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    if path.is_empty() {
+        return None;
+    }
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut best: Option<(usize, usize)> = None; // (depth matched, line)
+    for (index, raw) in text.lines().enumerate() {
+        let content = raw.split(" #").next().unwrap_or("");
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = content.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.contains(' ') || key.starts_with('-') {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_string()));
+        let depth = stack
+            .iter()
+            .zip(path)
+            .take_while(|((_, k), p)| k == *p)
+            .count();
+        if depth == stack.len() && best.is_none_or(|(d, _)| depth > d) {
+            best = Some((depth, index + 1));
+            if depth == path.len() {
+                break;
+            }
+        }
+    }
+    best.map(|(_, line)| line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+strategy:
+  plugin: lto-cv
+safety:
+  max_cell_voltage: 2.6
+  max_charge_current: 300
+  max_discharge_current: 300
+";
+
+    fn source(text: &str) -> Source {
+        Source {
+            file: "config.yaml".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let config = source(MINIMAL).parse().unwrap();
+        assert_eq!(config.batteries, Batteries::default());
+        assert_eq!(config.current_source.plugin, "bms");
+        assert_eq!(config.update_interval, Duration::from_secs(1));
+        assert_eq!(config.safety.plugin_failures, 5);
+    }
+
+    #[test]
+    fn durations_in_several_forms() {
+        for (text, seconds) in [
+            ("90s", 90.0),
+            ("2m", 120.0),
+            ("500ms", 0.5),
+            ("45", 45.0),
+            ("1h", 3600.0),
+        ] {
+            let yaml = format!("{MINIMAL}batteries:\n  hold_for: {text}\n");
+            let config = source(&yaml).parse().unwrap();
+            assert_eq!(config.batteries.hold_for.as_secs_f64(), seconds, "{text}");
+        }
+        let err = source(&format!("{MINIMAL}batteries:\n  hold_for: soon\n"))
+            .parse()
+            .unwrap_err();
+        assert!(
+            err[0].to_string().contains("batteries.hold_for"),
+            "{}",
+            err[0]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = source(&format!("{MINIMAL}batteries:\n  expectd: 2\n"))
+            .parse()
+            .unwrap_err();
+        let text = err[0].to_string();
+        assert!(text.starts_with("config.yaml:8: batteries"), "{text}");
+        assert!(text.contains("unknown field `expectd`"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_their_keys() {
+        let yaml = MINIMAL.replace("max_charge_current: 300", "max_charge_current: -5");
+        let err = source(&yaml).parse().unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].key, "safety.max_charge_current");
+        assert_eq!(err[0].line, Some(5));
+        let err = source(&format!("{MINIMAL}batteries:\n  on_lost: panic\n"))
+            .parse()
+            .unwrap_err();
+        assert!(
+            err[0].to_string().contains("batteries.on_lost"),
+            "{}",
+            err[0]
+        );
+        let err = source(&format!(
+            "{MINIMAL}publish:\n  service_name: com.victronenergy.battery.1x\n"
+        ))
+        .parse()
+        .unwrap_err();
+        assert_eq!(err[0].key, "publish.service_name");
+    }
+
+    #[test]
+    fn missing_safety_is_an_error_naming_it() {
+        let err = source("strategy:\n  plugin: lto-cv\n").parse().unwrap_err();
+        assert!(err[0].message.contains("safety"), "{}", err[0]);
+    }
+
+    #[test]
+    fn finds_lines_of_nested_keys() {
+        let text = "a:\n  b: 1\n  # c: x\n  c:\n    d: [1]\ne: 2\n";
+        assert_eq!(line_of(text, &["a", "b"]), Some(2));
+        assert_eq!(line_of(text, &["a", "c", "d"]), Some(5));
+        assert_eq!(line_of(text, &["e"]), Some(6));
+        assert_eq!(line_of(text, &["a", "c", "zz"]), Some(4), "longest prefix");
+        assert_eq!(line_of(text, &["zz"]), None);
+    }
+}

@@ -1,0 +1,262 @@
+//! Finding and loading plugins from disk (SPEC §13).
+//!
+//! A plugin is a shared library in `paths.plugins_dir` exporting the root module of
+//! `plugin-api`. Loading runs code from the file, so a file or folder that others than its
+//! owner could have written is refused before it is opened. `abi_stable` then checks that the
+//! plugin was built against this daemon's ABI; each refusal is one clear line.
+//!
+//! Libraries are never unloaded: replacing a plugin means restarting the daemon.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::std_types::{RResult, RStr};
+use plugin_api::{
+    CurrentSourceBox, HostLogger, LogLevel, PluginKind, PluginModRef, StrategyBox, ABI_VERSION,
+};
+
+/// A plugin that loaded and passed the ABI checks.
+#[derive(Clone)]
+pub struct Plugin {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The name `config.yaml` selects it by.
+    pub name: String,
+    /// Strategy or current source.
+    pub kind: PluginKind,
+    /// The plugin's own version.
+    pub version: String,
+    /// Its one-line description.
+    pub description: String,
+    module: PluginModRef,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// A file (or folder) that was not loaded, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// One line: why.
+    pub reason: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Everything found in a plugins folder.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The plugins that loaded, by file name.
+    pub plugins: Vec<Plugin>,
+    /// The files that were refused, by file name.
+    pub refused: Vec<Refused>,
+}
+
+impl Scan {
+    /// The plugin of this name and kind, if one loaded.
+    pub fn find(&self, name: &str, kind: PluginKind) -> Option<&Plugin> {
+        self.plugins
+            .iter()
+            .find(|p| p.name == name && p.kind == kind)
+    }
+}
+
+/// Loads every `*.so` file of `dir`. Fails only when the folder itself cannot be used.
+pub fn scan(dir: &Path) -> Result<Scan, Refused> {
+    let refuse = |reason: String| Refused {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    check_not_writable_by_others(dir)?;
+    let entries = std::fs::read_dir(dir).map_err(|err| refuse(format!("cannot list: {err}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "so"))
+        .collect();
+    files.sort();
+    let mut scan = Scan::default();
+    for file in files {
+        match load(&file) {
+            Ok(plugin) => {
+                if let Some(twin) = scan.find(&plugin.name, plugin.kind) {
+                    let reason = format!(
+                        "a {} plugin named `{}` was already loaded from {}",
+                        plugin.kind.as_str(),
+                        plugin.name,
+                        twin.path.display()
+                    );
+                    scan.refused.push(Refused { path: file, reason });
+                } else {
+                    scan.plugins.push(plugin);
+                }
+            }
+            Err(refused) => scan.refused.push(refused),
+        }
+    }
+    Ok(scan)
+}
+
+/// Loads one plugin file.
+pub fn load(path: &Path) -> Result<Plugin, Refused> {
+    let refuse = |reason: String| Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_not_writable_by_others(dir)?;
+    }
+    check_not_writable_by_others(path)?;
+    let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|err| refuse(explain(&err)))?;
+    (module.set_logger())(HostLogger { log: host_log });
+    Ok(Plugin {
+        path: path.to_path_buf(),
+        name: module.name().to_string(),
+        kind: module.kind(),
+        version: module.version().to_string(),
+        description: module.description().to_string(),
+        module,
+    })
+}
+
+impl Plugin {
+    /// Builds the strategy from its config section (JSON text).
+    pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, String> {
+        match (self.module.new_strategy())(RStr::from_str(config_json)) {
+            RResult::ROk(strategy) => Ok(strategy),
+            RResult::RErr(err) => Err(err.into_string()),
+        }
+    }
+
+    /// Builds the current source from its config section (JSON text).
+    pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, String> {
+        match (self.module.new_current_source())(RStr::from_str(config_json)) {
+            RResult::ROk(source) => Ok(source),
+            RResult::RErr(err) => Err(err.into_string()),
+        }
+    }
+}
+
+/// Refuses a file or folder that its group or everyone may write: whoever can write it could
+/// make this daemon, which runs as root on Venus, execute their code.
+fn check_not_writable_by_others(path: &Path) -> Result<(), Refused> {
+    let refuse = |reason: String| Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|err| refuse(format!("cannot read: {err}")))?;
+    let mode = unix_mode(&meta);
+    if mode & 0o022 != 0 {
+        let what = if meta.is_dir() { "folder" } else { "file" };
+        return Err(refuse(format!(
+            "{what} is writable by others than its owner (mode {:o}); refused, run `chmod go-w` on it",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn unix_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode()
+}
+
+#[cfg(not(unix))]
+fn unix_mode(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+/// One line for `abi_stable`'s multi-line errors; the whole text goes to the debug log.
+fn explain(err: &LibraryError) -> String {
+    tracing::debug!("plugin load error in full: {err}");
+    match err {
+        LibraryError::OpenError { err, .. } => {
+            format!(
+                "not a loadable shared library ({})",
+                first_line(&err.to_string())
+            )
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "a shared library, but not a dbus-aggregate-batteries plugin (no root module)".into()
+        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => {
+            format!(
+                "built against plugin ABI {actual_version}, but this daemon speaks plugin ABI \
+                 {expected_version}; rebuild the plugin against plugin-api {ABI_VERSION}"
+            )
+        }
+        LibraryError::AbiInstability(details) => {
+            let text = details.to_string();
+            let summary: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| {
+                    l.starts_with("Error:") || l.starts_with("Expected:") || l.starts_with("Found:")
+                })
+                .take(3)
+                .collect();
+            format!(
+                "its ABI types differ from plugin ABI {ABI_VERSION} of this daemon: {}",
+                if summary.is_empty() {
+                    first_line(&text)
+                } else {
+                    summary.join(" ")
+                }
+            )
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            "built with an incompatible abi_stable or compiler ABI".into()
+        }
+        other => first_line(&other.to_string()),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error")
+        .to_string()
+}
+
+/// Receives the plugins' log lines and hands them to `tracing`.
+extern "C" fn host_log(level: LogLevel, plugin: RStr<'_>, message: RStr<'_>) {
+    let (plugin, message) = (plugin.as_str(), message.as_str());
+    match level {
+        LogLevel::Error => tracing::error!(plugin, "{message}"),
+        LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+        LogLevel::Info => tracing::info!(plugin, "{message}"),
+        LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+    }
+}
+
+/// The plugin ABI version of this daemon, for `plugins` and the start-up log.
+pub fn abi_version() -> &'static str {
+    let _ = PluginModRef::VERSION_STRINGS;
+    ABI_VERSION
+}

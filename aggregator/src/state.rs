@@ -1,0 +1,200 @@
+//! The one module that writes files: the persisted state of the daemon.
+//!
+//! Everything that must survive a restart lives in one JSON file (`state.json` in
+//! `paths.state_dir`): the Coulomb counter, the strategy's opaque state and the feed-in memory.
+//! It is written atomically: a temporary file in the same folder, fsync, rename, fsync of the
+//! folder. A kill at any moment leaves either the old or the new file, never a torn one.
+//! A missing or unreadable file is reported and replaced by a safe start, never a crash.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::feedin::FeedIn;
+
+/// Name of the state file inside the state folder.
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything persisted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The Coulomb counter in Ah; `None` until the first tick with a bank.
+    #[serde(default)]
+    pub charge_ah: Option<f64>,
+    /// The strategy's state, tagged with the plugin's name so another strategy does not get it.
+    #[serde(default)]
+    pub strategy: Option<StrategyState>,
+    /// The feed-in memory.
+    #[serde(default)]
+    pub feed_in: FeedIn,
+}
+
+/// A strategy's opaque state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyState {
+    /// The plugin's name.
+    pub plugin: String,
+    /// What the plugin returned from `save_state`.
+    pub state: String,
+}
+
+/// Why the saved state could not be used (the daemon then starts from a safe state).
+#[derive(Debug)]
+pub enum LoadProblem {
+    /// No file yet: a first start.
+    Missing(PathBuf),
+    /// The file exists but is empty, truncated or not ours.
+    Unreadable(PathBuf, String),
+}
+
+impl std::fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadProblem::Missing(path) => write!(f, "{}: no saved state yet", path.display()),
+            LoadProblem::Unreadable(path, why) => {
+                write!(f, "{}: saved state is unreadable ({why})", path.display())
+            }
+        }
+    }
+}
+
+/// Reads and writes the state file of one folder.
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// The store in `dir` (created on the first save).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Path of the state file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Loads the state, or says why there is none to use.
+    pub fn load(&self) -> Result<State, LoadProblem> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadProblem::Missing(path))
+            }
+            Err(err) => return Err(LoadProblem::Unreadable(path, err.to_string())),
+        };
+        let state: State = serde_json::from_str(&text)
+            .map_err(|err| LoadProblem::Unreadable(path.clone(), err.to_string()))?;
+        if state.charge_ah.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Err(LoadProblem::Unreadable(
+                path,
+                "charge_ah is not a charge".into(),
+            ));
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically; the file is readable by all, writable by its owner only.
+    pub fn save(&self, state: &State) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
+        write_atomically(&self.path(), text.as_bytes())
+    }
+}
+
+/// Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    set_mode(tmp.path(), 0o644)?;
+    tmp.persist(path).map_err(|err| err.error)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        State {
+            charge_ah: Some(306.005),
+            strategy: Some(StrategyState {
+                plugin: "lfp-balancing".into(),
+                state: r#"{"last_balancing":"2026-11-01"}"#.into(),
+            }),
+            feed_in: FeedIn {
+                disabled_by_us: true,
+                saved_value: Some(1),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state"));
+        assert!(matches!(store.load(), Err(LoadProblem::Missing(_))));
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load().unwrap(), sample());
+    }
+
+    #[test]
+    fn file_is_not_world_writable_and_no_temp_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        store.save(&sample()).unwrap();
+        store.save(&State::default()).unwrap();
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o022, 0, "mode {mode:o}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)]);
+    }
+
+    #[test]
+    fn empty_truncated_and_garbage_files_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let full = serde_json::to_string(&sample()).unwrap();
+        for bad in [
+            "",
+            &full[..full.len() / 2],
+            "\u{0}\u{1}garbage",
+            r#"{"charge_ah": -3}"#,
+        ] {
+            fs::write(store.path(), bad).unwrap();
+            match store.load() {
+                Err(LoadProblem::Unreadable(path, why)) => {
+                    assert_eq!(path, store.path());
+                    assert!(!why.is_empty());
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+}
