@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod coulomb;
+pub mod elf;
 pub mod envelope;
 pub mod feedin;
 pub mod plugins;

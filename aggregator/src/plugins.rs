@@ -124,7 +124,16 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
+    let bytes = std::fs::read(path).map_err(|err| refuse(format!("cannot read: {err}")))?;
+    crate::elf::check(&bytes).map_err(refuse)?;
+    drop(bytes);
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
+    // abi_stable lets a plugin of a newer 0.x minor version through to the layout check, whose
+    // message does not say which versions met; refuse it here, naming both.
+    let plugin_abi = header.version_strings().version.as_str();
+    if !same_abi(plugin_abi, ABI_VERSION) {
+        return Err(refuse(version_mismatch(plugin_abi)));
+    }
     let module = header
         .init_root_module::<PluginModRef>()
         .map_err(|err| refuse(explain(&err)))?;
@@ -200,15 +209,8 @@ fn explain(err: &LibraryError) -> String {
         LibraryError::GetSymbolError { .. } => {
             "a shared library, but not a dbus-aggregate-batteries plugin (no root module)".into()
         }
-        LibraryError::IncompatibleVersionNumber {
-            expected_version,
-            actual_version,
-            ..
-        } => {
-            format!(
-                "built against plugin ABI {actual_version}, but this daemon speaks plugin ABI \
-                 {expected_version}; rebuild the plugin against plugin-api {ABI_VERSION}"
-            )
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            version_mismatch(&actual_version.to_string())
         }
         LibraryError::AbiInstability(details) => {
             let text = details.to_string();
@@ -236,6 +238,25 @@ fn explain(err: &LibraryError) -> String {
     }
 }
 
+/// Same ABI: same major version, and for 0.x the same minor version (cargo's semver rule).
+fn same_abi(plugin: &str, host: &str) -> bool {
+    let parts = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parts(plugin), parts(host)) {
+        (Some((pmaj, pmin)), Some((hmaj, hmin))) => pmaj == hmaj && (hmaj != 0 || pmin == hmin),
+        _ => false,
+    }
+}
+
+fn version_mismatch(plugin_abi: &str) -> String {
+    format!(
+        "built against plugin ABI {plugin_abi}, but this daemon speaks plugin ABI {ABI_VERSION}; \
+         rebuild the plugin against plugin-api {ABI_VERSION}"
+    )
+}
+
 fn first_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
@@ -257,6 +278,21 @@ extern "C" fn host_log(level: LogLevel, plugin: RStr<'_>, message: RStr<'_>) {
 
 /// The plugin ABI version of this daemon, for `plugins` and the start-up log.
 pub fn abi_version() -> &'static str {
-    let _ = PluginModRef::VERSION_STRINGS;
-    ABI_VERSION
+    PluginModRef::VERSION_STRINGS.version.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_abi;
+
+    #[test]
+    fn abi_versions_follow_cargo_semver() {
+        assert!(same_abi("0.1.0", "0.1.0"));
+        assert!(same_abi("0.1.3", "0.1.0"), "a patch release keeps the ABI");
+        assert!(!same_abi("0.2.0", "0.1.0"));
+        assert!(!same_abi("0.0.9", "0.1.0"));
+        assert!(same_abi("1.4.0", "1.2.0"));
+        assert!(!same_abi("2.0.0", "1.2.0"));
+        assert!(!same_abi("garbage", "0.1.0"));
+    }
 }

@@ -134,7 +134,9 @@ pub struct BankView {
 impl BankView {
     /// The batteries whose values count this tick (online or stale).
     pub fn active_batteries(&self) -> impl Iterator<Item = &BatteryView> {
-        self.batteries.iter().filter(|b| b.state != BatteryState::Lost)
+        self.batteries
+            .iter()
+            .filter(|b| b.state != BatteryState::Lost)
     }
 
     /// True when any active battery forbids charging.

@@ -71,9 +71,11 @@ impl Checker {
 
     /// `value` must lie in `[low, high]`.
     pub fn within(&mut self, key: &str, value: f64, low: f64, high: f64) {
-        self.require(value.is_finite() && value >= low && value <= high, key, || {
-            format!("must be between {low} and {high}, found {value}")
-        });
+        self.require(
+            value.is_finite() && value >= low && value <= high,
+            key,
+            || format!("must be between {low} and {high}, found {value}"),
+        );
     }
 
     /// `values` must have exactly `len` entries.

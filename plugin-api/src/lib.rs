@@ -60,8 +60,8 @@ pub mod config;
 mod current;
 mod curve;
 mod date;
-pub mod log;
 mod limits;
+pub mod log;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -209,7 +209,9 @@ pub fn guard<T>(body: impl FnOnce() -> Result<T, String>) -> RResult<T, RString>
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown payload".to_string());
-            let place = PANIC_PLACE.with(|p| p.borrow_mut().take()).unwrap_or_default();
+            let place = PANIC_PLACE
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
             RResult::RErr(format!("panicked{place}: {message}").into())
         }
     }
@@ -220,7 +222,9 @@ pub fn guard<T>(body: impl FnOnce() -> Result<T, String>) -> RResult<T, RString>
 #[doc(hidden)]
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()));
         PANIC_PLACE.with(|p| *p.borrow_mut() = place);
     }));
 }

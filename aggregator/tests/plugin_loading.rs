@@ -1,0 +1,290 @@
+//! Plugins are real cdylibs loaded from disk: the built ones load, bad files are refused with
+//! one clear line each, and a panicking plugin cannot take the daemon down.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use aggregator::plugins::{load, scan};
+use plugin_api::{BankView, BatteryState, BatteryView, LocalDate, PluginKind};
+use support::{built_plugin, plugins_dir_with, set_mode, PLUGIN_FILES};
+
+#[test]
+fn every_built_plugin_loads_from_a_folder() {
+    let dir = plugins_dir_with(&PLUGIN_FILES);
+    let scan = scan(dir.path()).expect("scan");
+    assert!(scan.refused.is_empty(), "{:?}", scan.refused);
+    let mut found: Vec<(String, PluginKind)> = scan
+        .plugins
+        .iter()
+        .map(|p| (p.name.clone(), p.kind))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        vec![
+            ("bms".to_string(), PluginKind::CurrentSource),
+            ("fault-test".to_string(), PluginKind::Strategy),
+            ("lfp-balancing".to_string(), PluginKind::Strategy),
+            ("lto-cv".to_string(), PluginKind::Strategy),
+            ("serialbattery".to_string(), PluginKind::Strategy),
+            ("smartshunt".to_string(), PluginKind::CurrentSource),
+            ("victron".to_string(), PluginKind::CurrentSource),
+        ]
+    );
+    assert!(scan
+        .plugins
+        .iter()
+        .all(|p| p.version == env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_text_file_is_refused() {
+    let dir = plugins_dir_with(&[]);
+    let path = dir.path().join("notes.so");
+    fs::write(&path, "this is not a library\n").unwrap();
+    set_mode(&path, 0o644);
+    let err = load(&path).unwrap_err();
+    assert_eq!(err.reason, "not a shared library (no ELF header)", "{err}");
+    let scan = scan(dir.path()).unwrap();
+    assert_eq!(scan.refused.len(), 1);
+    assert!(scan.plugins.is_empty());
+}
+
+#[test]
+fn a_truncated_library_is_refused() {
+    let dir = plugins_dir_with(&[]);
+    let bytes = fs::read(built_plugin("libplugin_bms.so")).unwrap();
+    let path = dir.path().join("libplugin_bms.so");
+    // Cut inside the mapped segments and, separately, only inside the trailing debug data:
+    // either would load (dlopen maps by the headers) and the first would die of SIGBUS later.
+    for cut in [bytes.len() / 50, bytes.len() - 100] {
+        fs::write(&path, &bytes[..cut]).unwrap();
+        set_mode(&path, 0o755);
+        let err = load(&path).unwrap_err();
+        assert!(err.reason.starts_with("truncated: the file has"), "{err}");
+    }
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused() {
+    let dir = plugins_dir_with(&[]);
+    let libc = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.exists());
+    let Some(libm) = libc else { return };
+    let path = dir.path().join("libm.so");
+    fs::copy(libm, &path).unwrap();
+    set_mode(&path, 0o755);
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.reason.contains("not a dbus-aggregate-batteries plugin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_writable_by_others_is_refused_before_loading() {
+    let dir = plugins_dir_with(&["libplugin_bms.so"]);
+    let path = dir.path().join("libplugin_bms.so");
+    set_mode(&path, 0o777);
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.reason
+            .contains("writable by others than its owner (mode 777)"),
+        "{err}"
+    );
+    set_mode(&path, 0o775);
+    assert!(load(&path).unwrap_err().reason.contains("mode 775"));
+}
+
+#[test]
+fn a_plugins_folder_writable_by_others_is_refused() {
+    let dir = plugins_dir_with(&["libplugin_bms.so"]);
+    set_mode(dir.path(), 0o777);
+    let err = scan(dir.path()).unwrap_err();
+    assert!(
+        err.reason.starts_with("folder is writable by others"),
+        "{err}"
+    );
+    assert!(
+        load(&dir.path().join("libplugin_bms.so")).is_err(),
+        "nor any file in it"
+    );
+}
+
+#[test]
+fn two_plugins_of_the_same_name_keep_the_first() {
+    let dir = plugins_dir_with(&["libplugin_bms.so"]);
+    let twin = dir.path().join("libplugin_bms_copy.so");
+    fs::copy(dir.path().join("libplugin_bms.so"), &twin).unwrap();
+    set_mode(&twin, 0o755);
+    let scan = scan(dir.path()).unwrap();
+    assert_eq!(scan.plugins.len(), 1);
+    assert!(
+        scan.refused[0].reason.contains("already loaded"),
+        "{}",
+        scan.refused[0]
+    );
+}
+
+fn bank(max_cell: f64, min_cell: f64) -> BankView {
+    let battery = BatteryView {
+        name: "Bat1".into(),
+        service: "com.victronenergy.battery.ttyUSB0".into(),
+        state: BatteryState::Online,
+        voltage_v: 52.0,
+        current_a: 0.0,
+        power_w: 0.0,
+        voltages_sum_v: 52.0,
+        installed_capacity_ah: 280.0,
+        soc_pct: Some(50.0).into(),
+        max_cell_voltage_v: max_cell,
+        min_cell_voltage_v: min_cell,
+        cell_voltages_v: vec![Some(max_cell).into(), Some(min_cell).into()].into(),
+        modules_blocking_charge: 0,
+        modules_blocking_discharge: 0,
+        allow_to_charge: Some(1).into(),
+        allow_to_discharge: Some(1).into(),
+        max_charge_voltage_v: Some(55.0).into(),
+        max_charge_current_a: Some(100.0).into(),
+        max_discharge_current_a: Some(100.0).into(),
+        charge_mode: Some("Bulk".into()).into(),
+    };
+    BankView {
+        batteries: vec![battery].into(),
+        cells_per_battery: 22,
+        batteries_expected: 1,
+        batteries_online: 1,
+        voltage_v: 52.0,
+        current_a: 0.0,
+        power_w: 0.0,
+        installed_capacity_ah: 280.0,
+        soc_pct: 50.0,
+        charge_ah: 140.0,
+        max_cell_voltage_v: max_cell,
+        max_cell_id: "Bat1_C1".into(),
+        min_cell_voltage_v: min_cell,
+        min_cell_id: "Bat1_C2".into(),
+        modules_blocking_charge: 0,
+        modules_blocking_discharge: 0,
+        date: LocalDate::new(2026, 1, 15).unwrap(),
+        dt_s: 1.0,
+    }
+}
+
+#[test]
+fn parity_numbers_come_through_the_abi() {
+    let dir = plugins_dir_with(&["libplugin_lfp_balancing.so"]);
+    let plugin = load(&dir.path().join("libplugin_lfp_balancing.so")).unwrap();
+    let mut strategy = plugin.new_strategy("{}").unwrap();
+    for (max_cell, ccl) in [
+        (1.92, 104.0),
+        (2.45, 109.99999999999959),
+        (2.5, 19.99999999999997),
+    ] {
+        let out = strategy.compute(&bank(max_cell, 2.05)).unwrap();
+        assert_eq!(out.ccl_a, ccl, "CCL at {max_cell} V");
+        assert_eq!(out.dcl_a, 104.99999999999959, "DCL at 2.05 V");
+    }
+}
+
+#[test]
+fn a_panicking_plugin_is_contained() {
+    let dir = plugins_dir_with(&["libplugin_fault_test.so"]);
+    let plugin = load(&dir.path().join("libplugin_fault_test.so")).unwrap();
+
+    let mut strategy = plugin
+        .new_strategy(r#"{"fault":"panic","after_ticks":1}"#)
+        .unwrap();
+    let first = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    assert_eq!((first.cvl_v, first.ccl_a, first.dcl_a), (55.0, 50.0, 60.0));
+    for _ in 0..3 {
+        let err = strategy.compute(&bank(2.4, 2.2)).unwrap_err();
+        assert!(
+            err.contains("panicked") && err.contains("deliberate panic"),
+            "{err}"
+        );
+    }
+
+    let err = plugin
+        .new_strategy(r#"{"fault":"panic_in_constructor"}"#)
+        .err()
+        .unwrap();
+    assert!(err.contains("panicked"), "{err}");
+    let err = plugin
+        .new_strategy(r#"{"fault":"constructor_error"}"#)
+        .err()
+        .unwrap();
+    assert!(err.starts_with("fault: "), "{err}");
+    let err = plugin.new_current_source("{}").err().unwrap();
+    assert!(err.contains("not a current source"), "{err}");
+}
+
+/// Builds a plugin against a copy of plugin-api whose version is bumped to 0.2.0, the way a
+/// plugin built against another ABI version would be, and checks it is refused naming both.
+#[test]
+fn a_plugin_of_another_abi_version_is_refused_naming_both_versions() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let api = work.path().join("plugin-api");
+    fs::create_dir_all(api.join("src")).unwrap();
+    for entry in fs::read_dir(workspace.join("plugin-api/src")).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), api.join("src").join(entry.file_name())).unwrap();
+    }
+    let manifest = fs::read_to_string(workspace.join("plugin-api/Cargo.toml")).unwrap();
+    let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
+    let deps = deps.replace(".workspace = true", " = \"*\"");
+    fs::write(
+        api.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"plugin-api\"\nversion = \"0.2.0\"\nedition = \"2021\"\n\n{deps}"
+        ),
+    )
+    .unwrap();
+    let plugin = work.path().join("old-plugin");
+    fs::create_dir_all(plugin.join("src")).unwrap();
+    fs::write(
+        plugin.join("Cargo.toml"),
+        "[package]\nname = \"other-abi\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = { path = \"../plugin-api\" }\n\
+         abi_stable = \"0.11.3\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    fs::write(
+        plugin.join("src/lib.rs"),
+        "struct S;\nimpl plugin_api::CurrentSourceImpl for S {\n    fn measure(&mut self, _: &plugin_api::CurrentInputs) -> Option<plugin_api::Measurement> { None }\n}\n\
+         fn new(_: &str) -> Result<S, String> { Ok(S) }\n\
+         plugin_api::export_plugin! { kind: current_source, name: \"other-abi\", description: \"built against 0.2.0\", new: new }\n",
+    )
+    .unwrap();
+    fs::copy(workspace.join("Cargo.lock"), plugin.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target").join("abi-mismatch");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--offline", "--quiet", "--lib"])
+        .current_dir(&plugin)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the mismatched plugin failed");
+
+    let dir = plugins_dir_with(&[]);
+    let path = dir.path().join("libother_abi.so");
+    fs::copy(target.join("debug/libother_abi.so"), &path).unwrap();
+    set_mode(&path, 0o755);
+    let err = load(&path).unwrap_err();
+    let expected = format!(
+        "built against plugin ABI 0.2.0, but this daemon speaks plugin ABI {}",
+        plugin_api::ABI_VERSION
+    );
+    assert!(err.reason.starts_with(&expected), "{err}");
+}
