@@ -178,10 +178,8 @@ fn extreme<'a>(
 }
 
 /// Mean of the values; `None` if any is missing.
-fn mean_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let (sum, n) = values.fold(Some((0.0, 0usize)), |acc, v| {
-        acc.zip(v).map(|((sum, n), v)| (sum + v, n + 1))
-    })?;
+fn mean_all(mut values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let (sum, n) = values.try_fold((0.0, 0usize), |(sum, n), v| Some((sum + v?, n + 1)))?;
     (n > 0).then(|| sum / n as f64)
 }
 

@@ -1,0 +1,231 @@
+//! `check-config` on the shipped config.yaml and on broken copies of it: exit 0, or exit 2
+//! with every error naming the key (and its line).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::{plugins_dir_with, PLUGIN_FILES};
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.yaml")
+}
+
+fn run(args: &[&str], config: &Path, plugins: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--plugins-dir")
+        .arg(plugins)
+        .output()
+        .expect("run the binary")
+}
+
+/// The shipped config with `from` replaced by `to` (each must occur), written to a temp file.
+fn broken(edits: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let mut text = std::fs::read_to_string(shipped_config()).unwrap();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "the shipped config no longer holds {from:?}"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn line_of(path: &Path, needle: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_shipped_config_passes() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &shipped_config(), plugins.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ok (strategy lfp-balancing, current source victron"));
+}
+
+#[test]
+fn the_commented_lfp_example_passes_too() {
+    let text = std::fs::read_to_string(shipped_config()).unwrap();
+    let (head, example) = text.split_once("# LFP example").unwrap();
+    let uncommented: String = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with(' ') || l.ends_with(':') || l.contains(": "))
+        .filter(|l| !l.starts_with("with ") && !l.starts_with("Replace"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let strategy_at = head.find("\nstrategy:").unwrap();
+    let safety_end = head.find("\n# The published virtual battery.").unwrap();
+    let mut config = format!(
+        "{}\n{}{}",
+        &head[..strategy_at],
+        uncommented,
+        &head[safety_end..]
+    );
+    config = config.replace("cells: 22", "cells: 16");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lfp.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n---\n{config}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let (_dir, path) = broken(&[(
+        "  on_lost: block_charge",
+        "  on_lost: block_charge\n  on_loss: block_all",
+    )]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let line = line_of(&path, "on_loss:");
+    assert!(
+        stdout(&out).contains(&format!(
+            ":{line}: batteries.on_loss: unknown field `on_loss`"
+        )),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_plugin_section_is_named() {
+    let (_dir, path) = broken(&[(
+        "    zero_soc: true",
+        "    zero_soc: true\n    zero_socc: true",
+    )]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("strategy.config"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("zero_socc"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_curve_of_unequal_lengths_is_named() {
+    let (_dir, path) = broken(&[("factors: [0.2, 1, 1, 0.1, 0]", "factors: [0.2, 1, 1, 0.1]")]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let line = line_of(&path, "charge_curve:");
+    assert!(
+        stdout(&out).contains(&format!(":{line}: strategy.config.charge_curve")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn eleven_months_are_named() {
+    let (_dir, path) = broken(&[("2.42, 2.45, 2.45]", "2.42, 2.45]")]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let line = line_of(&path, "charge_voltages:");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(":{line}: strategy.config.charge_voltages: ")),
+        "{text}"
+    );
+    assert!(text.contains("12"), "{text}");
+}
+
+#[test]
+fn a_negative_current_is_named_in_host_and_plugin_sections() {
+    let (_dir, path) = broken(&[
+        (
+            "    max_charge_current: 200",
+            "    max_charge_current: -200",
+        ),
+        (
+            "  max_discharge_current: 300",
+            "  max_discharge_current: -1",
+        ),
+    ]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    let host_line = line_of(&path, "max_discharge_current: -1");
+    assert!(
+        text.contains(&format!(":{host_line}: safety.max_discharge_current: ")),
+        "{text}"
+    );
+    // The host's own errors come first; plugin sections are checked once the host's are fine.
+    let (_dir, path) = broken(&[(
+        "    max_charge_current: 200",
+        "    max_charge_current: -200",
+    )]);
+    let out = run(&["check-config"], &path, plugins.path());
+    let text = stdout(&out);
+    let line = line_of(&path, "max_charge_current: -200");
+    assert!(
+        text.contains(&format!(":{line}: strategy.config.max_charge_current: ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_plugin_that_is_not_there_is_named_with_the_alternatives() {
+    let (_dir, path) = broken(&[("  plugin: lfp-balancing", "  plugin: lfp-balance")]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.contains("strategy.plugin: no strategy plugin named `lfp-balance`; available: fault-test, lfp-balancing, lto-cv, serialbattery"), "{text}");
+    let (_dir, path) = broken(&[("  plugin: lfp-balancing", "  plugin: victron")]);
+    let text = stdout(&run(&["check-config"], &path, plugins.path()));
+    assert!(
+        text.contains("`victron` is a current-source plugin, not a strategy plugin"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plugins_lists_kind_version_and_abi_status() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    std::fs::write(plugins.path().join("README.so"), "not a plugin").unwrap();
+    support::set_mode(&plugins.path().join("README.so"), 0o644);
+    let out = run(&["plugins"], &shipped_config(), plugins.path());
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("plugin ABI {}", plugin_api::ABI_VERSION)),
+        "{text}"
+    );
+    let lfp = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("lfp-balancing"))
+        .expect(&text);
+    assert!(
+        lfp.contains("strategy") && lfp.contains("0.1.0") && lfp.contains("ABI ok"),
+        "{lfp}"
+    );
+    assert!(
+        text.contains("refused README.so: not a shared library (no ELF header)"),
+        "{text}"
+    );
+}
