@@ -17,7 +17,7 @@
 //!
 //! # A whole strategy plugin
 //!
-//! ```ignore
+//! ```
 //! use plugin_api::{parse_config, BankView, StrategyImpl, StrategyOutput};
 //!
 //! #[derive(serde::Deserialize)]
@@ -48,6 +48,11 @@
 //!     description: "Constant CVL",
 //!     new: new,
 //! }
+//! # fn main() {
+//! #     let mut strategy = new(r#"{"cell_voltage": 3.4}"#).unwrap();
+//! #     assert!(strategy.0.cell_voltage == 3.4);
+//! #     let _ = &mut strategy;
+//! # }
 //! ```
 //!
 //! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
