@@ -77,6 +77,11 @@ impl SafetyEnvelope {
         }
     }
 
+    /// Faults in a row up to the last tick (0 after a good result).
+    pub fn faults_in_a_row(&self) -> u32 {
+        self.faults_in_a_row
+    }
+
     /// Faults since start.
     pub fn faults_total(&self) -> u64 {
         self.faults_total

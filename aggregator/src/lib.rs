@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod coulomb;
 pub mod elf;
+pub mod engine;
 pub mod envelope;
 pub mod feedin;
 pub mod plugins;

@@ -1,0 +1,521 @@
+//! One tick of SPEC §1 without the bus: batteries and devices in, everything to publish and
+//! every request out.
+//!
+//! ```text
+//! readings -> bank (merge) -> current source -> Coulomb counter -> strategy -> envelope
+//!          -> degraded-bank policy -> outputs + requests (feed-in write, state to save)
+//! ```
+//!
+//! The engine owns the plugins and the counter; it reads no clock (date and dt come in) and
+//! touches no file or bus. The scheduler feeds it and carries out what it returns.
+
+use abi_stable::std_types::{ROption, RVec};
+use plugin_api::{
+    BankView, BatteryState, BatteryView, CurrentInputs, CurrentSourceBox, LocalDate, ShuntView,
+    SocReset, SolarChargerView, StrategyBox, StrategyOutput, VebusView,
+};
+
+use crate::bank::{merge, Member, Merged};
+use crate::config::OnLost;
+use crate::coulomb::CoulombCounter;
+use crate::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
+use crate::feedin::FeedIn;
+use crate::reading::BatteryReading;
+use crate::state::{State, StrategyState};
+
+/// A battery as the tracker hands it over: its name, service, state and last reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Battery {
+    /// Display name, unique in the bank.
+    pub name: String,
+    /// D-Bus service name.
+    pub service: String,
+    /// Online, stale (held) or lost.
+    pub state: BatteryState,
+    /// Its reading (the last complete one when stale or lost).
+    pub reading: BatteryReading,
+}
+
+/// Everything one tick needs besides the batteries.
+#[derive(Clone, Debug)]
+pub struct Surroundings {
+    /// Cells in series per battery.
+    pub cells: u32,
+    /// Batteries the bank should have.
+    pub expected: u32,
+    /// Multis/Quattros.
+    pub vebus: Vec<VebusView>,
+    /// Solar chargers.
+    pub solar_chargers: Vec<SolarChargerView>,
+    /// SmartShunts, battery monitors first.
+    pub smartshunts: Vec<ShuntView>,
+    /// `/SystemState/LowSoc` of `com.victronenergy.system`.
+    pub low_soc: Option<i64>,
+    /// `/Settings/CGwacs/OvervoltageFeedIn` now.
+    pub feed_in_setting: Option<i64>,
+    /// Today, local time.
+    pub date: LocalDate,
+    /// Seconds since the last tick (monotonic).
+    pub dt_s: f64,
+}
+
+/// Something worth one log line, reported on change only.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The current source gave no value: the BMS current is used from now on.
+    CurrentFallbackStarted,
+    /// The current source is back, after this many ticks on the BMS current.
+    CurrentFallbackEnded(u64),
+    /// The strategy faulted (first tick of an episode), with its message.
+    StrategyFault(String),
+    /// The strategy is good again after this many faults in a row.
+    StrategyRecovered(u32),
+    /// A strategy value was clamped to a `safety` bound (first tick of an episode).
+    Clamped(Vec<&'static str>),
+    /// `/Info/ChargeMode` changed.
+    ModeChanged(String),
+    /// The counter was started from the BMS SoC (no saved value).
+    CounterStartedFromBms(f64),
+}
+
+/// The outcome of one tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The merged values of the online and stale batteries.
+    pub merged: Merged,
+    /// Batteries online.
+    pub online: u32,
+    /// Names of the lost batteries.
+    pub lost: Vec<String>,
+    /// `/Dc/0/Current` (from the current source, else the BMS sum).
+    pub current_a: Option<f64>,
+    /// `/Dc/0/Power`.
+    pub power_w: Option<f64>,
+    /// `/Soc`.
+    pub soc_pct: Option<f64>,
+    /// `/Capacity`.
+    pub capacity_ah: Option<f64>,
+    /// `/ConsumedAmphours`.
+    pub consumed_ah: Option<f64>,
+    /// `/TimeToGo`.
+    pub time_to_go_s: Option<f64>,
+    /// The three limits as published.
+    pub limits: Limits,
+    /// `/Info/ChargeMode`.
+    pub mode: String,
+    /// A value to write to the feed-in setting now.
+    pub feed_in_write: Option<i64>,
+    /// True when the persisted state changed enough to be written now.
+    pub save_state: bool,
+    /// Log-worthy changes.
+    pub events: Vec<Event>,
+}
+
+/// Settings of the engine from `config.yaml`.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// The safety bounds.
+    pub bounds: Bounds,
+    /// `batteries.on_lost`.
+    pub on_lost: OnLost,
+    /// `soc.own_counter`.
+    pub own_counter: bool,
+    /// `soc.efficiency`.
+    pub efficiency: f64,
+    /// `soc.save_precision`.
+    pub save_precision: f64,
+}
+
+/// The tick's owner of plugins, counter, envelope and feed-in memory.
+pub struct Engine {
+    settings: Settings,
+    strategy_name: String,
+    strategy: StrategyBox,
+    current_source: CurrentSourceBox,
+    envelope: SafetyEnvelope,
+    counter: Option<CoulombCounter>,
+    feed_in: FeedIn,
+    fallback_ticks: u64,
+    clamping: bool,
+    mode: String,
+}
+
+impl Engine {
+    /// An engine with a fresh state.
+    pub fn new(
+        settings: Settings,
+        strategy_name: &str,
+        strategy: StrategyBox,
+        current_source: CurrentSourceBox,
+    ) -> Self {
+        Self {
+            settings,
+            strategy_name: strategy_name.to_string(),
+            strategy,
+            current_source,
+            envelope: SafetyEnvelope::new(settings.bounds),
+            counter: None,
+            feed_in: FeedIn::default(),
+            fallback_ticks: 0,
+            clamping: false,
+            mode: String::new(),
+        }
+    }
+
+    /// Takes back a saved state; returns a line to log for each part that could not be used.
+    pub fn restore(&mut self, state: &State) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(charge) = state.charge_ah {
+            self.counter = Some(self.new_counter(charge));
+        }
+        self.feed_in = state.feed_in.clone();
+        match &state.strategy {
+            Some(saved) if saved.plugin == self.strategy_name => {
+                if let Err(err) = self
+                    .strategy
+                    .restore_state(saved.state.as_str().into())
+                    .into_result()
+                {
+                    problems.push(format!(
+                        "strategy state not restored ({err}); starting fresh"
+                    ));
+                }
+            }
+            Some(saved) => problems.push(format!(
+                "saved strategy state belongs to `{}`, not `{}`; starting fresh",
+                saved.plugin, self.strategy_name
+            )),
+            None => {}
+        }
+        problems
+    }
+
+    /// The state to persist now.
+    pub fn state(&self) -> State {
+        let strategy = match self.strategy.save_state().into_result() {
+            Ok(text) => Some(StrategyState {
+                plugin: self.strategy_name.clone(),
+                state: text.into(),
+            }),
+            Err(_) => None,
+        };
+        State {
+            charge_ah: self.counter.as_ref().map(CoulombCounter::charge_ah),
+            strategy,
+            feed_in: self.feed_in.clone(),
+        }
+    }
+
+    /// Records that [`Engine::state`] was written.
+    pub fn state_saved(&mut self) {
+        if let Some(counter) = &mut self.counter {
+            counter.mark_saved();
+        }
+    }
+
+    fn new_counter(&self, charge_ah: f64) -> CoulombCounter {
+        CoulombCounter::new(
+            charge_ah,
+            self.settings.efficiency,
+            self.settings.save_precision,
+        )
+    }
+
+    /// One tick.
+    pub fn tick(&mut self, batteries: &[Battery], around: &Surroundings) -> Outcome {
+        let mut events = Vec::new();
+        let active: Vec<Member<'_>> = batteries
+            .iter()
+            .filter(|b| b.state != BatteryState::Lost)
+            .map(|b| Member {
+                name: &b.name,
+                reading: &b.reading,
+            })
+            .collect();
+        let merged = merge(&active);
+        let online = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Online)
+            .count() as u32;
+        let lost: Vec<String> = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Lost)
+            .map(|b| b.name.clone())
+            .collect();
+        let capacity = merged.installed_capacity_ah;
+
+        let (current_a, power_w) = self.measure(&merged, around, &mut events);
+
+        // The counter: started from the BMS SoC when nothing was saved, then integrated.
+        if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 {
+            if let Some(soc) = merged.soc_pct {
+                let charge = soc / 100.0 * capacity;
+                self.counter = Some(self.new_counter(charge));
+                events.push(Event::CounterStartedFromBms(soc));
+            }
+        }
+        if let (Some(counter), Some(current)) = (&mut self.counter, current_a) {
+            if capacity > 0.0 {
+                counter.step(current, around.dt_s, capacity);
+            }
+        }
+
+        let view = self.bank_view(batteries, &merged, around, online, current_a, power_w);
+        let result = self.strategy.compute(&view).into_result();
+        let facts = BankFacts {
+            cells: around.cells,
+            blocks_charge: view.blocks_charge(),
+            blocks_discharge: view.blocks_discharge(),
+            voltage_v: merged.voltage_v.unwrap_or(0.0),
+        };
+        let output: Result<&StrategyOutput, &str> = match &result {
+            Ok(out) => Ok(out),
+            Err(err) => Err(err.as_str()),
+        };
+        let verdict = self.envelope.apply(output, facts);
+        if let Some(fault) = &verdict.fault {
+            if self.envelope_fault_started() {
+                events.push(Event::StrategyFault(fault.clone()));
+            }
+        }
+        if let Some(n) = verdict.recovered_after {
+            events.push(Event::StrategyRecovered(n));
+        }
+        let clamping = !verdict.clamped.is_empty();
+        if clamping && !self.clamping {
+            events.push(Event::Clamped(verdict.clamped.clone()));
+        }
+        self.clamping = clamping;
+
+        let mut limits = self.degrade(verdict.limits, online, around.expected, !lost.is_empty());
+        if active.is_empty() {
+            limits.ccl_a = 0.0;
+            limits.dcl_a = 0.0;
+        }
+
+        let mut save_state = false;
+        let mut feed_in_write = None;
+        let mut mode = if verdict.fault.is_some() {
+            "Fault: charging stopped".to_string()
+        } else {
+            String::new()
+        };
+        if let Ok(out) = &result {
+            if verdict.fault.is_none() {
+                mode = out.mode.to_string();
+            }
+            save_state |= out.state_changed;
+            if let Some(counter) = &mut self.counter {
+                match out.soc_reset {
+                    SocReset::Full => counter.reset_full(capacity),
+                    SocReset::Empty => counter.reset_empty(),
+                    SocReset::None => {}
+                }
+            }
+            let before = self.feed_in.clone();
+            feed_in_write = self.feed_in.on_request(out.feed_in, around.feed_in_setting);
+            save_state |= before != self.feed_in;
+        }
+        if !lost.is_empty() {
+            mode = format!("{mode}; battery lost");
+        }
+        if mode != self.mode {
+            events.push(Event::ModeChanged(mode.clone()));
+            self.mode = mode.clone();
+        }
+
+        let (soc_pct, capacity_ah, consumed_ah, time_to_go_s) = match &self.counter {
+            Some(counter) if self.settings.own_counter && capacity > 0.0 => {
+                let out = counter.outputs(capacity, current_a.unwrap_or(0.0), around.low_soc);
+                save_state |= counter.wants_save(capacity);
+                (
+                    Some(out.soc_pct),
+                    Some(out.capacity_ah),
+                    Some(out.consumed_ah),
+                    out.time_to_go_s,
+                )
+            }
+            _ => (
+                merged.soc_pct,
+                merged.capacity_ah,
+                merged.consumed_ah,
+                merged.time_to_go_s,
+            ),
+        };
+
+        Outcome {
+            merged,
+            online,
+            lost,
+            current_a,
+            power_w,
+            soc_pct,
+            capacity_ah,
+            consumed_ah,
+            time_to_go_s,
+            limits,
+            mode,
+            feed_in_write,
+            save_state,
+            events,
+        }
+    }
+
+    fn envelope_fault_started(&self) -> bool {
+        // The envelope counts faults in a row; the first of an episode is the one to log.
+        self.envelope.faults_in_a_row() == 1
+    }
+
+    /// The current source's value, or the BMS sum (logged once per episode).
+    fn measure(
+        &mut self,
+        merged: &Merged,
+        around: &Surroundings,
+        events: &mut Vec<Event>,
+    ) -> (Option<f64>, Option<f64>) {
+        let inputs = CurrentInputs {
+            bms_current_a: merged.current_a.unwrap_or(f64::NAN),
+            bms_power_w: merged.power_w.unwrap_or(f64::NAN),
+            bank_voltage_v: merged.voltage_v.unwrap_or(f64::NAN),
+            vebus: around.vebus.clone().into(),
+            solar_chargers: around.solar_chargers.clone().into(),
+            smartshunts: around.smartshunts.clone().into(),
+        };
+        let measured = match self.current_source.measure(&inputs).into_result() {
+            Ok(ROption::RSome(m)) if m.current_a.is_finite() && m.power_w.is_finite() => Some(m),
+            _ => None,
+        };
+        match measured {
+            Some(m) => {
+                if self.fallback_ticks > 0 {
+                    events.push(Event::CurrentFallbackEnded(self.fallback_ticks));
+                    self.fallback_ticks = 0;
+                }
+                (Some(m.current_a), Some(m.power_w))
+            }
+            None => {
+                if self.fallback_ticks == 0 {
+                    events.push(Event::CurrentFallbackStarted);
+                }
+                self.fallback_ticks += 1;
+                (merged.current_a, merged.power_w)
+            }
+        }
+    }
+
+    /// SPEC §4: limits while batteries are lost.
+    fn degrade(&self, limits: Limits, online: u32, expected: u32, any_lost: bool) -> Limits {
+        if !any_lost {
+            return limits;
+        }
+        let share = if expected > 0 {
+            f64::from(online.min(expected)) / f64::from(expected)
+        } else {
+            0.0
+        };
+        match self.settings.on_lost {
+            OnLost::BlockCharge => Limits {
+                ccl_a: 0.0,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            },
+            OnLost::BlockAll => Limits {
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+                ..limits
+            },
+            OnLost::Continue => Limits {
+                ccl_a: limits.ccl_a * share,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            },
+        }
+    }
+
+    fn bank_view(
+        &self,
+        batteries: &[Battery],
+        merged: &Merged,
+        around: &Surroundings,
+        online: u32,
+        current_a: Option<f64>,
+        power_w: Option<f64>,
+    ) -> BankView {
+        let capacity = merged.installed_capacity_ah;
+        let (soc_pct, charge_ah) = match (&self.counter, merged.soc_pct) {
+            (Some(counter), _) if capacity > 0.0 => {
+                (100.0 * counter.charge_ah() / capacity, counter.charge_ah())
+            }
+            (_, Some(soc)) => (soc, soc / 100.0 * capacity),
+            _ => (f64::NAN, f64::NAN),
+        };
+        let extreme = |e: &Option<crate::bank::Extreme>| {
+            e.as_ref()
+                .map_or((f64::NAN, String::new()), |e| (e.value, e.id.clone()))
+        };
+        let (max_cell, max_id) = extreme(&merged.max_cell_voltage);
+        let (min_cell, min_id) = extreme(&merged.min_cell_voltage);
+        BankView {
+            batteries: batteries
+                .iter()
+                .map(battery_view)
+                .collect::<Vec<_>>()
+                .into(),
+            cells_per_battery: around.cells,
+            batteries_expected: around.expected,
+            batteries_online: online,
+            voltage_v: merged.voltage_v.unwrap_or(f64::NAN),
+            current_a: current_a.unwrap_or(f64::NAN),
+            power_w: power_w.unwrap_or(f64::NAN),
+            installed_capacity_ah: capacity,
+            soc_pct,
+            charge_ah,
+            max_cell_voltage_v: max_cell,
+            max_cell_id: max_id.into(),
+            min_cell_voltage_v: min_cell,
+            min_cell_id: min_id.into(),
+            modules_blocking_charge: count(merged.modules_blocking_charge),
+            modules_blocking_discharge: count(merged.modules_blocking_discharge),
+            date: around.date,
+            dt_s: around.dt_s,
+        }
+    }
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+fn battery_view(battery: &Battery) -> BatteryView {
+    let r = &battery.reading;
+    let nan = f64::NAN;
+    BatteryView {
+        name: battery.name.as_str().into(),
+        service: battery.service.as_str().into(),
+        state: battery.state,
+        voltage_v: r.voltage_v.unwrap_or(nan),
+        current_a: r.current_a.unwrap_or(nan),
+        power_w: r.power_or_product().unwrap_or(nan),
+        voltages_sum_v: r.voltages_sum_or_cells().unwrap_or(nan),
+        installed_capacity_ah: r.installed_capacity_ah.unwrap_or(nan),
+        soc_pct: r.soc_pct.into(),
+        max_cell_voltage_v: r.max_cell_voltage_v.unwrap_or(nan),
+        min_cell_voltage_v: r.min_cell_voltage_v.unwrap_or(nan),
+        cell_voltages_v: r
+            .cell_voltages_v
+            .iter()
+            .map(|&c| ROption::from(c))
+            .collect::<RVec<_>>(),
+        modules_blocking_charge: count(r.modules_blocking_charge.unwrap_or(0)),
+        modules_blocking_discharge: count(r.modules_blocking_discharge.unwrap_or(0)),
+        allow_to_charge: r.allow_to_charge.and_then(|v| i32::try_from(v).ok()).into(),
+        allow_to_discharge: r
+            .allow_to_discharge
+            .and_then(|v| i32::try_from(v).ok())
+            .into(),
+        max_charge_voltage_v: r.max_charge_voltage_v.into(),
+        max_charge_current_a: r.max_charge_current_a.into(),
+        max_discharge_current_a: r.max_discharge_current_a.into(),
+        charge_mode: r.charge_mode.as_deref().map(Into::into).into(),
+    }
+}

@@ -1,0 +1,334 @@
+//! The tick without the bus, with the real plugins loaded from disk: limits, feed-in, faults,
+//! lost batteries, the counter and the current source fallback.
+
+mod support;
+
+use aggregator::config::OnLost;
+use aggregator::engine::{Battery, Engine, Event, Settings, Surroundings};
+use aggregator::envelope::Bounds;
+use aggregator::plugins::{load, Plugin};
+use aggregator::reading::BatteryReading;
+use plugin_api::{BatteryState, LocalDate, VebusView};
+use support::plugins_dir_with;
+
+const CELLS: u32 = 22;
+
+fn plugin(file: &str) -> (tempfile::TempDir, Plugin) {
+    let dir = plugins_dir_with(&[file]);
+    let plugin = load(&dir.path().join(file)).expect("load plugin");
+    (dir, plugin)
+}
+
+fn settings(on_lost: OnLost) -> Settings {
+    Settings {
+        bounds: Bounds {
+            max_cell_voltage_v: 2.6,
+            max_charge_current_a: 300.0,
+            max_discharge_current_a: 300.0,
+            plugin_failures: 3,
+        },
+        on_lost,
+        own_counter: true,
+        efficiency: 0.985,
+        save_precision: 0.0025,
+    }
+}
+
+struct Rig {
+    engine: Engine,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn rig(strategy: (&str, &str), current: (&str, &str), on_lost: OnLost) -> Rig {
+    let (d1, s) = plugin(strategy.0);
+    let (d2, c) = plugin(current.0);
+    let engine = Engine::new(
+        settings(on_lost),
+        &s.name,
+        s.new_strategy(strategy.1).unwrap(),
+        c.new_current_source(current.1).unwrap(),
+    );
+    Rig {
+        engine,
+        _dirs: vec![d1, d2],
+    }
+}
+
+/// A 22-cell LTO battery with all cells at `cell` except cell 1 at `high`.
+fn battery(name: &str, cell: f64, high: f64, current: f64, soc: f64) -> Battery {
+    let mut cells = vec![Some(cell); CELLS as usize];
+    cells[0] = Some(high);
+    let sum = cell * f64::from(CELLS - 1) + high;
+    Battery {
+        name: name.into(),
+        service: format!("com.victronenergy.battery.{name}"),
+        state: BatteryState::Online,
+        reading: BatteryReading {
+            connected: Some(1),
+            voltage_v: Some(sum),
+            current_a: Some(current),
+            power_w: Some(sum * current),
+            temperature_c: Some(21.0),
+            installed_capacity_ah: Some(280.0),
+            capacity_ah: Some(2.8 * soc),
+            consumed_ah: Some(2.8 * (100.0 - soc)),
+            soc_pct: Some(soc),
+            max_cell_voltage_v: Some(high.max(cell)),
+            max_voltage_cell_id: Some(if high >= cell { "C1" } else { "C2" }.into()),
+            min_cell_voltage_v: Some(high.min(cell)),
+            min_voltage_cell_id: Some(if high >= cell { "C2" } else { "C1" }.into()),
+            voltages_sum_v: Some(sum),
+            cells_per_battery: Some(i64::from(CELLS)),
+            modules_blocking_charge: Some(0),
+            modules_blocking_discharge: Some(0),
+            allow_to_charge: Some(1),
+            allow_to_discharge: Some(1),
+            cell_voltages_v: cells,
+            ..Default::default()
+        },
+    }
+}
+
+fn around(feed_in: Option<i64>) -> Surroundings {
+    Surroundings {
+        cells: CELLS,
+        expected: 2,
+        vebus: Vec::new(),
+        solar_chargers: Vec::new(),
+        smartshunts: Vec::new(),
+        low_soc: Some(0),
+        feed_in_setting: feed_in,
+        date: LocalDate::new(2026, 1, 15).unwrap(),
+        dt_s: 1.0,
+    }
+}
+
+const LFP: (&str, &str) = (
+    "libplugin_lfp_balancing.so",
+    r#"{"balancing_every_days": 10}"#,
+);
+const BMS: (&str, &str) = ("libplugin_bms.so", "{}");
+
+/// A fresh lfp-balancing run would balance at once; start from a recent balancing.
+fn balanced_recently(rig: &mut Rig) {
+    let mut state = rig.engine.state();
+    let strategy = state.strategy.as_mut().unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&strategy.state).unwrap();
+    json["last_balancing"] = "2026-01-14".into();
+    strategy.state = json.to_string();
+    assert!(rig.engine.restore(&state).is_empty());
+}
+
+#[test]
+fn normal_charge_gives_the_months_cvl_and_full_currents() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let bank = [
+        battery("A", 2.3, 2.3, 20.0, 50.0),
+        battery("B", 2.3, 2.3, 30.0, 60.0),
+    ];
+    let out = rig.engine.tick(&bank, &around(Some(1)));
+    assert_eq!(out.limits.cvl_v, 53.900000000000006);
+    assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (200.0, 200.0));
+    assert_eq!(out.current_a, Some(50.0));
+    assert_eq!(out.online, 2);
+    assert!(out.events.contains(&Event::CounterStartedFromBms(55.0)));
+    assert_eq!(out.feed_in_write, None);
+}
+
+#[test]
+fn a_high_cell_lowers_cvl_disables_feed_in_and_restores_the_users_value() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let high = [
+        battery("A", 2.4, 2.58, 20.0, 90.0),
+        battery("B", 2.4, 2.4, 20.0, 90.0),
+    ];
+    let out = rig.engine.tick(&high, &around(Some(1)));
+    // The lowest of the batteries' sums less their overvoltage: B's 22 × 2.4 (A's is 52.95).
+    let reduced = (2.4_f64 * 21.0 + 2.58 - (2.58 - 2.55)).min(2.4 * 22.0);
+    assert!(
+        (out.limits.cvl_v - reduced).abs() < 1e-9,
+        "{}",
+        out.limits.cvl_v
+    );
+    assert_eq!(out.feed_in_write, Some(0));
+    assert!(
+        out.save_state,
+        "the saved feed-in value must reach the disk"
+    );
+    let out = rig.engine.tick(&high, &around(Some(0)));
+    assert_eq!(out.feed_in_write, None, "written on the transition only");
+
+    // A restart in the middle of the episode keeps the user's value.
+    let saved = rig.engine.state();
+    let mut rig = self::rig(LFP, BMS, OnLost::BlockCharge);
+    assert!(rig.engine.restore(&saved).is_empty());
+    let calm = [
+        battery("A", 2.4, 2.4, 5.0, 90.0),
+        battery("B", 2.4, 2.4, 5.0, 90.0),
+    ];
+    let out = rig.engine.tick(&calm, &around(Some(0)));
+    assert_eq!(out.feed_in_write, Some(1), "the user's 1 comes back");
+    assert_eq!(out.limits.cvl_v, 53.900000000000006);
+}
+
+#[test]
+fn a_bms_blocking_charge_gives_ccl_zero() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let mut blocked = battery("B", 2.3, 2.3, 0.0, 50.0);
+    blocked.reading.modules_blocking_charge = Some(1);
+    let out = rig.engine.tick(
+        &[battery("A", 2.3, 2.3, 0.0, 50.0), blocked],
+        &around(Some(0)),
+    );
+    assert_eq!(out.limits.ccl_a, 0.0);
+    assert_eq!(out.limits.dcl_a, 200.0);
+}
+
+#[test]
+fn a_lost_battery_blocks_charge_and_scales_discharge() {
+    for (policy, ccl, dcl) in [
+        (OnLost::BlockCharge, 0.0, 100.0),
+        (OnLost::BlockAll, 0.0, 0.0),
+        (OnLost::Continue, 100.0, 100.0),
+    ] {
+        let mut rig = rig(LFP, BMS, policy);
+        balanced_recently(&mut rig);
+        let mut gone = battery("B", 2.3, 2.3, 0.0, 50.0);
+        gone.state = BatteryState::Lost;
+        let out = rig.engine.tick(
+            &[battery("A", 2.3, 2.3, 10.0, 50.0), gone],
+            &around(Some(0)),
+        );
+        assert_eq!(
+            (out.limits.ccl_a, out.limits.dcl_a),
+            (ccl, dcl),
+            "{policy:?}"
+        );
+        assert_eq!(out.lost, vec!["B".to_string()]);
+        assert_eq!(out.merged.count, 1, "a lost battery is not merged");
+        assert_eq!(out.current_a, Some(10.0));
+    }
+}
+
+#[test]
+fn no_battery_at_all_stops_both_directions() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    let out = rig.engine.tick(&[], &around(None));
+    assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (0.0, 0.0));
+}
+
+#[test]
+fn a_panicking_strategy_is_contained_by_the_envelope() {
+    let fault = (
+        "libplugin_fault_test.so",
+        r#"{"fault":"panic","after_ticks":1}"#,
+    );
+    let mut rig = rig(fault, BMS, OnLost::BlockCharge);
+    let bank = [
+        battery("A", 2.3, 2.3, 0.0, 50.0),
+        battery("B", 2.3, 2.3, 0.0, 50.0),
+    ];
+    let first = rig.engine.tick(&bank, &around(None));
+    assert_eq!(
+        (first.limits.cvl_v, first.limits.ccl_a, first.limits.dcl_a),
+        (55.0, 50.0, 60.0)
+    );
+    let mut fault_events = 0;
+    for tick in 1..=4 {
+        let out = rig.engine.tick(&bank, &around(None));
+        fault_events += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::StrategyFault(_)))
+            .count();
+        assert_eq!(out.limits.cvl_v, 55.0, "last good CVL");
+        assert_eq!(out.limits.ccl_a, 0.0);
+        assert_eq!(
+            out.limits.dcl_a,
+            if tick < 3 { 60.0 } else { 0.0 },
+            "tick {tick}"
+        );
+        assert!(out.mode.starts_with("Fault"));
+    }
+    assert_eq!(fault_events, 1, "logged once per episode");
+}
+
+#[test]
+fn nan_and_out_of_range_limits_are_faults_too() {
+    for config in [
+        r#"{"fault":"nan"}"#,
+        r#"{"fault":"out_of_range"}"#,
+        r#"{"fault":"error"}"#,
+    ] {
+        let mut rig = rig(
+            ("libplugin_fault_test.so", config),
+            BMS,
+            OnLost::BlockCharge,
+        );
+        let bank = [battery("A", 2.3, 2.3, 0.0, 50.0)];
+        let out = rig.engine.tick(&bank, &around(None));
+        assert_eq!(out.limits.ccl_a, 0.0, "{config}");
+        assert!(
+            out.events
+                .iter()
+                .any(|e| matches!(e, Event::StrategyFault(_))),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn the_current_source_falls_back_to_the_bms_once_per_episode() {
+    let victron = ("libplugin_victron.so", r#"{"use_multi": true}"#);
+    let mut rig = rig(LFP, victron, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let bank = [
+        battery("A", 2.3, 2.3, 7.0, 50.0),
+        battery("B", 2.3, 2.3, 8.0, 50.0),
+    ];
+    let mut starts = 0;
+    for _ in 0..3 {
+        let out = rig.engine.tick(&bank, &around(None));
+        assert_eq!(out.current_a, Some(15.0), "BMS sum while no Multi is there");
+        starts += out
+            .events
+            .iter()
+            .filter(|e| **e == Event::CurrentFallbackStarted)
+            .count();
+    }
+    assert_eq!(starts, 1);
+    let mut with_multi = around(None);
+    with_multi.vebus = vec![VebusView {
+        service: "com.victronenergy.vebus.ttyS4".into(),
+        connected: Some(1).into(),
+        current_a: Some(-12.5).into(),
+    }];
+    let out = rig.engine.tick(&bank, &with_multi);
+    assert_eq!(out.current_a, Some(-12.5));
+    assert!(out.events.contains(&Event::CurrentFallbackEnded(3)));
+}
+
+#[test]
+fn the_counter_integrates_and_resets_full_at_the_balancing_voltage() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let bank = [
+        battery("A", 2.3, 2.3, 50.0, 50.0),
+        battery("B", 2.3, 2.3, 0.0, 50.0),
+    ];
+    rig.engine.tick(&bank, &around(None));
+    let out = rig.engine.tick(&bank, &around(None));
+    let charge = out.capacity_ah.unwrap();
+    let expected = 280.0 + 50.0 * (1.0 / 3600.0) * 0.985 * 2.0;
+    assert!((charge - expected).abs() < 1e-9, "{charge} vs {expected}");
+    assert_eq!(out.consumed_ah, Some(charge - 560.0));
+    let full = [
+        battery("A", 2.5, 2.5, 1.0, 90.0),
+        battery("B", 2.5, 2.5, 1.0, 90.0),
+    ];
+    let out = rig.engine.tick(&full, &around(None));
+    assert_eq!(out.soc_pct, Some(100.0));
+}
