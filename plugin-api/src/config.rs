@@ -4,6 +4,7 @@
 //! plugin parses it into its own typed struct with [`parse_config`] (serde, with
 //! `#[serde(deny_unknown_fields)]`) and checks values with the helpers here, so that every
 //! error names the key: the host prefixes the section path and the line in `config.yaml`.
+//! A config struct that implements [`PluginConfig`] does both in one call, [`parse_checked`].
 
 use serde::de::DeserializeOwned;
 
@@ -26,6 +27,26 @@ pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
             format!("{path}: {inner}")
         }
     })
+}
+
+/// A plugin's config struct: deserialized from its section, then checked.
+///
+/// serde catches wrong types and unknown keys; [`PluginConfig::check`] catches values serde
+/// accepts but the plugin cannot use (a negative current, voltages in the wrong order). Build
+/// it with [`parse_checked`].
+pub trait PluginConfig: DeserializeOwned {
+    /// Ok, or every bad value, one per line, each naming its key; collect them with a
+    /// [`Checker`]. The default accepts every value serde accepts.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Parses a config section with [`parse_config`], then runs [`PluginConfig::check`] on it.
+pub fn parse_checked<T: PluginConfig>(json: &str) -> Result<T, String> {
+    let config: T = parse_config(json)?;
+    config.check()?;
+    Ok(config)
 }
 
 /// serde_json appends "at line 1 column 42" of the JSON text, which means nothing to the user.
@@ -117,5 +138,37 @@ impl Checker {
         } else {
             Err(self.errors.join("\n"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Limit {
+        #[serde(default)]
+        current_a: f64,
+    }
+
+    impl PluginConfig for Limit {
+        fn check(&self) -> Result<(), String> {
+            let mut checker = Checker::new();
+            checker.positive("current_a", self.current_a);
+            checker.finish()
+        }
+    }
+
+    #[test]
+    fn parse_checked_parses_then_checks() {
+        let limit: Limit = parse_checked(r#"{"current_a": 5}"#).unwrap();
+        assert_eq!(limit.current_a, 5.0);
+        assert_eq!(
+            parse_checked::<Limit>("").unwrap_err(),
+            "current_a: must be a number above 0, found 0"
+        );
+        let err = parse_checked::<Limit>(r#"{"current": 5}"#).unwrap_err();
+        assert!(err.starts_with("unknown field `current`"), "{err}");
     }
 }

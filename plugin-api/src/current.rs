@@ -2,6 +2,9 @@
 
 use abi_stable::std_types::{ROption, RString, RVec};
 use abi_stable::StableAbi;
+use serde::Deserialize;
+
+use crate::config::Checker;
 
 /// A Multi or Quattro (`com.victronenergy.vebus.*`).
 #[repr(C)]
@@ -51,6 +54,49 @@ pub struct ShuntView {
     pub current_a: ROption<f64>,
 }
 
+/// A SmartShunt (or another device) named in a plugin's config section: by VRM instance or by
+/// custom name.
+///
+/// Deserializes from an integer (`279`) or a string (`House`); anything else fails with
+/// "expected a VRM device instance (integer) or a custom name (string)". serde accepts values
+/// that can never match a device, so call [`DeviceRef::check`] from the config's check.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a VRM device instance (integer) or a custom name (string)"
+)]
+pub enum DeviceRef {
+    /// Its VRM device instance (`/DeviceInstance`).
+    Instance(i32),
+    /// Its `/CustomName`.
+    Name(String),
+}
+
+impl DeviceRef {
+    /// True when `shunt` is the one this entry names. A name may match several shunts (two
+    /// shunts with the same custom name); an instance matches only a shunt that has one.
+    pub fn matches(&self, shunt: &ShuntView) -> bool {
+        match self {
+            DeviceRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
+            DeviceRef::Name(name) => shunt.custom_name.as_str() == name,
+        }
+    }
+
+    /// Records an error under `key` for a value that can never match: a negative instance or
+    /// an empty name.
+    pub fn check(&self, checker: &mut Checker, key: &str) {
+        match self {
+            DeviceRef::Instance(instance) => checker.require(*instance >= 0, key, || {
+                format!("a VRM device instance is 0 or more, found {instance}")
+            }),
+            // An empty /CustomName means "unset", so "" would match every unnamed shunt.
+            DeviceRef::Name(name) => checker.require(!name.is_empty(), key, || {
+                "a custom name must not be empty".to_string()
+            }),
+        }
+    }
+}
+
 /// Inputs of a current source, one tick.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -77,4 +123,64 @@ pub struct Measurement {
     pub current_a: f64,
     /// Bank power, W.
     pub power_w: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_config;
+
+    fn shunt(instance: Option<i32>, name: &str) -> ShuntView {
+        ShuntView {
+            service: "com.victronenergy.battery.ttyS0".into(),
+            class: ShuntClass::Battery,
+            device_instance: instance.into(),
+            custom_name: name.into(),
+            current_a: ROption::RNone,
+        }
+    }
+
+    #[test]
+    fn device_ref_reads_an_instance_or_a_name() {
+        assert_eq!(
+            parse_config::<DeviceRef>("279"),
+            Ok(DeviceRef::Instance(279))
+        );
+        assert_eq!(
+            parse_config::<DeviceRef>(r#""House""#),
+            Ok(DeviceRef::Name("House".into()))
+        );
+        let err = parse_config::<DeviceRef>("1.5").unwrap_err();
+        assert_eq!(
+            err,
+            "expected a VRM device instance (integer) or a custom name (string)"
+        );
+    }
+
+    #[test]
+    fn device_ref_matches_by_instance_or_name() {
+        assert!(DeviceRef::Instance(279).matches(&shunt(Some(279), "House")));
+        assert!(!DeviceRef::Instance(279).matches(&shunt(None, "House")));
+        assert!(DeviceRef::Name("House".into()).matches(&shunt(None, "House")));
+        assert!(!DeviceRef::Name("House".into()).matches(&shunt(Some(279), "Bank")));
+    }
+
+    #[test]
+    fn device_ref_check_refuses_what_never_matches() {
+        let check = |device: DeviceRef| {
+            let mut checker = Checker::new();
+            device.check(&mut checker, "shunt");
+            checker.finish()
+        };
+        assert_eq!(check(DeviceRef::Instance(0)), Ok(()));
+        assert_eq!(check(DeviceRef::Name("House".into())), Ok(()));
+        assert_eq!(
+            check(DeviceRef::Instance(-1)),
+            Err("shunt: a VRM device instance is 0 or more, found -1".into())
+        );
+        assert_eq!(
+            check(DeviceRef::Name(String::new())),
+            Err("shunt: a custom name must not be empty".into())
+        );
+    }
 }

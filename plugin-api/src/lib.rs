@@ -18,7 +18,7 @@
 //! # A whole strategy plugin
 //!
 //! ```
-//! use plugin_api::{parse_config, BankView, StrategyImpl, StrategyOutput};
+//! use plugin_api::{parse_checked, BankView, Checker, PluginConfig, StrategyImpl, StrategyOutput};
 //!
 //! #[derive(serde::Deserialize)]
 //! #[serde(deny_unknown_fields)]
@@ -27,6 +27,14 @@
 //!     cell_voltage: f64,
 //! }
 //! fn default_cell_v() -> f64 { 3.45 }
+//!
+//! impl PluginConfig for Config {
+//!     fn check(&self) -> Result<(), String> {
+//!         let mut checker = Checker::new();
+//!         checker.positive("cell_voltage", self.cell_voltage);
+//!         checker.finish()
+//!     }
+//! }
 //!
 //! struct Fixed(Config);
 //!
@@ -39,7 +47,7 @@
 //! }
 //!
 //! fn new(config: &str) -> Result<Fixed, String> {
-//!     parse_config::<Config>(config).map(Fixed)
+//!     parse_checked(config).map(Fixed)
 //! }
 //!
 //! plugin_api::export_plugin! {
@@ -51,6 +59,7 @@
 //! # fn main() {
 //! #     let mut strategy = new(r#"{"cell_voltage": 3.4}"#).unwrap();
 //! #     assert!(strategy.0.cell_voltage == 3.4);
+//! #     assert!(new(r#"{"cell_voltage": -1}"#).is_err());
 //! #     let _ = &mut strategy;
 //! # }
 //! ```
@@ -78,8 +87,10 @@ use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
 pub use bank::{BankView, BatteryState, BatteryView};
-pub use config::{parse_config, Checker};
-pub use current::{CurrentInputs, Measurement, ShuntClass, ShuntView, SolarChargerView, VebusView};
+pub use config::{parse_checked, parse_config, Checker, PluginConfig};
+pub use current::{
+    CurrentInputs, DeviceRef, Measurement, ShuntClass, ShuntView, SolarChargerView, VebusView,
+};
 pub use curve::interpolate;
 pub use date::LocalDate;
 pub use limits::{FeedInRequest, SocReset, StrategyOutput};

@@ -3,7 +3,7 @@
 //! Defaults are the LTO values of the original v3.4 `settings.py` (REFERENCE.md §1.11), so a
 //! missing section behaves like the program this replaces.
 
-use plugin_api::{parse_config, Checker};
+use plugin_api::{Checker, PluginConfig};
 use serde::Deserialize;
 
 /// A piecewise-linear curve from cell voltage (V) to a factor of the maximum current.
@@ -90,13 +90,6 @@ fn default_zero_soc() -> bool {
 }
 
 impl Config {
-    /// Parses and checks a config section (JSON text); the error lists every bad key.
-    pub fn load(json: &str) -> Result<Self, String> {
-        let config: Config = parse_config(json)?;
-        config.check()?;
-        Ok(config)
-    }
-
     /// The CCL curve: the configured one, or the original's
     /// `[MIN, MIN+0.05, BAL−0.1, BAL, MAX]` → `[0.2, 1, 1, 0.1, 0]`.
     pub fn charge_curve(&self) -> Curve {
@@ -121,7 +114,10 @@ impl Config {
             }
         })
     }
+}
 
+impl PluginConfig for Config {
+    /// Every bad key at once, including a derived curve that its source keys make invalid.
     fn check(&self) -> Result<(), String> {
         let mut check = Checker::new();
         check.positive("balancing_voltage", self.balancing_voltage);
@@ -199,30 +195,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plugin_api::parse_checked;
 
     fn error_of(json: &str) -> String {
-        Config::load(json).expect_err("config should be refused")
+        parse_checked::<Config>(json).expect_err("config should be refused")
     }
 
     #[test]
     fn empty_section_gives_the_v3_4_lto_defaults() {
-        let config = Config::load("").unwrap();
+        let config = parse_checked::<Config>("").unwrap();
         assert_eq!(config.balancing_voltage, 2.5);
         assert_eq!(config.balancing_every_days, 10);
         assert_eq!(config.charge_voltages, default_charge_voltages());
         assert!(config.zero_soc);
-        assert_eq!(Config::load("null").unwrap(), config);
+        assert_eq!(parse_checked::<Config>("null").unwrap(), config);
     }
 
     #[test]
     fn derived_curves_are_bit_identical_to_the_original_tables() {
-        let lto = Config::load("{}").unwrap();
+        let lto = parse_checked::<Config>("{}").unwrap();
         assert_eq!(lto.charge_curve().voltages, [1.9, 1.95, 2.4, 2.5, 2.55]);
         assert_eq!(lto.charge_curve().factors, [0.2, 1.0, 1.0, 0.1, 0.0]);
         assert_eq!(lto.discharge_curve().voltages, [1.9, 2.0, 2.1]);
         assert_eq!(lto.discharge_curve().factors, [0.0, 0.05, 1.0]);
 
-        let lfp = Config::load(
+        let lfp = parse_checked::<Config>(
             r#"{"min_cell_voltage": 2.9, "balancing_voltage": 3.4, "max_cell_voltage": 3.45,
                 "charge_voltages": [3.55, 3.5, 3.5, 3.45, 3.4, 3.4, 3.4, 3.4, 3.45, 3.5, 3.5, 3.55]}"#,
         )
@@ -235,7 +232,7 @@ mod tests {
 
     #[test]
     fn given_curves_replace_the_derived_ones() {
-        let config = Config::load(
+        let config = parse_checked::<Config>(
             r#"{"charge_curve": {"voltages": [2.0, 2.5], "factors": [1, 0]},
                 "discharge_curve": {"voltages": [1.9, 2.2], "factors": [0, 1]}}"#,
         )

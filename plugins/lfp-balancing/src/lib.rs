@@ -17,7 +17,8 @@ mod testkit;
 mod tests;
 
 use plugin_api::{
-    interpolate, log, BankView, FeedInRequest, LocalDate, SocReset, StrategyImpl, StrategyOutput,
+    interpolate, log, parse_checked, BankView, FeedInRequest, LocalDate, SocReset, StrategyImpl,
+    StrategyOutput,
 };
 
 pub use config::{Config, Curve};
@@ -34,7 +35,7 @@ pub struct LfpBalancing {
 
 /// Builds the strategy from its config section (JSON text).
 pub fn new(config_json: &str) -> Result<LfpBalancing, String> {
-    Config::load(config_json).map(LfpBalancing::with_config)
+    parse_checked(config_json).map(LfpBalancing::with_config)
 }
 
 /// The two target voltages of a tick.

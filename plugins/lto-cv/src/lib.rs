@@ -11,7 +11,8 @@
 //! The policy never touched the PV feed-in setting, so this plugin always answers `Keep`.
 
 use plugin_api::{
-    parse_config, BankView, Checker, FeedInRequest, SocReset, StrategyImpl, StrategyOutput,
+    parse_checked, BankView, Checker, FeedInRequest, PluginConfig, SocReset, StrategyImpl,
+    StrategyOutput,
 };
 use serde::Deserialize;
 
@@ -100,16 +101,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Parses and checks a config section (JSON text); every error names its key, all at once.
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let config: Self = parse_config(json)?;
-        config.check()?;
-        Ok(config)
-    }
-
+impl PluginConfig for Config {
     /// Checks the values: positive, and in the order the steps need.
-    pub fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         let mut check = Checker::new();
         for (key, value) in [
             ("charge_voltage", self.charge_voltage),
@@ -283,7 +277,7 @@ impl StrategyImpl for LtoCv {
 }
 
 fn new(config: &str) -> Result<LtoCv, String> {
-    Config::parse(config).map(LtoCv::new)
+    parse_checked(config).map(LtoCv::new)
 }
 
 plugin_api::export_plugin! {
@@ -517,45 +511,46 @@ mod tests {
 
     #[test]
     fn missing_section_gives_the_defaults_of_0_1() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(Config::parse("{}").unwrap(), Config::default());
+        assert_eq!(parse_checked::<Config>("").unwrap(), Config::default());
+        assert_eq!(parse_checked::<Config>("{}").unwrap(), Config::default());
     }
 
     #[test]
     fn config_keys_are_read() {
-        let config =
-            Config::parse(r#"{"charge_voltage": 2.5, "cv2": 2.5, "max_cell_voltage": 2.53}"#)
-                .unwrap();
+        let config = parse_checked::<Config>(
+            r#"{"charge_voltage": 2.5, "cv2": 2.5, "max_cell_voltage": 2.53}"#,
+        )
+        .unwrap();
         assert_eq!((config.charge_voltage, config.cv2), (2.5, 2.5));
         assert_eq!(config.max_cell_voltage, 2.53);
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse(r#"{"charge_volts": 2.5}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"charge_volts": 2.5}"#).unwrap_err();
         assert!(err.contains("charge_volts"), "{err}");
     }
 
     #[test]
     fn negative_current_is_named() {
-        let err = Config::parse(r#"{"max_discharge_current": -5}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"max_discharge_current": -5}"#).unwrap_err();
         assert!(err.starts_with("max_discharge_current: "), "{err}");
     }
 
     #[test]
     fn threshold_order_errors_are_all_reported() {
-        let err =
-            Config::parse(r#"{"cv1": 2.53, "cv2": 2.6, "current_above_cv2": 60}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"cv1": 2.53, "cv2": 2.6, "current_above_cv2": 60}"#)
+            .unwrap_err();
         let keys: Vec<&str> = err.lines().map(|l| l.split(':').next().unwrap()).collect();
         assert_eq!(keys, ["cv2", "current_above_cv2"], "{err}");
 
-        let err = Config::parse(r#"{"cv1": 2.52, "cv2": 2.45}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"cv1": 2.52, "cv2": 2.45}"#).unwrap_err();
         assert!(err.starts_with("cv1: must be below cv2"), "{err}");
     }
 
     #[test]
     fn min_cell_must_be_below_max_cell() {
-        let err = Config::parse(r#"{"min_cell_voltage": 2.6}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"min_cell_voltage": 2.6}"#).unwrap_err();
         assert!(err.contains("min_cell_voltage: must be below"), "{err}");
     }
 }

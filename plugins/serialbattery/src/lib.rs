@@ -14,8 +14,8 @@
 
 use abi_stable::std_types::{ROption, RString};
 use plugin_api::{
-    parse_config, BankView, BatteryView, Checker, FeedInRequest, SocReset, StrategyImpl,
-    StrategyOutput,
+    parse_checked, BankView, BatteryView, Checker, FeedInRequest, PluginConfig, SocReset,
+    StrategyImpl, StrategyOutput,
 };
 use serde::Deserialize;
 
@@ -101,16 +101,9 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Parses and checks a config section (JSON text); every error names its key, all at once.
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let config: Self = parse_config(json)?;
-        config.check()?;
-        Ok(config)
-    }
-
+impl PluginConfig for Config {
     /// Checks the reset voltages.
-    pub fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         let mut check = Checker::new();
         check.positive("max_cell_voltage_soc_full", self.max_cell_voltage_soc_full);
         check.positive(
@@ -261,7 +254,7 @@ fn mode(active: &[&BatteryView]) -> String {
 }
 
 fn new(config: &str) -> Result<SerialBattery, String> {
-    Config::parse(config).map(SerialBattery::new)
+    parse_checked(config).map(SerialBattery::new)
 }
 
 plugin_api::export_plugin! {
@@ -350,7 +343,7 @@ mod tests {
     }
 
     fn run_with(config: &str, bank: &BankView) -> StrategyOutput {
-        SerialBattery::new(Config::parse(config).unwrap())
+        SerialBattery::new(parse_checked::<Config>(config).unwrap())
             .compute(bank)
             .unwrap()
     }
@@ -539,7 +532,7 @@ mod tests {
 
     #[test]
     fn missing_section_gives_the_defaults() {
-        let config = Config::parse("").unwrap();
+        let config = parse_checked::<Config>("").unwrap();
         assert_eq!(config, Config::default());
         assert_eq!(
             (config.cvl, config.limits),
@@ -550,16 +543,16 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse(r#"{"keep_max_cvl": true}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"keep_max_cvl": true}"#).unwrap_err();
         assert!(err.contains("keep_max_cvl"), "{err}");
     }
 
     #[test]
     fn bad_enum_values_name_the_key_and_the_valid_values() {
-        let err = Config::parse(r#"{"cvl": "max"}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"cvl": "max"}"#).unwrap_err();
         assert!(err.starts_with("cvl: "), "{err}");
         assert!(err.contains("keep_max_until_all_float"), "{err}");
-        let err = Config::parse(r#"{"limits": "average"}"#).unwrap_err();
+        let err = parse_checked::<Config>(r#"{"limits": "average"}"#).unwrap_err();
         assert!(err.starts_with("limits: "), "{err}");
         assert!(
             err.contains("min_times_count") && err.contains("sum"),
@@ -569,7 +562,7 @@ mod tests {
 
     #[test]
     fn reset_voltages_are_checked_together() {
-        let err = Config::parse(
+        let err = parse_checked::<Config>(
             r#"{"max_cell_voltage_soc_full": -1, "min_cell_voltage_soc_empty": 2.0}"#,
         )
         .unwrap_err();

@@ -13,9 +13,9 @@
 //!   invert: false
 //! ```
 
-use abi_stable::std_types::ROption;
 use plugin_api::{
-    parse_config, Checker, CurrentInputs, CurrentSourceImpl, Measurement, ShuntClass, ShuntView,
+    parse_checked, Checker, CurrentInputs, CurrentSourceImpl, DeviceRef, Measurement, PluginConfig,
+    ShuntClass,
 };
 use serde::Deserialize;
 
@@ -26,7 +26,7 @@ pub struct Config {
     /// The shunt to use. Default: the first battery-class SmartShunt, in the host's order
     /// (by service name), which is only stable while there is a single one.
     #[serde(default)]
-    pub shunt: Option<ShuntRef>,
+    pub shunt: Option<DeviceRef>,
     /// Flip the sign, for a shunt wired the other way round. The original ignored
     /// `INVERT_SMARTSHUNTS` in this mode although its README recommended it for exactly this
     /// (REFERENCE §7 item 23); here it applies.
@@ -34,41 +34,18 @@ pub struct Config {
     pub invert: bool,
 }
 
-/// A SmartShunt named in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "expected a VRM device instance (integer) or a custom name (string)"
-)]
-pub enum ShuntRef {
-    /// Its VRM device instance (`/DeviceInstance`).
-    Instance(i32),
-    /// Its `/CustomName`.
-    Name(String),
-}
-
-impl ShuntRef {
-    /// True when `shunt` is the one this entry names.
-    pub fn matches(&self, shunt: &ShuntView) -> bool {
-        match self {
-            ShuntRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
-            ShuntRef::Name(name) => shunt.custom_name.as_str() == name,
-        }
-    }
-}
-
-impl Config {
+impl PluginConfig for Config {
     /// Values serde accepts but that can never match a shunt.
     fn check(&self) -> Result<(), String> {
         let mut checker = Checker::new();
         match &self.shunt {
-            Some(ShuntRef::Instance(instance)) => checker.require(*instance >= 0, "shunt", || {
-                format!("a VRM device instance is 0 or more, found {instance}")
-            }),
-            // An empty /CustomName means "unset": "" would pick any unnamed shunt.
-            Some(ShuntRef::Name(name)) => checker.require(!name.is_empty(), "shunt", || {
-                "a custom name must not be empty; leave the key out for the first shunt".into()
-            }),
+            // Here "" most likely meant "the default shunt", so say how to get it.
+            Some(DeviceRef::Name(name)) if name.is_empty() => {
+                checker.require(false, "shunt", || {
+                    "a custom name must not be empty; leave the key out for the first shunt".into()
+                })
+            }
+            Some(shunt) => shunt.check(&mut checker, "shunt"),
             None => {}
         }
         checker.finish()
@@ -103,8 +80,7 @@ impl CurrentSourceImpl for SmartShuntCurrent {
 
 /// Builds the plugin from its config section (JSON text); the error names the bad key.
 pub fn new(config: &str) -> Result<SmartShuntCurrent, String> {
-    let config: Config = parse_config(config)?;
-    config.check()?;
+    let config = parse_checked(config)?;
     Ok(SmartShuntCurrent { config })
 }
 
@@ -118,7 +94,8 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{RString, RVec};
+    use abi_stable::std_types::{ROption, RString, RVec};
+    use plugin_api::ShuntView;
 
     /// A simulated bus with SmartShunts only, built shunt by shunt.
     struct Bus(CurrentInputs);

@@ -20,8 +20,8 @@
 
 use abi_stable::std_types::ROption;
 use plugin_api::{
-    parse_config, Checker, CurrentInputs, CurrentSourceImpl, Measurement, ShuntClass, ShuntView,
-    SolarChargerView, VebusView,
+    parse_checked, Checker, CurrentInputs, CurrentSourceImpl, DeviceRef, Measurement, PluginConfig,
+    ShuntClass, ShuntView, SolarChargerView, VebusView,
 };
 use serde::Deserialize;
 
@@ -57,28 +57,9 @@ pub enum ShuntSelection {
     All,
     /// The shunts matching any entry count; an entry that matches none means a device the
     /// config relies on is missing. An empty list selects nothing, like `none`.
-    Listed(Vec<ShuntRef>),
-}
-
-/// A SmartShunt named in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ShuntRef {
-    /// Its VRM device instance (`/DeviceInstance`).
-    Instance(i32),
-    /// Its `/CustomName`.
-    Name(String),
-}
-
-impl ShuntRef {
-    /// True when `shunt` is the one this entry names. One entry may match several shunts
-    /// (two shunts with the same custom name), as in the original.
-    pub fn matches(&self, shunt: &ShuntView) -> bool {
-        match self {
-            ShuntRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
-            ShuntRef::Name(name) => shunt.custom_name.as_str() == name,
-        }
-    }
+    /// One entry may match several shunts (two shunts with the same custom name), as in the
+    /// original.
+    Listed(Vec<DeviceRef>),
 }
 
 /// How `smartshunts` is written. Untagged so that `none`, `all` and a list share one key; the
@@ -91,7 +72,7 @@ impl ShuntRef {
 )]
 enum SelectionText {
     Keyword(Keyword),
-    List(Vec<ShuntRef>),
+    List(Vec<DeviceRef>),
 }
 
 #[derive(Deserialize)]
@@ -111,22 +92,13 @@ impl From<SelectionText> for ShuntSelection {
     }
 }
 
-impl Config {
+impl PluginConfig for Config {
     /// Values serde accepts but that can never match a shunt.
     fn check(&self) -> Result<(), String> {
         let mut checker = Checker::new();
         if let ShuntSelection::Listed(entries) = &self.smartshunts {
             for (i, entry) in entries.iter().enumerate() {
-                let key = format!("smartshunts[{i}]");
-                match entry {
-                    ShuntRef::Instance(instance) => checker.require(*instance >= 0, &key, || {
-                        format!("a VRM device instance is 0 or more, found {instance}")
-                    }),
-                    // An empty /CustomName means "unset", so "" would match every unnamed shunt.
-                    ShuntRef::Name(name) => checker.require(!name.is_empty(), &key, || {
-                        "a custom name must not be empty".to_string()
-                    }),
-                }
+                entry.check(&mut checker, &format!("smartshunts[{i}]"));
             }
         }
         checker.finish()
@@ -230,8 +202,7 @@ fn valid(value: ROption<f64>) -> Option<f64> {
 
 /// Builds the plugin from its config section (JSON text); the error names the bad key.
 pub fn new(config: &str) -> Result<VictronCurrent, String> {
-    let config: Config = parse_config(config)?;
-    config.check()?;
+    let config = parse_checked(config)?;
     Ok(VictronCurrent { config })
 }
 
@@ -459,8 +430,8 @@ mod tests {
         assert_eq!(
             parse(LIST),
             ShuntSelection::Listed(vec![
-                ShuntRef::Instance(279),
-                ShuntRef::Name("House".into())
+                DeviceRef::Instance(279),
+                DeviceRef::Name("House".into())
             ])
         );
     }
