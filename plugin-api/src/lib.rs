@@ -67,6 +67,7 @@
 //! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
 //! `abi_stable = "0.11"` and `serde`.
 
+#![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
 
 mod bank;
