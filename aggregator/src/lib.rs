@@ -18,3 +18,4 @@ pub mod feedin;
 pub mod plugins;
 pub mod reading;
 pub mod state;
+pub mod value;

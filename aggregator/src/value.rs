@@ -1,0 +1,178 @@
+//! What a published D-Bus path holds, and how it reads as text (VENUS-DBUS.md §1.4,
+//! REFERENCE.md §0.2 and §1.3).
+//!
+//! Venus consumers show the `Text` of an item verbatim, so the texts follow the program this
+//! replaces: `52.10V` where a path has a format, Python's `str()` where it has none (`55.0`,
+//! `1e+16`), `0x%X` for `/ProductId` and `---` for an invalid value. Kept free of any D-Bus crate:
+//! the bus module turns a [`Value`] into a variant.
+
+/// A published value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Invalid: an empty `ai` array on the wire, `---` as text.
+    Invalid,
+    /// A measured quantity (`d`).
+    Float(f64),
+    /// An enum, flag, count or instance (`i`, or `x` beyond 32 bits).
+    Int(i64),
+    /// A text (`s`).
+    Text(String),
+}
+
+impl Value {
+    /// `Float` for a finite number, `Invalid` for `None`, NaN or infinity.
+    pub fn float(value: Option<f64>) -> Self {
+        match value {
+            Some(v) if v.is_finite() => Value::Float(v),
+            _ => Value::Invalid,
+        }
+    }
+
+    /// `Int` for `Some`, `Invalid` for `None`.
+    pub fn int(value: Option<i64>) -> Self {
+        value.map_or(Value::Invalid, Value::Int)
+    }
+
+    /// `Text` for `Some`, `Invalid` for `None`.
+    pub fn text(value: Option<&str>) -> Self {
+        value.map_or(Value::Invalid, |t| Value::Text(t.to_string()))
+    }
+
+    /// Python equality, which decides whether a change is published: `1 == 1.0`.
+    pub fn same_as(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float(a), Value::Int(b)) | (Value::Int(b), Value::Float(a)) => *a == *b as f64,
+            _ => self == other,
+        }
+    }
+}
+
+/// How a path's value reads as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextFormat {
+    /// Python `str(value)`.
+    Plain,
+    /// Fixed decimals and a unit: `Fixed(2, "V")` gives `52.10V`.
+    Fixed(usize, &'static str),
+    /// `0x%X`, for `/ProductId`.
+    Hex,
+}
+
+impl TextFormat {
+    /// The text of `value`.
+    pub fn render(self, value: &Value) -> String {
+        match (self, value) {
+            (_, Value::Invalid) => "---".to_string(),
+            (TextFormat::Fixed(decimals, unit), Value::Float(v)) => format!("{v:.decimals$}{unit}"),
+            (TextFormat::Fixed(decimals, unit), Value::Int(v)) => {
+                format!("{:.decimals$}{unit}", *v as f64)
+            }
+            (TextFormat::Hex, Value::Int(v)) => format!("0x{v:X}"),
+            (_, Value::Float(v)) => python_str(*v),
+            (_, Value::Int(v)) => v.to_string(),
+            (_, Value::Text(t)) => t.clone(),
+        }
+    }
+}
+
+/// Python's `str(float)`: the shortest text that reads back as the same number, with `.0` on
+/// whole numbers and exponent form below 1e-4 and from 1e16 (`1e-05`, `1.5e+16`).
+pub fn python_str(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // Rust's `{:e}` gives the same shortest digits Python's repr uses: `1.2345e-5`.
+    let sci = format!("{v:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if (-4..16).contains(&exponent) {
+        let point = exponent + 1; // digits before the decimal point
+        let text = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{int}.{frac}")
+        };
+        format!("{sign}{text}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let mantissa = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_str_matches_python() {
+        // Each pair was checked against CPython 3.11's str().
+        for (v, text) in [
+            (55.0, "55.0"),
+            (53.900000000000006, "53.900000000000006"),
+            (0.1, "0.1"),
+            (-4.4, "-4.4"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (0.000015, "1.5e-05"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (123456.789, "123456.789"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (1e300, "1e+300"),
+            (f64::NAN, "nan"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(python_str(v), text, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn texts_as_the_original_publishes_them() {
+        assert_eq!(
+            TextFormat::Fixed(2, "V").render(&Value::Float(52.1)),
+            "52.10V"
+        );
+        assert_eq!(
+            TextFormat::Fixed(2, "A").render(&Value::Float(-0.125)),
+            "-0.12A"
+        );
+        assert_eq!(TextFormat::Fixed(0, "W").render(&Value::Float(2.5)), "2W");
+        assert_eq!(TextFormat::Fixed(1, "A").render(&Value::Int(200)), "200.0A");
+        assert_eq!(TextFormat::Hex.render(&Value::Int(0xBA44)), "0xBA44");
+        assert_eq!(TextFormat::Plain.render(&Value::Float(78.0)), "78.0");
+        assert_eq!(TextFormat::Plain.render(&Value::Int(1)), "1");
+        assert_eq!(
+            TextFormat::Plain.render(&Value::Text("Bat1_C7".into())),
+            "Bat1_C7"
+        );
+        assert_eq!(TextFormat::Fixed(2, "V").render(&Value::Invalid), "---");
+    }
+
+    #[test]
+    fn change_detection_uses_python_equality() {
+        assert!(Value::Int(200).same_as(&Value::Float(200.0)));
+        assert!(!Value::Int(200).same_as(&Value::Float(200.5)));
+        assert!(!Value::Invalid.same_as(&Value::Int(0)));
+        assert_eq!(Value::float(Some(f64::NAN)), Value::Invalid);
+        assert_eq!(Value::int(None), Value::Invalid);
+    }
+}
