@@ -16,6 +16,7 @@ pub mod engine;
 pub mod envelope;
 pub mod feedin;
 pub mod plugins;
+pub mod presence;
 pub mod published;
 pub mod reading;
 pub mod state;

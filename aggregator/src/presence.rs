@@ -1,0 +1,274 @@
+//! Whether each battery is online, stale or lost (SPEC §4), from the readings over time.
+//!
+//! Pure: the caller passes a monotonic time in seconds with every observation. A battery is
+//! **online** while its reading is complete ([`BatteryReading::check`]) and not frozen,
+//! **stale** for up to `hold_for` after that stops (its last complete reading stands in), and
+//! **lost** after that or when it never had a complete reading. **Frozen** means no value of it
+//! changed for `frozen_after`: a driver that lost its BMS but keeps the old values on the bus.
+
+use std::collections::BTreeMap;
+
+use plugin_api::BatteryState;
+
+use crate::engine::Battery;
+use crate::reading::BatteryReading;
+
+/// Timing of the states.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// Seconds a battery that is not online is held with its last complete reading.
+    pub hold_for_s: f64,
+    /// Seconds without any change after which a battery is frozen; 0 turns the check off.
+    pub frozen_after_s: f64,
+}
+
+/// A change of a battery's state, for one log line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The battery's name.
+    pub name: String,
+    /// Its new state.
+    pub state: BatteryState,
+    /// Why, e.g. `/Dc/0/Voltage is invalid`, `service gone`, `frozen: no value changed for 120 s`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    state: BatteryState,
+    last_seen: Option<BatteryReading>,
+    last_complete: Option<BatteryReading>,
+    changed_at: f64,
+    online_until: Option<f64>,
+}
+
+/// The states of all batteries seen, keyed by service name (so ordered by it).
+#[derive(Clone, Debug)]
+pub struct Presence {
+    timing: Timing,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Presence {
+    /// No battery seen yet.
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            timing,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Records this tick's reading of a battery service, or `None` when the service is gone.
+    pub fn observe(
+        &mut self,
+        now_s: f64,
+        service: &str,
+        name: &str,
+        reading: Option<&BatteryReading>,
+        needs_bms_limits: bool,
+    ) -> Option<Change> {
+        let entry = self
+            .entries
+            .entry(service.to_string())
+            .or_insert_with(|| Entry {
+                name: name.to_string(),
+                state: BatteryState::Lost,
+                last_seen: None,
+                last_complete: None,
+                changed_at: now_s,
+                online_until: None,
+            });
+        if let Some(reading) = reading {
+            if entry.last_seen.as_ref() != Some(reading) {
+                entry.changed_at = now_s;
+                entry.last_seen = Some(reading.clone());
+            }
+        }
+        let frozen_for = now_s - entry.changed_at;
+        let verdict = match reading {
+            None => Err("service gone".to_string()),
+            Some(r) => match r.check(needs_bms_limits) {
+                Err(unusable) => Err(unusable.to_string()),
+                Ok(())
+                    if self.timing.frozen_after_s > 0.0
+                        && frozen_for >= self.timing.frozen_after_s =>
+                {
+                    Err(format!("frozen: no value changed for {frozen_for:.0} s"))
+                }
+                Ok(()) => Ok(r),
+            },
+        };
+        let (state, reason) = match verdict {
+            Ok(r) => {
+                entry.last_complete = Some(r.clone());
+                entry.online_until = None;
+                (BatteryState::Online, "complete reading".to_string())
+            }
+            Err(reason) => {
+                let since = *entry.online_until.get_or_insert(now_s);
+                let held = entry.last_complete.is_some() && now_s - since < self.timing.hold_for_s;
+                (
+                    if held {
+                        BatteryState::Stale
+                    } else {
+                        BatteryState::Lost
+                    },
+                    reason,
+                )
+            }
+        };
+        let report = (state != entry.state).then(|| Change {
+            name: entry.name.clone(),
+            state,
+            reason,
+        });
+        entry.state = state;
+        report
+    }
+
+    /// The batteries for the engine, ordered by service name; those never complete are left
+    /// out (they have nothing to contribute and count as missing).
+    pub fn batteries(&self) -> Vec<Battery> {
+        self.entries
+            .iter()
+            .filter_map(|(service, e)| {
+                Some(Battery {
+                    name: e.name.clone(),
+                    service: service.clone(),
+                    state: e.state,
+                    reading: e.last_complete.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Services known, with their state.
+    pub fn states(&self) -> impl Iterator<Item = (&str, BatteryState)> {
+        self.entries.iter().map(|(s, e)| (s.as_str(), e.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        hold_for_s: 60.0,
+        frozen_after_s: 120.0,
+    };
+    const SERVICE: &str = "com.victronenergy.battery.ttyUSB0";
+
+    fn reading(current: f64) -> BatteryReading {
+        BatteryReading {
+            voltage_v: Some(53.0),
+            current_a: Some(current),
+            installed_capacity_ah: Some(280.0),
+            max_cell_voltage_v: Some(3.35),
+            min_cell_voltage_v: Some(3.30),
+            ..Default::default()
+        }
+    }
+
+    fn run(p: &mut Presence, from: u32, to: u32, r: Option<&BatteryReading>) -> Vec<(u32, Change)> {
+        (from..to)
+            .filter_map(|t| {
+                p.observe(f64::from(t), SERVICE, "Bat1", r, false)
+                    .map(|c| (t, c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_short_gap_is_held_a_long_one_is_lost_and_recovery_is_logged() {
+        let mut p = Presence::new(TIMING);
+        let good = reading(1.0);
+        let changes = run(&mut p, 0, 10, Some(&good));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+
+        // A driver restart of 20 s: held, never lost.
+        let changes = run(&mut p, 10, 30, None);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].1.state, changes[0].1.reason.as_str()),
+            (BatteryState::Stale, "service gone")
+        );
+        assert_eq!(p.batteries()[0].state, BatteryState::Stale);
+        assert_eq!(
+            p.batteries()[0].reading,
+            good,
+            "the last complete reading stands in"
+        );
+        let changes = run(&mut p, 30, 31, Some(&reading(2.0)));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+
+        // 90 s away: stale, then lost at 60 s.
+        let changes = run(&mut p, 31, 121, None);
+        let states: Vec<_> = changes.iter().map(|(t, c)| (*t, c.state)).collect();
+        assert_eq!(
+            states,
+            vec![(31, BatteryState::Stale), (91, BatteryState::Lost)]
+        );
+        let changes = run(&mut p, 121, 122, Some(&reading(3.0)));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    #[test]
+    fn a_battery_whose_values_never_move_is_frozen() {
+        let mut p = Presence::new(TIMING);
+        let same = reading(1.0);
+        let changes = run(&mut p, 0, 200, Some(&same));
+        let states: Vec<_> = changes.iter().map(|(t, c)| (*t, c.state)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (0, BatteryState::Online),
+                (120, BatteryState::Stale),
+                (180, BatteryState::Lost)
+            ]
+        );
+        assert!(
+            changes[1].1.reason.starts_with("frozen"),
+            "{:?}",
+            changes[1]
+        );
+        // One value moving brings it back at once.
+        let changes = run(&mut p, 200, 201, Some(&reading(1.1)));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    #[test]
+    fn frozen_check_can_be_turned_off() {
+        let mut p = Presence::new(Timing {
+            frozen_after_s: 0.0,
+            ..TIMING
+        });
+        let changes = run(&mut p, 0, 500, Some(&reading(1.0)));
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_value_makes_it_not_online_naming_the_path() {
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 5, Some(&reading(1.0)));
+        let mut bad = reading(1.0);
+        bad.voltage_v = Some(f64::NAN);
+        let changes = run(&mut p, 5, 6, Some(&bad));
+        assert_eq!(changes[0].1.reason, "/Dc/0/Voltage is not finite");
+        assert_eq!(changes[0].1.state, BatteryState::Stale);
+    }
+
+    #[test]
+    fn a_battery_never_complete_is_lost_and_not_handed_on() {
+        let mut p = Presence::new(TIMING);
+        let mut empty = reading(1.0);
+        empty.installed_capacity_ah = Some(0.0);
+        assert!(
+            run(&mut p, 0, 3, Some(&empty)).is_empty(),
+            "lost from the start: no change"
+        );
+        assert!(p.batteries().is_empty());
+        assert_eq!(p.states().next(), Some((SERVICE, BatteryState::Lost)));
+    }
+}
