@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod coulomb;
+pub mod discovery;
 pub mod elf;
 pub mod engine;
 pub mod envelope;

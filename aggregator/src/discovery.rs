@@ -1,0 +1,233 @@
+//! Which services are batteries, and their display names (SPEC §2). Pure: the bus module hands
+//! over each service's name and identity paths; this decides.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Batteries, Selector};
+
+/// The identity paths of a `com.victronenergy.battery.*` service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Identity {
+    /// `/ProductName`.
+    pub product_name: Option<String>,
+    /// `/CustomName`.
+    pub custom_name: Option<String>,
+    /// `/Serial`.
+    pub serial: Option<String>,
+    /// `/DeviceInstance`.
+    pub device_instance: Option<i64>,
+}
+
+/// What a battery-class service is to us.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A battery of the bank, with its display name.
+    Battery(String),
+    /// A SmartShunt in battery-monitor mode (a current source, never a battery).
+    SmartShunt,
+    /// Not ours: with the reason, for one debug line.
+    Ignored(String),
+    /// Not decidable yet (no `/ProductName`): look again later.
+    Unknown,
+}
+
+/// The batteries found so far, with names that stay the same for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Roster {
+    rules: Batteries,
+    own_service: String,
+    names: BTreeMap<String, String>,
+}
+
+impl Roster {
+    /// An empty roster; `own_service` is our published name, never a battery.
+    pub fn new(rules: Batteries, own_service: &str) -> Self {
+        Self {
+            rules,
+            own_service: own_service.to_string(),
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// Decides what `service` is; a battery gets its display name on the first call, kept
+    /// from then on.
+    pub fn classify(&mut self, service: &str, identity: &Identity) -> Verdict {
+        if service == self.own_service {
+            return Verdict::Ignored("our own service".into());
+        }
+        let Some(product) = &identity.product_name else {
+            return Verdict::Unknown;
+        };
+        if product.contains("SmartShunt") {
+            return Verdict::SmartShunt;
+        }
+        if !product.contains(self.rules.product_name.as_str()) {
+            return Verdict::Ignored(format!(
+                "/ProductName `{product}` does not contain `{}`",
+                self.rules.product_name
+            ));
+        }
+        let matches =
+            |selectors: &[Selector]| selectors.iter().any(|s| selects(s, service, identity));
+        if !self.rules.include.is_empty() && !matches(&self.rules.include) {
+            return Verdict::Ignored("not in batteries.include".into());
+        }
+        if matches(&self.rules.exclude) {
+            return Verdict::Ignored("in batteries.exclude".into());
+        }
+        if let Some(name) = self.names.get(service) {
+            return Verdict::Battery(name.clone());
+        }
+        let base = identity
+            .custom_name
+            .as_deref()
+            .or(identity.serial.as_deref())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("Battery{}", self.names.len() + 1));
+        let mut name = base.clone();
+        let mut k = 2;
+        while self.names.values().any(|n| *n == name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(service.to_string(), name.clone());
+        Verdict::Battery(name)
+    }
+}
+
+fn selects(selector: &Selector, service: &str, identity: &Identity) -> bool {
+    match selector {
+        Selector::Instance(n) => identity.device_instance == Some(*n),
+        Selector::Name(name) => {
+            name == service
+                || identity.custom_name.as_deref() == Some(name.as_str())
+                || identity.serial.as_deref() == Some(name.as_str())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "com.victronenergy.battery.aggregate";
+
+    fn serialbattery(custom: Option<&str>, serial: Option<&str>, instance: i64) -> Identity {
+        Identity {
+            product_name: Some("SerialBattery(Jkbms)".into()),
+            custom_name: custom.map(Into::into),
+            serial: serial.map(Into::into),
+            device_instance: Some(instance),
+        }
+    }
+
+    fn service(k: u32) -> String {
+        format!("com.victronenergy.battery.ttyUSB{k}")
+    }
+
+    #[test]
+    fn names_come_from_custom_name_then_serial_then_a_number() {
+        let mut r = Roster::new(Batteries::default(), OWN);
+        assert_eq!(
+            r.classify(&service(0), &serialbattery(Some("Left"), Some("S1"), 1)),
+            Verdict::Battery("Left".into())
+        );
+        assert_eq!(
+            r.classify(&service(1), &serialbattery(None, Some("S2"), 2)),
+            Verdict::Battery("S2".into())
+        );
+        assert_eq!(
+            r.classify(&service(2), &serialbattery(Some(" "), None, 3)),
+            Verdict::Battery("Battery3".into())
+        );
+    }
+
+    #[test]
+    fn duplicates_get_suffixes_and_names_stay() {
+        let mut r = Roster::new(Batteries::default(), OWN);
+        let same = serialbattery(None, Some("JK02"), 1);
+        assert_eq!(
+            r.classify(&service(0), &same),
+            Verdict::Battery("JK02".into())
+        );
+        assert_eq!(
+            r.classify(&service(1), &same),
+            Verdict::Battery("JK02_2".into())
+        );
+        assert_eq!(
+            r.classify(&service(2), &same),
+            Verdict::Battery("JK02_3".into())
+        );
+        let renamed = serialbattery(Some("Other"), Some("JK02"), 1);
+        assert_eq!(
+            r.classify(&service(1), &renamed),
+            Verdict::Battery("JK02_2".into()),
+            "stable for the process"
+        );
+    }
+
+    #[test]
+    fn shunts_foreign_products_and_ourselves_are_not_batteries() {
+        let mut r = Roster::new(Batteries::default(), OWN);
+        let shunt = Identity {
+            product_name: Some("SmartShunt 500A/50mV".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            r.classify("com.victronenergy.battery.ttyS5", &shunt),
+            Verdict::SmartShunt
+        );
+        let lynx = Identity {
+            product_name: Some("Lynx Smart BMS".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.classify("com.victronenergy.battery.lynx", &lynx),
+            Verdict::Ignored(_)
+        ));
+        assert!(matches!(
+            r.classify(OWN, &serialbattery(None, None, 0)),
+            Verdict::Ignored(_)
+        ));
+        assert_eq!(
+            r.classify(&service(9), &Identity::default()),
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn include_and_exclude_match_name_serial_instance_or_service() {
+        let rules = Batteries {
+            include: vec![
+                Selector::Name("Left".into()),
+                Selector::Instance(7),
+                Selector::Name(service(3)),
+            ],
+            exclude: vec![Selector::Name("S9".into())],
+            ..Batteries::default()
+        };
+        let mut r = Roster::new(rules, OWN);
+        assert!(matches!(
+            r.classify(&service(0), &serialbattery(Some("Left"), None, 1)),
+            Verdict::Battery(_)
+        ));
+        assert!(matches!(
+            r.classify(&service(1), &serialbattery(None, Some("S2"), 7)),
+            Verdict::Battery(_)
+        ));
+        assert!(matches!(
+            r.classify(&service(3), &serialbattery(None, None, 3)),
+            Verdict::Battery(_)
+        ));
+        assert_eq!(
+            r.classify(&service(2), &serialbattery(None, Some("S3"), 2)),
+            Verdict::Ignored("not in batteries.include".into())
+        );
+        assert_eq!(
+            r.classify(&service(4), &serialbattery(Some("Left"), Some("S9"), 4)),
+            Verdict::Ignored("in batteries.exclude".into())
+        );
+    }
+}
