@@ -45,12 +45,7 @@ pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
         Ok(config) => config,
         Err(errors) => return fail(errors),
     };
-    let base = file.parent().unwrap_or(Path::new("."));
-    config.paths.state_dir = resolve(base, &config.paths.state_dir);
-    config.paths.plugins_dir = match plugins_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => resolve(base, &config.paths.plugins_dir),
-    };
+    resolve_paths(&mut config, file, plugins_dir);
 
     let scan = match plugins::scan(&config.paths.plugins_dir) {
         Ok(scan) => scan,
@@ -92,6 +87,17 @@ pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
         errors,
         refused,
     }
+}
+
+/// Makes `paths` absolute against the config file's folder; `plugins_dir` (the command line's
+/// `--plugins-dir`) wins over the file's value.
+pub fn resolve_paths(config: &mut Config, file: &Path, plugins_dir: Option<&Path>) {
+    let base = file.parent().unwrap_or(Path::new("."));
+    config.paths.state_dir = resolve(base, &config.paths.state_dir);
+    config.paths.plugins_dir = match plugins_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => resolve(base, &config.paths.plugins_dir),
+    };
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::check::check;
+use crate::check::{check, resolve_paths};
 use crate::plugins;
 
 /// Where the config lives on a Venus OS device.
@@ -78,9 +78,9 @@ pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
         None => match crate::config::Source::read(config)
             .and_then(|s| s.parse().map_err(|mut e| e.remove(0)))
         {
-            Ok(parsed) => {
-                let base = config.parent().unwrap_or(Path::new("."));
-                base.join(parsed.paths.plugins_dir)
+            Ok(mut parsed) => {
+                resolve_paths(&mut parsed, config, None);
+                parsed.paths.plugins_dir
             }
             Err(err) => {
                 let _ = writeln!(out, "error: {err}");

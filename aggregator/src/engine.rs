@@ -456,11 +456,7 @@ impl Engine {
         let (max_cell, max_id) = extreme(&merged.max_cell_voltage);
         let (min_cell, min_id) = extreme(&merged.min_cell_voltage);
         BankView {
-            batteries: batteries
-                .iter()
-                .map(battery_view)
-                .collect::<Vec<_>>()
-                .into(),
+            batteries: batteries.iter().map(battery_view).collect(),
             cells_per_battery: around.cells,
             batteries_expected: around.expected,
             batteries_online: online,
