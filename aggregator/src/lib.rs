@@ -7,6 +7,7 @@
 //! [`plugins`] the only one that loads code, [`config`] and [`check`] read `config.yaml`.
 
 pub mod bank;
+pub mod bus;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -20,5 +21,6 @@ pub mod plugins;
 pub mod presence;
 pub mod published;
 pub mod reading;
+pub mod sim;
 pub mod state;
 pub mod value;

@@ -1,0 +1,1 @@
+//! A simulated Venus OS system on D-Bus.
