@@ -21,18 +21,34 @@ pub struct Cli {
     /// Load plugins from this folder instead of `paths.plugins_dir`.
     #[arg(long, global = true)]
     pub plugins_dir: Option<PathBuf>,
-    /// What to do.
+    /// What to do (default: `run`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: read the batteries, publish the aggregate battery (the default).
+    Run,
     /// Check the configuration and every plugin's section; exit 2 on any error.
     CheckConfig,
     /// List the plugins found, with kind, version and ABI status.
     Plugins,
+}
+
+/// The log level `config.yaml` asks for (`info` when it cannot be read: `run` reports why).
+pub fn log_level(config: &Path) -> tracing::Level {
+    use crate::config::Level;
+    match crate::config::Source::read(config).map(|s| s.parse()) {
+        Ok(Ok(parsed)) => match parsed.logging.level {
+            Level::Error => tracing::Level::ERROR,
+            Level::Warn => tracing::Level::WARN,
+            Level::Info => tracing::Level::INFO,
+            Level::Debug => tracing::Level::DEBUG,
+        },
+        _ => tracing::Level::INFO,
+    }
 }
 
 /// Exit code for configuration errors.

@@ -262,8 +262,14 @@ impl Exported {
 
     async fn dispatch(&self, msg: Message) -> zbus::Result<()> {
         let hdr = msg.header();
-        let path = hdr.path().map(|p| p.as_str().to_string()).unwrap_or_default();
-        let member = hdr.member().map(|m| m.as_str().to_string()).unwrap_or_default();
+        let path = hdr
+            .path()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let member = hdr
+            .member()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
         let interface = hdr.interface().map(|i| i.as_str().to_string());
         let conn = &self.shared.conn;
         match (interface.as_deref(), member.as_str()) {

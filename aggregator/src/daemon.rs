@@ -1,0 +1,601 @@
+//! `run`: the daemon. Connects, reads the bus through the monitor, runs the tick of SPEC §1
+//! every `update_interval`, publishes the aggregate battery and carries out the requests.
+//!
+//! ```text
+//! monitor cache -> gather (readings) -> presence (online/stale/lost) -> engine -> published
+//!      -> one ItemsChanged; feed-in write; state save
+//! ```
+//! The service is registered after the first tick with every expected battery online, or after
+//! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugin_api::{BatteryState, LocalDate};
+use tokio::signal::unix::{signal, SignalKind};
+use zbus::Connection;
+
+use crate::bus::client::{self, SETTINGS};
+use crate::bus::export::{Exported, SetDecision};
+use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
+use crate::bus::variant::Field;
+use crate::bus::{self, request_name};
+use crate::check::{check, Ready};
+use crate::config::Config;
+use crate::discovery::{Roster, Verdict};
+use crate::engine::{Engine, Event, Settings, Surroundings};
+use crate::envelope::Bounds;
+use crate::gather;
+use crate::presence::{Presence, Timing};
+use crate::published::{cell_path, Identity, Published, CUSTOM_NAME};
+use crate::reading::BatteryReading;
+use crate::state::StateStore;
+use crate::value::Value;
+
+/// Exit code when the bus cannot be used at all.
+pub const EXIT_BUS: i32 = 3;
+
+/// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
+pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
+    let checked = check(config_file, plugins_dir);
+    for refused in &checked.refused {
+        tracing::warn!("plugin refused: {refused}");
+    }
+    let Some(ready) = checked.ready else {
+        for error in &checked.errors {
+            tracing::error!("{error}");
+        }
+        return crate::cli::EXIT_CONFIG;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    runtime.block_on(run(ready, config_file))
+}
+
+/// The unique id under `/Settings/Devices` for our service name.
+pub fn settings_uid(service_name: &str) -> String {
+    match service_name.strip_prefix("com.victronenergy.battery.") {
+        Some("aggregate") | None => "aggregatebatteries".to_string(),
+        Some(suffix) => format!("aggregatebatteries_{suffix}"),
+    }
+}
+
+/// Local date now.
+fn today() -> LocalDate {
+    let now = jiff::Zoned::now();
+    LocalDate {
+        year: i32::from(now.year()),
+        month: u8::try_from(now.month()).unwrap_or(1),
+        day: u8::try_from(now.day()).unwrap_or(1),
+    }
+}
+
+async fn connect_with_retry() -> Connection {
+    let mut delay = Duration::from_millis(250);
+    let mut logged = false;
+    loop {
+        match bus::connect().await {
+            Ok(conn) => {
+                if logged {
+                    tracing::info!("connected to D-Bus");
+                }
+                return conn;
+            }
+            Err(err) => {
+                if !logged {
+                    tracing::error!("cannot connect to D-Bus ({err}); retrying");
+                    logged = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// The device instance and custom name from `com.victronenergy.settings` (VENUS-DBUS.md §4.3),
+/// or the preferred instance and no name when there is no settings service.
+async fn identity_from_settings(conn: &Connection, uid: &str, preferred: u32) -> (i64, String) {
+    let instance_path = format!("{uid}/ClassAndVrmInstance");
+    let name_path = format!("{uid}/CustomName");
+    let request = [
+        (
+            instance_path.as_str(),
+            Value::Text(format!("battery:{preferred}")),
+        ),
+        (name_path.as_str(), Value::Text(String::new())),
+    ];
+    match client::add_settings(conn, "/Settings/Devices", &request).await {
+        Ok(added) => {
+            let mut instance = i64::from(preferred);
+            let mut name = String::new();
+            for a in added {
+                match (a.error, a.value) {
+                    (0, Some(Field::Text(text))) if a.path == instance_path => {
+                        match text.split_once(':').and_then(|(_, n)| n.parse().ok()) {
+                            Some(n) => instance = n,
+                            None => tracing::warn!(
+                                "settings gave `{text}` for {instance_path}; using instance {preferred}"
+                            ),
+                        }
+                    }
+                    (0, Some(Field::Text(text))) if a.path == name_path => name = text,
+                    (error, _) => tracing::warn!(
+                        "settings refused /Settings/Devices/{} (error {error})",
+                        a.path
+                    ),
+                }
+            }
+            (instance, name)
+        }
+        Err(err) => {
+            tracing::warn!(
+                "no device instance from {SETTINGS} ({err}); using the preferred instance {preferred}"
+            );
+            (i64::from(preferred), String::new())
+        }
+    }
+}
+
+struct Tracked {
+    name: String,
+    excluded: bool,
+}
+
+/// The daemon's state between ticks.
+struct Daemon {
+    config: Config,
+    conn: Connection,
+    monitor: Monitor,
+    exported: Exported,
+    published: Published,
+    engine: Engine,
+    presence: Presence,
+    roster: Roster,
+    store: StateStore,
+    batteries: BTreeMap<String, Tracked>,
+    wrong_types: BTreeSet<String>,
+    pass_through: bool,
+    started: Instant,
+    last_tick: Option<Instant>,
+    last_summary: Option<Instant>,
+    registered: bool,
+}
+
+async fn run(ready: Ready, config_file: &Path) -> i32 {
+    let Ready {
+        config,
+        scan,
+        strategy,
+        current_source,
+    } = ready;
+    let started = Instant::now();
+    tracing::info!(
+        "dbus-aggregate-batteries {} starting; config {}",
+        env!("CARGO_PKG_VERSION"),
+        config_file.display()
+    );
+    for plugin in &scan.plugins {
+        tracing::info!(
+            "plugin {} {} ({:?}) from {}",
+            plugin.name,
+            plugin.version,
+            plugin.kind,
+            plugin.path.display()
+        );
+    }
+    tracing::info!(
+        "strategy {}, current source {}",
+        config.strategy.plugin,
+        config.current_source.plugin
+    );
+
+    let settings = Settings {
+        bounds: Bounds {
+            max_cell_voltage_v: config.safety.max_cell_voltage,
+            max_charge_current_a: config.safety.max_charge_current,
+            max_discharge_current_a: config.safety.max_discharge_current,
+            plugin_failures: config.safety.plugin_failures,
+        },
+        on_lost: config.batteries.on_lost,
+        own_counter: config.soc.own_counter,
+        efficiency: config.soc.efficiency,
+        save_precision: config.soc.save_precision,
+    };
+    let mut engine = Engine::new(settings, &config.strategy.plugin, strategy, current_source);
+    let store = StateStore::new(&config.paths.state_dir);
+    match store.load() {
+        Ok(state) => {
+            for problem in engine.restore(&state) {
+                tracing::warn!("{problem}");
+            }
+            tracing::info!("state restored from {}", store.path().display());
+        }
+        Err(problem) => tracing::warn!("{problem}; starting from the batteries' SoC"),
+    }
+
+    let conn = connect_with_retry().await;
+    let own = config.publish.service_name.clone();
+    let monitor = match Monitor::start(&conn, &own).await {
+        Ok(monitor) => monitor,
+        Err(err) => {
+            tracing::error!("cannot watch the bus: {err}");
+            return EXIT_BUS;
+        }
+    };
+    let uid = settings_uid(&own);
+    let (device_instance, custom_name) =
+        identity_from_settings(&conn, &uid, config.publish.device_instance).await;
+    tracing::info!("device instance {device_instance}");
+    let identity = Identity {
+        device_instance,
+        custom_name,
+        process_name: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
+    };
+    let published = Published::new(&identity);
+    let exported = Exported::new(conn.clone());
+    for (path, item) in published.items() {
+        exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
+    }
+    exported.on_set(custom_name_handler(conn.clone(), uid));
+    if let Err(err) = exported.serve().await {
+        tracing::error!("cannot answer method calls: {err}");
+        return EXIT_BUS;
+    }
+
+    let pass_through = config.strategy.plugin == "serialbattery";
+    let mut daemon = Daemon {
+        presence: Presence::new(Timing {
+            hold_for_s: config.batteries.hold_for.as_secs_f64(),
+            frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
+        }),
+        roster: Roster::new(config.batteries.clone(), &own),
+        config,
+        conn,
+        monitor,
+        exported,
+        published,
+        engine,
+        store,
+        batteries: BTreeMap::new(),
+        wrong_types: BTreeSet::new(),
+        pass_through,
+        started,
+        last_tick: None,
+        last_summary: None,
+        registered: false,
+    };
+    daemon.main_loop().await
+}
+
+fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::SetHandler {
+    Arc::new(move |_path, field| {
+        let conn = conn.clone();
+        let setting = format!("/Settings/Devices/{uid}/CustomName");
+        Box::pin(async move {
+            let Field::Text(name) = field else {
+                return SetDecision::WrongType;
+            };
+            let value = Value::Text(name.clone());
+            match client::set_value(&conn, SETTINGS, &setting, &value).await {
+                Ok(0) => SetDecision::Accept(value, name),
+                Ok(code) => {
+                    tracing::warn!("settings refused the custom name (code {code})");
+                    SetDecision::Reject
+                }
+                Err(err) => {
+                    tracing::warn!("custom name not stored in {SETTINGS}: {err}");
+                    SetDecision::Reject
+                }
+            }
+        })
+    })
+}
+
+impl Daemon {
+    async fn main_loop(&mut self) -> i32 {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => (term, int),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return 1;
+            }
+        };
+        let mut interval = tokio::time::interval(self.config.update_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let monitor = self.monitor.clone();
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = monitor.news(), if !self.registered => {}
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            }
+            self.tick().await;
+        }
+        self.save_state();
+        0
+    }
+
+    fn save_state(&mut self) {
+        match self.store.save(&self.engine.state()) {
+            Ok(()) => self.engine.state_saved(),
+            Err(err) => tracing::error!(
+                "cannot write the state file {}: {err}",
+                self.store.path().display()
+            ),
+        }
+    }
+
+    fn log_discovery(&mut self) {
+        for event in self.monitor.take_events() {
+            match event {
+                Discovery::Added(name) => tracing::debug!("found {name}"),
+                Discovery::Removed(name) => tracing::debug!("{name} left the bus"),
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        let dt_s = self
+            .last_tick
+            .map_or(0.0, |last| now.duration_since(last).as_secs_f64());
+        self.last_tick = Some(now);
+        let now_s = now.duration_since(self.started).as_secs_f64();
+        self.log_discovery();
+
+        // Read the cache once.
+        let (readings, vebus, solar_chargers, smartshunts, low_soc, feed_in_setting) =
+            self.monitor.with(|cache| {
+                let mut readings = Vec::new();
+                for (service, s) in cache.of_class(Class::Battery) {
+                    if gather::is_smartshunt(s) {
+                        continue;
+                    }
+                    let identity = gather::identity(s);
+                    readings.push((service.clone(), identity, gather::battery_reading(s)));
+                }
+                (
+                    readings,
+                    gather::vebus(cache),
+                    gather::solar_chargers(cache),
+                    gather::smartshunts(cache),
+                    gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
+                    gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
+                )
+            });
+
+        let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
+        for (service, identity, (reading, wrong)) in readings {
+            if !self.batteries.contains_key(&service) {
+                match self.roster.classify(&service, &identity) {
+                    Verdict::Battery(name) => {
+                        let excluded =
+                            match (self.config.batteries.cells, reading.cells_per_battery) {
+                                (Some(want), Some(have)) if i64::from(want) != have => {
+                                    tracing::error!(
+                                    "battery {name} ({service}) has {have} cells, batteries.cells \
+                                     is {want}: left out"
+                                );
+                                    true
+                                }
+                                _ => false,
+                            };
+                        tracing::info!("battery {name} found: {service}");
+                        self.batteries
+                            .insert(service.clone(), Tracked { name, excluded });
+                    }
+                    Verdict::Ignored(why) => {
+                        tracing::debug!("{service} ignored: {why}");
+                        continue;
+                    }
+                    Verdict::SmartShunt | Verdict::Unknown => continue,
+                }
+            }
+            for w in &wrong {
+                let key = format!("{service}{}", w.path);
+                if self.wrong_types.insert(key) {
+                    tracing::warn!("{service}: {} holds {}, not a number", w.path, w.found);
+                }
+            }
+            seen.insert(service, reading);
+        }
+
+        for (service, tracked) in &self.batteries {
+            if tracked.excluded {
+                continue;
+            }
+            let reading = seen.get(service);
+            if let Some(change) =
+                self.presence
+                    .observe(now_s, service, &tracked.name, reading, self.pass_through)
+            {
+                match change.state {
+                    BatteryState::Online => {
+                        tracing::info!("battery {} online", change.name)
+                    }
+                    BatteryState::Stale => tracing::warn!(
+                        "battery {} not online ({}): holding its last values",
+                        change.name,
+                        change.reason
+                    ),
+                    BatteryState::Lost => {
+                        tracing::warn!("battery {} lost ({})", change.name, change.reason)
+                    }
+                }
+            }
+        }
+        let batteries = self.presence.batteries();
+        let cells = self.config.batteries.cells.unwrap_or_else(|| {
+            batteries
+                .iter()
+                .find_map(|b| b.reading.cells_per_battery)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0)
+        });
+        let known = self.batteries.values().filter(|t| !t.excluded).count() as u32;
+        let expected = self.config.batteries.expected.unwrap_or(known);
+        let around = Surroundings {
+            cells,
+            expected,
+            vebus,
+            solar_chargers,
+            smartshunts,
+            low_soc,
+            feed_in_setting,
+            date: today(),
+            dt_s,
+        };
+        let outcome = self.engine.tick(&batteries, &around);
+        for event in &outcome.events {
+            log_event(event);
+        }
+
+        let cell_paths: Vec<(String, Option<f64>)> = if self.config.publish.cell_voltages {
+            batteries
+                .iter()
+                .filter(|b| b.state != BatteryState::Lost)
+                .flat_map(|b| {
+                    b.reading
+                        .cell_voltages_v
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| (cell_path(&b.name, k + 1), *v))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let changed = self.published.update(&outcome, cells, &cell_paths);
+        let changes: Vec<(String, Value, String)> = changed
+            .iter()
+            .filter_map(|path| {
+                self.published
+                    .get(path)
+                    .map(|item| (path.clone(), item.value.clone(), item.text()))
+            })
+            .collect();
+        let changed = self.exported.store(changes);
+
+        if self.registered {
+            if let Err(err) = self.exported.items_changed(&changed).await {
+                tracing::warn!("ItemsChanged not sent: {err}");
+            }
+        } else {
+            let complete = outcome.online >= expected.max(1);
+            let waited = now.duration_since(self.started) >= self.config.batteries.startup_wait;
+            if complete || waited {
+                self.register(complete).await;
+            }
+        }
+
+        if let Some(value) = outcome.feed_in_write {
+            let v = Value::Int(value);
+            match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
+                Ok(0) => tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}"),
+                Ok(code) => {
+                    tracing::warn!("{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})")
+                }
+                Err(err) => tracing::warn!("cannot write {FEED_IN_SETTING}: {err}"),
+            }
+        }
+        if outcome.save_state {
+            self.save_state();
+        }
+        self.summary(now, &outcome);
+    }
+
+    async fn register(&mut self, complete: bool) {
+        let name = self.config.publish.service_name.clone();
+        match request_name(&self.conn, &name).await {
+            Ok(()) => {
+                self.registered = true;
+                let ms = self.started.elapsed().as_millis();
+                if complete {
+                    tracing::info!("registered {name} after {ms} ms");
+                } else {
+                    tracing::warn!(
+                        "registered {name} after {ms} ms with safe values: not every battery is \
+                         online yet"
+                    );
+                }
+            }
+            Err(err) => tracing::error!("cannot register {name}: {err}; trying again"),
+        }
+    }
+
+    fn summary(&mut self, now: Instant, outcome: &crate::engine::Outcome) {
+        let every = self.config.logging.summary_every;
+        if every.is_zero() {
+            return;
+        }
+        if self
+            .last_summary
+            .is_some_and(|last| now.duration_since(last) < every)
+        {
+            return;
+        }
+        self.last_summary = Some(now);
+        let m = &outcome.merged;
+        let cell = |e: &Option<crate::bank::Extreme>| {
+            e.as_ref()
+                .map_or("---".to_string(), |e| format!("{} {:.3}V", e.id, e.value))
+        };
+        let num = |v: Option<f64>, d: usize| v.map_or("---".into(), |v| format!("{v:.d$}"));
+        tracing::info!(
+            "CVL {:.2}V CCL {:.1}A DCL {:.1}A | {}V {}A SoC {}% | {} online | mode {} | min cell {} max cell {}",
+            outcome.limits.cvl_v,
+            outcome.limits.ccl_a,
+            outcome.limits.dcl_a,
+            num(m.voltage_v, 2),
+            num(outcome.current_a, 1),
+            num(outcome.soc_pct, 1),
+            outcome.online,
+            outcome.mode,
+            cell(&m.min_cell_voltage),
+            cell(&m.max_cell_voltage),
+        );
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::CurrentFallbackStarted => {
+            tracing::warn!("current source has no value: using the batteries' own current")
+        }
+        Event::CurrentFallbackEnded(n) => {
+            tracing::info!("current source back after {n} ticks on the batteries' current")
+        }
+        Event::StrategyFault(msg) => {
+            tracing::error!("strategy fault: {msg}; charging stopped (CCL 0)")
+        }
+        Event::StrategyRecovered(n) => {
+            tracing::info!("strategy good again after {n} faults in a row")
+        }
+        Event::Clamped(what) => tracing::warn!(
+            "strategy limits clamped to the safety bounds: {}",
+            what.join(", ")
+        ),
+        Event::ModeChanged(mode) => tracing::info!("mode: {mode}"),
+        Event::CounterStartedFromBms(soc) => {
+            tracing::info!("SoC counter started from the batteries' SoC {soc:.1} %")
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! From the monitor's cache to the engine's inputs: a typed reading per battery service, and
+//! the Multis, solar chargers and SmartShunts for the current source. Pure.
+
+use std::collections::HashMap;
+
+use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
+
+use crate::bus::monitor::{Cache, Class, Service};
+use crate::bus::variant::Field;
+use crate::discovery::Identity;
+use crate::reading::{BatteryReading, ALARMS};
+
+/// A path of a battery that holds a value of the wrong type (a text where a number belongs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrongType {
+    /// The path.
+    pub path: String,
+    /// What it holds.
+    pub found: &'static str,
+}
+
+fn number(values: &HashMap<String, Field>, path: &str, wrong: &mut Vec<WrongType>) -> Option<f64> {
+    match values.get(path)? {
+        Field::Number(v) => Some(*v),
+        Field::Invalid => None,
+        other => {
+            wrong.push(WrongType {
+                path: path.to_string(),
+                found: other.kind(),
+            });
+            None
+        }
+    }
+}
+
+fn integer(values: &HashMap<String, Field>, path: &str, wrong: &mut Vec<WrongType>) -> Option<i64> {
+    let v = number(values, path, wrong)?;
+    (v.is_finite()).then_some(v.round() as i64)
+}
+
+fn text(values: &HashMap<String, Field>, path: &str) -> Option<String> {
+    match values.get(path)? {
+        Field::Text(t) => Some(t.clone()),
+        Field::Number(v) => Some(crate::value::python_str(*v)),
+        _ => None,
+    }
+}
+
+/// The identity paths of a service.
+pub fn identity(service: &Service) -> Identity {
+    let mut ignored = Vec::new();
+    Identity {
+        product_name: text(&service.values, "/ProductName"),
+        custom_name: text(&service.values, "/CustomName"),
+        serial: text(&service.values, "/Serial"),
+        device_instance: integer(&service.values, "/DeviceInstance", &mut ignored),
+    }
+}
+
+/// A battery's reading, and the paths whose values had the wrong type. Cells are read up to
+/// the battery's own `/System/NrOfCellsPerBattery` (or as many as it publishes).
+pub fn battery_reading(service: &Service) -> (BatteryReading, Vec<WrongType>) {
+    let v = &service.values;
+    let mut wrong = Vec::new();
+    let w = &mut wrong;
+    let cells_per_battery = integer(v, "/System/NrOfCellsPerBattery", w);
+    let published_cells = (1..)
+        .take_while(|k| v.contains_key(&format!("/Voltages/Cell{k}")))
+        .count();
+    let cell_count = match cells_per_battery {
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(1024),
+        _ => published_cells,
+    };
+    let mut alarms = [None; ALARMS.len()];
+    for (k, alarm) in ALARMS.iter().enumerate() {
+        alarms[k] = integer(v, &format!("/Alarms/{alarm}"), w);
+    }
+    let cell_voltages_v = (1..=cell_count)
+        .map(|k| number(v, &format!("/Voltages/Cell{k}"), w))
+        .collect();
+    let reading = BatteryReading {
+        connected: integer(v, "/Connected", w),
+        voltage_v: number(v, "/Dc/0/Voltage", w),
+        current_a: number(v, "/Dc/0/Current", w),
+        power_w: number(v, "/Dc/0/Power", w),
+        temperature_c: number(v, "/Dc/0/Temperature", w),
+        installed_capacity_ah: number(v, "/InstalledCapacity", w),
+        consumed_ah: number(v, "/ConsumedAmphours", w),
+        capacity_ah: number(v, "/Capacity", w),
+        soc_pct: number(v, "/Soc", w),
+        time_to_go_s: number(v, "/TimeToGo", w),
+        max_cell_temperature_c: number(v, "/System/MaxCellTemperature", w),
+        min_cell_temperature_c: number(v, "/System/MinCellTemperature", w),
+        max_temperature_cell_id: text(v, "/System/MaxTemperatureCellId"),
+        min_temperature_cell_id: text(v, "/System/MinTemperatureCellId"),
+        max_cell_voltage_v: number(v, "/System/MaxCellVoltage", w),
+        min_cell_voltage_v: number(v, "/System/MinCellVoltage", w),
+        max_voltage_cell_id: text(v, "/System/MaxVoltageCellId"),
+        min_voltage_cell_id: text(v, "/System/MinVoltageCellId"),
+        voltages_sum_v: number(v, "/Voltages/Sum", w),
+        cells_per_battery,
+        modules_online: integer(v, "/System/NrOfModulesOnline", w),
+        modules_offline: integer(v, "/System/NrOfModulesOffline", w),
+        modules_blocking_charge: integer(v, "/System/NrOfModulesBlockingCharge", w),
+        modules_blocking_discharge: integer(v, "/System/NrOfModulesBlockingDischarge", w),
+        alarms,
+        allow_to_charge: integer(v, "/Io/AllowToCharge", w),
+        allow_to_discharge: integer(v, "/Io/AllowToDischarge", w),
+        allow_to_balance: integer(v, "/Io/AllowToBalance", w),
+        max_charge_voltage_v: number(v, "/Info/MaxChargeVoltage", w),
+        max_charge_current_a: number(v, "/Info/MaxChargeCurrent", w),
+        max_discharge_current_a: number(v, "/Info/MaxDischargeCurrent", w),
+        charge_mode: text(v, "/Info/ChargeMode"),
+        cell_voltages_v,
+    };
+    (reading, wrong)
+}
+
+/// The Multis/Quattros, in name order.
+pub fn vebus(cache: &Cache) -> Vec<VebusView> {
+    let mut ignored = Vec::new();
+    cache
+        .of_class(Class::Vebus)
+        .map(|(name, s)| VebusView {
+            service: name.as_str().into(),
+            connected: integer(&s.values, "/Connected", &mut ignored)
+                .and_then(|c| i32::try_from(c).ok())
+                .into(),
+            current_a: number(&s.values, "/Dc/0/Current", &mut ignored).into(),
+        })
+        .collect()
+}
+
+/// The solar chargers, in name order.
+pub fn solar_chargers(cache: &Cache) -> Vec<SolarChargerView> {
+    let mut ignored = Vec::new();
+    cache
+        .of_class(Class::SolarCharger)
+        .map(|(name, s)| SolarChargerView {
+            service: name.as_str().into(),
+            current_a: number(&s.values, "/Dc/0/Current", &mut ignored).into(),
+        })
+        .collect()
+}
+
+/// Whether a service is a SmartShunt (by product name).
+pub fn is_smartshunt(service: &Service) -> bool {
+    text(&service.values, "/ProductName").is_some_and(|p| p.contains("SmartShunt"))
+}
+
+/// The SmartShunts: battery monitors first, then DC meters, each in name order.
+pub fn smartshunts(cache: &Cache) -> Vec<ShuntView> {
+    let mut ignored = Vec::new();
+    let mut shunt = |name: &String, s: &Service, class| ShuntView {
+        service: name.as_str().into(),
+        class,
+        device_instance: integer(&s.values, "/DeviceInstance", &mut ignored)
+            .and_then(|d| i32::try_from(d).ok())
+            .into(),
+        custom_name: text(&s.values, "/CustomName").unwrap_or_default().into(),
+        current_a: number(&s.values, "/Dc/0/Current", &mut ignored).into(),
+    };
+    let mut shunts: Vec<ShuntView> = cache
+        .of_class(Class::Battery)
+        .filter(|(_, s)| is_smartshunt(s))
+        .map(|(n, s)| shunt(n, s, ShuntClass::Battery))
+        .collect();
+    shunts.extend(
+        cache
+            .of_class(Class::Dcload)
+            .filter(|(_, s)| is_smartshunt(s))
+            .map(|(n, s)| shunt(n, s, ShuntClass::DcLoad)),
+    );
+    shunts
+}
+
+/// An integer path of the one service of a class (settings, system).
+pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
+    let mut ignored = Vec::new();
+    cache
+        .of_class(class)
+        .find_map(|(_, s)| integer(&s.values, path, &mut ignored))
+}
+
+/// A text path of the one service of a class.
+pub fn single_text(cache: &Cache, class: Class, path: &str) -> Option<String> {
+    cache
+        .of_class(class)
+        .find_map(|(_, s)| text(&s.values, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn service(values: &[(&str, Field)]) -> Service {
+        Service {
+            class: Class::Battery,
+            owner: ":1.1".into(),
+            values: values
+                .iter()
+                .map(|(p, v)| (p.to_string(), v.clone()))
+                .collect(),
+            changed_at: Instant::now(),
+            scanned: true,
+        }
+    }
+
+    #[test]
+    fn cells_follow_the_batterys_own_count_and_wrong_types_are_named() {
+        let s = service(&[
+            ("/System/NrOfCellsPerBattery", Field::Number(3.0)),
+            ("/Voltages/Cell1", Field::Number(3.3)),
+            ("/Voltages/Cell2", Field::Invalid),
+            ("/Voltages/Cell3", Field::Number(3.31)),
+            ("/Voltages/Cell4", Field::Number(3.32)),
+            ("/Dc/0/Voltage", Field::Text("52".into())),
+            ("/Alarms/BmsCable", Field::Number(2.0)),
+        ]);
+        let (reading, wrong) = battery_reading(&s);
+        assert_eq!(reading.cell_voltages_v, vec![Some(3.3), None, Some(3.31)]);
+        assert_eq!(reading.voltage_v, None);
+        assert_eq!(reading.alarms[crate::reading::ALARM_BMS_CABLE], Some(2));
+        assert_eq!(
+            wrong,
+            vec![WrongType {
+                path: "/Dc/0/Voltage".into(),
+                found: "a text"
+            }]
+        );
+    }
+
+    #[test]
+    fn without_a_count_every_published_cell_is_read() {
+        let s = service(&[
+            ("/Voltages/Cell1", Field::Number(2.3)),
+            ("/Voltages/Cell2", Field::Number(2.4)),
+        ]);
+        assert_eq!(battery_reading(&s).0.cell_voltages_v.len(), 2);
+    }
+}
