@@ -176,9 +176,16 @@ impl Cache {
         if !service.class.reads(path) {
             return;
         }
-        if service.values.get(path) != Some(&value) {
-            service.values.insert(path.to_string(), value);
-            service.changed_at = Instant::now();
+        match service.values.get_mut(path) {
+            Some(slot) if *slot == value => {}
+            Some(slot) => {
+                *slot = value;
+                service.changed_at = Instant::now();
+            }
+            None => {
+                service.values.insert(path.to_string(), value);
+                service.changed_at = Instant::now();
+            }
         }
     }
 

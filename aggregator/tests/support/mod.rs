@@ -54,3 +54,271 @@ pub fn plugins_dir_with(files: &[&str]) -> tempfile::TempDir {
 pub fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+pub mod bus {
+    //! The daemon as a child process on a private bus, and a plain zbus client to read it.
+
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use zbus::zvariant::OwnedValue;
+    use zbus::Connection;
+
+    /// Our service name.
+    pub const OWN: &str = "com.victronenergy.battery.aggregate";
+
+    /// The daemon, killed when dropped.
+    pub struct Daemon {
+        child: Child,
+        /// Its stdout and stderr.
+        pub log: PathBuf,
+    }
+
+    impl Daemon {
+        /// Writes `config_yaml` to `dir/config.yaml` (with `@DIR@` replaced by `dir` and
+        /// `@PLUGINS@` by the built plugins' folder) and starts `run` on the bus at `address`.
+        pub fn start(address: &str, dir: &Path, config_yaml: &str) -> Daemon {
+            let plugins = super::build_dir();
+            let text = config_yaml
+                .replace("@DIR@", &dir.display().to_string())
+                .replace("@PLUGINS@", &plugins.display().to_string());
+            let config = dir.join("config.yaml");
+            std::fs::write(&config, text).expect("write config");
+            Self::start_with(address, dir, &config)
+        }
+
+        /// Starts `run` with an existing config file.
+        pub fn start_with(address: &str, dir: &Path, config: &Path) -> Daemon {
+            let log = dir.join(format!("daemon-{}.log", std::process::id()));
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+                .arg("--config")
+                .arg(config)
+                .arg("run")
+                .env("DBUS_SESSION_BUS_ADDRESS", address)
+                .stdout(Stdio::from(out.try_clone().expect("dup")))
+                .stderr(Stdio::from(out))
+                .spawn()
+                .expect("start the daemon");
+            Daemon { child, log }
+        }
+
+        /// The log so far.
+        pub fn log_text(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        /// Whether the process still runs.
+        pub fn running(&mut self) -> bool {
+            matches!(self.child.try_wait(), Ok(None))
+        }
+
+        /// Sends SIGTERM and waits for the exit code.
+        pub fn terminate(&mut self) -> Option<i32> {
+            let pid = self.child.id() as i32;
+            // SAFETY: kill(2) with a pid we own.
+            unsafe { libc_kill(pid, 15) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return status.code();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    }
+
+    extern "C" {
+        #[link_name = "kill"]
+        fn libc_kill(pid: i32, sig: i32) -> i32;
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A client connection to the private bus.
+    pub async fn client(address: &str) -> Connection {
+        zbus::connection::Builder::address(address)
+            .expect("address")
+            .build()
+            .await
+            .expect("connect")
+    }
+
+    /// Calls a BusItem method and returns the reply message.
+    pub async fn call(
+        conn: &Connection,
+        service: &str,
+        path: &str,
+        member: &str,
+    ) -> zbus::Result<zbus::Message> {
+        conn.call_method(
+            Some(service),
+            path,
+            Some("com.victronenergy.BusItem"),
+            member,
+            &(),
+        )
+        .await
+    }
+
+    /// The owner of a name, once it exists (waits up to `within`).
+    pub async fn wait_for_name(conn: &Connection, name: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let reply = conn
+                .call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus"),
+                    "GetNameOwner",
+                    &(name,),
+                )
+                .await;
+            if let Ok(reply) = reply {
+                if let Ok(owner) = reply.body().deserialize::<String>() {
+                    return Some(owner);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// `GetItems` of a service: path → (value, text).
+    pub async fn items(conn: &Connection, service: &str) -> HashMap<String, (OwnedValue, String)> {
+        let reply = call(conn, service, "/", "GetItems").await.expect("GetItems");
+        let items: HashMap<String, HashMap<String, OwnedValue>> =
+            reply.body().deserialize().expect("a{sa{sv}}");
+        items
+            .into_iter()
+            .map(|(path, mut entry)| {
+                let value = entry.remove("Value").expect("Value");
+                let text = entry
+                    .remove("Text")
+                    .and_then(|t| String::try_from(t).ok())
+                    .unwrap_or_default();
+                (path, (value, text))
+            })
+            .collect()
+    }
+
+    /// A number at a path of our service (None when invalid or missing).
+    pub async fn number(conn: &Connection, path: &str) -> Option<f64> {
+        let reply = call(conn, OWN, path, "GetValue").await.ok()?;
+        let value: OwnedValue = reply.body().deserialize().ok()?;
+        aggregator::bus::variant::Field::from_owned(&value).number()
+    }
+
+    /// Polls `check` on `GetItems` of our service until it holds (up to `within`); returns the
+    /// last items either way, and whether it held.
+    pub async fn until<F>(
+        conn: &Connection,
+        within: Duration,
+        mut check: F,
+    ) -> (bool, HashMap<String, (OwnedValue, String)>)
+    where
+        F: FnMut(&HashMap<String, (OwnedValue, String)>) -> bool,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            let items = items(conn, OWN).await;
+            if check(&items) {
+                return (true, items);
+            }
+            if Instant::now() >= deadline {
+                return (false, items);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The number in an item map.
+    pub fn num(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<f64> {
+        items
+            .get(path)
+            .and_then(|(v, _)| aggregator::bus::variant::Field::from_owned(v).number())
+    }
+}
+
+pub mod world {
+    //! A private bus with the simulator and the daemon on it.
+
+    use std::time::Duration;
+
+    use aggregator::bus::private::PrivateBus;
+    use aggregator::sim::{Scenario, Simulator};
+    use zbus::Connection;
+
+    use super::bus::{client, wait_for_name, Daemon, OWN};
+
+    /// Everything a scenario test needs; stops it all when dropped.
+    pub struct World {
+        /// The simulator (stopped on drop).
+        pub sim: Option<Simulator>,
+        /// The daemon.
+        pub daemon: Daemon,
+        /// A client connection.
+        pub conn: Connection,
+        /// The folder with config, state and log.
+        pub dir: tempfile::TempDir,
+        /// The bus (last to go).
+        pub bus: PrivateBus,
+    }
+
+    /// A current-thread runtime for one test.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    impl World {
+        /// Starts the bus, the simulator with `scenario` and the daemon with `config` (see
+        /// [`Daemon::start`] for its placeholders); returns once our service is registered.
+        pub async fn start(scenario: &str, config: &str) -> World {
+            let bus = PrivateBus::start().expect("dbus-daemon");
+            let scenario = Scenario::parse(scenario, "test scenario").expect("scenario");
+            let sim = Simulator::start(bus.address(), scenario)
+                .await
+                .expect("simulator");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let daemon = Daemon::start(bus.address(), dir.path(), config);
+            let conn = client(bus.address()).await;
+            assert!(
+                wait_for_name(&conn, OWN, Duration::from_secs(20))
+                    .await
+                    .is_some(),
+                "the daemon did not register; log:\n{}",
+                daemon.log_text()
+            );
+            World {
+                sim: Some(sim),
+                daemon,
+                conn,
+                dir,
+                bus,
+            }
+        }
+
+        /// A value of the settings service.
+        pub async fn setting(&self, path: &str) -> Option<f64> {
+            aggregator::bus::client::get_value(&self.conn, "com.victronenergy.settings", path)
+                .await
+                .ok()?
+                .number()
+        }
+    }
+}
