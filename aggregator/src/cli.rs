@@ -35,6 +35,27 @@ pub enum Command {
     CheckConfig,
     /// List the plugins found, with kind, version and ABI status.
     Plugins,
+    /// Start a private D-Bus with a simulated Venus OS system (two batteries charging and
+    /// discharging) and the daemon, and show a live table; Ctrl-C stops everything.
+    Demo {
+        /// Stop after this long (e.g. `30s`); default: until Ctrl-C.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Publish simulated Venus OS services from a scenario file on a session bus (never on the
+    /// system bus): for tests and trials.
+    Simulate {
+        /// The scenario (YAML); default: the demo's.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// The bus address; default: `DBUS_SESSION_BUS_ADDRESS`.
+        #[arg(long)]
+        address: Option<String>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text)
 }
 
 /// The log level `config.yaml` asks for (`info` when it cannot be read: `run` reports why).

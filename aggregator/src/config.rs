@@ -264,6 +264,17 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A duration as written in `config.yaml` (`500ms`, `60s`, `5m`, `1h`, a plain number of
+/// seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let seconds = parse_seconds(text)?;
+    if seconds.is_finite() && seconds >= 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!("`{text}` is not a duration"))
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
     let text = text.trim();
     let split = text

@@ -56,6 +56,15 @@ impl CoulombCounter {
         self.clamp(capacity_ah);
     }
 
+    /// Keeps the state of charge when the bank's capacity changes (a battery lost or added):
+    /// the charge, and what counts as saved, are multiplied by `factor`.
+    pub fn rescale(&mut self, factor: f64) {
+        if factor.is_finite() && factor > 0.0 {
+            self.charge_ah *= factor;
+            self.saved_ah *= factor;
+        }
+    }
+
     /// Keeps the charge within [0, capacity], e.g. after the capacity shrank.
     pub fn clamp(&mut self, capacity_ah: f64) {
         self.charge_ah = self.charge_ah.max(0.0).min(capacity_ah.max(0.0));

@@ -134,6 +134,8 @@ pub struct Engine {
     current_source: CurrentSourceBox,
     envelope: SafetyEnvelope,
     counter: Option<CoulombCounter>,
+    /// The capacity the counter's charge refers to (`None` until known).
+    counter_capacity: Option<f64>,
     feed_in: FeedIn,
     fallback_ticks: u64,
     clamping: bool,
@@ -155,6 +157,7 @@ impl Engine {
             current_source,
             envelope: SafetyEnvelope::new(settings.bounds),
             counter: None,
+            counter_capacity: None,
             feed_in: FeedIn::default(),
             fallback_ticks: 0,
             clamping: false,
@@ -167,6 +170,7 @@ impl Engine {
         let mut problems = Vec::new();
         if let Some(charge) = state.charge_ah {
             self.counter = Some(self.new_counter(charge));
+            self.counter_capacity = state.capacity_ah.filter(|c| c.is_finite() && *c > 0.0);
         }
         self.feed_in = state.feed_in.clone();
         match &state.strategy {
@@ -201,6 +205,7 @@ impl Engine {
         };
         State {
             charge_ah: self.counter.as_ref().map(CoulombCounter::charge_ah),
+            capacity_ah: self.counter_capacity,
             strategy,
             feed_in: self.feed_in.clone(),
         }
@@ -247,16 +252,33 @@ impl Engine {
         let (current_a, power_w) = self.measure(&merged, around, &mut events);
 
         // The counter: started from the BMS SoC when nothing was saved, then integrated.
-        if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 {
+        // The counter: started from the BMS SoC once the whole bank is there (a bank still
+        // coming together would start it from a part), kept at the same SoC when the bank's
+        // capacity changes, then integrated.
+        let complete = active.len() as u32 >= around.expected.max(1);
+        if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
             if let Some(soc) = merged.soc_pct {
                 let charge = soc / 100.0 * capacity;
                 self.counter = Some(self.new_counter(charge));
+                self.counter_capacity = Some(capacity);
                 events.push(Event::CounterStartedFromBms(soc));
             }
         }
-        if let (Some(counter), Some(current)) = (&mut self.counter, current_a) {
+        if let Some(counter) = &mut self.counter {
             if capacity > 0.0 {
-                counter.step(current, around.dt_s, capacity);
+                match self.counter_capacity {
+                    Some(before) if before != capacity => {
+                        counter.rescale(capacity / before);
+                        self.counter_capacity = Some(capacity);
+                    }
+                    Some(_) => {}
+                    // Restored without the capacity it refers to: the first whole bank.
+                    None if complete => self.counter_capacity = Some(capacity),
+                    None => {}
+                }
+                if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
+                    counter.step(current, around.dt_s, capacity);
+                }
             }
         }
 
@@ -325,7 +347,11 @@ impl Engine {
         }
 
         let (soc_pct, capacity_ah, consumed_ah, time_to_go_s) = match &self.counter {
-            Some(counter) if self.settings.own_counter && capacity > 0.0 => {
+            Some(counter)
+                if self.settings.own_counter
+                    && capacity > 0.0
+                    && self.counter_capacity.is_some() =>
+            {
                 let out = counter.outputs(capacity, current_a.unwrap_or(0.0), around.low_soc);
                 save_state |= counter.wants_save(capacity);
                 (
@@ -443,7 +469,7 @@ impl Engine {
     ) -> BankView {
         let capacity = merged.installed_capacity_ah;
         let (soc_pct, charge_ah) = match (&self.counter, merged.soc_pct) {
-            (Some(counter), _) if capacity > 0.0 => {
+            (Some(counter), _) if capacity > 0.0 && self.counter_capacity.is_some() => {
                 (100.0 * counter.charge_ah() / capacity, counter.charge_ah())
             }
             (_, Some(soc)) => (soc, soc / 100.0 * capacity),

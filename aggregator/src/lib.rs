@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod coulomb;
 pub mod daemon;
+pub mod demo;
 pub mod discovery;
 pub mod elf;
 pub mod engine;

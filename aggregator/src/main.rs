@@ -37,6 +37,26 @@ fn main() {
         }
         Command::CheckConfig => check_config(&cli.config, plugins_dir, &mut out),
         Command::Plugins => list_plugins(&cli.config, plugins_dir, &mut out),
+        Command::Demo { duration } => {
+            drop(out);
+            aggregator::demo::demo_command(plugins_dir, duration)
+        }
+        Command::Simulate { scenario, address } => {
+            drop(out);
+            match scenario {
+                Some(file) => aggregator::sim::simulate_command(&file, address.as_deref()),
+                None => match aggregator::sim::Scenario::parse(
+                    aggregator::sim::DEMO_SCENARIO,
+                    "demo scenario",
+                ) {
+                    Ok(s) => aggregator::sim::simulate(s, address.as_deref()),
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        1
+                    }
+                },
+            }
+        }
     };
     std::process::exit(code);
 }

@@ -24,6 +24,9 @@ pub struct State {
     /// The Coulomb counter in Ah; `None` until the first tick with a bank.
     #[serde(default)]
     pub charge_ah: Option<f64>,
+    /// The bank capacity the charge refers to; a bank of another size rescales it.
+    #[serde(default)]
+    pub capacity_ah: Option<f64>,
     /// The strategy's state, tagged with the plugin's name so another strategy does not get it.
     #[serde(default)]
     pub strategy: Option<StrategyState>,
@@ -140,6 +143,7 @@ mod tests {
     fn sample() -> State {
         State {
             charge_ah: Some(306.005),
+            capacity_ah: Some(560.0),
             strategy: Some(StrategyState {
                 plugin: "lfp-balancing".into(),
                 state: r#"{"last_balancing":"2026-11-01"}"#.into(),

@@ -198,7 +198,9 @@ pub mod bus {
 
     /// `GetItems` of a service: path → (value, text).
     pub async fn items(conn: &Connection, service: &str) -> HashMap<String, (OwnedValue, String)> {
-        let reply = call(conn, service, "/", "GetItems").await.expect("GetItems");
+        let reply = call(conn, service, "/", "GetItems")
+            .await
+            .expect("GetItems");
         let items: HashMap<String, HashMap<String, OwnedValue>> =
             reply.body().deserialize().expect("a{sa{sv}}");
         items
