@@ -249,6 +249,37 @@ impl Engine {
             .collect();
         let capacity = merged.installed_capacity_ah;
 
+        // Nothing to compute from: fail safe without asking the plugins (a bank with no
+        // battery is not a plugin fault). The last good CVL stays, so DVCC keeps a sane value.
+        if active.is_empty() {
+            let mode = "No battery online: charge and discharge stopped".to_string();
+            if mode != self.mode {
+                events.push(Event::ModeChanged(mode.clone()));
+                self.mode = mode.clone();
+            }
+            let cvl_v = self.envelope.last_good().map_or(0.0, |l| l.cvl_v);
+            return Outcome {
+                merged,
+                online,
+                lost,
+                current_a: None,
+                power_w: None,
+                soc_pct: None,
+                capacity_ah: None,
+                consumed_ah: None,
+                time_to_go_s: None,
+                limits: Limits {
+                    cvl_v,
+                    ccl_a: 0.0,
+                    dcl_a: 0.0,
+                },
+                mode,
+                feed_in_write: None,
+                save_state: false,
+                events,
+            };
+        }
+
         let (current_a, power_w) = self.measure(&merged, around, &mut events);
 
         // The counter: started from the BMS SoC when nothing was saved, then integrated.
@@ -309,11 +340,7 @@ impl Engine {
         }
         self.clamping = clamping;
 
-        let mut limits = self.degrade(verdict.limits, online, around.expected, !lost.is_empty());
-        if active.is_empty() {
-            limits.ccl_a = 0.0;
-            limits.dcl_a = 0.0;
-        }
+        let limits = self.degrade(verdict.limits, online, around.expected, !lost.is_empty());
 
         let mut save_state = false;
         let mut feed_in_write = None;

@@ -82,6 +82,11 @@ impl SafetyEnvelope {
         self.faults_in_a_row
     }
 
+    /// The last limits a strategy gave without fault.
+    pub fn last_good(&self) -> Option<Limits> {
+        self.last_good
+    }
+
     /// Faults since start.
     pub fn faults_total(&self) -> u64 {
         self.faults_total

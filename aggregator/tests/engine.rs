@@ -218,6 +218,15 @@ fn no_battery_at_all_stops_both_directions() {
     let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
     let out = rig.engine.tick(&[], &around(None));
     assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (0.0, 0.0));
+    // Not a plugin fault: nothing was asked of the strategy.
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, Event::StrategyFault(_))),
+        "{:?}",
+        out.events
+    );
+    assert!(out.mode.starts_with("No battery online"), "{}", out.mode);
 }
 
 #[test]

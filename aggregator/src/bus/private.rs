@@ -1,5 +1,6 @@
-//! A private `dbus-daemon` for `demo`, the simulator and the tests: started with the system's
-//! session configuration, listening on a socket of its own, stopped when dropped.
+//! A private `dbus-daemon` for `demo`, the simulator and the tests: a configuration of its own
+//! (Venus OS's policy: anyone may own any name; no system files needed), a socket in a
+//! temporary folder, stopped when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,13 +9,36 @@ use std::process::{Child, Command, Stdio};
 pub struct PrivateBus {
     child: Child,
     address: String,
+    _dir: tempfile::TempDir,
 }
 
+const CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir=@DIR@</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+  <limit name="max_match_rules_per_connection">1024</limit>
+</busconfig>
+"#;
+
 impl PrivateBus {
-    /// Starts `dbus-daemon --session` in the foreground and waits for its address.
+    /// Starts `dbus-daemon` in the foreground and waits for its address.
     pub fn start() -> std::io::Result<PrivateBus> {
+        let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            CONFIG.replace("@DIR@", &dir.path().display().to_string()),
+        )?;
         let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -37,7 +61,11 @@ impl PrivateBus {
             let _ = child.wait();
             return Err(std::io::Error::other("dbus-daemon printed no address"));
         }
-        Ok(PrivateBus { child, address })
+        Ok(PrivateBus {
+            child,
+            address,
+            _dir: dir,
+        })
     }
 
     /// The address to connect to (`unix:path=…,guid=…`).
