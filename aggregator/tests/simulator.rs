@@ -545,11 +545,11 @@ async fn settings_behave_like_localsettings() {
     assert_eq!(set_value(&conn, SETTINGS, feed_in, Wire::I32(0)).await, 0);
     assert_eq!(&*get_value(&conn, SETTINGS, feed_in).await, &Wire::I32(0));
     assert_eq!(set_value(&conn, SETTINGS, feed_in, Wire::I32(0)).await, 0);
-    assert_ne!(
+    assert_eq!(
         set_value(&conn, SETTINGS, feed_in, Wire::from("abc")).await,
-        0
+        -1
     );
-    assert_ne!(set_value(&conn, SETTINGS, feed_in, Wire::I32(7)).await, 0);
+    assert_eq!(set_value(&conn, SETTINGS, feed_in, Wire::I32(7)).await, -1);
     assert_eq!(&*get_value(&conn, SETTINGS, feed_in).await, &Wire::I32(0));
     let received = collect(&mut changes, Duration::from_millis(300)).await;
     let feed_in_changes: Vec<&Message> = received

@@ -31,6 +31,8 @@ pub enum SetDecision {
     Reject,
     /// The value has the wrong type for the path: `SetValue` returns 1.
     WrongType,
+    /// Another answer (localsettings says -1 for a value it cannot take).
+    Code(i32),
 }
 
 /// Decides about `SetValue(path, value)` on a writeable path; may talk to the bus.
@@ -393,6 +395,7 @@ impl Exported {
             }
             SetDecision::Reject => 2,
             SetDecision::WrongType => 1,
+            SetDecision::Code(code) => code,
         }
     }
 

@@ -196,17 +196,17 @@ impl SettingsStore {
     }
 
     /// `SetValue` on a setting: coerced to its type and checked against its limits, like
-    /// localsettings. A taken `ClassAndVrmInstance` is moved to the next free instance.
+    /// localsettings (-1 when it cannot be taken). A taken `ClassAndVrmInstance` is moved to the next free instance.
     fn set_value(&self, path: &str, field: &Field) -> SetDecision {
         let mut settings = self.lock();
         let Some(setting) = settings.get(path) else {
-            return SetDecision::WrongType;
+            return SetDecision::Code(-1);
         };
         let Some(value) = setting.kind.convert(field) else {
-            return SetDecision::WrongType;
+            return SetDecision::Code(-1);
         };
         if !setting.in_range(&value) {
-            return SetDecision::WrongType;
+            return SetDecision::Code(-1);
         }
         let value = allocate(&settings, path, value);
         let text = text(&value);
