@@ -155,6 +155,7 @@ struct Tracked {
 /// The daemon's state between ticks.
 struct Daemon {
     config: Config,
+    uid: String,
     conn: Connection,
     monitor: Monitor,
     exported: Exported,
@@ -167,6 +168,8 @@ struct Daemon {
     wrong_types: BTreeSet<String>,
     pass_through: bool,
     started: Instant,
+    /// When the current connection was set up (registration waits from here).
+    attached: Instant,
     last_tick: Option<Instant>,
     last_summary: Option<Instant>,
     registered: bool,
@@ -224,16 +227,9 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         Err(problem) => tracing::warn!("{problem}; starting from the batteries' SoC"),
     }
 
-    let conn = connect_with_retry().await;
     let own = config.publish.service_name.clone();
-    let monitor = match Monitor::start(&conn, &own).await {
-        Ok(monitor) => monitor,
-        Err(err) => {
-            tracing::error!("cannot watch the bus: {err}");
-            return EXIT_BUS;
-        }
-    };
     let uid = settings_uid(&own);
+    let conn = connect_with_retry().await;
     let (device_instance, custom_name) =
         identity_from_settings(&conn, &uid, config.publish.device_instance).await;
     tracing::info!("device instance {device_instance}");
@@ -245,15 +241,13 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
     };
     let published = Published::new(&identity);
-    let exported = Exported::new(conn.clone());
-    for (path, item) in published.items() {
-        exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
-    }
-    exported.on_set(custom_name_handler(conn.clone(), uid));
-    if let Err(err) = exported.serve().await {
-        tracing::error!("cannot answer method calls: {err}");
-        return EXIT_BUS;
-    }
+    let (monitor, exported) = match attach(&conn, &own, &uid, &published).await {
+        Ok(parts) => parts,
+        Err(err) => {
+            tracing::error!("cannot use the bus: {err}");
+            return EXIT_BUS;
+        }
+    };
 
     let pass_through = config.strategy.plugin == "serialbattery";
     let mut daemon = Daemon {
@@ -263,6 +257,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         }),
         roster: Roster::new(config.batteries.clone(), &own),
         config,
+        uid,
         conn,
         monitor,
         exported,
@@ -273,11 +268,29 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         wrong_types: BTreeSet::new(),
         pass_through,
         started,
+        attached: Instant::now(),
         last_tick: None,
         last_summary: None,
         registered: false,
     };
     daemon.main_loop().await
+}
+
+/// Starts reading the bus and serving our objects (the name is requested later, by the tick).
+async fn attach(
+    conn: &Connection,
+    own: &str,
+    uid: &str,
+    published: &Published,
+) -> zbus::Result<(Monitor, Exported)> {
+    let monitor = Monitor::start(conn, own).await?;
+    let exported = Exported::new(conn.clone());
+    for (path, item) in published.items() {
+        exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
+    }
+    exported.on_set(custom_name_handler(conn.clone(), uid.to_string()));
+    exported.serve().await?;
+    Ok((monitor, exported))
 }
 
 fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::SetHandler {
@@ -318,11 +331,21 @@ impl Daemon {
         };
         let mut interval = tokio::time::interval(self.config.update_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let monitor = self.monitor.clone();
         loop {
+            let monitor = self.monitor.clone();
+            let conn = self.conn.clone();
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = monitor.news(), if !self.registered => {}
+                _ = conn.closed() => {
+                    tracing::error!("the D-Bus connection is gone; reconnecting");
+                    tokio::select! {
+                        _ = self.reconnect() => {}
+                        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                        _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                    }
+                    continue;
+                }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             }
@@ -330,6 +353,35 @@ impl Daemon {
         }
         self.save_state();
         0
+    }
+
+    /// A new connection with backoff, then the monitor, our objects and (at the next complete
+    /// tick) our name again. The engine, and with it the counter, carries on.
+    async fn reconnect(&mut self) {
+        self.save_state();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let conn = connect_with_retry().await;
+            let own = self.config.publish.service_name.clone();
+            match attach(&conn, &own, &self.uid, &self.published).await {
+                Ok((monitor, exported)) => {
+                    self.conn = conn;
+                    self.monitor = monitor;
+                    self.exported = exported;
+                    self.registered = false;
+                    self.attached = Instant::now();
+                    // The gap is not integrated: no current was measured meanwhile.
+                    self.last_tick = None;
+                    tracing::info!("reconnected to D-Bus");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!("reconnected, but the bus refused us ({err}); retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
     }
 
     fn save_state(&mut self) {
@@ -500,7 +552,7 @@ impl Daemon {
             }
         } else {
             let complete = outcome.online >= expected.max(1);
-            let waited = now.duration_since(self.started) >= self.config.batteries.startup_wait;
+            let waited = now.duration_since(self.attached) >= self.config.batteries.startup_wait;
             if complete || waited {
                 self.register(complete).await;
             }
@@ -527,7 +579,7 @@ impl Daemon {
         match request_name(&self.conn, &name).await {
             Ok(()) => {
                 self.registered = true;
-                let ms = self.started.elapsed().as_millis();
+                let ms = self.attached.elapsed().as_millis();
                 if complete {
                     tracing::info!("registered {name} after {ms} ms");
                 } else {

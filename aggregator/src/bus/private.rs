@@ -16,7 +16,7 @@ const CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
-  <listen>unix:dir=@DIR@</listen>
+  <listen>@LISTEN@</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
@@ -31,11 +31,22 @@ impl PrivateBus {
     /// Starts `dbus-daemon` in the foreground and waits for its address.
     pub fn start() -> std::io::Result<PrivateBus> {
         let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
+        let listen = format!("unix:dir={}", dir.path().display());
+        Self::spawn(dir, &listen)
+    }
+
+    /// Starts a bus on the socket `socket` (replacing a stale one), so that a bus can be
+    /// stopped and started again at the same address.
+    pub fn start_at(socket: &std::path::Path) -> std::io::Result<PrivateBus> {
+        let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
+        let _ = std::fs::remove_file(socket);
+        let listen = format!("unix:path={}", socket.display());
+        Self::spawn(dir, &listen)
+    }
+
+    fn spawn(dir: tempfile::TempDir, listen: &str) -> std::io::Result<PrivateBus> {
         let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            CONFIG.replace("@DIR@", &dir.path().display().to_string()),
-        )?;
+        std::fs::write(&config, CONFIG.replace("@LISTEN@", listen))?;
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])
