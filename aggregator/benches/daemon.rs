@@ -1,0 +1,1053 @@
+//! What the daemon costs on a simulated bank: CPU per tick, memory, the messages it sends per
+//! tick and how soon it publishes, for banks of several sizes.
+//!
+//! ```text
+//! cargo build --release --workspace && cargo bench -p aggregator --bench daemon
+//! ```
+//! The release build puts the plugins next to the daemon binary, which is where the daemon
+//! loads them from. `BENCH_SECONDS` (default 60) is the measuring window per bank,
+//! `BENCH_SIZES` the banks as batteries x cells (default `2x16,8x16,16x32`).
+//!
+//! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
+//! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
+//! the daemon sends and every `BusItem` signal on the bus; then the simulator, on a thread and
+//! runtime of its own so that nothing here delays it, with batteries whose every value moves
+//! every second, each change signalled with one `PropertiesChanged` as dbus-serialbattery does.
+//!
+//! - CPU per tick: the daemon's CPU over the window divided by the ticks in it, from the
+//!   process's CPU-time clock (`clock_getcpuclockid`: nanoseconds, all threads, also those
+//!   that ended), else `/proc/<pid>/task/*/schedstat` (nanoseconds, live threads), else
+//!   `/proc/<pid>/stat` (10 ms clock ticks, always printed as a cross-check).
+//! - Bus CPU per tick: the `dbus-daemon`'s, which routes every signal to every matching
+//!   connection, this bench's monitor included.
+//! - Received signals: the `PropertiesChanged` and `ItemsChanged` of others, all of which the
+//!   daemon's match rules take in.
+//! - First publish: from the moment the last simulated battery's name appears on the bus to the
+//!   moment ours does, both seen on one subscription.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregator::bus::client::list_names;
+use aggregator::bus::connect_to;
+use aggregator::bus::private::PrivateBus;
+use aggregator::sim::{Scenario, Simulator};
+use futures_lite::StreamExt;
+use tokio::sync::oneshot;
+use zbus::message::Type;
+use zbus::zvariant::OwnedValue;
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+/// Our published name.
+const OWN: &str = "com.victronenergy.battery.aggregate";
+
+/// The daemon's tick, as configured below.
+const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The plugins the configuration below loads.
+const PLUGINS: [&str; 2] = ["libplugin_bms.so", "libplugin_lfp_balancing.so"];
+
+/// The demo's configuration, whose LFP strategy section the bench uses as it is.
+const DEMO_CONFIG: &str = include_str!("../scenarios/demo-config.yaml");
+
+/// Warnings this setup causes by design: the state folder is new, and the daemon asks for its
+/// device instance before the simulator's settings service is there.
+const SETUP_WARNINGS: [&str; 2] = [
+    "no saved state yet",
+    "no device instance from com.victronenergy.settings",
+];
+
+/// Between the daemon's connection and the simulator's start: long enough for the daemon to
+/// list the bus and settle into waiting for batteries.
+const DAEMON_SETTLE: Duration = Duration::from_secs(1);
+
+/// Between the first publish and the window: the scans of the services are answered and the
+/// first tick after registration is done.
+const PUBLISH_SETTLE: Duration = Duration::from_secs(2);
+
+/// Longest wait for the first publish (the daemon publishes safe values after its
+/// `startup_wait` of 30 s at the latest).
+const PUBLISH_WITHIN: Duration = Duration::from_secs(45);
+
+fn main() -> ExitCode {
+    match bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("daemon bench: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> Result<(), String> {
+    let options = Options::from_env()?;
+    let exe = Path::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"));
+    let plugins_dir = exe
+        .parent()
+        .ok_or_else(|| format!("{} has no folder", exe.display()))?;
+    let missing: Vec<&str> = PLUGINS
+        .into_iter()
+        .filter(|file| !plugins_dir.join(file).exists())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} missing in {}: build the plugins first with\n  \
+             cargo build --release --workspace && cargo bench -p aggregator --bench daemon",
+            missing.join(", "),
+            plugins_dir.display()
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start a runtime: {err}"))?;
+
+    println!(
+        "daemon bench: {} s per bank, banks {}",
+        options.window.as_secs(),
+        options
+            .banks
+            .iter()
+            .map(Bank::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut results = Vec::new();
+    let mut failed = false;
+    for bank in &options.banks {
+        let run = runtime.block_on(measure(*bank, options.window, exe, plugins_dir))?;
+        println!("{}", run.figures.line());
+        if run.expected_warnings > 0 {
+            println!(
+                "{bank}: {} warnings of this setup in the daemon's log (fresh state folder, no \
+                 settings service before the simulator)",
+                run.expected_warnings
+            );
+        }
+        if !run.problems.is_empty() {
+            println!("{bank}: the daemon's log has warnings or errors:");
+            for line in &run.problems {
+                println!("    {line}");
+            }
+        }
+        if let Some(exit) = &run.exit_problem {
+            println!("{bank}: {exit}");
+            failed = true;
+        }
+        results.push(run.figures);
+    }
+    print_table(&results);
+    if failed {
+        return Err("the daemon did not stop cleanly on SIGTERM (see above)".into());
+    }
+    Ok(())
+}
+
+// ---- options ---------------------------------------------------------------------------------
+
+/// A bank: batteries in parallel, cells in series per battery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bank {
+    batteries: usize,
+    cells: usize,
+}
+
+impl std::fmt::Display for Bank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.batteries, self.cells)
+    }
+}
+
+struct Options {
+    window: Duration,
+    banks: Vec<Bank>,
+}
+
+impl Options {
+    fn from_env() -> Result<Options, String> {
+        let seconds = match std::env::var("BENCH_SECONDS") {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| {
+                    format!("BENCH_SECONDS is `{text}`; it must be a whole number of seconds > 0")
+                })?,
+            Err(_) => 60,
+        };
+        let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "2x16,8x16,16x32".into());
+        let banks = sizes
+            .split(',')
+            .map(|size| {
+                let (batteries, cells) = size.trim().split_once('x').unwrap_or(("", ""));
+                match (batteries.parse(), cells.parse()) {
+                    (Ok(batteries), Ok(cells)) if batteries > 0 && cells > 0 => {
+                        Ok(Bank { batteries, cells })
+                    }
+                    _ => Err(format!(
+                        "BENCH_SIZES has `{size}`; each bank is batteries x cells, e.g. \
+                         `2x16,8x16,16x32`"
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Options {
+            window: Duration::from_secs(seconds),
+            banks,
+        })
+    }
+}
+
+// ---- one bank --------------------------------------------------------------------------------
+
+/// What one bank's run gives.
+struct Run {
+    figures: Figures,
+    /// Warning and error lines of the daemon's log, but for those of [`SETUP_WARNINGS`].
+    problems: Vec<String>,
+    /// Lines of the log with one of [`SETUP_WARNINGS`].
+    expected_warnings: usize,
+    /// How the daemon did not stop cleanly, if it did not.
+    exit_problem: Option<String>,
+}
+
+async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Result<Run, String> {
+    let bus = PrivateBus::start().map_err(|err| format!("{bank}: private bus: {err}"))?;
+    let dir = tempfile::tempdir().map_err(|err| format!("{bank}: temp dir: {err}"))?;
+    let config = dir.path().join("config.yaml");
+    fs::write(&config, config_yaml(bank, dir.path(), plugins)?)
+        .map_err(|err| format!("{}: {err}", config.display()))?;
+    let client = connect_to(bus.address())
+        .await
+        .map_err(|err| format!("{bank}: cannot connect to the private bus: {err}"))?;
+
+    let mut daemon = Daemon::start(exe, &config, bus.address(), &dir.path().join("daemon.log"))?;
+    let unique = daemon.unique_name(&client).await?;
+    tokio::time::sleep(DAEMON_SETTLE).await;
+    daemon.alive("waiting for batteries")?;
+
+    let monitor = Monitor::start(bus.address(), &unique).await?;
+    let mut appearances = name_appearances(&client).await?;
+    let scenario = Scenario::parse(&scenario_yaml(bank), "bench scenario")
+        .map_err(|err| format!("{bank}: {err}"))?;
+    let batteries: BTreeSet<String> = scenario.batteries().iter().map(|b| b.bus_name()).collect();
+    let sim = SimThread::start(bus.address(), scenario).await?;
+    let first_publish = daemon.first_publish(&mut appearances, batteries).await?;
+
+    tokio::time::sleep(PUBLISH_SETTLE).await;
+    let start = Sample::take(&daemon, &bus, &monitor);
+    tokio::time::sleep(window).await;
+    daemon.alive("measuring")?;
+    let end = Sample::take(&daemon, &bus, &monitor);
+    let memory = Memory::read(daemon.pid);
+
+    let exit = daemon.terminate();
+    sim.stop().await;
+    drop(monitor);
+    drop(bus);
+
+    let exit_problem = match exit {
+        Some(0) => None,
+        Some(code) => Some(format!("the daemon exited with {code} on SIGTERM")),
+        None => Some("the daemon did not exit within 10 s of SIGTERM".into()),
+    };
+    let problems = daemon.problems();
+    let unexpected: Vec<String> = problems
+        .iter()
+        .filter(|line| !SETUP_WARNINGS.iter().any(|w| line.contains(w)))
+        .cloned()
+        .collect();
+    let elapsed = end.at.duration_since(start.at);
+    let daemon_cpu = end.daemon.since(&start.daemon);
+    let sent = end.tally.minus(&start.tally);
+    Ok(Run {
+        figures: Figures {
+            bank,
+            elapsed,
+            ticks: elapsed.as_secs_f64() / UPDATE_INTERVAL.as_secs_f64(),
+            cpu: daemon_cpu.best(),
+            cpu_stat: daemon_cpu.stat,
+            bus_cpu: end.bus.since(&start.bus).best(),
+            memory,
+            sent,
+            first_publish,
+        },
+        expected_warnings: problems.len() - unexpected.len(),
+        problems: unexpected,
+        exit_problem,
+    })
+}
+
+/// The daemon's configuration for `bank`; the strategy is the demo's.
+fn config_yaml(bank: Bank, dir: &Path, plugins: &Path) -> Result<String, String> {
+    let demo: serde_yaml::Value =
+        serde_yaml::from_str(DEMO_CONFIG).map_err(|err| format!("demo-config.yaml: {err}"))?;
+    let strategy = demo
+        .get("strategy")
+        .ok_or("demo-config.yaml has no `strategy`")?;
+    let mut section = serde_yaml::Mapping::new();
+    section.insert("strategy".into(), strategy.clone());
+    let strategy = serde_yaml::to_string(&section).map_err(|err| err.to_string())?;
+    let quoted = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', "''"));
+    Ok(format!(
+        "update_interval: {interval}s
+batteries:
+  expected: {batteries}
+  cells: {cells}
+  startup_wait: 30s
+current_source:
+  plugin: bms
+{strategy}safety:
+  max_cell_voltage: 3.65
+  max_charge_current: 300
+  max_discharge_current: 300
+publish:
+  cell_voltages: false
+paths:
+  state_dir: {state}
+  plugins_dir: {plugins}
+logging:
+  level: warn
+  summary_every: 0s
+",
+        interval = UPDATE_INTERVAL.as_secs(),
+        batteries = bank.batteries,
+        cells = bank.cells,
+        state = quoted(&dir.join("state")),
+        plugins = quoted(plugins),
+    ))
+}
+
+/// The simulated bank: every value moves every second, one `PropertiesChanged` per change,
+/// and an hour of slow charging (far longer than any window).
+fn scenario_yaml(bank: Bank) -> String {
+    let mut text = String::from("step: 1s\nsignals: properties\njitter: true\nbatteries:\n");
+    for index in 1..=bank.batteries {
+        let _ = write!(
+            text,
+            "  - service: ttyUSB{service}
+    custom_name: Bat{index}
+    serial: BENCH-{index:04}
+    device_instance: {index}
+    product_name: SerialBattery(Jkbms)
+    cells: {cells}
+    capacity_ah: 280
+    soc: 50
+",
+            service = index - 1,
+            cells = bank.cells,
+        );
+    }
+    text.push_str(
+        "segments:
+  - duration: 1h
+    cell_voltage: [3.30, 3.36]
+    battery_current: 20
+",
+    );
+    text
+}
+
+// ---- the daemon ------------------------------------------------------------------------------
+
+/// The daemon as a child process; killed when dropped.
+struct Daemon {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(exe: &Path, config: &Path, address: &str, log: &Path) -> Result<Daemon, String> {
+        let out = fs::File::create(log).map_err(|err| format!("{}: {err}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|err| format!("{}: {err}", log.display()))?;
+        let child = Command::new(exe)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("DBUS_SESSION_BUS_ADDRESS", address)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|err| format!("cannot start {}: {err}", exe.display()))?;
+        Ok(Daemon {
+            pid: child.id(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An error with the log when the daemon is no longer running.
+    fn alive(&mut self, doing: &str) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "the daemon died while {doing} ({status}); its log:\n{}",
+                self.log_text()
+            )),
+            Err(err) => Err(format!("cannot check the daemon: {err}")),
+        }
+    }
+
+    /// The daemon's unique bus name, found by its process id once it has connected.
+    async fn unique_name(&mut self, client: &Connection) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut others = BTreeSet::new();
+        if let Some(own) = client.unique_name() {
+            others.insert(own.to_string());
+        }
+        while Instant::now() < deadline {
+            self.alive("connecting")?;
+            let names = list_names(client)
+                .await
+                .map_err(|err| format!("ListNames: {err}"))?;
+            for name in names.into_iter().filter(|n| n.starts_with(':')) {
+                if others.contains(&name) {
+                    continue;
+                }
+                let pid = client
+                    .call_method(
+                        Some("org.freedesktop.DBus"),
+                        "/org/freedesktop/DBus",
+                        Some("org.freedesktop.DBus"),
+                        "GetConnectionUnixProcessID",
+                        &(name.as_str(),),
+                    )
+                    .await
+                    .ok()
+                    .and_then(|reply| reply.body().deserialize::<u32>().ok());
+                if pid == Some(self.pid) {
+                    return Ok(name);
+                }
+                others.insert(name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "the daemon did not connect to the bus within 15 s; its log:\n{}",
+            self.log_text()
+        ))
+    }
+
+    /// From the moment the last battery's name appeared on the bus to the moment ours did;
+    /// both seen on one subscription, so in the bus's order.
+    async fn first_publish(
+        &mut self,
+        appearances: &mut MessageStream,
+        mut batteries: BTreeSet<String>,
+    ) -> Result<Duration, String> {
+        let deadline = Instant::now() + PUBLISH_WITHIN;
+        let mut all_batteries = None;
+        while Instant::now() < deadline {
+            self.alive("starting up")?;
+            // Short waits, so that a dead daemon is noticed; the time is taken on arrival.
+            let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_millis(200), appearances.next()).await
+            else {
+                continue;
+            };
+            let arrived = Instant::now();
+            let Ok((name, _, new)) = msg.body().deserialize::<(String, String, String)>() else {
+                continue;
+            };
+            if new.is_empty() {
+                continue;
+            }
+            if batteries.remove(&name) && batteries.is_empty() {
+                all_batteries = Some(arrived);
+            }
+            if name == OWN {
+                let since = all_batteries.ok_or_else(|| {
+                    format!(
+                        "{OWN} appeared before every battery was on the bus; the daemon's \
+                         log:\n{}",
+                        self.log_text()
+                    )
+                })?;
+                return Ok(arrived.duration_since(since));
+            }
+        }
+        Err(format!(
+            "{OWN} did not appear within {} s; the daemon's log:\n{}",
+            PUBLISH_WITHIN.as_secs(),
+            self.log_text()
+        ))
+    }
+
+    /// SIGTERM, then the exit code (None: still running after 10 s).
+    fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { kill(self.pid as i32, SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The warning and error lines of the log.
+    fn problems(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|line| {
+                let line = line.trim_start();
+                line.starts_with("WARN") || line.starts_with("ERROR")
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SIGTERM: i32 = 15;
+/// `sysconf` name of the clock tick rate on Linux.
+const SC_CLK_TCK: i32 = 2;
+
+#[repr(C)]
+struct Timespec {
+    tv_sec: std::os::raw::c_long,
+    tv_nsec: std::os::raw::c_long,
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+    fn sysconf(name: i32) -> std::os::raw::c_long;
+    fn clock_getcpuclockid(pid: i32, clock: *mut i32) -> i32;
+    fn clock_gettime(clock: i32, now: *mut Timespec) -> i32;
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (100 on Linux).
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf only reads a constant.
+    let ticks = unsafe { sysconf(SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
+/// A subscription to `NameOwnerChanged` of every Venus name, made before the simulator
+/// starts.
+async fn name_appearances(client: &Connection) -> Result<MessageStream, String> {
+    let rule = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .and_then(|b| b.interface("org.freedesktop.DBus"))
+        .and_then(|b| b.member("NameOwnerChanged"))
+        .and_then(|b| b.arg0ns("com.victronenergy"))
+        .map_err(|err| format!("match rule: {err}"))?
+        .build();
+    MessageStream::for_match_rule(rule, client, Some(1024))
+        .await
+        .map_err(|err| format!("cannot subscribe to NameOwnerChanged: {err}"))
+}
+
+// ---- the simulator ---------------------------------------------------------------------------
+
+/// The simulator on a thread with a runtime of its own.
+struct SimThread {
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl SimThread {
+    /// Starts it; returns once its services are registered.
+    async fn start(address: &str, scenario: Scenario) -> Result<SimThread, String> {
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let address = address.to_string();
+        std::thread::Builder::new()
+            .name("simulator".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(format!("simulator runtime: {err}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let sim = match Simulator::start(&address, scenario).await {
+                        Ok(sim) => sim,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(format!("simulator: {err}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                    sim.stop().await;
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|err| format!("cannot start the simulator thread: {err}"))?;
+        ready_rx
+            .await
+            .map_err(|_| "the simulator thread ended before its services were registered")??;
+        Ok(SimThread {
+            stop: Some(stop_tx),
+            done: Some(done_rx),
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+    }
+}
+
+impl Drop for SimThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+// ---- counting messages -----------------------------------------------------------------------
+
+/// Message counts, running.
+#[derive(Default)]
+struct Counters {
+    items_changed: AtomicU64,
+    items_paths: AtomicU64,
+    other_signals: AtomicU64,
+    calls: AtomicU64,
+    returns: AtomicU64,
+    errors: AtomicU64,
+    sent_bytes: AtomicU64,
+    received_signals: AtomicU64,
+    calls_in: AtomicU64,
+}
+
+/// Message counts at one moment, or between two.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    /// Sent by the daemon.
+    items_changed: u64,
+    /// Paths in those `ItemsChanged`.
+    items_paths: u64,
+    other_signals: u64,
+    calls: u64,
+    returns: u64,
+    errors: u64,
+    sent_bytes: u64,
+    /// `PropertiesChanged` and `ItemsChanged` of others: what the daemon's match rules take in.
+    received_signals: u64,
+    /// Method calls to the daemon.
+    calls_in: u64,
+}
+
+impl Tally {
+    fn sent(&self) -> u64 {
+        self.items_changed + self.other_signals + self.calls + self.returns + self.errors
+    }
+
+    fn minus(&self, earlier: &Tally) -> Tally {
+        Tally {
+            items_changed: self.items_changed - earlier.items_changed,
+            items_paths: self.items_paths - earlier.items_paths,
+            other_signals: self.other_signals - earlier.other_signals,
+            calls: self.calls - earlier.calls,
+            returns: self.returns - earlier.returns,
+            errors: self.errors - earlier.errors,
+            sent_bytes: self.sent_bytes - earlier.sent_bytes,
+            received_signals: self.received_signals - earlier.received_signals,
+            calls_in: self.calls_in - earlier.calls_in,
+        }
+    }
+}
+
+impl Counters {
+    fn tally(&self) -> Tally {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Tally {
+            items_changed: get(&self.items_changed),
+            items_paths: get(&self.items_paths),
+            other_signals: get(&self.other_signals),
+            calls: get(&self.calls),
+            returns: get(&self.returns),
+            errors: get(&self.errors),
+            sent_bytes: get(&self.sent_bytes),
+            received_signals: get(&self.received_signals),
+            calls_in: get(&self.calls_in),
+        }
+    }
+
+    fn count(&self, msg: &Message, daemon: &str) {
+        let one = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
+        let header = msg.header();
+        let kind = msg.message_type();
+        if header.sender().is_some_and(|s| s.as_str() == daemon) {
+            self.sent_bytes
+                .fetch_add(msg.data().len() as u64, Ordering::Relaxed);
+            match kind {
+                Type::Signal if header.member().is_some_and(|m| m == "ItemsChanged") => {
+                    let paths = msg
+                        .body()
+                        .deserialize::<HashMap<String, HashMap<String, OwnedValue>>>()
+                        .map_or(0, |items| items.len());
+                    self.items_paths.fetch_add(paths as u64, Ordering::Relaxed);
+                    one(&self.items_changed)
+                }
+                Type::Signal => one(&self.other_signals),
+                Type::MethodCall => one(&self.calls),
+                Type::MethodReturn => one(&self.returns),
+                Type::Error => one(&self.errors),
+            };
+        } else if kind == Type::Signal {
+            if header.interface().is_some_and(|i| i == BUS_ITEM)
+                && header
+                    .member()
+                    .is_some_and(|m| m == "PropertiesChanged" || m == "ItemsChanged")
+            {
+                one(&self.received_signals);
+            }
+        } else if kind == Type::MethodCall
+            && header.destination().is_some_and(|d| d.as_str() == daemon)
+        {
+            one(&self.calls_in);
+        }
+    }
+}
+
+const BUS_ITEM: &str = "com.victronenergy.BusItem";
+
+/// A monitor connection (`BecomeMonitor`) counting what the daemon sends and receives; stops
+/// when dropped.
+struct Monitor {
+    counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    async fn start(address: &str, daemon: &str) -> Result<Monitor, String> {
+        let conn = zbus::connection::Builder::address(address)
+            .map(|b| b.max_queued(1 << 16))
+            .map_err(|err| format!("monitor address: {err}"))?
+            .build()
+            .await
+            .map_err(|err| format!("monitor connection: {err}"))?;
+        let rules = vec![
+            format!("sender='{daemon}'"),
+            format!("destination='{daemon}'"),
+            format!("type='signal',interface='{BUS_ITEM}'"),
+        ];
+        conn.call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus.Monitoring"),
+            "BecomeMonitor",
+            &(rules, 0u32),
+        )
+        .await
+        .map_err(|err| format!("BecomeMonitor: {err}"))?;
+        let counters = Arc::new(Counters::default());
+        let mine = Arc::clone(&counters);
+        let daemon = daemon.to_string();
+        let mut stream = MessageStream::from(conn);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                mine.count(&msg, &daemon);
+            }
+        });
+        Ok(Monitor { counters, task })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---- /proc -----------------------------------------------------------------------------------
+
+/// CPU used by a process so far.
+struct Cpu {
+    /// The process's CPU-time clock (all threads, also those that ended).
+    clock: Option<Duration>,
+    /// utime + stime of `/proc/<pid>/stat` (all threads, also those that ended).
+    stat: Option<Duration>,
+    /// Nanoseconds on CPU of each live thread, from `/proc/<pid>/task/<tid>/schedstat`.
+    threads: Option<BTreeMap<u32, u64>>,
+}
+
+/// CPU used between two readings.
+struct CpuUsed {
+    clock: Option<Duration>,
+    /// From schedstat, when every thread of the first reading is still there.
+    schedstat: Option<Duration>,
+    stat: Option<Duration>,
+}
+
+impl CpuUsed {
+    /// The finest source that is usable.
+    fn best(&self) -> Option<(Duration, &'static str)> {
+        match (self.clock, self.schedstat, self.stat) {
+            (Some(ns), _, _) => Some((ns, "cpu clock")),
+            (None, Some(ns), _) => Some((ns, "schedstat")),
+            (None, None, Some(ticks)) => Some((ticks, "/proc/stat")),
+            (None, None, None) => None,
+        }
+    }
+}
+
+impl Cpu {
+    fn read(pid: u32) -> Cpu {
+        Cpu {
+            clock: process_cpu_clock(pid),
+            stat: stat_cpu(pid),
+            threads: thread_cpu_ns(pid),
+        }
+    }
+
+    fn since(&self, earlier: &Cpu) -> CpuUsed {
+        let between = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        // A thread that ended took its schedstat with it: then only /proc/stat is complete.
+        let schedstat = match (&earlier.threads, &self.threads) {
+            (Some(a), Some(b)) if a.keys().all(|tid| b.contains_key(tid)) => {
+                let ns: u64 = b
+                    .iter()
+                    .map(|(tid, ns)| ns.saturating_sub(a.get(tid).copied().unwrap_or(0)))
+                    .sum();
+                Some(Duration::from_nanos(ns))
+            }
+            _ => None,
+        };
+        CpuUsed {
+            clock: between(earlier.clock, self.clock),
+            schedstat,
+            stat: between(earlier.stat, self.stat),
+        }
+    }
+}
+
+fn process_cpu_clock(pid: u32) -> Option<Duration> {
+    let mut clock = 0;
+    let mut now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both calls only write the out-parameter they are given.
+    let ok = unsafe {
+        clock_getcpuclockid(i32::try_from(pid).ok()?, &mut clock) == 0
+            && clock_gettime(clock, &mut now) == 0
+    };
+    if !ok {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
+}
+
+fn stat_cpu(pid: u32) -> Option<Duration> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not. utime and
+    // stime are fields 14 and 15, counting the state (field 3) as the first after the name.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = utime + stime;
+    Some(Duration::from_nanos(
+        ticks * 1_000_000_000 / clock_ticks_per_s(),
+    ))
+}
+
+fn thread_cpu_ns(pid: u32) -> Option<BTreeMap<u32, u64>> {
+    let mut threads = BTreeMap::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let entry = entry.ok()?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let text = fs::read_to_string(entry.path().join("schedstat")).ok()?;
+        let ns = text.split_whitespace().next()?.parse().ok()?;
+        threads.insert(tid, ns);
+    }
+    // Kernels without scheduler statistics show zeros.
+    (threads.values().any(|ns| *ns > 0)).then_some(threads)
+}
+
+/// Resident memory, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memory {
+    peak_kib: u64,
+    now_kib: u64,
+}
+
+impl Memory {
+    fn read(pid: u32) -> Memory {
+        let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            peak_kib: field("VmHWM:"),
+            now_kib: field("VmRSS:"),
+        }
+    }
+}
+
+/// Everything read at one edge of the window, read back to back.
+struct Sample {
+    at: Instant,
+    daemon: Cpu,
+    bus: Cpu,
+    tally: Tally,
+}
+
+impl Sample {
+    fn take(daemon: &Daemon, bus: &PrivateBus, monitor: &Monitor) -> Sample {
+        Sample {
+            at: Instant::now(),
+            daemon: Cpu::read(daemon.pid),
+            bus: Cpu::read(bus.pid()),
+            tally: monitor.counters.tally(),
+        }
+    }
+}
+
+// ---- reporting -------------------------------------------------------------------------------
+
+/// One bank's figures.
+struct Figures {
+    bank: Bank,
+    elapsed: Duration,
+    ticks: f64,
+    /// The daemon's CPU in the window and where it was read.
+    cpu: Option<(Duration, &'static str)>,
+    /// The same from `/proc/<pid>/stat`, as a cross-check.
+    cpu_stat: Option<Duration>,
+    /// The bus daemon's CPU in the window (it routes every signal to every match).
+    bus_cpu: Option<(Duration, &'static str)>,
+    memory: Memory,
+    sent: Tally,
+    first_publish: Duration,
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl Figures {
+    fn per_tick(&self, value: f64) -> f64 {
+        value / self.ticks.max(1e-9)
+    }
+
+    fn cpu_ms_per_tick(&self) -> Option<f64> {
+        self.cpu.map(|(cpu, _)| self.per_tick(ms(cpu)))
+    }
+
+    fn line(&self) -> String {
+        let ticks = self.ticks.round();
+        let cpu = match self.cpu {
+            Some((cpu, source)) => {
+                let mut text = format!(
+                    "CPU {:.3} ms/tick ({:.2} ms in {ticks} ticks, {source}",
+                    self.per_tick(ms(cpu)),
+                    ms(cpu),
+                );
+                if let (Some(stat), false) = (self.cpu_stat, source == "/proc/stat") {
+                    let _ = write!(text, "; /proc/stat {:.2} ms", ms(stat));
+                }
+                text + ")"
+            }
+            None => "CPU unknown (no /proc readings)".to_string(),
+        };
+        let sent = &self.sent;
+        let paths = sent.items_paths as f64 / (sent.items_changed.max(1)) as f64;
+        format!(
+            "{}: {cpu}, peak RSS {:.1} MiB (now {:.1} MiB), sent {:.2} msg/tick ({} ItemsChanged \
+             of {paths:.1} paths, {:.0} B/tick; {} other signals, {} calls, {} returns, {} \
+             errors), {} calls to it, received ~{:.0} signals/s, first publish {:.0} ms",
+            self.bank,
+            mib(self.memory.peak_kib),
+            mib(self.memory.now_kib),
+            self.per_tick(sent.sent() as f64),
+            sent.items_changed,
+            self.per_tick(sent.sent_bytes as f64),
+            sent.other_signals,
+            sent.calls,
+            sent.returns,
+            sent.errors,
+            sent.calls_in,
+            sent.received_signals as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            ms(self.first_publish),
+        )
+    }
+}
+
+fn print_table(results: &[Figures]) {
+    let dash = || "-".to_string();
+    let opt = |v: Option<f64>, digits: usize| v.map_or_else(dash, |v| format!("{v:.digits$}"));
+    println!();
+    println!(
+        "{:<7} {:>6} {:>12} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10}",
+        "bank",
+        "ticks",
+        "CPU ms/tick",
+        "stat ms/tick",
+        "bus ms/tick",
+        "peak MiB",
+        "RSS MiB",
+        "msg/tick",
+        "B/tick",
+        "recv sig/s",
+        "publish ms"
+    );
+    for f in results {
+        println!(
+            "{:<7} {:>6.0} {:>12} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0}",
+            f.bank.to_string(),
+            f.ticks,
+            opt(f.cpu_ms_per_tick(), 3),
+            opt(f.cpu_stat.map(|c| f.per_tick(ms(c))), 3),
+            opt(f.bus_cpu.map(|(c, _)| f.per_tick(ms(c))), 3),
+            mib(f.memory.peak_kib),
+            mib(f.memory.now_kib),
+            f.per_tick(f.sent.sent() as f64),
+            f.per_tick(f.sent.sent_bytes as f64),
+            f.sent.received_signals as f64 / f.elapsed.as_secs_f64().max(1e-9),
+            ms(f.first_publish),
+        );
+    }
+}
