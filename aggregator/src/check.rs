@@ -31,7 +31,18 @@ pub struct Checked {
 }
 
 /// Checks the config file and its plugins; `plugins_dir` overrides `paths.plugins_dir`.
+/// Every plugin of the folder is loaded (so duplicates and refusals are reported).
 pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
+    check_loading(file, plugins_dir, false)
+}
+
+/// As [`check`], loading only the two selected plugins when their files are where the build
+/// puts them (what `run` does: a loaded library is never unloaded).
+pub fn check_selected(file: &Path, plugins_dir: Option<&Path>) -> Checked {
+    check_loading(file, plugins_dir, true)
+}
+
+fn check_loading(file: &Path, plugins_dir: Option<&Path>, selected_only: bool) -> Checked {
     let fail = |errors| Checked {
         ready: None,
         errors,
@@ -47,7 +58,16 @@ pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
     };
     resolve_paths(&mut config, file, plugins_dir);
 
-    let scan = match plugins::scan(&config.paths.plugins_dir) {
+    let scanned = if selected_only {
+        let names = [
+            config.strategy.plugin.as_str(),
+            config.current_source.plugin.as_str(),
+        ];
+        plugins::scan_for(&config.paths.plugins_dir, &names)
+    } else {
+        plugins::scan(&config.paths.plugins_dir)
+    };
+    let scan = match scanned {
         Ok(scan) => scan,
         Err(refused) => {
             return fail(vec![source.error("paths.plugins_dir", refused.to_string())]);

@@ -22,7 +22,7 @@ use crate::bus::export::{Exported, SetDecision};
 use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name};
-use crate::check::{check, Ready};
+use crate::check::{check_selected, Ready};
 use crate::config::Config;
 use crate::discovery::{Roster, Verdict};
 use crate::engine::{Engine, Event, Settings, Surroundings};
@@ -39,7 +39,7 @@ pub const EXIT_BUS: i32 = 3;
 
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
-    let checked = check(config_file, plugins_dir);
+    let checked = check_selected(config_file, plugins_dir);
     for refused in &checked.refused {
         tracing::warn!("plugin refused: {refused}");
     }

@@ -78,8 +78,29 @@ impl Scan {
     }
 }
 
+/// Loads only the plugins named in `names`, from the files that the build names after them
+/// (`lib<crate>.so` with `plugin-` + name: `libplugin_lfp_balancing.so`); falls back to
+/// [`scan`] when one is not found that way. Loaded libraries stay mapped for the life of the
+/// process, so the daemon loads no more than it uses.
+pub fn scan_for(dir: &Path, names: &[&str]) -> Result<Scan, Refused> {
+    check_not_writable_by_others(dir)?;
+    let mut scan = Scan::default();
+    for name in names {
+        let file = dir.join(format!("libplugin_{}.so", name.replace('-', "_")));
+        match load(&file) {
+            Ok(plugin) if plugin.name == *name => scan.plugins.push(plugin),
+            _ => return scan_all(dir),
+        }
+    }
+    Ok(scan)
+}
+
 /// Loads every `*.so` file of `dir`. Fails only when the folder itself cannot be used.
 pub fn scan(dir: &Path) -> Result<Scan, Refused> {
+    scan_all(dir)
+}
+
+fn scan_all(dir: &Path) -> Result<Scan, Refused> {
     let refuse = |reason: String| Refused {
         path: dir.to_path_buf(),
         reason,

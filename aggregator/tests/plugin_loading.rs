@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use aggregator::plugins::{load, scan};
+use aggregator::plugins::{load, scan, scan_for};
 use plugin_api::{BankView, BatteryState, BatteryView, LocalDate, PluginKind};
 use support::{built_plugin, plugins_dir_with, set_mode, PLUGIN_FILES};
 
@@ -38,6 +38,24 @@ fn every_built_plugin_loads_from_a_folder() {
         .plugins
         .iter()
         .all(|p| p.version == env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_daemon_loads_only_the_selected_plugins_and_falls_back_to_a_scan() {
+    let dir = plugins_dir_with(&PLUGIN_FILES);
+    let only = scan_for(dir.path(), &["lfp-balancing", "victron"]).expect("scan");
+    let mut names: Vec<&str> = only.plugins.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["lfp-balancing", "victron"]);
+    // A name whose file is not where the build puts it: every file is looked at.
+    fs::rename(
+        dir.path().join("libplugin_victron.so"),
+        dir.path().join("libthirdparty.so"),
+    )
+    .unwrap();
+    let all = scan_for(dir.path(), &["lfp-balancing", "victron"]).expect("scan");
+    assert_eq!(all.plugins.len(), PLUGIN_FILES.len());
+    assert!(all.find("victron", PluginKind::CurrentSource).is_some());
 }
 
 #[test]
