@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use tokio::sync::Notify;
-use zbus::zvariant::OwnedValue;
+use zbus::zvariant::Value as Wire;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use crate::bus::client;
@@ -330,37 +330,57 @@ impl Monitor {
 
     fn on_values(&self, msg: &Message) {
         let header = msg.header();
-        let Some(sender) = header.sender().map(|s| s.as_str().to_string()) else {
+        let Some(sender) = header.sender() else {
             return;
         };
-        let member = header.member().map(|m| m.as_str().to_string());
-        let path = header.path().map(|p| p.as_str().to_string());
-        let mut cache = self.cache();
-        if !cache.by_owner.contains_key(&sender) {
-            return;
-        }
-        cache.signals += 1;
-        match member.as_deref() {
+        let sender = sender.as_str();
+        // Which service sent it, and whether we read that path, before decoding anything:
+        // our own ItemsChanged and paths we do not read cost a lookup only.
+        let class = {
+            let cache = self.cache();
+            match cache
+                .by_owner
+                .get(sender)
+                .and_then(|n| cache.services.get(n))
+            {
+                Some(service) => service.class,
+                None => return,
+            }
+        };
+        let body = msg.body();
+        match header.member().map(|m| m.as_str()) {
             Some("PropertiesChanged") => {
-                let Ok(mut changes) = msg.body().deserialize::<HashMap<String, OwnedValue>>()
-                else {
+                let Some(path) = header.path().map(|p| p.as_str()) else {
                     return;
                 };
-                if let (Some(path), Some(value)) = (path, changes.remove("Value")) {
-                    cache.apply(&sender, &path, Field::from_owned(&value));
+                if !class.reads(path) {
+                    return;
+                }
+                let Ok(changes) = body.deserialize::<HashMap<&str, Wire<'_>>>() else {
+                    return;
+                };
+                if let Some(value) = changes.get("Value") {
+                    let field = Field::from_wire(value);
+                    let mut cache = self.cache();
+                    cache.signals += 1;
+                    cache.apply(sender, path, field);
                 }
             }
             Some("ItemsChanged") => {
-                let Ok(items) = msg
-                    .body()
-                    .deserialize::<HashMap<String, HashMap<String, OwnedValue>>>()
-                else {
+                let Ok(items) = body.deserialize::<HashMap<&str, HashMap<&str, Wire<'_>>>>() else {
                     return;
                 };
-                for (path, entry) in items {
-                    if let Some(value) = entry.get("Value") {
-                        cache.apply(&sender, &path, Field::from_owned(value));
-                    }
+                let fields: Vec<(&str, Field)> = items
+                    .iter()
+                    .filter(|(path, _)| class.reads(path))
+                    .filter_map(|(path, entry)| {
+                        Some((*path, Field::from_wire(entry.get("Value")?)))
+                    })
+                    .collect();
+                let mut cache = self.cache();
+                cache.signals += 1;
+                for (path, field) in fields {
+                    cache.apply(sender, path, field);
                 }
             }
             _ => {}
