@@ -491,7 +491,8 @@ impl Source {
     }
 }
 
-fn valid_name_element(element: &str) -> bool {
+/// One element of a well-known bus name: letters, digits, `_`, `-`, not starting with a digit.
+pub(crate) fn valid_name_element(element: &str) -> bool {
     !element.is_empty()
         && !element.starts_with(|c: char| c.is_ascii_digit())
         && element

@@ -15,6 +15,7 @@ use std::fmt;
 use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use crate::config::valid_name_element;
 use crate::value::Value;
 
 /// The built-in demo: two 16-cell LFP batteries, a Multi and a solar charger, charging and
@@ -807,15 +808,6 @@ pub(crate) fn valid_object_path(path: &str) -> bool {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_')
             }))
-}
-
-/// One element of a well-known bus name.
-fn valid_name_element(element: &str) -> bool {
-    !element.is_empty()
-        && !element.starts_with(|c: char| c.is_ascii_digit())
-        && element
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A duration as `500ms`, `1s`, `2m`, `1h` or a plain number of seconds.
