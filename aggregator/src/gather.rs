@@ -182,13 +182,6 @@ pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
         .find_map(|(_, s)| integer(&s.values, path, &mut ignored))
 }
 
-/// A text path of the one service of a class.
-pub fn single_text(cache: &Cache, class: Class, path: &str) -> Option<String> {
-    cache
-        .of_class(class)
-        .find_map(|(_, s)| text(&s.values, path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,11 +174,6 @@ impl Exported {
         self.table().items.get(path).map(|e| e.value.clone())
     }
 
-    /// Every path.
-    pub fn paths(&self) -> Vec<String> {
-        self.table().items.keys().cloned().collect()
-    }
-
     /// Stores new values (without signalling); returns those that changed by Python
     /// equality or text, for [`Exported::items_changed`].
     pub fn store(&self, changes: Vec<(String, Value, String)>) -> Vec<String> {

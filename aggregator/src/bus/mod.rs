@@ -18,7 +18,7 @@ use zbus::Connection;
 /// (the rule of every Venus program, VENUS-DBUS.md §2).
 pub async fn connect() -> zbus::Result<Connection> {
     match std::env::var("DBUS_SESSION_BUS_ADDRESS") {
-        Ok(address) if !address.is_empty() => Builder::address(address.as_str())?.build().await,
+        Ok(address) if !address.is_empty() => connect_to(&address).await,
         _ => Builder::system()?.build().await,
     }
 }

@@ -154,8 +154,6 @@ pub struct Cache {
     /// Scanned and scanning services.
     pub services: BTreeMap<String, Service>,
     by_owner: HashMap<String, String>,
-    /// Signals received (for the benchmark).
-    pub signals: u64,
 }
 
 impl Cache {
@@ -361,9 +359,7 @@ impl Monitor {
                 };
                 if let Some(value) = changes.get("Value") {
                     let field = Field::from_wire(value);
-                    let mut cache = self.cache();
-                    cache.signals += 1;
-                    cache.apply(sender, path, field);
+                    self.cache().apply(sender, path, field);
                 }
             }
             Some("ItemsChanged") => {
@@ -378,7 +374,6 @@ impl Monitor {
                     })
                     .collect();
                 let mut cache = self.cache();
-                cache.signals += 1;
                 for (path, field) in fields {
                     cache.apply(sender, path, field);
                 }

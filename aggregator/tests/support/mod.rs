@@ -149,11 +149,7 @@ pub mod bus {
 
     /// A client connection to the private bus.
     pub async fn client(address: &str) -> Connection {
-        zbus::connection::Builder::address(address)
-            .expect("address")
-            .build()
-            .await
-            .expect("connect")
+        aggregator::bus::connect_to(address).await.expect("connect")
     }
 
     /// Calls a BusItem method and returns the reply message.
