@@ -165,6 +165,8 @@ struct Daemon {
     roster: Roster,
     store: StateStore,
     batteries: BTreeMap<String, Tracked>,
+    /// Battery-class services that are not ours, until they are scanned again.
+    ignored: BTreeSet<String>,
     wrong_types: BTreeSet<String>,
     pass_through: bool,
     started: Instant,
@@ -265,6 +267,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         engine,
         store,
         batteries: BTreeMap::new(),
+        ignored: BTreeSet::new(),
         wrong_types: BTreeSet::new(),
         pass_through,
         started,
@@ -396,9 +399,16 @@ impl Daemon {
 
     fn log_discovery(&mut self) {
         for event in self.monitor.take_events() {
+            // A service that is scanned again may have become one of ours.
             match event {
-                Discovery::Added(name) => tracing::debug!("found {name}"),
-                Discovery::Removed(name) => tracing::debug!("{name} left the bus"),
+                Discovery::Added(name) => {
+                    tracing::debug!("found {name}");
+                    self.ignored.remove(&name);
+                }
+                Discovery::Removed(name) => {
+                    tracing::debug!("{name} left the bus");
+                    self.ignored.remove(&name);
+                }
             }
         }
     }
@@ -417,10 +427,12 @@ impl Daemon {
             self.monitor.with(|cache| {
                 let mut readings = Vec::new();
                 for (service, s) in cache.of_class(Class::Battery) {
-                    if gather::is_smartshunt(s) {
+                    if self.ignored.contains(service) || gather::is_smartshunt(s) {
                         continue;
                     }
-                    let identity = gather::identity(s);
+                    // Who it is matters only until it is classified.
+                    let identity =
+                        (!self.batteries.contains_key(service)).then(|| gather::identity(s));
                     readings.push((service.clone(), identity, gather::battery_reading(s)));
                 }
                 (
@@ -435,7 +447,7 @@ impl Daemon {
 
         let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
         for (service, identity, (reading, wrong)) in readings {
-            if !self.batteries.contains_key(&service) {
+            if let Some(identity) = identity {
                 match self.roster.classify(&service, &identity) {
                     Verdict::Battery(name) => {
                         let excluded =
@@ -455,6 +467,7 @@ impl Daemon {
                     }
                     Verdict::Ignored(why) => {
                         tracing::debug!("{service} ignored: {why}");
+                        self.ignored.insert(service);
                         continue;
                     }
                     Verdict::SmartShunt | Verdict::Unknown => continue,
