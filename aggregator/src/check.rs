@@ -14,10 +14,21 @@ pub struct Ready {
     pub config: Config,
     /// What the plugins folder held.
     pub scan: Scan,
-    /// The strategy, built from its section.
-    pub strategy: StrategyBox,
-    /// The current source, built from its section.
-    pub current_source: CurrentSourceBox,
+    /// The strategy, built from its section (an error only from [`check_to_run`]).
+    pub strategy: Result<StrategyBox, Failed>,
+    /// The current source, built from its section (an error only from [`check_to_run`]).
+    pub current_source: Result<CurrentSourceBox, Failed>,
+}
+
+/// A plugin that was found and loaded but whose constructor refused its section.
+#[derive(Clone, Debug)]
+pub struct Failed {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The constructor's error text, as the plugin wrote it.
+    pub text: String,
+    /// The same, one error per line, placed under the section's keys.
+    pub errors: Vec<ConfigError>,
 }
 
 /// The outcome of a check: what is ready, and every problem found.
@@ -36,13 +47,23 @@ pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
     check_loading(file, plugins_dir, false)
 }
 
-/// As [`check`], loading only the two selected plugins when their files are where the build
-/// puts them (what `run` does: a loaded library is never unloaded).
-pub fn check_selected(file: &Path, plugins_dir: Option<&Path>) -> Checked {
+/// What `run` starts from: as [`check`], loading only the two selected plugins when their
+/// files are where the build puts them (a loaded library is never unloaded), and with a
+/// plugin whose constructor fails handed over as [`Failed`] instead of failing the check.
+///
+/// Why the constructor alone is contained: a file that does not parse, or that names a plugin
+/// that is not there, leaves the host without a configuration or a plugin to run; that is the
+/// user's to fix, `check-config` reports it, and `run` exits with the config error code. Once
+/// the file parses and the plugin is loaded, the host knows its bounds, its service name and
+/// what to publish, and a constructor failing is a plugin fault like any other (SPEC §9: the
+/// process keeps running, the tick publishes the fail-safe limits). Exiting would also leave
+/// DVCC with no controlling battery and the supervisor restarting the daemon for ever.
+/// `check-config` still counts the constructor's errors as errors.
+pub fn check_to_run(file: &Path, plugins_dir: Option<&Path>) -> Checked {
     check_loading(file, plugins_dir, true)
 }
 
-fn check_loading(file: &Path, plugins_dir: Option<&Path>, selected_only: bool) -> Checked {
+fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Checked {
     let fail = |errors| Checked {
         ready: None,
         errors,
@@ -58,7 +79,7 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, selected_only: bool) -
     };
     resolve_paths(&mut config, file, plugins_dir);
 
-    let scanned = if selected_only {
+    let scanned = if to_run {
         let names = [
             config.strategy.plugin.as_str(),
             config.current_source.plugin.as_str(),
@@ -92,6 +113,13 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, selected_only: bool) -
         &mut errors,
         |p, json| p.new_current_source(json),
     );
+    if !to_run {
+        let strategy_failed = strategy.as_ref().and_then(|s| s.as_ref().err());
+        let source_failed = current_source.as_ref().and_then(|c| c.as_ref().err());
+        for failed in [strategy_failed, source_failed].into_iter().flatten() {
+            errors.extend(failed.errors.iter().cloned());
+        }
+    }
     let refused = scan.refused.clone();
     let ready = match (strategy, current_source) {
         (Some(strategy), Some(current_source)) if errors.is_empty() => Some(Ready {
@@ -128,7 +156,9 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// Finds the plugin a section selects and builds it; on failure records errors naming keys.
+/// Finds the plugin a section selects and builds it. A plugin not found is an error recorded
+/// in `errors` (`None`); a constructor's failure comes back as [`Failed`], its errors naming
+/// keys.
 fn build<T>(
     source: &Source,
     scan: &Scan,
@@ -137,7 +167,7 @@ fn build<T>(
     kind: PluginKind,
     errors: &mut Vec<ConfigError>,
     construct: impl Fn(&plugins::Plugin, &str) -> Result<T, String>,
-) -> Option<T> {
+) -> Option<Result<T, Failed>> {
     let Some(plugin) = scan.find(&choice.plugin, kind) else {
         errors.push(source.error(
             &format!("{section}.plugin"),
@@ -146,15 +176,26 @@ fn build<T>(
         return None;
     };
     let json = choice.config.to_string();
-    match construct(plugin, &json) {
-        Ok(built) => Some(built),
-        Err(text) => {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                errors.push(plugin_error(source, section, &choice.plugin, line));
-            }
-            None
+    Some(construct(plugin, &json).map_err(|text| {
+        let mut errors: Vec<ConfigError> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| plugin_error(source, section, &choice.plugin, line))
+            .collect();
+        if errors.is_empty() {
+            errors.push(plugin_error(
+                source,
+                section,
+                &choice.plugin,
+                "the constructor failed without a message",
+            ));
         }
-    }
+        Failed {
+            plugin: choice.plugin.clone(),
+            text,
+            errors,
+        }
+    }))
 }
 
 fn not_found(scan: &Scan, name: &str, kind: PluginKind) -> String {

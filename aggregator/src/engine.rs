@@ -130,8 +130,13 @@ pub struct Settings {
 pub struct Engine {
     settings: Settings,
     strategy_name: String,
-    strategy: StrategyBox,
-    current_source: CurrentSourceBox,
+    /// The strategy, or why its constructor failed.
+    strategy: Result<StrategyBox, String>,
+    /// The strategy state saved by an earlier run, kept to be saved again unchanged while the
+    /// strategy could not be built (so fixing the config later loses nothing).
+    unbuilt_state: Option<StrategyState>,
+    /// `None` when its constructor failed.
+    current_source: Option<CurrentSourceBox>,
     envelope: SafetyEnvelope,
     counter: Option<CoulombCounter>,
     /// The capacity the counter's charge refers to (`None` until known).
@@ -150,11 +155,25 @@ impl Engine {
         strategy: StrategyBox,
         current_source: CurrentSourceBox,
     ) -> Self {
+        Self::with_failures(settings, strategy_name, Ok(strategy), Ok(current_source))
+    }
+
+    /// An engine whose plugins may have failed to build (`Err` holds the constructor's error).
+    /// Without a strategy every tick is a strategy fault of SPEC §9: CCL 0, and DCL 0 as no
+    /// good limits exist; the mode names the error. Without a current source every tick uses
+    /// the batteries' own current, as SPEC §6 says for a source that has no value.
+    pub fn with_failures(
+        settings: Settings,
+        strategy_name: &str,
+        strategy: Result<StrategyBox, String>,
+        current_source: Result<CurrentSourceBox, String>,
+    ) -> Self {
         Self {
             settings,
             strategy_name: strategy_name.to_string(),
             strategy,
-            current_source,
+            unbuilt_state: None,
+            current_source: current_source.ok(),
             envelope: SafetyEnvelope::new(settings.bounds),
             counter: None,
             counter_capacity: None,
@@ -173,10 +192,16 @@ impl Engine {
             self.counter_capacity = state.capacity_ah.filter(|c| c.is_finite() && *c > 0.0);
         }
         self.feed_in = state.feed_in.clone();
+        let strategy = match &mut self.strategy {
+            Ok(strategy) => strategy,
+            Err(_) => {
+                self.unbuilt_state = state.strategy.clone();
+                return problems;
+            }
+        };
         match &state.strategy {
             Some(saved) if saved.plugin == self.strategy_name => {
-                if let Err(err) = self
-                    .strategy
+                if let Err(err) = strategy
                     .restore_state(saved.state.as_str().into())
                     .into_result()
                 {
@@ -196,12 +221,15 @@ impl Engine {
 
     /// The state to persist now.
     pub fn state(&self) -> State {
-        let strategy = match self.strategy.save_state().into_result() {
-            Ok(text) => Some(StrategyState {
-                plugin: self.strategy_name.clone(),
-                state: text.into(),
-            }),
-            Err(_) => None,
+        let strategy = match &self.strategy {
+            Ok(strategy) => match strategy.save_state().into_result() {
+                Ok(text) => Some(StrategyState {
+                    plugin: self.strategy_name.clone(),
+                    state: text.into(),
+                }),
+                Err(_) => None,
+            },
+            Err(_) => self.unbuilt_state.clone(),
         };
         State {
             charge_ah: self.counter.as_ref().map(CoulombCounter::charge_ah),
@@ -314,7 +342,10 @@ impl Engine {
         }
 
         let view = self.bank_view(batteries, &merged, around, online, current_a, power_w);
-        let result = self.strategy.compute(&view).into_result();
+        let result = match &mut self.strategy {
+            Ok(strategy) => strategy.compute(&view).into_result(),
+            Err(err) => Err(format!("strategy {} not started: {err}", self.strategy_name).into()),
+        };
         let facts = BankFacts {
             cells: around.cells,
             blocks_charge: view.blocks_charge(),
@@ -326,7 +357,8 @@ impl Engine {
             Err(err) => Err(err.as_str()),
         };
         let verdict = self.envelope.apply(output, facts);
-        if let Some(fault) = &verdict.fault {
+        // A strategy that never started was logged when it failed, with its config key.
+        if let (Some(fault), Ok(_)) = (&verdict.fault, &self.strategy) {
             if self.envelope_fault_started() {
                 events.push(Event::StrategyFault(fault.clone()));
             }
@@ -344,10 +376,14 @@ impl Engine {
 
         let mut save_state = false;
         let mut feed_in_write = None;
-        let mut mode = if verdict.fault.is_some() {
-            "Fault: charging stopped".to_string()
-        } else {
-            String::new()
+        let mut mode = match (&verdict.fault, &self.strategy) {
+            (Some(_), Err(err)) => format!(
+                "Fault: strategy {} not started ({}): charge and discharge stopped",
+                self.strategy_name,
+                err.lines().next().unwrap_or_default()
+            ),
+            (Some(_), Ok(_)) => "Fault: charging stopped".to_string(),
+            (None, _) => String::new(),
         };
         if let Ok(out) = &result {
             if verdict.fault.is_none() {
@@ -434,8 +470,11 @@ impl Engine {
             solar_chargers: around.solar_chargers.clone().into(),
             smartshunts: around.smartshunts.clone().into(),
         };
-        let measured = match self.current_source.measure(&inputs).into_result() {
-            Ok(ROption::RSome(m)) if m.current_a.is_finite() && m.power_w.is_finite() => Some(m),
+        let result = self.current_source.as_mut().map(|c| c.measure(&inputs));
+        let measured = match result.map(|r| r.into_result()) {
+            Some(Ok(ROption::RSome(m))) if m.current_a.is_finite() && m.power_w.is_finite() => {
+                Some(m)
+            }
             _ => None,
         };
         match measured {
@@ -566,5 +605,104 @@ fn battery_view(battery: &Battery) -> BatteryView {
         max_charge_current_a: r.max_charge_current_a.into(),
         max_discharge_current_a: r.max_discharge_current_a.into(),
         charge_mode: r.charge_mode.as_deref().map(Into::into).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            bounds: Bounds {
+                max_cell_voltage_v: 3.6,
+                max_charge_current_a: 300.0,
+                max_discharge_current_a: 300.0,
+                plugin_failures: 3,
+            },
+            on_lost: OnLost::BlockCharge,
+            own_counter: true,
+            efficiency: 0.985,
+            save_precision: 0.0025,
+        }
+    }
+
+    fn battery() -> Battery {
+        Battery {
+            name: "Bat1".into(),
+            service: "com.victronenergy.battery.ttyUSB0".into(),
+            state: BatteryState::Online,
+            reading: BatteryReading {
+                voltage_v: Some(53.6),
+                current_a: Some(5.0),
+                installed_capacity_ah: Some(280.0),
+                max_cell_voltage_v: Some(3.35),
+                min_cell_voltage_v: Some(3.35),
+                soc_pct: Some(60.0),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn around() -> Surroundings {
+        Surroundings {
+            cells: 16,
+            expected: 1,
+            vebus: Vec::new(),
+            solar_chargers: Vec::new(),
+            smartshunts: Vec::new(),
+            low_soc: Some(0),
+            feed_in_setting: Some(1),
+            date: LocalDate::new(2026, 1, 15).unwrap(),
+            dt_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn plugins_that_never_started_give_the_fail_safe_and_keep_the_saved_state() {
+        let mut engine = Engine::with_failures(
+            settings(),
+            "lfp-balancing",
+            Err("balancing_voltage: must be above 0".into()),
+            Err("use_multi: expected a boolean".into()),
+        );
+        let saved = StrategyState {
+            plugin: "lfp-balancing".into(),
+            state: "{\"last_balanced\": \"2026-01-01\"}".into(),
+        };
+        let state = State {
+            strategy: Some(saved.clone()),
+            ..Default::default()
+        };
+        assert!(engine.restore(&state).is_empty());
+
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            let out = engine.tick(&[battery()], &around());
+            assert_eq!(
+                out.limits,
+                Limits {
+                    cvl_v: 53.6,
+                    ccl_a: 0.0,
+                    dcl_a: 0.0
+                }
+            );
+            assert_eq!(
+                out.mode,
+                "Fault: strategy lfp-balancing not started (balancing_voltage: must be above \
+                 0): charge and discharge stopped"
+            );
+            // The batteries' own current stands in for the source.
+            assert_eq!(out.current_a, Some(5.0));
+            events.extend(out.events);
+        }
+        // Logged by the daemon when it failed: no fault line per tick, one fallback line.
+        assert!(!events.iter().any(|e| matches!(e, Event::StrategyFault(_))));
+        let fallbacks = events
+            .iter()
+            .filter(|e| **e == Event::CurrentFallbackStarted)
+            .count();
+        assert_eq!(fallbacks, 1, "{events:?}");
+        assert_eq!(engine.state().strategy, Some(saved));
     }
 }

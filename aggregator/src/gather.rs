@@ -8,34 +8,26 @@ use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 use crate::bus::monitor::{Cache, Class, Service};
 use crate::bus::variant::Field;
 use crate::discovery::Identity;
-use crate::reading::{BatteryReading, ALARMS};
+use crate::reading::{BadValue, BatteryReading, ALARMS};
 
-/// A path of a battery that holds a value of the wrong type (a text where a number belongs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WrongType {
-    /// The path.
-    pub path: String,
-    /// What it holds.
-    pub found: &'static str,
+/// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
+/// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
+fn number(values: &HashMap<String, Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
+    let problem = match values.get(path)? {
+        Field::Number(v) if v.is_finite() => return Some(*v),
+        Field::Invalid => return None,
+        Field::Number(v) => format!("not finite ({v})"),
+        other => format!("{}, not a number", other.kind()),
+    };
+    bad.push(BadValue {
+        path: path.to_string(),
+        problem,
+    });
+    None
 }
 
-fn number(values: &HashMap<String, Field>, path: &str, wrong: &mut Vec<WrongType>) -> Option<f64> {
-    match values.get(path)? {
-        Field::Number(v) => Some(*v),
-        Field::Invalid => None,
-        other => {
-            wrong.push(WrongType {
-                path: path.to_string(),
-                found: other.kind(),
-            });
-            None
-        }
-    }
-}
-
-fn integer(values: &HashMap<String, Field>, path: &str, wrong: &mut Vec<WrongType>) -> Option<i64> {
-    let v = number(values, path, wrong)?;
-    (v.is_finite()).then_some(v.round() as i64)
+fn integer(values: &HashMap<String, Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> {
+    number(values, path, bad).map(|v| v.round() as i64)
 }
 
 fn text(values: &HashMap<String, Field>, path: &str) -> Option<String> {
@@ -57,12 +49,13 @@ pub fn identity(service: &Service) -> Identity {
     }
 }
 
-/// A battery's reading, and the paths whose values had the wrong type. Cells are read up to
-/// the battery's own `/System/NrOfCellsPerBattery` (or as many as it publishes).
-pub fn battery_reading(service: &Service) -> (BatteryReading, Vec<WrongType>) {
+/// A battery's reading, with the paths whose values are no usable number in
+/// [`BatteryReading::bad_values`]. Cells are read up to the battery's own
+/// `/System/NrOfCellsPerBattery` (or as many as it publishes).
+pub fn battery_reading(service: &Service) -> BatteryReading {
     let v = &service.values;
-    let mut wrong = Vec::new();
-    let w = &mut wrong;
+    let mut bad = Vec::new();
+    let w = &mut bad;
     let cells_per_battery = integer(v, "/System/NrOfCellsPerBattery", w);
     let published_cells = (1..)
         .take_while(|k| v.contains_key(&format!("/Voltages/Cell{k}")))
@@ -78,7 +71,7 @@ pub fn battery_reading(service: &Service) -> (BatteryReading, Vec<WrongType>) {
     let cell_voltages_v = (1..=cell_count)
         .map(|k| number(v, &format!("/Voltages/Cell{k}"), w))
         .collect();
-    let reading = BatteryReading {
+    BatteryReading {
         connected: integer(v, "/Connected", w),
         voltage_v: number(v, "/Dc/0/Voltage", w),
         current_a: number(v, "/Dc/0/Current", w),
@@ -112,8 +105,8 @@ pub fn battery_reading(service: &Service) -> (BatteryReading, Vec<WrongType>) {
         max_discharge_current_a: number(v, "/Info/MaxDischargeCurrent", w),
         charge_mode: text(v, "/Info/ChargeMode"),
         cell_voltages_v,
-    };
-    (reading, wrong)
+        bad_values: bad,
+    }
 }
 
 /// The Multis/Quattros, in name order.
@@ -201,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn cells_follow_the_batterys_own_count_and_wrong_types_are_named() {
+    fn cells_follow_the_batterys_own_count_and_bad_values_are_named() {
         let s = service(&[
             ("/System/NrOfCellsPerBattery", Field::Number(3.0)),
             ("/Voltages/Cell1", Field::Number(3.3)),
@@ -210,17 +203,27 @@ mod tests {
             ("/Voltages/Cell4", Field::Number(3.32)),
             ("/Dc/0/Voltage", Field::Text("52".into())),
             ("/Alarms/BmsCable", Field::Number(2.0)),
+            ("/Soc", Field::Number(f64::NAN)),
+            ("/Io/AllowToCharge", Field::Number(f64::NEG_INFINITY)),
+            ("/Connected", Field::Other("a non-empty array")),
         ]);
-        let (reading, wrong) = battery_reading(&s);
+        let reading = battery_reading(&s);
         assert_eq!(reading.cell_voltages_v, vec![Some(3.3), None, Some(3.31)]);
-        assert_eq!(reading.voltage_v, None);
+        assert_eq!((reading.voltage_v, reading.soc_pct), (None, None));
         assert_eq!(reading.alarms[crate::reading::ALARM_BMS_CABLE], Some(2));
+        let bad: Vec<(&str, &str)> = reading
+            .bad_values
+            .iter()
+            .map(|b| (b.path.as_str(), b.problem.as_str()))
+            .collect();
         assert_eq!(
-            wrong,
-            vec![WrongType {
-                path: "/Dc/0/Voltage".into(),
-                found: "a text"
-            }]
+            bad,
+            vec![
+                ("/Connected", "a non-empty array, not a number"),
+                ("/Dc/0/Voltage", "a text, not a number"),
+                ("/Soc", "not finite (NaN)"),
+                ("/Io/AllowToCharge", "not finite (-inf)"),
+            ]
         );
     }
 
@@ -230,6 +233,6 @@ mod tests {
             ("/Voltages/Cell1", Field::Number(2.3)),
             ("/Voltages/Cell2", Field::Number(2.4)),
         ]);
-        assert_eq!(battery_reading(&s).0.cell_voltages_v.len(), 2);
+        assert_eq!(battery_reading(&s).cell_voltages_v.len(), 2);
     }
 }

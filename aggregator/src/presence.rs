@@ -5,6 +5,11 @@
 //! **stale** for up to `hold_for` after that stops (its last complete reading stands in), and
 //! **lost** after that or when it never had a complete reading. **Frozen** means no value of it
 //! changed for `frozen_after`: a driver that lost its BMS but keeps the old values on the bus.
+//! A battery whose cell count changes while running is not online either: its cells no longer
+//! line up with the bank's N (the count is `batteries.cells`, else its count when first online).
+//!
+//! Every change of state is reported once, so a fault that lasts is one log line when it
+//! starts and one when the battery is online again, not one per tick.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +32,8 @@ pub struct Timing {
 pub struct Change {
     /// The battery's name.
     pub name: String,
+    /// Its state before; `None` at its first observation.
+    pub previous: Option<BatteryState>,
     /// Its new state.
     pub state: BatteryState,
     /// Why, e.g. `/Dc/0/Voltage is invalid`, `service gone`, `frozen: no value changed for 120 s`.
@@ -36,7 +43,10 @@ pub struct Change {
 #[derive(Clone, Debug)]
 struct Entry {
     name: String,
-    state: BatteryState,
+    /// `None` until the first observation.
+    state: Option<BatteryState>,
+    /// The cell count the battery is held to.
+    cells: Option<i64>,
     last_seen: Option<BatteryReading>,
     last_complete: Option<BatteryReading>,
     changed_at: f64,
@@ -47,6 +57,8 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct Presence {
     timing: Timing,
+    /// `batteries.cells`.
+    cells: Option<u32>,
     entries: BTreeMap<String, Entry>,
 }
 
@@ -55,8 +67,16 @@ impl Presence {
     pub fn new(timing: Timing) -> Self {
         Self {
             timing,
+            cells: None,
             entries: BTreeMap::new(),
         }
+    }
+
+    /// Holds every battery to this cell count (`batteries.cells`) rather than to its own
+    /// count when first online.
+    pub fn with_cells(mut self, cells: Option<u32>) -> Self {
+        self.cells = cells;
+        self
     }
 
     /// Records this tick's reading of a battery service, or `None` when the service is gone.
@@ -68,12 +88,14 @@ impl Presence {
         reading: Option<&BatteryReading>,
         needs_bms_limits: bool,
     ) -> Option<Change> {
+        let configured = self.cells.map(i64::from);
         let entry = self
             .entries
             .entry(service.to_string())
             .or_insert_with(|| Entry {
                 name: name.to_string(),
-                state: BatteryState::Lost,
+                state: None,
+                cells: configured,
                 last_seen: None,
                 last_complete: None,
                 changed_at: now_s,
@@ -88,8 +110,12 @@ impl Presence {
         let frozen_for = now_s - entry.changed_at;
         let verdict = match reading {
             None => Err("service gone".to_string()),
-            Some(r) => match r.check(needs_bms_limits) {
-                Err(unusable) => Err(unusable.to_string()),
+            Some(r) => match r
+                .check(needs_bms_limits)
+                .map_err(|u| u.to_string())
+                .and_then(|()| same_cells(entry.cells, configured.is_some(), r))
+            {
+                Err(reason) => Err(reason),
                 Ok(())
                     if self.timing.frozen_after_s > 0.0
                         && frozen_for >= self.timing.frozen_after_s =>
@@ -101,6 +127,9 @@ impl Presence {
         };
         let (state, reason) = match verdict {
             Ok(r) => {
+                if entry.cells.is_none() {
+                    entry.cells = r.cells_per_battery;
+                }
                 entry.last_complete = Some(r.clone());
                 entry.online_until = None;
                 (BatteryState::Online, "complete reading".to_string())
@@ -118,12 +147,13 @@ impl Presence {
                 )
             }
         };
-        let report = (state != entry.state).then(|| Change {
+        let report = (Some(state) != entry.state).then(|| Change {
             name: entry.name.clone(),
+            previous: entry.state,
             state,
             reason,
         });
-        entry.state = state;
+        entry.state = Some(state);
         report
     }
 
@@ -136,7 +166,7 @@ impl Presence {
                 Some(Battery {
                     name: e.name.clone(),
                     service: service.clone(),
-                    state: e.state,
+                    state: e.state?,
                     reading: e.last_complete.clone()?,
                 })
             })
@@ -145,7 +175,22 @@ impl Presence {
 
     /// Services known, with their state.
     pub fn states(&self) -> impl Iterator<Item = (&str, BatteryState)> {
-        self.entries.iter().map(|(s, e)| (s.as_str(), e.state))
+        self.entries
+            .iter()
+            .filter_map(|(s, e)| Some((s.as_str(), e.state?)))
+    }
+}
+
+/// Whether a reading has the cell count the battery is held to (`configured`: the count is
+/// `batteries.cells`, not the battery's own first count).
+fn same_cells(held_to: Option<i64>, configured: bool, r: &BatteryReading) -> Result<(), String> {
+    match (held_to, r.cells_per_battery) {
+        (Some(want), Some(have)) if want != have => Err(if configured {
+            format!("/System/NrOfCellsPerBattery is {have}, batteries.cells is {want}")
+        } else {
+            format!("/System/NrOfCellsPerBattery changed from {want} to {have}")
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -264,11 +309,70 @@ mod tests {
         let mut p = Presence::new(TIMING);
         let mut empty = reading(1.0);
         empty.installed_capacity_ah = Some(0.0);
-        assert!(
-            run(&mut p, 0, 3, Some(&empty)).is_empty(),
-            "lost from the start: no change"
+        let changes = run(&mut p, 0, 3, Some(&empty));
+        assert_eq!(
+            changes.len(),
+            1,
+            "said once why it is not online: {changes:?}"
+        );
+        assert_eq!(changes[0].1.previous, None);
+        assert_eq!(changes[0].1.state, BatteryState::Lost);
+        assert_eq!(
+            changes[0].1.reason,
+            "/InstalledCapacity is 0 Ah, not above 0 Ah"
         );
         assert!(p.batteries().is_empty());
         assert_eq!(p.states().next(), Some((SERVICE, BatteryState::Lost)));
+    }
+
+    #[test]
+    fn a_bad_value_is_one_change_when_it_starts_and_one_when_it_ends() {
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 5, Some(&reading(1.0)));
+        let mut bad = reading(1.0);
+        bad.bad_values.push(crate::reading::BadValue {
+            path: "/Dc/0/Current".into(),
+            problem: "a text, not a number".into(),
+        });
+        let changes = run(&mut p, 5, 20, Some(&bad));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].1.previous, Some(BatteryState::Online));
+        assert_eq!(changes[0].1.reason, "/Dc/0/Current is a text, not a number");
+        let changes = run(&mut p, 20, 30, Some(&reading(2.0)));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].1.previous, changes[0].1.state),
+            (Some(BatteryState::Stale), BatteryState::Online)
+        );
+    }
+
+    #[test]
+    fn a_cell_count_that_changes_while_running_makes_it_not_online() {
+        let with_cells = |n| BatteryReading {
+            cells_per_battery: Some(n),
+            ..reading(f64::from(n as u32))
+        };
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 2, Some(&with_cells(16)));
+        let changes = run(&mut p, 2, 4, Some(&with_cells(15)));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (changes[0].1.state, changes[0].1.reason.as_str()),
+            (
+                BatteryState::Stale,
+                "/System/NrOfCellsPerBattery changed from 16 to 15"
+            )
+        );
+        assert_eq!(p.batteries()[0].reading.cells_per_battery, Some(16));
+        let changes = run(&mut p, 4, 5, Some(&with_cells(16)));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+
+        // With `batteries.cells` the configured count is the one.
+        let mut p = Presence::new(TIMING).with_cells(Some(16));
+        let changes = run(&mut p, 0, 1, Some(&with_cells(15)));
+        assert_eq!(
+            changes[0].1.reason,
+            "/System/NrOfCellsPerBattery is 15, batteries.cells is 16"
+        );
     }
 }

@@ -94,15 +94,36 @@ pub struct BatteryReading {
     pub charge_mode: Option<String>,
     /// `/Voltages/Cell1` … in order.
     pub cell_voltages_v: Vec<Option<f64>>,
+    /// Paths read as numbers that held something else, or NaN or ±infinity; each of them
+    /// reads as `None` above, and any of them makes the reading unusable.
+    pub bad_values: Vec<BadValue>,
+}
+
+/// A path of a battery whose value is no usable number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadValue {
+    /// The path, e.g. `/Dc/0/Voltage`.
+    pub path: String,
+    /// What it held, e.g. `a text, not a number` or `not finite (NaN)`.
+    pub problem: String,
 }
 
 /// Why a reading cannot be merged: the D-Bus path at fault and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unusable {
     /// The path, e.g. `/Dc/0/Voltage`.
-    pub path: &'static str,
+    pub path: String,
     /// What is wrong, e.g. `invalid` or `not finite`.
-    pub problem: &'static str,
+    pub problem: String,
+}
+
+impl Unusable {
+    fn new(path: &str, problem: impl Into<String>) -> Self {
+        Unusable {
+            path: path.to_string(),
+            problem: problem.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Unusable {
@@ -114,8 +135,13 @@ impl std::fmt::Display for Unusable {
 impl BatteryReading {
     /// Checks that the reading can be merged (SPEC §3): voltage, current, installed capacity
     /// (above 0) and min/max cell voltage valid and finite, the three BMS limits too when the
-    /// strategy passes them through, and the BMS connected.
+    /// strategy passes them through, and the BMS connected. A battery that puts garbage on the
+    /// bus (a text where a number belongs, NaN, infinity) anywhere we read is not trusted at
+    /// all: one such value in the merge would make the bank's SoC, cells or limits NaN.
     pub fn check(&self, needs_bms_limits: bool) -> Result<(), Unusable> {
+        if let Some(bad) = self.bad_values.first() {
+            return Err(Unusable::new(&bad.path, bad.problem.clone()));
+        }
         let mut required = vec![
             ("/Dc/0/Voltage", self.voltage_v),
             ("/Dc/0/Current", self.current_a),
@@ -131,41 +157,66 @@ impl BatteryReading {
             ]);
         }
         for (path, value) in required {
-            match value {
-                None => {
-                    return Err(Unusable {
-                        path,
-                        problem: "invalid",
-                    })
-                }
-                Some(v) if !v.is_finite() => {
-                    return Err(Unusable {
-                        path,
-                        problem: "not finite",
-                    })
-                }
-                Some(_) => {}
+            if value.is_none() {
+                return Err(Unusable::new(path, "invalid"));
             }
         }
-        if self.installed_capacity_ah.is_some_and(|c| c <= 0.0) {
-            return Err(Unusable {
-                path: "/InstalledCapacity",
-                problem: "not above 0 Ah",
-            });
+        if let Some(path) = self.first_not_finite() {
+            return Err(Unusable::new(&path, "not finite"));
+        }
+        if let Some(c) = self.installed_capacity_ah.filter(|c| *c <= 0.0) {
+            return Err(Unusable::new(
+                "/InstalledCapacity",
+                format!("{c} Ah, not above 0 Ah"),
+            ));
+        }
+        if let Some(n) = self.cells_per_battery.filter(|n| *n < 1) {
+            return Err(Unusable::new(
+                "/System/NrOfCellsPerBattery",
+                format!("{n}, not a cell count"),
+            ));
         }
         if self.connected == Some(0) {
-            return Err(Unusable {
-                path: "/Connected",
-                problem: "0 (BMS not connected)",
-            });
+            return Err(Unusable::new("/Connected", "0 (BMS not connected)"));
         }
         if self.alarms[ALARM_BMS_CABLE].is_some_and(|a| a >= 2) {
-            return Err(Unusable {
-                path: "/Alarms/BmsCable",
-                problem: "2 (BMS cable alarm)",
-            });
+            return Err(Unusable::new("/Alarms/BmsCable", "2 (BMS cable alarm)"));
         }
         Ok(())
+    }
+
+    /// The first path holding NaN or ±infinity (a reading gathered from the bus has none: see
+    /// [`BatteryReading::bad_values`]; one built otherwise may).
+    fn first_not_finite(&self) -> Option<String> {
+        let numbers = [
+            ("/Dc/0/Voltage", self.voltage_v),
+            ("/Dc/0/Current", self.current_a),
+            ("/Dc/0/Power", self.power_w),
+            ("/Dc/0/Temperature", self.temperature_c),
+            ("/InstalledCapacity", self.installed_capacity_ah),
+            ("/ConsumedAmphours", self.consumed_ah),
+            ("/Capacity", self.capacity_ah),
+            ("/Soc", self.soc_pct),
+            ("/TimeToGo", self.time_to_go_s),
+            ("/System/MaxCellTemperature", self.max_cell_temperature_c),
+            ("/System/MinCellTemperature", self.min_cell_temperature_c),
+            ("/System/MaxCellVoltage", self.max_cell_voltage_v),
+            ("/System/MinCellVoltage", self.min_cell_voltage_v),
+            ("/Voltages/Sum", self.voltages_sum_v),
+            ("/Info/MaxChargeVoltage", self.max_charge_voltage_v),
+            ("/Info/MaxChargeCurrent", self.max_charge_current_a),
+            ("/Info/MaxDischargeCurrent", self.max_discharge_current_a),
+        ];
+        numbers
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| !v.is_finite()))
+            .map(|(path, _)| path.to_string())
+            .or_else(|| {
+                self.cell_voltages_v
+                    .iter()
+                    .position(|v| v.is_some_and(|v| !v.is_finite()))
+                    .map(|k| format!("/Voltages/Cell{}", k + 1))
+            })
     }
 
     /// `/Voltages/Sum`, else the sum of the cells, else the battery voltage.
@@ -239,6 +290,40 @@ mod tests {
         let mut r = complete();
         r.alarms[ALARM_BMS_CABLE] = Some(2);
         assert_eq!(r.check(false).unwrap_err().path, "/Alarms/BmsCable");
+    }
+
+    #[test]
+    fn garbage_anywhere_makes_it_unusable() {
+        let mut r = complete();
+        r.soc_pct = Some(f64::INFINITY);
+        assert_eq!(
+            r.check(false).unwrap_err().to_string(),
+            "/Soc is not finite"
+        );
+        let mut r = complete();
+        r.cell_voltages_v = vec![Some(3.3), Some(f64::NAN)];
+        assert_eq!(r.check(false).unwrap_err().path, "/Voltages/Cell2");
+        let mut r = complete();
+        r.bad_values.push(BadValue {
+            path: "/Io/AllowToCharge".into(),
+            problem: "a text, not a number".into(),
+        });
+        assert_eq!(
+            r.check(false).unwrap_err().to_string(),
+            "/Io/AllowToCharge is a text, not a number"
+        );
+        let mut r = complete();
+        r.installed_capacity_ah = Some(-280.0);
+        assert_eq!(
+            r.check(false).unwrap_err().to_string(),
+            "/InstalledCapacity is -280 Ah, not above 0 Ah"
+        );
+        let mut r = complete();
+        r.cells_per_battery = Some(0);
+        assert_eq!(
+            r.check(false).unwrap_err().path,
+            "/System/NrOfCellsPerBattery"
+        );
     }
 
     #[test]

@@ -1,0 +1,402 @@
+//! Bad input, end to end: batteries that put garbage on the bus, plugins whose constructor
+//! fails, a settings service that comes late, a current source without its Multi. The
+//! simulator plays the scenario on a private bus, the daemon runs as a process, and every check
+//! reads the published service with a plain client. Each fault must leave the service there,
+//! publishing sane values, with one log line when it starts (and one when it ends).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aggregator::bus::client;
+use aggregator::bus::variant::Field;
+use aggregator::sim::{Scenario, Simulator};
+use support::bus::{num, until, Daemon};
+use support::world::{runtime, World};
+use zbus::zvariant::OwnedValue;
+
+type Items = HashMap<String, (OwnedValue, String)>;
+
+/// Two 16-cell batteries of 280 Ah at 3.35 V per cell (53.6 V), 5 A each. `SEGMENTS` is
+/// replaced by the test's segments, `EXTRA` by more devices.
+const BANK: &str = r#"
+step: 100ms
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+EXTRA
+segments:
+SEGMENTS
+"#;
+
+/// Good values throughout.
+const STEADY: &str = "  - { duration: 1h, cell_voltage: 3.35, battery_current: 5 }";
+
+fn scenario(extra: &str, segments: &str) -> String {
+    BANK.replace("EXTRA", extra).replace("SEGMENTS", segments)
+}
+
+/// Bat1 publishes `value` at `path` for 3 s, after 3 s of good values and before good values
+/// again.
+fn bad_episode(path: &str, value: &str) -> String {
+    let segments = format!(
+        r#"
+  - {{ duration: 3s, cell_voltage: 3.35, battery_current: 5 }}
+  - duration: 3s
+    cell_voltage: 3.35
+    battery_current: 5
+    batteries:
+      Bat1:
+        values:
+          {path}: {value}
+  - {{ duration: 1h, cell_voltage: 3.35, battery_current: 5 }}
+"#
+    );
+    scenario("", &segments)
+}
+
+const CONFIG: &str = r#"
+update_interval: 200ms
+batteries: { expected: 2, cells: 16, startup_wait: 20s }
+current_source: CURRENT
+strategy: STRATEGY
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+
+/// A strategy that behaves: CVL 55 V, CCL 50 A, DCL 60 A.
+const GOOD_STRATEGY: &str = "{ plugin: fault-test, config: {} }";
+const BMS_CURRENT: &str = "{ plugin: bms }";
+
+fn config(current: &str, strategy: &str) -> String {
+    CONFIG
+        .replace("CURRENT", current)
+        .replace("STRATEGY", strategy)
+}
+
+const SECONDS: Duration = Duration::from_secs(15);
+
+/// How many lines of the log contain `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// The text at a path of the published service.
+fn text(items: &Items, path: &str) -> Option<String> {
+    match items.get(path).map(|(value, _)| Field::from_owned(value)) {
+        Some(Field::Text(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// Every number the service publishes is finite.
+fn all_finite(items: &Items) -> Result<(), String> {
+    for (path, (value, _)) in items {
+        if let Field::Number(v) = Field::from_owned(value) {
+            if !v.is_finite() {
+                return Err(format!("{path} = {v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plays [`bad_episode`] and checks: Bat1 not online during it, its last good values held
+/// (nothing of the garbage published), online again after; one log line naming `reason`
+/// when it starts, one when it ends; the daemon still running.
+fn a_bad_value_is_one_episode(path: &str, value: &str, reason: &str) {
+    runtime().block_on(async {
+        let config = config(BMS_CURRENT, GOOD_STRATEGY);
+        let mut w = World::start(&bad_episode(path, value), &config).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "never both online: {items:?}\n{}", w.daemon.log_text());
+
+        // During: Bat1 stale, its last complete reading merged.
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfBatteries") == Some(1.0)
+        })
+        .await;
+        assert!(ok, "Bat1 stayed online: {items:?}\n{}", w.daemon.log_text());
+        assert_eq!(all_finite(&items), Ok(()));
+        assert_eq!(num(&items, "/Dc/0/Voltage"), Some(53.6));
+        assert_eq!(num(&items, "/Dc/0/Current"), Some(10.0));
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
+        assert_eq!(num(&items, "/System/NrOfCellsPerBattery"), Some(16.0));
+        // Held, not lost: the limits stay the strategy's.
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(50.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(60.0));
+        assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));
+        // A few more ticks of the fault: still one line.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        // After: online again.
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "Bat1 not back: {items:?}\n{}", w.daemon.log_text());
+        assert_eq!(all_finite(&items), Ok(()));
+
+        let log = w.daemon.log_text();
+        assert_eq!(lines_with(&log, reason), 1, "reason `{reason}`:\n{log}");
+        assert_eq!(lines_with(&log, "battery Bat1 not online"), 1, "{log}");
+        assert_eq!(lines_with(&log, "battery Bat1 online again"), 1, "{log}");
+        assert_eq!(lines_with(&log, "battery Bat1 lost"), 0, "{log}");
+        assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+        assert!(w.daemon.running(), "{log}");
+    });
+}
+
+#[test]
+fn nan_voltage_holds_the_battery_with_one_line() {
+    a_bad_value_is_one_episode(
+        "/Dc/0/Voltage",
+        "nan",
+        "battery Bat1 not online (/Dc/0/Voltage is not finite (NaN))",
+    );
+}
+
+#[test]
+fn infinite_soc_holds_the_battery_with_one_line() {
+    // Not one of the paths a complete reading needs, but merged: it would make the bank's
+    // SoC infinite.
+    a_bad_value_is_one_episode(
+        "/Soc",
+        "inf",
+        "battery Bat1 not online (/Soc is not finite (inf))",
+    );
+}
+
+#[test]
+fn a_text_for_the_current_holds_the_battery_with_one_line() {
+    a_bad_value_is_one_episode(
+        "/Dc/0/Current",
+        "lots",
+        "battery Bat1 not online (/Dc/0/Current is a text, not a number)",
+    );
+}
+
+#[test]
+fn a_negative_capacity_holds_the_battery_with_one_line() {
+    a_bad_value_is_one_episode(
+        "/InstalledCapacity",
+        "-280",
+        "battery Bat1 not online (/InstalledCapacity is -280 Ah, not above 0 Ah)",
+    );
+}
+
+#[test]
+fn zero_ah_holds_the_battery_with_one_line() {
+    a_bad_value_is_one_episode(
+        "/InstalledCapacity",
+        "0",
+        "battery Bat1 not online (/InstalledCapacity is 0 Ah, not above 0 Ah)",
+    );
+}
+
+#[test]
+fn a_cell_count_changing_while_running_holds_the_battery_with_one_line() {
+    a_bad_value_is_one_episode(
+        "/System/NrOfCellsPerBattery",
+        "15",
+        "battery Bat1 not online (/System/NrOfCellsPerBattery is 15, batteries.cells is 16)",
+    );
+}
+
+#[test]
+fn a_strategy_whose_constructor_fails_publishes_the_fail_safe_and_keeps_running() {
+    runtime().block_on(async {
+        let strategy = "{ plugin: fault-test, config: { fault: constructor_error } }";
+        let mut w = World::start(&scenario("", STEADY), &config(BMS_CURRENT, strategy)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+                && num(i, "/Info/MaxChargeVoltage").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        // SPEC §9 with no good result ever: CCL 0, DCL 0, CVL at the bank voltage.
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
+        let cvl = num(&items, "/Info/MaxChargeVoltage").unwrap();
+        assert!((cvl - 53.6).abs() < 1e-9, "CVL {cvl}");
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(
+            mode.contains("fault-test") && mode.contains("constructor_error"),
+            "mode `{mode}`"
+        );
+        // The rest of the battery is published as usual.
+        assert_eq!(num(&items, "/Dc/0/Voltage"), Some(53.6));
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(w.daemon.running(), "{}", w.daemon.log_text());
+        let log = w.daemon.log_text();
+        let failed = "strategy plugin fault-test could not be started";
+        assert_eq!(lines_with(&log, failed), 1, "{log}");
+        let line = log.lines().find(|l| l.contains(failed)).unwrap();
+        assert!(line.contains("strategy.config.fault"), "{line}");
+        assert_eq!(
+            lines_with(&log, "strategy fault:"),
+            0,
+            "not per tick:\n{log}"
+        );
+        assert_eq!(
+            lines_with(&log, "dbus-aggregate-batteries 0"),
+            1,
+            "one start:\n{log}"
+        );
+
+        // check-config still calls it an error.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+            .arg("--config")
+            .arg(w.dir.path().join("config.yaml"))
+            .arg("check-config")
+            .output()
+            .expect("check-config");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{stdout}");
+        assert!(stdout.contains("strategy.config.fault"), "{stdout}");
+    });
+}
+
+#[test]
+fn a_current_source_whose_constructor_fails_falls_back_to_the_bms_current() {
+    runtime().block_on(async {
+        let current = "{ plugin: victron, config: { use_multi: 7 } }";
+        let mut w = World::start(&scenario("", STEADY), &config(current, GOOD_STRATEGY)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/Dc/0/Current") == Some(10.0) && num(i, "/Info/MaxChargeCurrent").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        // The strategy is fine: its limits stand.
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(50.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(60.0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(w.daemon.running(), "{}", w.daemon.log_text());
+        let log = w.daemon.log_text();
+        let failed = "current source plugin victron could not be started";
+        assert_eq!(lines_with(&log, failed), 1, "{log}");
+        let line = log.lines().find(|l| l.contains(failed)).unwrap();
+        assert!(line.contains("current_source.config.use_multi"), "{line}");
+        assert_eq!(lines_with(&log, "current source has no value"), 1, "{log}");
+    });
+}
+
+#[test]
+fn a_config_naming_a_missing_plugin_still_exits_with_the_config_error() {
+    let bus = aggregator::bus::private::PrivateBus::start().expect("dbus-daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = "{ plugin: no-such-strategy, config: {} }";
+    let mut daemon = Daemon::start(bus.address(), dir.path(), &config(BMS_CURRENT, strategy));
+    let deadline = std::time::Instant::now() + SECONDS;
+    while daemon.running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!daemon.running(), "{}", daemon.log_text());
+    assert_eq!(daemon.terminate(), Some(2), "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("strategy.plugin"));
+}
+
+#[test]
+fn settings_that_appear_later_get_our_settings_and_give_the_custom_name() {
+    runtime().block_on(async {
+        let without = scenario("settings: { absent: true }", STEADY);
+        let mut w = World::start(&without, &config(BMS_CURRENT, GOOD_STRATEGY)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        // Published with the preferred instance and no name.
+        assert_eq!(num(&items, "/DeviceInstance"), Some(100.0));
+        assert_eq!(text(&items, "/CustomName").as_deref(), Some(""));
+
+        // localsettings starts: another device holds instance 100, and a name is stored.
+        let uid = "/Settings/Devices/aggregatebatteries";
+        let late = format!(
+            r#"
+system: {{ absent: true }}
+settings:
+  preset:
+    /Settings/Devices/other/ClassAndVrmInstance: "battery:100"
+    {uid}/CustomName: Garage bank
+"#
+        );
+        let late = Scenario::parse(&late, "late settings").expect("scenario");
+        let _settings = Simulator::start(w.bus.address(), late)
+            .await
+            .expect("settings");
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            text(i, "/CustomName").as_deref() == Some("Garage bank")
+        })
+        .await;
+        assert!(ok, "name not adopted: {items:?}\n{}", w.daemon.log_text());
+        // Registered with 100: kept, and said once.
+        assert_eq!(num(&items, "/DeviceInstance"), Some(100.0));
+        let instance = client::get_value(
+            &w.conn,
+            "com.victronenergy.settings",
+            &format!("{uid}/ClassAndVrmInstance"),
+        )
+        .await
+        .expect("our instance setting");
+        assert_eq!(
+            instance,
+            Field::Text("battery:101".into()),
+            "AddSettings done"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let log = w.daemon.log_text();
+        assert_eq!(lines_with(&log, "gives device instance 101"), 1, "{log}");
+        assert_eq!(lines_with(&log, "custom name `Garage bank`"), 1, "{log}");
+
+        // The name is now kept in settings.
+        let reply = w
+            .conn
+            .call_method(
+                Some(support::bus::OWN),
+                "/CustomName",
+                Some("com.victronenergy.BusItem"),
+                "SetValue",
+                &(zbus::zvariant::Value::from("Shed bank"),),
+            )
+            .await
+            .expect("SetValue");
+        assert_eq!(reply.body().deserialize::<i32>().ok(), Some(0));
+        let stored = client::get_value(
+            &w.conn,
+            "com.victronenergy.settings",
+            &format!("{uid}/CustomName"),
+        )
+        .await
+        .expect("name setting");
+        assert_eq!(stored, Field::Text("Shed bank".into()));
+        assert!(w.daemon.running(), "{log}");
+    });
+}
+
+#[test]
+fn no_multi_for_the_victron_current_source_falls_back_to_the_bms_current() {
+    runtime().block_on(async {
+        let current = "{ plugin: victron, config: { use_multi: true } }";
+        let mut w = World::start(&scenario("", STEADY), &config(current, GOOD_STRATEGY)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/Dc/0/Current") == Some(10.0) && num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let power = num(&items, "/Dc/0/Power").unwrap();
+        assert!((power - 10.0 * 53.6).abs() < 0.01, "power {power}");
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(50.0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let log = w.daemon.log_text();
+        assert_eq!(lines_with(&log, "current source has no value"), 1, "{log}");
+        assert!(w.daemon.running(), "{log}");
+    });
+}
