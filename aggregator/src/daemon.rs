@@ -22,7 +22,7 @@ use crate::bus::export::{Exported, SetDecision};
 use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name};
-use crate::check::{check_selected, Ready};
+use crate::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
 use crate::discovery::{Roster, Verdict};
 use crate::engine::{Engine, Event, Settings, Surroundings};
@@ -32,14 +32,11 @@ use crate::presence::{Presence, Timing};
 use crate::published::{cell_path, Identity, Published, CUSTOM_NAME};
 use crate::reading::BatteryReading;
 use crate::state::StateStore;
-use crate::value::Value;
-
-/// Exit code when the bus cannot be used at all.
-pub const EXIT_BUS: i32 = 3;
+use crate::value::{TextFormat, Value};
 
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
-    let checked = check_selected(config_file, plugins_dir);
+    let checked = check_to_run(config_file, plugins_dir);
     for refused in &checked.refused {
         tracing::warn!("plugin refused: {refused}");
     }
@@ -103,9 +100,14 @@ async fn connect_with_retry() -> Connection {
     }
 }
 
-/// The device instance and custom name from `com.victronenergy.settings` (VENUS-DBUS.md §4.3),
-/// or the preferred instance and no name when there is no settings service.
-async fn identity_from_settings(conn: &Connection, uid: &str, preferred: u32) -> (i64, String) {
+/// What `com.victronenergy.settings` holds for us (VENUS-DBUS.md §4.3), after `AddSettings`
+/// created what was missing: the device instance (`None` when its value makes no sense) and
+/// the custom name.
+async fn ask_settings(
+    conn: &Connection,
+    uid: &str,
+    preferred: u32,
+) -> zbus::Result<(Option<i64>, Option<String>)> {
     let instance_path = format!("{uid}/ClassAndVrmInstance");
     let name_path = format!("{uid}/CustomName");
     let request = [
@@ -115,36 +117,38 @@ async fn identity_from_settings(conn: &Connection, uid: &str, preferred: u32) ->
         ),
         (name_path.as_str(), Value::Text(String::new())),
     ];
-    match client::add_settings(conn, "/Settings/Devices", &request).await {
-        Ok(added) => {
-            let mut instance = i64::from(preferred);
-            let mut name = String::new();
-            for a in added {
-                match (a.error, a.value) {
-                    (0, Some(Field::Text(text))) if a.path == instance_path => {
-                        match text.split_once(':').and_then(|(_, n)| n.parse().ok()) {
-                            Some(n) => instance = n,
-                            None => tracing::warn!(
-                                "settings gave `{text}` for {instance_path}; using instance {preferred}"
-                            ),
-                        }
-                    }
-                    (0, Some(Field::Text(text))) if a.path == name_path => name = text,
-                    (error, _) => tracing::warn!(
-                        "settings refused /Settings/Devices/{} (error {error})",
-                        a.path
+    let added = client::add_settings(conn, "/Settings/Devices", &request).await?;
+    let mut instance = None;
+    let mut name = None;
+    for a in added {
+        match (a.error, a.value) {
+            (0, Some(Field::Text(text))) if a.path == instance_path => {
+                match text.split_once(':').and_then(|(_, n)| n.parse().ok()) {
+                    Some(n) => instance = Some(n),
+                    None => tracing::warn!(
+                        "settings gave `{text}` for {instance_path}; using instance {preferred}"
                     ),
                 }
             }
-            (instance, name)
-        }
-        Err(err) => {
-            tracing::warn!(
-                "no device instance from {SETTINGS} ({err}); using the preferred instance {preferred}"
-            );
-            (i64::from(preferred), String::new())
+            (0, Some(Field::Text(text))) if a.path == name_path => name = Some(text),
+            (error, _) => tracing::warn!(
+                "settings refused /Settings/Devices/{} (error {error})",
+                a.path
+            ),
         }
     }
+    Ok((instance, name))
+}
+
+/// One line for a plugin whose constructor failed: the plugin, each error with its key and
+/// line in the config file.
+fn failed_line(failed: &Failed) -> String {
+    failed
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 struct Tracked {
@@ -167,8 +171,13 @@ struct Daemon {
     batteries: BTreeMap<String, Tracked>,
     /// Battery-class services that are not ours, until they are scanned again.
     ignored: BTreeSet<String>,
-    wrong_types: BTreeSet<String>,
     pass_through: bool,
+    /// The published `/DeviceInstance`.
+    device_instance: i64,
+    /// True until `AddSettings` succeeded (there was no settings service at start).
+    settings_pending: bool,
+    /// No new `AddSettings` before this, after one failed.
+    settings_retry_at: Option<Instant>,
     started: Instant,
     /// When the current connection was set up (registration waits from here).
     attached: Instant,
@@ -204,6 +213,24 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         config.strategy.plugin,
         config.current_source.plugin
     );
+    let strategy = strategy.map_err(|failed| {
+        tracing::error!(
+            "strategy plugin {} could not be started: {}; publishing the fail-safe limits \
+             (CCL 0, DCL 0) until the configuration is fixed and the service restarted",
+            failed.plugin,
+            failed_line(&failed)
+        );
+        failed.text
+    });
+    let current_source = current_source.map_err(|failed| {
+        tracing::error!(
+            "current source plugin {} could not be started: {}; using the batteries' own \
+             current until the configuration is fixed and the service restarted",
+            failed.plugin,
+            failed_line(&failed)
+        );
+        failed.text
+    });
 
     let settings = Settings {
         bounds: Bounds {
@@ -217,7 +244,8 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         efficiency: config.soc.efficiency,
         save_precision: config.soc.save_precision,
     };
-    let mut engine = Engine::new(settings, &config.strategy.plugin, strategy, current_source);
+    let mut engine =
+        Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
     let store = StateStore::new(&config.paths.state_dir);
     match store.load() {
         Ok(state) => {
@@ -232,8 +260,22 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let own = config.publish.service_name.clone();
     let uid = settings_uid(&own);
     let conn = connect_with_retry().await;
-    let (device_instance, custom_name) =
-        identity_from_settings(&conn, &uid, config.publish.device_instance).await;
+    let preferred = config.publish.device_instance;
+    let (device_instance, custom_name, settings_pending) =
+        match ask_settings(&conn, &uid, preferred).await {
+            Ok((instance, name)) => (
+                instance.unwrap_or(i64::from(preferred)),
+                name.unwrap_or_default(),
+                false,
+            ),
+            Err(err) => {
+                tracing::warn!(
+                    "no device instance from {SETTINGS} ({err}); using the preferred instance \
+                     {preferred} until it appears"
+                );
+                (i64::from(preferred), String::new(), true)
+            }
+        };
     tracing::info!("device instance {device_instance}");
     let identity = Identity {
         device_instance,
@@ -243,20 +285,15 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
     };
     let published = Published::new(&identity);
-    let (monitor, exported) = match attach(&conn, &own, &uid, &published).await {
-        Ok(parts) => parts,
-        Err(err) => {
-            tracing::error!("cannot use the bus: {err}");
-            return EXIT_BUS;
-        }
-    };
+    let (conn, monitor, exported) = attach_patiently(conn, &own, &uid, &published).await;
 
     let pass_through = config.strategy.plugin == "serialbattery";
     let mut daemon = Daemon {
         presence: Presence::new(Timing {
             hold_for_s: config.batteries.hold_for.as_secs_f64(),
             frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
-        }),
+        })
+        .with_cells(config.batteries.cells),
         roster: Roster::new(config.batteries.clone(), &own),
         config,
         uid,
@@ -268,8 +305,10 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         store,
         batteries: BTreeMap::new(),
         ignored: BTreeSet::new(),
-        wrong_types: BTreeSet::new(),
         pass_through,
+        device_instance,
+        settings_pending,
+        settings_retry_at: None,
         started,
         attached: Instant::now(),
         last_tick: None,
@@ -279,6 +318,29 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     daemon.main_loop().await
 }
 
+/// [`attach`] until it works, on a new connection after each failure: a bus too busy to answer
+/// is waited for, never a reason to exit.
+async fn attach_patiently(
+    mut conn: Connection,
+    own: &str,
+    uid: &str,
+    published: &Published,
+) -> (Connection, Monitor, Exported) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attach(&conn, own, uid, published).await {
+            Ok((monitor, exported)) => return (conn, monitor, exported),
+            Err(err) => {
+                tracing::warn!("the bus refused us ({err}); retrying");
+                let _ = conn.close().await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                conn = connect_with_retry().await;
+            }
+        }
+    }
+}
+
 /// Starts reading the bus and serving our objects (the name is requested later, by the tick).
 async fn attach(
     conn: &Connection,
@@ -286,7 +348,7 @@ async fn attach(
     uid: &str,
     published: &Published,
 ) -> zbus::Result<(Monitor, Exported)> {
-    let monitor = Monitor::start(conn, own).await?;
+    let monitor = Monitor::start(conn, &bus::address(), own).await?;
     let exported = Exported::new(conn.clone());
     for (path, item) in published.items() {
         exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
@@ -353,6 +415,10 @@ impl Daemon {
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             }
             self.tick().await;
+            if self.monitor.broken() {
+                // Values no longer come: start over on a new connection (the `closed` arm).
+                let _ = self.conn.clone().close().await;
+            }
         }
         self.save_state();
         0
@@ -362,29 +428,18 @@ impl Daemon {
     /// tick) our name again. The engine, and with it the counter, carries on.
     async fn reconnect(&mut self) {
         self.save_state();
-        let mut delay = Duration::from_millis(250);
-        loop {
-            let conn = connect_with_retry().await;
-            let own = self.config.publish.service_name.clone();
-            match attach(&conn, &own, &self.uid, &self.published).await {
-                Ok((monitor, exported)) => {
-                    self.conn = conn;
-                    self.monitor = monitor;
-                    self.exported = exported;
-                    self.registered = false;
-                    self.attached = Instant::now();
-                    // The gap is not integrated: no current was measured meanwhile.
-                    self.last_tick = None;
-                    tracing::info!("reconnected to D-Bus");
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!("reconnected, but the bus refused us ({err}); retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        let conn = connect_with_retry().await;
+        let own = self.config.publish.service_name.clone();
+        let (conn, monitor, exported) =
+            attach_patiently(conn, &own, &self.uid, &self.published).await;
+        self.conn = conn;
+        self.monitor = monitor;
+        self.exported = exported;
+        self.registered = false;
+        self.attached = Instant::now();
+        // The gap is not integrated: no current was measured meanwhile.
+        self.last_tick = None;
+        tracing::info!("reconnected to D-Bus");
     }
 
     fn save_state(&mut self) {
@@ -421,6 +476,9 @@ impl Daemon {
         self.last_tick = Some(now);
         let now_s = now.duration_since(self.started).as_secs_f64();
         self.log_discovery();
+        if self.settings_pending {
+            self.settings_appeared(now).await;
+        }
 
         // Read the cache once.
         let (readings, vebus, solar_chargers, smartshunts, low_soc, feed_in_setting) =
@@ -446,7 +504,7 @@ impl Daemon {
             });
 
         let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
-        for (service, identity, (reading, wrong)) in readings {
+        for (service, identity, reading) in readings {
             if let Some(identity) = identity {
                 match self.roster.classify(&service, &identity) {
                     Verdict::Battery(name) => {
@@ -473,12 +531,6 @@ impl Daemon {
                     Verdict::SmartShunt | Verdict::Unknown => continue,
                 }
             }
-            for w in &wrong {
-                let key = format!("{service}{}", w.path);
-                if self.wrong_types.insert(key) {
-                    tracing::warn!("{service}: {} holds {}, not a number", w.path, w.found);
-                }
-            }
             seen.insert(service, reading);
         }
 
@@ -491,16 +543,24 @@ impl Daemon {
                 self.presence
                     .observe(now_s, service, &tracked.name, reading, self.pass_through)
             {
-                match change.state {
-                    BatteryState::Online => {
+                // One line per change: a bad value that lasts is logged when it starts and
+                // when the battery is good again, never per tick.
+                match (change.previous, change.state) {
+                    (None, BatteryState::Online) => {
                         tracing::info!("battery {} online", change.name)
                     }
-                    BatteryState::Stale => tracing::warn!(
+                    (Some(_), BatteryState::Online) => {
+                        tracing::info!("battery {} online again", change.name)
+                    }
+                    (None, _) => {
+                        tracing::warn!("battery {} not online yet ({})", change.name, change.reason)
+                    }
+                    (Some(_), BatteryState::Stale) => tracing::warn!(
                         "battery {} not online ({}): holding its last values",
                         change.name,
                         change.reason
                     ),
-                    BatteryState::Lost => {
+                    (Some(_), BatteryState::Lost) => {
                         tracing::warn!("battery {} lost ({})", change.name, change.reason)
                     }
                 }
@@ -585,6 +645,70 @@ impl Daemon {
             self.save_state();
         }
         self.summary(now, &outcome);
+    }
+
+    /// The settings service was missing at start: once it is on the bus, our settings are
+    /// added. The instance we registered with stays (a device does not change its instance
+    /// under DVCC's and VRM's feet); the custom name stored there is adopted.
+    async fn settings_appeared(&mut self, now: Instant) {
+        if self.settings_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let present = self
+            .monitor
+            .with(|cache| cache.of_class(Class::Settings).next().is_some());
+        if !present {
+            return;
+        }
+        let preferred = self.config.publish.device_instance;
+        let (instance, name) = match ask_settings(&self.conn, &self.uid, preferred).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                if self.settings_retry_at.is_none() {
+                    tracing::warn!("{SETTINGS} is there but AddSettings failed ({err}); retrying");
+                }
+                self.settings_retry_at = Some(now + Duration::from_secs(10));
+                return;
+            }
+        };
+        self.settings_pending = false;
+        let mut changes = Vec::new();
+        match instance {
+            Some(n) if n == self.device_instance => {
+                tracing::info!("{SETTINGS} appeared: device instance {n} stored there")
+            }
+            Some(n) if self.registered => tracing::warn!(
+                "{SETTINGS} appeared and gives device instance {n}; keeping {} until the \
+                 service restarts, as it is registered with it",
+                self.device_instance
+            ),
+            Some(n) => {
+                tracing::info!("{SETTINGS} appeared: device instance {n}");
+                self.device_instance = n;
+                changes.push(("/DeviceInstance", Value::Int(n)));
+            }
+            None => {}
+        }
+        if let Some(name) = name {
+            let current = self.published.get(CUSTOM_NAME).map(|item| &item.value);
+            if current != Some(&Value::Text(name.clone())) {
+                tracing::info!("custom name `{name}` from {SETTINGS}");
+                changes.push((CUSTOM_NAME, Value::Text(name)));
+            }
+        }
+        let mut stored = Vec::new();
+        for (path, value) in changes {
+            self.published.set(path, value, TextFormat::Plain);
+            if let Some(item) = self.published.get(path) {
+                stored.push((path.to_string(), item.value.clone(), item.text()));
+            }
+        }
+        let changed = self.exported.store(stored);
+        if self.registered {
+            if let Err(err) = self.exported.items_changed(&changed).await {
+                tracing::warn!("ItemsChanged not sent: {err}");
+            }
+        }
     }
 
     async fn register(&mut self, complete: bool) {

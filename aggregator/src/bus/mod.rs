@@ -4,23 +4,33 @@
 //! - [`export`]: a published service in the Venus `BusItem` style (ours and the simulator's).
 //! - [`monitor`]: the cache of other services' values, fed by signals.
 //! - [`client`]: calls to other services (`GetItems`, `SetValue`, settings).
+//! - [`raw`] and [`wire`]: the monitor's second connection, read once per tick.
 
 pub mod client;
 pub mod export;
 pub mod monitor;
 pub mod private;
+pub mod raw;
 pub mod variant;
+pub mod wire;
 
 use zbus::connection::Builder;
 use zbus::Connection;
 
 /// Which bus: the session bus when `DBUS_SESSION_BUS_ADDRESS` is set, else the system bus
-/// (the rule of every Venus program, VENUS-DBUS.md §2).
+/// (the rule of every Venus program, VENUS-DBUS.md §2) at `DBUS_SYSTEM_BUS_ADDRESS` or its
+/// standard socket.
+pub fn address() -> String {
+    ["DBUS_SESSION_BUS_ADDRESS", "DBUS_SYSTEM_BUS_ADDRESS"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|address| !address.is_empty())
+        .unwrap_or_else(|| "unix:path=/var/run/dbus/system_bus_socket".to_string())
+}
+
+/// A connection to the bus of [`address`].
 pub async fn connect() -> zbus::Result<Connection> {
-    match std::env::var("DBUS_SESSION_BUS_ADDRESS") {
-        Ok(address) if !address.is_empty() => connect_to(&address).await,
-        _ => Builder::system()?.build().await,
-    }
+    connect_to(&address()).await
 }
 
 /// A connection to the bus at `address`.

@@ -1,24 +1,30 @@
 //! The consumer side (VENUS-DBUS.md §3.3): a cache of the values of every service we read,
 //! kept current by signals.
 //!
-//! Three match rules in all (`NameOwnerChanged` in the `com.victronenergy` namespace, every
-//! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface), then `ListNames` and
-//! one `GetItems` per wanted service. Signals are routed by the sender's unique name; a signal
-//! from a service not (yet) scanned, or for a path we do not read, is dropped. Services come
+//! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
+//! main (zbus) connection, which wakes us when a service comes or goes; every
+//! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface on the value
+//! connection ([`raw`](crate::bus::raw)), which is read only when the cache is read (once per
+//! tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
+//! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
+//! service sent them). Signals are routed by the sender's unique name; a signal from a service
+//! not (yet) scanned, or for a path we do not read, is dropped after its header. Services come
 //! and go while running; our own service is never read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use tokio::sync::Notify;
-use zbus::zvariant::Value as Wire;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
-use crate::bus::client;
+use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
+use crate::bus::raw::RawConnection;
 use crate::bus::variant::Field;
+use crate::bus::wire::{self, Kind};
 
 /// The kinds of service we read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,7 +152,40 @@ impl Service {
     pub fn get(&self, path: &str) -> Option<&Field> {
         self.values.get(path)
     }
+
+    fn set(&mut self, path: &str, value: Field, now: Instant) {
+        match self.values.get_mut(path) {
+            Some(slot) if *slot == value => {}
+            Some(slot) => {
+                *slot = value;
+                self.changed_at = now;
+            }
+            None => {
+                self.values.insert(path.to_string(), value);
+                self.changed_at = now;
+            }
+        }
+    }
 }
+
+/// A `GetItems` sent on the value connection.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    owner: String,
+    answer: Option<Answer>,
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Scanned,
+    /// The service left (or changed owner) before its answer came.
+    Gone,
+    /// An error answer (its name), or an answer we cannot read.
+    Failed(String),
+}
+
+const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
 
 /// The cache: services by well-known name (so ordered by it).
 #[derive(Debug, Default)]
@@ -154,6 +193,7 @@ pub struct Cache {
     /// Scanned and scanning services.
     pub services: BTreeMap<String, Service>,
     by_owner: HashMap<String, String>,
+    pending: HashMap<u32, Pending>,
 }
 
 impl Cache {
@@ -164,27 +204,102 @@ impl Cache {
             .filter(move |(_, s)| s.class == class && s.scanned)
     }
 
-    fn apply(&mut self, owner: &str, path: &str, value: Field) {
-        let Some(name) = self.by_owner.get(owner) else {
+    /// One message of the value connection: a value signal, or the answer of a scan.
+    fn receive(&mut self, msg: &wire::Message<'_>, now: Instant, added: &mut Vec<String>) {
+        match msg.kind {
+            Kind::Signal => self.signal(msg, now),
+            Kind::Return | Kind::Error => self.answer(msg, now, added),
+            _ => {}
+        }
+    }
+
+    fn signal(&mut self, msg: &wire::Message<'_>, now: Instant) {
+        if msg.interface != Some(BUS_ITEM) {
+            return;
+        }
+        let Some(service) = msg
+            .sender
+            .and_then(|sender| self.by_owner.get(sender))
+            .and_then(|name| self.services.get_mut(name))
+        else {
             return;
         };
+        let class = service.class;
+        match (msg.member, msg.signature) {
+            (Some("PropertiesChanged"), "a{sv}") => {
+                let Some(path) = msg.path.filter(|p| class.reads(p)) else {
+                    return;
+                };
+                if let Ok(Some(value)) = msg.body.dict_value("Value") {
+                    service.set(path, value, now);
+                }
+            }
+            (Some("ItemsChanged"), "a{sa{sv}}") => {
+                // A malformed tail leaves the entries before it applied.
+                let _ = msg
+                    .body
+                    .items(|p| class.reads(p), |p, value| service.set(p, value, now));
+            }
+            _ => {}
+        }
+    }
+
+    fn answer(&mut self, msg: &wire::Message<'_>, now: Instant, added: &mut Vec<String>) {
+        let Some(pending) = msg.reply_serial.and_then(|s| self.pending.get_mut(&s)) else {
+            return;
+        };
+        if msg.kind == Kind::Error {
+            let name = msg.error_name.unwrap_or("an error without a name");
+            pending.answer = Some(Answer::Failed(name.to_string()));
+            return;
+        }
+        let service = match self.services.get_mut(&pending.name) {
+            Some(service) if service.owner == pending.owner => service,
+            _ => {
+                pending.answer = Some(Answer::Gone);
+                return;
+            }
+        };
+        if msg.signature != "a{sa{sv}}" {
+            pending.answer = Some(Answer::Failed(format!(
+                "GetItems answered `{}`, not a{{sa{{sv}}}}",
+                msg.signature
+            )));
+            return;
+        }
+        let class = service.class;
+        let mut values = HashMap::new();
+        let read = msg.body.items(
+            |p| class.reads(p),
+            |p, value| {
+                values.insert(p.to_string(), value);
+            },
+        );
+        pending.answer = Some(match read {
+            Ok(()) => {
+                service.values = values;
+                service.scanned = true;
+                service.changed_at = now;
+                added.push(pending.name.clone());
+                Answer::Scanned
+            }
+            Err(err) => Answer::Failed(err.to_string()),
+        });
+    }
+
+    /// Values from the fallback scan (zbus `GetItems`/`GetValue`).
+    fn scanned(&mut self, name: &str, owner: &str, values: HashMap<String, Field>) -> bool {
         let Some(service) = self.services.get_mut(name) else {
-            return;
+            return false;
         };
-        if !service.class.reads(path) {
-            return;
+        if service.owner != owner {
+            return false;
         }
-        match service.values.get_mut(path) {
-            Some(slot) if *slot == value => {}
-            Some(slot) => {
-                *slot = value;
-                service.changed_at = Instant::now();
-            }
-            None => {
-                service.values.insert(path.to_string(), value);
-                service.changed_at = Instant::now();
-            }
-        }
+        let class = service.class;
+        service.values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
+        service.scanned = true;
+        service.changed_at = Instant::now();
+        true
     }
 
     fn forget(&mut self, name: &str) -> bool {
@@ -210,6 +325,9 @@ pub enum Discovery {
 struct Inner {
     conn: Connection,
     own: String,
+    /// Locked before `cache` wherever both are held.
+    raw: Mutex<RawConnection>,
+    broken: AtomicBool,
     cache: Mutex<Cache>,
     events: Mutex<Vec<Discovery>>,
     news: Notify,
@@ -223,7 +341,8 @@ pub struct Monitor {
 
 impl Monitor {
     /// Subscribes, lists the bus and starts scanning; `own` is our published name, never read.
-    pub async fn start(conn: &Connection, own: &str) -> zbus::Result<Monitor> {
+    /// The value connection goes to the bus at `address`, which must be `conn`'s.
+    pub async fn start(conn: &Connection, address: &str, own: &str) -> zbus::Result<Monitor> {
         let name_owner = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .sender("org.freedesktop.DBus")?
@@ -231,26 +350,19 @@ impl Monitor {
             .member("NameOwnerChanged")?
             .arg0ns("com.victronenergy")?
             .build();
-        let properties = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface(BUS_ITEM)?
-            .member("PropertiesChanged")?
-            .build();
-        let items = MatchRule::builder()
-            .msg_type(zbus::message::Type::Signal)
-            .interface(BUS_ITEM)?
-            .member("ItemsChanged")?
-            .path("/")?
-            .build();
-        let queue = Some(4096);
-        let mut owners = MessageStream::for_match_rule(name_owner, conn, queue).await?;
-        let mut props = MessageStream::for_match_rule(properties, conn, queue).await?;
-        let mut batch = MessageStream::for_match_rule(items, conn, queue).await?;
+        let properties = format!("type='signal',interface='{BUS_ITEM}',member='PropertiesChanged'");
+        let items = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
+        // Before ListNames: every value a scan misses comes as a signal.
+        let raw = RawConnection::connect(address, &[&properties, &items])
+            .map_err(|err| zbus::Error::Failure(format!("value connection to D-Bus: {err}")))?;
+        let mut owners = MessageStream::for_match_rule(name_owner, conn, Some(256)).await?;
 
         let monitor = Monitor {
             inner: Arc::new(Inner {
                 conn: conn.clone(),
                 own: own.to_string(),
+                raw: Mutex::new(raw),
+                broken: AtomicBool::new(false),
                 cache: Mutex::new(Cache::default()),
                 events: Mutex::new(Vec::new()),
                 news: Notify::new(),
@@ -258,14 +370,8 @@ impl Monitor {
         };
         let me = monitor.clone();
         tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    Some(Ok(msg)) = owners.next() => { me.on_name_owner(&msg); continue; }
-                    Some(Ok(msg)) = props.next() => msg,
-                    Some(Ok(msg)) = batch.next() => msg,
-                    else => break,
-                };
-                me.on_values(&msg);
+            while let Some(Ok(msg)) = owners.next().await {
+                me.on_name_owner(&msg);
             }
         });
         for name in client::list_names(conn).await? {
@@ -283,8 +389,40 @@ impl Monitor {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads the cache.
+    fn raw(&self) -> MutexGuard<'_, RawConnection> {
+        self.inner
+            .raw
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes in everything the value connection received so far.
+    pub fn drain(&self) {
+        let mut added = Vec::new();
+        let result = {
+            let mut raw = self.raw();
+            let mut cache = self.cache();
+            let now = Instant::now();
+            raw.drain(|msg| cache.receive(msg, now, &mut added))
+        };
+        for name in added {
+            self.event(Discovery::Added(name));
+        }
+        if let Err(err) = result {
+            if !self.inner.broken.swap(true, Ordering::Relaxed) {
+                tracing::error!("the value connection to D-Bus failed: {err}");
+            }
+        }
+    }
+
+    /// Whether the value connection failed (the daemon then connects anew).
+    pub fn broken(&self) -> bool {
+        self.inner.broken.load(Ordering::Relaxed)
+    }
+
+    /// Reads the cache, with everything received so far.
     pub fn with<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+        self.drain();
         f(&self.cache())
     }
 
@@ -326,62 +464,6 @@ impl Monitor {
         }
     }
 
-    fn on_values(&self, msg: &Message) {
-        let header = msg.header();
-        let Some(sender) = header.sender() else {
-            return;
-        };
-        let sender = sender.as_str();
-        // Which service sent it, and whether we read that path, before decoding anything:
-        // our own ItemsChanged and paths we do not read cost a lookup only.
-        let class = {
-            let cache = self.cache();
-            match cache
-                .by_owner
-                .get(sender)
-                .and_then(|n| cache.services.get(n))
-            {
-                Some(service) => service.class,
-                None => return,
-            }
-        };
-        let body = msg.body();
-        match header.member().map(|m| m.as_str()) {
-            Some("PropertiesChanged") => {
-                let Some(path) = header.path().map(|p| p.as_str()) else {
-                    return;
-                };
-                if !class.reads(path) {
-                    return;
-                }
-                let Ok(changes) = body.deserialize::<HashMap<&str, Wire<'_>>>() else {
-                    return;
-                };
-                if let Some(value) = changes.get("Value") {
-                    let field = Field::from_wire(value);
-                    self.cache().apply(sender, path, field);
-                }
-            }
-            Some("ItemsChanged") => {
-                let Ok(items) = body.deserialize::<HashMap<&str, HashMap<&str, Wire<'_>>>>() else {
-                    return;
-                };
-                let fields: Vec<(&str, Field)> = items
-                    .iter()
-                    .filter(|(path, _)| class.reads(path))
-                    .filter_map(|(path, entry)| {
-                        Some((*path, Field::from_wire(entry.get("Value")?)))
-                    })
-                    .collect();
-                let mut cache = self.cache();
-                for (path, field) in fields {
-                    cache.apply(sender, path, field);
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// Scans a service on a task of its own (a slow service cannot hold up the others).
     fn scan(&self, name: String) {
         let me = self.clone();
@@ -408,7 +490,8 @@ impl Monitor {
         let Some(owner) = client::name_owner(&self.inner.conn, name).await else {
             return Ok(false);
         };
-        {
+        let serial = {
+            let mut raw = self.raw();
             let mut cache = self.cache();
             cache.by_owner.insert(owner.clone(), name.to_string());
             cache.services.insert(
@@ -421,31 +504,64 @@ impl Monitor {
                     scanned: false,
                 },
             );
-        }
-        let items = match client::get_items(&self.inner.conn, name).await {
-            Ok(items) => items,
-            Err(err) => {
-                self.cache().forget(name);
-                return Err(err);
-            }
+            let serial = raw
+                .send(&owner, "/", BUS_ITEM, "GetItems", &[])
+                .map_err(|err| zbus::Error::Failure(format!("GetItems not sent: {err}")))?;
+            cache.pending.insert(
+                serial,
+                Pending {
+                    name: name.to_string(),
+                    owner: owner.clone(),
+                    answer: None,
+                },
+            );
+            serial
         };
-        {
-            let mut cache = self.cache();
-            let Some(service) = cache.services.get_mut(name) else {
-                return Ok(false);
-            };
-            if service.owner != owner {
-                return Ok(false);
+        let answer = self.wait_for_answer(serial).await;
+        match answer {
+            Answer::Scanned => Ok(true),
+            Answer::Gone => Ok(false),
+            // A service older than GetItems: its values the slow way.
+            Answer::Failed(why) if why == UNKNOWN_METHOD => {
+                let items = match client::get_items(&self.inner.conn, name).await {
+                    Ok(items) => items,
+                    Err(err) => {
+                        self.cache().forget(name);
+                        return Err(err);
+                    }
+                };
+                if !self.cache().scanned(name, &owner, items) {
+                    return Ok(false);
+                }
+                self.event(Discovery::Added(name.to_string()));
+                Ok(true)
             }
-            service.values = items
-                .into_iter()
-                .filter(|(path, _)| class.reads(path))
-                .collect();
-            service.scanned = true;
-            service.changed_at = Instant::now();
+            Answer::Failed(why) => {
+                self.cache().forget(name);
+                Err(zbus::Error::Failure(format!("GetItems: {why}")))
+            }
         }
-        self.event(Discovery::Added(name.to_string()));
-        Ok(true)
+    }
+
+    /// Reads the value connection until the answer to `serial` is in (the first read soon,
+    /// then less often), or [`CALL_TIMEOUT`] has passed.
+    async fn wait_for_answer(&self, serial: u32) -> Answer {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            self.drain();
+            let mut cache = self.cache();
+            let answer = cache.pending.get(&serial).and_then(|p| p.answer.clone());
+            let late = Instant::now() > deadline;
+            if answer.is_some() || late || self.broken() {
+                cache.pending.remove(&serial);
+                return answer.unwrap_or_else(|| {
+                    Answer::Failed(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))
+                });
+            }
+        }
     }
 }
 

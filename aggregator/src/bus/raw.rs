@@ -1,0 +1,306 @@
+//! A second, minimal connection to the bus that receives the value signals and the answers to
+//! `GetItems`, and is read only when the daemon wants the values: once per tick, and while a
+//! scan waits for its answer.
+//!
+//! Why not one more zbus stream: zbus reads each message as it arrives, so every battery signal
+//! (serialbattery sends one `PropertiesChanged` per changed path, ~40 a second for two 16-cell
+//! batteries, ~500 for sixteen 32-cell ones) woke the daemon, and the wake-up, the read and the
+//! per-message bookkeeping cost more than the whole tick. This socket is never polled: the bus
+//! daemon queues what we have not read (in the socket's buffer, then in its own queue for us),
+//! and the tick reads it all in large chunks and decodes only sender, path and `Value`.
+//! Because the `GetItems` answers come on the same socket as the signals, their order is the
+//! order in which the services sent them: a scan's values are never overwritten by an older
+//! signal, nor does a scan undo a newer one.
+//!
+//! Only `unix:path=` and `unix:abstract=` addresses (the only kinds Venus OS uses).
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::bus::wire::{self, Kind, Message};
+
+/// Longest wait for the bus during the handshake.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes read per `read` call; the buffer grows past it only for a longer message.
+const CHUNK: usize = 64 * 1024;
+
+/// The bus daemon's name.
+pub const BUS: &str = "org.freedesktop.DBus";
+const BUS_PATH: &str = "/org/freedesktop/DBus";
+
+/// The connection.
+#[derive(Debug)]
+pub struct RawConnection {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Bytes of `buf` received and not yet parsed.
+    filled: usize,
+    serial: u32,
+    unique_name: String,
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// The first usable socket of a D-Bus address (`transport:key=value,…;…`).
+fn connect_address(address: &str) -> io::Result<UnixStream> {
+    let mut last = invalid(format!("no unix socket in the D-Bus address `{address}`"));
+    for part in address.split(';').filter(|p| !p.is_empty()) {
+        let Some(params) = part.strip_prefix("unix:") else {
+            continue;
+        };
+        for kv in params.split(',') {
+            let Some((key, value)) = kv.split_once('=') else {
+                continue;
+            };
+            let value = unescape(value);
+            let attempt = match key {
+                "path" => UnixStream::connect(&value),
+                "abstract" => {
+                    use std::os::linux::net::SocketAddrExt;
+                    std::os::unix::net::SocketAddr::from_abstract_name(value.as_bytes())
+                        .and_then(|addr| UnixStream::connect_addr(&addr))
+                }
+                _ => continue,
+            };
+            match attempt {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = err,
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Undoes the `%xx` escapes of address values.
+fn unescape(value: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl RawConnection {
+    /// Connects, authenticates (EXTERNAL, by our uid), says `Hello` and adds `rules`, waiting
+    /// for each answer, so that every signal the rules match from now on is received.
+    pub fn connect(address: &str, rules: &[&str]) -> io::Result<RawConnection> {
+        let mut stream = connect_address(address)?;
+        stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
+        stream.set_write_timeout(Some(SETUP_TIMEOUT))?;
+        let uid = std::fs::metadata("/proc/self")?.uid();
+        let hex: String = uid
+            .to_string()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        stream.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())?;
+        let answer = read_line(&mut stream)?;
+        if !answer.starts_with("OK ") {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("the bus refused authentication: {answer}"),
+            ));
+        }
+        stream.write_all(b"BEGIN\r\n")?;
+        let mut conn = RawConnection {
+            stream,
+            buf: vec![0; CHUNK],
+            filled: 0,
+            serial: 0,
+            unique_name: String::new(),
+        };
+        let hello = conn.send(BUS, BUS_PATH, BUS, "Hello", &[])?;
+        let mut unique = None;
+        conn.wait_for(hello, |msg| {
+            unique = msg.body.string().ok().map(str::to_string);
+        })?;
+        conn.unique_name = unique.ok_or_else(|| invalid("Hello answered without a name"))?;
+        for rule in rules {
+            let serial = conn.send(BUS, BUS_PATH, BUS, "AddMatch", &[rule])?;
+            conn.wait_for(serial, |_| {})?;
+        }
+        conn.stream.set_nonblocking(true)?;
+        Ok(conn)
+    }
+
+    /// Our unique name on the bus.
+    pub fn unique_name(&self) -> &str {
+        &self.unique_name
+    }
+
+    /// Sends a method call; returns its serial.
+    pub fn send(
+        &mut self,
+        destination: &str,
+        path: &str,
+        interface: &str,
+        member: &str,
+        args: &[&str],
+    ) -> io::Result<u32> {
+        self.serial = self.serial.wrapping_add(1).max(1);
+        let bytes = wire::method_call(self.serial, destination, path, interface, member, args);
+        write_patiently(&mut self.stream, &bytes)?;
+        Ok(self.serial)
+    }
+
+    /// During set-up (blocking socket): waits for the answer to `serial`; an error answer is
+    /// an error.
+    fn wait_for(&mut self, serial: u32, mut on_answer: impl FnMut(&Message<'_>)) -> io::Result<()> {
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        let mut result = None;
+        while result.is_none() {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the bus did not answer",
+                ));
+            }
+            self.receive_once()?;
+            self.parse_all(|msg| {
+                if msg.reply_serial != Some(serial) {
+                    return;
+                }
+                match msg.kind {
+                    Kind::Return => {
+                        on_answer(msg);
+                        result = Some(Ok(()));
+                    }
+                    Kind::Error => {
+                        result = Some(Err(invalid(format!(
+                            "the bus answered {}",
+                            msg.error_name.unwrap_or("an error")
+                        ))))
+                    }
+                    _ => {}
+                }
+            })?;
+        }
+        result.unwrap_or(Ok(()))
+    }
+
+    /// Reads once into the buffer (blocking or not, as the socket is set); `Ok(false)` when
+    /// there was nothing to read.
+    fn receive_once(&mut self) -> io::Result<bool> {
+        if self.buf.len() - self.filled < CHUNK / 4 {
+            let len = self.buf.len() + CHUNK;
+            self.buf.resize(len, 0);
+        }
+        match self.stream.read(&mut self.buf[self.filled..]) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the bus closed the connection",
+            )),
+            Ok(n) => {
+                self.filled += n;
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Hands every complete message in the buffer to `on`, in order, and keeps the rest.
+    fn parse_all(&mut self, mut on: impl FnMut(&Message<'_>)) -> io::Result<()> {
+        let mut at = 0;
+        while let Some(len) = wire::frame_len(&self.buf[at..self.filled]).map_err(invalid_wire)? {
+            if at + len > self.filled {
+                // Make room for the whole of a long message.
+                if len > self.buf.len() {
+                    self.buf.resize(len + CHUNK, 0);
+                }
+                break;
+            }
+            match wire::parse(&self.buf[at..at + len]) {
+                Ok(msg) => on(&msg),
+                Err(err) => tracing::debug!("D-Bus message dropped: {err}"),
+            }
+            at += len;
+        }
+        self.buf.copy_within(at..self.filled, 0);
+        self.filled -= at;
+        // Give back memory a burst made us take.
+        if self.filled == 0 && self.buf.len() > 4 * CHUNK {
+            self.buf = vec![0; CHUNK];
+        }
+        Ok(())
+    }
+
+    /// Reads everything received so far and hands each message to `on`, in order. An error
+    /// means the connection is unusable (closed by the bus, or a stream we cannot frame).
+    pub fn drain(&mut self, mut on: impl FnMut(&Message<'_>)) -> io::Result<()> {
+        loop {
+            let got = self.receive_once()?;
+            self.parse_all(&mut on)?;
+            if !got {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn invalid_wire(err: wire::WireError) -> io::Error {
+    invalid(err.to_string())
+}
+
+/// Writes all of a (small) message on a socket that may be non-blocking: the bus takes it at
+/// once unless it is overloaded, so a full socket is waited for briefly, not polled for.
+fn write_patiently(stream: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the bus does not take our message",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// A line of the authentication exchange.
+fn read_line(stream: &mut UnixStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 512 {
+            return Err(invalid("an authentication line longer than 512 bytes"));
+        }
+        match stream.read(&mut byte)? {
+            0 => {
+                return Err(invalid(
+                    "the bus closed the connection during authentication",
+                ))
+            }
+            _ => line.push(byte[0]),
+        }
+    }
+    line.truncate(line.len() - 2);
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
