@@ -87,6 +87,9 @@ pub struct Outcome {
     pub online: u32,
     /// Names of the lost batteries.
     pub lost: Vec<String>,
+    /// Expected batteries never found (`batteries.expected` minus those known): a degraded
+    /// bank as if they were lost (SPEC §2).
+    pub missing: u32,
     /// `/Dc/0/Current` (from the current source, else the BMS sum).
     pub current_a: Option<f64>,
     /// `/Dc/0/Power`.
@@ -275,6 +278,9 @@ impl Engine {
             .filter(|b| b.state == BatteryState::Lost)
             .map(|b| b.name.clone())
             .collect();
+        let missing = around
+            .expected
+            .saturating_sub(u32::try_from(batteries.len()).unwrap_or(u32::MAX));
         let capacity = merged.installed_capacity_ah;
 
         // Nothing to compute from: fail safe without asking the plugins (a bank with no
@@ -290,6 +296,7 @@ impl Engine {
                 merged,
                 online,
                 lost,
+                missing,
                 current_a: None,
                 power_w: None,
                 soc_pct: None,
@@ -372,7 +379,8 @@ impl Engine {
         }
         self.clamping = clamping;
 
-        let limits = self.degrade(verdict.limits, online, around.expected, !lost.is_empty());
+        let degraded = !lost.is_empty() || missing > 0;
+        let limits = self.degrade(verdict.limits, online, around.expected, degraded);
 
         let mut save_state = false;
         let mut feed_in_write = None;
@@ -403,6 +411,12 @@ impl Engine {
         }
         if !lost.is_empty() {
             mode = format!("{mode}; battery lost");
+        }
+        if missing > 0 {
+            mode = format!(
+                "{mode}; {missing} of {} batteries not found",
+                around.expected
+            );
         }
         if mode != self.mode {
             events.push(Event::ModeChanged(mode.clone()));
@@ -436,6 +450,7 @@ impl Engine {
             merged,
             online,
             lost,
+            missing,
             current_a,
             power_w,
             soc_pct,

@@ -140,7 +140,8 @@ impl Published {
         let (min_temp, min_temp_id) = extreme(&m.min_cell_temperature);
         let int = |n: i64| Value::Int(n);
         let mut alarms = m.alarms;
-        if !outcome.lost.is_empty() {
+        // A battery lost or never found, or none online or held at all (SPEC §4).
+        if !outcome.lost.is_empty() || outcome.missing > 0 || m.count == 0 {
             alarms[ALARM_BMS_CABLE] = Some(alarms[ALARM_BMS_CABLE].unwrap_or(0).max(2));
         }
         // With no battery left, the last voltage stays (SPEC §4): DVCC keeps a sane reference.
@@ -302,6 +303,7 @@ mod tests {
             },
             online: 2,
             lost: Vec::new(),
+            missing: 0,
             current_a: Some(-5.5),
             power_w: Some(-286.55),
             soc_pct: Some(78.0),

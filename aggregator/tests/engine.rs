@@ -214,6 +214,44 @@ fn a_lost_battery_blocks_charge_and_scales_discharge() {
 }
 
 #[test]
+fn an_expected_battery_never_found_degrades_the_bank_as_a_lost_one() {
+    for (policy, ccl, dcl) in [
+        (OnLost::BlockCharge, 0.0, 100.0),
+        (OnLost::BlockAll, 0.0, 0.0),
+        (OnLost::Continue, 100.0, 100.0),
+    ] {
+        let mut rig = rig(LFP, BMS, policy);
+        balanced_recently(&mut rig);
+        // Two expected, one ever seen.
+        let out = rig
+            .engine
+            .tick(&[battery("A", 2.3, 2.3, 10.0, 50.0)], &around(Some(0)));
+        assert_eq!(
+            (out.limits.ccl_a, out.limits.dcl_a),
+            (ccl, dcl),
+            "{policy:?}"
+        );
+        assert_eq!(out.missing, 1);
+        assert!(out.lost.is_empty());
+        assert!(
+            out.mode.ends_with("1 of 2 batteries not found"),
+            "{}",
+            out.mode
+        );
+    }
+    // Both there: not degraded.
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let both = [
+        battery("A", 2.3, 2.3, 10.0, 50.0),
+        battery("B", 2.3, 2.3, 10.0, 50.0),
+    ];
+    let out = rig.engine.tick(&both, &around(Some(0)));
+    assert_eq!(out.missing, 0);
+    assert!(out.limits.ccl_a > 0.0);
+}
+
+#[test]
 fn no_battery_at_all_stops_both_directions() {
     let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
     let out = rig.engine.tick(&[], &around(None));
