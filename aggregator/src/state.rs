@@ -82,8 +82,11 @@ impl StateStore {
         self.dir.join(STATE_FILE)
     }
 
-    /// Loads the state, or says why there is none to use.
+    /// Loads the state, or says why there is none to use. Temporary files left by a write that
+    /// was cut short (a kill -9, a power cut) are removed first: the state file itself is
+    /// always whole, and nothing else writes in the folder.
     pub fn load(&self) -> Result<State, LoadProblem> {
+        self.remove_leftovers();
         let path = self.path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -101,6 +104,21 @@ impl StateStore {
             ));
         }
         Ok(state)
+    }
+
+    fn remove_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".state-") && name.ends_with(".tmp") {
+                if let Err(err) = fs::remove_file(entry.path()) {
+                    tracing::warn!("cannot remove {}: {err}", entry.path().display());
+                }
+            }
+        }
     }
 
     /// Writes the state atomically; the file is readable by all, writable by its owner only.
@@ -200,5 +218,19 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn temporary_files_of_an_interrupted_write_are_removed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        store.save(&State::default()).unwrap();
+        let leftover = dir.path().join(".state-AbC123.tmp");
+        fs::write(&leftover, "{\"charge_").unwrap();
+        let other = dir.path().join("notes.txt");
+        fs::write(&other, "kept").unwrap();
+        assert!(store.load().is_ok());
+        assert!(!leftover.exists());
+        assert!(other.exists());
     }
 }
