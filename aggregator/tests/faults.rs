@@ -2,12 +2,15 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aggregator::bus::private::PrivateBus;
 use aggregator::sim::{Scenario, Simulator};
-use support::bus::{client, num, until, wait_for_name, Daemon, OWN};
-use support::world::runtime;
+use aggregator::state::{LoadProblem, StateStore, STATE_FILE};
+use support::bus::{
+    client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
+};
+use support::world::{runtime, World};
 
 const SCENARIO: &str = r#"
 step: 100ms
@@ -92,5 +95,652 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
         let log = daemon.log_text();
         assert!(log.contains("reconnected to D-Bus"), "{log}");
         assert!(daemon.running());
+    });
+}
+
+// ---- battery presence (SPEC §4) ------------------------------------------------------------
+
+/// Two 16-cell LFP batteries of 280 Ah at 60 %, 20 A out of each. Without jitter the cells
+/// stand still, so the limits are exact numbers to compare; the SoC, consumed Ah and time to
+/// go still move every few seconds, so neither battery looks frozen to the default check.
+/// `JITTER` and `SEGMENTS` are replaced by the test's.
+const BANK: &str = r#"
+step: 100ms
+jitter: JITTER
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+segments:
+SEGMENTS
+"#;
+
+fn bank(jitter: bool, segments: &str) -> String {
+    BANK.replace("JITTER", &jitter.to_string())
+        .replace("SEGMENTS", segments)
+}
+
+/// The LFP strategy on a fast tick; `BATTERIES` is the test's `batteries:` section.
+const LFP: &str = r#"
+update_interval: 200ms
+batteries: BATTERIES
+current_source: { plugin: bms }
+strategy:
+  plugin: lfp-balancing
+  config:
+    balancing_voltage: 3.45
+    balancing_every_days: 10
+    charge_voltages: [3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45]
+    max_cell_voltage: 3.50
+    min_cell_voltage: 2.90
+    min_cell_hysteresis: 0.1
+    cell_diff_max: 0.025
+    max_charge_current: 150
+    max_discharge_current: 200
+    zero_soc: true
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+
+fn lfp(batteries: &str) -> String {
+    LFP.replace("BATTERIES", batteries)
+}
+
+/// Bat1 leaves the bus after 8 s for `seconds`, then stays.
+fn bat1_gone_for(seconds: u32) -> String {
+    bank(
+        false,
+        &format!(
+            r#"
+  - {{ duration: 8s, cell_voltage: 3.30, battery_current: -20 }}
+  - duration: {seconds}s
+    batteries: {{ Bat1: {{ gone: true }} }}
+  - {{ duration: 1h }}
+"#
+        ),
+    )
+}
+
+/// CVL, CCL and DCL as published.
+type Limits = (Option<f64>, Option<f64>, Option<f64>);
+
+fn limits(items: &Items) -> Limits {
+    (
+        num(items, "/Info/MaxChargeVoltage"),
+        num(items, "/Info/MaxChargeCurrent"),
+        num(items, "/Info/MaxDischargeCurrent"),
+    )
+}
+
+type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
+
+/// Waits for the whole bank online; its limits then.
+async fn whole_bank(w: &World) -> Limits {
+    let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
+        num(i, "/System/NrOfBatteries") == Some(2.0) && num(i, "/Soc").is_some()
+    })
+    .await;
+    assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+    let before = limits(&items);
+    let (cvl, ccl, dcl) = before;
+    assert!(
+        cvl.is_some() && ccl.is_some_and(|c| c > 0.0) && dcl.is_some_and(|d| d > 0.0),
+        "{before:?}"
+    );
+    assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));
+    assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
+    before
+}
+
+fn occurrences(log: &str, text: &str) -> usize {
+    log.matches(text).count()
+}
+
+#[test]
+fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
+    runtime().block_on(async {
+        // Default hold_for (60 s), frozen_after and on_lost: a serialbattery driver restart.
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+        let mut w = World::start(&bat1_gone_for(20), &config).await;
+        let before = whole_bank(&w).await;
+
+        // Held: not online (SPEC §5 counts online batteries only), but its last reading is
+        // still merged, no cable alarm, the limits untouched.
+        let held = |i: &Items| {
+            num(i, "/Alarms/BmsCable") == Some(0.0)
+                && limits(i) == before
+                && num(i, "/InstalledCapacity") == Some(560.0)
+        };
+        let items = until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
+            num(i, "/System/NrOfBatteries") == Some(1.0)
+        })
+        .await
+        .reached("Bat1 held");
+        assert!(held(&items), "{items:?}");
+        assert_eq!(num(&items, "/System/BatteriesParallel"), Some(1.0));
+        let stale_at = Instant::now();
+
+        // All through the 20 s, and back online after.
+        let items = until_keeping(
+            &w.conn,
+            Duration::from_secs(35),
+            |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
+            |i| num(i, "/System/NrOfBatteries") == Some(2.0),
+        )
+        .await
+        .reached("Bat1 back");
+        let away = stale_at.elapsed().as_secs_f64();
+        assert!((15.0..=30.0).contains(&away), "held for {away} s");
+        assert!(held(&items), "{items:?}");
+
+        let log = w.daemon.log_text();
+        assert_eq!(
+            occurrences(
+                &log,
+                "battery Bat1 not online (service gone): holding its last values"
+            ),
+            1,
+            "{log}"
+        );
+        assert_eq!(occurrences(&log, "battery Bat1 online"), 2, "{log}");
+        assert!(!log.contains("battery Bat1 lost"), "{log}");
+        assert!(w.daemon.running());
+    });
+}
+
+#[test]
+fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
+    runtime().block_on(async {
+        // Default hold_for (60 s) and on_lost (block_charge).
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+        let mut w = World::start(&bat1_gone_for(90), &config).await;
+        let before = whole_bank(&w).await;
+        let (cvl, _, dcl) = before;
+
+        let held = |i: &Items| {
+            num(i, "/Alarms/BmsCable") == Some(0.0)
+                && limits(i) == before
+                && num(i, "/InstalledCapacity") == Some(560.0)
+        };
+        until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
+            num(i, "/System/NrOfBatteries") == Some(1.0)
+        })
+        .await
+        .reached("Bat1 held");
+        let stale_at = Instant::now();
+
+        // Held for hold_for, then lost.
+        let items = until_keeping(
+            &w.conn,
+            Duration::from_secs(80),
+            |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
+            |i| num(i, "/Alarms/BmsCable") == Some(2.0),
+        )
+        .await
+        .reached("Bat1 lost");
+        let held_for = stale_at.elapsed().as_secs_f64();
+        assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+
+        // block_charge: CCL 0, DCL scaled to the one battery of two online, CVL kept; the
+        // lost battery is no longer merged.
+        let lost = |i: &Items| {
+            let (c, ccl, d) = limits(i);
+            num(i, "/Alarms/BmsCable") == Some(2.0)
+                && ccl == Some(0.0)
+                && c == cvl
+                && d.zip(dcl)
+                    .is_some_and(|(d, before)| (d - before / 2.0).abs() < 1e-9)
+                && num(i, "/InstalledCapacity") == Some(280.0)
+                && num(i, "/System/NrOfBatteries") == Some(1.0)
+        };
+        assert!(lost(&items), "{before:?} -> {items:?}");
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(mode.ends_with("battery lost"), "mode {mode:?}");
+        let log = w.daemon.log_text();
+        assert_eq!(
+            occurrences(&log, "battery Bat1 lost (service gone)"),
+            1,
+            "{log}"
+        );
+
+        // Back after 90 s: online, the limits and the alarm as before.
+        let items = until_keeping(&w.conn, Duration::from_secs(45), lost, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0) && num(i, "/Alarms/BmsCable") == Some(0.0)
+        })
+        .await
+        .reached("Bat1 back");
+        assert_eq!(limits(&items), before, "{items:?}");
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(!mode.contains("lost"), "mode {mode:?}");
+        let log = w.daemon.log_text();
+        assert_eq!(occurrences(&log, "battery Bat1 online"), 2, "{log}");
+        assert!(w.daemon.running());
+    });
+}
+
+#[test]
+fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
+    runtime().block_on(async {
+        // Jitter moves every value of a live battery every step; Bat1 then stops publishing
+        // for 75 s while it stays on the bus.
+        let scenario = bank(
+            true,
+            r#"
+  - { duration: 8s, cell_voltage: 3.30, battery_current: -20 }
+  - duration: 75s
+    batteries: { Bat1: { frozen: true } }
+  - { duration: 1h }
+"#,
+        );
+        // frozen_after is 120 s by default; 3 s here so the test does not wait two minutes.
+        // hold_for keeps its default of 60 s.
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 3s }");
+        let started = Instant::now();
+        let mut w = World::start(&scenario, &config).await;
+        whole_bank(&w).await;
+
+        // Not before 8 s + 3 s (the scenario starts after `started`), then held as a stale
+        // battery: its last reading merged, no alarm, charging allowed.
+        let held = |i: &Items| {
+            num(i, "/Alarms/BmsCable") == Some(0.0)
+                && num(i, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0)
+                && num(i, "/InstalledCapacity") == Some(560.0)
+        };
+        until_keeping(&w.conn, Duration::from_secs(25), held, |i| {
+            num(i, "/System/NrOfBatteries") == Some(1.0)
+        })
+        .await
+        .reached("Bat1 frozen");
+        let detected = started.elapsed().as_secs_f64();
+        assert!(
+            detected >= 10.5,
+            "frozen after {detected} s of the scenario"
+        );
+        let stale_at = Instant::now();
+        let log = w.daemon.log_text();
+        assert!(
+            log.contains("battery Bat1 not online (frozen: no value changed for 3 s)"),
+            "{log}"
+        );
+
+        // After hold_for: lost, block_charge.
+        let items = until_keeping(
+            &w.conn,
+            Duration::from_secs(80),
+            |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
+            |i| num(i, "/Alarms/BmsCable") == Some(2.0),
+        )
+        .await
+        .reached("Bat1 lost");
+        let held_for = stale_at.elapsed().as_secs_f64();
+        assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+        let lost = |i: &Items| {
+            num(i, "/Alarms/BmsCable") == Some(2.0)
+                && num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+                && num(i, "/InstalledCapacity") == Some(280.0)
+        };
+        assert!(lost(&items), "{items:?}");
+        assert!(w.daemon.log_text().contains("battery Bat1 lost (frozen"));
+
+        // Its values move again: online at once.
+        let items = until_keeping(&w.conn, Duration::from_secs(30), lost, |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await
+        .reached("Bat1 back");
+        assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));
+        assert!(num(&items, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0));
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
+        assert_eq!(occurrences(&w.daemon.log_text(), "battery Bat1 online"), 2);
+        assert!(w.daemon.running());
+    });
+}
+
+#[test]
+fn no_battery_at_start_registers_fail_safe_then_merges_the_one_that_appears() {
+    runtime().block_on(async {
+        let scenario = r#"
+step: 100ms
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+segments:
+  - duration: 10s
+    cell_voltage: 3.30
+    battery_current: -20
+    batteries: { Bat1: { gone: true } }
+  - { duration: 1h }
+"#;
+        // startup_wait is 30 s by default; 3 s here, well before the battery comes at 10 s.
+        // No `expected`: the bank is what has been seen.
+        let config = lfp("{ cells: 16, startup_wait: 3s }");
+        let started = Instant::now();
+        let mut w = World::start(scenario, &config).await;
+        let registered = started.elapsed().as_secs_f64();
+        assert!(
+            (3.0..10.0).contains(&registered),
+            "registered after {registered} s"
+        );
+        let log = w.daemon.log_text();
+        assert!(log.contains("with safe values"), "{log}");
+
+        // SPEC §4 and §10: the fail-safe values, with the alarm.
+        let items = items(&w.conn, OWN).await;
+        let safe = |i: &Items| {
+            num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+                && num(i, "/Info/MaxDischargeCurrent") == Some(0.0)
+        };
+        assert!(safe(&items), "{items:?}");
+        assert_eq!(num(&items, "/System/NrOfBatteries"), Some(0.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(mode.starts_with("No battery online"), "mode {mode:?}");
+        // Checked last, so that the rest is known good either way.
+        let alarm_without_battery = num(&items, "/Alarms/BmsCable");
+
+        // Safe until the battery is there, then merged with normal limits.
+        let items = until_keeping(
+            &w.conn,
+            Duration::from_secs(20),
+            |i| num(i, "/System/NrOfBatteries") != Some(0.0) || safe(i),
+            |i| {
+                num(i, "/System/NrOfBatteries") == Some(1.0)
+                    && num(i, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0)
+            },
+        )
+        .await
+        .reached("Bat1 merged");
+        let merged = started.elapsed().as_secs_f64();
+        assert!(merged >= 10.0, "merged after {merged} s");
+        assert!(num(&items, "/Info/MaxDischargeCurrent").is_some_and(|d| d > 0.0));
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(280.0));
+        assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));
+        let soc = num(&items, "/Soc").unwrap();
+        assert!((59.0..=60.0).contains(&soc), "SoC {soc}");
+        let log = w.daemon.log_text();
+        assert!(log.contains("battery Bat1 found"), "{log}");
+        assert!(w.daemon.running());
+        assert_eq!(
+            alarm_without_battery,
+            Some(2.0),
+            "SPEC §4 and §10: the fail-safe values with no battery online include the alarm \
+             (/Alarms/BmsCable 2)"
+        );
+    });
+}
+
+// ---- a strategy that panics (SPEC §9) ------------------------------------------------------
+
+#[test]
+fn a_panicking_strategy_publishes_the_fail_safe_and_the_daemon_runs_on() {
+    runtime().block_on(async {
+        // 25 good ticks (5 s), then a panic every tick. plugin_failures (default 5) is raised
+        // to 25 so both steps of SPEC §9 are seen: CCL 0 first, DCL 0 after that many.
+        let config = r#"
+update_interval: 200ms
+batteries: { expected: 2, cells: 16, startup_wait: 20s }
+current_source: { plugin: bms }
+strategy: { plugin: fault-test, config: { fault: panic, after_ticks: 25 } }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, plugin_failures: 25 }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+        let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }";
+        let mut w = World::start(&bank(true, segments), config).await;
+        // The fault-test plugin's good limits.
+        let good = (Some(55.0), Some(50.0), Some(60.0));
+        let (ok, items) = until(&w.conn, Duration::from_secs(5), |i| limits(i) == good).await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(text(&items, "/Info/ChargeMode").as_deref(), Some("Test"));
+
+        // The panics: CCL 0, the last good CVL and DCL, the mode says so.
+        let faulted = |i: &Items| {
+            num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+                && num(i, "/Info/MaxChargeVoltage") == Some(55.0)
+                && text(i, "/Info/ChargeMode").is_some_and(|m| m.starts_with("Fault"))
+        };
+        let items = until_keeping(
+            &w.conn,
+            Duration::from_secs(15),
+            |i| limits(i) == good,
+            faulted,
+        )
+        .await
+        .reached("fault published");
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(60.0));
+
+        // After plugin_failures in a row: DCL 0 too; and it stays so.
+        until_keeping(&w.conn, Duration::from_secs(15), faulted, |i| {
+            faulted(i) && num(i, "/Info/MaxDischargeCurrent") == Some(0.0)
+        })
+        .await
+        .reached("DCL 0");
+        let (ok, items) = until(&w.conn, Duration::from_secs(2), |i| {
+            !(faulted(i) && num(i, "/Info/MaxDischargeCurrent") == Some(0.0))
+        })
+        .await;
+        assert!(!ok, "the fail-safe must hold while the plugin panics: {items:?}");
+
+        // Logged once for the whole episode, with the plugin's message.
+        let log = w.daemon.log_text();
+        assert_eq!(occurrences(&log, "strategy fault:"), 1, "{log}");
+        assert_eq!(occurrences(&log, "fault-test: deliberate panic"), 1, "{log}");
+        assert!(w.daemon.running(), "{log}");
+        // Still serving the bus.
+        assert!(number(&w.conn, "/Soc").await.is_some());
+    });
+}
+
+// ---- the state file (SPEC §7) --------------------------------------------------------------
+
+/// A state file saved often: every 0.0001 × 560 Ah = 0.056 Ah, about every 5 s at 40 A (the
+/// default 0.0025 would take two minutes).
+fn lfp_saving_often() -> String {
+    lfp("{ expected: 2, cells: 16, startup_wait: 20s }")
+        .replace("logging:", "soc: { save_precision: 0.0001 }\nlogging:")
+}
+
+/// A corrupt state file in place before the start: logged, the counter starts from the
+/// batteries' SoC, and a good file replaces it.
+async fn corrupt_state_file_is_replaced(content: &[u8]) {
+    let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }";
+    let content = content.to_vec();
+    let mut w = World::start_prepared(&bank(false, segments), &lfp_saving_often(), move |dir| {
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::write(dir.join("state").join(STATE_FILE), content).unwrap();
+    })
+    .await;
+    let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
+        num(i, "/Soc").is_some()
+    })
+    .await;
+    assert!(ok, "{items:?}");
+    let soc = num(&items, "/Soc").unwrap();
+    assert!((59.5..=60.0).contains(&soc), "SoC {soc}");
+    let log = w.daemon.log_text();
+    assert!(
+        log.contains("saved state is unreadable")
+            && log.contains("starting from the batteries' SoC"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SoC counter started from the batteries' SoC 60.0 %"),
+        "{log}"
+    );
+
+    let store = StateStore::new(w.dir.path().join("state"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        match store.load() {
+            Ok(state) if state.charge_ah.is_some() => break state,
+            other if Instant::now() >= deadline => {
+                panic!("no good state file: {other:?}\n{}", w.daemon.log_text())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let saved_soc = 100.0 * state.charge_ah.unwrap() / 560.0;
+    assert!((59.0..=60.0).contains(&saved_soc), "saved {saved_soc} %");
+    assert_eq!(state.capacity_ah, Some(560.0));
+    assert!(w.daemon.running());
+}
+
+#[test]
+fn an_empty_state_file_is_logged_and_replaced() {
+    runtime().block_on(corrupt_state_file_is_replaced(b""));
+}
+
+#[test]
+fn a_truncated_state_file_is_logged_and_replaced() {
+    runtime().block_on(corrupt_state_file_is_replaced(
+        br#"{ "charge_ah": 300.5, "capacity_ah": 56"#,
+    ));
+}
+
+#[test]
+fn a_garbage_state_file_is_logged_and_replaced() {
+    runtime().block_on(corrupt_state_file_is_replaced(
+        b"\x00\x01\xff garbage \xfe{{{",
+    ));
+}
+
+/// Two small batteries of 20 Ah whose BMSs say 80 % whatever happens: 80 A out of a 40 Ah
+/// bank moves the counter 0.056 %/s away from them, so a counter restored from the file is
+/// told apart from one started from the BMS SoC.
+const SMALL_BANK: &str = r#"
+step: 100ms
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 20, soc: 80 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 20, soc: 80 }
+segments:
+  - duration: 1h
+    cell_voltage: 3.30
+    battery_current: -40
+    batteries:
+      Bat1: { values: { /Soc: 80 } }
+      Bat2: { values: { /Soc: 80 } }
+"#;
+
+fn saved_soc(w: &World) -> f64 {
+    let state = StateStore::new(w.dir.path().join("state"))
+        .load()
+        .unwrap_or_else(|err| panic!("{err}\n{}", w.daemon.log_text()));
+    let charge = state.charge_ah.expect("a saved charge");
+    assert_eq!(state.capacity_ah, Some(40.0));
+    100.0 * charge / 40.0
+}
+
+fn restart(w: &mut World) {
+    let config = w.dir.path().join("config.yaml");
+    w.daemon = Daemon::start_with(w.bus.address(), w.dir.path(), &config);
+}
+
+#[test]
+fn sigterm_saves_the_counter_and_the_restarted_daemon_continues_from_it() {
+    runtime().block_on(async {
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+        let mut w = World::start(SMALL_BANK, &config).await;
+        // About 9 s of discharge.
+        let (ok, items) = until(&w.conn, Duration::from_secs(20), |i| {
+            num(i, "/Soc").is_some_and(|s| s < 79.5)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let published = number(&w.conn, "/Soc").await.unwrap();
+        assert_eq!(w.daemon.terminate(), Some(0), "{}", w.daemon.log_text());
+        assert!(w.daemon.log_text().contains("SIGTERM: stopping"));
+
+        // Saved on the way out: what was published, less at most a tick or two of discharge.
+        let saved = saved_soc(&w);
+        assert!(
+            saved <= published && saved > published - 0.1,
+            "published {published} %, saved {saved} %"
+        );
+
+        let logged = w.daemon.log_text().len();
+        restart(&mut w);
+        assert!(
+            wait_for_name(&w.conn, OWN, Duration::from_secs(20))
+                .await
+                .is_some(),
+            "{}",
+            w.daemon.log_text()
+        );
+        let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
+            num(i, "/Soc").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}");
+        // From the file, not from the BMSs' 80 %.
+        let first = num(&items, "/Soc").unwrap();
+        assert!(
+            first <= saved && first > saved - 0.3,
+            "saved {saved} %, first published after the restart {first} %"
+        );
+        let after = w.daemon.log_text()[logged..].to_string();
+        assert!(after.contains("state restored from"), "{after}");
+        assert!(!after.contains("SoC counter started"), "{after}");
+        assert!(w.daemon.running());
+    });
+}
+
+/// A number in [0, 1) that differs from run to run (std's hash keys are seeded randomly).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[test]
+fn kill_9_at_a_random_moment_leaves_a_readable_state_file() {
+    runtime().block_on(async {
+        // The counter moves enough every tick to be saved every tick (100 ms), so a kill has a
+        // real chance to fall into a write.
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }")
+            .replace("update_interval: 200ms", "update_interval: 100ms")
+            .replace("logging:", "soc: { save_precision: 0.00001 }\nlogging:");
+        let mut w = World::start(SMALL_BANK, &config).await;
+        let store = StateStore::new(w.dir.path().join("state"));
+        let mut moments = Vec::new();
+        for round in 0..6 {
+            if round > 0 {
+                restart(&mut w);
+            }
+            // Anywhere in the first 3 s of a run: start-up, the first saves, steady state.
+            let ms = (random_fraction() * 3000.0) as u64;
+            moments.push(ms);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            assert!(w.daemon.running(), "{}", w.daemon.log_text());
+            w.daemon.kill_hard();
+            match store.load() {
+                Ok(_) | Err(LoadProblem::Missing(_)) => {}
+                Err(problem) => panic!("killed {ms} ms into run {round}: {problem}"),
+            }
+        }
+        // At least the first run (registered, then up to 3 s) saved something.
+        let state = store
+            .load()
+            .unwrap_or_else(|err| panic!("killed at {moments:?} ms: {err}"));
+        assert!(state.charge_ah.is_some(), "killed at {moments:?} ms");
+        // A kill inside a write leaves its temporary file behind (the rename never came);
+        // the state file itself is whole either way.
+        let leftovers = std::fs::read_dir(w.dir.path().join("state"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != STATE_FILE)
+            .count();
+        eprintln!("killed at {moments:?} ms; temporary files left behind: {leftovers}");
+        let log = w.daemon.log_text();
+        assert!(!log.contains("saved state is unreadable"), "{log}");
+        restart(&mut w);
+        assert!(
+            wait_for_name(&w.conn, OWN, Duration::from_secs(20))
+                .await
+                .is_some(),
+            "{}",
+            w.daemon.log_text()
+        );
+        assert!(w.daemon.running());
+        assert!(w.daemon.log_text().contains("state restored from"));
     });
 }

@@ -119,6 +119,17 @@ pub mod bus {
             matches!(self.child.try_wait(), Ok(None))
         }
 
+        /// The process id.
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Kills it with SIGKILL (no chance to clean up) and reaps it.
+        pub fn kill_hard(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+
         /// Sends SIGTERM and waits for the exit code.
         pub fn terminate(&mut self) -> Option<i32> {
             let pid = self.child.id() as i32;
@@ -248,11 +259,73 @@ pub mod bus {
             .get(path)
             .and_then(|(v, _)| aggregator::bus::variant::Field::from_owned(v).number())
     }
+
+    /// The text value (not the `Text` of the item) in an item map.
+    pub fn text(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<String> {
+        match items
+            .get(path)
+            .map(|(v, _)| aggregator::bus::variant::Field::from_owned(v))
+        {
+            Some(aggregator::bus::variant::Field::Text(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// How [`until_keeping`] ended, with the items seen last.
+    #[derive(Debug)]
+    pub enum Watch {
+        /// `check` held while `keep` had held at every poll before.
+        Reached(HashMap<String, (OwnedValue, String)>),
+        /// `keep` failed first: what the service showed then.
+        Broken(HashMap<String, (OwnedValue, String)>),
+        /// Neither within the time.
+        TimedOut(HashMap<String, (OwnedValue, String)>),
+    }
+
+    impl Watch {
+        /// The items once `check` held; panics naming `what` and the items otherwise.
+        pub fn reached(self, what: &str) -> HashMap<String, (OwnedValue, String)> {
+            match self {
+                Watch::Reached(items) => items,
+                Watch::Broken(items) => panic!("{what}: the invariant broke first: {items:?}"),
+                Watch::TimedOut(items) => panic!("{what}: timed out: {items:?}"),
+            }
+        }
+    }
+
+    /// Like [`until`], and every poll before `check` holds must satisfy `keep`: what the
+    /// service shows *during* a fault, not only where it ends up.
+    pub async fn until_keeping<K, F>(
+        conn: &Connection,
+        within: Duration,
+        mut keep: K,
+        mut check: F,
+    ) -> Watch
+    where
+        K: FnMut(&HashMap<String, (OwnedValue, String)>) -> bool,
+        F: FnMut(&HashMap<String, (OwnedValue, String)>) -> bool,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            let items = items(conn, OWN).await;
+            if check(&items) {
+                return Watch::Reached(items);
+            }
+            if !keep(&items) {
+                return Watch::Broken(items);
+            }
+            if Instant::now() >= deadline {
+                return Watch::TimedOut(items);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 pub mod world {
     //! A private bus with the simulator and the daemon on it.
 
+    use std::path::Path;
     use std::time::Duration;
 
     use aggregator::bus::private::PrivateBus;
@@ -287,12 +360,23 @@ pub mod world {
         /// Starts the bus, the simulator with `scenario` and the daemon with `config` (see
         /// [`Daemon::start`] for its placeholders); returns once our service is registered.
         pub async fn start(scenario: &str, config: &str) -> World {
+            Self::start_prepared(scenario, config, |_| {}).await
+        }
+
+        /// [`World::start`], with `prepare` called on the test's folder before the daemon
+        /// starts (to put a state file in place, say).
+        pub async fn start_prepared(
+            scenario: &str,
+            config: &str,
+            prepare: impl FnOnce(&Path),
+        ) -> World {
             let bus = PrivateBus::start().expect("dbus-daemon");
             let scenario = Scenario::parse(scenario, "test scenario").expect("scenario");
             let sim = Simulator::start(bus.address(), scenario)
                 .await
                 .expect("simulator");
             let dir = tempfile::tempdir().expect("temp dir");
+            prepare(dir.path());
             let daemon = Daemon::start(bus.address(), dir.path(), config);
             let conn = client(bus.address()).await;
             assert!(
