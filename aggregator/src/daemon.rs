@@ -67,14 +67,27 @@ pub fn settings_uid(service_name: &str) -> String {
     }
 }
 
-/// Local date now.
+/// Local date now; the time zone is looked up once a minute, not every tick (a strategy
+/// counts days: a minute late at midnight does not matter).
 fn today() -> LocalDate {
-    let now = jiff::Zoned::now();
-    LocalDate {
-        year: i32::from(now.year()),
-        month: u8::try_from(now.month()).unwrap_or(1),
-        day: u8::try_from(now.day()).unwrap_or(1),
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(Instant, LocalDate)>> =
+            const { std::cell::Cell::new(None) };
     }
+    let now = Instant::now();
+    if let Some((at, date)) = LAST.get() {
+        if now.duration_since(at) < Duration::from_secs(60) {
+            return date;
+        }
+    }
+    let zoned = jiff::Zoned::now();
+    let date = LocalDate {
+        year: i32::from(zoned.year()),
+        month: u8::try_from(zoned.month()).unwrap_or(1),
+        day: u8::try_from(zoned.day()).unwrap_or(1),
+    };
+    LAST.set(Some((now, date)));
+    date
 }
 
 async fn connect_with_retry() -> Connection {

@@ -2,6 +2,7 @@
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 
@@ -38,6 +39,29 @@ fn text(values: &HashMap<String, Field>, path: &str) -> Option<String> {
     }
 }
 
+/// Cells whose path is kept ready (more are written out when asked for).
+const CELL_PATHS: usize = 64;
+
+/// `/Voltages/Cell<k>`, without formatting it each tick for the usual cell counts.
+fn cell_path(k: usize) -> std::borrow::Cow<'static, str> {
+    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        (1..=CELL_PATHS)
+            .map(|k| format!("/Voltages/Cell{k}"))
+            .collect()
+    });
+    match paths.get(k.wrapping_sub(1)) {
+        Some(path) => path.as_str().into(),
+        None => format!("/Voltages/Cell{k}").into(),
+    }
+}
+
+/// `/Alarms/<name>` in the order of [`ALARMS`].
+fn alarm_paths() -> &'static [String] {
+    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
+    PATHS.get_or_init(|| ALARMS.iter().map(|a| format!("/Alarms/{a}")).collect())
+}
+
 /// The identity paths of a service.
 pub fn identity(service: &Service) -> Identity {
     let mut ignored = Vec::new();
@@ -58,18 +82,18 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
     let w = &mut bad;
     let cells_per_battery = integer(v, "/System/NrOfCellsPerBattery", w);
     let published_cells = (1..)
-        .take_while(|k| v.contains_key(&format!("/Voltages/Cell{k}")))
+        .take_while(|&k| v.contains_key(cell_path(k).as_ref()))
         .count();
     let cell_count = match cells_per_battery {
         Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(1024),
         _ => published_cells,
     };
     let mut alarms = [None; ALARMS.len()];
-    for (k, alarm) in ALARMS.iter().enumerate() {
-        alarms[k] = integer(v, &format!("/Alarms/{alarm}"), w);
+    for (k, path) in alarm_paths().iter().enumerate() {
+        alarms[k] = integer(v, path, w);
     }
     let cell_voltages_v = (1..=cell_count)
-        .map(|k| number(v, &format!("/Voltages/Cell{k}"), w))
+        .map(|k| number(v, cell_path(k).as_ref(), w))
         .collect();
     BatteryReading {
         connected: integer(v, "/Connected", w),
