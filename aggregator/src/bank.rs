@@ -126,12 +126,10 @@ pub fn merge(members: &[Member<'_>]) -> Merged {
                 .zip(Some(r.min_temperature_cell_id.as_deref()))
         }),
         voltages_diff_v,
-        modules_online: readings().filter_map(|r| r.modules_online).sum(),
-        modules_offline: readings().filter_map(|r| r.modules_offline).sum(),
-        modules_blocking_charge: readings().filter_map(|r| r.modules_blocking_charge).sum(),
-        modules_blocking_discharge: readings()
-            .filter_map(|r| r.modules_blocking_discharge)
-            .sum(),
+        modules_online: count_sum(readings().map(|r| r.modules_online)),
+        modules_offline: count_sum(readings().map(|r| r.modules_offline)),
+        modules_blocking_charge: count_sum(readings().map(|r| r.modules_blocking_charge)),
+        modules_blocking_discharge: count_sum(readings().map(|r| r.modules_blocking_discharge)),
         alarms,
         allow_to_charge: readings().filter_map(|r| r.allow_to_charge).min(),
         allow_to_discharge: readings().filter_map(|r| r.allow_to_discharge).min(),
@@ -177,10 +175,13 @@ fn extreme<'a>(
     })
 }
 
-/// Mean of the values; `None` if any is missing.
+/// Mean of the values; `None` if any is missing, or if finite but huge values (a BMS may
+/// publish 1e308 V) sum to infinity, which `/Dc/0/Voltage` would publish.
 fn mean_all(mut values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let (sum, n) = values.try_fold((0.0, 0usize), |(sum, n), v| Some((sum + v?, n + 1)))?;
-    (n > 0).then(|| sum / n as f64)
+    (n > 0)
+        .then(|| sum / n as f64)
+        .filter(|mean| mean.is_finite())
 }
 
 /// Mean of the values present; `None` if there are none.
@@ -191,6 +192,12 @@ fn mean_present(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 /// Sum of the values; `None` if any is missing.
 fn sum_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     values.sum()
+}
+
+/// Sum of the counts present. Saturates: a BMS may publish any integer, and two huge ones
+/// must not overflow (a panic in a debug build, a wrapped negative count in a release build).
+fn count_sum(values: impl Iterator<Item = Option<i64>>) -> i64 {
+    values.flatten().fold(0, i64::saturating_add)
 }
 
 /// Σ value·capacity / Σ capacity. With `all_or_nothing`, one missing value makes the result
@@ -381,6 +388,16 @@ mod tests {
         assert_eq!(m.alarms[0], Some(2), "alarms: maximum");
         assert_eq!(m.alarms[1], None, "alarm no battery has: invalid");
         assert_eq!(m.allow_to_charge, Some(0), "AllowTo*: minimum");
+    }
+
+    #[test]
+    fn huge_values_neither_overflow_nor_reach_infinity() {
+        let mut huge = battery(1e308, 0.0, 100.0, 50.0, (3.4, "C1", 3.3, "C2"));
+        huge.modules_blocking_charge = Some(i64::MAX);
+        let readings = [huge.clone(), huge];
+        let m = merge(&members(&names(2), &readings));
+        assert_eq!(m.modules_blocking_charge, i64::MAX);
+        assert_eq!(m.voltage_v, None);
     }
 
     #[test]

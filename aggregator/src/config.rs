@@ -246,33 +246,37 @@ fn default_current_source() -> PluginChoice {
 
 /// A duration as `500ms`, `60s`, `5m`, `1h` or a plain number of seconds.
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Seconds(f64),
-        Text(String),
+    // A visitor, not an untagged enum: the enum buffers the value, and an error raised after
+    // that carries the position of the enclosing map instead of the value's.
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as 500ms, 60s, 5m or 1h")
+        }
+        fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<Duration, E> {
+            // Not `from_secs_f64`: it panics on a number beyond `Duration`'s range (`1e30`).
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| E::custom(format!("`{seconds}` is not a duration")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<Duration, E> {
+            self.visit_f64(seconds as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Duration, E> {
+            self.visit_f64(seconds as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
     }
-    let seconds = match Raw::deserialize(de)? {
-        Raw::Seconds(s) => s,
-        Raw::Text(text) => parse_seconds(&text).map_err(serde::de::Error::custom)?,
-    };
-    if !(seconds.is_finite() && seconds >= 0.0) {
-        return Err(serde::de::Error::custom(format!(
-            "`{seconds}` is not a duration"
-        )));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    de.deserialize_any(Visitor)
 }
 
 /// A duration as written in `config.yaml` (`500ms`, `60s`, `5m`, `1h`, a plain number of
 /// seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds = parse_seconds(text)?;
-    if seconds.is_finite() && seconds >= 0.0 {
-        Ok(Duration::from_secs_f64(seconds))
-    } else {
-        Err(format!("`{text}` is not a duration"))
-    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a duration"))
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {

@@ -19,6 +19,8 @@ pub mod elf;
 pub mod engine;
 pub mod envelope;
 pub mod feedin;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gather;
 pub mod plugins;
 pub mod presence;

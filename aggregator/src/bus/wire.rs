@@ -179,6 +179,11 @@ impl<'a> Body<'a> {
         Cursor::new(self.bytes, self.big_endian).string()
     }
 
+    /// The first argument, when it is a variant, decoded as [`Field::from_wire`] decodes it.
+    pub fn variant(&self) -> Result<Field, WireError> {
+        Cursor::new(self.bytes, self.big_endian).variant(0)
+    }
+
     /// The `Value` entry of an `a{sv}` body (`PropertiesChanged`), if there is one.
     pub fn dict_value(&self, key: &str) -> Result<Option<Field>, WireError> {
         let mut c = Cursor::new(self.bytes, self.big_endian);
@@ -663,7 +668,7 @@ mod tests {
             Wire::from(vec![1i32, 2]),
             Wire::from(vec!["a", "b"]),
             Wire::from((1u8, "s", 2.5f64)),
-            Wire::from(Wire::from(12i32)),
+            Wire::Value(Box::new(Wire::from(12i32))),
             Wire::from(HashMap::<&str, i32>::new()),
             Wire::from(zbus::zvariant::ObjectPath::try_from("/a/b").unwrap()),
         ];

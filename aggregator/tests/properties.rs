@@ -1,0 +1,664 @@
+//! Properties of the safety envelope (SPEC §9) over arbitrary inputs.
+//!
+//! Two levels: the envelope alone, fed any strategy result (NaN, infinities, negative and huge
+//! limits, errors) in any order; and the whole tick, with the real strategy and current source
+//! plugins loaded from disk, fed any bank of 1 to 16 batteries of 4 to 32 cells. Whatever comes
+//! in, what is published stays within the user's `safety` section, a BMS that blocks charging
+//! gets CCL 0, and no published number is NaN or infinite.
+//!
+//! The batteries a tick receives keep the one promise the presence tracker makes: a battery is
+//! online or stale only with a reading that passes `BatteryReading::check`; one that does not
+//! is lost here, its reading still shown to the plugins. Within that, a battery's numbers are
+//! plausible, or any finite ones (negative, huge), or anything at all (NaN, infinity) wherever
+//! `check` lets them through; flags and counts are any integer; the Multi's and the chargers'
+//! currents are any number. Half the runs are calm (the whole bank there, plausible values),
+//! so that the undegraded bank gets its share.
+
+mod support;
+
+use std::collections::HashMap;
+
+use aggregator::config::OnLost;
+use aggregator::engine::{Battery, Engine, Outcome, Settings, Surroundings};
+use aggregator::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
+use aggregator::plugins::{load, Plugin};
+use aggregator::published::{Identity, Published};
+use aggregator::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
+use aggregator::value::Value;
+use plugin_api::{BatteryState, LocalDate, SolarChargerView, StrategyOutput, VebusView};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+use support::plugins_dir_with;
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// Any number a BMS, a plugin or a bus may produce: ordinary values most of the time, and the
+/// troublemakers (NaN, ±infinity, ±0, the extremes, subnormals) often enough to matter.
+fn any_number() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => -1000.0..1000.0f64,
+        2 => proptest::num::f64::ANY,
+        2 => prop::sample::select(vec![
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            1e300,
+            -1e300,
+            1e9,
+            -1e9,
+        ]),
+    ]
+}
+
+/// Any finite number, huge and negative included.
+fn finite_number() -> impl Strategy<Value = f64> {
+    any_number().prop_map(|v| if v.is_finite() { v } else { 1.0 })
+}
+
+fn maybe<T: std::fmt::Debug + Clone + 'static>(
+    value: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = Option<T>> {
+    prop_oneof![1 => Just(None), 4 => value.prop_map(Some)]
+}
+
+/// A flag or count as a BMS publishes it: mostly 0 or 1, sometimes any integer.
+fn any_flag() -> impl Strategy<Value = Option<i64>> {
+    maybe(prop_oneof![
+        4 => 0i64..=3,
+        1 => any::<i64>(),
+        1 => prop::sample::select(vec![i64::MIN, -1, i64::MAX]),
+    ])
+}
+
+/// The `safety` section as `check-config` lets it through: every bound positive and finite,
+/// the cell voltage below 5 V, at least one fault before DCL goes to 0.
+fn bounds() -> impl Strategy<Value = Bounds> {
+    let current = || {
+        prop_oneof![
+            4 => 1.0..1000.0f64,
+            1 => prop::sample::select(vec![f64::MIN_POSITIVE, 1e-9, 0.1, 1e12, f64::MAX]),
+        ]
+    };
+    (1e-3..5.0f64, current(), current(), 1u32..=6).prop_map(
+        |(max_cell_voltage_v, max_charge_current_a, max_discharge_current_a, plugin_failures)| {
+            Bounds {
+                max_cell_voltage_v,
+                max_charge_current_a,
+                max_discharge_current_a,
+                plugin_failures,
+            }
+        },
+    )
+}
+
+/// What a strategy hands the envelope: its three limits, or its error (or panic) text.
+fn strategy_result() -> impl Strategy<Value = Result<(f64, f64, f64), String>> {
+    prop_oneof![
+        5 => (any_number(), any_number(), any_number()).prop_map(Ok),
+        1 => "[a-z :]{0,20}".prop_map(Err),
+    ]
+}
+
+fn bank_facts() -> impl Strategy<Value = BankFacts> {
+    (4u32..=32, any::<bool>(), any::<bool>(), any_number()).prop_map(
+        |(cells, blocks_charge, blocks_discharge, voltage_v)| BankFacts {
+            cells,
+            blocks_charge,
+            blocks_discharge,
+            voltage_v,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The envelope itself
+
+/// SPEC §9 on published limits: finite, CVL within [0, N × max cell voltage], CCL and DCL
+/// within [0, their bound].
+fn within_bounds(limits: Limits, bounds: Bounds, cells: u32) -> Result<(), TestCaseError> {
+    let cvl_max = f64::from(cells) * bounds.max_cell_voltage_v;
+    let Limits {
+        cvl_v,
+        ccl_a,
+        dcl_a,
+    } = limits;
+    prop_assert!(
+        cvl_v.is_finite() && ccl_a.is_finite() && dcl_a.is_finite(),
+        "a limit is not finite: {limits:?}"
+    );
+    prop_assert!(
+        (0.0..=cvl_max).contains(&cvl_v),
+        "CVL {cvl_v} outside [0, {cells} × {}]",
+        bounds.max_cell_voltage_v
+    );
+    prop_assert!(
+        (0.0..=bounds.max_charge_current_a).contains(&ccl_a),
+        "CCL {ccl_a} outside [0, {}]",
+        bounds.max_charge_current_a
+    );
+    prop_assert!(
+        (0.0..=bounds.max_discharge_current_a).contains(&dcl_a),
+        "DCL {dcl_a} outside [0, {}]",
+        bounds.max_discharge_current_a
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_envelope_holds_for_any_strategy_result(
+        bounds in bounds(),
+        ticks in vec((strategy_result(), bank_facts()), 1..24),
+    ) {
+        let mut envelope = SafetyEnvelope::new(bounds);
+        let mut faults_in_a_row = 0;
+        for (result, facts) in ticks {
+            let output = result
+                .as_ref()
+                .map(|&(cvl, ccl, dcl)| StrategyOutput::limits(cvl, ccl, dcl, "Test"));
+            let verdict = envelope.apply(output.as_ref().map_err(|err| err.as_str()), facts);
+            let limits = verdict.limits;
+            within_bounds(limits, bounds, facts.cells)?;
+            if facts.blocks_charge {
+                prop_assert_eq!(limits.ccl_a, 0.0, "a BMS blocks charging");
+            }
+            if facts.blocks_discharge {
+                prop_assert_eq!(limits.dcl_a, 0.0, "a BMS blocks discharging");
+            }
+
+            // A sane result is taken as it is, only clamped to the bounds; anything else is a
+            // fault: CCL 0 at once, DCL 0 after `plugin_failures` in a row.
+            let sane = match result {
+                Ok((cvl, ccl, dcl)) => [cvl, ccl, dcl].iter().all(|v| v.is_finite())
+                    && cvl > 0.0
+                    && ccl >= 0.0
+                    && dcl >= 0.0,
+                Err(_) => false,
+            };
+            prop_assert_eq!(verdict.fault.is_none(), sane, "{:?}", result);
+            if let (true, Ok((cvl, ccl, dcl))) = (sane, result) {
+                faults_in_a_row = 0;
+                let cvl_max = f64::from(facts.cells) * bounds.max_cell_voltage_v;
+                prop_assert_eq!(limits.cvl_v, cvl.min(cvl_max));
+                if !facts.blocks_charge {
+                    prop_assert_eq!(limits.ccl_a, ccl.min(bounds.max_charge_current_a));
+                }
+                if !facts.blocks_discharge {
+                    prop_assert_eq!(limits.dcl_a, dcl.min(bounds.max_discharge_current_a));
+                }
+            } else {
+                faults_in_a_row += 1;
+                prop_assert_eq!(limits.ccl_a, 0.0, "a fault stops charging");
+                if faults_in_a_row >= bounds.plugin_failures {
+                    prop_assert_eq!(limits.dcl_a, 0.0, "{} faults in a row", faults_in_a_row);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole tick with the real plugins
+
+/// The plugins the tick runs with, each with a config section: every built-in strategy, and
+/// the `fault-test` strategy standing for a third party's plugin that returns anything.
+#[derive(Clone, Debug)]
+enum StrategyChoice {
+    Plugin(&'static str, &'static str),
+    /// `fault-test` returning these limits (JSON cannot carry NaN or infinity; the `nan` and
+    /// `out_of_range` faults do).
+    Fixed(f64, f64, f64),
+}
+
+impl StrategyChoice {
+    fn file_and_config(&self) -> (&'static str, String) {
+        match self {
+            StrategyChoice::Plugin(file, config) => (file, config.to_string()),
+            StrategyChoice::Fixed(cvl, ccl, dcl) => (
+                FAULT_TEST,
+                serde_json::json!({ "cvl": cvl, "ccl": ccl, "dcl": dcl }).to_string(),
+            ),
+        }
+    }
+}
+
+const FAULT_TEST: &str = "libplugin_fault_test.so";
+
+fn strategy_choice() -> impl Strategy<Value = StrategyChoice> {
+    let plugin = prop::sample::select(vec![
+        ("libplugin_lfp_balancing.so", "{}"),
+        (
+            "libplugin_lfp_balancing.so",
+            r#"{"balancing_every_days": 1}"#,
+        ),
+        ("libplugin_lto_cv.so", "{}"),
+        ("libplugin_serialbattery.so", "{}"),
+        (
+            "libplugin_serialbattery.so",
+            r#"{"cvl": "keep_max_until_all_float", "limits": "sum", "zero_soc": true}"#,
+        ),
+        (FAULT_TEST, r#"{"fault": "nan"}"#),
+        (FAULT_TEST, r#"{"fault": "out_of_range", "after_ticks": 1}"#),
+        (FAULT_TEST, r#"{"fault": "error", "after_ticks": 1}"#),
+        (FAULT_TEST, r#"{"fault": "panic", "after_ticks": 2}"#),
+    ]);
+    prop_oneof![
+        4 => plugin.prop_map(|(file, config)| StrategyChoice::Plugin(file, config)),
+        1 => (limit(), limit(), limit())
+            .prop_map(|(cvl, ccl, dcl)| StrategyChoice::Fixed(cvl, ccl, dcl)),
+    ]
+}
+
+/// A limit a strategy may return: mostly plausible, else any finite number.
+fn limit() -> impl Strategy<Value = f64> {
+    prop_oneof![0.0..1000.0f64, finite_number()]
+}
+
+const CURRENT_SOURCES: [(&str, &str); 2] = [
+    ("libplugin_bms.so", "{}"),
+    ("libplugin_victron.so", r#"{"use_multi": true}"#),
+];
+
+/// How far a battery's values stray from what a BMS sends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Values in a BMS's ranges, none missing, flags 0 or 1.
+    Steady,
+    /// Values in a BMS's ranges, one in twenty missing, flags 0 or 1.
+    Plausible,
+    /// Any finite values (negative, huge), flags any integer.
+    Finite,
+    /// Any values at all (NaN, infinity), flags any integer.
+    Garbage,
+}
+
+/// One number of a reading; `range` is where a plausible one lies.
+fn number(kind: Kind, range: std::ops::Range<f64>) -> BoxedStrategy<Option<f64>> {
+    match kind {
+        Kind::Steady => range.prop_map(Some).boxed(),
+        Kind::Plausible => prop_oneof![1 => Just(None), 19 => range.prop_map(Some)].boxed(),
+        Kind::Finite => prop_oneof![1 => Just(None), 9 => finite_number().prop_map(Some)].boxed(),
+        Kind::Garbage => maybe(any_number()).boxed(),
+    }
+}
+
+/// A flag (`/Io/AllowToCharge`) or a count (`…BlockingCharge`): `usual` most of the time.
+fn flag(kind: Kind, usual: i64, other: i64) -> BoxedStrategy<Option<i64>> {
+    match kind {
+        Kind::Steady => prop_oneof![39 => Just(Some(usual)), 1 => Just(Some(other))].boxed(),
+        Kind::Plausible => prop_oneof![
+            1 => Just(None),
+            8 => Just(Some(usual)),
+            2 => Just(Some(other)),
+        ]
+        .boxed(),
+        Kind::Finite | Kind::Garbage => any_flag().boxed(),
+    }
+}
+
+/// A battery's reading of `cells` cells.
+fn reading(cells: u32, kind: Kind) -> impl Strategy<Value = BatteryReading> {
+    let n = f64::from(cells);
+    let cell = || number(kind, 1.5..4.0);
+    let core = (
+        number(kind, 1.5 * n..4.0 * n),
+        number(kind, -300.0..300.0),
+        number(kind, 10.0..1000.0).prop_map(|c| c.map(f64::abs)),
+        cell(),
+        cell(),
+        number(kind, -20_000.0..20_000.0),
+        number(kind, -20.0..60.0),
+        number(kind, 0.0..100.0),
+        number(kind, 0.0..1e6),
+        number(kind, 1.5 * n..4.0 * n),
+    );
+    let more = (
+        number(kind, 2.0 * n..4.0 * n),
+        number(kind, 0.0..500.0),
+        number(kind, 0.0..500.0),
+        number(kind, -1000.0..0.0),
+        number(kind, 0.0..1000.0),
+        number(kind, -20.0..60.0),
+        number(kind, -20.0..60.0),
+    );
+    let flags = (
+        flag(kind, 1, 0),
+        flag(kind, 1, 0),
+        flag(kind, 0, 1),
+        flag(kind, 0, 1),
+        flag(kind, 1, 0),
+        flag(kind, 1, 0),
+        vec(flag(kind, 0, 1), ALARMS.len()),
+    );
+    let mode = maybe(prop::sample::select(vec![
+        "Bulk",
+        "Absorption",
+        "Float",
+        "",
+    ]));
+    let cell_list = vec(cell(), cells as usize);
+    (core, more, flags, mode, cell_list, any_flag()).prop_map(
+        move |(
+            (voltage, current, capacity, max_cell, min_cell, power, temp, soc, ttg, sum),
+            (cvl, ccl, dcl, consumed, remaining, max_temp, min_temp),
+            (
+                allow_charge,
+                allow_discharge,
+                blocking_charge,
+                blocking_discharge,
+                online,
+                balance,
+                alarms,
+            ),
+            mode,
+            cell_voltages_v,
+            connected,
+        )| {
+            let mut reading = BatteryReading {
+                connected,
+                voltage_v: voltage,
+                current_a: current,
+                power_w: power,
+                temperature_c: temp,
+                installed_capacity_ah: capacity,
+                consumed_ah: consumed,
+                capacity_ah: remaining,
+                soc_pct: soc,
+                time_to_go_s: ttg,
+                max_cell_temperature_c: max_temp,
+                min_cell_temperature_c: min_temp,
+                max_temperature_cell_id: Some("T1".into()),
+                min_temperature_cell_id: None,
+                max_cell_voltage_v: max_cell,
+                min_cell_voltage_v: min_cell,
+                max_voltage_cell_id: Some("C1".into()),
+                min_voltage_cell_id: Some("C2".into()),
+                voltages_sum_v: sum,
+                cells_per_battery: Some(i64::from(cells)),
+                modules_online: online,
+                modules_offline: Some(0),
+                modules_blocking_charge: blocking_charge,
+                modules_blocking_discharge: blocking_discharge,
+                allow_to_charge: allow_charge,
+                allow_to_discharge: allow_discharge,
+                allow_to_balance: balance,
+                max_charge_voltage_v: cvl,
+                max_charge_current_a: ccl,
+                max_discharge_current_a: dcl,
+                charge_mode: mode.map(str::to_string),
+                cell_voltages_v,
+                ..Default::default()
+            };
+            reading.alarms.copy_from_slice(&alarms);
+            reading
+        },
+    )
+}
+
+/// A battery as the presence tracker hands it over: online or stale only with a reading that
+/// passes `BatteryReading::check` (one that does not is not merged: here it is lost, with
+/// that reading still shown to the plugins). In a calm run the batteries are plausible and
+/// rarely lost, so that the undegraded bank gets its share of the runs.
+fn battery(index: usize, cells: u32, calm: bool) -> impl Strategy<Value = Battery> {
+    let (online, stale, lost) = if calm { (18, 2, 0) } else { (14, 3, 2) };
+    let state = prop_oneof![
+        online => Just(BatteryState::Online),
+        stale => Just(BatteryState::Stale),
+        lost => Just(BatteryState::Lost),
+    ];
+    let kind = if calm {
+        prop_oneof![9 => Just(Kind::Steady), 1 => Just(Kind::Plausible)].boxed()
+    } else {
+        prop_oneof![
+            6 => Just(Kind::Plausible),
+            2 => Just(Kind::Finite),
+            2 => Just(Kind::Garbage),
+        ]
+        .boxed()
+    };
+    (state, kind).prop_flat_map(move |(state, kind)| {
+        reading(cells, kind).prop_map(move |mut reading| {
+            let mut state = state;
+            if state != BatteryState::Lost {
+                // Grounds for losing a battery, left to the lost ones.
+                reading.connected = Some(1);
+                reading.alarms[ALARM_BMS_CABLE] = Some(0);
+                if reading.check(false).is_err() {
+                    state = BatteryState::Lost;
+                }
+            }
+            Battery {
+                name: format!("Bat{}", index + 1),
+                service: format!("com.victronenergy.battery.ttyUSB{index}"),
+                state,
+                reading,
+            }
+        })
+    })
+}
+
+/// One tick's bank: the same batteries every tick (by name), each in any state with any reading.
+fn bank(n: usize, cells: u32, calm: bool) -> impl Strategy<Value = Vec<Battery>> {
+    (0..n).map(|k| battery(k, cells, calm)).collect::<Vec<_>>()
+}
+
+/// One tick's surroundings besides the bank.
+fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = Surroundings> {
+    (
+        maybe(any_number()),
+        vec(maybe(any_number()), 0..3),
+        maybe(0i64..=1),
+        maybe(0i64..=1),
+        0i64..40_000,
+        prop_oneof![4 => 0.5..2.0f64, 1 => 0.0..100.0f64],
+    )
+        .prop_map(
+            move |(multi, chargers, low_soc, feed_in, day, dt_s)| Surroundings {
+                cells,
+                expected,
+                vebus: vec![VebusView {
+                    service: "com.victronenergy.vebus.ttyS4".into(),
+                    connected: Some(1).into(),
+                    current_a: multi.into(),
+                }],
+                solar_chargers: chargers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, current)| SolarChargerView {
+                        service: format!("com.victronenergy.solarcharger.ttyUSB{k}").into(),
+                        current_a: current.into(),
+                    })
+                    .collect(),
+                smartshunts: Vec::new(),
+                low_soc,
+                feed_in_setting: feed_in,
+                date: LocalDate::from_days_since_epoch(day),
+                dt_s,
+            },
+        )
+}
+
+#[derive(Clone, Debug)]
+struct Run {
+    bounds: Bounds,
+    on_lost: OnLost,
+    own_counter: bool,
+    strategy: StrategyChoice,
+    current_source: usize,
+    cells: u32,
+    ticks: Vec<(Vec<Battery>, Surroundings)>,
+}
+
+fn run() -> impl Strategy<Value = Run> {
+    let settings = (
+        bounds(),
+        prop::sample::select(vec![
+            OnLost::BlockCharge,
+            OnLost::BlockAll,
+            OnLost::Continue,
+        ]),
+        any::<bool>(),
+        strategy_choice(),
+        0..CURRENT_SOURCES.len(),
+    );
+    // Half the runs calm: the bank as expected, its batteries plausible.
+    let bank_and_ticks =
+        (1usize..=16, 4u32..=32, any::<bool>()).prop_flat_map(|(n, cells, calm)| {
+            let expected = if calm {
+                Just(n as u32).boxed()
+            } else {
+                (0..=n as u32 + 1).boxed()
+            };
+            expected.prop_flat_map(move |expected| {
+                let tick = (bank(n, cells, calm), surroundings(cells, expected));
+                vec(tick, 1..=3).prop_map(move |ticks| (cells, ticks))
+            })
+        });
+    (settings, bank_and_ticks).prop_map(
+        |((bounds, on_lost, own_counter, strategy, current_source), (cells, ticks))| Run {
+            bounds,
+            on_lost,
+            own_counter,
+            strategy,
+            current_source,
+            cells,
+            ticks,
+        },
+    )
+}
+
+/// Every plugin the runs use, loaded once from private copies of the built libraries.
+struct Plugins {
+    by_file: HashMap<&'static str, Plugin>,
+    _dir: tempfile::TempDir,
+}
+
+impl Plugins {
+    fn load() -> Self {
+        let files = [
+            "libplugin_lfp_balancing.so",
+            "libplugin_lto_cv.so",
+            "libplugin_serialbattery.so",
+            FAULT_TEST,
+            CURRENT_SOURCES[0].0,
+            CURRENT_SOURCES[1].0,
+        ];
+        let dir = plugins_dir_with(&files);
+        let by_file = files
+            .iter()
+            .map(|file| (*file, load(&dir.path().join(file)).expect("load plugin")))
+            .collect();
+        Self { by_file, _dir: dir }
+    }
+
+    fn engine(&self, run: &Run) -> Engine {
+        let (file, config) = run.strategy.file_and_config();
+        let strategy = &self.by_file[file];
+        let (current_file, current_config) = CURRENT_SOURCES[run.current_source];
+        let settings = Settings {
+            bounds: run.bounds,
+            on_lost: run.on_lost,
+            own_counter: run.own_counter,
+            efficiency: 0.985,
+            save_precision: 0.0025,
+        };
+        Engine::new(
+            settings,
+            &strategy.name,
+            strategy
+                .new_strategy(&config)
+                .unwrap_or_else(|err| panic!("{file} with {config}: {err}")),
+            self.by_file[current_file]
+                .new_current_source(current_config)
+                .expect("current source"),
+        )
+    }
+}
+
+/// The properties of one tick's outcome, and of what it publishes.
+fn check_outcome(
+    run: &Run,
+    batteries: &[Battery],
+    outcome: &Outcome,
+    published: &mut Published,
+) -> Result<(), TestCaseError> {
+    within_bounds(outcome.limits, run.bounds, run.cells)?;
+
+    let active = || batteries.iter().filter(|b| b.state != BatteryState::Lost);
+    let blocks = |allow: Option<i64>, modules: Option<i64>| {
+        allow == Some(0) || modules.is_some_and(|n| n > 0)
+    };
+    if let Some(b) =
+        active().find(|b| blocks(b.reading.allow_to_charge, b.reading.modules_blocking_charge))
+    {
+        prop_assert_eq!(outcome.limits.ccl_a, 0.0, "{} blocks charging", b.name);
+    }
+    if let Some(b) = active().find(|b| {
+        blocks(
+            b.reading.allow_to_discharge,
+            b.reading.modules_blocking_discharge,
+        )
+    }) {
+        prop_assert_eq!(outcome.limits.dcl_a, 0.0, "{} blocks discharging", b.name);
+    }
+    if active().next().is_none() {
+        prop_assert_eq!((outcome.limits.ccl_a, outcome.limits.dcl_a), (0.0, 0.0));
+    }
+    if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
+        prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
+    }
+
+    // Every number the service publishes, cell voltages included.
+    let cell_paths: Vec<(String, Option<f64>)> = active()
+        .flat_map(|b| {
+            b.reading
+                .cell_voltages_v
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (aggregator::published::cell_path(&b.name, k + 1), *v))
+        })
+        .collect();
+    published.update(outcome, run.cells, &cell_paths);
+    for (path, item) in published.items() {
+        if let Value::Float(v) = item.value {
+            prop_assert!(v.is_finite(), "{} is published as {}", path, v);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_tick_holds_the_envelope_for_any_bank_with_the_real_plugins() {
+    let plugins = Plugins::load();
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&run(), |run| {
+        let mut engine = plugins.engine(&run);
+        let mut published = Published::new(&Identity {
+            device_instance: 512,
+            custom_name: "Bank".into(),
+            process_name: "dbus-aggregate-batteries".into(),
+        });
+        for (batteries, around) in &run.ticks {
+            let outcome = engine.tick(batteries, around);
+            check_outcome(&run, batteries, &outcome, &mut published)?;
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}

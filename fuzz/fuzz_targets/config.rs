@@ -1,0 +1,9 @@
+//! `config.yaml` from any bytes: a config or errors that say what is wrong, never a panic.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = aggregator::fuzzing::config(data);
+});
