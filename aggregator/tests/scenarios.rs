@@ -30,19 +30,7 @@ const LFP: &str = r#"
 update_interval: 200ms
 batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s }
 current_source: CURRENT
-strategy:
-  plugin: lfp-balancing
-  config:
-    balancing_voltage: 3.45
-    balancing_every_days: 10
-    charge_voltages: [3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45]
-    max_cell_voltage: 3.50
-    min_cell_voltage: 2.90
-    min_cell_hysteresis: 0.1
-    cell_diff_max: 0.025
-    max_charge_current: 150
-    max_discharge_current: 200
-    zero_soc: true
+@LFP@
 safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }

@@ -62,19 +62,7 @@ update_interval: 100ms
 batteries: { expected: 3, cells: 16, startup_wait: 20s, hold_for: 5s, frozen_after: 3s }
 current_source: { plugin: victron, config: { use_multi: true } }
 soc: { save_precision: 0.0005 }
-strategy:
-  plugin: lfp-balancing
-  config:
-    balancing_voltage: 3.45
-    balancing_every_days: 10
-    charge_voltages: [3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45]
-    max_cell_voltage: 3.50
-    min_cell_voltage: 2.90
-    min_cell_hysteresis: 0.1
-    cell_diff_max: 0.025
-    max_charge_current: 150
-    max_discharge_current: 200
-    zero_soc: true
+@LFP@
 safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
 publish: { cell_voltages: true }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }

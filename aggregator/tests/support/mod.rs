@@ -76,12 +76,30 @@ pub mod bus {
         pub log: PathBuf,
     }
 
+    /// The `strategy:` section the end-to-end tests share (`@LFP@` in a test config): the
+    /// LFP strategy of `config.yaml`'s example, balancing at 3.45 V every month.
+    pub const LFP_STRATEGY: &str = "strategy:
+  plugin: lfp-balancing
+  config:
+    balancing_voltage: 3.45
+    balancing_every_days: 10
+    charge_voltages: [3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45, 3.45]
+    max_cell_voltage: 3.50
+    min_cell_voltage: 2.90
+    min_cell_hysteresis: 0.1
+    cell_diff_max: 0.025
+    max_charge_current: 150
+    max_discharge_current: 200
+    zero_soc: true";
+
     impl Daemon {
-        /// Writes `config_yaml` to `dir/config.yaml` (with `@DIR@` replaced by `dir` and
-        /// `@PLUGINS@` by the built plugins' folder) and starts `run` on the bus at `address`.
+        /// Writes `config_yaml` to `dir/config.yaml` (with `@DIR@` replaced by `dir`,
+        /// `@PLUGINS@` by the built plugins' folder and `@LFP@` by [`LFP_STRATEGY`]) and starts
+        /// `run` on the bus at `address`.
         pub fn start(address: &str, dir: &Path, config_yaml: &str) -> Daemon {
             let plugins = super::build_dir();
             let text = config_yaml
+                .replace("@LFP@", LFP_STRATEGY)
                 .replace("@DIR@", &dir.display().to_string())
                 .replace("@PLUGINS@", &plugins.display().to_string());
             let config = dir.join("config.yaml");
