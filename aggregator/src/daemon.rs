@@ -622,15 +622,7 @@ impl Daemon {
             Vec::new()
         };
         let changed = self.published.update(&outcome, cells, &cell_paths);
-        let changes: Vec<(String, Value, String)> = changed
-            .iter()
-            .filter_map(|path| {
-                self.published
-                    .get(path)
-                    .map(|item| (path.clone(), item.value.clone(), item.text()))
-            })
-            .collect();
-        let changed = self.exported.store(changes);
+        let changed = self.export(changed);
 
         if self.registered {
             if let Err(err) = self.exported.items_changed(&changed).await {
@@ -709,19 +701,28 @@ impl Daemon {
                 changes.push((CUSTOM_NAME, Value::Text(name)));
             }
         }
-        let mut stored = Vec::new();
-        for (path, value) in changes {
-            self.published.set(path, value, TextFormat::Plain);
-            if let Some(item) = self.published.get(path) {
-                stored.push((path.to_string(), item.value.clone(), item.text()));
-            }
+        for (path, value) in &changes {
+            self.published.set(path, value.clone(), TextFormat::Plain);
         }
-        let changed = self.exported.store(stored);
+        let changed = self.export(changes.iter().map(|(path, _)| path.to_string()));
         if self.registered {
             if let Err(err) = self.exported.items_changed(&changed).await {
                 tracing::warn!("ItemsChanged not sent: {err}");
             }
         }
+    }
+
+    /// Hands the published items at `paths` to the objects on the bus; returns the paths whose
+    /// value or text changed there (for `ItemsChanged`).
+    fn export(&self, paths: impl IntoIterator<Item = String>) -> Vec<String> {
+        let items = paths
+            .into_iter()
+            .filter_map(|path| {
+                let item = self.published.get(&path)?;
+                Some((path, item.value.clone(), item.text()))
+            })
+            .collect();
+        self.exported.store(items)
     }
 
     async fn register(&mut self, complete: bool) {

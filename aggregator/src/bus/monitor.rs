@@ -154,6 +154,13 @@ impl Service {
         self.values.get(path)
     }
 
+    /// The values of a scan: all of them at once, and the service now scanned.
+    fn fill(&mut self, values: HashMap<String, Field>, now: Instant) {
+        self.values = values;
+        self.scanned = true;
+        self.changed_at = now;
+    }
+
     fn set(&mut self, path: &str, value: Field, now: Instant) {
         match self.values.get_mut(path) {
             Some(slot) if *slot == value => {}
@@ -278,9 +285,7 @@ impl Cache {
         );
         pending.answer = Some(match read {
             Ok(()) => {
-                service.values = values;
-                service.scanned = true;
-                service.changed_at = now;
+                service.fill(values, now);
                 added.push(pending.name.clone());
                 Answer::Scanned
             }
@@ -297,9 +302,8 @@ impl Cache {
             return false;
         }
         let class = service.class;
-        service.values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
-        service.scanned = true;
-        service.changed_at = Instant::now();
+        let values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
+        service.fill(values, Instant::now());
         true
     }
 
