@@ -31,6 +31,7 @@ use crate::gather;
 use crate::presence::{Presence, Timing};
 use crate::published::{cell_path, Identity, Published, CUSTOM_NAME};
 use crate::reading::BatteryReading;
+use crate::scheduler::Ticker;
 use crate::state::StateStore;
 use crate::value::{TextFormat, Value};
 
@@ -407,13 +408,12 @@ impl Daemon {
                 return 1;
             }
         };
-        let mut interval = tokio::time::interval(self.config.update_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(self.config.update_interval);
         loop {
             let monitor = self.monitor.clone();
             let conn = self.conn.clone();
             tokio::select! {
-                _ = interval.tick() => {}
+                _ = ticker.tick() => {}
                 _ = monitor.news(), if !self.registered => {}
                 _ = conn.closed() => {
                     tracing::error!("the D-Bus connection is gone; reconnecting");

@@ -26,6 +26,7 @@ pub mod plugins;
 pub mod presence;
 pub mod published;
 pub mod reading;
+pub mod scheduler;
 pub mod sim;
 pub mod state;
 pub mod value;

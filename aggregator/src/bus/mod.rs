@@ -5,12 +5,14 @@
 //! - [`monitor`]: the cache of other services' values, fed by signals.
 //! - [`client`]: calls to other services (`GetItems`, `SetValue`, settings).
 //! - [`raw`] and [`wire`]: the monitor's second connection, read once per tick.
+//! - [`socket`]: the socket under the zbus connections, watched for reading only.
 
 pub mod client;
 pub mod export;
 pub mod monitor;
 pub mod private;
 pub mod raw;
+pub mod socket;
 pub mod variant;
 pub mod wire;
 
@@ -33,9 +35,17 @@ pub async fn connect() -> zbus::Result<Connection> {
     connect_to(&address()).await
 }
 
-/// A connection to the bus at `address`.
+/// A connection to the bus at `address`: on a [`socket::QuietSocket`] for the Unix addresses
+/// (every bus on Venus OS), else as zbus connects.
 pub async fn connect_to(address: &str) -> zbus::Result<Connection> {
-    Builder::address(address)?.build().await
+    match raw::connect_address(address) {
+        Ok(stream) => {
+            Builder::socket(socket::QuietSocket::new(stream)?)
+                .build()
+                .await
+        }
+        Err(_) => Builder::address(address)?.build().await,
+    }
 }
 
 /// Why a name could not be had.

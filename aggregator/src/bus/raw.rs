@@ -47,7 +47,7 @@ fn invalid(what: impl Into<String>) -> io::Error {
 }
 
 /// The first usable socket of a D-Bus address (`transport:key=value,…;…`).
-fn connect_address(address: &str) -> io::Result<UnixStream> {
+pub(crate) fn connect_address(address: &str) -> io::Result<UnixStream> {
     let mut last = invalid(format!("no unix socket in the D-Bus address `{address}`"));
     for part in address.split(';').filter(|p| !p.is_empty()) {
         let Some(params) = part.strip_prefix("unix:") else {

@@ -1,0 +1,214 @@
+//! The socket under our zbus connections: a Unix stream the runtime watches for reading only.
+//!
+//! zbus's own tokio socket is registered for reading and writing, edge-triggered. Each message
+//! we send then wakes the process a second time when the bus has read it (the socket turns
+//! writable again, which the runtime is told of even though nothing waits to write): for a
+//! service that sends one signal per tick, that is a second wake-up per tick, and on a small
+//! ARM box, or a virtual machine, a wake-up costs more than the tick's work. This socket is
+//! registered for reading only. A write goes straight to the socket; in the rare case the bus
+//! is not taking data (its buffer full), a duplicate of the descriptor is registered for
+//! writing just for that wait.
+//!
+//! Reads are buffered: a burst of messages (a scan's answers, several signals) is taken with
+//! one system call instead of two per message.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use zbus::connection::socket::{ReadHalf, Socket, Split, WriteHalf};
+
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connected Unix stream for zbus (`zbus::connection::Builder::socket`).
+#[derive(Debug)]
+pub struct QuietSocket {
+    stream: Arc<AsyncFd<UnixStream>>,
+}
+
+impl QuietSocket {
+    /// Wraps a connected stream; must be called within the runtime.
+    pub fn new(stream: UnixStream) -> io::Result<QuietSocket> {
+        stream.set_nonblocking(true)?;
+        Ok(QuietSocket {
+            stream: Arc::new(register(stream, Interest::READABLE)?),
+        })
+    }
+}
+
+fn register(stream: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
+    // SAFETY: the stream is a valid open socket, moved into the `AsyncFd`, which owns it and
+    // closes it only when dropped, after deregistering it.
+    unsafe { AsyncFd::register_with_interest(stream, interest) }.map_err(io::Error::from)
+}
+
+impl Socket for QuietSocket {
+    type ReadHalf = QuietRead;
+    type WriteHalf = QuietWrite;
+
+    fn split(self) -> Split<QuietRead, QuietWrite> {
+        Split::new(
+            QuietRead {
+                stream: Arc::clone(&self.stream),
+                buf: Vec::new(),
+                start: 0,
+                end: 0,
+            },
+            QuietWrite {
+                stream: self.stream,
+            },
+        )
+    }
+}
+
+/// The reading half: buffered reads, woken by the runtime when data arrives.
+#[derive(Debug)]
+pub struct QuietRead {
+    stream: Arc<AsyncFd<UnixStream>>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+#[async_trait::async_trait]
+impl ReadHalf for QuietRead {
+    async fn recvmsg(&mut self, out: &mut [u8]) -> io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+        if self.start == self.end {
+            if self.buf.is_empty() {
+                self.buf = vec![0; READ_CHUNK];
+            }
+            let QuietRead {
+                stream, buf, end, ..
+            } = self;
+            loop {
+                let mut ready = stream.readable().await?;
+                match ready.try_io(|s| (&mut s.get_ref()).read(buf)) {
+                    Ok(Ok(n)) => {
+                        *end = n;
+                        break;
+                    }
+                    Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(err)) => return Err(err),
+                    // Not readable after all; the readiness is cleared, wait again.
+                    Err(_would_block) => {}
+                }
+            }
+            self.start = 0;
+            if self.end == 0 {
+                // The bus closed the connection: zbus reads 0 bytes as the end.
+                return Ok((0, Vec::new()));
+            }
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok((n, Vec::new()))
+    }
+}
+
+/// The writing half: writes at once, waits for room only when the bus is not taking data.
+#[derive(Debug)]
+pub struct QuietWrite {
+    stream: Arc<AsyncFd<UnixStream>>,
+}
+
+impl QuietWrite {
+    /// Waits until the socket takes data again, on a descriptor of its own registered for
+    /// writing (the main one is registered for reading only).
+    async fn room(&self) -> io::Result<()> {
+        let watcher = register(self.stream.get_ref().try_clone()?, Interest::WRITABLE)?;
+        let _ready = watcher.writable().await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl WriteHalf for QuietWrite {
+    async fn sendmsg(
+        &mut self,
+        buffer: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> io::Result<usize> {
+        if !fds.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this socket does not pass file descriptors",
+            ));
+        }
+        loop {
+            match (&mut self.stream.get_ref()).write(buffer) {
+                Ok(n) => return Ok(n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.room().await?,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        match self.stream.get_ref().shutdown(std::net::Shutdown::Both) {
+            Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(err),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn reads_are_buffered_and_served_in_pieces() {
+        runtime().block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            let (mut read, _write) = QuietSocket::new(ours).unwrap().split().take();
+            peer.write_all(b"0123456789abcdef-rest").unwrap();
+            let mut first = [0u8; 16];
+            let (n, fds) = read.recvmsg(&mut first).await.unwrap();
+            assert_eq!((n, fds.len()), (16, 0));
+            assert_eq!(&first, b"0123456789abcdef");
+            let mut rest = [0u8; 64];
+            let (n, _) = read.recvmsg(&mut rest).await.unwrap();
+            assert_eq!(&rest[..n], b"-rest");
+            drop(peer);
+            let (n, _) = read.recvmsg(&mut rest).await.unwrap();
+            assert_eq!(n, 0, "the end of the stream reads as 0 bytes");
+        });
+    }
+
+    #[test]
+    fn a_full_socket_is_waited_for_not_failed() {
+        runtime().block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            let (_read, mut write) = QuietSocket::new(ours).unwrap().split().take();
+            // Far more than a socket buffer holds: the writer must wait for the reader.
+            let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+            let expected = data.clone();
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let mut got = Vec::new();
+                peer.read_to_end(&mut got).unwrap();
+                got
+            });
+            let mut sent = 0;
+            while sent < data.len() {
+                sent += write.sendmsg(&data[sent..], &[]).await.unwrap();
+            }
+            write.close().await.unwrap();
+            assert!(
+                reader.join().unwrap() == expected,
+                "bytes lost or reordered"
+            );
+        });
+    }
+}
