@@ -8,6 +8,7 @@
 //! panic, and nesting is limited as the specification limits it.
 
 use crate::bus::variant::Field;
+use crate::value::Value;
 
 /// Longest message accepted (the specification's limit).
 pub const MAX_MESSAGE: usize = 128 << 20;
@@ -545,6 +546,57 @@ pub fn method_call(
     w.0
 }
 
+/// Encodes the body of `ItemsChanged` (`a{sa{sv}}`, little-endian, as the header must say):
+/// per path its `Value` as [`to_wire`](crate::bus::variant::to_wire) types it (`d`, `i`, `x`
+/// beyond 32 bits, `s`, invalid an empty `ai`) and its `Text`. A NUL byte, which no D-Bus
+/// string may hold, is left out of the string.
+pub fn items_body<'a>(items: impl IntoIterator<Item = (&'a str, &'a Value, &'a str)>) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(1024));
+    let outer = w.array_start();
+    for (path, value, text) in items {
+        w.pad(8);
+        w.string(path);
+        let inner = w.array_start();
+        w.pad(8);
+        w.string("Value");
+        match value {
+            Value::Invalid => {
+                w.signature("ai");
+                w.pad(4);
+                w.0.extend_from_slice(&0u32.to_le_bytes());
+            }
+            Value::Float(v) => {
+                w.signature("d");
+                w.pad(8);
+                w.0.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Int(v) => match i32::try_from(*v) {
+                Ok(small) => {
+                    w.signature("i");
+                    w.pad(4);
+                    w.0.extend_from_slice(&small.to_le_bytes());
+                }
+                Err(_) => {
+                    w.signature("x");
+                    w.pad(8);
+                    w.0.extend_from_slice(&v.to_le_bytes());
+                }
+            },
+            Value::Text(t) => {
+                w.signature("s");
+                w.string(t);
+            }
+        }
+        w.pad(8);
+        w.string("Text");
+        w.signature("s");
+        w.string(text);
+        w.array_end(inner);
+    }
+    w.array_end(outer);
+    w.0
+}
+
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -555,9 +607,30 @@ impl Writer {
 
     fn string(&mut self, s: &str) {
         self.pad(4);
-        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(s.as_bytes());
+        let nuls = s.bytes().filter(|&b| b == 0).count();
+        self.0
+            .extend_from_slice(&((s.len() - nuls) as u32).to_le_bytes());
+        if nuls == 0 {
+            self.0.extend_from_slice(s.as_bytes());
+        } else {
+            self.0.extend(s.bytes().filter(|&b| b != 0));
+        }
         self.0.push(0);
+    }
+
+    /// The length of an array whose elements are 8-aligned (dict entries), to be filled in
+    /// by [`Writer::array_end`] with the position its elements start at.
+    fn array_start(&mut self) -> (usize, usize) {
+        self.pad(4);
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        self.pad(8);
+        (at, self.0.len())
+    }
+
+    fn array_end(&mut self, (at, start): (usize, usize)) {
+        let len = (self.0.len() - start) as u32;
+        self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
 
     fn signature(&mut self, s: &str) {
@@ -589,6 +662,69 @@ mod tests {
             .build(body)
             .unwrap();
         msg.data().to_vec()
+    }
+
+    #[test]
+    fn an_items_changed_body_reads_back_through_zbus_with_the_types_we_publish() {
+        use crate::bus::variant::to_wire;
+        use zbus::zvariant::OwnedValue;
+        let items = [
+            ("/Dc/0/Voltage", Value::Float(53.21), "53.21V"),
+            ("/Info/MaxChargeCurrent", Value::Int(150), "150A"),
+            ("/History/Big", Value::Int(1 << 40), "1099511627776"),
+            ("/TimeToGo", Value::Invalid, "---"),
+            ("/CustomName", Value::Text("Bank\0 A".into()), "Bank\0 A"),
+            ("/Mode", Value::Text(String::new()), ""),
+        ];
+        let body = items_body(items.iter().map(|(p, v, t)| (*p, v, *t)));
+        let builder = ZMessage::signal("/", BUS_ITEM, "ItemsChanged")
+            .unwrap()
+            .endian(zbus::zvariant::Endian::Little);
+        // SAFETY: the bytes under test; zbus checks them as it deserializes below.
+        let msg = unsafe { builder.build_raw_body(&body, "a{sa{sv}}", vec![]) }.unwrap();
+        let read: HashMap<String, HashMap<String, OwnedValue>> = msg.body().deserialize().unwrap();
+        assert_eq!(read.len(), items.len());
+        for (path, value, text) in &items {
+            let entry = &read[*path];
+            let expected_text = text.replace('\0', "");
+            assert_eq!(
+                *entry["Value"],
+                to_wire(&match value {
+                    Value::Text(t) => Value::Text(t.replace('\0', "")),
+                    other => other.clone(),
+                }),
+                "{path}"
+            );
+            assert_eq!(*entry["Text"], Wire::from(expected_text.as_str()), "{path}");
+        }
+        // And through our own reader, as the monitor reads others' signals.
+        let mut fields = Vec::new();
+        Body::new(&body, false)
+            .items(|_| true, |p, f| fields.push((p.to_string(), f)))
+            .unwrap();
+        assert_eq!(fields[0], ("/Dc/0/Voltage".into(), Field::Number(53.21)));
+        assert_eq!(
+            fields[2],
+            ("/History/Big".into(), Field::Number((1u64 << 40) as f64))
+        );
+        assert_eq!(fields[3], ("/TimeToGo".into(), Field::Invalid));
+        assert_eq!(
+            fields[4],
+            ("/CustomName".into(), Field::Text("Bank A".into()))
+        );
+    }
+
+    #[test]
+    fn an_empty_items_changed_body_is_an_empty_array() {
+        let body = items_body(std::iter::empty());
+        // The length, then the padding to the entries' alignment, present even when empty.
+        assert_eq!(body, vec![0; 8]);
+        let builder = ZMessage::signal("/", BUS_ITEM, "ItemsChanged").unwrap();
+        // SAFETY: the bytes under test; zbus checks them as it deserializes below.
+        let msg = unsafe { builder.build_raw_body(&body, "a{sa{sv}}", vec![]) }.unwrap();
+        let read: HashMap<String, HashMap<String, zbus::zvariant::OwnedValue>> =
+            msg.body().deserialize().unwrap();
+        assert!(read.is_empty());
     }
 
     #[test]
