@@ -24,6 +24,10 @@
 //!   daemon's match rules take in.
 //! - First publish: from the moment the last simulated battery's name appears on the bus to the
 //!   moment ours does, both seen on one subscription.
+//! - Floor: what the least a signal consumer does costs on this machine, measured first with
+//!   bare system calls (one wake-up, taking in one small message that arrived on its own,
+//!   sending one), added up per bank for the signals it received. Virtual machines make the
+//!   first two costly; no daemon that wakes once per tick and reads these signals can go below.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -118,6 +122,8 @@ fn bench() -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let floor = Floor::measure();
+    println!("{}", floor.line());
     let mut results = Vec::new();
     let mut failed = false;
     for bank in &options.banks {
@@ -142,7 +148,7 @@ fn bench() -> Result<(), String> {
         }
         results.push(run.figures);
     }
-    print_table(&results);
+    print_table(&results, &floor);
     if failed {
         return Err("the daemon did not stop cleanly on SIGTERM (see above)".into());
     }
@@ -1016,15 +1022,16 @@ impl Figures {
     }
 }
 
-fn print_table(results: &[Figures]) {
+fn print_table(results: &[Figures], floor: &Floor) {
     let dash = || "-".to_string();
     let opt = |v: Option<f64>, digits: usize| v.map_or_else(dash, |v| format!("{v:.digits$}"));
     println!();
     println!(
-        "{:<7} {:>6} {:>12} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10}",
+        "{:<7} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10}",
         "bank",
         "ticks",
         "CPU ms/tick",
+        "floor ms/tick",
         "stat ms/tick",
         "bus ms/tick",
         "peak MiB",
@@ -1036,10 +1043,11 @@ fn print_table(results: &[Figures]) {
     );
     for f in results {
         println!(
-            "{:<7} {:>6.0} {:>12} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0}",
+            "{:<7} {:>6.0} {:>12} {:>14} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0}",
             f.bank.to_string(),
             f.ticks,
             opt(f.cpu_ms_per_tick(), 3),
+            opt(floor.per_tick_ms(f.per_tick(f.sent.received_signals as f64)), 3),
             opt(f.cpu_stat.map(|c| f.per_tick(ms(c))), 3),
             opt(f.bus_cpu.map(|(c, _)| f.per_tick(ms(c))), 3),
             mib(f.memory.peak_kib),
@@ -1050,4 +1058,118 @@ fn print_table(results: &[Figures]) {
             ms(f.first_publish),
         );
     }
+}
+
+// ---- the machine's floor --------------------------------------------------------------------
+
+/// What the least a signal consumer can do costs on this machine: wake once per tick, take in
+/// the tick's signals (one message each, as the bus writes them), send one message. Measured
+/// with bare system calls on threads of this bench, so that the daemon's figures can be read
+/// against the machine (virtual machines make wake-ups and socket messages costly).
+struct Floor {
+    /// CPU of one wake-up from a sleep.
+    wake: Option<Duration>,
+    /// CPU of taking in one small message that arrived on its own.
+    receive: Option<Duration>,
+    /// CPU of sending one small message.
+    send: Option<Duration>,
+}
+
+/// The size of a typical `PropertiesChanged` of a battery value.
+const SIGNAL_BYTES: usize = 200;
+
+impl Floor {
+    fn measure() -> Floor {
+        Floor {
+            wake: thread_cpu_of(|| {
+                let rounds = 40;
+                let before = thread_cpu();
+                for _ in 0..rounds {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                thread_cpu().zip(before).map(|(a, b)| (a - b) / rounds)
+            }),
+            receive: Self::receive(),
+            send: Self::send(),
+        }
+    }
+
+    /// Reads batches of 40 messages, each written on its own, as the bus delivers signals.
+    fn receive() -> Option<Duration> {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        let (mut ours, mut theirs) = UnixStream::pair().ok()?;
+        let batch = 40u32;
+        let rounds = 25u32;
+        let message = [7u8; SIGNAL_BYTES];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut spent = Duration::ZERO;
+        for _ in 0..rounds {
+            for _ in 0..batch {
+                theirs.write_all(&message).ok()?;
+            }
+            // Let the caches cool a little, as between two ticks.
+            std::thread::sleep(Duration::from_millis(5));
+            let before = thread_cpu()?;
+            let mut left = batch as usize * SIGNAL_BYTES;
+            while left > 0 {
+                left -= ours.read(&mut buf).ok()?.min(left);
+            }
+            spent += thread_cpu()? - before;
+        }
+        Some(spent / (batch * rounds))
+    }
+
+    fn send() -> Option<Duration> {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        let (mut ours, mut theirs) = UnixStream::pair().ok()?;
+        let rounds = 200u32;
+        let message = [7u8; 1000];
+        let mut spent = Duration::ZERO;
+        let mut sink = vec![0u8; 4096];
+        for _ in 0..rounds {
+            let before = thread_cpu()?;
+            ours.write_all(&message).ok()?;
+            spent += thread_cpu()? - before;
+            theirs.read_exact(&mut sink[..message.len()]).ok()?;
+        }
+        Some(spent / rounds)
+    }
+
+    /// The floor for a tick that takes in `signals` messages.
+    fn per_tick_ms(&self, signals: f64) -> Option<f64> {
+        let (wake, receive, send) = (self.wake?, self.receive?, self.send?);
+        Some(ms(wake) + signals * ms(receive) + ms(send))
+    }
+
+    fn line(&self) -> String {
+        let us = |d: Option<Duration>| {
+            d.map_or_else(
+                || "-".into(),
+                |d| format!("{:.1} µs", d.as_secs_f64() * 1e6),
+            )
+        };
+        format!(
+            "this machine's floor: one wake-up {}, taking in one signal {}, sending one {} \
+             (bare system calls; the `floor` column adds them up for each bank's signals)",
+            us(self.wake),
+            us(self.receive),
+            us(self.send)
+        )
+    }
+}
+
+/// Runs `f` on a fresh thread (its CPU clock starts at zero there).
+fn thread_cpu_of(f: impl FnOnce() -> Option<Duration> + Send + 'static) -> Option<Duration> {
+    std::thread::spawn(f).join().ok().flatten()
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Option<Duration> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(Duration::new(
+        u64::try_from(t.tv_sec).ok()?,
+        u32::try_from(t.tv_nsec).ok()?,
+    ))
 }
