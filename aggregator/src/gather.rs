@@ -1,19 +1,18 @@
 //! From the monitor's cache to the engine's inputs: a typed reading per battery service, and
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 
-use crate::bus::monitor::{Cache, Class, Service};
+use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
 use crate::discovery::Identity;
 use crate::reading::{BadValue, BatteryReading, ALARMS};
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
-fn number(values: &HashMap<String, Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
+fn number(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
     let problem = match values.get(path)? {
         Field::Number(v) if v.is_finite() => return Some(*v),
         Field::Invalid => return None,
@@ -27,11 +26,11 @@ fn number(values: &HashMap<String, Field>, path: &str, bad: &mut Vec<BadValue>) 
     None
 }
 
-fn integer(values: &HashMap<String, Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> {
+fn integer(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> {
     number(values, path, bad).map(|v| v.round() as i64)
 }
 
-fn text(values: &HashMap<String, Field>, path: &str) -> Option<String> {
+fn text(values: &Values, path: &str) -> Option<String> {
     match values.get(path)? {
         Field::Text(t) => Some(t.clone()),
         Field::Number(v) => Some(crate::value::python_str(*v)),
