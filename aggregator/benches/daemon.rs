@@ -496,16 +496,7 @@ impl Daemon {
 
     /// SIGTERM, then the exit code (None: still running after 10 s).
     fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe { kill(self.pid as i32, SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        aggregator::child::terminate(&mut self.child, Duration::from_secs(10))
     }
 
     /// The warning and error lines of the log.
@@ -528,7 +519,6 @@ impl Drop for Daemon {
     }
 }
 
-const SIGTERM: i32 = 15;
 /// `sysconf` name of the clock tick rate on Linux.
 const SC_CLK_TCK: i32 = 2;
 
@@ -539,7 +529,6 @@ struct Timespec {
 }
 
 extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
     fn sysconf(name: i32) -> std::os::raw::c_long;
     fn clock_getcpuclockid(pid: i32, clock: *mut i32) -> i32;
     fn clock_gettime(clock: i32, now: *mut Timespec) -> i32;

@@ -18,6 +18,7 @@ use zbus::Connection;
 use crate::bus::client;
 use crate::bus::private::PrivateBus;
 use crate::bus::variant::Field;
+use crate::child;
 use crate::sim::{Scenario, Simulator, DEMO_SCENARIO};
 
 /// The daemon's configuration in the demo.
@@ -129,10 +130,7 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
 
     // Stop in order: the daemon (it saves its state on SIGTERM), the simulator, the bus.
     if let Some(pid) = daemon.id() {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            kill(pid as i32, 15);
-        }
+        let _ = child::send(pid, child::Signal::TERM);
     }
     match tokio::time::timeout(Duration::from_secs(5), daemon.wait()).await {
         Ok(_) => {}
@@ -147,10 +145,6 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
         tail(&log_path, 8)
     );
     outcome
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 fn tail(path: &Path, lines: usize) -> String {

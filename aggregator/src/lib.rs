@@ -9,6 +9,7 @@
 pub mod bank;
 pub mod bus;
 pub mod check;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod coulomb;
@@ -30,3 +31,4 @@ pub mod scheduler;
 pub mod sim;
 pub mod state;
 pub mod value;
+

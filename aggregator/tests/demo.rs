@@ -6,6 +6,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aggregator::child;
+
 /// Processes whose command line mentions `marker`.
 fn processes_mentioning(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -62,8 +64,7 @@ fn the_demo_shows_the_bank_and_ctrl_c_stops_everything() {
     );
 
     // Ctrl-C.
-    // SAFETY: kill(2) on our own child.
-    unsafe { kill(demo.id() as i32, 2) };
+    child::send(demo.id(), child::Signal::INT).expect("SIGINT to the demo");
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = demo.try_wait().expect("wait") {
@@ -94,8 +95,4 @@ fn the_demo_shows_the_bank_and_ctrl_c_stops_everything() {
 
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(processes_mentioning(&marker), Vec::<String>::new());
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }

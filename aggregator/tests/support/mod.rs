@@ -150,23 +150,8 @@ pub mod bus {
 
         /// Sends SIGTERM and waits for the exit code.
         pub fn terminate(&mut self) -> Option<i32> {
-            let pid = self.child.id() as i32;
-            // SAFETY: kill(2) with a pid we own.
-            unsafe { libc_kill(pid, 15) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = self.child.try_wait() {
-                    return status.code();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
+            aggregator::child::terminate(&mut self.child, Duration::from_secs(10))
         }
-    }
-
-    extern "C" {
-        #[link_name = "kill"]
-        fn libc_kill(pid: i32, sig: i32) -> i32;
     }
 
     impl Drop for Daemon {
