@@ -860,9 +860,14 @@ fn process_cpu_clock(pid: u32) -> Option<Duration> {
     if !ok {
         return None;
     }
+    clock_reading(now.tv_sec, now.tv_nsec)
+}
+
+/// A CPU clock's seconds and nanoseconds as a duration.
+fn clock_reading(seconds: impl TryInto<u64>, nanoseconds: impl TryInto<u32>) -> Option<Duration> {
     Some(Duration::new(
-        u64::try_from(now.tv_sec).ok()?,
-        u32::try_from(now.tv_nsec).ok()?,
+        seconds.try_into().ok()?,
+        nanoseconds.try_into().ok()?,
     ))
 }
 
@@ -1157,8 +1162,5 @@ fn thread_cpu_of(f: impl FnOnce() -> Option<Duration> + Send + 'static) -> Optio
 /// This thread's CPU time.
 fn thread_cpu() -> Option<Duration> {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Some(Duration::new(
-        u64::try_from(t.tv_sec).ok()?,
-        u32::try_from(t.tv_nsec).ok()?,
-    ))
+    clock_reading(t.tv_sec, t.tv_nsec)
 }

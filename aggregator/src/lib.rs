@@ -32,3 +32,13 @@ pub mod sim;
 pub mod state;
 pub mod value;
 
+#[cfg(test)]
+mod testing {
+    /// A single-threaded runtime with I/O and time, as the daemon runs on.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+}

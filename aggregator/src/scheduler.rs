@@ -45,7 +45,8 @@ impl Ticker {
     }
 
     /// Whether the ticker runs on a timer fd (else on the runtime's timer).
-    pub fn on_timer_fd(&self) -> bool {
+    #[cfg(test)]
+    fn on_timer_fd(&self) -> bool {
         matches!(self.clock, Clock::TimerFd(_))
     }
 
@@ -56,35 +57,34 @@ impl Ticker {
             Clock::Interval(interval) => {
                 interval.tick().await;
             }
-            Clock::TimerFd(fd) => loop {
-                let mut ready = match fd.readable().await {
-                    Ok(ready) => ready,
-                    Err(err) => {
-                        // The fd cannot fail this way in practice; never spin on it.
-                        tracing::warn!("timer fd not readable ({err}); ticking on the runtime");
-                        self.clock = interval(self.period);
-                        return;
-                    }
-                };
-                let mut expirations = [0u8; 8];
-                match rustix::io::read(ready.get_inner(), &mut expirations) {
-                    Ok(8) => {
-                        // Read: not readable until the next expiry, which the runtime sees
-                        // as a new event (so clearing loses nothing), and the next call
-                        // sleeps without a read that would only say "not yet".
-                        ready.clear_ready();
-                        return;
-                    }
-                    // Not yet due (spurious readiness): wait again.
-                    Ok(_) | Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(err) => {
-                        tracing::warn!("timer fd read failed ({err}); ticking on the runtime");
-                        self.clock = interval(self.period);
-                        return;
-                    }
+            Clock::TimerFd(fd) => {
+                if let Err(err) = expiry(fd).await {
+                    // Cannot happen with a timer fd in practice; never spin on it.
+                    tracing::warn!("the timer fd failed ({err}); ticking on the runtime's timer");
+                    self.clock = interval(self.period);
                 }
-            },
+            }
+        }
+    }
+}
+
+/// Waits for the timer fd's next expiry and takes it.
+async fn expiry(fd: &AsyncFd<OwnedFd>) -> std::io::Result<()> {
+    loop {
+        let mut ready = fd.readable().await?;
+        let mut expirations = [0u8; 8];
+        match rustix::io::read(ready.get_inner(), &mut expirations) {
+            Ok(8) => {
+                // Read: not readable until the next expiry, which the runtime sees as a new
+                // event (so clearing loses nothing), and the next call sleeps without a read
+                // that would only say "not yet".
+                ready.clear_ready();
+                return Ok(());
+            }
+            // Not yet due (spurious readiness): wait again.
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
         }
     }
 }
@@ -133,14 +133,8 @@ fn timer_fd(period: Duration) -> std::io::Result<AsyncFd<OwnedFd>> {
 mod tests {
     //! Time enters only as wide margins: a late machine makes no test fail, a wrong ticker does.
     use super::*;
+    use crate::testing::runtime;
     use tokio::time::timeout;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn first_tick_at_once_on_a_timer_fd() {

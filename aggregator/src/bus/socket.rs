@@ -159,13 +159,7 @@ impl WriteHalf for QuietWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::testing::runtime;
 
     #[test]
     fn reads_are_buffered_and_served_in_pieces() {
