@@ -267,14 +267,7 @@ impl Exported {
 
     async fn dispatch(&self, msg: Message) -> zbus::Result<()> {
         let hdr = msg.header();
-        let path = hdr
-            .path()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        let member = hdr
-            .member()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default();
+        let (path, member) = path_and_member(&msg);
         let interface = hdr.interface().map(|i| i.as_str().to_string());
         let conn = &self.shared.conn;
         match (interface.as_deref(), member.as_str()) {
@@ -470,4 +463,13 @@ async fn unknown_method(conn: &Connection, hdr: &Header<'_>, member: &str) -> zb
         fdo::Error::UnknownMethod(format!("No method {member} here")),
     )
     .await
+}
+
+/// The object path and member of a method call (empty when missing), owned so that the call
+/// can be answered after awaiting.
+pub fn path_and_member(msg: &Message) -> (String, String) {
+    let hdr = msg.header();
+    let path = hdr.path().map(|p| p.as_str().to_string());
+    let member = hdr.member().map(|m| m.as_str().to_string());
+    (path.unwrap_or_default(), member.unwrap_or_default())
 }

@@ -14,7 +14,7 @@ use zbus::fdo;
 use zbus::message::Message;
 use zbus::zvariant::{OwnedValue, Value as Wire};
 
-use crate::bus::export::{Exported, SetDecision};
+use crate::bus::export::{path_and_member, Exported, SetDecision};
 use crate::bus::variant::{to_wire, Field};
 use crate::sim::battery::Item;
 use crate::sim::scenario::{valid_object_path, SettingsSpec};
@@ -325,14 +325,7 @@ impl SettingsStore {
         if hdr.interface().map(|i| i.as_str()) != Some(SETTINGS_INTERFACE) {
             return false;
         }
-        let object = hdr
-            .path()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        let member = hdr
-            .member()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default();
+        let (object, member) = path_and_member(msg);
         let conn = exported.connection();
         let is_setting = self.lock().contains_key(&object);
         let sent = match member.as_str() {
