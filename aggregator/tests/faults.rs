@@ -180,6 +180,22 @@ async fn whole_bank(w: &World) -> Limits {
     before
 }
 
+/// Waits while Bat1 is `held` (and the bank counts one battery) until it is lost
+/// (`/Alarms/BmsCable` 2), which must come `hold_for` (60 s) after it went stale at `stale_at`.
+async fn lost_after_holding(w: &World, stale_at: Instant, held: impl Fn(&Items) -> bool) -> Items {
+    let items = until_keeping(
+        &w.conn,
+        Duration::from_secs(80),
+        |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
+        |i| num(i, "/Alarms/BmsCable") == Some(2.0),
+    )
+    .await
+    .reached("Bat1 lost");
+    let held_for = stale_at.elapsed().as_secs_f64();
+    assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+    items
+}
+
 fn occurrences(log: &str, text: &str) -> usize {
     log.matches(text).count()
 }
@@ -258,16 +274,7 @@ fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
         let stale_at = Instant::now();
 
         // Held for hold_for, then lost.
-        let items = until_keeping(
-            &w.conn,
-            Duration::from_secs(80),
-            |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
-            |i| num(i, "/Alarms/BmsCable") == Some(2.0),
-        )
-        .await
-        .reached("Bat1 lost");
-        let held_for = stale_at.elapsed().as_secs_f64();
-        assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+        let items = lost_after_holding(&w, stale_at, held).await;
 
         // block_charge: CCL 0, DCL scaled to the one battery of two online, CVL kept; the
         // lost battery is no longer merged.
@@ -353,16 +360,7 @@ fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
         );
 
         // After hold_for: lost, block_charge.
-        let items = until_keeping(
-            &w.conn,
-            Duration::from_secs(80),
-            |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
-            |i| num(i, "/Alarms/BmsCable") == Some(2.0),
-        )
-        .await
-        .reached("Bat1 lost");
-        let held_for = stale_at.elapsed().as_secs_f64();
-        assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+        let items = lost_after_holding(&w, stale_at, held).await;
         let lost = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(2.0)
                 && num(i, "/Info/MaxChargeCurrent") == Some(0.0)
