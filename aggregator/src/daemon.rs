@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugin_api::{BatteryState, LocalDate};
+use plugin_api::BatteryState;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
@@ -22,6 +22,7 @@ use crate::bus::export::{Exported, SetDecision};
 use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name};
+use crate::calendar;
 use crate::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
 use crate::discovery::{Roster, Verdict};
@@ -66,29 +67,6 @@ pub fn settings_uid(service_name: &str) -> String {
         Some("aggregate") | None => "aggregatebatteries".to_string(),
         Some(suffix) => format!("aggregatebatteries_{suffix}"),
     }
-}
-
-/// Local date now; the time zone is looked up once a minute, not every tick (a strategy
-/// counts days: a minute late at midnight does not matter).
-fn today() -> LocalDate {
-    thread_local! {
-        static LAST: std::cell::Cell<Option<(Instant, LocalDate)>> =
-            const { std::cell::Cell::new(None) };
-    }
-    let now = Instant::now();
-    if let Some((at, date)) = LAST.get() {
-        if now.duration_since(at) < Duration::from_secs(60) {
-            return date;
-        }
-    }
-    let zoned = jiff::Zoned::now();
-    let date = LocalDate {
-        year: i32::from(zoned.year()),
-        month: u8::try_from(zoned.month()).unwrap_or(1),
-        day: u8::try_from(zoned.day()).unwrap_or(1),
-    };
-    LAST.set(Some((now, date)));
-    date
 }
 
 async fn connect_with_retry() -> Connection {
@@ -597,7 +575,7 @@ impl Daemon {
             smartshunts,
             low_soc,
             feed_in_setting,
-            date: today(),
+            date: calendar::today(),
             dt_s,
         };
         let outcome = self.engine.tick(&batteries, &around);

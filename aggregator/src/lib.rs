@@ -8,6 +8,7 @@
 
 pub mod bank;
 pub mod bus;
+pub mod calendar;
 pub mod check;
 pub mod child;
 pub mod cli;

@@ -253,7 +253,9 @@ impl Exported {
     /// subscribed before this returns, so no call is missed.
     pub async fn serve(&self) -> zbus::Result<tokio::task::JoinHandle<()>> {
         let rule = MatchRule::builder().msg_type(Type::MethodCall).build();
-        let mut stream = MessageStream::for_match_rule(rule, &self.shared.conn, Some(256)).await?;
+        let mut stream =
+            MessageStream::for_match_rule(rule, &self.shared.conn, Some(super::STREAM_QUEUE))
+                .await?;
         let me = self.clone();
         Ok(tokio::spawn(async move {
             while let Some(msg) = stream.next().await {

@@ -411,7 +411,8 @@ impl Monitor {
         // Before ListNames: every value a scan misses comes as a signal.
         let raw = RawConnection::connect(address, &[&properties, &items])
             .map_err(|err| zbus::Error::Failure(format!("value connection to D-Bus: {err}")))?;
-        let mut owners = MessageStream::for_match_rule(name_owner, conn, Some(256)).await?;
+        let mut owners =
+            MessageStream::for_match_rule(name_owner, conn, Some(super::STREAM_QUEUE)).await?;
 
         let monitor = Monitor {
             inner: Arc::new(Inner {

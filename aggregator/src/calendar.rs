@@ -1,0 +1,168 @@
+//! Today's date in the device's time zone, for the strategies that count days (a full balance
+//! every N days).
+//!
+//! The C library answers, as it does for every other program on the device: `tzset` reads `TZ`
+//! or `/etc/localtime` (the zone the Venus OS GUI sets) and, in glibc, reads the file again only
+//! when it changed; `localtime_r` turns the clock into a date. A time-zone library would read
+//! the whole zone database into memory for one date a minute.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use plugin_api::LocalDate;
+
+/// How long a looked-up date is used: a minute late at midnight does not matter to a count of
+/// days, and the zone is not looked up every tick.
+const REUSE_FOR: Duration = Duration::from_secs(60);
+
+/// Today's local date (UTC when the C library cannot tell, which it does only for a clock
+/// beyond its calendar).
+pub fn today() -> LocalDate {
+    thread_local! {
+        static LAST: Cell<Option<(Instant, LocalDate)>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if let Some((at, date)) = LAST.get() {
+        if now.duration_since(at) < REUSE_FOR {
+            return date;
+        }
+    }
+    let seconds = unix_seconds(SystemTime::now());
+    let date = local_date(seconds).unwrap_or_else(|| utc_date(seconds));
+    LAST.set(Some((now, date)));
+    date
+}
+
+/// Seconds since 1970-01-01 UTC, negative before.
+fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
+}
+
+// POSIX, in every C library; the `libc` crate does not declare it.
+extern "C" {
+    fn tzset();
+}
+
+/// The date in the device's zone at `seconds` since the epoch.
+pub fn local_date(seconds: i64) -> Option<LocalDate> {
+    let time = libc::time_t::try_from(seconds).ok()?;
+    // SAFETY: `tm` is plain data that `localtime_r` fills; it reads `time` only. `tzset` and
+    // `localtime_r` touch the C library's zone state, which only this function uses in the
+    // process (the daemon's one thread calls it), and nothing here changes the environment.
+    let tm = unsafe {
+        tzset();
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&time, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    LocalDate::new(
+        tm.tm_year.checked_add(1900)?,
+        u8::try_from(tm.tm_mon + 1).ok()?,
+        u8::try_from(tm.tm_mday).ok()?,
+    )
+}
+
+/// The date in UTC at `seconds` since the epoch.
+pub fn utc_date(seconds: i64) -> LocalDate {
+    LocalDate::from_days_since_epoch(seconds.div_euclid(86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// What `date` (coreutils, the same C library and zone) prints for `seconds`.
+    fn date_says(seconds: i64, utc: bool) -> String {
+        let mut cmd = Command::new("date");
+        if utc {
+            cmd.arg("-u");
+        }
+        let out = cmd
+            .arg("-d")
+            .arg(format!("@{seconds}"))
+            .arg("+%Y-%m-%d")
+            .output()
+            .expect("date runs");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    const MOMENTS: [i64; 7] = [
+        0,
+        951_782_400,   // 2000-02-29 00:00 UTC: a leap day of a century year
+        1_709_251_199, // 2024-02-29 23:59:59 UTC
+        NEW_YEARS_EVE,
+        1_798_761_600, // 2027-01-01 00:00 UTC
+        -86_401,       // 1969-12-30 23:59:59 UTC
+        4_102_444_800, // 2100-01-01 00:00 UTC, not a leap year
+    ];
+
+    #[test]
+    fn the_local_date_is_the_one_date_prints() {
+        for seconds in MOMENTS {
+            let ours = local_date(seconds).expect("a date").to_string();
+            assert_eq!(ours, date_says(seconds, false), "at {seconds}");
+        }
+    }
+
+    #[test]
+    fn the_utc_date_is_the_one_date_prints() {
+        for seconds in MOMENTS {
+            assert_eq!(
+                utc_date(seconds).to_string(),
+                date_says(seconds, true),
+                "at {seconds}"
+            );
+        }
+    }
+
+    #[test]
+    fn today_is_the_date_of_now() {
+        let before = local_date(unix_seconds(SystemTime::now())).unwrap();
+        let today = today();
+        let after = local_date(unix_seconds(SystemTime::now())).unwrap();
+        assert!(
+            today == before || today == after,
+            "{today} not {before}/{after}"
+        );
+    }
+
+    /// The last second of 2024 in UTC.
+    const NEW_YEARS_EVE: i64 = 1_735_689_599;
+
+    #[test]
+    fn the_zone_is_the_one_tz_names() {
+        // In a child process: the zone is read from the environment, which a test must not
+        // change in its own (threaded) process.
+        for (tz, expected) in [("JST-9", "2025-01-01"), ("HST10", "2024-12-31")] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "calendar::tests::print_the_local_date"])
+                .args(["--ignored", "--nocapture", "--test-threads=1"])
+                .env("TZ", tz)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(&format!("local date: {expected}")),
+                "TZ={tz}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "run in a child process by the_zone_is_the_one_tz_names"]
+    fn print_the_local_date() {
+        println!("local date: {}", local_date(NEW_YEARS_EVE).unwrap());
+    }
+
+    #[test]
+    fn seconds_before_the_epoch_are_negative() {
+        assert_eq!(unix_seconds(UNIX_EPOCH - Duration::from_secs(5)), -5);
+        assert_eq!(unix_seconds(UNIX_EPOCH + Duration::from_secs(5)), 5);
+    }
+}
