@@ -8,6 +8,14 @@ use clap::{Parser, Subcommand};
 use crate::check::{check, resolve_paths};
 use crate::plugins;
 
+/// The program that runs `demo` and `simulate`, built beside the daemon but never installed on
+/// a device: the daemon's binary holds none of the simulator's code, which it would otherwise
+/// carry into memory on every device.
+pub const SIMULATOR_PROGRAM: &str = "dbus-aggregate-batteries-sim";
+
+/// The daemon's program, which `demo` starts.
+pub const DAEMON_PROGRAM: &str = "dbus-aggregate-batteries";
+
 /// Where the config lives on a Venus OS device.
 pub const DEFAULT_CONFIG: &str = "/data/apps/dbus-aggregate-batteries/config.yaml";
 
@@ -56,6 +64,63 @@ pub enum Command {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(text)
+}
+
+/// Logs as Venus OS wants them: plain lines without colours or time stamps (multilog stamps
+/// them), at `level`; the bus library's own chatter only from warnings up.
+pub fn init_logging(level: tracing::Level) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let filter = Targets::new()
+        .with_default(LevelFilter::from_level(level))
+        .with_target(
+            "zbus",
+            LevelFilter::WARN.min(LevelFilter::from_level(level)),
+        );
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
+}
+
+/// This program's folder: where cargo builds all the programs and plugins, and where they are
+/// installed together.
+pub fn program_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir = exe.parent().ok_or("this program has no folder")?;
+    Ok(dir.to_path_buf())
+}
+
+/// The program `name` in [`program_dir`].
+pub fn sibling(name: &str) -> Result<PathBuf, String> {
+    Ok(program_dir()?.join(name))
+}
+
+/// `demo` and `simulate` of the daemon's program: the simulator's program takes over this
+/// process with the same arguments. Returns only when it cannot, with the exit code.
+pub fn hand_to_simulator() -> i32 {
+    use std::os::unix::process::CommandExt;
+    let program = match sibling(SIMULATOR_PROGRAM) {
+        Ok(program) => program,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 1;
+        }
+    };
+    let err = std::process::Command::new(&program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!(
+        "error: `demo` and `simulate` are run by {}: {err} (it is built with \
+         `cargo build --workspace --release`; devices do not need it)",
+        program.display()
+    );
+    1
 }
 
 /// The log level `config.yaml` asks for (`info` when it cannot be read: `run` reports why).

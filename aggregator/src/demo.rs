@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::bus::client;
 use crate::bus::private::PrivateBus;
 use crate::bus::variant::Field;
 use crate::child;
+use crate::cli::{program_dir, sibling, DAEMON_PROGRAM};
 use crate::sim::{Scenario, Simulator, DEMO_SCENARIO};
 
 /// The daemon's configuration in the demo.
@@ -47,19 +48,10 @@ pub fn demo_command(plugins_dir: Option<&Path>, duration: Option<Duration>) -> i
     }
 }
 
-fn default_plugins_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe
-        .parent()
-        .ok_or("this program has no folder")?
-        .to_path_buf();
-    Ok(dir)
-}
-
 async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<(), String> {
     let plugins = match plugins_dir {
         Some(dir) => dir.to_path_buf(),
-        None => default_plugins_dir()?,
+        None => program_dir()?,
     };
     let work = tempfile::Builder::new()
         .prefix("dbus-aggregate-batteries-demo-")
@@ -77,8 +69,8 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
 
     let log_path = work.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut daemon = tokio::process::Command::new(exe)
+    let program = sibling(DAEMON_PROGRAM)?;
+    let mut daemon = tokio::process::Command::new(&program)
         .arg("--config")
         .arg(&config)
         .arg("run")
@@ -88,7 +80,7 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+        .map_err(|e| format!("cannot start the daemon {}: {e}", program.display()))?;
 
     let conn = crate::bus::connect_to(bus.address())
         .await

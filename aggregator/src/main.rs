@@ -1,62 +1,27 @@
 use clap::Parser;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::prelude::*;
+use tracing::Level;
 
-use aggregator::cli::{check_config, list_plugins, log_level, Cli, Command};
+use aggregator::cli::{
+    check_config, hand_to_simulator, init_logging, list_plugins, log_level, Cli, Command,
+};
 
 fn main() {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
-    let level = match command {
-        Command::Run => log_level(&cli.config),
-        _ => tracing::Level::INFO,
-    };
-    // Plain lines without colours or time stamps: multilog stamps them on Venus OS. The bus
-    // library's own chatter only from warnings up.
-    let filter = Targets::new()
-        .with_default(LevelFilter::from_level(level))
-        .with_target(
-            "zbus",
-            LevelFilter::WARN.min(LevelFilter::from_level(level)),
-        );
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .without_time()
-                .with_target(false),
-        )
-        .with(filter)
-        .init();
     let plugins_dir = cli.plugins_dir.as_deref();
-    let mut out = std::io::stdout().lock();
-    let code = match command {
+    let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            drop(out);
+            init_logging(log_level(&cli.config));
             aggregator::daemon::run_command(&cli.config, plugins_dir)
         }
-        Command::CheckConfig => check_config(&cli.config, plugins_dir, &mut out),
-        Command::Plugins => list_plugins(&cli.config, plugins_dir, &mut out),
-        Command::Demo { duration } => {
-            drop(out);
-            aggregator::demo::demo_command(plugins_dir, duration)
+        Command::CheckConfig => {
+            init_logging(Level::INFO);
+            check_config(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
-        Command::Simulate { scenario, address } => {
-            drop(out);
-            match scenario {
-                Some(file) => aggregator::sim::simulate_command(&file, address.as_deref()),
-                None => match aggregator::sim::Scenario::parse(
-                    aggregator::sim::DEMO_SCENARIO,
-                    "demo scenario",
-                ) {
-                    Ok(s) => aggregator::sim::simulate(s, address.as_deref()),
-                    Err(err) => {
-                        eprintln!("error: {err}");
-                        1
-                    }
-                },
-            }
+        Command::Plugins => {
+            init_logging(Level::INFO);
+            list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
+        Command::Demo { .. } | Command::Simulate { .. } => hand_to_simulator(),
     };
     std::process::exit(code);
 }

@@ -650,7 +650,7 @@ fn simulate_refuses_the_system_bus_and_a_missing_file() {
     assert_eq!(aggregator::sim::simulate(demo, Some(system)), 2);
     let missing = Path::new("/nonexistent/scenario.yaml");
     assert_eq!(
-        aggregator::sim::simulate_command(missing, Some("unix:path=/tmp/x")),
+        aggregator::sim::simulate_command(Some(missing), Some("unix:path=/tmp/x")),
         2
     );
 }

@@ -249,10 +249,10 @@ async fn publish_or_register(
     }
 }
 
-/// For the `simulate` subcommand: loads the scenario file and runs it until SIGINT or
-/// SIGTERM; returns the exit code. See [`simulate`].
-pub fn simulate_command(scenario: &Path, address: Option<&str>) -> i32 {
-    match Scenario::load(scenario) {
+/// For the `simulate` subcommand: loads the scenario file (the demo's without one) and runs it
+/// until SIGINT or SIGTERM; returns the exit code. See [`simulate`].
+pub fn simulate_command(scenario: Option<&Path>, address: Option<&str>) -> i32 {
+    match scenario.map_or_else(Scenario::demo, Scenario::load) {
         Ok(scenario) => simulate(scenario, address),
         Err(err) => {
             eprintln!("error: {err}");

@@ -1,0 +1,83 @@
+//! The two programs: the daemon's hands `demo` and `simulate` over to the simulator's with the
+//! same command line, and carries none of the simulator's code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
+const SIMULATOR: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries-sim");
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .expect("run the program")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn simulate_is_handed_over_with_its_arguments() {
+    let system = "unix:path=/var/run/dbus/system_bus_socket";
+    let out = run(DAEMON, &["simulate", "--address", system]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{system} is the system bus")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(DAEMON, &["simulate", "--scenario", "/nonexistent/s.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/s.yaml: cannot read"));
+}
+
+#[test]
+fn the_simulators_program_refuses_the_daemons_commands() {
+    for command in ["run", "check-config", "plugins"] {
+        let out = run(SIMULATOR, &[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(
+            stderr(&out).contains("the daemon is dbus-aggregate-batteries"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_missing_simulator_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("dbus-aggregate-batteries");
+    std::fs::copy(DAEMON, &alone).unwrap();
+    let out = run(alone.to_str().unwrap(), &["demo", "--for", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let missing = dir.path().join("dbus-aggregate-batteries-sim");
+    assert!(
+        stderr(&out).contains(&format!(
+            "`demo` and `simulate` are run by {}",
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A sentence of the demo scenario, which the simulator embeds.
+const DEMO_TEXT: &str = "looping through about three minutes";
+
+fn holds(program: &str, text: &str) -> bool {
+    let bytes = std::fs::read(Path::new(program)).unwrap();
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[test]
+fn the_daemons_program_holds_no_simulator() {
+    assert!(
+        holds(SIMULATOR, DEMO_TEXT),
+        "the demo scenario no longer says {DEMO_TEXT:?}"
+    );
+    assert!(!holds(DAEMON, DEMO_TEXT));
+}
