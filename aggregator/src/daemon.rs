@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugin_api::BatteryState;
+use plugin_api::{BatteryState, PluginKind};
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
@@ -279,7 +279,10 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let published = Published::new(&identity);
     let (conn, monitor, exported) = attach_patiently(conn, &own, &uid, &published).await;
 
-    let pass_through = config.strategy.plugin == "serialbattery";
+    // The strategy says whether the batteries' own limits must be valid (SPEC §3).
+    let pass_through = scan
+        .find(&config.strategy.plugin, PluginKind::Strategy)
+        .is_some_and(|plugin| plugin.needs_battery_limits);
     let mut daemon = Daemon {
         presence: Presence::new(Timing {
             hold_for_s: config.batteries.hold_for.as_secs_f64(),

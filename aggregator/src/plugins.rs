@@ -29,6 +29,9 @@ pub struct Plugin {
     pub version: String,
     /// Its one-line description.
     pub description: String,
+    /// A strategy that passes the batteries' own limits on (they must be valid for a battery
+    /// to count as online).
+    pub needs_battery_limits: bool,
     module: PluginModRef,
 }
 
@@ -165,6 +168,7 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         kind: module.kind(),
         version: module.version().to_string(),
         description: module.description().to_string(),
+        needs_battery_limits: module.needs_battery_limits(),
         module,
     })
 }

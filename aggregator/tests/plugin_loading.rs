@@ -246,10 +246,15 @@ fn a_panicking_plugin_is_contained() {
     assert!(err.contains("not a current source"), "{err}");
 }
 
-/// Builds a plugin against a copy of plugin-api whose version is bumped to 0.2.0, the way a
-/// plugin built against another ABI version would be, and checks it is refused naming both.
-#[test]
-fn a_plugin_of_another_abi_version_is_refused_naming_both_versions() {
+/// Builds a plugin crate (`name`, with `lib_rs`) against a copy of `plugin-api` whose version
+/// is `api_version` and whose `lib.rs` is what `edit_api` makes of ours; returns the library in
+/// a plugins folder of its own.
+fn build_plugin(
+    api_version: &str,
+    edit_api: impl FnOnce(String) -> String,
+    name: &str,
+    lib_rs: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let work = tempfile::tempdir().unwrap();
     let api = work.path().join("plugin-api");
@@ -258,34 +263,32 @@ fn a_plugin_of_another_abi_version_is_refused_naming_both_versions() {
         let entry = entry.unwrap();
         fs::copy(entry.path(), api.join("src").join(entry.file_name())).unwrap();
     }
+    let api_lib = fs::read_to_string(api.join("src/lib.rs")).unwrap();
+    fs::write(api.join("src/lib.rs"), edit_api(api_lib)).unwrap();
     let manifest = fs::read_to_string(workspace.join("plugin-api/Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
     fs::write(
         api.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"plugin-api\"\nversion = \"0.2.0\"\nedition = \"2021\"\n\n{deps}"
+            "[package]\nname = \"plugin-api\"\nversion = \"{api_version}\"\nedition = \"2021\"\n\n{deps}"
         ),
     )
     .unwrap();
-    let plugin = work.path().join("old-plugin");
+    let plugin = work.path().join("plugin");
     fs::create_dir_all(plugin.join("src")).unwrap();
     fs::write(
         plugin.join("Cargo.toml"),
-        "[package]\nname = \"other-abi\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
-         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = { path = \"../plugin-api\" }\n\
-         abi_stable = \"0.11.3\"\n\n[workspace]\n",
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../plugin-api\" }}\n\
+             abi_stable = \"0.11.3\"\n\n[workspace]\n"
+        ),
     )
     .unwrap();
-    fs::write(
-        plugin.join("src/lib.rs"),
-        "struct S;\nimpl plugin_api::CurrentSourceImpl for S {\n    fn measure(&mut self, _: &plugin_api::CurrentInputs) -> Option<plugin_api::Measurement> { None }\n}\n\
-         fn new(_: &str) -> Result<S, String> { Ok(S) }\n\
-         plugin_api::export_plugin! { kind: current_source, name: \"other-abi\", description: \"built against 0.2.0\", new: new }\n",
-    )
-    .unwrap();
+    fs::write(plugin.join("src/lib.rs"), lib_rs).unwrap();
     fs::copy(workspace.join("Cargo.lock"), plugin.join("Cargo.lock")).unwrap();
-    let target = workspace.join("target").join("abi-mismatch");
+    let target = workspace.join("target").join("test-plugins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--offline", "--quiet", "--lib"])
@@ -293,16 +296,72 @@ fn a_plugin_of_another_abi_version_is_refused_naming_both_versions() {
         .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("run cargo");
-    assert!(status.success(), "building the mismatched plugin failed");
+    assert!(status.success(), "building the plugin {name} failed");
 
     let dir = plugins_dir_with(&[]);
-    let path = dir.path().join("libother_abi.so");
-    fs::copy(target.join("debug/libother_abi.so"), &path).unwrap();
+    let file = format!("lib{}.so", name.replace('-', "_"));
+    let path = dir.path().join(&file);
+    fs::copy(target.join("debug").join(&file), &path).unwrap();
     set_mode(&path, 0o755);
-    let err = load(&path).unwrap_err();
+    (dir, path)
+}
+
+/// `path` is refused as built against plugin ABI `version`, naming ours too.
+fn assert_refused_naming(path: &Path, version: &str) {
+    let err = load(path).unwrap_err();
     let expected = format!(
-        "built against plugin ABI 0.2.0, but this daemon speaks plugin ABI {}",
+        "built against plugin ABI {version}, but this daemon speaks plugin ABI {}",
         plugin_api::ABI_VERSION
     );
     assert!(err.reason.starts_with(&expected), "{err}");
+}
+
+/// A current-source plugin of one line.
+const CURRENT_SOURCE: &str = "struct S;\nimpl plugin_api::CurrentSourceImpl for S {\n    fn measure(&mut self, _: &plugin_api::CurrentInputs) -> Option<plugin_api::Measurement> { None }\n}\n\
+     fn new(_: &str) -> Result<S, String> { Ok(S) }\n";
+
+#[test]
+fn a_plugin_of_a_newer_abi_version_is_refused_naming_both_versions() {
+    let (_dir, path) = build_plugin(
+        "0.3.0",
+        |api| api,
+        "newer-abi",
+        &format!("{CURRENT_SOURCE}plugin_api::export_plugin! {{ kind: current_source, name: \"newer-abi\", description: \"built against 0.3.0\", new: new }}\n"),
+    );
+    assert_refused_naming(&path, "0.3.0");
+}
+
+#[test]
+fn a_plugin_of_the_abi_before_needs_battery_limits_is_refused_naming_both_versions() {
+    // The root module of ABI 0.1: nothing after the last prefix field, and the macro does not
+    // fill it. abi_stable would refuse it too ("too many fields"), without naming versions.
+    let older = |api: String| {
+        let last = "RResult<CurrentSourceBox, RString>,\n";
+        let start = api.find(last).expect("the last prefix field") + last.len();
+        let end = start + api[start..].find("}\n").unwrap();
+        assert!(api[start..end].contains("pub needs_battery_limits: bool"));
+        let init = "                needs_battery_limits: $needs,\n";
+        assert!(api.contains(init));
+        format!("{}{}", &api[..start], &api[end..]).replacen(init, "", 1)
+    };
+    let (_dir, path) = build_plugin(
+        "0.1.0",
+        older,
+        "older-abi",
+        &format!("{CURRENT_SOURCE}plugin_api::export_plugin! {{ kind: current_source, name: \"older-abi\", description: \"built against 0.1.0\", new: new }}\n"),
+    );
+    assert_refused_naming(&path, "0.1.0");
+}
+
+#[test]
+fn only_the_pass_through_strategy_needs_the_batteries_limits() {
+    let dir = plugins_dir_with(&PLUGIN_FILES);
+    let scan = scan(dir.path()).expect("scan");
+    let needing: Vec<&str> = scan
+        .plugins
+        .iter()
+        .filter(|p| p.needs_battery_limits)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(needing, ["serialbattery"]);
 }

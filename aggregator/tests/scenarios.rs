@@ -226,6 +226,17 @@ fn an_inverted_shunt_is_added() {
     });
 }
 
+/// The pass-through strategy, on a fast tick.
+const PASS_THROUGH: &str = r#"
+update_interval: 200ms
+batteries: { expected: 2, cells: 16, startup_wait: STARTUP_WAIT }
+current_source: { plugin: bms }
+strategy: { plugin: serialbattery, config: {} }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+
 #[test]
 fn pass_through_takes_the_lowest_cvl_and_min_times_count() {
     runtime().block_on(async {
@@ -237,16 +248,8 @@ fn pass_through_takes_the_lowest_cvl_and_min_times_count() {
       Bat1: { limits: { cvl: 55.2, ccl: 100, dcl: 150 } }
       Bat2: { limits: { cvl: 54.8, ccl: 80, dcl: 120 } }
 "#;
-        let config = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: {} }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
-        let w = World::start(&scenario("", segments), config).await;
+        let config = PASS_THROUGH.replace("STARTUP_WAIT", "20s");
+        let w = World::start(&scenario("", segments), &config).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Info/MaxChargeVoltage") == Some(54.8)
         })
@@ -254,6 +257,30 @@ logging: { summary_every: 0s }
         assert!(ok, "{items:?}\n{}", w.daemon.log_text());
         assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(160.0));
         assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(240.0));
+    });
+}
+
+#[test]
+fn pass_through_leaves_out_a_battery_without_its_own_limits() {
+    runtime().block_on(async {
+        // The strategy declares it needs them (plugin ABI); lfp-balancing would merge Bat2.
+        let segments = r#"
+  - duration: 1h
+    cell_voltage: 3.35
+    battery_current: 5
+    batteries:
+      Bat2: { values: { /Info/MaxChargeVoltage: invalid } }
+"#;
+        let config = PASS_THROUGH.replace("STARTUP_WAIT", "1s");
+        let w = World::start(&scenario("", segments), &config).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| num(i, "/Dc/0/Current") == Some(5.0)).await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let log = w.daemon.log_text();
+        assert!(
+            log.contains("battery Bat2 not online yet") && log.contains("/Info/MaxChargeVoltage"),
+            "{log}"
+        );
+        assert!(log.contains("battery Bat1 online"), "{log}");
     });
 }
 

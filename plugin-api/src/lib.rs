@@ -248,8 +248,10 @@ pub fn install_panic_hook() {
 
 /// The root module every plugin exports.
 ///
-/// New fields are appended at the end with `#[sabi(missing_field(option))]`, so plugins built
-/// against an older version of this crate keep loading.
+/// `abi_stable` checks its layout at load and refuses a plugin whose root module has fewer
+/// fields than the host's, so a field appended here is an ABI change like any other: it
+/// raises this crate's minor version, and plugins built before are refused naming both
+/// versions.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -271,6 +273,11 @@ pub struct PluginMod {
     #[sabi(last_prefix_field)]
     pub new_current_source:
         extern "C" fn(config_json: RStr<'_>) -> RResult<CurrentSourceBox, RString>,
+    /// A strategy that passes the batteries' own limits on: the host then counts a battery
+    /// online only while its `/Info/MaxChargeVoltage`, `/Info/MaxChargeCurrent` and
+    /// `/Info/MaxDischargeCurrent` are valid, so that no limit of the bank rests on a battery
+    /// that has none. False for every other plugin (ABI 0.2).
+    pub needs_battery_limits: bool,
 }
 
 impl RootModule for PluginModRef {
@@ -288,21 +295,29 @@ pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 ///
 /// `kind` is `strategy` or `current_source`; `new` is a function
 /// `fn(&str) -> Result<T, String>` that builds the plugin from its config section (JSON text),
-/// where `T` implements [`StrategyImpl`] or [`CurrentSourceImpl`]. See the crate docs for a
-/// whole plugin.
+/// where `T` implements [`StrategyImpl`] or [`CurrentSourceImpl`]. A strategy that passes the
+/// batteries' own limits on adds `needs_battery_limits: true` (see
+/// [`PluginMod::needs_battery_limits`]). See the crate docs for a whole plugin.
 #[macro_export]
 macro_rules! export_plugin {
     (kind: strategy, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
-        $crate::export_plugin!(@module Strategy, $name, $desc,
+        $crate::export_plugin! {
+            kind: strategy, name: $name, description: $desc, new: $new,
+            needs_battery_limits: false,
+        }
+    };
+    (kind: strategy, name: $name:expr, description: $desc:expr, new: $new:path,
+     needs_battery_limits: $needs:expr $(,)?) => {
+        $crate::export_plugin!(@module Strategy, $name, $desc, $needs,
             |config: &str| $new(config).map($crate::strategy_box),
             |_config: &str| Err(format!("{} is a strategy, not a current source", $name)));
     };
     (kind: current_source, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
-        $crate::export_plugin!(@module CurrentSource, $name, $desc,
+        $crate::export_plugin!(@module CurrentSource, $name, $desc, false,
             |_config: &str| Err(format!("{} is a current source, not a strategy", $name)),
             |config: &str| $new(config).map($crate::current_source_box));
     };
-    (@module $kind:ident, $name:expr, $desc:expr, $strategy:expr, $current:expr) => {
+    (@module $kind:ident, $name:expr, $desc:expr, $needs:expr, $strategy:expr, $current:expr) => {
         extern "C" fn __plugin_set_logger(logger: $crate::HostLogger) {
             $crate::log::install(logger, $name);
             $crate::install_panic_hook();
@@ -340,6 +355,7 @@ macro_rules! export_plugin {
                 set_logger: __plugin_set_logger,
                 new_strategy: __plugin_new_strategy,
                 new_current_source: __plugin_new_current_source,
+                needs_battery_limits: $needs,
             }
             .leak_into_prefix()
         }

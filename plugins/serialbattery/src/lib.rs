@@ -262,6 +262,7 @@ plugin_api::export_plugin! {
     name: "serialbattery",
     description: "Pass-through of the BMSs' own limits: min CVL, min CCL/DCL x batteries or sum",
     new: new,
+    needs_battery_limits: true,
 }
 
 #[cfg(test)]
