@@ -5,8 +5,32 @@
 //! disk, an interrupted update) must be refused instead, so the headers are checked against
 //! the file's length first. A library for another machine (an ARM build on a PC) is named too.
 
-/// Checks that `bytes` is a complete ELF shared library for this machine.
-pub fn check(bytes: &[u8]) -> Result<(), String> {
+use std::io::Read;
+use std::path::Path;
+
+/// How much of a file [`check_file`] reads: the ELF header and the program headers, which a
+/// library's linker puts right after it (a few hundred bytes), never the whole library.
+pub const HEAD_LEN: u64 = 64 * 1024;
+
+/// Checks that the file at `path` is a complete ELF shared library for this machine, reading
+/// its first [`HEAD_LEN`] bytes and its length only.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
+    let len = file
+        .metadata()
+        .map_err(|err| format!("cannot read: {err}"))?
+        .len();
+    let mut head = Vec::new();
+    file.take(HEAD_LEN)
+        .read_to_end(&mut head)
+        .map_err(|err| format!("cannot read: {err}"))?;
+    check(&head, len)
+}
+
+/// Checks that a file of `len` bytes beginning with `head` is a complete ELF shared library
+/// for this machine.
+pub fn check(head: &[u8], len: u64) -> Result<(), String> {
+    let bytes = head;
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
         return Err("not a shared library (no ELF header)".into());
     }
@@ -23,8 +47,7 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     let header_len = if is64 { 64 } else { 52 };
     let truncated = |needed: u64| {
         format!(
-            "truncated: the file has {} bytes but its ELF headers describe at least {needed}",
-            bytes.len()
+            "truncated: the file has {len} bytes but its ELF headers describe at least {needed}"
         )
     };
     if bytes.len() < header_len {
@@ -64,11 +87,18 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     let base = 24 + 3 * word + 4 + 2;
     let (phentsize, phnum) = (read(base, 2), read(base + 2, 2));
     let (shentsize, shnum) = (read(base + 4, 2), read(base + 6, 2));
-    let len = bytes.len() as u64;
-    for end in [phoff + phentsize * phnum, shoff + shentsize * shnum] {
+    let program_headers_end = phoff + phentsize * phnum;
+    for end in [program_headers_end, shoff + shentsize * shnum] {
         if end > len {
             return Err(truncated(end));
         }
+    }
+    if program_headers_end > bytes.len() as u64 {
+        return Err(format!(
+            "not a library this daemon loads: its program headers end at byte \
+             {program_headers_end}, past the first {} bytes it reads",
+            bytes.len()
+        ));
     }
     for k in 0..phnum {
         let at = (phoff + k * phentsize) as usize;
@@ -100,30 +130,55 @@ fn own_machine() -> Option<(u64, &'static str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, check_file, HEAD_LEN};
+
+    /// `check` of the first `len` bytes of `bytes`, read as `check_file` reads them.
+    fn check_cut(bytes: &[u8], len: usize) -> Result<(), String> {
+        let head = &bytes[..len.min(HEAD_LEN as usize)];
+        check(head, len as u64)
+    }
 
     #[test]
     fn a_complete_file_passes_and_a_cut_one_is_refused() {
         // The test binary is a position-independent executable: ELF type 3, like a library.
-        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert_eq!(check(&exe), Ok(()));
+        let path = std::env::current_exe().unwrap();
+        let exe = std::fs::read(&path).unwrap();
+        assert!(
+            exe.len() as u64 > HEAD_LEN,
+            "a file longer than what is read"
+        );
+        assert_eq!(check_file(&path), Ok(()));
+        assert_eq!(check_cut(&exe, exe.len()), Ok(()));
         for cut in [100, exe.len() / 2, exe.len() - 1] {
             assert!(
-                check(&exe[..cut]).unwrap_err().starts_with("truncated"),
+                check_cut(&exe, cut).unwrap_err().starts_with("truncated"),
                 "cut at {cut}"
             );
         }
+        // Written cut short on disk, as an interrupted copy leaves it.
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut.so");
+        std::fs::write(&cut, &exe[..exe.len() - 1]).unwrap();
+        assert!(check_file(&cut).unwrap_err().starts_with("truncated"));
     }
 
     #[test]
     fn text_and_short_files_are_refused() {
-        assert!(check(b"hello world, not a library")
+        let text = b"hello world, not a library";
+        assert!(check(text, text.len() as u64)
             .unwrap_err()
             .contains("no ELF header"));
-        assert!(
-            check(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-                .unwrap_err()
-                .starts_with("truncated")
-        );
+        let header = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+        assert!(check(header, header.len() as u64)
+            .unwrap_err()
+            .starts_with("truncated"));
+    }
+
+    #[test]
+    fn program_headers_past_the_head_are_refused() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // The file is whole, but only its first 100 bytes were read.
+        let err = check(&exe[..100], exe.len() as u64).unwrap_err();
+        assert!(err.contains("program headers end at byte"), "{err}");
     }
 }

@@ -148,9 +148,7 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
-    let bytes = std::fs::read(path).map_err(|err| refuse(format!("cannot read: {err}")))?;
-    crate::elf::check(&bytes).map_err(refuse)?;
-    drop(bytes);
+    crate::elf::check_file(path).map_err(refuse)?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
     // abi_stable lets a plugin of a newer 0.x minor version through to the layout check, whose
     // message does not say which versions met; refuse it here, naming both.
