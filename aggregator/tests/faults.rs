@@ -636,9 +636,11 @@ fn sigterm_saves_the_counter_and_the_restarted_daemon_continues_from_it() {
         assert!(w.daemon.log_text().contains("SIGTERM: stopping"));
 
         // Saved on the way out: what was published, less at most a tick or two of discharge.
+        // The file holds the charge in Ah: 100 × charge / 40 here and the daemon's SoC are two
+        // roundings of one number when no tick came between, which differ in the last bits.
         let saved = saved_soc(&w);
         assert!(
-            saved <= published && saved > published - 0.1,
+            saved <= published + 1e-9 && saved > published - 0.1,
             "published {published} %, saved {saved} %"
         );
 
