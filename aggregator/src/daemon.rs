@@ -470,12 +470,9 @@ impl Daemon {
         self.last_tick = Some(now);
         let now_s = now.duration_since(self.started).as_secs_f64();
         self.log_discovery();
-        if self.settings_pending {
-            self.settings_appeared(now).await;
-        }
 
         // Read the cache once.
-        let (readings, vebus, solar_chargers, smartshunts, low_soc, feed_in_setting) =
+        let (readings, vebus, solar_chargers, smartshunts, low_soc, feed_in_setting, settings) =
             self.monitor.with(|cache| {
                 let mut readings = Vec::new();
                 for (service, s) in cache.of_class(Class::Battery) {
@@ -494,8 +491,12 @@ impl Daemon {
                     gather::smartshunts(cache),
                     gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
                     gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
+                    cache.of_class(Class::Settings).next().is_some(),
                 )
             });
+        if self.settings_pending && settings {
+            self.settings_appeared(now).await;
+        }
 
         let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
         for (service, identity, reading) in readings {
@@ -638,12 +639,6 @@ impl Daemon {
     /// under DVCC's and VRM's feet); the custom name stored there is adopted.
     async fn settings_appeared(&mut self, now: Instant) {
         if self.settings_retry_at.is_some_and(|at| now < at) {
-            return;
-        }
-        let present = self
-            .monitor
-            .with(|cache| cache.of_class(Class::Settings).next().is_some());
-        if !present {
             return;
         }
         let preferred = self.config.publish.device_instance;
