@@ -8,7 +8,7 @@ use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
 use crate::discovery::Identity;
-use crate::reading::{BadValue, BatteryReading, ALARMS};
+use crate::reading::{alarm_paths, BadValue, BatteryReading, ALARMS};
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
@@ -53,12 +53,6 @@ fn cell_path(k: usize) -> std::borrow::Cow<'static, str> {
         Some(path) => path.as_str().into(),
         None => format!("/Voltages/Cell{k}").into(),
     }
-}
-
-/// `/Alarms/<name>` in the order of [`ALARMS`].
-fn alarm_paths() -> &'static [String] {
-    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
-    PATHS.get_or_init(|| ALARMS.iter().map(|a| format!("/Alarms/{a}")).collect())
 }
 
 /// The identity paths of a service.

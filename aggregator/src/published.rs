@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::Outcome;
-use crate::reading::{ALARMS, ALARM_BMS_CABLE};
+use crate::reading::{alarm_paths, ALARM_BMS_CABLE};
 use crate::value::TextFormat::{self, Fixed, Plain};
 use crate::value::Value;
 
@@ -89,8 +89,8 @@ impl Published {
         for (path, format) in DATA_PATHS {
             published.set(path, Value::Invalid, *format);
         }
-        for alarm in ALARMS {
-            published.set(&format!("/Alarms/{alarm}"), Value::Invalid, Plain);
+        for path in alarm_paths() {
+            published.set(path, Value::Invalid, Plain);
         }
         published
     }
@@ -207,10 +207,9 @@ impl Published {
                 changed.push(path.to_string());
             }
         }
-        for (k, alarm) in ALARMS.iter().enumerate() {
-            let path = format!("/Alarms/{alarm}");
-            if self.set(&path, Value::int(alarms[k]), Plain) {
-                changed.push(path);
+        for (path, alarm) in alarm_paths().iter().zip(alarms) {
+            if self.set(path, Value::int(alarm), Plain) {
+                changed.push(path.clone());
             }
         }
         for (path, voltage) in cell_paths {

@@ -22,6 +22,12 @@ pub const ALARMS: [&str; 14] = [
     "BmsCable",
 ];
 
+/// `/Alarms/<name>` in the order of [`ALARMS`], made once (read and published every tick).
+pub fn alarm_paths() -> &'static [String] {
+    static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| ALARMS.iter().map(|a| format!("/Alarms/{a}")).collect())
+}
+
 /// Index of `/Alarms/BmsCable` in [`ALARMS`].
 pub const ALARM_BMS_CABLE: usize = 13;
 
