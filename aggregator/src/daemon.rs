@@ -21,7 +21,7 @@ use crate::bus::client::{self, SETTINGS};
 use crate::bus::export::{Exported, SetDecision};
 use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
-use crate::bus::{self, request_name};
+use crate::bus::{self, request_name, Link};
 use crate::calendar;
 use crate::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
@@ -69,16 +69,16 @@ pub fn settings_uid(service_name: &str) -> String {
     }
 }
 
-async fn connect_with_retry() -> Connection {
+async fn connect_with_retry() -> Link {
     let mut delay = Duration::from_millis(250);
     let mut logged = false;
     loop {
         match bus::connect().await {
-            Ok(conn) => {
+            Ok(link) => {
                 if logged {
                     tracing::info!("connected to D-Bus");
                 }
-                return conn;
+                return link;
             }
             Err(err) => {
                 if !logged {
@@ -251,7 +251,8 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
 
     let own = config.publish.service_name.clone();
     let uid = settings_uid(&own);
-    let conn = connect_with_retry().await;
+    let link = connect_with_retry().await;
+    let conn = link.conn.clone();
     let preferred = config.publish.device_instance;
     let (device_instance, custom_name, settings_pending) =
         match ask_settings(&conn, &uid, preferred).await {
@@ -277,7 +278,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
     };
     let published = Published::new(&identity);
-    let (conn, monitor, exported) = attach_patiently(conn, &own, &uid, &published).await;
+    let (conn, monitor, exported) = attach_patiently(link, &own, &uid, &published).await;
 
     // The strategy says whether the batteries' own limits must be valid (SPEC §3).
     let pass_through = scan
@@ -316,21 +317,21 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
 /// [`attach`] until it works, on a new connection after each failure: a bus too busy to answer
 /// is waited for, never a reason to exit.
 async fn attach_patiently(
-    mut conn: Connection,
+    mut link: Link,
     own: &str,
     uid: &str,
     published: &Published,
 ) -> (Connection, Monitor, Exported) {
     let mut delay = Duration::from_millis(250);
     loop {
-        match attach(&conn, own, uid, published).await {
-            Ok((monitor, exported)) => return (conn, monitor, exported),
+        match attach(&link, own, uid, published).await {
+            Ok((monitor, exported)) => return (link.conn, monitor, exported),
             Err(err) => {
                 tracing::warn!("the bus refused us ({err}); retrying");
-                let _ = conn.close().await;
+                let _ = link.conn.close().await;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
-                conn = connect_with_retry().await;
+                link = connect_with_retry().await;
             }
         }
     }
@@ -338,13 +339,14 @@ async fn attach_patiently(
 
 /// Starts reading the bus and serving our objects (the name is requested later, by the tick).
 async fn attach(
-    conn: &Connection,
+    link: &Link,
     own: &str,
     uid: &str,
     published: &Published,
 ) -> zbus::Result<(Monitor, Exported)> {
+    let conn = &link.conn;
     let monitor = Monitor::start(conn, &bus::address(), own).await?;
-    let exported = Exported::new(conn.clone());
+    let exported = Exported::on_link(link.clone());
     for (path, item) in published.items() {
         exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
     }
@@ -422,10 +424,10 @@ impl Daemon {
     /// tick) our name again. The engine, and with it the counter, carries on.
     async fn reconnect(&mut self) {
         self.save_state();
-        let conn = connect_with_retry().await;
+        let link = connect_with_retry().await;
         let own = self.config.publish.service_name.clone();
         let (conn, monitor, exported) =
-            attach_patiently(conn, &own, &self.uid, &self.published).await;
+            attach_patiently(link, &own, &self.uid, &self.published).await;
         self.conn = conn;
         self.monitor = monitor;
         self.exported = exported;

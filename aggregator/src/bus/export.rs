@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_lite::StreamExt;
@@ -17,8 +18,9 @@ use zbus::message::{Header, Message, Type};
 use zbus::zvariant::{Endian, OwnedValue, Value as Wire};
 use zbus::{Connection, MatchRule, MessageStream};
 
+use crate::bus::socket::MessageWriter;
 use crate::bus::variant::{to_wire, Field};
-use crate::bus::wire;
+use crate::bus::{wire, Link};
 use crate::value::Value;
 
 /// The interface of every item, node and root.
@@ -95,6 +97,8 @@ impl Table {
 
 struct Shared {
     conn: Connection,
+    /// Sends `ItemsChanged` encoded by hand when the connection has a writer.
+    writer: Option<(MessageWriter, AtomicU32)>,
     table: Mutex<Table>,
     on_set: Mutex<Option<SetHandler>>,
     extra: Mutex<Option<ExtraHandler>>,
@@ -109,11 +113,20 @@ pub struct Exported {
 impl Exported {
     /// An empty table on `conn`; nothing is answered until [`Exported::serve`].
     pub fn new(conn: Connection) -> Self {
+        Self::on_link(Link { conn, writer: None })
+    }
+
+    /// An empty table on the link's connection, whose writer (if any) sends `ItemsChanged`
+    /// without zbus's message builder.
+    pub fn on_link(link: Link) -> Self {
         let mut table = Table::default();
         table.rebuild_nodes();
         Self {
             shared: Arc::new(Shared {
-                conn,
+                conn: link.conn,
+                // zbus numbers messages up from 1, process-wide; ours count down from the top,
+                // so the two ranges do not meet in the life of a device (2^31 ticks).
+                writer: link.writer.map(|w| (w, AtomicU32::new(u32::MAX))),
                 table: Mutex::new(table),
                 on_set: Mutex::new(None),
                 extra: Mutex::new(None),
@@ -224,6 +237,15 @@ impl Exported {
                     .map(|e| (p.as_str(), &e.value, e.text.as_str()))
             }))
         };
+        if let Some((writer, serial)) = &self.shared.writer {
+            let serial = serial.fetch_sub(1, Ordering::Relaxed).max(1);
+            let msg =
+                wire::signal_message(serial, "/", BUS_ITEM, "ItemsChanged", "a{sa{sv}}", &body);
+            return writer
+                .send(&msg)
+                .await
+                .map_err(|err| zbus::Error::InputOutput(Arc::new(err)));
+        }
         let mut builder = Message::signal("/", BUS_ITEM, "ItemsChanged")?.endian(Endian::Little);
         if let Some(sender) = self.shared.conn.unique_name() {
             builder = builder.sender(sender)?;

@@ -36,22 +36,40 @@ pub fn address() -> String {
         .unwrap_or_else(|| "unix:path=/var/run/dbus/system_bus_socket".to_string())
 }
 
-/// A connection to the bus of [`address`].
-pub async fn connect() -> zbus::Result<Connection> {
-    connect_to(&address()).await
+/// A connection and, on a Unix socket, a writer for the messages we encode ourselves on it.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// The zbus connection.
+    pub conn: Connection,
+    /// Writes to the connection's socket in turn with zbus (none off Unix sockets).
+    pub writer: Option<socket::MessageWriter>,
 }
 
-/// A connection to the bus at `address`: on a [`socket::QuietSocket`] for the Unix addresses
-/// (every bus on Venus OS), else as zbus connects.
-pub async fn connect_to(address: &str) -> zbus::Result<Connection> {
+/// A link to the bus of [`address`].
+pub async fn connect() -> zbus::Result<Link> {
+    link_to(&address()).await
+}
+
+/// A link to the bus at `address`: on a [`socket::QuietSocket`] for the Unix addresses (every
+/// bus on Venus OS), else as zbus connects, without a writer.
+pub async fn link_to(address: &str) -> zbus::Result<Link> {
     match raw::connect_address(address) {
         Ok(stream) => {
-            Builder::socket(socket::QuietSocket::new(stream)?)
-                .build()
-                .await
+            let socket = socket::QuietSocket::new(stream)?;
+            let writer = Some(socket.writer());
+            let conn = Builder::socket(socket).build().await?;
+            Ok(Link { conn, writer })
         }
-        Err(_) => Builder::address(address)?.build().await,
+        Err(_) => Ok(Link {
+            conn: Builder::address(address)?.build().await?,
+            writer: None,
+        }),
     }
+}
+
+/// A connection to the bus at `address` (see [`link_to`]).
+pub async fn connect_to(address: &str) -> zbus::Result<Connection> {
+    Ok(link_to(address).await?.conn)
 }
 
 /// Why a name could not be had.

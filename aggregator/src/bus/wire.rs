@@ -532,21 +532,60 @@ pub fn method_call(
     member: &str,
     args: &[&str],
 ) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(128));
-    w.0.extend_from_slice(&[b'l', 1, 0, 1, 0, 0, 0, 0]);
+    let signature = "s".repeat(args.len());
+    let mut body = Writer(Vec::new());
+    for arg in args {
+        body.string(arg);
+    }
+    message(
+        1,
+        serial,
+        &[
+            (1, b'o', path),
+            (2, b's', interface),
+            (3, b's', member),
+            (6, b's', destination),
+        ],
+        &signature,
+        &body.0,
+    )
+}
+
+/// Encodes a signal whose `body` (of `signature`) is already encoded little-endian from an
+/// 8-aligned start, as [`items_body`] encodes it.
+pub fn signal_message(
+    serial: u32,
+    path: &str,
+    interface: &str,
+    member: &str,
+    signature: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    message(
+        4,
+        serial,
+        &[(1, b'o', path), (2, b's', interface), (3, b's', member)],
+        signature,
+        body,
+    )
+}
+
+/// A little-endian message of `kind` with these header fields (code, type, text), the
+/// signature field when `signature` is not empty, and `body`.
+fn message(
+    kind: u8,
+    serial: u32,
+    fields: &[(u8, u8, &str)],
+    signature: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(128 + body.len()));
+    w.0.extend_from_slice(&[b'l', kind, 0, 1]);
+    w.0.extend_from_slice(&(body.len() as u32).to_le_bytes());
     w.0.extend_from_slice(&serial.to_le_bytes());
     w.0.extend_from_slice(&[0; 4]);
-    let signature = "s".repeat(args.len());
-    let mut fields: Vec<(u8, u8, &str)> = vec![
-        (1, b'o', path),
-        (2, b's', interface),
-        (3, b's', member),
-        (6, b's', destination),
-    ];
-    if !args.is_empty() {
-        fields.push((8, b'g', &signature));
-    }
-    for (code, kind, value) in fields {
+    let signature_field = (!signature.is_empty()).then_some((8, b'g', signature));
+    for &(code, kind, value) in fields.iter().chain(signature_field.iter()) {
         w.pad(8);
         w.0.extend_from_slice(&[code, 1, kind, 0]);
         if kind == b'g' {
@@ -558,12 +597,7 @@ pub fn method_call(
     let fields_len = (w.0.len() - 16) as u32;
     w.0[12..16].copy_from_slice(&fields_len.to_le_bytes());
     w.pad(8);
-    let body_start = w.0.len();
-    for arg in args {
-        w.string(arg);
-    }
-    let body_len = (w.0.len() - body_start) as u32;
-    w.0[4..8].copy_from_slice(&body_len.to_le_bytes());
+    w.0.extend_from_slice(body);
     w.0
 }
 
