@@ -259,26 +259,33 @@ fn invalid_wire(err: wire::WireError) -> io::Error {
     invalid(err.to_string())
 }
 
+/// Writes what the socket takes of `bytes` now: how many it took (0 after an interrupted
+/// call), or `None` when it takes nothing (its buffer is full).
+pub(crate) fn write_some(mut stream: &UnixStream, bytes: &[u8]) -> io::Result<Option<usize>> {
+    match stream.write(bytes) {
+        Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(Some(n)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
+        Err(err) => Err(err),
+    }
+}
+
 /// Writes all of a (small) message on a socket that may be non-blocking: the bus takes it at
 /// once unless it is overloaded, so a full socket is waited for briefly, not polled for.
 fn write_patiently(stream: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let mut written = 0;
     while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() > deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the bus does not take our message",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(1));
+        match write_some(stream, &bytes[written..])? {
+            Some(n) => written += n,
+            None if Instant::now() > deadline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the bus does not take our message",
+                ))
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+            None => std::thread::sleep(Duration::from_millis(1)),
         }
     }
     Ok(())

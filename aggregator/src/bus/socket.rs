@@ -12,7 +12,7 @@
 //! Reads are buffered: a burst of messages (a scan's answers, several signals) is taken with
 //! one system call instead of two per message.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -20,6 +20,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Mutex;
 use zbus::connection::socket::{ReadHalf, Socket, Split, WriteHalf};
+
+use crate::bus::raw::write_some;
 
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -71,12 +73,9 @@ impl MessageWriter {
 /// Writes all of `bytes`, waiting for room whenever the bus is not taking data.
 async fn write_whole(stream: &AsyncFd<UnixStream>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        match stream.get_ref().write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => room(stream).await?,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+        match write_some(stream.get_ref(), bytes)? {
+            Some(n) => bytes = &bytes[n..],
+            None => room(stream).await?,
         }
     }
     Ok(())
@@ -200,6 +199,7 @@ impl WriteHalf for QuietWrite {
 mod tests {
     use super::*;
     use crate::testing::runtime;
+    use std::io::Write;
 
     #[test]
     fn reads_are_buffered_and_served_in_pieces() {

@@ -2,7 +2,8 @@
 //! monitor's value connection needs it: framing and parsing of any incoming message with the
 //! header fields borrowed from the buffer, decoding of the BusItem bodies we read
 //! (`a{sv}` of `PropertiesChanged`, `a{sa{sv}}` of `ItemsChanged` and `GetItems`) straight into
-//! [`Field`]s, and encoding of the few method calls we send (`Hello`, `AddMatch`, `GetItems`).
+//! [`Field`]s, and encoding of the few method calls we send (`Hello`, `AddMatch`, `GetItems`)
+//! and of our `ItemsChanged` signal.
 //!
 //! Everything is bounds-checked: a malformed message is an error naming what is wrong, never a
 //! panic, and nesting is limited as the specification limits it.
@@ -12,6 +13,8 @@ use crate::value::Value;
 
 /// Longest message accepted (the specification's limit).
 pub const MAX_MESSAGE: usize = 128 << 20;
+
+const STRING_WITHOUT_NUL: &str = "a string without its nul";
 
 /// Deepest nesting of containers (32 arrays and 32 structures in the specification).
 const MAX_DEPTH: u32 = 64;
@@ -359,33 +362,32 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.fixed()?))
     }
 
+    /// `len` bytes and the nul after them (`missing`: the error without it).
+    fn terminated(&mut self, len: usize, missing: &'static str) -> Result<&'a [u8], WireError> {
+        let bytes = self.take(len)?;
+        if self.u8()? != 0 {
+            return Err(WireError(missing));
+        }
+        Ok(bytes)
+    }
+
     /// A string or object path: length, bytes, a nul.
     fn string(&mut self) -> Result<&'a str, WireError> {
         let len = self.u32()? as usize;
-        let bytes = self.take(len)?;
-        if self.u8()? != 0 {
-            return Err(WireError("a string without its nul"));
-        }
-        text(bytes).ok_or(WireError("a string that is not UTF-8"))
+        text(self.terminated(len, STRING_WITHOUT_NUL)?)
+            .ok_or(WireError("a string that is not UTF-8"))
     }
 
     /// Passes over a string whose text is not needed.
     fn skip_string(&mut self) -> Result<(), WireError> {
         let len = self.u32()? as usize;
-        self.take(len)?;
-        if self.u8()? != 0 {
-            return Err(WireError("a string without its nul"));
-        }
-        Ok(())
+        self.terminated(len, STRING_WITHOUT_NUL).map(drop)
     }
 
     fn signature(&mut self) -> Result<&'a str, WireError> {
         let len = usize::from(self.u8()?);
-        let bytes = self.take(len)?;
-        if self.u8()? != 0 {
-            return Err(WireError("a signature without its nul"));
-        }
-        text(bytes).ok_or(WireError("a signature that is not UTF-8"))
+        text(self.terminated(len, "a signature without its nul")?)
+            .ok_or(WireError("a signature that is not UTF-8"))
     }
 
     /// An array's length and end, aligned to its elements.
