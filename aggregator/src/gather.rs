@@ -1,14 +1,12 @@
 //! From the monitor's cache to the engine's inputs: a typed reading per battery service, and
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
-use std::sync::OnceLock;
-
 use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 
 use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
 use crate::discovery::Identity;
-use crate::reading::{alarm_paths, BadValue, BatteryReading, ALARMS};
+use crate::reading::{alarm_paths, cell_path, BadValue, BatteryReading, ALARMS};
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
@@ -35,23 +33,6 @@ fn text(values: &Values, path: &str) -> Option<String> {
         Field::Text(t) => Some(t.clone()),
         Field::Number(v) => Some(crate::value::python_str(*v)),
         _ => None,
-    }
-}
-
-/// Cells whose path is kept ready (more are written out when asked for).
-const CELL_PATHS: usize = 64;
-
-/// `/Voltages/Cell<k>`, without formatting it each tick for the usual cell counts.
-fn cell_path(k: usize) -> std::borrow::Cow<'static, str> {
-    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
-    let paths = PATHS.get_or_init(|| {
-        (1..=CELL_PATHS)
-            .map(|k| format!("/Voltages/Cell{k}"))
-            .collect()
-    });
-    match paths.get(k.wrapping_sub(1)) {
-        Some(path) => path.as_str().into(),
-        None => format!("/Voltages/Cell{k}").into(),
     }
 }
 

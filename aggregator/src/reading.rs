@@ -4,6 +4,9 @@
 //! empty array on the wire) or a path the service does not publish. Whether a reading is good
 //! enough to merge is decided here, in one place.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 /// The alarm paths merged by maximum, below `/Alarms/`.
 pub const ALARMS: [&str; 14] = [
     "LowVoltage",
@@ -24,8 +27,25 @@ pub const ALARMS: [&str; 14] = [
 
 /// `/Alarms/<name>` in the order of [`ALARMS`], made once (read and published every tick).
 pub fn alarm_paths() -> &'static [String] {
-    static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
     PATHS.get_or_init(|| ALARMS.iter().map(|a| format!("/Alarms/{a}")).collect())
+}
+
+/// Cells whose path is kept ready (more are written out when asked for).
+const CELL_PATHS: usize = 64;
+
+/// `/Voltages/Cell<k>` (from 1), without formatting it each tick for the usual cell counts.
+pub fn cell_path(k: usize) -> Cow<'static, str> {
+    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        (1..=CELL_PATHS)
+            .map(|k| format!("/Voltages/Cell{k}"))
+            .collect()
+    });
+    match paths.get(k.wrapping_sub(1)) {
+        Some(path) => path.as_str().into(),
+        None => format!("/Voltages/Cell{k}").into(),
+    }
 }
 
 /// Index of `/Alarms/BmsCable` in [`ALARMS`].
@@ -221,7 +241,7 @@ impl BatteryReading {
                 self.cell_voltages_v
                     .iter()
                     .position(|v| v.is_some_and(|v| !v.is_finite()))
-                    .map(|k| format!("/Voltages/Cell{}", k + 1))
+                    .map(|k| cell_path(k + 1).into_owned())
             })
     }
 
