@@ -27,10 +27,9 @@ pub fn check_file(path: &Path) -> Result<(), String> {
     check(&head, len)
 }
 
-/// Checks that a file of `len` bytes beginning with `head` is a complete ELF shared library
+/// Checks that a file of `len` bytes beginning with `bytes` is a complete ELF shared library
 /// for this machine.
-pub fn check(head: &[u8], len: u64) -> Result<(), String> {
-    let bytes = head;
+pub fn check(bytes: &[u8], len: u64) -> Result<(), String> {
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
         return Err("not a shared library (no ELF header)".into());
     }

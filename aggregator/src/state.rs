@@ -113,7 +113,7 @@ impl StateStore {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".state-") && name.ends_with(".tmp") {
+            if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
                 if let Err(err) = fs::remove_file(entry.path()) {
                     tracing::warn!("cannot remove {}: {err}", entry.path().display());
                 }
@@ -129,12 +129,16 @@ impl StateStore {
     }
 }
 
+/// The temporary file of a write: `.state-<random>.tmp` beside the state file.
+const TEMP_PREFIX: &str = ".state-";
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".state-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
