@@ -34,6 +34,8 @@ impl Ticker {
     /// A ticker on a timer fd, or on the runtime's timer when the system has none. Must be
     /// called within the runtime.
     pub fn new(period: Duration) -> Ticker {
+        // A period of zero would disarm a timer fd and make an interval panic.
+        let period = period.max(Duration::from_millis(1));
         let clock = match timer_fd(period) {
             Ok(fd) => Clock::TimerFd(fd),
             Err(err) => {
@@ -89,20 +91,16 @@ async fn expiry(fd: &AsyncFd<OwnedFd>) -> std::io::Result<()> {
     }
 }
 
-/// The runtime's interval (first tick at once), the fallback.
+/// The runtime's interval (first tick at once), the fallback (`period` not zero).
 fn interval(period: Duration) -> Clock {
-    let mut interval = tokio::time::interval(period.max(Duration::from_millis(1)));
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     Clock::Interval(interval)
 }
 
-/// A non-blocking periodic timer fd on the monotonic clock, first expiry at once.
+/// A non-blocking periodic timer fd on the monotonic clock, first expiry at once (`period`
+/// not zero).
 fn timer_fd(period: Duration) -> std::io::Result<AsyncFd<OwnedFd>> {
-    let period = if period.is_zero() {
-        Duration::from_millis(1)
-    } else {
-        period
-    };
     let fd = timerfd_create(
         TimerfdClockId::Monotonic,
         TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,

@@ -312,12 +312,9 @@ impl Cache {
             pending.answer = Some(Answer::Failed(name.to_string()));
             return;
         }
-        let service = match self.services.get_mut(&pending.name) {
-            Some(service) if service.owner == pending.owner => service,
-            _ => {
-                pending.answer = Some(Answer::Gone);
-                return;
-            }
+        let Some(service) = owned_by(&mut self.services, &pending.name, &pending.owner) else {
+            pending.answer = Some(Answer::Gone);
+            return;
         };
         if msg.signature != "a{sa{sv}}" {
             pending.answer = Some(Answer::Failed(format!(
@@ -346,12 +343,9 @@ impl Cache {
 
     /// Values from the fallback scan (zbus `GetItems`/`GetValue`).
     fn scanned(&mut self, name: &str, owner: &str, values: HashMap<String, Field>) -> bool {
-        let Some(service) = self.services.get_mut(name) else {
+        let Some(service) = owned_by(&mut self.services, name, owner) else {
             return false;
         };
-        if service.owner != owner {
-            return false;
-        }
         let class = service.class;
         let values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
         service.fill(values, Instant::now());
@@ -367,6 +361,16 @@ impl Cache {
             None => false,
         }
     }
+}
+
+/// The service `name` while `owner` still owns it: a scan's values belong to the owner it
+/// asked, not to one that took the name since.
+fn owned_by<'a>(
+    services: &'a mut BTreeMap<String, Service>,
+    name: &str,
+    owner: &str,
+) -> Option<&'a mut Service> {
+    services.get_mut(name).filter(|s| s.owner == owner)
 }
 
 /// Something that changed in the set of services, for the daemon's log and its early tick.
