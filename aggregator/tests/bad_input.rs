@@ -84,6 +84,18 @@ fn lines_with(log: &str, needle: &str) -> usize {
 }
 
 /// The text at a path of the published service.
+/// A second later the daemon still runs, and its log has one line with `failed`, naming the
+/// config `key`; returns the log.
+async fn still_running_with_one_line(w: &mut World, failed: &str, key: &str) -> String {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.daemon.running(), "{}", w.daemon.log_text());
+    let log = w.daemon.log_text();
+    assert_eq!(lines_with(&log, failed), 1, "{log}");
+    let line = log.lines().find(|l| l.contains(failed)).unwrap();
+    assert!(line.contains(key), "{line}");
+    log
+}
+
 fn text(items: &Items, path: &str) -> Option<String> {
     match items.get(path).map(|(value, _)| Field::from_owned(value)) {
         Some(Field::Text(text)) => Some(text),
@@ -233,13 +245,12 @@ fn a_strategy_whose_constructor_fails_publishes_the_fail_safe_and_keeps_running(
         assert_eq!(num(&items, "/Dc/0/Voltage"), Some(53.6));
         assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
 
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(w.daemon.running(), "{}", w.daemon.log_text());
-        let log = w.daemon.log_text();
-        let failed = "strategy plugin fault-test could not be started";
-        assert_eq!(lines_with(&log, failed), 1, "{log}");
-        let line = log.lines().find(|l| l.contains(failed)).unwrap();
-        assert!(line.contains("strategy.config.fault"), "{line}");
+        let log = still_running_with_one_line(
+            &mut w,
+            "strategy plugin fault-test could not be started",
+            "strategy.config.fault",
+        )
+        .await;
         assert_eq!(
             lines_with(&log, "strategy fault:"),
             0,
@@ -277,13 +288,12 @@ fn a_current_source_whose_constructor_fails_falls_back_to_the_bms_current() {
         // The strategy is fine: its limits stand.
         assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(50.0));
         assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(60.0));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(w.daemon.running(), "{}", w.daemon.log_text());
-        let log = w.daemon.log_text();
-        let failed = "current source plugin victron could not be started";
-        assert_eq!(lines_with(&log, failed), 1, "{log}");
-        let line = log.lines().find(|l| l.contains(failed)).unwrap();
-        assert!(line.contains("current_source.config.use_multi"), "{line}");
+        let log = still_running_with_one_line(
+            &mut w,
+            "current source plugin victron could not be started",
+            "current_source.config.use_multi",
+        )
+        .await;
         assert_eq!(lines_with(&log, "current source has no value"), 1, "{log}");
     });
 }
