@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::check::{check, resolve_paths};
+use crate::config::check::{check, resolve_paths};
 use crate::plugins;
 
 /// The program that runs `demo` and `simulate`, built beside the daemon but never installed on

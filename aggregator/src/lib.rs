@@ -1,37 +1,27 @@
-//! `dbus-aggregate-batteries`: merges several parallel batteries into one virtual battery for
-//! Victron Venus OS and computes the charge limits DVCC obeys.
+//! `dbus-aggregate-batteries`, the host: everything around the pure core
+//! ([`aggregator_core`]) that touches the world.
 //!
-//! The core is pure: [`reading`] (a typed battery reading and whether it can be merged),
-//! [`bank`] (the merge), [`coulomb`] (the counter), [`envelope`] (the safety envelope) and
-//! [`feedin`] (carrying out feed-in requests). [`state`] is the only module that writes files,
-//! [`plugins`] the only one that loads code, [`config`] and [`check`] read `config.yaml`.
+//! - [`daemon`]: `run`, the tick loop (gathering the bus into readings, the core's tick,
+//!   publishing, feed-in writes, the state file).
+//! - [`bus`]: everything that speaks D-Bus.
+//! - [`config`]: `config.yaml` into typed settings, and the checks of `check-config`.
+//! - [`plugins`]: checking and loading plugin files.
+//! - [`clock`]: the tick's timer and today's local date.
+//! - [`state_file`]: the one writer of files.
+//! - [`sim`]: the simulated Venus system, `demo` and `simulate`.
+//! - [`cli`]: the subcommands; [`child`]: stopping child processes.
 
-pub mod bank;
 pub mod bus;
-pub mod calendar;
-pub mod check;
 pub mod child;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod coulomb;
 pub mod daemon;
-pub mod demo;
-pub mod discovery;
-pub mod elf;
-pub mod engine;
-pub mod envelope;
-pub mod feedin;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gather;
 pub mod plugins;
-pub mod presence;
-pub mod published;
-pub mod reading;
-pub mod scheduler;
 pub mod sim;
-pub mod state;
-pub mod value;
+pub mod state_file;
 
 #[cfg(test)]
 mod testing {

@@ -3,11 +3,12 @@
 
 mod support;
 
-use aggregator::config::OnLost;
-use aggregator::engine::{Battery, Engine, Event, Settings, Surroundings};
-use aggregator::envelope::Bounds;
 use aggregator::plugins::{load, Plugin};
-use aggregator::reading::BatteryReading;
+use aggregator_core::engine::OnLost;
+use aggregator_core::engine::{Engine, Event, Settings, Surroundings};
+use aggregator_core::envelope::Bounds;
+use aggregator_core::presence::Battery;
+use aggregator_core::reading::BatteryReading;
 use plugin_api::{BatteryState, LocalDate, VebusView};
 use support::plugins_dir_with;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aggregator::bus::private::PrivateBus;
 use aggregator::sim::{Scenario, Simulator};
-use aggregator::state::{LoadProblem, StateStore, STATE_FILE};
+use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
 };

@@ -10,7 +10,7 @@ use aggregator::bus::raw::RawConnection;
 use aggregator::bus::variant::Field;
 use aggregator::bus::wire::{items_body, signal_message, Kind};
 use aggregator::child::{self, Signal};
-use aggregator::value::Value;
+use aggregator_core::value::Value;
 use zbus::zvariant::Value as Wire;
 
 const BUS_ITEM: &str = "com.victronenergy.BusItem";

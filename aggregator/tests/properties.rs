@@ -18,13 +18,14 @@ mod support;
 
 use std::collections::HashMap;
 
-use aggregator::config::OnLost;
-use aggregator::engine::{Battery, Engine, Outcome, Settings, Surroundings};
-use aggregator::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
 use aggregator::plugins::{load, Plugin};
-use aggregator::published::{Identity, Published};
-use aggregator::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
-use aggregator::value::Value;
+use aggregator_core::engine::OnLost;
+use aggregator_core::engine::{Engine, Outcome, Settings, Surroundings};
+use aggregator_core::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
+use aggregator_core::presence::Battery;
+use aggregator_core::published::{Identity, Published};
+use aggregator_core::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
+use aggregator_core::value::Value;
 use plugin_api::{BatteryState, LocalDate, SolarChargerView, StrategyOutput, VebusView};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -625,7 +626,7 @@ fn check_outcome(
                 .cell_voltages_v
                 .iter()
                 .enumerate()
-                .map(|(k, v)| (aggregator::published::cell_path(&b.name, k + 1), *v))
+                .map(|(k, v)| (aggregator_core::published::cell_path(&b.name, k + 1), *v))
         })
         .collect();
     published.update(outcome, run.cells, &cell_paths);

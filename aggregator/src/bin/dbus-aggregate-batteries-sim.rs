@@ -11,7 +11,7 @@ fn main() {
     init_logging(Level::INFO);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Demo { duration } => {
-            aggregator::demo::demo_command(cli.plugins_dir.as_deref(), duration)
+            aggregator::sim::demo::demo_command(cli.plugins_dir.as_deref(), duration)
         }
         Command::Simulate { scenario, address } => {
             aggregator::sim::simulate_command(scenario.as_deref(), address.as_deref())

@@ -10,7 +10,7 @@ use zbus::Connection;
 
 use crate::bus::export::BUS_ITEM;
 use crate::bus::variant::{to_wire, Field};
-use crate::value::Value;
+use aggregator_core::value::Value;
 
 /// Longest wait for one answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -21,7 +21,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 use crate::bus::socket::MessageWriter;
 use crate::bus::variant::{to_wire, Field};
 use crate::bus::{wire, Link};
-use crate::value::Value;
+use aggregator_core::value::Value;
 
 /// The interface of every item, node and root.
 pub const BUS_ITEM: &str = "com.victronenergy.BusItem";

@@ -6,7 +6,7 @@
 
 use zbus::zvariant::{OwnedValue, Value as Wire};
 
-use crate::value::Value;
+use aggregator_core::value::Value;
 
 /// The variant for a published value.
 pub fn to_wire(value: &Value) -> Wire<'static> {

@@ -9,7 +9,7 @@
 //! panic, and nesting is limited as the specification limits it.
 
 use crate::bus::variant::Field;
-use crate::value::Value;
+use aggregator_core::value::Value;
 
 /// Longest message accepted (the specification's limit).
 pub const MAX_MESSAGE: usize = 128 << 20;

@@ -3,7 +3,7 @@
 //! the way dbus-serialbattery derives them (REFERENCE.md §1.4, VENUS-DBUS.md §2 and §5).
 
 use crate::sim::scenario::{BatterySpec, Override, Segment, ALARMS};
-use crate::value::{TextFormat, Value};
+use aggregator_core::value::{TextFormat, Value};
 
 /// One published path: its value and text.
 pub(crate) type Item = (String, Value, String);
@@ -184,7 +184,10 @@ impl BatteryModel {
         items.text("/FirmwareVersion", "simulated");
         items.text(
             "/HardwareVersion",
-            &format!("{cells}S {}Ah", crate::value::python_str(capacity_ah)),
+            &format!(
+                "{cells}S {}Ah",
+                aggregator_core::value::python_str(capacity_ah)
+            ),
         );
         items.int("/Connected", 1);
         items.text(

@@ -4,7 +4,7 @@
 
 use crate::sim::battery::{round, Item};
 use crate::sim::scenario::ShuntSpec;
-use crate::value::{TextFormat, Value};
+use aggregator_core::value::{TextFormat, Value};
 
 /// `/ProductId` of a SmartShunt 500A/50mV.
 const SMARTSHUNT_500A_PRODUCT_ID: i64 = 0xA389;

@@ -15,6 +15,7 @@
 //! - `service`: a service on its own connection that can leave the bus and come back.
 
 mod battery;
+pub mod demo;
 mod devices;
 pub mod scenario;
 mod service;

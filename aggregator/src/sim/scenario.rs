@@ -16,14 +16,14 @@ use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::config::valid_name_element;
-use crate::value::Value;
+use aggregator_core::value::Value;
 
 /// The built-in demo: two 16-cell LFP batteries, a Multi and a solar charger, charging and
 /// discharging in a loop of about three minutes.
 pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.yaml");
 
 /// The alarms a simulated battery publishes under `/Alarms/` (the ones the aggregate merges).
-pub use crate::reading::ALARMS;
+pub use aggregator_core::reading::ALARMS;
 
 /// Cell voltage before the first segment that sets one.
 const DEFAULT_CELL_V: f64 = 3.30;

@@ -18,7 +18,7 @@ use crate::bus::export::{path_and_member, Exported, SetDecision};
 use crate::bus::variant::{to_wire, Field};
 use crate::sim::battery::Item;
 use crate::sim::scenario::{valid_object_path, SettingsSpec};
-use crate::value::{TextFormat, Value};
+use aggregator_core::value::{TextFormat, Value};
 
 /// The well-known name.
 pub(crate) const SETTINGS_NAME: &str = "com.victronenergy.settings";

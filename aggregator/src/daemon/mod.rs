@@ -8,6 +8,8 @@
 //! The service is registered after the first tick with every expected battery online, or after
 //! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
 
+mod gather;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -22,19 +24,18 @@ use crate::bus::export::{Exported, SetDecision};
 use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name, Link};
-use crate::calendar;
-use crate::check::{check_to_run, Failed, Ready};
+use crate::clock::calendar;
+use crate::clock::ticker::Ticker;
+use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
-use crate::discovery::{Roster, Verdict};
-use crate::engine::{Engine, Event, Settings, Surroundings};
-use crate::envelope::Bounds;
-use crate::gather;
-use crate::presence::{Presence, Timing};
-use crate::published::{cell_path, Identity, Published, CUSTOM_NAME};
-use crate::reading::BatteryReading;
-use crate::scheduler::Ticker;
-use crate::state::StateStore;
-use crate::value::{TextFormat, Value};
+use crate::state_file::StateStore;
+use aggregator_core::discovery::{Roster, Verdict};
+use aggregator_core::engine::{Engine, Event, Settings, Surroundings};
+use aggregator_core::envelope::Bounds;
+use aggregator_core::presence::{Presence, Timing};
+use aggregator_core::published::{cell_path, Identity, Published, CUSTOM_NAME};
+use aggregator_core::reading::BatteryReading;
+use aggregator_core::value::{TextFormat, Value};
 
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
@@ -290,7 +291,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
         })
         .with_cells(config.batteries.cells),
-        roster: Roster::new(config.batteries.clone(), &own),
+        roster: Roster::new((&config.batteries).into(), &own),
         config,
         uid,
         conn,
@@ -722,7 +723,7 @@ impl Daemon {
         }
     }
 
-    fn summary(&mut self, now: Instant, outcome: &crate::engine::Outcome) {
+    fn summary(&mut self, now: Instant, outcome: &aggregator_core::engine::Outcome) {
         let every = self.config.logging.summary_every;
         if every.is_zero() {
             return;
@@ -735,7 +736,7 @@ impl Daemon {
         }
         self.last_summary = Some(now);
         let m = &outcome.merged;
-        let cell = |e: &Option<crate::bank::Extreme>| {
+        let cell = |e: &Option<aggregator_core::bank::Extreme>| {
             e.as_ref()
                 .map_or("---".to_string(), |e| format!("{} {:.3}V", e.id, e.value))
         };

@@ -15,8 +15,20 @@ use std::collections::BTreeMap;
 
 use plugin_api::BatteryState;
 
-use crate::engine::Battery;
 use crate::reading::BatteryReading;
+
+/// A battery as presence hands it to the engine: its name, service, state and last reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Battery {
+    /// Display name, unique in the bank.
+    pub name: String,
+    /// D-Bus service name.
+    pub service: String,
+    /// Online, stale (held) or lost.
+    pub state: BatteryState,
+    /// Its reading (the last complete one when stale or lost).
+    pub reading: BatteryReading,
+}
 
 /// Timing of the states.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -16,24 +16,22 @@ use plugin_api::{
 };
 
 use crate::bank::{merge, Member, Merged};
-use crate::config::OnLost;
 use crate::coulomb::CoulombCounter;
 use crate::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
 use crate::feedin::FeedIn;
-use crate::reading::BatteryReading;
+use crate::presence::Battery;
 use crate::state::{State, StrategyState};
 
-/// A battery as the tracker hands it over: its name, service, state and last reading.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Battery {
-    /// Display name, unique in the bank.
-    pub name: String,
-    /// D-Bus service name.
-    pub service: String,
-    /// Online, stale (held) or lost.
-    pub state: BatteryState,
-    /// Its reading (the last complete one when stale or lost).
-    pub reading: BatteryReading,
+/// `batteries.on_lost`.
+#[derive(Clone, Copy, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLost {
+    /// CCL 0, DCL scaled to the online batteries.
+    BlockCharge,
+    /// CCL 0, DCL 0.
+    BlockAll,
+    /// Both limits scaled to the online batteries.
+    Continue,
 }
 
 /// Everything one tick needs besides the batteries.
@@ -626,6 +624,7 @@ fn battery_view(battery: &Battery) -> BatteryView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reading::BatteryReading;
 
     fn settings() -> Settings {
         Settings {

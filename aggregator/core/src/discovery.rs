@@ -3,7 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Batteries, Selector};
+use serde::Deserialize;
+
+/// Which battery-class services belong to the bank (`batteries:` in `config.yaml`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// A battery's `/ProductName` must contain this.
+    pub product_name: String,
+    /// Only these batteries (by `/CustomName`, `/Serial`, `/DeviceInstance` or service name).
+    pub include: Vec<Selector>,
+    /// Never these batteries.
+    pub exclude: Vec<Selector>,
+}
+
+/// A battery or device selected by name (string) or device instance (integer).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Selector {
+    /// `/DeviceInstance`.
+    Instance(i64),
+    /// `/CustomName`, `/Serial` or the service name.
+    Name(String),
+}
 
 /// The identity paths of a `com.victronenergy.battery.*` service.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,14 +55,14 @@ pub enum Verdict {
 /// The batteries found so far, with names that stay the same for the life of the process.
 #[derive(Clone, Debug)]
 pub struct Roster {
-    rules: Batteries,
+    rules: Rules,
     own_service: String,
     names: BTreeMap<String, String>,
 }
 
 impl Roster {
     /// An empty roster; `own_service` is our published name, never a battery.
-    pub fn new(rules: Batteries, own_service: &str) -> Self {
+    pub fn new(rules: Rules, own_service: &str) -> Self {
         Self {
             rules,
             own_service: own_service.to_string(),
@@ -112,6 +133,16 @@ fn selects(selector: &Selector, service: &str, identity: &Identity) -> bool {
 mod tests {
     use super::*;
 
+    impl Default for Rules {
+        fn default() -> Self {
+            Self {
+                product_name: "SerialBattery".into(),
+                include: Vec::new(),
+                exclude: Vec::new(),
+            }
+        }
+    }
+
     const OWN: &str = "com.victronenergy.battery.aggregate";
 
     fn serialbattery(custom: Option<&str>, serial: Option<&str>, instance: i64) -> Identity {
@@ -129,7 +160,7 @@ mod tests {
 
     #[test]
     fn names_come_from_custom_name_then_serial_then_a_number() {
-        let mut r = Roster::new(Batteries::default(), OWN);
+        let mut r = Roster::new(Rules::default(), OWN);
         assert_eq!(
             r.classify(&service(0), &serialbattery(Some("Left"), Some("S1"), 1)),
             Verdict::Battery("Left".into())
@@ -146,7 +177,7 @@ mod tests {
 
     #[test]
     fn duplicates_get_suffixes_and_names_stay() {
-        let mut r = Roster::new(Batteries::default(), OWN);
+        let mut r = Roster::new(Rules::default(), OWN);
         let same = serialbattery(None, Some("JK02"), 1);
         assert_eq!(
             r.classify(&service(0), &same),
@@ -170,7 +201,7 @@ mod tests {
 
     #[test]
     fn shunts_foreign_products_and_ourselves_are_not_batteries() {
-        let mut r = Roster::new(Batteries::default(), OWN);
+        let mut r = Roster::new(Rules::default(), OWN);
         let shunt = Identity {
             product_name: Some("SmartShunt 500A/50mV".into()),
             ..Default::default()
@@ -199,14 +230,14 @@ mod tests {
 
     #[test]
     fn include_and_exclude_match_name_serial_instance_or_service() {
-        let rules = Batteries {
+        let rules = Rules {
             include: vec![
                 Selector::Name("Left".into()),
                 Selector::Instance(7),
                 Selector::Name(service(3)),
             ],
             exclude: vec![Selector::Name("S9".into())],
-            ..Batteries::default()
+            ..Rules::default()
         };
         let mut r = Roster::new(rules, OWN);
         assert!(matches!(

@@ -23,7 +23,7 @@ use crate::cli::{program_dir, sibling, DAEMON_PROGRAM};
 use crate::sim::{Scenario, Simulator, DEMO_SCENARIO};
 
 /// The daemon's configuration in the demo.
-pub const DEMO_CONFIG: &str = include_str!("../scenarios/demo-config.yaml");
+pub const DEMO_CONFIG: &str = include_str!("../../scenarios/demo-config.yaml");
 
 const OWN: &str = "com.victronenergy.battery.aggregate";
 

@@ -5,8 +5,8 @@ use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 
 use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
-use crate::discovery::Identity;
-use crate::reading::{alarm_paths, cell_path, BadValue, BatteryReading, ALARMS};
+use aggregator_core::discovery::Identity;
+use aggregator_core::reading::{alarm_paths, cell_path, BadValue, BatteryReading, ALARMS};
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
@@ -31,7 +31,7 @@ fn integer(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> 
 fn text(values: &Values, path: &str) -> Option<String> {
     match values.get(path)? {
         Field::Text(t) => Some(t.clone()),
-        Field::Number(v) => Some(crate::value::python_str(*v)),
+        Field::Number(v) => Some(aggregator_core::value::python_str(*v)),
         _ => None,
     }
 }
@@ -208,7 +208,10 @@ mod tests {
         let reading = battery_reading(&s);
         assert_eq!(reading.cell_voltages_v, vec![Some(3.3), None, Some(3.31)]);
         assert_eq!((reading.voltage_v, reading.soc_pct), (None, None));
-        assert_eq!(reading.alarms[crate::reading::ALARM_BMS_CABLE], Some(2));
+        assert_eq!(
+            reading.alarms[aggregator_core::reading::ALARM_BMS_CABLE],
+            Some(2)
+        );
         let bad: Vec<(&str, &str)> = reading
             .bad_values
             .iter()

@@ -10,40 +10,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::feedin::FeedIn;
+use aggregator_core::state::State;
 
 /// Name of the state file inside the state folder.
 pub const STATE_FILE: &str = "state.json";
-
-/// Everything persisted.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct State {
-    /// The Coulomb counter in Ah; `None` until the first tick with a bank.
-    #[serde(default)]
-    pub charge_ah: Option<f64>,
-    /// The bank capacity the charge refers to; a bank of another size rescales it.
-    #[serde(default)]
-    pub capacity_ah: Option<f64>,
-    /// The strategy's state, tagged with the plugin's name so another strategy does not get it.
-    #[serde(default)]
-    pub strategy: Option<StrategyState>,
-    /// The feed-in memory.
-    #[serde(default)]
-    pub feed_in: FeedIn,
-}
-
-/// A strategy's opaque state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StrategyState {
-    /// The plugin's name.
-    pub plugin: String,
-    /// What the plugin returned from `save_state`.
-    pub state: String,
-}
 
 /// Why the saved state could not be used (the daemon then starts from a safe state).
 #[derive(Debug)]
@@ -161,6 +131,8 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aggregator_core::feedin::FeedIn;
+    use aggregator_core::state::StrategyState;
 
     fn sample() -> State {
         State {

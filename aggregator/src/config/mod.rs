@@ -5,9 +5,13 @@
 //! `plugin_api::config`). Every error names the file, the key path and, where it can be found,
 //! the line.
 
+pub mod check;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aggregator_core::discovery::{Rules, Selector};
+use aggregator_core::engine::OnLost;
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration.
@@ -84,26 +88,14 @@ impl Default for Batteries {
     }
 }
 
-/// A battery or device selected by name (string) or device instance (integer).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum Selector {
-    /// `/DeviceInstance`.
-    Instance(i64),
-    /// `/CustomName`, `/Serial` or the service name.
-    Name(String),
-}
-
-/// `batteries.on_lost`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OnLost {
-    /// CCL 0, DCL scaled to the online batteries.
-    BlockCharge,
-    /// CCL 0, DCL 0.
-    BlockAll,
-    /// Both limits scaled to the online batteries.
-    Continue,
+impl From<&Batteries> for Rules {
+    fn from(b: &Batteries) -> Self {
+        Rules {
+            product_name: b.product_name.clone(),
+            include: b.include.clone(),
+            exclude: b.exclude.clone(),
+        }
+    }
 }
 
 /// `strategy:` or `current_source:`: a plugin by name and its config section.
@@ -363,7 +355,7 @@ impl Source {
     }
 
     /// Parses the text into a [`Config`] and checks the host's values; plugins' sections are
-    /// checked by [`crate::check`].
+    /// checked by [`crate::config::check`].
     pub fn parse(&self) -> Result<Config, Vec<ConfigError>> {
         let config: Config =
             serde_yaml::from_str(&self.text).map_err(|err| vec![self.yaml_error(&err)])?;

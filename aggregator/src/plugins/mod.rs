@@ -7,6 +7,8 @@
 //!
 //! Libraries are never unloaded: replacing a plugin means restarting the daemon.
 
+pub mod elf;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -148,7 +150,7 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
-    crate::elf::check_file(path).map_err(refuse)?;
+    crate::plugins::elf::check_file(path).map_err(refuse)?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
     // abi_stable lets a plugin of a newer 0.x minor version through to the layout check, whose
     // message does not say which versions met; refuse it here, naming both.

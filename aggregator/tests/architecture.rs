@@ -1,0 +1,73 @@
+//! The crate graph holds the architecture (ARCHITECTURE.md): the core has no runtime, D-Bus,
+//! YAML, file or logging crate among its dependencies, and neither the core nor the host
+//! depends on a plugin crate (plugins are found on disk).
+
+use std::process::Command;
+
+/// The packages a crate depends on (normal and build edges), by name.
+fn dependencies(package: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "--offline", "--locked", "-p", package])
+        .args(["-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Crates that would mean I/O, a clock, D-Bus, YAML or logging in the core.
+const NOT_IN_THE_CORE: [&str; 15] = [
+    "tokio",
+    "mio",
+    "zbus",
+    "zvariant",
+    "futures-lite",
+    "async-trait",
+    "yaml_serde",
+    "serde_yaml",
+    "unsafe-libyaml",
+    "tempfile",
+    "rustix",
+    "tracing",
+    "tracing-subscriber",
+    "clap",
+    "aggregator",
+];
+
+#[test]
+fn the_core_has_no_io_clock_bus_yaml_or_logging_crate() {
+    let deps = dependencies("aggregator-core");
+    assert!(
+        deps.iter().any(|d| d == "plugin-api"),
+        "cargo tree lists the core's dependencies: {deps:?}"
+    );
+    let found: Vec<&String> = deps
+        .iter()
+        .filter(|d| NOT_IN_THE_CORE.contains(&d.as_str()))
+        .collect();
+    assert!(found.is_empty(), "the core depends on {found:?}");
+}
+
+#[test]
+fn no_crate_of_ours_depends_on_a_plugin() {
+    for package in ["aggregator-core", "aggregator"] {
+        let deps = dependencies(package);
+        let plugins: Vec<&String> = deps.iter().filter(|d| d.starts_with("plugin-")).collect();
+        assert!(
+            plugins.iter().all(|p| *p == "plugin-api"),
+            "{package} depends on {plugins:?}"
+        );
+    }
+}
