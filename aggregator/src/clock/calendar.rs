@@ -139,9 +139,12 @@ mod tests {
     fn the_zone_is_the_one_tz_names() {
         // In a child process: the zone is read from the environment, which a test must not
         // change in its own (threaded) process.
+        // The test's name as the harness knows it: the module path without the crate.
+        let module = module_path!().split_once("::").unwrap().1;
+        let test = format!("{module}::print_the_local_date");
         for (tz, expected) in [("JST-9", "2025-01-01"), ("HST10", "2024-12-31")] {
             let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "calendar::tests::print_the_local_date"])
+                .args(["--exact", test.as_str()])
                 .args(["--ignored", "--nocapture", "--test-threads=1"])
                 .env("TZ", tz)
                 .output()
