@@ -5,7 +5,7 @@ mod support;
 
 use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;
-use aggregator_core::engine::{Engine, Event, Settings, Surroundings};
+use aggregator_core::engine::{Engine, Event, Settings, TickInputs};
 use aggregator_core::envelope::Bounds;
 use aggregator_core::presence::Battery;
 use aggregator_core::reading::BatteryReading;
@@ -90,8 +90,8 @@ fn battery(name: &str, cell: f64, high: f64, current: f64, soc: f64) -> Battery 
     }
 }
 
-fn around(feed_in: Option<i64>) -> Surroundings {
-    Surroundings {
+fn around(feed_in: Option<i64>) -> TickInputs {
+    TickInputs {
         cells: CELLS,
         expected: 2,
         vebus: Vec::new(),

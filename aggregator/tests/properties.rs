@@ -20,10 +20,10 @@ use std::collections::HashMap;
 
 use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;
-use aggregator_core::engine::{Engine, Outcome, Settings, Surroundings};
+use aggregator_core::engine::{Engine, Outcome, Settings, TickInputs};
 use aggregator_core::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
 use aggregator_core::presence::Battery;
-use aggregator_core::published::{Identity, Published};
+use aggregator_core::published::{DeviceInfo, Published};
 use aggregator_core::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
 use aggregator_core::value::Value;
 use plugin_api::{BatteryState, LocalDate, SolarChargerView, StrategyOutput, VebusView};
@@ -454,7 +454,7 @@ fn bank(n: usize, cells: u32, calm: bool) -> impl Strategy<Value = Vec<Battery>>
 }
 
 /// One tick's surroundings besides the bank.
-fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = Surroundings> {
+fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = TickInputs> {
     (
         maybe(any_number()),
         vec(maybe(any_number()), 0..3),
@@ -464,7 +464,7 @@ fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = Surroundings
         prop_oneof![4 => 0.5..2.0f64, 1 => 0.0..100.0f64],
     )
         .prop_map(
-            move |(multi, chargers, low_soc, feed_in, day, dt_s)| Surroundings {
+            move |(multi, chargers, low_soc, feed_in, day, dt_s)| TickInputs {
                 cells,
                 expected,
                 vebus: vec![VebusView {
@@ -497,7 +497,7 @@ struct Run {
     strategy: StrategyChoice,
     current_source: usize,
     cells: u32,
-    ticks: Vec<(Vec<Battery>, Surroundings)>,
+    ticks: Vec<(Vec<Battery>, TickInputs)>,
 }
 
 fn run() -> impl Strategy<Value = Run> {
@@ -648,7 +648,7 @@ fn the_tick_holds_the_envelope_for_any_bank_with_the_real_plugins() {
     });
     let result = runner.run(&run(), |run| {
         let mut engine = plugins.engine(&run);
-        let mut published = Published::new(&Identity {
+        let mut published = Published::new(&DeviceInfo {
             device_instance: 512,
             custom_name: "Bank".into(),
             process_name: "dbus-aggregate-batteries".into(),

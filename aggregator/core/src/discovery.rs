@@ -1,5 +1,5 @@
 //! Which services are batteries, and their display names (SPEC §2). Pure: the bus module hands
-//! over each service's name and identity paths; this decides.
+//! over each service's name and nameplate paths; this decides.
 
 use std::collections::BTreeMap;
 
@@ -26,9 +26,9 @@ pub enum Selector {
     Name(String),
 }
 
-/// The identity paths of a `com.victronenergy.battery.*` service.
+/// The nameplate paths of a `com.victronenergy.battery.*` service.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Identity {
+pub struct Nameplate {
     /// `/ProductName`.
     pub product_name: Option<String>,
     /// `/CustomName`.
@@ -41,7 +41,7 @@ pub struct Identity {
 
 /// What a battery-class service is to us.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Role {
     /// A battery of the bank, with its display name.
     Battery(String),
     /// A SmartShunt in battery-monitor mode (a current source, never a battery).
@@ -72,37 +72,37 @@ impl Roster {
 
     /// Decides what `service` is; a battery gets its display name on the first call, kept
     /// from then on.
-    pub fn classify(&mut self, service: &str, identity: &Identity) -> Verdict {
+    pub fn classify(&mut self, service: &str, nameplate: &Nameplate) -> Role {
         if service == self.own_service {
-            return Verdict::Ignored("our own service".into());
+            return Role::Ignored("our own service".into());
         }
-        let Some(product) = &identity.product_name else {
-            return Verdict::Unknown;
+        let Some(product) = &nameplate.product_name else {
+            return Role::Unknown;
         };
         if product.contains("SmartShunt") {
-            return Verdict::SmartShunt;
+            return Role::SmartShunt;
         }
         if !product.contains(self.rules.product_name.as_str()) {
-            return Verdict::Ignored(format!(
+            return Role::Ignored(format!(
                 "/ProductName `{product}` does not contain `{}`",
                 self.rules.product_name
             ));
         }
         let matches =
-            |selectors: &[Selector]| selectors.iter().any(|s| selects(s, service, identity));
+            |selectors: &[Selector]| selectors.iter().any(|s| selects(s, service, nameplate));
         if !self.rules.include.is_empty() && !matches(&self.rules.include) {
-            return Verdict::Ignored("not in batteries.include".into());
+            return Role::Ignored("not in batteries.include".into());
         }
         if matches(&self.rules.exclude) {
-            return Verdict::Ignored("in batteries.exclude".into());
+            return Role::Ignored("in batteries.exclude".into());
         }
         if let Some(name) = self.names.get(service) {
-            return Verdict::Battery(name.clone());
+            return Role::Battery(name.clone());
         }
-        let base = identity
+        let base = nameplate
             .custom_name
             .as_deref()
-            .or(identity.serial.as_deref())
+            .or(nameplate.serial.as_deref())
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .map(str::to_string)
@@ -114,17 +114,17 @@ impl Roster {
             k += 1;
         }
         self.names.insert(service.to_string(), name.clone());
-        Verdict::Battery(name)
+        Role::Battery(name)
     }
 }
 
-fn selects(selector: &Selector, service: &str, identity: &Identity) -> bool {
+fn selects(selector: &Selector, service: &str, nameplate: &Nameplate) -> bool {
     match selector {
-        Selector::Instance(n) => identity.device_instance == Some(*n),
+        Selector::Instance(n) => nameplate.device_instance == Some(*n),
         Selector::Name(name) => {
             name == service
-                || identity.custom_name.as_deref() == Some(name.as_str())
-                || identity.serial.as_deref() == Some(name.as_str())
+                || nameplate.custom_name.as_deref() == Some(name.as_str())
+                || nameplate.serial.as_deref() == Some(name.as_str())
         }
     }
 }
@@ -145,8 +145,8 @@ mod tests {
 
     const OWN: &str = "com.victronenergy.battery.aggregate";
 
-    fn serialbattery(custom: Option<&str>, serial: Option<&str>, instance: i64) -> Identity {
-        Identity {
+    fn serialbattery(custom: Option<&str>, serial: Option<&str>, instance: i64) -> Nameplate {
+        Nameplate {
             product_name: Some("SerialBattery(Jkbms)".into()),
             custom_name: custom.map(Into::into),
             serial: serial.map(Into::into),
@@ -163,15 +163,15 @@ mod tests {
         let mut r = Roster::new(Rules::default(), OWN);
         assert_eq!(
             r.classify(&service(0), &serialbattery(Some("Left"), Some("S1"), 1)),
-            Verdict::Battery("Left".into())
+            Role::Battery("Left".into())
         );
         assert_eq!(
             r.classify(&service(1), &serialbattery(None, Some("S2"), 2)),
-            Verdict::Battery("S2".into())
+            Role::Battery("S2".into())
         );
         assert_eq!(
             r.classify(&service(2), &serialbattery(Some(" "), None, 3)),
-            Verdict::Battery("Battery3".into())
+            Role::Battery("Battery3".into())
         );
     }
 
@@ -179,22 +179,19 @@ mod tests {
     fn duplicates_get_suffixes_and_names_stay() {
         let mut r = Roster::new(Rules::default(), OWN);
         let same = serialbattery(None, Some("JK02"), 1);
-        assert_eq!(
-            r.classify(&service(0), &same),
-            Verdict::Battery("JK02".into())
-        );
+        assert_eq!(r.classify(&service(0), &same), Role::Battery("JK02".into()));
         assert_eq!(
             r.classify(&service(1), &same),
-            Verdict::Battery("JK02_2".into())
+            Role::Battery("JK02_2".into())
         );
         assert_eq!(
             r.classify(&service(2), &same),
-            Verdict::Battery("JK02_3".into())
+            Role::Battery("JK02_3".into())
         );
         let renamed = serialbattery(Some("Other"), Some("JK02"), 1);
         assert_eq!(
             r.classify(&service(1), &renamed),
-            Verdict::Battery("JK02_2".into()),
+            Role::Battery("JK02_2".into()),
             "stable for the process"
         );
     }
@@ -202,29 +199,29 @@ mod tests {
     #[test]
     fn shunts_foreign_products_and_ourselves_are_not_batteries() {
         let mut r = Roster::new(Rules::default(), OWN);
-        let shunt = Identity {
+        let shunt = Nameplate {
             product_name: Some("SmartShunt 500A/50mV".into()),
             ..Default::default()
         };
         assert_eq!(
             r.classify("com.victronenergy.battery.ttyS5", &shunt),
-            Verdict::SmartShunt
+            Role::SmartShunt
         );
-        let lynx = Identity {
+        let lynx = Nameplate {
             product_name: Some("Lynx Smart BMS".into()),
             ..Default::default()
         };
         assert!(matches!(
             r.classify("com.victronenergy.battery.lynx", &lynx),
-            Verdict::Ignored(_)
+            Role::Ignored(_)
         ));
         assert!(matches!(
             r.classify(OWN, &serialbattery(None, None, 0)),
-            Verdict::Ignored(_)
+            Role::Ignored(_)
         ));
         assert_eq!(
-            r.classify(&service(9), &Identity::default()),
-            Verdict::Unknown
+            r.classify(&service(9), &Nameplate::default()),
+            Role::Unknown
         );
     }
 
@@ -242,23 +239,23 @@ mod tests {
         let mut r = Roster::new(rules, OWN);
         assert!(matches!(
             r.classify(&service(0), &serialbattery(Some("Left"), None, 1)),
-            Verdict::Battery(_)
+            Role::Battery(_)
         ));
         assert!(matches!(
             r.classify(&service(1), &serialbattery(None, Some("S2"), 7)),
-            Verdict::Battery(_)
+            Role::Battery(_)
         ));
         assert!(matches!(
             r.classify(&service(3), &serialbattery(None, None, 3)),
-            Verdict::Battery(_)
+            Role::Battery(_)
         ));
         assert_eq!(
             r.classify(&service(2), &serialbattery(None, Some("S3"), 2)),
-            Verdict::Ignored("not in batteries.include".into())
+            Role::Ignored("not in batteries.include".into())
         );
         assert_eq!(
             r.classify(&service(4), &serialbattery(Some("Left"), Some("S9"), 4)),
-            Verdict::Ignored("in batteries.exclude".into())
+            Role::Ignored("in batteries.exclude".into())
         );
     }
 }

@@ -36,7 +36,7 @@ pub enum OnLost {
 
 /// Everything one tick needs besides the batteries.
 #[derive(Clone, Debug)]
-pub struct Surroundings {
+pub struct TickInputs {
     /// Cells in series per battery.
     pub cells: u32,
     /// Batteries the bank should have.
@@ -256,7 +256,7 @@ impl Engine {
     }
 
     /// One tick.
-    pub fn tick(&mut self, batteries: &[Battery], around: &Surroundings) -> Outcome {
+    pub fn tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Outcome {
         let mut events = Vec::new();
         let active: Vec<Member<'_>> = batteries
             .iter()
@@ -276,7 +276,7 @@ impl Engine {
             .filter(|b| b.state == BatteryState::Lost)
             .map(|b| b.name.clone())
             .collect();
-        let missing = around
+        let missing = inputs
             .expected
             .saturating_sub(u32::try_from(batteries.len()).unwrap_or(u32::MAX));
         let capacity = merged.installed_capacity_ah;
@@ -313,13 +313,13 @@ impl Engine {
             };
         }
 
-        let (current_a, power_w) = self.measure(&merged, around, &mut events);
+        let (current_a, power_w) = self.measure(&merged, inputs, &mut events);
 
         // The counter: started from the BMS SoC when nothing was saved, then integrated.
         // The counter: started from the BMS SoC once the whole bank is there (a bank still
         // coming together would start it from a part), kept at the same SoC when the bank's
         // capacity changes, then integrated.
-        let complete = active.len() as u32 >= around.expected.max(1);
+        let complete = active.len() as u32 >= inputs.expected.max(1);
         if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
             if let Some(soc) = merged.soc_pct {
                 let charge = soc / 100.0 * capacity;
@@ -341,18 +341,18 @@ impl Engine {
                     None => {}
                 }
                 if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
-                    counter.step(current, around.dt_s, capacity);
+                    counter.step(current, inputs.dt_s, capacity);
                 }
             }
         }
 
-        let view = self.bank_view(batteries, &merged, around, online, current_a, power_w);
+        let view = self.bank_view(batteries, &merged, inputs, online, current_a, power_w);
         let result = match &mut self.strategy {
             Ok(strategy) => strategy.compute(&view).into_result(),
             Err(err) => Err(format!("strategy {} not started: {err}", self.strategy_name).into()),
         };
         let facts = BankFacts {
-            cells: around.cells,
+            cells: inputs.cells,
             blocks_charge: view.blocks_charge(),
             blocks_discharge: view.blocks_discharge(),
             voltage_v: merged.voltage_v.unwrap_or(0.0),
@@ -361,28 +361,28 @@ impl Engine {
             Ok(out) => Ok(out),
             Err(err) => Err(err.as_str()),
         };
-        let verdict = self.envelope.apply(output, facts);
+        let enforced = self.envelope.apply(output, facts);
         // A strategy that never started was logged when it failed, with its config key.
-        if let (Some(fault), Ok(_)) = (&verdict.fault, &self.strategy) {
+        if let (Some(fault), Ok(_)) = (&enforced.fault, &self.strategy) {
             if self.envelope_fault_started() {
                 events.push(Event::StrategyFault(fault.clone()));
             }
         }
-        if let Some(n) = verdict.recovered_after {
+        if let Some(n) = enforced.recovered_after {
             events.push(Event::StrategyRecovered(n));
         }
-        let clamping = !verdict.clamped.is_empty();
+        let clamping = !enforced.clamped.is_empty();
         if clamping && !self.clamping {
-            events.push(Event::Clamped(verdict.clamped.clone()));
+            events.push(Event::Clamped(enforced.clamped.clone()));
         }
         self.clamping = clamping;
 
         let degraded = !lost.is_empty() || missing > 0;
-        let limits = self.degrade(verdict.limits, online, around.expected, degraded);
+        let limits = self.degrade(enforced.limits, online, inputs.expected, degraded);
 
         let mut save_state = false;
         let mut feed_in_write = None;
-        let mut mode = match (&verdict.fault, &self.strategy) {
+        let mut mode = match (&enforced.fault, &self.strategy) {
             (Some(_), Err(err)) => format!(
                 "Fault: strategy {} not started ({}): charge and discharge stopped",
                 self.strategy_name,
@@ -392,7 +392,7 @@ impl Engine {
             (None, _) => String::new(),
         };
         if let Ok(out) = &result {
-            if verdict.fault.is_none() {
+            if enforced.fault.is_none() {
                 mode = out.mode.to_string();
             }
             save_state |= out.state_changed;
@@ -404,7 +404,7 @@ impl Engine {
                 }
             }
             let before = self.feed_in.clone();
-            feed_in_write = self.feed_in.on_request(out.feed_in, around.feed_in_setting);
+            feed_in_write = self.feed_in.on_request(out.feed_in, inputs.feed_in_setting);
             save_state |= before != self.feed_in;
         }
         if !lost.is_empty() {
@@ -413,7 +413,7 @@ impl Engine {
         if missing > 0 {
             mode = format!(
                 "{mode}; {missing} of {} batteries not found",
-                around.expected
+                inputs.expected
             );
         }
         if mode != self.mode {
@@ -427,7 +427,7 @@ impl Engine {
                     && capacity > 0.0
                     && self.counter_capacity.is_some() =>
             {
-                let out = counter.outputs(capacity, current_a.unwrap_or(0.0), around.low_soc);
+                let out = counter.outputs(capacity, current_a.unwrap_or(0.0), inputs.low_soc);
                 save_state |= counter.wants_save(capacity);
                 (
                     Some(out.soc_pct),
@@ -472,16 +472,16 @@ impl Engine {
     fn measure(
         &mut self,
         merged: &Merged,
-        around: &Surroundings,
+        inputs: &TickInputs,
         events: &mut Vec<Event>,
     ) -> (Option<f64>, Option<f64>) {
         let inputs = CurrentInputs {
             bms_current_a: merged.current_a.unwrap_or(f64::NAN),
             bms_power_w: merged.power_w.unwrap_or(f64::NAN),
             bank_voltage_v: merged.voltage_v.unwrap_or(f64::NAN),
-            vebus: around.vebus.clone().into(),
-            solar_chargers: around.solar_chargers.clone().into(),
-            smartshunts: around.smartshunts.clone().into(),
+            vebus: inputs.vebus.clone().into(),
+            solar_chargers: inputs.solar_chargers.clone().into(),
+            smartshunts: inputs.smartshunts.clone().into(),
         };
         let result = self.current_source.as_mut().map(|c| c.measure(&inputs));
         let measured = match result.map(|r| r.into_result()) {
@@ -541,7 +541,7 @@ impl Engine {
         &self,
         batteries: &[Battery],
         merged: &Merged,
-        around: &Surroundings,
+        inputs: &TickInputs,
         online: u32,
         current_a: Option<f64>,
         power_w: Option<f64>,
@@ -562,8 +562,8 @@ impl Engine {
         let (min_cell, min_id) = extreme(&merged.min_cell_voltage);
         BankView {
             batteries: batteries.iter().map(battery_view).collect(),
-            cells_per_battery: around.cells,
-            batteries_expected: around.expected,
+            cells_per_battery: inputs.cells,
+            batteries_expected: inputs.expected,
             batteries_online: online,
             voltage_v: merged.voltage_v.unwrap_or(f64::NAN),
             current_a: current_a.unwrap_or(f64::NAN),
@@ -577,8 +577,8 @@ impl Engine {
             min_cell_id: min_id.into(),
             modules_blocking_charge: count(merged.modules_blocking_charge),
             modules_blocking_discharge: count(merged.modules_blocking_discharge),
-            date: around.date,
-            dt_s: around.dt_s,
+            date: inputs.date,
+            dt_s: inputs.dt_s,
         }
     }
 }
@@ -658,8 +658,8 @@ mod tests {
         }
     }
 
-    fn around() -> Surroundings {
-        Surroundings {
+    fn inputs() -> TickInputs {
+        TickInputs {
             cells: 16,
             expected: 1,
             vebus: Vec::new(),
@@ -692,7 +692,7 @@ mod tests {
 
         let mut events = Vec::new();
         for _ in 0..5 {
-            let out = engine.tick(&[battery()], &around());
+            let out = engine.tick(&[battery()], &inputs());
             assert_eq!(
                 out.limits,
                 Limits {

@@ -33,7 +33,7 @@ pub struct Limits {
 
 /// What the envelope made of one strategy result.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Verdict {
+pub struct Enforced {
     /// The limits to publish.
     pub limits: Limits,
     /// Set when this tick's result was a fault, with its description.
@@ -93,7 +93,7 @@ impl SafetyEnvelope {
     }
 
     /// Applies the envelope to a strategy result (`Err` = the plugin's error or panic text).
-    pub fn apply(&mut self, result: Result<&StrategyOutput, &str>, bank: BankFacts) -> Verdict {
+    pub fn apply(&mut self, result: Result<&StrategyOutput, &str>, bank: BankFacts) -> Enforced {
         let cvl_max = f64::from(bank.cells) * self.bounds.max_cell_voltage_v;
         let checked = result.map_err(str::to_string).and_then(|out| {
             let finite = |name: &str, v: f64| {
@@ -138,7 +138,7 @@ impl SafetyEnvelope {
                 self.last_good = Some(limits);
                 let recovered_after = (self.faults_in_a_row > 0).then_some(self.faults_in_a_row);
                 self.faults_in_a_row = 0;
-                Verdict {
+                Enforced {
                     limits: enforce_blocks(limits, bank),
                     fault: None,
                     recovered_after,
@@ -163,7 +163,7 @@ impl SafetyEnvelope {
                     ccl_a: 0.0,
                     dcl_a,
                 };
-                Verdict {
+                Enforced {
                     limits: enforce_blocks(limits, bank),
                     fault: Some(fault),
                     recovered_after: None,

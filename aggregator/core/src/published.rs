@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bank::{Extreme, Merged};
 use crate::engine::Outcome;
 use crate::reading::{alarm_paths, ALARM_BMS_CABLE};
 use crate::value::TextFormat::{self, Fixed, Plain};
@@ -32,7 +33,7 @@ impl Item {
 
 /// Who we are on the bus.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Identity {
+pub struct DeviceInfo {
     /// `/DeviceInstance`.
     pub device_instance: i64,
     /// `/CustomName`.
@@ -53,22 +54,18 @@ pub const CUSTOM_NAME: &str = "/CustomName";
 impl Published {
     /// The mandatory paths (valid from the start, so the service can be registered) and every
     /// data path, invalid until the first tick.
-    pub fn new(identity: &Identity) -> Self {
+    pub fn new(device: &DeviceInfo) -> Self {
         let mut published = Self::default();
         let version = env!("CARGO_PKG_VERSION");
         for (path, value, format) in [
             (
                 "/Mgmt/ProcessName",
-                Value::Text(identity.process_name.clone()),
+                Value::Text(device.process_name.clone()),
                 Plain,
             ),
             ("/Mgmt/ProcessVersion", Value::Text(version.into()), Plain),
             ("/Mgmt/Connection", Value::Text("Virtual".into()), Plain),
-            (
-                "/DeviceInstance",
-                Value::Int(identity.device_instance),
-                Plain,
-            ),
+            ("/DeviceInstance", Value::Int(device.device_instance), Plain),
             ("/ProductId", Value::Int(PRODUCT_ID), TextFormat::Hex),
             (
                 "/ProductName",
@@ -78,15 +75,11 @@ impl Published {
             ("/FirmwareVersion", Value::Text(version.into()), Plain),
             ("/HardwareVersion", Value::Text(version.into()), Plain),
             ("/Connected", Value::Int(1), Plain),
-            (
-                CUSTOM_NAME,
-                Value::Text(identity.custom_name.clone()),
-                Plain,
-            ),
+            (CUSTOM_NAME, Value::Text(device.custom_name.clone()), Plain),
         ] {
             published.set(path, value, format);
         }
-        for (path, format) in DATA_PATHS {
+        for (path, format, _) in DATA_PATHS {
             published.set(path, Value::Invalid, *format);
         }
         for path in alarm_paths() {
@@ -128,82 +121,23 @@ impl Published {
         cells: u32,
         cell_paths: &[(String, Option<f64>)],
     ) -> Vec<String> {
-        let m = &outcome.merged;
-        let extreme = |e: &Option<crate::bank::Extreme>| {
-            e.as_ref().map_or((Value::Invalid, Value::Invalid), |e| {
-                (Value::Float(e.value), Value::Text(e.id.clone()))
-            })
+        // With no battery left, the last voltage stays (SPEC §4): DVCC keeps a sane reference.
+        let last_voltage = self
+            .get("/Dc/0/Voltage")
+            .map_or(Value::Invalid, |i| i.value.clone());
+        let tick = Tick {
+            outcome,
+            cells,
+            last_voltage,
         };
-        let (max_cell, max_cell_id) = extreme(&m.max_cell_voltage);
-        let (min_cell, min_cell_id) = extreme(&m.min_cell_voltage);
-        let (max_temp, max_temp_id) = extreme(&m.max_cell_temperature);
-        let (min_temp, min_temp_id) = extreme(&m.min_cell_temperature);
-        let int = |n: i64| Value::Int(n);
-        let mut alarms = m.alarms;
+        let mut alarms = outcome.merged.alarms;
         // A battery lost or never found, or none online or held at all (SPEC §4).
-        if !outcome.lost.is_empty() || outcome.missing > 0 || m.count == 0 {
+        if !outcome.lost.is_empty() || outcome.missing > 0 || outcome.merged.count == 0 {
             alarms[ALARM_BMS_CABLE] = Some(alarms[ALARM_BMS_CABLE].unwrap_or(0).max(2));
         }
-        // With no battery left, the last voltage stays (SPEC §4): DVCC keeps a sane reference.
-        let voltage = match m.voltage_v {
-            Some(v) => Value::Float(v),
-            None => self
-                .get("/Dc/0/Voltage")
-                .map_or(Value::Invalid, |i| i.value.clone()),
-        };
-        let online = i64::from(outcome.online);
-        let values: Vec<(&str, Value)> = vec![
-            ("/Dc/0/Voltage", voltage),
-            ("/Dc/0/Current", Value::float(outcome.current_a)),
-            ("/Dc/0/Power", Value::float(outcome.power_w)),
-            ("/Dc/0/Temperature", Value::float(m.temperature_c)),
-            ("/Soc", Value::float(outcome.soc_pct)),
-            ("/TimeToGo", Value::float(outcome.time_to_go_s)),
-            ("/Capacity", Value::float(outcome.capacity_ah)),
-            (
-                "/InstalledCapacity",
-                Value::float((m.count > 0).then_some(m.installed_capacity_ah)),
-            ),
-            ("/ConsumedAmphours", Value::float(outcome.consumed_ah)),
-            ("/System/MaxCellVoltage", max_cell),
-            ("/System/MaxVoltageCellId", max_cell_id),
-            ("/System/MinCellVoltage", min_cell),
-            ("/System/MinVoltageCellId", min_cell_id),
-            ("/System/MaxCellTemperature", max_temp),
-            ("/System/MaxTemperatureCellId", max_temp_id),
-            ("/System/MinCellTemperature", min_temp),
-            ("/System/MinTemperatureCellId", min_temp_id),
-            ("/System/NrOfCellsPerBattery", int(i64::from(cells))),
-            ("/System/NrOfModulesOnline", int(m.modules_online)),
-            ("/System/NrOfModulesOffline", int(m.modules_offline)),
-            (
-                "/System/NrOfModulesBlockingCharge",
-                int(m.modules_blocking_charge),
-            ),
-            (
-                "/System/NrOfModulesBlockingDischarge",
-                int(m.modules_blocking_discharge),
-            ),
-            ("/System/NrOfBatteries", int(online)),
-            ("/System/BatteriesParallel", int(online)),
-            ("/System/BatteriesSeries", int(1)),
-            ("/Voltages/Sum", Value::float(m.voltages_sum_v)),
-            ("/Voltages/Diff", Value::float(m.voltages_diff_v)),
-            ("/Info/MaxChargeVoltage", Value::Float(outcome.limits.cvl_v)),
-            ("/Info/MaxChargeCurrent", Value::Float(outcome.limits.ccl_a)),
-            (
-                "/Info/MaxDischargeCurrent",
-                Value::Float(outcome.limits.dcl_a),
-            ),
-            ("/Info/ChargeMode", Value::Text(outcome.mode.clone())),
-            ("/Io/AllowToCharge", Value::int(m.allow_to_charge)),
-            ("/Io/AllowToDischarge", Value::int(m.allow_to_discharge)),
-            ("/Io/AllowToBalance", Value::int(m.allow_to_balance)),
-        ];
         let mut changed = Vec::new();
-        for (path, value) in values {
-            let format = self.get(path).map_or(Plain, |i| i.format);
-            if self.set(path, value, format) {
+        for (path, format, value) in DATA_PATHS {
+            if self.set(path, value(&tick), *format) {
                 changed.push(path.to_string());
             }
         }
@@ -222,42 +156,133 @@ impl Published {
     }
 }
 
-/// The data paths and their text formats (REFERENCE §1.3, HEAD §3.8).
-const DATA_PATHS: &[(&str, TextFormat)] = &[
-    ("/Dc/0/Voltage", Fixed(2, "V")),
-    ("/Dc/0/Current", Fixed(2, "A")),
-    ("/Dc/0/Power", Fixed(0, "W")),
-    ("/Dc/0/Temperature", Plain),
-    ("/Soc", Plain),
-    ("/TimeToGo", Plain),
-    ("/Capacity", Fixed(0, "Ah")),
-    ("/InstalledCapacity", Fixed(0, "Ah")),
-    ("/ConsumedAmphours", Fixed(0, "Ah")),
-    ("/System/MaxCellVoltage", Fixed(3, "V")),
-    ("/System/MaxVoltageCellId", Plain),
-    ("/System/MinCellVoltage", Fixed(3, "V")),
-    ("/System/MinVoltageCellId", Plain),
-    ("/System/MaxCellTemperature", Plain),
-    ("/System/MaxTemperatureCellId", Plain),
-    ("/System/MinCellTemperature", Plain),
-    ("/System/MinTemperatureCellId", Plain),
-    ("/System/NrOfCellsPerBattery", Plain),
-    ("/System/NrOfModulesOnline", Plain),
-    ("/System/NrOfModulesOffline", Plain),
-    ("/System/NrOfModulesBlockingCharge", Plain),
-    ("/System/NrOfModulesBlockingDischarge", Plain),
-    ("/System/NrOfBatteries", Plain),
-    ("/System/BatteriesParallel", Plain),
-    ("/System/BatteriesSeries", Plain),
-    ("/Voltages/Sum", Fixed(3, "V")),
-    ("/Voltages/Diff", Fixed(3, "V")),
-    ("/Info/MaxChargeVoltage", Fixed(2, "V")),
-    ("/Info/MaxChargeCurrent", Fixed(1, "A")),
-    ("/Info/MaxDischargeCurrent", Fixed(1, "A")),
-    ("/Info/ChargeMode", Plain),
-    ("/Io/AllowToCharge", Plain),
-    ("/Io/AllowToDischarge", Plain),
-    ("/Io/AllowToBalance", Plain),
+/// What a data path's value is made from.
+struct Tick<'a> {
+    outcome: &'a Outcome,
+    cells: u32,
+    /// The published `/Dc/0/Voltage` before this tick.
+    last_voltage: Value,
+}
+
+impl Tick<'_> {
+    fn merged(&self) -> &Merged {
+        &self.outcome.merged
+    }
+}
+
+fn value_of(e: &Option<Extreme>) -> Value {
+    e.as_ref().map_or(Value::Invalid, |e| Value::Float(e.value))
+}
+
+fn id_of(e: &Option<Extreme>) -> Value {
+    e.as_ref()
+        .map_or(Value::Invalid, |e| Value::Text(e.id.clone()))
+}
+
+/// A data path: its text format (REFERENCE §1.3, HEAD §3.8) and how its value is made.
+type DataPath = (&'static str, TextFormat, fn(&Tick<'_>) -> Value);
+
+/// Every data path: the one list from which the paths are made and filled each tick.
+const DATA_PATHS: &[DataPath] = &[
+    ("/Dc/0/Voltage", Fixed(2, "V"), |t| {
+        t.merged()
+            .voltage_v
+            .map_or_else(|| t.last_voltage.clone(), Value::Float)
+    }),
+    ("/Dc/0/Current", Fixed(2, "A"), |t| {
+        Value::float(t.outcome.current_a)
+    }),
+    ("/Dc/0/Power", Fixed(0, "W"), |t| {
+        Value::float(t.outcome.power_w)
+    }),
+    ("/Dc/0/Temperature", Plain, |t| {
+        Value::float(t.merged().temperature_c)
+    }),
+    ("/Soc", Plain, |t| Value::float(t.outcome.soc_pct)),
+    ("/TimeToGo", Plain, |t| Value::float(t.outcome.time_to_go_s)),
+    ("/Capacity", Fixed(0, "Ah"), |t| {
+        Value::float(t.outcome.capacity_ah)
+    }),
+    ("/InstalledCapacity", Fixed(0, "Ah"), |t| {
+        let m = t.merged();
+        Value::float((m.count > 0).then_some(m.installed_capacity_ah))
+    }),
+    ("/ConsumedAmphours", Fixed(0, "Ah"), |t| {
+        Value::float(t.outcome.consumed_ah)
+    }),
+    ("/System/MaxCellVoltage", Fixed(3, "V"), |t| {
+        value_of(&t.merged().max_cell_voltage)
+    }),
+    ("/System/MaxVoltageCellId", Plain, |t| {
+        id_of(&t.merged().max_cell_voltage)
+    }),
+    ("/System/MinCellVoltage", Fixed(3, "V"), |t| {
+        value_of(&t.merged().min_cell_voltage)
+    }),
+    ("/System/MinVoltageCellId", Plain, |t| {
+        id_of(&t.merged().min_cell_voltage)
+    }),
+    ("/System/MaxCellTemperature", Plain, |t| {
+        value_of(&t.merged().max_cell_temperature)
+    }),
+    ("/System/MaxTemperatureCellId", Plain, |t| {
+        id_of(&t.merged().max_cell_temperature)
+    }),
+    ("/System/MinCellTemperature", Plain, |t| {
+        value_of(&t.merged().min_cell_temperature)
+    }),
+    ("/System/MinTemperatureCellId", Plain, |t| {
+        id_of(&t.merged().min_cell_temperature)
+    }),
+    ("/System/NrOfCellsPerBattery", Plain, |t| {
+        Value::Int(i64::from(t.cells))
+    }),
+    ("/System/NrOfModulesOnline", Plain, |t| {
+        Value::Int(t.merged().modules_online)
+    }),
+    ("/System/NrOfModulesOffline", Plain, |t| {
+        Value::Int(t.merged().modules_offline)
+    }),
+    ("/System/NrOfModulesBlockingCharge", Plain, |t| {
+        Value::Int(t.merged().modules_blocking_charge)
+    }),
+    ("/System/NrOfModulesBlockingDischarge", Plain, |t| {
+        Value::Int(t.merged().modules_blocking_discharge)
+    }),
+    ("/System/NrOfBatteries", Plain, |t| {
+        Value::Int(i64::from(t.outcome.online))
+    }),
+    ("/System/BatteriesParallel", Plain, |t| {
+        Value::Int(i64::from(t.outcome.online))
+    }),
+    ("/System/BatteriesSeries", Plain, |_| Value::Int(1)),
+    ("/Voltages/Sum", Fixed(3, "V"), |t| {
+        Value::float(t.merged().voltages_sum_v)
+    }),
+    ("/Voltages/Diff", Fixed(3, "V"), |t| {
+        Value::float(t.merged().voltages_diff_v)
+    }),
+    ("/Info/MaxChargeVoltage", Fixed(2, "V"), |t| {
+        Value::Float(t.outcome.limits.cvl_v)
+    }),
+    ("/Info/MaxChargeCurrent", Fixed(1, "A"), |t| {
+        Value::Float(t.outcome.limits.ccl_a)
+    }),
+    ("/Info/MaxDischargeCurrent", Fixed(1, "A"), |t| {
+        Value::Float(t.outcome.limits.dcl_a)
+    }),
+    ("/Info/ChargeMode", Plain, |t| {
+        Value::Text(t.outcome.mode.clone())
+    }),
+    ("/Io/AllowToCharge", Plain, |t| {
+        Value::int(t.merged().allow_to_charge)
+    }),
+    ("/Io/AllowToDischarge", Plain, |t| {
+        Value::int(t.merged().allow_to_discharge)
+    }),
+    ("/Io/AllowToBalance", Plain, |t| {
+        Value::int(t.merged().allow_to_balance)
+    }),
 ];
 
 /// `/Voltages/<battery>_Cell<k>`: the battery name with every run of characters outside
@@ -273,11 +298,10 @@ pub fn cell_path(battery: &str, cell: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bank::{Extreme, Merged};
     use crate::envelope::Limits;
 
-    fn identity() -> Identity {
-        Identity {
+    fn device() -> DeviceInfo {
+        DeviceInfo {
             device_instance: 100,
             custom_name: "Bank".into(),
             process_name: "dab".into(),
@@ -323,7 +347,7 @@ mod tests {
 
     #[test]
     fn mandatory_paths_are_valid_from_the_start() {
-        let p = Published::new(&identity());
+        let p = Published::new(&device());
         assert_eq!(p.get("/DeviceInstance").unwrap().value, Value::Int(100));
         assert_eq!(p.get("/ProductId").unwrap().text(), "0xBA44");
         assert_eq!(
@@ -339,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_tick_fills_values_with_texts_and_reports_only_changes() {
-        let mut p = Published::new(&identity());
+        let mut p = Published::new(&device());
         let changed = p.update(&outcome(), 16, &[]);
         assert!(changed.contains(&"/Dc/0/Voltage".to_string()));
         assert_eq!(p.get("/Dc/0/Voltage").unwrap().text(), "52.10V");
@@ -362,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_lost_battery_raises_the_cable_alarm_and_no_battery_keeps_the_voltage() {
-        let mut p = Published::new(&identity());
+        let mut p = Published::new(&device());
         p.update(&outcome(), 16, &[]);
         let mut lost = outcome();
         lost.lost = vec!["Bat2".into()];
@@ -376,7 +400,7 @@ mod tests {
     #[test]
     fn cell_paths_are_sanitised() {
         assert_eq!(cell_path("Bank A (left)", 3), "/Voltages/BankAleft_Cell3");
-        let mut p = Published::new(&identity());
+        let mut p = Published::new(&device());
         let changed = p.update(&outcome(), 16, &[(cell_path("Bat1", 1), Some(3.3))]);
         assert!(changed.contains(&"/Voltages/Bat1_Cell1".to_string()));
         assert_eq!(p.get("/Voltages/Bat1_Cell1").unwrap().text(), "3.300V");

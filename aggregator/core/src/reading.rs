@@ -51,6 +51,124 @@ pub fn cell_path(k: usize) -> Cow<'static, str> {
 /// Index of `/Alarms/BmsCable` in [`ALARMS`].
 pub const ALARM_BMS_CABLE: usize = 13;
 
+/// How a battery path is read into a [`BatteryReading`]: the field it fills, read and written.
+#[derive(Clone, Copy)]
+pub enum Slot {
+    /// A number; NaN, ±infinity and other types are bad values.
+    Number(
+        fn(&BatteryReading) -> Option<f64>,
+        fn(&mut BatteryReading) -> &mut Option<f64>,
+    ),
+    /// A number rounded to an integer.
+    Integer(fn(&mut BatteryReading) -> &mut Option<i64>),
+    /// A text (a number reads as Python's `str` of it).
+    Text(fn(&mut BatteryReading) -> &mut Option<String>),
+}
+
+/// Whether a reading without a valid value at the path can be merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Never mergeable without it.
+    Always,
+    /// Needed when the strategy passes the batteries' own limits on.
+    PassThrough,
+    /// Merged without it.
+    Optional,
+}
+
+/// A battery path we read (besides identity, alarms and cells).
+#[derive(Clone, Copy)]
+pub struct BatteryPath {
+    /// The D-Bus path.
+    pub path: &'static str,
+    /// The field it fills.
+    pub slot: Slot,
+    /// Whether the reading needs it.
+    pub need: Need,
+}
+
+/// `/System/NrOfCellsPerBattery`: read first, as it says how many cells to read.
+pub const CELLS_PER_BATTERY: &str = "/System/NrOfCellsPerBattery";
+
+macro_rules! path {
+    ($path:literal, number $field:ident, $need:ident) => {
+        BatteryPath {
+            path: $path,
+            slot: Slot::Number(|r| r.$field, |r| &mut r.$field),
+            need: Need::$need,
+        }
+    };
+    ($path:expr, integer $field:ident) => {
+        BatteryPath {
+            path: $path,
+            slot: Slot::Integer(|r| &mut r.$field),
+            need: Need::Optional,
+        }
+    };
+    ($path:literal, text $field:ident) => {
+        BatteryPath {
+            path: $path,
+            slot: Slot::Text(|r| &mut r.$field),
+            need: Need::Optional,
+        }
+    };
+}
+
+/// Every battery path we read besides identity, alarms and cells: the one list from which
+/// gathering, the checks of a reading and the monitor's cache are derived. Required paths are
+/// checked in this order, so the first one missing is the one named.
+pub const BATTERY_PATHS: [BatteryPath; 31] = [
+    path!("/Connected", integer connected),
+    path!("/Dc/0/Voltage", number voltage_v, Always),
+    path!("/Dc/0/Current", number current_a, Always),
+    path!("/Dc/0/Power", number power_w, Optional),
+    path!("/Dc/0/Temperature", number temperature_c, Optional),
+    path!("/InstalledCapacity", number installed_capacity_ah, Always),
+    path!("/ConsumedAmphours", number consumed_ah, Optional),
+    path!("/Capacity", number capacity_ah, Optional),
+    path!("/Soc", number soc_pct, Optional),
+    path!("/TimeToGo", number time_to_go_s, Optional),
+    path!("/System/MaxCellTemperature", number max_cell_temperature_c, Optional),
+    path!("/System/MinCellTemperature", number min_cell_temperature_c, Optional),
+    path!("/System/MaxTemperatureCellId", text max_temperature_cell_id),
+    path!("/System/MinTemperatureCellId", text min_temperature_cell_id),
+    path!("/System/MaxCellVoltage", number max_cell_voltage_v, Always),
+    path!("/System/MinCellVoltage", number min_cell_voltage_v, Always),
+    path!("/System/MaxVoltageCellId", text max_voltage_cell_id),
+    path!("/System/MinVoltageCellId", text min_voltage_cell_id),
+    path!("/Voltages/Sum", number voltages_sum_v, Optional),
+    path!(CELLS_PER_BATTERY, integer cells_per_battery),
+    path!("/System/NrOfModulesOnline", integer modules_online),
+    path!("/System/NrOfModulesOffline", integer modules_offline),
+    path!("/System/NrOfModulesBlockingCharge", integer modules_blocking_charge),
+    path!("/System/NrOfModulesBlockingDischarge", integer modules_blocking_discharge),
+    path!("/Io/AllowToCharge", integer allow_to_charge),
+    path!("/Io/AllowToDischarge", integer allow_to_discharge),
+    path!("/Io/AllowToBalance", integer allow_to_balance),
+    path!("/Info/MaxChargeVoltage", number max_charge_voltage_v, PassThrough),
+    path!("/Info/MaxChargeCurrent", number max_charge_current_a, PassThrough),
+    path!("/Info/MaxDischargeCurrent", number max_discharge_current_a, PassThrough),
+    path!("/Info/ChargeMode", text charge_mode),
+];
+
+/// Whether a battery service's path is one we read: the table, an alarm or a cell. Asked for
+/// every signal, so a binary search in a sorted copy made once.
+pub fn is_battery_path(path: &str) -> bool {
+    static SORTED: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let sorted = SORTED.get_or_init(|| {
+        let mut paths: Vec<&'static str> = BATTERY_PATHS.iter().map(|p| p.path).collect();
+        paths.sort_unstable();
+        paths
+    });
+    sorted.binary_search(&path).is_ok()
+        || path
+            .strip_prefix("/Alarms/")
+            .is_some_and(|name| ALARMS.contains(&name))
+        || path
+            .strip_prefix("/Voltages/Cell")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// One battery's values at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatteryReading {
@@ -168,23 +286,16 @@ impl BatteryReading {
         if let Some(bad) = self.bad_values.first() {
             return Err(Unusable::new(&bad.path, bad.problem.clone()));
         }
-        let mut required = vec![
-            ("/Dc/0/Voltage", self.voltage_v),
-            ("/Dc/0/Current", self.current_a),
-            ("/InstalledCapacity", self.installed_capacity_ah),
-            ("/System/MaxCellVoltage", self.max_cell_voltage_v),
-            ("/System/MinCellVoltage", self.min_cell_voltage_v),
-        ];
-        if needs_bms_limits {
-            required.extend([
-                ("/Info/MaxChargeVoltage", self.max_charge_voltage_v),
-                ("/Info/MaxChargeCurrent", self.max_charge_current_a),
-                ("/Info/MaxDischargeCurrent", self.max_discharge_current_a),
-            ]);
-        }
-        for (path, value) in required {
-            if value.is_none() {
-                return Err(Unusable::new(path, "invalid"));
+        for p in &BATTERY_PATHS {
+            let needed = match p.need {
+                Need::Always => true,
+                Need::PassThrough => needs_bms_limits,
+                Need::Optional => false,
+            };
+            if let (true, Slot::Number(get, _)) = (needed, p.slot) {
+                if get(self).is_none() {
+                    return Err(Unusable::new(p.path, "invalid"));
+                }
             }
         }
         if let Some(path) = self.first_not_finite() {
@@ -214,29 +325,10 @@ impl BatteryReading {
     /// The first path holding NaN or ±infinity (a reading gathered from the bus has none: see
     /// [`BatteryReading::bad_values`]; one built otherwise may).
     fn first_not_finite(&self) -> Option<String> {
-        let numbers = [
-            ("/Dc/0/Voltage", self.voltage_v),
-            ("/Dc/0/Current", self.current_a),
-            ("/Dc/0/Power", self.power_w),
-            ("/Dc/0/Temperature", self.temperature_c),
-            ("/InstalledCapacity", self.installed_capacity_ah),
-            ("/ConsumedAmphours", self.consumed_ah),
-            ("/Capacity", self.capacity_ah),
-            ("/Soc", self.soc_pct),
-            ("/TimeToGo", self.time_to_go_s),
-            ("/System/MaxCellTemperature", self.max_cell_temperature_c),
-            ("/System/MinCellTemperature", self.min_cell_temperature_c),
-            ("/System/MaxCellVoltage", self.max_cell_voltage_v),
-            ("/System/MinCellVoltage", self.min_cell_voltage_v),
-            ("/Voltages/Sum", self.voltages_sum_v),
-            ("/Info/MaxChargeVoltage", self.max_charge_voltage_v),
-            ("/Info/MaxChargeCurrent", self.max_charge_current_a),
-            ("/Info/MaxDischargeCurrent", self.max_discharge_current_a),
-        ];
-        numbers
+        BATTERY_PATHS
             .iter()
-            .find(|(_, v)| v.is_some_and(|v| !v.is_finite()))
-            .map(|(path, _)| path.to_string())
+            .find(|p| matches!(p.slot, Slot::Number(get, _) if get(self).is_some_and(|v| !v.is_finite())))
+            .map(|p| p.path.to_string())
             .or_else(|| {
                 self.cell_voltages_v
                     .iter()
@@ -272,6 +364,20 @@ impl BatteryReading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_table_path_is_read_and_every_required_number_is_checked() {
+        for p in &BATTERY_PATHS {
+            assert!(is_battery_path(p.path), "{} not cached", p.path);
+            if let (Slot::Number(_, field), Need::Always) = (p.slot, p.need) {
+                let mut r = complete();
+                *field(&mut r) = None;
+                assert_eq!(r.check(false).unwrap_err().path, p.path);
+            }
+        }
+        assert!(is_battery_path("/Alarms/BmsCable") && is_battery_path("/Voltages/Cell7"));
+        assert!(!is_battery_path("/Alarms/Unknown") && !is_battery_path("/Voltages/Diff"));
+    }
 
     pub(crate) fn complete() -> BatteryReading {
         BatteryReading {

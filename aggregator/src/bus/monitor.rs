@@ -21,6 +21,8 @@ use futures_lite::StreamExt;
 use tokio::sync::Notify;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use aggregator_core::reading::is_battery_path;
+
 use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
 use crate::bus::raw::RawConnection;
@@ -70,13 +72,7 @@ impl Class {
             return true;
         }
         match self {
-            Class::Battery => {
-                battery_path(path)
-                    || path.starts_with("/Alarms/")
-                    || path
-                        .strip_prefix("/Voltages/Cell")
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            }
+            Class::Battery => is_battery_path(path),
             Class::Vebus | Class::SolarCharger | Class::Dcload => {
                 matches!(path, "/Dc/0/Current" | "/Dc/0/Voltage")
             }
@@ -93,46 +89,6 @@ impl Class {
 
 /// The feed-in setting (SPEC §0).
 pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
-
-/// The battery paths we read, besides identity, alarms and cells.
-fn battery_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/Dc/0/Voltage"
-            | "/Dc/0/Current"
-            | "/Dc/0/Power"
-            | "/Dc/0/Temperature"
-            | "/InstalledCapacity"
-            | "/ConsumedAmphours"
-            | "/Capacity"
-            | "/Soc"
-            | "/TimeToGo"
-            | "/System/MaxCellTemperature"
-            | "/System/MinCellTemperature"
-            | "/System/MaxTemperatureCellId"
-            | "/System/MinTemperatureCellId"
-            | "/System/MaxVoltageCellId"
-            | "/System/MinVoltageCellId"
-            | "/System/MaxCellVoltage"
-            | "/System/MinCellVoltage"
-            | "/System/NrOfCellsPerBattery"
-            | "/System/NrOfModulesOnline"
-            | "/System/NrOfModulesOffline"
-            | "/System/NrOfModulesBlockingCharge"
-            | "/System/NrOfModulesBlockingDischarge"
-            | "/Io/AllowToCharge"
-            | "/Io/AllowToDischarge"
-            | "/Io/AllowToBalance"
-            | "/Voltages/Sum"
-            | "/Voltages/Diff"
-            | "/Info/MaxChargeCurrent"
-            | "/Info/MaxDischargeCurrent"
-            | "/Info/MaxChargeVoltage"
-            | "/Info/ChargeMode"
-            | "/Mgmt/Connection"
-            | "/ProductId"
-    )
-}
 
 /// A service's values by path.
 pub type Values = HashMap<String, Field, BuildHasherDefault<PathHasher>>;

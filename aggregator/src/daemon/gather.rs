@@ -5,8 +5,10 @@ use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
 
 use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
-use aggregator_core::discovery::Identity;
-use aggregator_core::reading::{alarm_paths, cell_path, BadValue, BatteryReading, ALARMS};
+use aggregator_core::discovery::Nameplate;
+use aggregator_core::reading::{
+    alarm_paths, cell_path, BadValue, BatteryReading, Slot, BATTERY_PATHS, CELLS_PER_BATTERY,
+};
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
@@ -36,10 +38,10 @@ fn text(values: &Values, path: &str) -> Option<String> {
     }
 }
 
-/// The identity paths of a service.
-pub fn identity(service: &Service) -> Identity {
+/// The nameplate paths of a service.
+pub fn nameplate(service: &Service) -> Nameplate {
     let mut ignored = Vec::new();
-    Identity {
+    Nameplate {
         product_name: text(&service.values, "/ProductName"),
         custom_name: text(&service.values, "/CustomName"),
         serial: text(&service.values, "/Serial"),
@@ -54,7 +56,7 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
     let v = &service.values;
     let mut bad = Vec::new();
     let w = &mut bad;
-    let cells_per_battery = integer(v, "/System/NrOfCellsPerBattery", w);
+    let cells_per_battery = integer(v, CELLS_PER_BATTERY, w);
     let published_cells = (1..)
         .take_while(|&k| v.contains_key(cell_path(k).as_ref()))
         .count();
@@ -62,49 +64,27 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
         Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(1024),
         _ => published_cells,
     };
-    let mut alarms = [None; ALARMS.len()];
-    for (k, path) in alarm_paths().iter().enumerate() {
-        alarms[k] = integer(v, path, w);
+    let mut reading = BatteryReading {
+        cells_per_battery,
+        ..BatteryReading::default()
+    };
+    for p in &BATTERY_PATHS {
+        match p.slot {
+            // Read above: it decides how many cells to read.
+            Slot::Integer(_) if p.path == CELLS_PER_BATTERY => {}
+            Slot::Number(_, field) => *field(&mut reading) = number(v, p.path, w),
+            Slot::Integer(field) => *field(&mut reading) = integer(v, p.path, w),
+            Slot::Text(field) => *field(&mut reading) = text(v, p.path),
+        }
     }
-    let cell_voltages_v = (1..=cell_count)
+    for (k, path) in alarm_paths().iter().enumerate() {
+        reading.alarms[k] = integer(v, path, w);
+    }
+    reading.cell_voltages_v = (1..=cell_count)
         .map(|k| number(v, cell_path(k).as_ref(), w))
         .collect();
-    BatteryReading {
-        connected: integer(v, "/Connected", w),
-        voltage_v: number(v, "/Dc/0/Voltage", w),
-        current_a: number(v, "/Dc/0/Current", w),
-        power_w: number(v, "/Dc/0/Power", w),
-        temperature_c: number(v, "/Dc/0/Temperature", w),
-        installed_capacity_ah: number(v, "/InstalledCapacity", w),
-        consumed_ah: number(v, "/ConsumedAmphours", w),
-        capacity_ah: number(v, "/Capacity", w),
-        soc_pct: number(v, "/Soc", w),
-        time_to_go_s: number(v, "/TimeToGo", w),
-        max_cell_temperature_c: number(v, "/System/MaxCellTemperature", w),
-        min_cell_temperature_c: number(v, "/System/MinCellTemperature", w),
-        max_temperature_cell_id: text(v, "/System/MaxTemperatureCellId"),
-        min_temperature_cell_id: text(v, "/System/MinTemperatureCellId"),
-        max_cell_voltage_v: number(v, "/System/MaxCellVoltage", w),
-        min_cell_voltage_v: number(v, "/System/MinCellVoltage", w),
-        max_voltage_cell_id: text(v, "/System/MaxVoltageCellId"),
-        min_voltage_cell_id: text(v, "/System/MinVoltageCellId"),
-        voltages_sum_v: number(v, "/Voltages/Sum", w),
-        cells_per_battery,
-        modules_online: integer(v, "/System/NrOfModulesOnline", w),
-        modules_offline: integer(v, "/System/NrOfModulesOffline", w),
-        modules_blocking_charge: integer(v, "/System/NrOfModulesBlockingCharge", w),
-        modules_blocking_discharge: integer(v, "/System/NrOfModulesBlockingDischarge", w),
-        alarms,
-        allow_to_charge: integer(v, "/Io/AllowToCharge", w),
-        allow_to_discharge: integer(v, "/Io/AllowToDischarge", w),
-        allow_to_balance: integer(v, "/Io/AllowToBalance", w),
-        max_charge_voltage_v: number(v, "/Info/MaxChargeVoltage", w),
-        max_charge_current_a: number(v, "/Info/MaxChargeCurrent", w),
-        max_discharge_current_a: number(v, "/Info/MaxDischargeCurrent", w),
-        charge_mode: text(v, "/Info/ChargeMode"),
-        cell_voltages_v,
-        bad_values: bad,
-    }
+    reading.bad_values = bad;
+    reading
 }
 
 /// The Multis/Quattros, in name order.

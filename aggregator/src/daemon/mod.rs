@@ -29,11 +29,11 @@ use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
 use crate::state_file::StateStore;
-use aggregator_core::discovery::{Roster, Verdict};
-use aggregator_core::engine::{Engine, Event, Settings, Surroundings};
+use aggregator_core::discovery::{Role, Roster};
+use aggregator_core::engine::{Engine, Event, Settings, TickInputs};
 use aggregator_core::envelope::Bounds;
 use aggregator_core::presence::{Presence, Timing};
-use aggregator_core::published::{cell_path, Identity, Published, CUSTOM_NAME};
+use aggregator_core::published::{cell_path, DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::{TextFormat, Value};
 
@@ -144,7 +144,7 @@ fn failed_line(failed: &Failed) -> String {
         .join("; ")
 }
 
-struct Tracked {
+struct KnownBattery {
     name: String,
     excluded: bool,
 }
@@ -161,7 +161,7 @@ struct Daemon {
     presence: Presence,
     roster: Roster,
     store: StateStore,
-    batteries: BTreeMap<String, Tracked>,
+    batteries: BTreeMap<String, KnownBattery>,
     /// Battery-class services that are not ours, until they are scanned again.
     ignored: BTreeSet<String>,
     pass_through: bool,
@@ -271,14 +271,14 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             }
         };
     tracing::info!("device instance {device_instance}");
-    let identity = Identity {
+    let device = DeviceInfo {
         device_instance,
         custom_name,
         process_name: std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
     };
-    let published = Published::new(&identity);
+    let published = Published::new(&device);
     let (conn, monitor, exported) = attach_patiently(link, &own, &uid, &published).await;
 
     // The strategy says whether the batteries' own limits must be valid (SPEC §3).
@@ -483,9 +483,9 @@ impl Daemon {
                         continue;
                     }
                     // Who it is matters only until it is classified.
-                    let identity =
-                        (!self.batteries.contains_key(service)).then(|| gather::identity(s));
-                    readings.push((service.clone(), identity, gather::battery_reading(s)));
+                    let nameplate =
+                        (!self.batteries.contains_key(service)).then(|| gather::nameplate(s));
+                    readings.push((service.clone(), nameplate, gather::battery_reading(s)));
                 }
                 (
                     readings,
@@ -502,10 +502,10 @@ impl Daemon {
         }
 
         let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
-        for (service, identity, reading) in readings {
-            if let Some(identity) = identity {
-                match self.roster.classify(&service, &identity) {
-                    Verdict::Battery(name) => {
+        for (service, nameplate, reading) in readings {
+            if let Some(nameplate) = nameplate {
+                match self.roster.classify(&service, &nameplate) {
+                    Role::Battery(name) => {
                         let excluded =
                             match (self.config.batteries.cells, reading.cells_per_battery) {
                                 (Some(want), Some(have)) if i64::from(want) != have => {
@@ -519,14 +519,14 @@ impl Daemon {
                             };
                         tracing::info!("battery {name} found: {service}");
                         self.batteries
-                            .insert(service.clone(), Tracked { name, excluded });
+                            .insert(service.clone(), KnownBattery { name, excluded });
                     }
-                    Verdict::Ignored(why) => {
+                    Role::Ignored(why) => {
                         tracing::debug!("{service} ignored: {why}");
                         self.ignored.insert(service);
                         continue;
                     }
-                    Verdict::SmartShunt | Verdict::Unknown => continue,
+                    Role::SmartShunt | Role::Unknown => continue,
                 }
             }
             seen.insert(service, reading);
@@ -574,7 +574,7 @@ impl Daemon {
         });
         let known = self.batteries.values().filter(|t| !t.excluded).count() as u32;
         let expected = self.config.batteries.expected.unwrap_or(known);
-        let around = Surroundings {
+        let inputs = TickInputs {
             cells,
             expected,
             vebus,
@@ -585,7 +585,7 @@ impl Daemon {
             date: calendar::today(),
             dt_s,
         };
-        let outcome = self.engine.tick(&batteries, &around);
+        let outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
         }
