@@ -24,6 +24,7 @@ pub mod feedin;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gather;
+pub mod import;
 pub mod plugins;
 pub mod presence;
 pub mod published;
