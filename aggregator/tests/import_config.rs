@@ -601,6 +601,20 @@ fn a_setting_that_cannot_be_evaluated_names_file_line_and_setting() {
     );
     assert!(!out.exists());
 
+    // Required safety bounds are not made up.
+    std::fs::write(&from, "NR_OF_BATTERIES = 2\nOWN_CHARGE_PARAMETERS = True\n").unwrap();
+    let result = import(&from, None, &out, &[]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(
+        stderr(&result).contains(
+            "the old settings give no value for safety.max_cell_voltage, \
+             safety.max_charge_current, safety.max_discharge_current, which the config requires"
+        ),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
+
     // A value of the wrong kind, in an ini file.
     let (_src, from) = variant_ini(&[("NR_OF_BATTERIES = 2", "NR_OF_BATTERIES = two")]);
     let result = import(&from, None, &out, &[]);

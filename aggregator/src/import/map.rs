@@ -85,7 +85,7 @@ pub struct Mapped {
     pub rows: Vec<Row>,
     /// Keys whose value was chosen.
     pub chosen: Vec<Chosen>,
-    /// Safety keys for which the old settings have nothing.
+    /// Safety keys for which the old settings have nothing (and no value may be chosen).
     pub missing: Vec<String>,
     /// What the state files became (filled by the caller).
     pub state_rows: Vec<Row>,
@@ -139,12 +139,6 @@ impl Mapped {
             out.push_str("\nChosen here, not imported (marked in the file; check them):\n");
             for c in &self.chosen {
                 out.push_str(&format!("  {} = {}: {}\n", c.key, c.value, c.why));
-            }
-        }
-        if !self.missing.is_empty() {
-            out.push_str("\nSafety bounds the old settings do not give:\n");
-            for m in &self.missing {
-                out.push_str(&format!("  {m}\n"));
             }
         }
         if let Some(path) = state {
@@ -371,11 +365,25 @@ const VICTRON_CURRENT: &[&str] = &[
     "IGNORE_SMARTSHUNT_ABSENCE",
 ];
 
+/// Settings that only programs after 3.4 have: a `settings.py` holding one is read with their
+/// meaning.
+const AFTER_3_4: &[&str] = &[
+    "USE_SMARTSHUNTS",
+    "INVERT_SMARTSHUNTS",
+    "IGNORE_SMARTSHUNT_ABSENCE",
+    "SMARTSHUNT_AS_BATTERY_CURRENT",
+    "MAX_CELL_VOLTAGE_SOC_FULL",
+    "MIN_CELL_VOLTAGE_SOC_EMPTY",
+    "CAN_batteries",
+    "DCLOAD_SERVICE_NAME",
+    "MULTI_KEYWORD",
+];
+
 /// Maps the settings into the config to be written at `out`; `with_state` adds `paths.state_dir` for the imported state.
 pub fn map(s: &OldSettings, out: &Path, with_state: bool) -> Result<Mapped, ImportError> {
     let mut ctx = Ctx {
         s,
-        v4: s.format == Format::ConfigIni,
+        after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
         rows: HashMap::new(),
         tree: Tree::default(),
         chosen: Vec::new(),
@@ -460,9 +468,9 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
     // 3.4's default was on, 4.x's off (the defaults file then holds it).
     let victron = match ctx.s.get("CURRENT_FROM_VICTRON") {
         Some(e) => e.value.truthy(),
-        None => !ctx.v4,
+        None => !ctx.after_3_4,
     };
-    let shunts_as_battery = ctx.v4 && ctx.truthy("SMARTSHUNT_AS_BATTERY_CURRENT");
+    let shunts_as_battery = ctx.after_3_4 && ctx.truthy("SMARTSHUNT_AS_BATTERY_CURRENT");
     let selection = ctx.s.get("USE_SMARTSHUNTS").map(|e| e.value.clone());
     let selects_shunts = selection.as_ref().is_some_and(Value::truthy);
     if !victron {
@@ -535,7 +543,7 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
         ctx.tree
             .set("current_source.config.use_multi", "true".into(), None);
     }
-    if ctx.v4 {
+    if ctx.after_3_4 {
         let shunts = match &selection {
             Some(Value::List(items)) => format!(
                 "[{}]",
@@ -736,7 +744,7 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
     for name in ["MAX_CELL_VOLTAGE_SOC_FULL", "MIN_CELL_VOLTAGE_SOC_EMPTY"] {
         ctx.none(name, "only the pass-through policy used it; lfp-balancing sets the counter full at the balancing voltage and empty at min_cell_voltage");
     }
-    let keep = if ctx.v4 {
+    let keep = if ctx.after_3_4 {
         "only the pass-through policy used it"
     } else {
         "it had no effect in 3.4"
@@ -792,7 +800,7 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
     for name in OWN_POLICY {
         ctx.none(name, "only used with OWN_CHARGE_PARAMETERS = True; the serialbattery strategy passes the BMSs' own limits through");
     }
-    if ctx.v4 {
+    if ctx.after_3_4 {
         if ctx.s.get("KEEP_MAX_CVL").is_some() {
             let rule = if ctx.truthy("KEEP_MAX_CVL") {
                 "keep_max_until_all_float"
@@ -859,9 +867,7 @@ fn safety(ctx: &mut Ctx, strategy: Strategy) -> Result<(), ImportError> {
             }
             None => match safety_fallback(rule.key) {
                 Some((value, why)) => ctx.choose(&key, value.into(), why),
-                None => ctx
-                    .missing
-                    .push(format!("{key}: no old setting gives it; set it by hand")),
+                None => ctx.missing.push(key),
             },
         }
     }
@@ -869,7 +875,7 @@ fn safety(ctx: &mut Ctx, strategy: Strategy) -> Result<(), ImportError> {
 }
 
 fn logging(ctx: &mut Ctx) -> Result<(), ImportError> {
-    if ctx.v4 {
+    if ctx.s.format == Format::ConfigIni {
         if let Some(Value::Str(level)) = ctx.s.get("LOGGING").map(|e| e.value.clone()) {
             let new = match level.to_ascii_uppercase().as_str() {
                 "ERROR" => "error",
@@ -900,7 +906,9 @@ fn logging(ctx: &mut Ctx) -> Result<(), ImportError> {
 /// The mapping under way.
 struct Ctx<'a> {
     s: &'a OldSettings,
-    v4: bool,
+    /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
+    /// SmartShunts are selected by USE_SMARTSHUNTS, the pass-through counter resets exist.
+    after_3_4: bool,
     rows: HashMap<String, Row>,
     tree: Tree,
     chosen: Vec<Chosen>,
@@ -1019,7 +1027,7 @@ impl Ctx<'_> {
             return Ok(());
         };
         if n.fract() != 0.0 || n < low as f64 || n > high as f64 {
-            let unset = if n < 0.0 && self.v4 {
+            let unset = if n < 0.0 && self.after_3_4 {
                 " (the 4.x default -1 means it must be set)"
             } else {
                 ""
@@ -1204,5 +1212,94 @@ fn render_item(item: &Item, depth: usize, out: &mut String) {
                 render_item(child, depth + 1, out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(text: &str) -> Mapped {
+        let settings = super::super::python::read(Path::new("settings.py"), text).unwrap();
+        map(&settings, Path::new("config.yaml"), false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn target(m: &Mapped, name: &str) -> String {
+        let row = m
+            .rows
+            .iter()
+            .find(|r| r.old.starts_with(&format!("{name} = ")));
+        row.unwrap_or_else(|| panic!("no row for {name}")).target()
+    }
+
+    #[test]
+    fn a_settings_py_after_3_4_is_read_with_the_later_meaning() {
+        let later = mapped(
+            "OWN_CHARGE_PARAMETERS = False\nKEEP_MAX_CVL = True\nMAX_CELL_VOLTAGE_SOC_FULL = 3.45\n\
+             MAX_CELL_VOLTAGE = 3.5\nUSE_SMARTSHUNTS = [279]\nCURRENT_FROM_VICTRON = True\n",
+        );
+        assert_eq!(
+            target(&later, "KEEP_MAX_CVL"),
+            "strategy.config.cvl = keep_max_until_all_float"
+        );
+        assert_eq!(
+            target(&later, "MAX_CELL_VOLTAGE_SOC_FULL"),
+            "strategy.config.max_cell_voltage_soc_full = 3.45"
+        );
+        assert_eq!(
+            target(&later, "USE_SMARTSHUNTS"),
+            "current_source.config.smartshunts = [279]"
+        );
+        assert!(
+            later
+                .chosen
+                .iter()
+                .all(|c| c.key == "safety.plugin_failures"),
+            "{:?}",
+            later.chosen
+        );
+
+        let v3_4 =
+            mapped("OWN_CHARGE_PARAMETERS = False\nKEEP_MAX_CVL = True\nMAX_CELL_VOLTAGE = 3.5\n");
+        assert!(
+            target(&v3_4, "KEEP_MAX_CVL").starts_with("no counterpart: it had no effect in 3.4")
+        );
+        assert!(v3_4
+            .yaml
+            .contains("# chosen, not imported: 3.4 never reset the counter to full"));
+    }
+
+    #[test]
+    fn a_safety_key_without_an_old_setting_is_named_as_missing() {
+        let m = mapped("NR_OF_BATTERIES = 2\n");
+        assert!(
+            m.missing.iter().any(|k| k == "safety.max_cell_voltage"),
+            "{:?}",
+            m.missing
+        );
+        assert!(m.missing.iter().any(|k| k == "safety.max_charge_current"));
+        assert!(!m.yaml.contains("max_cell_voltage:"), "{}", m.yaml);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_its_line() {
+        let settings = super::super::python::read(
+            Path::new("settings.py"),
+            "NR_OF_BATTERIES = 2\nCHARGE_VOLTAGE_LIST = [2.4] * 11\n",
+        )
+        .unwrap();
+        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "settings.py:2: CHARGE_VOLTAGE_LIST: must have 12 values (January to December), found 11"
+        );
+        let settings =
+            super::super::python::read(Path::new("settings.py"), "NR_OF_BATTERIES = '2'\n")
+                .unwrap();
+        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "settings.py:1: NR_OF_BATTERIES: must be a number, found '2'"
+        );
     }
 }

@@ -291,6 +291,17 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         None => None,
     };
 
+    // Required bounds are never made up: without them there is no config to write.
+    if !mapped.missing.is_empty() {
+        return Err(ImportError::file(
+            &request.from,
+            format!(
+                "the old settings give no value for {}, which the config requires; nothing was \
+                 written (add the settings they come from, or write config.yaml by hand)",
+                mapped.missing.join(", ")
+            ),
+        ));
+    }
     // A config we cannot read back is our fault, not the user's: refuse to write it.
     let source = crate::config::Source {
         file: request.out.clone(),
