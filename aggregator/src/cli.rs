@@ -43,6 +43,9 @@ pub enum Command {
     CheckConfig,
     /// List the plugins found, with kind, version and ABI status.
     Plugins,
+    /// Turn the Python program's settings (`settings.py` or `config.ini`) and state files into
+    /// a `config.yaml` (and `state/state.json` beside it), and print what each setting became.
+    ImportConfig(crate::import::cli::Args),
     /// Start a private D-Bus with a simulated Venus OS system (two batteries charging and
     /// discharging) and the daemon, and show a live table; Ctrl-C stops everything.
     Demo {

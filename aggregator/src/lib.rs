@@ -9,6 +9,7 @@
 //! - [`clock`]: the tick's timer and today's local date.
 //! - [`state_file`]: the one writer of files.
 //! - [`sim`]: the simulated Venus system, `demo` and `simulate`.
+//! - [`import`]: `import-config`, the Python program's settings and state into ours.
 //! - [`cli`]: the subcommands; [`child`]: stopping child processes.
 
 pub mod bus;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import;
 pub mod plugins;
 pub mod sim;
 pub mod state_file;

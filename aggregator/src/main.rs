@@ -21,6 +21,7 @@ fn main() {
             init_logging(Level::INFO);
             list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
+        Command::ImportConfig(args) => aggregator::import::cli::run(&args),
         Command::Demo { .. } | Command::Simulate { .. } => hand_to_simulator(),
     };
     std::process::exit(code);

@@ -16,7 +16,7 @@ fn main() {
         Command::Simulate { scenario, address } => {
             aggregator::sim::simulate_command(scenario.as_deref(), address.as_deref())
         }
-        Command::Run | Command::CheckConfig | Command::Plugins => {
+        Command::Run | Command::CheckConfig | Command::Plugins | Command::ImportConfig(_) => {
             eprintln!("error: this program runs `demo` and `simulate` only; the daemon is {DAEMON_PROGRAM}");
             aggregator::cli::EXIT_CONFIG
         }

@@ -1,0 +1,43 @@
+//! The `import-config` subcommand: its arguments and what it prints.
+
+use std::path::PathBuf;
+
+use super::{import, Request};
+
+/// `import-config --from FILE [--state-from DIR] --out FILE [--force]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The old program's `settings.py` (3.x) or `config.ini` (4.x; its `config.default.ini`
+    /// beside it is read first).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The folder of the old state files (`charge`, `last_balancing`, `storedvalue_*`).
+    #[arg(long)]
+    pub state_from: Option<PathBuf>,
+    /// The `config.yaml` to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing `--out` file (and `state/state.json`).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs the import; prints the report, or the error on stderr. Returns the exit code.
+pub fn run(args: &Args) -> i32 {
+    let request = Request {
+        from: args.from.clone(),
+        state_from: args.state_from.clone(),
+        out: args.out.clone(),
+        force: args.force,
+    };
+    match import(&request, crate::clock::calendar::today()) {
+        Ok(report) => {
+            print!("{report}");
+            0
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            crate::cli::EXIT_CONFIG
+        }
+    }
+}

@@ -1,0 +1,1305 @@
+//! What each old setting becomes: the keys of our `config.yaml`, or why it has none.
+//!
+//! The strategy follows `OWN_CHARGE_PARAMETERS` (the monthly voltages with balancing of 3.x and
+//! 4.x: `lfp-balancing`, whatever the chemistry; off: `serialbattery`), or `lto-cv` for the
+//! constant-voltage settings of 0.1–2.4 (`CHARGE_VOLTAGE` without `CHARGE_VOLTAGE_LIST`). The
+//! current source follows `CURRENT_FROM_VICTRON` and the SmartShunt settings. The `safety:`
+//! section is filled by [`SAFETY`], one entry per key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{Format, ImportError, OldSettings, Request, Value};
+
+/// What one old setting (or state file) became.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// `NAME = value` as the old program had it.
+    pub old: String,
+    /// Where it went.
+    pub outcome: Outcome,
+}
+
+/// Where an old setting went.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// These new keys, with their values.
+    Became(Vec<(String, String)>),
+    /// Nowhere, for this reason.
+    NoCounterpart(String),
+}
+
+impl Row {
+    /// A setting that became these keys.
+    pub fn became(old: String, keys: Vec<(String, String)>) -> Self {
+        Self {
+            old,
+            outcome: Outcome::Became(keys),
+        }
+    }
+
+    /// A setting without a counterpart.
+    pub fn none(old: String, why: impl Into<String>) -> Self {
+        Self {
+            old,
+            outcome: Outcome::NoCounterpart(why.into()),
+        }
+    }
+
+    /// The report's line: `old -> new = value, ...` or `old -> no counterpart: why`.
+    pub fn line(&self) -> String {
+        format!("{} -> {}", self.old, self.target())
+    }
+
+    fn target(&self) -> String {
+        match &self.outcome {
+            Outcome::Became(keys) => keys
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Outcome::NoCounterpart(why) => format!("no counterpart: {why}"),
+        }
+    }
+}
+
+/// A key whose value was chosen here, not taken from the old settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chosen {
+    /// The key path.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// Why this value.
+    pub why: String,
+}
+
+/// The result of the mapping.
+#[derive(Clone, Debug)]
+pub struct Mapped {
+    /// The `config.yaml` text.
+    pub yaml: String,
+    /// The chosen strategy plugin.
+    pub strategy: String,
+    /// One row per old setting, in the order of the old file.
+    pub rows: Vec<Row>,
+    /// Keys whose value was chosen.
+    pub chosen: Vec<Chosen>,
+    /// Safety keys for which the old settings have nothing (and no value may be chosen).
+    pub missing: Vec<String>,
+    /// What the state files became (filled by the caller).
+    pub state_rows: Vec<Row>,
+}
+
+impl Mapped {
+    /// The table a person reads.
+    pub fn report(
+        &self,
+        settings: &OldSettings,
+        request: &Request,
+        state: Option<PathBuf>,
+    ) -> String {
+        let mut out = String::new();
+        let kind = match settings.format {
+            Format::SettingsPy => "settings.py",
+            Format::ConfigIni => "config.ini",
+        };
+        out.push_str(&format!(
+            "Imported {} ({kind}) into {}.\n",
+            request.from.display(),
+            request.out.display()
+        ));
+        if let Some(defaults) = &settings.defaults_file {
+            out.push_str(&format!(
+                "Defaults read first from {}.\n",
+                defaults.display()
+            ));
+        } else if settings.format == Format::ConfigIni {
+            out.push_str("No config.default.ini beside it: the 4.x defaults filled the rest.\n");
+        }
+        out.push_str(&format!(
+            "\nOld setting = old value -> new key = new value ({} settings):\n",
+            self.rows.len()
+        ));
+        let width = self
+            .rows
+            .iter()
+            .chain(&self.state_rows)
+            .map(|r| r.old.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(48);
+        let table = |rows: &[Row], out: &mut String| {
+            for row in rows {
+                out.push_str(&format!("  {:<width$} -> {}\n", row.old, row.target()));
+            }
+        };
+        table(&self.rows, &mut out);
+        if !self.chosen.is_empty() {
+            out.push_str("\nChosen here, not imported (marked in the file; check them):\n");
+            for c in &self.chosen {
+                out.push_str(&format!("  {} = {}: {}\n", c.key, c.value, c.why));
+            }
+        }
+        if let Some(path) = state {
+            out.push_str(&format!(
+                "\nState from {} into {}:\n",
+                request
+                    .state_from
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("."))
+                    .display(),
+                path.display()
+            ));
+            table(&self.state_rows, &mut out);
+        }
+        out.push_str(&format!(
+            "\nCheck the result before use: dbus-aggregate-batteries check-config --config {}\n",
+            request.out.display()
+        ));
+        out
+    }
+}
+
+/// How a strategy's safety bound is derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Strategy {
+    LfpBalancing,
+    LtoCv,
+    SerialBattery,
+}
+
+impl Strategy {
+    fn plugin(self) -> &'static str {
+        match self {
+            Strategy::LfpBalancing => "lfp-balancing",
+            Strategy::LtoCv => "lto-cv",
+            Strategy::SerialBattery => "serialbattery",
+        }
+    }
+}
+
+/// A safety key and how the old settings give it; `None`: they do not.
+struct SafetyRule {
+    key: &'static str,
+    derive: fn(&Ctx, Strategy) -> Result<Option<Derived>, ImportError>,
+}
+
+/// A derived value and the old settings it came from.
+struct Derived {
+    value: f64,
+    from: Vec<&'static str>,
+    why: &'static str,
+}
+
+/// The `safety:` keys. A new key is one entry; `min_cell_voltage` would come from
+/// `MIN_CELL_VOLTAGE`, the temperature bounds from nothing (the old program had none).
+const SAFETY: &[SafetyRule] = &[
+    SafetyRule {
+        key: "max_cell_voltage",
+        derive: |ctx, strategy| {
+            let names: &[&'static str] = match strategy {
+                Strategy::LfpBalancing => &[
+                    "MAX_CELL_VOLTAGE",
+                    "BALANCING_VOLTAGE",
+                    "CHARGE_VOLTAGE_LIST",
+                ],
+                Strategy::LtoCv => &["MAX_CELL_VOLTAGE", "CHARGE_VOLTAGE"],
+                Strategy::SerialBattery => &["MAX_CELL_VOLTAGE"],
+            };
+            highest(
+                ctx,
+                names,
+                "the highest cell voltage the old settings ask for; check it against the cells' data sheet",
+            )
+        },
+    },
+    SafetyRule {
+        key: "max_charge_current",
+        derive: |ctx, strategy| {
+            bank_current(
+                ctx,
+                strategy,
+                "MAX_CHARGE_CURRENT",
+                "CELL_CHARGE_LIMITED_CURRENT",
+                &[
+                    "MAX_CHARGE_CURRENT_ABOVE_CV1",
+                    "MAX_CHARGE_CURRENT_ABOVE_CV2",
+                ],
+            )
+        },
+    },
+    SafetyRule {
+        key: "max_discharge_current",
+        derive: |ctx, strategy| {
+            bank_current(
+                ctx,
+                strategy,
+                "MAX_DISCHARGE_CURRENT",
+                "CELL_DISCHARGE_LIMITED_CURRENT",
+                &[],
+            )
+        },
+    },
+    SafetyRule {
+        key: "plugin_failures",
+        derive: |_, _| Ok(None),
+    },
+];
+
+/// What a safety key gets when the old settings have nothing for it.
+fn safety_fallback(key: &str) -> Option<(&'static str, &'static str)> {
+    match key {
+        "plugin_failures" => Some(("5", "the old program had no such bound; 5 is the default")),
+        _ => None,
+    }
+}
+
+fn highest(
+    ctx: &Ctx,
+    names: &[&'static str],
+    why: &'static str,
+) -> Result<Option<Derived>, ImportError> {
+    let mut best: Option<f64> = None;
+    let mut from = Vec::new();
+    for name in names {
+        let values = match ctx.s.get(name).map(|e| &e.value) {
+            Some(Value::List(_)) => ctx.numbers(name)?.unwrap_or_default(),
+            Some(_) => ctx.number(name)?.into_iter().collect(),
+            None => continue,
+        };
+        if let Some(top) = values.into_iter().reduce(f64::max) {
+            from.push(*name);
+            best = Some(best.map_or(top, |b| b.max(top)));
+        }
+    }
+    Ok(best.map(|value| Derived { value, from, why }))
+}
+
+/// The largest bank current a strategy would ask for: the full scale times the curve's largest
+/// factor, or the largest of the steps.
+fn bank_current(
+    ctx: &Ctx,
+    strategy: Strategy,
+    scale: &'static str,
+    factors: &'static str,
+    steps: &[&'static str],
+) -> Result<Option<Derived>, ImportError> {
+    let Some(full) = ctx.number(scale)? else {
+        return Ok(None);
+    };
+    let mut from = vec![scale];
+    let value = match strategy {
+        Strategy::LfpBalancing => {
+            let top = ctx
+                .numbers(factors)?
+                .filter(|f| !f.is_empty())
+                .map(|f| f.into_iter().fold(0.0, f64::max));
+            if top.is_some() {
+                from.push(factors);
+            }
+            full * top.unwrap_or(1.0)
+        }
+        Strategy::LtoCv => {
+            let mut value = full;
+            for step in steps {
+                if let Some(v) = ctx.number(step)? {
+                    from.push(step);
+                    value = value.max(v);
+                }
+            }
+            value
+        }
+        Strategy::SerialBattery => full,
+    };
+    let why = match strategy {
+        Strategy::SerialBattery => {
+            "the old full-scale current; the BMSs' own limits above it are lowered to it"
+        }
+        _ => "the largest current the old settings ask for",
+    };
+    Ok(Some(Derived { value, from, why }))
+}
+
+/// Settings that have no counterpart whatever else is set, and why.
+const NO_COUNTERPART: &[(&str, &str)] = &[
+    ("BATTERY_SERVICE_NAME", "batteries are always the com.victronenergy.battery.* services"),
+    ("DCLOAD_SERVICE_NAME", "SmartShunts in DC-meter mode are always the com.victronenergy.dcload.* services"),
+    ("BATTERY_PRODUCT_NAME_PATH", "the product name is always read from /ProductName"),
+    ("BATTERY_INSTANCE_NAME_PATH", "a battery is named by its /CustomName, else its /Serial; batteries.include and exclude select by either"),
+    ("MPPT_KEY_WORD", "solar chargers are always the com.victronenergy.solarcharger.* services"),
+    ("MPPT_KEYWORD", "solar chargers are always the com.victronenergy.solarcharger.* services"),
+    ("SMARTSHUNT_NAME_KEY_WORD", "a SmartShunt is always told by its product name"),
+    ("SMARTSHUNT_NAME_KEYWORD", "a SmartShunt is always told by its product name"),
+    ("SMARTSHUNT_INSTANCE_NAME_PATH", "SmartShunts are selected by /CustomName or VRM instance"),
+    ("SEARCH_TRIALS", "devices are found from the bus as they appear, without giving up; batteries.startup_wait (30s) bounds the wait before the service is published with charge and discharge stopped"),
+    ("UPDATE_INTERVAL_FIND_DEVICES", "devices are found from the bus as they appear, not by polling"),
+    ("READ_TRIALS", "the daemon never exits on bad reads: a battery is held for batteries.hold_for (60s), then counts as lost (batteries.on_lost)"),
+    ("TIME_BEFORE_RESTART", "the daemon does not exit on errors, so there is no restart to delay"),
+    ("NR_OF_MPPTS", "every solar charger on the bus is counted (the old program wanted exactly this many, and with 0 counted none)"),
+];
+
+/// Settings only the own charge policy (`OWN_CHARGE_PARAMETERS = True`) used.
+const OWN_POLICY: &[&str] = &[
+    "BALANCING_VOLTAGE",
+    "BALANCING_REPETITION",
+    "CHARGE_VOLTAGE_LIST",
+    "MIN_CELL_VOLTAGE",
+    "MIN_CELL_HYSTERESIS",
+    "CELL_DIFF_MAX",
+    "CELL_CHARGE_LIMITING_VOLTAGE",
+    "CELL_CHARGE_LIMITED_CURRENT",
+    "CELL_DISCHARGE_LIMITING_VOLTAGE",
+    "CELL_DISCHARGE_LIMITED_CURRENT",
+];
+
+/// Settings of the Victron current (`CURRENT_FROM_VICTRON = True`).
+const VICTRON_CURRENT: &[&str] = &[
+    "MULTI_KEY_WORD",
+    "MULTI_KEYWORD",
+    "DC_LOADS",
+    "INVERT_SMARTSHUNT",
+    "INVERT_SMARTSHUNTS",
+    "USE_SMARTSHUNTS",
+    "SMARTSHUNT_AS_BATTERY_CURRENT",
+    "IGNORE_SMARTSHUNT_ABSENCE",
+];
+
+/// Settings that only programs after 3.4 have: a `settings.py` holding one is read with their
+/// meaning.
+const AFTER_3_4: &[&str] = &[
+    "USE_SMARTSHUNTS",
+    "INVERT_SMARTSHUNTS",
+    "IGNORE_SMARTSHUNT_ABSENCE",
+    "SMARTSHUNT_AS_BATTERY_CURRENT",
+    "MAX_CELL_VOLTAGE_SOC_FULL",
+    "MIN_CELL_VOLTAGE_SOC_EMPTY",
+    "CAN_batteries",
+    "DCLOAD_SERVICE_NAME",
+    "MULTI_KEYWORD",
+];
+
+/// Maps the settings into the config to be written at `out`; `with_state` adds `paths.state_dir` for the imported state.
+pub fn map(s: &OldSettings, out: &Path, with_state: bool) -> Result<Mapped, ImportError> {
+    let mut ctx = Ctx {
+        s,
+        after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
+        rows: HashMap::new(),
+        tree: Tree::default(),
+        chosen: Vec::new(),
+        missing: Vec::new(),
+    };
+
+    ctx.int_to("NR_OF_BATTERIES", "batteries.expected", 1, 64)?;
+    ctx.int_to("NR_OF_CELLS_PER_BATTERY", "batteries.cells", 1, 64)?;
+    ctx.text_to("BATTERY_PRODUCT_NAME", "batteries.product_name")?;
+    if let Some(seconds) = ctx.number("UPDATE_INTERVAL_DATA")? {
+        if !(seconds > 0.0 && seconds <= 3600.0) {
+            return Err(ctx.error("UPDATE_INTERVAL_DATA", "must be between 1 and 3600 seconds"));
+        }
+        ctx.became(
+            "UPDATE_INTERVAL_DATA",
+            "update_interval",
+            format!("{seconds}s"),
+        );
+    }
+
+    current_source(&mut ctx)?;
+
+    ctx.bool_to("OWN_SOC", "soc.own_counter")?;
+    ctx.number_to("BATTERY_EFFICIENCY", "soc.efficiency")?;
+    ctx.number_to("CHARGE_SAVE_PRECISION", "soc.save_precision")?;
+
+    let strategy = strategy(&mut ctx)?;
+    safety(&mut ctx, strategy)?;
+
+    if let Some(entry) = s.get("SEND_CELL_VOLTAGES") {
+        // The old test was `SEND_CELL_VOLTAGES == 1`.
+        let on = entry.value.as_f64() == Some(1.0);
+        ctx.became(
+            "SEND_CELL_VOLTAGES",
+            "publish.cell_voltages",
+            on.to_string(),
+        );
+    }
+    if with_state {
+        ctx.tree.set(
+            "paths.state_dir",
+            super::STATE_DIR.into(),
+            Some("the imported state.json is in the folder `state` beside this file".into()),
+        );
+    }
+    logging(&mut ctx)?;
+
+    for (name, why) in NO_COUNTERPART {
+        ctx.none(name, why);
+    }
+    let rows = s
+        .names()
+        .iter()
+        .map(|name| {
+            ctx.rows.remove(name).unwrap_or_else(|| {
+                Row::none(
+                    ctx.old(name),
+                    "not a setting of the old program known to this importer (a helper for \
+                     other settings' expressions, or a typo)",
+                )
+            })
+        })
+        .collect();
+    let header = format!(
+        "Imported from {} by `dbus-aggregate-batteries import-config`.\n\
+         Keys marked \"chosen\" were not in the old settings: check them. Check this file with\n  \
+         dbus-aggregate-batteries check-config --config {}",
+        s.file.display(),
+        out.display()
+    );
+    Ok(Mapped {
+        yaml: ctx.tree.render(&header),
+        strategy: strategy.plugin().into(),
+        rows,
+        chosen: ctx.chosen,
+        missing: ctx.missing,
+        state_rows: Vec::new(),
+    })
+}
+
+fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
+    // 3.4's default was on, 4.x's off (the defaults file then holds it).
+    let victron = match ctx.s.get("CURRENT_FROM_VICTRON") {
+        Some(e) => e.value.truthy(),
+        None => !ctx.after_3_4,
+    };
+    let shunts_as_battery = ctx.after_3_4 && ctx.truthy("SMARTSHUNT_AS_BATTERY_CURRENT");
+    let selection = ctx.s.get("USE_SMARTSHUNTS").map(|e| e.value.clone());
+    let selects_shunts = selection.as_ref().is_some_and(Value::truthy);
+    if !victron {
+        ctx.became(
+            "CURRENT_FROM_VICTRON",
+            "current_source.plugin",
+            "bms".into(),
+        );
+        ctx.tree.set("current_source.plugin", "bms".into(), None);
+        for name in VICTRON_CURRENT {
+            ctx.none(name, "only used with CURRENT_FROM_VICTRON = True");
+        }
+        return Ok(());
+    }
+    if shunts_as_battery && selects_shunts {
+        ctx.tree
+            .set("current_source.plugin", "smartshunt".into(), None);
+        ctx.became(
+            "CURRENT_FROM_VICTRON",
+            "current_source.plugin",
+            "smartshunt".into(),
+        );
+        ctx.became(
+            "SMARTSHUNT_AS_BATTERY_CURRENT",
+            "current_source.plugin",
+            "smartshunt".into(),
+        );
+        match &selection {
+            Some(Value::List(items)) if items.len() == 1 => {
+                let shunt = yaml_item(&items[0]);
+                ctx.became("USE_SMARTSHUNTS", "current_source.config.shunt", shunt);
+            }
+            _ => {
+                ctx.none(
+                    "USE_SMARTSHUNTS",
+                    "the smartshunt source takes one shunt: the first battery-monitor SmartShunt (set current_source.config.shunt to pick another)",
+                );
+            }
+        }
+        ctx.none(
+            "INVERT_SMARTSHUNTS",
+            "4.x ignored it with SMARTSHUNT_AS_BATTERY_CURRENT, so current_source.config.invert stays false",
+        );
+        for name in ["MULTI_KEY_WORD", "MULTI_KEYWORD", "NR_OF_MPPTS"] {
+            ctx.none(
+                name,
+                "the smartshunt source measures the bank with the shunt alone",
+            );
+        }
+        ctx.none(
+            "IGNORE_SMARTSHUNT_ABSENCE",
+            "without a value from the shunt the BMS current is used, and the log says so",
+        );
+        return Ok(());
+    }
+    ctx.tree
+        .set("current_source.plugin", "victron".into(), None);
+    ctx.became(
+        "CURRENT_FROM_VICTRON",
+        "current_source.plugin",
+        "victron".into(),
+    );
+    for name in ["MULTI_KEY_WORD", "MULTI_KEYWORD"] {
+        if let Some(e) = ctx.s.get(name) {
+            let on = e.value.truthy();
+            ctx.became(name, "current_source.config.use_multi", on.to_string());
+        }
+    }
+    if ctx.s.get("MULTI_KEY_WORD").is_none() && ctx.s.get("MULTI_KEYWORD").is_none() {
+        ctx.tree
+            .set("current_source.config.use_multi", "true".into(), None);
+    }
+    if ctx.after_3_4 {
+        let shunts = match &selection {
+            Some(Value::List(items)) => format!(
+                "[{}]",
+                items.iter().map(yaml_item).collect::<Vec<_>>().join(", ")
+            ),
+            Some(v) if v.truthy() => "all".into(),
+            _ => "none".into(),
+        };
+        if ctx.s.get("USE_SMARTSHUNTS").is_some() {
+            ctx.became(
+                "USE_SMARTSHUNTS",
+                "current_source.config.smartshunts",
+                shunts,
+            );
+        }
+        ctx.bool_to(
+            "INVERT_SMARTSHUNTS",
+            "current_source.config.invert_smartshunts",
+        )?;
+        ctx.none(
+            "SMARTSHUNT_AS_BATTERY_CURRENT",
+            "off, or no SmartShunt selected: the victron source",
+        );
+        ctx.none(
+            "IGNORE_SMARTSHUNT_ABSENCE",
+            "a selected SmartShunt without a value makes the victron source give none, and the BMS current is used (as this setting did); the daemon never stops publishing for it",
+        );
+    } else {
+        // 3.4 read one battery-class SmartShunt and subtracted it unless INVERT_SMARTSHUNT;
+        // the victron source adds battery-class shunts unless inverted.
+        let dc_loads = ctx.truthy("DC_LOADS");
+        let smartshunts = if dc_loads { "all" } else { "none" };
+        if ctx.s.get("DC_LOADS").is_some() {
+            ctx.became(
+                "DC_LOADS",
+                "current_source.config.smartshunts",
+                smartshunts.into(),
+            );
+        } else {
+            ctx.tree.set(
+                "current_source.config.smartshunts",
+                smartshunts.into(),
+                None,
+            );
+        }
+        if dc_loads {
+            let invert = !ctx.truthy("INVERT_SMARTSHUNT");
+            if ctx.s.get("INVERT_SMARTSHUNT").is_some() {
+                ctx.became(
+                    "INVERT_SMARTSHUNT",
+                    "current_source.config.invert_smartshunts",
+                    invert.to_string(),
+                );
+            } else {
+                ctx.tree.set(
+                    "current_source.config.invert_smartshunts",
+                    invert.to_string(),
+                    None,
+                );
+            }
+        } else {
+            ctx.none("INVERT_SMARTSHUNT", "no effect while DC_LOADS is False");
+        }
+    }
+    Ok(())
+}
+
+fn strategy(ctx: &mut Ctx) -> Result<Strategy, ImportError> {
+    let old_lto =
+        ctx.s.get("CHARGE_VOLTAGE").is_some() && ctx.s.get("CHARGE_VOLTAGE_LIST").is_none();
+    // 0.1 had no switch (always its own policy); 3.4's default was on.
+    let own = ctx
+        .s
+        .get("OWN_CHARGE_PARAMETERS")
+        .is_none_or(|e| e.value.truthy());
+    let strategy = match (own, old_lto) {
+        (true, false) => Strategy::LfpBalancing,
+        (true, true) => Strategy::LtoCv,
+        (false, _) => Strategy::SerialBattery,
+    };
+    ctx.tree
+        .set("strategy.plugin", strategy.plugin().into(), None);
+    if ctx.s.get("OWN_CHARGE_PARAMETERS").is_some() {
+        ctx.became(
+            "OWN_CHARGE_PARAMETERS",
+            "strategy.plugin",
+            strategy.plugin().into(),
+        );
+    }
+    match strategy {
+        Strategy::LfpBalancing => lfp_balancing(ctx)?,
+        Strategy::LtoCv => lto_cv(ctx)?,
+        Strategy::SerialBattery => serialbattery(ctx)?,
+    }
+    Ok(strategy)
+}
+
+fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
+    let c = "strategy.config.";
+    ctx.number_to("BALANCING_VOLTAGE", &format!("{c}balancing_voltage"))?;
+    ctx.int_to(
+        "BALANCING_REPETITION",
+        &format!("{c}balancing_every_days"),
+        1,
+        3660,
+    )?;
+    if let Some(list) = ctx.numbers("CHARGE_VOLTAGE_LIST")? {
+        if list.len() != 12 {
+            return Err(ctx.error(
+                "CHARGE_VOLTAGE_LIST",
+                &format!(
+                    "must have 12 values (January to December), found {}",
+                    list.len()
+                ),
+            ));
+        }
+        ctx.became(
+            "CHARGE_VOLTAGE_LIST",
+            &format!("{c}charge_voltages"),
+            yaml_list(&list),
+        );
+    }
+    for (old, new) in [
+        ("MAX_CELL_VOLTAGE", "max_cell_voltage"),
+        ("MIN_CELL_VOLTAGE", "min_cell_voltage"),
+        ("MIN_CELL_HYSTERESIS", "min_cell_hysteresis"),
+        ("CELL_DIFF_MAX", "cell_diff_max"),
+        ("MAX_CHARGE_CURRENT", "max_charge_current"),
+        ("MAX_DISCHARGE_CURRENT", "max_discharge_current"),
+    ] {
+        ctx.number_to(old, &format!("{c}{new}"))?;
+    }
+    ctx.bool_to("ZERO_SOC", &format!("{c}zero_soc"))?;
+
+    // The curves as the original completed them; left out where the plugin derives the same.
+    let min = ctx.number("MIN_CELL_VOLTAGE")?.unwrap_or(1.9);
+    let bal = ctx.number("BALANCING_VOLTAGE")?.unwrap_or(2.5);
+    let max = ctx.number("MAX_CELL_VOLTAGE")?.unwrap_or(2.55);
+    let derived_charge = (
+        vec![min, min + 0.05, bal - 0.1, bal, max],
+        vec![0.2, 1.0, 1.0, 0.1, 0.0],
+    );
+    let derived_discharge = (vec![min, min + 0.1, min + 0.2], vec![0.0, 0.05, 1.0]);
+    for (x, y, key, derived) in [
+        (
+            "CELL_CHARGE_LIMITING_VOLTAGE",
+            "CELL_CHARGE_LIMITED_CURRENT",
+            "charge_curve",
+            derived_charge,
+        ),
+        (
+            "CELL_DISCHARGE_LIMITING_VOLTAGE",
+            "CELL_DISCHARGE_LIMITED_CURRENT",
+            "discharge_curve",
+            derived_discharge,
+        ),
+    ] {
+        let given_x = ctx.numbers(x)?;
+        let given_y = ctx.numbers(y)?;
+        if given_x.is_none() && given_y.is_none() {
+            continue;
+        }
+        let voltages = given_x
+            .filter(|v| !v.is_empty())
+            .unwrap_or(derived.0.clone());
+        let factors = given_y
+            .filter(|v| !v.is_empty())
+            .unwrap_or(derived.1.clone());
+        if voltages.len() != factors.len() || voltages.len() < 2 {
+            return Err(ctx.error(
+                x,
+                &format!(
+                    "{x} and {y} must have equal lengths of 2 or more, found {} and {}",
+                    voltages.len(),
+                    factors.len()
+                ),
+            ));
+        }
+        let path = format!("{c}{key}");
+        let same = (voltages.clone(), factors.clone()) == derived;
+        if !same {
+            ctx.tree
+                .set(&format!("{path}.voltages"), yaml_list(&voltages), None);
+            ctx.tree
+                .set(&format!("{path}.factors"), yaml_list(&factors), None);
+        }
+        for (name, list, sub) in [(x, &voltages, "voltages"), (y, &factors, "factors")] {
+            if ctx.s.get(name).is_some() {
+                let key = if same {
+                    format!("{path}.{sub} (not written: the plugin derives the same points)")
+                } else {
+                    format!("{path}.{sub}")
+                };
+                ctx.record(name, key, yaml_list(list));
+            }
+        }
+    }
+    for name in ["MAX_CELL_VOLTAGE_SOC_FULL", "MIN_CELL_VOLTAGE_SOC_EMPTY"] {
+        ctx.none(name, "only the pass-through policy used it; lfp-balancing sets the counter full at the balancing voltage and empty at min_cell_voltage");
+    }
+    let keep = if ctx.after_3_4 {
+        "only the pass-through policy used it"
+    } else {
+        "it had no effect in 3.4"
+    };
+    ctx.none("KEEP_MAX_CVL", keep);
+    ctx.none(
+        "CAN_batteries",
+        "only the pass-through strategy (serialbattery, limits: sum) has a counterpart",
+    );
+    Ok(())
+}
+
+fn lto_cv(ctx: &mut Ctx) -> Result<(), ImportError> {
+    let c = "strategy.config.";
+    for (old, new) in [
+        ("CHARGE_VOLTAGE", "charge_voltage"),
+        ("MAX_CELL_VOLTAGE", "max_cell_voltage"),
+        ("DISCHARGE_VOLTAGE", "discharge_voltage"),
+        ("MIN_CELL_VOLTAGE", "min_cell_voltage"),
+        ("MAX_CHARGE_CURRENT", "max_charge_current"),
+        ("MAX_DISCHARGE_CURRENT", "max_discharge_current"),
+        ("CV1", "cv1"),
+        ("MAX_CHARGE_CURRENT_ABOVE_CV1", "current_above_cv1"),
+        ("CV2", "cv2"),
+        ("MAX_CHARGE_CURRENT_ABOVE_CV2", "current_above_cv2"),
+    ] {
+        ctx.number_to(old, &format!("{c}{new}"))?;
+    }
+    for name in [
+        "VOLTAGE_SET_PRECISION",
+        "CELL_FULL_LIMITING_VOLTAGE",
+        "CELL_FULL_LIMITED_CURRENT",
+        "CELL_EMPTY_LIMITING_VOLTAGE",
+        "CELL_EMPTY_LIMITED_CURRENT",
+    ] {
+        ctx.none(
+            name,
+            "lto-cv follows the current steps of 0.1 and 2.0; the tables of 2.1-2.4 have no key",
+        );
+    }
+    for name in ["LOG_VOLTAGE_CHANGE", "LOG_CURRENT_CHANGE"] {
+        ctx.none(name, "changes of state are logged once each, and logging.summary_every gives a periodic line");
+    }
+    ctx.none(
+        "SCAN_TRIALS",
+        "devices are found from the bus as they appear, without giving up",
+    );
+    Ok(())
+}
+
+fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
+    let c = "strategy.config.";
+    for name in OWN_POLICY {
+        ctx.none(name, "only used with OWN_CHARGE_PARAMETERS = True; the serialbattery strategy passes the BMSs' own limits through");
+    }
+    if ctx.after_3_4 {
+        if ctx.s.get("KEEP_MAX_CVL").is_some() {
+            let rule = if ctx.truthy("KEEP_MAX_CVL") {
+                "keep_max_until_all_float"
+            } else {
+                "min"
+            };
+            ctx.became("KEEP_MAX_CVL", &format!("{c}cvl"), rule.into());
+        }
+        if ctx.s.get("CAN_batteries").is_some() {
+            let rule = if ctx.truthy("CAN_batteries") {
+                "sum"
+            } else {
+                "min_times_count"
+            };
+            ctx.became("CAN_batteries", &format!("{c}limits"), rule.into());
+        }
+        ctx.number_to(
+            "MAX_CELL_VOLTAGE_SOC_FULL",
+            &format!("{c}max_cell_voltage_soc_full"),
+        )?;
+        ctx.number_to(
+            "MIN_CELL_VOLTAGE_SOC_EMPTY",
+            &format!("{c}min_cell_voltage_soc_empty"),
+        )?;
+        ctx.bool_to("ZERO_SOC", &format!("{c}zero_soc"))?;
+    } else {
+        ctx.none(
+            "KEEP_MAX_CVL",
+            "it had no effect in 3.4: the lowest battery CVL is taken (cvl: min)",
+        );
+        ctx.none(
+            "ZERO_SOC",
+            "3.4 never reset the counter in pass-through mode",
+        );
+        if let Some(max) = ctx.number("MAX_CELL_VOLTAGE")? {
+            ctx.choose(
+                &format!("{c}max_cell_voltage_soc_full"),
+                yaml_number(max),
+                "3.4 never reset the counter to full in pass-through mode; here it is set full when a cell reaches MAX_CELL_VOLTAGE",
+            );
+        }
+        if let Some(min) = ctx.number("MIN_CELL_VOLTAGE")? {
+            ctx.choose(
+                &format!("{c}min_cell_voltage_soc_empty"),
+                yaml_number(min),
+                "MIN_CELL_VOLTAGE; used only with zero_soc, which stays off as in 3.4",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn safety(ctx: &mut Ctx, strategy: Strategy) -> Result<(), ImportError> {
+    for rule in SAFETY {
+        let key = format!("safety.{}", rule.key);
+        match (rule.derive)(ctx, strategy)? {
+            Some(derived) => {
+                let value = yaml_number(derived.value);
+                let comment = format!("from {}: {}", derived.from.join(", "), derived.why);
+                ctx.tree.set(&key, value.clone(), Some(comment));
+                for name in &derived.from {
+                    ctx.record(name, key.clone(), value.clone());
+                }
+            }
+            None => match safety_fallback(rule.key) {
+                Some((value, why)) => ctx.choose(&key, value.into(), why),
+                None => ctx.missing.push(key),
+            },
+        }
+    }
+    Ok(())
+}
+
+fn logging(ctx: &mut Ctx) -> Result<(), ImportError> {
+    if ctx.s.format == Format::ConfigIni {
+        if let Some(Value::Str(level)) = ctx.s.get("LOGGING").map(|e| e.value.clone()) {
+            let new = match level.to_ascii_uppercase().as_str() {
+                "ERROR" => "error",
+                "WARNING" => "warn",
+                "DEBUG" => "debug",
+                _ => "info",
+            };
+            ctx.became("LOGGING", "logging.level", new.into());
+        }
+        if let Some(period) = ctx.number("LOG_PERIOD")? {
+            ctx.became(
+                "LOG_PERIOD",
+                "logging.summary_every",
+                format!("{}s", period.max(0.0)),
+            );
+        }
+    } else {
+        ctx.none("LOGGING", "not used by 3.4 (logging.level sets the level)");
+        if let Some(period) = ctx.number("LOG_PERIOD")? {
+            // 3.4 logged every LOG_PERIOD + 1 one-second cycles.
+            let seconds = if period > 0.0 { period + 1.0 } else { 0.0 };
+            ctx.became("LOG_PERIOD", "logging.summary_every", format!("{seconds}s"));
+        }
+    }
+    Ok(())
+}
+
+/// The mapping under way.
+struct Ctx<'a> {
+    s: &'a OldSettings,
+    /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
+    /// SmartShunts are selected by USE_SMARTSHUNTS, the pass-through counter resets exist.
+    after_3_4: bool,
+    rows: HashMap<String, Row>,
+    tree: Tree,
+    chosen: Vec<Chosen>,
+    missing: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn old(&self, name: &str) -> String {
+        let value = self.s.get(name).map_or("?".into(), |e| e.value.repr());
+        let note = if self.s.get(name).is_some_and(|e| e.from_defaults) {
+            " (default)"
+        } else {
+            ""
+        };
+        format!("{name} = {value}{note}")
+    }
+
+    fn error(&self, name: &str, message: &str) -> ImportError {
+        let entry = self.s.get(name);
+        ImportError {
+            file: self.s.file_of(name),
+            line: entry.map(|e| e.line).filter(|l| *l > 0),
+            setting: Some(name.to_string()),
+            message: message.to_string(),
+        }
+    }
+
+    fn truthy(&self, name: &str) -> bool {
+        self.s.get(name).is_some_and(|e| e.value.truthy())
+    }
+
+    fn number(&self, name: &str) -> Result<Option<f64>, ImportError> {
+        match self.s.get(name).map(|e| &e.value) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(n) if n.is_finite() => Ok(Some(n)),
+                _ => Err(self.error(name, &format!("must be a number, found {}", v.repr()))),
+            },
+        }
+    }
+
+    fn numbers(&self, name: &str) -> Result<Option<Vec<f64>>, ImportError> {
+        match self.s.get(name).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::List(items)) => items
+                .iter()
+                .map(|v| v.as_f64().filter(|n| n.is_finite()))
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+                .ok_or_else(|| {
+                    self.error(
+                        name,
+                        &format!(
+                            "must be a list of numbers, found {}",
+                            Value::List(items.clone()).repr()
+                        ),
+                    )
+                }),
+            Some(v) => Err(self.error(
+                name,
+                &format!("must be a list of numbers, found {}", v.repr()),
+            )),
+        }
+    }
+
+    /// Records that `name` became `key = value`, without writing the key.
+    fn record(&mut self, name: &str, key: String, value: String) {
+        let old = self.old(name);
+        let row = self
+            .rows
+            .entry(name.to_string())
+            .or_insert_with(|| Row::became(old, Vec::new()));
+        match &mut row.outcome {
+            Outcome::Became(keys) => keys.push((key, value)),
+            outcome @ Outcome::NoCounterpart(_) => *outcome = Outcome::Became(vec![(key, value)]),
+        }
+    }
+
+    /// Writes `key = value` and records that `name` became it.
+    fn became(&mut self, name: &str, key: &str, value: String) {
+        self.tree.set(key, value.clone(), None);
+        self.record(name, key.to_string(), value);
+    }
+
+    /// `name` has no counterpart (unless it already went somewhere); nothing if not set.
+    fn none(&mut self, name: &str, why: &str) {
+        if self.s.get(name).is_some() && !self.rows.contains_key(name) {
+            let old = self.old(name);
+            self.rows.insert(name.to_string(), Row::none(old, why));
+        }
+    }
+
+    /// A key whose value is chosen here: written with a comment, and listed in the report.
+    fn choose(&mut self, key: &str, value: String, why: &str) {
+        self.tree.set(
+            key,
+            value.clone(),
+            Some(format!("chosen, not imported: {why}")),
+        );
+        self.chosen.push(Chosen {
+            key: key.into(),
+            value,
+            why: why.into(),
+        });
+    }
+
+    fn number_to(&mut self, name: &str, key: &str) -> Result<(), ImportError> {
+        if let Some(n) = self.number(name)? {
+            self.became(name, key, yaml_number(n));
+        }
+        Ok(())
+    }
+
+    fn int_to(&mut self, name: &str, key: &str, low: i64, high: i64) -> Result<(), ImportError> {
+        let Some(n) = self.number(name)? else {
+            return Ok(());
+        };
+        if n.fract() != 0.0 || n < low as f64 || n > high as f64 {
+            let unset = if n < 0.0 && self.after_3_4 {
+                " (the 4.x default -1 means it must be set)"
+            } else {
+                ""
+            };
+            return Err(self.error(
+                name,
+                &format!(
+                    "must be a whole number from {low} to {high}, found {}{unset}",
+                    yaml_number(n)
+                ),
+            ));
+        }
+        self.became(name, key, format!("{}", n as i64));
+        Ok(())
+    }
+
+    fn bool_to(&mut self, name: &str, key: &str) -> Result<(), ImportError> {
+        if let Some(e) = self.s.get(name) {
+            let on = e.value.truthy();
+            self.became(name, key, on.to_string());
+        }
+        Ok(())
+    }
+
+    fn text_to(&mut self, name: &str, key: &str) -> Result<(), ImportError> {
+        match self.s.get(name).map(|e| &e.value) {
+            None => Ok(()),
+            Some(Value::Str(text)) if !text.trim().is_empty() => {
+                let quoted = yaml_string(text);
+                self.became(name, key, quoted);
+                Ok(())
+            }
+            Some(v) => Err(self.error(
+                name,
+                &format!("must be a non-empty string, found {}", v.repr()),
+            )),
+        }
+    }
+}
+
+/// A number as YAML: the shortest text that reads back to the same `f64`.
+fn yaml_number(n: f64) -> String {
+    n.to_string()
+}
+
+fn yaml_list(items: &[f64]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|n| yaml_number(*n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn yaml_item(value: &Value) -> String {
+    match value {
+        Value::Str(s) => yaml_string(s),
+        other => other
+            .as_f64()
+            .map_or_else(|| yaml_string(&other.repr()), yaml_number),
+    }
+}
+
+/// The YAML document, keys in the order first set, with comments above keys.
+#[derive(Default)]
+struct Tree {
+    items: Vec<Item>,
+}
+
+struct Item {
+    key: String,
+    value: Option<String>,
+    comment: Option<String>,
+    children: Vec<Item>,
+}
+
+/// A comment above each top-level section, saying what it is.
+const SECTION_COMMENTS: &[(&str, &str)] = &[
+    (
+        "batteries",
+        "Which services are batteries and what the bank holds.",
+    ),
+    ("current_source", "Where the bank current comes from."),
+    ("soc", "The own Coulomb counter."),
+    (
+        "strategy",
+        "The charge strategy: a plugin that computes CVL, CCL and DCL.",
+    ),
+    (
+        "safety",
+        "Bounds the daemon enforces on any strategy, whatever it returns. REQUIRED.",
+    ),
+    ("publish", "The published virtual battery."),
+    (
+        "paths",
+        "Folders; relative paths are relative to this file's folder.",
+    ),
+    ("logging", "Logging."),
+];
+
+impl Tree {
+    fn set(&mut self, path: &str, value: String, comment: Option<String>) {
+        let mut items = &mut self.items;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let at = match items.iter().position(|item| item.key == *part) {
+                Some(at) => at,
+                None => {
+                    items.push(Item {
+                        key: part.to_string(),
+                        value: None,
+                        comment: None,
+                        children: Vec::new(),
+                    });
+                    items.len() - 1
+                }
+            };
+            if i + 1 == parts.len() {
+                items[at].value = Some(value);
+                if comment.is_some() {
+                    items[at].comment = comment;
+                }
+                return;
+            }
+            items = &mut items[at].children;
+        }
+    }
+
+    fn render(&self, header: &str) -> String {
+        let mut out = String::new();
+        for line in header.lines() {
+            out.push_str(&format!("# {line}\n").replace("# \n", "#\n"));
+        }
+        // The sections in the order of the shipped config.yaml.
+        let order = [
+            "update_interval",
+            "batteries",
+            "current_source",
+            "soc",
+            "strategy",
+            "safety",
+            "publish",
+            "paths",
+            "logging",
+        ];
+        let mut items: Vec<&Item> = self.items.iter().collect();
+        items.sort_by_key(|item| {
+            order
+                .iter()
+                .position(|k| *k == item.key)
+                .unwrap_or(order.len())
+        });
+        for item in items {
+            out.push('\n');
+            if let Some((_, comment)) = SECTION_COMMENTS.iter().find(|(k, _)| *k == item.key) {
+                out.push_str(&format!("# {comment}\n"));
+            }
+            render_item(item, 0, &mut out);
+        }
+        out
+    }
+}
+
+fn render_item(item: &Item, depth: usize, out: &mut String) {
+    let indent = "  ".repeat(depth);
+    if let Some(comment) = &item.comment {
+        out.push_str(&format!("{indent}# {comment}\n"));
+    }
+    match &item.value {
+        Some(value) if item.children.is_empty() => {
+            out.push_str(&format!("{indent}{}: {value}\n", item.key))
+        }
+        _ => {
+            out.push_str(&format!("{indent}{}:\n", item.key));
+            for child in &item.children {
+                render_item(child, depth + 1, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(text: &str) -> Mapped {
+        let settings = super::super::python::read(Path::new("settings.py"), text).unwrap();
+        map(&settings, Path::new("config.yaml"), false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn target(m: &Mapped, name: &str) -> String {
+        let row = m
+            .rows
+            .iter()
+            .find(|r| r.old.starts_with(&format!("{name} = ")));
+        row.unwrap_or_else(|| panic!("no row for {name}")).target()
+    }
+
+    #[test]
+    fn a_settings_py_after_3_4_is_read_with_the_later_meaning() {
+        let later = mapped(
+            "OWN_CHARGE_PARAMETERS = False\nKEEP_MAX_CVL = True\nMAX_CELL_VOLTAGE_SOC_FULL = 3.45\n\
+             MAX_CELL_VOLTAGE = 3.5\nUSE_SMARTSHUNTS = [279]\nCURRENT_FROM_VICTRON = True\n",
+        );
+        assert_eq!(
+            target(&later, "KEEP_MAX_CVL"),
+            "strategy.config.cvl = keep_max_until_all_float"
+        );
+        assert_eq!(
+            target(&later, "MAX_CELL_VOLTAGE_SOC_FULL"),
+            "strategy.config.max_cell_voltage_soc_full = 3.45"
+        );
+        assert_eq!(
+            target(&later, "USE_SMARTSHUNTS"),
+            "current_source.config.smartshunts = [279]"
+        );
+        assert!(
+            later
+                .chosen
+                .iter()
+                .all(|c| c.key == "safety.plugin_failures"),
+            "{:?}",
+            later.chosen
+        );
+
+        let v3_4 =
+            mapped("OWN_CHARGE_PARAMETERS = False\nKEEP_MAX_CVL = True\nMAX_CELL_VOLTAGE = 3.5\n");
+        assert!(
+            target(&v3_4, "KEEP_MAX_CVL").starts_with("no counterpart: it had no effect in 3.4")
+        );
+        assert!(v3_4
+            .yaml
+            .contains("# chosen, not imported: 3.4 never reset the counter to full"));
+    }
+
+    #[test]
+    fn a_safety_key_without_an_old_setting_is_named_as_missing() {
+        let m = mapped("NR_OF_BATTERIES = 2\n");
+        assert!(
+            m.missing.iter().any(|k| k == "safety.max_cell_voltage"),
+            "{:?}",
+            m.missing
+        );
+        assert!(m.missing.iter().any(|k| k == "safety.max_charge_current"));
+        assert!(!m.yaml.contains("max_cell_voltage:"), "{}", m.yaml);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_its_line() {
+        let settings = super::super::python::read(
+            Path::new("settings.py"),
+            "NR_OF_BATTERIES = 2\nCHARGE_VOLTAGE_LIST = [2.4] * 11\n",
+        )
+        .unwrap();
+        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "settings.py:2: CHARGE_VOLTAGE_LIST: must have 12 values (January to December), found 11"
+        );
+        let settings =
+            super::super::python::read(Path::new("settings.py"), "NR_OF_BATTERIES = '2'\n")
+                .unwrap();
+        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "settings.py:1: NR_OF_BATTERIES: must be a number, found '2'"
+        );
+    }
+}
