@@ -157,9 +157,9 @@ impl BatteryBuilder {
         self
     }
 
-    /// The battery.
-    pub fn build(self) -> BatteryView {
-        self.0
+    /// The battery (the builder can build again).
+    pub fn build(&self) -> BatteryView {
+        self.0.clone()
     }
 }
 
@@ -246,8 +246,8 @@ impl BankBuilder {
         self
     }
 
-    /// The bank.
-    pub fn build(self) -> BankView {
+    /// The bank (the builder can build again).
+    pub fn build(&self) -> BankView {
         let active: Vec<&BatteryView> = self
             .batteries
             .iter()
@@ -301,7 +301,7 @@ impl BankBuilder {
             modules_blocking_discharge: count(|b| b.modules_blocking_discharge),
             date: self.date,
             dt_s: self.dt_s,
-            batteries: self.batteries.into(),
+            batteries: self.batteries.iter().cloned().collect(),
         }
     }
 }
@@ -421,8 +421,8 @@ impl CurrentInputsBuilder {
         self
     }
 
-    /// The inputs.
-    pub fn build(self) -> CurrentInputs {
-        self.0
+    /// The inputs (the builder can build again).
+    pub fn build(&self) -> CurrentInputs {
+        self.0.clone()
     }
 }
