@@ -66,7 +66,7 @@
 //!
 //! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
 //! `abi_stable = "0.11"` and `serde`; for its tests, on `plugin-api` with the `testing`
-//! feature in `[dev-dependencies]` (the [`testing`] builders).
+//! feature in `[dev-dependencies]` (the builders of `plugin_api::testing`).
 //!
 //! # Plugin files
 //!
@@ -94,7 +94,8 @@
 //! * a method appended to [`Strategy`] or [`CurrentSource`] after its last prefix method,
 //!   only with a default body in the trait (which `abi_stable` runs for older plugins; without
 //!   one, calling it on an older plugin panics), and the same default in [`StrategyImpl`] or
-//!   [`CurrentSourceImpl`];
+//!   [`CurrentSourceImpl`] (none has been appended yet: the first one comes with a test
+//!   like the root module's, a plugin built before it loading);
 //! * new types, functions and helpers that plugins call on their own side.
 //!
 //! **Breaking changes raise the major version** and refuse every plugin of the major before:
