@@ -210,16 +210,25 @@ pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
         let file = p.path.file_name().unwrap_or_default().to_string_lossy();
         let _ = writeln!(
             out,
-            "  {:<16} {:<15} {:<8} ABI ok   {}  ({file})",
+            "  {:<16} {:<15} {:<8} ABI ok {:<6} {}  ({file})",
             p.name,
             p.kind.as_str(),
             p.version,
+            p.abi_version,
             p.description
         );
     }
     for r in &scan.refused {
         let file = r.path.file_name().unwrap_or_default().to_string_lossy();
         let _ = writeln!(out, "  refused {file}: {}", r.reason);
+    }
+    for path in &scan.skipped {
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        let _ = writeln!(
+            out,
+            "  skipped {file}: not a plugin file name (plugin files end in .so, as cargo names \
+             a cdylib: lib<crate>.so)"
+        );
     }
     if scan.plugins.is_empty() {
         let _ = writeln!(out, "  (no plugin found)");

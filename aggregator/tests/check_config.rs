@@ -209,6 +209,11 @@ fn plugins_lists_kind_version_and_abi_status() {
     let plugins = plugins_dir_with(&PLUGIN_FILES);
     std::fs::write(plugins.path().join("README.so"), "not a plugin").unwrap();
     support::set_mode(&plugins.path().join("README.so"), 0o644);
+    std::fs::write(
+        plugins.path().join("libplugin_old.so.1"),
+        "a versioned library",
+    )
+    .unwrap();
     let out = run(&["plugins"], &shipped_config(), plugins.path());
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
@@ -223,6 +228,16 @@ fn plugins_lists_kind_version_and_abi_status() {
     assert!(
         lfp.contains("strategy") && lfp.contains("0.1.0") && lfp.contains("ABI ok"),
         "{lfp}"
+    );
+    assert!(
+        lfp.contains(&format!("ABI ok {}", plugin_api::ABI_VERSION)),
+        "{lfp}"
+    );
+    assert!(
+        text.contains(
+            "skipped libplugin_old.so.1: not a plugin file name (plugin files end in .so"
+        ),
+        "{text}"
     );
     assert!(
         text.contains("refused README.so: not a shared library (no ELF header)"),

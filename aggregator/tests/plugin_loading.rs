@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use aggregator::plugins::{load, scan, scan_for};
-use plugin_api::{BankView, BatteryState, BatteryView, LocalDate, PluginKind};
+use plugin_api::testing::{BankBuilder, BatteryBuilder};
+use plugin_api::{BankView, PluginKind};
 use support::{built_plugin, plugins_dir_with, set_mode, PLUGIN_FILES};
 
 #[test]
@@ -153,49 +154,19 @@ fn two_plugins_of_the_same_name_keep_the_first() {
     );
 }
 
+/// One battery of 22 cells at 52 V whose highest and lowest cells are these (the parity
+/// table sets them independently, the highest below the lowest at times).
 fn bank(max_cell: f64, min_cell: f64) -> BankView {
-    let battery = BatteryView {
-        name: "Bat1".into(),
-        service: "com.victronenergy.battery.ttyUSB0".into(),
-        state: BatteryState::Online,
-        voltage_v: 52.0,
-        current_a: 0.0,
-        power_w: 0.0,
-        voltages_sum_v: 52.0,
-        installed_capacity_ah: 280.0,
-        soc_pct: Some(50.0).into(),
-        max_cell_voltage_v: max_cell,
-        min_cell_voltage_v: min_cell,
-        cell_voltages_v: vec![Some(max_cell).into(), Some(min_cell).into()].into(),
-        modules_blocking_charge: 0,
-        modules_blocking_discharge: 0,
-        allow_to_charge: Some(1).into(),
-        allow_to_discharge: Some(1).into(),
-        max_charge_voltage_v: Some(55.0).into(),
-        max_charge_current_a: Some(100.0).into(),
-        max_discharge_current_a: Some(100.0).into(),
-        charge_mode: Some("Bulk".into()).into(),
-    };
-    BankView {
-        batteries: vec![battery].into(),
-        cells_per_battery: 22,
-        batteries_expected: 1,
-        batteries_online: 1,
-        voltage_v: 52.0,
-        current_a: 0.0,
-        power_w: 0.0,
-        installed_capacity_ah: 280.0,
-        soc_pct: 50.0,
-        charge_ah: 140.0,
-        max_cell_voltage_v: max_cell,
-        max_cell_id: "Bat1_C1".into(),
-        min_cell_voltage_v: min_cell,
-        min_cell_id: "Bat1_C2".into(),
-        modules_blocking_charge: 0,
-        modules_blocking_discharge: 0,
-        date: LocalDate::new(2026, 1, 15).unwrap(),
-        dt_s: 1.0,
-    }
+    let battery = BatteryBuilder::new("Bat1")
+        .cell_extremes(min_cell, max_cell)
+        .voltage(52.0)
+        .limits(55.0, 100.0, 100.0)
+        .charge_mode("Bulk")
+        .build();
+    BankBuilder::new()
+        .battery(battery)
+        .cells_per_battery(22)
+        .build()
 }
 
 #[test]
@@ -306,6 +277,45 @@ fn build_plugin(
     (dir, path)
 }
 
+/// Our ABI version with its major and minor version moved by these steps (patch 0).
+fn abi_moved(major_step: i64, minor_step: i64) -> String {
+    let mut parts = plugin_api::ABI_VERSION
+        .split('.')
+        .map(|p| p.parse::<i64>().unwrap());
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    assert!(
+        major >= 1,
+        "the ABI policy needs a major version of 1 or more"
+    );
+    format!("{}.{}.0", major + major_step, minor + minor_step)
+}
+
+/// The root module as the minor version before ours had it: without the fields appended after
+/// its last prefix field, which the macro no longer fills. Fails when nothing follows the last
+/// prefix field, or `needs_battery_limits` does not: then this test would check nothing.
+fn without_appended_fields(api: String) -> String {
+    let start = api.find("pub struct PluginMod {").expect("the root module");
+    let last = start + api[start..].find("#[sabi(last_prefix_field)]").unwrap();
+    let field_end = last + api[last..].find(",\n").unwrap() + 2;
+    let end = field_end + api[field_end..].find("}\n").unwrap();
+    let appended = &api[field_end..end];
+    assert!(
+        appended.contains("pub needs_battery_limits: bool"),
+        "needs_battery_limits is no longer appended after the last prefix field: {appended}"
+    );
+    let init = "                needs_battery_limits: $needs,\n";
+    assert!(api.contains(init));
+    format!("{}{}", &api[..field_end], &api[end..]).replacen(init, "", 1)
+}
+
+/// A different type in the root module: `PluginKind` as four bytes instead of one.
+fn with_a_wider_plugin_kind(api: String) -> String {
+    let kind =
+        "#[repr(u8)]\n#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]\npub enum PluginKind";
+    assert!(api.contains(kind));
+    api.replacen(kind, &kind.replacen("u8", "u32", 1), 1)
+}
+
 /// `path` is refused as built against plugin ABI `version`, naming ours too.
 fn assert_refused_naming(path: &Path, version: &str) {
     let err = load(path).unwrap_err();
@@ -316,41 +326,102 @@ fn assert_refused_naming(path: &Path, version: &str) {
     assert!(err.reason.starts_with(&expected), "{err}");
 }
 
-/// A current-source plugin of one line.
-const CURRENT_SOURCE: &str = "struct S;\nimpl plugin_api::CurrentSourceImpl for S {\n    fn measure(&mut self, _: &plugin_api::CurrentInputs) -> Option<plugin_api::Measurement> { None }\n}\n\
-     fn new(_: &str) -> Result<S, String> { Ok(S) }\n";
-
-#[test]
-fn a_plugin_of_a_newer_abi_version_is_refused_naming_both_versions() {
-    let (_dir, path) = build_plugin(
-        "0.3.0",
-        |api| api,
-        "newer-abi",
-        &format!("{CURRENT_SOURCE}plugin_api::export_plugin! {{ kind: current_source, name: \"newer-abi\", description: \"built against 0.3.0\", new: new }}\n"),
-    );
-    assert_refused_naming(&path, "0.3.0");
+/// A strategy plugin of a few lines, `name`, that asks for the batteries' own limits.
+fn strategy_plugin(name: &str) -> String {
+    format!(
+        "struct S;\nimpl plugin_api::StrategyImpl for S {{\n    \
+         fn compute(&mut self, bank: &plugin_api::BankView) -> Result<plugin_api::StrategyOutput, String> {{\n        \
+         Ok(plugin_api::StrategyOutput::limits(bank.voltage_v, 1.0, 2.0, \"old\"))\n    }}\n}}\n\
+         fn new(_: &str) -> Result<S, String> {{ Ok(S) }}\n\
+         plugin_api::export_plugin! {{ kind: strategy, name: \"{name}\", description: \"d\", new: new, \
+         needs_battery_limits: true }}\n"
+    )
 }
 
 #[test]
-fn a_plugin_of_the_abi_before_needs_battery_limits_is_refused_naming_both_versions() {
-    // The root module of ABI 0.1: nothing after the last prefix field, and the macro does not
-    // fill it. abi_stable would refuse it too ("too many fields"), without naming versions.
-    let older = |api: String| {
-        let last = "RResult<CurrentSourceBox, RString>,\n";
-        let start = api.find(last).expect("the last prefix field") + last.len();
-        let end = start + api[start..].find("}\n").unwrap();
-        assert!(api[start..end].contains("pub needs_battery_limits: bool"));
-        let init = "                needs_battery_limits: $needs,\n";
-        assert!(api.contains(init));
-        format!("{}{}", &api[..start], &api[end..]).replacen(init, "", 1)
-    };
+fn a_plugin_of_the_minor_abi_before_ours_loads_with_the_defaults_of_what_it_lacks() {
+    let previous = abi_moved(0, -1);
     let (_dir, path) = build_plugin(
-        "0.1.0",
-        older,
-        "older-abi",
-        &format!("{CURRENT_SOURCE}plugin_api::export_plugin! {{ kind: current_source, name: \"older-abi\", description: \"built against 0.1.0\", new: new }}\n"),
+        &previous,
+        without_appended_fields,
+        "previous-abi",
+        &strategy_plugin("previous-abi"),
     );
-    assert_refused_naming(&path, "0.1.0");
+    let plugin = load(&path).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(plugin.abi_version, previous);
+    // Its macro took `needs_battery_limits: true`, but its root module has no such field.
+    assert!(!plugin.needs_battery_limits, "the documented default");
+    let mut strategy = plugin.new_strategy("{}").unwrap();
+    let out = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    assert_eq!((out.cvl_v, out.ccl_a, out.dcl_a), (52.0, 1.0, 2.0));
+    assert_eq!(out.mode.as_str(), "old");
+}
+
+#[test]
+fn a_plugin_of_an_older_minor_abi_with_a_changed_type_is_refused() {
+    let (_dir, path) = build_plugin(
+        &abi_moved(0, -1),
+        |api| with_a_wider_plugin_kind(without_appended_fields(api)),
+        "previous-abi-changed",
+        &strategy_plugin("previous-abi-changed"),
+    );
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.reason.starts_with(&format!(
+            "its ABI types differ from plugin ABI {} of this daemon",
+            plugin_api::ABI_VERSION
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_of_the_next_major_abi_with_a_changed_type_is_refused_naming_both_versions() {
+    let next = abi_moved(1, 0);
+    let (_dir, path) = build_plugin(
+        &next,
+        with_a_wider_plugin_kind,
+        "next-major-abi",
+        &strategy_plugin("next-major-abi"),
+    );
+    assert_refused_naming(&path, &next);
+}
+
+#[test]
+fn a_plugin_of_a_newer_minor_abi_is_refused_naming_both_versions() {
+    let newer = abi_moved(0, 1);
+    let (_dir, path) = build_plugin(
+        &newer,
+        |api| api,
+        "newer-minor-abi",
+        &strategy_plugin("newer-minor-abi"),
+    );
+    assert_refused_naming(&path, &newer);
+}
+
+#[test]
+fn only_files_ending_in_so_are_plugins() {
+    let dir = plugins_dir_with(&["libplugin_bms.so", "libplugin_victron.so"]);
+    // Any name ending in .so loads; a versioned or backed-up library is not even opened.
+    fs::rename(
+        dir.path().join("libplugin_bms.so"),
+        dir.path().join("my-current-source.so"),
+    )
+    .unwrap();
+    fs::rename(
+        dir.path().join("libplugin_victron.so"),
+        dir.path().join("libplugin_victron.so.bak"),
+    )
+    .unwrap();
+    let scan = scan(dir.path()).expect("scan");
+    let names: Vec<&str> = scan.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["bms"]);
+    assert!(scan.refused.is_empty(), "{:?}", scan.refused);
+    assert_eq!(
+        scan.skipped,
+        [dir.path().join("libplugin_victron.so.bak")],
+        "listed for `plugins`"
+    );
 }
 
 #[test]

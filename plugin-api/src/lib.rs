@@ -10,10 +10,10 @@
 //!   Multi, solar chargers and SmartShunts) into the bank current, or `None` when it cannot.
 //!
 //! Plugins never touch D-Bus, files or the clock: they get a snapshot and return values. The
-//! host loads each plugin with `abi_stable`, which refuses a plugin built against another
-//! version of this crate or with different types, naming both versions. A panic inside a plugin
-//! is caught on the plugin's side by the code [`export_plugin!`] generates and reaches the host
-//! as an error; the host's safety envelope then takes over.
+//! host loads each plugin with `abi_stable`, which checks the layout of every type the plugin
+//! shares with the host (see [ABI versions](#abi-versions-which-plugins-load)). A panic inside
+//! a plugin is caught on the plugin's side by the code [`export_plugin!`] generates and reaches
+//! the host as an error; the host's safety envelope then takes over.
 //!
 //! # A whole strategy plugin
 //!
@@ -65,7 +65,49 @@
 //! ```
 //!
 //! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
-//! `abi_stable = "0.11"` and `serde`.
+//! `abi_stable = "0.11"` and `serde`; for its tests, on `plugin-api` with the `testing`
+//! feature in `[dev-dependencies]` (the builders of `plugin_api::testing`).
+//!
+//! # Plugin files
+//!
+//! The daemon loads every file of its plugins folder whose name ends in `.so`, which is what
+//! cargo builds from a `cdylib`: `lib<crate name, - as _>.so`. Other files are skipped, and
+//! `dbus-aggregate-batteries plugins` lists them as skipped. Naming the crate `plugin-<name>`,
+//! after the name `config.yaml` selects it by (`plugin-lfp-balancing`, file
+//! `libplugin_lfp_balancing.so`), lets the daemon open only the plugins it uses; under another
+//! file name the plugin loads all the same, but the daemon then opens every `.so` file of the
+//! folder to find it.
+//!
+//! # ABI versions: which plugins load
+//!
+//! This crate's version is the ABI version. The daemon loads a plugin built against the same
+//! major version and the same or an older minor version; it refuses one built against another
+//! major version, or a newer minor version than its own (whose additions it cannot honour),
+//! naming both versions. `abi_stable` counts a 0.x minor version as a major one, which is why
+//! the ABI starts at 1.
+//!
+//! **Additive changes raise the minor version** (or the patch, for a change that touches no
+//! type) and keep every plugin of the same major loading:
+//! * a field appended to the root module [`PluginMod`] after its last prefix field
+//!   (`new_current_source`), with `#[sabi(missing_field(...))]` giving the value the daemon
+//!   assumes for a plugin built before the field existed, documented on the field;
+//! * a method appended to [`Strategy`] or [`CurrentSource`] after its last prefix method,
+//!   only with a default body in the trait (which `abi_stable` runs for older plugins; without
+//!   one, calling it on an older plugin panics), and the same default in [`StrategyImpl`] or
+//!   [`CurrentSourceImpl`] (none has been appended yet: the first one comes with a test
+//!   like the root module's, a plugin built before it loading);
+//! * new types, functions and helpers that plugins call on their own side.
+//!
+//! **Breaking changes raise the major version** and refuse every plugin of the major before:
+//! a changed field type, a removed, renamed or reordered field, a field added to a
+//! `#[repr(C)]` struct passed by value or reference ([`BankView`], [`BatteryView`],
+//! [`StrategyOutput`], [`CurrentInputs`], …: their size is part of the ABI), a variant added to
+//! an enum, a moved `last_prefix_field`, a changed method signature.
+//!
+//! | version | root module |
+//! |---------|-------------|
+//! | 1.0 | `name` … `new_current_source` (the prefix) |
+//! | 1.1 | `needs_battery_limits` appended (missing: false) |
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
@@ -77,6 +119,8 @@ mod curve;
 mod date;
 mod limits;
 pub mod log;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -248,14 +292,14 @@ pub fn install_panic_hook() {
 
 /// The root module every plugin exports.
 ///
-/// `abi_stable` checks its layout at load and refuses a plugin whose root module has fewer
-/// fields than the host's, so a field appended here is an ABI change like any other: it
-/// raises this crate's minor version, and plugins built before are refused naming both
-/// versions.
+/// An `abi_stable` prefix type: the fields up to `new_current_source` (the last prefix field)
+/// are in every plugin of ABI 1; each field after it was appended in a minor version, and a
+/// plugin built before has not got it. Read those through the accessors of [`PluginModRef`],
+/// which give the default named on the field for such a plugin; without a
+/// `missing_field` attribute an accessor returns an `Option`.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
-#[sabi(missing_field(panic))]
 pub struct PluginMod {
     /// The name `config.yaml` selects the plugin by, e.g. `lfp-balancing`.
     pub name: RStr<'static>,
@@ -276,7 +320,8 @@ pub struct PluginMod {
     /// A strategy that passes the batteries' own limits on: the host then counts a battery
     /// online only while its `/Info/MaxChargeVoltage`, `/Info/MaxChargeCurrent` and
     /// `/Info/MaxDischargeCurrent` are valid, so that no limit of the bank rests on a battery
-    /// that has none. False for every other plugin (ABI 0.2).
+    /// that has none. False for every other plugin, and for a plugin built against ABI 1.0.
+    #[sabi(missing_field(default))]
     pub needs_battery_limits: bool,
 }
 
@@ -287,8 +332,8 @@ impl RootModule for PluginModRef {
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
-/// The version of this crate, which is the ABI version: plugins built against another minor
-/// version (0.x) are refused at load.
+/// The version of this crate, which is the ABI version: the daemon loads plugins built against
+/// the same major version and no newer minor version (see the crate docs).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Exports a plugin's root module.

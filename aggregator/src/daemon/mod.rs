@@ -194,10 +194,11 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     );
     for plugin in &scan.plugins {
         tracing::info!(
-            "plugin {} {} ({:?}) from {}",
+            "plugin {} {} ({:?}, plugin ABI {}) from {}",
             plugin.name,
             plugin.version,
             plugin.kind,
+            plugin.abi_version,
             plugin.path.display()
         );
     }

@@ -1,9 +1,11 @@
 //! Finding and loading plugins from disk (SPEC §13).
 //!
-//! A plugin is a shared library in `paths.plugins_dir` exporting the root module of
-//! `plugin-api`. Loading runs code from the file, so a file or folder that others than its
-//! owner could have written is refused before it is opened. `abi_stable` then checks that the
-//! plugin was built against this daemon's ABI; each refusal is one clear line.
+//! A plugin is a file of `paths.plugins_dir` whose name ends in `.so` (cargo names a cdylib
+//! `lib<crate>.so`) exporting the root module of `plugin-api`; other files are skipped.
+//! Loading runs code from the file, so a file or folder that others than its owner could have
+//! written is refused before it is opened. `abi_stable` then checks that the plugin was built
+//! against an ABI this daemon speaks: the same major version, no newer minor version (the
+//! policy of `plugin-api`'s crate docs). Each refusal is one clear line.
 //!
 //! Libraries are never unloaded: replacing a plugin means restarting the daemon.
 
@@ -12,8 +14,10 @@ pub mod elf;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::abi_stability::check_layout_compatibility;
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::std_types::{RResult, RStr};
+use abi_stable::StableAbi;
 use plugin_api::{
     CurrentSourceBox, HostLogger, LogLevel, PluginKind, PluginModRef, StrategyBox, ABI_VERSION,
 };
@@ -29,6 +33,8 @@ pub struct Plugin {
     pub kind: PluginKind,
     /// The plugin's own version.
     pub version: String,
+    /// The plugin ABI (`plugin-api` version) it was built against.
+    pub abi_version: String,
     /// Its one-line description.
     pub description: String,
     /// A strategy that passes the batteries' own limits on (they must be valid for a battery
@@ -44,6 +50,7 @@ impl fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("version", &self.version)
+            .field("abi_version", &self.abi_version)
             .finish()
     }
 }
@@ -72,6 +79,8 @@ pub struct Scan {
     pub plugins: Vec<Plugin>,
     /// The files that were refused, by file name.
     pub refused: Vec<Refused>,
+    /// The files that were not tried: their names do not end in `.so`.
+    pub skipped: Vec<PathBuf>,
 }
 
 impl Scan {
@@ -100,7 +109,8 @@ pub fn scan_for(dir: &Path, names: &[&str]) -> Result<Scan, Refused> {
     Ok(scan)
 }
 
-/// Loads every `*.so` file of `dir`. Fails only when the folder itself cannot be used.
+/// Loads every `*.so` file of `dir` and lists the other files as skipped. Fails only when the
+/// folder itself cannot be used.
 pub fn scan(dir: &Path) -> Result<Scan, Refused> {
     scan_all(dir)
 }
@@ -112,13 +122,15 @@ fn scan_all(dir: &Path) -> Result<Scan, Refused> {
     };
     check_not_writable_by_others(dir)?;
     let entries = std::fs::read_dir(dir).map_err(|err| refuse(format!("cannot list: {err}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "so"))
-        .collect();
-    files.sort();
     let mut scan = Scan::default();
+    let (mut files, mut skipped): (Vec<PathBuf>, Vec<PathBuf>) = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| !t.is_dir()))
+        .map(|entry| entry.path())
+        .partition(|path| path.extension().is_some_and(|ext| ext == "so"));
+    files.sort();
+    skipped.sort();
+    scan.skipped = skipped;
     for file in files {
         match load(&file) {
             Ok(plugin) => {
@@ -152,25 +164,45 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
     check_not_writable_by_others(path)?;
     crate::plugins::elf::check_file(path).map_err(refuse)?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
-    // abi_stable lets a plugin of a newer 0.x minor version through to the layout check, whose
+    // abi_stable lets a plugin of a newer minor version through to the layout check, whose
     // message does not say which versions met; refuse it here, naming both.
     let plugin_abi = header.version_strings().version.as_str();
-    if !same_abi(plugin_abi, ABI_VERSION) {
-        return Err(refuse(version_mismatch(plugin_abi)));
+    let module = match abi_age(plugin_abi, ABI_VERSION) {
+        Some(AbiAge::Same) => header.init_root_module::<PluginModRef>(),
+        Some(AbiAge::Older) => older_root_module(header),
+        None => return Err(refuse(version_mismatch(plugin_abi))),
     }
-    let module = header
-        .init_root_module::<PluginModRef>()
-        .map_err(|err| refuse(explain(&err)))?;
+    .map_err(|err| refuse(explain(&err)))?;
     (module.set_logger())(HostLogger { log: host_log });
     Ok(Plugin {
         path: path.to_path_buf(),
         name: module.name().to_string(),
         kind: module.kind(),
         version: module.version().to_string(),
+        abi_version: plugin_abi.to_string(),
         description: module.description().to_string(),
         needs_battery_limits: module.needs_battery_limits(),
         module,
     })
+}
+
+/// The root module of a plugin built against an older minor version of the ABI.
+///
+/// abi_stable checks that the library has every field of the loader's root module, so it
+/// refuses a plugin that lacks the fields appended since. The check is made from the plugin's
+/// side instead: every field and type it has must match ours, and we may have more.
+fn older_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
+    let Some(theirs) = header.layout() else {
+        return header.init_root_module::<PluginModRef>();
+    };
+    check_layout_compatibility(theirs, <PluginModRef as StableAbi>::LAYOUT)
+        .into_result()
+        .map_err(|err| LibraryError::AbiInstability(err.to_formatted_error()))?;
+    // SAFETY: the plugin's root module is a prefix of ours, field by field and type by type
+    // (checked just above); the fields it lacks are read only through their accessors, which
+    // see from the module's own field count that they are missing and give their default.
+    unsafe { header.unchecked_layout::<PluginModRef>() }
+        .map_err(|err| err.into_library_error::<PluginModRef>())
 }
 
 impl Plugin {
@@ -263,22 +295,40 @@ fn explain(err: &LibraryError) -> String {
     }
 }
 
-/// Same ABI: same major version, and for 0.x the same minor version (cargo's semver rule).
-fn same_abi(plugin: &str, host: &str) -> bool {
-    let parts = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split('.');
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+/// How the ABI a plugin was built against stands to ours, when we can load it.
+#[derive(Debug, PartialEq, Eq)]
+enum AbiAge {
+    /// The same minor version: abi_stable's own check applies.
+    Same,
+    /// An older minor version of our major: it may lack fields appended since.
+    Older,
+}
+
+/// Same major version and no newer minor (a 0.x minor version counts as a major, as in
+/// cargo's semver rule and abi_stable's); `None` when the plugin cannot load.
+fn abi_age(plugin: &str, host: &str) -> Option<AbiAge> {
+    // (major, minor) in cargo's sense: for 0.y.z, 0.y is the major and z the minor version.
+    let parts = |v: &str| -> Option<((u64, u64), u64)> {
+        let mut it = v.split('.').map(str::parse::<u64>);
+        let (x, y) = (it.next()?.ok()?, it.next()?.ok()?);
+        Some(if x == 0 {
+            ((0, y), it.next()?.ok()?)
+        } else {
+            ((x, 0), y)
+        })
     };
-    match (parts(plugin), parts(host)) {
-        (Some((pmaj, pmin)), Some((hmaj, hmin))) => pmaj == hmaj && (hmaj != 0 || pmin == hmin),
-        _ => false,
+    let ((pmaj, pmin), (hmaj, hmin)) = (parts(plugin)?, parts(host)?);
+    match (pmaj == hmaj, pmin.cmp(&hmin)) {
+        (true, std::cmp::Ordering::Equal) => Some(AbiAge::Same),
+        (true, std::cmp::Ordering::Less) => Some(AbiAge::Older),
+        _ => None,
     }
 }
 
 fn version_mismatch(plugin_abi: &str) -> String {
     format!(
         "built against plugin ABI {plugin_abi}, but this daemon speaks plugin ABI {ABI_VERSION}; \
-         rebuild the plugin against plugin-api {ABI_VERSION}"
+         rebuild the plugin against plugin-api {ABI_VERSION} (or update the daemon)"
     )
 }
 
@@ -308,16 +358,32 @@ pub fn abi_version() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::same_abi;
+    use super::{abi_age, AbiAge};
 
     #[test]
-    fn abi_versions_follow_cargo_semver() {
-        assert!(same_abi("0.1.0", "0.1.0"));
-        assert!(same_abi("0.1.3", "0.1.0"), "a patch release keeps the ABI");
-        assert!(!same_abi("0.2.0", "0.1.0"));
-        assert!(!same_abi("0.0.9", "0.1.0"));
-        assert!(same_abi("1.4.0", "1.2.0"));
-        assert!(!same_abi("2.0.0", "1.2.0"));
-        assert!(!same_abi("garbage", "0.1.0"));
+    fn a_plugin_of_our_major_and_no_newer_minor_loads() {
+        assert_eq!(abi_age("1.1.0", "1.1.0"), Some(AbiAge::Same));
+        assert_eq!(
+            abi_age("1.1.4", "1.1.0"),
+            Some(AbiAge::Same),
+            "patches touch no type"
+        );
+        assert_eq!(abi_age("1.0.0", "1.1.0"), Some(AbiAge::Older));
+        assert_eq!(
+            abi_age("1.2.0", "1.1.0"),
+            None,
+            "a newer minor may need what we lack"
+        );
+        assert_eq!(abi_age("2.0.0", "1.1.0"), None);
+        assert_eq!(abi_age("0.2.0", "1.1.0"), None);
+        assert_eq!(abi_age("garbage", "1.1.0"), None);
+    }
+
+    #[test]
+    fn a_zero_minor_version_counts_as_a_major() {
+        assert_eq!(abi_age("0.2.0", "0.2.0"), Some(AbiAge::Same));
+        assert_eq!(abi_age("0.2.0", "0.2.1"), Some(AbiAge::Older));
+        assert_eq!(abi_age("0.1.0", "0.2.0"), None);
+        assert_eq!(abi_age("0.3.0", "0.2.0"), None);
     }
 }

@@ -47,18 +47,14 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plugin_api::abi_stable::std_types::RVec;
+    use plugin_api::testing::CurrentInputsBuilder;
 
     /// A bus with batteries only: the BMS sums and a bank voltage.
     fn inputs(bms_current_a: f64, bms_power_w: f64) -> CurrentInputs {
-        CurrentInputs {
-            bms_current_a,
-            bms_power_w,
-            bank_voltage_v: 53.0,
-            vebus: RVec::new(),
-            solar_chargers: RVec::new(),
-            smartshunts: RVec::new(),
-        }
+        CurrentInputsBuilder::new()
+            .bms(bms_current_a, bms_power_w)
+            .bank_voltage(53.0)
+            .build()
     }
 
     #[test]

@@ -134,31 +134,13 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{RResult, RString, RVec};
-    use plugin_api::{guard, LocalDate};
+    use abi_stable::std_types::RResult;
+    use plugin_api::guard;
+    use plugin_api::testing::BankBuilder;
 
     /// A bank with no batteries: the strategy never looks at it.
     fn bank() -> BankView {
-        BankView {
-            batteries: RVec::new(),
-            cells_per_battery: 16,
-            batteries_expected: 2,
-            batteries_online: 2,
-            voltage_v: 53.0,
-            current_a: 0.0,
-            power_w: 0.0,
-            installed_capacity_ah: 560.0,
-            soc_pct: 50.0,
-            charge_ah: 280.0,
-            max_cell_voltage_v: 3.35,
-            max_cell_id: RString::new(),
-            min_cell_voltage_v: 3.3,
-            min_cell_id: RString::new(),
-            modules_blocking_charge: 0,
-            modules_blocking_discharge: 0,
-            date: LocalDate::new(2026, 4, 26).unwrap(),
-            dt_s: 1.0,
-        }
+        BankBuilder::new().build()
     }
 
     /// One tick through the panic guard, as the host calls it.

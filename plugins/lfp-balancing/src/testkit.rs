@@ -1,7 +1,7 @@
 //! Builders for the tests: batteries, banks and a day-by-day driver.
 
-use plugin_api::abi_stable::std_types::{ROption, RString};
-use plugin_api::{BankView, BatteryState, BatteryView, LocalDate, StrategyImpl, StrategyOutput};
+use plugin_api::testing::{BankBuilder, BatteryBuilder};
+use plugin_api::{BankView, BatteryView, LocalDate, StrategyImpl, StrategyOutput};
 
 use crate::{new, LfpBalancing};
 
@@ -37,68 +37,17 @@ pub fn cells(typical_v: f64, min_v: f64, max_v: f64) -> Vec<f64> {
 /// An online battery that blocks nothing, with these cells; its voltage and `/Voltages/Sum`
 /// are the cells' sum.
 pub fn battery(name: &str, cells: &[f64]) -> BatteryView {
-    let sum_v: f64 = cells.iter().sum();
-    BatteryView {
-        name: name.into(),
-        service: RString::from(format!("com.victronenergy.battery.{name}")),
-        state: BatteryState::Online,
-        voltage_v: sum_v,
-        current_a: 0.0,
-        power_w: 0.0,
-        voltages_sum_v: sum_v,
-        installed_capacity_ah: 280.0,
-        soc_pct: ROption::RSome(50.0),
-        max_cell_voltage_v: cells.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        min_cell_voltage_v: cells.iter().copied().fold(f64::INFINITY, f64::min),
-        cell_voltages_v: cells.iter().map(|&v| ROption::RSome(v)).collect(),
-        modules_blocking_charge: 0,
-        modules_blocking_discharge: 0,
-        allow_to_charge: ROption::RSome(1),
-        allow_to_discharge: ROption::RSome(1),
-        max_charge_voltage_v: ROption::RNone,
-        max_charge_current_a: ROption::RNone,
-        max_discharge_current_a: ROption::RNone,
-        charge_mode: ROption::RNone,
-    }
+    BatteryBuilder::new(name).cells(cells).build()
 }
 
 /// A bank of these batteries on `date`, merged as the host does: mean voltage of the active
 /// batteries, extremes over their cells.
 pub fn bank_of(date_text: &str, batteries: Vec<BatteryView>) -> BankView {
-    let active: Vec<&BatteryView> = batteries
-        .iter()
-        .filter(|b| b.state != BatteryState::Lost)
-        .collect();
-    let count = active.len() as u32;
-    let voltage_v = active.iter().map(|b| b.voltage_v).sum::<f64>() / f64::from(count);
-    let max_cell_voltage_v = active
-        .iter()
-        .map(|b| b.max_cell_voltage_v)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let min_cell_voltage_v = active
-        .iter()
-        .map(|b| b.min_cell_voltage_v)
-        .fold(f64::INFINITY, f64::min);
-    BankView {
-        cells_per_battery: CELLS,
-        batteries_expected: count,
-        batteries_online: count,
-        voltage_v,
-        current_a: 0.0,
-        power_w: 0.0,
-        installed_capacity_ah: 280.0 * f64::from(count),
-        soc_pct: 50.0,
-        charge_ah: 140.0 * f64::from(count),
-        max_cell_voltage_v,
-        max_cell_id: "Battery1_1".into(),
-        min_cell_voltage_v,
-        min_cell_id: "Battery1_2".into(),
-        modules_blocking_charge: 0,
-        modules_blocking_discharge: 0,
-        date: date(date_text),
-        dt_s: 1.0,
-        batteries: batteries.into(),
-    }
+    BankBuilder::new()
+        .batteries(batteries)
+        .cells_per_battery(CELLS)
+        .date(date(date_text))
+        .build()
 }
 
 /// Two equal batteries with the bank voltage, lowest and highest cell exactly as given (the

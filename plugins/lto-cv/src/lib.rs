@@ -290,59 +290,28 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{ROption, RString, RVec};
-    use plugin_api::{BatteryState, BatteryView, LocalDate};
+    use abi_stable::std_types::ROption;
+    use plugin_api::testing::{BankBuilder, BatteryBuilder};
+    use plugin_api::{BatteryState, BatteryView};
 
     const CELLS: u32 = 22;
 
     /// One online battery that neither blocks nor limits.
     fn battery() -> BatteryView {
-        BatteryView {
-            name: RString::from("Bat1"),
-            service: RString::from("com.victronenergy.battery.ttyUSB0"),
-            state: BatteryState::Online,
-            voltage_v: 52.8,
-            current_a: 0.0,
-            power_w: 0.0,
-            voltages_sum_v: 52.8,
-            installed_capacity_ah: 280.0,
-            soc_pct: ROption::RSome(50.0),
-            max_cell_voltage_v: 2.40,
-            min_cell_voltage_v: 2.38,
-            cell_voltages_v: RVec::new(),
-            modules_blocking_charge: 0,
-            modules_blocking_discharge: 0,
-            allow_to_charge: ROption::RSome(1),
-            allow_to_discharge: ROption::RSome(1),
-            max_charge_voltage_v: ROption::RSome(55.0),
-            max_charge_current_a: ROption::RSome(100.0),
-            max_discharge_current_a: ROption::RSome(100.0),
-            charge_mode: ROption::RSome(RString::from("Bulk")),
-        }
+        BatteryBuilder::new("Bat1")
+            .cell_extremes(2.38, 2.40)
+            .voltage(52.8)
+            .limits(55.0, 100.0, 100.0)
+            .charge_mode("Bulk")
+            .build()
     }
 
     /// A bank of one battery at 2.40 V per cell (52.8 V): every rule is idle.
     fn bank() -> BankView {
-        BankView {
-            batteries: RVec::from(vec![battery()]),
-            cells_per_battery: CELLS,
-            batteries_expected: 1,
-            batteries_online: 1,
-            voltage_v: 52.8,
-            current_a: 0.0,
-            power_w: 0.0,
-            installed_capacity_ah: 280.0,
-            soc_pct: 50.0,
-            charge_ah: 140.0,
-            max_cell_voltage_v: 2.40,
-            max_cell_id: RString::from("Bat1_C1"),
-            min_cell_voltage_v: 2.38,
-            min_cell_id: RString::from("Bat1_C2"),
-            modules_blocking_charge: 0,
-            modules_blocking_discharge: 0,
-            date: LocalDate::new(2026, 1, 15).unwrap(),
-            dt_s: 1.0,
-        }
+        BankBuilder::new()
+            .battery(battery())
+            .cells_per_battery(CELLS)
+            .build()
     }
 
     fn with_max_cell(max_cell_v: f64) -> BankView {

@@ -268,61 +268,26 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::RVec;
-    use plugin_api::{BatteryState, LocalDate};
+    use plugin_api::testing::{BankBuilder, BatteryBuilder};
+    use plugin_api::BatteryState;
 
     /// An online battery with the given limits, in Bulk, blocking nothing.
     fn battery(name: &str, cvl_v: f64, ccl_a: f64, dcl_a: f64) -> BatteryView {
-        BatteryView {
-            name: RString::from(name),
-            service: RString::from(format!("com.victronenergy.battery.{name}")),
-            state: BatteryState::Online,
-            voltage_v: 53.0,
-            current_a: 0.0,
-            power_w: 0.0,
-            voltages_sum_v: 53.0,
-            installed_capacity_ah: 280.0,
-            soc_pct: ROption::RSome(50.0),
-            max_cell_voltage_v: 2.42,
-            min_cell_voltage_v: 2.40,
-            cell_voltages_v: RVec::new(),
-            modules_blocking_charge: 0,
-            modules_blocking_discharge: 0,
-            allow_to_charge: ROption::RSome(1),
-            allow_to_discharge: ROption::RSome(1),
-            max_charge_voltage_v: ROption::RSome(cvl_v),
-            max_charge_current_a: ROption::RSome(ccl_a),
-            max_discharge_current_a: ROption::RSome(dcl_a),
-            charge_mode: ROption::RSome(RString::from("Bulk")),
-        }
+        BatteryBuilder::new(name)
+            .cell_extremes(2.40, 2.42)
+            .voltage(53.0)
+            .limits(cvl_v, ccl_a, dcl_a)
+            .charge_mode("Bulk")
+            .build()
     }
 
-    /// A bank of these batteries, all counted online, cells between both reset voltages.
+    /// A bank of these batteries, counted online when they are, cells between both reset
+    /// voltages.
     fn bank(batteries: Vec<BatteryView>) -> BankView {
-        let online = batteries
-            .iter()
-            .filter(|b| b.state == BatteryState::Online)
-            .count() as u32;
-        BankView {
-            batteries_expected: batteries.len() as u32,
-            batteries_online: online,
-            batteries: RVec::from(batteries),
-            cells_per_battery: 22,
-            voltage_v: 53.0,
-            current_a: 0.0,
-            power_w: 0.0,
-            installed_capacity_ah: 840.0,
-            soc_pct: 50.0,
-            charge_ah: 420.0,
-            max_cell_voltage_v: 2.42,
-            max_cell_id: RString::from("A_C1"),
-            min_cell_voltage_v: 2.40,
-            min_cell_id: RString::from("B_C2"),
-            modules_blocking_charge: 0,
-            modules_blocking_discharge: 0,
-            date: LocalDate::new(2026, 1, 15).unwrap(),
-            dt_s: 1.0,
-        }
+        BankBuilder::new()
+            .batteries(batteries)
+            .cells_per_battery(22)
+            .build()
     }
 
     /// Three batteries with different limits: CVLs 55.0 / 54.6 / 55.2, CCLs 100 / 33.3 / 120,

@@ -94,45 +94,24 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{ROption, RString, RVec};
-    use plugin_api::ShuntView;
+    use abi_stable::std_types::ROption;
+    use plugin_api::testing::CurrentInputsBuilder;
 
-    /// A simulated bus with SmartShunts only, built shunt by shunt.
-    struct Bus(CurrentInputs);
+    /// A bus without devices; the batteries' own sums are a value no test expects.
+    fn empty_bus() -> CurrentInputsBuilder {
+        CurrentInputsBuilder::new()
+            .bms(999.0, 999.0)
+            .bank_voltage(50.0)
+    }
 
-    impl Bus {
-        fn new() -> Self {
-            Bus(CurrentInputs {
-                bms_current_a: 999.0,
-                bms_power_w: 999.0,
-                bank_voltage_v: 50.0,
-                vebus: RVec::new(),
-                solar_chargers: RVec::new(),
-                smartshunts: RVec::new(),
-            })
-        }
-
-        fn shunt(mut self, class: ShuntClass, instance: i32, name: &str, current_a: f64) -> Self {
-            self.0.smartshunts.push(ShuntView {
-                service: RString::from(format!("com.victronenergy.shunt.{instance}")),
-                class,
-                device_instance: ROption::RSome(instance),
-                custom_name: name.into(),
-                current_a: ROption::RSome(current_a),
-            });
-            self
-        }
-
-        /// The current `config` measures on this bus.
-        fn current(&self, config: &str) -> Option<f64> {
-            let mut source = new(config).unwrap();
-            source.measure(&self.0).map(|m| m.current_a)
-        }
+    /// The current `config` measures on a bus.
+    fn measured_current(bus: &CurrentInputs, config: &str) -> Option<f64> {
+        new(config).unwrap().measure(bus).map(|m| m.current_a)
     }
 
     /// Battery monitors 279 "Master" 12 A and 281 "Aux" 3 A, after a DC meter 280 "House".
-    fn three_shunts() -> Bus {
-        Bus::new()
+    fn three_shunts() -> CurrentInputsBuilder {
+        empty_bus()
             .shunt(ShuntClass::DcLoad, 280, "House", 40.0)
             .shunt(ShuntClass::Battery, 279, "Master", 12.0)
             .shunt(ShuntClass::Battery, 281, "Aux", 3.0)
@@ -140,58 +119,76 @@ mod tests {
 
     #[test]
     fn default_is_the_first_battery_shunt() {
-        assert_eq!(three_shunts().current(""), Some(12.0));
+        assert_eq!(measured_current(&three_shunts().build(), ""), Some(12.0));
     }
 
     #[test]
     fn selects_by_name_and_by_instance() {
-        assert_eq!(three_shunts().current(r#"{"shunt": "Aux"}"#), Some(3.0));
-        assert_eq!(three_shunts().current(r#"{"shunt": 281}"#), Some(3.0));
-        assert_eq!(three_shunts().current(r#"{"shunt": 279}"#), Some(12.0));
+        assert_eq!(
+            measured_current(&three_shunts().build(), r#"{"shunt": "Aux"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            measured_current(&three_shunts().build(), r#"{"shunt": 281}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            measured_current(&three_shunts().build(), r#"{"shunt": 279}"#),
+            Some(12.0)
+        );
     }
 
     #[test]
     fn invert_flips_the_sign() {
-        assert_eq!(three_shunts().current(r#"{"invert": true}"#), Some(-12.0));
+        assert_eq!(
+            measured_current(&three_shunts().build(), r#"{"invert": true}"#),
+            Some(-12.0)
+        );
     }
 
     #[test]
     fn power_is_bank_voltage_times_current() {
         let mut source = new("").unwrap();
-        let m = source.measure(&three_shunts().0).unwrap();
+        let m = source.measure(&three_shunts().build()).unwrap();
         assert_eq!(m.power_w, 50.0 * 12.0);
     }
 
     #[test]
     fn dcload_only_gives_none() {
-        let bus = Bus::new().shunt(ShuntClass::DcLoad, 280, "House", 40.0);
-        assert_eq!(bus.current(""), None);
+        let bus = empty_bus().shunt(ShuntClass::DcLoad, 280, "House", 40.0);
+        assert_eq!(measured_current(&bus.build(), ""), None);
         // Naming the DC meter does not make it the bank current.
-        assert_eq!(bus.current(r#"{"shunt": "House"}"#), None);
+        assert_eq!(
+            measured_current(&bus.build(), r#"{"shunt": "House"}"#),
+            None
+        );
     }
 
     #[test]
     fn missing_shunt_gives_none() {
-        assert_eq!(three_shunts().current(r#"{"shunt": "Spare"}"#), None);
-        assert_eq!(Bus::new().current(""), None);
+        assert_eq!(
+            measured_current(&three_shunts().build(), r#"{"shunt": "Spare"}"#),
+            None
+        );
+        assert_eq!(measured_current(&empty_bus().build(), ""), None);
     }
 
     #[test]
     fn invalid_current_gives_none() {
-        let mut bus = three_shunts();
-        bus.0.smartshunts[1].current_a = ROption::RNone;
-        assert_eq!(bus.current(""), None);
-        bus.0.smartshunts[1].current_a = ROption::RSome(f64::NAN);
-        assert_eq!(bus.current(""), None);
+        let mut bus = three_shunts().build();
+        bus.smartshunts[1].current_a = ROption::RNone;
+        assert_eq!(measured_current(&bus, ""), None);
+        bus.smartshunts[1].current_a = ROption::RSome(f64::NAN);
+        assert_eq!(measured_current(&bus, ""), None);
         // The other shunt is not a fallback: it measures something else.
-        assert_eq!(bus.current(r#"{"shunt": "Aux"}"#), Some(3.0));
+        assert_eq!(measured_current(&bus, r#"{"shunt": "Aux"}"#), Some(3.0));
     }
 
     #[test]
     fn non_finite_voltage_gives_none() {
-        let mut bus = three_shunts();
-        bus.0.bank_voltage_v = f64::INFINITY;
-        assert_eq!(bus.current(""), None);
+        let mut bus = three_shunts().build();
+        bus.bank_voltage_v = f64::INFINITY;
+        assert_eq!(measured_current(&bus, ""), None);
     }
 
     #[test]

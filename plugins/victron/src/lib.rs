@@ -216,78 +216,33 @@ plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{RString, RVec};
+    use plugin_api::testing::CurrentInputsBuilder;
 
     const V: f64 = 50.0;
 
-    /// A simulated bus, built device by device.
-    struct Bus(CurrentInputs);
-
-    impl Bus {
-        fn new() -> Self {
-            Bus(CurrentInputs {
-                bms_current_a: 999.0,
-                bms_power_w: 999.0,
-                bank_voltage_v: V,
-                vebus: RVec::new(),
-                solar_chargers: RVec::new(),
-                smartshunts: RVec::new(),
-            })
-        }
-
-        fn multi(mut self, connected: Option<i32>, current_a: Option<f64>) -> Self {
-            let n = self.0.vebus.len();
-            self.0.vebus.push(VebusView {
-                service: RString::from(format!("com.victronenergy.vebus.ttyS{n}")),
-                connected: connected.into(),
-                current_a: current_a.into(),
-            });
-            self
-        }
-
-        fn mppt(mut self, current_a: Option<f64>) -> Self {
-            let n = self.0.solar_chargers.len();
-            self.0.solar_chargers.push(SolarChargerView {
-                service: RString::from(format!("com.victronenergy.solarcharger.ttyO{n}")),
-                current_a: current_a.into(),
-            });
-            self
-        }
-
-        fn shunt(mut self, class: ShuntClass, instance: i32, name: &str, current_a: f64) -> Self {
-            self.0.smartshunts.push(ShuntView {
-                service: RString::from(format!("com.victronenergy.shunt.{instance}")),
-                class,
-                device_instance: ROption::RSome(instance),
-                custom_name: name.into(),
-                current_a: ROption::RSome(current_a),
-            });
-            self
-        }
-
-        fn voltage(mut self, voltage_v: f64) -> Self {
-            self.0.bank_voltage_v = voltage_v;
-            self
-        }
-
-        /// The current `config` measures on this bus.
-        fn current(&self, config: &str) -> Option<f64> {
-            let mut source = new(config).unwrap();
-            source.measure(&self.0).map(|m| m.current_a)
-        }
+    /// A bus without devices; the batteries' own sums are a value no test expects.
+    fn empty_bus() -> CurrentInputsBuilder {
+        CurrentInputsBuilder::new()
+            .bms(999.0, 999.0)
+            .bank_voltage(V)
     }
 
-    fn multi_and_two_mppts() -> Bus {
-        Bus::new()
+    /// The current `config` measures on a bus.
+    fn measured_current(bus: &CurrentInputs, config: &str) -> Option<f64> {
+        new(config).unwrap().measure(bus).map(|m| m.current_a)
+    }
+
+    fn multi_and_two_mppts() -> CurrentInputsBuilder {
+        empty_bus()
             .multi(Some(1), Some(-20.0))
-            .mppt(Some(15.0))
-            .mppt(Some(7.5))
+            .solar_charger(Some(15.0))
+            .solar_charger(Some(7.5))
     }
 
     const LIST: &str = r#"{"smartshunts": [279, "House"]}"#;
 
     /// Battery shunt 279 "Bank" +10 A, DC meter 280 "House" 4 A.
-    fn with_shunts(bus: Bus) -> Bus {
+    fn with_shunts(bus: CurrentInputsBuilder) -> CurrentInputsBuilder {
         bus.shunt(ShuntClass::Battery, 279, "Bank", 10.0).shunt(
             ShuntClass::DcLoad,
             280,
@@ -298,77 +253,93 @@ mod tests {
 
     #[test]
     fn multi_plus_two_mppts() {
-        assert_eq!(multi_and_two_mppts().current(""), Some(2.5));
+        assert_eq!(
+            measured_current(&multi_and_two_mppts().build(), ""),
+            Some(2.5)
+        );
     }
 
     #[test]
     fn power_is_bank_voltage_times_current() {
         let mut source = new("").unwrap();
         let m = source
-            .measure(&multi_and_two_mppts().voltage(52.0).0)
+            .measure(&multi_and_two_mppts().bank_voltage(52.0).build())
             .unwrap();
         assert_eq!(m.power_w, 52.0 * 2.5);
     }
 
     #[test]
     fn disconnected_multi_counts_zero_even_with_an_invalid_current() {
-        let bus = Bus::new().multi(Some(0), None).mppt(Some(15.0));
-        assert_eq!(bus.current(""), Some(15.0));
-        let bus = Bus::new().multi(Some(0), Some(-80.0)).mppt(Some(15.0));
-        assert_eq!(bus.current(""), Some(15.0));
+        let bus = empty_bus().multi(Some(0), None).solar_charger(Some(15.0));
+        assert_eq!(measured_current(&bus.build(), ""), Some(15.0));
+        let bus = empty_bus()
+            .multi(Some(0), Some(-80.0))
+            .solar_charger(Some(15.0));
+        assert_eq!(measured_current(&bus.build(), ""), Some(15.0));
     }
 
     #[test]
     fn connected_multi_with_an_invalid_current_gives_none() {
         for current in [None, Some(f64::NAN), Some(f64::INFINITY)] {
-            let bus = Bus::new().multi(Some(1), current).mppt(Some(15.0));
-            assert_eq!(bus.current(""), None, "{current:?}");
+            let bus = empty_bus()
+                .multi(Some(1), current)
+                .solar_charger(Some(15.0));
+            assert_eq!(measured_current(&bus.build(), ""), None, "{current:?}");
         }
     }
 
     #[test]
     fn multis_are_summed() {
-        let bus = Bus::new()
+        let bus = empty_bus()
             .multi(Some(1), Some(-20.0))
             .multi(Some(1), Some(-5.0));
-        assert_eq!(bus.current(""), Some(-25.0));
+        assert_eq!(measured_current(&bus.build(), ""), Some(-25.0));
     }
 
     #[test]
     fn no_multi_with_use_multi_gives_none() {
-        let bus = Bus::new().mppt(Some(15.0));
-        assert_eq!(bus.current(""), None);
+        let bus = empty_bus().solar_charger(Some(15.0));
+        assert_eq!(measured_current(&bus.build(), ""), None);
     }
 
     #[test]
     fn use_multi_false_ignores_the_vebus() {
         let config = r#"{"use_multi": false}"#;
-        assert_eq!(multi_and_two_mppts().current(config), Some(22.5));
-        let bus = Bus::new().multi(Some(1), None).mppt(Some(15.0));
-        assert_eq!(bus.current(config), Some(15.0));
+        assert_eq!(
+            measured_current(&multi_and_two_mppts().build(), config),
+            Some(22.5)
+        );
+        let bus = empty_bus().multi(Some(1), None).solar_charger(Some(15.0));
+        assert_eq!(measured_current(&bus.build(), config), Some(15.0));
     }
 
     #[test]
     fn nothing_to_count_gives_none_not_zero() {
-        let bus = with_shunts(Bus::new().multi(Some(1), Some(-20.0)));
-        assert_eq!(bus.current(r#"{"use_multi": false}"#), None);
+        let bus = with_shunts(empty_bus().multi(Some(1), Some(-20.0)));
+        assert_eq!(
+            measured_current(&bus.build(), r#"{"use_multi": false}"#),
+            None
+        );
         let config = r#"{"use_multi": false, "smartshunts": "all"}"#;
-        assert_eq!(Bus::new().current(config), None);
+        assert_eq!(measured_current(&empty_bus().build(), config), None);
         // One battery monitor per battery and nothing else is a valid topology.
-        assert_eq!(with_shunts(Bus::new()).current(config), Some(6.0));
+        assert_eq!(
+            measured_current(&with_shunts(empty_bus()).build(), config),
+            Some(6.0)
+        );
     }
 
     #[test]
     fn invalid_solar_charger_gives_none() {
-        let bus = multi_and_two_mppts().mppt(None);
-        assert_eq!(bus.current(""), None);
+        let bus = multi_and_two_mppts().solar_charger(None);
+        assert_eq!(measured_current(&bus.build(), ""), None);
     }
 
     #[test]
     fn battery_shunt_added_dcload_shunt_subtracted() {
         let bus = with_shunts(multi_and_two_mppts());
         assert_eq!(
-            bus.current(r#"{"smartshunts": "all"}"#),
+            measured_current(&bus.build(), r#"{"smartshunts": "all"}"#),
             Some(2.5 + 10.0 - 4.0)
         );
     }
@@ -377,41 +348,59 @@ mod tests {
     fn invert_flips_the_whole_shunt_part() {
         let bus = with_shunts(multi_and_two_mppts());
         let config = r#"{"smartshunts": "all", "invert_smartshunts": true}"#;
-        assert_eq!(bus.current(config), Some(2.5 - 10.0 + 4.0));
+        assert_eq!(
+            measured_current(&bus.build(), config),
+            Some(2.5 - 10.0 + 4.0)
+        );
     }
 
     #[test]
     fn shunts_are_ignored_by_default() {
-        assert_eq!(with_shunts(multi_and_two_mppts()).current(""), Some(2.5));
+        assert_eq!(
+            measured_current(&with_shunts(multi_and_two_mppts()).build(), ""),
+            Some(2.5)
+        );
     }
 
     #[test]
     fn list_selects_by_instance_and_by_name() {
         let bus =
             with_shunts(multi_and_two_mppts()).shunt(ShuntClass::Battery, 281, "Spare", 100.0);
-        assert_eq!(bus.current(LIST), Some(2.5 + 10.0 - 4.0));
-        assert_eq!(bus.current(r#"{"smartshunts": [281]}"#), Some(102.5));
-        assert_eq!(bus.current(r#"{"smartshunts": ["Bank"]}"#), Some(12.5));
+        assert_eq!(measured_current(&bus.build(), LIST), Some(2.5 + 10.0 - 4.0));
+        assert_eq!(
+            measured_current(&bus.build(), r#"{"smartshunts": [281]}"#),
+            Some(102.5)
+        );
+        assert_eq!(
+            measured_current(&bus.build(), r#"{"smartshunts": ["Bank"]}"#),
+            Some(12.5)
+        );
     }
 
     #[test]
     fn unmatched_list_entry_gives_none() {
         let bus = multi_and_two_mppts().shunt(ShuntClass::Battery, 279, "Bank", 10.0);
-        assert_eq!(bus.current(LIST), None);
+        assert_eq!(measured_current(&bus.build(), LIST), None);
     }
 
     #[test]
     fn selected_shunt_with_invalid_current_gives_none() {
-        let mut bus = with_shunts(multi_and_two_mppts());
-        bus.0.smartshunts[1].current_a = ROption::RNone;
-        assert_eq!(bus.current(LIST), None);
+        let mut bus = with_shunts(multi_and_two_mppts()).build();
+        bus.smartshunts[1].current_a = ROption::RNone;
+        assert_eq!(measured_current(&bus, LIST), None);
         // Not selected, so its value does not matter.
-        assert_eq!(bus.current(r#"{"smartshunts": [279]}"#), Some(12.5));
+        assert_eq!(
+            measured_current(&bus, r#"{"smartshunts": [279]}"#),
+            Some(12.5)
+        );
     }
 
     #[test]
     fn non_finite_voltage_gives_none() {
-        assert_eq!(multi_and_two_mppts().voltage(f64::NAN).current(""), None);
+        assert_eq!(
+            measured_current(&multi_and_two_mppts().bank_voltage(f64::NAN).build(), ""),
+            None
+        );
     }
 
     #[test]
