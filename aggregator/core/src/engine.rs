@@ -17,7 +17,7 @@ use plugin_api::{
 
 use crate::bank::{merge, Member, Merged};
 use crate::coulomb::CoulombCounter;
-use crate::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
+use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
 use crate::feedin::FeedIn;
 use crate::presence::Battery;
 use crate::state::{State, StrategyState};
@@ -125,6 +125,61 @@ pub struct Settings {
     pub efficiency: f64,
     /// `soc.save_precision`.
     pub save_precision: f64,
+}
+
+/// The bank at the start of a tick: the merge of the batteries online or held, and counts.
+#[derive(Clone, Debug)]
+struct BankSnapshot {
+    merged: Merged,
+    /// Batteries online or held (stale), which the merge is made of.
+    active: usize,
+    online: u32,
+    lost: Vec<String>,
+    /// Expected batteries never found.
+    missing: u32,
+}
+
+impl BankSnapshot {
+    fn of(batteries: &[Battery], expected: u32) -> Self {
+        let active: Vec<Member<'_>> = batteries
+            .iter()
+            .filter(|b| b.state != BatteryState::Lost)
+            .map(|b| Member {
+                name: &b.name,
+                reading: &b.reading,
+            })
+            .collect();
+        let online = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Online)
+            .count() as u32;
+        let lost = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Lost)
+            .map(|b| b.name.clone())
+            .collect();
+        let known = u32::try_from(batteries.len()).unwrap_or(u32::MAX);
+        BankSnapshot {
+            merged: merge(&active),
+            active: active.len(),
+            online,
+            lost,
+            missing: expected.saturating_sub(known),
+        }
+    }
+
+    /// A battery lost or an expected one never found (SPEC §4).
+    fn degraded(&self) -> bool {
+        !self.lost.is_empty() || self.missing > 0
+    }
+}
+
+/// The published SoC and what goes with it.
+struct SocOutputs {
+    soc_pct: Option<f64>,
+    capacity_ah: Option<f64>,
+    consumed_ah: Option<f64>,
+    time_to_go_s: Option<f64>,
 }
 
 /// The tick's owner of plugins, counter, envelope and feed-in memory.
@@ -255,112 +310,147 @@ impl Engine {
         )
     }
 
-    /// One tick.
+    /// One tick: the bank's snapshot, then measure, count, strategy, envelope, degrade,
+    /// requests and mode, each a step below.
     pub fn tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Outcome {
         let mut events = Vec::new();
-        let active: Vec<Member<'_>> = batteries
-            .iter()
-            .filter(|b| b.state != BatteryState::Lost)
-            .map(|b| Member {
-                name: &b.name,
-                reading: &b.reading,
-            })
-            .collect();
-        let merged = merge(&active);
-        let online = batteries
-            .iter()
-            .filter(|b| b.state == BatteryState::Online)
-            .count() as u32;
-        let lost: Vec<String> = batteries
-            .iter()
-            .filter(|b| b.state == BatteryState::Lost)
-            .map(|b| b.name.clone())
-            .collect();
-        let missing = inputs
-            .expected
-            .saturating_sub(u32::try_from(batteries.len()).unwrap_or(u32::MAX));
-        let capacity = merged.installed_capacity_ah;
-
+        let bank = BankSnapshot::of(batteries, inputs.expected);
         // Nothing to compute from: fail safe without asking the plugins (a bank with no
-        // battery is not a plugin fault). The last good CVL stays, so DVCC keeps a sane value.
-        if active.is_empty() {
-            let mode = "No battery online: charge and discharge stopped".to_string();
-            if mode != self.mode {
-                events.push(Event::ModeChanged(mode.clone()));
-                self.mode = mode.clone();
-            }
-            let cvl_v = self.envelope.last_good().map_or(0.0, |l| l.cvl_v);
-            return Outcome {
-                merged,
-                online,
-                lost,
-                missing,
-                current_a: None,
-                power_w: None,
-                soc_pct: None,
-                capacity_ah: None,
-                consumed_ah: None,
-                time_to_go_s: None,
-                limits: Limits {
-                    cvl_v,
-                    ccl_a: 0.0,
-                    dcl_a: 0.0,
-                },
-                mode,
-                feed_in_write: None,
-                save_state: false,
-                events,
-            };
+        // battery is not a plugin fault).
+        if bank.active == 0 {
+            return self.nothing_online(bank, events);
         }
+        let (current_a, power_w) = self.measure(&bank.merged, inputs, &mut events);
+        self.count(&bank, inputs, current_a, &mut events);
+        let view = self.bank_view(batteries, &bank, inputs, current_a, power_w);
+        let result = self.run_strategy(&view);
+        let enforced = self.enforce(&result, &view, &bank.merged, inputs.cells, &mut events);
+        let limits = self.degrade(
+            enforced.limits,
+            bank.online,
+            inputs.expected,
+            bank.degraded(),
+        );
+        let mut save_state = false;
+        let feed_in_write = self.carry_out(&result, &bank, inputs, &mut save_state);
+        let mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
+        let soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
+        Outcome {
+            merged: bank.merged,
+            online: bank.online,
+            lost: bank.lost,
+            missing: bank.missing,
+            current_a,
+            power_w,
+            soc_pct: soc.soc_pct,
+            capacity_ah: soc.capacity_ah,
+            consumed_ah: soc.consumed_ah,
+            time_to_go_s: soc.time_to_go_s,
+            limits,
+            mode,
+            feed_in_write,
+            save_state,
+            events,
+        }
+    }
 
-        let (current_a, power_w) = self.measure(&merged, inputs, &mut events);
+    /// No battery online or held: CCL and DCL 0; the last good CVL stays, so DVCC keeps a
+    /// sane value.
+    fn nothing_online(&mut self, bank: BankSnapshot, mut events: Vec<Event>) -> Outcome {
+        let mode = "No battery online: charge and discharge stopped".to_string();
+        self.set_mode(&mode, &mut events);
+        let cvl_v = self.envelope.last_good().map_or(0.0, |l| l.cvl_v);
+        Outcome {
+            merged: bank.merged,
+            online: bank.online,
+            lost: bank.lost,
+            missing: bank.missing,
+            current_a: None,
+            power_w: None,
+            soc_pct: None,
+            capacity_ah: None,
+            consumed_ah: None,
+            time_to_go_s: None,
+            limits: Limits {
+                cvl_v,
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+            },
+            mode,
+            feed_in_write: None,
+            save_state: false,
+            events,
+        }
+    }
 
-        // The counter: started from the BMS SoC when nothing was saved, then integrated.
-        // The counter: started from the BMS SoC once the whole bank is there (a bank still
-        // coming together would start it from a part), kept at the same SoC when the bank's
-        // capacity changes, then integrated.
-        let complete = active.len() as u32 >= inputs.expected.max(1);
+    /// The counter: started from the BMS SoC once the whole bank is there (a bank still
+    /// coming together would start it from a part), kept at the same SoC when the bank's
+    /// capacity changes, then integrated.
+    fn count(
+        &mut self,
+        bank: &BankSnapshot,
+        inputs: &TickInputs,
+        current_a: Option<f64>,
+        events: &mut Vec<Event>,
+    ) {
+        let capacity = bank.merged.installed_capacity_ah;
+        let complete = bank.active as u32 >= inputs.expected.max(1);
         if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
-            if let Some(soc) = merged.soc_pct {
+            if let Some(soc) = bank.merged.soc_pct {
                 let charge = soc / 100.0 * capacity;
                 self.counter = Some(self.new_counter(charge));
                 self.counter_capacity = Some(capacity);
                 events.push(Event::CounterStartedFromBms(soc));
             }
         }
-        if let Some(counter) = &mut self.counter {
-            if capacity > 0.0 {
-                match self.counter_capacity {
-                    Some(before) if before != capacity => {
-                        counter.rescale(capacity / before);
-                        self.counter_capacity = Some(capacity);
-                    }
-                    Some(_) => {}
-                    // Restored without the capacity it refers to: the first whole bank.
-                    None if complete => self.counter_capacity = Some(capacity),
-                    None => {}
-                }
-                if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
-                    counter.step(current, inputs.dt_s, capacity);
-                }
-            }
-        }
-
-        let view = self.bank_view(batteries, &merged, inputs, online, current_a, power_w);
-        let result = match &mut self.strategy {
-            Ok(strategy) => strategy.compute(&view).into_result(),
-            Err(err) => Err(format!("strategy {} not started: {err}", self.strategy_name).into()),
+        let Some(counter) = &mut self.counter else {
+            return;
         };
+        if capacity <= 0.0 {
+            return;
+        }
+        match self.counter_capacity {
+            Some(before) if before != capacity => {
+                counter.rescale(capacity / before);
+                self.counter_capacity = Some(capacity);
+            }
+            Some(_) => {}
+            // Restored without the capacity it refers to: the first whole bank.
+            None if complete => self.counter_capacity = Some(capacity),
+            None => {}
+        }
+        if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
+            counter.step(current, inputs.dt_s, capacity);
+        }
+    }
+
+    /// The strategy's output, or why there is none (a fault, or a strategy never started).
+    fn run_strategy(&mut self, view: &BankView) -> Result<StrategyOutput, String> {
+        match &mut self.strategy {
+            Ok(strategy) => strategy.compute(view).into_result().map_err(Into::into),
+            Err(err) => Err(format!(
+                "strategy {} not started: {err}",
+                self.strategy_name
+            )),
+        }
+    }
+
+    /// The safety envelope on the strategy's result, with its log events.
+    fn enforce(
+        &mut self,
+        result: &Result<StrategyOutput, String>,
+        view: &BankView,
+        merged: &Merged,
+        cells: u32,
+        events: &mut Vec<Event>,
+    ) -> Enforced {
         let facts = BankFacts {
-            cells: inputs.cells,
+            cells,
             blocks_charge: view.blocks_charge(),
             blocks_discharge: view.blocks_discharge(),
             voltage_v: merged.voltage_v.unwrap_or(0.0),
         };
-        let output: Result<&StrategyOutput, &str> = match &result {
-            Ok(out) => Ok(out),
-            Err(err) => Err(err.as_str()),
-        };
+        let output = result.as_ref().map_err(String::as_str);
         let enforced = self.envelope.apply(output, facts);
         // A strategy that never started was logged when it failed, with its config key.
         if let (Some(fault), Ok(_)) = (&enforced.fault, &self.strategy) {
@@ -376,90 +466,100 @@ impl Engine {
             events.push(Event::Clamped(enforced.clamped.clone()));
         }
         self.clamping = clamping;
+        enforced
+    }
 
-        let degraded = !lost.is_empty() || missing > 0;
-        let limits = self.degrade(enforced.limits, online, inputs.expected, degraded);
+    /// The strategy's requests: its state to save, a SoC reset, feed-in (the write to make).
+    fn carry_out(
+        &mut self,
+        result: &Result<StrategyOutput, String>,
+        bank: &BankSnapshot,
+        inputs: &TickInputs,
+        save_state: &mut bool,
+    ) -> Option<i64> {
+        let Ok(out) = result else {
+            return None;
+        };
+        *save_state |= out.state_changed;
+        if let Some(counter) = &mut self.counter {
+            match out.soc_reset {
+                SocReset::Full => counter.reset_full(bank.merged.installed_capacity_ah),
+                SocReset::Empty => counter.reset_empty(),
+                SocReset::None => {}
+            }
+        }
+        let before = self.feed_in.clone();
+        let write = self.feed_in.on_request(out.feed_in, inputs.feed_in_setting);
+        *save_state |= before != self.feed_in;
+        write
+    }
 
-        let mut save_state = false;
-        let mut feed_in_write = None;
-        let mut mode = match (&enforced.fault, &self.strategy) {
-            (Some(_), Err(err)) => format!(
+    /// `/Info/ChargeMode`: the strategy's, or the fault; what is lost or missing appended.
+    fn mode(
+        &mut self,
+        result: &Result<StrategyOutput, String>,
+        enforced: &Enforced,
+        bank: &BankSnapshot,
+        expected: u32,
+        events: &mut Vec<Event>,
+    ) -> String {
+        let mut mode = match (&enforced.fault, &self.strategy, result) {
+            (Some(_), Err(err), _) => format!(
                 "Fault: strategy {} not started ({}): charge and discharge stopped",
                 self.strategy_name,
                 err.lines().next().unwrap_or_default()
             ),
-            (Some(_), Ok(_)) => "Fault: charging stopped".to_string(),
-            (None, _) => String::new(),
+            (Some(_), Ok(_), _) => "Fault: charging stopped".to_string(),
+            (None, _, Ok(out)) => out.mode.to_string(),
+            (None, _, Err(_)) => String::new(),
         };
-        if let Ok(out) = &result {
-            if enforced.fault.is_none() {
-                mode = out.mode.to_string();
-            }
-            save_state |= out.state_changed;
-            if let Some(counter) = &mut self.counter {
-                match out.soc_reset {
-                    SocReset::Full => counter.reset_full(capacity),
-                    SocReset::Empty => counter.reset_empty(),
-                    SocReset::None => {}
-                }
-            }
-            let before = self.feed_in.clone();
-            feed_in_write = self.feed_in.on_request(out.feed_in, inputs.feed_in_setting);
-            save_state |= before != self.feed_in;
-        }
-        if !lost.is_empty() {
+        if !bank.lost.is_empty() {
             mode = format!("{mode}; battery lost");
         }
-        if missing > 0 {
-            mode = format!(
-                "{mode}; {missing} of {} batteries not found",
-                inputs.expected
-            );
+        if bank.missing > 0 {
+            mode = format!("{mode}; {} of {expected} batteries not found", bank.missing);
         }
-        if mode != self.mode {
-            events.push(Event::ModeChanged(mode.clone()));
-            self.mode = mode.clone();
-        }
+        self.set_mode(&mode, events);
+        mode
+    }
 
-        let (soc_pct, capacity_ah, consumed_ah, time_to_go_s) = match &self.counter {
+    fn set_mode(&mut self, mode: &str, events: &mut Vec<Event>) {
+        if mode != self.mode {
+            events.push(Event::ModeChanged(mode.to_string()));
+            self.mode = mode.to_string();
+        }
+    }
+
+    /// SoC, capacity, consumed Ah and time to go: the own counter's, else the batteries'.
+    fn soc(
+        &self,
+        merged: &Merged,
+        current_a: Option<f64>,
+        low_soc: Option<i64>,
+        save_state: &mut bool,
+    ) -> SocOutputs {
+        let capacity = merged.installed_capacity_ah;
+        match &self.counter {
             Some(counter)
                 if self.settings.own_counter
                     && capacity > 0.0
                     && self.counter_capacity.is_some() =>
             {
-                let out = counter.outputs(capacity, current_a.unwrap_or(0.0), inputs.low_soc);
-                save_state |= counter.wants_save(capacity);
-                (
-                    Some(out.soc_pct),
-                    Some(out.capacity_ah),
-                    Some(out.consumed_ah),
-                    out.time_to_go_s,
-                )
+                let out = counter.outputs(capacity, current_a.unwrap_or(0.0), low_soc);
+                *save_state |= counter.wants_save(capacity);
+                SocOutputs {
+                    soc_pct: Some(out.soc_pct),
+                    capacity_ah: Some(out.capacity_ah),
+                    consumed_ah: Some(out.consumed_ah),
+                    time_to_go_s: out.time_to_go_s,
+                }
             }
-            _ => (
-                merged.soc_pct,
-                merged.capacity_ah,
-                merged.consumed_ah,
-                merged.time_to_go_s,
-            ),
-        };
-
-        Outcome {
-            merged,
-            online,
-            lost,
-            missing,
-            current_a,
-            power_w,
-            soc_pct,
-            capacity_ah,
-            consumed_ah,
-            time_to_go_s,
-            limits,
-            mode,
-            feed_in_write,
-            save_state,
-            events,
+            _ => SocOutputs {
+                soc_pct: merged.soc_pct,
+                capacity_ah: merged.capacity_ah,
+                consumed_ah: merged.consumed_ah,
+                time_to_go_s: merged.time_to_go_s,
+            },
         }
     }
 
@@ -540,12 +640,13 @@ impl Engine {
     fn bank_view(
         &self,
         batteries: &[Battery],
-        merged: &Merged,
+        bank: &BankSnapshot,
         inputs: &TickInputs,
-        online: u32,
         current_a: Option<f64>,
         power_w: Option<f64>,
     ) -> BankView {
+        let merged = &bank.merged;
+        let online = bank.online;
         let capacity = merged.installed_capacity_ah;
         let (soc_pct, charge_ah) = match (&self.counter, merged.soc_pct) {
             (Some(counter), _) if capacity > 0.0 && self.counter_capacity.is_some() => {

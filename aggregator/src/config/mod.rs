@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aggregator_core::discovery::{Rules, Selector};
-use aggregator_core::engine::OnLost;
+use aggregator_core::engine::{OnLost, Settings};
+use aggregator_core::envelope::Bounds;
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration.
@@ -94,6 +95,24 @@ impl From<&Batteries> for Rules {
             product_name: b.product_name.clone(),
             include: b.include.clone(),
             exclude: b.exclude.clone(),
+        }
+    }
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        let safety = &config.safety;
+        Settings {
+            bounds: Bounds {
+                max_cell_voltage_v: safety.max_cell_voltage,
+                max_charge_current_a: safety.max_charge_current,
+                max_discharge_current_a: safety.max_discharge_current,
+                plugin_failures: safety.plugin_failures,
+            },
+            on_lost: config.batteries.on_lost,
+            own_counter: config.soc.own_counter,
+            efficiency: config.soc.efficiency,
+            save_precision: config.soc.save_precision,
         }
     }
 }

@@ -9,33 +9,31 @@
 //! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
 
 mod gather;
+mod tick;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugin_api::{BatteryState, PluginKind};
+use plugin_api::PluginKind;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
 use crate::bus::client::{self, SETTINGS};
 use crate::bus::export::{Exported, SetDecision};
-use crate::bus::monitor::{Class, Discovery, Monitor, FEED_IN_SETTING};
+use crate::bus::monitor::{Discovery, Monitor};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name, Link};
-use crate::clock::calendar;
 use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
 use crate::state_file::StateStore;
-use aggregator_core::discovery::{Role, Roster};
-use aggregator_core::engine::{Engine, Event, Settings, TickInputs};
-use aggregator_core::envelope::Bounds;
+use aggregator_core::discovery::Roster;
+use aggregator_core::engine::{Engine, Event, Settings};
 use aggregator_core::presence::{Presence, Timing};
-use aggregator_core::published::{cell_path, DeviceInfo, Published, CUSTOM_NAME};
-use aggregator_core::reading::BatteryReading;
+use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::value::{TextFormat, Value};
+use tick::BankMembers;
 
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
@@ -144,11 +142,6 @@ fn failed_line(failed: &Failed) -> String {
         .join("; ")
 }
 
-struct KnownBattery {
-    name: String,
-    excluded: bool,
-}
-
 /// The daemon's state between ticks.
 struct Daemon {
     config: Config,
@@ -159,11 +152,8 @@ struct Daemon {
     published: Published,
     engine: Engine,
     presence: Presence,
-    roster: Roster,
+    members: BankMembers,
     store: StateStore,
-    batteries: BTreeMap<String, KnownBattery>,
-    /// Battery-class services that are not ours, until they are scanned again.
-    ignored: BTreeSet<String>,
     pass_through: bool,
     /// The published `/DeviceInstance`.
     device_instance: i64,
@@ -226,18 +216,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         failed.text
     });
 
-    let settings = Settings {
-        bounds: Bounds {
-            max_cell_voltage_v: config.safety.max_cell_voltage,
-            max_charge_current_a: config.safety.max_charge_current,
-            max_discharge_current_a: config.safety.max_discharge_current,
-            plugin_failures: config.safety.plugin_failures,
-        },
-        on_lost: config.batteries.on_lost,
-        own_counter: config.soc.own_counter,
-        efficiency: config.soc.efficiency,
-        save_precision: config.soc.save_precision,
-    };
+    let settings = Settings::from(&config);
     let mut engine =
         Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
     let store = StateStore::new(&config.paths.state_dir);
@@ -292,7 +271,10 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
         })
         .with_cells(config.batteries.cells),
-        roster: Roster::new((&config.batteries).into(), &own),
+        members: BankMembers::new(
+            Roster::new((&config.batteries).into(), &own),
+            config.batteries.cells,
+        ),
         config,
         uid,
         conn,
@@ -301,8 +283,6 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         published,
         engine,
         store,
-        batteries: BTreeMap::new(),
-        ignored: BTreeSet::new(),
         pass_through,
         device_instance,
         settings_pending,
@@ -456,186 +436,14 @@ impl Daemon {
             match event {
                 Discovery::Added(name) => {
                     tracing::debug!("found {name}");
-                    self.ignored.remove(&name);
+                    self.members.forget_ignored(&name);
                 }
                 Discovery::Removed(name) => {
                     tracing::debug!("{name} left the bus");
-                    self.ignored.remove(&name);
+                    self.members.forget_ignored(&name);
                 }
             }
         }
-    }
-
-    async fn tick(&mut self) {
-        let now = Instant::now();
-        let dt_s = self
-            .last_tick
-            .map_or(0.0, |last| now.duration_since(last).as_secs_f64());
-        self.last_tick = Some(now);
-        let now_s = now.duration_since(self.started).as_secs_f64();
-        self.log_discovery();
-
-        // Read the cache once.
-        let (readings, vebus, solar_chargers, smartshunts, low_soc, feed_in_setting, settings) =
-            self.monitor.with(|cache| {
-                let mut readings = Vec::new();
-                for (service, s) in cache.of_class(Class::Battery) {
-                    if self.ignored.contains(service) || gather::is_smartshunt(s) {
-                        continue;
-                    }
-                    // Who it is matters only until it is classified.
-                    let nameplate =
-                        (!self.batteries.contains_key(service)).then(|| gather::nameplate(s));
-                    readings.push((service.clone(), nameplate, gather::battery_reading(s)));
-                }
-                (
-                    readings,
-                    gather::vebus(cache),
-                    gather::solar_chargers(cache),
-                    gather::smartshunts(cache),
-                    gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
-                    gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
-                    cache.of_class(Class::Settings).next().is_some(),
-                )
-            });
-        if self.settings_pending && settings {
-            self.settings_appeared(now).await;
-        }
-
-        let mut seen: BTreeMap<String, BatteryReading> = BTreeMap::new();
-        for (service, nameplate, reading) in readings {
-            if let Some(nameplate) = nameplate {
-                match self.roster.classify(&service, &nameplate) {
-                    Role::Battery(name) => {
-                        let excluded =
-                            match (self.config.batteries.cells, reading.cells_per_battery) {
-                                (Some(want), Some(have)) if i64::from(want) != have => {
-                                    tracing::error!(
-                                    "battery {name} ({service}) has {have} cells, batteries.cells \
-                                     is {want}: left out"
-                                );
-                                    true
-                                }
-                                _ => false,
-                            };
-                        tracing::info!("battery {name} found: {service}");
-                        self.batteries
-                            .insert(service.clone(), KnownBattery { name, excluded });
-                    }
-                    Role::Ignored(why) => {
-                        tracing::debug!("{service} ignored: {why}");
-                        self.ignored.insert(service);
-                        continue;
-                    }
-                    Role::SmartShunt | Role::Unknown => continue,
-                }
-            }
-            seen.insert(service, reading);
-        }
-
-        for (service, tracked) in &self.batteries {
-            if tracked.excluded {
-                continue;
-            }
-            let reading = seen.get(service);
-            if let Some(change) =
-                self.presence
-                    .observe(now_s, service, &tracked.name, reading, self.pass_through)
-            {
-                // One line per change: a bad value that lasts is logged when it starts and
-                // when the battery is good again, never per tick.
-                match (change.previous, change.state) {
-                    (None, BatteryState::Online) => {
-                        tracing::info!("battery {} online", change.name)
-                    }
-                    (Some(_), BatteryState::Online) => {
-                        tracing::info!("battery {} online again", change.name)
-                    }
-                    (None, _) => {
-                        tracing::warn!("battery {} not online yet ({})", change.name, change.reason)
-                    }
-                    (Some(_), BatteryState::Stale) => tracing::warn!(
-                        "battery {} not online ({}): holding its last values",
-                        change.name,
-                        change.reason
-                    ),
-                    (Some(_), BatteryState::Lost) => {
-                        tracing::warn!("battery {} lost ({})", change.name, change.reason)
-                    }
-                }
-            }
-        }
-        let batteries = self.presence.batteries();
-        let cells = self.config.batteries.cells.unwrap_or_else(|| {
-            batteries
-                .iter()
-                .find_map(|b| b.reading.cells_per_battery)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0)
-        });
-        let known = self.batteries.values().filter(|t| !t.excluded).count() as u32;
-        let expected = self.config.batteries.expected.unwrap_or(known);
-        let inputs = TickInputs {
-            cells,
-            expected,
-            vebus,
-            solar_chargers,
-            smartshunts,
-            low_soc,
-            feed_in_setting,
-            date: calendar::today(),
-            dt_s,
-        };
-        let outcome = self.engine.tick(&batteries, &inputs);
-        for event in &outcome.events {
-            log_event(event);
-        }
-
-        let cell_paths: Vec<(String, Option<f64>)> = if self.config.publish.cell_voltages {
-            batteries
-                .iter()
-                .filter(|b| b.state != BatteryState::Lost)
-                .flat_map(|b| {
-                    b.reading
-                        .cell_voltages_v
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| (cell_path(&b.name, k + 1), *v))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let changed = self.published.update(&outcome, cells, &cell_paths);
-        let changed = self.export(changed);
-
-        if self.registered {
-            if let Err(err) = self.exported.items_changed(&changed).await {
-                tracing::warn!("ItemsChanged not sent: {err}");
-            }
-        } else {
-            let complete = outcome.online >= expected.max(1);
-            let waited = now.duration_since(self.attached) >= self.config.batteries.startup_wait;
-            if complete || waited {
-                self.register(complete).await;
-            }
-        }
-
-        if let Some(value) = outcome.feed_in_write {
-            let v = Value::Int(value);
-            match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
-                Ok(0) => tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}"),
-                Ok(code) => {
-                    tracing::warn!("{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})")
-                }
-                Err(err) => tracing::warn!("cannot write {FEED_IN_SETTING}: {err}"),
-            }
-        }
-        if outcome.save_state {
-            self.save_state();
-        }
-        self.summary(now, &outcome);
     }
 
     /// The settings service was missing at start: once it is on the bus, our settings are
