@@ -6,7 +6,8 @@
 //! ```
 //! The release build puts the plugins next to the daemon binary, which is where the daemon
 //! loads them from. `BENCH_SECONDS` (default 60) is the measuring window per bank,
-//! `BENCH_SIZES` the banks as batteries x cells (default `2x16,8x16,16x32`).
+//! `BENCH_SIZES` the banks as batteries x cells (default `2x16,8x16,16x32`), `BENCH_DAEMON`
+//! another build's daemon binary to measure (its plugins beside it).
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
@@ -91,7 +92,11 @@ fn main() -> ExitCode {
 
 fn bench() -> Result<(), String> {
     let options = Options::from_env()?;
-    let exe = Path::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"));
+    // Another build's daemon (its plugins beside it), to compare two builds on one machine.
+    let chosen = std::env::var_os("BENCH_DAEMON").map(PathBuf::from);
+    let exe = chosen
+        .as_deref()
+        .unwrap_or(Path::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries")));
     let plugins_dir = exe
         .parent()
         .ok_or_else(|| format!("{} has no folder", exe.display()))?;
