@@ -6,7 +6,15 @@ USAGE="disable.sh [--root DIR]"
 
 if [ -d "$SERVICE" ]; then
     # -x: supervise exits once the service is down, so nothing is left watching a removed folder.
-    if on_device; then svc -dx "$SERVICE" "$SERVICE/log"; fi
+    if on_device; then
+        svc -dx "$SERVICE" "$SERVICE/log"
+        # The daemon saves its state on SIGTERM: its folder goes once supervise has seen it end.
+        waited=0
+        while svok "$SERVICE" 2> /dev/null && [ "$waited" -lt 10 ]; do
+            sleep 1
+            waited=$((waited + 1))
+        done
+    fi
     rm -rf "$SERVICE" || die "cannot remove $SERVICE"
 fi
 if [ -f "$RC_LOCAL" ] && grep -qF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; then
