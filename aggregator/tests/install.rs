@@ -1,6 +1,7 @@
 //! The install scripts of a bundle, run under busybox `sh` (the shell of Venus OS) with
-//! busybox's own `cp`, `mv`, `grep`… first on `PATH`, against a temporary root. The bundle is
-//! staged by `install/stage.sh` from the host's build of the daemon and plugins.
+//! busybox's own `cp`, `mv`, `grep`… first on `PATH`, against a temporary root; and once at
+//! their own root `/` under real daemontools, in a mount namespace (`daemontools.sh`). The
+//! bundle is staged by `install/stage.sh` from the host's build of the daemon and plugins.
 
 mod support;
 
@@ -359,4 +360,37 @@ fn bad_arguments_are_named() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn under_daemontools_the_service_starts_restarts_upgrades_and_stops() {
+    let device = Device::new();
+    let chroot = device.dir.path().join("device");
+    fs::create_dir_all(chroot.join("tmp")).unwrap();
+    let copied = Command::new("cp")
+        .arg("-R")
+        .arg(device.bundle())
+        .arg(chroot.join("tmp/bundle"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The system bus of this device is nowhere: the daemon waits for it, and runs.
+    let out = Command::new("sh")
+        .arg(repo().join("aggregator/tests/daemontools.sh"))
+        .arg(&chroot)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .expect("daemontools.sh");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for step in [
+        "started:",
+        "logged:",
+        "restarted:",
+        "upgraded:",
+        "disabled:",
+    ] {
+        assert!(said.contains(step), "{step} {said}");
+    }
 }
