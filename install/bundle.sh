@@ -41,6 +41,7 @@ for crate in plugins/*/Cargo.toml; do
     [ "$package" = plugin-fault-test ] || PLUGINS="$PLUGINS -p $package"
 done
 
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 mkdir -p dist
 for arch in $ARCHES; do
     target=$(triple "$arch")
@@ -48,7 +49,7 @@ for arch in $ARCHES; do
     # shellcheck disable=SC2086 # one -p per plugin
     cargo zigbuild --release --target "$target.$GLIBC" --lib $PLUGINS
     bundle=$NAME-$VERSION-$arch
-    sh install/stage.sh "dist/$bundle" "target/$target/release"
+    sh install/stage.sh "dist/$bundle" "$TARGET_DIR/$target/release"
     tar -czf "dist/$bundle.tar.gz.new" --owner=0 --group=0 -C dist "$bundle"
     mv -f "dist/$bundle.tar.gz.new" "dist/$bundle.tar.gz"
     rm -rf "dist/$bundle"
