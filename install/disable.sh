@@ -1,14 +1,23 @@
 #!/bin/sh
-# Stops the service and removes it from the boot; the app folder (config, state) stays.
-APP=/data/apps/dbus-aggregate-batteries
-SERVICE=/service/dbus-aggregate-batteries
-if [ -e "$SERVICE" ]; then
-    svc -d "$SERVICE" 2>/dev/null
-    rm -f "$SERVICE"
+# Stops the service, takes it out of /service and its line out of /data/rc.local. The app
+# folder (program, config, state) stays: enable.sh brings the service back.
+USAGE="disable.sh [--root DIR]"
+. "$(dirname "$0")/paths.sh"
+
+if [ -d "$SERVICE" ]; then
+    # -x: supervise exits once the service is down, so nothing is left watching a removed folder.
+    if on_device; then
+        svc -dx "$SERVICE" "$SERVICE/log"
+        # The daemon saves its state on SIGTERM: its folder goes once supervise has seen it end.
+        waited=0
+        while svok "$SERVICE" 2> /dev/null && [ "$waited" -lt 10 ]; do
+            sleep 1
+            waited=$((waited + 1))
+        done
+    fi
+    rm -rf "$SERVICE" || die "cannot remove $SERVICE"
 fi
-RC=/data/rc.local
-if [ -f "$RC" ]; then
-    grep -vxF "$APP/enable.sh > /dev/null 2>&1 &" "$RC" > "$RC.tmp" && mv "$RC.tmp" "$RC"
-    chmod 0755 "$RC"
+if [ -f "$RC_LOCAL" ] && grep -qF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; then
+    grep -vF "$DEVICE_APP/enable.sh" "$RC_LOCAL" | put_text "$RC_LOCAL"
 fi
-echo "dbus-aggregate-batteries disabled"
+echo "$NAME disabled; $APP stays (enable.sh brings the service back)"

@@ -1,36 +1,39 @@
 #!/bin/sh
-# Installs and starts the service; safe to run again (it is re-run at every boot from
-# /data/rc.local, because /service is a tmpfs and firmware updates replace the root filesystem).
-set -e
-APP=/data/apps/dbus-aggregate-batteries
-SERVICE=/service/dbus-aggregate-batteries
+# Puts the service into /service and adds one line to /data/rc.local that runs this script
+# again at every boot (/service is a tmpfs; /data survives firmware updates). Safe to run
+# again. Refuses a config.yaml that fails check-config.
+USAGE="enable.sh [--root DIR]"
+. "$(dirname "$0")/paths.sh"
 
-chmod 0755 "$APP" "$APP/dbus-aggregate-batteries" "$APP/service/run" "$APP/service/log/run"
-chmod 0755 "$APP/plugins"
-chmod 0644 "$APP"/plugins/*.so
-if [ ! -f "$APP/config.yaml" ]; then
-    cp "$APP/config.default.yaml" "$APP/config.yaml"
-    chmod 0644 "$APP/config.yaml"
-    echo "created $APP/config.yaml: edit it, then run: $APP/dbus-aggregate-batteries check-config --config $APP/config.yaml"
-fi
-mkdir -p "$APP/state"
-chmod 0755 "$APP/state"
-
-if ! "$APP/dbus-aggregate-batteries" check-config --config "$APP/config.yaml" >/dev/null; then
-    "$APP/dbus-aggregate-batteries" check-config --config "$APP/config.yaml" || true
-    echo "the configuration has errors: the service is not started"
-    exit 2
+[ -x "$APP/$NAME" ] || die "$APP/$NAME is missing: run install.sh from the bundle first"
+if ! "$APP/$NAME" check-config --config "$APP/config.yaml" --plugins-dir "$APP/plugins"; then
+    die "$APP/config.yaml has errors (above): the service is not enabled"
 fi
 
-if [ ! -e "$SERVICE" ]; then
-    ln -s "$APP/service" "$SERVICE"
+# svscan ignores names that start with a dot: the service appears whole, in one rename.
+if [ -d "$SERVICE" ]; then
+    put "$APP/service/run" "$SERVICE/run" 0755
+    put "$APP/service/log/run" "$SERVICE/log/run" 0755
+    # Started again if someone stopped it with svc -d.
+    if on_device; then svc -u "$SERVICE"; fi
+else
+    mkdir -p "${SERVICE%/*}" || die "cannot create ${SERVICE%/*}"
+    rm -rf "${SERVICE%/*}/.$NAME"
+    mkdir -p "${SERVICE%/*}/.$NAME/log" &&
+        cp "$APP/service/run" "${SERVICE%/*}/.$NAME/run" &&
+        cp "$APP/service/log/run" "${SERVICE%/*}/.$NAME/log/run" &&
+        chmod 0755 "${SERVICE%/*}/.$NAME/run" "${SERVICE%/*}/.$NAME/log/run" &&
+        mv "${SERVICE%/*}/.$NAME" "$SERVICE" || die "cannot create $SERVICE"
 fi
 
-RC=/data/rc.local
-LINE="$APP/enable.sh > /dev/null 2>&1 &"
-if [ ! -f "$RC" ]; then
-    printf '#!/bin/sh\n' > "$RC"
-    chmod 0755 "$RC"
+mkdir -p "${RC_LOCAL%/*}" || die "cannot create ${RC_LOCAL%/*}"
+if [ ! -f "$RC_LOCAL" ]; then
+    printf '#!/bin/sh\n%s\n' "$BOOT_LINE" | put_text "$RC_LOCAL"
+elif ! grep -qxF "$BOOT_LINE" "$RC_LOCAL"; then
+    # Other versions of our line go; the user's own lines stay as they are.
+    { grep -vF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; echo "$BOOT_LINE"; } | put_text "$RC_LOCAL"
+elif [ ! -x "$RC_LOCAL" ]; then
+    # The boot runs rc.local only when it is executable.
+    chmod 0755 "$RC_LOCAL"
 fi
-grep -qxF "$LINE" "$RC" || echo "$LINE" >> "$RC"
-echo "dbus-aggregate-batteries enabled; log: tail -F /var/log/dbus-aggregate-batteries/current | tai64nlocal"
+echo "$NAME enabled; its log: tail -F /var/log/$NAME/current | tai64nlocal"

@@ -69,9 +69,11 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(text)
 }
 
-/// Logs as Venus OS wants them: plain lines without colours or time stamps (multilog stamps
-/// them), at `level`; the bus library's own chatter only from warnings up.
+/// Logs to stdout at `level`, plain lines without colours; the bus library's own chatter only
+/// from warnings up. Time stamps only when stdout is a terminal: under daemontools it is the
+/// pipe to multilog, which stamps every line itself, and so is any other supervisor's.
 pub fn init_logging(level: tracing::Level) {
+    use std::io::IsTerminal;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = Targets::new()
@@ -80,15 +82,24 @@ pub fn init_logging(level: tracing::Level) {
             "zbus",
             LevelFilter::WARN.min(LevelFilter::from_level(level)),
         );
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .without_time()
-                .with_target(false),
-        )
-        .with(filter)
-        .init();
+    let lines = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::io::stdout().is_terminal() {
+        registry.with(lines).init();
+    } else {
+        registry.with(lines.without_time()).init();
+    }
+}
+
+impl Cli {
+    /// The command line of the program `name`, which its usage and `--version` name.
+    pub fn parse_as(name: &'static str) -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().name(name).bin_name(name).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
 }
 
 /// This program's folder: where cargo builds all the programs and plugins, and where they are

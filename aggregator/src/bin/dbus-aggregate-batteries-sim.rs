@@ -1,13 +1,12 @@
 //! The simulator's program: `demo` and `simulate` (the daemon's program hands both over to it,
 //! with the same command line).
 
-use clap::Parser;
 use tracing::Level;
 
-use aggregator::cli::{init_logging, Cli, Command, DAEMON_PROGRAM};
+use aggregator::cli::{init_logging, Cli, Command, DAEMON_PROGRAM, SIMULATOR_PROGRAM};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_as(SIMULATOR_PROGRAM);
     init_logging(Level::INFO);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Demo { duration } => {

@@ -1,0 +1,64 @@
+#!/bin/sh
+# check-bundles.sh: builds both bundles (bundle.sh) and checks each as a device would see it:
+# no program or plugin needs a glibc symbol newer than 2.31 (objdump -T), and under qemu-user
+# the daemon prints --version and loads every plugin of its own bundle (`plugins` refuses
+# none). Installs qemu-user, the targets' C libraries and an objdump when missing.
+set -eu
+REPO=$(cd "$(dirname "$0")/.." && pwd -P)
+cd "$REPO"
+NAME=dbus-aggregate-batteries
+GLIBC_FLOOR=2.31
+
+fail() {
+    echo "check-bundles.sh: $*" >&2
+    exit 1
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=
+for package in qemu-user libc6-armhf-cross libc6-arm64-cross; do
+    dpkg -s "$package" > /dev/null 2>&1 || missing="$missing $package"
+done
+# llvm-objdump reads both ARM flavours; without it, the targets' binutils.
+command -v llvm-objdump > /dev/null 2>&1 ||
+    missing="$missing binutils-arm-linux-gnueabihf binutils-aarch64-linux-gnu"
+if [ -n "$missing" ]; then
+    as_root apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing > /dev/null
+fi
+
+sh install/bundle.sh
+
+VERSION=$(cargo pkgid -p aggregator | sed 's/.*[#@]//')
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+for arch in armv7 aarch64; do
+    case $arch in
+        armv7) qemu=qemu-arm prefix=/usr/arm-linux-gnueabihf binutils=arm-linux-gnueabihf ;;
+        aarch64) qemu=qemu-aarch64 prefix=/usr/aarch64-linux-gnu binutils=aarch64-linux-gnu ;;
+    esac
+    if command -v llvm-objdump > /dev/null 2>&1; then objdump=llvm-objdump; else objdump=$binutils-objdump; fi
+    bundle=$NAME-$VERSION-$arch
+    tar -xzf "dist/$bundle.tar.gz" -C "$WORK"
+    dir=$WORK/$bundle
+    echo "== $bundle.tar.gz"
+    for elf in "$dir/$NAME" "$dir"/plugins/*.so; do
+        newest=$("$objdump" -T "$elf" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+        [ -n "$newest" ] || fail "$elf: $objdump -T shows no GLIBC symbol version"
+        echo "$objdump -T ${elf#"$dir"/}: newest GLIBC_$newest"
+        [ "$(printf '%s\n%s\n' "$newest" "$GLIBC_FLOOR" | sort -V | tail -n 1)" = "$GLIBC_FLOOR" ] ||
+            fail "$elf needs GLIBC_$newest, newer than $GLIBC_FLOOR"
+    done
+    echo "\$ $qemu $NAME --version"
+    QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME" --version || fail "$arch: --version failed"
+    echo "\$ $qemu $NAME plugins --plugins-dir plugins"
+    listing=$(QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME" plugins --plugins-dir "$dir/plugins") ||
+        fail "$arch: plugins failed: $listing"
+    echo "$listing"
+    shipped=$(ls "$dir"/plugins/*.so | wc -l)
+    loaded=$(echo "$listing" | grep -c ' ABI ok ' || true)
+    ! echo "$listing" | grep -q refused || fail "$arch: a plugin was refused"
+    [ "$loaded" -eq "$shipped" ] || fail "$arch: $loaded of $shipped plugins loaded"
+done
+echo "check-bundles.sh: both bundles ok"

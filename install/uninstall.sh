@@ -1,0 +1,23 @@
+#!/bin/sh
+# Disables the service and removes the program, plugins and scripts. config.yaml and the
+# state folder stay for a later install unless --purge is given, which removes the app folder
+# and the logs too.
+USAGE="uninstall.sh [--root DIR] [--purge]"
+TAKES_PURGE=1
+HERE=$(cd "$(dirname "$0")" && pwd -P)
+. "$HERE/paths.sh"
+
+sh "$HERE/disable.sh" --root "$ROOT" || exit $?
+[ -d "$APP" ] || exit 0
+if [ -n "$PURGE" ]; then
+    rm -rf "$APP" "$LOG_DIR" || die "cannot remove $APP"
+    echo "$NAME removed with its config, state and logs"
+else
+    for entry in "$APP"/* "$APP"/.[!.]*; do
+        case ${entry##*/} in
+            config.yaml | state) ;;
+            *) [ ! -e "$entry" ] || rm -rf "$entry" || die "cannot remove $entry" ;;
+        esac
+    done
+    echo "$NAME removed; kept $APP/config.yaml and $APP/state (uninstall.sh --purge removes them)"
+fi
