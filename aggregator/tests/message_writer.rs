@@ -34,7 +34,9 @@ fn hand_written_and_zbus_messages_share_the_socket_whole() {
         .build()
         .unwrap();
     let sender = runtime.block_on(async {
-        let link = aggregator::bus::link_to(bus.address()).await.unwrap();
+        let link = aggregator::bus::connect_with_writer(bus.address())
+            .await
+            .unwrap();
         let writer = link.writer.clone().expect("a Unix socket has a writer");
         let mut tasks = Vec::new();
         for k in 0..EACH {

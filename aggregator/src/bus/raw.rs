@@ -12,13 +12,20 @@
 //! order in which the services sent them: a scan's values are never overwritten by an older
 //! signal, nor does a scan undo a newer one.
 //!
+//! Nothing here waits on the runtime's thread: the handshake runs on a blocking thread
+//! ([`RawConnection::connect_off_runtime`]), reads never wait, and calls are written by a
+//! [`CallSender`] that waits for room asynchronously.
+//!
 //! Only `unix:path=` and `unix:abstract=` addresses (the only kinds Venus OS uses).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bus::socket::MessageWriter;
 use crate::bus::wire::{self, Kind, Message};
 
 /// Longest wait for the bus during the handshake.
@@ -34,16 +41,53 @@ const BUS_PATH: &str = "/org/freedesktop/DBus";
 /// The connection.
 #[derive(Debug)]
 pub struct RawConnection {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     buf: Vec<u8>,
     /// Bytes of `buf` received and not yet parsed.
     filled: usize,
-    serial: u32,
+    calls: CallSender,
     unique_name: String,
+}
+
+/// Sends method calls on a value connection; cheap to clone. Its answers arrive through
+/// [`RawConnection::drain`].
+#[derive(Clone, Debug)]
+pub struct CallSender {
+    writer: MessageWriter,
+    serial: Arc<AtomicU32>,
+}
+
+impl CallSender {
+    /// The serial for a call, taken before the call is sent so that its answer is expected
+    /// before it can arrive.
+    pub fn next_serial(&self) -> u32 {
+        loop {
+            let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if serial != 0 {
+                return serial;
+            }
+        }
+    }
+
+    /// Sends a method call encoded by [`wire::method_call`] with a serial from
+    /// [`CallSender::next_serial`]; `TimedOut` (and nothing sent) when the bus takes nothing of
+    /// it within `limit`.
+    pub async fn send(&self, call: &[u8], limit: Duration) -> io::Result<()> {
+        self.writer.send_within(call, limit).await
+    }
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+/// [`connect_address`] on a blocking thread: connecting waits while the bus's queue of new
+/// connections is full, as it fills when the bus has stopped.
+pub(crate) async fn connect_address_off_runtime(address: &str) -> io::Result<UnixStream> {
+    let address = address.to_string();
+    tokio::task::spawn_blocking(move || connect_address(&address))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// The first usable socket of a D-Bus address (`transport:key=value,…;…`).
@@ -97,8 +141,24 @@ fn unescape(value: &str) -> String {
 }
 
 impl RawConnection {
+    /// [`RawConnection::connect`] on a blocking thread, so that a bus that does not answer
+    /// holds up only this connection, not the runtime.
+    pub async fn connect_off_runtime(
+        address: &str,
+        rules: Vec<String>,
+    ) -> io::Result<RawConnection> {
+        let address = address.to_string();
+        tokio::task::spawn_blocking(move || {
+            let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+            RawConnection::connect(&address, &rules)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     /// Connects, authenticates (EXTERNAL, by our uid), says `Hello` and adds `rules`, waiting
-    /// for each answer, so that every signal the rules match from now on is received.
+    /// for each answer, so that every signal the rules match from now on is received. Blocks
+    /// for up to 5 s per step.
     pub fn connect(address: &str, rules: &[&str]) -> io::Result<RawConnection> {
         let mut stream = connect_address(address)?;
         stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
@@ -118,21 +178,25 @@ impl RawConnection {
             ));
         }
         stream.write_all(b"BEGIN\r\n")?;
+        let stream = Arc::new(stream);
         let mut conn = RawConnection {
-            stream,
+            stream: Arc::clone(&stream),
             buf: vec![0; CHUNK],
             filled: 0,
-            serial: 0,
+            calls: CallSender {
+                writer: MessageWriter::new(stream),
+                serial: Arc::new(AtomicU32::new(0)),
+            },
             unique_name: String::new(),
         };
-        let hello = conn.send(BUS, BUS_PATH, BUS, "Hello", &[])?;
+        let hello = conn.send_during_setup(BUS, BUS_PATH, BUS, "Hello", &[])?;
         let mut unique = None;
         conn.wait_for(hello, |msg| {
             unique = msg.body.string().ok().map(str::to_string);
         })?;
         conn.unique_name = unique.ok_or_else(|| invalid("Hello answered without a name"))?;
         for rule in rules {
-            let serial = conn.send(BUS, BUS_PATH, BUS, "AddMatch", &[rule])?;
+            let serial = conn.send_during_setup(BUS, BUS_PATH, BUS, "AddMatch", &[rule])?;
             conn.wait_for(serial, |_| {})?;
         }
         conn.stream.set_nonblocking(true)?;
@@ -144,8 +208,14 @@ impl RawConnection {
         &self.unique_name
     }
 
-    /// Sends a method call; returns its serial.
-    pub fn send(
+    /// The sender of method calls on this connection.
+    pub fn sender(&self) -> CallSender {
+        self.calls.clone()
+    }
+
+    /// Sends a method call while the socket still blocks (with its time limit); returns its
+    /// serial.
+    fn send_during_setup(
         &mut self,
         destination: &str,
         path: &str,
@@ -153,10 +223,10 @@ impl RawConnection {
         member: &str,
         args: &[&str],
     ) -> io::Result<u32> {
-        self.serial = self.serial.wrapping_add(1).max(1);
-        let bytes = wire::method_call(self.serial, destination, path, interface, member, args);
-        write_patiently(&mut self.stream, &bytes)?;
-        Ok(self.serial)
+        let serial = self.calls.next_serial();
+        let bytes = wire::method_call(serial, destination, path, interface, member, args);
+        (&*self.stream).write_all(&bytes)?;
+        Ok(serial)
     }
 
     /// During set-up (blocking socket): waits for the answer to `serial`; an error answer is
@@ -201,7 +271,7 @@ impl RawConnection {
             let len = self.buf.len() + CHUNK;
             self.buf.resize(len, 0);
         }
-        match self.stream.read(&mut self.buf[self.filled..]) {
+        match (&*self.stream).read(&mut self.buf[self.filled..]) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the bus closed the connection",
@@ -271,26 +341,6 @@ pub(crate) fn write_some(mut stream: &UnixStream, bytes: &[u8]) -> io::Result<Op
     }
 }
 
-/// Writes all of a (small) message on a socket that may be non-blocking: the bus takes it at
-/// once unless it is overloaded, so a full socket is waited for briefly, not polled for.
-fn write_patiently(stream: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    let mut written = 0;
-    while written < bytes.len() {
-        match write_some(stream, &bytes[written..])? {
-            Some(n) => written += n,
-            None if Instant::now() > deadline => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the bus does not take our message",
-                ))
-            }
-            None => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    Ok(())
-}
-
 /// A line of the authentication exchange.
 fn read_line(stream: &mut UnixStream) -> io::Result<String> {
     let mut line = Vec::new();
@@ -299,7 +349,18 @@ fn read_line(stream: &mut UnixStream) -> io::Result<String> {
         if line.len() > 512 {
             return Err(invalid("an authentication line longer than 512 bytes"));
         }
-        match stream.read(&mut byte)? {
+        let read = stream.read(&mut byte).map_err(|err| match err.kind() {
+            // What the read time limit gives.
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the bus did not answer the authentication within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                ),
+            ),
+            _ => err,
+        })?;
+        match read {
             0 => {
                 return Err(invalid(
                     "the bus closed the connection during authentication",
