@@ -84,7 +84,9 @@ const BIG: usize = 64 * 1024;
 fn an_items_changed_the_stopped_bus_does_not_take_is_held_for_the_next() {
     let bus = PrivateBus::start().expect("dbus-daemon");
     let rule = "type='signal',interface='com.victronenergy.BusItem',member='ItemsChanged',path='/'";
-    let mut listener = RawConnection::connect(bus.address(), &[rule]).expect("listener");
+    let mut listener = runtime()
+        .block_on(RawConnection::connect(bus.address(), &[rule]))
+        .expect("listener");
     runtime().block_on(async {
         let connection = aggregator::bus::connect_with_writer(bus.address())
             .await

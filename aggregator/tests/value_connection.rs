@@ -24,9 +24,11 @@ fn rules() -> [String; 2] {
     ]
 }
 
-fn connect(bus: &PrivateBus) -> RawConnection {
+async fn connect(bus: &PrivateBus) -> RawConnection {
     let [a, b] = rules();
-    RawConnection::connect(bus.address(), &[&a, &b]).expect("value connection")
+    RawConnection::connect(bus.address(), &[&a, &b])
+        .await
+        .expect("value connection")
 }
 
 async fn emitter(bus: &PrivateBus) -> zbus::Connection {
@@ -70,7 +72,7 @@ fn drain_until(conn: &mut RawConnection, count: usize) -> Seen {
 #[tokio::test(flavor = "current_thread")]
 async fn signals_wait_in_the_socket_and_are_read_in_order() {
     let bus = PrivateBus::start().expect("dbus-daemon");
-    let mut raw = connect(&bus);
+    let mut raw = connect(&bus).await;
     assert!(raw.unique_name().starts_with(':'), "{}", raw.unique_name());
     let sender = emitter(&bus).await;
     let unique = sender.unique_name().unwrap().to_string();
@@ -128,7 +130,7 @@ async fn a_get_items_answer_comes_in_order_with_the_signals() {
     let sim = aggregator::sim::Simulator::start(bus.address(), scenario)
         .await
         .unwrap();
-    let mut raw = connect(&bus);
+    let mut raw = connect(&bus).await;
     let client = emitter(&bus).await;
     let owner: String = client
         .call_method(
@@ -190,7 +192,7 @@ async fn a_get_items_answer_comes_in_order_with_the_signals() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_bus_that_goes_away_is_an_error() {
     let mut bus = PrivateBus::start().expect("dbus-daemon");
-    let mut raw = connect(&bus);
+    let mut raw = connect(&bus).await;
     bus.stop();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -202,16 +204,18 @@ async fn a_bus_that_goes_away_is_an_error() {
     }
 }
 
-#[test]
-fn an_address_without_a_unix_socket_is_refused_by_name() {
-    let err = RawConnection::connect("tcp:host=localhost,port=1", &[]).unwrap_err();
+#[tokio::test(flavor = "current_thread")]
+async fn an_address_without_a_unix_socket_is_refused_by_name() {
+    let err = RawConnection::connect("tcp:host=localhost,port=1", &[])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("tcp:host=localhost"), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn messages_longer_than_a_read_arrive_whole_and_in_order() {
     let bus = PrivateBus::start().expect("dbus-daemon");
-    let mut raw = connect(&bus);
+    let mut raw = connect(&bus).await;
     let sender = emitter(&bus).await;
     // Each far over the 64 KiB read chunk; the buffer grows for them and shrinks after.
     let long: Vec<String> = (0..3)
@@ -246,7 +250,7 @@ async fn an_abstract_socket_address_is_connected() {
         "{}",
         bus.address()
     );
-    let mut raw = connect(&bus);
+    let mut raw = connect(&bus).await;
     let sender = emitter(&bus).await;
     properties_changed(&sender, "/Soc", Wire::from(55i32)).await;
     let seen = drain_until(&mut raw, 1);
@@ -278,10 +282,10 @@ fn fake_bus(
     (dir, format!("unix:path={}", path.display()), thread)
 }
 
-#[test]
-fn an_authentication_the_bus_refuses_is_an_error_that_says_so() {
+#[tokio::test(flavor = "current_thread")]
+async fn an_authentication_the_bus_refuses_is_an_error_that_says_so() {
     let (_dir, address, bus) = fake_bus(Some("REJECTED EXTERNAL DBUS_COOKIE_SHA1\r\n"));
-    let err = RawConnection::connect(&address, &[]).unwrap_err();
+    let err = RawConnection::connect(&address, &[]).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
     assert!(
         err.to_string()
@@ -297,7 +301,7 @@ fn an_authentication_the_bus_refuses_is_an_error_that_says_so() {
 async fn a_bus_that_never_answers_holds_up_the_connection_not_the_runtime() {
     let (_dir, address, _bus) = fake_bus(None);
     let started = Instant::now();
-    let connecting = RawConnection::connect_off_runtime(&address, Vec::new());
+    let connecting = RawConnection::connect(&address, &[]);
     tokio::pin!(connecting);
     // A timer on this single-threaded runtime keeps its pace while the handshake waits.
     let mut beats = 0;

@@ -53,7 +53,7 @@ pub async fn connect() -> zbus::Result<BusConnection> {
 /// A connection to the bus at `address`: on a [`socket::QuietSocket`] with its writer for the
 /// Unix addresses (every bus on Venus OS), else as zbus connects, without a writer.
 pub async fn connect_with_writer(address: &str) -> zbus::Result<BusConnection> {
-    match raw::connect_address_off_runtime(address).await {
+    match raw::connect_address(address).await {
         Ok(stream) => {
             let socket = socket::QuietSocket::new(stream)?;
             let writer = Some(socket.writer());

@@ -414,7 +414,7 @@ impl Monitor {
         let properties = format!("type='signal',interface='{BUS_ITEM}',member='PropertiesChanged'");
         let items = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
         // Before ListNames: every value a scan misses comes as a signal.
-        let raw = RawConnection::connect_off_runtime(address, vec![properties, items])
+        let raw = RawConnection::connect(address, &[&properties, &items])
             .await
             .map_err(|err| zbus::Error::Failure(format!("value connection to D-Bus: {err}")))?;
         let mut owners =

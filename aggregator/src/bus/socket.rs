@@ -137,7 +137,10 @@ async fn room(stream: &UnixStream) -> io::Result<()> {
     Ok(())
 }
 
-fn register<S: std::os::fd::AsRawFd>(stream: S, interest: Interest) -> io::Result<AsyncFd<S>> {
+pub(crate) fn register<S: std::os::fd::AsRawFd>(
+    stream: S,
+    interest: Interest,
+) -> io::Result<AsyncFd<S>> {
     // SAFETY: the stream is a valid open socket, moved into the `AsyncFd`; it is closed only
     // when its last owner drops it, after the `AsyncFd` has deregistered it.
     unsafe { AsyncFd::register_with_interest(stream, interest) }.map_err(io::Error::from)
