@@ -12,15 +12,7 @@ use support::bus::{
 };
 use support::world::{runtime, World};
 
-const SCENARIO: &str = r#"
-step: 100ms
-jitter: true
-batteries:
-  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
-  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
-segments:
-  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }
-"#;
+use support::TWO_BATTERIES as SCENARIO;
 
 const CONFIG: &str = r#"
 update_interval: 200ms

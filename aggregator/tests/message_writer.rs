@@ -28,13 +28,17 @@ fn text(k: usize) -> String {
 fn hand_written_and_zbus_messages_share_the_socket_whole() {
     let bus = PrivateBus::start().expect("private bus");
     let rule = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
-    let mut listener = RawConnection::connect(bus.address(), &[&rule]).expect("listener");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let mut listener = runtime
+        .block_on(RawConnection::connect(bus.address(), &[&rule]))
+        .expect("listener");
     let sender = runtime.block_on(async {
-        let link = aggregator::bus::link_to(bus.address()).await.unwrap();
+        let link = aggregator::bus::connect_with_writer(bus.address())
+            .await
+            .unwrap();
         let writer = link.writer.clone().expect("a Unix socket has a writer");
         let mut tasks = Vec::new();
         for k in 0..EACH {

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures_lite::StreamExt;
 use zbus::fdo;
@@ -19,12 +20,16 @@ use zbus::zvariant::{Endian, OwnedValue, Value as Wire};
 use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::bus::socket::MessageWriter;
-use crate::bus::variant::{to_wire, Field};
-use crate::bus::{wire, Link};
+use crate::bus::variant::{dbus_string, text_to_wire, to_wire, Field};
+use crate::bus::{wire, BusConnection};
 use aggregator_core::value::Value;
 
 /// The interface of every item, node and root.
 pub const BUS_ITEM: &str = "com.victronenergy.BusItem";
+
+/// Longest wait for a bus that takes no data before an `ItemsChanged` is left for the next
+/// one, so that a stalled bus does not hold up the tick.
+const PUBLISH_WAIT: Duration = Duration::from_millis(500);
 
 /// What a change handler decides about a `SetValue` from outside.
 pub enum SetDecision {
@@ -44,8 +49,9 @@ pub type SetHandler =
 
 /// Answers method calls of other interfaces (the simulated settings' `AddSettings`); returns
 /// `false` when the call is not its business.
-pub type ExtraHandler =
-    Arc<dyn Fn(Exported, Message) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+pub type ExtraHandler = Arc<
+    dyn Fn(BusItemService, Message) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync,
+>;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -100,34 +106,40 @@ struct Shared {
     /// Sends `ItemsChanged` encoded by hand when the connection has a writer.
     writer: Option<(MessageWriter, AtomicU32)>,
     table: Mutex<Table>,
+    /// Paths of an `ItemsChanged` the bus did not take, sent with the next one.
+    unsent: Mutex<Vec<String>>,
+    /// Whether the last `ItemsChanged` was left unsent (logged once per stall).
+    stalled: AtomicBool,
     on_set: Mutex<Option<SetHandler>>,
     extra: Mutex<Option<ExtraHandler>>,
 }
 
-/// A published service's table and connection; cheap to clone.
+/// A service in the BusItem style, answered from its one table of paths; cheap to clone.
 #[derive(Clone)]
-pub struct Exported {
+pub struct BusItemService {
     shared: Arc<Shared>,
 }
 
-impl Exported {
-    /// An empty table on `conn`; nothing is answered until [`Exported::serve`].
+impl BusItemService {
+    /// An empty table on `conn`; nothing is answered until [`BusItemService::serve`].
     pub fn new(conn: Connection) -> Self {
-        Self::on_link(Link { conn, writer: None })
+        Self::with_writer(BusConnection { conn, writer: None })
     }
 
-    /// An empty table on the link's connection, whose writer (if any) sends `ItemsChanged`
+    /// An empty table on the bus connection, whose writer (if any) sends `ItemsChanged`
     /// without zbus's message builder.
-    pub fn on_link(link: Link) -> Self {
+    pub fn with_writer(bus: BusConnection) -> Self {
         let mut table = Table::default();
         table.rebuild_nodes();
         Self {
             shared: Arc::new(Shared {
-                conn: link.conn,
+                conn: bus.conn,
                 // zbus numbers messages up from 1, process-wide; ours count down from the top,
                 // so the two ranges do not meet in the life of a device (2^31 ticks).
-                writer: link.writer.map(|w| (w, AtomicU32::new(u32::MAX))),
+                writer: bus.writer.map(|w| (w, AtomicU32::new(u32::MAX))),
                 table: Mutex::new(table),
+                unsent: Mutex::new(Vec::new()),
+                stalled: AtomicBool::new(false),
                 on_set: Mutex::new(None),
                 extra: Mutex::new(None),
             }),
@@ -189,7 +201,7 @@ impl Exported {
     }
 
     /// Stores new values (without signalling); returns those that changed by Python
-    /// equality or text, for [`Exported::items_changed`].
+    /// equality or text, for [`BusItemService::items_changed`].
     pub fn store(&self, changes: Vec<(String, Value, String)>) -> Vec<String> {
         let mut table = self.table();
         let mut changed = Vec::new();
@@ -222,8 +234,23 @@ impl Exported {
         changed
     }
 
-    /// Emits one `ItemsChanged` on `/` holding these paths (nothing when empty).
+    /// Emits one `ItemsChanged` on `/` holding these paths (nothing when empty). When the bus
+    /// takes no data for [`PUBLISH_WAIT`], the paths are kept and go with the next call.
     pub async fn items_changed(&self, paths: &[String]) -> zbus::Result<()> {
+        let held =
+            std::mem::take(&mut *self.shared.unsent.lock().unwrap_or_else(|p| p.into_inner()));
+        let merged;
+        let paths = if held.is_empty() {
+            paths
+        } else {
+            let fresh: Vec<String> = paths
+                .iter()
+                .filter(|p| !held.contains(p))
+                .cloned()
+                .collect();
+            merged = [held, fresh].concat();
+            merged.as_slice()
+        };
         if paths.is_empty() {
             return Ok(());
         }
@@ -241,10 +268,24 @@ impl Exported {
             let serial = serial.fetch_sub(1, Ordering::Relaxed).max(1);
             let msg =
                 wire::signal_message(serial, "/", BUS_ITEM, "ItemsChanged", "a{sa{sv}}", &body);
-            return writer
-                .send(&msg)
-                .await
-                .map_err(|err| zbus::Error::InputOutput(Arc::new(err)));
+            return match writer.send_within(&msg, PUBLISH_WAIT).await {
+                Ok(()) => {
+                    if self.shared.stalled.swap(false, Ordering::Relaxed) {
+                        tracing::info!("the bus takes data again; held changes sent");
+                    }
+                    Ok(())
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    if !self.shared.stalled.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the bus takes no data; changes held for the next ItemsChanged"
+                        );
+                    }
+                    *self.shared.unsent.lock().unwrap_or_else(|p| p.into_inner()) = paths.to_vec();
+                    Ok(())
+                }
+                Err(err) => Err(zbus::Error::InputOutput(Arc::new(err))),
+            };
         }
         let mut builder = Message::signal("/", BUS_ITEM, "ItemsChanged")?.endian(Endian::Little);
         if let Some(sender) = self.shared.conn.unique_name() {
@@ -342,7 +383,11 @@ impl Exported {
                 conn.reply(&hdr, &to_wire(&value)).await
             }
             (Kind::Leaf, "GetText") => {
-                let text = self.table().items.get(&path).map(|e| e.text.clone());
+                let text = self
+                    .table()
+                    .items
+                    .get(&path)
+                    .map(|e| dbus_string(&e.text).into_owned());
                 conn.reply(&hdr, &text.unwrap_or_default()).await
             }
             (Kind::Leaf, "GetDescription") => conn.reply(&hdr, &"").await,
@@ -365,7 +410,7 @@ impl Exported {
                 let map: HashMap<String, String> = self
                     .table()
                     .below(&path)
-                    .map(|(rel, e)| (rel.to_string(), e.text.clone()))
+                    .map(|(rel, e)| (rel.to_string(), dbus_string(&e.text).into_owned()))
                     .collect();
                 conn.reply(&hdr, &Wire::from(map)).await
             }
@@ -469,7 +514,7 @@ impl Exported {
 fn value_and_text(entry: &Entry) -> HashMap<&'static str, Wire<'static>> {
     HashMap::from([
         ("Value", to_wire(&entry.value)),
-        ("Text", Wire::from(entry.text.clone())),
+        ("Text", text_to_wire(&entry.text)),
     ])
 }
 

@@ -1,6 +1,6 @@
 //! Everything that speaks D-Bus (zbus on tokio), in one module so that the rest stays pure.
 //!
-//! - [`variant`]: values on the wire, both ways.
+//! - [`variant`]: how values go on the wire and what received ones mean, for both encoders.
 //! - [`export`]: a published service in the Venus `BusItem` style (ours and the simulator's).
 //! - [`monitor`]: the cache of other services' values, fed by signals.
 //! - [`client`]: calls to other services (`GetItems`, `SetValue`, settings).
@@ -38,38 +38,38 @@ pub fn address() -> String {
 
 /// A connection and, on a Unix socket, a writer for the messages we encode ourselves on it.
 #[derive(Clone, Debug)]
-pub struct Link {
+pub struct BusConnection {
     /// The zbus connection.
     pub conn: Connection,
     /// Writes to the connection's socket in turn with zbus (none off Unix sockets).
     pub writer: Option<socket::MessageWriter>,
 }
 
-/// A link to the bus of [`address`].
-pub async fn connect() -> zbus::Result<Link> {
-    link_to(&address()).await
+/// A connection to the bus of [`address`], with its writer.
+pub async fn connect() -> zbus::Result<BusConnection> {
+    connect_with_writer(&address()).await
 }
 
-/// A link to the bus at `address`: on a [`socket::QuietSocket`] for the Unix addresses (every
-/// bus on Venus OS), else as zbus connects, without a writer.
-pub async fn link_to(address: &str) -> zbus::Result<Link> {
-    match raw::connect_address(address) {
+/// A connection to the bus at `address`: on a [`socket::QuietSocket`] with its writer for the
+/// Unix addresses (every bus on Venus OS), else as zbus connects, without a writer.
+pub async fn connect_with_writer(address: &str) -> zbus::Result<BusConnection> {
+    match raw::connect_address(address).await {
         Ok(stream) => {
             let socket = socket::QuietSocket::new(stream)?;
             let writer = Some(socket.writer());
             let conn = Builder::socket(socket).build().await?;
-            Ok(Link { conn, writer })
+            Ok(BusConnection { conn, writer })
         }
-        Err(_) => Ok(Link {
+        Err(_) => Ok(BusConnection {
             conn: Builder::address(address)?.build().await?,
             writer: None,
         }),
     }
 }
 
-/// A connection to the bus at `address` (see [`link_to`]).
+/// A connection to the bus at `address` (see [`connect_with_writer`]).
 pub async fn connect_to(address: &str) -> zbus::Result<Connection> {
-    Ok(link_to(address).await?.conn)
+    Ok(connect_with_writer(address).await?.conn)
 }
 
 /// Why a name could not be had.

@@ -25,7 +25,7 @@ use aggregator_core::reading::is_battery_path;
 
 use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
-use crate::bus::raw::RawConnection;
+use crate::bus::raw::{CallSender, RawConnection};
 use crate::bus::variant::Field;
 use crate::bus::wire::{self, Kind};
 
@@ -341,8 +341,9 @@ pub enum Discovery {
 struct Inner {
     conn: Connection,
     own: String,
-    /// Locked before `cache` wherever both are held.
+    /// Locked before `cache` wherever both are held; never across a wait (reads do not wait).
     raw: Mutex<RawConnection>,
+    calls: CallSender,
     broken: AtomicBool,
     cache: Mutex<Cache>,
     events: Mutex<Vec<Discovery>>,
@@ -370,6 +371,7 @@ impl Monitor {
         let items = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
         // Before ListNames: every value a scan misses comes as a signal.
         let raw = RawConnection::connect(address, &[&properties, &items])
+            .await
             .map_err(|err| zbus::Error::Failure(format!("value connection to D-Bus: {err}")))?;
         let mut owners =
             MessageStream::for_match_rule(name_owner, conn, Some(super::STREAM_QUEUE)).await?;
@@ -378,6 +380,7 @@ impl Monitor {
             inner: Arc::new(Inner {
                 conn: conn.clone(),
                 own: own.to_string(),
+                calls: raw.sender(),
                 raw: Mutex::new(raw),
                 broken: AtomicBool::new(false),
                 cache: Mutex::new(Cache::default()),
@@ -437,8 +440,9 @@ impl Monitor {
         self.inner.broken.load(Ordering::Relaxed)
     }
 
-    /// Reads the cache, with everything received so far.
-    pub fn with<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+    /// Takes in everything the value connection received so far ([`Monitor::drain`]), then
+    /// hands the cache to `f`.
+    pub fn drain_then_read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
         self.drain();
         f(&self.cache())
     }
@@ -507,8 +511,8 @@ impl Monitor {
         let Some(owner) = client::name_owner(&self.inner.conn, name).await else {
             return Ok(false);
         };
-        let serial = {
-            let mut raw = self.raw();
+        let serial = self.inner.calls.next_serial();
+        {
             let mut cache = self.cache();
             cache.by_owner.insert(owner.clone(), name.to_string());
             cache.services.insert(
@@ -521,9 +525,7 @@ impl Monitor {
                     scanned: false,
                 },
             );
-            let serial = raw
-                .send(&owner, "/", BUS_ITEM, "GetItems", &[])
-                .map_err(|err| zbus::Error::Failure(format!("GetItems not sent: {err}")))?;
+            // Expected before it is sent: the tick may read the answer first.
             cache.pending.insert(
                 serial,
                 Pending {
@@ -532,8 +534,13 @@ impl Monitor {
                     answer: None,
                 },
             );
-            serial
-        };
+        }
+        let call = wire::method_call(serial, &owner, "/", BUS_ITEM, "GetItems", &[]);
+        let sent = self.inner.calls.send(&call, CALL_TIMEOUT).await;
+        if let Err(err) = sent {
+            self.cache().pending.remove(&serial);
+            return Err(zbus::Error::Failure(format!("GetItems not sent: {err}")));
+        }
         let answer = self.wait_for_answer(serial).await;
         match answer {
             Answer::Scanned => Ok(true),

@@ -44,6 +44,12 @@ impl PrivateBus {
         Self::spawn(dir, &listen)
     }
 
+    /// Starts a bus listening on `listen`, a D-Bus server address (`unix:abstract=…`).
+    pub fn start_listening(listen: &str) -> std::io::Result<PrivateBus> {
+        let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
+        Self::spawn(dir, listen)
+    }
+
     fn spawn(dir: tempfile::TempDir, listen: &str) -> std::io::Result<PrivateBus> {
         let config = dir.path().join("bus.conf");
         std::fs::write(&config, CONFIG.replace("@LISTEN@", listen))?;

@@ -12,13 +12,23 @@
 //! order in which the services sent them: a scan's values are never overwritten by an older
 //! signal, nor does a scan undo a newer one.
 //!
+//! Nothing here waits on the runtime's thread: the connect and the handshake are
+//! asynchronous, reads never wait, and calls are written by a [`CallSender`] that waits for
+//! room asynchronously.
+//!
 //! Only `unix:path=` and `unix:abstract=` addresses (the only kinds Venus OS uses).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::bus::socket::{register, MessageWriter};
 use crate::bus::wire::{self, Kind, Message};
 
 /// Longest wait for the bus during the handshake.
@@ -34,20 +44,50 @@ const BUS_PATH: &str = "/org/freedesktop/DBus";
 /// The connection.
 #[derive(Debug)]
 pub struct RawConnection {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     buf: Vec<u8>,
     /// Bytes of `buf` received and not yet parsed.
     filled: usize,
-    serial: u32,
+    calls: CallSender,
     unique_name: String,
+}
+
+/// Sends method calls on a value connection; cheap to clone. Its answers arrive through
+/// [`RawConnection::drain`].
+#[derive(Clone, Debug)]
+pub struct CallSender {
+    writer: MessageWriter,
+    serial: Arc<AtomicU32>,
+}
+
+impl CallSender {
+    /// The serial for a call, taken before the call is sent so that its answer is expected
+    /// before it can arrive.
+    pub fn next_serial(&self) -> u32 {
+        loop {
+            let serial = self.serial.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if serial != 0 {
+                return serial;
+            }
+        }
+    }
+
+    /// Sends a method call encoded by [`wire::method_call`] with a serial from
+    /// [`CallSender::next_serial`]; `TimedOut` (and nothing sent) when the bus takes nothing of
+    /// it within `limit`.
+    pub async fn send(&self, call: &[u8], limit: Duration) -> io::Result<()> {
+        self.writer.send_within(call, limit).await
+    }
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// The first usable socket of a D-Bus address (`transport:key=value,…;…`).
-pub(crate) fn connect_address(address: &str) -> io::Result<UnixStream> {
+/// The first usable socket of a D-Bus address (`transport:key=value,…;…`), connected without
+/// blocking (a stopped bus's queue of new connections fills); non-blocking, not registered
+/// with the runtime.
+pub(crate) async fn connect_address(address: &str) -> io::Result<UnixStream> {
     let mut last = invalid(format!("no unix socket in the D-Bus address `{address}`"));
     for part in address.split(';').filter(|p| !p.is_empty()) {
         let Some(params) = part.strip_prefix("unix:") else {
@@ -58,14 +98,19 @@ pub(crate) fn connect_address(address: &str) -> io::Result<UnixStream> {
                 continue;
             };
             let value = unescape(value);
-            let attempt = match key {
-                "path" => UnixStream::connect(&value),
+            let addr = match key {
+                "path" => std::os::unix::net::SocketAddr::from_pathname(&value),
                 "abstract" => {
                     use std::os::linux::net::SocketAddrExt;
                     std::os::unix::net::SocketAddr::from_abstract_name(value.as_bytes())
-                        .and_then(|addr| UnixStream::connect_addr(&addr))
                 }
                 _ => continue,
+            };
+            let attempt = match addr {
+                Ok(addr) => tokio::net::UnixStream::connect_addr(&addr.into())
+                    .await
+                    .and_then(|stream| stream.into_std()),
+                Err(err) => Err(err),
             };
             match attempt {
                 Ok(stream) => return Ok(stream),
@@ -98,44 +143,51 @@ fn unescape(value: &str) -> String {
 
 impl RawConnection {
     /// Connects, authenticates (EXTERNAL, by our uid), says `Hello` and adds `rules`, waiting
-    /// for each answer, so that every signal the rules match from now on is received.
-    pub fn connect(address: &str, rules: &[&str]) -> io::Result<RawConnection> {
-        let mut stream = connect_address(address)?;
-        stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
-        stream.set_write_timeout(Some(SETUP_TIMEOUT))?;
+    /// for each answer (5 s at most each), so that every signal the rules match from now on
+    /// is received. The socket is watched by the runtime only for these answers.
+    pub async fn connect(address: &str, rules: &[&str]) -> io::Result<RawConnection> {
+        let stream = Arc::new(connect_address(address).await?);
+        let watched = register(Arc::clone(&stream), Interest::READABLE)?;
+        let mut conn = RawConnection {
+            stream: Arc::clone(&stream),
+            buf: vec![0; CHUNK],
+            filled: 0,
+            calls: CallSender {
+                writer: MessageWriter::new(stream),
+                serial: Arc::new(AtomicU32::new(0)),
+            },
+            unique_name: String::new(),
+        };
         let uid = std::fs::metadata("/proc/self")?.uid();
         let hex: String = uid
             .to_string()
             .bytes()
             .map(|b| format!("{b:02x}"))
             .collect();
-        stream.write_all(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())?;
-        let answer = read_line(&mut stream)?;
+        conn.write_during_setup(format!("\0AUTH EXTERNAL {hex}\r\n").as_bytes())
+            .await?;
+        let answer = within_setup_time(read_line(&watched), "the authentication").await?;
         if !answer.starts_with("OK ") {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("the bus refused authentication: {answer}"),
             ));
         }
-        stream.write_all(b"BEGIN\r\n")?;
-        let mut conn = RawConnection {
-            stream,
-            buf: vec![0; CHUNK],
-            filled: 0,
-            serial: 0,
-            unique_name: String::new(),
-        };
-        let hello = conn.send(BUS, BUS_PATH, BUS, "Hello", &[])?;
+        conn.write_during_setup(b"BEGIN\r\n").await?;
+        let hello = conn.call_during_setup("Hello", &[]).await?;
         let mut unique = None;
-        conn.wait_for(hello, |msg| {
-            unique = msg.body.string().ok().map(str::to_string);
-        })?;
+        within_setup_time(
+            conn.wait_for(&watched, hello, |msg| {
+                unique = msg.body.string().ok().map(str::to_string);
+            }),
+            "Hello",
+        )
+        .await?;
         conn.unique_name = unique.ok_or_else(|| invalid("Hello answered without a name"))?;
         for rule in rules {
-            let serial = conn.send(BUS, BUS_PATH, BUS, "AddMatch", &[rule])?;
-            conn.wait_for(serial, |_| {})?;
+            let serial = conn.call_during_setup("AddMatch", &[rule]).await?;
+            within_setup_time(conn.wait_for(&watched, serial, |_| {}), "AddMatch").await?;
         }
-        conn.stream.set_nonblocking(true)?;
         Ok(conn)
     }
 
@@ -144,34 +196,36 @@ impl RawConnection {
         &self.unique_name
     }
 
-    /// Sends a method call; returns its serial.
-    pub fn send(
-        &mut self,
-        destination: &str,
-        path: &str,
-        interface: &str,
-        member: &str,
-        args: &[&str],
-    ) -> io::Result<u32> {
-        self.serial = self.serial.wrapping_add(1).max(1);
-        let bytes = wire::method_call(self.serial, destination, path, interface, member, args);
-        write_patiently(&mut self.stream, &bytes)?;
-        Ok(self.serial)
+    /// The sender of method calls on this connection.
+    pub fn sender(&self) -> CallSender {
+        self.calls.clone()
     }
 
-    /// During set-up (blocking socket): waits for the answer to `serial`; an error answer is
-    /// an error.
-    fn wait_for(&mut self, serial: u32, mut on_answer: impl FnMut(&Message<'_>)) -> io::Result<()> {
-        let deadline = Instant::now() + SETUP_TIMEOUT;
+    async fn write_during_setup(&self, bytes: &[u8]) -> io::Result<()> {
+        self.calls.writer.send_within(bytes, SETUP_TIMEOUT).await
+    }
+
+    /// Sends a call to the bus daemon during set-up; returns its serial.
+    async fn call_during_setup(&self, member: &str, args: &[&str]) -> io::Result<u32> {
+        let serial = self.calls.next_serial();
+        let bytes = wire::method_call(serial, BUS, BUS_PATH, BUS, member, args);
+        self.write_during_setup(&bytes).await?;
+        Ok(serial)
+    }
+
+    /// During set-up: waits for the answer to `serial`; an error answer is an error.
+    async fn wait_for(
+        &mut self,
+        watched: &AsyncFd<Arc<UnixStream>>,
+        serial: u32,
+        mut on_answer: impl FnMut(&Message<'_>),
+    ) -> io::Result<()> {
         let mut result = None;
         while result.is_none() {
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the bus did not answer",
-                ));
+            if !self.receive_once()? {
+                watched.readable().await?.clear_ready();
+                continue;
             }
-            self.receive_once()?;
             self.parse_all(|msg| {
                 if msg.reply_serial != Some(serial) {
                     return;
@@ -194,14 +248,13 @@ impl RawConnection {
         result.unwrap_or(Ok(()))
     }
 
-    /// Reads once into the buffer (blocking or not, as the socket is set); `Ok(false)` when
-    /// there was nothing to read.
+    /// Reads once into the buffer, without waiting; `Ok(false)` when there was nothing to read.
     fn receive_once(&mut self) -> io::Result<bool> {
         if self.buf.len() - self.filled < CHUNK / 4 {
             let len = self.buf.len() + CHUNK;
             self.buf.resize(len, 0);
         }
-        match self.stream.read(&mut self.buf[self.filled..]) {
+        match (&*self.stream).read(&mut self.buf[self.filled..]) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the bus closed the connection",
@@ -271,41 +324,45 @@ pub(crate) fn write_some(mut stream: &UnixStream, bytes: &[u8]) -> io::Result<Op
     }
 }
 
-/// Writes all of a (small) message on a socket that may be non-blocking: the bus takes it at
-/// once unless it is overloaded, so a full socket is waited for briefly, not polled for.
-fn write_patiently(stream: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    let mut written = 0;
-    while written < bytes.len() {
-        match write_some(stream, &bytes[written..])? {
-            Some(n) => written += n,
-            None if Instant::now() > deadline => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the bus does not take our message",
-                ))
-            }
-            None => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    Ok(())
+/// `step` within [`SETUP_TIMEOUT`], else a `TimedOut` error naming `what` the bus did not
+/// answer.
+async fn within_setup_time<T>(
+    step: impl std::future::Future<Output = io::Result<T>>,
+    what: &str,
+) -> io::Result<T> {
+    tokio::time::timeout(SETUP_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the bus did not answer {what} within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                ),
+            ))
+        })
 }
 
-/// A line of the authentication exchange.
-fn read_line(stream: &mut UnixStream) -> io::Result<String> {
+/// A line of the authentication exchange, read a byte at a time: what follows it is the
+/// messages', read by [`RawConnection::drain`].
+async fn read_line(watched: &AsyncFd<Arc<UnixStream>>) -> io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
         if line.len() > 512 {
             return Err(invalid("an authentication line longer than 512 bytes"));
         }
-        match stream.read(&mut byte)? {
-            0 => {
+        let mut ready = watched.readable().await?;
+        match ready.try_io(|s| (&**s.get_ref()).read(&mut byte)) {
+            Ok(Ok(0)) => {
                 return Err(invalid(
                     "the bus closed the connection during authentication",
                 ))
             }
-            _ => line.push(byte[0]),
+            Ok(Ok(_)) => line.push(byte[0]),
+            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_would_block) => {}
         }
     }
     line.truncate(line.len() - 2);

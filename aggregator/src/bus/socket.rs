@@ -15,6 +15,7 @@
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -29,7 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A connected Unix stream for zbus (`zbus::connection::Builder::socket`).
 #[derive(Debug)]
 pub struct QuietSocket {
-    stream: Arc<AsyncFd<UnixStream>>,
+    stream: Arc<AsyncFd<Arc<UnixStream>>>,
     turn: Arc<Mutex<()>>,
 }
 
@@ -38,7 +39,7 @@ impl QuietSocket {
     pub fn new(stream: UnixStream) -> io::Result<QuietSocket> {
         stream.set_nonblocking(true)?;
         Ok(QuietSocket {
-            stream: Arc::new(register(stream, Interest::READABLE)?),
+            stream: Arc::new(register(Arc::new(stream), Interest::READABLE)?),
             turn: Arc::new(Mutex::new(())),
         })
     }
@@ -46,7 +47,7 @@ impl QuietSocket {
     /// Writes whole messages we encode ourselves to this socket, in turn with zbus's own.
     pub fn writer(&self) -> MessageWriter {
         MessageWriter {
-            stream: Arc::clone(&self.stream),
+            stream: Arc::clone(self.stream.get_ref()),
             turn: Arc::clone(&self.turn),
         }
     }
@@ -58,22 +59,69 @@ impl QuietSocket {
 /// written, so two messages never interleave.
 #[derive(Clone, Debug)]
 pub struct MessageWriter {
-    stream: Arc<AsyncFd<UnixStream>>,
+    stream: Arc<UnixStream>,
     turn: Arc<Mutex<()>>,
 }
 
 impl MessageWriter {
+    /// A writer of its own on a non-blocking stream that is not registered with the runtime
+    /// (the value connection's, which is read only when the daemon wants its values).
+    pub fn new(stream: Arc<UnixStream>) -> MessageWriter {
+        MessageWriter {
+            stream,
+            turn: Arc::new(Mutex::new(())),
+        }
+    }
+
     /// Writes one whole message.
     pub async fn send(&self, message: &[u8]) -> io::Result<()> {
         let _turn = self.turn.lock().await;
         write_whole(&self.stream, message).await
     }
+
+    /// Writes one whole message if the bus starts taking it within `limit`; else nothing of it
+    /// is written and the error is `TimedOut`. A message the bus has begun to take is finished
+    /// by a task of its own, which keeps the socket's turn until then: a message cut short
+    /// would garble every one after it, and the caller does not wait for it.
+    pub async fn send_within(&self, message: &[u8], limit: Duration) -> io::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "the bus takes no data");
+        let turn = tokio::time::timeout_at(deadline, Arc::clone(&self.turn).lock_owned())
+            .await
+            .map_err(timed_out)?;
+        let mut written = 0;
+        while written == 0 && !message.is_empty() {
+            match write_some(&self.stream, message)? {
+                Some(n) => written = n,
+                None => tokio::time::timeout_at(deadline, room(&self.stream))
+                    .await
+                    .map_err(timed_out)??,
+            }
+        }
+        while written < message.len() {
+            match write_some(&self.stream, &message[written..])? {
+                Some(n) => written += n,
+                None => {
+                    let stream = Arc::clone(&self.stream);
+                    let rest = message[written..].to_vec();
+                    tokio::spawn(async move {
+                        let _turn = turn;
+                        if let Err(err) = write_whole(&stream, &rest).await {
+                            tracing::debug!("the rest of a message not written: {err}");
+                        }
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes all of `bytes`, waiting for room whenever the bus is not taking data.
-async fn write_whole(stream: &AsyncFd<UnixStream>, mut bytes: &[u8]) -> io::Result<()> {
+async fn write_whole(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        match write_some(stream.get_ref(), bytes)? {
+        match write_some(stream, bytes)? {
             Some(n) => bytes = &bytes[n..],
             None => room(stream).await?,
         }
@@ -82,16 +130,19 @@ async fn write_whole(stream: &AsyncFd<UnixStream>, mut bytes: &[u8]) -> io::Resu
 }
 
 /// Waits until the socket takes data again, on a descriptor of its own registered for
-/// writing (the main one is registered for reading only).
-async fn room(stream: &AsyncFd<UnixStream>) -> io::Result<()> {
-    let watcher = register(stream.get_ref().try_clone()?, Interest::WRITABLE)?;
+/// writing (the main one is registered for reading only, or not at all).
+async fn room(stream: &UnixStream) -> io::Result<()> {
+    let watcher = register(stream.try_clone()?, Interest::WRITABLE)?;
     let _ready = watcher.writable().await?;
     Ok(())
 }
 
-fn register(stream: UnixStream, interest: Interest) -> io::Result<AsyncFd<UnixStream>> {
-    // SAFETY: the stream is a valid open socket, moved into the `AsyncFd`, which owns it and
-    // closes it only when dropped, after deregistering it.
+pub(crate) fn register<S: std::os::fd::AsRawFd>(
+    stream: S,
+    interest: Interest,
+) -> io::Result<AsyncFd<S>> {
+    // SAFETY: the stream is a valid open socket, moved into the `AsyncFd`; it is closed only
+    // when its last owner drops it, after the `AsyncFd` has deregistered it.
     unsafe { AsyncFd::register_with_interest(stream, interest) }.map_err(io::Error::from)
 }
 
@@ -118,7 +169,7 @@ impl Socket for QuietSocket {
 /// The reading half: buffered reads, woken by the runtime when data arrives.
 #[derive(Debug)]
 pub struct QuietRead {
-    stream: Arc<AsyncFd<UnixStream>>,
+    stream: Arc<AsyncFd<Arc<UnixStream>>>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -136,7 +187,7 @@ impl ReadHalf for QuietRead {
             } = self;
             loop {
                 let mut ready = stream.readable().await?;
-                match ready.try_io(|s| (&mut s.get_ref()).read(buf)) {
+                match ready.try_io(|s| (&mut &**s.get_ref()).read(buf)) {
                     Ok(Ok(n)) => {
                         *end = n;
                         break;
@@ -163,7 +214,7 @@ impl ReadHalf for QuietRead {
 /// The writing half: writes at once, waits for room only when the bus is not taking data.
 #[derive(Debug)]
 pub struct QuietWrite {
-    stream: Arc<AsyncFd<UnixStream>>,
+    stream: Arc<AsyncFd<Arc<UnixStream>>>,
     turn: Arc<Mutex<()>>,
 }
 
@@ -183,7 +234,7 @@ impl WriteHalf for QuietWrite {
             ));
         }
         let _turn = self.turn.lock().await;
-        write_whole(&self.stream, buffer).await?;
+        write_whole(self.stream.get_ref(), buffer).await?;
         Ok(buffer.len())
     }
 

@@ -1,24 +1,121 @@
-//! Values on the wire (VENUS-DBUS.md §1.4): what we send and how we read what others send.
+//! Values on the wire (VENUS-DBUS.md §1.4), the one place that decides how: [`Encoded`] for
+//! what we send, [`Held`] and [`Field::read`] for what we read. zbus's values (here) and the
+//! value connection's hand-written encoder and decoder ([`wire`](crate::bus::wire)) both go
+//! through them, so the two cannot drift apart.
 //!
-//! Sending: a float is `d`, an integer `i` (`x` beyond 32 bits), a text `s`, invalid an empty
-//! `ai`, always directly inside the variant. Reading: every integer width, `d` and `b` are
-//! numbers; any empty array is invalid; anything else is a value of the wrong type.
+//! Sending: a float is `d`, an integer `i` (`x` beyond 32 bits), a text `s` without NUL bytes,
+//! invalid an empty `ai`, always directly inside the variant. Reading: every integer width, `d`
+//! and `b` are numbers; any empty array is invalid; anything else is a value of the wrong type.
+
+use std::borrow::Cow;
 
 use zbus::zvariant::{OwnedValue, Value as Wire};
 
 use aggregator_core::value::Value;
 
+/// A published value as it goes on the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Encoded<'a> {
+    /// `d`.
+    Double(f64),
+    /// `i`: an integer that fits 32 bits.
+    Int32(i32),
+    /// `x`: an integer beyond 32 bits.
+    Int64(i64),
+    /// `s`, as [`dbus_string`] makes it.
+    Str(Cow<'a, str>),
+    /// The Venus invalid value: an empty `ai`.
+    Invalid,
+}
+
+impl<'a> Encoded<'a> {
+    /// How `value` is sent.
+    #[inline]
+    pub fn of(value: &'a Value) -> Encoded<'a> {
+        match value {
+            Value::Invalid => Encoded::Invalid,
+            Value::Float(v) => Encoded::Double(*v),
+            Value::Int(v) => match i32::try_from(*v) {
+                Ok(small) => Encoded::Int32(small),
+                Err(_) => Encoded::Int64(*v),
+            },
+            Value::Text(t) => Encoded::Str(dbus_string(t)),
+        }
+    }
+
+    /// The variant's signature.
+    pub fn signature(&self) -> &'static str {
+        match self {
+            Encoded::Double(_) => "d",
+            Encoded::Int32(_) => "i",
+            Encoded::Int64(_) => "x",
+            Encoded::Str(_) => "s",
+            Encoded::Invalid => "ai",
+        }
+    }
+}
+
+/// A text as a D-Bus string may hold it: without NUL bytes (the bus drops a connection that
+/// sends one), borrowed when there is none.
+#[inline]
+pub fn dbus_string(text: &str) -> Cow<'_, str> {
+    if text.as_bytes().contains(&0) {
+        Cow::Owned(text.replace('\0', ""))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// The variant for a published value.
 pub fn to_wire(value: &Value) -> Wire<'static> {
-    match value {
-        Value::Invalid => Wire::from(Vec::<i32>::new()),
-        Value::Float(v) => Wire::F64(*v),
-        Value::Int(v) => match i32::try_from(*v) {
-            Ok(small) => Wire::I32(small),
-            Err(_) => Wire::I64(*v),
-        },
-        Value::Text(t) => Wire::from(t.clone()),
+    match Encoded::of(value) {
+        Encoded::Invalid => Wire::from(Vec::<i32>::new()),
+        Encoded::Double(v) => Wire::F64(v),
+        Encoded::Int32(v) => Wire::I32(v),
+        Encoded::Int64(v) => Wire::I64(v),
+        Encoded::Str(t) => Wire::from(t.into_owned()),
     }
+}
+
+/// A text (the `Text` of an item) as a string variant.
+pub fn text_to_wire(text: &str) -> Wire<'static> {
+    Wire::from(dbus_string(text).into_owned())
+}
+
+/// What a received variant holds, as a decoder sees it; [`Field::read`] applies the rules.
+#[derive(Clone, Copy, Debug)]
+pub enum Held<'a> {
+    /// `b`.
+    Bool(bool),
+    /// `y`.
+    U8(u8),
+    /// `n`.
+    I16(i16),
+    /// `q`.
+    U16(u16),
+    /// `i`.
+    I32(i32),
+    /// `u`.
+    U32(u32),
+    /// `x`.
+    I64(i64),
+    /// `t`.
+    U64(u64),
+    /// `d`.
+    F64(f64),
+    /// `s`.
+    Str(&'a str),
+    /// An array that is not a dict.
+    Array {
+        /// Whether it has no element.
+        empty: bool,
+    },
+    /// `a{…}`.
+    Dict,
+    /// `(…)`.
+    Structure,
+    /// Any other type (`o`, `g`, `h`).
+    Other,
 }
 
 /// A value read from another service.
@@ -35,26 +132,49 @@ pub enum Field {
 }
 
 impl Field {
-    /// Decodes one variant.
-    pub fn from_wire(value: &Wire<'_>) -> Field {
-        match value {
-            Wire::U8(v) => Field::Number(f64::from(*v)),
-            Wire::Bool(v) => Field::Number(if *v { 1.0 } else { 0.0 }),
-            Wire::I16(v) => Field::Number(f64::from(*v)),
-            Wire::U16(v) => Field::Number(f64::from(*v)),
-            Wire::I32(v) => Field::Number(f64::from(*v)),
-            Wire::U32(v) => Field::Number(f64::from(*v)),
-            Wire::I64(v) => Field::Number(*v as f64),
-            Wire::U64(v) => Field::Number(*v as f64),
-            Wire::F64(v) => Field::Number(*v),
-            Wire::Str(s) => Field::Text(s.as_str().to_string()),
-            Wire::Array(a) if a.is_empty() => Field::Invalid,
-            Wire::Array(_) => Field::Other("a non-empty array"),
-            Wire::Value(inner) => Field::from_wire(inner),
-            Wire::Dict(_) => Field::Other("a dict"),
-            Wire::Structure(_) => Field::Other("a structure"),
-            _ => Field::Other("an unexpected type"),
+    /// The rules of reading: what a variant holding `held` means for a path we read.
+    #[inline]
+    pub fn read(held: Held<'_>) -> Field {
+        match held {
+            Held::Bool(v) => Field::Number(if v { 1.0 } else { 0.0 }),
+            Held::U8(v) => Field::Number(f64::from(v)),
+            Held::I16(v) => Field::Number(f64::from(v)),
+            Held::U16(v) => Field::Number(f64::from(v)),
+            Held::I32(v) => Field::Number(f64::from(v)),
+            Held::U32(v) => Field::Number(f64::from(v)),
+            Held::I64(v) => Field::Number(v as f64),
+            Held::U64(v) => Field::Number(v as f64),
+            Held::F64(v) => Field::Number(v),
+            Held::Str(s) => Field::Text(s.to_string()),
+            Held::Array { empty: true } => Field::Invalid,
+            Held::Array { empty: false } => Field::Other("a non-empty array"),
+            Held::Dict => Field::Other("a dict"),
+            Held::Structure => Field::Other("a structure"),
+            Held::Other => Field::Other("an unexpected type"),
         }
+    }
+
+    /// Decodes one zbus variant.
+    pub fn from_wire(value: &Wire<'_>) -> Field {
+        Field::read(match value {
+            Wire::U8(v) => Held::U8(*v),
+            Wire::Bool(v) => Held::Bool(*v),
+            Wire::I16(v) => Held::I16(*v),
+            Wire::U16(v) => Held::U16(*v),
+            Wire::I32(v) => Held::I32(*v),
+            Wire::U32(v) => Held::U32(*v),
+            Wire::I64(v) => Held::I64(*v),
+            Wire::U64(v) => Held::U64(*v),
+            Wire::F64(v) => Held::F64(*v),
+            Wire::Str(s) => Held::Str(s.as_str()),
+            Wire::Array(a) => Held::Array {
+                empty: a.is_empty(),
+            },
+            Wire::Value(inner) => return Field::from_wire(inner),
+            Wire::Dict(_) => Held::Dict,
+            Wire::Structure(_) => Held::Structure,
+            _ => Held::Other,
+        })
     }
 
     /// Decodes an owned variant.
@@ -128,6 +248,38 @@ mod tests {
         assert_eq!(to_wire(&Value::Int(512)), Wire::I32(512));
         assert_eq!(to_wire(&Value::Int(1 << 40)), Wire::I64(1 << 40));
         assert_eq!(to_wire(&Value::Text("x".into())).value_signature(), "s");
+        assert_eq!(
+            to_wire(&Value::Int(i64::from(i32::MIN))),
+            Wire::I32(i32::MIN)
+        );
+        assert_eq!(
+            to_wire(&Value::Int(i64::from(i32::MAX) + 1)),
+            Wire::I64(1 << 31)
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_left_out_of_every_string() {
+        assert_eq!(
+            to_wire(&Value::Text("Bank\0 A\0".into())),
+            Wire::from("Bank A")
+        );
+        assert_eq!(text_to_wire("5\0V"), Wire::from("5V"));
+        assert!(matches!(dbus_string("plain"), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn the_signature_is_the_one_zbus_gives_the_variant() {
+        for value in [
+            Value::Invalid,
+            Value::Float(1.5),
+            Value::Int(7),
+            Value::Int(1 << 40),
+            Value::Text("t".into()),
+        ] {
+            let signature = Encoded::of(&value).signature();
+            assert_eq!(to_wire(&value).value_signature().to_string(), signature);
+        }
     }
 
     #[test]

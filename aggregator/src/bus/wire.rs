@@ -5,10 +5,15 @@
 //! [`Field`]s, and encoding of the few method calls we send (`Hello`, `AddMatch`, `GetItems`)
 //! and of our `ItemsChanged` signal.
 //!
+//! Which D-Bus type a value is sent as, and what a received variant means, is decided in
+//! [`variant`](crate::bus::variant) ([`Encoded`], [`Field::read`]); this module only puts
+//! those on the wire and takes them off it.
+//!
 //! Everything is bounds-checked: a malformed message is an error naming what is wrong, never a
-//! panic, and nesting is limited as the specification limits it.
+//! panic, and nesting is limited as the specification limits it. Lengths from the wire are
+//! `u32` and summed in `u64`, so the checks hold where `usize` is 32 bits (the ARM devices).
 
-use crate::bus::variant::Field;
+use crate::bus::variant::{dbus_string, Encoded, Field, Held};
 use aggregator_core::value::Value;
 
 /// Longest message accepted (the specification's limit).
@@ -99,13 +104,19 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
             u32::from_le_bytes(bytes)
         }
     };
-    let body = u32_at(4) as usize;
-    let fields = u32_at(12) as usize;
-    let total = align(16 + fields, 8) + body;
-    if fields > MAX_MESSAGE || body > MAX_MESSAGE || total > MAX_MESSAGE {
+    message_len(u32_at(4), u32_at(12)).map(Some)
+}
+
+/// The length of a message whose fixed header gives `body` bytes of body and `fields` bytes of
+/// header fields: the fields padded to 8 after the 16-byte fixed header, then the body.
+fn message_len(body: u32, fields: u32) -> Result<usize, WireError> {
+    let fields_end = 16 + u64::from(fields);
+    let total = fields_end.next_multiple_of(8) + u64::from(body);
+    if total > MAX_MESSAGE as u64 {
         return Err(WireError("longer than the 128 MiB limit"));
     }
-    Ok(Some(total))
+    // At most MAX_MESSAGE, which fits every usize.
+    Ok(total as usize)
 }
 
 /// Parses one whole message (exactly [`frame_len`] bytes).
@@ -397,11 +408,10 @@ impl<'a> Cursor<'a> {
             return Err(WireError("an array longer than 64 MiB"));
         }
         self.align(alignment(element))?;
-        let end = self.pos + len;
-        if end > self.buf.len() {
-            return Err(WireError("an array longer than its message"));
-        }
-        Ok(end)
+        self.pos
+            .checked_add(len)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or(WireError("an array longer than its message"))
     }
 
     /// An `a{s…}` dict: calls `entry` with each key, the cursor at the entry's value.
@@ -480,48 +490,44 @@ impl<'a> Cursor<'a> {
         if complete_type(signature, depth)? != signature.len() {
             return Err(WireError("a variant of more than one type"));
         }
-        let number = |v: f64| Ok(Field::Number(v));
-        match signature[0] {
-            b'y' => number(f64::from(self.u8()?)),
-            b'b' => number(if self.u32()? != 0 { 1.0 } else { 0.0 }),
-            b'n' => number(f64::from(self.u16()? as i16)),
-            b'q' => number(f64::from(self.u16()?)),
-            b'i' => number(f64::from(self.u32()? as i32)),
-            b'u' => number(f64::from(self.u32()?)),
-            b'x' => number(self.u64()? as i64 as f64),
-            b't' => number(self.u64()? as f64),
-            b'd' => number(f64::from_bits(self.u64()?)),
-            b's' => Ok(Field::Text(self.string()?.to_string())),
+        let held = match signature[0] {
+            b'y' => Held::U8(self.u8()?),
+            b'b' => Held::Bool(self.u32()? != 0),
+            b'n' => Held::I16(self.u16()? as i16),
+            b'q' => Held::U16(self.u16()?),
+            b'i' => Held::I32(self.u32()? as i32),
+            b'u' => Held::U32(self.u32()?),
+            b'x' => Held::I64(self.u64()? as i64),
+            b't' => Held::U64(self.u64()?),
+            b'd' => Held::F64(f64::from_bits(self.u64()?)),
+            b's' => Held::Str(self.string()?),
             b'v' => {
                 if depth > MAX_DEPTH {
                     return Err(WireError("nested too deeply"));
                 }
-                self.variant(depth + 1)
+                return self.variant(depth + 1);
             }
             b'a' if signature[1] == b'{' => {
                 self.skip_one(signature, depth)?;
-                Ok(Field::Other("a dict"))
+                Held::Dict
             }
             b'a' => {
                 let start = self.pos;
                 let len = self.u32()?;
                 self.pos = start;
                 self.skip_one(signature, depth)?;
-                Ok(if len == 0 {
-                    Field::Invalid
-                } else {
-                    Field::Other("a non-empty array")
-                })
+                Held::Array { empty: len == 0 }
             }
             b'(' => {
                 self.skip_one(signature, depth)?;
-                Ok(Field::Other("a structure"))
+                Held::Structure
             }
             _ => {
                 self.skip_one(signature, depth)?;
-                Ok(Field::Other("an unexpected type"))
+                Held::Other
             }
-        }
+        };
+        Ok(Field::read(held))
     }
 }
 
@@ -604,9 +610,7 @@ fn message(
 }
 
 /// Encodes the body of `ItemsChanged` (`a{sa{sv}}`, little-endian, as the header must say):
-/// per path its `Value` as [`to_wire`](crate::bus::variant::to_wire) types it (`d`, `i`, `x`
-/// beyond 32 bits, `s`, invalid an empty `ai`) and its `Text`. A NUL byte, which no D-Bus
-/// string may hold, is left out of the string.
+/// per path its `Value` as [`Encoded::of`] sends it, and its `Text`.
 pub fn items_body<'a>(items: impl IntoIterator<Item = (&'a str, &'a Value, &'a str)>) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(1024));
     let outer = w.array_start();
@@ -616,34 +620,7 @@ pub fn items_body<'a>(items: impl IntoIterator<Item = (&'a str, &'a Value, &'a s
         let inner = w.array_start();
         w.pad(8);
         w.string("Value");
-        match value {
-            Value::Invalid => {
-                w.signature("ai");
-                w.pad(4);
-                w.0.extend_from_slice(&0u32.to_le_bytes());
-            }
-            Value::Float(v) => {
-                w.signature("d");
-                w.pad(8);
-                w.0.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Int(v) => match i32::try_from(*v) {
-                Ok(small) => {
-                    w.signature("i");
-                    w.pad(4);
-                    w.0.extend_from_slice(&small.to_le_bytes());
-                }
-                Err(_) => {
-                    w.signature("x");
-                    w.pad(8);
-                    w.0.extend_from_slice(&v.to_le_bytes());
-                }
-            },
-            Value::Text(t) => {
-                w.signature("s");
-                w.string(t);
-            }
-        }
+        w.variant(&Encoded::of(value));
         w.pad(8);
         w.string("Text");
         w.signature("s");
@@ -662,17 +639,37 @@ impl Writer {
         self.0.resize(len, 0);
     }
 
+    /// A string as [`dbus_string`] makes it.
     fn string(&mut self, s: &str) {
+        let s = dbus_string(s);
         self.pad(4);
-        let nuls = s.bytes().filter(|&b| b == 0).count();
-        self.0
-            .extend_from_slice(&((s.len() - nuls) as u32).to_le_bytes());
-        if nuls == 0 {
-            self.0.extend_from_slice(s.as_bytes());
-        } else {
-            self.0.extend(s.bytes().filter(|&b| b != 0));
-        }
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
         self.0.push(0);
+    }
+
+    /// A variant: its signature, then its value.
+    fn variant(&mut self, value: &Encoded<'_>) {
+        self.signature(value.signature());
+        match value {
+            Encoded::Invalid => {
+                self.pad(4);
+                self.0.extend_from_slice(&0u32.to_le_bytes());
+            }
+            Encoded::Double(v) => {
+                self.pad(8);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+            Encoded::Int32(v) => {
+                self.pad(4);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+            Encoded::Int64(v) => {
+                self.pad(8);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+            Encoded::Str(t) => self.string(t),
+        }
     }
 
     /// The length of an array whose elements are 8-aligned (dict entries), to be filled in
@@ -982,6 +979,53 @@ mod tests {
         }
         assert_eq!(
             Body::new(&[0xff, 0xff, 0xff, 0x7f], false).dict_value("Value"),
+            Err(WireError("an array longer than 64 MiB"))
+        );
+    }
+
+    #[test]
+    fn message_lengths_are_checked_at_the_u32_limits() {
+        let limit = "longer than the 128 MiB limit";
+        assert_eq!(message_len(0, 0), Ok(16));
+        assert_eq!(
+            message_len(1, 1),
+            Ok(25),
+            "fields padded to 8, then the body"
+        );
+        let max = MAX_MESSAGE as u32;
+        assert_eq!(message_len(max - 16, 0), Ok(MAX_MESSAGE));
+        assert_eq!(message_len(max - 15, 0), Err(WireError(limit)));
+        assert_eq!(message_len(0, max - 16), Ok(MAX_MESSAGE));
+        assert_eq!(
+            message_len(0, max - 17),
+            Ok(MAX_MESSAGE),
+            "padded up to the limit"
+        );
+        assert_eq!(message_len(0, max - 15), Err(WireError(limit)));
+        // Sums that overflow 32 bits (a 32-bit usize) are refused, not wrapped.
+        assert_eq!(message_len(u32::MAX, 0), Err(WireError(limit)));
+        assert_eq!(message_len(0, u32::MAX), Err(WireError(limit)));
+        assert_eq!(message_len(u32::MAX, u32::MAX), Err(WireError(limit)));
+        assert_eq!(message_len(u32::MAX - 23, 8), Err(WireError(limit)));
+        let mut header = vec![b'l', 4, 0, 1];
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        header.extend_from_slice(&1u32.to_le_bytes());
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(frame_len(&header), Err(WireError(limit)));
+    }
+
+    #[test]
+    fn array_lengths_are_checked_against_the_message() {
+        // 64 MiB exactly passes the length limit, then fails against the 8 bytes there are
+        // (the length and the padding to the entries).
+        let body = [(1u32 << 26).to_le_bytes(), [0; 4]].concat();
+        assert_eq!(
+            Body::new(&body, false).dict_value("Value"),
+            Err(WireError("an array longer than its message"))
+        );
+        let body = ((1u32 << 26) + 1).to_le_bytes();
+        assert_eq!(
+            Body::new(&body, false).dict_value("Value"),
             Err(WireError("an array longer than 64 MiB"))
         );
     }

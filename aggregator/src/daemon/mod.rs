@@ -20,10 +20,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
 use crate::bus::client::{self, SETTINGS};
-use crate::bus::export::{Exported, SetDecision};
+use crate::bus::export::{BusItemService, SetDecision};
 use crate::bus::monitor::{Discovery, Monitor};
 use crate::bus::variant::Field;
-use crate::bus::{self, request_name, Link};
+use crate::bus::{self, request_name, BusConnection};
 use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
@@ -68,7 +68,7 @@ pub fn settings_uid(service_name: &str) -> String {
     }
 }
 
-async fn connect_with_retry() -> Link {
+async fn connect_with_retry() -> BusConnection {
     let mut delay = Duration::from_millis(250);
     let mut logged = false;
     loop {
@@ -148,7 +148,7 @@ struct Daemon {
     uid: String,
     conn: Connection,
     monitor: Monitor,
-    exported: Exported,
+    exported: BusItemService,
     published: Published,
     engine: Engine,
     presence: Presence,
@@ -299,11 +299,11 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
 /// [`attach`] until it works, on a new connection after each failure: a bus too busy to answer
 /// is waited for, never a reason to exit.
 async fn attach_patiently(
-    mut link: Link,
+    mut link: BusConnection,
     own: &str,
     uid: &str,
     published: &Published,
-) -> (Connection, Monitor, Exported) {
+) -> (Connection, Monitor, BusItemService) {
     let mut delay = Duration::from_millis(250);
     loop {
         match attach(&link, own, uid, published).await {
@@ -321,14 +321,14 @@ async fn attach_patiently(
 
 /// Starts reading the bus and serving our objects (the name is requested later, by the tick).
 async fn attach(
-    link: &Link,
+    link: &BusConnection,
     own: &str,
     uid: &str,
     published: &Published,
-) -> zbus::Result<(Monitor, Exported)> {
+) -> zbus::Result<(Monitor, BusItemService)> {
     let conn = &link.conn;
     let monitor = Monitor::start(conn, &bus::address(), own).await?;
-    let exported = Exported::on_link(link.clone());
+    let exported = BusItemService::with_writer(link.clone());
     for (path, item) in published.items() {
         exported.insert(path, item.value.clone(), item.text(), path == CUSTOM_NAME);
     }

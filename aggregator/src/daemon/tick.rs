@@ -218,7 +218,7 @@ impl Daemon {
 
     /// Reads the monitor's cache once.
     fn snapshot(&self) -> BusSnapshot {
-        self.monitor.with(|cache| {
+        self.monitor.drain_then_read(|cache| {
             let mut batteries = Vec::new();
             for (service, s) in cache.of_class(Class::Battery) {
                 let Some(wants_nameplate) = self.members.wants(service) else {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::bus::export::Exported;
+use crate::bus::export::BusItemService;
 use battery::{BatteryModel, Presence};
 use scenario::{solar_name, VEBUS_NAME};
 use service::Service;
@@ -123,7 +123,7 @@ impl World {
         let mut fixed = Vec::new();
         if let Some(spec) = &scenario.settings {
             let (store, items) = SettingsStore::new(spec);
-            let setup = Box::new(move |exported: &Exported| store.install(exported));
+            let setup = Box::new(move |exported: &BusItemService| store.install(exported));
             let service = Service::new(SETTINGS_NAME.to_string(), address, true, Some(setup));
             fixed.push((service, items));
         }

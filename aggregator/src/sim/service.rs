@@ -5,17 +5,17 @@
 
 use std::collections::BTreeSet;
 
-use crate::bus::export::Exported;
+use crate::bus::export::BusItemService;
 use crate::bus::{connect_to, release_name, request_name};
 use crate::sim::battery::Item;
 use crate::sim::scenario::Signals;
 
 /// Prepares a service's table before it is served (installs handlers).
-pub(crate) type Setup = Box<dyn Fn(&Exported) + Send + Sync>;
+pub(crate) type Setup = Box<dyn Fn(&BusItemService) + Send + Sync>;
 
 /// A service while it is on the bus.
 struct Live {
-    exported: Exported,
+    exported: BusItemService,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -62,7 +62,7 @@ impl Service {
         let conn = connect_to(&self.address)
             .await
             .map_err(|err| format!("{}: cannot connect to {}: {err}", self.name, self.address))?;
-        let exported = Exported::new(conn);
+        let exported = BusItemService::new(conn);
         if let Some(setup) = &self.setup {
             setup(&exported);
         }

@@ -4,8 +4,8 @@
 //! `ClassAndVrmInstance` allocation that hands out the next free device instance.
 //!
 //! The settings live in one table here (type, value, default, limits); the published service
-//! mirrors the values. `SetValue` arrives through [`Exported::on_set`], the
-//! `com.victronenergy.Settings` methods through [`Exported::on_other`].
+//! mirrors the values. `SetValue` arrives through [`BusItemService::on_set`], the
+//! `com.victronenergy.Settings` methods through [`BusItemService::on_other`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +14,7 @@ use zbus::fdo;
 use zbus::message::Message;
 use zbus::zvariant::{OwnedValue, Value as Wire};
 
-use crate::bus::export::{path_and_member, Exported, SetDecision};
+use crate::bus::export::{path_and_member, BusItemService, SetDecision};
 use crate::bus::variant::{to_wire, Field};
 use crate::sim::battery::Item;
 use crate::sim::scenario::{valid_object_path, SettingsSpec};
@@ -182,7 +182,7 @@ impl SettingsStore {
     }
 
     /// Installs the handlers on the published service (before it is served).
-    pub(crate) fn install(self: &Arc<Self>, exported: &Exported) {
+    pub(crate) fn install(self: &Arc<Self>, exported: &BusItemService) {
         let store = self.clone();
         exported.on_set(Arc::new(move |path, field| {
             let decision = store.set_value(&path, &field);
@@ -303,7 +303,7 @@ impl SettingsStore {
     /// Adds a setting and publishes it when it is new.
     async fn add_and_publish(
         &self,
-        exported: &Exported,
+        exported: &BusItemService,
         path: &str,
         kind: Option<Kind>,
         fields: [&Field; 3],
@@ -320,7 +320,7 @@ impl SettingsStore {
     }
 
     /// Answers a `com.victronenergy.Settings` call; `false` when it is not one.
-    async fn answer(&self, exported: &Exported, msg: &Message) -> bool {
+    async fn answer(&self, exported: &BusItemService, msg: &Message) -> bool {
         let hdr = msg.header();
         if hdr.interface().map(|i| i.as_str()) != Some(SETTINGS_INTERFACE) {
             return false;
@@ -424,7 +424,7 @@ impl SettingsStore {
     /// picks the setting's type, optional `min`, `max`, `silent`.
     async fn add_one(
         &self,
-        exported: &Exported,
+        exported: &BusItemService,
         object: &str,
         entry: &HashMap<String, OwnedValue>,
     ) -> HashMap<String, Wire<'static>> {
@@ -513,7 +513,11 @@ fn class_and_instance(value: &Value) -> Option<(String, i64)> {
     Some((class.to_string(), instance.trim().parse().ok()?))
 }
 
-async fn invalid_args(exported: &Exported, msg: &Message, err: zbus::Error) -> zbus::Result<()> {
+async fn invalid_args(
+    exported: &BusItemService,
+    msg: &Message,
+    err: zbus::Error,
+) -> zbus::Result<()> {
     exported
         .connection()
         .reply_dbus_error(

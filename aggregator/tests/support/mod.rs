@@ -55,6 +55,18 @@ pub fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Two 16-cell LFP batteries of 280 Ah at 60 %, 20 A out of each, their values moving a little
+/// every step.
+pub const TWO_BATTERIES: &str = r#"
+step: 100ms
+jitter: true
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+segments:
+  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }
+"#;
+
 pub mod bus {
     //! The daemon as a child process on a private bus, and a plain zbus client to read it.
 
