@@ -515,6 +515,26 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
             ("SCAN_TRIALS", "no counterpart: devices are found"),
         ],
     );
+    // 0.1 gave no cell count: check-config asks for it before an own strategy runs (a bank of
+    // packs that publish none would otherwise get limits made from 0 cells).
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let refused = program(&[
+        "check-config",
+        "--config",
+        &out.display().to_string(),
+        "--plugins-dir",
+        &plugins.path().display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    assert!(
+        stdout(&refused).contains("batteries.cells: strategy lto-cv computes its limits"),
+        "{}",
+        stdout(&refused)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let text = text.replacen("batteries:\n", "batteries:\n  cells: 22\n", 1);
+    assert!(text.contains("  cells: 22\n"), "{text}");
+    std::fs::write(&out, text).unwrap();
     check_config_passes(&out, "lto-cv", "victron");
 
     // 3.4 in pass-through mode with a SmartShunt on the loads.

@@ -114,9 +114,14 @@ impl BankMembers {
         presence: &mut Presence,
         readings: &BTreeMap<String, BatteryReading>,
     ) {
+        // A pack's count is the first it publishes: one that changes later is a glitch that
+        // presence holds the pack through, not another nominal voltage.
         for (service, known) in &mut self.known {
-            if let Some(n) = readings.get(service).and_then(|r| r.cells_per_battery) {
-                known.cells = u32::try_from(n).ok();
+            if known.cells.is_none() {
+                known.cells = readings
+                    .get(service)
+                    .and_then(|r| r.cells_per_battery)
+                    .and_then(|n| u32::try_from(n).ok());
             }
         }
         let bank = self.bank_cells();
