@@ -244,3 +244,57 @@ fn plugins_lists_kind_version_and_abi_status() {
         "{text}"
     );
 }
+
+#[test]
+fn an_own_strategy_without_a_cell_count_is_refused_and_pass_through_is_not() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let (_dir, path) = broken(&[("  cells: 22\n", "")]);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "batteries.cells: strategy lfp-balancing computes its limits from the cell count: \
+             set batteries.cells"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // The pass-through takes the packs' own limits: no count needed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "batteries: { product_name: [SerialBattery, Pylontech] }\n\
+         current_source: { plugin: bms }\n\
+         strategy: { plugin: serialbattery }\n\
+         soc: { source: 279 }\n\
+         safety: { max_cell_voltage: 3.6, max_charge_current: 100, max_discharge_current: 100 }\n",
+    )
+    .unwrap();
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn a_bad_soc_source_or_product_name_is_named() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let (_dir, path) = broken(&[("  own_counter: true\n", "  source: [1, 2]\n")]);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("soc.source: expected counter, batteries, or a battery monitor"),
+        "{}",
+        stdout(&out)
+    );
+    let (_dir, path) = broken(&[(
+        "  product_name: SerialBattery\n",
+        "  product_name: [\"\"]\n",
+    )]);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("batteries.product_name: must not be empty"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -94,6 +94,9 @@ fn around(feed_in: Option<i64>) -> TickInputs {
     TickInputs {
         cells: CELLS,
         expected: 2,
+        left_out: Vec::new(),
+        dc_sources: Vec::new(),
+        monitor_soc: None,
         vebus: Vec::new(),
         solar_chargers: Vec::new(),
         smartshunts: Vec::new(),

@@ -64,16 +64,21 @@ fn imported(from: &Path, state_from: Option<&Path>) -> (tempfile::TempDir, PathB
     (dir, out, stdout(&result))
 }
 
-/// `check-config` of the real binary with the real plugins; returns its output.
-fn check_config_passes(config: &Path, strategy: &str, source: &str) {
+/// `check-config` of the real binary with the real plugins.
+fn check_config(config: &Path) -> Output {
     let plugins = plugins_dir_with(&PLUGIN_FILES);
-    let out = program(&[
+    program(&[
         "check-config",
         "--config",
         &config.display().to_string(),
         "--plugins-dir",
         &plugins.path().display().to_string(),
-    ]);
+    ])
+}
+
+/// `check-config` passes, naming the plugins.
+fn check_config_passes(config: &Path, strategy: &str, source: &str) {
+    let out = check_config(config);
     let text = stdout(&out);
     assert_eq!(
         out.status.code(),
@@ -515,6 +520,19 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
             ("SCAN_TRIALS", "no counterpart: devices are found"),
         ],
     );
+    // 0.1 gave no cell count: check-config asks for it before an own strategy runs (a bank of
+    // packs that publish none would otherwise get limits made from 0 cells).
+    let refused = check_config(&out);
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    assert!(
+        stdout(&refused).contains("batteries.cells: strategy lto-cv computes its limits"),
+        "{}",
+        stdout(&refused)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let text = text.replacen("batteries:\n", "batteries:\n  cells: 22\n", 1);
+    assert!(text.contains("  cells: 22\n"), "{text}");
+    std::fs::write(&out, text).unwrap();
     check_config_passes(&out, "lto-cv", "victron");
 
     // 3.4 in pass-through mode with a SmartShunt on the loads.

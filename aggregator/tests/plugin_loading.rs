@@ -338,9 +338,25 @@ fn strategy_plugin(name: &str) -> String {
     )
 }
 
+/// The minor version before ours, `None` at a major's first version (x.0).
+fn previous_minor() -> Option<String> {
+    let minor: i64 = plugin_api::ABI_VERSION.split('.').nth(1)?.parse().ok()?;
+    (minor > 0).then(|| abi_moved(0, -1))
+}
+
+/// At a major's first version there is no older minor: what stands in for it is the major
+/// before, which must be refused naming both versions (its types are not ours).
+fn assert_previous_major_refused(name: &str) {
+    let previous = abi_moved(-1, 0);
+    let (_dir, path) = build_plugin(&previous, |api| api, name, &strategy_plugin(name));
+    assert_refused_naming(&path, &previous);
+}
+
 #[test]
 fn a_plugin_of_the_minor_abi_before_ours_loads_with_the_defaults_of_what_it_lacks() {
-    let previous = abi_moved(0, -1);
+    let Some(previous) = previous_minor() else {
+        return assert_previous_major_refused("previous-major");
+    };
     let (_dir, path) = build_plugin(
         &previous,
         without_appended_fields,
@@ -359,8 +375,11 @@ fn a_plugin_of_the_minor_abi_before_ours_loads_with_the_defaults_of_what_it_lack
 
 #[test]
 fn a_plugin_of_an_older_minor_abi_with_a_changed_type_is_refused() {
+    let Some(previous) = previous_minor() else {
+        return assert_previous_major_refused("previous-major-changed");
+    };
     let (_dir, path) = build_plugin(
-        &abi_moved(0, -1),
+        &previous,
         |api| with_a_wider_plugin_kind(without_appended_fields(api)),
         "previous-abi-changed",
         &strategy_plugin("previous-abi-changed"),

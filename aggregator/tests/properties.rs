@@ -467,6 +467,9 @@ fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = TickInputs> 
             move |(multi, chargers, low_soc, feed_in, day, dt_s)| TickInputs {
                 cells,
                 expected,
+                left_out: Vec::new(),
+                dc_sources: Vec::new(),
+                monitor_soc: None,
                 vebus: vec![VebusView {
                     service: "com.victronenergy.vebus.ttyS4".into(),
                     connected: Some(1).into(),
@@ -629,7 +632,7 @@ fn check_outcome(
                 .map(|(k, v)| (aggregator_core::published::cell_path(&b.name, k + 1), *v))
         })
         .collect();
-    published.update(outcome, run.cells, &cell_paths);
+    published.update(outcome, &[], run.cells, &cell_paths);
     for (path, item) in published.items() {
         if let Value::Float(v) = item.value {
             prop_assert!(v.is_finite(), "{} is published as {}", path, v);

@@ -43,9 +43,9 @@ pub struct BatteryView {
     pub installed_capacity_ah: f64,
     /// `/Soc` in percent.
     pub soc_pct: ROption<f64>,
-    /// `/System/MaxCellVoltage`.
+    /// `/System/MaxCellVoltage`; NaN for a pack that publishes no cell data.
     pub max_cell_voltage_v: f64,
-    /// `/System/MinCellVoltage`.
+    /// `/System/MinCellVoltage`; NaN for a pack that publishes no cell data.
     pub min_cell_voltage_v: f64,
     /// `/Voltages/Cell1` … `/Voltages/Cell<N>`, index 0 = cell 1.
     pub cell_voltages_v: RVec<ROption<f64>>,

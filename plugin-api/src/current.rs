@@ -38,6 +38,90 @@ pub enum ShuntClass {
     DcLoad,
 }
 
+/// The Venus service class of a DC device other than a Multi/Quattro or a solar charger.
+///
+/// Every class publishes `/Dc/0/Current`; the host turns each sign into one, so
+/// [`DcSourceView::current_a`] is always positive = into the battery bank.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DcClass {
+    /// `com.victronenergy.multi.*` (Multi RS): positive = charging the bank, as published.
+    Multi,
+    /// `com.victronenergy.inverter.*` (Inverter RS, Phoenix): negative while inverting, as
+    /// published.
+    Inverter,
+    /// `com.victronenergy.charger.*` (AC chargers): the sum of `/Dc/0..2/Current` (one per
+    /// output), positive = into the bank, as published.
+    Charger,
+    /// `com.victronenergy.dcdc.*` (Orion XS): its output, positive = into the bank, as
+    /// published.
+    Dcdc,
+    /// `com.victronenergy.alternator.*`: positive = into the bank, as published.
+    Alternator,
+    /// `com.victronenergy.dcsource.*` (a shunt on a DC source): positive = into the bank, as
+    /// published.
+    DcSource,
+    /// `com.victronenergy.dcload.*` (a shunt on a DC load): published positive = drawn by the
+    /// load, so the host negates it.
+    DcLoad,
+    /// `com.victronenergy.dcsystem.*` (a shunt on the DC system): published positive = drawn
+    /// by the system, so the host negates it.
+    DcSystem,
+}
+
+impl DcClass {
+    /// Every class, in the order the host lists devices.
+    pub const ALL: [DcClass; 8] = [
+        DcClass::Multi,
+        DcClass::Inverter,
+        DcClass::Charger,
+        DcClass::Dcdc,
+        DcClass::Alternator,
+        DcClass::DcSource,
+        DcClass::DcLoad,
+        DcClass::DcSystem,
+    ];
+
+    /// The class part of the service name: `multi` in `com.victronenergy.multi.ttyS2`; also
+    /// the name a plugin's config uses for it.
+    pub fn service_class(self) -> &'static str {
+        match self {
+            DcClass::Multi => "multi",
+            DcClass::Inverter => "inverter",
+            DcClass::Charger => "charger",
+            DcClass::Dcdc => "dcdc",
+            DcClass::Alternator => "alternator",
+            DcClass::DcSource => "dcsource",
+            DcClass::DcLoad => "dcload",
+            DcClass::DcSystem => "dcsystem",
+        }
+    }
+
+    /// The class of a service-name class part (`dcdc`), if it is one of these.
+    pub fn from_service_class(class: &str) -> Option<DcClass> {
+        DcClass::ALL
+            .into_iter()
+            .find(|c| c.service_class() == class)
+    }
+}
+
+/// A DC device of a [`DcClass`] on the bus.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct DcSourceView {
+    /// D-Bus service name.
+    pub service: RString,
+    /// Its class.
+    pub class: DcClass,
+    /// `/DeviceInstance` (the VRM instance).
+    pub device_instance: ROption<i32>,
+    /// `/CustomName`, empty when unset.
+    pub custom_name: RString,
+    /// Its DC current, A, **positive = into the battery bank** whatever the class publishes
+    /// (see [`DcClass`]); `RNone` when invalid.
+    pub current_a: ROption<f64>,
+}
+
 /// A SmartShunt.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
@@ -73,13 +157,18 @@ pub enum DeviceRef {
 }
 
 impl DeviceRef {
+    /// True when the device of this VRM instance and custom name is the one this entry names.
+    pub fn names(&self, device_instance: ROption<i32>, custom_name: &str) -> bool {
+        match self {
+            DeviceRef::Instance(instance) => device_instance == ROption::RSome(*instance),
+            DeviceRef::Name(name) => custom_name == name,
+        }
+    }
+
     /// True when `shunt` is the one this entry names. A name may match several shunts (two
     /// shunts with the same custom name); an instance matches only a shunt that has one.
     pub fn matches(&self, shunt: &ShuntView) -> bool {
-        match self {
-            DeviceRef::Instance(instance) => shunt.device_instance == ROption::RSome(*instance),
-            DeviceRef::Name(name) => shunt.custom_name.as_str() == name,
-        }
+        self.names(shunt.device_instance, &shunt.custom_name)
     }
 
     /// Records an error under `key` for a value that can never match: a negative instance or
@@ -113,6 +202,11 @@ pub struct CurrentInputs {
     pub solar_chargers: RVec<SolarChargerView>,
     /// Every SmartShunt on the bus, battery monitors first, each group by service name.
     pub smartshunts: RVec<ShuntView>,
+    /// Every other DC device on the bus (Multi RS, inverters, chargers, Orion XS,
+    /// alternators, DC sources, loads and systems), in [`DcClass::ALL`] order, each class by
+    /// service name. A SmartShunt in DC-meter mode is both here (as `DcLoad`) and in
+    /// `smartshunts`: a plugin counts it once.
+    pub dc_sources: RVec<DcSourceView>,
 }
 
 /// A bank current and power.

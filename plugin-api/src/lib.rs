@@ -108,6 +108,7 @@
 //! |---------|-------------|
 //! | 1.0 | `name` … `new_current_source` (the prefix) |
 //! | 1.1 | `needs_battery_limits` appended (missing: false) |
+//! | 2.0 | breaking: [`CurrentInputs`] gains `dc_sources` (every other Venus DC device, one list with a [`DcClass`], so the next class is a new variant of a 2.x, not a new field); plugins of 1.x are refused |
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
@@ -134,7 +135,8 @@ use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trai
 pub use bank::{BankView, BatteryState, BatteryView};
 pub use config::{parse_checked, parse_config, Checker, PluginConfig};
 pub use current::{
-    CurrentInputs, DeviceRef, Measurement, ShuntClass, ShuntView, SolarChargerView, VebusView,
+    CurrentInputs, DcClass, DcSourceView, DeviceRef, Measurement, ShuntClass, ShuntView,
+    SolarChargerView, VebusView,
 };
 pub use curve::interpolate;
 pub use date::LocalDate;

@@ -30,8 +30,8 @@
 use abi_stable::std_types::{ROption, RString, RVec};
 
 use crate::{
-    BankView, BatteryState, BatteryView, CurrentInputs, LocalDate, ShuntClass, ShuntView,
-    SolarChargerView, VebusView,
+    BankView, BatteryState, BatteryView, CurrentInputs, DcClass, DcSourceView, LocalDate,
+    ShuntClass, ShuntView, SolarChargerView, VebusView,
 };
 
 /// Builds a [`BatteryView`].
@@ -371,6 +371,7 @@ impl CurrentInputsBuilder {
             vebus: RVec::new(),
             solar_chargers: RVec::new(),
             smartshunts: RVec::new(),
+            dc_sources: RVec::new(),
         })
     }
 
@@ -417,6 +418,22 @@ impl CurrentInputsBuilder {
             device_instance: ROption::RSome(instance),
             custom_name: name.into(),
             current_a: ROption::RSome(current_a),
+        });
+        self
+    }
+
+    /// A DC device of this class and current (positive = into the bank; `None` = invalid).
+    pub fn dc_source(mut self, class: DcClass, current_a: Option<f64>) -> Self {
+        let n = self.0.dc_sources.len();
+        self.0.dc_sources.push(DcSourceView {
+            service: RString::from(format!(
+                "com.victronenergy.{}.ttyS{n}",
+                class.service_class()
+            )),
+            class,
+            device_instance: ROption::RSome(300 + n as i32),
+            custom_name: RString::new(),
+            current_a: current_a.into(),
         });
         self
     }

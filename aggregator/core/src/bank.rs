@@ -41,11 +41,13 @@ pub struct Merged {
     pub soc_pct: Option<f64>,
     /// `/TimeToGo` weighted by installed capacity; invalid if any battery's is.
     pub time_to_go_s: Option<f64>,
-    /// Sum of `/Capacity`; invalid if any battery's is.
+    /// Sum of `/Capacity` (installed × SoC for a battery without it); invalid if any
+    /// battery has neither.
     pub capacity_ah: Option<f64>,
     /// Sum of `/InstalledCapacity`.
     pub installed_capacity_ah: f64,
-    /// Sum of `/ConsumedAmphours`, as a value ≤ 0.
+    /// Sum of `/ConsumedAmphours` (installed − remaining for a battery without it), as a
+    /// value ≤ 0.
     pub consumed_ah: Option<f64>,
     /// Highest cell voltage and its id.
     pub max_cell_voltage: Option<Extreme>,
@@ -112,9 +114,9 @@ pub fn merge(members: &[Member<'_>]) -> Merged {
         voltages_sum_v: mean_all(readings().map(BatteryReading::voltages_sum_or_cells)),
         soc_pct: weighted(members, |r| r.soc_pct, false),
         time_to_go_s: weighted(members, |r| r.time_to_go_s, true),
-        capacity_ah: sum_all(readings().map(|r| r.capacity_ah)),
+        capacity_ah: sum_all(readings().map(BatteryReading::capacity_or_from_soc)),
         installed_capacity_ah: installed,
-        consumed_ah: sum_all(readings().map(|r| r.consumed_ah.map(|c| -c.abs()))),
+        consumed_ah: sum_all(readings().map(|r| r.consumed_or_from_capacity().map(|c| -c.abs()))),
         max_cell_voltage,
         min_cell_voltage,
         max_cell_temperature: extreme(members, Pick::Max, |r| {

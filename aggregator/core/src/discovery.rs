@@ -8,9 +8,10 @@ use serde::Deserialize;
 /// Which battery-class services belong to the bank (`batteries:` in `config.yaml`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
-    /// A battery's `/ProductName` must contain this.
-    pub product_name: String,
+    /// A battery's `/ProductName` must contain one of these.
+    pub product_name: Vec<String>,
     /// Only these batteries (by `/CustomName`, `/Serial`, `/DeviceInstance` or service name).
+    /// A service named here by its service name is a battery whatever its product name.
     pub include: Vec<Selector>,
     /// Never these batteries.
     pub exclude: Vec<Selector>,
@@ -26,6 +27,42 @@ pub enum Selector {
     Name(String),
 }
 
+/// `batteries.product_name`: one text or a list of them.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(from = "OneOrMany")]
+pub struct ProductNames(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a product name (text) or a list of product names"
+)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for ProductNames {
+    fn from(value: OneOrMany) -> Self {
+        match value {
+            OneOrMany::One(name) => ProductNames(vec![name]),
+            OneOrMany::Many(names) => ProductNames(names),
+        }
+    }
+}
+
+/// Product names of Victron's battery monitors, which publish in the battery class but are
+/// no BMS: SmartShunt, BMV and Lynx Shunt.
+const MONITOR_PRODUCTS: [&str; 3] = ["SmartShunt", "BMV", "Lynx Shunt"];
+
+/// Whether a battery-class service is a battery monitor (a shunt), not a BMS: Victron counts
+/// a battery as a BMS by its `/Info/MaxChargeVoltage`, which a monitor never publishes; the
+/// product names catch a monitor whose driver publishes the path anyway.
+pub fn is_battery_monitor(product_name: Option<&str>, publishes_charge_voltage: bool) -> bool {
+    !publishes_charge_voltage
+        || product_name.is_some_and(|p| MONITOR_PRODUCTS.iter().any(|m| p.contains(m)))
+}
+
 /// The nameplate paths of a `com.victronenergy.battery.*` service.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Nameplate {
@@ -37,6 +74,8 @@ pub struct Nameplate {
     pub serial: Option<String>,
     /// `/DeviceInstance`.
     pub device_instance: Option<i64>,
+    /// Whether the service publishes `/Info/MaxChargeVoltage` at all (valid or not).
+    pub publishes_charge_voltage: bool,
 }
 
 /// What a battery-class service is to us.
@@ -44,8 +83,9 @@ pub struct Nameplate {
 pub enum Role {
     /// A battery of the bank, with its display name.
     Battery(String),
-    /// A SmartShunt in battery-monitor mode (a current source, never a battery).
-    SmartShunt,
+    /// A battery monitor (SmartShunt, BMV, Lynx Shunt): a current and SoC source, never a
+    /// battery.
+    Monitor,
     /// Not ours: with the reason, for one debug line.
     Ignored(String),
     /// Not decidable yet (no `/ProductName`): look again later.
@@ -79,12 +119,23 @@ impl Roster {
         let Some(product) = &nameplate.product_name else {
             return Role::Unknown;
         };
-        if product.contains("SmartShunt") {
-            return Role::SmartShunt;
+        if is_battery_monitor(Some(product), nameplate.publishes_charge_voltage) {
+            return Role::Monitor;
         }
-        if !product.contains(self.rules.product_name.as_str()) {
+        let included_by_service = self
+            .rules
+            .include
+            .iter()
+            .any(|s| matches!(s, Selector::Name(name) if name == service));
+        if !included_by_service
+            && !self
+                .rules
+                .product_name
+                .iter()
+                .any(|name| product.contains(name.as_str()))
+        {
             return Role::Ignored(format!(
-                "/ProductName `{product}` does not contain `{}`",
+                "/ProductName `{product}` contains none of {:?}",
                 self.rules.product_name
             ));
         }
@@ -136,7 +187,7 @@ mod tests {
     impl Default for Rules {
         fn default() -> Self {
             Self {
-                product_name: "SerialBattery".into(),
+                product_name: vec!["SerialBattery".into()],
                 include: Vec::new(),
                 exclude: Vec::new(),
             }
@@ -151,6 +202,7 @@ mod tests {
             custom_name: custom.map(Into::into),
             serial: serial.map(Into::into),
             device_instance: Some(instance),
+            publishes_charge_voltage: true,
         }
     }
 
@@ -201,14 +253,25 @@ mod tests {
         let mut r = Roster::new(Rules::default(), OWN);
         let shunt = Nameplate {
             product_name: Some("SmartShunt 500A/50mV".into()),
+            publishes_charge_voltage: true,
             ..Default::default()
         };
         assert_eq!(
             r.classify("com.victronenergy.battery.ttyS5", &shunt),
-            Role::SmartShunt
+            Role::Monitor
+        );
+        // By role: no charge voltage, whatever the product is called.
+        let bmv = Nameplate {
+            product_name: Some("Battery monitor".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            r.classify("com.victronenergy.battery.ttyS6", &bmv),
+            Role::Monitor
         );
         let lynx = Nameplate {
             product_name: Some("Lynx Smart BMS".into()),
+            publishes_charge_voltage: true,
             ..Default::default()
         };
         assert!(matches!(
@@ -217,6 +280,36 @@ mod tests {
         ));
         assert!(matches!(
             r.classify(OWN, &serialbattery(None, None, 0)),
+            Role::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn product_names_are_a_list_and_a_service_can_be_included_by_name() {
+        let can = Nameplate {
+            product_name: Some("Pylontech battery".into()),
+            publishes_charge_voltage: true,
+            ..Default::default()
+        };
+        let socketcan = "com.victronenergy.battery.socketcan_can1";
+        let mut r = Roster::new(
+            Rules {
+                product_name: vec!["SerialBattery".into(), "Pylontech".into()],
+                ..Rules::default()
+            },
+            OWN,
+        );
+        assert!(matches!(r.classify(socketcan, &can), Role::Battery(_)));
+        let mut r = Roster::new(
+            Rules {
+                include: vec![Selector::Name(socketcan.into())],
+                ..Rules::default()
+            },
+            OWN,
+        );
+        assert!(matches!(r.classify(socketcan, &can), Role::Battery(_)));
+        assert!(matches!(
+            r.classify("com.victronenergy.battery.socketcan_can0", &can),
             Role::Ignored(_)
         ));
         assert_eq!(

@@ -11,8 +11,8 @@
 
 use abi_stable::std_types::{ROption, RVec};
 use plugin_api::{
-    BankView, BatteryState, BatteryView, CurrentInputs, CurrentSourceBox, LocalDate, ShuntView,
-    SocReset, SolarChargerView, StrategyBox, StrategyOutput, VebusView,
+    BankView, BatteryState, BatteryView, CurrentInputs, CurrentSourceBox, DcSourceView, LocalDate,
+    ShuntView, SocReset, SolarChargerView, StrategyBox, StrategyOutput, VebusView,
 };
 
 use crate::bank::{merge, Member, Merged};
@@ -41,12 +41,21 @@ pub struct TickInputs {
     pub cells: u32,
     /// Batteries the bank should have.
     pub expected: u32,
+    /// Batteries left out of the merge for their cell count (another nominal voltage):
+    /// counted as not online.
+    pub left_out: Vec<String>,
     /// Multis/Quattros.
     pub vebus: Vec<VebusView>,
     /// Solar chargers.
     pub solar_chargers: Vec<SolarChargerView>,
     /// SmartShunts, battery monitors first.
     pub smartshunts: Vec<ShuntView>,
+    /// Every other DC device (Multi RS, inverters, chargers, Orion XS, alternators, DC
+    /// sources, loads, systems), current positive = into the bank.
+    pub dc_sources: Vec<DcSourceView>,
+    /// `/Soc` of the battery monitor `soc.source` names: published instead of the counter's
+    /// or the batteries' SoC while valid.
+    pub monitor_soc: Option<f64>,
     /// `/SystemState/LowSoc` of `com.victronenergy.system`.
     pub low_soc: Option<i64>,
     /// `/Settings/CGwacs/OvervoltageFeedIn` now.
@@ -85,6 +94,8 @@ pub struct Outcome {
     pub online: u32,
     /// Names of the lost batteries.
     pub lost: Vec<String>,
+    /// Names of the batteries left out for their cell count.
+    pub left_out: Vec<String>,
     /// Expected batteries never found (`batteries.expected` minus those known): a degraded
     /// bank as if they were lost (SPEC §2).
     pub missing: u32,
@@ -135,12 +146,13 @@ struct BankSnapshot {
     active: usize,
     online: u32,
     lost: Vec<String>,
+    left_out: Vec<String>,
     /// Expected batteries never found.
     missing: u32,
 }
 
 impl BankSnapshot {
-    fn of(batteries: &[Battery], expected: u32) -> Self {
+    fn of(batteries: &[Battery], expected: u32, left_out: &[String]) -> Self {
         let active: Vec<Member<'_>> = batteries
             .iter()
             .filter(|b| b.state != BatteryState::Lost)
@@ -158,19 +170,20 @@ impl BankSnapshot {
             .filter(|b| b.state == BatteryState::Lost)
             .map(|b| b.name.clone())
             .collect();
-        let known = u32::try_from(batteries.len()).unwrap_or(u32::MAX);
+        let known = u32::try_from(batteries.len() + left_out.len()).unwrap_or(u32::MAX);
         BankSnapshot {
             merged: merge(&active),
             active: active.len(),
             online,
             lost,
+            left_out: left_out.to_vec(),
             missing: expected.saturating_sub(known),
         }
     }
 
-    /// A battery lost or an expected one never found (SPEC §4).
+    /// A battery lost, left out or an expected one never found (SPEC §4).
     fn degraded(&self) -> bool {
-        !self.lost.is_empty() || self.missing > 0
+        !self.lost.is_empty() || !self.left_out.is_empty() || self.missing > 0
     }
 }
 
@@ -180,6 +193,19 @@ struct SocOutputs {
     capacity_ah: Option<f64>,
     consumed_ah: Option<f64>,
     time_to_go_s: Option<f64>,
+}
+
+/// SoC and what goes with it from a battery monitor's `/Soc`, over the bank's capacity; the
+/// time to go stays the batteries'.
+fn monitor_soc(soc_pct: f64, merged: &Merged) -> SocOutputs {
+    let installed = merged.installed_capacity_ah;
+    let remaining = installed * soc_pct / 100.0;
+    SocOutputs {
+        soc_pct: Some(soc_pct),
+        capacity_ah: Some(remaining),
+        consumed_ah: Some(-(installed - remaining).abs()),
+        time_to_go_s: merged.time_to_go_s,
+    }
 }
 
 /// The tick's owner of plugins, counter, envelope and feed-in memory.
@@ -314,7 +340,7 @@ impl Engine {
     /// requests and mode, each a step below.
     pub fn tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Outcome {
         let mut events = Vec::new();
-        let bank = BankSnapshot::of(batteries, inputs.expected);
+        let bank = BankSnapshot::of(batteries, inputs.expected, &inputs.left_out);
         // Nothing to compute from: fail safe without asking the plugins (a bank with no
         // battery is not a plugin fault).
         if bank.active == 0 {
@@ -334,11 +360,15 @@ impl Engine {
         let mut save_state = false;
         let feed_in_write = self.carry_out(&result, &bank, inputs, &mut save_state);
         let mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
-        let soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
+        let mut soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
+        if let Some(soc_pct) = inputs.monitor_soc.filter(|s| s.is_finite()) {
+            soc = monitor_soc(soc_pct, &bank.merged);
+        }
         Outcome {
             merged: bank.merged,
             online: bank.online,
             lost: bank.lost,
+            left_out: bank.left_out,
             missing: bank.missing,
             current_a,
             power_w,
@@ -364,6 +394,7 @@ impl Engine {
             merged: bank.merged,
             online: bank.online,
             lost: bank.lost,
+            left_out: bank.left_out,
             missing: bank.missing,
             current_a: None,
             power_w: None,
@@ -516,6 +547,9 @@ impl Engine {
         if !bank.lost.is_empty() {
             mode = format!("{mode}; battery lost");
         }
+        for name in &bank.left_out {
+            mode = format!("{mode}; battery {name} left out (another cell count)");
+        }
         if bank.missing > 0 {
             mode = format!("{mode}; {} of {expected} batteries not found", bank.missing);
         }
@@ -582,6 +616,7 @@ impl Engine {
             vebus: inputs.vebus.clone().into(),
             solar_chargers: inputs.solar_chargers.clone().into(),
             smartshunts: inputs.smartshunts.clone().into(),
+            dc_sources: inputs.dc_sources.clone().into(),
         };
         let result = self.current_source.as_mut().map(|c| c.measure(&inputs));
         let measured = match result.map(|r| r.into_result()) {
@@ -763,6 +798,9 @@ mod tests {
         TickInputs {
             cells: 16,
             expected: 1,
+            left_out: Vec::new(),
+            dc_sources: Vec::new(),
+            monitor_soc: None,
             vebus: Vec::new(),
             solar_chargers: Vec::new(),
             smartshunts: Vec::new(),

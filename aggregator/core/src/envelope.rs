@@ -94,7 +94,12 @@ impl SafetyEnvelope {
 
     /// Applies the envelope to a strategy result (`Err` = the plugin's error or panic text).
     pub fn apply(&mut self, result: Result<&StrategyOutput, &str>, bank: BankFacts) -> Enforced {
-        let cvl_max = f64::from(bank.cells) * self.bounds.max_cell_voltage_v;
+        // An unknown cell count (0) gives no voltage bound: a bound of 0 V would stop every
+        // charge of a pass-through bank whose packs publish no count.
+        let cvl_max = match bank.cells {
+            0 => f64::INFINITY,
+            cells => f64::from(cells) * self.bounds.max_cell_voltage_v,
+        };
         let checked = result.map_err(str::to_string).and_then(|out| {
             let finite = |name: &str, v: f64| {
                 if v.is_finite() {
@@ -287,6 +292,15 @@ mod tests {
                 dcl_a: 0.0
             }
         );
+    }
+
+    #[test]
+    fn an_unknown_cell_count_bounds_no_voltage() {
+        let mut e = SafetyEnvelope::new(BOUNDS);
+        let unknown = BankFacts { cells: 0, ..BANK };
+        let enforced = e.apply(Ok(&out(55.2, 50.0, 50.0)), unknown);
+        assert_eq!(enforced.limits.cvl_v, 55.2);
+        assert!(enforced.clamped.is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod engine;
 pub mod envelope;
 pub mod feedin;
+pub mod listing;
 pub mod presence;
 pub mod published;
 pub mod reading;

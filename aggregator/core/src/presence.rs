@@ -169,6 +169,11 @@ impl Presence {
         report
     }
 
+    /// Forgets a battery (left out of the bank): it is not held, lost or counted.
+    pub fn forget(&mut self, service: &str) {
+        self.entries.remove(service);
+    }
+
     /// The batteries for the engine, ordered by service name; those never complete are left
     /// out (they have nothing to contribute and count as missing).
     pub fn batteries(&self) -> Vec<Battery> {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::bank::{Extreme, Merged};
 use crate::engine::Outcome;
+use crate::listing::BankListing;
+use crate::presence::Battery;
 use crate::reading::{alarm_paths, ALARM_BMS_CABLE};
 use crate::value::TextFormat::{self, Fixed, Plain};
 use crate::value::Value;
@@ -46,7 +48,13 @@ pub struct DeviceInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Published {
     items: BTreeMap<String, Item>,
+    listing: BankListing,
 }
+
+/// `/System/Batteries`: one JSON entry per pack (see [`BankListing`]).
+pub const BATTERIES: &str = "/System/Batteries";
+/// `/System/BatteriesOnline`: `n/m`.
+pub const BATTERIES_ONLINE: &str = "/System/BatteriesOnline";
 
 /// The one writeable path.
 pub const CUSTOM_NAME: &str = "/CustomName";
@@ -85,6 +93,9 @@ impl Published {
         for path in alarm_paths() {
             published.set(path, Value::Invalid, Plain);
         }
+        for path in [BATTERIES, BATTERIES_ONLINE] {
+            published.set(path, Value::Invalid, Plain);
+        }
         published
     }
 
@@ -114,10 +125,11 @@ impl Published {
         }
     }
 
-    /// Fills the paths from a tick; returns the paths that changed, sorted.
+    /// Fills the paths from a tick and its batteries; returns the paths that changed, sorted.
     pub fn update(
         &mut self,
         outcome: &Outcome,
+        batteries: &[Battery],
         cells: u32,
         cell_paths: &[(String, Option<f64>)],
     ) -> Vec<String> {
@@ -132,7 +144,11 @@ impl Published {
         };
         let mut alarms = outcome.merged.alarms;
         // A battery lost or never found, or none online or held at all (SPEC §4).
-        if !outcome.lost.is_empty() || outcome.missing > 0 || outcome.merged.count == 0 {
+        if !outcome.lost.is_empty()
+            || !outcome.left_out.is_empty()
+            || outcome.missing > 0
+            || outcome.merged.count == 0
+        {
             alarms[ALARM_BMS_CABLE] = Some(alarms[ALARM_BMS_CABLE].unwrap_or(0).max(2));
         }
         let mut changed = Vec::new();
@@ -149,6 +165,21 @@ impl Published {
         for (path, voltage) in cell_paths {
             if self.set(path, Value::float(*voltage), Fixed(3, "V")) {
                 changed.push(path.clone());
+            }
+        }
+        let (listing, online) = self
+            .listing
+            .update(batteries, &outcome.left_out, outcome.missing);
+        if listing {
+            let json = Value::Text(self.listing.json().to_string());
+            if self.set(BATTERIES, json, Plain) {
+                changed.push(BATTERIES.to_string());
+            }
+        }
+        if online {
+            let text = Value::Text(self.listing.online_text().to_string());
+            if self.set(BATTERIES_ONLINE, text, Plain) {
+                changed.push(BATTERIES_ONLINE.to_string());
             }
         }
         changed.sort();
@@ -326,6 +357,7 @@ mod tests {
             },
             online: 2,
             lost: Vec::new(),
+            left_out: Vec::new(),
             missing: 0,
             current_a: Some(-5.5),
             power_w: Some(-286.55),
@@ -364,7 +396,7 @@ mod tests {
     #[test]
     fn a_tick_fills_values_with_texts_and_reports_only_changes() {
         let mut p = Published::new(&device());
-        let changed = p.update(&outcome(), 16, &[]);
+        let changed = p.update(&outcome(), &[], 16, &[]);
         assert!(changed.contains(&"/Dc/0/Voltage".to_string()));
         assert_eq!(p.get("/Dc/0/Voltage").unwrap().text(), "52.10V");
         assert_eq!(p.get("/Info/MaxChargeVoltage").unwrap().text(), "55.20V");
@@ -380,19 +412,22 @@ mod tests {
 
         let mut next = outcome();
         next.current_a = Some(-6.0);
-        assert_eq!(p.update(&next, 16, &[]), vec!["/Dc/0/Current".to_string()]);
-        assert!(p.update(&next, 16, &[]).is_empty());
+        assert_eq!(
+            p.update(&next, &[], 16, &[]),
+            vec!["/Dc/0/Current".to_string()]
+        );
+        assert!(p.update(&next, &[], 16, &[]).is_empty());
     }
 
     #[test]
     fn a_lost_battery_raises_the_cable_alarm_and_no_battery_keeps_the_voltage() {
         let mut p = Published::new(&device());
-        p.update(&outcome(), 16, &[]);
+        p.update(&outcome(), &[], 16, &[]);
         let mut lost = outcome();
         lost.lost = vec!["Bat2".into()];
         lost.merged.voltage_v = None;
         lost.merged.count = 0;
-        p.update(&lost, 16, &[]);
+        p.update(&lost, &[], 16, &[]);
         assert_eq!(p.get("/Alarms/BmsCable").unwrap().value, Value::Int(2));
         assert_eq!(p.get("/Dc/0/Voltage").unwrap().text(), "52.10V");
     }
@@ -401,7 +436,7 @@ mod tests {
     fn cell_paths_are_sanitised() {
         assert_eq!(cell_path("Bank A (left)", 3), "/Voltages/BankAleft_Cell3");
         let mut p = Published::new(&device());
-        let changed = p.update(&outcome(), 16, &[(cell_path("Bat1", 1), Some(3.3))]);
+        let changed = p.update(&outcome(), &[], 16, &[(cell_path("Bat1", 1), Some(3.3))]);
         assert!(changed.contains(&"/Voltages/Bat1_Cell1".to_string()));
         assert_eq!(p.get("/Voltages/Bat1_Cell1").unwrap().text(), "3.300V");
     }

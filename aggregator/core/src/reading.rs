@@ -132,8 +132,8 @@ pub const BATTERY_PATHS: [BatteryPath; 31] = [
     path!("/System/MinCellTemperature", number min_cell_temperature_c, Optional),
     path!("/System/MaxTemperatureCellId", text max_temperature_cell_id),
     path!("/System/MinTemperatureCellId", text min_temperature_cell_id),
-    path!("/System/MaxCellVoltage", number max_cell_voltage_v, Always),
-    path!("/System/MinCellVoltage", number min_cell_voltage_v, Always),
+    path!("/System/MaxCellVoltage", number max_cell_voltage_v, Optional),
+    path!("/System/MinCellVoltage", number min_cell_voltage_v, Optional),
     path!("/System/MaxVoltageCellId", text max_voltage_cell_id),
     path!("/System/MinVoltageCellId", text min_voltage_cell_id),
     path!("/Voltages/Sum", number voltages_sum_v, Optional),
@@ -277,8 +277,9 @@ impl std::fmt::Display for Unusable {
 }
 
 impl BatteryReading {
-    /// Checks that the reading can be merged (SPEC §3): voltage, current, installed capacity
-    /// (above 0) and min/max cell voltage valid and finite, the three BMS limits too when the
+    /// Checks that the reading can be merged (SPEC §3): voltage, current and installed
+    /// capacity (above 0) valid and finite (cell data is optional: CAN packs often publish
+    /// none), the three BMS limits too when the
     /// strategy passes them through, and the BMS connected. A battery that puts garbage on the
     /// bus (a text where a number belongs, NaN, infinity) anywhere we read is not trusted at
     /// all: one such value in the merge would make the bank's SoC, cells or limits NaN.
@@ -353,6 +354,18 @@ impl BatteryReading {
             .or(self.voltage_v)
     }
 
+    /// `/Capacity`, else installed capacity × SoC (packs that publish no remaining Ah).
+    pub fn capacity_or_from_soc(&self) -> Option<f64> {
+        self.capacity_ah
+            .or_else(|| Some(self.installed_capacity_ah? * self.soc_pct? / 100.0))
+    }
+
+    /// `/ConsumedAmphours`, else installed capacity − remaining capacity.
+    pub fn consumed_or_from_capacity(&self) -> Option<f64> {
+        self.consumed_ah
+            .or_else(|| Some(self.installed_capacity_ah? - self.capacity_or_from_soc()?))
+    }
+
     /// `/Dc/0/Power`, else voltage × current.
     pub fn power_or_product(&self) -> Option<f64> {
         self.power_w
@@ -396,6 +409,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pack_without_cell_data_or_capacity_passes_and_derives_its_capacity() {
+        let pack = BatteryReading {
+            voltage_v: Some(52.0),
+            current_a: Some(-5.0),
+            installed_capacity_ah: Some(100.0),
+            soc_pct: Some(40.0),
+            ..Default::default()
+        };
+        assert_eq!(pack.check(false), Ok(()));
+        assert_eq!(pack.capacity_or_from_soc(), Some(40.0));
+        assert_eq!(pack.consumed_or_from_capacity(), Some(60.0));
+    }
+
+    #[test]
     fn names_the_path_at_fault() {
         let mut r = complete();
         r.voltage_v = Some(f64::NAN);
@@ -407,10 +434,10 @@ mod tests {
         r.installed_capacity_ah = Some(0.0);
         assert_eq!(r.check(false).unwrap_err().path, "/InstalledCapacity");
         let mut r = complete();
-        r.min_cell_voltage_v = None;
+        r.current_a = None;
         assert_eq!(
             r.check(false).unwrap_err().to_string(),
-            "/System/MinCellVoltage is invalid"
+            "/Dc/0/Current is invalid"
         );
         assert_eq!(
             complete().check(true).unwrap_err().path,

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use aggregator_core::reading::is_battery_path;
+use plugin_api::DcClass;
 
 use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
@@ -38,8 +39,11 @@ pub enum Class {
     Vebus,
     /// `com.victronenergy.solarcharger.*`.
     SolarCharger,
-    /// `com.victronenergy.dcload.*`: DC-meter SmartShunts.
+    /// `com.victronenergy.dcload.*`: DC-meter SmartShunts and other DC load meters.
     Dcload,
+    /// The other DC devices that put current into the bank or take it out: Multi RS,
+    /// inverters, chargers, Orion XS, alternators, DC sources and DC systems.
+    Dc(DcClass),
     /// `com.victronenergy.settings`.
     Settings,
     /// `com.victronenergy.system`.
@@ -58,7 +62,7 @@ impl Class {
             "dcload" => Some(Class::Dcload),
             "settings" if rest == "settings" => Some(Class::Settings),
             "system" if rest == "system" => Some(Class::System),
-            _ => None,
+            other => DcClass::from_service_class(other).map(Class::Dc),
         }
     }
 
@@ -73,8 +77,12 @@ impl Class {
         }
         match self {
             Class::Battery => is_battery_path(path),
-            Class::Vebus | Class::SolarCharger | Class::Dcload => {
-                matches!(path, "/Dc/0/Current" | "/Dc/0/Voltage")
+            Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_) => {
+                // A charger has up to three outputs.
+                matches!(
+                    path,
+                    "/Dc/0/Current" | "/Dc/0/Voltage" | "/Dc/1/Current" | "/Dc/2/Current"
+                )
             }
             Class::Settings => {
                 path == FEED_IN_SETTING
@@ -608,6 +616,14 @@ mod tests {
             Some(Class::Settings)
         );
         assert_eq!(Class::of("com.victronenergy.system"), Some(Class::System));
+        assert_eq!(
+            Class::of("com.victronenergy.dcdc.ttyS9"),
+            Some(Class::Dc(DcClass::Dcdc))
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.dcsystem.ttyS9"),
+            Some(Class::Dc(DcClass::DcSystem))
+        );
         assert_eq!(Class::of("com.victronenergy.systemcalc"), None);
         assert_eq!(Class::of("com.victronenergy.grid.cgwacs"), None);
         assert_eq!(Class::of("org.freedesktop.DBus"), None);

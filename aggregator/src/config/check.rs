@@ -113,6 +113,21 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
         &mut errors,
         |p, json| p.new_current_source(json),
     );
+    // An own strategy computes its voltages from the cell count; a pass-through one does not
+    // need it. Packs may not publish one (CAN BMSs), so check-config asks for it.
+    let own_strategy = scan
+        .find(&config.strategy.plugin, PluginKind::Strategy)
+        .is_some_and(|p| !p.needs_battery_limits);
+    if !to_run && own_strategy && config.batteries.cells.is_none() {
+        errors.push(source.error(
+            "batteries.cells",
+            format!(
+                "strategy {} computes its limits from the cell count: set batteries.cells \
+                 (packs on CAN often publish no /System/NrOfCellsPerBattery)",
+                config.strategy.plugin
+            ),
+        ));
+    }
     if !to_run {
         let strategy_failed = strategy.as_ref().and_then(|s| s.as_ref().err());
         let source_failed = current_source.as_ref().and_then(|c| c.as_ref().err());

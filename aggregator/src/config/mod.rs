@@ -10,9 +10,10 @@ pub mod check;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aggregator_core::discovery::{Rules, Selector};
+use aggregator_core::discovery::{ProductNames, Rules, Selector};
 use aggregator_core::engine::{OnLost, Settings};
 use aggregator_core::envelope::Bounds;
+use plugin_api::DeviceRef;
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration.
@@ -50,8 +51,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Batteries {
-    /// A battery's `/ProductName` must contain this.
-    pub product_name: String,
+    /// A battery's `/ProductName` must contain this text, or one of these texts.
+    pub product_name: ProductNames,
     /// Batteries in the bank; `None`: every battery seen since start.
     pub expected: Option<u32>,
     /// Cells in series per battery; `None`: taken from the batteries.
@@ -76,7 +77,7 @@ pub struct Batteries {
 impl Default for Batteries {
     fn default() -> Self {
         Self {
-            product_name: "SerialBattery".into(),
+            product_name: ProductNames(vec!["SerialBattery".into()]),
             expected: None,
             cells: None,
             include: Vec::new(),
@@ -92,7 +93,7 @@ impl Default for Batteries {
 impl From<&Batteries> for Rules {
     fn from(b: &Batteries) -> Self {
         Rules {
-            product_name: b.product_name.clone(),
+            product_name: b.product_name.0.clone(),
             include: b.include.clone(),
             exclude: b.exclude.clone(),
         }
@@ -110,7 +111,7 @@ impl From<&Config> for Settings {
                 plugin_failures: safety.plugin_failures,
             },
             on_lost: config.batteries.on_lost,
-            own_counter: config.soc.own_counter,
+            own_counter: config.soc.counter(),
             efficiency: config.soc.efficiency,
             save_precision: config.soc.save_precision,
         }
@@ -128,11 +129,37 @@ pub struct PluginChoice {
     pub config: serde_json::Value,
 }
 
+/// `soc.source`: where the published SoC comes from.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "expected counter, batteries, or a battery monitor by VRM device instance \
+                 (integer) or custom name (string)"
+)]
+pub enum SocSource {
+    /// `counter` or `batteries`.
+    Own(SocKeyword),
+    /// A SmartShunt, BMV or Lynx Shunt whose `/Soc` is published.
+    Monitor(DeviceRef),
+}
+
+/// The words `soc.source` takes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SocKeyword {
+    /// The own Coulomb counter.
+    Counter,
+    /// The packs' SoC weighted by installed capacity.
+    Batteries,
+}
+
 /// `soc:`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Soc {
-    /// Publish the own Coulomb counter instead of the BMSs' SoC.
+    /// Where the SoC comes from; `None`: as `own_counter` says.
+    pub source: Option<SocSource>,
+    /// Publish the own Coulomb counter instead of the BMSs' SoC (`source` wins).
     pub own_counter: bool,
     /// Factor on charging Ah.
     pub efficiency: f64,
@@ -140,9 +167,28 @@ pub struct Soc {
     pub save_precision: f64,
 }
 
+impl Soc {
+    /// Whether the own counter's SoC is the one published.
+    pub fn counter(&self) -> bool {
+        match &self.source {
+            None => self.own_counter,
+            Some(source) => *source == SocSource::Own(SocKeyword::Counter),
+        }
+    }
+
+    /// The battery monitor whose SoC is published, if one is named.
+    pub fn monitor(&self) -> Option<&DeviceRef> {
+        match &self.source {
+            Some(SocSource::Monitor(device)) => Some(device),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Soc {
     fn default() -> Self {
         Self {
+            source: None,
             own_counter: true,
             efficiency: 0.985,
             save_precision: 0.0025,
@@ -468,10 +514,23 @@ impl Source {
             format!("must be between 1 and 64, found {}", b.cells.unwrap_or(0)),
         );
         require(
-            !b.product_name.trim().is_empty(),
+            !b.product_name.0.is_empty() && b.product_name.0.iter().all(|n| !n.trim().is_empty()),
             "batteries.product_name",
-            "must not be empty (the default is SerialBattery)".into(),
+            "must not be empty, nor hold an empty name (the default is SerialBattery)".into(),
         );
+        match config.soc.monitor() {
+            Some(DeviceRef::Instance(n)) => require(
+                *n >= 0,
+                "soc.source",
+                format!("a VRM device instance is 0 or more, found {n}"),
+            ),
+            Some(DeviceRef::Name(name)) => require(
+                !name.trim().is_empty(),
+                "soc.source",
+                "a custom name must not be empty".into(),
+            ),
+            None => {}
+        }
         require(
             config.soc.efficiency > 0.0 && config.soc.efficiency <= 1.0,
             "soc.efficiency",

@@ -1,11 +1,13 @@
 //! From the monitor's cache to the engine's inputs: a typed reading per battery service, and
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
-use plugin_api::{ShuntClass, ShuntView, SolarChargerView, VebusView};
+use plugin_api::{
+    DcClass, DcSourceView, DeviceRef, ShuntClass, ShuntView, SolarChargerView, VebusView,
+};
 
 use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
-use aggregator_core::discovery::Nameplate;
+use aggregator_core::discovery::{is_battery_monitor, Nameplate};
 use aggregator_core::reading::{
     alarm_paths, cell_path, BadValue, BatteryReading, Slot, BATTERY_PATHS, CELLS_PER_BATTERY,
 };
@@ -46,6 +48,7 @@ pub fn nameplate(service: &Service) -> Nameplate {
         custom_name: text(&service.values, "/CustomName"),
         serial: text(&service.values, "/Serial"),
         device_instance: integer(&service.values, "/DeviceInstance", &mut ignored),
+        publishes_charge_voltage: service.values.contains_key("/Info/MaxChargeVoltage"),
     }
 }
 
@@ -114,9 +117,13 @@ pub fn solar_chargers(cache: &Cache) -> Vec<SolarChargerView> {
         .collect()
 }
 
-/// Whether a service is a SmartShunt (by product name).
-pub fn is_smartshunt(service: &Service) -> bool {
-    text(&service.values, "/ProductName").is_some_and(|p| p.contains("SmartShunt"))
+/// Whether a battery-class service is a battery monitor (SmartShunt, BMV, Lynx Shunt) by its
+/// role: no BMS charge voltage (see [`is_battery_monitor`]).
+pub fn is_monitor(service: &Service) -> bool {
+    is_battery_monitor(
+        text(&service.values, "/ProductName").as_deref(),
+        service.values.contains_key("/Info/MaxChargeVoltage"),
+    )
 }
 
 /// The SmartShunts: battery monitors first, then DC meters, each in name order.
@@ -133,16 +140,70 @@ pub fn smartshunts(cache: &Cache) -> Vec<ShuntView> {
     };
     let mut shunts: Vec<ShuntView> = cache
         .of_class(Class::Battery)
-        .filter(|(_, s)| is_smartshunt(s))
+        .filter(|(_, s)| is_monitor(s))
         .map(|(n, s)| shunt(n, s, ShuntClass::Battery))
         .collect();
     shunts.extend(
         cache
             .of_class(Class::Dcload)
-            .filter(|(_, s)| is_smartshunt(s))
+            .filter(|(_, s)| is_monitor(s))
             .map(|(n, s)| shunt(n, s, ShuntClass::DcLoad)),
     );
     shunts
+}
+
+/// The other DC devices, in [`DcClass::ALL`] order, each class by name; the current is made
+/// positive = into the bank (a load's and a DC system's published sign is the other way).
+pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
+    let mut ignored = Vec::new();
+    let mut sources = Vec::new();
+    for class in DcClass::ALL {
+        let bus_class = match class {
+            DcClass::DcLoad => Class::Dcload,
+            other => Class::Dc(other),
+        };
+        for (name, s) in cache.of_class(bus_class) {
+            let v = &s.values;
+            let mut current_a = number(v, "/Dc/0/Current", &mut ignored);
+            if class == DcClass::Charger {
+                // Outputs 2 and 3 of a charger that has them; a missing one adds nothing.
+                for path in ["/Dc/1/Current", "/Dc/2/Current"] {
+                    if let Some(more) = number(v, path, &mut ignored) {
+                        current_a = current_a.map(|a| a + more);
+                    }
+                }
+            }
+            if matches!(class, DcClass::DcLoad | DcClass::DcSystem) {
+                current_a = current_a.map(|a| -a);
+            }
+            sources.push(DcSourceView {
+                service: name.as_str().into(),
+                class,
+                device_instance: integer(v, "/DeviceInstance", &mut ignored)
+                    .and_then(|d| i32::try_from(d).ok())
+                    .into(),
+                custom_name: text(v, "/CustomName").unwrap_or_default().into(),
+                current_a: current_a.into(),
+            });
+        }
+    }
+    sources
+}
+
+/// `/Soc` of the battery monitor (SmartShunt, BMV, Lynx Shunt) that `device` names, if it is
+/// on the bus with a valid one.
+pub fn monitor_soc(cache: &Cache, device: &DeviceRef) -> Option<f64> {
+    let mut ignored = Vec::new();
+    cache
+        .of_class(Class::Battery)
+        .filter(|(_, s)| is_monitor(s))
+        .find(|(_, s)| {
+            let instance = integer(&s.values, "/DeviceInstance", &mut ignored)
+                .and_then(|d| i32::try_from(d).ok());
+            let name = text(&s.values, "/CustomName").unwrap_or_default();
+            device.names(instance.into(), &name)
+        })
+        .and_then(|(_, s)| number(&s.values, "/Soc", &mut ignored))
 }
 
 /// An integer path of the one service of a class (settings, system).

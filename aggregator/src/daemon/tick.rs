@@ -10,7 +10,7 @@ use aggregator_core::presence::{Battery, Change, Presence};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
-use plugin_api::{BatteryState, ShuntView, SolarChargerView, VebusView};
+use plugin_api::{BatteryState, DcSourceView, ShuntView, SolarChargerView, VebusView};
 
 use super::{gather, log_event, Daemon};
 use crate::bus::client::{self, SETTINGS};
@@ -25,6 +25,8 @@ pub(super) struct BusSnapshot {
     vebus: Vec<VebusView>,
     solar_chargers: Vec<SolarChargerView>,
     smartshunts: Vec<ShuntView>,
+    dc_sources: Vec<DcSourceView>,
+    monitor_soc: Option<f64>,
     low_soc: Option<i64>,
     feed_in_setting: Option<i64>,
     /// Whether `com.victronenergy.settings` is on the bus.
@@ -34,6 +36,8 @@ pub(super) struct BusSnapshot {
 /// A service found to be a battery of the bank.
 pub(super) struct KnownBattery {
     name: String,
+    /// Its own `/System/NrOfCellsPerBattery`, when it publishes one.
+    cells: Option<u32>,
     /// Left out: its cell count is not the bank's.
     excluded: bool,
 }
@@ -79,26 +83,23 @@ impl BankMembers {
             if let Some(nameplate) = nameplate {
                 match self.roster.classify(&service, &nameplate) {
                     Role::Battery(name) => {
-                        let excluded = match (self.cells, reading.cells_per_battery) {
-                            (Some(want), Some(have)) if i64::from(want) != have => {
-                                tracing::error!(
-                                    "battery {name} ({service}) has {have} cells, batteries.cells \
-                                     is {want}: left out"
-                                );
-                                true
-                            }
-                            _ => false,
-                        };
+                        let cells = reading
+                            .cells_per_battery
+                            .and_then(|n| u32::try_from(n).ok());
                         tracing::info!("battery {name} found: {service}");
-                        self.known
-                            .insert(service.clone(), KnownBattery { name, excluded });
+                        let known = KnownBattery {
+                            name,
+                            cells,
+                            excluded: false,
+                        };
+                        self.known.insert(service.clone(), known);
                     }
                     Role::Ignored(why) => {
                         tracing::debug!("{service} ignored: {why}");
                         self.ignored.insert(service);
                         continue;
                     }
-                    Role::SmartShunt | Role::Unknown => continue,
+                    Role::Monitor | Role::Unknown => continue,
                 }
             }
             readings.insert(service, reading);
@@ -106,14 +107,60 @@ impl BankMembers {
         readings
     }
 
+    /// Leaves out the packs whose cell count is not the bank's (another nominal voltage is
+    /// never merged), one log line when a pack is left out or taken back.
+    fn leave_out_other_cell_counts(
+        &mut self,
+        presence: &mut Presence,
+        readings: &BTreeMap<String, BatteryReading>,
+    ) {
+        // A pack's count is the first it publishes: one that changes later is a glitch that
+        // presence holds the pack through, not another nominal voltage.
+        for (service, known) in &mut self.known {
+            if known.cells.is_none() {
+                known.cells = readings
+                    .get(service)
+                    .and_then(|r| r.cells_per_battery)
+                    .and_then(|n| u32::try_from(n).ok());
+            }
+        }
+        let bank = self.bank_cells();
+        let configured = self.cells.is_some();
+        for (service, known) in &mut self.known {
+            let excluded = matches!(known.cells, Some(have) if bank != 0 && have != bank);
+            if excluded == known.excluded {
+                continue;
+            }
+            known.excluded = excluded;
+            let (name, have) = (&known.name, known.cells.unwrap_or(0));
+            if !excluded {
+                tracing::info!("battery {name} has the bank's {bank} cells: merged again");
+            } else if configured {
+                tracing::error!(
+                    "battery {name} ({service}) has {have} cells, batteries.cells is {bank}: \
+                     left out"
+                );
+            } else {
+                tracing::error!(
+                    "battery {name} ({service}) has {have} cells, the bank's other batteries \
+                     {bank}: left out (batteries.cells sets the count)"
+                );
+            }
+            if excluded {
+                presence.forget(service);
+            }
+        }
+    }
+
     /// Hands this tick's readings to presence, one log line per change of state.
     fn observe(
-        &self,
+        &mut self,
         presence: &mut Presence,
         now_s: f64,
         readings: &BTreeMap<String, BatteryReading>,
         pass_through: bool,
     ) {
+        self.leave_out_other_cell_counts(presence, readings);
         for (service, known) in &self.known {
             if known.excluded {
                 continue;
@@ -127,9 +174,39 @@ impl BankMembers {
         }
     }
 
-    /// Batteries known and not left out.
+    /// Batteries known, those left out included: a pack left out for its cell count counts
+    /// as a battery not online.
     fn counted(&self) -> u32 {
-        self.known.values().filter(|k| !k.excluded).count() as u32
+        self.known.len() as u32
+    }
+
+    /// Names of the batteries left out for their cell count.
+    fn left_out(&self) -> Vec<String> {
+        self.known
+            .values()
+            .filter(|k| k.excluded)
+            .map(|k| k.name.clone())
+            .collect()
+    }
+
+    /// The bank's cell count: `batteries.cells`, else the count most packs publish (a tie
+    /// goes to the first pack by service name); 0 when nobody knows it.
+    fn bank_cells(&self) -> u32 {
+        if let Some(cells) = self.cells {
+            return cells;
+        }
+        let mut best = (0, 0);
+        for cells in self.known.values().filter_map(|k| k.cells) {
+            let votes = self
+                .known
+                .values()
+                .filter(|k| k.cells == Some(cells))
+                .count();
+            if votes > best.1 {
+                best = (cells, votes);
+            }
+        }
+        best.0
     }
 }
 
@@ -147,17 +224,6 @@ fn log_change(change: &Change) {
         }
         (Some(_), BatteryState::Lost) => tracing::warn!("battery {name} lost ({reason})"),
     }
-}
-
-/// The cell count of the bank: `batteries.cells`, else the first battery's own count.
-fn bank_cells(configured: Option<u32>, batteries: &[Battery]) -> u32 {
-    configured.unwrap_or_else(|| {
-        batteries
-            .iter()
-            .find_map(|b| b.reading.cells_per_battery)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0)
-    })
 }
 
 /// `/Voltages/<battery>_Cell<k>` of the batteries online or held, when published.
@@ -197,11 +263,14 @@ impl Daemon {
             .observe(&mut self.presence, now_s, &readings, self.pass_through);
         let batteries = self.presence.batteries();
         let inputs = TickInputs {
-            cells: bank_cells(self.config.batteries.cells, &batteries),
+            cells: self.members.bank_cells(),
+            left_out: self.members.left_out(),
             expected: (self.config.batteries.expected).unwrap_or(self.members.counted()),
             vebus: snapshot.vebus,
             solar_chargers: snapshot.solar_chargers,
             smartshunts: snapshot.smartshunts,
+            dc_sources: snapshot.dc_sources,
+            monitor_soc: snapshot.monitor_soc,
             low_soc: snapshot.low_soc,
             feed_in_setting: snapshot.feed_in_setting,
             date: calendar::today(),
@@ -224,7 +293,7 @@ impl Daemon {
                 let Some(wants_nameplate) = self.members.wants(service) else {
                     continue;
                 };
-                if gather::is_smartshunt(s) {
+                if gather::is_monitor(s) {
                     continue;
                 }
                 let nameplate = wants_nameplate.then(|| gather::nameplate(s));
@@ -235,6 +304,12 @@ impl Daemon {
                 vebus: gather::vebus(cache),
                 solar_chargers: gather::solar_chargers(cache),
                 smartshunts: gather::smartshunts(cache),
+                dc_sources: gather::dc_sources(cache),
+                monitor_soc: self
+                    .config
+                    .soc
+                    .monitor()
+                    .and_then(|device| gather::monitor_soc(cache, device)),
                 low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
                 feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
                 settings_present: cache.of_class(Class::Settings).next().is_some(),
@@ -252,7 +327,9 @@ impl Daemon {
         now: Instant,
     ) {
         let cells = cell_paths(self.config.publish.cell_voltages, batteries);
-        let changed = self.published.update(outcome, inputs.cells, &cells);
+        let changed = self
+            .published
+            .update(outcome, batteries, inputs.cells, &cells);
         let changed = self.export(changed);
         if self.registered {
             if let Err(err) = self.exported.items_changed(&changed).await {
@@ -295,7 +372,7 @@ mod tests {
 
     fn members(cells: Option<u32>) -> BankMembers {
         let rules = Rules {
-            product_name: "SerialBattery".into(),
+            product_name: vec!["SerialBattery".into()],
             include: Vec::new(),
             exclude: Vec::new(),
         };
@@ -308,6 +385,7 @@ mod tests {
             custom_name: Some(custom.into()),
             serial: None,
             device_instance: Some(1),
+            publishes_charge_voltage: true,
         })
     }
 
@@ -340,17 +418,47 @@ mod tests {
         let mut m = members(Some(16));
         let bat = "com.victronenergy.battery.ttyUSB1".to_string();
         let seen = m.classify(vec![(bat, plate("SerialBattery", "X"), reading(8))]);
-        assert_eq!(m.counted(), 0);
+        assert_eq!(m.counted(), 1, "counted, as a battery not online");
         let mut presence = Presence::new(Timing {
             hold_for_s: 60.0,
             frozen_after_s: 0.0,
         });
         m.observe(&mut presence, 0.0, &seen, false);
+        assert_eq!(m.left_out(), ["X"]);
         assert_eq!(presence.states().count(), 0);
     }
 
     #[test]
-    fn cells_come_from_the_config_else_the_batteries() {
+    fn without_a_configured_count_most_packs_set_it_and_a_pack_seen_first_is_left_out_later() {
+        let mut m = members(None);
+        assert_eq!(m.bank_cells(), 0, "nobody knows it yet");
+        let mut presence = Presence::new(Timing {
+            hold_for_s: 60.0,
+            frozen_after_s: 0.0,
+        });
+        let service = |k: u32| format!("com.victronenergy.battery.ttyUSB{k}");
+        let odd = m.classify(vec![(service(0), plate("SerialBattery", "A"), reading(15))]);
+        m.observe(&mut presence, 0.0, &odd, false);
+        assert_eq!((m.bank_cells(), m.left_out().len()), (15, 0));
+        let mut seen = m.classify(vec![
+            (service(1), plate("SerialBattery", "B"), reading(16)),
+            (service(2), plate("SerialBattery", "C"), reading(16)),
+            (
+                service(3),
+                plate("SerialBattery", "D"),
+                BatteryReading::default(),
+            ),
+        ]);
+        seen.extend(odd);
+        m.observe(&mut presence, 1.0, &seen, false);
+        assert_eq!(m.bank_cells(), 16);
+        assert_eq!(m.left_out(), ["A"]);
+        assert_eq!(m.counted(), 4);
+        assert!(presence.states().all(|(name, _)| name != "A"), "forgotten");
+    }
+
+    #[test]
+    fn cell_paths_follow_the_batteries() {
         let battery = Battery {
             name: "B".into(),
             service: "s".into(),
@@ -361,9 +469,6 @@ mod tests {
                 ..BatteryReading::default()
             },
         };
-        assert_eq!(bank_cells(Some(16), std::slice::from_ref(&battery)), 16);
-        assert_eq!(bank_cells(None, std::slice::from_ref(&battery)), 8);
-        assert_eq!(bank_cells(None, &[]), 0);
         let paths = cell_paths(true, std::slice::from_ref(&battery));
         assert_eq!(
             paths,

@@ -2,7 +2,7 @@
 //! current) and every path it publishes, derived from the scenario's segment at this moment
 //! the way dbus-serialbattery derives them (REFERENCE.md §1.4, VENUS-DBUS.md §2 and §5).
 
-use crate::sim::scenario::{BatterySpec, Override, Segment, ALARMS};
+use crate::sim::scenario::{BatterySpec, CellData, Override, Segment, ALARMS};
 use aggregator_core::value::{TextFormat, Value};
 
 /// One published path: its value and text.
@@ -285,6 +285,29 @@ impl BatteryModel {
         items.text("/Info/ChargeMode", &charge_mode);
 
         let mut items = items.0;
+        // A CAN pack publishes fewer paths: leave out what its kind lacks.
+        let without_cells = |path: &str| {
+            path.starts_with("/Voltages/")
+                || matches!(
+                    path,
+                    "/System/NrOfCellsPerBattery"
+                        | "/Capacity"
+                        | "/ConsumedAmphours"
+                        | "/System/MaxVoltageCellId"
+                        | "/System/MinVoltageCellId"
+                )
+        };
+        match spec.cell_data {
+            CellData::All => {}
+            CellData::MinMax => items.retain(|(p, _, _)| !without_cells(p)),
+            CellData::None => items.retain(|(p, _, _)| {
+                !without_cells(p)
+                    && !matches!(
+                        p.as_str(),
+                        "/System/MaxCellVoltage" | "/System/MinCellVoltage"
+                    )
+            }),
+        }
         if let Some(over) = over {
             for (path, value) in &over.values {
                 let text = TextFormat::Plain.render(value);

@@ -3,7 +3,7 @@
 //! (REFERENCE.md §1.4) plus the mandatory ones (VENUS-DBUS.md §2).
 
 use crate::sim::battery::{round, Item};
-use crate::sim::scenario::ShuntSpec;
+use crate::sim::scenario::{DcDeviceSpec, ShuntSpec};
 use aggregator_core::value::{TextFormat, Value};
 
 /// `/ProductId` of a SmartShunt 500A/50mV.
@@ -71,11 +71,28 @@ pub(crate) fn smartshunt(spec: &ShuntSpec, current_a: f64, voltage_v: f64) -> Ve
         "VE.Direct port ttyS7",
         spec.device_instance,
         Value::Int(SMARTSHUNT_500A_PRODUCT_ID),
-        "SmartShunt 500A/50mV",
+        &spec.product_name,
         1,
     );
     items.push(text("/CustomName", &spec.custom_name));
     items.extend(dc(current_a, voltage_v, true));
+    if let Some(soc) = spec.soc_pct {
+        items.push(item("/Soc", Value::Float(soc), TextFormat::Fixed(1, "%")));
+    }
+    items
+}
+
+/// A DC device of another class (`spec.class`), `index` in the scenario's list.
+pub(crate) fn dc_device(spec: &DcDeviceSpec, index: usize, voltage_v: f64) -> Vec<Item> {
+    let mut items = mandatory(
+        "vedirect-interface",
+        &format!("VE.Direct port ttyS{}", 20 + index),
+        spec.device_instance,
+        Value::Invalid,
+        &format!("Simulated {}", spec.class),
+        1,
+    );
+    items.extend(dc(spec.current_a, voltage_v, false));
     items
 }
 

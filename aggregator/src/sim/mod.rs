@@ -103,6 +103,7 @@ struct World {
     vebus: Option<Service>,
     solars: Vec<Service>,
     shunt: Option<Service>,
+    dc_devices: Vec<Service>,
     /// Services whose values never change: settings and system.
     fixed: Vec<(Service, Vec<battery::Item>)>,
     segment: Option<usize>,
@@ -137,6 +138,12 @@ impl World {
                 .map(|i| plain(solar_name(i)))
                 .collect(),
             shunt: scenario.shunt.as_ref().map(|s| plain(s.bus_name())),
+            dc_devices: scenario
+                .dc_devices
+                .iter()
+                .enumerate()
+                .map(|(k, d)| plain(d.bus_name(k)))
+                .collect(),
             batteries,
             fixed,
             segment: None,
@@ -213,6 +220,15 @@ impl World {
             let items = devices::smartshunt(spec, at(|s| s.shunt_current), bank_v);
             publish_or_register(service, items, signals, &mut errors).await;
         }
+        for (k, (service, spec)) in self
+            .dc_devices
+            .iter_mut()
+            .zip(&self.scenario.dc_devices)
+            .enumerate()
+        {
+            let items = devices::dc_device(spec, k, bank_v);
+            publish_or_register(service, items, signals, &mut errors).await;
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -230,6 +246,7 @@ impl World {
             .iter_mut()
             .chain(self.solars.iter_mut())
             .chain(self.shunt.iter_mut())
+            .chain(self.dc_devices.iter_mut())
             .chain(self.fixed.iter_mut().map(|(service, _)| service))
         {
             service.unregister().await;

@@ -50,6 +50,40 @@ pub enum ShuntClass {
     Dcload,
 }
 
+/// What cell data a simulated battery publishes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CellData {
+    /// Every cell, the cell count, remaining and consumed Ah (dbus-serialbattery).
+    #[default]
+    All,
+    /// Only the lowest and highest cell voltage (many CAN BMSs): no cells, no cell count, no
+    /// `/Capacity`, no `/ConsumedAmphours`.
+    MinMax,
+    /// Nothing per cell, and neither capacity path (the plainest CAN packs).
+    None,
+}
+
+/// A DC device of another class (Multi RS, inverter, charger, Orion XS, alternator, DC
+/// source, load or system) with a constant `/Dc/0/Current` as its class publishes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DcDeviceSpec {
+    /// Its Venus service class: `multi`, `inverter`, `charger`, `dcdc`, `alternator`,
+    /// `dcsource`, `dcload` or `dcsystem`.
+    pub class: String,
+    /// `/Dc/0/Current` with the class's own sign.
+    pub current_a: f64,
+    /// `/DeviceInstance`.
+    pub device_instance: i64,
+}
+
+impl DcDeviceSpec {
+    /// The well-known bus name: `com.victronenergy.<class>.ttyS<20 + index>`.
+    pub fn bus_name(&self, index: usize) -> String {
+        format!("com.victronenergy.{}.ttyS{}", self.class, 20 + index)
+    }
+}
+
 /// A value moving linearly over a segment (`from == to` for a constant).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ramp {
@@ -139,6 +173,8 @@ pub struct BatterySpec {
     pub capacity_ah: f64,
     /// State of charge at the start, in %.
     pub soc_pct: f64,
+    /// What it publishes per cell.
+    pub cell_data: CellData,
 }
 
 impl BatterySpec {
@@ -162,6 +198,10 @@ pub struct ShuntSpec {
     pub device_instance: i64,
     /// `/CustomName`.
     pub custom_name: String,
+    /// `/ProductName`.
+    pub product_name: String,
+    /// `/Soc` (battery monitor); `None`: not published.
+    pub soc_pct: Option<f64>,
 }
 
 impl ShuntSpec {
@@ -253,6 +293,7 @@ pub struct Scenario {
     pub(crate) vebus: Option<i64>,
     pub(crate) solar_chargers: usize,
     pub(crate) shunt: Option<ShuntSpec>,
+    pub(crate) dc_devices: Vec<DcDeviceSpec>,
     pub(crate) settings: Option<SettingsSpec>,
     pub(crate) system: Option<i64>,
     pub(crate) segments: Vec<Segment>,
@@ -315,6 +356,12 @@ impl Scenario {
         if let Some(shunt) = &self.shunt {
             names.push(shunt.bus_name());
         }
+        names.extend(
+            self.dc_devices
+                .iter()
+                .enumerate()
+                .map(|(k, d)| d.bus_name(k)),
+        );
         names
     }
 
@@ -369,6 +416,8 @@ struct RawScenario {
     solar_chargers: usize,
     smartshunt: Option<RawShunt>,
     #[serde(default)]
+    dc_devices: Vec<RawDcDevice>,
+    #[serde(default)]
     settings: RawSettings,
     #[serde(default)]
     system: RawSystem,
@@ -394,6 +443,16 @@ struct RawBattery {
     capacity_ah: f64,
     #[serde(default = "fifty")]
     soc: f64,
+    #[serde(default)]
+    cell_data: CellData,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDcDevice {
+    class: String,
+    current: f64,
+    device_instance: Option<i64>,
 }
 
 fn sixteen() -> usize {
@@ -428,6 +487,13 @@ struct RawShunt {
     device_instance: i64,
     #[serde(default = "shunt_name")]
     custom_name: String,
+    #[serde(default = "shunt_product")]
+    product_name: String,
+    soc: Option<f64>,
+}
+
+fn shunt_product() -> String {
+    "SmartShunt 500A/50mV".to_string()
 }
 
 fn shunt_instance() -> i64 {
@@ -555,7 +621,30 @@ impl RawScenario {
             class: raw.class,
             device_instance: raw.device_instance,
             custom_name: raw.custom_name,
+            product_name: raw.product_name,
+            soc_pct: raw.soc,
         });
+        let mut dc_devices = Vec::with_capacity(self.dc_devices.len());
+        for (k, raw) in self.dc_devices.into_iter().enumerate() {
+            if plugin_api::DcClass::from_service_class(&raw.class).is_none() {
+                return Err((
+                    format!("dc_devices[{k}].class"),
+                    format!(
+                        "`{}` is not one of multi, inverter, charger, dcdc, alternator, \
+                         dcsource, dcload, dcsystem",
+                        raw.class
+                    ),
+                ));
+            }
+            if !raw.current.is_finite() {
+                return Err((format!("dc_devices[{k}].current"), "must be finite".into()));
+            }
+            dc_devices.push(DcDeviceSpec {
+                class: raw.class,
+                current_a: raw.current,
+                device_instance: raw.device_instance.unwrap_or(300 + k as i64),
+            });
+        }
         if let Some(shunt) = &shunt {
             if let Some(index) = batteries
                 .iter()
@@ -621,6 +710,7 @@ impl RawScenario {
             vebus: self.vebus.map(|v| v.device_instance),
             solar_chargers: self.solar_chargers,
             shunt,
+            dc_devices,
             settings,
             system: (!self.system.absent).then_some(self.system.low_soc),
             segments,
@@ -667,6 +757,7 @@ impl RawBattery {
             cells: self.cells,
             capacity_ah: self.capacity_ah,
             soc_pct: self.soc,
+            cell_data: self.cell_data,
         })
     }
 }

@@ -5,7 +5,11 @@
 //! `/Info/MaxChargeCurrent` and `/Info/MaxDischargeCurrent`; the bank publishes
 //!
 //! * CVL: the lowest, or with `cvl: keep_max_until_all_float` the highest until every active
-//!   battery reports a `Float` charge mode;
+//!   battery reports a `Float` charge mode, and the lowest while a battery protects its cells
+//!   (its charge mode contains one of `protecting_modes`, `OVP` by default, or its CVL is
+//!   `protecting_drop_v` below the others'). A battery that publishes no charge mode never
+//!   counts as floating: with such a pack the highest CVL stays until one protects (use
+//!   `cvl: min` for banks of such packs);
 //! * CCL and DCL: the lowest × batteries online (`limits: min_times_count`), or the sum
 //!   (`limits: sum`), a battery that blocks counting as 0.
 //!
@@ -80,6 +84,24 @@ pub struct Config {
     /// Allow the reset to empty (HEAD's `ZERO_SOC`, off by default as there).
     #[serde(default)]
     pub zero_soc: bool,
+    /// With `keep_max_until_all_float`: a battery whose CVL is this much (V) below the highest
+    /// of the others has lowered it to protect its cells, and the lowest CVL is used until it
+    /// recovers.
+    #[serde(default = "default_protecting_drop_v")]
+    pub protecting_drop_v: f64,
+    /// With `keep_max_until_all_float`: a battery whose `/Info/ChargeMode` contains one of these
+    /// texts is protecting its cells (dbus-serialbattery shows `OVP` there), and the lowest CVL
+    /// is used until it recovers.
+    #[serde(default = "default_protecting_modes")]
+    pub protecting_modes: Vec<String>,
+}
+
+fn default_protecting_drop_v() -> f64 {
+    1.0
+}
+
+fn default_protecting_modes() -> Vec<String> {
+    vec!["OVP".to_string()]
 }
 
 fn default_max_cell_voltage_soc_full() -> f64 {
@@ -97,6 +119,8 @@ impl Default for Config {
             max_cell_voltage_soc_full: default_max_cell_voltage_soc_full(),
             min_cell_voltage_soc_empty: default_min_cell_voltage_soc_empty(),
             zero_soc: false,
+            protecting_drop_v: default_protecting_drop_v(),
+            protecting_modes: default_protecting_modes(),
         }
     }
 }
@@ -117,6 +141,13 @@ impl PluginConfig for Config {
         check.require(empty < full, "min_cell_voltage_soc_empty", || {
             format!("must be below max_cell_voltage_soc_full ({full}), found {empty}")
         });
+        check.positive("protecting_drop_v", self.protecting_drop_v);
+        for (k, text) in self.protecting_modes.iter().enumerate() {
+            // An empty text is contained in every mode: every battery would be protecting.
+            check.require(!text.is_empty(), &format!("protecting_modes[{k}]"), || {
+                "must not be empty".to_string()
+            });
+        }
         check.finish()
     }
 }
@@ -131,6 +162,37 @@ impl SerialBattery {
     /// A strategy with a checked config.
     pub fn new(config: Config) -> Self {
         Self { config }
+    }
+}
+
+impl SerialBattery {
+    /// The first active battery protecting its cells: its charge mode says so, or its CVL is
+    /// `protecting_drop_v` below the highest of the others'.
+    fn protecting<'a>(&self, active: &[&'a BatteryView], limits: &[BmsLimits]) -> Option<&'a str> {
+        let c = &self.config;
+        active
+            .iter()
+            .zip(limits)
+            .enumerate()
+            .find_map(|(k, (battery, own))| {
+                let by_mode = battery
+                    .charge_mode
+                    .as_ref()
+                    .into_option()
+                    .is_some_and(|mode| {
+                        c.protecting_modes
+                            .iter()
+                            .any(|text| mode.as_str().contains(text.as_str()))
+                    });
+                let others_max = limits
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != k)
+                    .map(|(_, l)| l.cvl_v)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let by_drop = others_max - own.cvl_v > c.protecting_drop_v;
+                (by_mode || by_drop).then_some(battery.name.as_str())
+            })
     }
 }
 
@@ -208,9 +270,16 @@ impl StrategyImpl for SerialBattery {
 
         let c = &self.config;
         let cvls = limits.iter().map(|l| l.cvl_v);
+        // A battery without a charge mode never counts as floating.
         let all_float = active.iter().all(|b| is_float(&b.charge_mode));
+        let protecting = match c.cvl {
+            CvlRule::KeepMaxUntilAllFloat => self.protecting(&active, &limits),
+            CvlRule::Min => None,
+        };
         let cvl_v = match c.cvl {
-            CvlRule::KeepMaxUntilAllFloat if !all_float => cvls.fold(f64::NEG_INFINITY, f64::max),
+            CvlRule::KeepMaxUntilAllFloat if !all_float && protecting.is_none() => {
+                cvls.fold(f64::NEG_INFINITY, f64::max)
+            }
             _ => cvls.fold(f64::INFINITY, f64::min),
         };
 
@@ -230,14 +299,17 @@ impl StrategyImpl for SerialBattery {
         Ok(StrategyOutput {
             soc_reset,
             feed_in: FeedInRequest::Keep,
-            ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, &mode(&active))
+            ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, &mode(&active, protecting))
         })
     }
 }
 
 /// `Pass-through`, with the BMSs' charge mode appended when all active batteries report the
 /// same one.
-fn mode(active: &[&BatteryView]) -> String {
+fn mode(active: &[&BatteryView], protecting: Option<&str>) -> String {
+    if let Some(name) = protecting {
+        return format!("Pass-through: battery {name} protecting its cells, lowest CVL");
+    }
     let first = active
         .first()
         .and_then(|b| b.charge_mode.as_ref().into_option());
@@ -485,6 +557,54 @@ mod tests {
             run_with(r#"{"zero_soc": true}"#, &both).soc_reset,
             SocReset::Empty
         );
+    }
+
+    #[test]
+    fn a_battery_protecting_its_cells_forces_the_lowest_cvl_until_it_recovers() {
+        let keep = SerialBattery::new(Config {
+            cvl: CvlRule::KeepMaxUntilAllFloat,
+            ..Config::default()
+        });
+        let with_mode = |name: &str, cvl: f64, mode: &str| {
+            BatteryBuilder::new(name)
+                .cell_extremes(2.40, 2.42)
+                .voltage(53.0)
+                .limits(cvl, 100.0, 100.0)
+                .charge_mode(mode)
+                .build()
+        };
+        let cvl = |batteries: Vec<BatteryView>| {
+            let mut s = keep.clone();
+            let out = s.compute(&bank(batteries)).unwrap();
+            (out.cvl_v, out.mode.to_string())
+        };
+        // In Bulk, the highest CVL.
+        let bulk = vec![
+            with_mode("A", 55.2, "Bulk"),
+            with_mode("B", 54.8, "Absorption"),
+        ];
+        assert_eq!(cvl(bulk).0, 55.2);
+        // B reports OVP: the lowest, and the mode names B.
+        let ovp = vec![
+            with_mode("A", 55.2, "Bulk"),
+            with_mode("B", 54.8, "Bulk OVP"),
+        ];
+        let (v, mode) = cvl(ovp);
+        assert_eq!(v, 54.8);
+        assert!(mode.contains("battery B protecting"), "{mode}");
+        // B lowered its CVL by more than the threshold without saying so.
+        let dropped = vec![with_mode("A", 55.2, "Bulk"), with_mode("B", 53.0, "Bulk")];
+        assert_eq!(cvl(dropped).0, 53.0);
+        // A battery that publishes no mode never floats: the highest CVL stays.
+        let silent = vec![
+            with_mode("A", 55.2, "Float"),
+            BatteryBuilder::new("B")
+                .cell_extremes(2.40, 2.42)
+                .voltage(53.0)
+                .limits(54.8, 100.0, 100.0)
+                .build(),
+        ];
+        assert_eq!(cvl(silent).0, 55.2);
     }
 
     #[test]

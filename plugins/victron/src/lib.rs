@@ -2,8 +2,16 @@
 //!
 //! ```text
 //! I = Σ Multi/Quattro + Σ solar chargers ± (Σ battery-class shunts − Σ dcload-class shunts)
+//!     + Σ other DC devices (Multi RS, inverters, chargers, Orion XS, alternators, DC sources,
+//!       minus DC loads and DC systems)
 //! P = bank voltage × I
 //! ```
+//!
+//! Signs, as the Venus classes publish `/Dc/0/Current`: `vebus`, `multi`, `inverter`,
+//! `charger` (all outputs), `dcdc`, `alternator`, `dcsource` and `solarcharger` positive =
+//! into the bank; `dcload` and `dcsystem` positive = drawn from it (the host flips those two
+//! before the plugin sees them, see `DcClass`). A DC meter counted among `smartshunts` is not
+//! counted again as a DC load.
 //!
 //! This is the original `CURRENT_FROM_VICTRON` block (REFERENCE §1.6.4, §3.5 "Current source")
 //! with its failure modes made explicit: whenever a device the config relies on is missing or
@@ -16,12 +24,14 @@
 //!   use_multi: true            # count every vebus device (Multi, Quattro)
 //!   smartshunts: [279, House]  # none | all | VRM instances and custom names
 //!   invert_smartshunts: false  # flip the sign of the SmartShunt part
+//!   solar_chargers: true       # count the solar chargers (false when a shunt per pack does)
+//!   dc_sources: all            # all | none | a list of classes: [charger, dcdc, dcload, ...]
 //! ```
 
 use abi_stable::std_types::ROption;
 use plugin_api::{
-    parse_checked, Checker, CurrentInputs, CurrentSourceImpl, DeviceRef, Measurement, PluginConfig,
-    ShuntClass, ShuntView, SolarChargerView, VebusView,
+    parse_checked, Checker, CurrentInputs, CurrentSourceImpl, DcClass, DcSourceView, DeviceRef,
+    Measurement, PluginConfig, ShuntClass, ShuntView, SolarChargerView, VebusView,
 };
 use serde::Deserialize;
 
@@ -40,10 +50,69 @@ pub struct Config {
     /// Flip the sign of the SmartShunt part, for shunts wired the other way round.
     #[serde(default)]
     pub invert_smartshunts: bool,
+    /// Count the solar chargers. False where the batteries' shunts already measure them
+    /// (they would be added twice).
+    #[serde(default = "default_use_multi")]
+    pub solar_chargers: bool,
+    /// Which other DC device classes count (default: all).
+    #[serde(default)]
+    pub dc_sources: ClassSelection,
 }
 
 fn default_use_multi() -> bool {
     true
+}
+
+/// The `dc_sources` key: `all`, `none`, or a list of class names (`multi` is ruled by
+/// `use_multi`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ClassText")]
+pub enum ClassSelection {
+    /// Every class.
+    #[default]
+    All,
+    /// No class.
+    None,
+    /// These classes.
+    Listed(Vec<DcClass>),
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected \"all\", \"none\" or a list of classes (inverter, charger, dcdc, \
+                 alternator, dcsource, dcload, dcsystem)"
+)]
+enum ClassText {
+    Word(String),
+    List(Vec<String>),
+}
+
+impl TryFrom<ClassText> for ClassSelection {
+    type Error = String;
+
+    fn try_from(text: ClassText) -> Result<Self, String> {
+        let class = |name: &str| {
+            DcClass::from_service_class(name)
+                .filter(|c| *c != DcClass::Multi)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown DC class `{name}`: expected inverter, charger, dcdc, \
+                         alternator, dcsource, dcload or dcsystem"
+                    )
+                })
+        };
+        match text {
+            ClassText::Word(w) if w == "all" => Ok(ClassSelection::All),
+            ClassText::Word(w) if w == "none" => Ok(ClassSelection::None),
+            ClassText::Word(w) => Err(format!("expected all, none or a list, found `{w}`")),
+            ClassText::List(names) => names
+                .iter()
+                .map(|n| class(n))
+                .collect::<Result<_, _>>()
+                .map(ClassSelection::Listed),
+        }
+    }
 }
 
 /// The `smartshunts` key: `none`, `all`, or a list of shunts.
@@ -112,14 +181,22 @@ pub struct VictronCurrent {
 }
 
 impl VictronCurrent {
-    /// Σ Multi currents; `None` when a needed Multi is missing or invalid.
-    fn multi_a(&self, vebus: &[VebusView]) -> Option<f64> {
+    /// Σ Multi currents; `None` when a needed Multi is missing or invalid. A Multi RS (a DC
+    /// device of class `multi`) counts as a Multi.
+    fn multi_a(&self, vebus: &[VebusView], dc: &[DcSourceView]) -> Option<f64> {
         if !self.config.use_multi {
             return Some(0.0);
         }
-        if vebus.is_empty() {
+        let rs = dc.iter().filter(|d| d.class == DcClass::Multi);
+        if vebus.is_empty() && rs.clone().next().is_none() {
             return None;
         }
+        let rs_a: f64 = rs.map(|d| valid(d.current_a)).sum::<Option<f64>>()?;
+        Some(rs_a + self.vebus_a(vebus)?)
+    }
+
+    /// Σ Multi/Quattro currents; `None` when one is connected without a valid current.
+    fn vebus_a(&self, vebus: &[VebusView]) -> Option<f64> {
         vebus
             .iter()
             .map(|multi| match multi.connected {
@@ -165,13 +242,42 @@ impl VictronCurrent {
         })
     }
 
+    /// Whether a DC device other than a Multi RS counts: its class selected, and not a DC
+    /// meter already counted among the shunts.
+    fn counts_dc(&self, device: &DcSourceView, shunts: &[ShuntView]) -> bool {
+        let selected = match &self.config.dc_sources {
+            ClassSelection::All => true,
+            ClassSelection::None => false,
+            ClassSelection::Listed(classes) => classes.contains(&device.class),
+        };
+        selected
+            && device.class != DcClass::Multi
+            && !shunts
+                .iter()
+                .any(|s| s.service == device.service && self.selects(s))
+    }
+
+    /// Σ of the DC devices that count (positive = into the bank); `None` when one is invalid.
+    fn dc_a(&self, inputs: &CurrentInputs) -> Option<f64> {
+        inputs
+            .dc_sources
+            .iter()
+            .filter(|d| self.counts_dc(d, &inputs.smartshunts))
+            .map(|d| valid(d.current_a))
+            .sum()
+    }
+
     /// False when no device at all is counted: without a Multi, a solar charger or a selected
     /// shunt the sum is a constant 0 A, which the original published for good (REFERENCE §3.5,
     /// "Misconfiguration"); no measurement lets the host fall back to the BMS and say why.
     fn counts_a_device(&self, inputs: &CurrentInputs) -> bool {
         self.config.use_multi
-            || !inputs.solar_chargers.is_empty()
+            || (self.config.solar_chargers && !inputs.solar_chargers.is_empty())
             || inputs.smartshunts.iter().any(|shunt| self.selects(shunt))
+            || inputs
+                .dc_sources
+                .iter()
+                .any(|d| self.counts_dc(d, &inputs.smartshunts))
     }
 }
 
@@ -180,10 +286,14 @@ impl CurrentSourceImpl for VictronCurrent {
         if !self.counts_a_device(inputs) {
             return None;
         }
-        let multi_a = self.multi_a(&inputs.vebus)?;
-        let solar_a = solar_a(&inputs.solar_chargers)?;
+        let multi_a = self.multi_a(&inputs.vebus, &inputs.dc_sources)?;
+        let solar_a = if self.config.solar_chargers {
+            solar_a(&inputs.solar_chargers)?
+        } else {
+            0.0
+        };
         let shunts_a = self.shunts_a(&inputs.smartshunts)?;
-        let current_a = multi_a + solar_a + shunts_a;
+        let current_a = multi_a + solar_a + shunts_a + self.dc_a(inputs)?;
         let power_w = inputs.bank_voltage_v * current_a;
         (current_a.is_finite() && power_w.is_finite()).then_some(Measurement { current_a, power_w })
     }
@@ -209,7 +319,7 @@ pub fn new(config: &str) -> Result<VictronCurrent, String> {
 plugin_api::export_plugin! {
     kind: current_source,
     name: "victron",
-    description: "Bank current = Multi/Quattro + solar chargers ± SmartShunts",
+    description: "Bank current = Multis + solar chargers ± SmartShunts + other DC devices",
     new: new,
 }
 
@@ -249,6 +359,48 @@ mod tests {
             "House",
             4.0,
         )
+    }
+
+    #[test]
+    fn every_dc_class_counts_with_its_sign_and_can_be_left_out() {
+        // Host-side signs: positive = into the bank (a load of 6 A arrives as -6 A).
+        let bus = empty_bus()
+            .dc_source(DcClass::Multi, Some(-10.0))
+            .dc_source(DcClass::Inverter, Some(-3.0))
+            .dc_source(DcClass::Charger, Some(20.0))
+            .dc_source(DcClass::Dcdc, Some(12.0))
+            .dc_source(DcClass::Alternator, Some(30.0))
+            .dc_source(DcClass::DcSource, Some(5.0))
+            .dc_source(DcClass::DcLoad, Some(-6.0))
+            .dc_source(DcClass::DcSystem, Some(-8.0))
+            .solar_charger(Some(7.0))
+            .build();
+        assert_eq!(measured_current(&bus, ""), Some(47.0));
+        let only = r#"{"dc_sources": ["charger", "dcload"], "solar_chargers": false}"#;
+        assert_eq!(measured_current(&bus, only), Some(-10.0 + 20.0 - 6.0));
+        let none = r#"{"dc_sources": "none", "use_multi": false}"#;
+        assert_eq!(measured_current(&bus, none), Some(7.0));
+        let err = new(r#"{"dc_sources": ["toaster"]}"#).unwrap_err();
+        assert!(err.contains("unknown DC class `toaster`"), "{err}");
+    }
+
+    #[test]
+    fn a_selected_dc_meter_is_counted_once() {
+        let mut bus = empty_bus()
+            .multi(Some(1), Some(0.0))
+            .shunt(ShuntClass::DcLoad, 280, "House", 4.0)
+            .dc_source(DcClass::DcLoad, Some(-4.0))
+            .build();
+        bus.dc_sources[0].service = bus.smartshunts[0].service.clone();
+        assert_eq!(
+            measured_current(&bus, r#"{"smartshunts": "all"}"#),
+            Some(-4.0)
+        );
+        assert_eq!(
+            measured_current(&bus, ""),
+            Some(-4.0),
+            "counted as a DC load"
+        );
     }
 
     #[test]
