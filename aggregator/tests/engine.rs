@@ -7,6 +7,7 @@ use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;
 use aggregator_core::engine::{Engine, Event, Settings, TickInputs};
 use aggregator_core::envelope::Bounds;
+use aggregator_core::guard::{BmsLimits, GuardBounds, Window};
 use aggregator_core::presence::Battery;
 use aggregator_core::reading::BatteryReading;
 use plugin_api::{BatteryState, LocalDate, VebusView};
@@ -28,6 +29,24 @@ fn settings(on_lost: OnLost) -> Settings {
             max_discharge_current_a: 300.0,
             plugin_failures: 3,
         },
+        guard: GuardBounds {
+            max_cell_voltage_v: 2.6,
+            max_cell_hysteresis_v: 0.05,
+            min_cell_voltage_v: 1.8,
+            min_cell_hysteresis_v: 0.2,
+            charge_temperature: Window {
+                min_c: 0.0,
+                max_c: 45.0,
+            },
+            discharge_temperature: Window {
+                min_c: -20.0,
+                max_c: 55.0,
+            },
+            temperature_derate_c: 5.0,
+            bms_limits: BmsLimits::Share,
+            share_min_current_a: 5.0,
+        },
+        feed_in_hold_s: 0.0,
         on_lost,
         own_counter: true,
         efficiency: 0.985,

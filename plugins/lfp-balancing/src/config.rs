@@ -151,16 +151,31 @@ impl PluginConfig for Config {
         // a run could never reach its goal and would hold the balancing voltage for ever.
         check.require(
             self.balancing_voltage > self.min_cell_voltage
-                && self.balancing_voltage <= self.max_cell_voltage,
+                && self.balancing_voltage < self.max_cell_voltage,
             "balancing_voltage",
             || {
                 format!(
-                    "must be above min_cell_voltage ({}) and at most max_cell_voltage ({}), \
+                    "must be above min_cell_voltage ({}) and below max_cell_voltage ({}), \
                      found {}",
                     self.min_cell_voltage, self.max_cell_voltage, self.balancing_voltage
                 )
             },
         );
+        // A month above the balancing voltage charges past the balancing target every day and
+        // the goal is never the highest voltage; equal to it is a full charge every day.
+        for (month, &voltage) in self.charge_voltages.iter().enumerate() {
+            check.require(
+                voltage <= self.balancing_voltage && voltage > self.min_cell_voltage,
+                &format!("charge_voltages[{month}]"),
+                || {
+                    format!(
+                        "must be above min_cell_voltage ({}) and at most balancing_voltage \
+                         ({}), found {voltage}",
+                        self.min_cell_voltage, self.balancing_voltage
+                    )
+                },
+            );
+        }
 
         for (key, given, curve) in [
             ("charge_curve", &self.charge_curve, self.charge_curve()),
@@ -221,7 +236,7 @@ mod tests {
 
         let lfp = parse_checked::<Config>(
             r#"{"min_cell_voltage": 2.9, "balancing_voltage": 3.4, "max_cell_voltage": 3.45,
-                "charge_voltages": [3.55, 3.5, 3.5, 3.45, 3.4, 3.4, 3.4, 3.4, 3.45, 3.5, 3.5, 3.55]}"#,
+                "charge_voltages": [3.4, 3.35, 3.35, 3.35, 3.3, 3.3, 3.3, 3.3, 3.35, 3.35, 3.35, 3.4]}"#,
         )
         .unwrap();
         assert_eq!(
