@@ -24,6 +24,10 @@ use crate::presence::Battery;
 use crate::reading::ALARMS;
 use crate::state::{State, StrategyState};
 
+/// How far below the strategy's CCL the host must have lowered it to count as lowered (A);
+/// 2 % of the strategy's CCL where that is more.
+const LOWERED_MARGIN_A: f64 = 1.0;
+
 /// `batteries.on_lost`.
 #[derive(Clone, Copy, Debug, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -374,8 +378,10 @@ impl Engine {
         let host = HostCause {
             charge_stopped: limits.ccl_a <= 0.0,
             // Lowered by the host: below what the strategy asked (a CCL the strategy itself
-            // asked for leaves feed-in to the strategy).
-            charge_lowered: strategy_ccl.is_finite() && limits.ccl_a < strategy_ccl - 1e-6,
+            // asked for leaves feed-in to the strategy). The margin keeps a cap that only
+            // approaches the strategy's (smoothed shares at equal loads) from holding it.
+            charge_lowered: strategy_ccl.is_finite()
+                && limits.ccl_a < strategy_ccl - LOWERED_MARGIN_A.max(0.02 * strategy_ccl),
         };
         let feed_in_write = self.feed_in(request, host, inputs, &mut save_state, &mut events);
         let mut mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);

@@ -176,6 +176,8 @@ pub struct Guard {
     low_cell: bool,
     /// Smoothed share of the bank current per battery, in the order of the slice given.
     shares: Vec<f64>,
+    /// Which batteries were online when the shares were measured.
+    share_online: Vec<bool>,
 }
 
 /// The bank's cell and temperature extremes over the batteries online or held.
@@ -225,6 +227,7 @@ impl Guard {
             high_cell: false,
             low_cell: false,
             shares: Vec::new(),
+            share_online: Vec::new(),
         }
     }
 
@@ -382,9 +385,19 @@ impl Guard {
     /// Each pack's share of the bank current, smoothed over a few seconds; only measured while
     /// the bank current is large enough to tell shares apart.
     fn update_shares(&mut self, batteries: &[Battery], bank_current: f64, dt_s: f64) {
-        if self.shares.len() != batteries.len() {
+        // Shares measured with another set of packs online say nothing of this one: start
+        // again from this tick's (no allocation unless the bank's size changed).
+        let same = self.share_online.len() == batteries.len()
+            && batteries
+                .iter()
+                .zip(&self.share_online)
+                .all(|(b, &was)| (b.state == BatteryState::Online) == was);
+        if !same {
             self.shares.clear();
             self.shares.resize(batteries.len(), f64::NAN);
+            self.share_online.clear();
+            self.share_online
+                .extend(batteries.iter().map(|b| b.state == BatteryState::Online));
         }
         if bank_current.abs() < self.bounds.share_min_current_a {
             return;
