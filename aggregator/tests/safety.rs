@@ -60,6 +60,12 @@ async fn feed_in_becomes(w: &World, value: f64, within: Duration) -> Option<f64>
     }
 }
 
+/// Asserts that feed-in becomes `value` within [`SECONDS`], with the daemon's log if not.
+async fn expect_feed_in(w: &World, value: f64) {
+    let now = feed_in_becomes(w, value, SECONDS).await;
+    assert_eq!(now, Some(value), "{}", w.daemon.log_text());
+}
+
 #[test]
 fn feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
     runtime().block_on(async {
@@ -73,12 +79,7 @@ fn feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
 "#;
         let w = World::start(&bank(segments), &config(PASS_THROUGH)).await;
         assert_eq!(feed_in_becomes(&w, 1.0, SECONDS).await, Some(1.0));
-        assert_eq!(
-            feed_in_becomes(&w, 0.0, SECONDS).await,
-            Some(0.0),
-            "{}",
-            w.daemon.log_text()
-        );
+        expect_feed_in(&w, 0.0).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
         })
@@ -144,12 +145,7 @@ fn a_strategy_that_panics_turns_feed_in_off() {
         let strategy = "strategy: { plugin: fault-test, config: { cvl: 55.2, ccl: 100, dcl: 100, fault: panic, after_ticks: 15 } }";
         let w = World::start(&bank(segments), &config(strategy)).await;
         assert_eq!(feed_in_becomes(&w, 1.0, SECONDS).await, Some(1.0));
-        assert_eq!(
-            feed_in_becomes(&w, 0.0, SECONDS).await,
-            Some(0.0),
-            "{}",
-            w.daemon.log_text()
-        );
+        expect_feed_in(&w, 0.0).await;
         let items = support::bus::items(&w.conn, support::bus::OWN).await;
         assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
     });
@@ -165,12 +161,7 @@ fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
     batteries: { Bat1: { blocking_charge: true } }
 "#;
         let mut w = World::start(&bank(segments), &config(FIXED_200)).await;
-        assert_eq!(
-            feed_in_becomes(&w, 0.0, SECONDS).await,
-            Some(0.0),
-            "{}",
-            w.daemon.log_text()
-        );
+        expect_feed_in(&w, 0.0).await;
         // The episode is in the state file: a kill -9 here would resume it.
         assert_eq!(w.daemon.terminate(), Some(0));
         assert_eq!(
