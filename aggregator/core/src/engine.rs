@@ -363,12 +363,15 @@ impl Engine {
         let view = self.bank_view(batteries, &bank, inputs, current_a, power_w);
         let result = self.run_strategy(&view);
         let enforced = self.enforce(&result, &view, &bank.merged, inputs.cells, &mut events);
+        // Degraded first, so that a stale bank is scaled to the batteries online or capped by
+        // their own limits, whichever is lower, and not both at once.
+        let degraded = self.degrade(enforced.limits, &bank, inputs.expected);
         let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
         let guarded = self
             .guard
-            .apply(enforced.limits, batteries, voltage_v, inputs.dt_s);
+            .apply(degraded, batteries, voltage_v, inputs.dt_s);
         self.note_guard(&guarded.acts, batteries, &mut events);
-        let limits = self.degrade(guarded.limits, &bank, inputs.expected);
+        let limits = guarded.limits;
         let mut save_state = false;
         self.carry_out(&result, &bank, &mut save_state);
         let (request, strategy_ccl) = match &result {
