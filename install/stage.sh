@@ -39,10 +39,7 @@ cp "$INSTALL/service/run" "$OUT/service/run"
 cp "$INSTALL/service/log/run" "$OUT/service/log/run"
 cp "$INSTALL/README.md" "$OUT/README.md"
 cp "$REPO/config.yaml" "$OUT/config.yaml"
-for example in "$REPO"/config?*.yaml; do
-    [ ! -f "$example" ] || cp "$example" "$OUT/"
-done
-[ ! -d "$REPO/examples" ] || cp -R "$REPO/examples" "$OUT/examples"
+cp -R "$INSTALL/examples" "$OUT/examples"
 
 # The daemon refuses plugins writable by others; a umask of the build machine must not leak in.
 find "$OUT" -type d -exec chmod 0755 {} +

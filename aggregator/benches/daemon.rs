@@ -317,6 +317,11 @@ current_source:
   plugin: bms
 {strategy}safety:
   max_cell_voltage: 3.65
+  min_cell_voltage: 2.80
+  min_charge_temperature: 0
+  max_charge_temperature: 45
+  min_discharge_temperature: -20
+  max_discharge_temperature: 55
   max_charge_current: 300
   max_discharge_current: 300
 publish:

@@ -145,6 +145,7 @@ mod tests {
             feed_in: FeedIn {
                 disabled_by_us: true,
                 saved_value: Some(1),
+                strategy_off: false,
             },
         }
     }

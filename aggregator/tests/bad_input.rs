@@ -61,7 +61,7 @@ update_interval: 200ms
 batteries: { expected: 2, cells: 16, startup_wait: 20s }
 current_source: CURRENT
 strategy: STRATEGY
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;
@@ -120,7 +120,11 @@ fn all_finite(items: &Items) -> Result<(), String> {
 /// when it starts, one when it ends; the daemon still running.
 fn a_bad_value_is_one_episode(path: &str, value: &str, reason: &str) {
     runtime().block_on(async {
-        let config = config(BMS_CURRENT, GOOD_STRATEGY);
+        // Twice the good limits: held, the bank gets what one battery of two can take.
+        let config = config(
+            BMS_CURRENT,
+            "{ plugin: fault-test, config: { ccl: 100, dcl: 120 } }",
+        );
         let mut w = World::start(&bad_episode(path, value), &config).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/System/NrOfBatteries") == Some(2.0)
@@ -139,7 +143,7 @@ fn a_bad_value_is_one_episode(path: &str, value: &str, reason: &str) {
         assert_eq!(num(&items, "/Dc/0/Current"), Some(10.0));
         assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
         assert_eq!(num(&items, "/System/NrOfCellsPerBattery"), Some(16.0));
-        // Held, not lost: the limits stay the strategy's.
+        // Held, not lost: the strategy's limits scaled to the batteries online (1 of 2).
         assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(50.0));
         assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(60.0));
         assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));

@@ -12,6 +12,13 @@ fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.yaml")
 }
 
+/// A whole example of `install/examples/`.
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../install/examples")
+        .join(name)
+}
+
 fn run(args: &[&str], config: &Path, plugins: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
         .args(args)
@@ -23,9 +30,14 @@ fn run(args: &[&str], config: &Path, plugins: &Path) -> Output {
         .expect("run the binary")
 }
 
-/// The shipped config with `from` replaced by `to` (each must occur), written to a temp file.
+/// The LTO example (every key of `lfp-balancing` written out) with `from` replaced by `to`
+/// (each must occur), written to a temp file.
 fn broken(edits: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
-    let mut text = std::fs::read_to_string(shipped_config()).unwrap();
+    broken_from(&example("config-lto.yaml"), edits)
+}
+
+fn broken_from(file: &Path, edits: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let mut text = std::fs::read_to_string(file).unwrap();
     for (from, to) in edits {
         assert!(
             text.contains(from),
@@ -56,40 +68,130 @@ fn the_shipped_config_passes() {
     let plugins = plugins_dir_with(&PLUGIN_FILES);
     let out = run(&["check-config"], &shipped_config(), plugins.path());
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("ok (strategy lfp-balancing, current source victron"));
+    assert!(stdout(&out).contains("ok (strategy serialbattery, current source bms"));
+}
+
+/// A refused configuration: exit 2, and a line naming `key` at the line of `needle`.
+fn refused(path: &Path, key: &str, needle: &str) -> String {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], path, plugins.path());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let line = line_of(path, needle);
+    assert!(
+        text.contains(&format!(":{line}: {key}")),
+        "{key} at {line}: {text}"
+    );
+    text
 }
 
 #[test]
-fn the_commented_lfp_example_passes_too() {
-    let text = std::fs::read_to_string(shipped_config()).unwrap();
-    let (head, example) = text.split_once("# LFP example").unwrap();
-    let uncommented: String = example
-        .lines()
-        .filter_map(|l| l.strip_prefix("# "))
-        .filter(|l| l.starts_with(' ') || l.ends_with(':') || l.contains(": "))
-        .filter(|l| !l.starts_with("with ") && !l.starts_with("Replace"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let strategy_at = head.find("\nstrategy:").unwrap();
-    let safety_end = head.find("\n# The published virtual battery.").unwrap();
-    let mut config = format!(
-        "{}\n{}{}",
-        &head[..strategy_at],
-        uncommented,
-        &head[safety_end..]
+fn voltage_orders_that_cannot_work_are_refused_naming_the_key() {
+    let lfp = example("config-lfp.yaml");
+    // Today's old LFP example: months above the balancing voltage and max cell voltage.
+    let (_d, path) = broken_from(
+        &lfp,
+        &[(
+            "charge_voltages: [3.45, 3.45, 3.40,",
+            "charge_voltages: [3.55, 3.45, 3.40,",
+        )],
     );
-    config = config.replace("cells: 22", "cells: 16");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lfp.yaml");
-    std::fs::write(&path, &config).unwrap();
+    let text = refused(
+        &path,
+        "strategy.config.charge_voltages[0]: ",
+        "charge_voltages:",
+    );
+    assert!(text.contains("at most balancing_voltage"), "{text}");
+    let (_d, path) = broken_from(
+        &lfp,
+        &[("balancing_voltage: 3.50", "balancing_voltage: 3.55")],
+    );
+    refused(
+        &path,
+        "strategy.config.balancing_voltage: ",
+        "balancing_voltage:",
+    );
+    let (_d, path) = broken_from(
+        &lfp,
+        &[("    max_cell_voltage: 3.55", "    max_cell_voltage: 3.70")],
+    );
+    let text = refused(
+        &path,
+        "strategy.config.max_cell_voltage: ",
+        "    max_cell_voltage:",
+    );
+    assert!(text.contains("above safety.max_cell_voltage"), "{text}");
+    let (_d, path) = broken_from(
+        &lfp,
+        &[("    min_cell_voltage: 3.00", "    min_cell_voltage: 2.70")],
+    );
+    let text = refused(
+        &path,
+        "strategy.config.min_cell_voltage: ",
+        "    min_cell_voltage:",
+    );
+    assert!(text.contains("below safety.min_cell_voltage"), "{text}");
+    // lto-cv: its charge voltage above its own max cell voltage, and above the safety bound.
+    let (_d, path) = with_strategy(
+        "strategy:\n  plugin: lto-cv\n  config:\n    charge_voltage: 2.58\n    max_cell_voltage: 2.55\n",
+    );
+    refused(&path, "strategy.config.charge_voltage: ", "charge_voltage:");
+    let (_d, path) =
+        with_strategy("strategy:\n  plugin: lto-cv\n  config:\n    charge_voltage: 2.7\n");
+    let text = refused(&path, "strategy.config.charge_voltage: ", "charge_voltage:");
+    assert!(text.contains("above safety.max_cell_voltage"), "{text}");
+}
+
+/// The LTO example with its `strategy:` section replaced by `section`.
+fn with_strategy(section: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = std::fs::read_to_string(example("config-lto.yaml")).unwrap();
+    let start = text.find("\nstrategy:").unwrap() + 1;
+    let end = text.find("\n# Bounds the daemon enforces").unwrap() + 1;
+    let old = &text[start..end];
+    broken(&[(old, section)])
+}
+
+#[test]
+fn the_new_safety_bounds_are_required_and_checked() {
+    let (_d, path) = broken(&[("  min_charge_temperature: -20\n", "")]);
     let plugins = plugins_dir_with(&PLUGIN_FILES);
     let out = run(&["check-config"], &path, plugins.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n---\n{config}",
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("missing field `min_charge_temperature`"),
+        "{}",
         stdout(&out)
     );
+    let (_d, path) = broken(&[(
+        "  max_charge_temperature: 50",
+        "  max_charge_temperature: -30",
+    )]);
+    refused(
+        &path,
+        "safety.min_charge_temperature: ",
+        "min_charge_temperature:",
+    );
+    let (_d, path) = broken(&[("  min_cell_voltage: 1.8", "  min_cell_voltage: 2.7")]);
+    refused(
+        &path,
+        "safety.min_cell_voltage: ",
+        "  min_cell_voltage: 2.7",
+    );
+    let (_d, path) = broken(&[("  bms_limits: share", "  bms_limits: average")]);
+    refused(&path, "safety.bms_limits", "bms_limits:");
+}
+
+#[test]
+fn the_lfp_and_lto_examples_pass_too() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    for name in ["config-lfp.yaml", "config-lto.yaml"] {
+        let out = run(&["check-config"], &example(name), plugins.path());
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains("ok (strategy lfp-balancing"),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;
 use aggregator_core::engine::{Engine, Event, Settings, TickInputs};
 use aggregator_core::envelope::Bounds;
+use aggregator_core::guard::{BmsLimits, GuardBounds, Window};
 use aggregator_core::presence::Battery;
 use aggregator_core::reading::BatteryReading;
 use plugin_api::{BatteryState, LocalDate, VebusView};
@@ -28,6 +29,24 @@ fn settings(on_lost: OnLost) -> Settings {
             max_discharge_current_a: 300.0,
             plugin_failures: 3,
         },
+        guard: GuardBounds {
+            max_cell_voltage_v: 2.6,
+            max_cell_hysteresis_v: 0.05,
+            min_cell_voltage_v: 1.8,
+            min_cell_hysteresis_v: 0.2,
+            charge_temperature: Window {
+                min_c: 0.0,
+                max_c: 45.0,
+            },
+            discharge_temperature: Window {
+                min_c: -20.0,
+                max_c: 55.0,
+            },
+            temperature_derate_c: 5.0,
+            bms_limits: BmsLimits::Share,
+            share_min_current_a: 5.0,
+        },
+        feed_in_hold_s: 0.0,
         on_lost,
         own_counter: true,
         efficiency: 0.985,
@@ -382,4 +401,63 @@ fn the_counter_integrates_and_resets_full_at_the_balancing_voltage() {
     ];
     let out = rig.engine.tick(&full, &around(None));
     assert_eq!(out.soc_pct, Some(100.0));
+}
+
+/// Issue 14 §5: cells hovering at each host threshold with ±10 mV of noise for a simulated
+/// hour (one tick a second) switch the limits and feed-in a bounded number of times.
+#[test]
+fn cells_at_a_threshold_with_noise_for_an_hour_do_not_flap() {
+    const SERIALBATTERY: (&str, &str) = ("libplugin_serialbattery.so", "{}");
+    // A small deterministic noise source (no clock, same run every time).
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut noise = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 2001) as f64 / 1000.0 * 0.010 - 0.010
+    };
+    // The safety bounds of `settings`: max cell 2.6 (hysteresis 0.05), min cell 1.8 (0.2).
+    for (name, centre, high) in [("max cell", 2.6, true), ("min cell", 1.8, false)] {
+        let mut rig = rig(SERIALBATTERY, BMS, OnLost::BlockCharge);
+        let mut feed_in = 1;
+        let (mut stops, mut writes) = (0, 0);
+        let mut stopped = false;
+        for _ in 0..3600 {
+            // Cell 1 of battery A at the threshold, the others at 2.3 V; the packs' own
+            // limits allow 100 A each way, so only the host stops anything.
+            let mut bank = [
+                battery("A", 2.3, centre + noise(), 5.0, 50.0),
+                battery("B", 2.3, 2.3, 5.0, 50.0),
+            ];
+            for b in &mut bank {
+                b.reading.max_charge_current_a = Some(100.0);
+                b.reading.max_discharge_current_a = Some(100.0);
+                b.reading.max_charge_voltage_v = Some(2.5 * f64::from(CELLS));
+            }
+            let out = rig.engine.tick(&bank, &around(Some(feed_in)));
+            let limit = if high {
+                out.limits.ccl_a
+            } else {
+                out.limits.dcl_a
+            };
+            if (limit == 0.0) != stopped {
+                stopped = limit == 0.0;
+                stops += 1;
+            }
+            if let Some(value) = out.feed_in_write {
+                feed_in = value;
+                writes += 1;
+            }
+        }
+        // Latched once and held: the noise never crosses the hysteresis.
+        assert_eq!(stops, 1, "{name}: the limit switched {stops} times");
+        assert!(stopped, "{name}: still stopped after the hour");
+        if high {
+            assert_eq!(
+                (writes, feed_in),
+                (1, 0),
+                "{name}: feed-in written {writes} times"
+            );
+        }
+    }
 }

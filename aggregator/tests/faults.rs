@@ -19,7 +19,7 @@ update_interval: 200ms
 batteries: { expected: 2, cells: 16, startup_wait: 20s }
 current_source: { plugin: bms }
 strategy: { plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }
-safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;
@@ -117,7 +117,7 @@ update_interval: 200ms
 batteries: BATTERIES
 current_source: { plugin: bms }
 @LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;
@@ -153,6 +153,12 @@ fn limits(items: &Items) -> Limits {
 }
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
+
+/// The limits while one battery of two is held (issue 14 §4): old data does not get full
+/// current, so CCL and DCL are scaled to the batteries online; CVL stays.
+fn held_limits((cvl, ccl, dcl): Limits) -> Limits {
+    (cvl, ccl.map(|c| c / 2.0), dcl.map(|d| d / 2.0))
+}
 
 /// Waits for the whole bank online; its limits then.
 async fn whole_bank(w: &World) -> Limits {
@@ -201,10 +207,11 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
         let before = whole_bank(&w).await;
 
         // Held: not online (SPEC §5 counts online batteries only), but its last reading is
-        // still merged, no cable alarm, the limits untouched.
+        // still merged, no cable alarm, the limits scaled to the one battery of two online.
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
-                && limits(i) == before
+                && (limits(i) == held_limits(before)
+                    || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
                 && num(i, "/InstalledCapacity") == Some(560.0)
         };
         let items = until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
@@ -255,7 +262,8 @@ fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
 
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
-                && limits(i) == before
+                && (limits(i) == held_limits(before)
+                    || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
                 && num(i, "/InstalledCapacity") == Some(560.0)
         };
         until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
@@ -458,7 +466,7 @@ update_interval: 200ms
 batteries: { expected: 2, cells: 16, startup_wait: 20s }
 current_source: { plugin: bms }
 strategy: { plugin: fault-test, config: { fault: panic, after_ticks: 25 } }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, plugin_failures: 25 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, plugin_failures: 25 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;

@@ -21,7 +21,7 @@ fn errors_of(text: &str) -> Vec<ConfigError> {
 #[test]
 fn the_shipped_config_parses() {
     let config = fuzzing::config(CONFIG.as_bytes()).expect("config.yaml parses");
-    assert_eq!(config.strategy.plugin, "lfp-balancing");
+    assert_eq!(config.strategy.plugin, "serialbattery");
 }
 
 #[test]
@@ -62,13 +62,13 @@ fn garbled_configs_name_the_key_or_its_line() {
         ("hold_for: 60s", "hold_for: 9e99", "batteries.hold_for"),
         ("hold_for: 60s", "hold_for: .nan", "batteries.hold_for"),
         ("hold_for: 60s", "hold_for: [1]", "batteries.hold_for"),
-        ("  cells: 22", "  cells: -22", "batteries.cells"),
-        ("  cells: 22", "  colour: red", "batteries"),
+        ("  cells: 16", "  cells: -16", "batteries.cells"),
+        ("  cells: 16", "  colour: red", "batteries"),
         ("on_lost: block_charge", "on_lost: 7", "batteries.on_lost"),
         ("efficiency: 0.985", "efficiency: .inf", "soc.efficiency"),
         ("efficiency: 0.985", "efficiency: yes", "soc.efficiency"),
         (
-            "max_cell_voltage: 2.6",
+            "max_cell_voltage: 3.6",
             "max_cell_voltage: 1e999",
             "safety.max_cell_voltage",
         ),

@@ -620,7 +620,11 @@ fn a_setting_that_cannot_be_evaluated_names_file_line_and_setting() {
     assert!(!out.exists());
 
     // Required safety bounds are not made up.
-    std::fs::write(&from, "NR_OF_BATTERIES = 2\nOWN_CHARGE_PARAMETERS = True\n").unwrap();
+    std::fs::write(
+        &from,
+        "NR_OF_BATTERIES = 2\nOWN_CHARGE_PARAMETERS = True\nMIN_CELL_VOLTAGE = 1.9\n",
+    )
+    .unwrap();
     let result = import(&from, None, &out, &[]);
     assert_eq!(result.status.code(), Some(2));
     assert!(

@@ -193,6 +193,13 @@ fn a_bundle_holds_the_daemon_the_builtin_plugins_the_config_and_the_scripts() {
         fs::read(bundle.join("config.yaml")).unwrap(),
         fs::read(repo().join("config.yaml")).unwrap()
     );
+    for example in ["config-lfp.yaml", "config-lto.yaml"] {
+        assert_eq!(
+            fs::read(bundle.join("examples").join(example)).unwrap(),
+            fs::read(repo().join("install/examples").join(example)).unwrap(),
+            "{example}"
+        );
+    }
     for script in ["install.sh", "enable.sh", "uninstall.sh", "service/run"] {
         assert_eq!(mode(&bundle.join(script)), 0o755, "{script}");
     }

@@ -22,6 +22,7 @@ use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;
 use aggregator_core::engine::{Engine, Outcome, Settings, TickInputs};
 use aggregator_core::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
+use aggregator_core::guard::{BmsLimits, Guard, GuardBounds, Window};
 use aggregator_core::presence::Battery;
 use aggregator_core::published::{DeviceInfo, Published};
 use aggregator_core::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
@@ -98,6 +99,47 @@ fn bounds() -> impl Strategy<Value = Bounds> {
             }
         },
     )
+}
+
+/// The host's rules as `check-config` lets them through: a cell window below the envelope's
+/// bound, windows of temperature with their lower edge below the upper.
+fn guard_bounds(max_cell_voltage_v: f64) -> impl Strategy<Value = GuardBounds> {
+    let window = || {
+        (-40.0..30.0f64, 1.0..60.0f64).prop_map(|(min_c, w)| Window {
+            min_c,
+            max_c: min_c + w,
+        })
+    };
+    (
+        0.05..0.95f64,
+        0.0..0.2f64,
+        0.0..0.3f64,
+        window(),
+        window(),
+        prop_oneof![Just(0.0), 0.1..10.0f64],
+        prop::sample::select(vec![
+            BmsLimits::Share,
+            BmsLimits::MinTimesCount,
+            BmsLimits::Sum,
+            BmsLimits::Ignore,
+        ]),
+        0.1..20.0f64,
+    )
+        .prop_map(
+            move |(low, max_h, min_h, charge, discharge, derate, bms_limits, share_min)| {
+                GuardBounds {
+                    max_cell_voltage_v,
+                    max_cell_hysteresis_v: max_h * max_cell_voltage_v,
+                    min_cell_voltage_v: low * max_cell_voltage_v,
+                    min_cell_hysteresis_v: min_h * max_cell_voltage_v,
+                    charge_temperature: charge,
+                    discharge_temperature: discharge,
+                    temperature_derate_c: derate,
+                    bms_limits,
+                    share_min_current_a: share_min,
+                }
+            },
+        )
 }
 
 /// What a strategy hands the envelope: its three limits, or its error (or panic) text.
@@ -204,6 +246,28 @@ proptest! {
                     prop_assert_eq!(limits.dcl_a, 0.0, "{} faults in a row", faults_in_a_row);
                 }
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The guard only ever lowers a limit, and keeps finite limits finite and non-negative.
+    #[test]
+    fn the_guard_never_raises_a_limit(
+        guard in (1e-3..5.0f64).prop_flat_map(guard_bounds),
+        ticks in vec((bank(3, 16, false), 0.0..400.0f64, 0.0..400.0f64, 0.0..2.0f64), 1..12),
+    ) {
+        let mut g = Guard::new(guard);
+        for (batteries, ccl, dcl, dt) in ticks {
+            let limits = Limits { cvl_v: 55.0, ccl_a: ccl, dcl_a: dcl };
+            let out = g.apply(limits, &batteries, 53.0, dt).limits;
+            prop_assert!(out.ccl_a.is_finite() && out.dcl_a.is_finite() && out.cvl_v.is_finite());
+            prop_assert!((0.0..=ccl).contains(&out.ccl_a), "CCL {} from {}", out.ccl_a, ccl);
+            prop_assert!((0.0..=dcl).contains(&out.dcl_a), "DCL {} from {}", out.dcl_a, dcl);
+            prop_assert!(out.cvl_v <= 55.0 && out.cvl_v > 0.0);
+            windows_hold(&guard, &batteries, out)?;
         }
     }
 }
@@ -495,6 +559,7 @@ fn surroundings(cells: u32, expected: u32) -> impl Strategy<Value = TickInputs> 
 #[derive(Clone, Debug)]
 struct Run {
     bounds: Bounds,
+    guard: GuardBounds,
     on_lost: OnLost,
     own_counter: bool,
     strategy: StrategyChoice,
@@ -505,7 +570,7 @@ struct Run {
 
 fn run() -> impl Strategy<Value = Run> {
     let settings = (
-        bounds(),
+        bounds().prop_flat_map(|b| (Just(b), guard_bounds(b.max_cell_voltage_v))),
         prop::sample::select(vec![
             OnLost::BlockCharge,
             OnLost::BlockAll,
@@ -529,8 +594,9 @@ fn run() -> impl Strategy<Value = Run> {
             })
         });
     (settings, bank_and_ticks).prop_map(
-        |((bounds, on_lost, own_counter, strategy, current_source), (cells, ticks))| Run {
+        |(((bounds, guard), on_lost, own_counter, strategy, current_source), (cells, ticks))| Run {
             bounds,
+            guard,
             on_lost,
             own_counter,
             strategy,
@@ -571,6 +637,8 @@ impl Plugins {
         let (current_file, current_config) = CURRENT_SOURCES[run.current_source];
         let settings = Settings {
             bounds: run.bounds,
+            guard: run.guard,
+            feed_in_hold_s: 60.0,
             on_lost: run.on_lost,
             own_counter: run.own_counter,
             efficiency: 0.985,
@@ -587,6 +655,103 @@ impl Plugins {
                 .expect("current source"),
         )
     }
+}
+
+/// The feed-in setting of the tick whose batteries are `batteries`.
+fn around_feed_in(run: &Run, batteries: &[Battery]) -> Option<i64> {
+    run.ticks
+        .iter()
+        .find(|(b, _)| std::ptr::eq(b.as_slice(), batteries))
+        .and_then(|(_, around)| around.feed_in_setting)
+}
+
+/// Issue 14 on the published limits: the cell and temperature windows, the packs' own limits,
+/// old data, and feed-in off whenever charging is stopped.
+fn host_rules_hold(
+    run: &Run,
+    batteries: &[Battery],
+    feed_in: Option<i64>,
+    outcome: &Outcome,
+) -> Result<(), TestCaseError> {
+    let g = run.guard;
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let ccl = outcome.limits.ccl_a;
+    let dcl = outcome.limits.dcl_a;
+    windows_hold(&g, batteries, outcome.limits)?;
+    let online: Vec<&Battery> = batteries
+        .iter()
+        .filter(|b| b.state == BatteryState::Online)
+        .collect();
+    let own = |limit: fn(&BatteryReading) -> Option<f64>| -> Option<f64> {
+        online
+            .iter()
+            .map(|b| finite(limit(&b.reading)).filter(|l| *l >= 0.0))
+            .sum::<Option<f64>>()
+    };
+    if g.bms_limits != BmsLimits::Ignore && outcome.merged.count > 0 {
+        if let Some(sum) = own(|r| r.max_charge_current_a) {
+            prop_assert!(
+                ccl <= sum * (1.0 + 1e-9),
+                "CCL {} above the packs' {}",
+                ccl,
+                sum
+            );
+        }
+        if let Some(sum) = own(|r| r.max_discharge_current_a) {
+            prop_assert!(
+                dcl <= sum * (1.0 + 1e-9),
+                "DCL {} above the packs' {}",
+                dcl,
+                sum
+            );
+        }
+    }
+    if online.is_empty() {
+        prop_assert_eq!((ccl, dcl), (0.0, 0.0), "no battery online: old data only");
+    }
+    if ccl == 0.0 && feed_in == Some(1) {
+        prop_assert_eq!(
+            outcome.feed_in_write,
+            Some(0),
+            "charging stopped, feed-in on"
+        );
+    }
+    Ok(())
+}
+
+/// The cell and temperature windows of the guard on limits for `batteries`.
+fn windows_hold(
+    g: &GuardBounds,
+    batteries: &[Battery],
+    limits: Limits,
+) -> Result<(), TestCaseError> {
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let active = || batteries.iter().filter(|b| b.state != BatteryState::Lost);
+    let (ccl, dcl) = (limits.ccl_a, limits.dcl_a);
+    if let Some(b) = active()
+        .find(|b| finite(b.reading.max_cell_voltage_v).is_some_and(|v| v >= g.max_cell_voltage_v))
+    {
+        prop_assert_eq!(ccl, 0.0, "{} has a cell at safety.max_cell_voltage", b.name);
+    }
+    if let Some(b) = active()
+        .find(|b| finite(b.reading.min_cell_voltage_v).is_some_and(|v| v <= g.min_cell_voltage_v))
+    {
+        prop_assert_eq!(dcl, 0.0, "{} has a cell at safety.min_cell_voltage", b.name);
+    }
+    for b in active() {
+        let r = &b.reading;
+        let low = finite(r.min_cell_temperature_c).or(finite(r.temperature_c));
+        let high = finite(r.max_cell_temperature_c).or(finite(r.temperature_c));
+        let outside =
+            |w: Window| low.is_some_and(|t| t <= w.min_c) || high.is_some_and(|t| t >= w.max_c);
+        if outside(g.charge_temperature) {
+            prop_assert_eq!(ccl, 0.0, "{} outside the charge window", b.name);
+        }
+        if outside(g.discharge_temperature) {
+            prop_assert_eq!(dcl, 0.0, "{} outside the discharge window", b.name);
+        }
+    }
+    Ok(())
 }
 
 /// The properties of one tick's outcome, and of what it publishes.
@@ -621,6 +786,7 @@ fn check_outcome(
     if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
         prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
     }
+    host_rules_hold(run, batteries, around_feed_in(run, batteries), outcome)?;
 
     // Every number the service publishes, cell voltages included.
     let cell_paths: Vec<(String, Option<f64>)> = active()

@@ -31,7 +31,7 @@ update_interval: 200ms
 batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s }
 current_source: CURRENT
 @LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, feed_in_hold: 1s }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;
@@ -232,7 +232,7 @@ update_interval: 200ms
 batteries: { expected: 2, cells: 16, startup_wait: STARTUP_WAIT }
 current_source: { plugin: bms }
 strategy: { plugin: serialbattery, config: {} }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }
 "#;

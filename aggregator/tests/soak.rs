@@ -63,7 +63,7 @@ batteries: { expected: 3, cells: 16, startup_wait: 20s, hold_for: 5s, frozen_aft
 current_source: { plugin: victron, config: { use_multi: true } }
 soc: { save_precision: 0.0005 }
 @LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300 }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 publish: { cell_voltages: true }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 60s }

@@ -18,9 +18,15 @@ use plugin_api::{
 use crate::bank::{merge, Member, Merged};
 use crate::coulomb::CoulombCounter;
 use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
-use crate::feedin::FeedIn;
+use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
+use crate::guard::{Acts, Guard, GuardBounds};
 use crate::presence::Battery;
+use crate::reading::ALARMS;
 use crate::state::{State, StrategyState};
+
+/// How far below the strategy's CCL the host must have lowered it to count as lowered (A);
+/// 2 % of the strategy's CCL where that is more.
+const LOWERED_MARGIN_A: f64 = 1.0;
 
 /// `batteries.on_lost`.
 #[derive(Clone, Copy, Debug, serde::Deserialize, PartialEq, Eq)]
@@ -83,6 +89,13 @@ pub enum Event {
     ModeChanged(String),
     /// The counter was started from the BMS SoC (no saved value).
     CounterStartedFromBms(f64),
+    /// Feed-in: an episode started or ended, was overridden, or cannot start.
+    FeedIn(FeedInEvent),
+    /// No battery gives any temperature: the temperature windows cannot act (once).
+    NoTemperature,
+    /// A battery online publishes no charge or discharge limit of its own: it caps nothing
+    /// (once per battery name).
+    NoPackLimit(String),
 }
 
 /// The outcome of one tick.
@@ -128,6 +141,10 @@ pub struct Outcome {
 pub struct Settings {
     /// The safety bounds.
     pub bounds: Bounds,
+    /// The host's cell, temperature and pack-limit rules.
+    pub guard: GuardBounds,
+    /// `safety.feed_in_hold`: seconds without a cause before feed-in is restored.
+    pub feed_in_hold_s: f64,
     /// `batteries.on_lost`.
     pub on_lost: OnLost,
     /// `soc.own_counter`.
@@ -145,6 +162,8 @@ struct BankSnapshot {
     /// Batteries online or held (stale), which the merge is made of.
     active: usize,
     online: u32,
+    /// Batteries held with their last reading.
+    stale: u32,
     lost: Vec<String>,
     left_out: Vec<String>,
     /// Expected batteries never found.
@@ -170,11 +189,16 @@ impl BankSnapshot {
             .filter(|b| b.state == BatteryState::Lost)
             .map(|b| b.name.clone())
             .collect();
+        let stale = batteries
+            .iter()
+            .filter(|b| b.state == BatteryState::Stale)
+            .count() as u32;
         let known = u32::try_from(batteries.len() + left_out.len()).unwrap_or(u32::MAX);
         BankSnapshot {
             merged: merge(&active),
             active: active.len(),
             online,
+            stale,
             lost,
             left_out: left_out.to_vec(),
             missing: expected.saturating_sub(known),
@@ -224,6 +248,11 @@ pub struct Engine {
     /// The capacity the counter's charge refers to (`None` until known).
     counter_capacity: Option<f64>,
     feed_in: FeedIn,
+    feed_in_control: FeedInControl,
+    guard: Guard,
+    no_temperature_logged: bool,
+    /// Batteries already named for publishing no limit of their own.
+    no_limit_logged: Vec<String>,
     fallback_ticks: u64,
     clamping: bool,
     mode: String,
@@ -260,6 +289,10 @@ impl Engine {
             counter: None,
             counter_capacity: None,
             feed_in: FeedIn::default(),
+            feed_in_control: FeedInControl::default(),
+            guard: Guard::new(settings.guard),
+            no_temperature_logged: false,
+            no_limit_logged: Vec::new(),
             fallback_ticks: 0,
             clamping: false,
             mode: String::new(),
@@ -292,10 +325,15 @@ impl Engine {
                     ));
                 }
             }
-            Some(saved) => problems.push(format!(
-                "saved strategy state belongs to `{}`, not `{}`; starting fresh",
-                saved.plugin, self.strategy_name
-            )),
+            Some(saved) => {
+                problems.push(format!(
+                    "saved strategy state belongs to `{}`, not `{}`; starting fresh",
+                    saved.plugin, self.strategy_name
+                ));
+                // The old strategy's feed-in request is not this one's to keep.
+                self.feed_in_control
+                    .strategy_changed(&mut self.feed_in, self.settings.feed_in_hold_s);
+            }
             None => {}
         }
         problems
@@ -344,28 +382,51 @@ impl Engine {
         // Nothing to compute from: fail safe without asking the plugins (a bank with no
         // battery is not a plugin fault).
         if bank.active == 0 {
-            return self.nothing_online(bank, events);
+            return self.nothing_online(bank, inputs, events);
         }
         let (current_a, power_w) = self.measure(&bank.merged, inputs, &mut events);
         self.count(&bank, inputs, current_a, &mut events);
         let view = self.bank_view(batteries, &bank, inputs, current_a, power_w);
         let result = self.run_strategy(&view);
         let enforced = self.enforce(&result, &view, &bank.merged, inputs.cells, &mut events);
-        let limits = self.degrade(
-            enforced.limits,
-            bank.online,
-            inputs.expected,
-            bank.degraded(),
-        );
+        // Degraded first, so that a stale bank is scaled to the batteries online or capped by
+        // their own limits, whichever is lower, and not both at once.
+        let degraded = self.degrade(enforced.limits, &bank, inputs.expected);
+        let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
+        let guarded = self
+            .guard
+            .apply(degraded, batteries, voltage_v, inputs.dt_s);
+        self.note_guard(&guarded.acts, batteries, &mut events);
+        let limits = guarded.limits;
         let mut save_state = false;
-        let feed_in_write = self.carry_out(&result, &bank, inputs, &mut save_state);
-        let mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
+        self.carry_out(&result, &bank, &mut save_state);
+        let (request, strategy_ccl) = match &result {
+            Ok(out) => (out.feed_in, out.ccl_a),
+            Err(_) => (plugin_api::FeedInRequest::Keep, f64::NAN),
+        };
+        let host = HostCause {
+            charge_stopped: limits.ccl_a <= 0.0,
+            // Lowered by the host: below what the strategy asked (a CCL the strategy itself
+            // asked for leaves feed-in to the strategy). The margin keeps a cap that only
+            // approaches the strategy's (smoothed shares at equal loads) from holding it.
+            charge_lowered: strategy_ccl.is_finite()
+                && limits.ccl_a < strategy_ccl - LOWERED_MARGIN_A.max(0.02 * strategy_ccl),
+        };
+        let feed_in_write = self.feed_in(request, host, inputs, &mut save_state, &mut events);
+        let mut mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
+        let acting = guarded.acts.describe();
+        if !acting.is_empty() {
+            mode = format!("{mode}; {acting}");
+            self.set_mode(&mode, &mut events);
+        }
         let mut soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
         if let Some(soc_pct) = inputs.monitor_soc.filter(|s| s.is_finite()) {
             soc = monitor_soc(soc_pct, &bank.merged);
         }
+        let mut merged = bank.merged;
+        raise_alarms(&mut merged.alarms, &guarded.acts);
         Outcome {
-            merged: bank.merged,
+            merged,
             online: bank.online,
             lost: bank.lost,
             left_out: bank.left_out,
@@ -386,9 +447,26 @@ impl Engine {
 
     /// No battery online or held: CCL and DCL 0; the last good CVL stays, so DVCC keeps a
     /// sane value.
-    fn nothing_online(&mut self, bank: BankSnapshot, mut events: Vec<Event>) -> Outcome {
+    fn nothing_online(
+        &mut self,
+        bank: BankSnapshot,
+        inputs: &TickInputs,
+        mut events: Vec<Event>,
+    ) -> Outcome {
         let mode = "No battery online: charge and discharge stopped".to_string();
         self.set_mode(&mode, &mut events);
+        let mut save_state = false;
+        let stopped = HostCause {
+            charge_stopped: true,
+            charge_lowered: false,
+        };
+        let feed_in_write = self.feed_in(
+            plugin_api::FeedInRequest::Keep,
+            stopped,
+            inputs,
+            &mut save_state,
+            &mut events,
+        );
         let cvl_v = self.envelope.last_good().map_or(0.0, |l| l.cvl_v);
         Outcome {
             merged: bank.merged,
@@ -408,9 +486,57 @@ impl Engine {
                 dcl_a: 0.0,
             },
             mode,
-            feed_in_write: None,
-            save_state: false,
+            feed_in_write,
+            save_state,
             events,
+        }
+    }
+
+    /// The feed-in step: this tick's wanted setting, the write to make and its log line.
+    fn feed_in(
+        &mut self,
+        request: plugin_api::FeedInRequest,
+        host: HostCause,
+        inputs: &TickInputs,
+        save_state: &mut bool,
+        events: &mut Vec<Event>,
+    ) -> Option<i64> {
+        let before = self.feed_in.clone();
+        let (write, event) = self.feed_in_control.decide(
+            &mut self.feed_in,
+            request,
+            host,
+            inputs.feed_in_setting,
+            inputs.dt_s,
+            self.settings.feed_in_hold_s,
+        );
+        *save_state |= before != self.feed_in;
+        events.extend(event.map(Event::FeedIn));
+        write
+    }
+
+    /// At shutdown: ends a feed-in episode whatever its cause, as nobody holds the limits
+    /// any more; returns the user's value to write back.
+    pub fn release_feed_in(&mut self) -> Option<i64> {
+        self.feed_in_control.release(&mut self.feed_in)
+    }
+
+    /// The once-only log lines of the guard: no temperature at all, a pack without limits.
+    fn note_guard(&mut self, acts: &Acts, batteries: &[Battery], events: &mut Vec<Event>) {
+        if acts.no_temperature && !self.no_temperature_logged {
+            self.no_temperature_logged = true;
+            events.push(Event::NoTemperature);
+        }
+        if self.settings.guard.bms_limits == crate::guard::BmsLimits::Ignore {
+            return;
+        }
+        for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
+            let r = &b.reading;
+            let none = r.max_charge_current_a.is_none() || r.max_discharge_current_a.is_none();
+            if none && !self.no_limit_logged.contains(&b.name) {
+                self.no_limit_logged.push(b.name.clone());
+                events.push(Event::NoPackLimit(b.name.clone()));
+            }
         }
     }
 
@@ -500,16 +626,15 @@ impl Engine {
         enforced
     }
 
-    /// The strategy's requests: its state to save, a SoC reset, feed-in (the write to make).
+    /// The strategy's requests besides feed-in: its state to save, a SoC reset.
     fn carry_out(
         &mut self,
         result: &Result<StrategyOutput, String>,
         bank: &BankSnapshot,
-        inputs: &TickInputs,
         save_state: &mut bool,
-    ) -> Option<i64> {
+    ) {
         let Ok(out) = result else {
-            return None;
+            return;
         };
         *save_state |= out.state_changed;
         if let Some(counter) = &mut self.counter {
@@ -519,10 +644,6 @@ impl Engine {
                 SocReset::None => {}
             }
         }
-        let before = self.feed_in.clone();
-        let write = self.feed_in.on_request(out.feed_in, inputs.feed_in_setting);
-        *save_state |= before != self.feed_in;
-        write
     }
 
     /// `/Info/ChargeMode`: the strategy's, or the fault; what is lost or missing appended.
@@ -643,16 +764,24 @@ impl Engine {
         }
     }
 
-    /// SPEC §4: limits while batteries are lost.
-    fn degrade(&self, limits: Limits, online: u32, expected: u32, any_lost: bool) -> Limits {
-        if !any_lost {
-            return limits;
-        }
+    /// SPEC §4: limits while batteries are lost; while one is held (stale), both limits are
+    /// scaled to the batteries online, as old data must not get full current.
+    fn degrade(&self, limits: Limits, bank: &BankSnapshot, expected: u32) -> Limits {
         let share = if expected > 0 {
-            f64::from(online.min(expected)) / f64::from(expected)
+            f64::from(bank.online.min(expected)) / f64::from(expected)
         } else {
             0.0
         };
+        if !bank.degraded() {
+            if bank.stale == 0 {
+                return limits;
+            }
+            return Limits {
+                ccl_a: limits.ccl_a * share,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            };
+        }
         match self.settings.on_lost {
             OnLost::BlockCharge => Limits {
                 ccl_a: 0.0,
@@ -719,6 +848,18 @@ impl Engine {
     }
 }
 
+/// The host's alarms over the batteries' own (the higher wins).
+fn raise_alarms(alarms: &mut [Option<i64>; ALARMS.len()], acts: &Acts) {
+    for (name, level) in acts.alarms() {
+        if level == 0 {
+            continue;
+        }
+        if let Some(i) = ALARMS.iter().position(|a| *a == name) {
+            alarms[i] = Some(alarms[i].unwrap_or(0).max(level));
+        }
+    }
+}
+
 fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
@@ -770,6 +911,8 @@ mod tests {
                 max_discharge_current_a: 300.0,
                 plugin_failures: 3,
             },
+            guard: crate::guard::tests::BOUNDS,
+            feed_in_hold_s: 60.0,
             on_lost: OnLost::BlockCharge,
             own_counter: true,
             efficiency: 0.985,

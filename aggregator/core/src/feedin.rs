@@ -1,8 +1,19 @@
-//! Carrying out a strategy's feed-in requests on `/Settings/CGwacs/OvervoltageFeedIn`.
+//! The host owns DC-coupled feed-in, `/Settings/CGwacs/OvervoltageFeedIn` (issue 14 §1).
 //!
-//! The strategy says disable / restore; this module remembers the user's value when it
-//! disables, so that restore writes back exactly what the user had, even after a restart in the
-//! middle of an episode (the memory is part of the persisted state).
+//! While feed-in is 1, DVCC runs the solar chargers at their maximum whatever the CCL, so a
+//! CCL of 0, or one the host lowered, does nothing on a DC-coupled PV system. Each tick the
+//! core decides the value the setting should have:
+//!
+//! * an **episode** starts when the published CCL is 0, when the host lowered it below the
+//!   strategy's, or when the strategy asked for feed-in off; it needs the user's value read
+//!   from settings first (never write 0 without knowing what to restore);
+//! * during it the setting should be 0 (re-disabled if something turns it on, logged once);
+//! * it ends once no cause has held for `safety.feed_in_hold`; then the user's value is
+//!   written back, and kept until the setting shows it;
+//! * the daemon writes whenever the wanted value differs from the setting read this tick, so
+//!   a failed write is retried every tick.
+//!
+//! The memory is part of the persisted state: an episode survives a restart or kill -9.
 
 use plugin_api::FeedInRequest;
 use serde::{Deserialize, Serialize};
@@ -11,31 +22,158 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedIn {
-    /// True while feed-in is off because we turned it off.
+    /// True during an episode: feed-in is held at 0 by us.
     pub disabled_by_us: bool,
-    /// The user's value before we turned it off (`None`: unknown, e.g. no settings service).
+    /// The user's value to write back; kept after the episode until the setting shows it.
     pub saved_value: Option<i64>,
+    /// The strategy asked for feed-in off and has not asked for it back.
+    #[serde(default)]
+    pub strategy_off: bool,
 }
 
-impl FeedIn {
-    /// Decides the write for this tick's request, given the setting's current value; returns
-    /// the value to write, if any.
-    pub fn on_request(&mut self, request: FeedInRequest, current: Option<i64>) -> Option<i64> {
+/// Why an episode started, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The published CCL is 0.
+    ChargeStopped,
+    /// The host lowered the CCL below the strategy's.
+    ChargeLowered,
+    /// The strategy asked for feed-in off.
+    StrategyRequest,
+}
+
+/// Something about feed-in worth one log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedInEvent {
+    /// An episode started; the user's value was this.
+    Disabled(Cause, i64),
+    /// Something turned feed-in back on during an episode (logged once per episode).
+    Overridden,
+    /// The cause cleared for the hold time: the user's value goes back.
+    Restoring(i64),
+    /// An episode is wanted but the setting cannot be read, so nothing is written.
+    SettingUnknown,
+}
+
+/// The episode's memory that is not persisted: time without a cause and what was logged.
+#[derive(Clone, Debug, Default)]
+pub struct FeedInControl {
+    clear_for_s: f64,
+    seen_off: bool,
+    overridden_logged: bool,
+    unknown_logged: bool,
+}
+
+/// This tick's causes besides the strategy's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCause {
+    /// The published CCL is 0.
+    pub charge_stopped: bool,
+    /// The host lowered the CCL below the strategy's.
+    pub charge_lowered: bool,
+}
+
+impl FeedInControl {
+    /// Ends the strategy's part in an episode (another strategy is configured than the one
+    /// that asked): restored at once unless a host cause holds.
+    pub fn strategy_changed(&mut self, memory: &mut FeedIn, hold_s: f64) {
+        memory.strategy_off = false;
+        self.clear_for_s = hold_s;
+    }
+
+    /// The decision of one tick: the value the setting should have (`None`: leave it), with
+    /// an event to log.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        memory: &mut FeedIn,
+        request: FeedInRequest,
+        host: HostCause,
+        setting: Option<i64>,
+        dt_s: f64,
+        hold_s: f64,
+    ) -> (Option<i64>, Option<FeedInEvent>) {
         match request {
-            FeedInRequest::Keep => None,
-            FeedInRequest::Disable if !self.disabled_by_us => {
-                self.disabled_by_us = true;
-                self.saved_value = current;
-                (current != Some(0)).then_some(0)
-            }
-            FeedInRequest::Disable => (current.is_some_and(|v| v != 0)).then_some(0),
-            FeedInRequest::Restore if self.disabled_by_us => {
-                self.disabled_by_us = false;
-                let saved = self.saved_value.take();
-                saved.filter(|&v| Some(v) != current)
-            }
-            FeedInRequest::Restore => None,
+            FeedInRequest::Disable => memory.strategy_off = true,
+            FeedInRequest::Restore => memory.strategy_off = false,
+            FeedInRequest::Keep => {}
         }
+        let cause = if host.charge_stopped {
+            Some(Cause::ChargeStopped)
+        } else if host.charge_lowered {
+            Some(Cause::ChargeLowered)
+        } else if memory.strategy_off {
+            Some(Cause::StrategyRequest)
+        } else {
+            None
+        };
+        let mut event = None;
+        match (cause, memory.disabled_by_us) {
+            (Some(cause), false) => match setting {
+                Some(now) => {
+                    memory.disabled_by_us = true;
+                    // A restore still under way keeps the value from before the last episode.
+                    let user = *memory.saved_value.get_or_insert(now);
+                    self.clear_for_s = 0.0;
+                    self.seen_off = now == 0;
+                    self.overridden_logged = false;
+                    self.unknown_logged = false;
+                    event = Some(FeedInEvent::Disabled(cause, user));
+                }
+                None if !self.unknown_logged => {
+                    self.unknown_logged = true;
+                    event = Some(FeedInEvent::SettingUnknown);
+                }
+                None => {}
+            },
+            (Some(_), true) => self.clear_for_s = 0.0,
+            (None, true) => {
+                self.clear_for_s += dt_s.max(0.0);
+                if self.clear_for_s >= hold_s {
+                    memory.disabled_by_us = false;
+                    if let Some(user) = memory.saved_value {
+                        event = Some(FeedInEvent::Restoring(user));
+                    }
+                }
+            }
+            (None, false) => {}
+        }
+        if memory.disabled_by_us {
+            match setting {
+                Some(0) => self.seen_off = true,
+                Some(_) if self.seen_off && !self.overridden_logged => {
+                    self.overridden_logged = true;
+                    event = event.or(Some(FeedInEvent::Overridden));
+                }
+                _ => {}
+            }
+        }
+        if !memory.disabled_by_us && setting.is_some() && setting == memory.saved_value {
+            // The user's value is back: nothing more to restore.
+            memory.saved_value = None;
+        }
+        (
+            self.wanted(memory)
+                .filter(|&w| setting.is_some_and(|s| s != w)),
+            event,
+        )
+    }
+
+    /// The value the setting should have now.
+    pub fn wanted(&self, memory: &FeedIn) -> Option<i64> {
+        if memory.disabled_by_us {
+            Some(0)
+        } else {
+            memory.saved_value
+        }
+    }
+
+    /// At shutdown: the episode ends whatever its cause (nobody will hold the limits any
+    /// more); returns the user's value to write back. Kept in memory until written.
+    pub fn release(&mut self, memory: &mut FeedIn) -> Option<i64> {
+        memory.disabled_by_us = false;
+        memory.strategy_off = false;
+        memory.saved_value
     }
 }
 
@@ -44,51 +182,94 @@ mod tests {
     use super::*;
     use FeedInRequest::*;
 
+    const NONE: HostCause = HostCause {
+        charge_stopped: false,
+        charge_lowered: false,
+    };
+    const STOPPED: HostCause = HostCause {
+        charge_stopped: true,
+        charge_lowered: false,
+    };
+
     #[test]
-    fn disables_then_restores_the_users_value() {
-        let mut f = FeedIn::default();
-        assert_eq!(f.on_request(Keep, Some(1)), None);
-        assert_eq!(f.on_request(Disable, Some(1)), Some(0));
-        assert_eq!(f.saved_value, Some(1));
+    fn a_host_cause_disables_then_restores_after_the_hold_time() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(1), 1.0, 3.0).0, None);
+        let (write, event) = c.decide(&mut m, Keep, STOPPED, Some(1), 1.0, 3.0);
+        assert_eq!(write, Some(0));
+        assert_eq!(event, Some(FeedInEvent::Disabled(Cause::ChargeStopped, 1)));
+        assert_eq!(c.decide(&mut m, Keep, STOPPED, Some(0), 1.0, 3.0).0, None);
+        // Cleared: held 3 s before the user's value goes back.
+        for _ in 0..2 {
+            assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 3.0).0, None);
+        }
+        let (write, event) = c.decide(&mut m, Keep, NONE, Some(0), 1.0, 3.0);
+        assert_eq!((write, event), (Some(1), Some(FeedInEvent::Restoring(1))));
+        // The write failed: retried while the setting does not show it.
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 3.0).0, Some(1));
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(1), 1.0, 3.0).0, None);
+        assert_eq!(m, FeedIn::default());
+    }
+
+    #[test]
+    fn never_writes_without_knowing_the_users_value() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        let (write, event) = c.decide(&mut m, Keep, STOPPED, None, 1.0, 3.0);
+        assert_eq!((write, event), (None, Some(FeedInEvent::SettingUnknown)));
         assert_eq!(
-            f.on_request(Disable, Some(0)),
-            None,
-            "already off: no second write"
+            c.decide(&mut m, Keep, STOPPED, None, 1.0, 3.0),
+            (None, None)
         );
-        assert_eq!(f.on_request(Restore, Some(0)), Some(1));
-        assert_eq!(f, FeedIn::default());
+        assert!(!m.disabled_by_us);
+    }
+
+    #[test]
+    fn re_disables_if_someone_turned_it_back_on_and_logs_once() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        c.decide(&mut m, Disable, NONE, Some(1), 1.0, 3.0);
+        c.decide(&mut m, Keep, NONE, Some(0), 1.0, 3.0);
+        let (write, event) = c.decide(&mut m, Keep, NONE, Some(1), 1.0, 3.0);
+        assert_eq!((write, event), (Some(0), Some(FeedInEvent::Overridden)));
         assert_eq!(
-            f.on_request(Restore, Some(1)),
-            None,
-            "restore only what we disabled"
+            c.decide(&mut m, Keep, NONE, Some(1), 1.0, 3.0),
+            (Some(0), None)
         );
+        assert_eq!(m.saved_value, Some(1), "the value from before the episode");
     }
 
     #[test]
     fn a_user_who_had_it_off_keeps_it_off() {
-        let mut f = FeedIn::default();
-        assert_eq!(f.on_request(Disable, Some(0)), None);
-        assert_eq!(f.on_request(Restore, Some(0)), None);
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        assert_eq!(c.decide(&mut m, Disable, NONE, Some(0), 1.0, 0.0).0, None);
+        assert_eq!(c.decide(&mut m, Restore, NONE, Some(0), 1.0, 0.0).0, None);
+        assert_eq!(m, FeedIn::default());
     }
 
     #[test]
-    fn re_disables_if_someone_turned_it_back_on_mid_episode() {
-        let mut f = FeedIn::default();
-        f.on_request(Disable, Some(1));
-        assert_eq!(f.on_request(Disable, Some(1)), Some(0));
+    fn survives_a_restart_and_is_released_at_shutdown() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        c.decide(&mut m, Keep, STOPPED, Some(1), 1.0, 60.0);
+        let text = serde_json::to_string(&m).unwrap();
+        let mut after: FeedIn = serde_json::from_str(&text).unwrap();
+        let mut c = FeedInControl::default();
         assert_eq!(
-            f.saved_value,
-            Some(1),
-            "the saved value is the one from before the episode"
+            c.decide(&mut after, Keep, STOPPED, Some(0), 1.0, 60.0).0,
+            None
         );
+        assert!(after.disabled_by_us);
+        assert_eq!(c.release(&mut after), Some(1));
+        // An old state file without `strategy_off` still reads.
+        let old: FeedIn =
+            serde_json::from_str(r#"{"disabled_by_us": true, "saved_value": 1}"#).unwrap();
+        assert!(old.disabled_by_us && !old.strategy_off);
     }
 
     #[test]
-    fn survives_a_restart_mid_episode() {
-        let mut f = FeedIn::default();
-        f.on_request(Disable, Some(1));
-        let text = serde_json::to_string(&f).unwrap();
-        let mut after_restart: FeedIn = serde_json::from_str(&text).unwrap();
-        assert_eq!(after_restart.on_request(Restore, Some(0)), Some(1));
+    fn another_strategy_restores_at_once_when_no_host_cause_holds() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        c.decide(&mut m, Disable, NONE, Some(1), 1.0, 60.0);
+        let mut c = FeedInControl::default();
+        c.strategy_changed(&mut m, 60.0);
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 60.0).0, Some(1));
     }
 }

@@ -10,7 +10,8 @@
 //! [`discovery`] decides which services are batteries, [`reading`] is a battery's typed values
 //! and the one check of whether they can be merged, [`presence`] tracks each battery over time,
 //! [`bank`] merges them, [`coulomb`] counts charge, [`envelope`] enforces the safety bounds on
-//! any strategy, [`feedin`] carries out feed-in requests, [`engine`] runs one tick over all of
+//! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
+//! [`feedin`] owns the feed-in setting, [`engine`] runs one tick over all of
 //! them, [`value`] and [`published`] are the D-Bus surface as plain values, and [`state`] is
 //! what survives a restart.
 
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod engine;
 pub mod envelope;
 pub mod feedin;
+pub mod guard;
 pub mod listing;
 pub mod presence;
 pub mod published;

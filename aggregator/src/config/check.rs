@@ -94,7 +94,7 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
             return fail(vec![source.error("paths.plugins_dir", refused.to_string())]);
         }
     };
-    let mut errors = Vec::new();
+    let mut errors = strategy_within_safety(&source, &config);
     let strategy = build(
         &source,
         &scan,
@@ -150,6 +150,53 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
         errors,
         refused,
     }
+}
+
+/// The host's part of the voltage orders (issue 14 §7): a strategy section's top-level keys
+/// named `*_voltage` or `*_voltages` are per-cell voltages by convention, and must lie inside
+/// `safety.min_cell_voltage`..=`safety.max_cell_voltage`. The order of the section's own keys
+/// (months ≤ balancing < max cell) is the plugin's to check; the host knows the bounds, so it
+/// checks against them without an ABI change, for third-party plugins as well.
+fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> {
+    let Some(section) = config.strategy.config.as_object() else {
+        return Vec::new();
+    };
+    let (low, high) = (
+        config.safety.min_cell_voltage,
+        config.safety.max_cell_voltage,
+    );
+    let mut errors = Vec::new();
+    for (key, value) in section {
+        if !(key.ends_with("_voltage") || key.ends_with("_voltages")) {
+            continue;
+        }
+        let values: Vec<(String, f64)> = match value {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some((format!("{key}[{i}]"), v.as_f64()?)))
+                .collect(),
+            other => other
+                .as_f64()
+                .map(|v| (key.clone(), v))
+                .into_iter()
+                .collect(),
+        };
+        for (name, v) in values {
+            if v > high {
+                errors.push(source.error(
+                    &format!("strategy.config.{key}"),
+                    format!("{name} = {v} is above safety.max_cell_voltage ({high})"),
+                ));
+            } else if v < low {
+                errors.push(source.error(
+                    &format!("strategy.config.{key}"),
+                    format!("{name} = {v} is below safety.min_cell_voltage ({low})"),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// Makes `paths` absolute against the config file's folder; `plugins_dir` (the command line's

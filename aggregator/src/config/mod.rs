@@ -13,6 +13,7 @@ use std::time::Duration;
 use aggregator_core::discovery::{ProductNames, Rules, Selector};
 use aggregator_core::engine::{OnLost, Settings};
 use aggregator_core::envelope::Bounds;
+use aggregator_core::guard::{BmsLimits, GuardBounds, Window};
 use plugin_api::DeviceRef;
 use serde::{Deserialize, Deserializer};
 
@@ -110,6 +111,24 @@ impl From<&Config> for Settings {
                 max_discharge_current_a: safety.max_discharge_current,
                 plugin_failures: safety.plugin_failures,
             },
+            guard: GuardBounds {
+                max_cell_voltage_v: safety.max_cell_voltage,
+                max_cell_hysteresis_v: safety.max_cell_hysteresis,
+                min_cell_voltage_v: safety.min_cell_voltage,
+                min_cell_hysteresis_v: safety.min_cell_hysteresis,
+                charge_temperature: Window {
+                    min_c: safety.min_charge_temperature,
+                    max_c: safety.max_charge_temperature,
+                },
+                discharge_temperature: Window {
+                    min_c: safety.min_discharge_temperature,
+                    max_c: safety.max_discharge_temperature,
+                },
+                temperature_derate_c: safety.temperature_derate,
+                bms_limits: safety.bms_limits,
+                share_min_current_a: safety.share_min_current,
+            },
+            feed_in_hold_s: safety.feed_in_hold.as_secs_f64(),
             on_lost: config.batteries.on_lost,
             own_counter: config.soc.counter(),
             efficiency: config.soc.efficiency,
@@ -200,8 +219,36 @@ impl Default for Soc {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Safety {
-    /// CVL ≤ cells × this.
+    /// CVL ≤ cells × this; a cell at or above it: CCL 0 and CVL pulled down.
     pub max_cell_voltage: f64,
+    /// The high-cell stop is released below `max_cell_voltage` − this.
+    #[serde(default = "default_max_cell_hysteresis")]
+    pub max_cell_hysteresis: f64,
+    /// A cell at or below this: DCL 0.
+    pub min_cell_voltage: f64,
+    /// The low-cell stop is released above `min_cell_voltage` + this.
+    #[serde(default = "default_min_cell_hysteresis")]
+    pub min_cell_hysteresis: f64,
+    /// Charging stops at or below this temperature, °C.
+    pub min_charge_temperature: f64,
+    /// Charging stops at or above this temperature, °C.
+    pub max_charge_temperature: f64,
+    /// Discharging stops at or below this temperature, °C.
+    pub min_discharge_temperature: f64,
+    /// Discharging stops at or above this temperature, °C.
+    pub max_discharge_temperature: f64,
+    /// Degrees before each temperature edge over which the current falls linearly to 0.
+    #[serde(default = "default_temperature_derate")]
+    pub temperature_derate: f64,
+    /// How the packs' own limits cap every strategy's CCL and DCL.
+    #[serde(default = "default_bms_limits")]
+    pub bms_limits: BmsLimits,
+    /// Bank current (A) from which `bms_limits: share` uses the measured shares.
+    #[serde(default = "default_share_min_current")]
+    pub share_min_current: f64,
+    /// Time without a cause before feed-in is restored.
+    #[serde(default = "default_feed_in_hold", deserialize_with = "duration")]
+    pub feed_in_hold: Duration,
     /// CCL ≤ this.
     pub max_charge_current: f64,
     /// DCL ≤ this.
@@ -292,6 +339,30 @@ fn default_update_interval() -> Duration {
 
 fn default_plugin_failures() -> u32 {
     5
+}
+
+fn default_max_cell_hysteresis() -> f64 {
+    0.05
+}
+
+fn default_min_cell_hysteresis() -> f64 {
+    0.2
+}
+
+fn default_temperature_derate() -> f64 {
+    5.0
+}
+
+fn default_bms_limits() -> BmsLimits {
+    BmsLimits::Share
+}
+
+fn default_share_min_current() -> f64 {
+    5.0
+}
+
+fn default_feed_in_hold() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_current_source() -> PluginChoice {
@@ -495,6 +566,62 @@ impl Source {
             ),
         );
         require(
+            s.min_cell_voltage.is_finite()
+                && s.min_cell_voltage > 0.0
+                && s.min_cell_voltage < s.max_cell_voltage,
+            "safety.min_cell_voltage",
+            format!(
+                "must be above 0 and below safety.max_cell_voltage ({}), found {}",
+                s.max_cell_voltage, s.min_cell_voltage
+            ),
+        );
+        let window = s.max_cell_voltage - s.min_cell_voltage;
+        for (key, value) in [
+            ("safety.max_cell_hysteresis", s.max_cell_hysteresis),
+            ("safety.min_cell_hysteresis", s.min_cell_hysteresis),
+        ] {
+            require(
+                value.is_finite() && value >= 0.0 && value < window,
+                key,
+                format!(
+                    "must be at least 0 V and below the cell window \
+                     (safety.max_cell_voltage - safety.min_cell_voltage = {window:.3}), found {value}"
+                ),
+            );
+        }
+        for (low_key, low, high_key, high) in [
+            (
+                "safety.min_charge_temperature",
+                s.min_charge_temperature,
+                "safety.max_charge_temperature",
+                s.max_charge_temperature,
+            ),
+            (
+                "safety.min_discharge_temperature",
+                s.min_discharge_temperature,
+                "safety.max_discharge_temperature",
+                s.max_discharge_temperature,
+            ),
+        ] {
+            require(
+                (-60.0..=100.0).contains(&low) && (-60.0..=100.0).contains(&high) && low < high,
+                low_key,
+                format!(
+                    "must be below {high_key} ({high}), both between -60 and 100 °C, found {low}"
+                ),
+            );
+        }
+        require(
+            s.temperature_derate.is_finite() && s.temperature_derate >= 0.0,
+            "safety.temperature_derate",
+            format!("must be 0 °C or more, found {}", s.temperature_derate),
+        );
+        require(
+            s.share_min_current.is_finite() && s.share_min_current > 0.0,
+            "safety.share_min_current",
+            format!("must be above 0 A, found {}", s.share_min_current),
+        );
+        require(
             s.plugin_failures >= 1,
             "safety.plugin_failures",
             "must be at least 1".to_string(),
@@ -633,6 +760,11 @@ safety:
   max_cell_voltage: 2.6
   max_charge_current: 300
   max_discharge_current: 300
+  min_cell_voltage: 1.8
+  min_charge_temperature: -10
+  max_charge_temperature: 45
+  min_discharge_temperature: -20
+  max_discharge_temperature: 55
 ";
 
     fn source(text: &str) -> Source {
@@ -680,7 +812,7 @@ safety:
             .parse()
             .unwrap_err();
         let text = err[0].to_string();
-        assert!(text.starts_with("config.yaml:8: batteries"), "{text}");
+        assert!(text.starts_with("config.yaml:13: batteries"), "{text}");
         assert!(text.contains("unknown field `expectd`"), "{text}");
     }
 

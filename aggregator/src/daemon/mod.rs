@@ -21,7 +21,7 @@ use zbus::Connection;
 
 use crate::bus::client::{self, SETTINGS};
 use crate::bus::export::{BusItemService, SetDecision};
-use crate::bus::monitor::{Discovery, Monitor};
+use crate::bus::monitor::{Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name, BusConnection};
 use crate::clock::ticker::Ticker;
@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::state_file::StateStore;
 use aggregator_core::discovery::Roster;
 use aggregator_core::engine::{Engine, Event, Settings};
+use aggregator_core::feedin::{Cause, FeedInEvent};
 use aggregator_core::presence::{Presence, Timing};
 use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::value::{TextFormat, Value};
@@ -167,6 +168,8 @@ struct Daemon {
     last_tick: Option<Instant>,
     last_summary: Option<Instant>,
     registered: bool,
+    /// A failed feed-in write was logged (once per feed-in episode).
+    feed_in_failure_logged: bool,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -292,6 +295,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         last_tick: None,
         last_summary: None,
         registered: false,
+        feed_in_failure_logged: false,
     };
     daemon.main_loop().await
 }
@@ -398,8 +402,28 @@ impl Daemon {
                 let _ = self.conn.clone().close().await;
             }
         }
+        self.release_feed_in().await;
         self.save_state();
         0
+    }
+
+    /// At SIGTERM/SIGINT: the user's feed-in value goes back, whatever holds the episode
+    /// (nobody holds the limits once we are gone). Kept in the state if the write fails.
+    async fn release_feed_in(&mut self) {
+        let Some(value) = self.engine.release_feed_in() else {
+            return;
+        };
+        let v = Value::Int(value);
+        match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
+            Ok(0) => tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}"),
+            Ok(code) => tracing::warn!(
+                "stopping: {SETTINGS} refused {FEED_IN_SETTING} = {value} ({code}); restored at \
+                 the next start"
+            ),
+            Err(err) => tracing::warn!(
+                "stopping: cannot restore {FEED_IN_SETTING} ({err}); restored at the next start"
+            ),
+        }
     }
 
     /// A new connection with backoff, then the monitor, our objects and (at the next complete
@@ -588,5 +612,41 @@ fn log_event(event: &Event) {
         Event::CounterStartedFromBms(soc) => {
             tracing::info!("SoC counter started from the batteries' SoC {soc:.1} %")
         }
+        Event::FeedIn(event) => log_feed_in(event),
+        Event::NoTemperature => tracing::warn!(
+            "no battery gives a temperature (/System/MinCellTemperature, \
+             /System/MaxCellTemperature or /Dc/0/Temperature): the safety temperature limits \
+             cannot act"
+        ),
+        Event::NoPackLimit(name) => tracing::warn!(
+            "battery {name} publishes no /Info/MaxChargeCurrent or /Info/MaxDischargeCurrent: \
+             its own limits cap nothing (safety.bms_limits)"
+        ),
+    }
+}
+
+fn log_feed_in(event: &FeedInEvent) {
+    match event {
+        FeedInEvent::Disabled(cause, user) => {
+            let why = match cause {
+                Cause::ChargeStopped => "the published CCL is 0",
+                Cause::ChargeLowered => "the CCL is lowered below the strategy's",
+                Cause::StrategyRequest => "the strategy asked for it",
+            };
+            tracing::warn!(
+                "DC-coupled feed-in disabled ({why}; DVCC ignores the CCL for solar chargers \
+                 while it is on); the user's value {user} comes back when the cause has cleared"
+            )
+        }
+        FeedInEvent::Overridden => {
+            tracing::warn!("{FEED_IN_SETTING} was turned on during a feed-in stop: disabled again")
+        }
+        FeedInEvent::Restoring(user) => {
+            tracing::info!("feed-in cause cleared: restoring {FEED_IN_SETTING} to {user}")
+        }
+        FeedInEvent::SettingUnknown => tracing::warn!(
+            "feed-in should be disabled but {FEED_IN_SETTING} cannot be read: nothing is \
+             written until its value is known"
+        ),
     }
 }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use aggregator_core::discovery::{Nameplate, Role, Roster};
-use aggregator_core::engine::{Outcome, TickInputs};
+use aggregator_core::engine::{Event, Outcome, TickInputs};
+use aggregator_core::feedin::FeedInEvent;
 use aggregator_core::presence::{Battery, Change, Presence};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
@@ -346,14 +347,33 @@ impl Daemon {
 
     /// What the engine asked for besides publishing: the feed-in write and the state file.
     async fn side_effects(&mut self, outcome: &Outcome) {
+        if outcome.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::FeedIn(FeedInEvent::Disabled(..) | FeedInEvent::Restoring(_))
+            )
+        }) {
+            self.feed_in_failure_logged = false;
+        }
+        // Written whenever the wanted value differs from the setting read this tick, so a
+        // failed write is retried every tick; logged once per episode.
         if let Some(value) = outcome.feed_in_write {
             let v = Value::Int(value);
-            match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
-                Ok(0) => tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}"),
-                Ok(code) => {
-                    tracing::warn!("{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})")
+            let failure = match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
+                Ok(0) => {
+                    tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}");
+                    None
                 }
-                Err(err) => tracing::warn!("cannot write {FEED_IN_SETTING}: {err}"),
+                Ok(code) => Some(format!(
+                    "{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})"
+                )),
+                Err(err) => Some(format!("cannot write {FEED_IN_SETTING} = {value}: {err}")),
+            };
+            if let Some(failure) = failure {
+                if !self.feed_in_failure_logged {
+                    self.feed_in_failure_logged = true;
+                    tracing::warn!("{failure}; retrying every tick");
+                }
             }
         }
         if outcome.save_state {

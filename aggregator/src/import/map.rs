@@ -192,9 +192,20 @@ struct Derived {
     why: &'static str,
 }
 
-/// The `safety:` keys. A new key is one entry; `min_cell_voltage` would come from
-/// `MIN_CELL_VOLTAGE`, the temperature bounds from nothing (the old program had none).
+/// The `safety:` keys. A new key is one entry; the temperature bounds come from nothing (the
+/// old program had none) and are chosen, marked in the file (see [`safety_fallback`]).
 const SAFETY: &[SafetyRule] = &[
+    SafetyRule {
+        key: "min_cell_voltage",
+        derive: |ctx, _| {
+            extreme(
+                ctx,
+                &["MIN_CELL_VOLTAGE"],
+                "the lowest cell voltage the old settings allow; check it against the cells' data sheet",
+                f64::min,
+            )
+        },
+    },
     SafetyRule {
         key: "max_cell_voltage",
         derive: |ctx, strategy| {
@@ -207,10 +218,11 @@ const SAFETY: &[SafetyRule] = &[
                 Strategy::LtoCv => &["MAX_CELL_VOLTAGE", "CHARGE_VOLTAGE"],
                 Strategy::SerialBattery => &["MAX_CELL_VOLTAGE"],
             };
-            highest(
+            extreme(
                 ctx,
                 names,
                 "the highest cell voltage the old settings ask for; check it against the cells' data sheet",
+                f64::max,
             )
         },
     },
@@ -245,20 +257,47 @@ const SAFETY: &[SafetyRule] = &[
         key: "plugin_failures",
         derive: |_, _| Ok(None),
     },
+    SafetyRule {
+        key: "min_charge_temperature",
+        derive: |_, _| Ok(None),
+    },
+    SafetyRule {
+        key: "max_charge_temperature",
+        derive: |_, _| Ok(None),
+    },
+    SafetyRule {
+        key: "min_discharge_temperature",
+        derive: |_, _| Ok(None),
+    },
+    SafetyRule {
+        key: "max_discharge_temperature",
+        derive: |_, _| Ok(None),
+    },
 ];
 
 /// What a safety key gets when the old settings have nothing for it.
 fn safety_fallback(key: &str) -> Option<(&'static str, &'static str)> {
     match key {
         "plugin_failures" => Some(("5", "the old program had no such bound; 5 is the default")),
+        // The old program had no temperature bounds; common LiFePO4 data-sheet values, so
+        // that the imported config runs safe until checked.
+        "min_charge_temperature" => Some(("0", TEMPERATURE_CHOSEN)),
+        "max_charge_temperature" => Some(("45", TEMPERATURE_CHOSEN)),
+        "min_discharge_temperature" => Some(("-20", TEMPERATURE_CHOSEN)),
+        "max_discharge_temperature" => Some(("55", TEMPERATURE_CHOSEN)),
         _ => None,
     }
 }
 
-fn highest(
+const TEMPERATURE_CHOSEN: &str =
+    "the old program had no temperature bounds; common LiFePO4 values, check them against the cells' data sheet (LTO charges far below 0 °C)";
+
+/// The highest (`pick` = max) or lowest (min) value of the named settings.
+fn extreme(
     ctx: &Ctx,
     names: &[&'static str],
     why: &'static str,
+    pick: fn(f64, f64) -> f64,
 ) -> Result<Option<Derived>, ImportError> {
     let mut best: Option<f64> = None;
     let mut from = Vec::new();
@@ -268,9 +307,9 @@ fn highest(
             Some(_) => ctx.number(name)?.into_iter().collect(),
             None => continue,
         };
-        if let Some(top) = values.into_iter().reduce(f64::max) {
+        if let Some(top) = values.into_iter().reduce(pick) {
             from.push(*name);
-            best = Some(best.map_or(top, |b| b.max(top)));
+            best = Some(best.map_or(top, |b| pick(b, top)));
         }
     }
     Ok(best.map(|value| Derived { value, from, why }))
@@ -1254,7 +1293,7 @@ mod tests {
             later
                 .chosen
                 .iter()
-                .all(|c| c.key == "safety.plugin_failures"),
+                .all(|c| c.key == "safety.plugin_failures" || c.key.ends_with("_temperature")),
             "{:?}",
             later.chosen
         );

@@ -32,6 +32,14 @@ pub struct Config {
     /// Cell voltage at which the dynamic CVL reduction starts; cells above it lower the CVL.
     #[serde(default = "default_max_cell_voltage")]
     pub max_cell_voltage: f64,
+    /// The dynamic CVL reduction stops once the highest cell is below
+    /// `max_cell_voltage − max_cell_hysteresis`, so a cell at the limit does not flap.
+    #[serde(default = "default_max_cell_hysteresis")]
+    pub max_cell_hysteresis: f64,
+    /// Per-cell margin within which the balancing goal and the 100 % reset count as reached:
+    /// a charger regulates a few mV below its target.
+    #[serde(default = "default_target_tolerance")]
+    pub target_tolerance: f64,
     /// Cell voltage at which discharge is latched off (and the counter reset to 0 %).
     #[serde(default = "default_min_cell_voltage")]
     pub min_cell_voltage: f64,
@@ -72,6 +80,12 @@ fn default_charge_voltages() -> Vec<f64> {
 }
 fn default_max_cell_voltage() -> f64 {
     2.55
+}
+fn default_max_cell_hysteresis() -> f64 {
+    0.02
+}
+fn default_target_tolerance() -> f64 {
+    0.005
 }
 fn default_min_cell_voltage() -> f64 {
     1.9
@@ -133,6 +147,8 @@ impl PluginConfig for Config {
         check.positive("max_cell_voltage", self.max_cell_voltage);
         check.positive("min_cell_voltage", self.min_cell_voltage);
         check.non_negative("min_cell_hysteresis", self.min_cell_hysteresis);
+        check.non_negative("max_cell_hysteresis", self.max_cell_hysteresis);
+        check.non_negative("target_tolerance", self.target_tolerance);
         check.positive("cell_diff_max", self.cell_diff_max);
         check.positive("max_charge_current", self.max_charge_current);
         check.positive("max_discharge_current", self.max_discharge_current);
@@ -151,16 +167,31 @@ impl PluginConfig for Config {
         // a run could never reach its goal and would hold the balancing voltage for ever.
         check.require(
             self.balancing_voltage > self.min_cell_voltage
-                && self.balancing_voltage <= self.max_cell_voltage,
+                && self.balancing_voltage < self.max_cell_voltage,
             "balancing_voltage",
             || {
                 format!(
-                    "must be above min_cell_voltage ({}) and at most max_cell_voltage ({}), \
+                    "must be above min_cell_voltage ({}) and below max_cell_voltage ({}), \
                      found {}",
                     self.min_cell_voltage, self.max_cell_voltage, self.balancing_voltage
                 )
             },
         );
+        // A month above the balancing voltage charges past the balancing target every day and
+        // the goal is never the highest voltage; equal to it is a full charge every day.
+        for (month, &voltage) in self.charge_voltages.iter().enumerate() {
+            check.require(
+                voltage <= self.balancing_voltage && voltage > self.min_cell_voltage,
+                &format!("charge_voltages[{month}]"),
+                || {
+                    format!(
+                        "must be above min_cell_voltage ({}) and at most balancing_voltage \
+                         ({}), found {voltage}",
+                        self.min_cell_voltage, self.balancing_voltage
+                    )
+                },
+            );
+        }
 
         for (key, given, curve) in [
             ("charge_curve", &self.charge_curve, self.charge_curve()),
@@ -221,7 +252,7 @@ mod tests {
 
         let lfp = parse_checked::<Config>(
             r#"{"min_cell_voltage": 2.9, "balancing_voltage": 3.4, "max_cell_voltage": 3.45,
-                "charge_voltages": [3.55, 3.5, 3.5, 3.45, 3.4, 3.4, 3.4, 3.4, 3.45, 3.5, 3.5, 3.55]}"#,
+                "charge_voltages": [3.4, 3.35, 3.35, 3.35, 3.3, 3.3, 3.3, 3.3, 3.35, 3.35, 3.35, 3.4]}"#,
         )
         .unwrap();
         assert_eq!(

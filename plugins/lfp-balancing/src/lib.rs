@@ -31,6 +31,11 @@ pub struct LfpBalancing {
     charge_curve: Curve,
     discharge_curve: Curve,
     state: State,
+    /// The month of the last tick whose clock was plausible; kept while the clock reads a date
+    /// before the last balancing (a device booted without network time).
+    last_month: Option<u8>,
+    /// The clock behind the last balancing was logged (once per episode).
+    clock_behind_logged: bool,
 }
 
 /// Builds the strategy from its config section (JSON text).
@@ -42,6 +47,8 @@ pub fn new(config_json: &str) -> Result<LfpBalancing, String> {
 struct Targets {
     normal_v: f64,
     balancing_v: f64,
+    /// `balancing_v` less the tolerance: where the goal and the full reset count as reached.
+    reached_v: f64,
 }
 
 impl LfpBalancing {
@@ -52,11 +59,41 @@ impl LfpBalancing {
             discharge_curve: config.discharge_curve(),
             config,
             state: State::default(),
+            last_month: None,
+            clock_behind_logged: false,
         }
     }
 
-    fn targets(&self, bank: &BankView) -> Result<Targets, String> {
-        let month = bank.date.month;
+    /// Whether today's date lies before the last recorded balancing: the clock is wrong, so
+    /// neither the balancing schedule nor the month's voltage may follow it. Logged once.
+    fn clock_behind(&mut self, today: LocalDate) -> bool {
+        let behind = self
+            .state
+            .last_balancing
+            .is_some_and(|last| today.days_since(last) < 0);
+        if behind && !self.clock_behind_logged {
+            log::warn(&format!(
+                "the date {today} is before the last balancing ({}): the clock is wrong; no \
+                 balancing starts and the month's charge voltage stays as it was",
+                self.state.last_balancing.unwrap_or(today)
+            ));
+        }
+        self.clock_behind_logged = behind;
+        behind
+    }
+
+    fn targets(&mut self, bank: &BankView, clock_behind: bool) -> Result<Targets, String> {
+        let month = match (clock_behind, self.last_month) {
+            (true, Some(kept)) => kept,
+            (true, None) => self
+                .state
+                .last_balancing
+                .map_or(bank.date.month, |d| d.month),
+            (false, _) => bank.date.month,
+        };
+        if !clock_behind && (1..=12).contains(&month) {
+            self.last_month = Some(month);
+        }
         let per_cell = usize::from(month)
             .checked_sub(1)
             .and_then(|i| self.config.charge_voltages.get(i))
@@ -67,6 +104,7 @@ impl LfpBalancing {
         Ok(Targets {
             normal_v: cells * per_cell,
             balancing_v: cells * self.config.balancing_voltage,
+            reached_v: cells * (self.config.balancing_voltage - self.config.target_tolerance),
         })
     }
 
@@ -75,7 +113,7 @@ impl LfpBalancing {
     fn balance(&mut self, bank: &BankView, targets: &Targets) -> (f64, &'static str) {
         let today = bank.date;
         let at_goal =
-            bank.voltage_v >= targets.balancing_v && bank.cell_diff_v() < self.config.cell_diff_max;
+            bank.voltage_v >= targets.reached_v && bank.cell_diff_v() < self.config.cell_diff_max;
         let state = &mut self.state;
         if targets.balancing_v <= targets.normal_v {
             // Normal charging already reaches the balancing voltage: just record when it did.
@@ -128,7 +166,11 @@ impl LfpBalancing {
     /// charge to its cell sum minus the cells' excess, and the bank to the lowest of those.
     fn dynamic_cvl(&mut self, bank: &BankView, phase_cvl: f64) -> f64 {
         let limit = self.config.max_cell_voltage;
-        let active = bank.max_cell_voltage_v >= limit;
+        let active = if self.state.dynamic_cvl {
+            bank.max_cell_voltage_v >= limit - self.config.max_cell_hysteresis
+        } else {
+            bank.max_cell_voltage_v >= limit
+        };
         if active != self.state.dynamic_cvl {
             self.state.dynamic_cvl = active;
             log::info(&if active {
@@ -232,14 +274,24 @@ fn days_since(last: Option<LocalDate>, today: LocalDate) -> Option<i64> {
 impl StrategyImpl for LfpBalancing {
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
         let before = self.state.clone();
-        let targets = self.targets(bank)?;
-        let (phase_cvl, phase_mode) = self.balance(bank, &targets);
+        let clock_behind = self.clock_behind(bank.date);
+        let targets = self.targets(bank, clock_behind)?;
+        let (phase_cvl, phase_mode) = if clock_behind {
+            // The phase stands still: a run under way goes on, none starts or ends.
+            match self.state.phase {
+                Phase::Normal => (targets.normal_v, "Normal"),
+                Phase::Balancing => (targets.balancing_v, "Balancing"),
+                Phase::GoalReached => (targets.balancing_v, "Balanced, holding"),
+            }
+        } else {
+            self.balance(bank, &targets)
+        };
 
         // Empty after full: if both hold, the original ended at 0 %.
         let soc_reset =
             if self.config.zero_soc && bank.min_cell_voltage_v <= self.config.min_cell_voltage {
                 SocReset::Empty
-            } else if bank.voltage_v >= targets.balancing_v {
+            } else if bank.voltage_v >= targets.reached_v {
                 SocReset::Full
             } else {
                 SocReset::None

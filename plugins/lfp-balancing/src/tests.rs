@@ -167,10 +167,18 @@ fn balancing_counts_the_leap_day() {
 }
 
 #[test]
-fn a_last_balancing_in_the_future_means_balancing_is_due() {
+fn a_clock_before_the_last_balancing_neither_balances_nor_changes_the_month() {
+    // Last balanced in June 2030; the clock reads DAY (January 2026): a device booted without
+    // network time. June's voltage (2.40) stays, not January's (2.45), and nothing starts.
     let mut s = strategy("{}", Some("2030-06-01"));
     let out = tick(&mut s, &bank(DAY, 52.0, 2.3, 2.4));
-    assert_eq!(out.mode.as_str(), "Balancing");
+    assert_eq!(out.mode.as_str(), "Normal");
+    assert!((out.cvl_v - 22.0 * 2.40).abs() < 1e-9, "{}", out.cvl_v);
+    // The month of the last plausible tick is kept.
+    let mut s = strategy(r#"{"balancing_every_days": 365}"#, Some("2026-01-10"));
+    tick(&mut s, &bank("2026-03-01", 52.0, 2.3, 2.4));
+    let out = tick(&mut s, &bank("2026-01-05", 52.0, 2.3, 2.4));
+    assert!((out.cvl_v - 22.0 * 2.42).abs() < 1e-9, "{}", out.cvl_v);
 }
 
 #[test]
@@ -356,8 +364,12 @@ fn counter_resets_full_at_the_balancing_voltage_and_empty_at_the_lowest_cell() {
         )
         .soc_reset
     };
-    assert_eq!(reset("{}", 54.99, 2.3), SocReset::None);
-    assert_eq!(reset("{}", 55.0, 2.3), SocReset::Full);
+    let exact = r#"{"target_tolerance": 0}"#;
+    assert_eq!(reset(exact, 54.99, 2.3), SocReset::None);
+    assert_eq!(reset(exact, 55.0, 2.3), SocReset::Full);
+    // A charger a few mV per cell low still reaches it: 22 × (2.5 − 0.005) = 54.89 V.
+    assert_eq!(reset("{}", 54.9, 2.3), SocReset::Full);
+    assert_eq!(reset("{}", 54.88, 2.3), SocReset::None);
     assert_eq!(reset("{}", 50.0, 1.9), SocReset::Empty);
     assert_eq!(reset("{}", 55.0, 1.9), SocReset::Empty);
     assert_eq!(reset(r#"{"zero_soc": false}"#, 50.0, 1.9), SocReset::None);
@@ -369,4 +381,20 @@ fn a_bank_date_without_a_month_is_an_error_not_a_panic() {
     let mut b = bank(DAY, 50.0, 2.2, 2.3);
     b.date.month = 13;
     assert!(strategy("{}", Some(DAY)).compute(&b).is_err());
+}
+
+#[test]
+fn the_dynamic_cvl_stops_only_below_the_hysteresis() {
+    let mut s = strategy("{}", Some(DAY));
+    // max_cell_voltage 2.55, hysteresis 0.02: on at 2.55, still on at 2.54, off at 2.52.
+    let mode = |s: &mut crate::LfpBalancing, high: f64| {
+        tick(s, &bank(DAY, 54.0, 2.4, high)).mode.to_string()
+    };
+    assert!(mode(&mut s, 2.55).contains("dynamic CVL"));
+    assert!(mode(&mut s, 2.54).contains("dynamic CVL"));
+    assert!(!mode(&mut s, 2.52).contains("dynamic CVL"));
+    assert!(
+        !mode(&mut s, 2.54).contains("dynamic CVL"),
+        "started only at 2.55"
+    );
 }

@@ -51,6 +51,10 @@ pub struct Config {
     /// CCL from `cv2` up to `max_cell_voltage`, A.
     #[serde(default = "default_current_above_cv2")]
     pub current_above_cv2: f64,
+    /// The empty cut-off latches: DCL comes back once the bank is above `discharge_voltage`
+    /// and the lowest cell above `min_cell_voltage`, each by this much per cell, V.
+    #[serde(default = "default_empty_hysteresis")]
+    pub empty_hysteresis: f64,
 }
 
 fn default_charge_voltage() -> f64 {
@@ -83,6 +87,9 @@ fn default_cv2() -> f64 {
 fn default_current_above_cv2() -> f64 {
     10.0
 }
+fn default_empty_hysteresis() -> f64 {
+    0.1
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -97,6 +104,7 @@ impl Default for Config {
             current_above_cv1: default_current_above_cv1(),
             cv2: default_cv2(),
             current_above_cv2: default_current_above_cv2(),
+            empty_hysteresis: default_empty_hysteresis(),
         }
     }
 }
@@ -121,6 +129,7 @@ impl PluginConfig for Config {
         // only have to be non-negative.
         check.non_negative("current_above_cv1", self.current_above_cv1);
         check.non_negative("current_above_cv2", self.current_above_cv2);
+        check.non_negative("empty_hysteresis", self.empty_hysteresis);
 
         // NaN fails every comparison below, so it is reported here too.
         let c = self;
@@ -191,12 +200,17 @@ impl PluginConfig for Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LtoCv {
     config: Config,
+    /// At the empty cut-off until the bank is back above it by `empty_hysteresis`.
+    empty: bool,
 }
 
 impl LtoCv {
     /// A strategy with a checked config.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            empty: false,
+        }
     }
 }
 
@@ -238,8 +252,18 @@ impl StrategyImpl for LtoCv {
             c.max_charge_current
         };
 
-        let empty = bank.voltage_v <= cells * c.discharge_voltage
+        let h = c.empty_hysteresis;
+        let at_cut_off = bank.voltage_v <= cells * c.discharge_voltage
             || bank.min_cell_voltage_v <= c.min_cell_voltage;
+        let clear = bank.voltage_v > cells * (c.discharge_voltage + h)
+            && bank.min_cell_voltage_v > c.min_cell_voltage + h;
+        // A latch, as lfp-balancing's: a bank resting just above the cut-off does not flap.
+        if at_cut_off {
+            self.empty = true;
+        } else if clear {
+            self.empty = false;
+        }
+        let empty = self.empty;
         let discharge_blocked = bank.blocks_discharge();
         let dcl_a = if empty || discharge_blocked {
             0.0
@@ -402,6 +426,25 @@ mod tests {
         });
         assert_eq!(above.dcl_a, 200.0);
         assert_eq!(above.soc_reset, SocReset::None);
+    }
+
+    #[test]
+    fn the_empty_cut_off_latches_until_the_hysteresis() {
+        let mut strategy = LtoCv::new(Config::default());
+        let mut tick = |voltage_v: f64| {
+            strategy
+                .compute(&BankView {
+                    voltage_v,
+                    ..bank()
+                })
+                .unwrap()
+                .dcl_a
+        };
+        assert_eq!(tick(46.2), 0.0);
+        // Just above the cut-off (22 × 2.1 = 46.2 V), within 22 × 0.1 V: still latched.
+        assert_eq!(tick(46.3), 0.0);
+        assert_eq!(tick(48.3), 0.0);
+        assert_eq!(tick(48.5), 200.0);
     }
 
     #[test]
