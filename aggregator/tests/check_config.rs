@@ -370,7 +370,9 @@ fn an_own_strategy_without_a_cell_count_is_refused_and_pass_through_is_not() {
          current_source: { plugin: bms }\n\
          strategy: { plugin: serialbattery }\n\
          soc: { source: 279 }\n\
-         safety: { max_cell_voltage: 3.6, max_charge_current: 100, max_discharge_current: 100 }\n",
+         safety: { max_cell_voltage: 3.6, max_charge_current: 100, max_discharge_current: 100, \
+                   min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, \
+                   min_discharge_temperature: -20, max_discharge_temperature: 55 }\n",
     )
     .unwrap();
     let out = run(&["check-config"], &path, plugins.path());

@@ -30,7 +30,7 @@ update_interval: 200ms
 batteries: {{ expected: 1, cells: 16, startup_wait: 20s }}
 current_source: {{ plugin: bms }}
 strategy: {{ plugin: serialbattery, config: {{ max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 }} }}
-safety: {{ max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300 }}
+safety: {{ max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }}
 paths: {{ state_dir: "{}/state", plugins_dir: "{}" }}
 "#,
         dir.display(),
