@@ -45,6 +45,24 @@ pub struct Config {
     pub logging: Logging,
 }
 
+impl Config {
+    /// The engine's settings from `safety:`, `batteries.on_lost` and `soc:`.
+    pub fn engine_settings(&self) -> aggregator_core::engine::Settings {
+        aggregator_core::engine::Settings {
+            bounds: aggregator_core::envelope::Bounds {
+                max_cell_voltage_v: self.safety.max_cell_voltage,
+                max_charge_current_a: self.safety.max_charge_current,
+                max_discharge_current_a: self.safety.max_discharge_current,
+                plugin_failures: self.safety.plugin_failures,
+            },
+            on_lost: self.batteries.on_lost,
+            own_counter: self.soc.own_counter,
+            efficiency: self.soc.efficiency,
+            save_precision: self.soc.save_precision,
+        }
+    }
+}
+
 /// `batteries:`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
