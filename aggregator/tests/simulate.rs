@@ -1,89 +1,15 @@
 //! `simulate` on the shipped scenarios, through the daemon's program (which hands it to the
 //! simulator's) with the built plugins: the CSV has every column and follows the strategy, the
-//! chart shows every series; and its numbers agree with the live daemon on a private bus.
+//! chart shows every series. (Agreement with the live daemon: `simulate_live.rs`.)
 
 mod support;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use aggregator::sim::offline::CSV_HEADER;
-use aggregator::sim::Scenario;
-use support::bus::{items, num, OWN};
-use support::world::World;
+use support::offline::{number, scenarios, simulate, Row};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
-
-fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
-}
-
-/// One CSV row by column name.
-type Row = HashMap<String, String>;
-
-/// Runs `simulate` and returns the rows of the CSV and the SVG text.
-fn simulate(config: &Path, scenario: &Path, extra: &[&str]) -> (Vec<Row>, String) {
-    let out = tempfile::tempdir().expect("temp dir");
-    let started = Instant::now();
-    let run = Command::new(DAEMON)
-        .arg("--config")
-        .arg(config)
-        .arg("--plugins-dir")
-        .arg(support::build_dir())
-        .arg("simulate")
-        .arg("--scenario")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out.path())
-        .args(extra)
-        .output()
-        .expect("run simulate");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "simulate failed: {stderr}");
-    eprintln!(
-        "simulate took {:.1} s: {stderr}",
-        started.elapsed().as_secs_f64()
-    );
-    let csv = std::fs::read_to_string(out.path().join("simulate.csv")).expect("simulate.csv");
-    let svg = std::fs::read_to_string(out.path().join("simulate.svg")).expect("simulate.svg");
-    let mut lines = csv.lines();
-    let header: Vec<String> = lines
-        .next()
-        .expect("a header")
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let rows = lines
-        .map(|line| {
-            let fields = split_csv(line);
-            assert_eq!(fields.len(), header.len(), "row {line:?}");
-            header.iter().cloned().zip(fields).collect()
-        })
-        .collect();
-    (rows, svg)
-}
-
-/// The fields of a CSV line (quoted fields may hold commas).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            c => fields.last_mut().expect("a field").push(c),
-        }
-    }
-    fields
-}
-
-fn number(row: &Row, column: &str) -> f64 {
-    row[column]
-        .parse()
-        .unwrap_or_else(|_| panic!("{column} is no number in {row:?}"))
-}
 
 fn on_day<'a>(rows: &'a [Row], date: &'a str) -> impl Iterator<Item = &'a Row> + 'a {
     rows.iter().filter(move |r| r["time"].starts_with(date))
@@ -281,101 +207,4 @@ fn a_scenario_without_a_start_date_is_refused_naming_the_key() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("no `start:`"), "{stderr}");
     assert!(!out.exists(), "nothing written");
-}
-
-/// The live daemon and `simulate` on the same short scenario (an LTO cell running up through
-/// both current steps to the top and back) with the same strategy and config file: every value
-/// the daemon publishes is one `simulate` computed within the 1.5 s of simulated time before
-/// (the daemon's tick and the simulator's step are not in phase), to 0.01 V, 0.01 A and 0.1 %
-/// SoC.
-#[test]
-fn simulate_agrees_with_the_live_daemon() {
-    let scenario_file = scenarios().join("tests/agree-lto.yaml");
-    let shipped =
-        std::fs::read_to_string(scenarios().join("lto-sunny-day-config.yaml")).expect("config");
-    // The daemon's folders in the test's own (placeholders of support::bus::Daemon::start).
-    let config_text = shipped.replace(
-        "plugins_dir: ../../target/release",
-        "plugins_dir: \"@PLUGINS@\"\n  state_dir: \"@DIR@/state\"",
-    );
-    assert_ne!(config_text, shipped, "the config's paths section changed");
-
-    let (live, dir) = support::world::runtime().block_on(async {
-        let scenario_text = std::fs::read_to_string(&scenario_file).expect("scenario");
-        let length = Scenario::parse(&scenario_text, "agree-lto.yaml")
-            .expect("scenario")
-            .length()
-            .as_secs_f64();
-        // Before the simulator's own start: a live sample is never earlier than its time.
-        let t0 = Instant::now();
-        let mut w = World::start(&scenario_text, &config_text).await;
-        let mut live = Vec::new();
-        while t0.elapsed().as_secs_f64() < length - 1.0 {
-            let got = items(&w.conn, OWN).await;
-            let t = t0.elapsed().as_secs_f64();
-            let value = |path| num(&got, path).unwrap_or(f64::NAN);
-            live.push([
-                t,
-                value("/Info/MaxChargeVoltage"),
-                value("/Info/MaxChargeCurrent"),
-                value("/Info/MaxDischargeCurrent"),
-                value("/Soc"),
-            ]);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        if let Some(sim) = w.sim.take() {
-            sim.stop().await;
-        }
-        w.daemon.terminate();
-        (live, w.dir)
-    });
-
-    let (offline, _) = simulate(
-        &dir.path().join("config.yaml"),
-        &scenario_file,
-        &["--tick", "100ms", "--every", "100ms"],
-    );
-    let offline: Vec<[f64; 5]> = offline
-        .iter()
-        .map(|r| {
-            [
-                number(r, "elapsed_s"),
-                number(r, "cvl_v"),
-                number(r, "ccl_a"),
-                number(r, "dcl_a"),
-                number(r, "soc_pct"),
-            ]
-        })
-        .collect();
-
-    assert!(live.len() >= 40, "{} live samples", live.len());
-    let tolerance = [0.0, 0.01, 0.01, 0.01, 0.1];
-    for sample in &live {
-        let t = sample[0];
-        let agrees = offline
-            .iter()
-            .filter(|o| o[0] >= t - 1.5 && o[0] <= t + 0.2)
-            .any(|o| (1..5).all(|k| (o[k] - sample[k]).abs() <= tolerance[k]));
-        let near: Vec<&[f64; 5]> = offline
-            .iter()
-            .filter(|o| (o[0] - t).abs() <= 1.5)
-            .step_by(5)
-            .collect();
-        assert!(
-            agrees,
-            "live {sample:?} is no offline value near {t:.2} s: {near:?}"
-        );
-    }
-    // The stretch goes through every step of the policy, so agreeing means something.
-    let ccls: Vec<f64> = live.iter().map(|s| s[2]).collect();
-    for ccl in [120.0, 50.0, 10.0, 0.0] {
-        assert!(
-            ccls.contains(&ccl),
-            "the daemon never published CCL {ccl}: {ccls:?}"
-        );
-    }
-    assert!(
-        live.iter().any(|s| s[4] == 100.0),
-        "the counter is full at the top"
-    );
 }

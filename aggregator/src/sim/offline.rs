@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plugin_api::{LocalDate, PluginKind};
+use plugin_api::{BatteryState, LocalDate, PluginKind};
 
 use crate::bus::monitor::{Cache, Class, Service, Values, FEED_IN_SETTING};
 use crate::bus::variant::{to_wire, Field};
@@ -317,6 +317,12 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
                             (config.batteries.cells, reading.cells_per_battery),
                             (Some(want), Some(have)) if i64::from(want) != have
                         );
+                        if excluded {
+                            tracing::error!(
+                                "battery {name} ({service}) has another cell count than \
+                                 batteries.cells: left out, as the daemon would"
+                            );
+                        }
                         known.insert(service.clone(), (name, excluded));
                     }
                     Role::Ignored(_) => {
@@ -329,8 +335,22 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
             seen.insert(service.clone(), gather::battery_reading(s));
         }
         for (service, (name, excluded)) in &known {
-            if !excluded {
+            if *excluded {
+                continue;
+            }
+            let change =
                 presence.observe(elapsed_s, service, name, seen.get(service), pass_through);
+            // What the daemon would log: a battery that stops being online, with the moment.
+            if let Some(change) = change.filter(|c| c.state != BatteryState::Online) {
+                let (date, second) = start.at(elapsed_s);
+                tracing::warn!(
+                    "{date} {:02}:{:02}: battery {} {:?} ({})",
+                    (second / 3600.0) as u32,
+                    (second / 60.0) as u32 % 60,
+                    change.name,
+                    change.state,
+                    change.reason
+                );
             }
         }
         let batteries = presence.batteries();
