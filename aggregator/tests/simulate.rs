@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use aggregator::sim::offline::CSV_HEADER;
@@ -182,6 +183,28 @@ fn the_sunny_lto_day_steps_the_charge_current_and_stops_it_at_the_peaking_cell()
     assert!(max_of(rows.iter(), "dcl_a") == 150.0);
 }
 
+/// Runs `simulate` expecting a refusal (exit 2, nothing written); returns what it said.
+fn refused(scenario: &Path, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let run = Command::new(DAEMON)
+        .arg("--config")
+        .arg(scenarios().join("lto-sunny-day-config.yaml"))
+        .arg("--plugins-dir")
+        .arg(support::build_dir())
+        .args(["simulate", "--scenario"])
+        .arg(scenario)
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .expect("run simulate");
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+    stderr
+}
+
 #[test]
 fn a_scenario_without_a_start_date_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -191,20 +214,16 @@ fn a_scenario_without_a_start_date_is_refused_naming_the_key() {
         "batteries:\n  - { service: ttyUSB0, cells: 22 }\nsegments:\n  - { duration: 1h }\n",
     )
     .expect("write");
-    let out = dir.path().join("out");
-    let run = Command::new(DAEMON)
-        .arg("--config")
-        .arg(scenarios().join("lto-sunny-day-config.yaml"))
-        .arg("--plugins-dir")
-        .arg(support::build_dir())
-        .args(["simulate", "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run simulate");
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stderr = refused(&scenario, &[]);
     assert!(stderr.contains("no `start:`"), "{stderr}");
-    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn rows_between_ticks_are_refused() {
+    let scenario = scenarios().join("lto-sunny-day.yaml");
+    let stderr = refused(&scenario, &["--tick", "7s", "--every", "60s"]);
+    assert!(
+        stderr.contains("--every (60s) must be a whole number of ticks (7s"),
+        "{stderr}"
+    );
 }

@@ -232,9 +232,13 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
     let strategy = strategy.map_err(|failed| refused("strategy", failed))?;
     let current_source = current_source.map_err(|failed| refused("current source", failed))?;
     let tick = options.tick.unwrap_or(config.update_interval);
-    if tick.is_zero() || options.every < tick {
+    if tick.is_zero()
+        || options.every.is_zero()
+        || !options.every.as_nanos().is_multiple_of(tick.as_nanos())
+    {
         return Err(format!(
-            "--every ({:?}) must be at least one tick ({tick:?}), and a tick above 0",
+            "--every ({:?}) must be a whole number of ticks ({tick:?}, from --tick or the \
+             config's update_interval), and a tick above 0",
             options.every
         ));
     }
@@ -274,9 +278,7 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
     }
 
     let ticks = (length.as_secs_f64() / tick.as_secs_f64()).floor() as u64;
-    let every_ticks = (options.every.as_secs_f64() / tick.as_secs_f64())
-        .round()
-        .max(1.0) as u64;
+    let every_ticks = (options.every.as_nanos() / tick.as_nanos()).max(1) as u64;
     let mut samples = Vec::with_capacity((ticks / every_ticks + 1) as usize);
     for k in 0..=ticks {
         let elapsed = tick * k as u32;
