@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::check::{check, resolve_paths};
 use crate::plugins;
 
-/// The program that runs `demo` and `simulate`, built beside the daemon but never installed on
+/// The program that runs `demo`, `simulate` and `publish`, built beside the daemon but never installed on
 /// a device: the daemon's binary holds none of the simulator's code, which it would otherwise
 /// carry into memory on every device.
 pub const SIMULATOR_PROGRAM: &str = "dbus-aggregate-batteries-sim";
@@ -53,9 +53,29 @@ pub enum Command {
         #[arg(long = "for", value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
     },
-    /// Publish simulated Venus OS services from a scenario file on a session bus (never on the
-    /// system bus): for tests and trials.
+    /// Rehearse a strategy offline: run the configured plugins, counter and safety envelope
+    /// on a scenario's simulated batteries in simulated time (a day takes seconds), and write
+    /// `simulate.csv` and a chart, `simulate.svg`, into the output folder.
     Simulate {
+        /// The scenario (YAML) with a `start:` date.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// The folder to write `simulate.csv` and `simulate.svg` into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Simulated time between two ticks; default: the config's `update_interval`.
+        #[arg(long, value_parser = parse_duration)]
+        tick: Option<std::time::Duration>,
+        /// Simulated time between two rows of the CSV.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        every: std::time::Duration,
+        /// How long to run; default: one pass through the scenario's segments.
+        #[arg(long = "for", value_parser = parse_duration)]
+        length: Option<std::time::Duration>,
+    },
+    /// Publish simulated Venus OS services from a scenario file on a session bus (never on the
+    /// system bus), in real time: for tests and trials.
+    Publish {
         /// The scenario (YAML); default: the demo's.
         #[arg(long)]
         scenario: Option<PathBuf>,
@@ -115,7 +135,7 @@ pub fn sibling(name: &str) -> Result<PathBuf, String> {
     Ok(program_dir()?.join(name))
 }
 
-/// `demo` and `simulate` of the daemon's program: the simulator's program takes over this
+/// `demo`, `simulate` and `publish` of the daemon's program: the simulator's program takes over this
 /// process with the same arguments. Returns only when it cannot, with the exit code.
 pub fn hand_to_simulator() -> i32 {
     use std::os::unix::process::CommandExt;
@@ -130,7 +150,7 @@ pub fn hand_to_simulator() -> i32 {
         .args(std::env::args_os().skip(1))
         .exec();
     eprintln!(
-        "error: `demo` and `simulate` are run by {}: {err} (it is built with \
+        "error: `demo`, `simulate` and `publish` are run by {}: {err} (it is built with \
          `cargo build --workspace --release`; devices do not need it)",
         program.display()
     );

@@ -8,7 +8,7 @@
 //! - [`plugins`]: checking and loading plugin files.
 //! - [`clock`]: the tick's timer and today's local date.
 //! - [`state_file`]: the one writer of files.
-//! - [`sim`]: the simulated Venus system, `demo` and `simulate`.
+//! - [`sim`]: the simulated Venus system, `demo`, `publish` and `simulate`.
 //! - [`import`]: `import-config`, the Python program's settings and state into ours.
 //! - [`cli`]: the subcommands; [`child`]: stopping child processes.
 

@@ -22,7 +22,9 @@ fn main() {
             list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
         Command::ImportConfig(args) => aggregator::import::cli::run(&args),
-        Command::Demo { .. } | Command::Simulate { .. } => hand_to_simulator(),
+        Command::Demo { .. } | Command::Simulate { .. } | Command::Publish { .. } => {
+            hand_to_simulator()
+        }
     };
     std::process::exit(code);
 }

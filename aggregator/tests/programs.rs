@@ -1,5 +1,5 @@
-//! The two programs: the daemon's hands `demo` and `simulate` over to the simulator's with the
-//! same command line, and carries none of the simulator's code.
+//! The two programs: the daemon's hands `demo`, `simulate` and `publish` over to the
+//! simulator's with the same command line, and carries none of the simulator's code.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -20,18 +20,37 @@ fn stderr(out: &Output) -> String {
 }
 
 #[test]
-fn simulate_is_handed_over_with_its_arguments() {
+fn publish_is_handed_over_with_its_arguments() {
     let system = "unix:path=/var/run/dbus/system_bus_socket";
-    let out = run(DAEMON, &["simulate", "--address", system]);
+    let out = run(DAEMON, &["publish", "--address", system]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!("{system} is the system bus")),
         "{}",
         stderr(&out)
     );
-    let out = run(DAEMON, &["simulate", "--scenario", "/nonexistent/s.yaml"]);
+    let out = run(DAEMON, &["publish", "--scenario", "/nonexistent/s.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/s.yaml: cannot read"));
+}
+
+#[test]
+fn simulate_is_handed_over_with_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = run(
+        DAEMON,
+        &[
+            "simulate",
+            "--scenario",
+            "/nonexistent/s.yaml",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/s.yaml: cannot read"));
+    assert!(!out_dir.exists(), "nothing is written for a bad scenario");
 }
 
 #[test]
@@ -57,7 +76,7 @@ fn a_missing_simulator_is_named() {
     let missing = dir.path().join("dbus-aggregate-batteries-sim");
     assert!(
         stderr(&out).contains(&format!(
-            "`demo` and `simulate` are run by {}",
+            "`demo`, `simulate` and `publish` are run by {}",
             missing.display()
         )),
         "{}",
@@ -67,6 +86,8 @@ fn a_missing_simulator_is_named() {
 
 /// A sentence of the demo scenario, which the simulator embeds.
 const DEMO_TEXT: &str = "looping through about three minutes";
+/// An error text of the chart drawing of `simulate`.
+const CHART_TEXT: &str = "cannot draw the chart";
 
 fn holds(program: &str, text: &str) -> bool {
     let bytes = std::fs::read(Path::new(program)).unwrap();
@@ -80,4 +101,9 @@ fn the_daemons_program_holds_no_simulator() {
         "the demo scenario no longer says {DEMO_TEXT:?}"
     );
     assert!(!holds(DAEMON, DEMO_TEXT));
+    assert!(
+        holds(SIMULATOR, CHART_TEXT),
+        "the chart no longer says {CHART_TEXT:?}"
+    );
+    assert!(!holds(DAEMON, CHART_TEXT));
 }

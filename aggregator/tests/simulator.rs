@@ -644,13 +644,13 @@ async fn the_demo_runs_and_a_taken_name_is_an_error() {
 }
 
 #[test]
-fn simulate_refuses_the_system_bus_and_a_missing_file() {
+fn publish_refuses_the_system_bus_and_a_missing_file() {
     let demo = Scenario::demo().expect("demo.yaml");
     let system = "unix:path=/var/run/dbus/system_bus_socket";
-    assert_eq!(aggregator::sim::simulate(demo, Some(system)), 2);
+    assert_eq!(aggregator::sim::publish(demo, Some(system)), 2);
     let missing = Path::new("/nonexistent/scenario.yaml");
     assert_eq!(
-        aggregator::sim::simulate_command(Some(missing), Some("unix:path=/tmp/x")),
+        aggregator::sim::publish_command(Some(missing), Some("unix:path=/tmp/x")),
         2
     );
 }

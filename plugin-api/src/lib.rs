@@ -108,7 +108,8 @@
 //! |---------|-------------|
 //! | 1.0 | `name` … `new_current_source` (the prefix) |
 //! | 1.1 | `needs_battery_limits` appended (missing: false) |
-//! | 2.0 | breaking: [`CurrentInputs`] gains `dc_sources` (every other Venus DC device, one list with a [`DcClass`], so the next class is a new variant of a 2.x, not a new field); plugins of 1.x are refused |
+//! | 2.0 | breaking: [`CurrentInputs`] gains `dc_sources` (every other Venus DC device, one list with a [`DcClass`], so the next class is a new variant of a 2.x, not a new field); plugins of 1.x are refused. Its root module is the prefix, `name` … `new_current_source` |
+//! | 2.1 | `needs_battery_limits` appended again after the prefix (missing: false), so that a 2.0 plugin loads on a 2.1 daemon |
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
@@ -322,7 +323,7 @@ pub struct PluginMod {
     /// A strategy that passes the batteries' own limits on: the host then counts a battery
     /// online only while its `/Info/MaxChargeVoltage`, `/Info/MaxChargeCurrent` and
     /// `/Info/MaxDischargeCurrent` are valid, so that no limit of the bank rests on a battery
-    /// that has none. False for every other plugin, and for a plugin built against ABI 1.0.
+    /// that has none. False for every other plugin, and for a plugin built against ABI 2.0, which lacks the field.
     #[sabi(missing_field(default))]
     pub needs_battery_limits: bool,
 }

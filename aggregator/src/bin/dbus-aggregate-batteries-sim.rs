@@ -1,5 +1,5 @@
-//! The simulator's program: `demo` and `simulate` (the daemon's program hands both over to it,
-//! with the same command line).
+//! The simulator's program: `demo`, `simulate` and `publish` (the daemon's program hands them
+//! over to it, with the same command line). The chart drawing of `simulate` lives here only.
 
 use tracing::Level;
 
@@ -12,11 +12,28 @@ fn main() {
         Command::Demo { duration } => {
             aggregator::sim::demo::demo_command(cli.plugins_dir.as_deref(), duration)
         }
-        Command::Simulate { scenario, address } => {
-            aggregator::sim::simulate_command(scenario.as_deref(), address.as_deref())
+        Command::Publish { scenario, address } => {
+            aggregator::sim::publish_command(scenario.as_deref(), address.as_deref())
         }
+        Command::Simulate {
+            scenario,
+            out,
+            tick,
+            every,
+            length,
+        } => aggregator::sim::offline::simulate_command(
+            &cli.config,
+            cli.plugins_dir.as_deref(),
+            &scenario,
+            &out,
+            aggregator::sim::offline::Options {
+                tick,
+                every,
+                length,
+            },
+        ),
         Command::Run | Command::CheckConfig | Command::Plugins | Command::ImportConfig(_) => {
-            eprintln!("error: this program runs `demo` and `simulate` only; the daemon is {DAEMON_PROGRAM}");
+            eprintln!("error: this program runs `demo`, `simulate` and `publish` only; the daemon is {DAEMON_PROGRAM}");
             aggregator::cli::EXIT_CONFIG
         }
     };

@@ -8,8 +8,8 @@
 //! The service is registered after the first tick with every expected battery online, or after
 //! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
 
-mod gather;
-mod tick;
+pub(crate) mod gather;
+pub(crate) mod tick;
 
 use std::path::Path;
 use std::sync::Arc;

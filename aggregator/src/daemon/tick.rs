@@ -11,15 +11,16 @@ use aggregator_core::presence::{Battery, Change, Presence};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
-use plugin_api::{BatteryState, DcSourceView, ShuntView, SolarChargerView, VebusView};
+use plugin_api::{BatteryState, DcSourceView, LocalDate, ShuntView, SolarChargerView, VebusView};
 
 use super::{gather, log_event, Daemon};
 use crate::bus::client::{self, SETTINGS};
-use crate::bus::monitor::{Class, FEED_IN_SETTING};
+use crate::bus::monitor::{Cache, Class, FEED_IN_SETTING};
 use crate::clock::calendar;
+use crate::config::Config;
 
-/// What the tick takes from the monitor's cache, read once.
-pub(super) struct BusSnapshot {
+/// What the tick takes from the monitor's cache.
+pub(crate) struct BusSnapshot {
     /// Battery-class services that may be ours: service, nameplate (only until the service
     /// is classified) and reading.
     batteries: Vec<(String, Option<Nameplate>, BatteryReading)>,
@@ -44,7 +45,7 @@ pub(super) struct KnownBattery {
 }
 
 /// Which battery-class services belong to the bank, decided once per service.
-pub(super) struct BankMembers {
+pub(crate) struct BankMembers {
     roster: Roster,
     /// `batteries.cells`.
     cells: Option<u32>,
@@ -54,7 +55,7 @@ pub(super) struct BankMembers {
 }
 
 impl BankMembers {
-    pub(super) fn new(roster: Roster, cells: Option<u32>) -> Self {
+    pub(crate) fn new(roster: Roster, cells: Option<u32>) -> Self {
         Self {
             roster,
             cells,
@@ -245,6 +246,70 @@ fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f64>)
         .collect()
 }
 
+/// What the tick takes from the monitor's cache, read once.
+pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSnapshot {
+    let mut batteries = Vec::new();
+    for (service, s) in cache.of_class(Class::Battery) {
+        let Some(wants_nameplate) = members.wants(service) else {
+            continue;
+        };
+        if gather::is_monitor(s) {
+            continue;
+        }
+        let nameplate = wants_nameplate.then(|| gather::nameplate(s));
+        batteries.push((service.clone(), nameplate, gather::battery_reading(s)));
+    }
+    BusSnapshot {
+        batteries,
+        vebus: gather::vebus(cache),
+        solar_chargers: gather::solar_chargers(cache),
+        smartshunts: gather::smartshunts(cache),
+        dc_sources: gather::dc_sources(cache),
+        monitor_soc: (config.soc.monitor()).and_then(|device| gather::monitor_soc(cache, device)),
+        low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
+        feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
+        settings_present: cache.of_class(Class::Settings).next().is_some(),
+    }
+}
+
+/// When a tick happens: monotonic seconds, the local date, seconds since the last tick.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TickTime {
+    pub(crate) now_s: f64,
+    pub(crate) date: LocalDate,
+    pub(crate) dt_s: f64,
+}
+
+/// From a snapshot to the engine's inputs: classification, presence (at `now_s`, monotonic
+/// seconds) and the bank's counts. The daemon's tick and `simulate` both run this.
+pub(crate) fn inputs(
+    snapshot: BusSnapshot,
+    members: &mut BankMembers,
+    presence: &mut Presence,
+    pass_through: bool,
+    config: &Config,
+    time: TickTime,
+) -> (Vec<Battery>, TickInputs) {
+    let readings = members.classify(snapshot.batteries);
+    members.observe(presence, time.now_s, &readings, pass_through);
+    let batteries = presence.batteries();
+    let inputs = TickInputs {
+        cells: members.bank_cells(),
+        left_out: members.left_out(),
+        expected: (config.batteries.expected).unwrap_or(members.counted()),
+        vebus: snapshot.vebus,
+        solar_chargers: snapshot.solar_chargers,
+        smartshunts: snapshot.smartshunts,
+        dc_sources: snapshot.dc_sources,
+        monitor_soc: snapshot.monitor_soc,
+        low_soc: snapshot.low_soc,
+        feed_in_setting: snapshot.feed_in_setting,
+        date: time.date,
+        dt_s: time.dt_s,
+    };
+    (batteries, inputs)
+}
+
 impl Daemon {
     pub(super) async fn tick(&mut self) {
         let now = Instant::now();
@@ -255,28 +320,24 @@ impl Daemon {
         let now_s = now.duration_since(self.started).as_secs_f64();
         self.log_discovery();
 
-        let snapshot = self.snapshot();
+        let snapshot = self
+            .monitor
+            .drain_then_read(|cache| snapshot(cache, &self.members, &self.config));
         if self.settings_pending && snapshot.settings_present {
             self.settings_appeared(now).await;
         }
-        let readings = self.members.classify(snapshot.batteries);
-        self.members
-            .observe(&mut self.presence, now_s, &readings, self.pass_through);
-        let batteries = self.presence.batteries();
-        let inputs = TickInputs {
-            cells: self.members.bank_cells(),
-            left_out: self.members.left_out(),
-            expected: (self.config.batteries.expected).unwrap_or(self.members.counted()),
-            vebus: snapshot.vebus,
-            solar_chargers: snapshot.solar_chargers,
-            smartshunts: snapshot.smartshunts,
-            dc_sources: snapshot.dc_sources,
-            monitor_soc: snapshot.monitor_soc,
-            low_soc: snapshot.low_soc,
-            feed_in_setting: snapshot.feed_in_setting,
-            date: calendar::today(),
-            dt_s,
-        };
+        let (batteries, inputs) = inputs(
+            snapshot,
+            &mut self.members,
+            &mut self.presence,
+            self.pass_through,
+            &self.config,
+            TickTime {
+                now_s,
+                date: calendar::today(),
+                dt_s,
+            },
+        );
         let outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
@@ -284,38 +345,6 @@ impl Daemon {
         self.publish(&batteries, &outcome, &inputs, now).await;
         self.side_effects(&outcome).await;
         self.summary(now, &outcome);
-    }
-
-    /// Reads the monitor's cache once.
-    fn snapshot(&self) -> BusSnapshot {
-        self.monitor.drain_then_read(|cache| {
-            let mut batteries = Vec::new();
-            for (service, s) in cache.of_class(Class::Battery) {
-                let Some(wants_nameplate) = self.members.wants(service) else {
-                    continue;
-                };
-                if gather::is_monitor(s) {
-                    continue;
-                }
-                let nameplate = wants_nameplate.then(|| gather::nameplate(s));
-                batteries.push((service.clone(), nameplate, gather::battery_reading(s)));
-            }
-            BusSnapshot {
-                batteries,
-                vebus: gather::vebus(cache),
-                solar_chargers: gather::solar_chargers(cache),
-                smartshunts: gather::smartshunts(cache),
-                dc_sources: gather::dc_sources(cache),
-                monitor_soc: self
-                    .config
-                    .soc
-                    .monitor()
-                    .and_then(|device| gather::monitor_soc(cache, device)),
-                low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
-                feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
-                settings_present: cache.of_class(Class::Settings).next().is_some(),
-            }
-        })
     }
 
     /// The tick's values onto the bus: one `ItemsChanged` once registered; before that, the

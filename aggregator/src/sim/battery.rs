@@ -113,11 +113,17 @@ impl BatteryModel {
         let cells = self.spec.cells;
         let base_v = segment.map_or(3.30, |(s, f)| s.cell_voltage.at(f))
             + at(over.and_then(|o| o.cell_offset), 0.0);
+        let spread_v = segment.map_or(0.0, |(s, f)| s.cell_spread.at(f));
+        // Evenly from -spread/2 (cell 1) to +spread/2 (the last cell): the mean stays put.
+        let spread_at = |k: usize| match cells {
+            1 => 0.0,
+            _ => spread_v * ((k - 1) as f64 / (cells - 1) as f64 - 0.5),
+        };
         let cell_v: Vec<f64> = (1..=cells)
             .map(|k| {
                 let v = over
                     .and_then(|o| o.cells.get(&k))
-                    .map_or(base_v, |r| r.at(fraction));
+                    .map_or(base_v + spread_at(k), |r| r.at(fraction));
                 round(v + noise(&mut self.rng, 0.0014), 3)
             })
             .collect();
@@ -415,6 +421,27 @@ mod tests {
             .collect();
         assert_eq!(text["/ProductId"], "0xBA77");
         assert_eq!(text["/Dc/0/Voltage"], "13.70V");
+    }
+
+    #[test]
+    fn a_cell_spread_keeps_the_mean_and_spans_the_cells() {
+        let scenario = Scenario::parse(
+            "batteries:\n  - service: ttyUSB0\n    cells: 5\nsegments:\n  - duration: 10s\n    \
+             cell_voltage: 3.40\n    cell_spread: [0.0, 0.04]\n",
+            "s.yaml",
+        )
+        .expect("parses");
+        let segment = &scenario.segments()[0];
+        let mut model = BatteryModel::new(scenario.batteries()[0].clone(), 0);
+        let items = model.advance(0.0, Some((segment, 1.0)), None, false);
+        let v = by_path(&items);
+        let cells: Vec<&Value> = (1..=5)
+            .map(|k| v[format!("/Voltages/Cell{k}").as_str()])
+            .collect();
+        let expected = [3.38, 3.39, 3.4, 3.41, 3.42].map(Value::Float);
+        assert_eq!(cells, expected.iter().collect::<Vec<_>>());
+        assert_eq!(v["/Voltages/Diff"], &Value::Float(0.04));
+        assert_eq!(v["/Dc/0/Voltage"], &Value::Float(17.0));
     }
 
     #[test]

@@ -1,22 +1,25 @@
 //! A simulated Venus OS system on D-Bus: the other side of every integration test and of the
-//! `simulate` subcommand.
+//! `publish` subcommand; and the same system without a bus for `simulate` ([`offline`]).
 //!
 //! A [`Scenario`] (YAML, see [`scenario`]) declares dbus-serialbattery batteries, optionally a
 //! Multi, solar chargers and a SmartShunt, plus localsettings and systemcalc, and segments
 //! that move their values over time. The [`Simulator`] publishes each on its own connection
 //! exactly as the real programs do (every path first, then the name; `PropertiesChanged` per
 //! path as velib or one `ItemsChanged` per step), so a consumer cannot tell it from a GX
-//! device. [`simulate`] refuses to run on the system bus.
+//! device. [`publish`] refuses to run on the system bus.
 //!
 //! - [`scenario`]: the file format, its checks, and where in the scenario a moment falls.
 //! - `battery`: one battery's state of charge and every path derived from the cells.
 //! - `devices`: the Multi, solar chargers, SmartShunt and `com.victronenergy.system`.
 //! - `settings`: localsettings (`AddSetting`, `AddSettings`, instance allocation).
 //! - `service`: a service on its own connection that can leave the bus and come back.
+//! - [`offline`]: `simulate`, the engine on the models in simulated time; `chart` draws it.
 
 mod battery;
+mod chart;
 pub mod demo;
 mod devices;
+pub mod offline;
 pub mod scenario;
 mod service;
 mod settings;
@@ -33,7 +36,7 @@ use scenario::{solar_name, VEBUS_NAME};
 use service::Service;
 use settings::{SettingsStore, SETTINGS_NAME};
 
-pub use scenario::{Scenario, Signals, DEMO_SCENARIO};
+pub use scenario::{Scenario, Signals, Start, DEMO_SCENARIO};
 
 /// Exit code when the scenario or the bus address is wrong.
 const EXIT_USAGE: i32 = 2;
@@ -96,17 +99,145 @@ impl Simulator {
     }
 }
 
-/// The simulated system: the scenario, the models and their services.
+/// What each simulated device shows at one moment, without a bus: the simulator publishes it,
+/// `simulate` reads it as the monitor's cache would hold it.
+pub(crate) struct Moment {
+    /// Per battery, in scenario order.
+    pub(crate) batteries: Vec<BatteryStep>,
+    /// The Multi's paths.
+    pub(crate) vebus: Option<Vec<battery::Item>>,
+    /// Each solar charger's paths.
+    pub(crate) solars: Vec<Vec<battery::Item>>,
+    /// The SmartShunt's paths.
+    pub(crate) shunt: Option<Vec<battery::Item>>,
+    /// Each other DC device's paths, in scenario order.
+    pub(crate) dc_devices: Vec<Vec<battery::Item>>,
+}
+
+/// What a battery does at a moment.
+pub(crate) enum BatteryStep {
+    /// On the bus with these values.
+    Publish(Vec<battery::Item>),
+    /// On the bus, keeping the values it last showed (frozen).
+    Hold,
+    /// Off the bus.
+    Gone,
+}
+
+/// The scenario and the battery models: every device's values at a moment.
+pub(crate) struct Models {
+    pub(crate) scenario: Scenario,
+    batteries: Vec<BatteryModel>,
+    segment: Option<usize>,
+}
+
+impl Models {
+    pub(crate) fn new(scenario: Scenario) -> Models {
+        Models {
+            batteries: scenario
+                .batteries
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| BatteryModel::new(spec.clone(), index))
+                .collect(),
+            segment: None,
+            scenario,
+        }
+    }
+
+    /// Moves everything to `elapsed` since the start; `shown(i)` says whether battery `i`
+    /// shows values already (a frozen battery is first shown with its first values).
+    pub(crate) fn at(&mut self, elapsed: Duration, shown: impl Fn(usize) -> bool) -> Moment {
+        let position = self.scenario.position(elapsed);
+        if position.map(|(index, _)| index) != self.segment {
+            self.segment = position.map(|(index, _)| index);
+            if let Some((index, _)) = position {
+                tracing::info!(
+                    "simulator: segment {} of {}",
+                    index + 1,
+                    self.scenario.segments.len()
+                );
+            }
+        }
+        let segment = position.map(|(index, fraction)| (&self.scenario.segments[index], fraction));
+        let jitter = self.scenario.jitter;
+        let elapsed_s = elapsed.as_secs_f64();
+
+        let mut batteries = Vec::with_capacity(self.batteries.len());
+        for (index, model) in self.batteries.iter_mut().enumerate() {
+            let over = segment.and_then(|(s, _)| s.overrides[index].as_ref());
+            batteries.push(match BatteryModel::presence(over) {
+                Presence::Frozen if shown(index) => {
+                    model.hold(elapsed_s);
+                    BatteryStep::Hold
+                }
+                Presence::Gone => {
+                    model.advance(elapsed_s, segment, over, jitter);
+                    BatteryStep::Gone
+                }
+                Presence::Present | Presence::Frozen => {
+                    BatteryStep::Publish(model.advance(elapsed_s, segment, over, jitter))
+                }
+            });
+        }
+
+        let bank_v = if self.batteries.is_empty() {
+            segment.map_or(3.30, |(s, f)| s.cell_voltage.at(f)) * 16.0
+        } else {
+            self.batteries
+                .iter()
+                .map(BatteryModel::voltage_v)
+                .sum::<f64>()
+                / self.batteries.len() as f64
+        };
+        let at = |ramp: fn(&scenario::Segment) -> scenario::Ramp| {
+            segment.map_or(0.0, |(s, f)| ramp(s).at(f))
+        };
+        let scenario = &self.scenario;
+        let connected = segment.map_or(1, |(s, _)| s.vebus_connected);
+        Moment {
+            batteries,
+            vebus: scenario.vebus.map(|instance| {
+                devices::vebus(instance, at(|s| s.vebus_current), bank_v, connected)
+            }),
+            solars: (0..scenario.solar_chargers)
+                .map(|index| devices::solar_charger(index, at(|s| s.solar_current), bank_v))
+                .collect(),
+            shunt: scenario
+                .shunt
+                .as_ref()
+                .map(|spec| devices::smartshunt(spec, at(|s| s.shunt_current), bank_v)),
+            dc_devices: (scenario.dc_devices.iter().enumerate())
+                .map(|(k, spec)| devices::dc_device(spec, k, bank_v))
+                .collect(),
+        }
+    }
+
+    /// The services whose values never change (settings, system), by bus name.
+    pub(crate) fn fixed(&self) -> Vec<(String, Vec<battery::Item>)> {
+        let mut fixed = Vec::new();
+        if let Some(spec) = &self.scenario.settings {
+            fixed.push((SETTINGS_NAME.to_string(), SettingsStore::new(spec).1));
+        }
+        if let Some(low_soc) = self.scenario.system {
+            fixed.push((SYSTEM_NAME.to_string(), devices::system(low_soc)));
+        }
+        fixed
+    }
+}
+
+const SYSTEM_NAME: &str = "com.victronenergy.system";
+
+/// The simulated system: the models and their services.
 struct World {
-    scenario: Scenario,
-    batteries: Vec<(BatteryModel, Service)>,
+    models: Models,
+    batteries: Vec<Service>,
     vebus: Option<Service>,
     solars: Vec<Service>,
     shunt: Option<Service>,
     dc_devices: Vec<Service>,
     /// Services whose values never change: settings and system.
     fixed: Vec<(Service, Vec<battery::Item>)>,
-    segment: Option<usize>,
 }
 
 impl World {
@@ -114,11 +245,7 @@ impl World {
         let batteries = scenario
             .batteries
             .iter()
-            .enumerate()
-            .map(|(index, spec)| {
-                let service = Service::new(spec.bus_name(), address, false, None);
-                (BatteryModel::new(spec.clone(), index), service)
-            })
+            .map(|spec| Service::new(spec.bus_name(), address, false, None))
             .collect();
         let plain = |name: String| Service::new(name, address, false, None);
         let mut fixed = Vec::new();
@@ -129,8 +256,7 @@ impl World {
             fixed.push((service, items));
         }
         if let Some(low_soc) = scenario.system {
-            let service = plain("com.victronenergy.system".to_string());
-            fixed.push((service, devices::system(low_soc)));
+            fixed.push((plain(SYSTEM_NAME.to_string()), devices::system(low_soc)));
         }
         World {
             vebus: scenario.vebus.map(|_| plain(VEBUS_NAME.to_string())),
@@ -146,8 +272,7 @@ impl World {
                 .collect(),
             batteries,
             fixed,
-            segment: None,
-            scenario,
+            models: Models::new(scenario),
         }
     }
 
@@ -162,71 +287,29 @@ impl World {
     /// Moves everything to `elapsed` since the start and publishes it; a service that is due
     /// on the bus and not there is registered. Returns what could not be registered.
     async fn step(&mut self, elapsed: Duration) -> Result<(), String> {
-        let position = self.scenario.position(elapsed);
-        if position.map(|(index, _)| index) != self.segment {
-            self.segment = position.map(|(index, _)| index);
-            if let Some((index, _)) = position {
-                tracing::info!(
-                    "simulator: segment {} of {}",
-                    index + 1,
-                    self.scenario.segments.len()
-                );
-            }
-        }
-        let segment = position.map(|(index, fraction)| (&self.scenario.segments[index], fraction));
-        let signals = self.scenario.signals;
-        let jitter = self.scenario.jitter;
-        let elapsed_s = elapsed.as_secs_f64();
+        let live: Vec<bool> = self.batteries.iter().map(Service::is_live).collect();
+        let moment = self.models.at(elapsed, |index| live[index]);
+        let signals = self.models.scenario.signals;
         let mut errors = Vec::new();
-
-        for (index, (model, service)) in self.batteries.iter_mut().enumerate() {
-            let over = segment.and_then(|(s, _)| s.overrides[index].as_ref());
-            match BatteryModel::presence(over) {
-                // At the start a frozen battery is registered with its first values.
-                Presence::Frozen if service.is_live() => model.hold(elapsed_s),
-                Presence::Gone => {
-                    model.advance(elapsed_s, segment, over, jitter);
-                    service.unregister().await;
-                }
-                Presence::Present | Presence::Frozen => {
-                    let items = model.advance(elapsed_s, segment, over, jitter);
-                    publish_or_register(service, items, signals, &mut errors).await;
+        for (service, step) in self.batteries.iter_mut().zip(moment.batteries) {
+            match step {
+                BatteryStep::Hold => {}
+                BatteryStep::Gone => service.unregister().await,
+                BatteryStep::Publish(items) => {
+                    publish_or_register(service, items, signals, &mut errors).await
                 }
             }
         }
-
-        let bank_v = if self.batteries.is_empty() {
-            segment.map_or(3.30, |(s, f)| s.cell_voltage.at(f)) * 16.0
-        } else {
-            self.batteries
-                .iter()
-                .map(|(m, _)| m.voltage_v())
-                .sum::<f64>()
-                / self.batteries.len() as f64
-        };
-        let at = |ramp: fn(&scenario::Segment) -> scenario::Ramp| {
-            segment.map_or(0.0, |(s, f)| ramp(s).at(f))
-        };
-        if let (Some(service), Some(instance)) = (&mut self.vebus, self.scenario.vebus) {
-            let connected = segment.map_or(1, |(s, _)| s.vebus_connected);
-            let items = devices::vebus(instance, at(|s| s.vebus_current), bank_v, connected);
-            publish_or_register(service, items, signals, &mut errors).await;
-        }
-        for (index, service) in self.solars.iter_mut().enumerate() {
-            let items = devices::solar_charger(index, at(|s| s.solar_current), bank_v);
-            publish_or_register(service, items, signals, &mut errors).await;
-        }
-        if let (Some(service), Some(spec)) = (&mut self.shunt, &self.scenario.shunt) {
-            let items = devices::smartshunt(spec, at(|s| s.shunt_current), bank_v);
-            publish_or_register(service, items, signals, &mut errors).await;
-        }
-        for (k, (service, spec)) in self
-            .dc_devices
+        let devices = self
+            .vebus
             .iter_mut()
-            .zip(&self.scenario.dc_devices)
-            .enumerate()
-        {
-            let items = devices::dc_device(spec, k, bank_v);
+            .zip(moment.vebus)
+            .chain(self.solars.iter_mut().zip(moment.solars))
+            .chain(self.shunt.iter_mut().zip(moment.shunt));
+        for (service, items) in devices {
+            publish_or_register(service, items, signals, &mut errors).await;
+        }
+        for (service, items) in self.dc_devices.iter_mut().zip(moment.dc_devices) {
             publish_or_register(service, items, signals, &mut errors).await;
         }
         if errors.is_empty() {
@@ -238,7 +321,7 @@ impl World {
 
     /// Every service leaves the bus.
     async fn shutdown(&mut self) {
-        for (_, service) in &mut self.batteries {
+        for service in &mut self.batteries {
             service.unregister().await;
         }
         for service in self
@@ -267,11 +350,11 @@ async fn publish_or_register(
     }
 }
 
-/// For the `simulate` subcommand: loads the scenario file (the demo's without one) and runs it
-/// until SIGINT or SIGTERM; returns the exit code. See [`simulate`].
-pub fn simulate_command(scenario: Option<&Path>, address: Option<&str>) -> i32 {
+/// For the `publish` subcommand: loads the scenario file (the demo's without one) and runs it
+/// until SIGINT or SIGTERM; returns the exit code. See [`publish`].
+pub fn publish_command(scenario: Option<&Path>, address: Option<&str>) -> i32 {
     match scenario.map_or_else(Scenario::demo, Scenario::load) {
-        Ok(scenario) => simulate(scenario, address),
+        Ok(scenario) => publish(scenario, address),
         Err(err) => {
             eprintln!("error: {err}");
             EXIT_USAGE
@@ -282,7 +365,7 @@ pub fn simulate_command(scenario: Option<&Path>, address: Option<&str>) -> i32 {
 /// Runs a scenario until SIGINT or SIGTERM on a current-thread runtime of its own; returns the
 /// exit code. Refuses the system bus: the address comes from `address` or
 /// `DBUS_SESSION_BUS_ADDRESS`, and it is an error if neither is given.
-pub fn simulate(scenario: Scenario, address: Option<&str>) -> i32 {
+pub fn publish(scenario: Scenario, address: Option<&str>) -> i32 {
     let address = match bus_address(address) {
         Ok(address) => address,
         Err(err) => {

@@ -5,6 +5,21 @@
 //! every segment knows the start and end of every channel (a channel a segment leaves out
 //! continues from where the previous one ended), and per-battery overrides are indexed by
 //! battery. Every error names the file and the key.
+//!
+//! For `simulate` (the offline run, see [`crate::sim::offline`]) a scenario also says when it
+//! happens and where it starts from:
+//! - `start: 2026-06-15` or `start: 2026-06-15T06:00`: the local date and time at the start;
+//!   the date moves on at midnight, as the strategies' monthly voltages and balancing days
+//!   need. `simulate` refuses a scenario without it.
+//! - `state:` the daemon's `state.json` to start from (its `charge_ah`, `capacity_ah`,
+//!   `strategy: {plugin, state}` and `feed_in`), e.g. a last balancing some days ago.
+//! - `battery_current_from_devices: true`: each battery's current is its share of the solar
+//!   chargers' and the Multi's currents, so a solar and load profile is written once and the
+//!   batteries, the counter and every current source agree.
+//! - `templates:` is not read: a list to hold YAML anchors (`- &night {duration: 6h, ...}`)
+//!   that `segments` repeat (`- *night`), for a week of days alike.
+//! - per segment `cell_spread: [from, to]`: the cells of every battery spread evenly over this
+//!   many volts around `cell_voltage` (cell 1 lowest), for a bank that drifts apart at the top.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -278,8 +293,56 @@ pub struct Segment {
     pub solar_current: Ramp,
     /// The SmartShunt's `/Dc/0/Current`.
     pub shunt_current: Ramp,
+    /// Max minus min cell of every battery, spread evenly around `cell_voltage`.
+    pub cell_spread: Ramp,
     /// Per battery (same order as [`Scenario::batteries`]); `None` where nothing differs.
     pub overrides: Vec<Option<Override>>,
+}
+
+/// The local date and time a scenario starts at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Start {
+    /// The date.
+    pub date: plugin_api::LocalDate,
+    /// Seconds since midnight.
+    pub second_of_day: u32,
+}
+
+impl Start {
+    /// The local date and the seconds since its midnight at `elapsed_s` after the start.
+    pub fn at(&self, elapsed_s: f64) -> (plugin_api::LocalDate, f64) {
+        let since_midnight = f64::from(self.second_of_day) + elapsed_s.max(0.0);
+        let days = (since_midnight / 86_400.0).floor();
+        (
+            self.date.add_days(days as i64),
+            since_midnight - days * 86_400.0,
+        )
+    }
+
+    fn parse(text: &str) -> Option<Start> {
+        let (date, time) = match text.split_once(['T', ' ']) {
+            Some((date, time)) => (date, Some(time)),
+            None => (text, None),
+        };
+        let date = date.trim().parse().ok()?;
+        let second_of_day = match time {
+            None => 0,
+            Some(time) => {
+                let mut parts = time.trim().split(':');
+                let hours: u32 = parts.next()?.parse().ok()?;
+                let minutes: u32 = parts.next()?.parse().ok()?;
+                let seconds: u32 = parts.next().map_or(Some(0), |s| s.parse().ok())?;
+                if parts.next().is_some() || hours > 23 || minutes > 59 || seconds > 59 {
+                    return None;
+                }
+                hours * 3600 + minutes * 60 + seconds
+            }
+        };
+        Some(Start {
+            date,
+            second_of_day,
+        })
+    }
 }
 
 /// A parsed and checked scenario.
@@ -297,6 +360,8 @@ pub struct Scenario {
     pub(crate) settings: Option<SettingsSpec>,
     pub(crate) system: Option<i64>,
     pub(crate) segments: Vec<Segment>,
+    pub(crate) start: Option<Start>,
+    pub(crate) state: Option<aggregator_core::state::State>,
 }
 
 impl Scenario {
@@ -337,6 +402,21 @@ impl Scenario {
     /// The resolved segments.
     pub fn segments(&self) -> &[Segment] {
         &self.segments
+    }
+
+    /// The local date and time at the start (`start:`), if the file gives one.
+    pub fn start(&self) -> Option<Start> {
+        self.start
+    }
+
+    /// The state to start from (`state:`), if the file gives one.
+    pub fn state(&self) -> Option<&aggregator_core::state::State> {
+        self.state.as_ref()
+    }
+
+    /// One pass through the segments.
+    pub fn length(&self) -> Duration {
+        self.segments.iter().map(|s| s.duration).sum()
     }
 
     /// Every well-known name the simulator owns while no battery is `gone`.
@@ -423,6 +503,14 @@ struct RawScenario {
     system: RawSystem,
     #[serde(default)]
     segments: Vec<RawSegment>,
+    start: Option<String>,
+    state: Option<aggregator_core::state::State>,
+    #[serde(default)]
+    battery_current_from_devices: bool,
+    /// Not read: a place for YAML anchors (`&night`) that segments repeat (`- *night`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    templates: Option<IgnoredAny>,
 }
 
 fn one_second() -> Duration {
@@ -549,6 +637,7 @@ struct RawSegment {
     vebus_connected: Option<i64>,
     solar_current: Option<Ramp>,
     shunt_current: Option<Ramp>,
+    cell_spread: Option<Ramp>,
     #[serde(default)]
     batteries: BTreeMap<String, RawOverride>,
 }
@@ -693,10 +782,49 @@ impl RawScenario {
             })
         };
 
+        let start = match &self.start {
+            None => None,
+            Some(text) => Some(Start::parse(text).ok_or_else(|| {
+                (
+                    "start".to_string(),
+                    format!(
+                        "`{text}` is not a local date and time; write e.g. 2026-06-15 or \
+                         2026-06-15T06:00"
+                    ),
+                )
+            })?),
+        };
+        let share_devices = self.battery_current_from_devices;
+        if share_devices && batteries.is_empty() {
+            return Err((
+                "battery_current_from_devices".into(),
+                "needs at least one battery".into(),
+            ));
+        }
+
         let mut segments = Vec::with_capacity(self.segments.len());
         let mut previous: Option<Segment> = None;
         for (index, raw) in self.segments.into_iter().enumerate() {
-            let segment = raw.resolve(index, previous.as_ref(), &batteries, &keys)?;
+            let at = format!("segments[{index}]");
+            if share_devices && raw.battery_current.is_some() {
+                return Err((
+                    format!("{at}.battery_current"),
+                    "comes from the devices (battery_current_from_devices: true)".into(),
+                ));
+            }
+            let mut segment = raw.resolve(index, previous.as_ref(), &batteries, &keys)?;
+            if share_devices {
+                // A sum of straight lines is a straight line: the share stays a ramp.
+                let share = |pick: fn(&Ramp) -> f64| {
+                    (pick(&segment.solar_current) * self.solar_chargers as f64
+                        + pick(&segment.vebus_current))
+                        / batteries.len() as f64
+                };
+                segment.battery_current = Ramp {
+                    from: share(|r| r.from),
+                    to: share(|r| r.to),
+                };
+            }
             previous = Some(segment.clone());
             segments.push(segment);
         }
@@ -714,6 +842,8 @@ impl RawScenario {
             settings,
             system: (!self.system.absent).then_some(self.system.low_soc),
             segments,
+            start,
+            state: self.state,
         })
     }
 }
@@ -796,6 +926,7 @@ impl RawSegment {
                 .unwrap_or(previous.map_or(1, |p| p.vebus_connected)),
             solar_current: carry(self.solar_current, |p| p.solar_current, 0.0),
             shunt_current: carry(self.shunt_current, |p| p.shunt_current, 0.0),
+            cell_spread: carry(self.cell_spread, |p| p.cell_spread, 0.0),
             overrides,
         })
     }
@@ -1072,6 +1203,78 @@ mod tests {
         );
         // Without repeat the last segment's end holds.
         assert_eq!(scenario.position(Duration::from_secs(60)), Some((1, 1.0)));
+    }
+
+    #[test]
+    fn the_start_moves_the_date_on_at_midnight_and_bad_starts_are_named() {
+        let scenario = Scenario::parse("start: 2026-12-31T23:30\n", "s.yaml").expect("parses");
+        let start = scenario.start().expect("a start");
+        assert_eq!(start.second_of_day, 23 * 3600 + 30 * 60);
+        let (date, second) = start.at(1800.0);
+        assert_eq!((date.to_string(), second), ("2027-01-01".to_string(), 0.0));
+        let (date, second) = start.at(60.0);
+        assert_eq!(
+            (date.to_string(), second),
+            ("2026-12-31".to_string(), 84_660.0)
+        );
+        let date_only = Scenario::parse("start: 2026-06-15\n", "s.yaml").expect("parses");
+        assert_eq!(date_only.start().map(|s| s.second_of_day), Some(0));
+        assert_eq!(Scenario::demo().expect("demo").start(), None);
+        for bad in ["2026-13-01", "2026-06-15T24:00", "2026-06-15T06", "June"] {
+            let err = error(&format!("start: {bad}\n"));
+            assert!(
+                err.starts_with(&format!(
+                    "scenario.yaml: start: `{bad}` is not a local date"
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn battery_currents_share_the_devices_and_cells_spread_around_the_voltage() {
+        let text = "battery_current_from_devices: true\nsolar_chargers: 2\nvebus: {}\n\
+                    batteries:\n  - {service: ttyUSB0, cells: 4}\n  - {service: ttyUSB1, cells: 4}\n\
+                    templates:\n  - &sun {duration: 1h, solar_current: [0, 30], vebus_current: -20, \
+                    cell_spread: [0, 0.03]}\nsegments:\n  - *sun\n  - {duration: 1h}\n";
+        let scenario = Scenario::parse(text, "s.yaml").expect("parses");
+        // (2 × solar + Multi) / 2 batteries.
+        let first = &scenario.segments()[0];
+        assert_eq!(
+            first.battery_current,
+            Ramp {
+                from: -10.0,
+                to: 20.0
+            }
+        );
+        // The next segment carries the devices on, and with them the share.
+        assert_eq!(scenario.segments()[1].battery_current, Ramp::fixed(20.0));
+        assert_eq!(scenario.segments()[1].cell_spread, Ramp::fixed(0.03));
+        assert_eq!(scenario.length(), Duration::from_secs(7200));
+
+        let err = error(
+            "battery_current_from_devices: true\nbatteries:\n  - {service: ttyUSB0}\n\
+             segments:\n  - {duration: 1h, battery_current: 5}\n",
+        );
+        assert_eq!(
+            err,
+            "scenario.yaml: segments[0].battery_current: comes from the devices \
+             (battery_current_from_devices: true)"
+        );
+    }
+
+    #[test]
+    fn a_start_state_is_read_as_the_state_file_is() {
+        let text = "state:\n  charge_ah: 100\n  strategy: {plugin: lfp-balancing, state: '{}'}\n";
+        let scenario = Scenario::parse(text, "s.yaml").expect("parses");
+        let state = scenario.state().expect("a state");
+        assert_eq!(state.charge_ah, Some(100.0));
+        assert_eq!(
+            state.strategy.as_ref().map(|s| s.plugin.as_str()),
+            Some("lfp-balancing")
+        );
+        let err = error("state:\n  charge: 100\n");
+        assert!(err.contains("state: unknown field `charge`"), "{err}");
     }
 
     #[test]

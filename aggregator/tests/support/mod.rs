@@ -337,6 +337,8 @@ pub mod bus {
     }
 }
 
+pub mod offline;
+
 pub mod world {
     //! A private bus with the simulator and the daemon on it.
 
