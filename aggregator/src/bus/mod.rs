@@ -20,9 +20,8 @@ use zbus::connection::Builder;
 use zbus::Connection;
 
 /// How many messages a stream of ours (method calls to our service, owner changes) holds
-/// before zbus stops reading the socket until the stream catches up: nothing is lost, and the
-/// queue is allocated whole (256 took 30 KiB each). Our streams are read at once by their own
-/// task; a GUI or VRM logger asks for a few paths at a time.
+/// before zbus pauses reading until it catches up (nothing is lost). The queue is allocated
+/// whole, so small; a GUI or VRM logger asks for a few paths at a time.
 pub const STREAM_QUEUE: usize = 32;
 
 /// Which bus: the session bus when `DBUS_SESSION_BUS_ADDRESS` is set, else the system bus

@@ -2,10 +2,8 @@
 //! `GetItems`, and is read only when the daemon wants the values: once per tick, and while a
 //! scan waits for its answer.
 //!
-//! Why not one more zbus stream: zbus reads each message as it arrives, so every battery signal
-//! (serialbattery sends one `PropertiesChanged` per changed path, ~40 a second for two 16-cell
-//! batteries, ~500 for sixteen 32-cell ones) woke the daemon, and the wake-up, the read and the
-//! per-message bookkeeping cost more than the whole tick. This socket is never polled: the bus
+//! Not a zbus stream: zbus reads each message as it arrives, so every battery signal (one per
+//! changed path) would wake the daemon, and wake-ups are what a tick costs. This socket is never polled: the bus
 //! daemon queues what we have not read (in the socket's buffer, then in its own queue for us),
 //! and the tick reads it all in large chunks and decodes only sender, path and `Value`.
 //! Because the `GetItems` answers come on the same socket as the signals, their order is the

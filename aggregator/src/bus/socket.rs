@@ -9,8 +9,8 @@
 //! is not taking data (its buffer full), a duplicate of the descriptor is registered for
 //! writing just for that wait.
 //!
-//! Reads are buffered: a burst of messages (a scan's answers, several signals) is taken with
-//! one system call instead of two per message.
+//! Reads are buffered, so a burst of messages (a scan's answers, several signals) takes one
+//! system call.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;

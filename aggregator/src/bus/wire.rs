@@ -243,8 +243,8 @@ impl<'a> Body<'a> {
     }
 }
 
-/// Bytes as text. Names, paths and nearly every value on the bus are ASCII, which needs one
-/// quick look instead of the general UTF-8 check (a tick reads some 300 strings).
+/// Bytes as text. Names, paths and nearly every value on the bus are ASCII: one quick look
+/// serves them, the general UTF-8 check the rest.
 fn text(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
         // SAFETY: ASCII bytes are valid UTF-8.
