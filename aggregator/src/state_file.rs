@@ -147,6 +147,7 @@ mod tests {
                 saved_value: Some(1),
                 strategy_off: false,
             },
+            last_plausible_day: Some(20_500),
         }
     }
 

@@ -356,6 +356,7 @@ impl Engine {
             capacity_ah: self.counter_capacity,
             strategy,
             feed_in: self.feed_in.clone(),
+            last_plausible_day: None,
         }
     }
 

@@ -21,6 +21,10 @@ pub struct State {
     /// The feed-in memory.
     #[serde(default)]
     pub feed_in: FeedIn,
+    /// The last local date the host's clock gave that could be right (days since 1970-01-01):
+    /// it stands in while the clock reads an older date (a device booted without network time).
+    #[serde(default)]
+    pub last_plausible_day: Option<i64>,
 }
 
 /// A strategy's opaque state.

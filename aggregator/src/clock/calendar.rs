@@ -33,6 +33,64 @@ pub fn today() -> LocalDate {
     date
 }
 
+/// The day this program was built: no right clock reads a date before it.
+pub fn build_date() -> LocalDate {
+    let day = env!("AGGREGATOR_BUILD_DAY").parse().unwrap_or(0);
+    LocalDate::from_days_since_epoch(day)
+}
+
+/// Keeps an implausible clock from reaching the strategies: a date before the build date or
+/// before the last plausible one (a device booted without network time, a clock set back) is
+/// replaced by the last plausible date, so no balancing starts and the month's voltage stays.
+#[derive(Clone, Debug)]
+pub struct DateGuard {
+    floor: LocalDate,
+    last_plausible: Option<LocalDate>,
+    /// True while the clock reads an implausible date (logged once per episode).
+    wrong: bool,
+}
+
+impl DateGuard {
+    /// A guard with this floor (the build date) and the last plausible date of an earlier run.
+    pub fn new(floor: LocalDate, last_plausible_day: Option<i64>) -> Self {
+        Self {
+            floor,
+            last_plausible: last_plausible_day.map(LocalDate::from_days_since_epoch),
+            wrong: false,
+        }
+    }
+
+    /// The date to hand on for a clock reading `today`; logs once when the clock turns
+    /// implausible and once when it is right again.
+    pub fn date(&mut self, today: LocalDate) -> LocalDate {
+        let earliest = self
+            .last_plausible
+            .map_or(self.floor, |last| last.max(self.floor));
+        if today >= earliest {
+            if self.wrong {
+                tracing::info!("the clock reads {today} again, a plausible date");
+                self.wrong = false;
+            }
+            self.last_plausible = Some(today);
+            return today;
+        }
+        if !self.wrong {
+            tracing::warn!(
+                "the clock reads {today}, before {earliest} (the build date or the last plausible \
+                 date): no network time? {earliest} stands in, so no balancing starts and the \
+                 month's voltage stays, until the clock is right"
+            );
+            self.wrong = true;
+        }
+        earliest
+    }
+
+    /// The last plausible date, to be saved (days since 1970-01-01).
+    pub fn last_plausible_day(&self) -> Option<i64> {
+        self.last_plausible.map(|d| d.days_since_epoch())
+    }
+}
+
 /// Seconds since 1970-01-01 UTC, negative before.
 fn unix_seconds(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -75,6 +133,30 @@ pub fn utc_date(seconds: i64) -> LocalDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day(y: i32, m: u8, d: u8) -> LocalDate {
+        LocalDate::new(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn a_clock_before_the_build_date_or_the_last_plausible_date_is_not_handed_on() {
+        let built = day(2026, 12, 1);
+        let mut guard = DateGuard::new(built, None);
+        // Booted without network time: 1970, then 2000.
+        assert_eq!(guard.date(day(1970, 1, 1)), built);
+        assert_eq!(guard.date(day(2000, 1, 1)), built);
+        // The clock is set: the real date, remembered.
+        assert_eq!(guard.date(day(2027, 3, 5)), day(2027, 3, 5));
+        assert_eq!(
+            guard.last_plausible_day(),
+            Some(day(2027, 3, 5).days_since_epoch())
+        );
+        // Back to an older date (a restart before network time): the last plausible one stays.
+        let mut after_restart = DateGuard::new(built, guard.last_plausible_day());
+        assert_eq!(after_restart.date(day(2026, 12, 2)), day(2027, 3, 5));
+        assert_eq!(after_restart.date(day(2027, 3, 6)), day(2027, 3, 6));
+        assert!(build_date() >= day(2026, 1, 1), "built in {}", build_date());
+    }
     use std::process::Command;
 
     /// What `date` (coreutils, the same C library and zone) prints for `seconds`.

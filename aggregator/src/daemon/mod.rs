@@ -24,6 +24,7 @@ use crate::bus::export::{BusItemService, SetDecision};
 use crate::bus::monitor::{Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
 use crate::bus::{self, request_name, BusConnection};
+use crate::clock::calendar::{self, DateGuard};
 use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
@@ -170,6 +171,8 @@ struct Daemon {
     registered: bool,
     /// A failed feed-in write was logged (once per feed-in episode).
     feed_in_failure_logged: bool,
+    /// Today's date as the strategies get it: never one the clock cannot have right.
+    dates: DateGuard,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -223,11 +226,13 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let mut engine =
         Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
     let store = StateStore::new(&config.paths.state_dir);
+    let mut last_plausible_day = None;
     match store.load() {
         Ok(state) => {
             for problem in engine.restore(&state) {
                 tracing::warn!("{problem}");
             }
+            last_plausible_day = state.last_plausible_day;
             tracing::info!("state restored from {}", store.path().display());
         }
         Err(problem) => tracing::warn!("{problem}; starting from the batteries' SoC"),
@@ -296,6 +301,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         last_summary: None,
         registered: false,
         feed_in_failure_logged: false,
+        dates: DateGuard::new(calendar::build_date(), last_plausible_day),
     };
     daemon.main_loop().await
 }
@@ -445,7 +451,9 @@ impl Daemon {
     }
 
     fn save_state(&mut self) {
-        match self.store.save(&self.engine.state()) {
+        let mut state = self.engine.state();
+        state.last_plausible_day = self.dates.last_plausible_day();
+        match self.store.save(&state) {
             Ok(()) => self.engine.state_saved(),
             Err(err) => tracing::error!(
                 "cannot write the state file {}: {err}",

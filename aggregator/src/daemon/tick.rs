@@ -334,7 +334,7 @@ impl Daemon {
             &self.config,
             TickTime {
                 now_s,
-                date: calendar::today(),
+                date: self.dates.date(calendar::today()),
                 dt_s,
             },
         );
