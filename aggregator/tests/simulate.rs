@@ -177,9 +177,16 @@ fn the_sunny_lto_day_steps_the_charge_current_and_stops_it_at_the_peaking_cell()
         let cvl = number(row, "cvl_v");
         assert!(cvl <= 22.0 * 2.48 + 1e-6, "CVL {cvl}");
     }
-    // The counter is full at the peak; feed-in is never touched by this strategy.
+    // The counter is full at the peak. The strategy never asks for feed-in, but the host owns
+    // it: off wherever the published CCL is 0 (a DC-coupled charger ignores the CCL while it is
+    // on), the user's 1 before and again after the hold.
     assert_eq!(max_of(rows.iter(), "soc_pct"), 100.0);
-    assert!(rows.iter().all(|r| r["feed_in"] == "1"));
+    assert!(rows
+        .iter()
+        .filter(|r| number(r, "ccl_a") == 0.0)
+        .all(|r| r["feed_in"] == "0"));
+    assert_eq!(rows.first().unwrap()["feed_in"], "1");
+    assert_eq!(rows.last().unwrap()["feed_in"], "1");
     assert!(max_of(rows.iter(), "dcl_a") == 150.0);
 }
 
