@@ -37,6 +37,9 @@ use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::value::{TextFormat, Value};
 use tick::BankMembers;
 
+/// How long the feed-in restore at SIGTERM/SIGINT may wait for the bus.
+const STOP_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
     let checked = check_to_run(config_file, plugins_dir);
@@ -420,14 +423,20 @@ impl Daemon {
             return;
         };
         let v = Value::Int(value);
-        match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
-            Ok(0) => tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}"),
-            Ok(code) => tracing::warn!(
+        // A stopped bus must not hold the stop: a supervisor waits only so long.
+        let write = client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v);
+        match tokio::time::timeout(STOP_WRITE_LIMIT, write).await {
+            Ok(Ok(0)) => tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}"),
+            Ok(Ok(code)) => tracing::warn!(
                 "stopping: {SETTINGS} refused {FEED_IN_SETTING} = {value} ({code}); restored at \
                  the next start"
             ),
-            Err(err) => tracing::warn!(
+            Ok(Err(err)) => tracing::warn!(
                 "stopping: cannot restore {FEED_IN_SETTING} ({err}); restored at the next start"
+            ),
+            Err(_) => tracing::warn!(
+                "stopping: the bus did not take {FEED_IN_SETTING} = {value} within \
+                 {STOP_WRITE_LIMIT:?}; restored at the next start"
             ),
         }
     }
