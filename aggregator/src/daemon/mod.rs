@@ -29,10 +29,9 @@ use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
 use crate::state_file::StateStore;
-use aggregator_core::discovery::Roster;
 use aggregator_core::engine::{Engine, Event, Settings};
 use aggregator_core::feedin::{Cause, FeedInEvent};
-use aggregator_core::presence::{Presence, Timing};
+use aggregator_core::presence::Presence;
 use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::value::{TextFormat, Value};
 use tick::BankMembers;
@@ -277,15 +276,8 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         .find(&config.strategy.plugin, PluginKind::Strategy)
         .is_some_and(|plugin| plugin.needs_battery_limits);
     let mut daemon = Daemon {
-        presence: Presence::new(Timing {
-            hold_for_s: config.batteries.hold_for.as_secs_f64(),
-            frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
-        })
-        .with_cells(config.batteries.cells),
-        members: BankMembers::new(
-            Roster::new((&config.batteries).into(), &own),
-            config.batteries.cells,
-        ),
+        presence: tick::presence_of(&config),
+        members: BankMembers::of(&config),
         config,
         uid,
         conn,

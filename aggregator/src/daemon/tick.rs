@@ -7,7 +7,7 @@ use std::time::Instant;
 use aggregator_core::discovery::{Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
-use aggregator_core::presence::{Battery, Change, Presence};
+use aggregator_core::presence::{Battery, Change, Presence, Timing};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
@@ -62,6 +62,12 @@ impl BankMembers {
             known: BTreeMap::new(),
             ignored: BTreeSet::new(),
         }
+    }
+
+    /// The bank's members as `batteries:` and our own service name define them.
+    pub(crate) fn of(config: &Config) -> Self {
+        let roster = Roster::new((&config.batteries).into(), &config.publish.service_name);
+        Self::new(roster, config.batteries.cells)
     }
 
     /// A service that came or went is classified again when next seen.
@@ -270,6 +276,15 @@ pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) ->
         feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
         settings_present: cache.of_class(Class::Settings).next().is_some(),
     }
+}
+
+/// Presence with the timing and cell count of `batteries:`.
+pub(crate) fn presence_of(config: &Config) -> Presence {
+    Presence::new(Timing {
+        hold_for_s: config.batteries.hold_for.as_secs_f64(),
+        frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
+    })
+    .with_cells(config.batteries.cells)
 }
 
 /// When a tick happens: monotonic seconds, the local date, seconds since the last tick.

@@ -26,9 +26,7 @@ use crate::bus::variant::{to_wire, Field};
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::sim::battery::Item;
 use crate::sim::{BatteryStep, Models, Scenario};
-use aggregator_core::discovery::Roster;
 use aggregator_core::engine::Engine;
-use aggregator_core::presence::{Presence, Timing};
 use aggregator_core::value::Value;
 
 /// Exit code for a bad config, scenario or option.
@@ -256,16 +254,8 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
     let pass_through = scan
         .find(&config.strategy.plugin, PluginKind::Strategy)
         .is_some_and(|plugin| plugin.needs_battery_limits);
-    let own = config.publish.service_name.clone();
-    let mut members = BankMembers::new(
-        Roster::new((&config.batteries).into(), &own),
-        config.batteries.cells,
-    );
-    let mut presence = Presence::new(Timing {
-        hold_for_s: config.batteries.hold_for.as_secs_f64(),
-        frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
-    })
-    .with_cells(config.batteries.cells);
+    let mut members = BankMembers::of(&config);
+    let mut presence = tick::presence_of(&config);
 
     let battery_names: Vec<String> = scenario.batteries().iter().map(|b| b.bus_name()).collect();
     let mut models = Models::new(scenario);
