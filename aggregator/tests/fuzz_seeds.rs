@@ -267,3 +267,35 @@ fn the_value_connection_reads_variants_as_zvariant_does() {
         );
     }
 }
+
+/// Inputs that once broke the value connection's reader, kept as files for `cargo fuzz` too.
+const MESSAGE_SEEDS: [(&str, &[u8]); 3] = [
+    (
+        "unknown-header-field-open-structure",
+        include_bytes!("../../fuzz/seeds/dbus_message/unknown-header-field-open-structure"),
+    ),
+    (
+        "unknown-header-field-open-dict-entry",
+        include_bytes!("../../fuzz/seeds/dbus_message/unknown-header-field-open-dict-entry"),
+    ),
+    (
+        "unknown-header-field-two-types",
+        include_bytes!("../../fuzz/seeds/dbus_message/unknown-header-field-two-types"),
+    ),
+];
+
+#[test]
+fn an_unknown_header_field_with_a_broken_signature_is_refused() {
+    for (name, seed) in MESSAGE_SEEDS {
+        // Whole, the message is framed and refused; cut anywhere, it is never a panic.
+        assert_eq!(
+            aggregator::bus::wire::frame_len(seed),
+            Ok(Some(seed.len())),
+            "{name}"
+        );
+        assert!(aggregator::bus::wire::parse(seed).is_err(), "{name}");
+        for cut in 0..=seed.len() {
+            fuzzing::dbus_message(&seed[..cut]);
+        }
+    }
+}

@@ -169,6 +169,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             (8, "g") => message.signature = c.signature()?,
             (9, "u") => c.u32().map(|_| ())?,
             (1..=9, _) => return Err(WireError("a header field of the wrong type")),
+            // A field we do not know is skipped by its signature, which must first be one
+            // whole type: `skip_one` reads a structure's members between its brackets.
+            _ if complete_type(signature.as_bytes(), 0)? != signature.len() => {
+                return Err(WireError("a header field of more than one type"));
+            }
             _ => c.skip_one(signature.as_bytes(), 0)?,
         }
     }
@@ -766,6 +771,32 @@ mod tests {
             fields[4],
             ("/CustomName".into(), Field::Text("Bank A".into()))
         );
+    }
+
+    #[test]
+    fn an_unknown_header_field_of_no_whole_type_is_an_error_not_a_panic() {
+        // A signal whose only header field, code 20, says it holds `sig` (then `value`).
+        let field = |sig: &[u8], value: &[u8]| {
+            let mut fields = vec![20, sig.len() as u8];
+            fields.extend_from_slice(sig);
+            fields.push(0);
+            fields.extend_from_slice(value);
+            // The array's length leaves out the padding to the body.
+            let len = fields.len() as u32;
+            fields.resize(fields.len().next_multiple_of(8), 0);
+            let mut bytes = vec![b'l', 4, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0];
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&fields);
+            bytes
+        };
+        for sig in [&b"("[..], b"{", b"(i", b"{s", b"a", b"(i)i", b"{sv}"] {
+            let bytes = field(sig, &[]);
+            assert_eq!(frame_len(&bytes), Ok(Some(bytes.len())));
+            assert!(parse(&bytes).is_err(), "{:?}", String::from_utf8_lossy(sig));
+        }
+        // A whole type is skipped: the message reads.
+        let bytes = field(b"y", &[7]);
+        assert_eq!(parse(&bytes).map(|m| m.kind), Ok(Kind::Signal));
     }
 
     #[test]
