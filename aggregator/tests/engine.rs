@@ -307,6 +307,7 @@ fn a_panicking_strategy_is_contained_by_the_envelope() {
         (55.0, 50.0, 60.0)
     );
     let mut fault_events = 0;
+    let mut stop_events = Vec::new();
     for tick in 1..=4 {
         let out = rig.engine.tick(&bank, &around(None));
         fault_events += out
@@ -314,6 +315,20 @@ fn a_panicking_strategy_is_contained_by_the_envelope() {
             .iter()
             .filter(|e| matches!(e, Event::StrategyFault(_)))
             .count();
+        stop_events.extend(
+            out.events
+                .iter()
+                .filter(|e| matches!(e, Event::DischargeStoppedByFaults(_)))
+                .cloned(),
+        );
+        // The stop names its cause for as long as it lasts.
+        assert_eq!(
+            out.mode
+                .contains("discharging stopped (safety.plugin_failures)"),
+            tick >= 3,
+            "tick {tick}: {}",
+            out.mode
+        );
         assert_eq!(out.limits.cvl_v, 55.0, "last good CVL");
         assert_eq!(out.limits.ccl_a, 0.0);
         assert_eq!(
@@ -324,6 +339,90 @@ fn a_panicking_strategy_is_contained_by_the_envelope() {
         assert!(out.mode.starts_with("Fault"));
     }
     assert_eq!(fault_events, 1, "logged once per episode");
+    assert_eq!(stop_events, vec![Event::DischargeStoppedByFaults(3)]);
+}
+
+#[test]
+fn a_fault_on_the_first_tick_stops_charging_and_discharging_only_after_the_failures() {
+    let fault = ("libplugin_fault_test.so", r#"{"fault":"error"}"#);
+    let mut rig = rig(fault, BMS, OnLost::BlockCharge);
+    let mut a = battery("A", 2.3, 2.3, 0.0, 50.0);
+    a.reading.max_discharge_current_a = Some(80.0);
+    let mut b = battery("B", 2.3, 2.3, 0.0, 50.0);
+    b.reading.max_discharge_current_a = Some(80.0);
+    let bank = [a, b];
+    for tick in 1..=4 {
+        let out = rig.engine.tick(&bank, &around(None));
+        // No good result yet: the CVL follows the bank, DCL is what the packs allow (two
+        // packs of 80 A under the 300 A bound) until `plugin_failures` (3) faults in a row.
+        assert_eq!(out.limits.cvl_v, 2.3 * 22.0, "tick {tick}");
+        assert_eq!(out.limits.ccl_a, 0.0, "tick {tick}");
+        assert_eq!(
+            out.limits.dcl_a,
+            if tick < 3 { 160.0 } else { 0.0 },
+            "tick {tick}: {}",
+            out.mode
+        );
+    }
+}
+
+#[test]
+fn drivers_restarting_together_keep_the_last_limits() {
+    for policy in [OnLost::BlockCharge, OnLost::BlockAll, OnLost::Continue] {
+        let mut rig = rig(LFP, BMS, policy);
+        balanced_recently(&mut rig);
+        let mut bank = [
+            battery("A", 2.3, 2.3, -10.0, 50.0),
+            battery("B", 2.3, 2.3, -10.0, 50.0),
+        ];
+        let before = rig.engine.tick(&bank, &around(Some(0))).limits;
+        assert_eq!((before.ccl_a, before.dcl_a), (200.0, 200.0));
+        // One held: scaled to the one online, as before.
+        bank[1].state = BatteryState::Stale;
+        let out = rig.engine.tick(&bank, &around(Some(0)));
+        assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (100.0, 100.0));
+        assert!(out.mode.contains("1 of 2 batteries held"), "{}", out.mode);
+        // Both held (both drivers restarting): the last limits stand, for every policy, as
+        // nothing is lost.
+        bank[0].state = BatteryState::Stale;
+        for _ in 0..50 {
+            let out = rig.engine.tick(&bank, &around(Some(0)));
+            assert_eq!(
+                (out.limits.ccl_a, out.limits.dcl_a),
+                (100.0, 100.0),
+                "{policy:?}"
+            );
+            assert!(
+                out.mode
+                    .contains("no battery online, 2 held: last limits kept"),
+                "{}",
+                out.mode
+            );
+        }
+        // A held reading that protects something still acts: a low cell stops discharging.
+        bank[0].reading.min_cell_voltage_v = Some(1.7);
+        let out = rig.engine.tick(&bank, &around(Some(0)));
+        assert_eq!(out.limits.dcl_a, 0.0, "{policy:?}");
+        assert!(out.mode.contains("safety.min_cell_voltage"), "{}", out.mode);
+    }
+}
+
+#[test]
+fn a_one_pack_bank_on_a_driver_restart_keeps_its_limits_and_a_lost_pack_blocks() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let mut bank = [battery("A", 2.3, 2.3, -10.0, 50.0)];
+    let mut inputs = around(Some(0));
+    inputs.expected = 1;
+    let before = rig.engine.tick(&bank, &inputs).limits;
+    bank[0].state = BatteryState::Stale;
+    let held = rig.engine.tick(&bank, &inputs).limits;
+    assert_eq!(held, before);
+    // Beyond the hold it is lost: nothing to discharge from, with the cause in the mode.
+    bank[0].state = BatteryState::Lost;
+    let out = rig.engine.tick(&bank, &inputs);
+    assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (0.0, 0.0));
+    assert!(out.mode.starts_with("No battery online"), "{}", out.mode);
 }
 
 #[test]

@@ -672,6 +672,7 @@ fn host_rules_hold(
     batteries: &[Battery],
     feed_in: Option<i64>,
     outcome: &Outcome,
+    last_online: Option<Limits>,
 ) -> Result<(), TestCaseError> {
     let g = run.guard;
     let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
@@ -688,7 +689,8 @@ fn host_rules_hold(
             .map(|b| finite(limit(&b.reading)).filter(|l| *l >= 0.0))
             .sum::<Option<f64>>()
     };
-    if g.bms_limits != BmsLimits::Ignore && outcome.merged.count > 0 {
+    // With none online the last online tick's limits bound them (below).
+    if g.bms_limits != BmsLimits::Ignore && outcome.merged.count > 0 && !online.is_empty() {
         if let Some(sum) = own(|r| r.max_charge_current_a) {
             prop_assert!(
                 ccl <= sum * (1.0 + 1e-9),
@@ -706,8 +708,21 @@ fn host_rules_hold(
             );
         }
     }
+    // No battery online: old data only. The limits of the last tick with one online stand
+    // (drivers restarting must not stop the house), never more; with none, nothing stands.
     if online.is_empty() {
-        prop_assert_eq!((ccl, dcl), (0.0, 0.0), "no battery online: old data only");
+        let last = last_online.unwrap_or(Limits {
+            cvl_v: 0.0,
+            ccl_a: 0.0,
+            dcl_a: 0.0,
+        });
+        prop_assert!(
+            ccl <= last.ccl_a && dcl <= last.dcl_a,
+            "no battery online: CCL {} DCL {} above the last online {:?}",
+            ccl,
+            dcl,
+            last_online
+        );
     }
     if ccl == 0.0 && feed_in == Some(1) {
         prop_assert_eq!(
@@ -760,6 +775,7 @@ fn check_outcome(
     batteries: &[Battery],
     outcome: &Outcome,
     published: &mut Published,
+    last_online: Option<Limits>,
 ) -> Result<(), TestCaseError> {
     within_bounds(outcome.limits, run.bounds, run.cells)?;
 
@@ -786,7 +802,13 @@ fn check_outcome(
     if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
         prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
     }
-    host_rules_hold(run, batteries, around_feed_in(run, batteries), outcome)?;
+    host_rules_hold(
+        run,
+        batteries,
+        around_feed_in(run, batteries),
+        outcome,
+        last_online,
+    )?;
 
     // Every number the service publishes, cell voltages included.
     let cell_paths: Vec<(String, Option<f64>)> = active()
@@ -822,9 +844,248 @@ fn the_tick_holds_the_envelope_for_any_bank_with_the_real_plugins() {
             custom_name: "Bank".into(),
             process_name: "dbus-aggregate-batteries".into(),
         });
+        let mut last_online = None;
         for (batteries, around) in &run.ticks {
             let outcome = engine.tick(batteries, around);
-            check_outcome(&run, batteries, &outcome, &mut published)?;
+            check_outcome(&run, batteries, &outcome, &mut published, last_online)?;
+            if outcome.online > 0 {
+                last_online = Some(outcome.limits);
+            }
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A bank whose packs are only held never stops the house
+
+/// A chemistry's windows and a strategy suited to it.
+#[derive(Clone, Copy, Debug)]
+struct Chemistry {
+    /// Cells inside the window, clear of every latch's hysteresis, V.
+    cells_v: (f64, f64),
+    max_cell_v: f64,
+    min_cell_v: f64,
+    /// The packs' own CVL per cell, V.
+    pack_cvl_v: f64,
+}
+
+const LFP: Chemistry = Chemistry {
+    cells_v: (3.15, 3.35),
+    max_cell_v: 3.65,
+    min_cell_v: 2.8,
+    pack_cvl_v: 3.45,
+};
+const LTO: Chemistry = Chemistry {
+    cells_v: (2.25, 2.44),
+    max_cell_v: 2.6,
+    min_cell_v: 1.8,
+    pack_cvl_v: 2.5,
+};
+
+/// A pack's reading as a BMS that allows both directions sends it, cells and temperatures
+/// inside their windows.
+fn allowing_reading(cells: u32, chem: Chemistry) -> impl Strategy<Value = BatteryReading> {
+    let n = f64::from(cells);
+    let (low, high) = chem.cells_v;
+    (
+        vec(low..high, cells as usize),
+        -100.0..100.0f64,
+        10.0..40.0f64,
+        5.0..200.0f64,
+        5.0..200.0f64,
+        20.0..90.0f64,
+    )
+        .prop_map(move |(cell_voltages, current, temp, ccl, dcl, soc)| {
+            let sum: f64 = cell_voltages.iter().sum();
+            let max = cell_voltages.iter().copied().fold(f64::MIN, f64::max);
+            let min = cell_voltages.iter().copied().fold(f64::MAX, f64::min);
+            let mut reading = BatteryReading {
+                connected: Some(1),
+                voltage_v: Some(sum),
+                current_a: Some(current),
+                power_w: Some(sum * current),
+                temperature_c: Some(temp),
+                installed_capacity_ah: Some(280.0),
+                capacity_ah: Some(2.8 * soc),
+                consumed_ah: Some(2.8 * (100.0 - soc)),
+                soc_pct: Some(soc),
+                max_cell_voltage_v: Some(max),
+                max_voltage_cell_id: Some("C1".into()),
+                min_cell_voltage_v: Some(min),
+                min_voltage_cell_id: Some("C2".into()),
+                voltages_sum_v: Some(sum),
+                cells_per_battery: Some(i64::from(cells)),
+                modules_online: Some(1),
+                modules_offline: Some(0),
+                modules_blocking_charge: Some(0),
+                modules_blocking_discharge: Some(0),
+                allow_to_charge: Some(1),
+                allow_to_discharge: Some(1),
+                max_charge_voltage_v: Some(n * chem.pack_cvl_v),
+                max_charge_current_a: Some(ccl),
+                max_discharge_current_a: Some(dcl),
+                cell_voltages_v: cell_voltages.into_iter().map(Some).collect(),
+                ..Default::default()
+            };
+            reading.alarms = [Some(0); ALARMS.len()];
+            reading
+        })
+}
+
+#[derive(Clone, Debug)]
+struct HeldRun {
+    chem: Chemistry,
+    strategy: (&'static str, &'static str),
+    bms_limits: BmsLimits,
+    on_lost: OnLost,
+    cells: u32,
+    /// Each tick: every pack's state (online or held, never lost) and reading. The first tick
+    /// has every pack online, as the presence tracker holds only a pack it has seen.
+    ticks: Vec<Vec<Battery>>,
+}
+
+fn held_run() -> impl Strategy<Value = HeldRun> {
+    let chem_and_strategy = prop_oneof![
+        Just((LFP, ("libplugin_lfp_balancing.so", "{}"))),
+        Just((LFP, ("libplugin_serialbattery.so", "{}"))),
+        Just((LTO, ("libplugin_lto_cv.so", "{}"))),
+        Just((LTO, ("libplugin_serialbattery.so", r#"{"limits": "sum"}"#))),
+    ];
+    let bms_limits = prop::sample::select(vec![
+        BmsLimits::Share,
+        BmsLimits::MinTimesCount,
+        BmsLimits::Sum,
+        BmsLimits::Ignore,
+    ]);
+    let on_lost = prop::sample::select(vec![
+        OnLost::BlockCharge,
+        OnLost::BlockAll,
+        OnLost::Continue,
+    ]);
+    (
+        chem_and_strategy,
+        bms_limits,
+        on_lost,
+        1usize..=6,
+        prop::sample::select(vec![8u32, 16, 22]),
+    )
+        .prop_flat_map(|((chem, strategy), bms_limits, on_lost, n, cells)| {
+            let pack = move |k: usize, first: bool| {
+                let state = if first {
+                    Just(BatteryState::Online).boxed()
+                } else {
+                    prop_oneof![
+                        1 => Just(BatteryState::Online),
+                        2 => Just(BatteryState::Stale),
+                    ]
+                    .boxed()
+                };
+                (state, allowing_reading(cells, chem)).prop_map(move |(state, reading)| Battery {
+                    name: format!("Bat{}", k + 1),
+                    service: format!("com.victronenergy.battery.ttyUSB{k}"),
+                    state,
+                    reading,
+                })
+            };
+            let tick = move |first: bool| (0..n).map(|k| pack(k, first)).collect::<Vec<_>>();
+            // After the first tick, some ticks with every pack held, as when all drivers
+            // restart together.
+            let all_held = tick(false).prop_map(|mut packs: Vec<Battery>| {
+                for b in &mut packs {
+                    b.state = BatteryState::Stale;
+                }
+                packs
+            });
+            let later = prop_oneof![tick(false), all_held];
+            (tick(true), vec(later, 1..=4)).prop_map(move |(first, later)| HeldRun {
+                chem,
+                strategy,
+                bms_limits,
+                on_lost,
+                cells,
+                ticks: std::iter::once(first).chain(later).collect(),
+            })
+        })
+}
+
+#[test]
+fn a_bank_whose_packs_are_only_held_keeps_its_discharge() {
+    let plugins = Plugins::load();
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&held_run(), |run| {
+        let (file, config) = run.strategy;
+        let strategy = &plugins.by_file[file];
+        let settings = Settings {
+            bounds: Bounds {
+                max_cell_voltage_v: run.chem.max_cell_v,
+                max_charge_current_a: 300.0,
+                max_discharge_current_a: 300.0,
+                plugin_failures: 3,
+            },
+            guard: GuardBounds {
+                max_cell_voltage_v: run.chem.max_cell_v,
+                max_cell_hysteresis_v: 0.05,
+                min_cell_voltage_v: run.chem.min_cell_v,
+                min_cell_hysteresis_v: 0.1,
+                charge_temperature: Window {
+                    min_c: 0.0,
+                    max_c: 45.0,
+                },
+                discharge_temperature: Window {
+                    min_c: -20.0,
+                    max_c: 55.0,
+                },
+                temperature_derate_c: 5.0,
+                bms_limits: run.bms_limits,
+                share_min_current_a: 5.0,
+            },
+            feed_in_hold_s: 60.0,
+            on_lost: run.on_lost,
+            own_counter: true,
+            efficiency: 0.985,
+            save_precision: 0.0025,
+        };
+        let mut engine = Engine::new(
+            settings,
+            &strategy.name,
+            strategy.new_strategy(config).expect("strategy"),
+            plugins.by_file[CURRENT_SOURCES[0].0]
+                .new_current_source(CURRENT_SOURCES[0].1)
+                .expect("current source"),
+        );
+        for (tick, batteries) in run.ticks.iter().enumerate() {
+            let around = TickInputs {
+                cells: run.cells,
+                expected: batteries.len() as u32,
+                left_out: Vec::new(),
+                dc_sources: Vec::new(),
+                monitor_soc: None,
+                vebus: Vec::new(),
+                solar_chargers: Vec::new(),
+                smartshunts: Vec::new(),
+                low_soc: Some(0),
+                feed_in_setting: Some(1),
+                date: LocalDate::new(2026, 6, 1).expect("date"),
+                dt_s: 1.0,
+            };
+            let outcome = engine.tick(batteries, &around);
+            prop_assert!(
+                outcome.limits.dcl_a > 0.0,
+                "tick {}: DCL {} with {} of {} packs online, mode {:?}",
+                tick,
+                outcome.limits.dcl_a,
+                outcome.online,
+                batteries.len(),
+                outcome.mode
+            );
         }
         Ok(())
     });

@@ -83,6 +83,9 @@ pub enum Event {
     StrategyFault(String),
     /// The strategy is good again after this many faults in a row.
     StrategyRecovered(u32),
+    /// The strategy faulted this many times in a row (`safety.plugin_failures`): discharging
+    /// stopped until its first good result.
+    DischargeStoppedByFaults(u32),
     /// A strategy value was clamped to a `safety` bound (first tick of an episode).
     Clamped(Vec<&'static str>),
     /// `/Info/ChargeMode` changed.
@@ -250,6 +253,11 @@ pub struct Engine {
     feed_in: FeedIn,
     feed_in_control: FeedInControl,
     guard: Guard,
+    /// The limits published on the last tick with a battery online: they stand while every
+    /// battery is held (drivers restarting), lowered only by a cause that protects something.
+    last_online: Option<Limits>,
+    /// The strategy's faults in a row have reached `safety.plugin_failures` (logged once).
+    failures_stop: bool,
     no_temperature_logged: bool,
     /// Batteries already named for publishing no limit of their own.
     no_limit_logged: Vec<String>,
@@ -291,6 +299,8 @@ impl Engine {
             feed_in: FeedIn::default(),
             feed_in_control: FeedInControl::default(),
             guard: Guard::new(settings.guard),
+            last_online: None,
+            failures_stop: false,
             no_temperature_logged: false,
             no_limit_logged: Vec::new(),
             fallback_ticks: 0,
@@ -392,7 +402,11 @@ impl Engine {
         let enforced = self.enforce(&result, &view, &bank.merged, inputs.cells, &mut events);
         // Degraded first, so that a stale bank is scaled to the batteries online or capped by
         // their own limits, whichever is lower, and not both at once.
-        let degraded = self.degrade(enforced.limits, &bank, inputs.expected);
+        let degraded = if bank.online == 0 {
+            self.hold_last(&enforced, &view, &bank, inputs.expected)
+        } else {
+            self.degrade(enforced.limits, &bank, inputs.expected)
+        };
         let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
         let guarded = self
             .guard
@@ -418,7 +432,14 @@ impl Engine {
         let acting = guarded.acts.describe();
         if !acting.is_empty() {
             mode = format!("{mode}; {acting}");
-            self.set_mode(&mode, &mut events);
+        }
+        let stops = self.stop_causes(&view, &bank, inputs.expected);
+        if !stops.is_empty() {
+            mode = format!("{mode}; {stops}");
+        }
+        self.set_mode(&mode, &mut events);
+        if bank.online > 0 {
+            self.last_online = Some(limits);
         }
         let mut soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
         if let Some(soc_pct) = inputs.monitor_soc.filter(|s| s.is_finite()) {
@@ -609,7 +630,18 @@ impl Engine {
             voltage_v: merged.voltage_v.unwrap_or(0.0),
         };
         let output = result.as_ref().map_err(String::as_str);
-        let enforced = self.envelope.apply(output, facts);
+        let mut enforced = self.envelope.apply(output, facts);
+        if self.strategy.is_err() {
+            // A strategy that never started gives no limits on any tick to come.
+            enforced.limits.dcl_a = 0.0;
+        }
+        let stop = self.envelope.faults_in_a_row() >= self.settings.bounds.plugin_failures;
+        if stop && !self.failures_stop && self.strategy.is_ok() {
+            events.push(Event::DischargeStoppedByFaults(
+                self.envelope.faults_in_a_row(),
+            ));
+        }
+        self.failures_stop = stop;
         // A strategy that never started was logged when it failed, with its config key.
         if let (Some(fault), Ok(_)) = (&enforced.fault, &self.strategy) {
             if self.envelope_fault_started() {
@@ -666,6 +698,9 @@ impl Engine {
             (None, _, Ok(out)) => out.mode.to_string(),
             (None, _, Err(_)) => String::new(),
         };
+        if bank.degraded() && self.settings.on_lost == OnLost::BlockAll {
+            mode = format!("{mode}; charge and discharge stopped (batteries.on_lost: block_all)");
+        }
         if !bank.lost.is_empty() {
             mode = format!("{mode}; battery lost");
         }
@@ -763,6 +798,81 @@ impl Engine {
                 (merged.current_a, merged.power_w)
             }
         }
+    }
+
+    /// No battery online, some held with their last reading (drivers restarting, a serial
+    /// link re-opening): a transient, which must not stop the house. The limits of the last
+    /// tick with a battery online stand for the hold, lowered only by what protects something
+    /// (a BMS blocking, a strategy fault, `plugin_failures` faults in a row, `on_lost`); the
+    /// guard then applies its cell and temperature rules to the held readings as always.
+    /// Before any tick with a battery online there is nothing good to keep: scaled to 0.
+    fn hold_last(
+        &self,
+        enforced: &Enforced,
+        view: &BankView,
+        bank: &BankSnapshot,
+        expected: u32,
+    ) -> Limits {
+        let Some(last) = self.last_online else {
+            return self.degrade(enforced.limits, bank, expected);
+        };
+        let mut limits = Limits {
+            cvl_v: last.cvl_v.min(enforced.limits.cvl_v),
+            ..last
+        };
+        if enforced.fault.is_some() || view.blocks_charge() {
+            limits.ccl_a = 0.0;
+        }
+        if view.blocks_discharge() || self.failures_stop {
+            limits.dcl_a = 0.0;
+        }
+        self.blocks_on_lost(limits, bank)
+    }
+
+    /// `batteries.on_lost` with nothing online to scale to: it only blocks.
+    fn blocks_on_lost(&self, limits: Limits, bank: &BankSnapshot) -> Limits {
+        match self.settings.on_lost {
+            _ if !bank.degraded() => limits,
+            OnLost::BlockCharge => Limits {
+                ccl_a: 0.0,
+                ..limits
+            },
+            OnLost::BlockAll => Limits {
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+                ..limits
+            },
+            OnLost::Continue => limits,
+        }
+    }
+
+    /// The mode text's words for a stop that the strategy's mode and the guard do not name.
+    fn stop_causes(&self, view: &BankView, bank: &BankSnapshot, expected: u32) -> String {
+        let mut parts = Vec::new();
+        if bank.online == 0 {
+            parts.push(format!(
+                "no battery online, {} held: last limits kept",
+                bank.stale
+            ));
+        } else if bank.stale > 0 && expected > 0 {
+            parts.push(format!(
+                "{} of {expected} batteries held: limits scaled to {} online",
+                bank.stale, bank.online
+            ));
+        }
+        if view.blocks_charge() {
+            parts.push("a BMS blocks charging".to_string());
+        }
+        if view.blocks_discharge() {
+            parts.push("a BMS blocks discharging".to_string());
+        }
+        if self.failures_stop && self.strategy.is_ok() {
+            parts.push(format!(
+                "{} strategy faults in a row: discharging stopped (safety.plugin_failures)",
+                self.envelope.faults_in_a_row()
+            ));
+        }
+        parts.join("; ")
     }
 
     /// SPEC §4: limits while batteries are lost; while one is held (stale), both limits are

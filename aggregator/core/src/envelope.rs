@@ -4,6 +4,13 @@
 //! stay within the user's `safety` section. Finite values beyond a bound are clamped to it. A
 //! panic, an error, NaN, infinity or a negative limit is a fault: the tick publishes CCL 0 with
 //! the last good CVL and DCL, and after `plugin_failures` faults in a row DCL 0 as well.
+//!
+//! Before any good result (a fault on the very first tick), "last good" is: CVL the bank
+//! voltage (charging goes no further than where the bank stands), CCL 0, and DCL
+//! `safety.max_discharge_current`, which the guard after the envelope lowers to what the packs'
+//! own limits, cells and temperatures allow, as on every tick. One fault protects nothing that
+//! the guard does not already protect, and a restart must not stop the house for it;
+//! `plugin_failures` faults in a row do stop discharging.
 
 use plugin_api::StrategyOutput;
 
@@ -156,7 +163,7 @@ impl SafetyEnvelope {
                 let last = self.last_good.unwrap_or(Limits {
                     cvl_v: bank.voltage_v.clamp(0.0, cvl_max),
                     ccl_a: 0.0,
-                    dcl_a: 0.0,
+                    dcl_a: self.bounds.max_discharge_current_a,
                 });
                 let dcl_a = if self.faults_in_a_row >= self.bounds.plugin_failures {
                     0.0
@@ -281,17 +288,20 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_before_any_good_result_stops_both_directions() {
+    fn a_fault_before_any_good_result_stops_charging_then_discharging_after_the_failures() {
         let mut env = SafetyEnvelope::new(BOUNDS);
-        let v = env.apply(Err("constructor failed"), BANK);
-        assert_eq!(
-            v.limits,
-            Limits {
-                cvl_v: 53.0,
-                ccl_a: 0.0,
-                dcl_a: 0.0
-            }
-        );
+        for (tick, expected_dcl) in [(1, 250.0), (2, 250.0), (3, 0.0)] {
+            let v = env.apply(Err("no cell data yet"), BANK);
+            assert_eq!(
+                v.limits,
+                Limits {
+                    cvl_v: 53.0,
+                    ccl_a: 0.0,
+                    dcl_a: expected_dcl
+                },
+                "tick {tick}"
+            );
+        }
     }
 
     #[test]

@@ -613,6 +613,10 @@ fn log_event(event: &Event) {
         Event::StrategyRecovered(n) => {
             tracing::info!("strategy good again after {n} faults in a row")
         }
+        Event::DischargeStoppedByFaults(n) => tracing::error!(
+            "strategy faulted {n} times in a row (safety.plugin_failures): discharging stopped \
+             (DCL 0) until its first good result"
+        ),
         Event::Clamped(what) => tracing::warn!(
             "strategy limits clamped to the safety bounds: {}",
             what.join(", ")
