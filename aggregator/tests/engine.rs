@@ -560,3 +560,94 @@ fn cells_at_a_threshold_with_noise_for_an_hour_do_not_flap() {
         }
     }
 }
+
+/// Four packs whose own 40 A limits cap lfp-balancing's 200 A at 160 A, `each_a` into each.
+fn capped_bank(each_a: f64) -> Vec<Battery> {
+    ["A", "B", "C", "D"]
+        .iter()
+        .map(|name| {
+            let mut b = battery(name, 2.3, 2.3, each_a, 50.0);
+            b.reading.max_charge_current_a = Some(40.0);
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn a_cap_below_the_strategys_ccl_turns_feed_in_off_only_when_the_current_comes_near_it() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let mut inputs = around(Some(1));
+    inputs.expected = 4;
+    // All day below the cap: feed-in is left alone, and the mode names the cap.
+    for _ in 0..30 {
+        let out = rig.engine.tick(&capped_bank(10.0), &inputs);
+        assert_eq!(out.limits.ccl_a, 160.0);
+        assert_eq!(out.feed_in_write, None, "{}", out.mode);
+        assert!(
+            out.mode.contains("charge capped by the packs' own limits"),
+            "{}",
+            out.mode
+        );
+    }
+    // The charge current comes within the margin of the cap: off, saved first.
+    let out = rig.engine.tick(&capped_bank(39.0), &inputs);
+    assert_eq!(out.feed_in_write, Some(0), "{}", out.mode);
+    assert!(out.save_state);
+    assert!(out.mode.contains("feed-in off"), "{}", out.mode);
+    inputs.feed_in_setting = Some(0);
+    // Falling a little (inside twice the margin) keeps it off: no flapping at the edge.
+    let out = rig.engine.tick(&capped_bank(37.0), &inputs);
+    assert_eq!(out.feed_in_write, None);
+    assert!(rig.engine.state().feed_in.disabled_by_us);
+    // Clearly below: the cause ends, and (with no hold in this rig) the user's 1 comes back.
+    let out = rig.engine.tick(&capped_bank(10.0), &inputs);
+    assert_eq!(out.feed_in_write, Some(1), "{}", out.mode);
+}
+
+#[test]
+fn feed_in_is_left_alone_until_the_limits_are_published() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    rig.engine.set_publishing(false);
+    // Before registration: no battery yet, then too cold to charge (the host's cause, not
+    // the strategy's); nothing DVCC sees.
+    let out = rig.engine.tick(&[], &around(Some(1)));
+    assert_eq!((out.limits.ccl_a, out.feed_in_write), (0.0, None));
+    let mut high = [
+        battery("A", 2.3, 2.3, 5.0, 90.0),
+        battery("B", 2.3, 2.3, 5.0, 90.0),
+    ];
+    for b in &mut high {
+        b.reading.temperature_c = Some(-5.0);
+    }
+    let out = rig.engine.tick(&high, &around(Some(1)));
+    assert_eq!((out.limits.ccl_a, out.feed_in_write), (0.0, None));
+    assert!(
+        !out.save_state,
+        "nothing to save: the setting was not touched"
+    );
+    // Published: the CCL of 0 is seen, feed-in goes off at once.
+    rig.engine.set_publishing(true);
+    let out = rig.engine.tick(&high, &around(Some(1)));
+    assert_eq!(out.feed_in_write, Some(0));
+}
+
+#[test]
+fn a_strategy_state_that_does_not_restore_does_not_keep_feed_in_off() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    let mut state = rig.engine.state();
+    state.strategy.as_mut().unwrap().state = "not json".into();
+    state.feed_in.disabled_by_us = true;
+    state.feed_in.saved_value = Some(1);
+    state.feed_in.strategy_off = true;
+    let problems = rig.engine.restore(&state);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let bank = [
+        battery("A", 2.3, 2.3, 5.0, 50.0),
+        battery("B", 2.3, 2.3, 5.0, 50.0),
+    ];
+    let out = rig.engine.tick(&bank, &around(Some(0)));
+    assert_eq!(out.feed_in_write, Some(1), "{}", out.mode);
+    assert!(!rig.engine.state().feed_in.strategy_off);
+}

@@ -28,6 +28,12 @@ use crate::state::{State, StrategyState};
 /// 2 % of the strategy's CCL where that is more.
 const LOWERED_MARGIN_A: f64 = 1.0;
 
+/// How near a lowered CCL the bank's charge current must come for feed-in to go off (A); 5 %
+/// of the CCL where that is more. DVCC holds the chargers to the CCL only while feed-in is
+/// off, so a current that reaches it is the sign that surplus PV would push past it. The
+/// cause holds until the current falls below twice this margin under the CCL.
+const NEAR_CCL_MARGIN_A: f64 = 2.0;
+
 /// `batteries.on_lost`.
 #[derive(Clone, Copy, Debug, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -258,6 +264,9 @@ pub struct Engine {
     last_online: Option<Limits>,
     /// The strategy's faults in a row have reached `safety.plugin_failures` (logged once).
     failures_stop: bool,
+    /// The published limits reach DVCC (the service is registered): only then may the host's
+    /// own causes touch feed-in.
+    publishing: bool,
     no_temperature_logged: bool,
     /// Batteries already named for publishing no limit of their own.
     no_limit_logged: Vec<String>,
@@ -301,6 +310,7 @@ impl Engine {
             guard: Guard::new(settings.guard),
             last_online: None,
             failures_stop: false,
+            publishing: true,
             no_temperature_logged: false,
             no_limit_logged: Vec::new(),
             fallback_ticks: 0,
@@ -333,6 +343,10 @@ impl Engine {
                     problems.push(format!(
                         "strategy state not restored ({err}); starting fresh"
                     ));
+                    // The fresh strategy does not know it asked for feed-in off, and would
+                    // never ask for it back.
+                    self.feed_in_control
+                        .strategy_changed(&mut self.feed_in, self.settings.feed_in_hold_s);
                 }
             }
             Some(saved) => {
@@ -365,7 +379,7 @@ impl Engine {
             charge_ah: self.counter.as_ref().map(CoulombCounter::charge_ah),
             capacity_ah: self.counter_capacity,
             strategy,
-            feed_in: self.feed_in.clone(),
+            feed_in: self.feed_in.to_save(),
             last_plausible_day: None,
         }
     }
@@ -419,13 +433,17 @@ impl Engine {
             Ok(out) => (out.feed_in, out.ccl_a),
             Err(_) => (plugin_api::FeedInRequest::Keep, f64::NAN),
         };
+        // Lowered by the host: below what the strategy asked (a CCL the strategy itself
+        // asked for leaves feed-in to the strategy). The margin keeps a cap that only
+        // approaches the strategy's (smoothed shares at equal loads) from holding it.
+        let lowered = strategy_ccl.is_finite()
+            && limits.ccl_a < strategy_ccl - LOWERED_MARGIN_A.max(0.02 * strategy_ccl);
+        let was_near = self.feed_in.near_lowered_ccl;
+        let near = self.near_lowered_ccl(lowered, limits.ccl_a, current_a);
+        save_state |= near != was_near;
         let host = HostCause {
             charge_stopped: limits.ccl_a <= 0.0,
-            // Lowered by the host: below what the strategy asked (a CCL the strategy itself
-            // asked for leaves feed-in to the strategy). The margin keeps a cap that only
-            // approaches the strategy's (smoothed shares at equal loads) from holding it.
-            charge_lowered: strategy_ccl.is_finite()
-                && limits.ccl_a < strategy_ccl - LOWERED_MARGIN_A.max(0.02 * strategy_ccl),
+            charge_lowered: near,
         };
         let feed_in_write = self.feed_in(request, host, inputs, &mut save_state, &mut events);
         let mut mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
@@ -433,7 +451,7 @@ impl Engine {
         if !acting.is_empty() {
             mode = format!("{mode}; {acting}");
         }
-        let stops = self.stop_causes(&view, &bank, inputs.expected);
+        let stops = self.stop_causes(&view, &bank, inputs.expected, &guarded.acts);
         if !stops.is_empty() {
             mode = format!("{mode}; {stops}");
         }
@@ -514,6 +532,38 @@ impl Engine {
         }
     }
 
+    /// Whether the bank's charge current has come near a CCL the host lowered (latched with a
+    /// margin, kept in the feed-in memory).
+    fn near_lowered_ccl(&mut self, lowered: bool, ccl_a: f64, current_a: Option<f64>) -> bool {
+        let margin = NEAR_CCL_MARGIN_A.max(0.05 * ccl_a);
+        let current = current_a.filter(|c| c.is_finite()).unwrap_or(0.0);
+        let near = &mut self.feed_in.near_lowered_ccl;
+        if !lowered || ccl_a <= 0.0 {
+            // A CCL of 0 is its own cause.
+            *near = false;
+        } else if current >= ccl_a - margin {
+            *near = true;
+        } else if current < ccl_a - 2.0 * margin {
+            *near = false;
+        }
+        *near
+    }
+
+    /// Whether the published limits reach DVCC (the daemon: once its service is registered).
+    /// Until they do, the host's own causes never touch feed-in: a CCL nobody sees does not
+    /// hold the chargers, and a start would otherwise turn feed-in off on every bank.
+    pub fn set_publishing(&mut self, publishing: bool) {
+        self.publishing = publishing;
+    }
+
+    /// The feed-in setting read back after a restore was written (at shutdown): once it shows
+    /// the user's value, that value is no longer kept to be written again.
+    pub fn feed_in_read_back(&mut self, setting: i64) {
+        if !self.feed_in.disabled_by_us && self.feed_in.saved_value == Some(setting) {
+            self.feed_in.saved_value = None;
+        }
+    }
+
     /// The feed-in step: this tick's wanted setting, the write to make and its log line.
     fn feed_in(
         &mut self,
@@ -523,6 +573,14 @@ impl Engine {
         save_state: &mut bool,
         events: &mut Vec<Event>,
     ) -> Option<i64> {
+        let host = if self.publishing {
+            host
+        } else {
+            HostCause {
+                charge_stopped: false,
+                charge_lowered: false,
+            }
+        };
         let before = self.feed_in.clone();
         let (write, event) = self.feed_in_control.decide(
             &mut self.feed_in,
@@ -532,7 +590,7 @@ impl Engine {
             inputs.dt_s,
             self.settings.feed_in_hold_s,
         );
-        *save_state |= before != self.feed_in;
+        *save_state |= self.feed_in.worth_saving(&before);
         events.extend(event.map(Event::FeedIn));
         write
     }
@@ -846,9 +904,26 @@ impl Engine {
         }
     }
 
-    /// The mode text's words for a stop that the strategy's mode and the guard do not name.
-    fn stop_causes(&self, view: &BankView, bank: &BankSnapshot, expected: u32) -> String {
+    /// The mode text's words for a stop or a cap that the strategy's mode and the guard's own
+    /// words do not name.
+    fn stop_causes(
+        &self,
+        view: &BankView,
+        bank: &BankSnapshot,
+        expected: u32,
+        acts: &Acts,
+    ) -> String {
         let mut parts = Vec::new();
+        match (acts.bms_capped_charge, acts.bms_capped_discharge) {
+            (true, true) => parts.push("charge and discharge capped by the packs' own limits"),
+            (true, false) => parts.push("charge capped by the packs' own limits"),
+            (false, true) => parts.push("discharge capped by the packs' own limits"),
+            (false, false) => {}
+        }
+        if self.feed_in.near_lowered_ccl && self.feed_in.disabled_by_us {
+            parts.push("feed-in off: charge current at the capped CCL");
+        }
+        let mut parts: Vec<String> = parts.into_iter().map(str::to_string).collect();
         if bank.online == 0 {
             parts.push(format!(
                 "no battery online, {} held: last limits kept",

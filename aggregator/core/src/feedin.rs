@@ -5,11 +5,14 @@
 //! core decides the value the setting should have:
 //!
 //! * an **episode** starts when the published CCL is 0, when the host lowered it below the
-//!   strategy's, or when the strategy asked for feed-in off; it needs the user's value read
-//!   from settings first (never write 0 without knowing what to restore);
+//!   strategy's and the bank's charge current has come near it, or when the strategy asked
+//!   for feed-in off; only a CCL DVCC can see counts (the host's causes wait until the service
+//!   is registered); it needs the user's value read from settings first (never write 0 without
+//!   knowing what to restore), and the daemon saves the episode before the first 0 is written;
 //! * during it the setting should be 0 (re-disabled if something turns it on, logged once);
 //! * it ends once no cause has held for `safety.feed_in_hold`; then the user's value is
-//!   written back, and kept until the setting shows it;
+//!   written back, and kept until the setting shows it, or shows anything but our 0 (the
+//!   user changed it meanwhile: their value wins, never an old one written over it);
 //! * the daemon writes whenever the wanted value differs from the setting read this tick, so
 //!   a failed write is retried every tick.
 //!
@@ -29,6 +32,39 @@ pub struct FeedIn {
     /// The strategy asked for feed-in off and has not asked for it back.
     #[serde(default)]
     pub strategy_off: bool,
+    /// Seconds the episode's causes have been clear, towards `safety.feed_in_hold`; persisted
+    /// in whole steps of [`HOLD_STEP_S`] so that a restart never shortens the hold.
+    #[serde(default)]
+    pub clear_for_s: f64,
+    /// The bank's charge current came near a CCL the host lowered (latched until it falls
+    /// clearly below, so the cause does not flap).
+    #[serde(default)]
+    pub near_lowered_ccl: bool,
+}
+
+/// The hold's time is saved in steps of this many seconds (a flash write per step, not per
+/// tick).
+pub const HOLD_STEP_S: f64 = 10.0;
+
+impl FeedIn {
+    /// Whether this memory differs from `before` enough to be written to the state file: any
+    /// change but the hold's time within one step.
+    pub fn worth_saving(&self, before: &FeedIn) -> bool {
+        let step = |s: f64| (s / HOLD_STEP_S).floor();
+        let same = FeedIn {
+            clear_for_s: before.clear_for_s,
+            ..self.clone()
+        };
+        same != *before || step(self.clear_for_s) != step(before.clear_for_s)
+    }
+
+    /// The memory as the state file keeps it: the hold's time rounded down to its step.
+    pub fn to_save(&self) -> FeedIn {
+        FeedIn {
+            clear_for_s: (self.clear_for_s / HOLD_STEP_S).floor() * HOLD_STEP_S,
+            ..self.clone()
+        }
+    }
 }
 
 /// Why an episode started, for the log.
@@ -55,10 +91,9 @@ pub enum FeedInEvent {
     SettingUnknown,
 }
 
-/// The episode's memory that is not persisted: time without a cause and what was logged.
+/// The episode's memory that is not persisted: what was logged.
 #[derive(Clone, Debug, Default)]
 pub struct FeedInControl {
-    clear_for_s: f64,
     seen_off: bool,
     overridden_logged: bool,
     unknown_logged: bool,
@@ -78,7 +113,7 @@ impl FeedInControl {
     /// that asked): restored at once unless a host cause holds.
     pub fn strategy_changed(&mut self, memory: &mut FeedIn, hold_s: f64) {
         memory.strategy_off = false;
-        self.clear_for_s = hold_s;
+        memory.clear_for_s = hold_s;
     }
 
     /// The decision of one tick: the value the setting should have (`None`: leave it), with
@@ -108,13 +143,22 @@ impl FeedInControl {
             None
         };
         let mut event = None;
+        if !memory.disabled_by_us
+            && memory
+                .saved_value
+                .is_some_and(|saved| setting.is_some_and(|now| now == saved || now != 0))
+        {
+            // A restore under way (from before a restart too) is done: the setting shows the
+            // user's value, or something other than our 0, which someone set meanwhile.
+            memory.saved_value = None;
+        }
         match (cause, memory.disabled_by_us) {
             (Some(cause), false) => match setting {
                 Some(now) => {
                     memory.disabled_by_us = true;
                     // A restore still under way keeps the value from before the last episode.
                     let user = *memory.saved_value.get_or_insert(now);
-                    self.clear_for_s = 0.0;
+                    memory.clear_for_s = 0.0;
                     self.seen_off = now == 0;
                     self.overridden_logged = false;
                     self.unknown_logged = false;
@@ -126,11 +170,12 @@ impl FeedInControl {
                 }
                 None => {}
             },
-            (Some(_), true) => self.clear_for_s = 0.0,
+            (Some(_), true) => memory.clear_for_s = 0.0,
             (None, true) => {
-                self.clear_for_s += dt_s.max(0.0);
-                if self.clear_for_s >= hold_s {
+                memory.clear_for_s += dt_s.max(0.0);
+                if memory.clear_for_s >= hold_s {
                     memory.disabled_by_us = false;
+                    memory.clear_for_s = 0.0;
                     if let Some(user) = memory.saved_value {
                         event = Some(FeedInEvent::Restoring(user));
                     }
@@ -149,7 +194,7 @@ impl FeedInControl {
             }
         }
         if !memory.disabled_by_us && setting.is_some() && setting == memory.saved_value {
-            // The user's value is back: nothing more to restore.
+            // The user's value is back (read back from the settings): nothing more to restore.
             memory.saved_value = None;
         }
         (
@@ -271,5 +316,57 @@ mod tests {
         let mut c = FeedInControl::default();
         c.strategy_changed(&mut m, 60.0);
         assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 60.0).0, Some(1));
+    }
+
+    #[test]
+    fn a_restore_left_from_before_a_restart_never_overwrites_a_users_change() {
+        // Stopped with the restore written but not read back: the value is still kept.
+        let mut m = FeedIn {
+            disabled_by_us: false,
+            saved_value: Some(1),
+            ..FeedIn::default()
+        };
+        let mut c = FeedInControl::default();
+        // Meanwhile the user chose 2 (or anything but our 0): theirs stands, nothing written.
+        assert_eq!(
+            c.decide(&mut m, Keep, NONE, Some(2), 1.0, 60.0),
+            (None, None)
+        );
+        assert_eq!(m.saved_value, None);
+        // A later episode saves what the setting shows then, not the old value.
+        let (write, event) = c.decide(&mut m, Keep, STOPPED, Some(2), 1.0, 60.0);
+        assert_eq!(write, Some(0));
+        assert_eq!(event, Some(FeedInEvent::Disabled(Cause::ChargeStopped, 2)));
+        // Still showing our 0: the restore under way goes on.
+        let mut m = FeedIn {
+            saved_value: Some(1),
+            ..FeedIn::default()
+        };
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 60.0).0, Some(1));
+    }
+
+    #[test]
+    fn the_hold_survives_a_restart_in_whole_steps_and_is_saved_once_a_step() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        c.decide(&mut m, Keep, STOPPED, Some(1), 1.0, 60.0);
+        let mut saves = 0;
+        for _ in 0..35 {
+            let before = m.clone();
+            assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 60.0).0, None);
+            saves += usize::from(m.worth_saving(&before));
+        }
+        assert_eq!(saves, 3, "at 10, 20 and 30 s");
+        // Restarted after 35 s clear: the saved 30 s count, so the hold is never shorter.
+        let text = serde_json::to_string(&m.to_save()).unwrap();
+        let mut after: FeedIn = serde_json::from_str(&text).unwrap();
+        assert_eq!(after.clear_for_s, 30.0);
+        let mut c = FeedInControl::default();
+        for _ in 0..29 {
+            assert_eq!(c.decide(&mut after, Keep, NONE, Some(0), 1.0, 60.0).0, None);
+        }
+        assert_eq!(
+            c.decide(&mut after, Keep, NONE, Some(0), 1.0, 60.0).0,
+            Some(1)
+        );
     }
 }
