@@ -211,11 +211,18 @@ fn a_cold_bank_gets_no_charge_current_with_every_strategy() {
 #[test]
 fn the_packs_own_limits_cap_an_own_strategy() {
     runtime().block_on(async {
-        // At low current: the smallest pack limit × packs online.
+        // At low current: the smallest pack limit × packs online. Then the charge current
+        // comes near that cap.
         let segments = r#"
-  - duration: 1h
+  - duration: 8s
     cell_voltage: 3.35
     battery_current: 1
+    batteries:
+      Bat1: { limits: { ccl: 10 } }
+      Bat2: { limits: { ccl: 10 } }
+  - duration: 1h
+    cell_voltage: 3.35
+    battery_current: 9.5
     batteries:
       Bat1: { limits: { ccl: 10 } }
       Bat2: { limits: { ccl: 10 } }
@@ -223,11 +230,31 @@ fn the_packs_own_limits_cap_an_own_strategy() {
         let w = World::start(&bank(segments), &config(FIXED_200)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Info/MaxChargeCurrent") == Some(20.0)
+                && text(i, "/Info/ChargeMode")
+                    .is_some_and(|m| m.contains("charge capped by the packs' own limits"))
         })
         .await;
         assert!(ok, "{items:?}\n{}", w.daemon.log_text());
-        // Lowered below the strategy's 200 A: feed-in would override it.
+        // Lowered below the strategy's 200 A, but 2 A flow: feed-in is left on all along
+        // (a cap that does not bind the current keeps nothing from DC-coupled PV).
+        let mut polls = 0;
+        loop {
+            let items = support::bus::items(&w.conn, support::bus::OWN).await;
+            if num(&items, "/Dc/0/Current").is_some_and(|c| c > 15.0) {
+                break;
+            }
+            assert_eq!(w.setting(FEED_IN).await, Some(1.0), "{items:?}");
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(polls > 10, "the low-current segment was seen {polls} times");
+        // 19 A against the 20 A cap: off, as DVCC holds the chargers to the CCL only then.
         assert_eq!(feed_in_becomes(&w, 0.0, SECONDS).await, Some(0.0));
+        let items = support::bus::items(&w.conn, support::bus::OWN).await;
+        assert!(
+            text(&items, "/Info/ChargeMode").is_some_and(|m| m.contains("feed-in off")),
+            "{items:?}"
+        );
         drop(w);
 
         // Unequal shares: 35 A and 15 A on packs allowing 50 A each cap the bank at 71.4 A.

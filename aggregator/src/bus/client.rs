@@ -1,6 +1,7 @@
 //! Calls to other services: the bus daemon (`ListNames`, `GetNameOwner`), any BusItem service
 //! (`GetItems`, `GetValue`, `SetValue`) and localsettings (`AddSettings`, VENUS-DBUS.md §4).
-//! Every call has a time limit, so a service that hangs cannot stall the daemon.
+//! Every call has a time limit, so a service that hangs cannot stall the daemon; a call made
+//! from the tick runs as a [`Background`] call, whose answer a later tick picks up.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,6 +37,40 @@ where
             "{destination} {path} {member}: no answer within {} s",
             CALL_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// A call running on its own task: started without waiting, its answer picked up by a later
+/// tick. The tick never waits for another service, so one that does not answer (or answers
+/// only at [`CALL_TIMEOUT`]) delays that call alone, never the limits published meanwhile.
+#[derive(Debug)]
+pub struct Background<T> {
+    answer: tokio::sync::oneshot::Receiver<T>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Starts `call` on the runtime; it runs while the tick's task waits for its timer.
+    pub fn start<F>(call: F) -> Self
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // The receiver may be gone (the daemon stopping): nobody wants the answer then.
+            let _ = tx.send(call.await);
+        });
+        Self { answer }
+    }
+
+    /// The answer once it came; `None` while the call still runs. Its task ending without an
+    /// answer (the runtime shutting down) reads as `Some(None)`.
+    pub fn answer(&mut self) -> Option<Option<T>> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match self.answer.try_recv() {
+            Ok(answer) => Some(Some(answer)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(None),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use plugin_api::PluginKind;
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
-use crate::bus::client::{self, SETTINGS};
+use crate::bus::client::{self, Background, CALL_TIMEOUT, SETTINGS};
 use crate::bus::export::{BusItemService, SetDecision};
 use crate::bus::monitor::{Discovery, Monitor, FEED_IN_SETTING};
 use crate::bus::variant::Field;
@@ -146,6 +146,9 @@ fn failed_line(failed: &Failed) -> String {
         .join("; ")
 }
 
+/// What `AddSettings` gave: the device instance and the custom name.
+type SettingsAnswer = zbus::Result<(Option<i64>, Option<String>)>;
+
 /// The daemon's state between ticks.
 struct Daemon {
     config: Config,
@@ -173,6 +176,12 @@ struct Daemon {
     registered: bool,
     /// A failed feed-in write was logged (once per feed-in episode).
     feed_in_failure_logged: bool,
+    /// The feed-in write under way: the value, and its answer to come at a later tick.
+    feed_in_call: Option<(i64, Background<zbus::Result<i32>>)>,
+    /// `AddSettings` under way, after the settings service appeared.
+    settings_call: Option<Background<SettingsAnswer>>,
+    /// The name request under way.
+    name_call: Option<Background<Result<(), bus::NameError>>>,
     /// Today's date as the strategies get it: never one the clock cannot have right.
     dates: DateGuard,
 }
@@ -227,6 +236,8 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let settings = Settings::from(&config);
     let mut engine =
         Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
+    // Nothing is published until the name is ours: no cause of the host's touches feed-in.
+    engine.set_publishing(false);
     let store = StateStore::new(&config.paths.state_dir);
     let mut last_plausible_day = None;
     match store.load() {
@@ -296,6 +307,9 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         last_summary: None,
         registered: false,
         feed_in_failure_logged: false,
+        feed_in_call: None,
+        settings_call: None,
+        name_call: None,
         dates: DateGuard::new(calendar::build_date(), last_plausible_day),
     };
     daemon.main_loop().await
@@ -417,8 +431,19 @@ impl Daemon {
         let v = Value::Int(value);
         // A stopped bus must not hold the stop: a supervisor waits only so long.
         let write = client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v);
-        match tokio::time::timeout(STOP_WRITE_LIMIT, write).await {
-            Ok(Ok(0)) => tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}"),
+        let until = tokio::time::Instant::now() + STOP_WRITE_LIMIT;
+        match tokio::time::timeout_at(until, write).await {
+            Ok(Ok(0)) => {
+                tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}");
+                // Read back, so that the state file keeps the value only while the setting
+                // does not show it (the next start must not write it over a later change).
+                let read = client::get_value(&self.conn, SETTINGS, FEED_IN_SETTING);
+                if let Ok(Ok(field)) = tokio::time::timeout_at(until, read).await {
+                    if let Some(now) = field.integer() {
+                        self.engine.feed_in_read_back(now);
+                    }
+                }
+            }
             Ok(Ok(code)) => tracing::warn!(
                 "stopping: {SETTINGS} refused {FEED_IN_SETTING} = {value} ({code}); restored at \
                  the next start"
@@ -445,6 +470,11 @@ impl Daemon {
         self.monitor = monitor;
         self.exported = exported;
         self.registered = false;
+        self.engine.set_publishing(false);
+        // Calls made on the old connection end on their own; their answers are not wanted.
+        self.feed_in_call = None;
+        self.settings_call = None;
+        self.name_call = None;
         self.attached = Instant::now();
         // The gap is not integrated: no current was measured meanwhile.
         self.last_tick = None;
@@ -482,16 +512,40 @@ impl Daemon {
     /// The settings service was missing at start: once it is on the bus, our settings are
     /// added. The instance we registered with stays (a device does not change its instance
     /// under DVCC's and VRM's feet); the custom name stored there is adopted.
+    /// `AddSettings` runs in the background: started at one tick, its answer taken at a
+    /// later one.
     async fn settings_appeared(&mut self, now: Instant) {
-        if self.settings_retry_at.is_some_and(|at| now < at) {
-            return;
-        }
-        let preferred = self.config.publish.device_instance;
-        let (instance, name) = match ask_settings(&self.conn, &self.uid, preferred).await {
-            Ok(answer) => answer,
-            Err(err) => {
+        let answer = match self.settings_call.as_mut().map(Background::answer) {
+            Some(None) => return,
+            Some(Some(answer)) => {
+                self.settings_call = None;
+                answer
+            }
+            None => {
+                if self.settings_retry_at.is_none_or(|at| now >= at) {
+                    let (conn, uid) = (self.conn.clone(), self.uid.clone());
+                    let preferred = self.config.publish.device_instance;
+                    self.settings_call = Some(Background::start(async move {
+                        ask_settings(&conn, &uid, preferred).await
+                    }));
+                }
+                return;
+            }
+        };
+        let failed =
+            |err: String| format!("{SETTINGS} is there but AddSettings failed ({err}); retrying");
+        let (instance, name) = match answer {
+            Some(Ok(answer)) => answer,
+            Some(Err(err)) => {
                 if self.settings_retry_at.is_none() {
-                    tracing::warn!("{SETTINGS} is there but AddSettings failed ({err}); retrying");
+                    tracing::warn!("{}", failed(err.to_string()));
+                }
+                self.settings_retry_at = Some(now + Duration::from_secs(10));
+                return;
+            }
+            None => {
+                if self.settings_retry_at.is_none() {
+                    tracing::warn!("{}", failed("the call ended without an answer".into()));
                 }
                 self.settings_retry_at = Some(now + Duration::from_secs(10));
                 return;
@@ -546,22 +600,46 @@ impl Daemon {
         self.exported.store(items)
     }
 
-    async fn register(&mut self, complete: bool) {
-        let name = self.config.publish.service_name.clone();
-        match request_name(&self.conn, &name).await {
-            Ok(()) => {
-                self.registered = true;
-                let ms = self.attached.elapsed().as_millis();
-                if complete {
-                    tracing::info!("registered {name} after {ms} ms");
-                } else {
-                    tracing::warn!(
-                        "registered {name} after {ms} ms with safe values: not every battery is \
-                         online yet"
-                    );
-                }
+    /// Asks for our name in the background (`complete`: the whole bank is online); the
+    /// outcome is logged as soon as the bus answers, and taken in by a later tick.
+    fn request_our_name(&mut self, complete: bool) {
+        let (conn, name) = (self.conn.clone(), self.config.publish.service_name.clone());
+        let attached = self.attached;
+        let call = Background::start(async move {
+            let result = match tokio::time::timeout(CALL_TIMEOUT, request_name(&conn, &name)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(bus::NameError::Bus(zbus::Error::Failure(format!(
+                    "RequestName: no answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )))),
+            };
+            let ms = attached.elapsed().as_millis();
+            match &result {
+                Ok(()) if complete => tracing::info!("registered {name} after {ms} ms"),
+                Ok(()) => tracing::warn!(
+                    "registered {name} after {ms} ms with safe values: not every battery is \
+                     online yet"
+                ),
+                Err(err) => tracing::error!("cannot register {name}: {err}; trying again"),
             }
-            Err(err) => tracing::error!("cannot register {name}: {err}; trying again"),
+            result
+        });
+        self.name_call = Some(call);
+    }
+
+    /// The name request's answer, once it came: registered, or asked again at a later tick.
+    fn name_answered(&mut self) {
+        let Some(call) = &mut self.name_call else {
+            return;
+        };
+        let Some(answer) = call.answer() else {
+            return;
+        };
+        self.name_call = None;
+        if let Some(Ok(())) = answer {
+            self.registered = true;
+            self.engine.set_publishing(true);
         }
     }
 

@@ -14,7 +14,7 @@ use aggregator_core::value::Value;
 use plugin_api::{BatteryState, DcSourceView, LocalDate, ShuntView, SolarChargerView, VebusView};
 
 use super::{gather, log_event, Daemon};
-use crate::bus::client::{self, SETTINGS};
+use crate::bus::client::{self, Background, SETTINGS};
 use crate::bus::monitor::{Cache, Class, FEED_IN_SETTING};
 use crate::clock::calendar;
 use crate::config::Config;
@@ -381,10 +381,12 @@ impl Daemon {
                 tracing::warn!("ItemsChanged not sent: {err}");
             }
         } else {
+            // The name is asked for in the background; its answer comes at a later tick.
+            self.name_answered();
             let complete = outcome.online >= inputs.expected.max(1);
             let waited = now.duration_since(self.attached) >= self.config.batteries.startup_wait;
-            if complete || waited {
-                self.register(complete).await;
+            if !self.registered && self.name_call.is_none() && (complete || waited) {
+                self.request_our_name(complete);
             }
         }
     }
@@ -399,29 +401,49 @@ impl Daemon {
         }) {
             self.feed_in_failure_logged = false;
         }
-        // Written whenever the wanted value differs from the setting read this tick, so a
-        // failed write is retried every tick; logged once per episode.
-        if let Some(value) = outcome.feed_in_write {
-            let v = Value::Int(value);
-            let failure = match client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v).await {
-                Ok(0) => {
-                    tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}");
-                    None
-                }
-                Ok(code) => Some(format!(
-                    "{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})"
-                )),
-                Err(err) => Some(format!("cannot write {FEED_IN_SETTING} = {value}: {err}")),
-            };
-            if let Some(failure) = failure {
-                if !self.feed_in_failure_logged {
-                    self.feed_in_failure_logged = true;
-                    tracing::warn!("{failure}; retrying every tick");
-                }
-            }
-        }
+        // The episode reaches the state file before its first 0 is written: a power cut in
+        // between must not lose the user's value.
         if outcome.save_state {
             self.save_state();
+        }
+        self.feed_in_answered();
+        // Written whenever the wanted value differs from the setting read this tick, so a
+        // failed write is retried (one write at a time, in the background: a settings service
+        // that does not answer never holds the tick).
+        if let Some(value) = outcome.feed_in_write {
+            if self.feed_in_call.is_none() {
+                let (conn, v) = (self.conn.clone(), Value::Int(value));
+                let call = Background::start(async move {
+                    client::set_value(&conn, SETTINGS, FEED_IN_SETTING, &v).await
+                });
+                self.feed_in_call = Some((value, call));
+            }
+        }
+    }
+
+    /// The answer to the feed-in write under way, once it came; a failure logged once per
+    /// episode.
+    fn feed_in_answered(&mut self) {
+        let Some((value, call)) = &mut self.feed_in_call else {
+            return;
+        };
+        let value = *value;
+        let Some(answer) = call.answer() else {
+            return;
+        };
+        self.feed_in_call = None;
+        let failure = match answer {
+            Some(Ok(0)) => {
+                tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}");
+                return;
+            }
+            Some(Ok(code)) => format!("{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})"),
+            Some(Err(err)) => format!("cannot write {FEED_IN_SETTING} = {value}: {err}"),
+            None => format!("{FEED_IN_SETTING} = {value}: the call ended without an answer"),
+        };
+        if !self.feed_in_failure_logged {
+            self.feed_in_failure_logged = true;
+            tracing::warn!("{failure}; retrying");
         }
     }
 }
