@@ -132,7 +132,7 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use aggregator_core::feedin::FeedIn;
-    use aggregator_core::state::StrategyState;
+    use aggregator_core::state::{Latches, StrategyState};
 
     fn sample() -> State {
         State {
@@ -146,9 +146,27 @@ mod tests {
                 disabled_by_us: true,
                 saved_value: Some(1),
                 strategy_off: false,
+                clear_for_s: 20.0,
+                near_lowered_ccl: true,
+            },
+            latches: Latches {
+                high_cell: true,
+                low_cell: false,
             },
             last_plausible_day: Some(20_500),
         }
+    }
+
+    #[test]
+    fn a_file_from_before_the_latches_were_kept_reads_with_none_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let old = r#"{"charge_ah": 100.0, "feed_in": {"disabled_by_us": true, "saved_value": 1}}"#;
+        fs::write(store.path(), old).unwrap();
+        let state = store.load().unwrap();
+        assert_eq!(state.latches, Latches::default());
+        assert_eq!(state.feed_in.clear_for_s, 0.0);
+        assert!(!state.feed_in.near_lowered_ccl);
     }
 
     #[test]

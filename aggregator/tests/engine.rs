@@ -651,3 +651,51 @@ fn a_strategy_state_that_does_not_restore_does_not_keep_feed_in_off() {
     assert_eq!(out.feed_in_write, Some(1), "{}", out.mode);
     assert!(!rig.engine.state().feed_in.strategy_off);
 }
+
+#[test]
+fn the_cell_latches_survive_a_restart_inside_their_hysteresis() {
+    // A strategy asking for the same limits whatever the cells: only the guard acts.
+    let fixed = (
+        "libplugin_fault_test.so",
+        r#"{"cvl": 55.0, "ccl": 100.0, "dcl": 100.0}"#,
+    );
+    let mut rig = rig(fixed, BMS, OnLost::BlockCharge);
+    // A high cell at the bound (2.6 V) and a low one at its bound (1.8 V): both latch, and
+    // the latching is saved.
+    let at_bounds = [
+        battery("A", 2.3, 2.6, 0.0, 50.0),
+        battery("B", 2.3, 1.8, 0.0, 50.0),
+    ];
+    let out = rig.engine.tick(&at_bounds, &around(Some(0)));
+    assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (0.0, 0.0));
+    assert!(out.save_state, "a latch that changed is saved");
+    let saved = rig.engine.state();
+    assert!(saved.latches.high_cell && saved.latches.low_cell);
+
+    // Restarted inside both bands (2.57 V > 2.6 − 0.05, 1.9 V < 1.8 + 0.2): both still hold.
+    let inside = [
+        battery("A", 2.3, 2.57, 0.0, 50.0),
+        battery("B", 2.3, 1.9, 0.0, 50.0),
+    ];
+    let text = serde_json::to_string(&saved).unwrap();
+    let mut after = self::rig(fixed, BMS, OnLost::BlockCharge);
+    assert!(after
+        .engine
+        .restore(&serde_json::from_str(&text).unwrap())
+        .is_empty());
+    let out = after.engine.tick(&inside, &around(Some(0)));
+    assert_eq!(
+        (out.limits.ccl_a, out.limits.dcl_a),
+        (0.0, 0.0),
+        "{}",
+        out.mode
+    );
+    // A fresh start there would have let go of both.
+    let mut fresh = self::rig(fixed, BMS, OnLost::BlockCharge);
+    let out = fresh.engine.tick(&inside, &around(Some(0)));
+    assert!(
+        out.limits.ccl_a > 0.0 && out.limits.dcl_a > 0.0,
+        "{}",
+        out.mode
+    );
+}

@@ -22,7 +22,7 @@ use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
 use crate::guard::{Acts, Guard, GuardBounds};
 use crate::presence::Battery;
 use crate::reading::ALARMS;
-use crate::state::{State, StrategyState};
+use crate::state::{Latches, State, StrategyState};
 
 /// How far below the strategy's CCL the host must have lowered it to count as lowered (A);
 /// 2 % of the strategy's CCL where that is more.
@@ -327,6 +327,8 @@ impl Engine {
             self.counter_capacity = state.capacity_ah.filter(|c| c.is_finite() && *c > 0.0);
         }
         self.feed_in = state.feed_in.clone();
+        self.guard
+            .set_latches(state.latches.high_cell, state.latches.low_cell);
         let strategy = match &mut self.strategy {
             Ok(strategy) => strategy,
             Err(_) => {
@@ -380,6 +382,13 @@ impl Engine {
             capacity_ah: self.counter_capacity,
             strategy,
             feed_in: self.feed_in.to_save(),
+            latches: {
+                let (high_cell, low_cell) = self.guard.latches();
+                Latches {
+                    high_cell,
+                    low_cell,
+                }
+            },
             last_plausible_day: None,
         }
     }
@@ -422,12 +431,14 @@ impl Engine {
             self.degrade(enforced.limits, &bank, inputs.expected)
         };
         let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
+        let latches = self.guard.latches();
         let guarded = self
             .guard
             .apply(degraded, batteries, voltage_v, inputs.dt_s);
+        let latches_changed = self.guard.latches() != latches;
         self.note_guard(&guarded.acts, batteries, &mut events);
         let limits = guarded.limits;
-        let mut save_state = false;
+        let mut save_state = latches_changed;
         self.carry_out(&result, &bank, &mut save_state);
         let (request, strategy_ccl) = match &result {
             Ok(out) => (out.feed_in, out.ccl_a),

@@ -236,6 +236,17 @@ impl Guard {
         &self.bounds
     }
 
+    /// The cell latches (high cell, low cell), to be saved across a restart.
+    pub fn latches(&self) -> (bool, bool) {
+        (self.high_cell, self.low_cell)
+    }
+
+    /// Sets the cell latches saved by an earlier run.
+    pub fn set_latches(&mut self, high_cell: bool, low_cell: bool) {
+        self.high_cell = high_cell;
+        self.low_cell = low_cell;
+    }
+
     /// Applies the host's rules to `limits` (the envelope's), for the bank `batteries` at
     /// `voltage_v`, `dt_s` after the last tick.
     pub fn apply(

@@ -1,5 +1,5 @@
-//! What must survive a restart: the Coulomb counter, the strategy's opaque state and the
-//! feed-in memory. The host's state file holds it as JSON.
+//! What must survive a restart: the Coulomb counter, the strategy's opaque state, the
+//! feed-in memory and the guard's cell latches. The host's state file holds it as JSON.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub struct State {
     /// The feed-in memory.
     #[serde(default)]
     pub feed_in: FeedIn,
+    /// The guard's cell latches: a restart inside a hysteresis band does not let go of them.
+    #[serde(default)]
+    pub latches: Latches,
     /// The last local date the host's clock gave that could be right (days since 1970-01-01):
     /// it stands in while the clock reads an older date (a device booted without network time).
     #[serde(default)]
@@ -35,4 +38,16 @@ pub struct StrategyState {
     pub plugin: String,
     /// What the plugin returned from `save_state`.
     pub state: String,
+}
+
+/// The guard's cell latches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latches {
+    /// A cell reached `safety.max_cell_voltage` and has not fallen below its hysteresis.
+    #[serde(default)]
+    pub high_cell: bool,
+    /// A cell reached `safety.min_cell_voltage` and has not risen above its hysteresis.
+    #[serde(default)]
+    pub low_cell: bool,
 }

@@ -196,7 +196,14 @@ impl PluginConfig for Config {
     }
 }
 
-/// The strategy: stateless, a pure function of the bank and the config.
+/// What survives a restart: the empty latch.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    empty: bool,
+}
+
+/// The strategy: a function of the bank and the config, and of its empty latch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LtoCv {
     config: Config,
@@ -258,6 +265,8 @@ impl StrategyImpl for LtoCv {
         let clear = bank.voltage_v > cells * (c.discharge_voltage + h)
             && bank.min_cell_voltage_v > c.min_cell_voltage + h;
         // A latch, as lfp-balancing's: a bank resting just above the cut-off does not flap.
+        // It is saved, so a restart inside the hysteresis does not let go of it.
+        let was_empty = self.empty;
         if at_cut_off {
             self.empty = true;
         } else if clear {
@@ -295,8 +304,27 @@ impl StrategyImpl for LtoCv {
         Ok(StrategyOutput {
             soc_reset,
             feed_in: FeedInRequest::Keep,
+            state_changed: self.empty != was_empty,
             ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, mode)
         })
+    }
+
+    /// The empty latch, as `{"empty": true}`.
+    fn save_state(&self) -> Result<String, String> {
+        serde_json::to_string(&Saved { empty: self.empty })
+            .map_err(|e| format!("cannot encode the lto-cv state: {e}"))
+    }
+
+    /// Takes back the empty latch; an empty text (a state saved before the latch was kept)
+    /// starts unlatched.
+    fn restore_state(&mut self, state: &str) -> Result<(), String> {
+        if state.trim().is_empty() {
+            return Ok(());
+        }
+        let saved: Saved =
+            serde_json::from_str(state).map_err(|e| format!("unreadable lto-cv state: {e}"))?;
+        self.empty = saved.empty;
+        Ok(())
     }
 }
 
@@ -564,5 +592,40 @@ mod tests {
     fn min_cell_must_be_below_max_cell() {
         let err = parse_checked::<Config>(r#"{"min_cell_voltage": 2.6}"#).unwrap_err();
         assert!(err.contains("min_cell_voltage: must be below"), "{err}");
+    }
+
+    #[test]
+    fn the_empty_latch_survives_a_restart_inside_the_hysteresis() {
+        let mut s = LtoCv::new(Config::default());
+        let cells = f64::from(CELLS);
+        let at = |v_cell: f64| BankView {
+            voltage_v: cells * v_cell,
+            min_cell_voltage_v: v_cell,
+            ..bank()
+        };
+        // At the cut-off (2.1 V per cell): latched, and the change is worth saving.
+        let out = s.compute(&at(2.09)).unwrap();
+        assert_eq!(out.dcl_a, 0.0);
+        assert!(out.state_changed);
+        assert!(!s.compute(&at(2.09)).unwrap().state_changed);
+        let saved = s.save_state().unwrap();
+        // Restarted inside the hysteresis (2.15 V < 2.1 + 0.1): still latched.
+        let mut after = LtoCv::new(Config::default());
+        after.restore_state(&saved).unwrap();
+        assert_eq!(after.compute(&at(2.15)).unwrap().dcl_a, 0.0);
+        // Without the saved latch it would have let go.
+        assert!(
+            LtoCv::new(Config::default())
+                .compute(&at(2.15))
+                .unwrap()
+                .dcl_a
+                > 0.0
+        );
+        // Above the band it lets go, and says so.
+        let out = after.compute(&at(2.25)).unwrap();
+        assert!(out.dcl_a > 0.0 && out.state_changed);
+        // An older state (nothing saved) and a broken one.
+        assert!(after.restore_state("").is_ok());
+        assert!(after.restore_state("{\"empty\": 3}").is_err());
     }
 }
