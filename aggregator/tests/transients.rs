@@ -1,0 +1,355 @@
+//! End to end on a private bus: a transient never stops the house, the user's feed-in setting
+//! is touched only for a cause DVCC can see, latches survive a restart, and a strategy that
+//! keeps failing stops discharging with its cause named. Read from the published service, the
+//! settings service and the state file.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregator::bus::client::{self, SETTINGS};
+use aggregator::bus::export::BusItemService;
+use aggregator::bus::private::PrivateBus;
+use aggregator::sim::{Scenario, Simulator};
+use aggregator_core::value::Value;
+use support::bus::{client, num, text, until, until_keeping, wait_for_name, Daemon, OWN};
+use support::world::{runtime, World};
+
+const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
+const SECONDS: Duration = Duration::from_secs(20);
+
+/// 16-cell LFP batteries (`BATTERIES`), feed-in on; `SEGMENTS` replaced by the test's.
+const BANK: &str = r#"
+step: 100ms
+batteries:
+BATTERIES
+SETTINGS
+system: { low_soc: 0 }
+segments:
+SEGMENTS
+"#;
+
+const TWO: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }";
+const ONE: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }";
+
+/// A fast tick, an LFP safety section; `EXPECTED`, `HOLD`, `STRATEGY`, `FAILURES` replaced.
+const CONFIG: &str = r#"
+update_interval: 200ms
+batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s, hold_for: HOLD }
+current_source: { plugin: bms }
+STRATEGY
+safety: { max_cell_voltage: 3.60, min_cell_voltage: 2.80, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, max_charge_current: 300, max_discharge_current: 300, feed_in_hold: 2s, plugin_failures: FAILURES }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+
+const PASS_THROUGH: &str = "strategy: { plugin: serialbattery }";
+
+fn bank(batteries: &str, segments: &str) -> String {
+    BANK.replace("BATTERIES", batteries)
+        .replace("SETTINGS", "settings: { overvoltage_feed_in: 1 }")
+        .replace("SEGMENTS", segments)
+}
+
+fn config(expected: u32, hold: &str, strategy: &str) -> String {
+    CONFIG
+        .replace("EXPECTED", &expected.to_string())
+        .replace("HOLD", hold)
+        .replace("STRATEGY", strategy)
+        .replace("FAILURES", "50")
+}
+
+type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
+
+fn dcl(i: &Items) -> Option<f64> {
+    num(i, "/Info/MaxDischargeCurrent")
+}
+
+fn mode(i: &Items) -> String {
+    text(i, "/Info/ChargeMode").unwrap_or_default()
+}
+
+/// The state file the daemon wrote, as JSON.
+fn state_file(w: &World) -> serde_json::Value {
+    let path = w.dir.path().join("state/state.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).expect("state.json")
+}
+
+/// Polls the settings service until feed-in is `value` (up to [`SECONDS`]).
+async fn feed_in_becomes(w: &World, value: f64) -> Option<f64> {
+    let until = std::time::Instant::now() + SECONDS;
+    loop {
+        let now = w.setting(FEED_IN).await;
+        if now == Some(value) || std::time::Instant::now() > until {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// §3: both drivers of a two-pack bank restart together, and a one-pack bank's driver
+/// restarts, each inside `hold_for`: discharge never stops, feed-in is never touched.
+#[test]
+fn drivers_restarting_inside_the_hold_never_stop_discharging() {
+    runtime().block_on(async {
+        for (batteries, expected, gone) in [
+            (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
+            (ONE, 1, "{ Bat1: { gone: true } }"),
+        ] {
+            let segments = format!(
+                "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
+  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
+  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
+            );
+            let w = World::start(
+                &bank(batteries, &segments),
+                &config(expected, "8s", PASS_THROUGH),
+            )
+            .await;
+            let (ok, items) = until(&w.conn, SECONDS, |i| dcl(i).is_some_and(|d| d > 0.0)).await;
+            assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+            // Through the restart and back: DCL above 0 at every look, the held state named.
+            let held_seen = std::cell::Cell::new(0);
+            let watch = until_keeping(
+                &w.conn,
+                SECONDS,
+                |i| {
+                    if mode(i).contains("held: last limits kept") {
+                        held_seen.set(held_seen.get() + 1);
+                    }
+                    dcl(i).is_some_and(|d| d > 0.0)
+                },
+                |i| {
+                    held_seen.get() > 0
+                        && num(i, "/System/NrOfModulesOnline") == Some(f64::from(expected))
+                        && !mode(i).contains("held")
+                },
+            )
+            .await;
+            let items = watch.reached("back online after the restart");
+            assert!(dcl(&items).is_some_and(|d| d > 0.0), "{items:?}");
+            assert_eq!(
+                w.setting(FEED_IN).await,
+                Some(1.0),
+                "{}",
+                w.daemon.log_text()
+            );
+            assert!(!w.daemon.log_text().contains("set to 0"));
+        }
+    });
+}
+
+/// §5: a start on a healthy bank (its batteries coming a few seconds after the daemon) never
+/// writes the setting; a high cell then turns feed-in off with the episode saved first; the
+/// restore, once read back, is forgotten, so a later start leaves a change the user made.
+#[test]
+fn feed_in_is_touched_only_for_a_cause_dvcc_sees_and_a_confirmed_restore_is_forgotten() {
+    runtime().block_on(async {
+        let segments = "  - { duration: 3s, cell_voltage: 3.35, battery_current: 5, batteries: { Bat1: { gone: true }, Bat2: { gone: true } } }
+  - { duration: 6s, cell_voltage: 3.35, battery_current: 5 }
+  - { duration: 5s, cell_voltage: 3.35, battery_current: 5, batteries: { Bat1: { cells: { 5: 3.62 } } } }
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 5 }";
+        let mut w = World::start(&bank(TWO, segments), &config(2, "2s", PASS_THROUGH)).await;
+        // Healthy until the high cell: the setting is never written.
+        let watch = until_keeping(
+            &w.conn,
+            SECONDS,
+            |_| true,
+            |i| num(i, "/System/MaxCellVoltage").is_some_and(|v| v >= 3.6),
+        )
+        .await;
+        watch.reached("the high cell");
+        let log = w.daemon.log_text();
+        assert!(!log.contains("feed-in setting"), "{log}");
+        // Off for the high cell, and the state file held the episode before the write.
+        assert_eq!(feed_in_becomes(&w, 0.0).await, Some(0.0));
+        let saved = state_file(&w);
+        assert_eq!(saved["feed_in"]["disabled_by_us"], true, "{saved}");
+        assert_eq!(saved["feed_in"]["saved_value"], 1, "{saved}");
+        assert_eq!(saved["latches"]["high_cell"], true, "{saved}");
+        // Back after the hold, and once read back no longer kept.
+        assert_eq!(feed_in_becomes(&w, 1.0).await, Some(1.0));
+        let (ok, items) = until(&w.conn, SECONDS, |_| {
+            state_file(&w)["feed_in"]["saved_value"].is_null()
+        })
+        .await;
+        assert!(ok, "{}\n{items:?}", state_file(&w));
+        // Stopped; the user turns feed-in off meanwhile; a new start leaves it so.
+        assert_eq!(w.daemon.terminate(), Some(0));
+        // Both runs log into the same file: the new one's lines come after these.
+        let first_run = w.daemon.log_text().len();
+        let off = client::set_value(&w.conn, SETTINGS, FEED_IN, &Value::Int(0))
+            .await
+            .expect("SetValue");
+        assert_eq!(off, 0);
+        let config = w.dir.path().join("config.yaml");
+        w.daemon = Daemon::start_with(w.bus.address(), w.dir.path(), &config);
+        assert!(wait_for_name(&w.conn, OWN, SECONDS).await.is_some());
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfModulesOnline") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "{items:?}");
+        let log = w.daemon.log_text();
+        assert_eq!(w.setting(FEED_IN).await, Some(0.0), "{log}");
+        assert!(!log[first_run..].contains("feed-in setting"), "{log}");
+    });
+}
+
+/// §5: a settings service that takes the feed-in write and never answers: the ticks go on
+/// (several between the write and its time-out, none held for it) and the high cell's CCL 0
+/// is published by the tick that saw the cell.
+#[test]
+fn a_settings_service_that_never_answers_holds_no_tick() {
+    runtime().block_on(async {
+        let bus = PrivateBus::start().expect("dbus-daemon");
+        let scenario = BANK
+            .replace("BATTERIES", TWO)
+            .replace("SETTINGS", "settings: { absent: true }")
+            .replace(
+                "SEGMENTS",
+                "  - { duration: 6s, cell_voltage: 3.35, battery_current: 5 }
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 5, batteries: { Bat1: { cells: { 5: 3.62 } } } }",
+            );
+        let scenario = Scenario::parse(&scenario, "test scenario").expect("scenario");
+        let _sim = Simulator::start(bus.address(), scenario)
+            .await
+            .expect("simulator");
+        // Its own settings service: feed-in 1, a `SetValue` that never gets an answer (which
+        // holds every call after it too), no `AddSettings`.
+        let link = aggregator::bus::connect_with_writer(bus.address())
+            .await
+            .expect("connect");
+        let settings = BusItemService::with_writer(link);
+        settings.insert(FEED_IN, Value::Int(1), "1".into(), true);
+        settings.on_set(Arc::new(|_, _| Box::pin(std::future::pending())));
+        settings.serve().await.expect("serve");
+        settings
+            .connection()
+            .request_name(SETTINGS)
+            .await
+            .expect("settings name");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(2, "2s", PASS_THROUGH)
+            .replace("update_interval: 200ms", "update_interval: 1s")
+            .replace("summary_every: 0s", "summary_every: 1s");
+        let daemon = Daemon::start(bus.address(), dir.path(), &config);
+        let conn = client(bus.address()).await;
+        assert!(wait_for_name(&conn, OWN, SECONDS).await.is_some());
+        let (ok, items) = until(&conn, Duration::from_secs(30), |i| {
+            num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+                && num(i, "/System/MaxCellVoltage").is_some_and(|v| v >= 3.6)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", daemon.log_text());
+        // The write times out after some seconds; wait for its log line.
+        let failed = "cannot write /Settings/CGwacs/OvervoltageFeedIn = 0";
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !daemon.log_text().contains(failed) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = daemon.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        let summary = |l: &&str| l.contains("CVL ") && l.contains(" CCL ");
+        let first_high = lines
+            .iter()
+            .position(|l| summary(l) && l.contains("max cell Bat1_C5 3.620V"))
+            .unwrap_or_else(|| panic!("no tick saw the high cell:\n{log}"));
+        // The tick that saw the high cell published CCL 0.
+        assert!(lines[first_high].contains("CCL 0.0A"), "{}", lines[first_high]);
+        let failure = lines
+            .iter()
+            .position(|l| l.contains(failed))
+            .unwrap_or_else(|| panic!("the write never timed out:\n{log}"));
+        let ticks_meanwhile = lines[first_high..failure]
+            .iter()
+            .filter(|l| summary(l))
+            .count();
+        assert!(
+            ticks_meanwhile >= 3,
+            "{ticks_meanwhile} ticks while the write waited:\n{log}"
+        );
+        // And the published CCL is still 0, the service answering.
+        let now = support::bus::items(&conn, OWN).await;
+        assert_eq!(num(&now, "/Info/MaxChargeCurrent"), Some(0.0));
+    });
+}
+
+/// §6: a high cell latches; the daemon is killed while the cell is back inside the hysteresis
+/// band; the new one starts with the latch from the state file: charging stays stopped.
+#[test]
+fn the_high_cell_latch_survives_a_kill_inside_its_hysteresis() {
+    runtime().block_on(async {
+        let segments = "  - { duration: 5s, cell_voltage: 3.35, battery_current: 5, batteries: { Bat1: { cells: { 5: 3.62 } } } }
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 5, batteries: { Bat1: { cells: { 5: 3.57 } } } }";
+        let mut w = World::start(&bank(TWO, segments), &config(2, "2s", PASS_THROUGH)).await;
+        // Latched at 3.62 V, and still at 3.57 V (above 3.60 − 0.05).
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/MaxCellVoltage").is_some_and(|v| (v - 3.57).abs() < 0.001)
+        })
+        .await;
+        assert!(ok, "{items:?}");
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0), "{items:?}");
+        assert_eq!(state_file(&w)["latches"]["high_cell"], true);
+        w.daemon.kill_hard();
+        let config = w.dir.path().join("config.yaml");
+        w.daemon = Daemon::start_with(w.bus.address(), w.dir.path(), &config);
+        assert!(wait_for_name(&w.conn, OWN, SECONDS).await.is_some());
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/NrOfModulesOnline") == Some(2.0)
+                && num(i, "/System/MaxCellVoltage").is_some_and(|v| (v - 3.57).abs() < 0.001)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0), "{items:?}");
+        assert_eq!(num(&items, "/Alarms/HighCellVoltage"), Some(2.0));
+        assert!(mode(&items).contains("safety.max_cell_voltage"), "{}", mode(&items));
+    });
+}
+
+/// §7: a strategy that fails from its first tick: charging stops at once, discharging goes on
+/// with what the packs allow, then stops after `plugin_failures` faults in a row, logged once
+/// and named in the mode text.
+#[test]
+fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
+    runtime().block_on(async {
+        let segments = "  - { duration: 1h, cell_voltage: 3.35, battery_current: -10 }";
+        let config = CONFIG
+            .replace("EXPECTED", "2")
+            .replace("HOLD", "2s")
+            .replace(
+                "STRATEGY",
+                "strategy: { plugin: fault-test, config: { fault: error } }",
+            )
+            .replace("FAILURES", "25");
+        let w = World::start(&bank(TWO, segments), &config).await;
+        let watch = until_keeping(
+            &w.conn,
+            SECONDS,
+            |i| num(i, "/Info/MaxChargeCurrent") == Some(0.0),
+            |i| mode(i).starts_with("Fault") && dcl(i).is_some_and(|d| d > 0.0),
+        )
+        .await;
+        let items = watch.reached("a first fault with discharge going on");
+        // The packs' own 100 A each under the 300 A bound.
+        assert_eq!(dcl(&items), Some(200.0), "{items:?}");
+        let (ok, items) = until(&w.conn, SECONDS, |i| dcl(i) == Some(0.0)).await;
+        assert!(ok, "{items:?}");
+        assert!(
+            mode(&items).contains("discharging stopped (safety.plugin_failures)"),
+            "{}",
+            mode(&items)
+        );
+        let log = w.daemon.log_text();
+        assert_eq!(
+            log.matches("times in a row (safety.plugin_failures)")
+                .count(),
+            1,
+            "{log}"
+        );
+    });
+}
