@@ -175,6 +175,8 @@ struct Daemon {
     feed_in_failure_logged: bool,
     /// Today's date as the strategies get it: never one the clock cannot have right.
     dates: DateGuard,
+    /// Since when the view of the bus is too old to count as current, while it is.
+    stale_view_since: Option<Instant>,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -297,6 +299,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         registered: false,
         feed_in_failure_logged: false,
         dates: DateGuard::new(calendar::build_date(), last_plausible_day),
+        stale_view_since: None,
     };
     daemon.main_loop().await
 }

@@ -2,7 +2,7 @@
 //! presence, the core's tick, publishing, then the side effects (feed-in write, state file).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aggregator_core::discovery::{Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
@@ -33,6 +33,9 @@ pub(crate) struct BusSnapshot {
     feed_in_setting: Option<i64>,
     /// Whether `com.victronenergy.settings` is on the bus.
     settings_present: bool,
+    /// Why the cache is too old to count as what the services say now, when it is (the
+    /// daemon's view of the bus is behind): then nothing of it is taken as current.
+    pub(crate) stale_view: Option<String>,
 }
 
 /// A service found to be a battery of the bank.
@@ -160,17 +163,29 @@ impl BankMembers {
         }
     }
 
-    /// Hands this tick's readings to presence, one log line per change of state.
+    /// Hands this tick's readings to presence, one log line per change of state. With a
+    /// `stale_view` (why the readings are old), no reading counts: the batteries are held,
+    /// then lost, as when their values stop.
     fn observe(
         &mut self,
         presence: &mut Presence,
         now_s: f64,
         readings: &BTreeMap<String, BatteryReading>,
         pass_through: bool,
+        stale_view: Option<&str>,
     ) {
         self.leave_out_other_cell_counts(presence, readings);
         for (service, known) in &self.known {
             if known.excluded {
+                continue;
+            }
+            if let Some(why) = stale_view {
+                if let Some(mut change) =
+                    presence.observe(now_s, service, &known.name, None, pass_through)
+                {
+                    change.reason = why.to_string();
+                    log_change(&change);
+                }
                 continue;
             }
             let reading = readings.get(service);
@@ -275,6 +290,7 @@ pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) ->
         low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
         feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
         settings_present: cache.of_class(Class::Settings).next().is_some(),
+        stale_view: None,
     }
 }
 
@@ -285,6 +301,18 @@ pub(crate) fn presence_of(config: &Config) -> Presence {
         frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
     })
     .with_cells(config.batteries.cells)
+}
+
+/// How long a tick reads the value connection at most to catch up with the bus: half a tick,
+/// at most 500 ms (the tick's work must still be done in time).
+pub(crate) fn catch_up_limit(config: &Config) -> Duration {
+    (config.update_interval / 2).min(Duration::from_millis(500))
+}
+
+/// The age of the view of the bus beyond which its values count as old: three ticks, at
+/// least 2 s (so that one slow tick on a busy machine is not an episode).
+pub(crate) fn stale_view_after(config: &Config) -> Duration {
+    (config.update_interval * 3).max(Duration::from_secs(2))
 }
 
 /// When a tick happens: monotonic seconds, the local date, seconds since the last tick.
@@ -306,7 +334,8 @@ pub(crate) fn inputs(
     time: TickTime,
 ) -> (Vec<Battery>, TickInputs) {
     let readings = members.classify(snapshot.batteries);
-    members.observe(presence, time.now_s, &readings, pass_through);
+    let stale = snapshot.stale_view.as_deref();
+    members.observe(presence, time.now_s, &readings, pass_through, stale);
     let batteries = presence.batteries();
     let inputs = TickInputs {
         cells: members.bank_cells(),
@@ -318,7 +347,8 @@ pub(crate) fn inputs(
         dc_sources: snapshot.dc_sources,
         monitor_soc: snapshot.monitor_soc,
         low_soc: snapshot.low_soc,
-        feed_in_setting: snapshot.feed_in_setting,
+        // An old value is not what the setting holds now: nothing is written from it.
+        feed_in_setting: snapshot.feed_in_setting.filter(|_| stale.is_none()),
         date: time.date,
         dt_s: time.dt_s,
     };
@@ -335,9 +365,12 @@ impl Daemon {
         let now_s = now.duration_since(self.started).as_secs_f64();
         self.log_discovery();
 
-        let snapshot = self
+        let age = self.monitor.catch_up(catch_up_limit(&self.config)).await;
+        let stale_view = self.view_age(age);
+        let mut snapshot = self
             .monitor
-            .drain_then_read(|cache| snapshot(cache, &self.members, &self.config));
+            .read(|cache| snapshot(cache, &self.members, &self.config));
+        snapshot.stale_view = stale_view.clone();
         if self.settings_pending && snapshot.settings_present {
             self.settings_appeared(now).await;
         }
@@ -353,13 +386,48 @@ impl Daemon {
                 dt_s,
             },
         );
-        let outcome = self.engine.tick(&batteries, &inputs);
+        let mut outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
+        }
+        if let Some(why) = stale_view {
+            outcome.mode = format!("{}; {why}", outcome.mode);
         }
         self.publish(&batteries, &outcome, &inputs, now).await;
         self.side_effects(&outcome).await;
         self.summary(now, &outcome);
+    }
+
+    /// Whether the view of the bus is too old to count as current: the reason, for the
+    /// mode and the batteries' log lines, while it is; one log line when it starts and one
+    /// when it ends.
+    fn view_age(&mut self, age: Duration) -> Option<String> {
+        let bound = stale_view_after(&self.config);
+        match (age > bound, self.stale_view_since) {
+            (true, None) => {
+                let now = Instant::now();
+                self.stale_view_since = Some(now.checked_sub(age).unwrap_or(now));
+                tracing::warn!(
+                    "the daemon's view of the bus is {:.1} s old (more is queued for it than \
+                     it reads): the batteries' values count as old until it has caught up",
+                    age.as_secs_f64()
+                );
+            }
+            (false, Some(since)) => {
+                self.stale_view_since = None;
+                tracing::info!(
+                    "the daemon's view of the bus is current again, after {:.1} s behind",
+                    since.elapsed().as_secs_f64()
+                );
+            }
+            _ => {}
+        }
+        self.stale_view_since.map(|_| {
+            format!(
+                "the daemon's view of the bus is more than {} s old",
+                bound.as_secs_f64()
+            )
+        })
     }
 
     /// The tick's values onto the bus: one `ItemsChanged` once registered; before that, the
@@ -487,7 +555,7 @@ mod tests {
             hold_for_s: 60.0,
             frozen_after_s: 0.0,
         });
-        m.observe(&mut presence, 0.0, &seen, false);
+        m.observe(&mut presence, 0.0, &seen, false, None);
         assert_eq!(m.left_out(), ["X"]);
         assert_eq!(presence.states().count(), 0);
     }
@@ -502,7 +570,7 @@ mod tests {
         });
         let service = |k: u32| format!("com.victronenergy.battery.ttyUSB{k}");
         let odd = m.classify(vec![(service(0), plate("SerialBattery", "A"), reading(15))]);
-        m.observe(&mut presence, 0.0, &odd, false);
+        m.observe(&mut presence, 0.0, &odd, false, None);
         assert_eq!((m.bank_cells(), m.left_out().len()), (15, 0));
         let mut seen = m.classify(vec![
             (service(1), plate("SerialBattery", "B"), reading(16)),
@@ -514,7 +582,7 @@ mod tests {
             ),
         ]);
         seen.extend(odd);
-        m.observe(&mut presence, 1.0, &seen, false);
+        m.observe(&mut presence, 1.0, &seen, false, None);
         assert_eq!(m.bank_cells(), 16);
         assert_eq!(m.left_out(), ["A"]);
         assert_eq!(m.counted(), 4);
