@@ -237,12 +237,7 @@ impl Options {
             .collect::<Result<Vec<_>, _>>()?;
         let banks = sizes
             .iter()
-            .flat_map(|bank| {
-                styles.iter().map(|&items| Bank {
-                    items,
-                    ..*bank
-                })
-            })
+            .flat_map(|bank| styles.iter().map(|&items| Bank { items, ..*bank }))
             .collect();
         Ok(Options {
             window: Duration::from_secs(seconds),
@@ -733,10 +728,9 @@ impl LagTracker {
             self.unmatched.push(at);
             return;
         };
-        let lag = self
-            .sums
-            .get(k + 1)
-            .map_or(Duration::ZERO, |(next, _)| at.saturating_duration_since(*next));
+        let lag = self.sums.get(k + 1).map_or(Duration::ZERO, |(next, _)| {
+            at.saturating_duration_since(*next)
+        });
         self.lags.push((at, lag));
     }
 
@@ -837,9 +831,7 @@ impl Counters {
         let arrived = Instant::now();
         let one = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         let header = msg.header();
-        if msg.message_type() == Type::Signal
-            && header.interface().is_some_and(|i| i == BUS_ITEM)
-        {
+        if msg.message_type() == Type::Signal && header.interface().is_some_and(|i| i == BUS_ITEM) {
             let member = header.member().map(|m| m.to_string()).unwrap_or_default();
             let path = header.path().map(|p| p.to_string());
             if let (Some(current), Some(sender)) = (
@@ -1191,7 +1183,9 @@ fn print_table(results: &[Figures], floor: &Floor) {
     let dash = || "-".to_string();
     let opt = |v: Option<f64>, digits: usize| v.map_or_else(dash, |v| format!("{v:.digits$}"));
     println!();
-    println!("PC: one PropertiesChanged per changed value; IC: one ItemsChanged per service and step");
+    println!(
+        "PC: one PropertiesChanged per changed value; IC: one ItemsChanged per service and step"
+    );
     println!(
         "{:<10} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10} {:>12} {:>11}",
         "bank",

@@ -395,7 +395,10 @@ impl RawConnection {
     pub fn barrier(&mut self) -> (u32, Vec<u8>) {
         let serial = self.calls.next_serial();
         self.barriers.sent(serial, Instant::now());
-        (serial, wire::method_call(serial, BUS, BUS_PATH, BUS, "GetId", &[]))
+        (
+            serial,
+            wire::method_call(serial, BUS, BUS_PATH, BUS, "GetId", &[]),
+        )
     }
 
     /// The barriers of this connection.
@@ -478,4 +481,52 @@ async fn read_line(watched: &AsyncFd<Arc<UnixStream>>) -> io::Result<String> {
     }
     line.truncate(line.len() - 2);
     Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_is_as_old_as_the_newest_answered_barrier() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut barriers = Barriers::new(start);
+        assert_eq!(
+            barriers.age(at(1)),
+            Duration::from_secs(1),
+            "from the set-up"
+        );
+        barriers.sent(7, at(1));
+        barriers.sent(8, at(2));
+        barriers.sent(9, at(3));
+        assert!(!barriers.answered(3), "not a barrier's answer");
+        assert_eq!(
+            barriers.age(at(3)),
+            Duration::from_secs(3),
+            "nothing answered yet"
+        );
+        assert!(barriers.answered(8));
+        assert!(barriers.is_answered(7) && barriers.is_answered(8));
+        assert!(!barriers.is_answered(9));
+        assert_eq!(barriers.age(at(5)), Duration::from_secs(3));
+        assert!(!barriers.answered(7), "taken in with the newer one");
+        assert!(barriers.answered(9));
+        assert_eq!(barriers.age(at(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_so_many_unanswered_barriers_are_kept() {
+        let start = Instant::now();
+        let mut barriers = Barriers::new(start);
+        for k in 0..(Barriers::KEPT as u32 + 10) {
+            barriers.sent(k + 1, start + Duration::from_secs(u64::from(k)));
+        }
+        assert!(!barriers.answered(1), "forgotten");
+        assert!(barriers.answered(Barriers::KEPT as u32 + 10));
+        assert_eq!(
+            barriers.age(start + Duration::from_secs(Barriers::KEPT as u64 + 9)),
+            Duration::ZERO
+        );
+    }
 }

@@ -589,6 +589,82 @@ mod tests {
         assert!(presence.states().all(|(name, _)| name != "A"), "forgotten");
     }
 
+    /// A bank of one battery as the cache shows it; `stale_view` says the view is old.
+    fn one_battery(first: bool, stale_view: Option<&str>) -> BusSnapshot {
+        let reading = BatteryReading {
+            voltage_v: Some(53.0),
+            current_a: Some(10.0),
+            installed_capacity_ah: Some(280.0),
+            max_cell_voltage_v: Some(3.35),
+            min_cell_voltage_v: Some(3.30),
+            ..reading(16)
+        };
+        BusSnapshot {
+            batteries: vec![(
+                "com.victronenergy.battery.ttyUSB0".into(),
+                plate("SerialBattery(JK)", "Left").filter(|_| first),
+                reading,
+            )],
+            vebus: Vec::new(),
+            solar_chargers: Vec::new(),
+            smartshunts: Vec::new(),
+            dc_sources: Vec::new(),
+            monitor_soc: None,
+            low_soc: None,
+            feed_in_setting: Some(1),
+            settings_present: true,
+            stale_view: stale_view.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_old_view_of_the_bus_holds_the_batteries_then_loses_them_and_leaves_feed_in_alone() {
+        let config: Config = serde_yaml::from_str(
+            "strategy: { plugin: lto-cv }
+batteries: { hold_for: 10s }
+safety: { max_cell_voltage: 3.6, max_charge_current: 300, max_discharge_current: 300, \
+min_cell_voltage: 2.8, min_charge_temperature: 0, max_charge_temperature: 45, \
+min_discharge_temperature: -20, max_discharge_temperature: 55 }",
+        )
+        .expect("config");
+        let mut m = members(Some(16));
+        let mut presence = presence_of(&config);
+        let old = Some("the daemon's view of the bus is more than 3 s old");
+        // Simulated seconds: a fresh tick, then the view is old from 1 s to 12 s.
+        let mut tick = |now_s: f64, first: bool, stale: Option<&str>| {
+            let time = TickTime {
+                now_s,
+                date: LocalDate {
+                    year: 2026,
+                    month: 6,
+                    day: 15,
+                },
+                dt_s: 1.0,
+            };
+            let snapshot = one_battery(first, stale);
+            let (batteries, inputs) = inputs(snapshot, &mut m, &mut presence, false, &config, time);
+            let states: Vec<BatteryState> = batteries.iter().map(|b| b.state).collect();
+            (states, inputs.feed_in_setting)
+        };
+        assert_eq!(tick(0.0, true, None), (vec![BatteryState::Online], Some(1)));
+        assert_eq!(
+            tick(1.0, false, old),
+            (vec![BatteryState::Stale], None),
+            "held, and the setting's old value is not taken as its value now"
+        );
+        assert_eq!(tick(10.5, false, old), (vec![BatteryState::Stale], None));
+        assert_eq!(
+            tick(11.5, false, old),
+            (vec![BatteryState::Lost], None),
+            "lost once the hold time has passed"
+        );
+        assert_eq!(
+            tick(12.5, false, None),
+            (vec![BatteryState::Online], Some(1)),
+            "current again"
+        );
+    }
+
     #[test]
     fn cell_paths_follow_the_batteries() {
         let battery = Battery {

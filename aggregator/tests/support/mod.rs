@@ -469,7 +469,9 @@ pub mod lag {
                     "type='signal',interface='{BUS_ITEM}',member='PropertiesChanged',\
                      path='/Dc/0/Current'"
                 ),
-                format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',sender='{own}'"),
+                format!(
+                    "type='signal',interface='{BUS_ITEM}',member='ItemsChanged',sender='{own}'"
+                ),
             ] {
                 let rule = zbus::MatchRule::try_from(rule.as_str()).expect("match rule");
                 dbus.add_match_rule(rule).await.expect("AddMatch");
@@ -486,7 +488,9 @@ pub mod lag {
         pub async fn watch(&mut self, window: Duration) -> Vec<Sample> {
             let deadline = tokio::time::Instant::now() + window;
             let mut samples = Vec::new();
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            while let Ok(Some(Ok(msg))) =
+                tokio::time::timeout_at(deadline, self.stream.next()).await
+            {
                 let header = msg.header();
                 let Some(sender) = header.sender().map(|s| s.to_string()) else {
                     continue;
