@@ -4,8 +4,8 @@
 //! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
 //! main (zbus) connection, which wakes us when a service comes or goes; every
 //! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface on the value
-//! connection ([`raw`](crate::bus::raw)), which is read only when the cache is read (once per
-//! tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
+//! connection ([`raw`](crate::bus::raw)), which is read at each tick up to a barrier (so the
+//! cache holds everything the bus delivered before the tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
 //! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
 //! service sent them). Signals are routed by the sender's unique name; a signal from a service
 //! not (yet) scanned, or for a path we do not read, is dropped after its header. Services come

@@ -175,8 +175,8 @@ struct Daemon {
     feed_in_failure_logged: bool,
     /// Today's date as the strategies get it: never one the clock cannot have right.
     dates: DateGuard,
-    /// Since when the view of the bus is too old to count as current, while it is.
-    stale_view_since: Option<Instant>,
+    /// Episodes of an old view of the bus.
+    view: tick::ViewAge,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -299,7 +299,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         registered: false,
         feed_in_failure_logged: false,
         dates: DateGuard::new(calendar::build_date(), last_plausible_day),
-        stale_view_since: None,
+        view: tick::ViewAge::default(),
     };
     daemon.main_loop().await
 }

@@ -315,6 +315,52 @@ pub(crate) fn stale_view_after(config: &Config) -> Duration {
     (config.update_interval * 3).max(Duration::from_secs(2))
 }
 
+/// Episodes of an old view of the bus.
+#[derive(Debug, Default)]
+pub(crate) struct ViewAge {
+    /// Since when the view is too old to count as current, while it is.
+    since: Option<Instant>,
+}
+
+/// The start or end of an episode, for the log.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ViewNews {
+    /// The view became too old: its age.
+    Behind(Duration),
+    /// It is current again: how long it was behind.
+    CaughtUp(Duration),
+}
+
+impl ViewAge {
+    /// The view's `age` at `now` against `bound`: the reason it counts as old (the same text
+    /// all through an episode, for the mode), and the news of an episode starting or ending.
+    pub(crate) fn update(
+        &mut self,
+        age: Duration,
+        bound: Duration,
+        now: Instant,
+    ) -> (Option<String>, Option<ViewNews>) {
+        let news = match (age > bound, self.since) {
+            (true, None) => {
+                self.since = Some(now.checked_sub(age).unwrap_or(now));
+                Some(ViewNews::Behind(age))
+            }
+            (false, Some(since)) => {
+                self.since = None;
+                Some(ViewNews::CaughtUp(now.saturating_duration_since(since)))
+            }
+            _ => None,
+        };
+        let reason = self.since.map(|_| {
+            format!(
+                "the daemon's view of the bus is more than {} s old",
+                bound.as_secs_f64()
+            )
+        });
+        (reason, news)
+    }
+}
+
 /// When a tick happens: monotonic seconds, the local date, seconds since the last tick.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TickTime {
@@ -402,32 +448,22 @@ impl Daemon {
     /// mode and the batteries' log lines, while it is; one log line when it starts and one
     /// when it ends.
     fn view_age(&mut self, age: Duration) -> Option<String> {
-        let bound = stale_view_after(&self.config);
-        match (age > bound, self.stale_view_since) {
-            (true, None) => {
-                let now = Instant::now();
-                self.stale_view_since = Some(now.checked_sub(age).unwrap_or(now));
-                tracing::warn!(
-                    "the daemon's view of the bus is {:.1} s old (more is queued for it than \
-                     it reads): the batteries' values count as old until it has caught up",
-                    age.as_secs_f64()
-                );
-            }
-            (false, Some(since)) => {
-                self.stale_view_since = None;
-                tracing::info!(
-                    "the daemon's view of the bus is current again, after {:.1} s behind",
-                    since.elapsed().as_secs_f64()
-                );
-            }
-            _ => {}
+        let (stale, news) = self
+            .view
+            .update(age, stale_view_after(&self.config), Instant::now());
+        match news {
+            Some(ViewNews::Behind(age)) => tracing::warn!(
+                "the daemon's view of the bus is {:.1} s old (more is queued for it than it \
+                 reads): the batteries' values count as old until it has caught up",
+                age.as_secs_f64()
+            ),
+            Some(ViewNews::CaughtUp(behind)) => tracing::info!(
+                "the daemon's view of the bus is current again, after {:.1} s behind",
+                behind.as_secs_f64()
+            ),
+            None => {}
         }
-        self.stale_view_since.map(|_| {
-            format!(
-                "the daemon's view of the bus is more than {} s old",
-                bound.as_secs_f64()
-            )
-        })
+        stale
     }
 
     /// The tick's values onto the bus: one `ItemsChanged` once registered; before that, the
@@ -663,6 +699,30 @@ min_discharge_temperature: -20, max_discharge_temperature: 55 }",
             (vec![BatteryState::Online], Some(1)),
             "current again"
         );
+    }
+
+    #[test]
+    fn an_old_view_is_one_episode_with_one_reason() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let bound = Duration::from_secs(3);
+        let mut view = ViewAge::default();
+        let age = Duration::from_millis;
+        assert_eq!(view.update(age(2), bound, at(1000)), (None, None));
+        let (reason, news) = view.update(age(3500), bound, at(5000));
+        let reason = reason.expect("old");
+        assert_eq!(reason, "the daemon's view of the bus is more than 3 s old");
+        assert_eq!(news, Some(ViewNews::Behind(age(3500))));
+        assert_eq!(
+            view.update(age(9000), bound, at(10_500)),
+            (Some(reason.clone()), None),
+            "the same text while it lasts, logged once"
+        );
+        assert_eq!(
+            view.update(age(1), bound, at(11_000)),
+            (None, Some(ViewNews::CaughtUp(age(9500))))
+        );
+        assert_eq!(view.update(age(1), bound, at(12_000)), (None, None));
     }
 
     #[test]
