@@ -6,14 +6,17 @@
 //! ```
 //! The release build puts the plugins next to the daemon binary, which is where the daemon
 //! loads them from. `BENCH_SECONDS` (default 60) is the measuring window per bank,
-//! `BENCH_SIZES` the banks as batteries x cells (default `2x16,8x16,16x32`), `BENCH_DAEMON`
-//! another build's daemon binary to measure (its plugins beside it).
+//! `BENCH_SIZES` the banks as batteries x cells (default `2x16,8x16,16x32`), `BENCH_SIGNALS`
+//! how the simulated batteries signal their changes (default `properties,items`: each bank
+//! once with one `PropertiesChanged` per changed value, as dbus-serialbattery does, and once
+//! with one `ItemsChanged` per service and step), `BENCH_DAEMON` another build's daemon binary
+//! to measure (its plugins beside it).
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
 //! the daemon sends and every `BusItem` signal on the bus; then the simulator, on a thread and
 //! runtime of its own so that nothing here delays it, with batteries whose every value moves
-//! every second, each change signalled with one `PropertiesChanged` as dbus-serialbattery does.
+//! every second.
 //!
 //! - CPU per tick: the daemon's CPU over the window divided by the ticks in it, from the
 //!   process's CPU-time clock (`clock_getcpuclockid`: nanoseconds, all threads, also those
@@ -23,6 +26,12 @@
 //!   connection, this bench's monitor included.
 //! - Received signals: the `PropertiesChanged` and `ItemsChanged` of others, all of which the
 //!   daemon's match rules take in.
+//! - View lag: how far behind the bus the daemon's view was when it published, read off the
+//!   published `/Dc/0/Current` (the sum of the batteries' currents, which jitter makes a new
+//!   number at every step): the monitor keeps the sum of the currents the batteries signalled,
+//!   as the bus routed them, and for each published current finds when the sum last had that
+//!   value; the lag is the time from the first change after it to the publish (0 when it was
+//!   still the newest). A daemon that keeps up shows a few ms at most.
 //! - First publish: from the moment the last simulated battery's name appears on the bus to the
 //!   moment ours does, both seen on one subscription.
 //! - Floor: what the least a signal consumer does costs on this machine, measured first with
@@ -167,11 +176,14 @@ fn bench() -> Result<(), String> {
 struct Bank {
     batteries: usize,
     cells: usize,
+    /// One `ItemsChanged` per service and step, else one `PropertiesChanged` per value.
+    items: bool,
 }
 
 impl std::fmt::Display for Bank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.batteries, self.cells)
+        let style = if self.items { "IC" } else { "PC" };
+        write!(f, "{}x{} {style}", self.batteries, self.cells)
     }
 }
 
@@ -194,14 +206,28 @@ impl Options {
             Err(_) => 60,
         };
         let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "2x16,8x16,16x32".into());
-        let banks = sizes
+        let styles = std::env::var("BENCH_SIGNALS").unwrap_or_else(|_| "properties,items".into());
+        let styles = styles
+            .split(',')
+            .map(|style| match style.trim() {
+                "properties" => Ok(false),
+                "items" => Ok(true),
+                other => Err(format!(
+                    "BENCH_SIGNALS has `{other}`; it is `properties`, `items` or both, separated \
+                     by a comma"
+                )),
+            })
+            .collect::<Result<Vec<bool>, _>>()?;
+        let sizes: Vec<Bank> = sizes
             .split(',')
             .map(|size| {
                 let (batteries, cells) = size.trim().split_once('x').unwrap_or(("", ""));
                 match (batteries.parse(), cells.parse()) {
-                    (Ok(batteries), Ok(cells)) if batteries > 0 && cells > 0 => {
-                        Ok(Bank { batteries, cells })
-                    }
+                    (Ok(batteries), Ok(cells)) if batteries > 0 && cells > 0 => Ok(Bank {
+                        batteries,
+                        cells,
+                        items: false,
+                    }),
                     _ => Err(format!(
                         "BENCH_SIZES has `{size}`; each bank is batteries x cells, e.g. \
                          `2x16,8x16,16x32`"
@@ -209,6 +235,10 @@ impl Options {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let banks = sizes
+            .iter()
+            .flat_map(|bank| styles.iter().map(|&items| Bank { items, ..*bank }))
+            .collect();
         Ok(Options {
             window: Duration::from_secs(seconds),
             banks,
@@ -258,6 +288,12 @@ async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Re
     daemon.alive("measuring")?;
     let end = Sample::take(&daemon, &bus, &monitor);
     let memory = Memory::read(daemon.pid);
+    let (lag, unmatched) = monitor
+        .counters
+        .lag
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .between(start.at, end.at);
 
     let exit = daemon.terminate();
     sim.stop().await;
@@ -278,6 +314,7 @@ async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Re
     let elapsed = end.at.duration_since(start.at);
     let daemon_cpu = end.daemon.since(&start.daemon);
     let sent = end.tally.minus(&start.tally);
+
     Ok(Run {
         figures: Figures {
             bank,
@@ -289,6 +326,8 @@ async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Re
             memory,
             sent,
             first_publish,
+            lag,
+            unmatched,
         },
         expected_warnings: problems.len() - unexpected.len(),
         problems: unexpected,
@@ -341,10 +380,10 @@ logging:
     ))
 }
 
-/// The simulated bank: every value moves every second, one `PropertiesChanged` per change,
-/// and an hour of slow charging (far longer than any window).
+/// The simulated bank: every value moves every second, signalled as `bank` says, and an hour of slow charging (far longer than any window).
 fn scenario_yaml(bank: Bank) -> String {
-    let mut text = String::from("step: 1s\nsignals: properties\njitter: true\nbatteries:\n");
+    let signals = if bank.items { "items" } else { "properties" };
+    let mut text = format!("step: 1s\nsignals: {signals}\njitter: true\nbatteries:\n");
     for index in 1..=bank.batteries {
         let _ = write!(
             text,
@@ -651,8 +690,89 @@ struct Counters {
     sent_bytes: AtomicU64,
     received_signals: AtomicU64,
     calls_in: AtomicU64,
+    lag: std::sync::Mutex<LagTracker>,
 }
 
+/// The view's lag, read off the published current (see the module's comment).
+#[derive(Default)]
+struct LagTracker {
+    /// The last `/Dc/0/Current` each battery (by unique name) signalled.
+    currents: HashMap<String, f64>,
+    /// When their sum changed, and to what; the last two minutes.
+    sums: std::collections::VecDeque<(Instant, f64)>,
+    /// The lag at each publish of a current, by the publish's time.
+    lags: Vec<(Instant, Duration)>,
+    /// Published currents that matched no sum of the last two minutes.
+    unmatched: Vec<Instant>,
+}
+
+impl LagTracker {
+    const KEPT: Duration = Duration::from_secs(120);
+
+    fn battery_current(&mut self, sender: &str, value: f64, at: Instant) {
+        self.currents.insert(sender.to_string(), value);
+        let sum = self.currents.values().sum();
+        self.sums.push_back((at, sum));
+        while self
+            .sums
+            .front()
+            .is_some_and(|(t, _)| at.duration_since(*t) > Self::KEPT)
+        {
+            self.sums.pop_front();
+        }
+    }
+
+    fn published(&mut self, current: f64, at: Instant) {
+        let close = |sum: f64| (sum - current).abs() <= 1e-6 * current.abs().max(1.0);
+        let Some(k) = self.sums.iter().rposition(|(_, sum)| close(*sum)) else {
+            self.unmatched.push(at);
+            return;
+        };
+        let lag = self.sums.get(k + 1).map_or(Duration::ZERO, |(next, _)| {
+            at.saturating_duration_since(*next)
+        });
+        self.lags.push((at, lag));
+    }
+
+    /// Mean and largest lag of the publishes between `from` and `to`, and how many matched
+    /// nothing.
+    fn between(&self, from: Instant, to: Instant) -> (Option<(Duration, Duration)>, usize) {
+        let lags: Vec<Duration> = self
+            .lags
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, lag)| *lag)
+            .collect();
+        let unmatched = self
+            .unmatched
+            .iter()
+            .filter(|t| **t >= from && **t <= to)
+            .count();
+        let stats = (!lags.is_empty()).then(|| {
+            let mean = lags.iter().sum::<Duration>() / lags.len() as u32;
+            (mean, lags.iter().copied().max().unwrap_or_default())
+        });
+        (stats, unmatched)
+    }
+}
+
+/// The `Value` of `/Dc/0/Current` in a BusItem signal: a `PropertiesChanged` at that path, or
+/// an entry of an `ItemsChanged`.
+fn signalled_current(msg: &Message, member: &str, path: Option<&str>) -> Option<f64> {
+    let value = match member {
+        "PropertiesChanged" if path == Some("/Dc/0/Current") => {
+            let mut body: HashMap<String, OwnedValue> = msg.body().deserialize().ok()?;
+            body.remove("Value")?
+        }
+        "ItemsChanged" => {
+            let mut items: HashMap<String, HashMap<String, OwnedValue>> =
+                msg.body().deserialize().ok()?;
+            items.remove("/Dc/0/Current")?.remove("Value")?
+        }
+        _ => return None,
+    };
+    aggregator::bus::variant::Field::from_owned(&value).number()
+}
 /// Message counts at one moment, or between two.
 #[derive(Clone, Copy, Debug, Default)]
 struct Tally {
@@ -708,8 +828,24 @@ impl Counters {
     }
 
     fn count(&self, msg: &Message, daemon: &str) {
+        let arrived = Instant::now();
         let one = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         let header = msg.header();
+        if msg.message_type() == Type::Signal && header.interface().is_some_and(|i| i == BUS_ITEM) {
+            let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+            let path = header.path().map(|p| p.to_string());
+            if let (Some(current), Some(sender)) = (
+                signalled_current(msg, &member, path.as_deref()),
+                header.sender(),
+            ) {
+                let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+                if sender.as_str() == daemon {
+                    lag.published(current, arrived);
+                } else {
+                    lag.battery_current(sender.as_str(), current, arrived);
+                }
+            }
+        }
         let kind = msg.message_type();
         if header.sender().is_some_and(|s| s.as_str() == daemon) {
             self.sent_bytes
@@ -968,6 +1104,10 @@ struct Figures {
     memory: Memory,
     sent: Tally,
     first_publish: Duration,
+    /// Mean and largest lag of the view at the publishes of the window.
+    lag: Option<(Duration, Duration)>,
+    /// Published currents in the window that matched no sum (see [`LagTracker`]).
+    unmatched: usize,
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -1008,7 +1148,8 @@ impl Figures {
         format!(
             "{}: {cpu}, peak RSS {:.1} MiB (now {:.1} MiB), sent {:.2} msg/tick ({} ItemsChanged \
              of {paths:.1} paths, {:.0} B/tick; {} other signals, {} calls, {} returns, {} \
-             errors), {} calls to it, received ~{:.0} signals/s, first publish {:.0} ms",
+             errors), {} calls to it, received ~{:.0} signals/s, first publish {:.0} ms, view \
+             lag {}",
             self.bank,
             mib(self.memory.peak_kib),
             mib(self.memory.now_kib),
@@ -1022,7 +1163,19 @@ impl Figures {
             sent.calls_in,
             sent.received_signals as f64 / self.elapsed.as_secs_f64().max(1e-9),
             ms(self.first_publish),
+            self.lag_text(),
         )
+    }
+
+    fn lag_text(&self) -> String {
+        let mut text = match self.lag {
+            Some((mean, max)) => format!("mean {:.0} ms, max {:.0} ms", ms(mean), ms(max)),
+            None => "unknown (no published current matched)".into(),
+        };
+        if self.unmatched > 0 {
+            let _ = write!(text, " ({} publishes matched no sum)", self.unmatched);
+        }
+        text
     }
 }
 
@@ -1031,7 +1184,10 @@ fn print_table(results: &[Figures], floor: &Floor) {
     let opt = |v: Option<f64>, digits: usize| v.map_or_else(dash, |v| format!("{v:.digits$}"));
     println!();
     println!(
-        "{:<7} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10}",
+        "PC: one PropertiesChanged per changed value; IC: one ItemsChanged per service and step"
+    );
+    println!(
+        "{:<10} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10} {:>12} {:>11}",
         "bank",
         "ticks",
         "CPU ms/tick",
@@ -1043,11 +1199,13 @@ fn print_table(results: &[Figures], floor: &Floor) {
         "msg/tick",
         "B/tick",
         "recv sig/s",
-        "publish ms"
+        "publish ms",
+        "lag mean ms",
+        "lag max ms"
     );
     for f in results {
         println!(
-            "{:<7} {:>6.0} {:>12} {:>14} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0}",
+            "{:<10} {:>6.0} {:>12} {:>14} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0} {:>12} {:>11}",
             f.bank.to_string(),
             f.ticks,
             opt(f.cpu_ms_per_tick(), 3),
@@ -1060,6 +1218,8 @@ fn print_table(results: &[Figures], floor: &Floor) {
             f.per_tick(f.sent.sent_bytes as f64),
             f.sent.received_signals as f64 / f.elapsed.as_secs_f64().max(1e-9),
             ms(f.first_publish),
+            opt(f.lag.map(|(mean, _)| ms(mean)), 0),
+            opt(f.lag.map(|(_, max)| ms(max)), 0),
         );
     }
 }

@@ -4,8 +4,8 @@
 //! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
 //! main (zbus) connection, which wakes us when a service comes or goes; every
 //! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface on the value
-//! connection ([`raw`](crate::bus::raw)), which is read only when the cache is read (once per
-//! tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
+//! connection ([`raw`](crate::bus::raw)), which is read at each tick up to a barrier (so the
+//! cache holds everything the bus delivered before the tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
 //! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
 //! service sent them). Signals are routed by the sender's unique name; a signal from a service
 //! not (yet) scanned, or for a path we do not read, is dropped after its header. Services come
@@ -26,7 +26,7 @@ use plugin_api::DcClass;
 
 use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
-use crate::bus::raw::{CallSender, RawConnection};
+use crate::bus::raw::{readable, CallSender, RawConnection};
 use crate::bus::variant::Field;
 use crate::bus::wire::{self, Kind};
 
@@ -448,10 +448,47 @@ impl Monitor {
         self.inner.broken.load(Ordering::Relaxed)
     }
 
-    /// Takes in everything the value connection received so far ([`Monitor::drain`]), then
-    /// hands the cache to `f`.
-    pub fn drain_then_read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
-        self.drain();
+    /// Brings the cache up to everything the bus delivered before now: sends a barrier on the
+    /// value connection and reads until its answer is in, waiting for the socket when it is
+    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for by
+    /// the next call's reads). Returns the age of the view: the time since the newest
+    /// answered barrier was sent (the set-up, before the first).
+    pub async fn catch_up(&self, limit: Duration) -> Duration {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (serial, call) = self.raw().barrier();
+        if let Err(err) = self.inner.calls.send(&call, limit).await {
+            tracing::debug!("barrier not sent on the value connection: {err}");
+        }
+        loop {
+            self.drain();
+            let waiter = {
+                let raw = self.raw();
+                if raw.barriers().is_answered(serial) || self.broken() {
+                    break;
+                }
+                raw.waiter()
+            };
+            let Ok(waiter) = waiter else {
+                break;
+            };
+            match tokio::time::timeout_at(deadline, readable(waiter)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!("cannot wait for the value connection: {err}");
+                    break;
+                }
+                Err(_late) => {
+                    // What came meanwhile is still taken in.
+                    self.drain();
+                    break;
+                }
+            }
+        }
+        self.raw().barriers().age(Instant::now())
+    }
+
+    /// The cache, as the last read left it.
+    pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
         f(&self.cache())
     }
 

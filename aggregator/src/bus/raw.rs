@@ -1,11 +1,18 @@
 //! A second, minimal connection to the bus that receives the value signals and the answers to
-//! `GetItems`, and is read only when the daemon wants the values: once per tick, and while a
+//! `GetItems`, and is read only when the daemon wants the values: at each tick, and while a
 //! scan waits for its answer.
 //!
 //! Not a zbus stream: zbus reads each message as it arrives, so every battery signal (one per
-//! changed path) would wake the daemon, and wake-ups are what a tick costs. This socket is never polled: the bus
-//! daemon queues what we have not read (in the socket's buffer, then in its own queue for us),
-//! and the tick reads it all in large chunks and decodes only sender, path and `Value`.
+//! changed path) would wake the daemon, and wake-ups are what a tick costs. This socket is not
+//! watched between ticks: the bus daemon queues what we have not read (in the socket's buffer,
+//! then in its own queue for us), and the tick reads it in large chunks and decodes only
+//! sender, path and `Value`.
+//!
+//! The tick reads up to a barrier: a call to the bus daemon itself, whose answer the bus daemon
+//! queues after everything it queued for us before it, so that once the answer is read the
+//! view holds everything the bus delivered before the tick, however much that was (a socket
+//! that is momentarily empty says nothing of the bus daemon's own queue). [`Barriers`] keeps
+//! the send times of the barriers, so the age of the view is known when the bus is behind.
 //! Because the `GetItems` answers come on the same socket as the signals, their order is the
 //! order in which the services sent them: a scan's values are never overwritten by an older
 //! signal, nor does a scan undo a newer one.
@@ -16,12 +23,13 @@
 //!
 //! Only `unix:path=` and `unix:abstract=` addresses (the only kinds Venus OS uses).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -48,6 +56,58 @@ pub struct RawConnection {
     filled: usize,
     calls: CallSender,
     unique_name: String,
+    barriers: Barriers,
+}
+
+/// The barriers sent on a value connection and not yet answered, oldest first, and the send
+/// time of the newest one answered: everything the bus delivered before it is in the view.
+#[derive(Debug)]
+pub struct Barriers {
+    pending: VecDeque<(u32, Instant)>,
+    current_as_of: Instant,
+}
+
+impl Barriers {
+    /// At most this many unanswered barriers are remembered (one per tick): a bus so far
+    /// behind is stale long before, and the oldest are forgotten.
+    const KEPT: usize = 64;
+
+    /// The view is current as of `at` (the connection's set-up).
+    pub fn new(at: Instant) -> Barriers {
+        Barriers {
+            pending: VecDeque::new(),
+            current_as_of: at,
+        }
+    }
+
+    /// A barrier call with `serial` is about to be sent at `at`.
+    pub fn sent(&mut self, serial: u32, at: Instant) {
+        if self.pending.len() == Self::KEPT {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((serial, at));
+    }
+
+    /// An answer to `serial` was read: whether it was a barrier's (then taken in). Answers
+    /// come in the order of the calls, so older barriers still pending are answered too.
+    pub fn answered(&mut self, serial: u32) -> bool {
+        let Some(k) = self.pending.iter().position(|(s, _)| *s == serial) else {
+            return false;
+        };
+        self.current_as_of = self.current_as_of.max(self.pending[k].1);
+        self.pending.drain(..=k);
+        true
+    }
+
+    /// Whether the barrier `serial` has been answered (or forgotten).
+    pub fn is_answered(&self, serial: u32) -> bool {
+        !self.pending.iter().any(|(s, _)| *s == serial)
+    }
+
+    /// The age of the view at `now`: the time since the newest answered barrier was sent.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.current_as_of)
+    }
 }
 
 /// Sends method calls on a value connection; cheap to clone. Its answers arrive through
@@ -155,6 +215,7 @@ impl RawConnection {
                 serial: Arc::new(AtomicU32::new(0)),
             },
             unique_name: String::new(),
+            barriers: Barriers::new(Instant::now()),
         };
         let uid = std::fs::metadata("/proc/self")?.uid();
         let hex: String = uid
@@ -186,6 +247,8 @@ impl RawConnection {
             let serial = conn.call_during_setup("AddMatch", &[rule]).await?;
             within_setup_time(conn.wait_for(&watched, serial, |_| {}), "AddMatch").await?;
         }
+        // Every match rule is in: the view is complete from here.
+        conn.barriers = Barriers::new(Instant::now());
         Ok(conn)
     }
 
@@ -293,17 +356,70 @@ impl RawConnection {
         Ok(())
     }
 
-    /// Reads everything received so far and hands each message to `on`, in order. An error
-    /// means the connection is unusable (closed by the bus, or a stream we cannot frame).
+    /// Reads everything received so far and hands each message to `on`, in order, but for
+    /// the answers to barriers, which are taken in here. An error means the connection is
+    /// unusable (closed by the bus, or a stream we cannot frame).
     pub fn drain(&mut self, mut on: impl FnMut(&Message<'_>)) -> io::Result<()> {
+        let mut barriers = std::mem::replace(&mut self.barriers, Barriers::new(Instant::now()));
+        let mut result = Ok(());
         loop {
-            let got = self.receive_once()?;
-            self.parse_all(&mut on)?;
+            let got = match self.receive_once() {
+                Ok(got) => got,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
+            let parsed = self.parse_all(|msg| {
+                let answer = matches!(msg.kind, Kind::Return | Kind::Error);
+                let barrier = answer && msg.reply_serial.is_some_and(|s| barriers.answered(s));
+                if !barrier {
+                    on(msg);
+                }
+            });
+            if let Err(err) = parsed {
+                result = Err(err);
+                break;
+            }
             if !got {
-                return Ok(());
+                break;
             }
         }
+        self.barriers = barriers;
+        result
     }
+
+    /// Encodes a barrier (the bus daemon's `GetId`: answered by the bus daemon itself, after
+    /// everything it queued for us) and records it as sent now; returns its serial and bytes,
+    /// for [`CallSender::send`].
+    pub fn barrier(&mut self) -> (u32, Vec<u8>) {
+        let serial = self.calls.next_serial();
+        self.barriers.sent(serial, Instant::now());
+        (
+            serial,
+            wire::method_call(serial, BUS, BUS_PATH, BUS, "GetId", &[]),
+        )
+    }
+
+    /// The barriers of this connection.
+    pub fn barriers(&self) -> &Barriers {
+        &self.barriers
+    }
+
+    /// A duplicate of the socket, to wait for data with [`readable`] without holding the
+    /// connection.
+    pub fn waiter(&self) -> io::Result<UnixStream> {
+        self.stream.try_clone()
+    }
+}
+
+/// Waits until `waiter` (a duplicate of a value connection's socket, [`RawConnection::waiter`])
+/// has data to read. It is registered with the runtime for this wait only: registered for
+/// good, every signal would wake the daemon.
+pub async fn readable(waiter: UnixStream) -> io::Result<()> {
+    let watched = register(waiter, Interest::READABLE)?;
+    watched.readable().await?.clear_ready();
+    Ok(())
 }
 
 fn invalid_wire(err: wire::WireError) -> io::Error {
@@ -365,4 +481,52 @@ async fn read_line(watched: &AsyncFd<Arc<UnixStream>>) -> io::Result<String> {
     }
     line.truncate(line.len() - 2);
     Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_is_as_old_as_the_newest_answered_barrier() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut barriers = Barriers::new(start);
+        assert_eq!(
+            barriers.age(at(1)),
+            Duration::from_secs(1),
+            "from the set-up"
+        );
+        barriers.sent(7, at(1));
+        barriers.sent(8, at(2));
+        barriers.sent(9, at(3));
+        assert!(!barriers.answered(3), "not a barrier's answer");
+        assert_eq!(
+            barriers.age(at(3)),
+            Duration::from_secs(3),
+            "nothing answered yet"
+        );
+        assert!(barriers.answered(8));
+        assert!(barriers.is_answered(7) && barriers.is_answered(8));
+        assert!(!barriers.is_answered(9));
+        assert_eq!(barriers.age(at(5)), Duration::from_secs(3));
+        assert!(!barriers.answered(7), "taken in with the newer one");
+        assert!(barriers.answered(9));
+        assert_eq!(barriers.age(at(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_so_many_unanswered_barriers_are_kept() {
+        let start = Instant::now();
+        let mut barriers = Barriers::new(start);
+        for k in 0..(Barriers::KEPT as u32 + 10) {
+            barriers.sent(k + 1, start + Duration::from_secs(u64::from(k)));
+        }
+        assert!(!barriers.answered(1), "forgotten");
+        assert!(barriers.answered(Barriers::KEPT as u32 + 10));
+        assert_eq!(
+            barriers.age(start + Duration::from_secs(Barriers::KEPT as u64 + 9)),
+            Duration::ZERO
+        );
+    }
 }

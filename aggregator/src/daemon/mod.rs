@@ -184,6 +184,8 @@ struct Daemon {
     name_call: Option<Background<Result<(), bus::NameError>>>,
     /// Today's date as the strategies get it: never one the clock cannot have right.
     dates: DateGuard,
+    /// Episodes of an old view of the bus.
+    view: tick::ViewAge,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -311,6 +313,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         settings_call: None,
         name_call: None,
         dates: DateGuard::new(calendar::build_date(), last_plausible_day),
+        view: tick::ViewAge::default(),
     };
     daemon.main_loop().await
 }

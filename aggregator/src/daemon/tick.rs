@@ -2,7 +2,7 @@
 //! presence, the core's tick, publishing, then the side effects (feed-in write, state file).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aggregator_core::discovery::{Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
@@ -33,6 +33,9 @@ pub(crate) struct BusSnapshot {
     feed_in_setting: Option<i64>,
     /// Whether `com.victronenergy.settings` is on the bus.
     settings_present: bool,
+    /// Why the cache is too old to count as what the services say now, when it is (the
+    /// daemon's view of the bus is behind): then nothing of it is taken as current.
+    pub(crate) stale_view: Option<String>,
 }
 
 /// A service found to be a battery of the bank.
@@ -160,17 +163,29 @@ impl BankMembers {
         }
     }
 
-    /// Hands this tick's readings to presence, one log line per change of state.
+    /// Hands this tick's readings to presence, one log line per change of state. With a
+    /// `stale_view` (why the readings are old), no reading counts: the batteries are held,
+    /// then lost, as when their values stop.
     fn observe(
         &mut self,
         presence: &mut Presence,
         now_s: f64,
         readings: &BTreeMap<String, BatteryReading>,
         pass_through: bool,
+        stale_view: Option<&str>,
     ) {
         self.leave_out_other_cell_counts(presence, readings);
         for (service, known) in &self.known {
             if known.excluded {
+                continue;
+            }
+            if let Some(why) = stale_view {
+                if let Some(mut change) =
+                    presence.observe(now_s, service, &known.name, None, pass_through)
+                {
+                    change.reason = why.to_string();
+                    log_change(&change);
+                }
                 continue;
             }
             let reading = readings.get(service);
@@ -275,6 +290,7 @@ pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) ->
         low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
         feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
         settings_present: cache.of_class(Class::Settings).next().is_some(),
+        stale_view: None,
     }
 }
 
@@ -285,6 +301,64 @@ pub(crate) fn presence_of(config: &Config) -> Presence {
         frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
     })
     .with_cells(config.batteries.cells)
+}
+
+/// How long a tick reads the value connection at most to catch up with the bus: half a tick,
+/// at most 500 ms (the tick's work must still be done in time).
+pub(crate) fn catch_up_limit(config: &Config) -> Duration {
+    (config.update_interval / 2).min(Duration::from_millis(500))
+}
+
+/// The age of the view of the bus beyond which its values count as old: three ticks, at
+/// least 2 s (so that one slow tick on a busy machine is not an episode).
+pub(crate) fn stale_view_after(config: &Config) -> Duration {
+    (config.update_interval * 3).max(Duration::from_secs(2))
+}
+
+/// Episodes of an old view of the bus.
+#[derive(Debug, Default)]
+pub(crate) struct ViewAge {
+    /// Since when the view is too old to count as current, while it is.
+    since: Option<Instant>,
+}
+
+/// The start or end of an episode, for the log.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ViewNews {
+    /// The view became too old: its age.
+    Behind(Duration),
+    /// It is current again: how long it was behind.
+    CaughtUp(Duration),
+}
+
+impl ViewAge {
+    /// The view's `age` at `now` against `bound`: the reason it counts as old (the same text
+    /// all through an episode, for the mode), and the news of an episode starting or ending.
+    pub(crate) fn update(
+        &mut self,
+        age: Duration,
+        bound: Duration,
+        now: Instant,
+    ) -> (Option<String>, Option<ViewNews>) {
+        let news = match (age > bound, self.since) {
+            (true, None) => {
+                self.since = Some(now.checked_sub(age).unwrap_or(now));
+                Some(ViewNews::Behind(age))
+            }
+            (false, Some(since)) => {
+                self.since = None;
+                Some(ViewNews::CaughtUp(now.saturating_duration_since(since)))
+            }
+            _ => None,
+        };
+        let reason = self.since.map(|_| {
+            format!(
+                "the daemon's view of the bus is more than {} s old",
+                bound.as_secs_f64()
+            )
+        });
+        (reason, news)
+    }
 }
 
 /// When a tick happens: monotonic seconds, the local date, seconds since the last tick.
@@ -306,7 +380,8 @@ pub(crate) fn inputs(
     time: TickTime,
 ) -> (Vec<Battery>, TickInputs) {
     let readings = members.classify(snapshot.batteries);
-    members.observe(presence, time.now_s, &readings, pass_through);
+    let stale = snapshot.stale_view.as_deref();
+    members.observe(presence, time.now_s, &readings, pass_through, stale);
     let batteries = presence.batteries();
     let inputs = TickInputs {
         cells: members.bank_cells(),
@@ -318,7 +393,8 @@ pub(crate) fn inputs(
         dc_sources: snapshot.dc_sources,
         monitor_soc: snapshot.monitor_soc,
         low_soc: snapshot.low_soc,
-        feed_in_setting: snapshot.feed_in_setting,
+        // An old value is not what the setting holds now: nothing is written from it.
+        feed_in_setting: snapshot.feed_in_setting.filter(|_| stale.is_none()),
         date: time.date,
         dt_s: time.dt_s,
     };
@@ -335,9 +411,12 @@ impl Daemon {
         let now_s = now.duration_since(self.started).as_secs_f64();
         self.log_discovery();
 
-        let snapshot = self
+        let age = self.monitor.catch_up(catch_up_limit(&self.config)).await;
+        let stale_view = self.view_age(age);
+        let mut snapshot = self
             .monitor
-            .drain_then_read(|cache| snapshot(cache, &self.members, &self.config));
+            .read(|cache| snapshot(cache, &self.members, &self.config));
+        snapshot.stale_view = stale_view.clone();
         if self.settings_pending && snapshot.settings_present {
             self.settings_appeared(now).await;
         }
@@ -353,13 +432,38 @@ impl Daemon {
                 dt_s,
             },
         );
-        let outcome = self.engine.tick(&batteries, &inputs);
+        let mut outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
+        }
+        if let Some(why) = stale_view {
+            outcome.mode = format!("{}; {why}", outcome.mode);
         }
         self.publish(&batteries, &outcome, &inputs, now).await;
         self.side_effects(&outcome).await;
         self.summary(now, &outcome);
+    }
+
+    /// Whether the view of the bus is too old to count as current: the reason, for the
+    /// mode and the batteries' log lines, while it is; one log line when it starts and one
+    /// when it ends.
+    fn view_age(&mut self, age: Duration) -> Option<String> {
+        let (stale, news) = self
+            .view
+            .update(age, stale_view_after(&self.config), Instant::now());
+        match news {
+            Some(ViewNews::Behind(age)) => tracing::warn!(
+                "the daemon's view of the bus is {:.1} s old (more is queued for it than it \
+                 reads): the batteries' values count as old until it has caught up",
+                age.as_secs_f64()
+            ),
+            Some(ViewNews::CaughtUp(behind)) => tracing::info!(
+                "the daemon's view of the bus is current again, after {:.1} s behind",
+                behind.as_secs_f64()
+            ),
+            None => {}
+        }
+        stale
     }
 
     /// The tick's values onto the bus: one `ItemsChanged` once registered; before that, the
@@ -509,7 +613,7 @@ mod tests {
             hold_for_s: 60.0,
             frozen_after_s: 0.0,
         });
-        m.observe(&mut presence, 0.0, &seen, false);
+        m.observe(&mut presence, 0.0, &seen, false, None);
         assert_eq!(m.left_out(), ["X"]);
         assert_eq!(presence.states().count(), 0);
     }
@@ -524,7 +628,7 @@ mod tests {
         });
         let service = |k: u32| format!("com.victronenergy.battery.ttyUSB{k}");
         let odd = m.classify(vec![(service(0), plate("SerialBattery", "A"), reading(15))]);
-        m.observe(&mut presence, 0.0, &odd, false);
+        m.observe(&mut presence, 0.0, &odd, false, None);
         assert_eq!((m.bank_cells(), m.left_out().len()), (15, 0));
         let mut seen = m.classify(vec![
             (service(1), plate("SerialBattery", "B"), reading(16)),
@@ -536,11 +640,111 @@ mod tests {
             ),
         ]);
         seen.extend(odd);
-        m.observe(&mut presence, 1.0, &seen, false);
+        m.observe(&mut presence, 1.0, &seen, false, None);
         assert_eq!(m.bank_cells(), 16);
         assert_eq!(m.left_out(), ["A"]);
         assert_eq!(m.counted(), 4);
         assert!(presence.states().all(|(name, _)| name != "A"), "forgotten");
+    }
+
+    /// A bank of one battery as the cache shows it; `stale_view` says the view is old.
+    fn one_battery(first: bool, stale_view: Option<&str>) -> BusSnapshot {
+        let reading = BatteryReading {
+            voltage_v: Some(53.0),
+            current_a: Some(10.0),
+            installed_capacity_ah: Some(280.0),
+            max_cell_voltage_v: Some(3.35),
+            min_cell_voltage_v: Some(3.30),
+            ..reading(16)
+        };
+        BusSnapshot {
+            batteries: vec![(
+                "com.victronenergy.battery.ttyUSB0".into(),
+                plate("SerialBattery(JK)", "Left").filter(|_| first),
+                reading,
+            )],
+            vebus: Vec::new(),
+            solar_chargers: Vec::new(),
+            smartshunts: Vec::new(),
+            dc_sources: Vec::new(),
+            monitor_soc: None,
+            low_soc: None,
+            feed_in_setting: Some(1),
+            settings_present: true,
+            stale_view: stale_view.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_old_view_of_the_bus_holds_the_batteries_then_loses_them_and_leaves_feed_in_alone() {
+        let config: Config = serde_yaml::from_str(
+            "strategy: { plugin: lto-cv }
+batteries: { hold_for: 10s }
+safety: { max_cell_voltage: 3.6, max_charge_current: 300, max_discharge_current: 300, \
+min_cell_voltage: 2.8, min_charge_temperature: 0, max_charge_temperature: 45, \
+min_discharge_temperature: -20, max_discharge_temperature: 55 }",
+        )
+        .expect("config");
+        let mut m = members(Some(16));
+        let mut presence = presence_of(&config);
+        let old = Some("the daemon's view of the bus is more than 3 s old");
+        // Simulated seconds: a fresh tick, then the view is old from 1 s to 12 s.
+        let mut tick = |now_s: f64, first: bool, stale: Option<&str>| {
+            let time = TickTime {
+                now_s,
+                date: LocalDate {
+                    year: 2026,
+                    month: 6,
+                    day: 15,
+                },
+                dt_s: 1.0,
+            };
+            let snapshot = one_battery(first, stale);
+            let (batteries, inputs) = inputs(snapshot, &mut m, &mut presence, false, &config, time);
+            let states: Vec<BatteryState> = batteries.iter().map(|b| b.state).collect();
+            (states, inputs.feed_in_setting)
+        };
+        assert_eq!(tick(0.0, true, None), (vec![BatteryState::Online], Some(1)));
+        assert_eq!(
+            tick(1.0, false, old),
+            (vec![BatteryState::Stale], None),
+            "held, and the setting's old value is not taken as its value now"
+        );
+        assert_eq!(tick(10.5, false, old), (vec![BatteryState::Stale], None));
+        assert_eq!(
+            tick(11.5, false, old),
+            (vec![BatteryState::Lost], None),
+            "lost once the hold time has passed"
+        );
+        assert_eq!(
+            tick(12.5, false, None),
+            (vec![BatteryState::Online], Some(1)),
+            "current again"
+        );
+    }
+
+    #[test]
+    fn an_old_view_is_one_episode_with_one_reason() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let bound = Duration::from_secs(3);
+        let mut view = ViewAge::default();
+        let age = Duration::from_millis;
+        assert_eq!(view.update(age(2), bound, at(1000)), (None, None));
+        let (reason, news) = view.update(age(3500), bound, at(5000));
+        let reason = reason.expect("old");
+        assert_eq!(reason, "the daemon's view of the bus is more than 3 s old");
+        assert_eq!(news, Some(ViewNews::Behind(age(3500))));
+        assert_eq!(
+            view.update(age(9000), bound, at(10_500)),
+            (Some(reason.clone()), None),
+            "the same text while it lasts, logged once"
+        );
+        assert_eq!(
+            view.update(age(1), bound, at(11_000)),
+            (None, Some(ViewNews::CaughtUp(age(9500))))
+        );
+        assert_eq!(view.update(age(1), bound, at(12_000)), (None, None));
     }
 
     #[test]

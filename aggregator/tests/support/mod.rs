@@ -421,3 +421,126 @@ pub mod world {
         }
     }
 }
+
+pub mod lag {
+    //! How far the daemon's view of the bus is behind, read off a ramping current: the
+    //! batteries' currents all ramp at the same rate, so the published `/Dc/0/Current` (their
+    //! sum) against the sum they last signalled says how old the daemon's view was when it
+    //! published. Both are seen on one connection, in the order the bus routed them, so a slow
+    //! test process does not count as lag.
+
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use futures_lite::StreamExt;
+    use zbus::zvariant::OwnedValue;
+    use zbus::{Connection, MessageStream};
+
+    use super::bus::OWN;
+
+    const BUS_ITEM: &str = "com.victronenergy.BusItem";
+
+    /// One publish of the current: when it was seen and the lag behind the batteries.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Sample {
+        pub at: Instant,
+        pub lag_s: f64,
+    }
+
+    /// Watches the batteries' currents and our published current.
+    pub struct LagProbe {
+        stream: MessageStream,
+        own: String,
+        /// The batteries' ramp, A/s each.
+        rate_a_per_s: f64,
+        currents: HashMap<String, f64>,
+    }
+
+    impl LagProbe {
+        /// Subscribes on a connection of its own; `rate_a_per_s` is the ramp of each battery.
+        pub async fn start(address: &str, rate_a_per_s: f64) -> LagProbe {
+            let conn: Connection = aggregator::bus::connect_to(address).await.expect("connect");
+            let own = super::bus::wait_for_name(&conn, OWN, Duration::from_secs(20))
+                .await
+                .expect("our service");
+            let dbus = zbus::fdo::DBusProxy::new(&conn).await.expect("bus proxy");
+            for rule in [
+                format!(
+                    "type='signal',interface='{BUS_ITEM}',member='PropertiesChanged',\
+                     path='/Dc/0/Current'"
+                ),
+                format!(
+                    "type='signal',interface='{BUS_ITEM}',member='ItemsChanged',sender='{own}'"
+                ),
+            ] {
+                let rule = zbus::MatchRule::try_from(rule.as_str()).expect("match rule");
+                dbus.add_match_rule(rule).await.expect("AddMatch");
+            }
+            LagProbe {
+                stream: MessageStream::from(conn),
+                own,
+                rate_a_per_s,
+                currents: HashMap::new(),
+            }
+        }
+
+        /// The publishes of a current seen within `window`.
+        pub async fn watch(&mut self, window: Duration) -> Vec<Sample> {
+            let deadline = tokio::time::Instant::now() + window;
+            let mut samples = Vec::new();
+            while let Ok(Some(Ok(msg))) =
+                tokio::time::timeout_at(deadline, self.stream.next()).await
+            {
+                let header = msg.header();
+                let Some(sender) = header.sender().map(|s| s.to_string()) else {
+                    continue;
+                };
+                let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+                if sender == self.own && member == "ItemsChanged" {
+                    let Ok(mut items) = msg
+                        .body()
+                        .deserialize::<HashMap<String, HashMap<String, OwnedValue>>>()
+                    else {
+                        continue;
+                    };
+                    let Some(published) = items
+                        .remove("/Dc/0/Current")
+                        .and_then(|mut item| item.remove("Value"))
+                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                    else {
+                        continue;
+                    };
+                    let signalled: f64 = self.currents.values().sum();
+                    let rate = self.rate_a_per_s * self.currents.len().max(1) as f64;
+                    samples.push(Sample {
+                        at: Instant::now(),
+                        lag_s: (signalled - published) / rate,
+                    });
+                } else if member == "PropertiesChanged" {
+                    let Ok(mut body) = msg.body().deserialize::<HashMap<String, OwnedValue>>()
+                    else {
+                        continue;
+                    };
+                    if let Some(v) = body
+                        .remove("Value")
+                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                    {
+                        self.currents.insert(sender, v);
+                    }
+                }
+            }
+            samples
+        }
+    }
+
+    /// The resident memory of a process, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    }
+}
