@@ -131,11 +131,18 @@ impl Qt {
 fn the_plugin_file_is_reproducible_and_made_from_the_page_as_committed() {
     let Some(qt) = qt() else { return };
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (first, second) = (a.path().join(format!("{NAME}.json")), b.path().join(format!("{NAME}.json")));
+    let (first, second) = (
+        a.path().join(format!("{NAME}.json")),
+        b.path().join(format!("{NAME}.json")),
+    );
     qt.pack(&first);
     qt.pack(&second);
     let bytes = fs::read(&first).unwrap();
-    assert_eq!(bytes, fs::read(&second).unwrap(), "two packs of the same sources differ");
+    assert_eq!(
+        bytes,
+        fs::read(&second).unwrap(),
+        "two packs of the same sources differ"
+    );
     assert!(
         bytes == fs::read(gui_dir().join(format!("{NAME}.json"))).unwrap(),
         "install/gui-v2/{NAME}.json is not the packed page: run install/gui-v2/pack.py"
@@ -172,10 +179,18 @@ fn qmllint_accepts_the_page_and_fails_a_misspelt_property() {
     let bad = dir.path().join("BankPage.qml");
     let source = fs::read_to_string(&bad).unwrap();
     assert!(source.contains("secondaryTextColor:"));
-    fs::write(&bad, source.replace("secondaryTextColor:", "secondaryTextColour:")).unwrap();
+    fs::write(
+        &bad,
+        source.replace("secondaryTextColor:", "secondaryTextColour:"),
+    )
+    .unwrap();
     let out = qt.qmllint(&[bad]);
     assert!(!out.status.success(), "qmllint passed a misspelt property");
-    assert!(output_text(&out).contains("secondaryTextColour"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("secondaryTextColour"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 #[test]
@@ -183,9 +198,18 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
     let Some(qt) = qt() else { return };
     let dir = tempfile::tempdir().unwrap();
     for (listing, placeholder) in [
-        (serde_json::json!("[{\"name\": 3}"), "The pack listing is not readable"),
-        (serde_json::json!("{\"name\": \"Bat1\"}"), "The pack listing is not readable"),
-        (serde_json::Value::Null, "The service publishes no pack listing yet"),
+        (
+            serde_json::json!("[{\"name\": 3}"),
+            "The pack listing is not readable",
+        ),
+        (
+            serde_json::json!("{\"name\": \"Bat1\"}"),
+            "The pack listing is not readable",
+        ),
+        (
+            serde_json::Value::Null,
+            "The service publishes no pack listing yet",
+        ),
     ] {
         let mut values = serde_json::json!({
             "/ProductId": aggregator_core::published::PRODUCT_ID,
@@ -196,10 +220,15 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
         }
         let texts = qt.render(&values, &dir.path().join("page.png"));
         assert!(
-            texts.iter().any(|l| l == &format!("Packs\t\t{placeholder}")),
+            texts
+                .iter()
+                .any(|l| l == &format!("Packs\t\t{placeholder}")),
             "{listing}: {texts:#?}"
         );
-        assert!(texts.iter().any(|l| l == "Packs online\t--\t"), "{texts:#?}");
+        assert!(
+            texts.iter().any(|l| l == "Packs online\t--\t"),
+            "{texts:#?}"
+        );
     }
 }
 
@@ -238,7 +267,13 @@ fn states(items: &HashMap<String, (OwnedValue, String)>) -> Vec<String> {
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
         .iter()
-        .map(|p| format!("{} {}", p["name"].as_str().unwrap_or(""), p["state"].as_str().unwrap_or("")))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -251,14 +286,24 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
     .unwrap();
     runtime().block_on(async {
         let w = World::start(&scenario, CONFIG).await;
-        let wanted = ["Bat1 online", "Bat2 online", "Bat3 lost", "Bat4 stale", "Bat5 left out"];
+        let wanted = [
+            "Bat1 online",
+            "Bat2 online",
+            "Bat3 lost",
+            "Bat4 stale",
+            "Bat5 left out",
+        ];
         let (ok, items) = until(&w.conn, Duration::from_secs(30), |i| states(i) == wanted).await;
         assert!(ok, "{:?}\n{}", states(&items), w.daemon.log_text());
         let values = dump(&items);
         let png = repo().join("target/gui-v2/bank-page.png");
         fs::create_dir_all(png.parent().unwrap()).unwrap();
         let texts = qt.render(&values, &png);
-        assert!(fs::metadata(&png).unwrap().len() > 1000, "{}", png.display());
+        assert!(
+            fs::metadata(&png).unwrap().len() > 1000,
+            "{}",
+            png.display()
+        );
 
         let row = |label: &str| -> Vec<String> {
             let line = texts
@@ -272,7 +317,11 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         assert_eq!(online, "2/5");
         assert_eq!(row("Packs online")[1], online);
         let voltage = support::bus::num(&items, "/Dc/0/Voltage").unwrap();
-        assert!(row("Bank")[1].starts_with(&format!("{voltage:.2} V")), "{:?}", row("Bank"));
+        assert!(
+            row("Bank")[1].starts_with(&format!("{voltage:.2} V")),
+            "{:?}",
+            row("Bank")
+        );
         let cvl = support::bus::num(&items, "/Info/MaxChargeVoltage").unwrap();
         let ccl = support::bus::num(&items, "/Info/MaxChargeCurrent").unwrap();
         let dcl = support::bus::num(&items, "/Info/MaxDischargeCurrent").unwrap();
@@ -286,12 +335,27 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         assert_eq!(row("Reason for the limits")[2], mode);
         // Each pack: its state first, the one blocking charge says so.
         assert!(row("Bat1")[1].starts_with("Online  "), "{:?}", row("Bat1"));
-        assert!(row("Bat1")[2].ends_with("blocks charge"), "{:?}", row("Bat1"));
+        assert!(
+            row("Bat1")[2].ends_with("blocks charge"),
+            "{:?}",
+            row("Bat1")
+        );
         assert!(!row("Bat2")[2].contains("blocks"), "{:?}", row("Bat2"));
-        assert!(row("Bat2")[2].starts_with("Cells 3.350 V"), "{:?}", row("Bat2"));
+        assert!(
+            row("Bat2")[2].starts_with("Cells 3.350 V"),
+            "{:?}",
+            row("Bat2")
+        );
         assert!(row("Bat3")[1].starts_with("Lost  "), "{:?}", row("Bat3"));
-        assert!(row("Bat4")[1].starts_with("Stale (held)  "), "{:?}", row("Bat4"));
+        assert!(
+            row("Bat4")[1].starts_with("Stale (held)  "),
+            "{:?}",
+            row("Bat4")
+        );
         assert_eq!(row("Bat5")[1], "Left out");
-        assert!(!texts.iter().any(|l| l.starts_with("Packs\t")), "no placeholder: {texts:#?}");
+        assert!(
+            !texts.iter().any(|l| l.starts_with("Packs\t")),
+            "no placeholder: {texts:#?}"
+        );
     });
 }
