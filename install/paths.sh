@@ -110,7 +110,7 @@ gui_page_enable() {
     cmp -s "$APP/gui-v2/$GUI_PAGE" "$GUI_ENABLED/gui-v2/$GUI_PAGE" && return 0
     mkdir -p "$GUI_ENABLED/gui-v2" || die "cannot create $GUI_ENABLED/gui-v2"
     put "$APP/gui-v2/$GUI_PAGE" "$GUI_ENABLED/gui-v2/$GUI_PAGE" 0644
-    echo "the bank page: Settings > Devices > the aggregate battery > Bank and packs"
+    echo "the bank page: Settings > Device list > the aggregate battery > Bank and packs"
 }
 
 # Takes the page out of gui-v2; the folders go when nothing else is in them.
