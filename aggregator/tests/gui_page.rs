@@ -102,9 +102,10 @@ impl Qt {
             .unwrap()
     }
 
-    /// Renders the shipped plugin file with `values` (path → value); returns the list items'
-    /// texts, one "text\tsecondary\tcaption" line each.
-    fn render(&self, values: &serde_json::Value, png: &Path) -> Vec<String> {
+    /// Renders the shipped plugin file with `values` (path → value), then taps each of
+    /// `packs`; returns the list items' texts, one "text\tsecondary\tcaption" line each, and
+    /// "== name" before each pack's details.
+    fn render(&self, values: &serde_json::Value, png: &Path, packs: &[&str]) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let values_file = dir.path().join("values.json");
         fs::write(&values_file, values.to_string()).unwrap();
@@ -115,6 +116,7 @@ impl Qt {
             .arg(&values_file)
             .arg(png)
             .arg(&texts)
+            .args(packs)
             .env("QT_QPA_PLATFORM", "offscreen")
             .output()
             .unwrap();
@@ -218,7 +220,7 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
         if !listing.is_null() {
             values["/System/Batteries"] = listing.clone();
         }
-        let texts = qt.render(&values, &dir.path().join("page.png"));
+        let texts = qt.render(&values, &dir.path().join("page.png"), &[]);
         assert!(
             texts
                 .iter()
@@ -298,7 +300,10 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         let values = dump(&items);
         let png = repo().join("target/gui-v2/bank-page.png");
         fs::create_dir_all(png.parent().unwrap()).unwrap();
-        let texts = qt.render(&values, &png);
+        let all = qt.render(&values, &png, &["Bat1", "Bat4"]);
+        let mut sections = all.split(|l| l.starts_with("== "));
+        let texts = sections.next().unwrap().to_vec();
+        let (bat1, bat4) = (sections.next().unwrap(), sections.next().unwrap());
         assert!(
             fs::metadata(&png).unwrap().len() > 1000,
             "{}",
@@ -356,6 +361,22 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         assert!(
             !texts.iter().any(|l| l.starts_with("Packs\t")),
             "no placeholder: {texts:#?}"
+        );
+
+        // Tapping a pack opens its details, read from the same listing.
+        for (details, state, blocking) in [(bat1, "Online", "Yes"), (bat4, "Stale (held)", "No")] {
+            let has = |line: &str| details.iter().any(|l| l == line);
+            assert!(has(&format!("State\t{state}\t")), "{details:#?}");
+            assert!(
+                has(&format!("Blocking charge\t{blocking}\t")),
+                "{details:#?}"
+            );
+            assert!(has("Lowest cell\t3.350 V\t"), "{details:#?}");
+        }
+        assert!(
+            bat4.iter()
+                .any(|l| l == "Service\tcom.victronenergy.battery.ttyUSB3\t"),
+            "{bat4:#?}"
         );
     });
 }

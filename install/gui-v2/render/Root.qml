@@ -23,7 +23,22 @@ Rectangle {
         anchors.fill: parent
     }
 
+    // gui-v2's page manager as the page calls it: the pushed page takes the loader's place.
+    QtObject {
+        id: pageManager
+
+        function pushPage(url: string, properties: var) {
+            loader.setSource(url, properties)
+        }
+    }
+
+    // The integration's page again, as the back button would show it.
+    function showPage() {
+        loader.setSource(root.pageUrl, { "device": device })
+    }
+
     Component.onCompleted: {
+        Global.pageManager = pageManager
         StubBackend.values = root.values
         loader.setSource(root.pageUrl, { "device": device })
     }

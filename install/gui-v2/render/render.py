@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Renders the packed gui-v2 page offscreen with values dumped from the service.
 
-    render.py PLUGIN_JSON VALUES_JSON OUT_PNG OUT_TEXTS
+    render.py PLUGIN_JSON VALUES_JSON OUT_PNG OUT_TEXTS [PACK...]
 
 Loads PLUGIN_JSON as gui-v2's plugin loader does (checks name, version, resource and
 integrations, registers the resource), takes each device-list integration whose productId is
 the dumped /ProductId, and creates its url with a stub device whose paths hold VALUES_JSON
 (path -> value, as read from the running service). Writes the picture to OUT_PNG and, for the
-tests, one line per list item "text<TAB>secondary text<TAB>caption" to OUT_TEXTS. Any QML
-warning or error fails the run (exit 1).
+tests, one line per list item "text<TAB>secondary text<TAB>caption" to OUT_TEXTS. Then each
+PACK's row is tapped and its details page listed the same way, after a line "== PACK". Any
+QML warning or error fails the run (exit 1).
 """
 import base64
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QResource, Qt, QUrl, QtMsgType, qInstallMessageHandler  # noqa: E402
+from PySide6.QtCore import QMetaObject, QResource, Qt, QUrl, QtMsgType, qInstallMessageHandler  # noqa: E402
 from PySide6.QtGui import QGuiApplication, QImage  # noqa: E402
 from PySide6.QtQml import QQmlComponent, QQmlEngine  # noqa: E402
 from PySide6.QtQuick import QQuickItem, QQuickWindow  # noqa: E402
@@ -64,6 +65,18 @@ def list_texts(item, out):
         list_texts(child, out)
 
 
+def find_row(item, name):
+    """The visible pack row (a list item one can tap) whose text is `name`."""
+    if (item.isVisible() and item.property("text") == name
+            and item.metaObject().indexOfSignal("clicked()") >= 0):
+        return item
+    for child in item.childItems():
+        found = find_row(child, name)
+        if found is not None:
+            return found
+    return None
+
+
 def content_height(item):
     """The height of the first list view's content below `item` (0: none)."""
     height = item.property("contentHeight")
@@ -77,9 +90,10 @@ def content_height(item):
 
 
 def main():
-    if len(sys.argv) != 5:
-        fail("usage: render.py PLUGIN_JSON VALUES_JSON OUT_PNG OUT_TEXTS")
-    plugin_path, values_path, png_path, texts_path = sys.argv[1:]
+    if len(sys.argv) < 5:
+        fail("usage: render.py PLUGIN_JSON VALUES_JSON OUT_PNG OUT_TEXTS [PACK...]")
+    plugin_path, values_path, png_path, texts_path = sys.argv[1:5]
+    packs = sys.argv[5:]
     qInstallMessageHandler(on_message)
     app = QGuiApplication([])
     plugin, keep_alive = load_plugin(plugin_path)
@@ -127,6 +141,19 @@ def main():
             QImage.Format.Format_Indexed8, Qt.ImageConversionFlag.ThresholdDither)
         if image.isNull() or not image.save(png_path):
             fail(f"cannot write {png_path}")
+        for pack in packs:
+            row = find_row(root, pack)
+            if row is None:
+                fail(f"no row for the pack {pack}")
+            QMetaObject.invokeMethod(row, "clicked")
+            for _ in range(10):
+                app.processEvents()
+            texts.append(f"== {pack}")
+            list_texts(root, texts)
+            # Back to the bank page for the next pack.
+            QMetaObject.invokeMethod(root, "showPage")
+            for _ in range(10):
+                app.processEvents()
         window.close()
     Path(texts_path).write_text("\n".join(texts) + "\n")
     del keep_alive
