@@ -83,8 +83,14 @@ fn output_text(out: &Output) -> String {
 
 impl Qt {
     fn pack(&self, out: &Path) {
+        self.pack_from(&gui_dir().join("page"), out);
+    }
+
+    fn pack_from(&self, page_dir: &Path, out: &Path) {
         let done = Command::new(&self.python)
             .arg(gui_dir().join("pack.py"))
+            .arg("--page-dir")
+            .arg(page_dir)
             .arg("--out")
             .arg(out)
             .output()
@@ -106,13 +112,30 @@ impl Qt {
     /// `packs`; returns the list items' texts, one "text\tsecondary\tcaption" line each, and
     /// "== name" before each pack's details.
     fn render(&self, values: &serde_json::Value, png: &Path, packs: &[&str]) -> Vec<String> {
+        let done = self.render_plugin(&gui_dir().join(format!("{NAME}.json")), values, png, packs);
+        assert!(
+            done.0.status.success(),
+            "render.py: {}",
+            output_text(&done.0)
+        );
+        done.1
+    }
+
+    /// render.py on `plugin`: its output and the texts it listed.
+    fn render_plugin(
+        &self,
+        plugin: &Path,
+        values: &serde_json::Value,
+        png: &Path,
+        packs: &[&str],
+    ) -> (Output, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let values_file = dir.path().join("values.json");
         fs::write(&values_file, values.to_string()).unwrap();
         let texts = dir.path().join("texts.txt");
         let done = Command::new(&self.python)
             .arg(gui_dir().join("render/render.py"))
-            .arg(gui_dir().join(format!("{NAME}.json")))
+            .arg(plugin)
             .arg(&values_file)
             .arg(png)
             .arg(&texts)
@@ -120,12 +143,12 @@ impl Qt {
             .env("QT_QPA_PLATFORM", "offscreen")
             .output()
             .unwrap();
-        assert!(done.status.success(), "render.py: {}", output_text(&done));
-        fs::read_to_string(&texts)
-            .unwrap()
+        let listed = fs::read_to_string(&texts)
+            .unwrap_or_default()
             .lines()
             .map(str::to_string)
-            .collect()
+            .collect();
+        (done, listed)
     }
 }
 
@@ -232,6 +255,45 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
             "{texts:#?}"
         );
     }
+}
+
+#[test]
+fn a_page_that_warns_fails_the_render() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    fs::create_dir(&page).unwrap();
+    for file in ["BankPage.qml", "PackPage.qml", "Listing.js"] {
+        fs::copy(gui_dir().join("page").join(file), page.join(file)).unwrap();
+    }
+    // A binding that reads a name nobody defines: a warning at run time, not a load error.
+    let bank = page.join("BankPage.qml");
+    let source = fs::read_to_string(&bank).unwrap();
+    let marker = "title: qsTr(\"Bank and packs\")";
+    assert!(source.contains(marker));
+    fs::write(
+        &bank,
+        source.replace(marker, "title: qsTr(\"Bank\") + noSuchName"),
+    )
+    .unwrap();
+    let plugin = dir.path().join(format!("{NAME}.json"));
+    qt.pack_from(&page, &plugin);
+    let values = serde_json::json!({ "/ProductId": aggregator_core::published::PRODUCT_ID });
+    // The shipped page first, so that Qt's QML disk cache holds it under the same qrc URL: the
+    // changed page must not be taken for it (its file date moves with its sources).
+    qt.render(&values, &dir.path().join("shipped.png"), &[]);
+    let (out, _) = qt.render_plugin(&plugin, &values, &dir.path().join("page.png"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("QML warning"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        output_text(&out).contains("noSuchName"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 /// A fast tick; a pack held 4 s before it is lost.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Packs the gui-v2 page into the plugin file gui-v2 loads: dbus-aggregate-batteries.json.
 
-    pack.py [--out FILE] [--rcc PATH]
+    pack.py [--out FILE] [--rcc PATH] [--page-dir DIR]
 
 gui-v2 reads every *.json in /data/apps/enabled/<app>/gui-v2/: a JSON object with `name`,
 `version`, `minRequiredVersion`, `resource` (a binary Qt resource, base64) and `integrations`.
@@ -11,11 +11,13 @@ device page of a battery whose /ProductId is ours, which opens page/BankPage.qml
 The resource is made by `rcc --binary` of Qt 6.8 as PyPI's pyside6-essentials ships it (found
 beside the PySide6 this Python imports, or given by --rcc), zlib-compressed (every gui-v2 build
 reads zlib). The same sources give the same bytes: the files go in sorted by name, rcc is told
-a fixed file date (QT_RCC_SOURCE_DATE_OVERRIDE), and the JSON is written with sorted keys.
+a file date made from the sources' hash (QT_RCC_SOURCE_DATE_OVERRIDE; see sources_date), and
+the JSON is written with sorted keys.
 The plugin's name, its file name and the app folder on the device are the same string.
 """
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -58,17 +60,31 @@ def find_rcc():
     return str(rcc)
 
 
-def resource(rcc):
-    files = sorted(p.name for p in PAGE_DIR.iterdir() if p.suffix in (".qml", ".js"))
+def sources_date(page_dir, files):
+    """The file date rcc stores for every file: made from the sources, not the clock.
+
+    A date of the clock would change the bytes at every pack. One fixed date would be worse:
+    Qt's QML disk cache takes a compiled file as current while the date of its source is
+    unchanged, so a changed page under the same qrc URL would run the old code. A date from
+    the sources' hash moves whenever a source does (seconds since 1970, never 0, which rcc
+    reads as unset).
+    """
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (page_dir / name).read_bytes() + b"\0")
+    return int(digest.hexdigest()[:7], 16) + 1
+
+
+def resource(rcc, page_dir):
+    files = sorted(p.name for p in page_dir.iterdir() if p.suffix in (".qml", ".js"))
     if "BankPage.qml" not in files:
-        fail(f"{PAGE_DIR}/BankPage.qml is missing")
+        fail(f"{page_dir}/BankPage.qml is missing")
     with tempfile.TemporaryDirectory() as tmp:
         qrc = Path(tmp) / f"{NAME}.qrc"
-        entries = "".join(f"<file alias=\"{f}\">{PAGE_DIR / f}</file>\n" for f in files)
+        entries = "".join(f"<file alias=\"{f}\">{page_dir / f}</file>\n" for f in files)
         qrc.write_text(f"<RCC>\n<qresource prefix=\"/{NAME}\">\n{entries}</qresource>\n</RCC>\n")
         out = Path(tmp) / f"{NAME}.rcc"
-        # rcc stores each file's date; a fixed one (0 would read as unset) keeps the bytes.
-        env = dict(os.environ, QT_RCC_SOURCE_DATE_OVERRIDE="1")
+        env = dict(os.environ, QT_RCC_SOURCE_DATE_OVERRIDE=str(sources_date(page_dir, files)))
         done = subprocess.run(
             [rcc, "--binary", "--compress-algo", "zlib", "-o", str(out), str(qrc)],
             env=env, capture_output=True, text=True, check=False)
@@ -81,6 +97,8 @@ def main():
     parser = argparse.ArgumentParser(description="Packs the gui-v2 page into its plugin file.")
     parser.add_argument("--out", default=str(HERE / f"{NAME}.json"))
     parser.add_argument("--rcc")
+    # Another page folder: the tests pack a broken page to see the render fail.
+    parser.add_argument("--page-dir", default=str(PAGE_DIR))
     args = parser.parse_args()
     plugin = {
         "name": NAME,
@@ -92,7 +110,7 @@ def main():
             "title": "Bank and packs",
             "url": f"qrc:/{NAME}/BankPage.qml",
         }],
-        "resource": resource(args.rcc or find_rcc()),
+        "resource": resource(args.rcc or find_rcc(), Path(args.page_dir).resolve()),
     }
     out = Path(args.out)
     if out.name != f"{NAME}.json":
