@@ -20,4 +20,5 @@ fi
 if [ -f "$RC_LOCAL" ] && grep -qF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; then
     grep -vF "$DEVICE_APP/enable.sh" "$RC_LOCAL" | put_text "$RC_LOCAL"
 fi
+gui_page_remove
 echo "$NAME disabled; $APP stays (enable.sh brings the service back)"

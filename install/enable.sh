@@ -36,4 +36,5 @@ elif [ ! -x "$RC_LOCAL" ]; then
     # The boot runs rc.local only when it is executable.
     chmod 0755 "$RC_LOCAL"
 fi
+gui_page_enable
 echo "$NAME enabled; its log: tail -F /var/log/$NAME/current | tai64nlocal"

@@ -9,6 +9,7 @@ BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
 
 [ -f "$BUNDLE/$NAME" ] && [ -d "$BUNDLE/plugins" ] ||
     die "$BUNDLE is not an unpacked bundle (no $NAME program or plugins folder beside install.sh)"
+check_bundle_fits "$BUNDLE/$NAME"
 mkdir -p "$APP" || die "cannot create $APP"
 # Only an upgrade of a running service needs a restart: a new one is started by svscan.
 WAS_ENABLED=
@@ -33,6 +34,11 @@ put "$BUNDLE/paths.sh" "$APP/paths.sh" 0644
 put "$BUNDLE/service/run" "$APP/service/run" 0755
 put "$BUNDLE/service/log/run" "$APP/service/log/run" 0755
 [ ! -f "$BUNDLE/README.md" ] || put "$BUNDLE/README.md" "$APP/README.md" 0644
+# The gui-v2 page: enable.sh puts it where gui-v2 looks.
+if [ -f "$BUNDLE/gui-v2/$GUI_PAGE" ]; then
+    mkdir -p "$APP/gui-v2" && chmod 0755 "$APP/gui-v2" || die "cannot create $APP/gui-v2"
+    put "$BUNDLE/gui-v2/$GUI_PAGE" "$APP/gui-v2/$GUI_PAGE" 0644
+fi
 
 # The shipped config is the documented default; the user's own config.yaml is never touched.
 put "$BUNDLE/config.yaml" "$APP/config.default.yaml" 0644

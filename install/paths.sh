@@ -71,3 +71,76 @@ put_text() {
     chmod 0755 "$1.new" || die "cannot set the mode of $1.new"
     mv -f "$1.new" "$1" || die "cannot replace $1"
 }
+
+# The gui-v2 page (a plugin file gui-v2 reads from /data/apps/enabled/<app>/gui-v2/); the app
+# folder keeps a copy so that enable.sh can put it back.
+GUI_PAGE=$NAME.json
+GUI_ENABLED=$BASE/data/apps/enabled/$NAME
+VENUS_VERSION=$BASE/opt/victronenergy/version
+
+# Whether this firmware's gui-v2 loads app pages: Venus OS v3.80~21 and later. The version
+# file's first line reads v3.70, v3.80~21, v3.80~21-large-7 or v3.80-large-7 (a release is
+# newer than its betas).
+gui_page_supported() {
+    version=$(head -n 1 "$VENUS_VERSION" 2> /dev/null) || return 1
+    version=${version#v}
+    version=${version%%-*}
+    beta=999999
+    case $version in *~*)
+        beta=${version#*~}
+        version=${version%%~*}
+        ;;
+    esac
+    major=${version%%.*}
+    minor=${version#*.}
+    case "$major.$minor.$beta" in *[!0-9.]* | .* | *..* | *.) return 1 ;; esac
+    # Without leading zeros: v3.08 is not octal.
+    minor=$(echo "$minor" | sed 's/^0*//')
+    [ $((major * 100000000 + ${minor:-0} * 1000000 + beta)) -ge 380000021 ]
+}
+
+# Puts the page where gui-v2 looks, only when it changed (gui-v2 reloads on every change).
+gui_page_enable() {
+    [ -f "$APP/gui-v2/$GUI_PAGE" ] || return 0
+    if ! gui_page_supported; then
+        echo "Venus OS $(head -n 1 "$VENUS_VERSION" 2> /dev/null || echo '(version unknown)')" \
+            "shows the stock battery page only: the bank page needs v3.80~21 or newer"
+        return 0
+    fi
+    cmp -s "$APP/gui-v2/$GUI_PAGE" "$GUI_ENABLED/gui-v2/$GUI_PAGE" && return 0
+    mkdir -p "$GUI_ENABLED/gui-v2" || die "cannot create $GUI_ENABLED/gui-v2"
+    put "$APP/gui-v2/$GUI_PAGE" "$GUI_ENABLED/gui-v2/$GUI_PAGE" 0644
+    echo "the bank page: Settings > Device list > the aggregate battery > Bank and packs"
+}
+
+# Takes the page out of gui-v2; the folders go when nothing else is in them.
+gui_page_remove() {
+    rm -f "$GUI_ENABLED/gui-v2/$GUI_PAGE" || die "cannot remove $GUI_ENABLED/gui-v2/$GUI_PAGE"
+    rmdir "$GUI_ENABLED/gui-v2" "$GUI_ENABLED" 2> /dev/null || true
+}
+
+# The machine a program is built for, as uname -m names it (its ELF header's e_machine).
+elf_machine() {
+    case $(od -An -tu1 -j18 -N2 "$1" 2> /dev/null | tr -s ' ') in
+        " 40 0") echo armv7 ;;
+        " 183 0") echo aarch64 ;;
+        " 62 0") echo x86_64 ;;
+        *) echo unknown ;;
+    esac
+}
+
+# Refuses a bundle built for another machine than this one, before anything is changed.
+check_bundle_fits() {
+    built=$(elf_machine "$1")
+    # Cannot tell (no od): the program's own start will fail instead.
+    [ "$built" != unknown ] || return 0
+    device=$(uname -m)
+    case $device in armv7* | armv8l) device=armv7 ;; esac
+    [ "$built" = "$device" ] && return 0
+    # A 64-bit kernel can run a 32-bit userland: then the shell's own machine decides.
+    if [ "$device" = aarch64 ] && [ "$built" = armv7 ] && [ "$(elf_machine /bin/sh)" = armv7 ]; then
+        return 0
+    fi
+    die "this bundle is built for $built and does not fit this device (uname -m: $(uname -m));" \
+        "take the bundle ending in -$device.tar.gz"
+}

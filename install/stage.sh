@@ -40,6 +40,8 @@ cp "$INSTALL/service/log/run" "$OUT/service/log/run"
 cp "$INSTALL/README.md" "$OUT/README.md"
 cp "$REPO/config.yaml" "$OUT/config.yaml"
 cp -R "$INSTALL/examples" "$OUT/examples"
+mkdir -p "$OUT/gui-v2"
+cp "$INSTALL/gui-v2/$NAME.json" "$OUT/gui-v2/$NAME.json"
 
 # The daemon refuses plugins writable by others; a umask of the build machine must not leak in.
 find "$OUT" -type d -exec chmod 0755 {} +

@@ -98,6 +98,8 @@ fn the_first_items_after_registration_are_complete() {
             "/Info/MaxDischargeCurrent",
             "/Dc/0/Voltage",
             "/Soc",
+            // The stock battery page's state of health, from the packs' own.
+            "/Soh",
         ] {
             let (value, _) = first.get(path).unwrap_or_else(|| panic!("{path} missing"));
             assert!(!is_invalid(value), "{path} invalid in the first GetItems");

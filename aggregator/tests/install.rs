@@ -401,3 +401,170 @@ fn under_daemontools_the_service_starts_restarts_upgrades_and_stops() {
         assert!(said.contains(step), "{step} {said}");
     }
 }
+
+const GUI_PAGE: &str =
+    "data/apps/enabled/dbus-aggregate-batteries/gui-v2/dbus-aggregate-batteries.json";
+
+impl Device {
+    /// Writes the firmware's version file with `first_line` (as on Venus OS: the version,
+    /// then the build date).
+    fn set_venus_version(&self, first_line: &str) {
+        let file = self.path("opt/victronenergy/version");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, format!("{first_line}\n20250301120000\n")).unwrap();
+    }
+
+    /// Runs `script` as [`Device::run`] does, on a machine whose `uname -m` says `machine`.
+    fn run_on(&self, machine: &str, script: &Path, args: &[&str]) -> Output {
+        let fake = self.dir.path().join("fake-uname");
+        fs::create_dir_all(&fake).unwrap();
+        let uname = fake.join("uname");
+        fs::write(&uname, format!("#!/bin/sh\necho {machine}\n")).unwrap();
+        support::set_mode(&uname, 0o755);
+        let path = format!(
+            "{}:{}:{}",
+            fake.display(),
+            self.dir.path().join("busybox").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new("busybox")
+            .arg("sh")
+            .arg(script)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_gui_page_is_enabled_from_venus_os_v3_80_21_and_removed_by_disable_and_uninstall() {
+    let shipped = fs::read(repo().join("install/gui-v2/dbus-aggregate-batteries.json")).unwrap();
+    assert_eq!(
+        fs::read(
+            Device::new()
+                .bundle()
+                .join("gui-v2/dbus-aggregate-batteries.json")
+        )
+        .unwrap(),
+        shipped,
+        "the bundle carries the page"
+    );
+    // Below: the stock page only, said so, and nothing where gui-v2 looks.
+    for below in ["v3.70", "v3.80~20", "v3.80~20-large-7"] {
+        let device = Device::new();
+        device.set_venus_version(below);
+        let said = device.install();
+        assert!(
+            said.contains("shows the stock battery page only"),
+            "{below}: {said}"
+        );
+        assert!(said.contains("v3.80~21 or newer"), "{below}: {said}");
+        assert!(!device.path("data/apps/enabled").exists(), "{below}");
+        // The app keeps its copy for a later firmware.
+        assert_eq!(
+            fs::read(device.app().join("gui-v2/dbus-aggregate-batteries.json")).unwrap(),
+            shipped
+        );
+    }
+    // At and above: the page where gui-v2 reads it; disable and uninstall take it away.
+    for at_or_above in ["v3.80~21", "v3.80~21-large-7", "v3.80", "v3.90~3"] {
+        let device = Device::new();
+        device.set_venus_version(at_or_above);
+        let said = device.install();
+        assert!(said.contains("Bank and packs"), "{at_or_above}: {said}");
+        assert_eq!(
+            fs::read(device.path(GUI_PAGE)).unwrap(),
+            shipped,
+            "{at_or_above}"
+        );
+        assert_eq!(mode(&device.path(GUI_PAGE)), 0o644);
+
+        // Unchanged: not written again (gui-v2 reloads on every change of the folder).
+        let page = device.path(GUI_PAGE);
+        let marker = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        fs::File::options()
+            .write(true)
+            .open(&page)
+            .unwrap()
+            .set_modified(marker)
+            .unwrap();
+        device.install();
+        device.installed("enable.sh", &[]);
+        assert_eq!(
+            fs::metadata(&page).unwrap().modified().unwrap(),
+            marker,
+            "{at_or_above}"
+        );
+        // Changed: written again.
+        fs::write(&page, "{}").unwrap();
+        device.installed("enable.sh", &[]);
+        assert_eq!(fs::read(&page).unwrap(), shipped, "{at_or_above}");
+
+        device.installed("disable.sh", &[]);
+        assert!(!device
+            .path("data/apps/enabled/dbus-aggregate-batteries")
+            .exists());
+        device.installed("enable.sh", &[]);
+        assert_eq!(
+            fs::read(&page).unwrap(),
+            shipped,
+            "{at_or_above}: enable brings it back"
+        );
+        device.installed("uninstall.sh", &[]);
+        assert!(!device
+            .path("data/apps/enabled/dbus-aggregate-batteries")
+            .exists());
+    }
+    // Another app's page in the enabled folder stays.
+    let device = Device::new();
+    device.set_venus_version("v3.80~21");
+    let other = device.path("data/apps/enabled/other-app/gui-v2/other-app.json");
+    fs::create_dir_all(other.parent().unwrap()).unwrap();
+    fs::write(&other, "{}").unwrap();
+    device.install();
+    device.installed("uninstall.sh", &["--purge"]);
+    assert!(other.exists());
+    assert!(!device
+        .path("data/apps/enabled/dbus-aggregate-batteries")
+        .exists());
+}
+
+#[test]
+fn a_bundle_for_another_machine_says_which_bundle_to_take_before_changing_anything() {
+    let device = Device::new();
+    // The host's build, as uname -m and the installer name its machine, on another machine.
+    let (host, own_uname) = match std::env::consts::ARCH {
+        "arm" => ("armv7", "armv7l"),
+        arch => (arch, arch),
+    };
+    let (other, wanted) = if host == "armv7" {
+        ("aarch64", "aarch64")
+    } else {
+        ("armv7l", "armv7")
+    };
+    let out = device.run_on(other, &device.bundle().join("install.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&format!("built for {host}")), "{said}");
+    assert!(
+        said.contains(&format!("does not fit this device (uname -m: {other})")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("take the bundle ending in -{wanted}.tar.gz")),
+        "{said}"
+    );
+    assert!(!said.contains("config.yaml has errors"), "{said}");
+    assert!(
+        device.tree().is_empty(),
+        "nothing changed: {:?}",
+        device.tree()
+    );
+
+    // The same bundle on its own machine installs.
+    let out = device.run_on(own_uname, &device.bundle().join("install.sh"), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+}

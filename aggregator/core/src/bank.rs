@@ -39,6 +39,8 @@ pub struct Merged {
     pub voltages_sum_v: Option<f64>,
     /// `/Soc` weighted by installed capacity, over the batteries that have one.
     pub soc_pct: Option<f64>,
+    /// `/Soh` weighted by installed capacity, over the batteries that have one.
+    pub soh_pct: Option<f64>,
     /// `/TimeToGo` weighted by installed capacity; invalid if any battery's is.
     pub time_to_go_s: Option<f64>,
     /// Sum of `/Capacity` (installed × SoC for a battery without it); invalid if any
@@ -114,6 +116,7 @@ pub fn merge(members: &[Member<'_>]) -> Merged {
         voltages_sum_v: mean_all(readings().map(BatteryReading::voltages_sum_or_cells)),
         soc_pct: weighted(members, |r| r.soc_pct, false),
         time_to_go_s: weighted(members, |r| r.time_to_go_s, true),
+        soh_pct: weighted(members, |r| r.soh_pct, false),
         capacity_ah: sum_all(readings().map(BatteryReading::capacity_or_from_soc)),
         installed_capacity_ah: installed,
         consumed_ah: sum_all(readings().map(|r| r.consumed_or_from_capacity().map(|c| -c.abs()))),
@@ -367,6 +370,20 @@ mod tests {
         let m = merge(&members(&names(2), &readings));
         assert_eq!(m.max_cell_voltage.unwrap().id, "Bat1_C1");
         assert_eq!(m.min_cell_voltage.unwrap().id, "Bat1_C2");
+    }
+
+    #[test]
+    fn state_of_health_is_weighted_by_capacity_over_the_packs_that_publish_one() {
+        let mut big = battery(53.0, 0.0, 300.0, 50.0, (3.4, "C1", 3.3, "C2"));
+        big.soh_pct = Some(90.0);
+        let mut small = battery(53.0, 0.0, 100.0, 50.0, (3.4, "C1", 3.3, "C2"));
+        small.soh_pct = Some(100.0);
+        let silent = battery(53.0, 0.0, 200.0, 50.0, (3.4, "C1", 3.3, "C2"));
+        let readings = [big, small, silent];
+        let m = merge(&members(&names(3), &readings));
+        assert_eq!(m.soh_pct, Some((90.0 * 300.0 + 100.0 * 100.0) / 400.0));
+        let m = merge(&members(&names(1), &readings[2..]));
+        assert_eq!(m.soh_pct, None, "no pack publishes one: invalid");
     }
 
     #[test]

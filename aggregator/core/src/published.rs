@@ -231,6 +231,8 @@ const DATA_PATHS: &[DataPath] = &[
     }),
     ("/Soc", Plain, |t| Value::float(t.outcome.soc_pct)),
     ("/TimeToGo", Plain, |t| Value::float(t.outcome.time_to_go_s)),
+    // For the stock battery page: the packs' state of health, weighted as the SoC is.
+    ("/Soh", Plain, |t| Value::float(t.merged().soh_pct)),
     ("/Capacity", Fixed(0, "Ah"), |t| {
         Value::float(t.outcome.capacity_ah)
     }),
@@ -405,6 +407,11 @@ mod tests {
         assert_eq!(p.get("/Soc").unwrap().text(), "78.0");
         assert_eq!(p.get("/System/MaxVoltageCellId").unwrap().text(), "Bat1_C7");
         assert_eq!(p.get("/InstalledCapacity").unwrap().text(), "560Ah");
+        assert_eq!(
+            p.get("/Soh").unwrap().value,
+            Value::Invalid,
+            "no pack has one"
+        );
         assert!(
             !changed.contains(&"/Alarms/LowVoltage".to_string()),
             "invalid stays invalid"

@@ -117,7 +117,7 @@ macro_rules! path {
 /// Every battery path we read besides identity, alarms and cells: the one list from which
 /// gathering, the checks of a reading and the monitor's cache are derived. Required paths are
 /// checked in this order, so the first one missing is the one named.
-pub const BATTERY_PATHS: [BatteryPath; 31] = [
+pub const BATTERY_PATHS: [BatteryPath; 32] = [
     path!("/Connected", integer connected),
     path!("/Dc/0/Voltage", number voltage_v, Always),
     path!("/Dc/0/Current", number current_a, Always),
@@ -128,6 +128,7 @@ pub const BATTERY_PATHS: [BatteryPath; 31] = [
     path!("/Capacity", number capacity_ah, Optional),
     path!("/Soc", number soc_pct, Optional),
     path!("/TimeToGo", number time_to_go_s, Optional),
+    path!("/Soh", number soh_pct, Optional),
     path!("/System/MaxCellTemperature", number max_cell_temperature_c, Optional),
     path!("/System/MinCellTemperature", number min_cell_temperature_c, Optional),
     path!("/System/MaxTemperatureCellId", text max_temperature_cell_id),
@@ -192,6 +193,8 @@ pub struct BatteryReading {
     pub soc_pct: Option<f64>,
     /// `/TimeToGo`.
     pub time_to_go_s: Option<f64>,
+    /// `/Soh` (state of health; shown only, it limits nothing).
+    pub soh_pct: Option<f64>,
     /// `/System/MaxCellTemperature`.
     pub max_cell_temperature_c: Option<f64>,
     /// `/System/MinCellTemperature`.

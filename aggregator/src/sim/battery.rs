@@ -222,6 +222,8 @@ impl BatteryModel {
         items.float("/ConsumedAmphours", consumed_ah, TextFormat::Fixed(0, "Ah"));
         items.float("/Capacity", remaining_ah, TextFormat::Fixed(2, "Ah"));
         items.float("/Soc", soc_pct, TextFormat::Fixed(0, "%"));
+        // As dbus-serialbattery publishes it; a new pack's.
+        items.float("/Soh", 100.0, TextFormat::Fixed(0, "%"));
         items.push("/TimeToGo", time_to_go, TextFormat::Plain);
 
         items.float(

@@ -1,0 +1,446 @@
+//! The gui-v2 page (`install/gui-v2/`): its plugin file is reproducible and current, qmllint
+//! accepts it against our stub of `Victron.VenusOS` with warnings as errors, and it renders
+//! offscreen, loaded as gui-v2 loads it, from values dumped from the running service on a
+//! private bus (so the page and the service cannot drift apart), with no QML warning.
+//!
+//! The Qt tools come from PyPI's `pyside6-essentials` 6.8.3 in the venv `target/pyside6-6.8.3`
+//! (`.ci/run` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
+//! so and pass, except under CI (`CI=true`), where they fail.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aggregator::bus::variant::Field;
+use support::bus::{text, until};
+use support::world::{runtime, World};
+use zbus::zvariant::OwnedValue;
+
+const NAME: &str = "dbus-aggregate-batteries";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+fn gui_dir() -> PathBuf {
+    repo().join("install/gui-v2")
+}
+
+/// A Python with PySide6 6.8 and the folder of its Qt tools.
+struct Qt {
+    python: PathBuf,
+    pyside: PathBuf,
+}
+
+fn qt() -> Option<Qt> {
+    let python = std::env::var_os("PYSIDE6_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/pyside6-6.8.3/bin/python"));
+    let found = Command::new(&python)
+        .args([
+            "-c",
+            "import os, PySide6; print(PySide6.__version__); print(os.path.dirname(PySide6.__file__))",
+        ])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+    let Some(found) = found else {
+        let why = format!(
+            "{}: no PySide6 (python3 -m venv target/pyside6-6.8.3 && \
+             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; .ci/run does)",
+            python.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: {why}");
+        return None;
+    };
+    let mut lines = found.lines();
+    let version = lines.next().unwrap_or_default();
+    assert!(
+        version.starts_with("6.8."),
+        "{}: PySide6 {version}, the page is checked with 6.8",
+        python.display()
+    );
+    let pyside = PathBuf::from(lines.next().expect("the PySide6 folder"));
+    Some(Qt { python, pyside })
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+impl Qt {
+    fn pack(&self, out: &Path) {
+        self.pack_from(&gui_dir().join("page"), out);
+    }
+
+    fn pack_from(&self, page_dir: &Path, out: &Path) {
+        let done = Command::new(&self.python)
+            .arg(gui_dir().join("pack.py"))
+            .arg("--page-dir")
+            .arg(page_dir)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(done.status.success(), "pack.py: {}", output_text(&done));
+    }
+
+    fn qmllint(&self, files: &[PathBuf]) -> Output {
+        Command::new(self.pyside.join("qmllint"))
+            .arg("-I")
+            .arg(gui_dir().join("stub"))
+            .args(["--max-warnings", "0"])
+            .args(files)
+            .output()
+            .unwrap()
+    }
+
+    /// Renders the shipped plugin file with `values` (path → value), then taps each of
+    /// `packs`; returns the list items' texts, one "text\tsecondary\tcaption" line each, and
+    /// "== name" before each pack's details.
+    fn render(&self, values: &serde_json::Value, png: &Path, packs: &[&str]) -> Vec<String> {
+        let done = self.render_plugin(&gui_dir().join(format!("{NAME}.json")), values, png, packs);
+        assert!(
+            done.0.status.success(),
+            "render.py: {}",
+            output_text(&done.0)
+        );
+        done.1
+    }
+
+    /// render.py on `plugin`: its output and the texts it listed.
+    fn render_plugin(
+        &self,
+        plugin: &Path,
+        values: &serde_json::Value,
+        png: &Path,
+        packs: &[&str],
+    ) -> (Output, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let values_file = dir.path().join("values.json");
+        fs::write(&values_file, values.to_string()).unwrap();
+        let texts = dir.path().join("texts.txt");
+        let done = Command::new(&self.python)
+            .arg(gui_dir().join("render/render.py"))
+            .arg(plugin)
+            .arg(&values_file)
+            .arg(png)
+            .arg(&texts)
+            .args(packs)
+            .env("QT_QPA_PLATFORM", "offscreen")
+            .output()
+            .unwrap();
+        let listed = fs::read_to_string(&texts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (done, listed)
+    }
+}
+
+#[test]
+fn the_plugin_file_is_reproducible_and_made_from_the_page_as_committed() {
+    let Some(qt) = qt() else { return };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (first, second) = (
+        a.path().join(format!("{NAME}.json")),
+        b.path().join(format!("{NAME}.json")),
+    );
+    qt.pack(&first);
+    qt.pack(&second);
+    let bytes = fs::read(&first).unwrap();
+    assert_eq!(
+        bytes,
+        fs::read(&second).unwrap(),
+        "two packs of the same sources differ"
+    );
+    assert!(
+        bytes == fs::read(gui_dir().join(format!("{NAME}.json"))).unwrap(),
+        "install/gui-v2/{NAME}.json is not the packed page: run install/gui-v2/pack.py"
+    );
+    let plugin: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(plugin["name"], NAME);
+    assert_eq!(plugin["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(plugin["minRequiredVersion"], "v1.3.6");
+    let integrations = plugin["integrations"].as_array().unwrap();
+    assert_eq!(integrations.len(), 1);
+    assert_eq!(integrations[0]["type"], 2);
+    assert_eq!(
+        integrations[0]["productId"],
+        format!("0x{:X}", aggregator_core::published::PRODUCT_ID)
+    );
+    assert_eq!(integrations[0]["url"], format!("qrc:/{NAME}/BankPage.qml"));
+}
+
+#[test]
+fn qmllint_accepts_the_page_and_fails_a_misspelt_property() {
+    let Some(qt) = qt() else { return };
+    let pages = [
+        gui_dir().join("page/BankPage.qml"),
+        gui_dir().join("page/PackPage.qml"),
+        // The render's own harness, held to the same rule.
+        gui_dir().join("render/Root.qml"),
+    ];
+    let out = qt.qmllint(&pages);
+    assert!(out.status.success(), "qmllint: {}", output_text(&out));
+
+    // The same page with one property misspelt: the stub must know gui-v2's names.
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["BankPage.qml", "Listing.js"] {
+        fs::copy(gui_dir().join("page").join(file), dir.path().join(file)).unwrap();
+    }
+    let bad = dir.path().join("BankPage.qml");
+    let source = fs::read_to_string(&bad).unwrap();
+    assert!(source.contains("secondaryTextColor:"));
+    fs::write(
+        &bad,
+        source.replace("secondaryTextColor:", "secondaryTextColour:"),
+    )
+    .unwrap();
+    let out = qt.qmllint(&[bad]);
+    assert!(!out.status.success(), "qmllint passed a misspelt property");
+    assert!(
+        output_text(&out).contains("secondaryTextColour"),
+        "{}",
+        output_text(&out)
+    );
+}
+
+#[test]
+fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (listing, placeholder) in [
+        (
+            serde_json::json!("[{\"name\": 3}"),
+            "The pack listing is not readable",
+        ),
+        (
+            serde_json::json!("{\"name\": \"Bat1\"}"),
+            "The pack listing is not readable",
+        ),
+        (
+            serde_json::Value::Null,
+            "The service publishes no pack listing yet",
+        ),
+    ] {
+        let mut values = serde_json::json!({
+            "/ProductId": aggregator_core::published::PRODUCT_ID,
+            "/Info/ChargeMode": "Bulk",
+        });
+        if !listing.is_null() {
+            values["/System/Batteries"] = listing.clone();
+        }
+        let texts = qt.render(&values, &dir.path().join("page.png"), &[]);
+        assert!(
+            texts
+                .iter()
+                .any(|l| l == &format!("Packs\t\t{placeholder}")),
+            "{listing}: {texts:#?}"
+        );
+        assert!(
+            texts.iter().any(|l| l == "Packs online\t--\t"),
+            "{texts:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_page_that_warns_fails_the_render() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    fs::create_dir(&page).unwrap();
+    for file in ["BankPage.qml", "PackPage.qml", "Listing.js"] {
+        fs::copy(gui_dir().join("page").join(file), page.join(file)).unwrap();
+    }
+    // A binding that reads a name nobody defines: a warning at run time, not a load error.
+    let bank = page.join("BankPage.qml");
+    let source = fs::read_to_string(&bank).unwrap();
+    let marker = "title: qsTr(\"Bank and packs\")";
+    assert!(source.contains(marker));
+    fs::write(
+        &bank,
+        source.replace(marker, "title: qsTr(\"Bank\") + noSuchName"),
+    )
+    .unwrap();
+    let plugin = dir.path().join(format!("{NAME}.json"));
+    qt.pack_from(&page, &plugin);
+    let values = serde_json::json!({ "/ProductId": aggregator_core::published::PRODUCT_ID });
+    // The shipped page first, so that Qt's QML disk cache holds it under the same qrc URL: the
+    // changed page must not be taken for it (its file date moves with its sources).
+    qt.render(&values, &dir.path().join("shipped.png"), &[]);
+    let (out, _) = qt.render_plugin(&plugin, &values, &dir.path().join("page.png"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("QML warning"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        output_text(&out).contains("noSuchName"),
+        "{}",
+        output_text(&out)
+    );
+}
+
+/// A fast tick; a pack held 4 s before it is lost.
+const CONFIG: &str = r#"
+update_interval: 200ms
+batteries: { startup_wait: 2s, hold_for: 4s, cells: 16 }
+current_source: { plugin: bms }
+strategy: { plugin: serialbattery, config: {} }
+soc: { source: batteries }
+safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
+paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
+logging: { summary_every: 0s }
+"#;
+
+/// Every valid path of the service as JSON: numbers and texts as the page's items read them.
+fn dump(items: &HashMap<String, (OwnedValue, String)>) -> serde_json::Value {
+    let mut values = serde_json::Map::new();
+    for (path, (value, _)) in items {
+        match Field::from_owned(value) {
+            Field::Number(n) => {
+                values.insert(path.clone(), serde_json::json!(n));
+            }
+            Field::Text(t) => {
+                values.insert(path.clone(), serde_json::json!(t));
+            }
+            Field::Invalid | Field::Other(_) => {}
+        }
+    }
+    serde_json::Value::Object(values)
+}
+
+fn states(items: &HashMap<String, (OwnedValue, String)>) -> Vec<String> {
+    text(items, "/System/Batteries")
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap_or(""),
+                p["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_packs() {
+    let Some(qt) = qt() else { return };
+    let scenario = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/tests/gui-page.yaml"),
+    )
+    .unwrap();
+    runtime().block_on(async {
+        let w = World::start(&scenario, CONFIG).await;
+        let wanted = [
+            "Bat1 online",
+            "Bat2 online",
+            "Bat3 lost",
+            "Bat4 stale",
+            "Bat5 left out",
+        ];
+        let (ok, items) = until(&w.conn, Duration::from_secs(30), |i| states(i) == wanted).await;
+        assert!(ok, "{:?}\n{}", states(&items), w.daemon.log_text());
+        let values = dump(&items);
+        let png = repo().join("target/gui-v2/bank-page.png");
+        fs::create_dir_all(png.parent().unwrap()).unwrap();
+        let all = qt.render(&values, &png, &["Bat1", "Bat4"]);
+        let mut sections = all.split(|l| l.starts_with("== "));
+        let texts = sections.next().unwrap().to_vec();
+        let (bat1, bat4) = (sections.next().unwrap(), sections.next().unwrap());
+        assert!(
+            fs::metadata(&png).unwrap().len() > 1000,
+            "{}",
+            png.display()
+        );
+
+        let row = |label: &str| -> Vec<String> {
+            let line = texts
+                .iter()
+                .find(|l| l.split('\t').next() == Some(label))
+                .unwrap_or_else(|| panic!("no row {label}: {texts:#?}"));
+            line.split('\t').map(str::to_string).collect()
+        };
+        // The bank, as the service published it.
+        let online = text(&items, "/System/BatteriesOnline").unwrap();
+        assert_eq!(online, "2/5");
+        assert_eq!(row("Packs online")[1], online);
+        let voltage = support::bus::num(&items, "/Dc/0/Voltage").unwrap();
+        assert!(
+            row("Bank")[1].starts_with(&format!("{voltage:.2} V")),
+            "{:?}",
+            row("Bank")
+        );
+        let cvl = support::bus::num(&items, "/Info/MaxChargeVoltage").unwrap();
+        let ccl = support::bus::num(&items, "/Info/MaxChargeCurrent").unwrap();
+        let dcl = support::bus::num(&items, "/Info/MaxDischargeCurrent").unwrap();
+        assert_eq!(
+            row("Limits (CVL / CCL / DCL)")[1],
+            format!("{cvl:.2} V / {ccl:.1} A / {dcl:.1} A")
+        );
+        // The reason in full, not cut.
+        let mode = text(&items, "/Info/ChargeMode").unwrap();
+        assert!(mode.contains("Bat5"), "{mode}");
+        assert_eq!(row("Reason for the limits")[2], mode);
+        // Each pack: its state first, the one blocking charge says so.
+        assert!(row("Bat1")[1].starts_with("Online  "), "{:?}", row("Bat1"));
+        assert!(
+            row("Bat1")[2].ends_with("blocks charge"),
+            "{:?}",
+            row("Bat1")
+        );
+        assert!(!row("Bat2")[2].contains("blocks"), "{:?}", row("Bat2"));
+        assert!(
+            row("Bat2")[2].starts_with("Cells 3.350 V"),
+            "{:?}",
+            row("Bat2")
+        );
+        assert!(row("Bat3")[1].starts_with("Lost  "), "{:?}", row("Bat3"));
+        assert!(
+            row("Bat4")[1].starts_with("Stale (held)  "),
+            "{:?}",
+            row("Bat4")
+        );
+        assert_eq!(row("Bat5")[1], "Left out");
+        assert!(
+            !texts.iter().any(|l| l.starts_with("Packs\t")),
+            "no placeholder: {texts:#?}"
+        );
+
+        // Tapping a pack opens its details, read from the same listing.
+        for (details, state, blocking) in [(bat1, "Online", "Yes"), (bat4, "Stale (held)", "No")] {
+            let has = |line: &str| details.iter().any(|l| l == line);
+            assert!(has(&format!("State\t{state}\t")), "{details:#?}");
+            assert!(
+                has(&format!("Blocking charge\t{blocking}\t")),
+                "{details:#?}"
+            );
+            assert!(has("Lowest cell\t3.350 V\t"), "{details:#?}");
+        }
+        assert!(
+            bat4.iter()
+                .any(|l| l == "Service\tcom.victronenergy.battery.ttyUSB3\t"),
+            "{bat4:#?}"
+        );
+    });
+}
