@@ -6,6 +6,9 @@ USAGE="enable.sh [--root DIR]"
 . "$(dirname "$0")/paths.sh"
 
 [ -x "$APP/$NAME" ] || die "$APP/$NAME is missing: run install.sh from the bundle first"
+# Never through the Python program's /service symlink into its folder, never beside its boot line.
+! old_enabled || die "the Python dbus-aggregate-batteries is enabled ($(old_program)): \
+$APP/migrate.sh switches from it; nothing was changed"
 if ! "$APP/$NAME" check-config --config "$APP/config.yaml" --plugins-dir "$APP/plugins"; then
     die "$APP/config.yaml has errors (above): the service is not enabled"
 fi
