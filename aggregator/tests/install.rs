@@ -661,3 +661,42 @@ fn restart_refuses_a_config_with_errors() {
     assert!(said.contains("no_such_key"), "{said}");
     assert!(said.contains("not restarted"), "{said}");
 }
+
+#[test]
+fn under_daemontools_a_python_3_4_install_is_migrated_rolled_back_and_migrated_again() {
+    let device = Device::new();
+    let chroot = device.dir.path().join("device");
+    fs::create_dir_all(chroot.join("tmp")).unwrap();
+    let copied = Command::new("cp")
+        .arg("-R")
+        .arg(device.bundle())
+        .arg(chroot.join("tmp/bundle"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::copy(
+        repo().join("aggregator/tests/migration.sh"),
+        chroot.join("tmp/scenario.sh"),
+    )
+    .unwrap();
+    python_3_4_into(&chroot.join(OLD));
+    fs::create_dir_all(chroot.join("service")).unwrap();
+    std::os::unix::fs::symlink(
+        "/data/dbus-aggregate-batteries/service",
+        chroot.join(SERVICE),
+    )
+    .unwrap();
+    fs::write(chroot.join("data/rc.local"), OLD_RC_LOCAL).unwrap();
+    let out = Command::new("sh")
+        .arg(repo().join("aggregator/tests/daemontools.sh"))
+        .arg(&chroot)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .expect("daemontools.sh");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for step in ["refused:", "migrated:", "rolled back:", "migrated again:"] {
+        assert!(said.contains(step), "{step} {said}");
+    }
+}
