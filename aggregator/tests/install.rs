@@ -660,6 +660,12 @@ fn restart_refuses_a_config_with_errors() {
     let said = text(&out);
     assert!(said.contains("no_such_key"), "{said}");
     assert!(said.contains("not restarted"), "{said}");
+    // At the next boot the service comes back all the same (no service would leave DVCC
+    // without a BMS); the daemon publishes charge and discharge stopped.
+    fs::remove_dir_all(device.path(SERVICE)).unwrap();
+    let said = device.installed("enable.sh", &[]);
+    assert!(said.contains("enabled all the same"), "{said}");
+    assert!(device.path(&format!("{SERVICE}/run")).exists());
 }
 
 #[test]
