@@ -1439,3 +1439,21 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod margin_tests {
+    use super::*;
+
+    #[test]
+    fn the_safety_stop_lies_a_margin_above_the_strategy_but_never_above_the_chemistry() {
+        // LTO 2.55 V and LFP 3.45 V: 0.05 V above.
+        assert_eq!(with_margin(2.55, vec![]).value, 2.6);
+        assert_eq!(with_margin(3.45, vec![]).value, 3.5);
+        // LFP 3.62 V: 3.67 V would pass 3.65 V; no margin, and the report says so.
+        let at_ceiling = with_margin(3.62, vec![]);
+        assert_eq!(at_ceiling.value, 3.62);
+        assert!(at_ceiling.note.unwrap().contains("no margin"));
+        // LTO 2.78 V: the same below 2.8 V.
+        assert_eq!(with_margin(2.78, vec![]).value, 2.78);
+    }
+}
