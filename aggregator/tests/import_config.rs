@@ -732,7 +732,9 @@ fn the_device_instance_the_old_program_published_is_carried_over() {
         fs::copy(fixture("v3.4/settings.py"), old.path().join("settings.py")).unwrap();
         fs::write(
             old.path().join("aggregatebatteries.py"),
-            format!("VERSION = \"3.4\"\n# deviceinstance=7 in a comment counts for nothing\n{line}"),
+            format!(
+                "VERSION = \"3.4\"\n# deviceinstance=7 in a comment counts for nothing\n{line}"
+            ),
         )
         .unwrap();
         let (_dir, out, report) = imported(&old.path().join("settings.py"), None);
@@ -742,7 +744,9 @@ fn the_device_instance_the_old_program_published_is_carried_over() {
             "{config}"
         );
         assert!(
-            report.contains(&format!("publish.device_instance = {instance}: the /DeviceInstance")),
+            report.contains(&format!(
+                "publish.device_instance = {instance}: the /DeviceInstance"
+            )),
             "{report}"
         );
         check_config_passes(&out, "lfp-balancing", "victron");
@@ -763,7 +767,11 @@ fn the_users_feed_in_value_goes_into_the_state_as_an_episode_to_end() {
         &["--user-feed-in", "1"],
     );
     assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert!(stdout(&result).contains("--user-feed-in 1 "), "{}", stdout(&result));
+    assert!(
+        stdout(&result).contains("--user-feed-in 1 "),
+        "{}",
+        stdout(&result)
+    );
     let state = aggregator::state_file::StateStore::new(dir.path().join("state"))
         .load()
         .unwrap();
@@ -771,8 +779,43 @@ fn the_users_feed_in_value_goes_into_the_state_as_an_episode_to_end() {
     assert_eq!(state.feed_in.saved_value, Some(1));
     // It lives in the state: without --state-from there is nowhere to keep it.
     let out = dir.path().join("other.yaml");
-    let result = import(&fixture("v3.4/settings.py"), None, &out, &["--user-feed-in", "1"]);
+    let result = import(
+        &fixture("v3.4/settings.py"),
+        None,
+        &out,
+        &["--user-feed-in", "1"],
+    );
     assert_eq!(result.status.code(), Some(2));
-    assert!(stderr(&result).contains("--state-from"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("--state-from"),
+        "{}",
+        stderr(&result)
+    );
     assert!(!out.exists());
+}
+
+#[test]
+fn the_import_says_when_a_strategy_current_is_above_its_safety_cap() {
+    // The curve's top factor 0.8: safety.max_charge_current is 160 A, the strategy's scale
+    // stays 200 A, of which 160 A is ever published.
+    let old = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(fixture("v3.4/settings.py"))
+        .unwrap()
+        .replace(
+            "CELL_CHARGE_LIMITED_CURRENT = [0.2, 1, 1, 0.1, 0]",
+            "CELL_CHARGE_LIMITED_CURRENT = [0.2, 0.8, 0.8, 0.1, 0]",
+        );
+    assert!(text.contains("[0.2, 0.8, 0.8, 0.1, 0]"));
+    fs::write(old.path().join("settings.py"), text).unwrap();
+    let (_dir, _out, report) = imported(&old.path().join("settings.py"), None);
+    assert!(
+        report.contains(
+            "strategy.config.max_charge_current: 200 A is above safety.max_charge_current (160 A)"
+        ),
+        "{report}"
+    );
+    assert!(
+        !report.contains("max_discharge_current: 200 A is above"),
+        "{report}"
+    );
 }

@@ -423,7 +423,9 @@ fn python_3_4_into(folder: &Path) {
     copy_tree(&repo().join("aggregator/tests/fixtures/python-3.4"), folder);
     for file in ["settings.py", "charge", "last_balancing"] {
         fs::copy(
-            repo().join("aggregator/tests/fixtures/import/v3.4").join(file),
+            repo()
+                .join("aggregator/tests/fixtures/import/v3.4")
+                .join(file),
             folder.join(file),
         )
         .unwrap();
@@ -467,11 +469,8 @@ impl Device {
     fn with_python_3_4(&self) {
         python_3_4_into(&self.path(OLD));
         fs::create_dir_all(self.path("service")).unwrap();
-        std::os::unix::fs::symlink(
-            "/data/dbus-aggregate-batteries/service",
-            self.path(SERVICE),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink("/data/dbus-aggregate-batteries/service", self.path(SERVICE))
+            .unwrap();
         fs::write(self.path("data/rc.local"), OLD_RC_LOCAL).unwrap();
         fs::set_permissions(
             self.path("data/rc.local"),
@@ -529,7 +528,10 @@ fn a_python_3_4_install_is_migrated_rolled_back_and_migrated_again_and_its_folde
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("install.sh --migrate"), "{said}");
-    assert!(said.contains("its service /service/dbus-aggregate-batteries"), "{said}");
+    assert!(
+        said.contains("its service /service/dbus-aggregate-batteries"),
+        "{said}"
+    );
     assert!(said.contains("its boot line in /data/rc.local"), "{said}");
     assert_eq!(device.tree(), before);
     device.assert_python_enabled();
@@ -571,7 +573,11 @@ fn a_python_3_4_install_is_migrated_rolled_back_and_migrated_again_and_its_folde
     assert!(!device.app().join("migration").exists());
     let out = device.run(&device.app().join("rollback.sh"), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("nothing to roll back"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to roll back"),
+        "{}",
+        text(&out)
+    );
     untouched("rollback");
 
     // Enabling ours beside it is refused; switching again keeps the config we had and
@@ -654,7 +660,11 @@ fn restart_refuses_a_config_with_errors() {
     let config = device.path(&format!("{APP}/config.yaml"));
     let good = fs::read_to_string(&config).unwrap();
     device.installed("restart.sh", &[]);
-    fs::write(&config, good.replace("batteries:", "batteries:\n  no_such_key: 1")).unwrap();
+    fs::write(
+        &config,
+        good.replace("batteries:", "batteries:\n  no_such_key: 1"),
+    )
+    .unwrap();
     let out = device.run(&device.app().join("restart.sh"), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);

@@ -69,6 +69,9 @@ fn the_carried_over_instance_is_published_and_the_guis_choices_still_name_it() {
             monitor.text().as_deref(),
             Some("com.victronenergy.battery/0")
         );
-        assert_eq!(w.setting("/Settings/SystemSetup/BmsInstance").await, Some(0.0));
+        assert_eq!(
+            w.setting("/Settings/SystemSetup/BmsInstance").await,
+            Some(0.0)
+        );
     });
 }

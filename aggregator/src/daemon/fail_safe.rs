@@ -28,11 +28,17 @@ pub fn ready(file: &Path, errors: &[ConfigError]) -> Ready {
         .ok()
         .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok());
     let text_at = |section: &str, key: &str| -> Option<String> {
-        lenient.as_ref()?.get(section)?.get(key)?.as_str().map(str::to_string)
+        lenient
+            .as_ref()?
+            .get(section)?
+            .get(key)?
+            .as_str()
+            .map(str::to_string)
     };
-    if let Some(name) = text_at("publish", "service_name")
-        .filter(|n| n.strip_prefix("com.victronenergy.battery.").is_some_and(|s| !s.is_empty()))
-    {
+    if let Some(name) = text_at("publish", "service_name").filter(|n| {
+        n.strip_prefix("com.victronenergy.battery.")
+            .is_some_and(|s| !s.is_empty())
+    }) {
         config.publish.service_name = name;
     }
     if let Some(instance) = lenient
@@ -52,9 +58,10 @@ pub fn ready(file: &Path, errors: &[ConfigError]) -> Ready {
     };
     resolve_paths(&mut config, file, None);
 
-    let first = errors
-        .first()
-        .map_or_else(|| format!("{} has errors", file.display()), ToString::to_string);
+    let first = errors.first().map_or_else(
+        || format!("{} has errors", file.display()),
+        ToString::to_string,
+    );
     let text = format!("config error: {first}");
     let current_source = config.current_source.plugin.clone();
     Ready {

@@ -332,16 +332,19 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         file: request.out.clone(),
         text: mapped.yaml.clone(),
     };
-    if let Err(errors) = source.parse() {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(ImportError::file(
-            &request.from,
-            format!(
-                "the imported config does not pass its own check: {}",
-                list.join("; ")
-            ),
-        ));
-    }
+    let warnings = match source.parse() {
+        Ok(config) => crate::config::check::warnings(&source, &config),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(ImportError::file(
+                &request.from,
+                format!(
+                    "the imported config does not pass its own check: {}",
+                    list.join("; ")
+                ),
+            ));
+        }
+    };
 
     if let Some(state) = &state {
         state_store
@@ -350,11 +353,15 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
     }
     write_atomically(&request.out, mapped.yaml.as_bytes())
         .map_err(|e| ImportError::file(&request.out, format!("cannot write: {e}")))?;
-    Ok(mapped.report(
+    let mut report = mapped.report(
         &settings,
         request,
         state.is_some().then(|| state_store.path()),
-    ))
+    );
+    for warning in warnings {
+        report.push_str(&format!("warning: {warning}\n"));
+    }
+    Ok(report)
 }
 
 /// Reads `settings.py` or `config.ini` (told apart by the name, else by a `[section]` line).
