@@ -12,7 +12,7 @@ use std::time::Duration;
 use aggregator::bus::client;
 use aggregator::bus::variant::Field;
 use aggregator::sim::{Scenario, Simulator};
-use support::bus::{num, until, Daemon};
+use support::bus::{num, until};
 use support::world::{runtime, World};
 use zbus::zvariant::OwnedValue;
 

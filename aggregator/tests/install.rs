@@ -412,7 +412,6 @@ fn under_daemontools_the_service_starts_restarts_upgrades_and_stops() {
 }
 
 const OLD: &str = "data/dbus-aggregate-batteries";
-const OLD_BOOT_LINE: &str = "bash /data/dbus-aggregate-batteries/reinstall-local.sh";
 /// An rc.local of a device with the Python program 3.4 and a line of the user's own.
 const OLD_RC_LOCAL: &str =
     "#!/bin/sh\n/data/my-own-thing &\nbash /data/dbus-aggregate-batteries/reinstall-local.sh\n";

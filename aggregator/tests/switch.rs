@@ -61,14 +61,11 @@ fn the_carried_over_instance_is_published_and_the_guis_choices_still_name_it() {
         )
         .await
         .unwrap();
-        assert_eq!(stored.text().as_deref(), Some("battery:0"));
+        assert_eq!(stored.text(), Some("battery:0"));
         let monitor = get_value(&w.conn, SETTINGS, "/Settings/SystemSetup/BatteryService")
             .await
             .unwrap();
-        assert_eq!(
-            monitor.text().as_deref(),
-            Some("com.victronenergy.battery/0")
-        );
+        assert_eq!(monitor.text(), Some("com.victronenergy.battery/0"));
         assert_eq!(
             w.setting("/Settings/SystemSetup/BmsInstance").await,
             Some(0.0)

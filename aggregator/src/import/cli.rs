@@ -20,9 +20,9 @@ pub struct Args {
     /// Replace an existing `--out` file (and `state/state.json`).
     #[arg(long)]
     pub force: bool,
-    /// The user's own DC-coupled feed-in setting (`/Settings/CGwacs/OvervoltageFeedIn`, 0 or
-    /// 1) when the old program was stopped while it held it at 0: the daemon writes it back
-    /// once nothing keeps feed-in off (needs `--state-from`).
+    /// The user's own DC-coupled feed-in setting, 0 or 1 (`/Settings/CGwacs/OvervoltageFeedIn`),
+    /// when the old program was stopped while it held it at 0: the daemon writes it back once
+    /// nothing keeps feed-in off (needs `--state-from`).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1))]
     pub user_feed_in: Option<i64>,
 }
