@@ -19,9 +19,11 @@ eventually() {
     return 1
 }
 old_runs() { pgrep -f "$PYTHON" > /dev/null; }
+# Our daemon's pid is kept in OURS: /proc is the host's, where other tests may run a daemon
+# of the same path.
 ours_runs() {
-    pid=$(svstat "$S" 2> /dev/null | sed -n "s/.*: up (pid \([0-9]*\)).*/\1/p")
-    [ -n "$pid" ] && [ "$(readlink /proc/"$pid"/exe)" = "$APP/dbus-aggregate-batteries" ]
+    OURS=$(svstat "$S" 2> /dev/null | sed -n "s/.*: up (pid \([0-9]*\)).*/\1/p")
+    [ -n "$OURS" ] && [ "$(readlink /proc/"$OURS"/exe)" = "$APP/dbus-aggregate-batteries" ]
 }
 fingerprint() {
     find "$OLD" -name supervise -prune -o -print | sort | while read -r path; do
@@ -52,9 +54,10 @@ eventually '! old_runs' || fail "the Python program still runs after the switch"
 [ "$(fingerprint)" = "$ORIGINAL" ] || fail "the switch changed $OLD"
 echo "migrated: $(svstat $S)"
 
+ours_runs || fail "our daemon stopped before rollback.sh"
 busybox sh $APP/rollback.sh > /tmp/rollback.out 2>&1 || { cat /tmp/rollback.out; fail "rollback.sh"; }
 eventually old_runs || fail "the Python program did not come back: $(svstat $S 2>&1)"
-pgrep -f "$APP/dbus-aggregate-batteries" > /dev/null && fail "our daemon still runs after rollback.sh"
+! kill -0 "$OURS" 2> /dev/null || fail "our daemon (pid $OURS) still runs after rollback.sh"
 [ "$(cat /data/rc.local)" = "$RC_LOCAL" ] || fail "rc.local is not as it was: $(cat /data/rc.local)"
 [ "$(readlink $S)" = "$OLD/service" ] || fail "$S is not its symlink again"
 [ "$(fingerprint)" = "$ORIGINAL" ] || fail "the rollback changed $OLD"
