@@ -72,3 +72,50 @@ fn the_carried_over_instance_is_published_and_the_guis_choices_still_name_it() {
         );
     });
 }
+
+/// The Python program held DC-coupled feed-in at 0 when it was stopped; the user said it was
+/// on (`migrate.sh --user-feed-in 1`), and `import-config` put that into the state.
+const FEED_IN_LEFT_OFF: &str = r#"
+step: 100ms
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+settings: { overvoltage_feed_in: 0 }
+segments:
+  - { duration: 1h, cell_voltage: 3.30, battery_current: 10 }
+"#;
+
+#[test]
+fn the_users_feed_in_value_from_the_switch_comes_back_not_the_0_the_old_program_left() {
+    runtime().block_on(async {
+        // The user's value back 1 s after no cause holds feed-in off.
+        let config = CONFIG.replace(
+            "max_discharge_temperature: 55 }",
+            "max_discharge_temperature: 55, feed_in_hold: 1s }",
+        );
+        assert!(config.contains("feed_in_hold: 1s"));
+        let w = World::start_prepared(FEED_IN_LEFT_OFF, &config, |dir| {
+            let state = aggregator_core::state::State {
+                feed_in: aggregator_core::feedin::FeedIn {
+                    disabled_by_us: true,
+                    saved_value: Some(1),
+                    strategy_off: false,
+                },
+                ..Default::default()
+            };
+            aggregator::state_file::StateStore::new(dir.join("state"))
+                .save(&state)
+                .unwrap();
+        })
+        .await;
+        let mut back = None;
+        for _ in 0..100 {
+            back = w.setting("/Settings/CGwacs/OvervoltageFeedIn").await;
+            if back == Some(1.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(back, Some(1.0), "{}", w.daemon.log_text());
+    });
+}
