@@ -1,8 +1,8 @@
 #!/bin/sh
 # Switches from the Python dbus-aggregate-batteries 3.x (in /data/dbus-aggregate-batteries) to
-# this program, with one of the two in control of the bank at every step: imports its settings
-# and state (import-config), stops it through daemontools, takes its boot line out of
-# /data/rc.local and puts ours in. Its folder is never written: rollback.sh brings it back as it
+# this program, never both at once and with only the seconds of the handover between them:
+# imports its settings and state (import-config), stops it through daemontools, takes its boot
+# line out of /data/rc.local and puts ours in. Its folder is never written: rollback.sh brings it back as it
 # was. A config.yaml of an earlier switch is kept (the new import is written beside it as
 # config.imported.yaml); the state is always imported again, the Python program's is the newer.
 USAGE="migrate.sh [--root DIR] [--user-feed-in 0|1]"
