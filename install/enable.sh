@@ -6,8 +6,16 @@ USAGE="enable.sh [--root DIR]"
 . "$(dirname "$0")/paths.sh"
 
 [ -x "$APP/$NAME" ] || die "$APP/$NAME is missing: run install.sh from the bundle first"
+# Never through the Python program's /service symlink into its folder, never beside its boot line.
+! old_enabled || die "the Python dbus-aggregate-batteries is enabled ($(old_program)): \
+$APP/migrate.sh switches from it; nothing was changed"
 if ! "$APP/$NAME" check-config --config "$APP/config.yaml" --plugins-dir "$APP/plugins"; then
-    die "$APP/config.yaml has errors (above): the service is not enabled"
+    # Enabled before (our boot line is there: this is a boot): a service that publishes
+    # charge and discharge stopped is better for DVCC than none.
+    grep -qxF "$BOOT_LINE" "$RC_LOCAL" 2> /dev/null ||
+        die "$APP/config.yaml has errors (above): the service is not enabled"
+    echo "$APP/config.yaml has errors (above): enabled all the same, the daemon publishes" \
+        "charge and discharge stopped with the error as /Info/ChargeMode until it is fixed"
 fi
 
 # svscan ignores names that start with a dot: the service appears whole, in one rename.

@@ -2,18 +2,37 @@
 # Installs or upgrades dbus-aggregate-batteries from this unpacked bundle into
 # /data/apps/dbus-aggregate-batteries and enables the service. An existing config.yaml and
 # the state folder are kept; the new default config is written beside it as
-# config.default.yaml.
-USAGE="install.sh [--root DIR]"
+# config.default.yaml. Where the Python program (3.x, in /data/dbus-aggregate-batteries) is
+# enabled, it refuses, naming --migrate: the install then runs migrate.sh, which imports its
+# settings and state and switches over (rollback.sh goes back).
+USAGE="install.sh [--root DIR] [--migrate [--user-feed-in 0|1]]"
+TAKES_MIGRATE=1
+TAKES_FEED_IN=1
 BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
 . "$BUNDLE/paths.sh"
 
 [ -f "$BUNDLE/$NAME" ] && [ -d "$BUNDLE/plugins" ] ||
     die "$BUNDLE is not an unpacked bundle (no $NAME program or plugins folder beside install.sh)"
 check_bundle_fits "$BUNDLE/$NAME"
+# 3.5 and later of the Python program live in the folder of this one.
+for python in aggregatebatteries.py dbus-aggregate-batteries.py; do
+    [ ! -f "$APP/$python" ] || die "$DEVICE_APP holds the Python dbus-aggregate-batteries \
+($python, 3.5 or later), in the folder this program uses: these scripts switch from 3.x in \
+$OLD_DEVICE_DIR only; nothing was changed"
+done
+if [ -z "$MIGRATE" ]; then
+    ! old_enabled || die "the Python dbus-aggregate-batteries is installed ($(old_program)) and \
+this program never writes into its files; nothing was changed. To switch, its settings and \
+state imported, it stopped and kept for $DEVICE_APP/rollback.sh: sh $BUNDLE/install.sh --migrate"
+else
+    old_enabled || die "--migrate: the Python dbus-aggregate-batteries is not enabled here \
+(nothing in /service or /data/rc.local): nothing to switch from; nothing was changed"
+fi
+[ -z "$USER_FEED_IN" ] || [ -n "$MIGRATE" ] || die "--user-feed-in goes with --migrate"
 mkdir -p "$APP" || die "cannot create $APP"
 # Only an upgrade of a running service needs a restart: a new one is started by svscan.
 WAS_ENABLED=
-[ ! -d "$SERVICE" ] || WAS_ENABLED=1
+! service_is_ours || WAS_ENABLED=1
 [ "$(cd "$APP" && pwd -P)" != "$BUNDLE" ] ||
     die "run install.sh from the unpacked bundle, not from $APP"
 
@@ -27,7 +46,7 @@ for plugin in "$BUNDLE"/plugins/*.so; do
     [ -f "$plugin" ] || die "$BUNDLE/plugins holds no plugin"
     put "$plugin" "$APP/plugins/${plugin##*/}" 0644
 done
-for script in enable.sh disable.sh restart.sh uninstall.sh; do
+for script in enable.sh disable.sh restart.sh uninstall.sh migrate.sh rollback.sh; do
     put "$BUNDLE/$script" "$APP/$script" 0755
 done
 put "$BUNDLE/paths.sh" "$APP/paths.sh" 0644
@@ -53,6 +72,8 @@ if [ -d "$BUNDLE/examples" ]; then
 fi
 if [ -f "$APP/config.yaml" ]; then
     echo "kept $APP/config.yaml; the new default is $APP/config.default.yaml"
+elif [ -n "$MIGRATE" ]; then
+    echo "config.yaml comes from the Python program's settings (migrate.sh)"
 else
     put "$APP/config.default.yaml" "$APP/config.yaml" 0644
     echo "created $APP/config.yaml from the default: edit it for your bank, then run $APP/restart.sh"
@@ -60,6 +81,9 @@ fi
 sync
 
 # sh, not the scripts' own #! line: the same shell runs them (busybox sh on the device).
+if [ -n "$MIGRATE" ]; then
+    exec sh "$APP/migrate.sh" --root "$ROOT" ${USER_FEED_IN:+--user-feed-in "$USER_FEED_IN"}
+fi
 sh "$APP/enable.sh" --root "$ROOT" || exit $?
 # The running daemon still has the old program.
 [ -z "$WAS_ENABLED" ] || sh "$APP/restart.sh" --root "$ROOT"

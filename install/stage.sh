@@ -31,7 +31,7 @@ for crate in "$REPO"/plugins/*/Cargo.toml; do
     cp "$FROM/$library" "$OUT/plugins/$library"
 done
 
-for script in install.sh enable.sh disable.sh restart.sh uninstall.sh; do
+for script in install.sh enable.sh disable.sh restart.sh uninstall.sh migrate.sh rollback.sh; do
     cp "$INSTALL/$script" "$OUT/$script"
 done
 cp "$INSTALL/paths.sh" "$OUT/paths.sh"

@@ -185,6 +185,11 @@ pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
     }
     match checked.ready {
         Some(ready) => {
+            if let Ok(source) = crate::config::Source::read(config) {
+                for warning in crate::config::check::warnings(&source, &ready.config) {
+                    let _ = writeln!(out, "warning: {warning}");
+                }
+            }
             let _ = writeln!(
                 out,
                 "{}: ok (strategy {}, current source {}, plugins from {})",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aggregator::bus::client;
 use aggregator::bus::variant::Field;
 use aggregator::sim::{Scenario, Simulator};
-use support::bus::{num, until, Daemon};
+use support::bus::{num, until};
 use support::world::{runtime, World};
 use zbus::zvariant::OwnedValue;
 
@@ -280,6 +280,51 @@ fn a_strategy_whose_constructor_fails_publishes_the_fail_safe_and_keeps_running(
 }
 
 #[test]
+fn a_config_error_at_start_publishes_the_fail_safe_with_the_error_as_mode_and_keeps_running() {
+    runtime().block_on(async {
+        // A typo in a host key: the file does not parse as a config.
+        let typo = config(BMS_CURRENT, GOOD_STRATEGY).replace("startup_wait", "startup_wiat");
+        let mut w = World::start(&scenario("", STEADY), &typo).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/Info/MaxChargeCurrent").is_some() && text(i, "/Info/ChargeMode").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        // Charge and discharge stopped, as for a strategy that refuses its section.
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(
+            mode.starts_with("Fault") && mode.contains("batteries: unknown field `startup_wiat`"),
+            "mode `{mode}`"
+        );
+        // Logged once, naming the key; the daemon runs on.
+        let log = still_running_with_one_line(
+            &mut w,
+            "could not be started",
+            "unknown field `startup_wiat`",
+        )
+        .await;
+        let errors = log
+            .lines()
+            .filter(|l| l.contains("ERROR") && l.contains("startup_wiat"))
+            .count();
+        assert_eq!(errors, 1, "{log}");
+
+        // check-config still calls it an error.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+            .arg("--config")
+            .arg(w.dir.path().join("config.yaml"))
+            .arg("check-config")
+            .output()
+            .expect("check-config");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{stdout}");
+        assert!(stdout.contains("startup_wiat"), "{stdout}");
+    });
+}
+
+#[test]
 fn a_current_source_whose_constructor_fails_falls_back_to_the_bms_current() {
     runtime().block_on(async {
         let current = "{ plugin: victron, config: { use_multi: 7 } }";
@@ -303,18 +348,21 @@ fn a_current_source_whose_constructor_fails_falls_back_to_the_bms_current() {
 }
 
 #[test]
-fn a_config_naming_a_missing_plugin_still_exits_with_the_config_error() {
-    let bus = aggregator::bus::private::PrivateBus::start().expect("dbus-daemon");
-    let dir = tempfile::tempdir().unwrap();
-    let strategy = "{ plugin: no-such-strategy, config: {} }";
-    let mut daemon = Daemon::start(bus.address(), dir.path(), &config(BMS_CURRENT, strategy));
-    let deadline = std::time::Instant::now() + SECONDS;
-    while daemon.running() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!daemon.running(), "{}", daemon.log_text());
-    assert_eq!(daemon.terminate(), Some(2), "{}", daemon.log_text());
-    assert!(daemon.log_text().contains("strategy.plugin"));
+fn a_config_naming_a_missing_plugin_publishes_the_fail_safe_naming_the_key() {
+    runtime().block_on(async {
+        let strategy = "{ plugin: no-such-strategy, config: {} }";
+        let mut w = World::start(&scenario("", STEADY), &config(BMS_CURRENT, strategy)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/Info/MaxChargeCurrent").is_some() && text(i, "/Info/ChargeMode").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
+        assert!(mode.contains("strategy.plugin"), "mode `{mode}`");
+        still_running_with_one_line(&mut w, "could not be started", "strategy.plugin").await;
+    });
 }
 
 #[test]

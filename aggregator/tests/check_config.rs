@@ -402,3 +402,83 @@ fn a_bad_soc_source_or_product_name_is_named() {
         stdout(&out)
     );
 }
+
+#[test]
+fn every_missing_temperature_key_is_named_under_its_own_key() {
+    let (_d, path) = broken(&[
+        ("  min_charge_temperature: -20\n", ""),
+        ("  max_charge_temperature: 50\n", ""),
+        ("  min_discharge_temperature: -30\n", ""),
+        ("  max_discharge_temperature: 55\n", ""),
+    ]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2));
+    let said = stdout(&out);
+    let safety = line_of(&path, "safety:");
+    for key in [
+        "min_charge_temperature",
+        "max_charge_temperature",
+        "min_discharge_temperature",
+        "max_discharge_temperature",
+    ] {
+        let line = format!(":{safety}: safety.{key}: missing field `{key}`");
+        assert!(said.contains(&line), "{line}\n{said}");
+    }
+    assert!(said.contains(": 4 error(s)"), "{said}");
+    // Not under the key the parser stood on.
+    assert!(!said.contains("safety.max_cell_voltage: missing"), "{said}");
+}
+
+#[test]
+fn a_strategy_current_above_its_safety_cap_is_a_warning() {
+    let (_d, path) = broken(&[
+        ("    max_charge_current: 200", "    max_charge_current: 400"),
+        (
+            "    max_discharge_current: 200",
+            "    max_discharge_current: 250",
+        ),
+    ]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let line = line_of(&path, "    max_charge_current: 400");
+    assert!(
+        said.contains(&format!(
+            "warning: {}:{line}: strategy.config.max_charge_current: 400 A is above \
+             safety.max_charge_current (300 A)",
+            path.display()
+        )),
+        "{said}"
+    );
+    // 250 A is below safety.max_discharge_current (300 A): nothing to say.
+    assert!(!said.contains("max_discharge_current: 250"), "{said}");
+    // The shipped examples ask for no more than their caps.
+    for name in ["config-lfp.yaml", "config-lto.yaml"] {
+        let out = run(&["check-config"], &example(name), plugins.path());
+        assert!(
+            !stdout(&out).contains("warning"),
+            "{name}: {}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn the_examples_hold_the_keys_of_config_yaml_and_name_their_folder_on_the_device() {
+    for name in ["config-lfp.yaml", "config-lto.yaml"] {
+        let text = std::fs::read_to_string(example(name)).unwrap();
+        for key in [
+            "    solar_chargers: ",
+            "    dc_sources: ",
+            "  # source: counter",
+        ] {
+            assert!(text.contains(key), "{name} lacks {key:?}");
+        }
+        let on_device = format!("/data/apps/dbus-aggregate-batteries/examples/{name}");
+        assert!(text.contains(&on_device), "{name} does not say {on_device}");
+    }
+    let lto = std::fs::read_to_string(example("config-lto.yaml")).unwrap();
+    assert!(lto.contains("Why lfp-balancing and not lto-cv"), "{lto}");
+}

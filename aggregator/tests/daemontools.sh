@@ -3,6 +3,7 @@
 # daemontools (svscan, supervise, svc, multilog), with the install scripts at their own root /.
 # Run by tests/install.rs as root; it makes its own mount namespace, so nothing of the host's
 # mounts changes. Prints what it checks and exits non-zero at the first thing that is wrong.
+# When ROOT/tmp/scenario.sh exists, that runs in the device instead (migration.sh).
 set -eu
 R=$1
 if [ "${2:-}" != inside ]; then
@@ -20,6 +21,9 @@ mkdir -p "$R/proc" "$R/dev" "$R/data" "$R/service" "$R/var/log" "$R/tmp"
 mount -t proc proc "$R/proc"
 mount --rbind /dev "$R/dev"
 
+if [ -f "$R/tmp/scenario.sh" ]; then
+    exec chroot "$R" /bin/sh -eu /tmp/scenario.sh
+fi
 exec chroot "$R" /bin/sh -eu -c '
 fail() { echo "FAILED: $*"; exit 1; }
 S=/service/dbus-aggregate-batteries

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -203,7 +204,7 @@ fn a_3_4_settings_py_is_imported_and_passes_check_config() {
             ),
             (
                 "MAX_CELL_VOLTAGE",
-                "strategy.config.max_cell_voltage = 2.55, safety.max_cell_voltage = 2.55",
+                "strategy.config.max_cell_voltage = 2.55, safety.max_cell_voltage (0.05 V above the strategy's bound) = 2.6",
             ),
             ("MIN_CELL_VOLTAGE", "strategy.config.min_cell_voltage = 1.9"),
             (
@@ -336,7 +337,7 @@ fn a_4x_config_ini_is_imported_over_its_defaults_file_and_passes_check_config() 
             ),
             (
                 "MAX_CELL_VOLTAGE",
-                "strategy.config.max_cell_voltage = 2.6, safety.max_cell_voltage = 2.6",
+                "strategy.config.max_cell_voltage = 2.6, safety.max_cell_voltage (0.05 V above the strategy's bound) = 2.65",
             ),
             ("MIN_CELL_VOLTAGE", "strategy.config.min_cell_voltage = 1.9"),
             (
@@ -488,7 +489,7 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
             ("NR_OF_BATTERIES", "batteries.expected = 2"),
             (
                 "CHARGE_VOLTAGE",
-                "strategy.config.charge_voltage = 2.48, safety.max_cell_voltage = 2.55",
+                "strategy.config.charge_voltage = 2.48, safety.max_cell_voltage (0.05 V above the strategy's bound) = 2.6",
             ),
             (
                 "MAX_CELL_VOLTAGE",
@@ -714,4 +715,107 @@ fn the_3_4_state_files_are_restored_by_the_daemon_with_the_imported_config() {
         assert!(!log.contains("not restored"), "{log}");
         assert!(!log.contains("starting fresh"), "{log}");
     });
+}
+
+#[test]
+fn the_device_instance_the_old_program_published_is_carried_over() {
+    for (line, instance) in [
+        // 3.4: among the mandatory paths.
+        ("            deviceinstance=0,\n", "0"),
+        // 3.41 and later.
+        (
+            "        self._dbusservice.add_path(\"/DeviceInstance\", 99)\n",
+            "99",
+        ),
+    ] {
+        let old = tempfile::tempdir().unwrap();
+        fs::copy(fixture("v3.4/settings.py"), old.path().join("settings.py")).unwrap();
+        fs::write(
+            old.path().join("aggregatebatteries.py"),
+            format!(
+                "VERSION = \"3.4\"\n# deviceinstance=7 in a comment counts for nothing\n{line}"
+            ),
+        )
+        .unwrap();
+        let (_dir, out, report) = imported(&old.path().join("settings.py"), None);
+        let config = fs::read_to_string(&out).unwrap();
+        assert!(
+            config.contains(&format!("device_instance: {instance}")),
+            "{config}"
+        );
+        assert!(
+            report.contains(&format!(
+                "publish.device_instance = {instance}: the /DeviceInstance"
+            )),
+            "{report}"
+        );
+        check_config_passes(&out, "lfp-balancing", "victron");
+    }
+    // Without the program beside its settings, the instance is not guessed.
+    let (_dir, out, _) = imported(&fixture("v3.4/settings.py"), None);
+    assert!(!fs::read_to_string(out).unwrap().contains("device_instance"));
+}
+
+#[test]
+fn the_users_feed_in_value_goes_into_the_state_as_an_episode_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("config.yaml");
+    let result = import(
+        &fixture("v3.4/settings.py"),
+        Some(&fixture("v3.4")),
+        &out,
+        &["--user-feed-in", "1"],
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert!(
+        stdout(&result).contains("--user-feed-in 1 "),
+        "{}",
+        stdout(&result)
+    );
+    let state = aggregator::state_file::StateStore::new(dir.path().join("state"))
+        .load()
+        .unwrap();
+    assert!(state.feed_in.disabled_by_us);
+    assert_eq!(state.feed_in.saved_value, Some(1));
+    // It lives in the state: without --state-from there is nowhere to keep it.
+    let out = dir.path().join("other.yaml");
+    let result = import(
+        &fixture("v3.4/settings.py"),
+        None,
+        &out,
+        &["--user-feed-in", "1"],
+    );
+    assert_eq!(result.status.code(), Some(2));
+    assert!(
+        stderr(&result).contains("--state-from"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn the_import_says_when_a_strategy_current_is_above_its_safety_cap() {
+    // The curve's top factor 0.8: safety.max_charge_current is 160 A, the strategy's scale
+    // stays 200 A, of which 160 A is ever published.
+    let old = tempfile::tempdir().unwrap();
+    let text = fs::read_to_string(fixture("v3.4/settings.py"))
+        .unwrap()
+        .replace(
+            "CELL_CHARGE_LIMITED_CURRENT = [0.2, 1, 1, 0.1, 0]",
+            "CELL_CHARGE_LIMITED_CURRENT = [0.2, 0.8, 0.8, 0.1, 0]",
+        );
+    assert!(text.contains("[0.2, 0.8, 0.8, 0.1, 0]"));
+    fs::write(old.path().join("settings.py"), text).unwrap();
+    let (_dir, _out, report) = imported(&old.path().join("settings.py"), None);
+    assert!(
+        report.contains(
+            "strategy.config.max_charge_current: 200 A is above safety.max_charge_current (160 A)"
+        ),
+        "{report}"
+    );
+    assert!(
+        !report.contains("max_discharge_current: 200 A is above"),
+        "{report}"
+    );
 }

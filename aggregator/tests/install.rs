@@ -160,6 +160,8 @@ fn the_scripts_parse_under_busybox_sh() {
         "disable.sh",
         "restart.sh",
         "uninstall.sh",
+        "migrate.sh",
+        "rollback.sh",
         "paths.sh",
         "service/run",
         "service/log/run",
@@ -200,7 +202,14 @@ fn a_bundle_holds_the_daemon_the_builtin_plugins_the_config_and_the_scripts() {
             "{example}"
         );
     }
-    for script in ["install.sh", "enable.sh", "uninstall.sh", "service/run"] {
+    for script in [
+        "install.sh",
+        "enable.sh",
+        "uninstall.sh",
+        "migrate.sh",
+        "rollback.sh",
+        "service/run",
+    ] {
         assert_eq!(mode(&bundle.join(script)), 0o755, "{script}");
     }
 }
@@ -567,4 +576,307 @@ fn a_bundle_for_another_machine_says_which_bundle_to_take_before_changing_anythi
     // The same bundle on its own machine installs.
     let out = device.run_on(own_uname, &device.bundle().join("install.sh"), &[]);
     assert!(out.status.success(), "{}", text(&out));
+const OLD: &str = "data/dbus-aggregate-batteries";
+/// An rc.local of a device with the Python program 3.4 and a line of the user's own.
+const OLD_RC_LOCAL: &str =
+    "#!/bin/sh\n/data/my-own-thing &\nbash /data/dbus-aggregate-batteries/reinstall-local.sh\n";
+
+/// The files of the Python program 3.4 as a device holds them: its scripts and service
+/// (stand-ins that behave as its own), its settings and state files.
+fn python_3_4_into(folder: &Path) {
+    copy_tree(&repo().join("aggregator/tests/fixtures/python-3.4"), folder);
+    for file in ["settings.py", "charge", "last_balancing"] {
+        fs::copy(
+            repo()
+                .join("aggregator/tests/fixtures/import/v3.4")
+                .join(file),
+            folder.join(file),
+        )
+        .unwrap();
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Every file below `folder` with its bytes and mode, and every folder with its mode.
+fn snapshot(folder: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    let mut found = Vec::new();
+    let mut paths = Vec::new();
+    walk(folder, folder, &mut paths);
+    paths.sort();
+    for relative in paths {
+        let path = folder.join(&relative);
+        let bytes = if path.is_dir() {
+            Vec::new()
+        } else {
+            fs::read(&path).unwrap()
+        };
+        found.push((relative, bytes, mode(&path)));
+    }
+    found
+}
+
+impl Device {
+    /// Installs the Python program 3.4 as its install left it: its folder, the /service
+    /// symlink and its boot line.
+    fn with_python_3_4(&self) {
+        python_3_4_into(&self.path(OLD));
+        fs::create_dir_all(self.path("service")).unwrap();
+        std::os::unix::fs::symlink("/data/dbus-aggregate-batteries/service", self.path(SERVICE))
+            .unwrap();
+        fs::write(self.path("data/rc.local"), OLD_RC_LOCAL).unwrap();
+        fs::set_permissions(
+            self.path("data/rc.local"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+
+    /// The state file of the app folder.
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read(&format!("{APP}/state/state.json"))).unwrap()
+    }
+
+    /// The Python program is enabled exactly as before the switch.
+    fn assert_python_enabled(&self) {
+        assert_eq!(
+            fs::read_link(self.path(SERVICE)).unwrap(),
+            Path::new("/data/dbus-aggregate-batteries/service")
+        );
+        assert_eq!(self.read("data/rc.local"), OLD_RC_LOCAL);
+        assert_eq!(mode(&self.path("data/rc.local")), 0o755);
+    }
+
+    /// This program is enabled, and the Python program is not.
+    fn assert_switched(&self) {
+        let service = self.path(SERVICE);
+        assert!(!service.is_symlink() && service.is_dir());
+        assert_eq!(
+            fs::read(service.join("run")).unwrap(),
+            fs::read(repo().join("install/service/run")).unwrap()
+        );
+        assert_eq!(
+            self.read("data/rc.local"),
+            format!("#!/bin/sh\n/data/my-own-thing &\n{BOOT_LINE}\n")
+        );
+    }
+}
+
+#[test]
+fn a_python_3_4_install_is_migrated_rolled_back_and_migrated_again_and_its_folder_never_changes() {
+    let device = Device::new();
+    device.with_python_3_4();
+    let old = snapshot(&device.path(OLD));
+    assert!(old.iter().any(|(p, _, _)| p == "settings.py"));
+    let untouched = |step: &str| {
+        assert!(
+            snapshot(&device.path(OLD)) == old,
+            "{step}: the Python program's folder changed"
+        );
+    };
+
+    // A plain install refuses, names the one command that switches, and changes nothing.
+    let before = device.tree();
+    let out = device.run(&device.bundle().join("install.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("install.sh --migrate"), "{said}");
+    assert!(
+        said.contains("its service /service/dbus-aggregate-batteries"),
+        "{said}"
+    );
+    assert!(said.contains("its boot line in /data/rc.local"), "{said}");
+    assert_eq!(device.tree(), before);
+    device.assert_python_enabled();
+    untouched("refused install");
+
+    // The switch: settings and state imported, the instance the GUI names carried over, the
+    // Python program out of /service and out of the boot, ours in.
+    let said = device.ok(&device.bundle().join("install.sh"), &["--migrate"]);
+    assert!(said.contains("switched from the Python program"), "{said}");
+    assert!(said.contains("rollback.sh"), "{said}");
+    assert!(said.contains(": ok (strategy"), "check-config: {said}");
+    device.assert_switched();
+    let config = device.read(&format!("{APP}/config.yaml"));
+    assert!(config.contains("Imported from"), "{config}");
+    assert!(config.contains("device_instance: 0"), "{config}");
+    assert_eq!(device.state()["charge_ah"], 306.005);
+    assert!(!device.app().join(".import").exists());
+    untouched("migrate");
+
+    // A boot runs our line: enable.sh again changes nothing; an upgrade keeps the switch.
+    device.installed("enable.sh", &[]);
+    device.assert_switched();
+    assert!(device.install().contains("kept"));
+    device.assert_switched();
+    // Uninstalling ours alone would leave no program for the bank.
+    let out = device.run(&device.app().join("uninstall.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("rollback.sh"), "{}", text(&out));
+    device.assert_switched();
+    untouched("boot, upgrade");
+
+    // The way back, in one step: the Python program exactly as it was, ours out of the boot,
+    // our folder kept for another switch.
+    let said = device.installed("rollback.sh", &[]);
+    assert!(said.contains("rolled back"), "{said}");
+    device.assert_python_enabled();
+    assert_eq!(device.boot_lines(), 0);
+    assert!(device.app().join("config.yaml").exists());
+    assert!(!device.app().join("migration").exists());
+    let out = device.run(&device.app().join("rollback.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("nothing to roll back"),
+        "{}",
+        text(&out)
+    );
+    untouched("rollback");
+
+    // Enabling ours beside it is refused; switching again keeps the config we had and
+    // takes the state anew (the Python program ran since).
+    let out = device.run(&device.app().join("enable.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("migrate.sh"), "{}", text(&out));
+    device.assert_python_enabled();
+    let tuned = config.replace("device_instance: 0", "device_instance: 0\n  # tuned");
+    fs::write(device.path(&format!("{APP}/config.yaml")), &tuned).unwrap();
+    fs::write(device.path(&format!("{APP}/state/state.json")), "{}").unwrap();
+    let said = device.installed("migrate.sh", &[]);
+    assert!(said.contains("config.imported.yaml"), "{said}");
+    device.assert_switched();
+    assert_eq!(device.read(&format!("{APP}/config.yaml")), tuned);
+    assert_eq!(device.read(&format!("{APP}/config.imported.yaml")), config);
+    assert_eq!(device.state()["charge_ah"], 306.005);
+    untouched("migrate again");
+
+    device.installed("rollback.sh", &[]);
+    device.assert_python_enabled();
+    untouched("second rollback");
+}
+
+#[test]
+fn a_feed_in_the_python_program_left_off_is_not_taken_as_the_users() {
+    let device = Device::new();
+    device.with_python_3_4();
+    let old = snapshot(&device.path(OLD));
+    // Its log: an episode that switched feed-in off and had not ended when it was stopped.
+    let logs = device.path("var/log/dbus-aggregate-batteries");
+    fs::create_dir_all(&logs).unwrap();
+    fs::write(
+        logs.join("@400000006750a1b2c3d4e5f6.s"),
+        "INFO:root:Sat Dec  5 11:00:00 2026: DC-coupled PV feed-in de-activated.\n\
+         INFO:root:Sat Dec  5 11:20:00 2026: DC-coupled PV feed-in re-activated.\n",
+    )
+    .unwrap();
+    fs::write(
+        logs.join("current"),
+        "INFO:root:Sun Dec  6 12:00:00 2026: Dynamic CVL reduction started.\n\
+         INFO:root:Sun Dec  6 12:00:00 2026: DC-coupled PV feed-in de-activated.\n\
+         INFO:root:Sun Dec  6 12:00:01 2026: DC-coupled PV feed-in de-activated.\n",
+    )
+    .unwrap();
+
+    // Without the user's word the switch does not happen, and the Python program runs on.
+    let out = device.run(&device.bundle().join("install.sh"), &["--migrate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("--user-feed-in 1"), "{said}");
+    assert!(said.contains("the Python program runs again"), "{said}");
+    device.assert_python_enabled();
+    assert!(!device.app().join("state/state.json").exists());
+    assert!(!device.app().join("migration").exists());
+
+    // With it, the state holds an episode of ours with the user's value to give back.
+    device.installed("migrate.sh", &["--user-feed-in", "1"]);
+    device.assert_switched();
+    let state = device.state();
+    assert_eq!(state["feed_in"]["disabled_by_us"], true, "{state}");
+    assert_eq!(state["feed_in"]["saved_value"], 1, "{state}");
+    assert!(snapshot(&device.path(OLD)) == old);
+
+    // A log whose last word is the restore needs nothing from the user.
+    device.installed("rollback.sh", &[]);
+    let mut current = fs::read_to_string(logs.join("current")).unwrap();
+    current.push_str("INFO:root:Sun Dec  6 12:30:00 2026: DC-coupled PV feed-in re-activated.\n");
+    fs::write(logs.join("current"), current).unwrap();
+    device.installed("migrate.sh", &[]);
+    let state = device.state();
+    assert_eq!(state["feed_in"]["disabled_by_us"], false, "{state}");
+    assert!(snapshot(&device.path(OLD)) == old);
+}
+
+#[test]
+fn restart_refuses_a_config_with_errors() {
+    let device = Device::new();
+    device.install();
+    let config = device.path(&format!("{APP}/config.yaml"));
+    let good = fs::read_to_string(&config).unwrap();
+    device.installed("restart.sh", &[]);
+    fs::write(
+        &config,
+        good.replace("batteries:", "batteries:\n  no_such_key: 1"),
+    )
+    .unwrap();
+    let out = device.run(&device.app().join("restart.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("no_such_key"), "{said}");
+    assert!(said.contains("not restarted"), "{said}");
+    // At the next boot the service comes back all the same (no service would leave DVCC
+    // without a BMS); the daemon publishes charge and discharge stopped.
+    fs::remove_dir_all(device.path(SERVICE)).unwrap();
+    let said = device.installed("enable.sh", &[]);
+    assert!(said.contains("enabled all the same"), "{said}");
+    assert!(device.path(&format!("{SERVICE}/run")).exists());
+}
+
+#[test]
+fn under_daemontools_a_python_3_4_install_is_migrated_rolled_back_and_migrated_again() {
+    let device = Device::new();
+    let chroot = device.dir.path().join("device");
+    fs::create_dir_all(chroot.join("tmp")).unwrap();
+    let copied = Command::new("cp")
+        .arg("-R")
+        .arg(device.bundle())
+        .arg(chroot.join("tmp/bundle"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    fs::copy(
+        repo().join("aggregator/tests/migration.sh"),
+        chroot.join("tmp/scenario.sh"),
+    )
+    .unwrap();
+    python_3_4_into(&chroot.join(OLD));
+    fs::create_dir_all(chroot.join("service")).unwrap();
+    std::os::unix::fs::symlink(
+        "/data/dbus-aggregate-batteries/service",
+        chroot.join(SERVICE),
+    )
+    .unwrap();
+    fs::write(chroot.join("data/rc.local"), OLD_RC_LOCAL).unwrap();
+    let out = Command::new("sh")
+        .arg(repo().join("aggregator/tests/daemontools.sh"))
+        .arg(&chroot)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .expect("daemontools.sh");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for step in ["refused:", "migrated:", "rolled back:", "migrated again:"] {
+        assert!(said.contains(step), "{step} {said}");
+    }
 }

@@ -199,6 +199,42 @@ fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> 
     errors
 }
 
+/// What is allowed but will not do what it seems to: a strategy's maximum current above the
+/// safety bound it is capped at (its steps above the cap are never published, and DC-coupled
+/// feed-in follows the capped CCL). The packs' own limits are known only on the bus; the
+/// daemon caps at their sum there, without a word here.
+pub fn warnings(source: &Source, config: &Config) -> Vec<ConfigError> {
+    let Some(section) = config.strategy.config.as_object() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (key, bound, bound_key) in [
+        (
+            "max_charge_current",
+            config.safety.max_charge_current,
+            "safety.max_charge_current",
+        ),
+        (
+            "max_discharge_current",
+            config.safety.max_discharge_current,
+            "safety.max_discharge_current",
+        ),
+    ] {
+        if let Some(asked) = section.get(key).and_then(serde_json::Value::as_f64) {
+            if asked > bound {
+                found.push(source.error(
+                    &format!("strategy.config.{key}"),
+                    format!(
+                        "{asked} A is above {bound_key} ({bound} A): the published limit is \
+                         capped at {bound} A, and the strategy's steps above it never show"
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// Makes `paths` absolute against the config file's folder; `plugins_dir` (the command line's
 /// `--plugins-dir`) wins over the file's value.
 pub fn resolve_paths(config: &mut Config, file: &Path, plugins_dir: Option<&Path>) {

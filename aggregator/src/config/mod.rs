@@ -493,14 +493,60 @@ impl Source {
     /// Parses the text into a [`Config`] and checks the host's values; plugins' sections are
     /// checked by [`crate::config::check`].
     pub fn parse(&self) -> Result<Config, Vec<ConfigError>> {
-        let config: Config =
-            serde_yaml::from_str(&self.text).map_err(|err| vec![self.yaml_error(&err)])?;
+        let config: Config = serde_yaml::from_str(&self.text).map_err(|err| {
+            let first = self.yaml_error(&err);
+            self.all_missing(first)
+        })?;
         let errors = self.check(&config);
         if errors.is_empty() {
             Ok(config)
         } else {
             Err(errors)
         }
+    }
+
+    /// The parser stops at the first missing key; the others are found by filling each one
+    /// found with a stand-in and parsing again, so that all are reported at once, each under
+    /// its own key. `first` is returned alone when it is another error.
+    fn all_missing(&self, first: ConfigError) -> Vec<ConfigError> {
+        let Ok(mut tree) = serde_yaml::from_str::<serde_yaml::Value>(&self.text) else {
+            return vec![first];
+        };
+        let mut errors = vec![first];
+        // Bounded: a config has far fewer required keys.
+        for _ in 0..32 {
+            let last = errors.last().expect("one error");
+            if !last.message.starts_with("missing field `") || last.key.is_empty() {
+                break;
+            }
+            let mut at = &mut tree;
+            let path: Vec<&str> = last.key.split('.').collect();
+            let Some((field, parents)) = path.split_last() else {
+                break;
+            };
+            for part in parents {
+                match at.get_mut(*part) {
+                    Some(next) => at = next,
+                    None => return errors,
+                }
+            }
+            let Some(map) = at.as_mapping_mut() else {
+                break;
+            };
+            map.insert((*field).into(), serde_yaml::Value::from(0));
+            let again = serde_yaml::to_string(&tree)
+                .ok()
+                .and_then(|text| serde_yaml::from_str::<Config>(&text).err());
+            match again.map(|err| self.yaml_error(&err)) {
+                Some(next) if next.message.starts_with("missing field `") => {
+                    // Placed by its key in the user's text, not in the re-written one.
+                    let line = line_of(&self.text, &next.key.split('.').collect::<Vec<_>>());
+                    errors.push(ConfigError { line, ..next });
+                }
+                _ => break,
+            }
+        }
+        errors
     }
 
     fn yaml_error(&self, err: &serde_yaml::Error) -> ConfigError {
@@ -516,6 +562,21 @@ impl Source {
             Some((key, message)) if !key.contains(' ') => (key.to_string(), message.to_string()),
             _ => (String::new(), body),
         };
+        // A missing key belongs to the map the message names, whatever key the parser stood on.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .filter(|_| !key.is_empty())
+        {
+            let key = format!("{key}.{field}");
+            let line = line_of(&self.text, &key.split('.').collect::<Vec<_>>());
+            return ConfigError {
+                file: self.file.clone(),
+                key,
+                line,
+                message,
+            };
+        }
         // A value's own error ("not a duration") carries the path of the enclosing map only;
         // the key on the reported line completes it.
         if let Some(own) = line.and_then(|l| key_at_line(&self.text, l)) {

@@ -8,6 +8,7 @@
 //! The service is registered after the first tick with every expected battery online, or after
 //! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
 
+pub(crate) mod fail_safe;
 pub(crate) mod gather;
 pub(crate) mod tick;
 
@@ -45,11 +46,11 @@ pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
     for refused in &checked.refused {
         tracing::warn!("plugin refused: {refused}");
     }
-    let Some(ready) = checked.ready else {
-        for error in &checked.errors {
-            tracing::error!("{error}");
-        }
-        return crate::cli::EXIT_CONFIG;
+    // Errors in the file: the service comes up with charge and discharge stopped and the
+    // error as its mode (logged once, below, as the strategy that could not be started).
+    let ready = match checked.ready {
+        Some(ready) => ready,
+        None => fail_safe::ready(config_file, &checked.errors),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,6 +227,10 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         failed.text
     });
     let current_source = current_source.map_err(|failed| {
+        // Not loaded because of the config's errors, which the strategy's line names.
+        if failed.text == fail_safe::NOT_LOADED {
+            return failed.text;
+        }
         tracing::error!(
             "current source plugin {} could not be started: {}; using the batteries' own \
              current until the configuration is fixed and the service restarted",

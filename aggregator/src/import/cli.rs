@@ -20,6 +20,11 @@ pub struct Args {
     /// Replace an existing `--out` file (and `state/state.json`).
     #[arg(long)]
     pub force: bool,
+    /// The user's own DC-coupled feed-in setting, 0 or 1 (`/Settings/CGwacs/OvervoltageFeedIn`),
+    /// when the old program was stopped while it held it at 0: the daemon writes it back once
+    /// nothing keeps feed-in off (needs `--state-from`).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1))]
+    pub user_feed_in: Option<i64>,
 }
 
 /// Runs the import; prints the report, or the error on stderr. Returns the exit code.
@@ -29,6 +34,7 @@ pub fn run(args: &Args) -> i32 {
         state_from: args.state_from.clone(),
         out: args.out.clone(),
         force: args.force,
+        user_feed_in: args.user_feed_in,
     };
     match import(&request, crate::clock::calendar::today()) {
         Ok(report) => {

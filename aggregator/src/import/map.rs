@@ -188,6 +188,8 @@ struct SafetyRule {
 /// A derived value and the old settings it came from.
 struct Derived {
     value: f64,
+    /// Said after the key in the report's table.
+    note: Option<&'static str>,
     from: Vec<&'static str>,
     why: &'static str,
 }
@@ -218,12 +220,8 @@ const SAFETY: &[SafetyRule] = &[
                 Strategy::LtoCv => &["MAX_CELL_VOLTAGE", "CHARGE_VOLTAGE"],
                 Strategy::SerialBattery => &["MAX_CELL_VOLTAGE"],
             };
-            extreme(
-                ctx,
-                names,
-                "the highest cell voltage the old settings ask for; check it against the cells' data sheet",
-                f64::max,
-            )
+            let highest = extreme(ctx, names, "", f64::max)?;
+            Ok(highest.map(|d| with_margin(d.value, d.from)))
         },
     },
     SafetyRule {
@@ -292,6 +290,47 @@ fn safety_fallback(key: &str) -> Option<(&'static str, &'static str)> {
 const TEMPERATURE_CHOSEN: &str =
     "the old program had no temperature bounds; common LiFePO4 values, check them against the cells' data sheet (LTO charges far below 0 °C)";
 
+/// How far the safety stop lies above the highest cell voltage the strategy asks for, in V.
+/// The old `MAX_CELL_VOLTAGE` started a gentle CVL reduction; `safety.max_cell_voltage` stops
+/// charging outright. Equal, every touch of the strategy's own bound would be a hard stop.
+pub const CELL_VOLTAGE_MARGIN_V: f64 = 0.05;
+/// The highest safety stop per cell the margin may reach: the data-sheet maximum of LiFePO4
+/// (3.65 V) for voltages of that range, of LTO (2.8 V) below 3 V.
+const LFP_CELL_CEILING_V: f64 = 3.65;
+const LTO_CELL_CEILING_V: f64 = 2.8;
+
+/// `safety.max_cell_voltage` from the highest cell voltage the strategy asks for: that plus
+/// [`CELL_VOLTAGE_MARGIN_V`], never above the chemistry's data-sheet maximum; where the old
+/// settings already reach it, no margin is left, and the comment says so.
+fn with_margin(highest: f64, from: Vec<&'static str>) -> Derived {
+    let ceiling = if highest >= 3.0 {
+        LFP_CELL_CEILING_V
+    } else {
+        LTO_CELL_CEILING_V
+    };
+    let with_margin = ((highest + CELL_VOLTAGE_MARGIN_V) * 1000.0).round() / 1000.0;
+    if with_margin <= ceiling {
+        Derived {
+            value: with_margin,
+            note: Some("(0.05 V above the strategy's bound)"),
+            from,
+            why: "the highest cell voltage the old settings ask for plus 0.05 V, so that the \
+                  strategy's own bound (a CVL reduction) is reached before this hard stop; check \
+                  it against the cells' data sheet",
+        }
+    } else {
+        Derived {
+            value: highest,
+            note: Some("(no margin: at the chemistry's maximum)"),
+            from,
+            why: "the highest cell voltage the old settings ask for, with no margin: 0.05 V more \
+                  would pass the data-sheet maximum of the chemistry (3.65 V LiFePO4, 2.8 V LTO); \
+                  lower the strategy's voltages to leave one, and check against the cells' data \
+                  sheet",
+        }
+    }
+}
+
 /// The highest (`pick` = max) or lowest (min) value of the named settings.
 fn extreme(
     ctx: &Ctx,
@@ -312,7 +351,12 @@ fn extreme(
             best = Some(best.map_or(top, |b| pick(b, top)));
         }
     }
-    Ok(best.map(|value| Derived { value, from, why }))
+    Ok(best.map(|value| Derived {
+        value,
+        note: None,
+        from,
+        why,
+    }))
 }
 
 /// The largest bank current a strategy would ask for: the full scale times the curve's largest
@@ -357,7 +401,12 @@ fn bank_current(
         }
         _ => "the largest current the old settings ask for",
     };
-    Ok(Some(Derived { value, from, why }))
+    Ok(Some(Derived {
+        value,
+        note: None,
+        from,
+        why,
+    }))
 }
 
 /// Settings that have no counterpart whatever else is set, and why.
@@ -461,6 +510,20 @@ pub fn map(s: &OldSettings, out: &Path, with_state: bool) -> Result<Mapped, Impo
             on.to_string(),
         );
     }
+    if let Some(dir) = s.file.parent() {
+        if let Some((instance, program)) = old_device_instance(dir) {
+            ctx.choose(
+                "publish.device_instance",
+                instance.to_string(),
+                &format!(
+                    "the /DeviceInstance the old program published ({}), so that the GUI's \
+                     battery monitor and DVCC's controlling BMS, which name it, keep pointing at \
+                     the bank",
+                    program.display()
+                ),
+            );
+        }
+    }
     if with_state {
         ctx.tree.set(
             "paths.state_dir",
@@ -500,6 +563,36 @@ pub fn map(s: &OldSettings, out: &Path, with_state: bool) -> Result<Mapped, Impo
         chosen: ctx.chosen,
         missing: ctx.missing,
         state_rows: Vec::new(),
+    })
+}
+
+/// The old program's main files, newest name first.
+const OLD_PROGRAMS: [&str; 2] = ["dbus-aggregate-batteries.py", "aggregatebatteries.py"];
+
+/// The `/DeviceInstance` the old program beside its settings published, read from its code:
+/// `deviceinstance=0` in the mandatory paths up to 3.40, `add_path("/DeviceInstance", 99)`
+/// from 3.41. `None` without a program file or a number in it.
+pub fn old_device_instance(dir: &Path) -> Option<(u32, PathBuf)> {
+    OLD_PROGRAMS.iter().find_map(|name| {
+        let program = dir.join(name);
+        let code = std::fs::read_to_string(&program).ok()?;
+        let instance = code.lines().find_map(|line| {
+            let line = line.split('#').next().unwrap_or("");
+            let after = line
+                .split_once("deviceinstance=")
+                .map(|(_, rest)| rest)
+                .or_else(|| {
+                    line.split_once("\"/DeviceInstance\",")
+                        .map(|(_, rest)| rest)
+                })?;
+            let digits: String = after
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })?;
+        Some((instance, program))
     })
 }
 
@@ -900,8 +993,12 @@ fn safety(ctx: &mut Ctx, strategy: Strategy) -> Result<(), ImportError> {
                 let value = yaml_number(derived.value);
                 let comment = format!("from {}: {}", derived.from.join(", "), derived.why);
                 ctx.tree.set(&key, value.clone(), Some(comment));
+                let label = match derived.note {
+                    Some(note) => format!("{key} {note}"),
+                    None => key.clone(),
+                };
                 for name in &derived.from {
-                    ctx.record(name, key.clone(), value.clone());
+                    ctx.record(name, label.clone(), value.clone());
                 }
             }
             None => match safety_fallback(rule.key) {
@@ -1340,5 +1437,23 @@ mod tests {
             e.to_string(),
             "settings.py:1: NR_OF_BATTERIES: must be a number, found '2'"
         );
+    }
+}
+
+#[cfg(test)]
+mod margin_tests {
+    use super::*;
+
+    #[test]
+    fn the_safety_stop_lies_a_margin_above_the_strategy_but_never_above_the_chemistry() {
+        // LTO 2.55 V and LFP 3.45 V: 0.05 V above.
+        assert_eq!(with_margin(2.55, vec![]).value, 2.6);
+        assert_eq!(with_margin(3.45, vec![]).value, 3.5);
+        // LFP 3.62 V: 3.67 V would pass 3.65 V; no margin, and the report says so.
+        let at_ceiling = with_margin(3.62, vec![]);
+        assert_eq!(at_ceiling.value, 3.62);
+        assert!(at_ceiling.note.unwrap().contains("no margin"));
+        // LTO 2.78 V: the same below 2.8 V.
+        assert_eq!(with_margin(2.78, vec![]).value, 2.78);
     }
 }

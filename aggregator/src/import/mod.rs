@@ -254,6 +254,8 @@ pub struct Request {
     pub out: PathBuf,
     /// Replace existing files.
     pub force: bool,
+    /// The user's feed-in value, which the old program held at 0 when it was stopped.
+    pub user_feed_in: Option<i64>,
 }
 
 /// The folder, relative to the written config, that its `paths.state_dir` names.
@@ -284,9 +286,32 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
     let mut mapped = map::map(&settings, &request.out, request.state_from.is_some())?;
     let state = match &request.state_from {
         Some(dir) => {
-            let (state, rows) = stored::read(dir, &mapped.strategy, today)?;
+            let (mut state, rows) = stored::read(dir, &mapped.strategy, today)?;
             mapped.state_rows = rows;
+            if let Some(value) = request.user_feed_in {
+                // Taken over as an episode of our own: the value goes back once no cause
+                // holds feed-in off, instead of the 0 the old program left being taken as
+                // the user's.
+                state.feed_in = aggregator_core::feedin::FeedIn {
+                    disabled_by_us: true,
+                    saved_value: Some(value),
+                    strategy_off: false,
+                };
+                mapped.state_rows.push(map::Row::became(
+                    format!("--user-feed-in {value}"),
+                    vec![
+                        ("feed_in.disabled_by_us".into(), "true".into()),
+                        ("feed_in.saved_value".into(), value.to_string()),
+                    ],
+                ));
+            }
             Some(state)
+        }
+        None if request.user_feed_in.is_some() => {
+            return Err(ImportError::file(
+                &request.from,
+                "--user-feed-in is kept in the state: it needs --state-from",
+            ));
         }
         None => None,
     };
@@ -307,16 +332,19 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         file: request.out.clone(),
         text: mapped.yaml.clone(),
     };
-    if let Err(errors) = source.parse() {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(ImportError::file(
-            &request.from,
-            format!(
-                "the imported config does not pass its own check: {}",
-                list.join("; ")
-            ),
-        ));
-    }
+    let warnings = match source.parse() {
+        Ok(config) => crate::config::check::warnings(&source, &config),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(ImportError::file(
+                &request.from,
+                format!(
+                    "the imported config does not pass its own check: {}",
+                    list.join("; ")
+                ),
+            ));
+        }
+    };
 
     if let Some(state) = &state {
         state_store
@@ -325,11 +353,15 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
     }
     write_atomically(&request.out, mapped.yaml.as_bytes())
         .map_err(|e| ImportError::file(&request.out, format!("cannot write: {e}")))?;
-    Ok(mapped.report(
+    let mut report = mapped.report(
         &settings,
         request,
         state.is_some().then(|| state_store.path()),
-    ))
+    );
+    for warning in warnings {
+        report.push_str(&format!("warning: {warning}\n"));
+    }
+    Ok(report)
 }
 
 /// Reads `settings.py` or `config.ini` (told apart by the name, else by a `[section]` line).

@@ -1,0 +1,122 @@
+#!/bin/sh
+# Switches from the Python dbus-aggregate-batteries 3.x (in /data/dbus-aggregate-batteries) to
+# this program, never both at once and with only the seconds of the handover between them:
+# imports its settings and state (import-config), stops it through daemontools, takes its boot
+# line out of /data/rc.local and puts ours in. Its folder is never written: rollback.sh brings it back as it
+# was. A config.yaml of an earlier switch is kept (the new import is written beside it as
+# config.imported.yaml); the state is always imported again, the Python program's is the newer.
+USAGE="migrate.sh [--root DIR] [--user-feed-in 0|1]"
+TAKES_FEED_IN=1
+HERE=$(cd "$(dirname "$0")" && pwd -P)
+. "$HERE/paths.sh"
+
+PROGRAM=$APP/$NAME
+[ -x "$PROGRAM" ] || die "$PROGRAM is missing: run install.sh --migrate from the bundle"
+SETTINGS=$OLD_DIR/settings.py
+[ -d "$OLD_DIR" ] || die "$OLD_DEVICE_DIR is not there: there is no Python program to switch from"
+[ -f "$SETTINGS" ] || die "$OLD_DEVICE_DIR/settings.py is missing: its settings cannot be imported"
+if ! old_enabled; then
+    [ ! -f "$MIGRATION/service-link" ] ||
+        die "already switched from the Python program: $APP/rollback.sh goes back"
+    die "the Python program is neither in /service nor in /data/rc.local: nothing to stop. \
+Write $APP/config.yaml (import-config imports its settings) and run $APP/enable.sh"
+fi
+
+# The import is tried before anything is stopped: settings it cannot read stop here.
+SCRATCH=$APP/.import
+rm -rf "$SCRATCH"
+mkdir -p "$SCRATCH" || die "cannot create $SCRATCH"
+"$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
+    --out "$SCRATCH/config.yaml" > "$SCRATCH/report.txt" 2>&1 || {
+    cat "$SCRATCH/report.txt" >&2
+    rm -rf "$SCRATCH"
+    die "the Python program's settings cannot be imported (above): nothing was changed"
+}
+
+# What rollback.sh needs to put back, saved before anything changes.
+rm -rf "$MIGRATION"
+mkdir -p "$MIGRATION" || die "cannot create $MIGRATION"
+if [ -L "$SERVICE" ]; then
+    readlink "$SERVICE" > "$MIGRATION/service-link.new"
+else
+    # No /service entry (the device had not booted it yet): its boot line makes this one.
+    echo "$OLD_DEVICE_DIR/service" > "$MIGRATION/service-link.new"
+fi
+if [ -f "$RC_LOCAL" ]; then
+    cp -p "$RC_LOCAL" "$MIGRATION/rc.local" || die "cannot save $RC_LOCAL"
+fi
+# Written last: its presence says the record is whole.
+mv "$MIGRATION/service-link.new" "$MIGRATION/service-link" || die "cannot write $MIGRATION"
+
+# From here the Python program is stopped: a failure starts it again.
+restart_old() {
+    [ ! -f "$MIGRATION/rc.local" ] || cp -p "$MIGRATION/rc.local" "$RC_LOCAL"
+    ln -sfn "$(cat "$MIGRATION/service-link")" "$SERVICE" 2> /dev/null
+    if on_device; then svc -u "$OLD_DIR/service" 2> /dev/null; fi
+    rm -rf "$SCRATCH" "$MIGRATION"
+    die "$*; the Python program runs again and nothing else was changed"
+}
+
+# The /service entry goes first, then the program: svscan cannot start it again in between.
+if [ -L "$SERVICE" ] || { [ -e "$SERVICE" ] && ! service_is_ours; }; then
+    rm -f "$SERVICE" || die "cannot remove the symlink $SERVICE"
+fi
+if on_device; then
+    svc -dx "$OLD_DIR/service" "$OLD_DIR/service/log" 2> /dev/null
+    # Its run file starts python3 without exec: the TERM reaches the shell, not always
+    # the program, which is then ended by its own command line (as its restart.sh does).
+    waited=0
+    while svok "$OLD_DIR/service" 2> /dev/null && [ "$waited" -lt 10 ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    pkill -f "python3 $OLD_DEVICE_DIR/aggregatebatteries.py" 2> /dev/null
+fi
+
+# 3.x keeps no feed-in memory: when it switched DC-coupled feed-in off and did not switch it
+# back, the setting reads 0 whatever the user's own value was, and only the user knows it.
+# Its log says which it did last (the lines of its own, before any of ours).
+last_feed_in=$(cat "$LOG_DIR"/@* "$LOG_DIR"/current 2> /dev/null |
+    grep -e "DC-coupled PV feed-in de-activated" -e "DC-coupled PV feed-in re-activated" |
+    tail -n 1)
+FEED_IN_ARGS=
+case $last_feed_in in
+    *de-activated*)
+        [ -n "$USER_FEED_IN" ] || restart_old "the Python program switched DC-coupled PV feed-in \
+off and had not switched it back (its log: ${last_feed_in}); your own setting cannot be read \
+while it is held at 0. Run again saying what it is: $APP/migrate.sh --user-feed-in 1 (feed-in \
+was on) or --user-feed-in 0 (it was off)"
+        FEED_IN_ARGS="--user-feed-in $USER_FEED_IN"
+        ;;
+esac
+
+# The state now, with the program stopped; the config from the same import.
+rm -rf "$SCRATCH"
+mkdir -p "$SCRATCH" || restart_old "cannot create $SCRATCH"
+# shellcheck disable=SC2086 # empty, or the option and its value
+"$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
+    --out "$SCRATCH/config.yaml" $FEED_IN_ARGS > "$SCRATCH/report.txt" 2>&1 || {
+    cat "$SCRATCH/report.txt" >&2
+    restart_old "the import failed (above)"
+}
+mkdir -p "$APP/state" || restart_old "cannot create $APP/state"
+put "$SCRATCH/state/state.json" "$APP/state/state.json" 0644
+if [ -f "$APP/config.yaml" ]; then
+    put "$SCRATCH/config.yaml" "$APP/config.imported.yaml" 0644
+    CONFIG_SAID="kept $APP/config.yaml; this import is $APP/config.imported.yaml"
+else
+    put "$SCRATCH/config.yaml" "$APP/config.yaml" 0644
+    CONFIG_SAID="$APP/config.yaml imported from $OLD_DEVICE_DIR/settings.py"
+fi
+# The imported config names its state folder relative to itself: it is $APP/state.
+cat "$SCRATCH/report.txt"
+rm -rf "$SCRATCH"
+
+# Its boot line goes (the user's own lines stay), ours comes with enable.sh.
+if old_boot_lines "$RC_LOCAL" > /dev/null; then
+    grep -vF "$OLD_DEVICE_DIR/" "$RC_LOCAL" | put_text "$RC_LOCAL"
+fi
+sync
+sh "$HERE/enable.sh" --root "$ROOT" || restart_old "enable.sh failed (above)"
+echo "$CONFIG_SAID"
+echo "switched from the Python program; $OLD_DEVICE_DIR is untouched: $APP/rollback.sh goes back"
