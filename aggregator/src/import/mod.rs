@@ -295,7 +295,7 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
                 state.feed_in = aggregator_core::feedin::FeedIn {
                     disabled_by_us: true,
                     saved_value: Some(value),
-                    strategy_off: false,
+                    ..Default::default()
                 };
                 mapped.state_rows.push(map::Row::became(
                     format!("--user-feed-in {value}"),
