@@ -576,6 +576,8 @@ fn a_bundle_for_another_machine_says_which_bundle_to_take_before_changing_anythi
     // The same bundle on its own machine installs.
     let out = device.run_on(own_uname, &device.bundle().join("install.sh"), &[]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
 const OLD: &str = "data/dbus-aggregate-batteries";
 /// An rc.local of a device with the Python program 3.4 and a line of the user's own.
 const OLD_RC_LOCAL: &str =

@@ -99,7 +99,7 @@ fn the_users_feed_in_value_from_the_switch_comes_back_not_the_0_the_old_program_
                 feed_in: aggregator_core::feedin::FeedIn {
                     disabled_by_us: true,
                     saved_value: Some(1),
-                    strategy_off: false,
+                    ..Default::default()
                 },
                 ..Default::default()
             };
