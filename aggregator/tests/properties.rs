@@ -96,6 +96,7 @@ fn bounds() -> impl Strategy<Value = Bounds> {
                 max_charge_current_a,
                 max_discharge_current_a,
                 plugin_failures,
+                max_charge_voltage_v: f64::INFINITY,
             }
         },
     )
@@ -124,9 +125,20 @@ fn guard_bounds(max_cell_voltage_v: f64) -> impl Strategy<Value = GuardBounds> {
             BmsLimits::Ignore,
         ]),
         0.1..20.0f64,
+        (0.01..0.5f64, any::<bool>()),
     )
         .prop_map(
-            move |(low, max_h, min_h, charge, discharge, derate, bms_limits, share_min)| {
+            move |(
+                low,
+                max_h,
+                min_h,
+                charge,
+                discharge,
+                derate,
+                bms_limits,
+                share_min,
+                (recovery, n_minus_one),
+            )| {
                 GuardBounds {
                     max_cell_voltage_v,
                     max_cell_hysteresis_v: max_h * max_cell_voltage_v,
@@ -137,6 +149,8 @@ fn guard_bounds(max_cell_voltage_v: f64) -> impl Strategy<Value = GuardBounds> {
                     temperature_derate_c: derate,
                     bms_limits,
                     share_min_current_a: share_min,
+                    recovery_charge_rate_c: recovery,
+                    bms_limits_n_minus_one: n_minus_one,
                 }
             },
         )
@@ -262,7 +276,7 @@ proptest! {
         let mut g = Guard::new(guard);
         for (batteries, ccl, dcl, dt) in ticks {
             let limits = Limits { cvl_v: 55.0, ccl_a: ccl, dcl_a: dcl };
-            let out = g.apply(limits, &batteries, 53.0, dt).limits;
+            let out = g.apply(limits, &batteries, 53.0, dt, 16).limits;
             prop_assert!(out.ccl_a.is_finite() && out.dcl_a.is_finite() && out.cvl_v.is_finite());
             prop_assert!((0.0..=ccl).contains(&out.ccl_a), "CCL {} from {}", out.ccl_a, ccl);
             prop_assert!((0.0..=dcl).contains(&out.dcl_a), "DCL {} from {}", out.dcl_a, dcl);

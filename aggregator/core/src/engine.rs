@@ -396,7 +396,7 @@ impl Engine {
         let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
         let guarded = self
             .guard
-            .apply(degraded, batteries, voltage_v, inputs.dt_s);
+            .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
         self.note_guard(&guarded.acts, batteries, &mut events);
         let limits = guarded.limits;
         let mut save_state = false;
@@ -911,6 +911,7 @@ mod tests {
                 max_charge_current_a: 300.0,
                 max_discharge_current_a: 300.0,
                 plugin_failures: 3,
+                max_charge_voltage_v: f64::INFINITY,
             },
             guard: crate::guard::tests::BOUNDS,
             feed_in_hold_s: 60.0,
@@ -932,6 +933,7 @@ mod tests {
                 installed_capacity_ah: Some(280.0),
                 max_cell_voltage_v: Some(3.35),
                 min_cell_voltage_v: Some(3.35),
+                temperature_c: Some(20.0),
                 soc_pct: Some(60.0),
                 ..Default::default()
             },
