@@ -96,6 +96,9 @@ pub enum Event {
     /// A battery online publishes no charge or discharge limit of its own: it caps nothing
     /// (once per battery name).
     NoPackLimit(String),
+    /// A battery online publishes no data for these host bounds (names as in
+    /// `/System/Batteries`' `bms_only`): they rest on its BMS alone (once per battery name).
+    BmsOnly(String, Vec<&'static str>),
 }
 
 /// The outcome of one tick.
@@ -253,6 +256,8 @@ pub struct Engine {
     no_temperature_logged: bool,
     /// Batteries already named for publishing no limit of their own.
     no_limit_logged: Vec<String>,
+    /// Batteries already named for leaving bounds to their BMS alone.
+    bms_only_logged: Vec<String>,
     fallback_ticks: u64,
     clamping: bool,
     mode: String,
@@ -293,6 +298,7 @@ impl Engine {
             guard: Guard::new(settings.guard),
             no_temperature_logged: false,
             no_limit_logged: Vec::new(),
+            bms_only_logged: Vec::new(),
             fallback_ticks: 0,
             clamping: false,
             mode: String::new(),
@@ -527,6 +533,13 @@ impl Engine {
         if acts.no_temperature && !self.no_temperature_logged {
             self.no_temperature_logged = true;
             events.push(Event::NoTemperature);
+        }
+        for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
+            let only = crate::guard::BmsOnly::of(&b.reading);
+            if !only.is_empty() && !self.bms_only_logged.contains(&b.name) {
+                self.bms_only_logged.push(b.name.clone());
+                events.push(Event::BmsOnly(b.name.clone(), only.names().collect()));
+            }
         }
         if self.settings.guard.bms_limits == crate::guard::BmsLimits::Ignore {
             return;
@@ -955,6 +968,41 @@ mod tests {
             date: LocalDate::new(2026, 1, 15).unwrap(),
             dt_s: 1.0,
         }
+    }
+
+    #[test]
+    fn a_pack_without_cells_or_temperatures_is_named_once_and_the_mode_says_so() {
+        let mut engine = Engine::with_failures(
+            settings(),
+            "lfp-balancing",
+            Err("not built".into()),
+            Err("not built".into()),
+        );
+        let mut can = battery();
+        can.reading.max_cell_voltage_v = None;
+        can.reading.min_cell_voltage_v = None;
+        can.reading.temperature_c = None;
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            let out = engine.tick(std::slice::from_ref(&can), &inputs());
+            assert!(
+                out.mode.contains("no pack reports a temperature"),
+                "{}",
+                out.mode
+            );
+            events.extend(out.events);
+        }
+        let named: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::BmsOnly(..)))
+            .collect();
+        assert_eq!(
+            named,
+            [&Event::BmsOnly(
+                "Bat1".into(),
+                vec!["max_cell_voltage", "min_cell_voltage", "temperature"]
+            )]
+        );
     }
 
     #[test]

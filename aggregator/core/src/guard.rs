@@ -10,6 +10,7 @@ use plugin_api::BatteryState;
 
 use crate::envelope::Limits;
 use crate::presence::Battery;
+use crate::reading::BatteryReading;
 
 /// `safety.bms_limits`: how the packs' own `/Info/MaxChargeCurrent` and
 /// `/Info/MaxDischargeCurrent` cap the bank.
@@ -221,6 +222,48 @@ pub struct Guard {
     /// The direction of the bank current the shares were measured in (+1 charge, −1
     /// discharge, 0 none yet).
     share_direction: f64,
+}
+
+/// The host's bounds that cannot see a pack for want of its data (CAN packs often publish
+/// no cells and no temperature): for that pack they rest on its BMS alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BmsOnly {
+    /// No highest cell: `safety.max_cell_voltage` cannot stop charging for this pack.
+    pub max_cell_voltage: bool,
+    /// No lowest cell: `safety.min_cell_voltage` cannot stop discharging for this pack.
+    pub min_cell_voltage: bool,
+    /// No temperature at all: the temperature windows cannot act for this pack.
+    pub temperature: bool,
+}
+
+impl BmsOnly {
+    /// Of one pack's reading.
+    pub fn of(r: &BatteryReading) -> Self {
+        let none = |v: Option<f64>| !v.is_some_and(f64::is_finite);
+        BmsOnly {
+            max_cell_voltage: none(r.max_cell_voltage_v),
+            min_cell_voltage: none(r.min_cell_voltage_v),
+            temperature: none(r.temperature_c)
+                && none(r.min_cell_temperature_c)
+                && none(r.max_cell_temperature_c),
+        }
+    }
+
+    /// The names of the bounds, as `/System/Batteries` and the log give them.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.max_cell_voltage, "max_cell_voltage"),
+            (self.min_cell_voltage, "min_cell_voltage"),
+            (self.temperature, "temperature"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
+
+    /// True when every bound sees the pack.
+    pub fn is_empty(self) -> bool {
+        self == BmsOnly::default()
+    }
 }
 
 /// The bank's cell and temperature extremes over the batteries online or held.
@@ -651,7 +694,6 @@ fn thermal(window: Window, low: Option<f64>, high: Option<f64>, derate: f64) -> 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::reading::BatteryReading;
 
     pub(crate) const BOUNDS: GuardBounds = GuardBounds {
         max_cell_voltage_v: 3.60,
@@ -970,5 +1012,21 @@ pub(crate) mod tests {
             ..Acts::default()
         };
         assert!(acts.describe().contains("no pack reports a temperature"));
+    }
+
+    #[test]
+    fn a_pack_without_cells_or_temperatures_leaves_those_bounds_to_its_bms() {
+        let mut can = pack("A", 0.0, None, 3.3, 20.0);
+        assert!(BmsOnly::of(&can.reading).is_empty());
+        can.reading.max_cell_voltage_v = None;
+        can.reading.min_cell_voltage_v = Some(f64::NAN);
+        can.reading.temperature_c = None;
+        let only = BmsOnly::of(&can.reading);
+        assert_eq!(
+            only.names().collect::<Vec<_>>(),
+            ["max_cell_voltage", "min_cell_voltage", "temperature"]
+        );
+        can.reading.min_cell_temperature_c = Some(10.0);
+        assert!(!BmsOnly::of(&can.reading).temperature);
     }
 }
