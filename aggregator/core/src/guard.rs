@@ -518,26 +518,25 @@ impl Guard {
         limit: impl Fn(&Battery) -> Option<f64>,
         direction: f64,
     ) -> Option<f64> {
-        let online: Vec<usize> = (0..batteries.len())
-            .filter(|&k| batteries[k].state == BatteryState::Online)
-            .collect();
-        if online.len() < 2 {
+        let online = |k: &usize| batteries[*k].state == BatteryState::Online;
+        let count = (0..batteries.len()).filter(online).count();
+        if count < 2 {
             return None;
         }
         let limit_of = |k: usize| limit(&batteries[k]).filter(|l| l.is_finite() && *l >= 0.0);
-        let measured =
-            self.share_direction == direction && online.iter().any(|&k| self.share(k) > 0.0);
+        let measured = self.share_direction == direction
+            && (0..batteries.len()).filter(online).any(|k| self.share(k) > 0.0);
+        let total_share: f64 = (0..batteries.len()).filter(online).map(|k| self.share(k)).sum();
         let mut cap = f64::INFINITY;
-        for &gone in &online {
-            let rest: Vec<usize> = online.iter().copied().filter(|&k| k != gone).collect();
-            let rest_share: f64 = rest.iter().map(|&k| self.share(k)).sum();
-            for &k in &rest {
+        for gone in (0..batteries.len()).filter(online) {
+            let rest_share = total_share - self.share(gone);
+            for k in (0..batteries.len()).filter(online).filter(|&k| k != gone) {
                 let Some(l) = limit_of(k) else { continue };
                 // The part of the bank current pack `k` takes once `gone` is open.
                 let part = if measured && rest_share > 0.0 {
                     self.share(k) / rest_share
                 } else {
-                    1.0 / rest.len() as f64
+                    1.0 / (count - 1) as f64
                 };
                 if part > 0.0 {
                     cap = cap.min(l / part);
