@@ -525,8 +525,13 @@ impl Guard {
         }
         let limit_of = |k: usize| limit(&batteries[k]).filter(|l| l.is_finite() && *l >= 0.0);
         let measured = self.share_direction == direction
-            && (0..batteries.len()).filter(online).any(|k| self.share(k) > 0.0);
-        let total_share: f64 = (0..batteries.len()).filter(online).map(|k| self.share(k)).sum();
+            && (0..batteries.len())
+                .filter(online)
+                .any(|k| self.share(k) > 0.0);
+        let total_share: f64 = (0..batteries.len())
+            .filter(online)
+            .map(|k| self.share(k))
+            .sum();
         let mut cap = f64::INFINITY;
         for gone in (0..batteries.len()).filter(online) {
             let rest_share = total_share - self.share(gone);
