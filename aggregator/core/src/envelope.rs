@@ -235,6 +235,28 @@ mod tests {
     }
 
     #[test]
+    fn max_charge_voltage_bounds_the_cvl_with_or_without_a_cell_count() {
+        let bounds = Bounds {
+            max_charge_voltage_v: 55.0,
+            ..BOUNDS
+        };
+        for cells in [0, 22] {
+            let mut env = SafetyEnvelope::new(bounds);
+            let v = env.apply(Ok(&out(57.0, 100.0, 100.0)), BankFacts { cells, ..BANK });
+            assert_eq!(v.limits.cvl_v, 55.0, "{cells} cells");
+            assert_eq!(v.clamped, ["safety.max_charge_voltage"]);
+            // A fault before any good result: the bank voltage, bounded too.
+            let mut env = SafetyEnvelope::new(bounds);
+            let high = BankFacts {
+                cells,
+                voltage_v: 56.0,
+                ..BANK
+            };
+            assert_eq!(env.apply(Err("boom"), high).limits.cvl_v, 55.0);
+        }
+    }
+
+    #[test]
     fn values_beyond_bounds_are_clamped() {
         let mut env = SafetyEnvelope::new(BOUNDS);
         let v = env.apply(Ok(&out(60.0, 500.0, 400.0)), BANK);
