@@ -348,7 +348,7 @@ fn plugins_lists_kind_version_and_abi_status() {
 }
 
 #[test]
-fn an_own_strategy_without_a_cell_count_is_refused_and_pass_through_is_not() {
+fn an_own_strategy_without_a_cell_count_is_refused_and_pass_through_needs_a_voltage_bound() {
     let plugins = plugins_dir_with(&PLUGIN_FILES);
     let (_dir, path) = broken(&[("  cells: 22\n", "")]);
     let out = run(&["check-config"], &path, plugins.path());
@@ -361,20 +361,31 @@ fn an_own_strategy_without_a_cell_count_is_refused_and_pass_through_is_not() {
         "{}",
         stdout(&out)
     );
-    // The pass-through takes the packs' own limits: no count needed.
+    // The pass-through takes the packs' own limits: no count needed, but a bound on the bank
+    // voltage is, as packs that publish no cell count leave no CVL ceiling otherwise.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        "batteries: { product_name: [SerialBattery, Pylontech] }\n\
-         current_source: { plugin: bms }\n\
-         strategy: { plugin: serialbattery }\n\
-         soc: { source: 279 }\n\
-         safety: { max_cell_voltage: 3.6, max_charge_current: 100, max_discharge_current: 100, \
-                   min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, \
-                   min_discharge_temperature: -20, max_discharge_temperature: 55 }\n",
-    )
-    .unwrap();
+    let pass_through = |max_charge_voltage: &str| {
+        format!(
+            "batteries: {{ product_name: [SerialBattery, Pylontech] }}\n\
+             current_source: {{ plugin: bms }}\n\
+             strategy: {{ plugin: serialbattery }}\n\
+             soc: {{ source: 279 }}\n\
+             safety: {{ max_cell_voltage: 3.6, max_charge_current: 100, max_discharge_current: 100, \
+                       min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, \
+                       min_discharge_temperature: -20, max_discharge_temperature: 55{max_charge_voltage} }}\n"
+        )
+    };
+    std::fs::write(&path, pass_through("")).unwrap();
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out)
+            .contains("safety.max_charge_voltage: is required unless batteries.cells is set"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(&path, pass_through(", max_charge_voltage: 57.6")).unwrap();
     let out = run(&["check-config"], &path, plugins.path());
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
@@ -481,4 +492,27 @@ fn the_examples_hold_the_keys_of_config_yaml_and_name_their_folder_on_the_device
     }
     let lto = std::fs::read_to_string(example("config-lto.yaml")).unwrap();
     assert!(lto.contains("Why lfp-balancing and not lto-cv"), "{lto}");
+}
+
+#[test]
+fn the_pass_through_reset_voltages_and_the_recovery_rate_are_checked() {
+    let (_d, path) = broken_from(
+        &shipped_config(),
+        &[(
+            "max_cell_voltage_soc_full: 3.45",
+            "max_cell_voltage_soc_full: 3.70",
+        )],
+    );
+    let text = refused(
+        &path,
+        "strategy.config.max_cell_voltage_soc_full: ",
+        "max_cell_voltage_soc_full:",
+    );
+    assert!(text.contains("above safety.max_cell_voltage"), "{text}");
+    let (_d, path) = broken(&[("  recovery_charge_rate: 0.05", "  recovery_charge_rate: 0")]);
+    refused(
+        &path,
+        "safety.recovery_charge_rate: ",
+        "recovery_charge_rate:",
+    );
 }

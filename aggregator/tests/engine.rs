@@ -28,6 +28,7 @@ fn settings(on_lost: OnLost) -> Settings {
             max_charge_current_a: 300.0,
             max_discharge_current_a: 300.0,
             plugin_failures: 3,
+            max_charge_voltage_v: f64::INFINITY,
         },
         guard: GuardBounds {
             max_cell_voltage_v: 2.6,
@@ -45,6 +46,8 @@ fn settings(on_lost: OnLost) -> Settings {
             temperature_derate_c: 5.0,
             bms_limits: BmsLimits::Share,
             share_min_current_a: 5.0,
+            recovery_charge_rate_c: 0.05,
+            bms_limits_n_minus_one: false,
         },
         feed_in_hold_s: 0.0,
         on_lost,

@@ -96,6 +96,7 @@ fn bounds() -> impl Strategy<Value = Bounds> {
                 max_charge_current_a,
                 max_discharge_current_a,
                 plugin_failures,
+                max_charge_voltage_v: f64::INFINITY,
             }
         },
     )
@@ -124,9 +125,20 @@ fn guard_bounds(max_cell_voltage_v: f64) -> impl Strategy<Value = GuardBounds> {
             BmsLimits::Ignore,
         ]),
         0.1..20.0f64,
+        (0.01..0.5f64, any::<bool>()),
     )
         .prop_map(
-            move |(low, max_h, min_h, charge, discharge, derate, bms_limits, share_min)| {
+            move |(
+                low,
+                max_h,
+                min_h,
+                charge,
+                discharge,
+                derate,
+                bms_limits,
+                share_min,
+                (recovery, n_minus_one),
+            )| {
                 GuardBounds {
                     max_cell_voltage_v,
                     max_cell_hysteresis_v: max_h * max_cell_voltage_v,
@@ -137,6 +149,8 @@ fn guard_bounds(max_cell_voltage_v: f64) -> impl Strategy<Value = GuardBounds> {
                     temperature_derate_c: derate,
                     bms_limits,
                     share_min_current_a: share_min,
+                    recovery_charge_rate_c: recovery,
+                    bms_limits_n_minus_one: n_minus_one,
                 }
             },
         )
@@ -262,7 +276,7 @@ proptest! {
         let mut g = Guard::new(guard);
         for (batteries, ccl, dcl, dt) in ticks {
             let limits = Limits { cvl_v: 55.0, ccl_a: ccl, dcl_a: dcl };
-            let out = g.apply(limits, &batteries, 53.0, dt).limits;
+            let out = g.apply(limits, &batteries, 53.0, dt, 16).limits;
             prop_assert!(out.ccl_a.is_finite() && out.dcl_a.is_finite() && out.cvl_v.is_finite());
             prop_assert!((0.0..=ccl).contains(&out.ccl_a), "CCL {} from {}", out.ccl_a, ccl);
             prop_assert!((0.0..=dcl).contains(&out.dcl_a), "DCL {} from {}", out.dcl_a, dcl);
@@ -310,7 +324,7 @@ fn strategy_choice() -> impl Strategy<Value = StrategyChoice> {
         ("libplugin_serialbattery.so", "{}"),
         (
             "libplugin_serialbattery.so",
-            r#"{"cvl": "keep_max_until_all_float", "limits": "sum", "zero_soc": true}"#,
+            r#"{"cvl": "keep_max_until_all_float", "limits": "sum", "zero_soc": true, "max_cell_voltage_soc_full": 2.5, "min_cell_voltage_soc_empty": 1.9}"#,
         ),
         (FAULT_TEST, r#"{"fault": "nan"}"#),
         (FAULT_TEST, r#"{"fault": "out_of_range", "after_ticks": 1}"#),
@@ -1086,6 +1100,206 @@ fn a_bank_whose_packs_are_only_held_keeps_its_discharge() {
                 batteries.len(),
                 outcome.mode
             );
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A discharged bank can always be recharged
+
+/// A chemistry's window and the built-in strategies configured for it, as `check-config`
+/// lets them through: (max cell, min cell, cells, BMS CVL per cell, strategies).
+type Chemistry = (f64, f64, u32, f64, &'static [(&'static str, &'static str)]);
+
+const LFP: Chemistry = (
+    3.60,
+    2.90,
+    16,
+    3.45,
+    &[
+        ("libplugin_serialbattery.so", "{}"),
+        (
+            "libplugin_lto_cv.so",
+            r#"{"charge_voltage": 3.45, "max_cell_voltage": 3.55, "discharge_voltage": 3.0, "min_cell_voltage": 2.9, "cv1": 3.40, "cv2": 3.50}"#,
+        ),
+    ],
+);
+const LTO: Chemistry = (
+    2.60,
+    1.80,
+    22,
+    2.50,
+    &[
+        ("libplugin_serialbattery.so", "{}"),
+        ("libplugin_lto_cv.so", "{}"),
+        ("libplugin_lfp_balancing.so", "{}"),
+    ],
+);
+
+/// One pack whose BMS allows charging (its own CCL above 0, no block), its cells all at or
+/// below `min_cell` (none above the window), its temperatures inside the charge window or
+/// not published at all.
+fn discharged_pack(
+    index: usize,
+    (_, min_cell, cells, cvl_per_cell, _): Chemistry,
+) -> impl Strategy<Value = Battery> {
+    let n = f64::from(cells);
+    (
+        (min_cell - 0.8..=min_cell, 0.0..=0.3f64),
+        -50.0..50.0f64,
+        20.0..400.0f64,
+        0.0..30.0f64,
+        maybe(1.0..44.0f64),
+        (0.5..300.0f64, 0.0..300.0f64, any::<bool>()),
+        (maybe(0i64..=1), any::<bool>()),
+    )
+        .prop_map(
+            move |(
+                (low, spread),
+                current,
+                capacity,
+                soc,
+                temperature,
+                (ccl, dcl, with_cells),
+                (allow_discharge, with_allow),
+            )| {
+                let high = (low + spread).min(min_cell);
+                let cell_voltages_v = if with_cells {
+                    (0..cells)
+                        .map(|k| Some(low + (high - low) * f64::from(k) / (n - 1.0)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Battery {
+                    name: format!("Bat{}", index + 1),
+                    service: format!("com.victronenergy.battery.ttyUSB{index}"),
+                    state: BatteryState::Online,
+                    reading: BatteryReading {
+                        connected: Some(1),
+                        voltage_v: Some(n * (low + high) / 2.0),
+                        current_a: Some(current),
+                        temperature_c: temperature,
+                        installed_capacity_ah: Some(capacity),
+                        soc_pct: Some(soc),
+                        max_cell_voltage_v: Some(high),
+                        min_cell_voltage_v: Some(low),
+                        cells_per_battery: Some(i64::from(cells)),
+                        allow_to_charge: with_allow.then_some(1),
+                        allow_to_discharge: allow_discharge,
+                        modules_blocking_charge: Some(0),
+                        max_charge_voltage_v: Some(n * cvl_per_cell),
+                        max_charge_current_a: Some(ccl),
+                        max_discharge_current_a: Some(dcl),
+                        cell_voltages_v,
+                        ..Default::default()
+                    },
+                }
+            },
+        )
+}
+
+fn discharged() -> impl Strategy<Value = Run> {
+    (
+        prop::sample::select(vec![LFP, LTO]),
+        prop::sample::select(vec![
+            BmsLimits::Share,
+            BmsLimits::MinTimesCount,
+            BmsLimits::Sum,
+            BmsLimits::Ignore,
+        ]),
+        (0.01..=0.5f64, any::<bool>(), 0usize..3),
+        1usize..=4,
+        1usize..=4,
+    )
+        .prop_flat_map(
+            |(chemistry, bms_limits, (recovery, n_minus_one, pick), n, ticks)| {
+                let (max_cell, min_cell, cells, _, strategies) = chemistry;
+                let (file, config) = strategies[pick % strategies.len()];
+                let bank = (0..n)
+                    .map(|k| discharged_pack(k, chemistry))
+                    .collect::<Vec<_>>();
+                vec(bank, ticks).prop_map(move |banks| {
+                    let around = TickInputs {
+                        cells,
+                        expected: n as u32,
+                        left_out: Vec::new(),
+                        dc_sources: Vec::new(),
+                        monitor_soc: None,
+                        vebus: Vec::new(),
+                        solar_chargers: Vec::new(),
+                        smartshunts: Vec::new(),
+                        low_soc: Some(0),
+                        feed_in_setting: Some(1),
+                        date: LocalDate::new(2026, 1, 15).unwrap(),
+                        dt_s: 1.0,
+                    };
+                    Run {
+                        bounds: Bounds {
+                            max_cell_voltage_v: max_cell,
+                            max_charge_current_a: 300.0,
+                            max_discharge_current_a: 300.0,
+                            plugin_failures: 5,
+                            max_charge_voltage_v: f64::from(cells) * max_cell,
+                        },
+                        guard: GuardBounds {
+                            max_cell_voltage_v: max_cell,
+                            max_cell_hysteresis_v: 0.05,
+                            min_cell_voltage_v: min_cell,
+                            min_cell_hysteresis_v: 0.2,
+                            charge_temperature: Window {
+                                min_c: 0.0,
+                                max_c: 45.0,
+                            },
+                            discharge_temperature: Window {
+                                min_c: -20.0,
+                                max_c: 55.0,
+                            },
+                            temperature_derate_c: 5.0,
+                            bms_limits,
+                            share_min_current_a: 5.0,
+                            recovery_charge_rate_c: recovery,
+                            bms_limits_n_minus_one: n_minus_one,
+                        },
+                        on_lost: OnLost::BlockCharge,
+                        own_counter: true,
+                        strategy: StrategyChoice::Plugin(file, config),
+                        current_source: 0,
+                        cells,
+                        ticks: banks.into_iter().map(|b| (b, around.clone())).collect(),
+                    }
+                })
+            },
+        )
+}
+
+/// A bank whose BMSs allow charging and whose cells are all at or below the window, none
+/// above, gets a charge current: no lock-out of a discharged bank, whatever the strategy
+/// (built in, configured for the chemistry) and the caps.
+#[test]
+fn a_discharged_bank_whose_bmss_allow_charge_gets_charge_current() {
+    let plugins = Plugins::load();
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&discharged(), |run| {
+        let mut engine = plugins.engine(&run);
+        for (batteries, around) in &run.ticks {
+            let outcome = engine.tick(batteries, around);
+            prop_assert!(
+                outcome.limits.ccl_a > 0.0,
+                "CCL {} ({}) for {:?}",
+                outcome.limits.ccl_a,
+                outcome.mode,
+                run.strategy
+            );
+            prop_assert_eq!(outcome.limits.dcl_a, 0.0, "a low cell stops discharging");
         }
         Ok(())
     });

@@ -295,3 +295,284 @@ fn an_lto_config_on_an_lfp_bank_runs_with_charging_stopped_and_says_why() {
         assert_eq!(num(&items, "/Alarms/HighCellVoltage"), Some(2.0));
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Safe when the data is not: recovery, chemistry evidence, packs without data, the share cap,
+// the high-cell stop per pack, the pass-through's SoC reset.
+
+type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
+
+fn listing(items: &Items) -> serde_json::Value {
+    let json = text(items, "/System/Batteries").expect("/System/Batteries is a text");
+    serde_json::from_str(&json).unwrap_or_else(|err| panic!("{json}: {err}"))
+}
+
+#[test]
+fn a_deeply_discharged_bank_is_recharged_gently_then_fully() {
+    runtime().block_on(async {
+        // Cells at rest 0.3 V below safety.min_cell_voltage (2.80), the BMSs allowing charge
+        // (100 A each, asking 3.45 V per cell), then charged back into the window.
+        let segments = r#"
+  - { duration: 6s, cell_voltage: 2.50, battery_current: 0 }
+  - { duration: 1h, cell_voltage: 3.20, battery_current: 0 }
+"#;
+        let w = World::start(&bank(segments), &config(PASS_THROUGH)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/MinCellVoltage").is_some_and(|v| v < 2.6)
+                && num(i, "/Info/MaxChargeCurrent").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        // 0.05 C of 2 × 280 Ah; discharging stopped; a low cell is no high-cell alarm.
+        assert_eq!(
+            num(&items, "/Info/MaxChargeCurrent"),
+            Some(28.0),
+            "{items:?}"
+        );
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Alarms/LowCellVoltage"), Some(2.0));
+        assert_eq!(num(&items, "/Alarms/HighCellVoltage"), Some(0.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap();
+        assert!(mode.contains("recovering a discharged bank"), "{mode}");
+        // Above safety.min_cell_voltage + its hysteresis (3.00 V): the packs' full 2 × 100 A.
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/Info/MaxChargeCurrent") == Some(200.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert!(num(&items, "/System/MinCellVoltage").unwrap() > 3.0);
+        assert!(num(&items, "/Info/MaxDischargeCurrent").unwrap() > 0.0);
+        assert_eq!(num(&items, "/Alarms/LowCellVoltage"), Some(0.0));
+    });
+}
+
+#[test]
+fn an_lfp_config_on_an_lto_bank_never_charges_and_names_the_bms_voltage() {
+    runtime().block_on(async {
+        // LTO cells at 2.3 V, their BMSs asking 16 × 2.5 V.
+        let segments = r#"
+  - duration: 1h
+    cell_voltage: 2.30
+    battery_current: 0
+    batteries: { Bat1: { limits: { cvl: 40 } }, Bat2: { limits: { cvl: 40 } } }
+"#;
+        let w = World::start(&bank(segments), &config(FIXED_200)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            text(i, "/Info/ChargeMode").is_some_and(|m| m.contains("another chemistry"))
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
+        assert_eq!(num(&items, "/Alarms/HighCellVoltage"), Some(0.0));
+        assert_eq!(num(&items, "/Alarms/LowCellVoltage"), Some(2.0));
+        let mode = text(&items, "/Info/ChargeMode").unwrap();
+        assert!(mode.contains("charge voltage per cell"), "{mode}");
+    });
+}
+
+/// Two CAN packs without temperatures: one gives its lowest and highest cell, the other
+/// nothing per cell.
+const CAN_PACKS: &str = r#"
+step: 100ms
+batteries:
+  - { service: socketcan_can0, product_name: "Pylontech US5000", custom_name: Pyl, device_instance: 1, cells: 15, capacity_ah: 100, soc: 40, cell_data: minmax }
+  - { service: socketcan_can1, product_name: "JK BMS CAN", custom_name: JK, device_instance: 2, cells: 15, capacity_ah: 100, soc: 60, cell_data: none }
+settings: { overvoltage_feed_in: 1 }
+system: { low_soc: 0 }
+segments:
+  - duration: 1h
+    cell_voltage: 3.35
+    battery_current: 0
+    batteries:
+      Pyl: { values: { /Dc/0/Temperature: null, /System/MinCellTemperature: null, /System/MaxCellTemperature: null } }
+      JK: { values: { /Dc/0/Temperature: null, /System/MinCellTemperature: null, /System/MaxCellTemperature: null } }
+"#;
+
+#[test]
+fn packs_without_cells_or_temperatures_are_named_and_their_bms_alone_bounds_them() {
+    runtime().block_on(async {
+        // No cell count anywhere: safety.max_charge_voltage bounds the packs' 15 × 3.45 V.
+        let cfg = config(PASS_THROUGH)
+            .replace(
+                "batteries: { expected: 2, cells: 16,",
+                "batteries: { product_name: [Pylontech, JK], expected: 2,",
+            )
+            .replace(
+                "max_cell_voltage: 3.60,",
+                "max_cell_voltage: 3.60, max_charge_voltage: 50.5,",
+            );
+        let w = World::start(CAN_PACKS, &cfg).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            text(i, "/System/BatteriesOnline").as_deref() == Some("2/2")
+                && num(i, "/Info/MaxChargeVoltage").is_some()
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/Info/MaxChargeVoltage"), Some(50.5));
+        assert!(num(&items, "/Info/MaxChargeCurrent").unwrap() > 0.0);
+        let mode = text(&items, "/Info/ChargeMode").unwrap();
+        assert!(mode.contains("no pack reports a temperature"), "{mode}");
+        let packs = listing(&items);
+        assert_eq!(
+            packs[0]["bms_only"],
+            serde_json::json!(["temperature"]),
+            "{packs}"
+        );
+        assert_eq!(
+            packs[1]["bms_only"],
+            serde_json::json!(["max_cell_voltage", "min_cell_voltage", "temperature"]),
+            "{packs}"
+        );
+        // Still so a while later, and each pack named once in the log.
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            text(i, "/Info/ChargeMode").is_some_and(|m| m.contains("no pack reports"))
+                && w.daemon
+                    .log_text()
+                    .matches("battery JK publishes no data")
+                    .count()
+                    == 1
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let log = w.daemon.log_text();
+        assert_eq!(
+            log.matches("battery JK publishes no data").count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(
+            log.matches("battery Pyl publishes no data").count(),
+            1,
+            "{log}"
+        );
+    });
+}
+
+#[test]
+fn lto_cv_without_cell_data_stops_charging_with_an_error() {
+    runtime().block_on(async {
+        let one_jk = CAN_PACKS.replace(
+            "  - { service: socketcan_can0, product_name: \"Pylontech US5000\", custom_name: Pyl, device_instance: 1, cells: 15, capacity_ah: 100, soc: 40, cell_data: minmax }\n",
+            "",
+        ).replace("      Pyl: { values: { /Dc/0/Temperature: null, /System/MinCellTemperature: null, /System/MaxCellTemperature: null } }\n", "");
+        let cfg = config(LTO_CV_ON_LFP).replace(
+            "batteries: { expected: 2, cells: 16,",
+            "batteries: { product_name: JK, expected: 1, cells: 15,",
+        );
+        let w = World::start(&one_jk, &cfg).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            text(i, "/Info/ChargeMode").is_some_and(|m| m.starts_with("Fault"))
+                && w.daemon.log_text().contains("no cell data")
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
+        // Not CV at the full current with no cell data.
+        assert!(
+            !text(&items, "/Info/ChargeMode").unwrap().starts_with("CV"),
+            "{items:?}"
+        );
+    });
+}
+
+#[test]
+fn the_share_cap_follows_a_rising_share_on_the_next_tick() {
+    runtime().block_on(async {
+        // Bat1 may take 10 A: it goes from -2 A of a 100 A bank to 30 % of it.
+        let segments = r#"
+  - duration: 4s
+    cell_voltage: 3.35
+    battery_current: 0
+    batteries:
+      Bat1: { current: -2, limits: { ccl: 10 } }
+      Bat2: { current: 102, limits: { ccl: 1000 } }
+  - duration: 1h
+    cell_voltage: 3.35
+    battery_current: 0
+    batteries:
+      Bat1: { current: 30, limits: { ccl: 10 } }
+      Bat2: { current: 70, limits: { ccl: 1000 } }
+"#;
+        let w = World::start(&bank(segments), &config(FIXED_200)).await;
+        let near = |v: &serde_json::Value, x: f64| v.as_f64().is_some_and(|v| (v - x).abs() < 0.5);
+        // Every snapshot showing the new currents (listing and limits come from one tick)
+        // has the cap of the new share: 10 A / 0.3.
+        let mut seen = 0;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            let Some(json) = text(i, "/System/Batteries") else {
+                return false;
+            };
+            let packs: serde_json::Value = serde_json::from_str(&json).unwrap();
+            if near(&packs[0]["current"], 30.0) && near(&packs[1]["current"], 70.0) {
+                let ccl = num(i, "/Info/MaxChargeCurrent").unwrap();
+                assert!(
+                    ccl <= 33.4,
+                    "CCL {ccl} with Bat1 at 30 % of the bank: {json}"
+                );
+                seen += 1;
+            }
+            seen >= 10
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let ccl = num(&items, "/Info/MaxChargeCurrent").unwrap();
+        assert!((ccl - 33.3).abs() < 0.2, "CCL {ccl}");
+    });
+}
+
+#[test]
+fn the_high_cell_stop_cvl_is_below_the_high_pack_not_the_bank_mean() {
+    runtime().block_on(async {
+        // Bat1 at about 57.32 V with one cell at 3.62 V; Bat2 at about 57.44 V, none high.
+        let segments = r#"
+  - duration: 1h
+    cell_voltage: 3.58
+    battery_current: 2
+    batteries:
+      Bat1: { cells: { 5: 3.62 } }
+      Bat2: { cell_offset: 0.01 }
+"#;
+        // A strategy asking the highest CVL the envelope allows (16 × 3.60 V).
+        let high_cvl =
+            "strategy: { plugin: fault-test, config: { cvl: 57.6, ccl: 200, dcl: 200 } }";
+        let w = World::start(&bank(segments), &config(high_cvl)).await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            num(i, "/System/MaxCellVoltage").is_some_and(|v| v > 3.61)
+                && num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let packs = listing(&items);
+        let v1 = packs[0]["voltage"].as_f64().unwrap();
+        let high1 = packs[0]["max_cell_voltage"].as_f64().unwrap();
+        let bank_v = num(&items, "/Dc/0/Voltage").unwrap();
+        let cvl = num(&items, "/Info/MaxChargeVoltage").unwrap();
+        assert!(
+            (cvl - (v1 - (high1 - 3.60))).abs() < 0.011,
+            "CVL {cvl}, Bat1 {v1} V with {high1} V, bank {bank_v} V"
+        );
+        // The bank's mean less the excess would be above the high pack.
+        assert!(bank_v - (high1 - 3.60) > v1, "{packs}");
+    });
+}
+
+#[test]
+fn the_pass_through_resets_no_soc_unless_configured() {
+    runtime().block_on(async {
+        // An LFP bank at 60 % with the reset keys left out: 3.35 V cells are above LTO's
+        // 2.5 V, which reset the counter to 100 % every tick when it was the default.
+        let segments = "  - { duration: 1h, cell_voltage: 3.35, battery_current: 0 }";
+        let w = World::start(&bank(segments), &config(PASS_THROUGH)).await;
+        let mut polls = 0;
+        let (ok, items) = until(&w.conn, SECONDS, |i| {
+            if let Some(soc) = num(i, "/Soc") {
+                assert!(soc < 65.0, "SoC {soc}");
+                polls += 1;
+            }
+            polls >= 20
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+    });
+}

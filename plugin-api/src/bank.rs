@@ -154,4 +154,19 @@ impl BankView {
     pub fn cell_diff_v(&self) -> f64 {
         self.max_cell_voltage_v - self.min_cell_voltage_v
     }
+
+    /// The lowest and highest cell voltage, or an error when either is not finite (no pack
+    /// publishes cell data): a strategy deciding on cells must not decide on NaN, whose every
+    /// comparison is false and reads as "nothing to stop".
+    pub fn cell_extremes(&self) -> Result<(f64, f64), String> {
+        let (low, high) = (self.min_cell_voltage_v, self.max_cell_voltage_v);
+        if low.is_finite() && high.is_finite() {
+            Ok((low, high))
+        } else {
+            Err(format!(
+                "no cell data: lowest cell {low} V, highest cell {high} V \
+                 (/System/MinCellVoltage, /System/MaxCellVoltage)"
+            ))
+        }
+    }
 }

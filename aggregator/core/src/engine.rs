@@ -105,6 +105,9 @@ pub enum Event {
     /// A battery online publishes no charge or discharge limit of its own: it caps nothing
     /// (once per battery name).
     NoPackLimit(String),
+    /// A battery online publishes no data for these host bounds (names as in
+    /// `/System/Batteries`' `bms_only`): they rest on its BMS alone (once per battery name).
+    BmsOnly(String, Vec<&'static str>),
 }
 
 /// The outcome of one tick.
@@ -270,6 +273,8 @@ pub struct Engine {
     no_temperature_logged: bool,
     /// Batteries already named for publishing no limit of their own.
     no_limit_logged: Vec<String>,
+    /// Batteries already named for leaving bounds to their BMS alone.
+    bms_only_logged: Vec<String>,
     fallback_ticks: u64,
     clamping: bool,
     mode: String,
@@ -313,6 +318,7 @@ impl Engine {
             publishing: true,
             no_temperature_logged: false,
             no_limit_logged: Vec::new(),
+            bms_only_logged: Vec::new(),
             fallback_ticks: 0,
             clamping: false,
             mode: String::new(),
@@ -434,7 +440,7 @@ impl Engine {
         let latches = self.guard.latches();
         let guarded = self
             .guard
-            .apply(degraded, batteries, voltage_v, inputs.dt_s);
+            .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
         let latches_changed = self.guard.latches() != latches;
         self.note_guard(&guarded.acts, batteries, &mut events);
         let limits = guarded.limits;
@@ -617,6 +623,13 @@ impl Engine {
         if acts.no_temperature && !self.no_temperature_logged {
             self.no_temperature_logged = true;
             events.push(Event::NoTemperature);
+        }
+        for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
+            let only = crate::guard::BmsOnly::of(&b.reading);
+            if !only.is_empty() && !self.bms_only_logged.contains(&b.name) {
+                self.bms_only_logged.push(b.name.clone());
+                events.push(Event::BmsOnly(b.name.clone(), only.names().collect()));
+            }
         }
         if self.settings.guard.bms_limits == crate::guard::BmsLimits::Ignore {
             return;
@@ -1107,6 +1120,7 @@ mod tests {
                 max_charge_current_a: 300.0,
                 max_discharge_current_a: 300.0,
                 plugin_failures: 3,
+                max_charge_voltage_v: f64::INFINITY,
             },
             guard: crate::guard::tests::BOUNDS,
             feed_in_hold_s: 60.0,
@@ -1128,6 +1142,7 @@ mod tests {
                 installed_capacity_ah: Some(280.0),
                 max_cell_voltage_v: Some(3.35),
                 min_cell_voltage_v: Some(3.35),
+                temperature_c: Some(20.0),
                 soc_pct: Some(60.0),
                 ..Default::default()
             },
@@ -1149,6 +1164,41 @@ mod tests {
             date: LocalDate::new(2026, 1, 15).unwrap(),
             dt_s: 1.0,
         }
+    }
+
+    #[test]
+    fn a_pack_without_cells_or_temperatures_is_named_once_and_the_mode_says_so() {
+        let mut engine = Engine::with_failures(
+            settings(),
+            "lfp-balancing",
+            Err("not built".into()),
+            Err("not built".into()),
+        );
+        let mut can = battery();
+        can.reading.max_cell_voltage_v = None;
+        can.reading.min_cell_voltage_v = None;
+        can.reading.temperature_c = None;
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            let out = engine.tick(std::slice::from_ref(&can), &inputs());
+            assert!(
+                out.mode.contains("no pack reports a temperature"),
+                "{}",
+                out.mode
+            );
+            events.extend(out.events);
+        }
+        let named: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::BmsOnly(..)))
+            .collect();
+        assert_eq!(
+            named,
+            [&Event::BmsOnly(
+                "Bat1".into(),
+                vec!["max_cell_voltage", "min_cell_voltage", "temperature"]
+            )]
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Bounds {
     pub max_discharge_current_a: f64,
     /// Faults in a row after which DCL is 0 too.
     pub plugin_failures: u32,
+    /// CVL ≤ this, whatever the cell count (`safety.max_charge_voltage`; infinity: not set).
+    pub max_charge_voltage_v: f64,
 }
 
 /// The three limits as published.
@@ -103,10 +105,11 @@ impl SafetyEnvelope {
     pub fn apply(&mut self, result: Result<&StrategyOutput, &str>, bank: BankFacts) -> Enforced {
         // An unknown cell count (0) gives no voltage bound: a bound of 0 V would stop every
         // charge of a pass-through bank whose packs publish no count.
-        let cvl_max = match bank.cells {
+        let by_cells = match bank.cells {
             0 => f64::INFINITY,
             cells => f64::from(cells) * self.bounds.max_cell_voltage_v,
         };
+        let cvl_max = by_cells.min(self.bounds.max_charge_voltage_v);
         let checked = result.map_err(str::to_string).and_then(|out| {
             let finite = |name: &str, v: f64| {
                 if v.is_finite() {
@@ -137,7 +140,11 @@ impl SafetyEnvelope {
                 let mut clamped = Vec::new();
                 if limits.cvl_v > cvl_max {
                     limits.cvl_v = cvl_max;
-                    clamped.push("safety.max_cell_voltage");
+                    clamped.push(if by_cells <= self.bounds.max_charge_voltage_v {
+                        "safety.max_cell_voltage"
+                    } else {
+                        "safety.max_charge_voltage"
+                    });
                 }
                 if limits.ccl_a > self.bounds.max_charge_current_a {
                     limits.ccl_a = self.bounds.max_charge_current_a;
@@ -206,6 +213,7 @@ mod tests {
         max_charge_current_a: 300.0,
         max_discharge_current_a: 250.0,
         plugin_failures: 3,
+        max_charge_voltage_v: f64::INFINITY,
     };
     const BANK: BankFacts = BankFacts {
         cells: 22,
@@ -231,6 +239,28 @@ mod tests {
             }
         );
         assert_eq!((v.fault, v.clamped.len()), (None, 0));
+    }
+
+    #[test]
+    fn max_charge_voltage_bounds_the_cvl_with_or_without_a_cell_count() {
+        let bounds = Bounds {
+            max_charge_voltage_v: 55.0,
+            ..BOUNDS
+        };
+        for cells in [0, 22] {
+            let mut env = SafetyEnvelope::new(bounds);
+            let v = env.apply(Ok(&out(57.0, 100.0, 100.0)), BankFacts { cells, ..BANK });
+            assert_eq!(v.limits.cvl_v, 55.0, "{cells} cells");
+            assert_eq!(v.clamped, ["safety.max_charge_voltage"]);
+            // A fault before any good result: the bank voltage, bounded too.
+            let mut env = SafetyEnvelope::new(bounds);
+            let high = BankFacts {
+                cells,
+                voltage_v: 56.0,
+                ..BANK
+            };
+            assert_eq!(env.apply(Err("boom"), high).limits.cvl_v, 55.0);
+        }
     }
 
     #[test]

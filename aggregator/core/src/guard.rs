@@ -10,6 +10,7 @@ use plugin_api::BatteryState;
 
 use crate::envelope::Limits;
 use crate::presence::Battery;
+use crate::reading::BatteryReading;
 
 /// `safety.bms_limits`: how the packs' own `/Info/MaxChargeCurrent` and
 /// `/Info/MaxDischargeCurrent` cap the bank.
@@ -57,10 +58,18 @@ pub struct GuardBounds {
     pub bms_limits: BmsLimits,
     /// Bank current (A) from which `Share` uses the measured shares.
     pub share_min_current_a: f64,
+    /// Charge current while the low-cell stop holds, as a fraction of the bank's installed
+    /// capacity per hour (C): a discharged bank can always be recharged, gently.
+    pub recovery_charge_rate_c: f64,
+    /// Cap the bank so that if any one pack opens its relay, the others stay within their
+    /// own limits at the current flowing then.
+    pub bms_limits_n_minus_one: bool,
 }
 
-/// A cell this far outside the safety window is not this chemistry's: the config is for
-/// another bank (an LTO config on an LFP bank).
+/// A cell this far above the safety window, or a pack's own CVL per cell this far outside
+/// it, is not this chemistry's: the config is for another bank (an LTO config on an LFP bank,
+/// or the reverse). Low cells alone tell nothing: a deeply discharged bank of the right
+/// chemistry has them too.
 pub const MISMATCH_MARGIN_V: f64 = 0.25;
 
 /// Time constant of the smoothing of the packs' current shares, s.
@@ -99,8 +108,15 @@ pub struct Acts {
     pub high_cell: bool,
     /// A cell reached `safety.min_cell_voltage` (latched): DCL 0.
     pub low_cell: bool,
-    /// Cells far outside the safety window: the config is for another chemistry; CCL 0.
+    /// The low-cell stop holds and the BMSs allow charging: CCL lowered to this recovery
+    /// current (A), the current actually allowed (it may be lower still).
+    pub recovering_a: Option<f64>,
+    /// Evidence of another chemistry: CCL 0.
     pub mismatch: bool,
+    /// Part of `mismatch`: cells above the window by the margin.
+    pub mismatch_high_cells: bool,
+    /// Part of `mismatch`: a pack's own CVL per cell outside the window by the margin.
+    pub mismatch_bms_cvl: bool,
     /// The charge window.
     pub charge_thermal: Thermal,
     /// The discharge window.
@@ -111,6 +127,8 @@ pub struct Acts {
     pub bms_capped_charge: bool,
     /// The packs' own limits lowered DCL.
     pub bms_capped_discharge: bool,
+    /// `bms_limits_n_minus_one` lowered CCL or DCL.
+    pub n_minus_one_capped: bool,
 }
 
 impl Acts {
@@ -118,7 +136,11 @@ impl Acts {
     pub fn alarms(&self) -> [(&'static str, i64); 6] {
         let flag = |b: bool| if b { 2 } else { 0 };
         [
-            ("HighCellVoltage", flag(self.high_cell || self.mismatch)),
+            // A low cell never raises the high-cell alarm, whatever else is wrong.
+            (
+                "HighCellVoltage",
+                flag(self.high_cell || self.mismatch_high_cells),
+            ),
             ("LowCellVoltage", flag(self.low_cell)),
             ("HighChargeTemperature", self.charge_thermal.alarm(true)),
             ("LowChargeTemperature", self.charge_thermal.alarm(false)),
@@ -130,15 +152,33 @@ impl Acts {
     /// Words for `/Info/ChargeMode` naming each limit that acts; empty when none.
     pub fn describe(&self) -> String {
         let mut parts: Vec<&str> = Vec::new();
-        if self.mismatch {
+        let recovery;
+        if self.mismatch_high_cells {
             parts.push(
-                "cells outside the safety window (config for another chemistry?): charging stopped",
+                "cells above the safety window (config for another chemistry?): charging stopped",
+            );
+        } else if self.mismatch_bms_cvl {
+            parts.push(
+                "a BMS asks a charge voltage per cell outside the safety window (config for \
+                 another chemistry?): charging stopped",
             );
         } else if self.high_cell {
             parts.push("cell at safety.max_cell_voltage: charging stopped");
         }
-        if self.low_cell {
+        if let Some(a) = self.recovering_a {
+            recovery = format!(
+                "recovering a discharged bank: charging at {a:.1} A until the lowest cell is \
+                 above safety.min_cell_voltage + safety.min_cell_hysteresis; discharging stopped"
+            );
+            parts.push(&recovery);
+        } else if self.low_cell {
             parts.push("cell at safety.min_cell_voltage: discharging stopped");
+        }
+        if self.no_temperature {
+            parts.push("no pack reports a temperature: temperature limits rest on the BMSs");
+        }
+        if self.n_minus_one_capped {
+            parts.push("limits capped for one pack opening its relay");
         }
         parts.push(match self.charge_thermal {
             Thermal::TooCold => "too cold to charge",
@@ -174,10 +214,56 @@ pub struct Guard {
     bounds: GuardBounds,
     high_cell: bool,
     low_cell: bool,
-    /// Smoothed share of the bank current per battery, in the order of the slice given.
+    /// Share of the bank current per battery (a rise at once, a fall smoothed), in the order
+    /// of the slice given.
     shares: Vec<f64>,
     /// Which batteries were online when the shares were measured.
     share_online: Vec<bool>,
+    /// The direction of the bank current the shares were measured in (+1 charge, −1
+    /// discharge, 0 none yet).
+    share_direction: f64,
+}
+
+/// The host's bounds that cannot see a pack for want of its data (CAN packs often publish
+/// no cells and no temperature): for that pack they rest on its BMS alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BmsOnly {
+    /// No highest cell: `safety.max_cell_voltage` cannot stop charging for this pack.
+    pub max_cell_voltage: bool,
+    /// No lowest cell: `safety.min_cell_voltage` cannot stop discharging for this pack.
+    pub min_cell_voltage: bool,
+    /// No temperature at all: the temperature windows cannot act for this pack.
+    pub temperature: bool,
+}
+
+impl BmsOnly {
+    /// Of one pack's reading.
+    pub fn of(r: &BatteryReading) -> Self {
+        let none = |v: Option<f64>| !v.is_some_and(f64::is_finite);
+        BmsOnly {
+            max_cell_voltage: none(r.max_cell_voltage_v),
+            min_cell_voltage: none(r.min_cell_voltage_v),
+            temperature: none(r.temperature_c)
+                && none(r.min_cell_temperature_c)
+                && none(r.max_cell_temperature_c),
+        }
+    }
+
+    /// The names of the bounds, as `/System/Batteries` and the log give them.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.max_cell_voltage, "max_cell_voltage"),
+            (self.min_cell_voltage, "min_cell_voltage"),
+            (self.temperature, "temperature"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+    }
+
+    /// True when every bound sees the pack.
+    pub fn is_empty(self) -> bool {
+        self == BmsOnly::default()
+    }
 }
 
 /// The bank's cell and temperature extremes over the batteries online or held.
@@ -228,6 +314,7 @@ impl Guard {
             low_cell: false,
             shares: Vec::new(),
             share_online: Vec::new(),
+            share_direction: 0.0,
         }
     }
 
@@ -248,13 +335,15 @@ impl Guard {
     }
 
     /// Applies the host's rules to `limits` (the envelope's), for the bank `batteries` at
-    /// `voltage_v`, `dt_s` after the last tick.
+    /// `voltage_v`, `dt_s` after the last tick; `cells` is the configured cell count per pack
+    /// (0: unknown), used where a pack publishes none.
     pub fn apply(
         &mut self,
         limits: Limits,
         batteries: &[Battery],
         voltage_v: f64,
         dt_s: f64,
+        cells: u32,
     ) -> Guarded {
         let b = self.bounds;
         let e = Extremes::of(batteries);
@@ -268,11 +357,11 @@ impl Guard {
                 self.high_cell = false;
             }
             if self.high_cell {
-                // As the dynamic CVL does: the bank voltage less the overshoot, so the
-                // chargers push no further.
-                let overshoot = (max_cell - b.max_cell_voltage_v).max(0.0);
-                if voltage_v.is_finite() && voltage_v > overshoot {
-                    out.cvl_v = out.cvl_v.min(voltage_v - overshoot);
+                // Packs in parallel sit at slightly different voltages: the chargers must push
+                // no pack further, so the lowest of each pack's voltage less its own cells'
+                // overshoot.
+                if let Some(cvl) = high_cell_cvl(batteries, b.max_cell_voltage_v, voltage_v) {
+                    out.cvl_v = out.cvl_v.min(cvl);
                 }
                 out.ccl_a = 0.0;
             }
@@ -289,11 +378,11 @@ impl Guard {
         }
         acts.high_cell = self.high_cell;
         acts.low_cell = self.low_cell;
-        acts.mismatch = e
+        acts.mismatch_high_cells = e
             .max_cell_v
-            .is_some_and(|v| v >= b.max_cell_voltage_v + MISMATCH_MARGIN_V)
-            || e.min_cell_v
-                .is_some_and(|v| v <= b.min_cell_voltage_v - MISMATCH_MARGIN_V);
+            .is_some_and(|v| v >= b.max_cell_voltage_v + MISMATCH_MARGIN_V);
+        acts.mismatch_bms_cvl = bms_cvl_outside(batteries, &b, cells);
+        acts.mismatch = acts.mismatch_high_cells || acts.mismatch_bms_cvl;
         if acts.mismatch {
             out.ccl_a = 0.0;
         }
@@ -318,6 +407,25 @@ impl Guard {
         if let Some(cap) = discharge_cap.filter(|&c| c < out.dcl_a) {
             out.dcl_a = cap.max(0.0);
             acts.bms_capped_discharge = true;
+        }
+        if b.bms_limits_n_minus_one {
+            let (charge, discharge) = self.n_minus_one_caps(batteries);
+            if let Some(cap) = charge.filter(|&c| c < out.ccl_a) {
+                out.ccl_a = cap.max(0.0);
+                acts.n_minus_one_capped = true;
+            }
+            if let Some(cap) = discharge.filter(|&c| c < out.dcl_a) {
+                out.dcl_a = cap.max(0.0);
+                acts.n_minus_one_capped = true;
+            }
+        }
+        // Last, so that it only ever lowers what every other rule allowed: a strategy's own
+        // lower recovery current stands, and the packs' own CCL caps it even with
+        // `bms_limits: ignore`.
+        if self.low_cell && out.ccl_a > 0.0 {
+            let recovery = recovery_current(batteries, b.recovery_charge_rate_c);
+            out.ccl_a = out.ccl_a.min(recovery);
+            acts.recovering_a = Some(out.ccl_a);
         }
         Guarded { limits: out, acts }
     }
@@ -379,8 +487,9 @@ impl Guard {
             BmsLimits::MinTimesCount => Some(min_times_count),
             BmsLimits::Share if directed_a >= self.bounds.share_min_current_a => {
                 let mut cap = sum;
-                for (b, share) in batteries.iter().zip(&self.shares) {
-                    if b.state != BatteryState::Online || *share <= 0.0 {
+                for (k, b) in batteries.iter().enumerate() {
+                    let share = self.share(k);
+                    if b.state != BatteryState::Online || share <= 0.0 {
                         continue;
                     }
                     if let Some(l) = limit(b).filter(|l| l.is_finite() && *l >= 0.0) {
@@ -393,8 +502,69 @@ impl Guard {
         }
     }
 
-    /// Each pack's share of the bank current, smoothed over a few seconds; only measured while
-    /// the bank current is large enough to tell shares apart.
+    /// The share the cap counts for battery `k` (0 when not measured).
+    fn share(&self, k: usize) -> f64 {
+        self.shares
+            .get(k)
+            .copied()
+            .filter(|s| s.is_finite())
+            .unwrap_or(0.0)
+    }
+
+    /// The caps of `bms_limits_n_minus_one`, (charge, discharge): the bank current at which,
+    /// with any one pack online opening its relay, the first of the others reaches its own
+    /// limit. With measured shares (current at least `share_min_current`), the others share
+    /// the current in proportion to theirs; otherwise evenly. `None`: no cap (fewer than two
+    /// packs online, or no pack limit).
+    fn n_minus_one_caps(&self, batteries: &[Battery]) -> (Option<f64>, Option<f64>) {
+        let charge = self.n_minus_one_cap(batteries, |b| b.reading.max_charge_current_a, 1.0);
+        let discharge =
+            self.n_minus_one_cap(batteries, |b| b.reading.max_discharge_current_a, -1.0);
+        (charge, discharge)
+    }
+
+    fn n_minus_one_cap(
+        &self,
+        batteries: &[Battery],
+        limit: impl Fn(&Battery) -> Option<f64>,
+        direction: f64,
+    ) -> Option<f64> {
+        let online = |k: &usize| batteries[*k].state == BatteryState::Online;
+        let count = (0..batteries.len()).filter(online).count();
+        if count < 2 {
+            return None;
+        }
+        let limit_of = |k: usize| limit(&batteries[k]).filter(|l| l.is_finite() && *l >= 0.0);
+        let measured = self.share_direction == direction
+            && (0..batteries.len())
+                .filter(online)
+                .any(|k| self.share(k) > 0.0);
+        let total_share: f64 = (0..batteries.len())
+            .filter(online)
+            .map(|k| self.share(k))
+            .sum();
+        let mut cap = f64::INFINITY;
+        for gone in (0..batteries.len()).filter(online) {
+            let rest_share = total_share - self.share(gone);
+            for k in (0..batteries.len()).filter(online).filter(|&k| k != gone) {
+                let Some(l) = limit_of(k) else { continue };
+                // The part of the bank current pack `k` takes once `gone` is open.
+                let part = if measured && rest_share > 0.0 {
+                    self.share(k) / rest_share
+                } else {
+                    1.0 / (count - 1) as f64
+                };
+                if part > 0.0 {
+                    cap = cap.min(l / part);
+                }
+            }
+        }
+        cap.is_finite().then_some(cap)
+    }
+
+    /// Each pack's share of the bank current, a fall smoothed over a few seconds; only measured while
+    /// the bank current is large enough to tell shares apart, and measured again from scratch
+    /// when the bank current changes direction (charge and discharge split differently).
     fn update_shares(&mut self, batteries: &[Battery], bank_current: f64, dt_s: f64) {
         // Shares measured with another set of packs online say nothing of this one: start
         // again from this tick's (no allocation unless the bank's size changed).
@@ -410,8 +580,13 @@ impl Guard {
             self.share_online
                 .extend(batteries.iter().map(|b| b.state == BatteryState::Online));
         }
-        if bank_current.abs() < self.bounds.share_min_current_a {
+        if bank_current.is_nan() || bank_current.abs() < self.bounds.share_min_current_a {
             return;
+        }
+        let direction = bank_current.signum();
+        if direction != self.share_direction {
+            self.shares.iter_mut().for_each(|s| *s = f64::NAN);
+            self.share_direction = direction;
         }
         let alpha = if dt_s > 0.0 {
             dt_s / (SHARE_SMOOTHING_S + dt_s)
@@ -423,12 +598,88 @@ impl Guard {
                 (BatteryState::Online, Some(i)) => (i / bank_current).max(0.0),
                 _ => 0.0,
             };
-            *share = if share.is_finite() {
+            // A rising share takes effect at once (a pack taking more reaches its limit
+            // sooner); only a falling one is smoothed, so the cap does not jump up and down.
+            *share = if share.is_finite() && now < *share {
                 *share + alpha * (now - *share)
             } else {
                 now
             };
         }
+    }
+}
+
+/// The CVL of the high-cell stop: the lowest over the packs online or held of the pack's
+/// voltage less its cells' excess over `bound_v`; the bank's `voltage_v` when no pack gives
+/// a voltage. `None` when nothing is known.
+fn high_cell_cvl(batteries: &[Battery], bound_v: f64, voltage_v: f64) -> Option<f64> {
+    let lowest = batteries
+        .iter()
+        .filter(|b| b.state != BatteryState::Lost)
+        .filter_map(|b| {
+            let r = &b.reading;
+            let v = r.voltage_v.filter(|v| v.is_finite() && *v > 0.0)?;
+            let excess = r
+                .max_cell_voltage_v
+                .filter(|c| c.is_finite())
+                .map_or(0.0, |c| (c - bound_v).max(0.0));
+            Some(v - excess)
+        })
+        .fold(f64::INFINITY, f64::min);
+    if lowest.is_finite() && lowest > 0.0 {
+        return Some(lowest);
+    }
+    (voltage_v.is_finite() && voltage_v > 0.0).then_some(voltage_v)
+}
+
+/// Whether a pack online or held asks a charge voltage per cell outside the safety window by
+/// [`MISMATCH_MARGIN_V`]: its BMS is set up for another chemistry than the config (an LTO
+/// BMS asks about 2.5 V per cell, an LFP one about 3.45 V). A CVL of 0 or less says nothing.
+fn bms_cvl_outside(batteries: &[Battery], bounds: &GuardBounds, cells: u32) -> bool {
+    batteries
+        .iter()
+        .filter(|b| b.state != BatteryState::Lost)
+        .any(|b| {
+            let r = &b.reading;
+            let n = r
+                .cells_per_battery
+                .filter(|n| *n > 0)
+                .map(|n| n as f64)
+                .or_else(|| (cells > 0).then_some(f64::from(cells)));
+            match (
+                r.max_charge_voltage_v.filter(|v| v.is_finite() && *v > 0.0),
+                n,
+            ) {
+                (Some(cvl), Some(n)) => {
+                    let per_cell = cvl / n;
+                    per_cell < bounds.min_cell_voltage_v - MISMATCH_MARGIN_V
+                        || per_cell > bounds.max_cell_voltage_v + MISMATCH_MARGIN_V
+                }
+                _ => false,
+            }
+        })
+}
+
+/// The charge current of a discharged bank: `rate_c` × the installed capacity of the packs
+/// online or held, and no more than the smallest own CCL of the packs online × their number
+/// (a pack without one caps nothing).
+fn recovery_current(batteries: &[Battery], rate_c: f64) -> f64 {
+    let active = || batteries.iter().filter(|b| b.state != BatteryState::Lost);
+    let capacity_ah: f64 = active()
+        .filter_map(|b| b.reading.installed_capacity_ah)
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .sum();
+    let by_rate = (rate_c * capacity_ah).max(0.0);
+    let online = batteries.iter().filter(|b| b.state == BatteryState::Online);
+    let smallest = online
+        .clone()
+        .filter_map(|b| b.reading.max_charge_current_a)
+        .filter(|l| l.is_finite() && *l >= 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if smallest.is_finite() {
+        by_rate.min(smallest * online.count() as f64)
+    } else {
+        by_rate
     }
 }
 
@@ -458,7 +709,6 @@ fn thermal(window: Window, low: Option<f64>, high: Option<f64>, derate: f64) -> 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::reading::BatteryReading;
 
     pub(crate) const BOUNDS: GuardBounds = GuardBounds {
         max_cell_voltage_v: 3.60,
@@ -476,6 +726,8 @@ pub(crate) mod tests {
         temperature_derate_c: 5.0,
         bms_limits: BmsLimits::Share,
         share_min_current_a: 5.0,
+        recovery_charge_rate_c: 0.05,
+        bms_limits_n_minus_one: false,
     };
 
     fn pack(name: &str, current: f64, ccl: Option<f64>, cell: f64, t: f64) -> Battery {
@@ -489,11 +741,17 @@ pub(crate) mod tests {
                 max_cell_voltage_v: Some(cell),
                 min_cell_voltage_v: Some(cell),
                 temperature_c: Some(t),
+                installed_capacity_ah: Some(100.0),
                 max_charge_current_a: ccl,
                 max_discharge_current_a: ccl,
                 ..Default::default()
             },
         }
+    }
+
+    fn with_voltage(mut b: Battery, v: f64) -> Battery {
+        b.reading.voltage_v = Some(v);
+        b
     }
 
     const WIDE: Limits = Limits {
@@ -509,14 +767,14 @@ pub(crate) mod tests {
             pack("A", 35.0, Some(50.0), 3.3, 20.0),
             pack("B", 15.0, Some(50.0), 3.3, 20.0),
         ];
-        let out = g.apply(WIDE, &bank, 53.0, 1.0);
+        let out = g.apply(WIDE, &bank, 53.0, 1.0, 0);
         assert!((out.limits.ccl_a - 50.0 / 0.7).abs() < 1e-9, "{out:?}");
         let mut g = Guard::new(BOUNDS);
         let equal = [
             pack("A", 25.0, Some(50.0), 3.3, 20.0),
             pack("B", 25.0, Some(50.0), 3.3, 20.0),
         ];
-        assert_eq!(g.apply(WIDE, &equal, 53.0, 1.0).limits.ccl_a, 100.0);
+        assert_eq!(g.apply(WIDE, &equal, 53.0, 1.0, 0).limits.ccl_a, 100.0);
     }
 
     #[test]
@@ -526,46 +784,46 @@ pub(crate) mod tests {
             pack("A", 1.0, Some(10.0), 3.3, 20.0),
             pack("B", 1.0, Some(50.0), 3.3, 20.0),
         ];
-        assert_eq!(g.apply(WIDE, &bank, 53.0, 1.0).limits.ccl_a, 20.0);
+        assert_eq!(g.apply(WIDE, &bank, 53.0, 1.0, 0).limits.ccl_a, 20.0);
         let bank = [
             pack("A", 1.0, None, 3.3, 20.0),
             pack("B", 1.0, None, 3.3, 20.0),
         ];
-        assert_eq!(g.apply(WIDE, &bank, 53.0, 1.0).limits.ccl_a, 200.0);
+        assert_eq!(g.apply(WIDE, &bank, 53.0, 1.0, 0).limits.ccl_a, 200.0);
     }
 
     #[test]
     fn a_high_cell_latches_until_below_the_hysteresis() {
         let mut g = Guard::new(BOUNDS);
-        let at = |v| [pack("A", 0.0, None, v, 20.0)];
-        let out = g.apply(WIDE, &at(3.62), 55.0, 1.0);
+        let at = |v| [with_voltage(pack("A", 0.0, None, v, 20.0), 55.0)];
+        let out = g.apply(WIDE, &at(3.62), 55.0, 1.0, 0);
         assert_eq!(out.limits.ccl_a, 0.0);
         assert!((out.limits.cvl_v - (55.0 - 0.02)).abs() < 1e-9, "{out:?}");
         assert!(out.acts.high_cell);
-        assert_eq!(g.apply(WIDE, &at(3.56), 57.0, 1.0).limits.ccl_a, 0.0);
-        assert_eq!(g.apply(WIDE, &at(3.54), 56.6, 1.0).limits.ccl_a, 200.0);
+        assert_eq!(g.apply(WIDE, &at(3.56), 57.0, 1.0, 0).limits.ccl_a, 0.0);
+        assert_eq!(g.apply(WIDE, &at(3.54), 56.6, 1.0, 0).limits.ccl_a, 200.0);
     }
 
     #[test]
     fn a_low_cell_latches_until_above_the_hysteresis() {
         let mut g = Guard::new(BOUNDS);
         let at = |v| [pack("A", 0.0, None, v, 20.0)];
-        assert_eq!(g.apply(WIDE, &at(2.90), 46.0, 1.0).limits.dcl_a, 0.0);
-        assert_eq!(g.apply(WIDE, &at(3.05), 48.0, 1.0).limits.dcl_a, 0.0);
-        assert_eq!(g.apply(WIDE, &at(3.11), 49.0, 1.0).limits.dcl_a, 200.0);
+        assert_eq!(g.apply(WIDE, &at(2.90), 46.0, 1.0, 0).limits.dcl_a, 0.0);
+        assert_eq!(g.apply(WIDE, &at(3.05), 48.0, 1.0, 0).limits.dcl_a, 0.0);
+        assert_eq!(g.apply(WIDE, &at(3.11), 49.0, 1.0, 0).limits.dcl_a, 200.0);
     }
 
     #[test]
     fn temperature_windows_stop_and_derate() {
         let mut g = Guard::new(BOUNDS);
         let at = |t| [pack("A", 0.0, None, 3.3, t)];
-        let cold = g.apply(WIDE, &at(-5.0), 53.0, 1.0);
+        let cold = g.apply(WIDE, &at(-5.0), 53.0, 1.0, 0);
         assert_eq!((cold.limits.ccl_a, cold.limits.dcl_a), (0.0, 200.0));
         assert_eq!(cold.acts.charge_thermal, Thermal::TooCold);
-        let cool = g.apply(WIDE, &at(2.5), 53.0, 1.0);
+        let cool = g.apply(WIDE, &at(2.5), 53.0, 1.0, 0);
         assert_eq!(cool.limits.ccl_a, 100.0);
         assert_eq!(cool.acts.charge_thermal, Thermal::DeratedLow);
-        let hot = g.apply(WIDE, &at(56.0), 53.0, 1.0);
+        let hot = g.apply(WIDE, &at(56.0), 53.0, 1.0, 0);
         assert_eq!((hot.limits.ccl_a, hot.limits.dcl_a), (0.0, 0.0));
         let none = [Battery {
             reading: BatteryReading {
@@ -574,7 +832,7 @@ pub(crate) mod tests {
             },
             ..at(20.0)[0].clone()
         }];
-        assert!(g.apply(WIDE, &none, 53.0, 1.0).acts.no_temperature);
+        assert!(g.apply(WIDE, &none, 53.0, 1.0, 0).acts.no_temperature);
     }
 
     #[test]
@@ -585,9 +843,205 @@ pub(crate) mod tests {
             ..BOUNDS
         };
         let mut g = Guard::new(lto);
-        let out = g.apply(WIDE, &[pack("A", 0.0, None, 3.3, 20.0)], 53.0, 1.0);
+        let out = g.apply(WIDE, &[pack("A", 0.0, None, 3.3, 20.0)], 53.0, 1.0, 0);
         assert!(out.acts.mismatch);
         assert_eq!(out.limits.ccl_a, 0.0);
         assert!(out.acts.describe().contains("another chemistry"));
+    }
+
+    /// LFP bounds on a bank of 16-cell packs whose BMSs ask `cvl_per_cell` each.
+    fn asking(mut b: Battery, cvl_per_cell: f64) -> Battery {
+        b.reading.cells_per_battery = Some(16);
+        b.reading.max_charge_voltage_v = Some(16.0 * cvl_per_cell);
+        b
+    }
+
+    #[test]
+    fn a_deeply_discharged_bank_is_recharged_at_the_recovery_current() {
+        let mut g = Guard::new(BOUNDS);
+        let at = |v| {
+            [
+                asking(pack("A", 0.0, None, v, 20.0), 3.45),
+                asking(pack("B", 0.0, None, v, 20.0), 3.45),
+            ]
+        };
+        // 2.5 V at rest after days of self-drain: 0.4 V below the window.
+        let out = g.apply(WIDE, &at(2.5), 40.0, 1.0, 16);
+        // 0.05 C of 2 × 100 Ah.
+        assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (10.0, 0.0));
+        assert!(!out.acts.mismatch, "{out:?}");
+        assert_eq!(out.acts.recovering_a, Some(10.0));
+        let alarms = out.acts.alarms();
+        assert_eq!(alarms[0], ("HighCellVoltage", 0));
+        assert_eq!(alarms[1], ("LowCellVoltage", 2));
+        assert!(out.acts.describe().contains("recovering a discharged bank"));
+        // Still inside the hysteresis: still recovering.
+        assert_eq!(g.apply(WIDE, &at(3.05), 48.0, 1.0, 16).limits.ccl_a, 10.0);
+        let out = g.apply(WIDE, &at(3.11), 49.0, 1.0, 16);
+        assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (200.0, 200.0));
+        assert_eq!(out.acts.recovering_a, None);
+    }
+
+    #[test]
+    fn recovery_only_lowers_and_the_packs_own_ccl_caps_it() {
+        let mut g = Guard::new(BOUNDS);
+        let low = [pack("A", 0.0, None, 2.6, 20.0)];
+        let strategy_low = Limits { ccl_a: 2.0, ..WIDE };
+        // A strategy's own lower recovery current stands.
+        assert_eq!(g.apply(strategy_low, &low, 41.0, 1.0, 16).limits.ccl_a, 2.0);
+        let mut g = Guard::new(GuardBounds {
+            bms_limits: BmsLimits::Ignore,
+            ..BOUNDS
+        });
+        let low = [pack("A", 0.0, Some(3.0), 2.6, 20.0)];
+        assert_eq!(g.apply(WIDE, &low, 41.0, 1.0, 16).limits.ccl_a, 3.0);
+    }
+
+    #[test]
+    fn a_bms_asking_another_chemistrys_voltage_is_a_mismatch_low_cells_alone_are_not() {
+        // An LTO bank (cells 2.3 V, its BMS asking 2.5 V per cell) under an LFP config.
+        let mut g = Guard::new(BOUNDS);
+        let lto = [asking(pack("A", 0.0, None, 2.3, 20.0), 2.5)];
+        let out = g.apply(WIDE, &lto, 36.8, 1.0, 16);
+        assert!(out.acts.mismatch_bms_cvl && out.acts.mismatch, "{out:?}");
+        assert_eq!((out.limits.ccl_a, out.limits.dcl_a), (0.0, 0.0));
+        assert_eq!(out.acts.alarms()[0], ("HighCellVoltage", 0));
+        assert!(out.acts.describe().contains("another chemistry"));
+        // An LFP bank (its BMS asking 3.45 V per cell) under an LTO config, cells in range.
+        let lto_bounds = GuardBounds {
+            max_cell_voltage_v: 2.7,
+            min_cell_voltage_v: 1.8,
+            ..BOUNDS
+        };
+        let mut g = Guard::new(lto_bounds);
+        let lfp = [asking(pack("A", 0.0, None, 2.5, 20.0), 3.45)];
+        assert_eq!(g.apply(WIDE, &lfp, 40.0, 1.0, 16).limits.ccl_a, 0.0);
+        // A BMS publishing CVL 0 says nothing of its chemistry; the pack's count is unknown
+        // and so is the config's: nothing to compare either.
+        let mut g = Guard::new(BOUNDS);
+        let zero = [asking(pack("A", 0.0, None, 2.6, 20.0), 0.0)];
+        assert!(!g.apply(WIDE, &zero, 41.0, 1.0, 16).acts.mismatch);
+        let mut unknown = asking(pack("A", 0.0, None, 2.6, 20.0), 2.5);
+        unknown.reading.cells_per_battery = None;
+        assert!(
+            !g.apply(WIDE, &[unknown.clone()], 41.0, 1.0, 0)
+                .acts
+                .mismatch
+        );
+        // The config's count stands in for the pack's.
+        assert!(g.apply(WIDE, &[unknown], 41.0, 1.0, 16).acts.mismatch);
+    }
+
+    #[test]
+    fn the_high_cell_stop_cvl_is_the_lowest_pack_voltage_less_its_own_excess() {
+        let mut g = Guard::new(BOUNDS);
+        let bank = [
+            with_voltage(pack("A", 0.0, None, 3.62, 20.0), 57.30),
+            with_voltage(pack("B", 0.0, None, 3.58, 20.0), 57.70),
+        ];
+        // The bank's mean is 57.50 V: less the highest excess, 57.48 V, above pack A.
+        let high = Limits {
+            cvl_v: 58.4,
+            ..WIDE
+        };
+        let out = g.apply(high, &bank, 57.50, 1.0, 16);
+        assert!((out.limits.cvl_v - 57.28).abs() < 1e-9, "{out:?}");
+        assert_eq!(out.limits.ccl_a, 0.0);
+    }
+
+    #[test]
+    fn a_rising_share_caps_at_once_and_shares_restart_on_a_change_of_direction() {
+        let mut g = Guard::new(BOUNDS);
+        // A is limited to 10 A; B to far more.
+        let tick = |g: &mut Guard, a: f64, b: f64| {
+            let bank = [
+                pack("A", a, Some(10.0), 3.3, 20.0),
+                pack("B", b, Some(1000.0), 3.3, 20.0),
+            ];
+            g.apply(WIDE, &bank, 53.0, 1.0, 16).limits.ccl_a
+        };
+        // A takes −2 A of a 100 A bank, then 30 % of it.
+        tick(&mut g, -2.0, 102.0);
+        let next = tick(&mut g, 30.0, 70.0);
+        assert!((next - 10.0 / 0.3).abs() < 1e-9, "{next}");
+        // Falling back, the cap follows the smoothed share, so it rises slowly.
+        let after = tick(&mut g, 10.0, 90.0);
+        assert!(after > next && after < 100.0, "{after}");
+        // Discharging: A's charge share says nothing of its discharge share.
+        let mut g = Guard::new(BOUNDS);
+        let dcl = |g: &mut Guard, a: f64, b: f64| {
+            let bank = [
+                pack("A", a, Some(10.0), 3.3, 20.0),
+                pack("B", b, Some(1000.0), 3.3, 20.0),
+            ];
+            g.apply(WIDE, &bank, 53.0, 1.0, 16).limits.dcl_a
+        };
+        dcl(&mut g, 90.0, 10.0);
+        dcl(&mut g, 90.0, 10.0);
+        assert_eq!(dcl(&mut g, -5.0, -95.0), 200.0);
+        assert!((g.shares[0] - 0.05).abs() < 1e-9, "{:?}", g.shares);
+    }
+
+    #[test]
+    fn n_minus_one_keeps_the_others_within_their_limits_when_one_pack_opens() {
+        let bounds = GuardBounds {
+            bms_limits_n_minus_one: true,
+            ..BOUNDS
+        };
+        let bank = |i: f64| {
+            [
+                pack("A", i, Some(50.0), 3.3, 20.0),
+                pack("B", i, Some(50.0), 3.3, 20.0),
+                pack("C", i, Some(50.0), 3.3, 20.0),
+            ]
+        };
+        // Equal shares: one pack open, the two others take half each.
+        let out = Guard::new(bounds).apply(WIDE, &bank(40.0), 53.0, 1.0, 16);
+        assert!((out.limits.ccl_a - 100.0).abs() < 1e-9, "{out:?}");
+        assert!(out.acts.n_minus_one_capped);
+        // Off by default: the share cap alone allows 150 A.
+        let out = Guard::new(BOUNDS).apply(WIDE, &bank(40.0), 53.0, 1.0, 16);
+        assert!((out.limits.ccl_a - 150.0).abs() < 1e-9, "{out:?}");
+        // Unequal shares: with C (30 %) open, B (50 %) takes 5/7 of the bank current.
+        let unequal = [
+            pack("A", 20.0, Some(50.0), 3.3, 20.0),
+            pack("B", 50.0, Some(50.0), 3.3, 20.0),
+            pack("C", 30.0, Some(50.0), 3.3, 20.0),
+        ];
+        let out = Guard::new(bounds).apply(WIDE, &unequal, 53.0, 1.0, 16);
+        assert!((out.limits.ccl_a - 70.0).abs() < 1e-9, "{out:?}");
+        // A single pack: nothing left to protect.
+        let one = [pack("A", 20.0, Some(50.0), 3.3, 20.0)];
+        assert!(
+            !Guard::new(bounds)
+                .apply(WIDE, &one, 53.0, 1.0, 16)
+                .acts
+                .n_minus_one_capped
+        );
+    }
+
+    #[test]
+    fn no_temperature_is_said_in_the_mode_text() {
+        let acts = Acts {
+            no_temperature: true,
+            ..Acts::default()
+        };
+        assert!(acts.describe().contains("no pack reports a temperature"));
+    }
+
+    #[test]
+    fn a_pack_without_cells_or_temperatures_leaves_those_bounds_to_its_bms() {
+        let mut can = pack("A", 0.0, None, 3.3, 20.0);
+        assert!(BmsOnly::of(&can.reading).is_empty());
+        can.reading.max_cell_voltage_v = None;
+        can.reading.min_cell_voltage_v = Some(f64::NAN);
+        can.reading.temperature_c = None;
+        let only = BmsOnly::of(&can.reading);
+        assert_eq!(
+            only.names().collect::<Vec<_>>(),
+            ["max_cell_voltage", "min_cell_voltage", "temperature"]
+        );
+        can.reading.min_cell_temperature_c = Some(10.0);
+        assert!(!BmsOnly::of(&can.reading).temperature);
     }
 }

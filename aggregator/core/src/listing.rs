@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use plugin_api::BatteryState;
 
+use crate::guard::BmsOnly;
 use crate::presence::Battery;
 
 /// One pack's figures at their published precision.
@@ -22,6 +23,8 @@ struct Figures {
     max_cell_v: Option<f64>,
     blocks_charge: bool,
     blocks_discharge: bool,
+    /// The host's bounds that rest on this pack's BMS alone.
+    bms_only: BmsOnly,
 }
 
 impl Figures {
@@ -39,6 +42,7 @@ impl Figures {
                 || r.allow_to_charge == Some(0),
             blocks_discharge: r.modules_blocking_discharge.unwrap_or(0) > 0
                 || r.allow_to_discharge == Some(0),
+            bms_only: BmsOnly::of(r),
         }
     }
 
@@ -52,6 +56,11 @@ impl Figures {
         max_cell_v: None,
         blocks_charge: false,
         blocks_discharge: false,
+        bms_only: BmsOnly {
+            max_cell_voltage: false,
+            min_cell_voltage: false,
+            temperature: false,
+        },
     };
 }
 
@@ -166,9 +175,16 @@ fn json(packs: &[Pack]) -> String {
         }
         let _ = write!(
             out,
-            ", \"blocking_charge\": {}, \"blocking_discharge\": {}}}",
+            ", \"blocking_charge\": {}, \"blocking_discharge\": {}, \"bms_only\": [",
             f.blocks_charge, f.blocks_discharge
         );
+        // The host's bounds that cannot see this pack (no data of its own): its BMS alone
+        // holds them.
+        for (k, name) in f.bms_only.names().enumerate() {
+            let sep = if k > 0 { ", " } else { "" };
+            let _ = write!(out, "{sep}\"{name}\"");
+        }
+        out.push_str("]}");
     }
     out.push(']');
     out
@@ -228,6 +244,12 @@ mod tests {
         assert_eq!(value[0]["min_cell_voltage"], 3.301);
         assert_eq!(value[0]["max_cell_voltage"], serde_json::Value::Null);
         assert_eq!(value[0]["blocking_charge"], true);
+        // No highest cell and no temperature: those bounds rest on the pack's BMS alone.
+        assert_eq!(
+            value[0]["bms_only"],
+            serde_json::json!(["max_cell_voltage", "temperature"])
+        );
+        assert_eq!(value[2]["bms_only"], serde_json::json!([]));
         assert_eq!(value[1]["state"], "stale");
         assert_eq!(value[2]["state"], "left out");
         assert_eq!(listing.online_text(), "1/4");

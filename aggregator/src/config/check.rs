@@ -95,6 +95,18 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
         }
     };
     let mut errors = strategy_within_safety(&source, &config);
+    // Without either, nothing bounds the CVL when the packs publish no cell count, whatever
+    // the strategy, the pass-through included.
+    if config.safety.max_charge_voltage.is_none() && config.batteries.cells.is_none() {
+        errors.push(
+            source.error(
+                "safety.max_charge_voltage",
+                "is required unless batteries.cells is set: the bank voltage no strategy may \
+             exceed (V)"
+                    .to_string(),
+            ),
+        );
+    }
     let strategy = build(
         &source,
         &scan,
@@ -153,7 +165,9 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
 }
 
 /// The host's part of the voltage orders (issue 14 §7): a strategy section's top-level keys
-/// named `*_voltage` or `*_voltages` are per-cell voltages by convention, and must lie inside
+/// named `*_voltage` or `*_voltages`, or holding `cell_voltage` in their name (a cell voltage
+/// that sets something off, as `max_cell_voltage_soc_full`), are per-cell voltages by
+/// convention, and must lie inside
 /// `safety.min_cell_voltage`..=`safety.max_cell_voltage`. The order of the section's own keys
 /// (months ≤ balancing < max cell) is the plugin's to check; the host knows the bounds, so it
 /// checks against them without an ABI change, for third-party plugins as well.
@@ -167,7 +181,10 @@ fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> 
     );
     let mut errors = Vec::new();
     for (key, value) in section {
-        if !(key.ends_with("_voltage") || key.ends_with("_voltages")) {
+        if !(key.ends_with("_voltage")
+            || key.ends_with("_voltages")
+            || key.contains("cell_voltage"))
+        {
             continue;
         }
         let values: Vec<(String, f64)> = match value {

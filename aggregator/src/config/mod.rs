@@ -110,6 +110,7 @@ impl From<&Config> for Settings {
                 max_charge_current_a: safety.max_charge_current,
                 max_discharge_current_a: safety.max_discharge_current,
                 plugin_failures: safety.plugin_failures,
+                max_charge_voltage_v: safety.max_charge_voltage.unwrap_or(f64::INFINITY),
             },
             guard: GuardBounds {
                 max_cell_voltage_v: safety.max_cell_voltage,
@@ -127,6 +128,8 @@ impl From<&Config> for Settings {
                 temperature_derate_c: safety.temperature_derate,
                 bms_limits: safety.bms_limits,
                 share_min_current_a: safety.share_min_current,
+                recovery_charge_rate_c: safety.recovery_charge_rate,
+                bms_limits_n_minus_one: safety.bms_limits_n_minus_one,
             },
             feed_in_hold_s: safety.feed_in_hold.as_secs_f64(),
             on_lost: config.batteries.on_lost,
@@ -246,6 +249,17 @@ pub struct Safety {
     /// Bank current (A) from which `bms_limits: share` uses the measured shares.
     #[serde(default = "default_share_min_current")]
     pub share_min_current: f64,
+    /// Cap the bank so that if any one pack opens its relay, the others stay within their own
+    /// limits at the current flowing then.
+    #[serde(default)]
+    pub bms_limits_n_minus_one: bool,
+    /// Charge current of a bank whose lowest cell is below `min_cell_voltage` (until it is
+    /// above it plus `min_cell_hysteresis`), as a fraction of the installed capacity per hour.
+    #[serde(default = "default_recovery_charge_rate")]
+    pub recovery_charge_rate: f64,
+    /// The bank voltage no strategy may exceed, V. Required unless `batteries.cells` is set.
+    #[serde(default)]
+    pub max_charge_voltage: Option<f64>,
     /// Time without a cause before feed-in is restored.
     #[serde(default = "default_feed_in_hold", deserialize_with = "duration")]
     pub feed_in_hold: Duration,
@@ -359,6 +373,12 @@ fn default_bms_limits() -> BmsLimits {
 
 fn default_share_min_current() -> f64 {
     5.0
+}
+
+/// 0.05 C: cell makers pre-charge over-discharged LFP cells at this rate or less until the
+/// cells are back in their window; 5 A for each 100 Ah, well below any strategy's current.
+fn default_recovery_charge_rate() -> f64 {
+    0.05
 }
 
 fn default_feed_in_hold() -> Duration {
@@ -687,6 +707,24 @@ impl Source {
             "safety.plugin_failures",
             "must be at least 1".to_string(),
         );
+        require(
+            s.recovery_charge_rate.is_finite()
+                && s.recovery_charge_rate > 0.0
+                && s.recovery_charge_rate <= 0.5,
+            "safety.recovery_charge_rate",
+            format!(
+                "must be a charge rate above 0 and at most 0.5 (C: a fraction of the installed \
+                 capacity per hour), found {}",
+                s.recovery_charge_rate
+            ),
+        );
+        if let Some(v) = s.max_charge_voltage {
+            require(
+                positive(v) && v < 1000.0,
+                "safety.max_charge_voltage",
+                format!("must be a bank voltage above 0 and below 1000 V, found {v}"),
+            );
+        }
         let b = &config.batteries;
         require(
             b.expected.is_none_or(|n| (1..=64).contains(&n)),

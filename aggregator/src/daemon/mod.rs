@@ -721,6 +721,11 @@ fn log_event(event: &Event) {
             "battery {name} publishes no /Info/MaxChargeCurrent or /Info/MaxDischargeCurrent: \
              its own limits cap nothing (safety.bms_limits)"
         ),
+        Event::BmsOnly(name, bounds) => tracing::warn!(
+            "battery {name} publishes no data for these safety bounds: {}; for this battery \
+             they rest on its BMS alone (bms_only in /System/Batteries)",
+            bounds.join(", ")
+        ),
     }
 }
 

@@ -165,7 +165,10 @@ impl BatteryModel {
         let blocking_charge = over.is_some_and(|o| o.blocking_charge);
         let blocking_discharge = over.is_some_and(|o| o.blocking_discharge);
         let limits = over.and_then(|o| o.limits.as_ref());
-        let cvl = at(limits.and_then(|l| l.cvl), round(3.45 * cells as f64, 2));
+        let cvl = at(
+            limits.and_then(|l| l.cvl),
+            round(self.spec.cvl_per_cell_v * cells as f64, 2),
+        );
         let ccl = at(limits.and_then(|l| l.ccl), 100.0);
         let dcl = at(limits.and_then(|l| l.dcl), 100.0);
         let charge_mode = limits

@@ -20,6 +20,10 @@
 //!   that `segments` repeat (`- *night`), for a week of days alike.
 //! - per segment `cell_spread: [from, to]`: the cells of every battery spread evenly over this
 //!   many volts around `cell_voltage` (cell 1 lowest), for a bank that drifts apart at the top.
+//!
+//! Per battery, `cvl_per_cell` (default 3.45 V, LiFePO4) is the charge voltage per cell its BMS
+//! asks unless a segment's `limits: {cvl}` says otherwise: an LTO bank's BMSs ask about 2.5 V,
+//! and the daemon takes an LFP value on an LTO config as a BMS of another chemistry.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -190,6 +194,9 @@ pub struct BatterySpec {
     pub soc_pct: f64,
     /// What it publishes per cell.
     pub cell_data: CellData,
+    /// The charge voltage per cell its BMS asks (`/Info/MaxChargeVoltage` / cells) unless a
+    /// segment says otherwise: 3.45 V (LiFePO4), about 2.5 V for LTO.
+    pub cvl_per_cell_v: f64,
 }
 
 impl BatterySpec {
@@ -533,6 +540,12 @@ struct RawBattery {
     soc: f64,
     #[serde(default)]
     cell_data: CellData,
+    #[serde(default = "lfp_cvl_per_cell")]
+    cvl_per_cell: f64,
+}
+
+fn lfp_cvl_per_cell() -> f64 {
+    3.45
 }
 
 #[derive(Deserialize)]
@@ -876,6 +889,15 @@ impl RawBattery {
         if !(0.0..=100.0).contains(&self.soc) {
             return Err((key("soc"), format!("must be 0 to 100, found {}", self.soc)));
         }
+        if !(self.cvl_per_cell > 0.0 && self.cvl_per_cell < 5.0) {
+            return Err((
+                key("cvl_per_cell"),
+                format!(
+                    "must be a cell voltage above 0 and below 5, found {}",
+                    self.cvl_per_cell
+                ),
+            ));
+        }
         Ok(BatterySpec {
             service: self.service,
             custom_name: self.custom_name,
@@ -888,6 +910,7 @@ impl RawBattery {
             capacity_ah: self.capacity_ah,
             soc_pct: self.soc,
             cell_data: self.cell_data,
+            cvl_per_cell_v: self.cvl_per_cell,
         })
     }
 }

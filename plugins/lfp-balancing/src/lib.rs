@@ -273,6 +273,7 @@ fn days_since(last: Option<LocalDate>, today: LocalDate) -> Option<i64> {
 
 impl StrategyImpl for LfpBalancing {
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
+        bank.cell_extremes()?;
         let before = self.state.clone();
         let clock_behind = self.clock_behind(bank.date);
         let targets = self.targets(bank, clock_behind)?;

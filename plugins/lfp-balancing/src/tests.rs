@@ -398,3 +398,13 @@ fn the_dynamic_cvl_stops_only_below_the_hysteresis() {
         "started only at 2.55"
     );
 }
+
+#[test]
+fn no_cell_data_is_an_error() {
+    for (low, high) in [(f64::NAN, 3.3), (3.3, f64::NAN)] {
+        let err = strategy("{}", Some(DAY))
+            .compute(&bank(DAY, 52.0, low, high))
+            .unwrap_err();
+        assert!(err.contains("no cell data"), "{err}");
+    }
+}

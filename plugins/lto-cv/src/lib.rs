@@ -236,9 +236,9 @@ impl StrategyImpl for LtoCv {
         if bank.cells_per_battery == 0 {
             return Err("cells_per_battery is 0".into());
         }
+        let (min_cell_v, max_cell_v) = bank.cell_extremes()?;
         let c = &self.config;
         let cells = f64::from(bank.cells_per_battery);
-        let max_cell_v = bank.max_cell_voltage_v;
         let normal_cvl_v = cells * c.charge_voltage;
 
         let cell_full = max_cell_v >= c.max_cell_voltage;
@@ -260,10 +260,10 @@ impl StrategyImpl for LtoCv {
         };
 
         let h = c.empty_hysteresis;
-        let at_cut_off = bank.voltage_v <= cells * c.discharge_voltage
-            || bank.min_cell_voltage_v <= c.min_cell_voltage;
+        let at_cut_off =
+            bank.voltage_v <= cells * c.discharge_voltage || min_cell_v <= c.min_cell_voltage;
         let clear = bank.voltage_v > cells * (c.discharge_voltage + h)
-            && bank.min_cell_voltage_v > c.min_cell_voltage + h;
+            && min_cell_v > c.min_cell_voltage + h;
         // A latch, as lfp-balancing's: a bank resting just above the cut-off does not flap.
         // It is saved, so a restart inside the hysteresis does not let go of it.
         let was_empty = self.empty;
@@ -379,6 +379,19 @@ mod tests {
 
     fn assert_close(actual: f64, expected: f64) {
         assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+    }
+
+    #[test]
+    fn no_cell_data_is_an_error() {
+        for (low, high) in [(f64::NAN, 2.4), (2.4, f64::NAN), (2.4, f64::INFINITY)] {
+            let bank = BankView {
+                min_cell_voltage_v: low,
+                max_cell_voltage_v: high,
+                ..bank()
+            };
+            let err = LtoCv::new(Config::default()).compute(&bank).unwrap_err();
+            assert!(err.contains("no cell data"), "{err}");
+        }
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl LimitsRule {
     }
 }
 
-/// The plugin's `strategy.config` section. Cell voltage defaults are the LTO values of HEAD.
+/// The plugin's `strategy.config` section. No SoC reset unless its voltage is given: a default
+/// would be one chemistry's (an LTO default of 2.5 V resets an LFP bank to full every tick).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -76,11 +77,11 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsRule,
     /// Highest-cell voltage at or above which the counter is reset to full, V.
-    #[serde(default = "default_max_cell_voltage_soc_full")]
-    pub max_cell_voltage_soc_full: f64,
+    #[serde(default)]
+    pub max_cell_voltage_soc_full: Option<f64>,
     /// Lowest-cell voltage at or below which the counter is reset to empty (with `zero_soc`), V.
-    #[serde(default = "default_min_cell_voltage_soc_empty")]
-    pub min_cell_voltage_soc_empty: f64,
+    #[serde(default)]
+    pub min_cell_voltage_soc_empty: Option<f64>,
     /// Allow the reset to empty (HEAD's `ZERO_SOC`, off by default as there).
     #[serde(default)]
     pub zero_soc: bool,
@@ -104,20 +105,13 @@ fn default_protecting_modes() -> Vec<String> {
     vec!["OVP".to_string()]
 }
 
-fn default_max_cell_voltage_soc_full() -> f64 {
-    2.5
-}
-fn default_min_cell_voltage_soc_empty() -> f64 {
-    1.9
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
             cvl: CvlRule::default(),
             limits: LimitsRule::default(),
-            max_cell_voltage_soc_full: default_max_cell_voltage_soc_full(),
-            min_cell_voltage_soc_empty: default_min_cell_voltage_soc_empty(),
+            max_cell_voltage_soc_full: None,
+            min_cell_voltage_soc_empty: None,
             zero_soc: false,
             protecting_drop_v: default_protecting_drop_v(),
             protecting_modes: default_protecting_modes(),
@@ -129,18 +123,25 @@ impl PluginConfig for Config {
     /// Checks the reset voltages.
     fn check(&self) -> Result<(), String> {
         let mut check = Checker::new();
-        check.positive("max_cell_voltage_soc_full", self.max_cell_voltage_soc_full);
-        check.positive(
-            "min_cell_voltage_soc_empty",
-            self.min_cell_voltage_soc_empty,
-        );
-        let (full, empty) = (
+        if let Some(full) = self.max_cell_voltage_soc_full {
+            check.positive("max_cell_voltage_soc_full", full);
+        }
+        if let Some(empty) = self.min_cell_voltage_soc_empty {
+            check.positive("min_cell_voltage_soc_empty", empty);
+        }
+        if let (Some(full), Some(empty)) = (
             self.max_cell_voltage_soc_full,
             self.min_cell_voltage_soc_empty,
+        ) {
+            check.require(empty < full, "min_cell_voltage_soc_empty", || {
+                format!("must be below max_cell_voltage_soc_full ({full}), found {empty}")
+            });
+        }
+        check.require(
+            !self.zero_soc || self.min_cell_voltage_soc_empty.is_some(),
+            "min_cell_voltage_soc_empty",
+            || "is required with zero_soc: true (the lowest cell voltage of an empty bank)".into(),
         );
-        check.require(empty < full, "min_cell_voltage_soc_empty", || {
-            format!("must be below max_cell_voltage_soc_full ({full}), found {empty}")
-        });
         check.positive("protecting_drop_v", self.protecting_drop_v);
         for (k, text) in self.protecting_modes.iter().enumerate() {
             // An empty text is contained in every mode: every battery would be protecting.
@@ -287,13 +288,21 @@ impl StrategyImpl for SerialBattery {
         let ccl_a = c.limits.combine(limits.iter().map(|l| l.ccl_a), online);
         let dcl_a = c.limits.combine(limits.iter().map(|l| l.dcl_a), online);
 
-        // Empty wins: a cell at its low cut-off means the bank is not full.
-        let soc_reset = if c.zero_soc && bank.min_cell_voltage_v <= c.min_cell_voltage_soc_empty {
-            SocReset::Empty
-        } else if bank.max_cell_voltage_v >= c.max_cell_voltage_soc_full {
-            SocReset::Full
-        } else {
+        // Empty wins: a cell at its low cut-off means the bank is not full. Only a configured
+        // reset looks at the cells, so a bank of packs without cell data passes its limits on.
+        let empty_at = c.min_cell_voltage_soc_empty.filter(|_| c.zero_soc);
+        let full_at = c.max_cell_voltage_soc_full;
+        let soc_reset = if empty_at.is_none() && full_at.is_none() {
             SocReset::None
+        } else {
+            let (min_cell_v, max_cell_v) = bank.cell_extremes()?;
+            if empty_at.is_some_and(|v| min_cell_v <= v) {
+                SocReset::Empty
+            } else if full_at.is_some_and(|v| max_cell_v >= v) {
+                SocReset::Full
+            } else {
+                SocReset::None
+            }
         };
 
         Ok(StrategyOutput {
@@ -528,24 +537,51 @@ mod tests {
         assert_eq!(err, "no active battery");
     }
 
+    const RESETS: &str = r#"{"max_cell_voltage_soc_full": 2.5, "min_cell_voltage_soc_empty": 1.9}"#;
+    const RESETS_ZERO: &str = r#"{"max_cell_voltage_soc_full": 2.5, "min_cell_voltage_soc_empty": 1.9, "zero_soc": true}"#;
+
     #[test]
     fn full_reset_at_max_cell_voltage_soc_full() {
         let mut at = bank(three());
         at.max_cell_voltage_v = 2.5;
-        assert_eq!(run(&at).soc_reset, SocReset::Full);
+        assert_eq!(run_with(RESETS, &at).soc_reset, SocReset::Full);
         at.max_cell_voltage_v = 2.499;
-        assert_eq!(run(&at).soc_reset, SocReset::None);
+        assert_eq!(run_with(RESETS, &at).soc_reset, SocReset::None);
+    }
+
+    #[test]
+    fn no_reset_unless_configured() {
+        // An LFP bank near full and the keys left out: no reset, whatever the cells say.
+        let mut lfp = bank(three());
+        lfp.max_cell_voltage_v = 3.45;
+        lfp.min_cell_voltage_v = 2.5;
+        assert_eq!(run(&lfp).soc_reset, SocReset::None);
+        // zero_soc without its voltage is a config error naming the key.
+        let err = parse_checked::<Config>(r#"{"zero_soc": true}"#).unwrap_err();
+        assert!(err.starts_with("min_cell_voltage_soc_empty"), "{err}");
+    }
+
+    #[test]
+    fn no_cell_data_is_an_error_only_for_a_configured_reset() {
+        let mut none = bank(three());
+        none.max_cell_voltage_v = f64::NAN;
+        none.min_cell_voltage_v = f64::NAN;
+        // The pass-through itself needs no cells.
+        assert_eq!(run(&none).ccl_a, 33.3 * 3.0);
+        let err = SerialBattery::new(parse_checked::<Config>(RESETS).unwrap())
+            .compute(&none)
+            .unwrap_err();
+        assert!(err.contains("no cell data"), "{err}");
     }
 
     #[test]
     fn empty_reset_only_with_zero_soc() {
         let mut low = bank(three());
         low.min_cell_voltage_v = 1.9;
-        assert_eq!(run(&low).soc_reset, SocReset::None);
-        let zero_soc = r#"{"zero_soc": true}"#;
-        assert_eq!(run_with(zero_soc, &low).soc_reset, SocReset::Empty);
+        assert_eq!(run_with(RESETS, &low).soc_reset, SocReset::None);
+        assert_eq!(run_with(RESETS_ZERO, &low).soc_reset, SocReset::Empty);
         low.min_cell_voltage_v = 1.901;
-        assert_eq!(run_with(zero_soc, &low).soc_reset, SocReset::None);
+        assert_eq!(run_with(RESETS_ZERO, &low).soc_reset, SocReset::None);
     }
 
     #[test]
@@ -553,10 +589,7 @@ mod tests {
         let mut both = bank(three());
         both.max_cell_voltage_v = 2.6;
         both.min_cell_voltage_v = 1.8;
-        assert_eq!(
-            run_with(r#"{"zero_soc": true}"#, &both).soc_reset,
-            SocReset::Empty
-        );
+        assert_eq!(run_with(RESETS_ZERO, &both).soc_reset, SocReset::Empty);
     }
 
     #[test]
