@@ -230,6 +230,25 @@ pub const PLAUSIBLE: [Plausible; 18] = [
     plausible!("/System/MinCellTemperature", -60.0, 150.0, Value),
 ];
 
+/// The row of [`PLAUSIBLE`] for a path.
+pub fn plausible(path: &str) -> Option<&'static Plausible> {
+    PLAUSIBLE.iter().find(|p| p.path == path)
+}
+
+/// Whether a bank current (a current source's, or the packs' sum) is plausible for the bank's
+/// installed capacity: the C-rate of `/Dc/0/Current` in [`PLAUSIBLE`].
+pub fn plausible_bank_current(current_a: f64, installed_ah: f64) -> bool {
+    let Some(p) = plausible("/Dc/0/Current") else {
+        return false;
+    };
+    let ah = if installed_ah > 0.0 {
+        installed_ah
+    } else {
+        MAX_INSTALLED_AH
+    };
+    (p.low * ah..=p.high * ah).contains(&current_a)
+}
+
 /// The plausible range of the cells, `/Voltages/Cell*` in [`PLAUSIBLE`].
 const CELL_RANGE: usize = 1;
 

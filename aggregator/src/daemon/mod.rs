@@ -253,6 +253,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
                 false,
             ),
             Err(err) => {
+                let err = bus::peer_error(SETTINGS, &err);
                 tracing::warn!(
                     "no device instance from {SETTINGS} ({err}); using the preferred instance \
                      {preferred} until it appears"
@@ -358,6 +359,7 @@ fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::Set
                     SetDecision::Reject
                 }
                 Err(err) => {
+                    let err = bus::peer_error(SETTINGS, &err);
                     tracing::warn!("custom name not stored in {SETTINGS}: {err}");
                     SetDecision::Reject
                 }
@@ -424,7 +426,8 @@ impl Daemon {
                  the next start"
             ),
             Ok(Err(err)) => tracing::warn!(
-                "stopping: cannot restore {FEED_IN_SETTING} ({err}); restored at the next start"
+                "stopping: cannot restore {FEED_IN_SETTING} ({}); restored at the next start",
+                bus::peer_error(SETTINGS, &err)
             ),
             Err(_) => tracing::warn!(
                 "stopping: the bus did not take {FEED_IN_SETTING} = {value} within \
@@ -491,6 +494,7 @@ impl Daemon {
             Ok(answer) => answer,
             Err(err) => {
                 if self.settings_retry_at.is_none() {
+                    let err = bus::peer_error(SETTINGS, &err);
                     tracing::warn!("{SETTINGS} is there but AddSettings failed ({err}); retrying");
                 }
                 self.settings_retry_at = Some(now + Duration::from_secs(10));

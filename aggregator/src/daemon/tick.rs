@@ -7,7 +7,7 @@ use std::time::Instant;
 use aggregator_core::discovery::{Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
-use aggregator_core::presence::{Battery, Change, Presence, Timing};
+use aggregator_core::presence::{Battery, Change, Note, Presence, Timing};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
@@ -44,6 +44,21 @@ pub(super) struct KnownBattery {
     excluded: bool,
 }
 
+/// Seconds a service that came and went must stay away, or stay, for its episode to end.
+const PASSING_QUIET_S: f64 = 60.0;
+
+/// A service that came and went before it was part of the bank: one line when it first
+/// does, one with the count when it stops, nothing in between (a driver restarting in a loop
+/// must not fill a device's small flash with log lines).
+struct Passing {
+    name: String,
+    /// Times it went away.
+    count: u32,
+    since_s: f64,
+    /// When it last went away, or was last seen again.
+    last_s: f64,
+}
+
 /// Which battery-class services belong to the bank, decided once per service.
 pub(crate) struct BankMembers {
     roster: Roster,
@@ -52,6 +67,8 @@ pub(crate) struct BankMembers {
     known: BTreeMap<String, KnownBattery>,
     /// Services that are not ours, until they are scanned again.
     ignored: BTreeSet<String>,
+    /// Services coming and going, by service name.
+    passing: BTreeMap<String, Passing>,
 }
 
 impl BankMembers {
@@ -61,6 +78,7 @@ impl BankMembers {
             cells,
             known: BTreeMap::new(),
             ignored: BTreeSet::new(),
+            passing: BTreeMap::new(),
         }
     }
 
@@ -94,7 +112,11 @@ impl BankMembers {
                         let cells = reading
                             .cells_per_battery
                             .and_then(|n| u32::try_from(n).ok());
-                        tracing::info!("battery {name} found: {service}");
+                        if self.passing.contains_key(&service) {
+                            tracing::debug!("battery {name} found again: {service}");
+                        } else {
+                            tracing::info!("battery {name} found: {service}");
+                        }
                         let known = KnownBattery {
                             name,
                             cells,
@@ -177,9 +199,77 @@ impl BankMembers {
             if let Some(change) =
                 presence.observe(now_s, service, &known.name, reading, pass_through)
             {
-                log_change(&change);
+                if self.passing.contains_key(service) {
+                    tracing::debug!("battery {} (coming and going): {change:?}", known.name);
+                } else {
+                    log_change(&change);
+                }
             }
         }
+        for note in presence.take_notes() {
+            log_note(&note);
+        }
+        self.forget_passing(presence, now_s);
+    }
+
+    /// Forgets the services that went away before they were part of the bank: never counted
+    /// as lost batteries. One line per service and episode.
+    fn forget_passing(&mut self, presence: &mut Presence, now_s: f64) {
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|service| presence.passing(service))
+            .cloned()
+            .collect();
+        for service in gone {
+            presence.forget(&service);
+            let Some(known) = self.known.remove(&service) else {
+                continue;
+            };
+            match self.passing.get_mut(&service) {
+                Some(p) => {
+                    p.count += 1;
+                    p.last_s = now_s;
+                }
+                None => {
+                    tracing::info!(
+                        "battery {} ({service}) went away before it was part of the bank: not                          counted as lost; if it comes and goes again, one line says how often",
+                        known.name
+                    );
+                    self.passing.insert(
+                        service,
+                        Passing {
+                            name: known.name,
+                            count: 1,
+                            since_s: now_s,
+                            last_s: now_s,
+                        },
+                    );
+                }
+            }
+        }
+        let states: BTreeMap<&str, BatteryState> = presence.states().collect();
+        self.passing.retain(|service, p| {
+            let here = states.get(service.as_str()) == Some(&BatteryState::Online);
+            if !here && states.contains_key(service.as_str()) {
+                // Back but not online yet: the episode goes on.
+                p.last_s = now_s;
+            }
+            if now_s - p.last_s < PASSING_QUIET_S {
+                return true;
+            }
+            let (name, n, over_s) = (&p.name, p.count, p.last_s - p.since_s);
+            if here {
+                tracing::info!(
+                    "battery {name} ({service}) stays now, after going away {n} times in {over_s:.0} s"
+                );
+            } else {
+                tracing::info!(
+                    "battery {name} ({service}) went away {n} times in {over_s:.0} s; gone since"
+                );
+            }
+            false
+        });
     }
 
     /// Batteries known, those left out included: a pack left out for its cell count counts
@@ -231,6 +321,15 @@ fn log_change(change: &Change) {
             tracing::warn!("battery {name} not online ({reason}): holding its last values")
         }
         (Some(_), BatteryState::Lost) => tracing::warn!("battery {name} lost ({reason})"),
+    }
+}
+
+/// One line when a value becomes implausible, one when it is plausible again.
+fn log_note(note: &Note) {
+    let name = &note.name;
+    match &note.implausible {
+        Some(i) => tracing::warn!("battery {name}: {i}; taken as missing"),
+        None => tracing::info!("battery {name}: {} plausible again", note.path),
     }
 }
 
@@ -411,7 +510,10 @@ impl Daemon {
                 Ok(code) => Some(format!(
                     "{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})"
                 )),
-                Err(err) => Some(format!("cannot write {FEED_IN_SETTING} = {value}: {err}")),
+                Err(err) => Some(format!(
+                    "cannot write {FEED_IN_SETTING} = {value}: {}",
+                    crate::bus::peer_error(SETTINGS, &err)
+                )),
             };
             if let Some(failure) = failure {
                 if !self.feed_in_failure_logged {
