@@ -173,11 +173,11 @@ impl Presence {
             Some(r) => match r
                 .check(needs_bms_limits)
                 .map_err(|u| u.to_string())
+                .and_then(|()| same_cells(entry.cells, configured.is_some(), r))
                 .and_then(|()| match missing {
                     Some(path) => Err(stopped_reason(&path, &entry.implausible)),
                     None => Ok(()),
                 })
-                .and_then(|()| same_cells(entry.cells, configured.is_some(), r))
             {
                 Err(reason) => Err(reason),
                 Ok(())

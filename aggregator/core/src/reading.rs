@@ -521,8 +521,9 @@ impl BatteryReading {
                 continue;
             };
             let (low, high) = bounds(p);
-            // Not finite: the reading's check names it.
-            if let Some(v) = get(self).filter(|v| v.is_finite() && !(low..=high).contains(v)) {
+            // Not finite, or a capacity not above 0: the reading's check names it.
+            let checked = |v: &f64| !v.is_finite() || (p.path == "/InstalledCapacity" && *v <= 0.0);
+            if let Some(v) = get(self).filter(|v| !checked(v) && !(low..=high).contains(v)) {
                 found.push(Implausible {
                     path: p.path.to_string(),
                     value: v,
