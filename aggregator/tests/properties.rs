@@ -915,7 +915,10 @@ fn removal() -> impl Strategy<Value = Removal> {
                     }
                 })
                 .collect();
-            let around = TickInputs { dt_s: 1.0, ..around };
+            let around = TickInputs {
+                dt_s: 1.0,
+                ..around
+            };
             Removal {
                 run: Run {
                     bounds,
@@ -953,8 +956,14 @@ fn into_windows(r: &mut BatteryReading, g: &GuardBounds) {
         r.max_cell_voltage_v = r.max_cell_voltage_v.map(|_| max);
         r.min_cell_voltage_v = r.min_cell_voltage_v.map(|_| min);
     }
-    let t_low = g.charge_temperature.min_c.max(g.discharge_temperature.min_c);
-    let t_high = g.charge_temperature.max_c.min(g.discharge_temperature.max_c);
+    let t_low = g
+        .charge_temperature
+        .min_c
+        .max(g.discharge_temperature.min_c);
+    let t_high = g
+        .charge_temperature
+        .max_c
+        .min(g.discharge_temperature.max_c);
     let t = (t_low + t_high) / 2.0;
     for temp in [
         &mut r.temperature_c,

@@ -1010,8 +1010,12 @@ mod tests {
 
     #[test]
     fn a_mode_that_holds_is_said_once() {
-        let mut engine =
-            Engine::with_failures(settings(), "lfp-balancing", Err("no".into()), Err("no".into()));
+        let mut engine = Engine::with_failures(
+            settings(),
+            "lfp-balancing",
+            Err("no".into()),
+            Err("no".into()),
+        );
         let mut hot = battery();
         hot.reading.temperature_c = Some(50.0);
         let mut changes = Vec::new();

@@ -14,8 +14,9 @@
 //! drop out of the guard's rules unnoticed. Cell extremes it stops publishing are taken from
 //! its cells where those are all there. A value it never published is not asked for.
 //!
-//! A service that goes away having never had a complete reading, or after being there for less
-//! than `hold_for`, was never part of the bank: it is [`Presence::passing`], never lost.
+//! A service that goes away having never had a complete reading, or never having been there for
+//! `hold_for` without a break (a driver restarting in a loop), was never part of the bank: it is
+//! [`Presence::passing`], never lost.
 //!
 //! Every change of state is reported once, so a fault that lasts is one log line when it
 //! starts and one when the battery is online again, not one per tick; so is each implausible
@@ -78,9 +79,9 @@ struct Entry {
     published: Vec<bool>,
     /// The values implausible now (an episode each, by path).
     implausible: Vec<Implausible>,
-    /// When the service was first seen on the bus, and how long after that it last went.
-    first_seen: Option<f64>,
-    present_for_s: f64,
+    /// Since when the service is on the bus without a break, and the longest such stretch.
+    present_since: Option<f64>,
+    longest_present_s: f64,
     /// Gone, never part of the bank: the caller forgets it.
     passing: bool,
 }
@@ -147,18 +148,20 @@ impl Presence {
                 online_until: None,
                 published: Vec::new(),
                 implausible: Vec::new(),
-                first_seen: None,
-                present_for_s: 0.0,
+                present_since: None,
+                longest_present_s: 0.0,
                 passing: false,
             });
         let found = reading.map(BatteryReading::implausible).unwrap_or_default();
         let reading = reading.map(|r| plausible(r, &found));
         let reading = reading.as_deref();
         note_implausible(&mut self.notes, entry, reading.is_some(), found);
-        match (reading, entry.first_seen) {
-            (Some(_), None) => entry.first_seen = Some(now_s),
-            (Some(_), Some(first)) => entry.present_for_s = now_s - first,
-            (None, _) => {}
+        match reading {
+            Some(_) => {
+                let since = *entry.present_since.get_or_insert(now_s);
+                entry.longest_present_s = entry.longest_present_s.max(now_s - since);
+            }
+            None => entry.present_since = None,
         }
         let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
         if let Some(reading) = reading {
@@ -177,8 +180,7 @@ impl Presence {
                 .and_then(|()| match missing {
                     Some(path) => Err(stopped_reason(&path, &entry.implausible)),
                     None => Ok(()),
-                })
-            {
+                }) {
                 Err(reason) => Err(reason),
                 Ok(())
                     if self.timing.frozen_after_s > 0.0
@@ -201,9 +203,10 @@ impl Presence {
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
                 let held = entry.last_complete.is_some() && now_s - since < self.timing.hold_for_s;
-                // Gone having never been part of the bank: passing, not lost.
+                // Gone having never been part of the bank (never complete, or never on the
+                // bus for `hold_for` without a break): passing, not lost.
                 let brief = entry.last_complete.is_none()
-                    || entry.present_for_s < self.timing.hold_for_s;
+                    || entry.longest_present_s < self.timing.hold_for_s;
                 if reading.is_none() && !held && brief {
                     entry.passing = true;
                     entry.state = Some(BatteryState::Lost);
@@ -230,8 +233,8 @@ impl Presence {
     }
 
     /// Whether a service went away before it was part of the bank (it never had a complete
-    /// reading, or was on the bus for less than `hold_for`): the caller forgets it rather
-    /// than counting it as a lost battery.
+    /// reading, or was never on the bus for `hold_for` without a break): the caller forgets
+    /// it rather than counting it as a lost battery.
     pub fn passing(&self, service: &str) -> bool {
         self.entries.get(service).is_some_and(|e| e.passing)
     }
@@ -409,20 +412,20 @@ mod tests {
             good,
             "the last complete reading stands in"
         );
-        // Back for 40 s: on the bus for longer than `hold_for` since first seen, so a battery
-        // of the bank (one seen for less is passing, not lost).
-        let changes = run(&mut p, 30, 70, Some(&reading(2.0)));
+        // Back for 70 s: on the bus for longer than `hold_for` without a break, so a battery
+        // of the bank (one never there that long is passing, not lost).
+        let changes = run(&mut p, 30, 100, Some(&reading(2.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
 
         // 90 s away: stale, then lost at 60 s.
-        let changes = run(&mut p, 70, 160, None);
+        let changes = run(&mut p, 100, 190, None);
         let states: Vec<_> = changes.iter().map(|(t, c)| (*t, c.state)).collect();
         assert_eq!(
             states,
-            vec![(70, BatteryState::Stale), (130, BatteryState::Lost)]
+            vec![(100, BatteryState::Stale), (160, BatteryState::Lost)]
         );
         assert!(!p.passing(SERVICE));
-        let changes = run(&mut p, 160, 161, Some(&reading(3.0)));
+        let changes = run(&mut p, 190, 191, Some(&reading(3.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
     }
 
@@ -580,11 +583,17 @@ mod tests {
         let mut full = reading(1.0);
         full.cell_voltages_v = vec![Some(3.30); 16];
         full.cell_voltages_v[1] = Some(3.35);
-        assert_eq!(run(&mut p, 0, 5, Some(&full))[0].1.state, BatteryState::Online);
+        assert_eq!(
+            run(&mut p, 0, 5, Some(&full))[0].1.state,
+            BatteryState::Online
+        );
         let mut no_extremes = full.clone();
         no_extremes.max_cell_voltage_v = None;
         no_extremes.min_cell_voltage_v = None;
-        assert!(run(&mut p, 5, 10, Some(&no_extremes)).is_empty(), "still online");
+        assert!(
+            run(&mut p, 5, 10, Some(&no_extremes)).is_empty(),
+            "still online"
+        );
         assert_eq!(p.batteries()[0].reading.max_cell_voltage_v, Some(3.35));
         let mut no_cell = full.clone();
         no_cell.cell_voltages_v[1] = None;
@@ -638,7 +647,10 @@ mod tests {
         run(&mut p, 3, 4, Some(&good));
         let changes = run(&mut p, 4, 5, Some(&soc));
         assert_eq!(changes[0].1.state, BatteryState::Stale);
-        assert_eq!(changes[0].1.reason, "/Soc is 1000000000.0, outside 0 to 100");
+        assert_eq!(
+            changes[0].1.reason,
+            "/Soc is 1000000000.0, outside 0 to 100"
+        );
         assert_eq!(p.batteries()[0].reading.soc_pct, Some(50.0));
     }
 
@@ -657,6 +669,14 @@ mod tests {
         let changes = run(&mut p, 10, 100, None);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].1.state, BatteryState::Stale);
+        assert!(p.passing(SERVICE));
+        // Coming and going every second for 100 s: never there for `hold_for` at a stretch.
+        let mut p = Presence::new(TIMING);
+        for t in 0..100 {
+            let seen = (t % 2 == 0).then(|| reading(f64::from(t)));
+            p.observe(f64::from(t), SERVICE, "Bat1", seen.as_ref(), false);
+        }
+        run(&mut p, 100, 170, None);
         assert!(p.passing(SERVICE));
         // There for longer than `hold_for`: a battery of the bank, lost.
         let mut p = Presence::new(TIMING);

@@ -495,8 +495,12 @@ impl BatteryReading {
                 (Per::Value, _) => format!("{low} to {high}"),
                 (Per::Cell, Some(n)) => format!("{low} to {high} V ({n} cells)"),
                 (Per::Cell, None) => format!("{low} to {high} V"),
-                (Per::Ah, _) => format!("{low} to {high} ({} to {} per Ah installed)", p.low, p.high),
-                (Per::CellAh, _) => format!("{low} to {high} ({} to {} per cell and Ah)", p.low, p.high),
+                (Per::Ah, _) => {
+                    format!("{low} to {high} ({} to {} per Ah installed)", p.low, p.high)
+                }
+                (Per::CellAh, _) => {
+                    format!("{low} to {high} ({} to {} per cell and Ah)", p.low, p.high)
+                }
             }
         };
         for p in &PLAUSIBLE {
@@ -548,7 +552,12 @@ impl BatteryReading {
                 found.push(Implausible {
                     path: "/Dc/0/Voltage".into(),
                     value: v,
-                    range: format!("{:.2} to {:.2} V (its cells' sum ± {:.2} V)", sum - slack, sum + slack, slack),
+                    range: format!(
+                        "{:.2} to {:.2} V (its cells' sum ± {:.2} V)",
+                        sum - slack,
+                        sum + slack,
+                        slack
+                    ),
                 });
             }
         }
@@ -868,12 +877,21 @@ mod tests {
             (|r| r.current_a = Some(1e9), "/Dc/0/Current"),
             (|r| r.current_a = Some(-1e9), "/Dc/0/Current"),
             (|r| r.soc_pct = Some(1e9), "/Soc"),
-            (|r| r.max_charge_current_a = Some(-1e9), "/Info/MaxChargeCurrent"),
-            (|r| r.max_discharge_current_a = Some(-1.0), "/Info/MaxDischargeCurrent"),
+            (
+                |r| r.max_charge_current_a = Some(-1e9),
+                "/Info/MaxChargeCurrent",
+            ),
+            (
+                |r| r.max_discharge_current_a = Some(-1.0),
+                "/Info/MaxDischargeCurrent",
+            ),
             (|r| r.cell_voltages_v[3] = Some(-1e9), "/Voltages/Cell4"),
             (|r| r.cell_voltages_v[0] = Some(0.0), "/Voltages/Cell1"),
             (|r| r.temperature_c = Some(-273.0), "/Dc/0/Temperature"),
-            (|r| r.installed_capacity_ah = Some(1e9), "/InstalledCapacity"),
+            (
+                |r| r.installed_capacity_ah = Some(1e9),
+                "/InstalledCapacity",
+            ),
         ];
         for (spoil, path) in cases {
             let mut r = lfp16(3.3);
@@ -888,7 +906,9 @@ mod tests {
         let found = r.implausible();
         r.drop_implausible(&found);
         assert_eq!(r.cell_voltages_v[3], None);
-        assert!(found[0].to_string().starts_with("/Voltages/Cell4 is -1000000000.0, outside 1 to 5"));
+        assert!(found[0]
+            .to_string()
+            .starts_with("/Voltages/Cell4 is -1000000000.0, outside 1 to 5"));
     }
 
     #[test]
@@ -917,8 +937,14 @@ mod tests {
         r.max_cell_voltage_v = None;
         r.min_cell_voltage_v = None;
         assert!(r.extremes_from_cells());
-        assert_eq!((r.max_cell_voltage_v, r.max_voltage_cell_id.as_deref()), (Some(3.4), Some("C7")));
-        assert_eq!((r.min_cell_voltage_v, r.min_voltage_cell_id.as_deref()), (Some(3.1), Some("C3")));
+        assert_eq!(
+            (r.max_cell_voltage_v, r.max_voltage_cell_id.as_deref()),
+            (Some(3.4), Some("C7"))
+        );
+        assert_eq!(
+            (r.min_cell_voltage_v, r.min_voltage_cell_id.as_deref()),
+            (Some(3.1), Some("C3"))
+        );
         r.max_cell_voltage_v = None;
         r.cell_voltages_v[0] = None;
         assert!(!r.extremes_from_cells(), "not with a cell missing");

@@ -164,11 +164,11 @@ mod tests {
         let line = peer_error("com.victronenergy.settings", &err);
         assert!(!line.contains('\n'), "{line}");
         assert!(line.starts_with("com.victronenergy.settings answered com.example.Error"));
-        assert!(line.contains("Traceback (most recent call last):\\n  File \\\"x.py"), "{line}");
-        let failure = zbus::Error::Failure("no answer\r\nINFO fake".into());
-        assert_eq!(
-            peer_error("s", &failure),
-            "s: no answer\\r\\nINFO fake"
+        assert!(
+            line.contains("Traceback (most recent call last):\\n  File \\\"x.py"),
+            "{line}"
         );
+        let failure = zbus::Error::Failure("no answer\r\nINFO fake".into());
+        assert_eq!(peer_error("s", &failure), "s: no answer\\r\\nINFO fake");
     }
 }

@@ -69,6 +69,21 @@ pub(crate) struct BankMembers {
     ignored: BTreeSet<String>,
     /// Services coming and going, by service name.
     passing: BTreeMap<String, Passing>,
+    /// Batteries whose service goes and comes back, by service name.
+    flapping: BTreeMap<String, Flapping>,
+}
+
+/// A battery's service going away and coming back: the first time is said (gone, back), the
+/// times after it are counted until it stays for [`PASSING_QUIET_S`], then said in one line.
+struct Flapping {
+    name: String,
+    /// Times it went away since the one said.
+    more: u32,
+    since_s: f64,
+    /// When it last went away.
+    last_gone_s: f64,
+    /// Its going was said and its coming back is to be said.
+    back_to_say: bool,
 }
 
 impl BankMembers {
@@ -79,6 +94,7 @@ impl BankMembers {
             known: BTreeMap::new(),
             ignored: BTreeSet::new(),
             passing: BTreeMap::new(),
+            flapping: BTreeMap::new(),
         }
     }
 
@@ -199,7 +215,9 @@ impl BankMembers {
             if let Some(change) =
                 presence.observe(now_s, service, &known.name, reading, pass_through)
             {
-                if self.passing.contains_key(service) {
+                if self.passing.contains_key(service)
+                    || !say_come_go(&mut self.flapping, service, &change, now_s)
+                {
                     tracing::debug!("battery {} (coming and going): {change:?}", known.name);
                 } else {
                     log_change(&change);
@@ -210,6 +228,19 @@ impl BankMembers {
             log_note(&note);
         }
         self.forget_passing(presence, now_s);
+        self.flapping.retain(|service, f| {
+            if now_s - f.last_gone_s < PASSING_QUIET_S {
+                return true;
+            }
+            if f.more > 0 {
+                let (name, n, over_s) = (&f.name, f.more, f.last_gone_s - f.since_s);
+                tracing::info!(
+                    "battery {name} ({service}) went away and came back {n} more times in \
+                     {over_s:.0} s"
+                );
+            }
+            false
+        });
     }
 
     /// Forgets the services that went away before they were part of the bank: never counted
@@ -321,6 +352,41 @@ fn log_change(change: &Change) {
             tracing::warn!("battery {name} not online ({reason}): holding its last values")
         }
         (Some(_), BatteryState::Lost) => tracing::warn!("battery {name} lost ({reason})"),
+    }
+}
+
+/// Whether a change of a battery's state is said: a service that goes away and comes back
+/// is said the first time; again within [`PASSING_QUIET_S`], it is counted instead.
+fn say_come_go(
+    flapping: &mut BTreeMap<String, Flapping>,
+    service: &str,
+    change: &Change,
+    now_s: f64,
+) -> bool {
+    let gone = change.state != BatteryState::Online && change.reason == "service gone";
+    let back = change.state == BatteryState::Online && change.previous.is_some();
+    match flapping.get_mut(service) {
+        Some(f) if gone => {
+            f.more += 1;
+            f.last_gone_s = now_s;
+            false
+        }
+        Some(f) if back => std::mem::take(&mut f.back_to_say),
+        Some(_) => true,
+        None if gone => {
+            flapping.insert(
+                service.to_string(),
+                Flapping {
+                    name: change.name.clone(),
+                    more: 0,
+                    since_s: now_s,
+                    last_gone_s: now_s,
+                    back_to_say: true,
+                },
+            );
+            true
+        }
+        None => true,
     }
 }
 
