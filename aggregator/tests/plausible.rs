@@ -323,10 +323,12 @@ fn services_coming_and_going_never_block_the_bank() {
         assert!(!mode.contains("lost") && !mode.contains("not found"), "{mode}");
         let now = items(&w.conn, OWN).await;
         assert_eq!(num(&now, "/System/NrOfBatteries"), Some(2.0));
+        // Fifteen comings and goings each: found, online, gone, back, went away before it was
+        // part of the bank, and at most one line counting the rest.
         for k in 1..=CHURN {
             let name = format!("Churn{k} ");
             let lines = lines_with(&log, &name);
-            assert!(lines <= 4, "{lines} lines for {name}:\n{log}");
+            assert!(lines <= 6, "{lines} lines for {name}:\n{log}");
         }
         assert_eq!(lines_with(&log, "lost ("), 0, "{log}");
     });

@@ -264,7 +264,8 @@ impl BankMembers {
                 }
                 None => {
                     tracing::info!(
-                        "battery {} ({service}) went away before it was part of the bank: not                          counted as lost; if it comes and goes again, one line says how often",
+                        "battery {} ({service}) went away before it was part of the bank: not \
+                         counted as lost; if it comes and goes again, one line says how often",
                         known.name
                     );
                     self.passing.insert(
