@@ -292,7 +292,10 @@ fn services_coming_and_going_never_block_the_bank() {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut segments = String::from("  - { duration: 3s, cell_voltage: 3.35, battery_current: 5, batteries: { GONE } }\n".replace("GONE", &gone_all(true)));
+        let mut segments = format!(
+            "  - {{ duration: 3s, cell_voltage: 3.35, battery_current: 5, batteries: {{ {} }} }}\n",
+            gone_all(true)
+        );
         for k in 0..30 {
             segments.push_str(&format!(
                 "  - {{ duration: 200ms, cell_voltage: 3.35, battery_current: 5, batteries: {{ {} }} }}\n",

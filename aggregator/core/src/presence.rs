@@ -277,7 +277,8 @@ impl Presence {
 /// publishes none; borrowed when there is nothing to change (nearly always).
 fn plausible<'a>(r: &'a BatteryReading, found: &[Implausible]) -> Cow<'a, BatteryReading> {
     let no_extremes = r.max_cell_voltage_v.is_none() || r.min_cell_voltage_v.is_none();
-    if found.is_empty() && !(no_extremes && !r.cell_voltages_v.is_empty()) {
+    let fill = no_extremes && !r.cell_voltages_v.is_empty();
+    if found.is_empty() && !fill {
         return Cow::Borrowed(r);
     }
     let mut r = r.clone();

@@ -870,7 +870,8 @@ mod tests {
         let paths = |r: &BatteryReading| -> Vec<String> {
             r.implausible().into_iter().map(|i| i.path).collect()
         };
-        let cases: [(fn(&mut BatteryReading), &str); 12] = [
+        type Spoil = fn(&mut BatteryReading);
+        let cases: [(Spoil, &str); 12] = [
             (|r| r.voltage_v = Some(1e9), "/Dc/0/Voltage"),
             (|r| r.voltage_v = Some(2f64.powi(62)), "/Dc/0/Voltage"),
             (|r| r.voltage_v = Some(-1e9), "/Dc/0/Voltage"),
