@@ -364,7 +364,8 @@ fn say_come_go(
     change: &Change,
     now_s: f64,
 ) -> bool {
-    let gone = change.state != BatteryState::Online && change.reason == "service gone";
+    // A lost battery is always said: that is no coming and going.
+    let gone = change.state == BatteryState::Stale && change.reason == "service gone";
     let back = change.state == BatteryState::Online && change.previous.is_some();
     match flapping.get_mut(service) {
         Some(f) if gone => {
