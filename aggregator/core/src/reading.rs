@@ -249,6 +249,23 @@ pub fn plausible_bank_current(current_a: f64, installed_ah: f64) -> bool {
     (p.low * ah..=p.high * ah).contains(&current_a)
 }
 
+/// The slot of each row of [`PLAUSIBLE`] in [`BATTERY_PATHS`] (none for the cells), found once:
+/// every pack's reading is checked every tick.
+fn plausible_slots() -> &'static [Option<Slot>] {
+    static SLOTS: OnceLock<Vec<Option<Slot>>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        PLAUSIBLE
+            .iter()
+            .map(|p| {
+                BATTERY_PATHS
+                    .iter()
+                    .find(|b| b.path == p.path)
+                    .map(|b| b.slot)
+            })
+            .collect()
+    })
+}
+
 /// The plausible range of the cells, `/Voltages/Cell*` in [`PLAUSIBLE`].
 const CELL_RANGE: usize = 1;
 
@@ -503,7 +520,7 @@ impl BatteryReading {
                 }
             }
         };
-        for p in &PLAUSIBLE {
+        for (p, slot) in PLAUSIBLE.iter().zip(plausible_slots()) {
             if p.path == PLAUSIBLE[CELL_RANGE].path {
                 let (low, high) = bounds(p);
                 for (k, v) in self.cell_voltages_v.iter().enumerate() {
@@ -517,11 +534,7 @@ impl BatteryReading {
                 }
                 continue;
             }
-            let Some(Slot::Number(get, _)) = BATTERY_PATHS
-                .iter()
-                .find(|b| b.path == p.path)
-                .map(|b| b.slot)
-            else {
+            let Some(Slot::Number(get, _)) = slot else {
                 continue;
             };
             let (low, high) = bounds(p);
@@ -949,5 +962,13 @@ mod tests {
         r.max_cell_voltage_v = None;
         r.cell_voltages_v[0] = None;
         assert!(!r.extremes_from_cells(), "not with a cell missing");
+    }
+
+    #[test]
+    fn every_plausible_range_is_of_a_number_read() {
+        for (p, slot) in PLAUSIBLE.iter().zip(plausible_slots()) {
+            let number = matches!(slot, Some(Slot::Number(..)));
+            assert!(number || p.path == "/Voltages/Cell*", "{}", p.path);
+        }
     }
 }
