@@ -280,6 +280,9 @@ impl BankMembers {
                 }
             }
         }
+        if self.passing.is_empty() {
+            return;
+        }
         let states: BTreeMap<&str, BatteryState> = presence.states().collect();
         self.passing.retain(|service, p| {
             let here = states.get(service.as_str()) == Some(&BatteryState::Online);
