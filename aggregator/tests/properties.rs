@@ -23,9 +23,9 @@ use aggregator_core::engine::OnLost;
 use aggregator_core::engine::{Engine, Outcome, Settings, TickInputs};
 use aggregator_core::envelope::{BankFacts, Bounds, Limits, SafetyEnvelope};
 use aggregator_core::guard::{BmsLimits, Guard, GuardBounds, Window};
-use aggregator_core::presence::Battery;
+use aggregator_core::presence::{Battery, Presence, Timing};
 use aggregator_core::published::{DeviceInfo, Published};
-use aggregator_core::reading::{BatteryReading, ALARMS, ALARM_BMS_CABLE};
+use aggregator_core::reading::{BatteryReading, Slot, ALARMS, ALARM_BMS_CABLE, BATTERY_PATHS};
 use aggregator_core::value::Value;
 use plugin_api::{BatteryState, LocalDate, SolarChargerView, StrategyOutput, VebusView};
 use proptest::collection::vec;
@@ -841,6 +841,287 @@ fn check_outcome(
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Missing never gives more
+
+/// Takes away the value at `position` of a reading: the numbers, counts and texts of
+/// `BATTERY_PATHS`, then the alarms, then the cells. False when it was not there.
+fn take_away(r: &mut BatteryReading, position: usize) -> bool {
+    let alarms = BATTERY_PATHS.len();
+    let cells = alarms + ALARMS.len();
+    if position < alarms {
+        match BATTERY_PATHS[position].slot {
+            Slot::Number(_, field) => field(r).take().is_some(),
+            Slot::Integer(_, field) => field(r).take().is_some(),
+            Slot::Text(field) => field(r).take().is_some(),
+        }
+    } else if position < cells {
+        r.alarms[position - alarms].take().is_some()
+    } else {
+        r.cell_voltages_v
+            .get_mut(position - cells)
+            .is_some_and(|c| c.take().is_some())
+    }
+}
+
+/// A bank that published the same readings for a few ticks, and which of its values goes
+/// missing in the next.
+#[derive(Clone, Debug)]
+struct Removal {
+    run: Run,
+    pack: usize,
+    position: usize,
+}
+
+fn removal() -> impl Strategy<Value = Removal> {
+    // A cell bound of a real chemistry, so that cells inside the window are plausible ones.
+    let real = (2.4..4.2f64, bounds()).prop_map(|(max_cell_voltage_v, b)| Bounds {
+        max_cell_voltage_v,
+        ..b
+    });
+    let settings = (
+        real.prop_flat_map(|b| (Just(b), guard_bounds(b.max_cell_voltage_v))),
+        prop::sample::select(vec![
+            OnLost::BlockCharge,
+            OnLost::BlockAll,
+            OnLost::Continue,
+        ]),
+        any::<bool>(),
+        // The real strategies, or fixed limits: a strategy's own faults are the envelope's
+        // business, and would make most limits 0 here.
+        prop_oneof![
+            4 => strategy_choice().prop_filter("a real strategy", |s| {
+                matches!(s, StrategyChoice::Plugin(file, _) if *file != FAULT_TEST)
+            }),
+            1 => (0.0..1000.0f64, 0.0..1000.0f64, 0.0..1000.0f64)
+                .prop_map(|(cvl, ccl, dcl)| StrategyChoice::Fixed(cvl, ccl, dcl)),
+        ],
+        0..CURRENT_SOURCES.len(),
+    );
+    let bank_and_tick = (1usize..=6, 4u32..=32).prop_flat_map(|(n, cells)| {
+        let kind = prop_oneof![4 => Just(Kind::Steady), 1 => Just(Kind::Plausible)];
+        let readings = vec(kind.prop_flat_map(move |k| reading(cells, k)), n);
+        (
+            Just(cells),
+            readings,
+            surroundings(cells, n as u32),
+            0..n,
+            // Any value, half of the time one that the host's rules or the strategies read.
+            prop_oneof![
+                0..BATTERY_PATHS.len() + ALARMS.len() + cells as usize,
+                prop::sample::select(guarded_positions()),
+            ],
+            // Most banks inside the host's windows, so that there are limits to raise.
+            prop_oneof![3 => Just(true), 1 => Just(false)],
+        )
+    });
+    (settings, bank_and_tick).prop_map(
+        |(
+            ((bounds, guard), on_lost, own_counter, strategy, current_source),
+            (cells, readings, around, pack, position, inside),
+        )| {
+            let mut guard = guard;
+            if inside {
+                // Windows that overlap, so that a temperature can be inside both.
+                guard.charge_temperature = Window {
+                    min_c: 0.0,
+                    max_c: 45.0,
+                };
+                guard.discharge_temperature = Window {
+                    min_c: -20.0,
+                    max_c: 55.0,
+                };
+            }
+            let batteries: Vec<Battery> = readings
+                .into_iter()
+                .enumerate()
+                .map(|(k, mut reading)| {
+                    if inside {
+                        into_windows(&mut reading, &guard);
+                    }
+                    reading.connected = Some(1);
+                    reading.alarms[ALARM_BMS_CABLE] = Some(0);
+                    Battery {
+                        name: format!("Bat{}", k + 1),
+                        service: format!("com.victronenergy.battery.ttyUSB{k}"),
+                        state: BatteryState::Online,
+                        reading,
+                    }
+                })
+                .collect();
+            let around = TickInputs {
+                dt_s: 1.0,
+                ..around
+            };
+            Removal {
+                run: Run {
+                    bounds,
+                    guard,
+                    on_lost,
+                    own_counter,
+                    strategy,
+                    current_source,
+                    cells,
+                    ticks: vec![(batteries, around)],
+                },
+                pack,
+                position,
+            }
+        },
+    )
+}
+
+/// A reading moved inside the host's windows as a healthy pack would publish it: its cells
+/// between the low and high cell bounds, its voltage their sum, its extremes theirs, its
+/// temperatures inside both windows, its current within 5 C.
+fn into_windows(r: &mut BatteryReading, g: &GuardBounds) {
+    let low = (g.min_cell_voltage_v + g.min_cell_hysteresis_v).max(1.2);
+    let high = g.max_cell_voltage_v - g.max_cell_hysteresis_v;
+    for c in r.cell_voltages_v.iter_mut().flatten() {
+        *c = low + (*c - 1.5) / 2.5 * (high - low);
+    }
+    let cells: Option<Vec<f64>> = r.cell_voltages_v.iter().copied().collect();
+    if let Some(cells) = cells.filter(|c| !c.is_empty()) {
+        let sum: f64 = cells.iter().sum();
+        r.voltage_v = r.voltage_v.map(|_| sum);
+        r.voltages_sum_v = r.voltages_sum_v.map(|_| sum);
+        let max = cells.iter().copied().fold(f64::MIN, f64::max);
+        let min = cells.iter().copied().fold(f64::MAX, f64::min);
+        r.max_cell_voltage_v = r.max_cell_voltage_v.map(|_| max);
+        r.min_cell_voltage_v = r.min_cell_voltage_v.map(|_| min);
+    }
+    let t_low = g
+        .charge_temperature
+        .min_c
+        .max(g.discharge_temperature.min_c);
+    let t_high = g
+        .charge_temperature
+        .max_c
+        .min(g.discharge_temperature.max_c);
+    let t = (t_low + t_high) / 2.0;
+    for temp in [
+        &mut r.temperature_c,
+        &mut r.max_cell_temperature_c,
+        &mut r.min_cell_temperature_c,
+    ] {
+        *temp = temp.map(|_| t);
+    }
+    if let (Some(i), Some(c)) = (r.current_a, r.installed_capacity_ah) {
+        r.current_a = Some(i.clamp(-5.0 * c, 5.0 * c));
+    }
+    if let (Some(v), Some(i)) = (r.voltage_v, r.current_a) {
+        r.power_w = r.power_w.map(|_| v * i);
+    }
+}
+
+/// The positions of [`take_away`] that limits are made from: cells and temperatures, the
+/// packs' own limits and flags, what decides whether a pack is merged.
+fn guarded_positions() -> Vec<usize> {
+    let paths = [
+        "/Connected",
+        "/Dc/0/Voltage",
+        "/Dc/0/Current",
+        "/Dc/0/Temperature",
+        "/Soc",
+        "/System/MaxCellTemperature",
+        "/System/MinCellTemperature",
+        "/System/MaxCellVoltage",
+        "/System/MinCellVoltage",
+        "/System/NrOfModulesBlockingCharge",
+        "/System/NrOfModulesBlockingDischarge",
+        "/Io/AllowToCharge",
+        "/Io/AllowToDischarge",
+        "/Info/MaxChargeVoltage",
+        "/Info/MaxChargeCurrent",
+        "/Info/MaxDischargeCurrent",
+    ];
+    let mut positions: Vec<usize> = paths
+        .iter()
+        .map(|p| {
+            BATTERY_PATHS
+                .iter()
+                .position(|b| b.path == *p)
+                .unwrap_or_else(|| panic!("{p} is read"))
+        })
+        .collect();
+    positions.push(BATTERY_PATHS.len() + ALARM_BMS_CABLE);
+    positions
+}
+
+/// Presence and the engine over `readings` at second `t`: the published limits.
+fn tick_through_presence(
+    presence: &mut Presence,
+    engine: &mut Engine,
+    readings: &[Battery],
+    around: &TickInputs,
+    t: f64,
+) -> Limits {
+    for b in readings {
+        presence.observe(t, &b.service, &b.name, Some(&b.reading), false);
+    }
+    let o = engine.tick(&presence.batteries(), around);
+    o.limits
+}
+
+#[test]
+fn removing_any_value_a_pack_published_never_raises_the_published_ccl_or_dcl() {
+    let plugins = Plugins::load();
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&removal(), |removal| {
+        let run = &removal.run;
+        let (batteries, around) = &run.ticks[0];
+        let mut spoiled = batteries.clone();
+        prop_assume!(take_away(
+            &mut spoiled[removal.pack].reading,
+            removal.position
+        ));
+        let timing = Timing {
+            hold_for_s: 60.0,
+            frozen_after_s: 0.0,
+        };
+        // Two banks alike for three ticks; in the fourth one of them misses the value.
+        let (mut whole, mut missing) = (plugins.engine(run), plugins.engine(run));
+        let (mut seen_whole, mut seen_missing) = (Presence::new(timing), Presence::new(timing));
+        for t in 0..3 {
+            let t = f64::from(t);
+            tick_through_presence(&mut seen_whole, &mut whole, batteries, around, t);
+            tick_through_presence(&mut seen_missing, &mut missing, batteries, around, t);
+        }
+        let full = tick_through_presence(&mut seen_whole, &mut whole, batteries, around, 3.0);
+        let less = tick_through_presence(&mut seen_missing, &mut missing, &spoiled, around, 3.0);
+        let path = kept_value_path_or_text(removal.position);
+        prop_assert!(
+            less.ccl_a <= full.ccl_a + 1e-9 && less.dcl_a <= full.dcl_a + 1e-9,
+            "without {} of Bat{}: {:?}, with it: {:?}",
+            path,
+            removal.pack + 1,
+            less,
+            full
+        );
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+/// The path at a position of [`take_away`], for the failure message.
+fn kept_value_path_or_text(position: usize) -> String {
+    let alarms = BATTERY_PATHS.len();
+    let cells = alarms + ALARMS.len();
+    if position < alarms {
+        BATTERY_PATHS[position].path.to_string()
+    } else if position < cells {
+        format!("/Alarms/{}", ALARMS[position - alarms])
+    } else {
+        format!("/Voltages/Cell{}", position - cells + 1)
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
 use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
 use crate::guard::{Acts, Guard, GuardBounds};
 use crate::presence::Battery;
-use crate::reading::ALARMS;
+use crate::reading::{plausible_bank_current, ALARMS};
 use crate::state::{Latches, State, StrategyState};
 
 /// How far below the strategy's CCL the host must have lowered it to count as lowered (A);
@@ -463,7 +463,7 @@ impl Engine {
             charge_lowered: near,
         };
         let feed_in_write = self.feed_in(request, host, inputs, &mut save_state, &mut events);
-        let mut mode = self.mode(&result, &enforced, &bank, inputs.expected, &mut events);
+        let mut mode = self.mode(&result, &enforced, &bank, inputs.expected);
         let acting = guarded.acts.describe();
         if !acting.is_empty() {
             mode = format!("{mode}; {acting}");
@@ -472,12 +472,13 @@ impl Engine {
         if !stops.is_empty() {
             mode = format!("{mode}; {stops}");
         }
+        // Said once, whole: a rule that holds must not make it alternate tick by tick.
         self.set_mode(&mode, &mut events);
         if bank.online > 0 {
             self.last_online = Some(limits);
         }
         let mut soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
-        if let Some(soc_pct) = inputs.monitor_soc.filter(|s| s.is_finite()) {
+        if let Some(soc_pct) = inputs.monitor_soc.filter(|s| (0.0..=100.0).contains(s)) {
             soc = monitor_soc(soc_pct, &bank.merged);
         }
         let mut merged = bank.merged;
@@ -768,7 +769,6 @@ impl Engine {
         enforced: &Enforced,
         bank: &BankSnapshot,
         expected: u32,
-        events: &mut Vec<Event>,
     ) -> String {
         let mut mode = match (&enforced.fault, &self.strategy, result) {
             (Some(_), Err(err), _) => format!(
@@ -792,7 +792,6 @@ impl Engine {
         if bank.missing > 0 {
             mode = format!("{mode}; {} of {expected} batteries not found", bank.missing);
         }
-        self.set_mode(&mode, events);
         mode
     }
 
@@ -859,7 +858,13 @@ impl Engine {
         };
         let result = self.current_source.as_mut().map(|c| c.measure(&inputs));
         let measured = match result.map(|r| r.into_result()) {
-            Some(Ok(ROption::RSome(m))) if m.current_a.is_finite() && m.power_w.is_finite() => {
+            // A current the bank cannot carry is a device's absurd value: the counter and
+            // the strategy never see it.
+            Some(Ok(ROption::RSome(m)))
+                if m.current_a.is_finite()
+                    && m.power_w.is_finite()
+                    && plausible_bank_current(m.current_a, merged.installed_capacity_ah) =>
+            {
                 Some(m)
             }
             _ => None,
@@ -1247,5 +1252,28 @@ mod tests {
             .count();
         assert_eq!(fallbacks, 1, "{events:?}");
         assert_eq!(engine.state().strategy, Some(saved));
+    }
+
+    #[test]
+    fn a_mode_that_holds_is_said_once() {
+        let mut engine = Engine::with_failures(
+            settings(),
+            "lfp-balancing",
+            Err("no".into()),
+            Err("no".into()),
+        );
+        let mut hot = battery();
+        hot.reading.temperature_c = Some(50.0);
+        let mut changes = Vec::new();
+        for _ in 0..5 {
+            let out = engine.tick(std::slice::from_ref(&hot), &inputs());
+            assert!(out.mode.contains("too hot to charge"), "{}", out.mode);
+            changes.extend(
+                out.events
+                    .into_iter()
+                    .filter(|e| matches!(e, Event::ModeChanged(_))),
+            );
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
     }
 }

@@ -430,9 +430,11 @@ impl Guard {
         Guarded { limits: out, acts }
     }
 
-    /// The caps from the online packs' own limits, (charge, discharge); `None`: no cap.
+    /// The caps from the packs' own limits, (charge, discharge); `None`: no cap. A held
+    /// pack's last reading stands in for it, as in the merge: its limits cap and its current
+    /// counts, so a value that goes missing never gives the bank more.
     fn bms_caps(&mut self, batteries: &[Battery], dt_s: f64) -> (Option<f64>, Option<f64>) {
-        let online = || batteries.iter().filter(|b| b.state == BatteryState::Online);
+        let online = || batteries.iter().filter(|b| b.state != BatteryState::Lost);
         let bank_current: f64 = online().filter_map(|b| b.reading.current_a).sum();
         self.update_shares(batteries, bank_current, dt_s);
         if self.bounds.bms_limits == BmsLimits::Ignore {
@@ -458,7 +460,7 @@ impl Guard {
         let mut largest = 0.0_f64;
         let mut with_limit = 0u32;
         let mut online = 0u32;
-        for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
+        for b in batteries.iter().filter(|b| b.state != BatteryState::Lost) {
             online += 1;
             if let Some(l) = limit(b).filter(|l| l.is_finite() && *l >= 0.0) {
                 with_limit += 1;
@@ -473,7 +475,7 @@ impl Guard {
         // nothing itself, and the bank is never allowed more than the packs can take.
         let sum: f64 = batteries
             .iter()
-            .filter(|b| b.state == BatteryState::Online)
+            .filter(|b| b.state != BatteryState::Lost)
             .map(|b| {
                 limit(b)
                     .filter(|l| l.is_finite() && *l >= 0.0)
@@ -489,7 +491,7 @@ impl Guard {
                 let mut cap = sum;
                 for (k, b) in batteries.iter().enumerate() {
                     let share = self.share(k);
-                    if b.state != BatteryState::Online || share <= 0.0 {
+                    if b.state == BatteryState::Lost || share <= 0.0 {
                         continue;
                     }
                     if let Some(l) = limit(b).filter(|l| l.is_finite() && *l >= 0.0) {
@@ -572,13 +574,13 @@ impl Guard {
             && batteries
                 .iter()
                 .zip(&self.share_online)
-                .all(|(b, &was)| (b.state == BatteryState::Online) == was);
+                .all(|(b, &was)| (b.state != BatteryState::Lost) == was);
         if !same {
             self.shares.clear();
             self.shares.resize(batteries.len(), f64::NAN);
             self.share_online.clear();
             self.share_online
-                .extend(batteries.iter().map(|b| b.state == BatteryState::Online));
+                .extend(batteries.iter().map(|b| b.state != BatteryState::Lost));
         }
         if bank_current.is_nan() || bank_current.abs() < self.bounds.share_min_current_a {
             return;
@@ -595,7 +597,9 @@ impl Guard {
         };
         for (b, share) in batteries.iter().zip(self.shares.iter_mut()) {
             let now = match (b.state, b.reading.current_a) {
-                (BatteryState::Online, Some(i)) => (i / bank_current).max(0.0),
+                (BatteryState::Online | BatteryState::Stale, Some(i)) => {
+                    (i / bank_current).max(0.0)
+                }
                 _ => 0.0,
             };
             // A rising share takes effect at once (a pack taking more reaches its limit

@@ -8,14 +8,26 @@
 //! A battery whose cell count changes while running is not online either: its cells no longer
 //! line up with the bank's N (the count is `batteries.cells`, else its count when first online).
 //!
+//! A value outside its plausible range ([`crate::reading::PLAUSIBLE`]) reads as not published.
+//! A value a battery has published and then stops publishing (invalid, gone, or now
+//! implausible) makes it not online either: its cells, temperatures or limits would otherwise
+//! drop out of the guard's rules unnoticed. Cell extremes it stops publishing are taken from
+//! its cells where those are all there. A value it never published is not asked for.
+//!
+//! A service that goes away having never had a complete reading, or never having been there for
+//! `hold_for` without a break (a driver restarting in a loop), was never part of the bank: it is
+//! [`Presence::passing`], never lost.
+//!
 //! Every change of state is reported once, so a fault that lasts is one log line when it
-//! starts and one when the battery is online again, not one per tick.
+//! starts and one when the battery is online again, not one per tick; so is each implausible
+//! value ([`Presence::take_notes`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use plugin_api::BatteryState;
 
-use crate::reading::BatteryReading;
+use crate::reading::{kept_value_path, BatteryReading, Implausible};
 
 /// A battery as presence hands it to the engine: its name, service, state and last reading.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +75,26 @@ struct Entry {
     last_complete: Option<BatteryReading>,
     changed_at: f64,
     online_until: Option<f64>,
+    /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
+    published: Vec<bool>,
+    /// The values implausible now (an episode each, by path).
+    implausible: Vec<Implausible>,
+    /// Since when the service is on the bus without a break, and the longest such stretch.
+    present_since: Option<f64>,
+    longest_present_s: f64,
+    /// Gone, never part of the bank: the caller forgets it.
+    passing: bool,
+}
+
+/// An implausible value of a battery, said once when it starts and once when it ends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    /// The battery's name.
+    pub name: String,
+    /// `Some` when the value became implausible, `None` when it is no longer.
+    pub implausible: Option<Implausible>,
+    /// The path.
+    pub path: String,
 }
 
 /// The states of all batteries seen, keyed by service name (so ordered by it).
@@ -72,6 +104,7 @@ pub struct Presence {
     /// `batteries.cells`.
     cells: Option<u32>,
     entries: BTreeMap<String, Entry>,
+    notes: Vec<Note>,
 }
 
 impl Presence {
@@ -81,6 +114,7 @@ impl Presence {
             timing,
             cells: None,
             entries: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -112,7 +146,24 @@ impl Presence {
                 last_complete: None,
                 changed_at: now_s,
                 online_until: None,
+                published: Vec::new(),
+                implausible: Vec::new(),
+                present_since: None,
+                longest_present_s: 0.0,
+                passing: false,
             });
+        let found = reading.map(BatteryReading::implausible).unwrap_or_default();
+        let reading = reading.map(|r| plausible(r, &found));
+        let reading = reading.as_deref();
+        note_implausible(&mut self.notes, entry, reading.is_some(), found);
+        match reading {
+            Some(_) => {
+                let since = *entry.present_since.get_or_insert(now_s);
+                entry.longest_present_s = entry.longest_present_s.max(now_s - since);
+            }
+            None => entry.present_since = None,
+        }
+        let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
         if let Some(reading) = reading {
             if entry.last_seen.as_ref() != Some(reading) {
                 entry.changed_at = now_s;
@@ -126,7 +177,10 @@ impl Presence {
                 .check(needs_bms_limits)
                 .map_err(|u| u.to_string())
                 .and_then(|()| same_cells(entry.cells, configured.is_some(), r))
-            {
+                .and_then(|()| match missing {
+                    Some(path) => Err(stopped_reason(&path, &entry.implausible)),
+                    None => Ok(()),
+                }) {
                 Err(reason) => Err(reason),
                 Ok(())
                     if self.timing.frozen_after_s > 0.0
@@ -149,6 +203,15 @@ impl Presence {
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
                 let held = entry.last_complete.is_some() && now_s - since < self.timing.hold_for_s;
+                // Gone having never been part of the bank (never complete, or never on the
+                // bus for `hold_for` without a break): passing, not lost.
+                let brief = entry.last_complete.is_none()
+                    || entry.longest_present_s < self.timing.hold_for_s;
+                if reading.is_none() && !held && brief {
+                    entry.passing = true;
+                    entry.state = Some(BatteryState::Lost);
+                    return None;
+                }
                 (
                     if held {
                         BatteryState::Stale
@@ -167,6 +230,18 @@ impl Presence {
         });
         entry.state = Some(state);
         report
+    }
+
+    /// Whether a service went away before it was part of the bank (it never had a complete
+    /// reading, or was never on the bus for `hold_for` without a break): the caller forgets
+    /// it rather than counting it as a lost battery.
+    pub fn passing(&self, service: &str) -> bool {
+        self.entries.get(service).is_some_and(|e| e.passing)
+    }
+
+    /// The implausible values that started or ended since the last call.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Forgets a battery (left out of the bank): it is not held, lost or counted.
@@ -195,6 +270,82 @@ impl Presence {
         self.entries
             .iter()
             .filter_map(|(s, e)| Some((s.as_str(), e.state?)))
+    }
+}
+
+/// The reading without its implausible values, its cell extremes from its cells where it
+/// publishes none; borrowed when there is nothing to change (nearly always).
+fn plausible<'a>(r: &'a BatteryReading, found: &[Implausible]) -> Cow<'a, BatteryReading> {
+    let no_extremes = r.max_cell_voltage_v.is_none() || r.min_cell_voltage_v.is_none();
+    let fill = no_extremes && !r.cell_voltages_v.is_empty();
+    if found.is_empty() && !fill {
+        return Cow::Borrowed(r);
+    }
+    let mut r = r.clone();
+    r.drop_implausible(found);
+    r.extremes_from_cells();
+    Cow::Owned(r)
+}
+
+/// Records this reading's implausible values; a note for each that starts or ends. While the
+/// service is gone, nothing starts or ends.
+fn note_implausible(notes: &mut Vec<Note>, entry: &mut Entry, seen: bool, found: Vec<Implausible>) {
+    if !seen {
+        return;
+    }
+    if found.is_empty() && entry.implausible.is_empty() {
+        return;
+    }
+    let name = &entry.name;
+    for was in &entry.implausible {
+        if !found.iter().any(|i| i.path == was.path) {
+            notes.push(Note {
+                name: name.clone(),
+                implausible: None,
+                path: was.path.clone(),
+            });
+        }
+    }
+    for i in &found {
+        if !entry.implausible.iter().any(|was| was.path == i.path) {
+            notes.push(Note {
+                name: name.clone(),
+                path: i.path.clone(),
+                implausible: Some(i.clone()),
+            });
+        }
+    }
+    entry.implausible = found;
+}
+
+/// Marks the kept values a reading holds as published; the first one published before and
+/// missing now, if any.
+fn stopped_publishing(published: &mut Vec<bool>, r: &BatteryReading) -> Option<String> {
+    let mut first = None;
+    let mut len = 0;
+    r.for_each_kept_value(|k, there| {
+        len = k + 1;
+        if k >= published.len() {
+            published.resize(k + 1, false);
+        }
+        if there {
+            published[k] = true;
+        } else if published[k] && first.is_none() {
+            first = Some(k);
+        }
+    });
+    // Cells beyond those of this reading (fewer cells published than before).
+    if first.is_none() {
+        first = published.iter().skip(len).position(|p| *p).map(|k| k + len);
+    }
+    first.map(|k| kept_value_path(k).into_owned())
+}
+
+/// Why a battery is not online when a value it published is missing.
+fn stopped_reason(path: &str, implausible: &[Implausible]) -> String {
+    match implausible.iter().find(|i| i.path == path) {
+        Some(i) => i.to_string(),
+        None => format!("{path} no longer published"),
     }
 }
 
@@ -262,17 +413,20 @@ mod tests {
             good,
             "the last complete reading stands in"
         );
-        let changes = run(&mut p, 30, 31, Some(&reading(2.0)));
+        // Back for 70 s: on the bus for longer than `hold_for` without a break, so a battery
+        // of the bank (one never there that long is passing, not lost).
+        let changes = run(&mut p, 30, 100, Some(&reading(2.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
 
         // 90 s away: stale, then lost at 60 s.
-        let changes = run(&mut p, 31, 121, None);
+        let changes = run(&mut p, 100, 190, None);
         let states: Vec<_> = changes.iter().map(|(t, c)| (*t, c.state)).collect();
         assert_eq!(
             states,
-            vec![(31, BatteryState::Stale), (91, BatteryState::Lost)]
+            vec![(100, BatteryState::Stale), (160, BatteryState::Lost)]
         );
-        let changes = run(&mut p, 121, 122, Some(&reading(3.0)));
+        assert!(!p.passing(SERVICE));
+        let changes = run(&mut p, 190, 191, Some(&reading(3.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
     }
 
@@ -391,5 +545,145 @@ mod tests {
             changes[0].1.reason,
             "/System/NrOfCellsPerBattery is 15, batteries.cells is 16"
         );
+    }
+
+    #[test]
+    fn a_value_published_then_missing_makes_it_not_online_until_it_is_back() {
+        let mut p = Presence::new(TIMING);
+        let mut full = reading(1.0);
+        full.max_cell_temperature_c = Some(25.0);
+        run(&mut p, 0, 5, Some(&full));
+        let mut without = full.clone();
+        without.max_cell_temperature_c = None;
+        let changes = run(&mut p, 5, 70, Some(&without));
+        let states: Vec<_> = changes.iter().map(|(t, c)| (*t, c.state)).collect();
+        assert_eq!(states, [(5, BatteryState::Stale), (65, BatteryState::Lost)]);
+        assert_eq!(
+            changes[0].1.reason,
+            "/System/MaxCellTemperature no longer published"
+        );
+        assert_eq!(p.batteries()[0].reading, full, "its last complete reading");
+        let changes = run(&mut p, 70, 71, Some(&full));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    #[test]
+    fn a_pack_that_never_published_a_value_is_not_asked_for_it() {
+        let mut p = Presence::new(TIMING);
+        let mut can = reading(1.0);
+        can.max_cell_voltage_v = None;
+        can.min_cell_voltage_v = None;
+        let changes = run(&mut p, 0, 100, Some(&can));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    #[test]
+    fn extremes_that_stop_are_taken_from_the_cells_but_cells_that_stop_are_missing() {
+        let mut p = Presence::new(TIMING);
+        let mut full = reading(1.0);
+        full.cell_voltages_v = vec![Some(3.30); 16];
+        full.cell_voltages_v[1] = Some(3.35);
+        assert_eq!(
+            run(&mut p, 0, 5, Some(&full))[0].1.state,
+            BatteryState::Online
+        );
+        let mut no_extremes = full.clone();
+        no_extremes.max_cell_voltage_v = None;
+        no_extremes.min_cell_voltage_v = None;
+        assert!(
+            run(&mut p, 5, 10, Some(&no_extremes)).is_empty(),
+            "still online"
+        );
+        assert_eq!(p.batteries()[0].reading.max_cell_voltage_v, Some(3.35));
+        let mut no_cell = full.clone();
+        no_cell.cell_voltages_v[1] = None;
+        let changes = run(&mut p, 10, 11, Some(&no_cell));
+        assert_eq!(
+            (changes[0].1.state, changes[0].1.reason.as_str()),
+            (BatteryState::Stale, "/Voltages/Cell2 no longer published")
+        );
+        // Fewer cells than before.
+        let mut fewer = full.clone();
+        fewer.cell_voltages_v.pop();
+        run(&mut p, 11, 12, Some(&full));
+        let changes = run(&mut p, 12, 13, Some(&fewer));
+        assert_eq!(changes[0].1.reason, "/Voltages/Cell16 no longer published");
+    }
+
+    #[test]
+    fn an_absurd_value_is_missing_and_noted_once_when_it_starts_and_once_when_it_ends() {
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 5, Some(&reading(1.0)));
+        let mut absurd = reading(1.0);
+        absurd.voltage_v = Some(1e9);
+        let changes = run(&mut p, 5, 20, Some(&absurd));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.state, BatteryState::Stale);
+        assert_eq!(p.batteries()[0].reading.voltage_v, Some(53.0), "never 1e9");
+        let notes = p.take_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].path, "/Dc/0/Voltage");
+        assert_eq!(notes[0].implausible.as_ref().map(|i| i.value), Some(1e9));
+        run(&mut p, 20, 21, Some(&reading(2.0)));
+        let notes = p.take_notes();
+        assert_eq!(
+            notes
+                .iter()
+                .map(|n| (n.path.as_str(), n.implausible.is_some()))
+                .collect::<Vec<_>>(),
+            [("/Dc/0/Voltage", false)]
+        );
+        // An optional value never published plausibly is simply missing: online.
+        let mut p = Presence::new(TIMING);
+        let mut soc = reading(1.0);
+        soc.soc_pct = Some(1e9);
+        let changes = run(&mut p, 0, 3, Some(&soc));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+        assert_eq!(p.batteries()[0].reading.soc_pct, None);
+        assert_eq!(p.take_notes().len(), 1);
+        // Published plausibly first, then absurd: not online, naming the value.
+        let mut good = reading(1.0);
+        good.soc_pct = Some(50.0);
+        run(&mut p, 3, 4, Some(&good));
+        let changes = run(&mut p, 4, 5, Some(&soc));
+        assert_eq!(changes[0].1.state, BatteryState::Stale);
+        assert_eq!(
+            changes[0].1.reason,
+            "/Soc is 1000000000.0, outside 0 to 100"
+        );
+        assert_eq!(p.batteries()[0].reading.soc_pct, Some(50.0));
+    }
+
+    #[test]
+    fn a_service_gone_before_it_was_part_of_the_bank_is_passing_not_lost() {
+        // Never complete: passing as soon as it is gone.
+        let mut p = Presence::new(TIMING);
+        let mut incomplete = reading(1.0);
+        incomplete.voltage_v = None;
+        run(&mut p, 0, 1, Some(&incomplete));
+        assert!(run(&mut p, 1, 2, None).is_empty(), "no change said");
+        assert!(p.passing(SERVICE));
+        // Complete for 10 s: held, then passing where it would be lost.
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 10, Some(&reading(1.0)));
+        let changes = run(&mut p, 10, 100, None);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.state, BatteryState::Stale);
+        assert!(p.passing(SERVICE));
+        // Coming and going every second for 100 s: never there for `hold_for` at a stretch.
+        let mut p = Presence::new(TIMING);
+        for t in 0..100 {
+            let seen = (t % 2 == 0).then(|| reading(f64::from(t)));
+            p.observe(f64::from(t), SERVICE, "Bat1", seen.as_ref(), false);
+        }
+        run(&mut p, 100, 170, None);
+        assert!(p.passing(SERVICE));
+        // There for longer than `hold_for`: a battery of the bank, lost.
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 61, Some(&reading(1.0)));
+        let changes = run(&mut p, 61, 130, None);
+        assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
+        assert!(!p.passing(SERVICE));
     }
 }

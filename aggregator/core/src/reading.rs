@@ -60,7 +60,10 @@ pub enum Slot {
         fn(&mut BatteryReading) -> &mut Option<f64>,
     ),
     /// A number rounded to an integer.
-    Integer(fn(&mut BatteryReading) -> &mut Option<i64>),
+    Integer(
+        fn(&BatteryReading) -> Option<i64>,
+        fn(&mut BatteryReading) -> &mut Option<i64>,
+    ),
     /// A text (a number reads as Python's `str` of it).
     Text(fn(&mut BatteryReading) -> &mut Option<String>),
 }
@@ -101,7 +104,7 @@ macro_rules! path {
     ($path:expr, integer $field:ident) => {
         BatteryPath {
             path: $path,
-            slot: Slot::Integer(|r| &mut r.$field),
+            slot: Slot::Integer(|r| r.$field, |r| &mut r.$field),
             need: Need::Optional,
         }
     };
@@ -151,6 +154,144 @@ pub const BATTERY_PATHS: [BatteryPath; 32] = [
     path!("/Info/MaxDischargeCurrent", number max_discharge_current_a, PassThrough),
     path!("/Info/ChargeMode", text charge_mode),
 ];
+
+/// What a plausible range is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Per {
+    /// The value itself.
+    Value,
+    /// Per cell in series: the pack's `/System/NrOfCellsPerBattery`, else the cells it
+    /// publishes; without either, from one cell up to [`MAX_CELLS_PER_PACK`].
+    Cell,
+    /// Per Ah of the pack's `/InstalledCapacity` (a C-rate for currents); without a plausible
+    /// capacity, per [`MAX_INSTALLED_AH`].
+    Ah,
+    /// Per cell and per Ah (power: a C-rate times a cell voltage).
+    CellAh,
+}
+
+/// A plausible range of a battery path: `low..=high` times what [`Per`] says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plausible {
+    /// The D-Bus path; `/Voltages/Cell*` stands for every cell.
+    pub path: &'static str,
+    /// The lowest plausible value (inclusive).
+    pub low: f64,
+    /// The highest plausible value (inclusive).
+    pub high: f64,
+    /// What the bounds are multiplied by.
+    pub per: Per,
+}
+
+/// The most cells in series one pack is taken to have when it does not say.
+pub const MAX_CELLS_PER_PACK: f64 = 400.0;
+/// The most Ah one pack is taken to have: above it `/InstalledCapacity` is implausible.
+pub const MAX_INSTALLED_AH: f64 = 100_000.0;
+/// How far `/Dc/0/Voltage` may be from the sum of the pack's cells: this fraction of the sum
+/// plus [`PACK_VS_CELLS_V`] (terminal voltage under load, shunt and divider tolerances).
+pub const PACK_VS_CELLS_FRACTION: f64 = 0.2;
+/// See [`PACK_VS_CELLS_FRACTION`].
+pub const PACK_VS_CELLS_V: f64 = 1.0;
+
+macro_rules! plausible {
+    ($path:literal, $low:expr, $high:expr, $per:ident) => {
+        Plausible {
+            path: $path,
+            low: $low,
+            high: $high,
+            per: Per::$per,
+        }
+    };
+}
+
+/// The one table of plausible ranges. A value outside its range is treated as missing: the
+/// reading is taken as if the pack had not published it. The ranges hold every real LFP and
+/// LTO pack in any state (LTO cells 1.5–2.9 V, LFP cells 2.0–3.65 V and 2.5 V at rest after a
+/// deep discharge, −40 °C winters, 0 % SoC, a pack's own CCL or DCL of 0) and no number that
+/// only a broken driver sends (1e9, 2^62, negative limits, a cell of 0 V).
+/// `/InstalledCapacity` is checked first: the currents and Ah are measured against it.
+pub const PLAUSIBLE: [Plausible; 18] = [
+    plausible!("/InstalledCapacity", 0.0, MAX_INSTALLED_AH, Value),
+    plausible!("/Voltages/Cell*", 1.0, 5.0, Value),
+    plausible!("/System/MaxCellVoltage", 1.0, 5.0, Value),
+    plausible!("/System/MinCellVoltage", 1.0, 5.0, Value),
+    plausible!("/Dc/0/Voltage", 1.0, 5.0, Cell),
+    plausible!("/Voltages/Sum", 1.0, 5.0, Cell),
+    plausible!("/Info/MaxChargeVoltage", 1.0, 5.0, Cell),
+    plausible!("/Dc/0/Current", -20.0, 20.0, Ah),
+    plausible!("/Dc/0/Power", -100.0, 100.0, CellAh),
+    plausible!("/Info/MaxChargeCurrent", 0.0, 20.0, Ah),
+    plausible!("/Info/MaxDischargeCurrent", 0.0, 20.0, Ah),
+    plausible!("/Soc", 0.0, 100.0, Value),
+    plausible!("/Capacity", 0.0, 2.0, Ah),
+    plausible!("/ConsumedAmphours", -2.0, 2.0, Ah),
+    plausible!("/TimeToGo", 0.0, 1e8, Value),
+    plausible!("/Dc/0/Temperature", -60.0, 150.0, Value),
+    plausible!("/System/MaxCellTemperature", -60.0, 150.0, Value),
+    plausible!("/System/MinCellTemperature", -60.0, 150.0, Value),
+];
+
+/// The row of [`PLAUSIBLE`] for a path.
+pub fn plausible(path: &str) -> Option<&'static Plausible> {
+    PLAUSIBLE.iter().find(|p| p.path == path)
+}
+
+/// Whether a bank current (a current source's, or the packs' sum) is plausible for the bank's
+/// installed capacity: the C-rate of `/Dc/0/Current` in [`PLAUSIBLE`].
+pub fn plausible_bank_current(current_a: f64, installed_ah: f64) -> bool {
+    let Some(p) = plausible("/Dc/0/Current") else {
+        return false;
+    };
+    let ah = if installed_ah > 0.0 {
+        installed_ah
+    } else {
+        MAX_INSTALLED_AH
+    };
+    (p.low * ah..=p.high * ah).contains(&current_a)
+}
+
+/// The slot of each row of [`PLAUSIBLE`] in [`BATTERY_PATHS`] (none for the cells), found once:
+/// every pack's reading is checked every tick.
+fn plausible_slots() -> &'static [Option<Slot>] {
+    static SLOTS: OnceLock<Vec<Option<Slot>>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        PLAUSIBLE
+            .iter()
+            .map(|p| {
+                BATTERY_PATHS
+                    .iter()
+                    .find(|b| b.path == p.path)
+                    .map(|b| b.slot)
+            })
+            .collect()
+    })
+}
+
+/// The plausible range of the cells, `/Voltages/Cell*` in [`PLAUSIBLE`].
+const CELL_RANGE: usize = 1;
+
+/// A value outside its plausible range, dropped from the reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Implausible {
+    /// The path, e.g. `/Dc/0/Voltage`.
+    pub path: String,
+    /// The value the pack published.
+    pub value: f64,
+    /// The range it left, e.g. `1 to 80 V (16 cells)`.
+    pub range: String,
+}
+
+impl std::fmt::Display for Implausible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, outside {}",
+            self.path,
+            crate::value::python_str(self.value),
+            self.range
+        )
+    }
+}
 
 /// Whether a battery service's path is one we read: the table, an alarm or a cell. Asked for
 /// every signal, so a binary search in a sorted copy made once.
@@ -341,6 +482,186 @@ impl BatteryReading {
             })
     }
 
+    /// The values outside their plausible range ([`PLAUSIBLE`]), checked as a pack
+    /// published them. Empty for nearly every reading, so nothing is allocated then.
+    pub fn implausible(&self) -> Vec<Implausible> {
+        let mut found = Vec::new();
+        let capacity_range = &PLAUSIBLE[0];
+        let capacity = self
+            .installed_capacity_ah
+            .filter(|c| *c > 0.0 && (capacity_range.low..=capacity_range.high).contains(c));
+        let cells = match self.cells_per_battery {
+            Some(n) if (1.0..=MAX_CELLS_PER_PACK).contains(&(n as f64)) => Some(n as f64),
+            _ if !self.cell_voltages_v.is_empty() => Some(self.cell_voltages_v.len() as f64),
+            _ => None,
+        };
+        let bounds = |p: &Plausible| -> (f64, f64) {
+            let ah = capacity.unwrap_or(MAX_INSTALLED_AH);
+            match (p.per, cells) {
+                (Per::Value, _) => (p.low, p.high),
+                (Per::Cell, Some(n)) => (p.low * n, p.high * n),
+                (Per::Cell, None) => (p.low, p.high * MAX_CELLS_PER_PACK),
+                (Per::Ah, _) => (p.low * ah, p.high * ah),
+                (Per::CellAh, n) => {
+                    let n = n.unwrap_or(MAX_CELLS_PER_PACK);
+                    (p.low * n * ah, p.high * n * ah)
+                }
+            }
+        };
+        // Said only for a value found outside: formatting every range each tick costs.
+        let describe = |p: &Plausible| -> String {
+            let (low, high) = bounds(p);
+            match (p.per, cells) {
+                (Per::Value, _) => format!("{low} to {high}"),
+                (Per::Cell, Some(n)) => format!("{low} to {high} V ({n} cells)"),
+                (Per::Cell, None) => format!("{low} to {high} V"),
+                (Per::Ah, _) => {
+                    format!("{low} to {high} ({} to {} per Ah installed)", p.low, p.high)
+                }
+                (Per::CellAh, _) => {
+                    format!("{low} to {high} ({} to {} per cell and Ah)", p.low, p.high)
+                }
+            }
+        };
+        for (p, slot) in PLAUSIBLE.iter().zip(plausible_slots()) {
+            if p.path == PLAUSIBLE[CELL_RANGE].path {
+                let (low, high) = bounds(p);
+                for (k, v) in self.cell_voltages_v.iter().enumerate() {
+                    if let Some(v) = v.filter(|v| v.is_finite() && !(low..=high).contains(v)) {
+                        found.push(Implausible {
+                            path: cell_path(k + 1).into_owned(),
+                            value: v,
+                            range: format!("{} V", describe(p)),
+                        });
+                    }
+                }
+                continue;
+            }
+            let Some(Slot::Number(get, _)) = slot else {
+                continue;
+            };
+            let (low, high) = bounds(p);
+            // Not finite, or a capacity not above 0: the reading's check names it.
+            let checked = |v: &f64| !v.is_finite() || (p.path == "/InstalledCapacity" && *v <= 0.0);
+            if let Some(v) = get(self).filter(|v| !checked(v) && !(low..=high).contains(v)) {
+                found.push(Implausible {
+                    path: p.path.to_string(),
+                    value: v,
+                    range: describe(p),
+                });
+            }
+        }
+        // The pack's voltage against its cells, when every cell is there and plausible.
+        let sum = self
+            .cell_voltages_v
+            .iter()
+            .enumerate()
+            .try_fold(0.0, |sum, (k, v)| {
+                let bad = found.iter().any(|i| i.path == cell_path(k + 1));
+                v.filter(|_| !bad).map(|v| sum + v)
+            })
+            .filter(|_| !self.cell_voltages_v.is_empty());
+        if let (Some(sum), Some(v)) = (sum, self.voltage_v.filter(|v| v.is_finite())) {
+            let slack = PACK_VS_CELLS_FRACTION * sum + PACK_VS_CELLS_V;
+            let voltage_bad = found.iter().any(|i| i.path == "/Dc/0/Voltage");
+            if !voltage_bad && (v - sum).abs() > slack {
+                found.push(Implausible {
+                    path: "/Dc/0/Voltage".into(),
+                    value: v,
+                    range: format!(
+                        "{:.2} to {:.2} V (its cells' sum ± {:.2} V)",
+                        sum - slack,
+                        sum + slack,
+                        slack
+                    ),
+                });
+            }
+        }
+        found
+    }
+
+    /// Drops the values found outside their plausible range by [`BatteryReading::implausible`]:
+    /// they read as not published.
+    pub fn drop_implausible(&mut self, found: &[Implausible]) {
+        for i in found {
+            if let Some(k) = i
+                .path
+                .strip_prefix("/Voltages/Cell")
+                .and_then(|k| k.parse::<usize>().ok())
+            {
+                if let Some(cell) = self.cell_voltages_v.get_mut(k.wrapping_sub(1)) {
+                    *cell = None;
+                }
+            } else if let Some(Slot::Number(_, field)) = BATTERY_PATHS
+                .iter()
+                .find(|b| b.path == i.path)
+                .map(|b| b.slot)
+            {
+                *field(self) = None;
+            }
+        }
+    }
+
+    /// Takes the cell extremes from `/Voltages/Cell*` where the pack publishes every cell but
+    /// not `/System/MaxCellVoltage` or `/System/MinCellVoltage`. Returns whether it did.
+    pub fn extremes_from_cells(&mut self) -> bool {
+        if self.max_cell_voltage_v.is_some() && self.min_cell_voltage_v.is_some() {
+            return false;
+        }
+        let Some(cells) = self
+            .cell_voltages_v
+            .iter()
+            .copied()
+            .collect::<Option<Vec<f64>>>()
+            .filter(|c| !c.is_empty())
+        else {
+            return false;
+        };
+        let pick = |better: fn(f64, f64) -> bool| {
+            let mut best = 0;
+            for (k, v) in cells.iter().enumerate() {
+                if better(*v, cells[best]) {
+                    best = k;
+                }
+            }
+            (cells[best], format!("C{}", best + 1))
+        };
+        if self.max_cell_voltage_v.is_none() {
+            let (v, id) = pick(|a, b| a > b);
+            self.max_cell_voltage_v = Some(v);
+            self.max_voltage_cell_id = Some(id);
+        }
+        if self.min_cell_voltage_v.is_none() {
+            let (v, id) = pick(|a, b| a < b);
+            self.min_cell_voltage_v = Some(v);
+            self.min_voltage_cell_id = Some(id);
+        }
+        true
+    }
+
+    /// Calls `each` with every value a pack must keep publishing once it has: its position in
+    /// a fixed order and whether it is there now. The numbers and counts of [`BATTERY_PATHS`]
+    /// (not `/TimeToGo`, which drivers leave invalid while the current is near 0),
+    /// `/Alarms/BmsCable` (the other alarms are only passed on), then the cells.
+    /// [`kept_value_path`] names a position.
+    pub fn for_each_kept_value(&self, mut each: impl FnMut(usize, bool)) {
+        for (k, p) in BATTERY_PATHS.iter().enumerate() {
+            let there = match p.slot {
+                _ if p.path == "/TimeToGo" => continue,
+                Slot::Number(get, _) => get(self).is_some(),
+                Slot::Integer(get, _) => get(self).is_some(),
+                Slot::Text(_) => continue,
+            };
+            each(k, there);
+        }
+        let alarms = BATTERY_PATHS.len();
+        each(alarms, self.alarms[ALARM_BMS_CABLE].is_some());
+        let cells = alarms + 1;
+        for (k, c) in self.cell_voltages_v.iter().enumerate() {
+            each(cells + k, c.is_some());
+        }
+    }
+
     /// `/Voltages/Sum`, else the sum of the cells, else the battery voltage.
     pub fn voltages_sum_or_cells(&self) -> Option<f64> {
         let cells = || -> Option<f64> {
@@ -374,6 +695,19 @@ impl BatteryReading {
         self.power_w
             .filter(|p| p.is_finite())
             .or_else(|| Some(self.voltage_v? * self.current_a?))
+    }
+}
+
+/// The path at a position of [`BatteryReading::for_each_kept_value`].
+pub fn kept_value_path(position: usize) -> Cow<'static, str> {
+    let alarms = BATTERY_PATHS.len();
+    let cells = alarms + 1;
+    if position < alarms {
+        BATTERY_PATHS[position].path.into()
+    } else if position < cells {
+        alarm_paths()[ALARM_BMS_CABLE].as_str().into()
+    } else {
+        cell_path(position - cells + 1)
     }
 }
 
@@ -497,5 +831,147 @@ mod tests {
         r.voltages_sum_v = Some(6.7);
         assert_eq!(r.voltages_sum_or_cells(), Some(6.7));
         assert_eq!(r.power_or_product(), Some(530.0));
+    }
+
+    fn lfp16(cell_v: f64) -> BatteryReading {
+        BatteryReading {
+            voltage_v: Some(16.0 * cell_v),
+            current_a: Some(-50.0),
+            power_w: Some(-50.0 * 16.0 * cell_v),
+            installed_capacity_ah: Some(280.0),
+            soc_pct: Some(0.0),
+            capacity_ah: Some(0.0),
+            consumed_ah: Some(280.0),
+            temperature_c: Some(-40.0),
+            min_cell_temperature_c: Some(-40.0),
+            max_cell_temperature_c: Some(-38.0),
+            max_cell_voltage_v: Some(cell_v),
+            min_cell_voltage_v: Some(cell_v),
+            cells_per_battery: Some(16),
+            cell_voltages_v: vec![Some(cell_v); 16],
+            max_charge_voltage_v: Some(55.2),
+            max_charge_current_a: Some(0.0),
+            max_discharge_current_a: Some(0.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn real_lfp_and_lto_packs_in_any_state_are_plausible() {
+        // An LFP pack at rest after a deep discharge, in a −40 °C winter, empty, its BMS
+        // allowing nothing.
+        assert_eq!(lfp16(2.5).implausible(), []);
+        assert_eq!(lfp16(3.65).implausible(), []);
+        // LTO cells from 1.5 to 2.9 V; a CAN pack of 8 LTO cells without cell data.
+        for cell_v in [1.5, 2.3, 2.9] {
+            let mut lto = lfp16(cell_v);
+            lto.max_charge_voltage_v = Some(16.0 * 2.8);
+            lto.soc_pct = Some(100.0);
+            lto.temperature_c = Some(60.0);
+            lto.current_a = Some(2800.0); // 10 C
+            lto.power_w = Some(2800.0 * 16.0 * cell_v);
+            assert_eq!(lto.implausible(), [], "LTO at {cell_v} V");
+        }
+        let can = BatteryReading {
+            voltage_v: Some(8.0 * 2.3),
+            current_a: Some(100.0),
+            installed_capacity_ah: Some(40.0),
+            ..Default::default()
+        };
+        assert_eq!(can.implausible(), []);
+    }
+
+    #[test]
+    fn absurd_values_are_found_and_dropped_naming_the_path() {
+        let paths = |r: &BatteryReading| -> Vec<String> {
+            r.implausible().into_iter().map(|i| i.path).collect()
+        };
+        type Spoil = fn(&mut BatteryReading);
+        let cases: [(Spoil, &str); 12] = [
+            (|r| r.voltage_v = Some(1e9), "/Dc/0/Voltage"),
+            (|r| r.voltage_v = Some(2f64.powi(62)), "/Dc/0/Voltage"),
+            (|r| r.voltage_v = Some(-1e9), "/Dc/0/Voltage"),
+            (|r| r.current_a = Some(1e9), "/Dc/0/Current"),
+            (|r| r.current_a = Some(-1e9), "/Dc/0/Current"),
+            (|r| r.soc_pct = Some(1e9), "/Soc"),
+            (
+                |r| r.max_charge_current_a = Some(-1e9),
+                "/Info/MaxChargeCurrent",
+            ),
+            (
+                |r| r.max_discharge_current_a = Some(-1.0),
+                "/Info/MaxDischargeCurrent",
+            ),
+            (|r| r.cell_voltages_v[3] = Some(-1e9), "/Voltages/Cell4"),
+            (|r| r.cell_voltages_v[0] = Some(0.0), "/Voltages/Cell1"),
+            (|r| r.temperature_c = Some(-273.0), "/Dc/0/Temperature"),
+            (
+                |r| r.installed_capacity_ah = Some(1e9),
+                "/InstalledCapacity",
+            ),
+        ];
+        for (spoil, path) in cases {
+            let mut r = lfp16(3.3);
+            spoil(&mut r);
+            assert_eq!(paths(&r), [path]);
+            let found = r.implausible();
+            r.drop_implausible(&found);
+            assert_eq!(paths(&r), Vec::<String>::new(), "{path} dropped");
+        }
+        let mut r = lfp16(3.3);
+        r.cell_voltages_v[3] = Some(-1e9);
+        let found = r.implausible();
+        r.drop_implausible(&found);
+        assert_eq!(r.cell_voltages_v[3], None);
+        assert!(found[0]
+            .to_string()
+            .starts_with("/Voltages/Cell4 is -1000000000.0, outside 1 to 5"));
+    }
+
+    #[test]
+    fn a_pack_voltage_is_held_to_its_cell_count_and_its_cells() {
+        // 16 cells: 80 V is the most.
+        let mut r = lfp16(3.3);
+        r.voltage_v = Some(81.0);
+        r.cell_voltages_v.clear();
+        assert_eq!(r.implausible()[0].path, "/Dc/0/Voltage");
+        // Far from the sum of its cells (52.8 V).
+        let mut r = lfp16(3.3);
+        r.voltage_v = Some(30.0);
+        let found = r.implausible();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].range.contains("cells' sum"), "{}", found[0]);
+        // Under load, a few volts off its cells: plausible.
+        r.voltage_v = Some(55.0);
+        assert_eq!(r.implausible(), []);
+    }
+
+    #[test]
+    fn extremes_come_from_the_cells_when_missing() {
+        let mut r = lfp16(3.3);
+        r.cell_voltages_v[6] = Some(3.4);
+        r.cell_voltages_v[2] = Some(3.1);
+        r.max_cell_voltage_v = None;
+        r.min_cell_voltage_v = None;
+        assert!(r.extremes_from_cells());
+        assert_eq!(
+            (r.max_cell_voltage_v, r.max_voltage_cell_id.as_deref()),
+            (Some(3.4), Some("C7"))
+        );
+        assert_eq!(
+            (r.min_cell_voltage_v, r.min_voltage_cell_id.as_deref()),
+            (Some(3.1), Some("C3"))
+        );
+        r.max_cell_voltage_v = None;
+        r.cell_voltages_v[0] = None;
+        assert!(!r.extremes_from_cells(), "not with a cell missing");
+    }
+
+    #[test]
+    fn every_plausible_range_is_of_a_number_read() {
+        for (p, slot) in PLAUSIBLE.iter().zip(plausible_slots()) {
+            let number = matches!(slot, Some(Slot::Number(..)));
+            assert!(number || p.path == "/Voltages/Cell*", "{}", p.path);
+        }
     }
 }

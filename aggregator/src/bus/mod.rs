@@ -24,6 +24,27 @@ use zbus::Connection;
 /// whole, so small; a GUI or VRM logger asks for a few paths at a time.
 pub const STREAM_QUEUE: usize = 32;
 
+/// Text another service sent us (an error's name or message), as one line of our log:
+/// newlines, control characters and quotes escaped, so a peer's multi-line traceback cannot
+/// pass for lines of our own.
+pub fn escaped(text: &str) -> String {
+    text.escape_debug().to_string()
+}
+
+/// A failed call to `service`, for the log: the error's name and message it answered,
+/// escaped, with the service named; our own failures (no answer, a closed connection) as
+/// they are, escaped too since they may quote the bus.
+pub fn peer_error(service: &str, err: &zbus::Error) -> String {
+    match err {
+        zbus::Error::MethodError(name, message, _) => format!(
+            "{service} answered {} \"{}\"",
+            escaped(name.as_str()),
+            escaped(message.as_deref().unwrap_or(""))
+        ),
+        other => format!("{service}: {}", escaped(&other.to_string())),
+    }
+}
+
 /// Which bus: the session bus when `DBUS_SESSION_BUS_ADDRESS` is set, else the system bus
 /// (the rule of every Venus program, VENUS-DBUS.md §2) at `DBUS_SYSTEM_BUS_ADDRESS` or its
 /// standard socket.
@@ -122,4 +143,32 @@ pub async fn release_name(conn: &Connection, name: &str) -> zbus::Result<()> {
     )
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_error_is_one_escaped_line_naming_the_service() {
+        let call = zbus::Message::method_call("/Settings", "SetValue")
+            .and_then(|b| b.build(&()))
+            .expect("a message");
+        let err = zbus::Error::MethodError(
+            "com.example.Error\nFake".try_into().unwrap_or_else(|_| {
+                zbus::names::OwnedErrorName::try_from("com.example.Error").expect("a name")
+            }),
+            Some("Traceback (most recent call last):\n  File \"x.py\"\nERROR: root".into()),
+            call,
+        );
+        let line = peer_error("com.victronenergy.settings", &err);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("com.victronenergy.settings answered com.example.Error"));
+        assert!(
+            line.contains("Traceback (most recent call last):\\n  File \\\"x.py"),
+            "{line}"
+        );
+        let failure = zbus::Error::Failure("no answer\r\nINFO fake".into());
+        assert_eq!(peer_error("s", &failure), "s: no answer\\r\\nINFO fake");
+    }
 }

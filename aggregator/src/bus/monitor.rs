@@ -607,7 +607,11 @@ impl Monitor {
             }
             Answer::Failed(why) => {
                 self.cache().forget(name);
-                Err(zbus::Error::Failure(format!("GetItems: {why}")))
+                // Mostly the error's name the service answered: one escaped line.
+                Err(zbus::Error::Failure(format!(
+                    "GetItems: {}",
+                    super::escaped(&why)
+                )))
             }
         }
     }

@@ -74,9 +74,9 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
     for p in &BATTERY_PATHS {
         match p.slot {
             // Read above: it decides how many cells to read.
-            Slot::Integer(_) if p.path == CELLS_PER_BATTERY => {}
+            Slot::Integer(..) if p.path == CELLS_PER_BATTERY => {}
             Slot::Number(_, field) => *field(&mut reading) = number(v, p.path, w),
-            Slot::Integer(field) => *field(&mut reading) = integer(v, p.path, w),
+            Slot::Integer(_, field) => *field(&mut reading) = integer(v, p.path, w),
             Slot::Text(field) => *field(&mut reading) = text(v, p.path),
         }
     }

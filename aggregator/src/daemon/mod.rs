@@ -271,6 +271,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
                 false,
             ),
             Err(err) => {
+                let err = bus::peer_error(SETTINGS, &err);
                 tracing::warn!(
                     "no device instance from {SETTINGS} ({err}); using the preferred instance \
                      {preferred} until it appears"
@@ -380,6 +381,7 @@ fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::Set
                     SetDecision::Reject
                 }
                 Err(err) => {
+                    let err = bus::peer_error(SETTINGS, &err);
                     tracing::warn!("custom name not stored in {SETTINGS}: {err}");
                     SetDecision::Reject
                 }
@@ -457,7 +459,8 @@ impl Daemon {
                  the next start"
             ),
             Ok(Err(err)) => tracing::warn!(
-                "stopping: cannot restore {FEED_IN_SETTING} ({err}); restored at the next start"
+                "stopping: cannot restore {FEED_IN_SETTING} ({}); restored at the next start",
+                bus::peer_error(SETTINGS, &err)
             ),
             Err(_) => tracing::warn!(
                 "stopping: the bus did not take {FEED_IN_SETTING} = {value} within \
@@ -546,7 +549,7 @@ impl Daemon {
             Some(Ok(answer)) => answer,
             Some(Err(err)) => {
                 if self.settings_retry_at.is_none() {
-                    tracing::warn!("{}", failed(err.to_string()));
+                    tracing::warn!("{}", failed(bus::peer_error(SETTINGS, &err)));
                 }
                 self.settings_retry_at = Some(now + Duration::from_secs(10));
                 return;

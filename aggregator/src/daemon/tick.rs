@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aggregator_core::discovery::{Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
-use aggregator_core::presence::{Battery, Change, Presence, Timing};
+use aggregator_core::presence::{Battery, Change, Note, Presence, Timing};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
@@ -47,6 +47,21 @@ pub(super) struct KnownBattery {
     excluded: bool,
 }
 
+/// Seconds a service that came and went must stay away, or stay, for its episode to end.
+const PASSING_QUIET_S: f64 = 60.0;
+
+/// A service that came and went before it was part of the bank: one line when it first
+/// does, one with the count when it stops, nothing in between (a driver restarting in a loop
+/// must not fill a device's small flash with log lines).
+struct Passing {
+    name: String,
+    /// Times it went away.
+    count: u32,
+    since_s: f64,
+    /// When it last went away, or was last seen again.
+    last_s: f64,
+}
+
 /// Which battery-class services belong to the bank, decided once per service.
 pub(crate) struct BankMembers {
     roster: Roster,
@@ -55,6 +70,23 @@ pub(crate) struct BankMembers {
     known: BTreeMap<String, KnownBattery>,
     /// Services that are not ours, until they are scanned again.
     ignored: BTreeSet<String>,
+    /// Services coming and going, by service name.
+    passing: BTreeMap<String, Passing>,
+    /// Batteries whose service goes and comes back, by service name.
+    flapping: BTreeMap<String, Flapping>,
+}
+
+/// A battery's service going away and coming back: the first time is said (gone, back), the
+/// times after it are counted until it stays for [`PASSING_QUIET_S`], then said in one line.
+struct Flapping {
+    name: String,
+    /// Times it went away since the one said.
+    more: u32,
+    since_s: f64,
+    /// When it last went away.
+    last_gone_s: f64,
+    /// Its going was said and its coming back is to be said.
+    back_to_say: bool,
 }
 
 impl BankMembers {
@@ -64,6 +96,8 @@ impl BankMembers {
             cells,
             known: BTreeMap::new(),
             ignored: BTreeSet::new(),
+            passing: BTreeMap::new(),
+            flapping: BTreeMap::new(),
         }
     }
 
@@ -97,7 +131,11 @@ impl BankMembers {
                         let cells = reading
                             .cells_per_battery
                             .and_then(|n| u32::try_from(n).ok());
-                        tracing::info!("battery {name} found: {service}");
+                        if self.passing.contains_key(&service) {
+                            tracing::debug!("battery {name} found again: {service}");
+                        } else {
+                            tracing::info!("battery {name} found: {service}");
+                        }
                         let known = KnownBattery {
                             name,
                             cells,
@@ -192,9 +230,96 @@ impl BankMembers {
             if let Some(change) =
                 presence.observe(now_s, service, &known.name, reading, pass_through)
             {
-                log_change(&change);
+                if self.passing.contains_key(service)
+                    || !say_come_go(&mut self.flapping, service, &change, now_s)
+                {
+                    tracing::debug!("battery {} (coming and going): {change:?}", known.name);
+                } else {
+                    log_change(&change);
+                }
             }
         }
+        for note in presence.take_notes() {
+            log_note(&note);
+        }
+        self.forget_passing(presence, now_s);
+        self.flapping.retain(|service, f| {
+            if now_s - f.last_gone_s < PASSING_QUIET_S {
+                return true;
+            }
+            if f.more > 0 {
+                let (name, n, over_s) = (&f.name, f.more, f.last_gone_s - f.since_s);
+                tracing::info!(
+                    "battery {name} ({service}) went away and came back {n} more times in \
+                     {over_s:.0} s"
+                );
+            }
+            false
+        });
+    }
+
+    /// Forgets the services that went away before they were part of the bank: never counted
+    /// as lost batteries. One line per service and episode.
+    fn forget_passing(&mut self, presence: &mut Presence, now_s: f64) {
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|service| presence.passing(service))
+            .cloned()
+            .collect();
+        for service in gone {
+            presence.forget(&service);
+            let Some(known) = self.known.remove(&service) else {
+                continue;
+            };
+            match self.passing.get_mut(&service) {
+                Some(p) => {
+                    p.count += 1;
+                    p.last_s = now_s;
+                }
+                None => {
+                    tracing::info!(
+                        "battery {} ({service}) went away before it was part of the bank: not \
+                         counted as lost; if it comes and goes again, one line says how often",
+                        known.name
+                    );
+                    self.passing.insert(
+                        service,
+                        Passing {
+                            name: known.name,
+                            count: 1,
+                            since_s: now_s,
+                            last_s: now_s,
+                        },
+                    );
+                }
+            }
+        }
+        if self.passing.is_empty() {
+            return;
+        }
+        let states: BTreeMap<&str, BatteryState> = presence.states().collect();
+        self.passing.retain(|service, p| {
+            let here = states.get(service.as_str()) == Some(&BatteryState::Online);
+            if !here && states.contains_key(service.as_str()) {
+                // Back but not online yet: the episode goes on.
+                p.last_s = now_s;
+            }
+            if now_s - p.last_s < PASSING_QUIET_S {
+                return true;
+            }
+            let (name, n, over_s) = (&p.name, p.count, p.last_s - p.since_s);
+            if here {
+                tracing::info!(
+                    "battery {name} ({service}) stays now, after going away {n} times in {over_s:.0} s"
+                );
+            } else {
+                tracing::info!(
+                    "battery {name} ({service}) went away {n} times in {over_s:.0} s; gone since"
+                );
+            }
+            false
+        });
     }
 
     /// Batteries known, those left out included: a pack left out for its cell count counts
@@ -246,6 +371,51 @@ fn log_change(change: &Change) {
             tracing::warn!("battery {name} not online ({reason}): holding its last values")
         }
         (Some(_), BatteryState::Lost) => tracing::warn!("battery {name} lost ({reason})"),
+    }
+}
+
+/// Whether a change of a battery's state is said: a service that goes away and comes back
+/// is said the first time; again within [`PASSING_QUIET_S`], it is counted instead.
+fn say_come_go(
+    flapping: &mut BTreeMap<String, Flapping>,
+    service: &str,
+    change: &Change,
+    now_s: f64,
+) -> bool {
+    // A lost battery is always said: that is no coming and going.
+    let gone = change.state == BatteryState::Stale && change.reason == "service gone";
+    let back = change.state == BatteryState::Online && change.previous.is_some();
+    match flapping.get_mut(service) {
+        Some(f) if gone => {
+            f.more += 1;
+            f.last_gone_s = now_s;
+            false
+        }
+        Some(f) if back => std::mem::take(&mut f.back_to_say),
+        Some(_) => true,
+        None if gone => {
+            flapping.insert(
+                service.to_string(),
+                Flapping {
+                    name: change.name.clone(),
+                    more: 0,
+                    since_s: now_s,
+                    last_gone_s: now_s,
+                    back_to_say: true,
+                },
+            );
+            true
+        }
+        None => true,
+    }
+}
+
+/// One line when a value becomes implausible, one when it is plausible again.
+fn log_note(note: &Note) {
+    let name = &note.name;
+    match &note.implausible {
+        Some(i) => tracing::warn!("battery {name}: {i}; taken as missing"),
+        None => tracing::info!("battery {name}: {} plausible again", note.path),
     }
 }
 
@@ -542,7 +712,10 @@ impl Daemon {
                 return;
             }
             Some(Ok(code)) => format!("{SETTINGS} refused {FEED_IN_SETTING} = {value} ({code})"),
-            Some(Err(err)) => format!("cannot write {FEED_IN_SETTING} = {value}: {err}"),
+            Some(Err(err)) => format!(
+                "cannot write {FEED_IN_SETTING} = {value}: {}",
+                crate::bus::peer_error(SETTINGS, &err)
+            ),
             None => format!("{FEED_IN_SETTING} = {value}: the call ended without an answer"),
         };
         if !self.feed_in_failure_logged {
