@@ -1324,6 +1324,7 @@ fn a_bank_whose_packs_are_only_held_keeps_its_discharge() {
                 max_charge_current_a: 300.0,
                 max_discharge_current_a: 300.0,
                 plugin_failures: 3,
+                max_charge_voltage_v: f64::INFINITY,
             },
             guard: GuardBounds {
                 max_cell_voltage_v: run.chem.max_cell_v,
@@ -1341,6 +1342,8 @@ fn a_bank_whose_packs_are_only_held_keeps_its_discharge() {
                 temperature_derate_c: 5.0,
                 bms_limits: run.bms_limits,
                 share_min_current_a: 5.0,
+                recovery_charge_rate_c: 0.05,
+                bms_limits_n_minus_one: false,
             },
             feed_in_hold_s: 60.0,
             on_lost: run.on_lost,
@@ -1394,9 +1397,9 @@ fn a_bank_whose_packs_are_only_held_keeps_its_discharge() {
 
 /// A chemistry's window and the built-in strategies configured for it, as `check-config`
 /// lets them through: (max cell, min cell, cells, BMS CVL per cell, strategies).
-type Chemistry = (f64, f64, u32, f64, &'static [(&'static str, &'static str)]);
+type DischargedBank = (f64, f64, u32, f64, &'static [(&'static str, &'static str)]);
 
-const LFP: Chemistry = (
+const LFP_WINDOW: DischargedBank = (
     3.60,
     2.90,
     16,
@@ -1409,7 +1412,7 @@ const LFP: Chemistry = (
         ),
     ],
 );
-const LTO: Chemistry = (
+const LTO_WINDOW: DischargedBank = (
     2.60,
     1.80,
     22,
@@ -1426,7 +1429,7 @@ const LTO: Chemistry = (
 /// not published at all.
 fn discharged_pack(
     index: usize,
-    (_, min_cell, cells, cvl_per_cell, _): Chemistry,
+    (_, min_cell, cells, cvl_per_cell, _): DischargedBank,
 ) -> impl Strategy<Value = Battery> {
     let n = f64::from(cells);
     (
@@ -1486,7 +1489,7 @@ fn discharged_pack(
 
 fn discharged() -> impl Strategy<Value = Run> {
     (
-        prop::sample::select(vec![LFP, LTO]),
+        prop::sample::select(vec![LFP_WINDOW, LTO_WINDOW]),
         prop::sample::select(vec![
             BmsLimits::Share,
             BmsLimits::MinTimesCount,
