@@ -134,6 +134,25 @@ impl Presence {
         reading: Option<&BatteryReading>,
         needs_bms_limits: bool,
     ) -> Option<Change> {
+        self.observe_seen(now_s, service, name, reading, needs_bms_limits, true)
+    }
+
+    /// Records a tick at which the battery's values cannot be seen although its service may
+    /// still be there (the host's view of the bus is old): held, then lost, as a battery
+    /// whose values stop; never taken as passing, however briefly it was seen before.
+    pub fn observe_unseen(&mut self, now_s: f64, service: &str, name: &str) -> Option<Change> {
+        self.observe_seen(now_s, service, name, None, false, false)
+    }
+
+    fn observe_seen(
+        &mut self,
+        now_s: f64,
+        service: &str,
+        name: &str,
+        reading: Option<&BatteryReading>,
+        needs_bms_limits: bool,
+        seen: bool,
+    ) -> Option<Change> {
         let configured = self.cells.map(i64::from);
         let entry = self
             .entries
@@ -161,7 +180,8 @@ impl Presence {
                 let since = *entry.present_since.get_or_insert(now_s);
                 entry.longest_present_s = entry.longest_present_s.max(now_s - since);
             }
-            None => entry.present_since = None,
+            None if seen => entry.present_since = None,
+            None => {}
         }
         let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
         if let Some(reading) = reading {
@@ -172,7 +192,8 @@ impl Presence {
         }
         let frozen_for = now_s - entry.changed_at;
         let verdict = match reading {
-            None => Err("service gone".to_string()),
+            None if seen => Err("service gone".to_string()),
+            None => Err("values not seen".to_string()),
             Some(r) => match r
                 .check(needs_bms_limits)
                 .map_err(|u| u.to_string())
@@ -207,7 +228,7 @@ impl Presence {
                 // bus for `hold_for` without a break): passing, not lost.
                 let brief = entry.last_complete.is_none()
                     || entry.longest_present_s < self.timing.hold_for_s;
-                if reading.is_none() && !held && brief {
+                if seen && reading.is_none() && !held && brief {
                     entry.passing = true;
                     entry.state = Some(BatteryState::Lost);
                     return None;
@@ -685,5 +706,27 @@ mod tests {
         let changes = run(&mut p, 61, 130, None);
         assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
         assert!(!p.passing(SERVICE));
+    }
+
+    #[test]
+    fn a_battery_whose_values_cannot_be_seen_is_held_then_lost_never_passing() {
+        // Seen complete for one second only, then the host's view of the bus goes old: its
+        // service is still there, so it is not a service passing by.
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 1, Some(&reading(1.0)));
+        let held = p.observe_unseen(1.0, SERVICE, "Bat1").expect("a change");
+        assert_eq!(
+            (held.state, held.reason.as_str()),
+            (BatteryState::Stale, "values not seen")
+        );
+        let mut last = None;
+        for t in 2..100 {
+            if let Some(change) = p.observe_unseen(f64::from(t), SERVICE, "Bat1") {
+                last = Some(change.state);
+            }
+        }
+        assert_eq!(last, Some(BatteryState::Lost));
+        assert!(!p.passing(SERVICE));
+        assert_eq!(p.batteries()[0].state, BatteryState::Lost);
     }
 }

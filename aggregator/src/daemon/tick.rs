@@ -218,9 +218,7 @@ impl BankMembers {
                 continue;
             }
             if let Some(why) = stale_view {
-                if let Some(mut change) =
-                    presence.observe(now_s, service, &known.name, None, pass_through)
-                {
+                if let Some(mut change) = presence.observe_unseen(now_s, service, &known.name) {
                     change.reason = why.to_string();
                     log_change(&change);
                 }
