@@ -531,7 +531,8 @@ impl Guard {
         limit: impl Fn(&Battery) -> Option<f64>,
         direction: f64,
     ) -> Option<f64> {
-        let online = |k: &usize| batteries[*k].state == BatteryState::Online;
+        // Held packs count with their last reading, as in the other caps.
+        let online = |k: &usize| batteries[*k].state != BatteryState::Lost;
         let count = (0..batteries.len()).filter(online).count();
         if count < 2 {
             return None;
@@ -665,8 +666,8 @@ fn bms_cvl_outside(batteries: &[Battery], bounds: &GuardBounds, cells: u32) -> b
 }
 
 /// The charge current of a discharged bank: `rate_c` × the installed capacity of the packs
-/// online or held, and no more than the smallest own CCL of the packs online × their number
-/// (a pack without one caps nothing).
+/// online or held, and no more than the smallest own CCL of those packs × their number (a
+/// pack without one caps nothing; a held pack counts with its last reading, as in every cap).
 fn recovery_current(batteries: &[Battery], rate_c: f64) -> f64 {
     let active = || batteries.iter().filter(|b| b.state != BatteryState::Lost);
     let capacity_ah: f64 = active()
@@ -674,14 +675,12 @@ fn recovery_current(batteries: &[Battery], rate_c: f64) -> f64 {
         .filter(|c| c.is_finite() && *c > 0.0)
         .sum();
     let by_rate = (rate_c * capacity_ah).max(0.0);
-    let online = batteries.iter().filter(|b| b.state == BatteryState::Online);
-    let smallest = online
-        .clone()
+    let smallest = active()
         .filter_map(|b| b.reading.max_charge_current_a)
         .filter(|l| l.is_finite() && *l >= 0.0)
         .fold(f64::INFINITY, f64::min);
     if smallest.is_finite() {
-        by_rate.min(smallest * online.count() as f64)
+        by_rate.min(smallest * active().count() as f64)
     } else {
         by_rate
     }
