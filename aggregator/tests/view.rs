@@ -19,7 +19,7 @@ update_interval: 1s
 batteries: { expected: EXPECTED, startup_wait: 20s }
 current_source: { plugin: bms }
 @LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 3000, max_discharge_current: 3000, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
+safety: { max_cell_voltage: 3.60, max_charge_voltage: 116.0, max_charge_current: 3000, max_discharge_current: 3000, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
 publish: { cell_voltages: false }
 paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
 logging: { summary_every: 0s }

@@ -3,8 +3,8 @@
 //! Exiting instead would leave DVCC without its BMS while the supervisor restarts the daemon,
 //! which exits again, for ever.
 //!
-//! What the file still tells (read leniently: the service name, the device instance, the state
-//! folder and the strategy's name) is kept, so that the GUI's choices keep pointing at the
+//! What the file still tells (read leniently: the service name, the device instance, the cell
+//! count, the state folder and the strategy's name) is kept, so that the GUI's choices keep pointing at the
 //! service and the feed-in memory and counter are the ones of the bank; everything else comes
 //! from the shipped default configuration. No plugin is loaded.
 
@@ -48,6 +48,12 @@ pub fn ready(file: &Path, errors: &[ConfigError]) -> Ready {
     {
         config.publish.device_instance = instance;
     }
+    // The shipped default's cell count is of one bank, not of this one: a pack of another
+    // count would be reported as left out. The file's own count, where it reads as one.
+    config.batteries.cells = lenient
+        .as_ref()
+        .and_then(|v| v.get("batteries")?.get("cells")?.as_u64())
+        .and_then(|n| u32::try_from(n).ok());
     if let Some(dir) = text_at("paths", "state_dir") {
         config.paths.state_dir = PathBuf::from(dir);
     }
