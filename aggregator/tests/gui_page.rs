@@ -260,6 +260,62 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
 }
 
 #[test]
+fn a_missing_or_malformed_bms_only_list_shows_a_placeholder_on_the_pack_page() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pack = |name: &str, bms_only: Option<serde_json::Value>| {
+        let mut entry = serde_json::json!({
+            "name": name, "service": format!("com.victronenergy.battery.{name}"),
+            "state": "online", "voltage": 53.6, "current": 1.0, "soc": 50.0,
+            "min_cell_voltage": 3.35, "max_cell_voltage": 3.36,
+            "blocking_charge": false, "blocking_discharge": false,
+        });
+        if let Some(list) = bms_only {
+            entry["bms_only"] = list;
+        }
+        entry
+    };
+    let listing = serde_json::json!([
+        pack("Old", None),
+        pack("Text", Some(serde_json::json!("temperature"))),
+        pack("Number", Some(serde_json::json!([3]))),
+        pack("Temp", Some(serde_json::json!(["temperature"]))),
+    ]);
+    let values = serde_json::json!({
+        "/ProductId": aggregator_core::published::PRODUCT_ID,
+        "/System/Batteries": listing.to_string(),
+    });
+    let names = ["Old", "Text", "Number", "Temp"];
+    let all = qt.render(&values, &dir.path().join("page.png"), &names);
+    let mut sections = all.split(|l| l.starts_with("== "));
+    let bank = sections.next().unwrap();
+    for (name, shown) in names.iter().zip([
+        "Not published by the service",
+        "Not readable",
+        "Not readable",
+        "temperature",
+    ]) {
+        let details = sections.next().unwrap();
+        let row = details
+            .iter()
+            .find(|l| l.starts_with("Protected by its BMS alone\t"))
+            .unwrap_or_else(|| panic!("{name}: {details:#?}"));
+        assert_eq!(row.split('\t').nth(1), Some(shown), "{name}: {details:#?}");
+        // The rest of the pack is read all the same.
+        assert!(
+            details.iter().any(|l| l == "Lowest cell\t3.350 V\t"),
+            "{name}: {details:#?}"
+        );
+        let marked = bank
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name}: {bank:#?}"))
+            .ends_with("partly guarded by its BMS alone");
+        assert_eq!(marked, *name == "Temp", "{name}: {bank:#?}");
+    }
+}
+
+#[test]
 fn a_page_that_warns_fails_the_render() {
     let Some(qt) = qt() else { return };
     let dir = tempfile::tempdir().unwrap();
