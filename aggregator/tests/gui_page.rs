@@ -260,6 +260,62 @@ fn a_missing_or_malformed_listing_shows_a_placeholder_not_a_qml_error() {
 }
 
 #[test]
+fn a_missing_or_malformed_bms_only_list_shows_a_placeholder_on_the_pack_page() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pack = |name: &str, bms_only: Option<serde_json::Value>| {
+        let mut entry = serde_json::json!({
+            "name": name, "service": format!("com.victronenergy.battery.{name}"),
+            "state": "online", "voltage": 53.6, "current": 1.0, "soc": 50.0,
+            "min_cell_voltage": 3.35, "max_cell_voltage": 3.36,
+            "blocking_charge": false, "blocking_discharge": false,
+        });
+        if let Some(list) = bms_only {
+            entry["bms_only"] = list;
+        }
+        entry
+    };
+    let listing = serde_json::json!([
+        pack("Old", None),
+        pack("Text", Some(serde_json::json!("temperature"))),
+        pack("Number", Some(serde_json::json!([3]))),
+        pack("Temp", Some(serde_json::json!(["temperature"]))),
+    ]);
+    let values = serde_json::json!({
+        "/ProductId": aggregator_core::published::PRODUCT_ID,
+        "/System/Batteries": listing.to_string(),
+    });
+    let names = ["Old", "Text", "Number", "Temp"];
+    let all = qt.render(&values, &dir.path().join("page.png"), &names);
+    let mut sections = all.split(|l| l.starts_with("== "));
+    let bank = sections.next().unwrap();
+    for (name, shown) in names.iter().zip([
+        "Not published by the service",
+        "Not readable",
+        "Not readable",
+        "temperature",
+    ]) {
+        let details = sections.next().unwrap();
+        let row = details
+            .iter()
+            .find(|l| l.starts_with("Protected by its BMS alone\t"))
+            .unwrap_or_else(|| panic!("{name}: {details:#?}"));
+        assert_eq!(row.split('\t').nth(1), Some(shown), "{name}: {details:#?}");
+        // The rest of the pack is read all the same.
+        assert!(
+            details.iter().any(|l| l == "Lowest cell\t3.350 V\t"),
+            "{name}: {details:#?}"
+        );
+        let marked = bank
+            .iter()
+            .find(|l| l.starts_with(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name}: {bank:#?}"))
+            .ends_with("partly guarded by its BMS alone");
+        assert_eq!(marked, *name == "Temp", "{name}: {bank:#?}");
+    }
+}
+
+#[test]
 fn a_page_that_warns_fails_the_render() {
     let Some(qt) = qt() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -298,10 +354,10 @@ fn a_page_that_warns_fails_the_render() {
     );
 }
 
-/// A fast tick; a pack held 4 s before it is lost.
+/// A fast tick; a pack held 4 s before it is lost; the CAN pack taken by its product name.
 const CONFIG: &str = r#"
 update_interval: 200ms
-batteries: { startup_wait: 2s, hold_for: 4s, cells: 16 }
+batteries: { product_name: [SerialBattery, JK BMS], startup_wait: 2s, hold_for: 4s, cells: 16 }
 current_source: { plugin: bms }
 strategy: { plugin: serialbattery, config: {} }
 soc: { source: batteries }
@@ -352,7 +408,9 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
     .unwrap();
     runtime().block_on(async {
         let w = World::start(&scenario, CONFIG).await;
+        // In the listing's order: by service name.
         let wanted = [
+            "Bat6 online",
             "Bat1 online",
             "Bat2 online",
             "Bat3 lost",
@@ -364,10 +422,14 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         let values = dump(&items);
         let png = repo().join("target/gui-v2/bank-page.png");
         fs::create_dir_all(png.parent().unwrap()).unwrap();
-        let all = qt.render(&values, &png, &["Bat1", "Bat4"]);
+        let all = qt.render(&values, &png, &["Bat1", "Bat4", "Bat6"]);
         let mut sections = all.split(|l| l.starts_with("== "));
         let texts = sections.next().unwrap().to_vec();
-        let (bat1, bat4) = (sections.next().unwrap(), sections.next().unwrap());
+        let (bat1, bat4, bat6) = (
+            sections.next().unwrap(),
+            sections.next().unwrap(),
+            sections.next().unwrap(),
+        );
         assert!(
             fs::metadata(&png).unwrap().len() > 1000,
             "{}",
@@ -383,7 +445,7 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
         };
         // The bank, as the service published it.
         let online = text(&items, "/System/BatteriesOnline").unwrap();
-        assert_eq!(online, "2/5");
+        assert_eq!(online, "3/6");
         assert_eq!(row("Packs online")[1], online);
         let voltage = support::bus::num(&items, "/Dc/0/Voltage").unwrap();
         assert!(
@@ -442,5 +504,51 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
                 .any(|l| l == "Service\tcom.victronenergy.battery.ttyUSB3\t"),
             "{bat4:#?}"
         );
+
+        // Which bounds rest on a pack's BMS alone, in words: the service's list for each.
+        let bms_only = |name: &str| -> Vec<String> {
+            let json = text(&items, "/System/Batteries").unwrap();
+            let listing: serde_json::Value = serde_json::from_str(&json).unwrap();
+            listing
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["bms_only"].as_array())
+                .unwrap_or_else(|| panic!("{name}: no bms_only in {json}"))
+                .iter()
+                .map(|b| b.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            bms_only("Bat6"),
+            ["max_cell_voltage", "min_cell_voltage", "temperature"]
+        );
+        assert!(bms_only("Bat1").is_empty() && bms_only("Bat4").is_empty());
+        let protected = |details: &[String]| -> Vec<String> {
+            let line = details
+                .iter()
+                .find(|l| l.starts_with("Protected by its BMS alone\t"))
+                .unwrap_or_else(|| panic!("no BMS-alone row: {details:#?}"));
+            line.split('\t').map(str::to_string).collect()
+        };
+        assert_eq!(
+            protected(bat6)[1],
+            "high cell, low cell, temperature",
+            "{bat6:#?}"
+        );
+        assert!(protected(bat6)[2].contains("only its own BMS"), "{bat6:#?}");
+        assert!(bat6.iter().any(|l| l == "Lowest cell\t--\t"), "{bat6:#?}");
+        for details in [bat1, bat4] {
+            assert_eq!(protected(details)[1], "None", "{details:#?}");
+            assert_eq!(protected(details)[2], "", "{details:#?}");
+        }
+        // The bank page marks the pack's row; the others carry no mark.
+        assert!(
+            row("Bat6")[2].ends_with("partly guarded by its BMS alone"),
+            "{:?}",
+            row("Bat6")
+        );
+        assert!(!row("Bat2")[2].contains("BMS alone"), "{:?}", row("Bat2"));
     });
 }

@@ -34,7 +34,8 @@ function parse(text) {
             minCell: number(entry.min_cell_voltage),
             maxCell: number(entry.max_cell_voltage),
             blockingCharge: entry.blocking_charge === true,
-            blockingDischarge: entry.blocking_discharge === true
+            blockingDischarge: entry.blocking_discharge === true,
+            bmsOnly: bmsOnly(entry)
         })
     }
     return { ok: true, packs: packs, problem: "" }
@@ -47,6 +48,60 @@ function find(listing, name) {
             return listing.packs[k]
     }
     return null
+}
+
+// The bounds that rest on the pack's BMS alone: a list of names, or `undefined` when the
+// service does not publish them (an older version), or null when the value is not a list of
+// names. One pack's odd value never makes the whole listing unreadable.
+function bmsOnly(entry) {
+    if (!("bms_only" in entry))
+        return undefined
+    const names = entry.bms_only
+    if (!Array.isArray(names))
+        return null
+    for (let k = 0; k < names.length; ++k) {
+        if (typeof names[k] !== "string")
+            return null
+    }
+    return names.slice()
+}
+
+// How many bounds rest on the BMS alone; -1 when not known. (A list handed through a
+// Repeater's model is no longer a JS Array, so only its length and items are used.)
+function bmsOnlyCount(pack) {
+    const names = pack.bmsOnly
+    return names === undefined || names === null ? -1 : names.length
+}
+
+// A bound's name in the owner's words; a name this page does not know is shown as it is.
+function boundText(name) {
+    switch (name) {
+    case "max_cell_voltage": return qsTr("high cell")
+    case "min_cell_voltage": return qsTr("low cell")
+    case "temperature": return qsTr("temperature")
+    }
+    return String(name)
+}
+
+// The details row: which bounds only the pack's own BMS enforces.
+function bmsOnlyText(pack) {
+    if (pack.bmsOnly === undefined)
+        return qsTr("Not published by the service")
+    if (pack.bmsOnly === null)
+        return qsTr("Not readable")
+    if (pack.bmsOnly.length === 0)
+        return qsTr("None")
+    const words = []
+    for (let k = 0; k < pack.bmsOnly.length; ++k)
+        words.push(boundText(pack.bmsOnly[k]))
+    return words.join(", ")
+}
+
+// Why the row matters, said only when some bound rests on the BMS alone.
+function bmsOnlyCaption(pack) {
+    if (bmsOnlyCount(pack) <= 0)
+        return ""
+    return qsTr("The pack publishes no value for these: the bank's limits cannot stop it, only its own BMS can")
 }
 
 function number(v) {
@@ -96,5 +151,7 @@ function caption(pack) {
     const blocking = blockingText(pack)
     if (blocking !== "")
         text += "  ·  " + blocking
+    if (bmsOnlyCount(pack) > 0)
+        text += "  ·  " + qsTr("partly guarded by its BMS alone")
     return text
 }

@@ -70,6 +70,13 @@ Page {
                 text: qsTr("Blocking discharge")
                 secondaryText: root.pack ? root.yesNo(root.pack.blockingDischarge) : ""
             }
+            // A pack left out is not merged: no bound of the bank applies to it at all.
+            ListText {
+                preferredVisible: root.pack !== null && root.pack.state !== "left out"
+                text: qsTr("Protected by its BMS alone")
+                secondaryText: root.pack ? Listing.bmsOnlyText(root.pack) : ""
+                caption: root.pack ? Listing.bmsOnlyCaption(root.pack) : ""
+            }
         }
     }
 }
