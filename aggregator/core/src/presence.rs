@@ -12,7 +12,8 @@
 //! A value a battery has published and then stops publishing (invalid, gone, or now
 //! implausible) makes it not online either: its cells, temperatures or limits would otherwise
 //! drop out of the guard's rules unnoticed. Cell extremes it stops publishing are taken from
-//! its cells where those are all there. A value it never published is not asked for.
+//! its cells where those are all there. A value it never published is not asked for. A service
+//! that goes away and comes back (a driver restarting) states anew what it publishes.
 //!
 //! A service that goes away having never had a complete reading, or never having been there for
 //! `hold_for` without a break (a driver restarting in a loop), was never part of the bank: it is
@@ -177,6 +178,12 @@ impl Presence {
         note_implausible(&mut self.notes, entry, reading.is_some(), found);
         match reading {
             Some(_) => {
+                if entry.present_since.is_none() {
+                    // Back after its service was gone (a driver restarted, perhaps with
+                    // another set of sensors): what it publishes is stated anew, so a value
+                    // dropped for good does not keep the pack out until our own restart.
+                    entry.published.clear();
+                }
                 let since = *entry.present_since.get_or_insert(now_s);
                 entry.longest_present_s = entry.longest_present_s.max(now_s - since);
             }
@@ -728,5 +735,28 @@ mod tests {
         assert_eq!(last, Some(BatteryState::Lost));
         assert!(!p.passing(SERVICE));
         assert_eq!(p.batteries()[0].state, BatteryState::Lost);
+    }
+
+    #[test]
+    fn a_driver_back_after_a_restart_states_anew_what_it_publishes() {
+        let mut p = Presence::new(TIMING);
+        let mut full = reading(1.0);
+        full.max_cell_temperature_c = Some(25.0);
+        run(&mut p, 0, 70, Some(&full));
+        let mut without = full.clone();
+        without.max_cell_temperature_c = None;
+        // Its temperature stops while the service stays: held, then lost, as long as it lasts.
+        let changes = run(&mut p, 70, 140, Some(&without));
+        assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
+        // The driver restarts (its service gone, then back) without the sensor: online, the
+        // temperature now a value it never published.
+        run(&mut p, 140, 190, None);
+        let back = BatteryReading {
+            max_cell_temperature_c: None,
+            ..reading(2.0)
+        };
+        let changes = run(&mut p, 190, 191, Some(&back));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+        assert_eq!(p.batteries()[0].reading, back);
     }
 }
