@@ -58,8 +58,12 @@ pub enum Command {
     /// `simulate.csv` and a chart, `simulate.svg`, into the output folder.
     Simulate {
         /// The scenario (YAML) with a `start:` date.
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "replay")]
+        scenario: Option<PathBuf>,
+        /// Replay a flight recording instead of a scenario (`replay.csv`, `replay.svg`): with
+        /// its own configuration, unless `--config` names another.
+        #[arg(long, conflicts_with = "scenario")]
+        replay: Option<PathBuf>,
         /// The folder to write `simulate.csv` and `simulate.svg` into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -73,6 +77,10 @@ pub enum Command {
         #[arg(long = "for", value_parser = parse_duration)]
         length: Option<std::time::Duration>,
     },
+    /// Ask the running daemon to save its flight recording now (SIGUSR1 to every process of
+    /// this program but this one); the file appears in `record.dir`, by default
+    /// `recordings` in `paths.state_dir`.
+    Record,
     /// Publish simulated Venus OS services from a scenario file on a session bus (never on the
     /// system bus), in real time: for tests and trials.
     Publish {
@@ -169,6 +177,52 @@ pub fn log_level(config: &Path) -> tracing::Level {
         },
         _ => tracing::Level::INFO,
     }
+}
+
+/// `record`: SIGUSR1 to the daemons running this program's file (found in `/proc`, so that
+/// no pid file is written to flash); returns the exit code, 1 when none runs.
+pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
+    let me = std::process::id();
+    let exe = std::env::current_exe().and_then(std::fs::canonicalize);
+    let Ok(exe) = exe else {
+        let _ = writeln!(out, "error: cannot find this program's file");
+        return 1;
+    };
+    let mut asked = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || std::fs::read_link(entry.path().join("exe")).ok() != Some(exe.clone()) {
+            continue;
+        }
+        let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        // SAFETY: kill(2) with a pid read from /proc and a constant signal; no memory shared.
+        if unsafe { libc::kill(pid_t, libc::SIGUSR1) } == 0 {
+            asked.push(pid);
+        }
+    }
+    if asked.is_empty() {
+        let _ = writeln!(out, "error: no running {} found", exe.display());
+        return 1;
+    }
+    let folder = match crate::config::Source::read(config).map(|s| s.parse()) {
+        Ok(Ok(parsed)) => parsed.record.folder(&parsed.paths).display().to_string(),
+        _ => "record.dir (default: recordings in paths.state_dir)".to_string(),
+    };
+    for pid in asked {
+        let _ = writeln!(
+            out,
+            "asked process {pid} to save its recording; it goes into {folder} (the daemon's log names the file)"
+        );
+    }
+    0
 }
 
 /// Exit code for configuration errors.
