@@ -822,6 +822,56 @@ mod tests {
         assert!(!small.chunks.is_empty(), "the latest runs are kept");
     }
 
+    /// A bank of `packs` × `cells` whose every value moves every tick (a BMS's 1 mV and
+    /// 0.01 A noise), the worst case for the deltas.
+    fn noisy_tick(t: u64, packs: usize, cells: usize, seed: &mut u64) -> Flat {
+        let mut noise = || {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let bats: Vec<Battery> = (0..packs)
+            .map(|i| {
+                let mut b = battery(i, 0.0);
+                b.reading.cell_voltages_v = (0..cells)
+                    .map(|_| Some((3300.0 + (noise() * 20.0).round()) / 1000.0))
+                    .collect();
+                b.reading.voltage_v = Some((52_800.0 + (noise() * 100.0).round()) / 1000.0);
+                b.reading.current_a = Some((1000.0 + (noise() * 500.0).round()) / 100.0);
+                b.reading.soc_pct = Some(50.0 + t as f64 / 3600.0);
+                b
+            })
+            .collect();
+        flatten_inputs(t as f64, &bats, &inputs(1.0))
+    }
+
+    /// The shipped bound (`record.max_memory_kib`: 8192) holds the shipped 30 minutes of a
+    /// 16 × 32 bank whose every value moves every tick; run longer than that, the oldest
+    /// minutes go and the memory stays put.
+    #[test]
+    fn a_16_by_32_bank_keeps_30_minutes_within_the_memory_bound() {
+        let bound = crate::config::Record::default().max_memory_kib as usize * 1024;
+        let mut r = Recorder::new(1800.0, bound, String::new());
+        let mut seed = 7;
+        let mut most = 0;
+        for t in 0..2400 {
+            r.push(noisy_tick(t, 16, 32, &mut seed));
+            most = most.max(r.bytes());
+        }
+        let kept = r.kept_ticks();
+        eprintln!(
+            "16x32, every value moving: at most {most} bytes held, {} compressed bytes per \
+             tick, {kept} ticks kept",
+            r.chunk_bytes / r.chunks.len().max(1) / FULL_EVERY as usize
+        );
+        assert!(most <= bound, "{most} bytes held, bound {bound}");
+        assert!(
+            (1800..=1800 + 2 * FULL_EVERY).contains(&kept),
+            "{kept} ticks kept: record.keep is 30 min"
+        );
+    }
+
     #[test]
     fn a_cut_file_reads_up_to_the_cut_with_its_position() {
         let mut r = Recorder::new(3600.0, 1 << 20, String::new());

@@ -76,7 +76,7 @@ impl Default for Record {
     fn default() -> Self {
         Self {
             keep: Duration::from_secs(30 * 60),
-            max_memory_kib: 4096,
+            max_memory_kib: 8192,
             max_files: 10,
             dir: None,
             save_on: SaveOn::default(),
