@@ -891,6 +891,62 @@ mod tests {
     }
 
     #[test]
+    fn happenings_are_what_save_on_names() {
+        use aggregator_core::feedin::FeedInEvent;
+        let outcome = |ccl_a: f64, lost: &[&str], events: Vec<Event>| Outcome {
+            merged: Default::default(),
+            online: 1,
+            lost: lost.iter().map(|s| s.to_string()).collect(),
+            left_out: Vec::new(),
+            missing: 0,
+            current_a: None,
+            power_w: None,
+            soc_pct: None,
+            capacity_ah: None,
+            consumed_ah: None,
+            time_to_go_s: None,
+            limits: aggregator_core::envelope::Limits {
+                cvl_v: 55.0,
+                ccl_a,
+                dcl_a: 100.0,
+            },
+            mode: String::new(),
+            feed_in_write: None,
+            save_state: false,
+            events,
+        };
+        let all = SaveOn::default();
+        let before = PublishedValues {
+            ccl_a: 50.0,
+            dcl_a: 100.0,
+            ..PublishedValues::default()
+        };
+        let quiet = outcome(50.0, &[], Vec::new());
+        assert_eq!(happening(&all, &quiet, Some(&before), 0), None);
+        let lost = outcome(50.0, &["B"], Vec::new());
+        assert_eq!(
+            happening(&all, &lost, Some(&before), 0),
+            Some("battery lost")
+        );
+        assert_eq!(happening(&all, &lost, Some(&before), 1), None, "still lost");
+        let stop = outcome(0.0, &[], Vec::new());
+        assert_eq!(happening(&all, &stop, Some(&before), 0), Some("bound"));
+        let fault = outcome(0.0, &[], vec![Event::StrategyFault("x".into())]);
+        assert_eq!(happening(&all, &fault, None, 0), Some("strategy fault"));
+        let feed_in = outcome(50.0, &[], vec![Event::FeedIn(FeedInEvent::Restoring(1))]);
+        assert_eq!(happening(&all, &feed_in, None, 0), Some("feed-in"));
+        let none = SaveOn {
+            battery_lost: false,
+            bound: false,
+            strategy_fault: false,
+            feed_in: false,
+        };
+        for o in [&lost, &stop, &fault, &feed_in] {
+            assert_eq!(happening(&none, o, Some(&before), 0), None);
+        }
+    }
+
+    #[test]
     fn another_version_or_no_recording_is_refused() {
         let other = gzip("{\"format\":\"dbus-aggregate-batteries recording\",\"version\":2}\n");
         let err = read_from(&other[..]).err().expect("refused");

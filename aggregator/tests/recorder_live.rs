@@ -141,6 +141,23 @@ fn a_live_recording_replays_to_the_published_values_and_the_shadow_to_its_own() 
       current_above_cv2: 5";
     let (file, dir, log) = record_live(&config_with(shadow));
     assert!(log.contains("shadow strategy lto-cv"), "{log}");
+    // Feed-in turned off near the top of the charge, then CCL fell to 0: happenings, saved
+    // on their own, one a minute at most (so one of the two).
+    let saved: Vec<String> = std::fs::read_dir(dir.path().join("recordings"))
+        .expect("recordings")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let happenings = saved
+        .iter()
+        .filter(|n| n.ends_with("-feed-in.jsonl.gz") || n.ends_with("-bound.jsonl.gz"))
+        .count();
+    assert_eq!(happenings, 1, "{saved:?}");
+    assert_eq!(
+        saved.len(),
+        2,
+        "the happening's and the asked one: {saved:?}"
+    );
 
     let (own, said, out) = replay(&file, None);
     assert!(
