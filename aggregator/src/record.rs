@@ -925,10 +925,21 @@ mod tests {
         let mut r = Recorder::new(1800.0, bound, String::new());
         let mut seed = 7;
         let mut most = 0;
+        let (mut making, mut pushing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
         for t in 0..2400 {
-            r.push(noisy_tick(t, 16, 32, &mut seed));
+            let started = std::time::Instant::now();
+            let tick = noisy_tick(t, 16, 32, &mut seed);
+            let made = std::time::Instant::now();
+            r.push(tick);
+            making += made - started;
+            pushing += made.elapsed();
             most = most.max(r.bytes());
         }
+        eprintln!(
+            "per tick: making {:?}, pushing {:?}",
+            making / 2400,
+            pushing / 2400
+        );
         let kept = r.kept_ticks();
         eprintln!(
             "16x32, every value moving: at most {most} bytes held, {} compressed bytes per \
