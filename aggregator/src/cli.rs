@@ -225,6 +225,40 @@ pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
     0
 }
 
+/// The `shadow:` section's strategy built from its section as the daemon builds it; its
+/// errors printed with `shadow:` before them. True when there is none or it is good.
+fn check_shadow(
+    config: &Path,
+    text: &str,
+    plugins_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> bool {
+    let shadow_text = match crate::config::check::shadow_config_text(text) {
+        Ok(Some(shadow_text)) => shadow_text,
+        Ok(None) => return true,
+        Err(err) => {
+            let _ = writeln!(out, "error: {}: shadow: {err}", config.display());
+            return false;
+        }
+    };
+    let checked = crate::config::check::check_text_to_run(config, shadow_text, plugins_dir);
+    let mut good = true;
+    let shadow = crate::config::check::shadow_error;
+    for error in &checked.errors {
+        let _ = writeln!(out, "error: {}", shadow(error));
+        good = false;
+    }
+    if let Some(ready) = checked.ready {
+        for failed in [ready.strategy.err()].into_iter().flatten() {
+            for error in &failed.errors {
+                let _ = writeln!(out, "error: {}", shadow(error));
+                good = false;
+            }
+        }
+    }
+    good
+}
+
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;
 
@@ -242,6 +276,9 @@ pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
             if let Ok(source) = crate::config::Source::read(config) {
                 for warning in crate::config::check::warnings(&source, &ready.config) {
                     let _ = writeln!(out, "warning: {warning}");
+                }
+                if !check_shadow(config, &source.text, plugins_dir, out) {
+                    return EXIT_CONFIG;
                 }
             }
             let _ = writeln!(

@@ -99,6 +99,17 @@ pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// An error of the shadow's config as the file has it: its keys under `shadow.`, no line
+/// (the shadow's text is the file rewritten).
+pub fn shadow_error(error: &ConfigError) -> ConfigError {
+    let mut error = error.clone();
+    if error.key.starts_with("strategy") || error.key.starts_with("current_source") {
+        error.key = format!("shadow.{}", error.key);
+        error.line = None;
+    }
+    error
+}
+
 /// [`check_to_run`] of a config's text (a shadow's), with `file` for relative paths and
 /// error messages.
 pub fn check_text_to_run(file: &Path, text: String, plugins_dir: Option<&Path>) -> Checked {

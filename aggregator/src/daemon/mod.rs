@@ -375,7 +375,7 @@ fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, St
     let checked = crate::config::check::check_text_to_run(file, shadow_text.clone(), plugins_dir);
     let Some(ready) = checked.ready else {
         for error in &checked.errors {
-            tracing::error!("shadow: {error}");
+            tracing::error!("{}", crate::config::check::shadow_error(error));
         }
         tracing::error!("no shadow strategy: its config has errors");
         return None;
