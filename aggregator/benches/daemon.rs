@@ -10,7 +10,8 @@
 //! how the simulated batteries signal their changes (default `properties,items`: each bank
 //! once with one `PropertiesChanged` per changed value, as dbus-serialbattery does, and once
 //! with one `ItemsChanged` per service and step), `BENCH_DAEMON` another build's daemon binary
-//! to measure (its plugins beside it).
+//! to measure (its plugins beside it), `BENCH_RECORD` the flight recorder's `record.keep`
+//! (default `30m`, the shipped one; `0s` measures the daemon without the recorder).
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
@@ -371,7 +372,10 @@ paths:
 logging:
   level: warn
   summary_every: 0s
+record:
+  keep: {keep}
 ",
+        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "30m".into()),
         interval = UPDATE_INTERVAL.as_secs(),
         batteries = bank.batteries,
         cells = bank.cells,

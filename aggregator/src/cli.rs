@@ -58,8 +58,12 @@ pub enum Command {
     /// `simulate.csv` and a chart, `simulate.svg`, into the output folder.
     Simulate {
         /// The scenario (YAML) with a `start:` date.
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "replay")]
+        scenario: Option<PathBuf>,
+        /// Replay a flight recording instead of a scenario (`replay.csv`, `replay.svg`): with
+        /// its own configuration, unless `--config` names another.
+        #[arg(long, conflicts_with = "scenario")]
+        replay: Option<PathBuf>,
         /// The folder to write `simulate.csv` and `simulate.svg` into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -73,6 +77,10 @@ pub enum Command {
         #[arg(long = "for", value_parser = parse_duration)]
         length: Option<std::time::Duration>,
     },
+    /// Ask the running daemon to save its flight recording now (SIGUSR1 to every process of
+    /// this program but this one); the file appears in `record.dir`, by default
+    /// `recordings` in `paths.state_dir`.
+    Record,
     /// Publish simulated Venus OS services from a scenario file on a session bus (never on the
     /// system bus), in real time: for tests and trials.
     Publish {
@@ -171,6 +179,86 @@ pub fn log_level(config: &Path) -> tracing::Level {
     }
 }
 
+/// `record`: SIGUSR1 to the daemons running this program's file (found in `/proc`, so that
+/// no pid file is written to flash); returns the exit code, 1 when none runs.
+pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
+    let me = std::process::id();
+    let exe = std::env::current_exe().and_then(std::fs::canonicalize);
+    let Ok(exe) = exe else {
+        let _ = writeln!(out, "error: cannot find this program's file");
+        return 1;
+    };
+    let mut asked = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || std::fs::read_link(entry.path().join("exe")).ok() != Some(exe.clone()) {
+            continue;
+        }
+        let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        // SAFETY: kill(2) with a pid read from /proc and a constant signal; no memory shared.
+        if unsafe { libc::kill(pid_t, libc::SIGUSR1) } == 0 {
+            asked.push(pid);
+        }
+    }
+    if asked.is_empty() {
+        let _ = writeln!(out, "error: no running {} found", exe.display());
+        return 1;
+    }
+    let folder = match crate::config::Source::read(config).map(|s| s.parse()) {
+        Ok(Ok(parsed)) => parsed.record.folder(&parsed.paths).display().to_string(),
+        _ => "record.dir (default: recordings in paths.state_dir)".to_string(),
+    };
+    for pid in asked {
+        let _ = writeln!(
+            out,
+            "asked process {pid} to save its recording; it goes into {folder} (the daemon's log names the file)"
+        );
+    }
+    0
+}
+
+/// The `shadow:` section's strategy built from its section as the daemon builds it; its
+/// errors printed with `shadow:` before them. True when there is none or it is good.
+fn check_shadow(
+    config: &Path,
+    text: &str,
+    plugins_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> bool {
+    let shadow_text = match crate::config::check::shadow_config_text(text) {
+        Ok(Some(shadow_text)) => shadow_text,
+        Ok(None) => return true,
+        Err(err) => {
+            let _ = writeln!(out, "error: {}: shadow: {err}", config.display());
+            return false;
+        }
+    };
+    let checked = crate::config::check::check_text_to_run(config, shadow_text, plugins_dir);
+    let mut good = true;
+    let shadow = crate::config::check::shadow_error;
+    for error in &checked.errors {
+        let _ = writeln!(out, "error: {}", shadow(error));
+        good = false;
+    }
+    if let Some(ready) = checked.ready {
+        for failed in [ready.strategy.err()].into_iter().flatten() {
+            for error in &failed.errors {
+                let _ = writeln!(out, "error: {}", shadow(error));
+                good = false;
+            }
+        }
+    }
+    good
+}
+
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;
 
@@ -188,6 +276,9 @@ pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
             if let Ok(source) = crate::config::Source::read(config) {
                 for warning in crate::config::check::warnings(&source, &ready.config) {
                     let _ = writeln!(out, "warning: {warning}");
+                }
+                if !check_shadow(config, &source.text, plugins_dir, out) {
+                    return EXIT_CONFIG;
                 }
             }
             let _ = writeln!(

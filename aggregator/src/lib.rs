@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod import;
 pub mod plugins;
+pub mod record;
 pub mod sim;
 pub mod state_file;
 

@@ -22,6 +22,9 @@ fn main() {
             list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
         Command::ImportConfig(args) => aggregator::import::cli::run(&args),
+        Command::Record => {
+            aggregator::cli::ask_recording(&cli.config, &mut std::io::stdout().lock())
+        }
         Command::Demo { .. } | Command::Simulate { .. } | Command::Publish { .. } => {
             hand_to_simulator()
         }

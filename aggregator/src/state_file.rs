@@ -1,4 +1,5 @@
-//! The one module that writes files: the persisted state of the daemon.
+//! The one module that writes files: the persisted state of the daemon, and the flight
+//! recorder's recordings.
 //!
 //! Everything that must survive a restart lives in one JSON file (`state.json` in
 //! `paths.state_dir`): the Coulomb counter, the strategy's opaque state and the feed-in memory.
@@ -117,6 +118,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Writes a recording atomically into its folder (made if missing), then removes the oldest
+/// recordings there beyond `max_files` (names sort by time), so that a fault that repeats
+/// cannot fill the flash.
+pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    write_atomically(path, bytes)?;
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("recording-") && n.ends_with(".jsonl.gz"))
+        .collect();
+    names.sort();
+    let extra = names.len().saturating_sub(max_files.max(1) as usize);
+    for name in &names[..extra] {
+        fs::remove_file(dir.join(name))?;
+    }
+    Ok(())
+}
+
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -167,6 +188,31 @@ mod tests {
         assert_eq!(state.latches, Latches::default());
         assert_eq!(state.feed_in.clear_for_s, 0.0);
         assert!(!state.feed_in.near_lowered_ccl);
+    }
+
+    #[test]
+    fn recordings_beyond_max_files_are_removed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("recordings");
+        for k in 0..5 {
+            let path = folder.join(format!("recording-{k:03}-x.jsonl.gz"));
+            write_recording(&path, b"r", 3).unwrap();
+        }
+        fs::write(folder.join("notes.txt"), "kept").unwrap();
+        let mut names: Vec<String> = fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "notes.txt",
+                "recording-002-x.jsonl.gz",
+                "recording-003-x.jsonl.gz",
+                "recording-004-x.jsonl.gz"
+            ]
+        );
     }
 
     #[test]

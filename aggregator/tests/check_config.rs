@@ -516,3 +516,28 @@ fn the_pass_through_reset_voltages_and_the_recovery_rate_are_checked() {
         "recovery_charge_rate:",
     );
 }
+
+/// `shadow:` is checked as the daemon builds it: its strategy's section refused names the key
+/// under `shadow.`; a good one passes.
+#[test]
+fn a_shadow_strategy_is_checked_naming_its_key() {
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let shadow = "\nshadow:\n  strategy:\n    plugin: lto-cv\n    config: { charge_voltage: 9 }\n";
+    let text = std::fs::read_to_string(shipped_config()).unwrap() + shadow;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("shadow.strategy.config.charge_voltage"),
+        "{}",
+        stdout(&out)
+    );
+    let good = text
+        .replace("{ charge_voltage: 9 }", "{ zero_soc: false }")
+        .replace("plugin: lto-cv", "plugin: serialbattery");
+    std::fs::write(&path, good).unwrap();
+    let out = run(&["check-config"], &path, plugins.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -7,6 +7,10 @@ use aggregator::cli::{init_logging, Cli, Command, DAEMON_PROGRAM, SIMULATOR_PROG
 
 fn main() {
     let cli = Cli::parse_as(SIMULATOR_PROGRAM);
+    // A replay runs the recording's own configuration unless one is named.
+    let config_given = std::env::args()
+        .skip(1)
+        .any(|a| a == "-c" || a == "--config" || a.starts_with("--config="));
     init_logging(Level::INFO);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Demo { duration } => {
@@ -16,11 +20,22 @@ fn main() {
             aggregator::sim::publish_command(scenario.as_deref(), address.as_deref())
         }
         Command::Simulate {
-            scenario,
+            replay: Some(recording),
+            out,
+            ..
+        } => aggregator::sim::replay::replay_command(
+            &recording,
+            config_given.then_some(cli.config.as_path()),
+            cli.plugins_dir.as_deref(),
+            &out,
+        ),
+        Command::Simulate {
+            scenario: Some(scenario),
             out,
             tick,
             every,
             length,
+            ..
         } => aggregator::sim::offline::simulate_command(
             &cli.config,
             cli.plugins_dir.as_deref(),
@@ -32,7 +47,15 @@ fn main() {
                 length,
             },
         ),
-        Command::Run | Command::CheckConfig | Command::Plugins | Command::ImportConfig(_) => {
+        Command::Simulate { .. } => {
+            eprintln!("error: simulate needs --scenario FILE or --replay FILE");
+            aggregator::cli::EXIT_CONFIG
+        }
+        Command::Run
+        | Command::CheckConfig
+        | Command::Plugins
+        | Command::ImportConfig(_)
+        | Command::Record => {
             eprintln!("error: this program runs `demo`, `simulate` and `publish` only; the daemon is {DAEMON_PROGRAM}");
             aggregator::cli::EXIT_CONFIG
         }

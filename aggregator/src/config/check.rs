@@ -64,14 +64,67 @@ pub fn check_to_run(file: &Path, plugins_dir: Option<&Path>) -> Checked {
 }
 
 fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Checked {
+    match Source::read(file) {
+        Ok(source) => check_source(source, file, plugins_dir, to_run),
+        Err(err) => Checked {
+            ready: None,
+            errors: vec![err],
+            refused: Vec::new(),
+        },
+    }
+}
+
+/// The config of `shadow:` in `file`: the file with the shadow's strategy (and current
+/// source, when it names one) in place of the live ones, and no `shadow:`. `None` when the
+/// file has no `shadow:`; the text, to check and run as a config of its own.
+pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
+    use serde_yaml::Value;
+    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(map) = doc.as_mapping_mut() else {
+        return Ok(None);
+    };
+    let Some(shadow) = map.remove("shadow") else {
+        return Ok(None);
+    };
+    if shadow.is_null() {
+        return Ok(None);
+    }
+    for key in ["strategy", "current_source"] {
+        if let Some(choice) = shadow.get(key) {
+            map.insert(Value::from(key), choice.clone());
+        }
+    }
+    serde_yaml::to_string(&doc)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// An error of the shadow's config as the file has it: its keys under `shadow.`, no line
+/// (the shadow's text is the file rewritten).
+pub fn shadow_error(error: &ConfigError) -> ConfigError {
+    let mut error = error.clone();
+    if error.key.starts_with("strategy") || error.key.starts_with("current_source") {
+        error.key = format!("shadow.{}", error.key);
+        error.line = None;
+    }
+    error
+}
+
+/// [`check_to_run`] of a config's text (a shadow's), with `file` for relative paths and
+/// error messages.
+pub fn check_text_to_run(file: &Path, text: String, plugins_dir: Option<&Path>) -> Checked {
+    let source = Source {
+        file: file.to_path_buf(),
+        text,
+    };
+    check_source(source, file, plugins_dir, true)
+}
+
+fn check_source(source: Source, file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Checked {
     let fail = |errors| Checked {
         ready: None,
         errors,
         refused: Vec::new(),
-    };
-    let source = match Source::read(file) {
-        Ok(source) => source,
-        Err(err) => return fail(vec![err]),
     };
     let mut config = match source.parse() {
         Ok(config) => config,

@@ -46,6 +46,89 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub logging: Logging,
+    /// The flight recorder.
+    #[serde(default)]
+    pub record: Record,
+    /// A second strategy run on the same inputs, recorded, never published.
+    #[serde(default)]
+    pub shadow: Option<Shadow>,
+}
+
+/// `record:`: the last minutes of inputs and published values, kept in memory and saved to
+/// a file when something happens.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Record {
+    /// How much is kept (0 s: no recorder).
+    #[serde(deserialize_with = "duration")]
+    pub keep: Duration,
+    /// Most memory the recording takes, in KiB (its oldest minutes go first).
+    pub max_memory_kib: u32,
+    /// Most files kept in the folder; the oldest are removed.
+    pub max_files: u32,
+    /// The folder; default `recordings` in `paths.state_dir`.
+    pub dir: Option<PathBuf>,
+    /// Which happenings save a recording.
+    pub save_on: SaveOn,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Self {
+            keep: Duration::from_secs(30 * 60),
+            max_memory_kib: 8192,
+            max_files: 10,
+            dir: None,
+            save_on: SaveOn::default(),
+        }
+    }
+}
+
+impl Record {
+    /// Where the recordings go.
+    pub fn folder(&self, paths: &Paths) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| paths.state_dir.join("recordings"))
+    }
+}
+
+/// `record.save_on:`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaveOn {
+    /// A battery lost.
+    pub battery_lost: bool,
+    /// A cell or temperature bound, or a strategy value clamped, stops charging or
+    /// discharging (CCL or DCL falls to 0).
+    pub bound: bool,
+    /// The strategy faults.
+    pub strategy_fault: bool,
+    /// A feed-in episode starts or ends.
+    pub feed_in: bool,
+}
+
+impl Default for SaveOn {
+    fn default() -> Self {
+        Self {
+            battery_lost: true,
+            bound: true,
+            strategy_fault: true,
+            feed_in: true,
+        }
+    }
+}
+
+/// `shadow:`: a strategy (and optionally a current source) of its own config, run each tick
+/// beside the live one.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Shadow {
+    /// The shadow's strategy.
+    pub strategy: PluginChoice,
+    /// Its current source; default: the live one's.
+    #[serde(default)]
+    pub current_source: Option<PluginChoice>,
 }
 
 /// `batteries:`.

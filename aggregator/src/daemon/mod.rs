@@ -29,6 +29,7 @@ use crate::clock::calendar::{self, DateGuard};
 use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
+use crate::record::{PublishedValues, Recorder};
 use crate::state_file::StateStore;
 use aggregator_core::engine::{Engine, Event, Settings};
 use aggregator_core::feedin::{Cause, FeedInEvent};
@@ -187,6 +188,17 @@ struct Daemon {
     dates: DateGuard,
     /// Episodes of an old view of the bus.
     view: tick::ViewAge,
+    /// The flight recorder, unless `record.keep` is 0 s.
+    recorder: Option<Recorder>,
+    /// The engine of `shadow:`: fed the live inputs, publishes nothing, writes nothing.
+    shadow: Option<Engine>,
+    /// The shadow's limits at the last tick, for the summary line.
+    last_shadow: Option<aggregator_core::envelope::Limits>,
+    /// What the tick before published and how many batteries it had lost: what a happening
+    /// is judged against.
+    recorded_before: Option<(PublishedValues, usize)>,
+    /// When a happening last saved a recording.
+    last_happening_save: Option<Instant>,
 }
 
 async fn run(ready: Ready, config_file: &Path) -> i32 {
@@ -294,6 +306,25 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let pass_through = scan
         .find(&config.strategy.plugin, PluginKind::Strategy)
         .is_some_and(|plugin| plugin.needs_battery_limits);
+    // The file as written, for the recordings' header: a replay runs what ran here.
+    let config_text = std::fs::read_to_string(config_file).unwrap_or_default();
+    let mut shadow = shadow_engine(&config_text, config_file, &config);
+    if let (Some((engine, _)), Ok(state)) = (&mut shadow, store.load()) {
+        // The shadow starts where the live engine starts; what it cannot take is its own
+        // affair, never the live one's.
+        for problem in engine.restore(&state) {
+            tracing::debug!("shadow: {problem}");
+        }
+    }
+    let recorder = (!config.record.keep.is_zero()).then(|| {
+        let max_bytes = config.record.max_memory_kib as usize * 1024;
+        let recorder = Recorder::new(config.record.keep.as_secs_f64(), max_bytes, config_text);
+        match &shadow {
+            Some((_, text)) => recorder.with_shadow_config(text.clone()),
+            None => recorder,
+        }
+    });
+    let shadow = shadow.map(|(engine, _)| engine);
     let mut daemon = Daemon {
         presence: tick::presence_of(&config),
         members: BankMembers::of(&config),
@@ -320,8 +351,59 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
         name_call: None,
         dates: DateGuard::new(calendar::build_date(), last_plausible_day),
         view: tick::ViewAge::default(),
+        recorder,
+        shadow,
+        last_shadow: None,
+        recorded_before: None,
+        last_happening_save: None,
     };
     daemon.main_loop().await
+}
+
+/// The engine of `shadow:` in the config's text, with the shadow's own config text; `None`
+/// without `shadow:`, or when it cannot run (logged: the live strategy runs on regardless).
+fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, String)> {
+    let shadow_text = match crate::config::check::shadow_config_text(text) {
+        Ok(Some(shadow_text)) => shadow_text,
+        Ok(None) => return None,
+        Err(err) => {
+            tracing::error!("{}: shadow: {err}; no shadow strategy", file.display());
+            return None;
+        }
+    };
+    let plugins_dir = Some(config.paths.plugins_dir.as_path());
+    let checked = crate::config::check::check_text_to_run(file, shadow_text.clone(), plugins_dir);
+    let Some(ready) = checked.ready else {
+        for error in &checked.errors {
+            tracing::error!("{}", crate::config::check::shadow_error(error));
+        }
+        tracing::error!("no shadow strategy: its config has errors");
+        return None;
+    };
+    let strategy = match ready.strategy {
+        Ok(strategy) => strategy,
+        Err(failed) => {
+            tracing::error!(
+                "shadow strategy {} refused its section: {}; no shadow strategy",
+                failed.plugin,
+                failed.text
+            );
+            return None;
+        }
+    };
+    let config = ready.config;
+    tracing::info!(
+        "shadow strategy {}, current source {}: recorded beside the live limits, never published",
+        config.strategy.plugin,
+        config.current_source.plugin
+    );
+    let engine = Engine::with_failures(
+        Settings::from(&config),
+        &config.strategy.plugin,
+        Ok(strategy),
+        ready.current_source.map_err(|failed| failed.text),
+    );
+    Some((engine, shadow_text))
 }
 
 /// [`attach`] until it works, on a new connection after each failure: a bus too busy to answer
@@ -402,6 +484,14 @@ impl Daemon {
                 return 1;
             }
         };
+        // SIGUSR1 (`dbus-aggregate-batteries record` sends it) saves the recording.
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(usr1) => Some(usr1),
+            Err(err) => {
+                tracing::warn!("no SIGUSR1 handler ({err}): recordings are saved on events only");
+                None
+            }
+        };
         let mut ticker = Ticker::new(self.config.update_interval);
         loop {
             let monitor = self.monitor.clone();
@@ -420,6 +510,10 @@ impl Daemon {
                 }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    self.save_recording("asked");
+                    continue;
+                }
             }
             self.tick().await;
             if self.monitor.broken() {
@@ -501,6 +595,28 @@ impl Daemon {
                 "cannot write the state file {}: {err}",
                 self.store.path().display()
             ),
+        }
+    }
+
+    /// The shadow strategy's plugin name.
+    fn shadow_name(&self) -> &str {
+        (self.config.shadow.as_ref()).map_or("", |s| s.strategy.plugin.as_str())
+    }
+
+    /// Saves the recording, when there is one; one log line either way.
+    fn save_recording(&mut self, reason: &str) {
+        let Some(recorder) = &self.recorder else {
+            tracing::info!("recording asked for ({reason}), but record.keep is 0 s: none kept");
+            return;
+        };
+        let dir = self.config.record.folder(&self.config.paths);
+        match recorder.save(&dir, reason, self.config.record.max_files) {
+            Ok(path) => tracing::info!(
+                "recording of the last {} ticks saved ({reason}): {}",
+                recorder.ticks().min(recorder.kept_ticks()),
+                path.display()
+            ),
+            Err(err) => tracing::error!("cannot write a recording into {}: {err}", dir.display()),
         }
     }
 
@@ -685,6 +801,18 @@ impl Daemon {
             cell(&m.min_cell_voltage),
             cell(&m.max_cell_voltage),
         );
+        if let Some(shadow) = &self.last_shadow {
+            tracing::info!(
+                "live CVL {:.2}V CCL {:.1}A DCL {:.1}A | shadow {} CVL {:.2}V CCL {:.1}A DCL {:.1}A",
+                outcome.limits.cvl_v,
+                outcome.limits.ccl_a,
+                outcome.limits.dcl_a,
+                self.shadow_name(),
+                shadow.cvl_v,
+                shadow.ccl_a,
+                shadow.dcl_a,
+            );
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::bus::client::{self, Background, SETTINGS};
 use crate::bus::monitor::{Cache, Class, FEED_IN_SETTING};
 use crate::clock::calendar;
 use crate::config::Config;
+use crate::record::{self, PublishedValues};
 
 /// What the tick takes from the monitor's cache.
 pub(crate) struct BusSnapshot {
@@ -46,6 +47,9 @@ pub(super) struct KnownBattery {
     /// Left out: its cell count is not the bank's.
     excluded: bool,
 }
+
+/// Least time between two recordings saved for happenings.
+const HAPPENING_GAP: Duration = Duration::from_secs(60);
 
 /// Seconds a service that came and went must stay away, or stay, for its episode to end.
 const PASSING_QUIET_S: f64 = 60.0;
@@ -600,16 +604,87 @@ impl Daemon {
                 dt_s,
             },
         );
+        let state = (self.recorder.as_ref())
+            .filter(|r| r.wants_state())
+            .map(|_| self.engine.state());
         let mut outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
         }
+        let shadow = self.shadow_tick(&batteries, &inputs);
         if let Some(why) = stale_view {
             outcome.mode = format!("{}; {why}", outcome.mode);
         }
+        self.record(now_s, &batteries, &inputs, &outcome, shadow.as_ref(), state);
         self.publish(&batteries, &outcome, &inputs, now).await;
         self.side_effects(&outcome).await;
         self.summary(now, &outcome);
+    }
+
+    /// The shadow strategy on the live tick's inputs. Its feed-in writes and state saves are
+    /// dropped, its faults logged (once per episode, as the engine reports them) and never
+    /// anything else: the engine calls its plugins through the guard, which catches a panic.
+    fn shadow_tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Option<Outcome> {
+        let engine = self.shadow.as_mut()?;
+        engine.set_publishing(self.registered);
+        let outcome = engine.tick(batteries, inputs);
+        for event in &outcome.events {
+            if let Event::StrategyFault(msg) = event {
+                tracing::warn!(
+                    "shadow strategy fault: {msg} (the shadow publishes nothing; the live \
+                     limits are not affected)"
+                );
+            }
+        }
+        self.last_shadow = Some(outcome.limits);
+        Some(outcome)
+    }
+
+    /// The tick into the flight recorder; a recording saved when something happened (at most
+    /// one each [`HAPPENING_GAP`], so that an episode that flickers writes one file).
+    fn record(
+        &mut self,
+        now_s: f64,
+        batteries: &[Battery],
+        inputs: &TickInputs,
+        outcome: &Outcome,
+        shadow: Option<&Outcome>,
+        state: Option<aggregator_core::state::State>,
+    ) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        let mut flat = record::flatten_inputs(now_s, batteries, inputs);
+        // Whether the engine counted itself as publishing (feed-in causes act only then).
+        flat.insert("in/publishing".into(), self.registered.into());
+        if let Some(state) = state.and_then(|s| serde_json::to_value(s).ok()) {
+            flat.insert("state".into(), state);
+        }
+        record::flatten_outcome(&mut flat, "out", outcome);
+        if let Some(shadow) = shadow {
+            record::flatten_outcome(&mut flat, "shadow", shadow);
+        }
+        recorder.push(flat);
+        let before = self.recorded_before.take();
+        let happened = record::happening(
+            &self.config.record.save_on,
+            outcome,
+            before.as_ref().map(|(p, _)| p),
+            before.as_ref().map_or(0, |(_, lost)| *lost),
+        );
+        self.recorded_before = Some((PublishedValues::of(outcome), outcome.lost.len()));
+        let Some(what) = happened else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_happening_save
+            .is_some_and(|last| now.duration_since(last) < HAPPENING_GAP)
+        {
+            return;
+        }
+        self.last_happening_save = Some(now);
+        self.save_recording(what);
     }
 
     /// Whether the view of the bus is too old to count as current: the reason, for the

@@ -22,6 +22,10 @@ const LOW: RGBColor = RGBColor(44, 160, 44);
 const DISCHARGE: RGBColor = RGBColor(255, 127, 14);
 const SOC: RGBColor = RGBColor(148, 103, 189);
 const FEED_IN_OFF: RGBColor = RGBColor(255, 200, 200);
+/// What the device published, beside a replay.
+const RECORDED: RGBColor = RGBColor(90, 90, 90);
+/// What the device's shadow strategy computed, beside a replay.
+const SHADOW: RGBColor = RGBColor(23, 190, 207);
 
 /// One line of a panel.
 struct Line<'a> {
@@ -73,23 +77,54 @@ pub fn render(samples: &[Sample], title: &str) -> Result<String, String> {
             .titled(title, ("sans-serif", 24).into_font())
             .map_err(draw_error)?;
         let panels = root.split_evenly((4, 1));
-        let bank = [
+        let recorded = samples.iter().any(|s| beside(s, false).is_some());
+        let shadow = samples.iter().any(|s| beside(s, true).is_some());
+        let mut bank = vec![
             measured("bank voltage", VOLTAGE, |s| s.bank_v),
             limit("CVL", LIMIT, |s| Some(s.cvl_v)),
         ];
+        if recorded {
+            bank.push(limit("CVL published", RECORDED, |s| {
+                beside(s, false).map(|p| p.cvl_v)
+            }));
+        }
+        if shadow {
+            bank.push(limit("CVL shadow", SHADOW, |s| {
+                beside(s, true).map(|p| p.cvl_v)
+            }));
+        }
         panel(&panels[0], &axis, samples, "Bank voltage (V)", &bank, None)?;
         let cells = [
             measured("highest cell", LIMIT, |s| s.max_cell_v),
             measured("lowest cell", LOW, |s| s.min_cell_v),
         ];
         panel(&panels[1], &axis, samples, "Cell voltage (V)", &cells, None)?;
-        let currents = [
+        let mut currents = vec![
             measured("current (+ charging)", VOLTAGE, |s| s.current_a),
             limit("CCL", LIMIT, |s| Some(s.ccl_a)),
             limit("-DCL", DISCHARGE, |s| Some(-s.dcl_a)),
         ];
+        let mut soc = vec![measured("SoC", SOC, |s| s.soc_pct)];
+        if recorded {
+            currents.push(limit("CCL published", RECORDED, |s| {
+                beside(s, false).map(|p| p.ccl_a)
+            }));
+            currents.push(limit("-DCL published", RECORDED, |s| {
+                beside(s, false).map(|p| -p.dcl_a)
+            }));
+            soc.push(limit("SoC published", RECORDED, |s| {
+                beside(s, false).and_then(|p| p.soc_pct)
+            }));
+        }
+        if shadow {
+            currents.push(limit("CCL shadow", SHADOW, |s| {
+                beside(s, true).map(|p| p.ccl_a)
+            }));
+            currents.push(limit("-DCL shadow", SHADOW, |s| {
+                beside(s, true).map(|p| -p.dcl_a)
+            }));
+        }
         panel(&panels[2], &axis, samples, "Current (A)", &currents, None)?;
-        let soc = [measured("SoC", SOC, |s| s.soc_pct)];
         let percent = Some(0.0..100.0);
         panel(
             &panels[3],
@@ -102,6 +137,16 @@ pub fn render(samples: &[Sample], title: &str) -> Result<String, String> {
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
+}
+
+/// A replay's recorded values (`shadow`: the shadow strategy's) of a sample.
+fn beside(s: &Sample, shadow: bool) -> Option<&crate::record::PublishedValues> {
+    let b = s.beside.as_ref()?;
+    if shadow {
+        b.shadow.as_ref()
+    } else {
+        b.recorded.as_ref()
+    }
 }
 
 fn draw_error(err: impl std::fmt::Display) -> String {

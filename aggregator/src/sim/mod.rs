@@ -20,6 +20,7 @@ mod chart;
 pub mod demo;
 mod devices;
 pub mod offline;
+pub mod replay;
 pub mod scenario;
 mod service;
 mod settings;

@@ -78,6 +78,18 @@ pub struct Sample {
     pub feed_in: Option<i64>,
     /// `/Info/ChargeMode`.
     pub mode: String,
+    /// What a recording holds beside it (a replay): the device's published values, and a
+    /// shadow strategy's.
+    pub beside: Option<Beside>,
+}
+
+/// The recorded values drawn beside a replay's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Beside {
+    /// What the device published.
+    pub recorded: Option<crate::record::PublishedValues>,
+    /// What the device's shadow strategy computed.
+    pub shadow: Option<crate::record::PublishedValues>,
 }
 
 impl Sample {
@@ -165,7 +177,7 @@ pub fn simulate_command(
     0
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     crate::state_file::write_atomically(path, bytes)
         .map_err(|err| format!("{}: cannot write: {err}", path.display()))
 }
@@ -338,6 +350,7 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
                 soc_pct: outcome.soc_pct,
                 feed_in: gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING),
                 mode: outcome.mode.clone(),
+                beside: None,
             });
         }
     }

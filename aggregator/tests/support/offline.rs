@@ -40,6 +40,11 @@ pub fn simulate(config: &Path, scenario: &Path, extra: &[&str]) -> (Vec<Row>, St
     );
     let csv = std::fs::read_to_string(out.path().join("simulate.csv")).expect("simulate.csv");
     let svg = std::fs::read_to_string(out.path().join("simulate.svg")).expect("simulate.svg");
+    (rows(&csv), svg)
+}
+
+/// The rows of a CSV text with a header line.
+pub fn rows(csv: &str) -> Vec<Row> {
     let mut lines = csv.lines();
     let header: Vec<String> = lines
         .next()
@@ -47,14 +52,13 @@ pub fn simulate(config: &Path, scenario: &Path, extra: &[&str]) -> (Vec<Row>, St
         .split(',')
         .map(str::to_string)
         .collect();
-    let rows = lines
+    lines
         .map(|line| {
             let fields = split_csv(line);
             assert_eq!(fields.len(), header.len(), "row {line:?}");
             header.iter().cloned().zip(fields).collect()
         })
-        .collect();
-    (rows, svg)
+        .collect()
 }
 
 /// The fields of a CSV line (quoted fields may hold commas).

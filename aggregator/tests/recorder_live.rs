@@ -1,0 +1,256 @@
+//! The flight recorder end to end: the daemon records on a private bus during a simulator
+//! scenario, the `record` command has it save, and `simulate --replay` reproduces what it
+//! published; the shadow strategy's recorded limits are what a replay of the shadow's config
+//! gives, and a panicking shadow leaves the live limits alone. A test binary of its own: the
+//! live side runs in real time. The two tests take turns (one daemon at a time, so that
+//! `record` asks only the test's own).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aggregator::sim::Scenario;
+use support::offline::{number, rows, scenarios, simulate, Row};
+use support::world::World;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
+
+/// One live daemon at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// The shipped LTO config with the test's folders, the recorder saving into `@DIR@/recordings`
+/// and `shadow` (a YAML section) appended.
+fn config_with(shadow: &str) -> String {
+    let shipped =
+        std::fs::read_to_string(scenarios().join("lto-sunny-day-config.yaml")).expect("config");
+    let text = shipped.replace(
+        "plugins_dir: ../../target/release",
+        "plugins_dir: \"@PLUGINS@\"\n  state_dir: \"@DIR@/state\"",
+    );
+    assert_ne!(text, shipped, "the config's paths section changed");
+    format!("{text}\nrecord:\n  dir: \"@DIR@/recordings\"\n  max_files: 3\n{shadow}\n")
+}
+
+/// Runs the scenario `agree-lto.yaml` live with `config`, asks the daemon for its recording
+/// with the `record` command, and returns the recording, the test's folder and the log.
+fn record_live(config: &str) -> (PathBuf, tempfile::TempDir, String) {
+    let scenario_file = scenarios().join("tests/agree-lto.yaml");
+    support::world::runtime().block_on(async {
+        let scenario_text = std::fs::read_to_string(&scenario_file).expect("scenario");
+        let length = Scenario::parse(&scenario_text, "agree-lto.yaml")
+            .expect("scenario")
+            .length();
+        let mut w = World::start(&scenario_text, config).await;
+        tokio::time::sleep(length).await;
+        let asked = Command::new(DAEMON)
+            .arg("--config")
+            .arg(w.dir.path().join("config.yaml"))
+            .arg("record")
+            .output()
+            .expect("run record");
+        let said = String::from_utf8_lossy(&asked.stdout).to_string();
+        assert!(asked.status.success(), "record: {said}");
+        assert!(said.contains("asked process"), "{said}");
+        let folder = w.dir.path().join("recordings");
+        let mut file = None;
+        for _ in 0..100 {
+            file = std::fs::read_dir(&folder).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().ends_with("-asked.jsonl.gz"))
+            });
+            if file.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = w.daemon.log_text();
+        let file = file.unwrap_or_else(|| panic!("no recording saved; log:\n{log}"));
+        if let Some(sim) = w.sim.take() {
+            sim.stop().await;
+        }
+        w.daemon.terminate();
+        (file, w.dir, log)
+    })
+}
+
+/// `simulate --replay FILE [--config FILE]`: the CSV rows, what it said and its output folder.
+fn replay(recording: &Path, config: Option<&Path>) -> (Vec<Row>, String, tempfile::TempDir) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(DAEMON);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let run = command
+        .arg("--plugins-dir")
+        .arg(support::build_dir())
+        .arg("simulate")
+        .arg("--replay")
+        .arg(recording)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run simulate --replay");
+    let said = String::from_utf8_lossy(&run.stderr).to_string();
+    assert!(run.status.success(), "simulate --replay failed: {said}");
+    let csv = std::fs::read_to_string(out.path().join("replay.csv")).expect("replay.csv");
+    let svg = std::fs::read_to_string(out.path().join("replay.svg")).expect("replay.svg");
+    assert!(
+        svg.contains("CCL published"),
+        "the chart draws the published values"
+    );
+    (rows(&csv), said, out)
+}
+
+fn values(row: &Row, prefix: &str) -> [f64; 3] {
+    [
+        number(row, &format!("{prefix}cvl_v")),
+        number(row, &format!("{prefix}ccl_a")),
+        number(row, &format!("{prefix}dcl_a")),
+    ]
+}
+
+fn close(a: [f64; 3], b: [f64; 3]) -> bool {
+    a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 0.01)
+}
+
+/// A recording of the live daemon, replayed with its own config, gives every value the daemon
+/// published (0.01 V, 0.01 A, 0.1 %); the shadow's recorded limits are those of a replay of
+/// the shadow's config, which equals an offline `simulate` of that config on the scenario.
+#[test]
+fn a_live_recording_replays_to_the_published_values_and_the_shadow_to_its_own() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    // Another LTO configuration: a lower first step with less current.
+    let shadow = "shadow:
+  strategy:
+    plugin: lto-cv
+    config:
+      charge_voltage: 2.48
+      max_cell_voltage: 2.55
+      discharge_voltage: 2.10
+      min_cell_voltage: 2.00
+      max_charge_current: 100
+      max_discharge_current: 120
+      cv1: 2.44
+      current_above_cv1: 30
+      cv2: 2.50
+      current_above_cv2: 5";
+    let (file, dir, log) = record_live(&config_with(shadow));
+    assert!(log.contains("shadow strategy lto-cv"), "{log}");
+    // Feed-in turned off near the top of the charge, then CCL fell to 0: happenings, saved
+    // on their own, one a minute at most (so one of the two).
+    let saved: Vec<String> = std::fs::read_dir(dir.path().join("recordings"))
+        .expect("recordings")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let happenings = saved
+        .iter()
+        .filter(|n| n.ends_with("-feed-in.jsonl.gz") || n.ends_with("-bound.jsonl.gz"))
+        .count();
+    assert_eq!(happenings, 1, "{saved:?}");
+    assert_eq!(
+        saved.len(),
+        2,
+        "the happening's and the asked one: {saved:?}"
+    );
+
+    let (own, said, out) = replay(&file, None);
+    assert!(
+        said.contains("the replay publishes what the device published"),
+        "{said}"
+    );
+    assert!(own.len() >= 20, "{} ticks recorded", own.len());
+    for row in &own {
+        assert!(
+            close(values(row, ""), values(row, "published_")),
+            "replayed and published differ: {row:?}"
+        );
+        let soc = |key: &str| row[key].parse::<f64>().ok();
+        let agree = match (soc("soc_pct"), soc("published_soc_pct")) {
+            (Some(a), Some(b)) => (a - b).abs() <= 0.1,
+            (a, b) => a == b,
+        };
+        assert!(agree, "SoC differs: {row:?}");
+    }
+    let ccls: Vec<f64> = own.iter().map(|r| number(r, "published_ccl_a")).collect();
+    for ccl in [120.0, 50.0, 10.0, 0.0] {
+        assert!(ccls.contains(&ccl), "CCL {ccl} never published: {ccls:?}");
+    }
+
+    // The shadow: its own config, written by the replay beside the recording's.
+    let shadow_config = out.path().join("recorded-shadow-config.yaml");
+    let (shadowed, said, _) = replay(&file, Some(&shadow_config));
+    assert!(said.contains("differs from what was published"), "{said}");
+    for row in &shadowed {
+        assert!(
+            close(values(row, ""), values(row, "shadow_")),
+            "the shadow's recorded limits are not the replay's: {row:?}"
+        );
+    }
+    assert!(
+        shadowed
+            .iter()
+            .any(|r| number(r, "shadow_ccl_a") != number(r, "published_ccl_a")),
+        "the shadow computed the live limits: the comparison shows nothing"
+    );
+
+    // The replay of the shadow's config and an offline `simulate` of it agree: each replayed
+    // tick is one that `simulate` computed within the seconds the live side lags behind the
+    // scenario (the daemon's clock starts after the simulator's).
+    let config_file = dir.path().join("shadow-config.yaml");
+    std::fs::copy(&shadow_config, &config_file).expect("copy");
+    let (offline, _) = simulate(
+        &config_file,
+        &scenarios().join("tests/agree-lto.yaml"),
+        &["--tick", "100ms", "--every", "100ms"],
+    );
+    // From the first tick with the whole bank online (the simulator's bank is complete from
+    // its first step; the daemon may find one battery a tick before the other).
+    let online: Vec<&Row> = shadowed
+        .iter()
+        .skip_while(|r| r["bank_v"].is_empty() || r["mode"].contains("not found"))
+        .collect();
+    assert!(online.len() >= 15, "{} ticks online", online.len());
+    for row in online {
+        let t = number(row, "elapsed_s");
+        let agrees = offline
+            .iter()
+            .filter(|o| (t - 1.0..=t + 6.0).contains(&number(o, "elapsed_s")))
+            .any(|o| close(values(o, ""), values(row, "")));
+        assert!(agrees, "replayed {row:?} is no offline value near {t:.1} s");
+    }
+}
+
+/// A shadow strategy that panics at every tick: the daemon runs on, the live limits are what
+/// a replay without any shadow gives, the shadow's fault is logged once and recorded as CCL 0.
+#[test]
+fn a_panicking_shadow_leaves_the_live_limits_alone() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let shadow = "shadow:
+  strategy:
+    plugin: fault-test
+    config: { fault: panic, after_ticks: 0 }";
+    let (file, _dir, log) = record_live(&config_with(shadow));
+    let faults: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("shadow strategy fault:"))
+        .collect();
+    assert_eq!(faults.len(), 1, "logged once: {faults:#?}");
+    assert!(log.contains("deliberate panic"), "{log}");
+    let (rows, said, _) = replay(&file, None);
+    assert!(
+        said.contains("the replay publishes what the device published"),
+        "{said}"
+    );
+    assert!(rows.len() >= 20);
+    assert!(rows.iter().all(|r| number(r, "shadow_ccl_a") == 0.0));
+    assert!(
+        rows.iter().any(|r| number(r, "published_ccl_a") > 0.0),
+        "the live strategy charges"
+    );
+}
