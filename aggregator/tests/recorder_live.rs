@@ -31,7 +31,7 @@ fn config_with(shadow: &str) -> String {
         "plugins_dir: \"@PLUGINS@\"\n  state_dir: \"@DIR@/state\"",
     );
     assert_ne!(text, shipped, "the config's paths section changed");
-    format!("{text}\nrecord:\n  dir: \"@DIR@/recordings\"\n  max_files: 3\n{shadow}\n")
+    format!("{text}\nrecord:\n  keep: 30m\n  dir: \"@DIR@/recordings\"\n  max_files: 3\n{shadow}\n")
 }
 
 /// Runs the scenario `agree-lto.yaml` live with `config`, asks the daemon for its recording
