@@ -83,6 +83,36 @@ pub struct Sample {
     pub beside: Option<Beside>,
 }
 
+impl Sample {
+    /// The sample of one tick's outcome; where and when it was, and the feed-in setting after
+    /// it, come from the caller (the simulated bus, or a recording).
+    pub fn of(
+        outcome: &aggregator_core::engine::Outcome,
+        elapsed_s: f64,
+        date: LocalDate,
+        second_of_day: f64,
+        feed_in: Option<i64>,
+    ) -> Sample {
+        let merged = &outcome.merged;
+        Sample {
+            elapsed_s,
+            date,
+            second_of_day,
+            max_cell_v: merged.max_cell_voltage.as_ref().map(|e| e.value),
+            min_cell_v: merged.min_cell_voltage.as_ref().map(|e| e.value),
+            bank_v: merged.voltage_v,
+            current_a: outcome.current_a,
+            cvl_v: outcome.limits.cvl_v,
+            ccl_a: outcome.limits.ccl_a,
+            dcl_a: outcome.limits.dcl_a,
+            soc_pct: outcome.soc_pct,
+            feed_in,
+            mode: outcome.mode.clone(),
+            beside: None,
+        }
+    }
+}
+
 /// The recorded values drawn beside a replay's.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Beside {
@@ -335,23 +365,14 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
             }
         }
         if k % every_ticks == 0 {
-            let merged = &outcome.merged;
-            samples.push(Sample {
+            let feed_in = gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING);
+            samples.push(Sample::of(
+                &outcome,
                 elapsed_s,
                 date,
                 second_of_day,
-                max_cell_v: merged.max_cell_voltage.as_ref().map(|e| e.value),
-                min_cell_v: merged.min_cell_voltage.as_ref().map(|e| e.value),
-                bank_v: merged.voltage_v,
-                current_a: outcome.current_a,
-                cvl_v: outcome.limits.cvl_v,
-                ccl_a: outcome.limits.ccl_a,
-                dcl_a: outcome.limits.dcl_a,
-                soc_pct: outcome.soc_pct,
-                feed_in: gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING),
-                mode: outcome.mode.clone(),
-                beside: None,
-            });
+                feed_in,
+            ));
         }
     }
     Ok(samples)

@@ -116,25 +116,13 @@ pub fn replay(
         }
         let t0 = *start.get_or_insert(tick.t_s);
         let elapsed_s = tick.t_s - t0;
-        let merged = &outcome.merged;
+        let feed_in = outcome.feed_in_write.or(tick.inputs.feed_in_setting);
         samples.push(Sample {
-            elapsed_s,
-            date: tick.inputs.date,
-            second_of_day: elapsed_s,
-            max_cell_v: merged.max_cell_voltage.as_ref().map(|e| e.value),
-            min_cell_v: merged.min_cell_voltage.as_ref().map(|e| e.value),
-            bank_v: merged.voltage_v,
-            current_a: outcome.current_a,
-            cvl_v: outcome.limits.cvl_v,
-            ccl_a: outcome.limits.ccl_a,
-            dcl_a: outcome.limits.dcl_a,
-            soc_pct: outcome.soc_pct,
-            feed_in: outcome.feed_in_write.or(tick.inputs.feed_in_setting),
-            mode: outcome.mode.clone(),
             beside: Some(Beside {
                 recorded: tick.published,
                 shadow: tick.shadow,
             }),
+            ..Sample::of(&outcome, elapsed_s, tick.inputs.date, elapsed_s, feed_in)
         });
     }
     Ok(Replayed {
