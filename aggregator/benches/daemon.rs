@@ -11,7 +11,7 @@
 //! once with one `PropertiesChanged` per changed value, as dbus-serialbattery does, and once
 //! with one `ItemsChanged` per service and step), `BENCH_DAEMON` another build's daemon binary
 //! to measure (its plugins beside it), `BENCH_RECORD` the flight recorder's `record.keep`
-//! (default `30m`, the shipped one; `0s` measures the daemon without the recorder).
+//! (default `0s`, the shipped one: no recorder; `30m` measures the daemon with it).
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
@@ -375,7 +375,7 @@ logging:
 record:
   keep: {keep}
 ",
-        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "30m".into()),
+        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "0s".into()),
         interval = UPDATE_INTERVAL.as_secs(),
         batteries = bank.batteries,
         cells = bank.cells,
