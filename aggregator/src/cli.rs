@@ -1,4 +1,4 @@
-//! The command line (SPEC §12): what each subcommand does, for `main` to call.
+//! The command line (docs/commands.md §1): what each subcommand does, for `main` to call.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

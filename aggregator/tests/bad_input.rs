@@ -235,7 +235,7 @@ fn a_strategy_whose_constructor_fails_publishes_the_fail_safe_and_keeps_running(
         })
         .await;
         assert!(ok, "{items:?}\n{}", w.daemon.log_text());
-        // SPEC §9 with no good result ever: CCL 0, DCL 0, CVL at the bank voltage.
+        // docs/guard.md §3 with no good result ever: CCL 0, DCL 0, CVL at the bank voltage.
         assert_eq!(num(&items, "/Info/MaxChargeCurrent"), Some(0.0));
         assert_eq!(num(&items, "/Info/MaxDischargeCurrent"), Some(0.0));
         let cvl = num(&items, "/Info/MaxChargeVoltage").unwrap();

@@ -1,4 +1,4 @@
-//! Our service against the Venus OS wire contract (VENUS-DBUS.md §9 items 1–7), read with a
+//! Our service against the Venus OS wire contract (docs/venus.md §1, §2, §5 and §7), read with a
 //! plain zbus client on a private `dbus-daemon`, with the simulator as the rest of the system.
 
 mod support;

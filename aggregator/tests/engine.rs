@@ -505,8 +505,9 @@ fn the_counter_integrates_and_resets_full_at_the_balancing_voltage() {
     assert_eq!(out.soc_pct, Some(100.0));
 }
 
-/// Issue 14 §5: cells hovering at each host threshold with ±10 mV of noise for a simulated
-/// hour (one tick a second) switch the limits and feed-in a bounded number of times.
+/// No flapping (docs/guard.md §5 and §6, docs/feedin.md §5): cells hovering at each host threshold
+/// with ±10 mV of noise for a simulated hour (one tick a second) switch the limits and feed-in a
+/// bounded number of times.
 #[test]
 fn cells_at_a_threshold_with_noise_for_an_hour_do_not_flap() {
     const SERIALBATTERY: (&str, &str) = ("libplugin_serialbattery.so", "{}");

@@ -90,7 +90,7 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
     });
 }
 
-// ---- battery presence (SPEC §4) ------------------------------------------------------------
+// ---- battery presence (docs/battery-states.md) ---------------------------------------------
 
 /// Two 16-cell LFP batteries of 280 Ah at 60 %, 20 A out of each. Without jitter the cells
 /// stand still, so the limits are exact numbers to compare; the SoC, consumed Ah and time to
@@ -154,8 +154,8 @@ fn limits(items: &Items) -> Limits {
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
 
-/// The limits while one battery of two is held (issue 14 §4): old data does not get full
-/// current, so CCL and DCL are scaled to the batteries online; CVL stays.
+/// The limits while one battery of two is held (docs/battery-states.md §8): old data does not get
+/// full current, so CCL and DCL are scaled to the batteries online; CVL stays.
 fn held_limits((cvl, ccl, dcl): Limits) -> Limits {
     (cvl, ccl.map(|c| c / 2.0), dcl.map(|d| d / 2.0))
 }
@@ -206,7 +206,7 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
         let mut w = World::start(&bat1_gone_for(8, 20), &config).await;
         let before = whole_bank(&w).await;
 
-        // Held: not online (SPEC §5 counts online batteries only), but its last reading is
+        // Held: not online (docs/bank.md §1 counts online batteries only), but its last reading is
         // still merged, no cable alarm, the limits scaled to the one battery of two online.
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
@@ -412,7 +412,7 @@ segments:
         let log = w.daemon.log_text();
         assert!(log.contains("with safe values"), "{log}");
 
-        // SPEC §4 and §10: the fail-safe values, with the alarm.
+        // docs/battery-states.md §9, docs/tick.md §4: the fail-safe values, with the alarm.
         let items = items(&w.conn, OWN).await;
         let safe = |i: &Items| {
             num(i, "/Info/MaxChargeCurrent") == Some(0.0)
@@ -450,19 +450,19 @@ segments:
         assert_eq!(
             alarm_without_battery,
             Some(2.0),
-            "SPEC §4 and §10: the fail-safe values with no battery online include the alarm \
-             (/Alarms/BmsCable 2)"
+            "docs/battery-states.md §9: the fail-safe values with no battery online include \
+             the alarm (/Alarms/BmsCable 2)"
         );
     });
 }
 
-// ---- a strategy that panics (SPEC §9) ------------------------------------------------------
+// ---- a strategy that panics (docs/guard.md §3) ---------------------------------------------
 
 #[test]
 fn a_panicking_strategy_publishes_the_fail_safe_and_the_daemon_runs_on() {
     runtime().block_on(async {
         // 25 good ticks (5 s), then a panic every tick. plugin_failures (default 5) is raised
-        // to 25 so both steps of SPEC §9 are seen: CCL 0 first, DCL 0 after that many.
+        // to 25 so both steps of docs/guard.md §3 are seen: CCL 0 first, DCL 0 after that many.
         let config = r#"
 update_interval: 200ms
 batteries: { expected: 2, cells: 16, startup_wait: 20s }
@@ -518,7 +518,7 @@ logging: { summary_every: 0s }
     });
 }
 
-// ---- the state file (SPEC §7) --------------------------------------------------------------
+// ---- the state file (docs/state.md) --------------------------------------------------------
 
 /// A state file saved often: every 0.0001 × 560 Ah = 0.056 Ah, about every 5 s at 40 A (the
 /// default 0.0025 would take two minutes).

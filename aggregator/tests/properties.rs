@@ -1,4 +1,4 @@
-//! Properties of the safety envelope (SPEC §9) over arbitrary inputs.
+//! Properties of the safety envelope (docs/guard.md §2 to §4) over arbitrary inputs.
 //!
 //! Two levels: the envelope alone, fed any strategy result (NaN, infinities, negative and huge
 //! limits, errors) in any order; and the whole tick, with the real strategy and current source
@@ -178,7 +178,7 @@ fn bank_facts() -> impl Strategy<Value = BankFacts> {
 // ---------------------------------------------------------------------------------------------
 // The envelope itself
 
-/// SPEC §9 on published limits: finite, CVL within [0, N × max cell voltage], CCL and DCL
+/// docs/guard.md §2 on published limits: finite, CVL within [0, N × max cell voltage], CCL and DCL
 /// within [0, their bound].
 fn within_bounds(limits: Limits, bounds: Bounds, cells: u32) -> Result<(), TestCaseError> {
     let cvl_max = f64::from(cells) * bounds.max_cell_voltage_v;
@@ -679,8 +679,8 @@ fn around_feed_in(run: &Run, batteries: &[Battery]) -> Option<i64> {
         .and_then(|(_, around)| around.feed_in_setting)
 }
 
-/// Issue 14 on the published limits: the cell and temperature windows, the packs' own limits,
-/// old data, and feed-in off whenever charging is stopped.
+/// The guard (docs/guard.md §5 to §8) on the published limits: the cell and temperature windows,
+/// the packs' own limits, old data, and feed-in off whenever charging is stopped.
 fn host_rules_hold(
     run: &Run,
     batteries: &[Battery],

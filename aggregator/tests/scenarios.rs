@@ -87,7 +87,7 @@ fn a_high_cell_reduces_the_cvl_disables_feed_in_and_restores_it_after_recovery()
         .await;
         assert!(ok, "no reduction: {items:?}\n{}", w.daemon.log_text());
         // Each battery's sum less its cells' excess over 3.50 V: Bat2 15 × 3.40 + 3.56 − 0.06
-        // = 54.50 V, Bat1 16 × 3.40 = 54.40 V; the lowest wins (REFERENCE §1.7.4).
+        // = 54.50 V, Bat1 16 × 3.40 = 54.40 V; the lowest wins (docs/strategies.md §2.4).
         let cvl = num(&items, "/Info/MaxChargeVoltage").unwrap();
         assert!((cvl - 54.4).abs() < 0.011, "CVL {cvl}");
         let mut feed_in = None;

@@ -151,7 +151,7 @@ fn sender(msg: &Message) -> String {
         .unwrap_or_default()
 }
 
-/// The paths dbus-serialbattery publishes (REFERENCE.md §1.4) and their D-Bus types.
+/// The paths dbus-serialbattery publishes (docs/reading.md §1) and their D-Bus types.
 fn battery_paths(cells: usize) -> Vec<(String, &'static str)> {
     let mut paths: Vec<(String, &str)> = [
         ("/Mgmt/ProcessName", "s"),

@@ -90,8 +90,8 @@ async fn feed_in_becomes(w: &World, value: f64) -> Option<f64> {
     }
 }
 
-/// §3: both drivers of a two-pack bank restart together, and a one-pack bank's driver
-/// restarts, each inside `hold_for`: discharge never stops, feed-in is never touched.
+/// docs/battery-states.md §9: both drivers of a two-pack bank restart together, and a one-pack
+/// bank's driver restarts, each inside `hold_for`: discharge never stops, feed-in is never touched.
 #[test]
 fn drivers_restarting_inside_the_hold_never_stop_discharging() {
     runtime().block_on(async {
@@ -142,9 +142,10 @@ fn drivers_restarting_inside_the_hold_never_stop_discharging() {
     });
 }
 
-/// §5: a start on a healthy bank (its batteries coming a few seconds after the daemon) never
-/// writes the setting; a high cell then turns feed-in off with the episode saved first; the
-/// restore, once read back, is forgotten, so a later start leaves a change the user made.
+/// docs/feedin.md §2, §3 and §5: a start on a healthy bank (its batteries coming a few seconds
+/// after the daemon) never writes the setting; a high cell then turns feed-in off with the episode
+/// saved first; the restore, once read back, is forgotten, so a later start leaves a change the
+/// user made.
 #[test]
 fn feed_in_is_touched_only_for_a_cause_dvcc_sees_and_a_confirmed_restore_is_forgotten() {
     runtime().block_on(async {
@@ -199,8 +200,8 @@ fn feed_in_is_touched_only_for_a_cause_dvcc_sees_and_a_confirmed_restore_is_forg
     });
 }
 
-/// §5: a settings service that takes the feed-in write and never answers: the ticks go on
-/// (several between the write and its time-out, none held for it) and the high cell's CCL 0
+/// docs/tick.md §5: a settings service that takes the feed-in write and never answers: the ticks go
+/// on (several between the write and its time-out, none held for it) and the high cell's CCL 0
 /// is published by the tick that saw the cell.
 #[test]
 fn a_settings_service_that_never_answers_holds_no_tick() {
@@ -279,8 +280,8 @@ fn a_settings_service_that_never_answers_holds_no_tick() {
     });
 }
 
-/// §6: a high cell latches; the daemon is killed while the cell is back inside the hysteresis
-/// band; the new one starts with the latch from the state file: charging stays stopped.
+/// docs/guard.md §5: a high cell latches; the daemon is killed while the cell is back inside the
+/// hysteresis band; the new one starts with the latch from the state file: charging stays stopped.
 #[test]
 fn the_high_cell_latch_survives_a_kill_inside_its_hysteresis() {
     runtime().block_on(async {
@@ -311,9 +312,9 @@ fn the_high_cell_latch_survives_a_kill_inside_its_hysteresis() {
     });
 }
 
-/// §7: a strategy that fails from its first tick: charging stops at once, discharging goes on
-/// with what the packs allow, then stops after `plugin_failures` faults in a row, logged once
-/// and named in the mode text.
+/// docs/guard.md §3: a strategy that fails from its first tick: charging stops at once, discharging
+/// goes on with what the packs allow, then stops after `plugin_failures` faults in a row, logged
+/// once and named in the mode text.
 #[test]
 fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
     runtime().block_on(async {

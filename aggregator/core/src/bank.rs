@@ -1,4 +1,4 @@
-//! The merge of SPEC §5: many battery readings in, one bank out. Pure: no I/O, no clock.
+//! The merge of docs/bank.md §2: many battery readings in, one bank out. Pure: no I/O, no clock.
 
 use crate::reading::{BatteryReading, ALARMS};
 

@@ -1,4 +1,4 @@
-//! The Coulomb counter of SPEC §7: the bank's charge in Ah, integrated from the current.
+//! The Coulomb counter of docs/counter.md §1: the bank's charge in Ah, integrated from the current.
 //!
 //! Math only. The state module persists [`CoulombCounter::charge_ah`]; the tick decides when,
 //! by asking [`CoulombCounter::wants_save`].
@@ -12,7 +12,7 @@ pub struct CoulombCounter {
     save_precision: f64,
 }
 
-/// What the counter publishes (SPEC §7).
+/// What the counter publishes (docs/counter.md §5).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CounterOutputs {
     /// `/Soc`: 100 · charge / capacity.

@@ -1,5 +1,5 @@
-//! Which services are batteries, and their display names (SPEC §2). Pure: the bus module hands
-//! over each service's name and nameplate paths; this decides.
+//! Which services are batteries, and their display names (docs/discovery.md §2 and §3). Pure: the
+//! bus module hands over each service's name and nameplate paths; this decides.
 
 use std::collections::BTreeMap;
 

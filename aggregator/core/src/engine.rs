@@ -1,4 +1,4 @@
-//! One tick of SPEC §1 without the bus: batteries and devices in, everything to publish and
+//! One tick of docs/tick.md §1 without the bus: batteries and devices in, everything to publish and
 //! every request out.
 //!
 //! ```text
@@ -122,7 +122,7 @@ pub struct Outcome {
     /// Names of the batteries left out for their cell count.
     pub left_out: Vec<String>,
     /// Expected batteries never found (`batteries.expected` minus those known): a degraded
-    /// bank as if they were lost (SPEC §2).
+    /// bank as if they were lost (docs/discovery.md §5).
     pub missing: u32,
     /// `/Dc/0/Current` (from the current source, else the BMS sum).
     pub current_a: Option<f64>,
@@ -217,7 +217,7 @@ impl BankSnapshot {
         }
     }
 
-    /// A battery lost, left out or an expected one never found (SPEC §4).
+    /// A battery lost, left out or an expected one never found (docs/battery-states.md §8).
     fn degraded(&self) -> bool {
         !self.lost.is_empty() || !self.left_out.is_empty() || self.missing > 0
     }
@@ -292,9 +292,9 @@ impl Engine {
     }
 
     /// An engine whose plugins may have failed to build (`Err` holds the constructor's error).
-    /// Without a strategy every tick is a strategy fault of SPEC §9: CCL 0, and DCL 0 as no
-    /// good limits exist; the mode names the error. Without a current source every tick uses
-    /// the batteries' own current, as SPEC §6 says for a source that has no value.
+    /// Without a strategy every tick is a strategy fault of docs/guard.md §3: CCL 0, and DCL 0 as
+    /// no good limits exist; the mode names the error. Without a current source every tick uses
+    /// the batteries' own current, as docs/current.md §1 says for a source that has no value.
     pub fn with_failures(
         settings: Settings,
         strategy_name: &str,
@@ -979,8 +979,8 @@ impl Engine {
         parts.join("; ")
     }
 
-    /// SPEC §4: limits while batteries are lost; while one is held (stale), both limits are
-    /// scaled to the batteries online, as old data must not get full current.
+    /// docs/battery-states.md §8: limits while batteries are lost; while one is held (stale), both
+    /// limits are scaled to the batteries online, as old data must not get full current.
     fn degrade(&self, limits: Limits, bank: &BankSnapshot, expected: u32) -> Limits {
         let share = if expected > 0 {
             f64::from(bank.online.min(expected)) / f64::from(expected)

@@ -1,4 +1,4 @@
-//! The safety envelope of SPEC §9: what the host enforces on every strategy result.
+//! The safety envelope of docs/guard.md §2 to §4: what the host enforces on every strategy result.
 //!
 //! A strategy is a plugin, possibly a third party's; whatever it returns, the published limits
 //! stay within the user's `safety` section. Finite values beyond a bound are clamped to it. A

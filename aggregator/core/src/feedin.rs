@@ -1,4 +1,4 @@
-//! The host owns DC-coupled feed-in, `/Settings/CGwacs/OvervoltageFeedIn` (issue 14 §1).
+//! The host owns DC-coupled feed-in, `/Settings/CGwacs/OvervoltageFeedIn` (docs/feedin.md §1).
 //!
 //! While feed-in is 1, DVCC runs the solar chargers at their maximum whatever the CCL, so a
 //! CCL of 0, or one the host lowered, does nothing on a DC-coupled PV system. Each tick the

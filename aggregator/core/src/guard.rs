@@ -1,4 +1,4 @@
-//! The host's own limits on every strategy (issue 14 §2–§4, §7): cell voltage and temperature
+//! The host's own limits on every strategy (docs/guard.md §5 to §11): cell voltage and temperature
 //! windows, the packs' own current limits, and chemistry mismatch. Applied after the envelope,
 //! so no strategy, built-in or third party, can get around them.
 //!
@@ -565,8 +565,8 @@ impl Guard {
         cap.is_finite().then_some(cap)
     }
 
-    /// Each pack's share of the bank current, a fall smoothed over a few seconds; only measured while
-    /// the bank current is large enough to tell shares apart, and measured again from scratch
+    /// Each pack's share of the bank current, a fall smoothed over a few seconds; only measured
+    /// while the bank current is large enough to tell shares apart, and measured again from scratch
     /// when the bank current changes direction (charge and discharge split differently).
     fn update_shares(&mut self, batteries: &[Battery], bank_current: f64, dt_s: f64) {
         // Shares measured with another set of packs online say nothing of this one: start

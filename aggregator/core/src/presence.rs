@@ -1,4 +1,5 @@
-//! Whether each battery is online, stale or lost (SPEC §4), from the readings over time.
+//! Whether each battery is online, stale or lost (docs/battery-states.md §1 to §6), from the
+//! readings over time.
 //!
 //! Pure: the caller passes a monotonic time in seconds with every observation. A battery is
 //! **online** while its reading is complete ([`BatteryReading::check`]) and not frozen,

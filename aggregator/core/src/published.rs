@@ -1,4 +1,5 @@
-//! The paths of the published battery (SPEC §5 and §10) and what changed since the last tick.
+//! The paths of the published battery (docs/service.md §2 and §4) and what changed since the last
+//! tick.
 //!
 //! [`Published`] holds the value of every path. Each tick [`Published::update`] fills it from
 //! the engine's [`Outcome`] and returns only the paths whose value changed by Python equality,
@@ -133,7 +134,8 @@ impl Published {
         cells: u32,
         cell_paths: &[(String, Option<f64>)],
     ) -> Vec<String> {
-        // With no battery left, the last voltage stays (SPEC §4): DVCC keeps a sane reference.
+        // With no battery left, the last voltage stays (docs/battery-states.md §9): DVCC keeps a
+        // sane reference.
         let last_voltage = self
             .get("/Dc/0/Voltage")
             .map_or(Value::Invalid, |i| i.value.clone());
@@ -143,7 +145,7 @@ impl Published {
             last_voltage,
         };
         let mut alarms = outcome.merged.alarms;
-        // A battery lost or never found, or none online or held at all (SPEC §4).
+        // A battery lost or never found, or none online or held at all (docs/service.md §6).
         if !outcome.lost.is_empty()
             || !outcome.left_out.is_empty()
             || outcome.missing > 0
@@ -210,7 +212,7 @@ fn id_of(e: &Option<Extreme>) -> Value {
         .map_or(Value::Invalid, |e| Value::Text(e.id.clone()))
 }
 
-/// A data path: its text format (REFERENCE §1.3, HEAD §3.8) and how its value is made.
+/// A data path: its text format (docs/service.md §4 and §5) and how its value is made.
 type DataPath = (&'static str, TextFormat, fn(&Tick<'_>) -> Value);
 
 /// Every data path: the one list from which the paths are made and filled each tick.
@@ -319,7 +321,7 @@ const DATA_PATHS: &[DataPath] = &[
 ];
 
 /// `/Voltages/<battery>_Cell<k>`: the battery name with every run of characters outside
-/// `[A-Za-z0-9_]` removed (REFERENCE §1.3).
+/// `[A-Za-z0-9_]` removed (docs/service.md §9).
 pub fn cell_path(battery: &str, cell: usize) -> String {
     let name: String = battery
         .chars()

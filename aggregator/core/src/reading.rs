@@ -421,7 +421,7 @@ impl std::fmt::Display for Unusable {
 }
 
 impl BatteryReading {
-    /// Checks that the reading can be merged (SPEC §3): voltage, current and installed
+    /// Checks that the reading can be merged (docs/reading.md §5): voltage, current and installed
     /// capacity (above 0) valid and finite (cell data is optional: CAN packs often publish
     /// none), the three BMS limits too when the
     /// strategy passes them through, and the BMS connected. A battery that puts garbage on the

@@ -1,5 +1,5 @@
-//! What a published D-Bus path holds, and how it reads as text (VENUS-DBUS.md §1.4,
-//! REFERENCE.md §0.2 and §1.3).
+//! What a published D-Bus path holds, and how it reads as text (docs/venus.md §2,
+//! docs/service.md §5).
 //!
 //! Venus consumers show the `Text` of an item verbatim, so the texts follow the program this
 //! replaces: `52.10V` where a path has a format, Python's `str()` where it has none (`55.0`,

@@ -1,5 +1,5 @@
 //! Calls to other services: the bus daemon (`ListNames`, `GetNameOwner`), any BusItem service
-//! (`GetItems`, `GetValue`, `SetValue`) and localsettings (`AddSettings`, VENUS-DBUS.md §4).
+//! (`GetItems`, `GetValue`, `SetValue`) and localsettings (`AddSettings`, docs/venus.md §7).
 //! Every call has a time limit, so a service that hangs cannot stall the daemon; a call made
 //! from the tick runs as a [`Background`] call, whose answer a later tick picks up.
 

@@ -1,4 +1,4 @@
-//! A service in the `com.victronenergy.BusItem` style (VENUS-DBUS.md §1 and §2): one object per
+//! A service in the `com.victronenergy.BusItem` style (docs/venus.md §1 and §5): one object per
 //! path, tree nodes above them, the root with `GetItems` and `ItemsChanged`.
 //!
 //! Method calls are answered by hand from one table rather than by one registered object per

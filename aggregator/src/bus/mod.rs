@@ -46,7 +46,7 @@ pub fn peer_error(service: &str, err: &zbus::Error) -> String {
 }
 
 /// Which bus: the session bus when `DBUS_SESSION_BUS_ADDRESS` is set, else the system bus
-/// (the rule of every Venus program, VENUS-DBUS.md §2) at `DBUS_SYSTEM_BUS_ADDRESS` or its
+/// (the rule of every Venus program, docs/venus.md §4) at `DBUS_SYSTEM_BUS_ADDRESS` or its
 /// standard socket.
 pub fn address() -> String {
     ["DBUS_SESSION_BUS_ADDRESS", "DBUS_SYSTEM_BUS_ADDRESS"]

@@ -1,4 +1,4 @@
-//! The consumer side (VENUS-DBUS.md §3.3): a cache of the values of every service we read,
+//! The consumer side (docs/venus.md §6): a cache of the values of every service we read,
 //! kept current by signals.
 //!
 //! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
@@ -95,7 +95,7 @@ impl Class {
     }
 }
 
-/// The feed-in setting (SPEC §0).
+/// The feed-in setting (docs/feedin.md §1).
 pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
 
 /// A service's values by path.

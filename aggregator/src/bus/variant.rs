@@ -1,4 +1,4 @@
-//! Values on the wire (VENUS-DBUS.md §1.4), the one place that decides how: [`Encoded`] for
+//! Values on the wire (docs/venus.md §2), the one place that decides how: [`Encoded`] for
 //! what we send, [`Held`] and [`Field::read`] for what we read. zbus's values (here) and the
 //! value connection's hand-written encoder and decoder ([`wire`](crate::bus::wire)) both go
 //! through them, so the two cannot drift apart.

@@ -55,8 +55,8 @@ pub fn check(file: &Path, plugins_dir: Option<&Path>) -> Checked {
 /// that is not there, leaves the host without a configuration or a plugin to run; that is the
 /// user's to fix, `check-config` reports it, and `run` exits with the config error code. Once
 /// the file parses and the plugin is loaded, the host knows its bounds, its service name and
-/// what to publish, and a constructor failing is a plugin fault like any other (SPEC §9: the
-/// process keeps running, the tick publishes the fail-safe limits). Exiting would also leave
+/// what to publish, and a constructor failing is a plugin fault like any other (docs/guard.md §3:
+/// the process keeps running, the tick publishes the fail-safe limits). Exiting would also leave
 /// DVCC with no controlling battery and the supervisor restarting the daemon for ever.
 /// `check-config` still counts the constructor's errors as errors.
 pub fn check_to_run(file: &Path, plugins_dir: Option<&Path>) -> Checked {
@@ -217,7 +217,7 @@ fn check_source(source: Source, file: &Path, plugins_dir: Option<&Path>, to_run:
     }
 }
 
-/// The host's part of the voltage orders (issue 14 §7): a strategy section's top-level keys
+/// The host's part of the voltage orders (docs/guard.md §13): a strategy section's top-level keys
 /// named `*_voltage` or `*_voltages`, or holding `cell_voltage` in their name (a cell voltage
 /// that sets something off, as `max_cell_voltage_soc_full`), are per-cell voltages by
 /// convention, and must lie inside

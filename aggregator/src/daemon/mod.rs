@@ -1,4 +1,4 @@
-//! `run`: the daemon. Connects, reads the bus through the monitor, runs the tick of SPEC §1
+//! `run`: the daemon. Connects, reads the bus through the monitor, runs the tick of docs/tick.md §1
 //! every `update_interval`, publishes the aggregate battery and carries out the requests.
 //!
 //! ```text
@@ -97,7 +97,7 @@ async fn connect_with_retry() -> BusConnection {
     }
 }
 
-/// What `com.victronenergy.settings` holds for us (VENUS-DBUS.md §4.3), after `AddSettings`
+/// What `com.victronenergy.settings` holds for us (docs/venus.md §7), after `AddSettings`
 /// created what was missing: the device instance (`None` when its value makes no sense) and
 /// the custom name.
 async fn ask_settings(
@@ -302,7 +302,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
     let published = Published::new(&device);
     let (conn, monitor, exported) = attach_patiently(link, &own, &uid, &published).await;
 
-    // The strategy says whether the batteries' own limits must be valid (SPEC §3).
+    // The strategy says whether the batteries' own limits must be valid (docs/reading.md §5).
     let pass_through = scan
         .find(&config.strategy.plugin, PluginKind::Strategy)
         .is_some_and(|plugin| plugin.needs_battery_limits);

@@ -1,7 +1,7 @@
 //! The 4.x `config.ini`, read as the 4.x program reads it: `config.default.ini` first, then the
 //! user's file over it, both with a `[DEFAULT]` section only; an option the defaults file does
 //! not have is an error, as there. Without a defaults file beside the user's, the 4.x defaults
-//! (REFERENCE.md §3.2) stand in for it.
+//! (docs/commands.md §3) stand in for it.
 //!
 //! Values are typed by the 4.x parsers: a bool is true only for the text `true` (any case), an
 //! empty int or float is 0, a list is split over lines and commas with `;` comments cut, and

@@ -1,4 +1,4 @@
-//! Finding and loading plugins from disk (SPEC §13).
+//! Finding and loading plugins from disk (docs/commands.md §2).
 //!
 //! A plugin is a file of `paths.plugins_dir` whose name ends in `.so` (cargo names a cdylib
 //! `lib<crate>.so`) exporting the root module of `plugin-api`; other files are skipped.

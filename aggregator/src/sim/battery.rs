@@ -1,6 +1,6 @@
 //! A simulated dbus-serialbattery battery: its state (the state of charge, integrated from the
 //! current) and every path it publishes, derived from the scenario's segment at this moment
-//! the way dbus-serialbattery derives them (REFERENCE.md §1.4, VENUS-DBUS.md §2 and §5).
+//! the way dbus-serialbattery derives them (docs/reading.md §1, docs/venus.md §5 and §9).
 
 use crate::sim::scenario::{BatterySpec, CellData, Override, Segment, ALARMS};
 use aggregator_core::value::{TextFormat, Value};
@@ -8,7 +8,7 @@ use aggregator_core::value::{TextFormat, Value};
 /// One published path: its value and text.
 pub(crate) type Item = (String, Value, String);
 
-/// dbus-serialbattery's product id (VENUS-DBUS.md §2).
+/// dbus-serialbattery's product id (docs/venus.md §10).
 const SERIALBATTERY_PRODUCT_ID: i64 = 0xBA77;
 /// Temperature of a battery at rest.
 const TEMPERATURE_C: f64 = 22.0;

@@ -1,6 +1,6 @@
 //! The other simulated Venus devices: the Multi (`vebus`), solar chargers, a SmartShunt and
 //! `com.victronenergy.system`, each reduced to the paths a battery aggregator reads
-//! (REFERENCE.md §1.4) plus the mandatory ones (VENUS-DBUS.md §2).
+//! (docs/reading.md §1) plus the mandatory ones (docs/venus.md §5).
 
 use crate::sim::battery::{round, Item};
 use crate::sim::scenario::{DcDeviceSpec, ShuntSpec};
@@ -9,7 +9,7 @@ use aggregator_core::value::{TextFormat, Value};
 /// `/ProductId` of a SmartShunt 500A/50mV.
 const SMARTSHUNT_500A_PRODUCT_ID: i64 = 0xA389;
 
-/// The mandatory paths of a Victron device (VENUS-DBUS.md §2).
+/// The mandatory paths of a Victron device (docs/venus.md §5).
 fn mandatory(
     process: &str,
     connection: &str,

@@ -1,5 +1,5 @@
 //! One simulated service on its own bus connection, as a separate Venus program would be:
-//! registered the velib way (every path first, then the name, VENUS-DBUS.md §2), publishing
+//! registered the velib way (every path first, then the name, docs/venus.md §5), publishing
 //! changes as `PropertiesChanged` or `ItemsChanged`, and able to leave the bus and come back
 //! with a new connection (a restarted driver).
 

@@ -1,5 +1,5 @@
 //! A simulated `com.victronenergy.settings` that behaves like localsettings where a battery
-//! service touches it (VENUS-DBUS.md §4): typed settings with `SetValue` coercion and limits,
+//! service touches it (docs/venus.md §7): typed settings with `SetValue` coercion and limits,
 //! `AddSetting` and `AddSettings` on group objects with localsettings' error codes, and the
 //! `ClassAndVrmInstance` allocation that hands out the next free device instance.
 //!
@@ -26,10 +26,10 @@ pub(crate) const SETTINGS_NAME: &str = "com.victronenergy.settings";
 const SETTINGS_INTERFACE: &str = "com.victronenergy.Settings";
 /// Created at start from the scenario.
 const OVERVOLTAGE_FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
-/// The last element of a device instance allocation (VENUS-DBUS.md §4.3).
+/// The last element of a device instance allocation (docs/venus.md §7).
 const CLASS_AND_VRM_INSTANCE: &str = "/ClassAndVrmInstance";
 
-/// localsettings' `AddSetting` error codes (VENUS-DBUS.md §4.1).
+/// localsettings' `AddSetting` error codes (docs/venus.md §7).
 mod code {
     pub const NOT_A_GROUP: i32 = -1;
     pub const UNDERSCORE: i32 = -2;
@@ -483,7 +483,7 @@ fn join(object: &str, rel: &str) -> String {
 }
 
 /// A `class:instance` value moved to the next instance no other `ClassAndVrmInstance` of the
-/// same class holds (VENUS-DBUS.md §4.3); other settings and values unchanged.
+/// same class holds (docs/venus.md §7); other settings and values unchanged.
 fn allocate(settings: &BTreeMap<String, Setting>, path: &str, value: Value) -> Value {
     if !path.ends_with(CLASS_AND_VRM_INSTANCE) {
         return value;

@@ -1,6 +1,6 @@
 //! Current source `bms`: the bank current is the sum of the BMS currents.
 //!
-//! This is what the original service does with `CURRENT_FROM_VICTRON = False` (REFERENCE §1.6.4):
+//! This is what the original service does with `CURRENT_FROM_VICTRON = False` (docs/current.md §2):
 //! `Current` = Σ BMS `/Dc/0/Current` and `Power` = Σ BMS `/Dc/0/Power`. The host already merges
 //! those sums, so the plugin only hands them back. It is the right choice when no Victron device
 //! measures the battery current, and it is always available, which is why it never returns

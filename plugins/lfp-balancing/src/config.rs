@@ -1,6 +1,6 @@
 //! The plugin's section of `config.yaml`: keys, defaults and checks.
 //!
-//! Defaults are the LTO values of the original v3.4 `settings.py` (REFERENCE.md §1.11), so a
+//! Defaults are the LTO values of the original v3.4 `settings.py` (docs/strategies.md §2.1), so a
 //! missing section behaves like the program this replaces.
 
 use plugin_api::{Checker, PluginConfig};

@@ -1,6 +1,6 @@
 //! `lfp-balancing`: monthly CVL with periodic balancing, dynamic CVL reduction, CCL/DCL curves
-//! and the discharge latch: the original's `OWN_CHARGE_PARAMETERS = True` policy (REFERENCE.md
-//! §1.7) with the fixes of SPEC.md §8.1.
+//! and the discharge latch: the original's `OWN_CHARGE_PARAMETERS = True` policy with the
+//! fixes docs/strategies.md §2 names.
 //!
 //! Each tick, in the original's order:
 //! 1. the balancing phase picks the month's voltage or the balancing voltage;
@@ -108,8 +108,8 @@ impl LfpBalancing {
         })
     }
 
-    /// Steps the balancing phase (REFERENCE §1.7.2, in that order) and returns the phase's CVL
-    /// and mode text.
+    /// Steps the balancing phase (docs/strategies.md §2.2, in that order) and returns the phase's
+    /// CVL and mode text.
     fn balance(&mut self, bank: &BankView, targets: &Targets) -> (f64, &'static str) {
         let today = bank.date;
         let at_goal =

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! The original kept only the day of the year of the last balancing; everything else started
-//! afresh, so a restart mid-balancing or with feed-in switched off by it lost track (REFERENCE
-//! §7). Every field is required: a state that does not parse is refused as a whole.
+//! afresh, so a restart mid-balancing or with feed-in switched off by it lost track
+//! (docs/strategies.md §2.7). Every field is required: a state that does not parse is refused as a
+//! whole.
 
 use plugin_api::LocalDate;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ pub enum FeedIn {
     /// Disabled because a BMS blocks charge: restored as soon as it no longer does.
     Disabled,
     /// Disabled during an episode with dynamic CVL: restored once that is over and the cells
-    /// are back within `cell_diff_max`, as HEAD does.
+    /// are back within `cell_diff_max`, as the Python dbus-aggregate-batteries did.
     DisabledUntilBalanced,
 }
 

@@ -1,4 +1,4 @@
-//! Behaviour of the whole tick: parity with REFERENCE.md §5, balancing over simulated days,
+//! Behaviour of the whole tick: parity with docs/strategies.md §2.6, balancing over simulated days,
 //! feed-in requests, the discharge latch and the counter resets.
 
 use plugin_api::{BankView, FeedInRequest, SocReset, StrategyImpl};

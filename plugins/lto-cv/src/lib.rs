@@ -1,5 +1,5 @@
 //! `lto-cv`: the constant-voltage charge policy of the original version 0.1 for LTO banks
-//! (REFERENCE.md §6.4, Variant A; SPEC.md §8.2).
+//! (docs/strategies.md §3).
 //!
 //! * CVL is N × `charge_voltage`. Once the highest cell reaches `max_cell_voltage`, CVL follows
 //!   the bank voltage minus that cell's excess, so the chargers stop pushing before the BMS has
@@ -17,7 +17,7 @@ use plugin_api::{
 use serde::Deserialize;
 
 /// The plugin's `strategy.config` section. Defaults are the settings of version 0.1
-/// (REFERENCE.md §6.2); voltages are per cell.
+/// (docs/strategies.md §3); voltages are per cell.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

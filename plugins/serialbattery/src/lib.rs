@@ -1,5 +1,5 @@
-//! `serialbattery`: pass the BMSs' own charge limits through (SPEC.md §8.3; the original's
-//! `OWN_CHARGE_PARAMETERS = False`, REFERENCE.md §1.8 and §3.6).
+//! `serialbattery`: pass the BMSs' own charge limits through (docs/strategies.md §4; the original's
+//! `OWN_CHARGE_PARAMETERS = False`).
 //!
 //! Each active battery (online or stale) brings its `/Info/MaxChargeVoltage`,
 //! `/Info/MaxChargeCurrent` and `/Info/MaxDischargeCurrent`; the bank publishes
@@ -32,8 +32,8 @@ pub enum CvlRule {
     Min,
     /// The highest CVL until every active battery's charge mode contains `Float`, then the
     /// lowest, so the last battery to finish still gets its absorption voltage. This is the
-    /// documented meaning of `KEEP_MAX_CVL`; HEAD's code switches on the first battery in Float
-    /// instead (REFERENCE.md §7 item 16).
+    /// documented meaning of `KEEP_MAX_CVL`; the 4.x program's code switches on the first
+    /// battery in Float instead (docs/strategies.md §4).
     KeepMaxUntilAllFloat,
 }
 
@@ -45,8 +45,8 @@ pub enum LimitsRule {
     /// limit when the current splits evenly.
     #[default]
     MinTimesCount,
-    /// The sum of the limits (HEAD's `CAN_batteries`): for BMSs whose limits already reflect
-    /// their share.
+    /// The sum of the limits (the 4.x program's `CAN_batteries`): for BMSs whose limits already
+    /// reflect their share.
     Sum,
 }
 
@@ -82,7 +82,7 @@ pub struct Config {
     /// Lowest-cell voltage at or below which the counter is reset to empty (with `zero_soc`), V.
     #[serde(default)]
     pub min_cell_voltage_soc_empty: Option<f64>,
-    /// Allow the reset to empty (HEAD's `ZERO_SOC`, off by default as there).
+    /// Allow the reset to empty (the 4.x program's `ZERO_SOC`, off by default as there).
     #[serde(default)]
     pub zero_soc: bool,
     /// With `keep_max_until_all_float`: a battery whose CVL is this much (V) below the highest
@@ -256,9 +256,9 @@ fn is_float(mode: &ROption<RString>) -> bool {
 impl StrategyImpl for SerialBattery {
     /// One tick of pass-through.
     ///
-    /// `min_times_count` multiplies by `bank.batteries_online`, as SPEC.md §8.3 says ("min ×
-    /// batteries online"), not by the active count: a stale battery's last limits still bound
-    /// the minimum, but it is not trusted to take its share of the current.
+    /// `min_times_count` multiplies by `bank.batteries_online`, as docs/strategies.md §4 says
+    /// ("the lowest CCL (DCL) × batteries online"), not by the active count: a stale battery's
+    /// last limits still bound the minimum, but it is not trusted to take its share of the current.
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
         let active: Vec<&BatteryView> = bank.active_batteries().collect();
         if active.is_empty() {
@@ -439,8 +439,8 @@ mod tests {
 
     #[test]
     fn pass_through_parity_min_times_batteries() {
-        // REFERENCE.md §1.8: `_min(CCLs) * NR_OF_BATTERIES`; Python prints 33.3 * 3 as
-        // 99.89999999999999 and 99.9 * 3 as 299.70000000000005.
+        // docs/strategies.md §4: `_min(CCLs) * NR_OF_BATTERIES` in version 3.4; Python prints
+        // 33.3 * 3 as 99.89999999999999 and 99.9 * 3 as 299.70000000000005.
         let out = run(&bank(three()));
         assert_eq!(out.ccl_a, 99.89999999999999);
         assert_eq!(out.dcl_a, 299.70000000000005);

@@ -1,7 +1,7 @@
 //! Current source `smartshunt`: one battery-monitor SmartShunt measures the whole bank.
 //!
 //! For a master shunt between the bank and everything else (the original
-//! `SMARTSHUNT_AS_BATTERY_CURRENT`, REFERENCE §3.5): `I` = that shunt's `/Dc/0/Current`,
+//! `SMARTSHUNT_AS_BATTERY_CURRENT`, docs/current.md §4): `I` = that shunt's `/Dc/0/Current`,
 //! `P` = bank voltage × `I`. Unlike the original, which summed every battery shunt and subtracted
 //! the DC meters, exactly one shunt counts here; a bank measured by several shunts is the
 //! `victron` source with `use_multi: false`.
@@ -29,7 +29,7 @@ pub struct Config {
     pub shunt: Option<DeviceRef>,
     /// Flip the sign, for a shunt wired the other way round. The original ignored
     /// `INVERT_SMARTSHUNTS` in this mode although its README recommended it for exactly this
-    /// (REFERENCE §7 item 23); here it applies.
+    /// (docs/current.md §4); here it applies.
     #[serde(default)]
     pub invert: bool,
 }

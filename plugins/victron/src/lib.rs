@@ -13,10 +13,10 @@
 //! before the plugin sees them, see `DcClass`). A DC meter counted among `smartshunts` is not
 //! counted again as a DC load.
 //!
-//! This is the original `CURRENT_FROM_VICTRON` block (REFERENCE §1.6.4, §3.5 "Current source")
+//! This is the original `CURRENT_FROM_VICTRON` block (docs/current.md §3)
 //! with its failure modes made explicit: whenever a device the config relies on is missing or
 //! has no valid current, [`CurrentSourceImpl::measure`] returns `None` and the host falls back to
-//! the BMS sum, logging that once per episode instead of every second (REFERENCE §7 item 26).
+//! the BMS sum, logging that once per episode instead of every second (docs/current.md §1).
 //!
 //! ```yaml
 //! current_source:
@@ -201,7 +201,7 @@ impl VictronCurrent {
             .iter()
             .map(|multi| match multi.connected {
                 // A switched-off inverter carries no DC current, and its /Dc/0/Current is then
-                // often stale or invalid (REFERENCE §3.5).
+                // often stale or invalid (docs/current.md §3).
                 ROption::RSome(0) => Some(0.0),
                 _ => valid(multi.current_a),
             })
@@ -268,8 +268,8 @@ impl VictronCurrent {
     }
 
     /// False when no device at all is counted: without a Multi, a solar charger or a selected
-    /// shunt the sum is a constant 0 A, which the original published for good (REFERENCE §3.5,
-    /// "Misconfiguration"); no measurement lets the host fall back to the BMS and say why.
+    /// shunt the sum is a constant 0 A, which the original published for good (docs/current.md §3);
+    /// no measurement lets the host fall back to the BMS and say why.
     fn counts_a_device(&self, inputs: &CurrentInputs) -> bool {
         self.config.use_multi
             || (self.config.solar_chargers && !inputs.solar_chargers.is_empty())
