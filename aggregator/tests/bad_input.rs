@@ -9,11 +9,11 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aggregator::bus::client;
-use aggregator::bus::variant::Field;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{num, until};
 use support::world::{runtime, World};
+use venus_bus::client;
+use venus_bus::variant::Field;
 use zbus::zvariant::OwnedValue;
 
 type Items = HashMap<String, (OwnedValue, String)>;

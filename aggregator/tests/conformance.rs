@@ -6,11 +6,11 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use futures_lite::StreamExt;
 use support::bus::{call, client, items, num, until, wait_for_name, Daemon, OWN};
 use support::world::{runtime, World};
+use venus_bus::private::PrivateBus;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, MatchRule, MessageStream};
 

@@ -4,13 +4,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
 use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
 };
 use support::world::{runtime, World};
+use venus_bus::private::PrivateBus;
 
 use support::TWO_BATTERIES as SCENARIO;
 

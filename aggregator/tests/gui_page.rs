@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aggregator::bus::variant::Field;
 use support::bus::{text, until};
 use support::world::{runtime, World};
+use venus_bus::variant::Field;
 use zbus::zvariant::OwnedValue;
 
 const NAME: &str = "dbus-aggregate-batteries";

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aggregator::sim::Scenario;
+use aggregator_sim::Scenario;
 use support::offline::{number, rows, scenarios, simulate, Row};
 use support::world::World;
 

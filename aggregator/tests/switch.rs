@@ -8,9 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use aggregator::bus::client::get_value;
 use support::bus::{num, until};
 use support::world::{runtime, World};
+use venus_bus::client::get_value;
 
 const SETTINGS: &str = "com.victronenergy.settings";
 

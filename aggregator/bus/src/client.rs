@@ -9,8 +9,8 @@ use std::time::Duration;
 use zbus::zvariant::{OwnedValue, Value as Wire};
 use zbus::Connection;
 
-use crate::bus::export::BUS_ITEM;
-use crate::bus::variant::{to_wire, Field};
+use crate::export::BUS_ITEM;
+use crate::variant::{to_wire, Field};
 use aggregator_core::value::Value;
 
 /// Longest wait for one answer.

@@ -19,9 +19,9 @@ use zbus::message::{Header, Message, Type};
 use zbus::zvariant::{Endian, OwnedValue, Value as Wire};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::bus::socket::MessageWriter;
-use crate::bus::variant::{dbus_string, text_to_wire, to_wire, Field};
-use crate::bus::{wire, BusConnection};
+use crate::socket::MessageWriter;
+use crate::variant::{dbus_string, text_to_wire, to_wire, Field};
+use crate::{wire, BusConnection};
 use aggregator_core::value::Value;
 
 /// The interface of every item, node and root.

@@ -4,7 +4,7 @@
 //! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
 //! main (zbus) connection, which wakes us when a service comes or goes; every
 //! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface on the value
-//! connection ([`raw`](crate::bus::raw)), which is read at each tick up to a barrier (so the
+//! connection ([`raw`](crate::raw)), which is read at each tick up to a barrier (so the
 //! cache holds everything the bus delivered before the tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
 //! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
 //! service sent them). Signals are routed by the sender's unique name; a signal from a service
@@ -24,11 +24,11 @@ use zbus::{Connection, MatchRule, Message, MessageStream};
 use aggregator_core::reading::is_battery_path;
 use plugin_api::DcClass;
 
-use crate::bus::client::{self, CALL_TIMEOUT};
-use crate::bus::export::BUS_ITEM;
-use crate::bus::raw::{readable, CallSender, RawConnection};
-use crate::bus::variant::Field;
-use crate::bus::wire::{self, Kind};
+use crate::client::{self, CALL_TIMEOUT};
+use crate::export::BUS_ITEM;
+use crate::raw::{readable, CallSender, RawConnection};
+use crate::variant::Field;
+use crate::wire::{self, Kind};
 
 /// The kinds of service we read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -364,6 +364,15 @@ pub struct Monitor {
     inner: Arc<Inner>,
 }
 
+/// The match rules of the value connection: every value signal of every `BusItem` service
+/// (`PropertiesChanged` of one path, `ItemsChanged` of many at the root).
+pub fn value_rules() -> [String; 2] {
+    [
+        format!("type='signal',interface='{BUS_ITEM}',member='PropertiesChanged'"),
+        format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'"),
+    ]
+}
+
 impl Monitor {
     /// Subscribes, lists the bus and starts scanning; `own` is our published name, never read.
     /// The value connection goes to the bus at `address`, which must be `conn`'s.
@@ -375,8 +384,7 @@ impl Monitor {
             .member("NameOwnerChanged")?
             .arg0ns("com.victronenergy")?
             .build();
-        let properties = format!("type='signal',interface='{BUS_ITEM}',member='PropertiesChanged'");
-        let items = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
+        let [properties, items] = value_rules();
         // Before ListNames: every value a scan misses comes as a signal.
         let raw = RawConnection::connect(address, &[&properties, &items])
             .await

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::bus::socket::{register, MessageWriter};
-use crate::bus::wire::{self, Kind, Message};
+use crate::socket::{register, MessageWriter};
+use crate::wire::{self, Kind, Message};
 
 /// Longest wait for the bus during the handshake.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);

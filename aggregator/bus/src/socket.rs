@@ -22,7 +22,7 @@ use tokio::io::Interest;
 use tokio::sync::Mutex;
 use zbus::connection::socket::{ReadHalf, Socket, Split, WriteHalf};
 
-use crate::bus::raw::write_some;
+use crate::raw::write_some;
 
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -53,7 +53,7 @@ impl QuietSocket {
     }
 }
 
-/// Sends messages encoded by [`wire`](crate::bus::wire) on a zbus connection's socket,
+/// Sends messages encoded by [`wire`](crate::wire) on a zbus connection's socket,
 /// bypassing zbus's message builder (whose header serializer costs more than the rest of a
 /// tick). Every write, ours and zbus's, holds the socket's turn until the whole message is
 /// written, so two messages never interleave.

@@ -1,6 +1,6 @@
 //! Values on the wire (VENUS-DBUS.md §1.4), the one place that decides how: [`Encoded`] for
 //! what we send, [`Held`] and [`Field::read`] for what we read. zbus's values (here) and the
-//! value connection's hand-written encoder and decoder ([`wire`](crate::bus::wire)) both go
+//! value connection's hand-written encoder and decoder ([`wire`](crate::wire)) both go
 //! through them, so the two cannot drift apart.
 //!
 //! Sending: a float is `d`, an integer `i` (`x` beyond 32 bits), a text `s` without NUL bytes,

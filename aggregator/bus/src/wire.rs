@@ -6,14 +6,14 @@
 //! and of our `ItemsChanged` signal.
 //!
 //! Which D-Bus type a value is sent as, and what a received variant means, is decided in
-//! [`variant`](crate::bus::variant) ([`Encoded`], [`Field::read`]); this module only puts
+//! [`variant`](crate::variant) ([`Encoded`], [`Field::read`]); this module only puts
 //! those on the wire and takes them off it.
 //!
 //! Everything is bounds-checked: a malformed message is an error naming what is wrong, never a
 //! panic, and nesting is limited as the specification limits it. Lengths from the wire are
 //! `u32` and summed in `u64`, so the checks hold where `usize` is 32 bits (the ARM devices).
 
-use crate::bus::variant::{dbus_string, Encoded, Field, Held};
+use crate::variant::{dbus_string, Encoded, Field, Held};
 use aggregator_core::value::Value;
 
 /// Longest message accepted (the specification's limit).
@@ -725,7 +725,7 @@ mod tests {
 
     #[test]
     fn an_items_changed_body_reads_back_through_zbus_with_the_types_we_publish() {
-        use crate::bus::variant::to_wire;
+        use crate::variant::to_wire;
         use zbus::zvariant::OwnedValue;
         let items = [
             ("/Dc/0/Voltage", Value::Float(53.21), "53.21V"),

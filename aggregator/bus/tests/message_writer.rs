@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::bus::raw::RawConnection;
-use aggregator::bus::variant::Field;
-use aggregator::bus::wire::{items_body, signal_message, Kind};
-use aggregator::child::{self, Signal};
 use aggregator_core::value::Value;
+use rustix::process::{kill_process, Pid, Signal};
+use venus_bus::private::PrivateBus;
+use venus_bus::raw::RawConnection;
+use venus_bus::variant::Field;
+use venus_bus::wire::{items_body, signal_message, Kind};
 use zbus::zvariant::Value as Wire;
 
 const BUS_ITEM: &str = "com.victronenergy.BusItem";
@@ -36,9 +36,7 @@ fn hand_written_and_zbus_messages_share_the_socket_whole() {
         .block_on(RawConnection::connect(bus.address(), &[&rule]))
         .expect("listener");
     let sender = runtime.block_on(async {
-        let link = aggregator::bus::connect_with_writer(bus.address())
-            .await
-            .unwrap();
+        let link = venus_bus::connect_with_writer(bus.address()).await.unwrap();
         let writer = link.writer.clone().expect("a Unix socket has a writer");
         let mut tasks = Vec::new();
         for k in 0..EACH {
@@ -72,9 +70,9 @@ fn hand_written_and_zbus_messages_share_the_socket_whole() {
         }
         // The bus stops reading: the socket fills and both sides wait for room, half-way
         // through a message, until it goes on.
-        child::send(bus.pid(), Signal::STOP).unwrap();
+        send(bus.pid(), Signal::STOP);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        child::send(bus.pid(), Signal::CONT).unwrap();
+        send(bus.pid(), Signal::CONT);
         for task in tasks {
             task.await.unwrap();
         }
@@ -109,4 +107,13 @@ fn hand_written_and_zbus_messages_share_the_socket_whole() {
         seen.keys().collect::<Vec<_>>()
     );
     assert!(seen.values().all(|&n| n == 1), "a message came twice");
+}
+
+/// Sends `signal` to the private bus's `dbus-daemon`, a child of this test.
+fn send(pid: u32, signal: Signal) {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .expect("a process id");
+    kill_process(pid, signal).expect("signal the bus");
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use plugin_api::LocalDate;
 
-use crate::state_file::{write_atomically, StateStore};
+use aggregator::state_file::{write_atomically, StateStore};
 
 /// A setting's value, as Python held it.
 #[derive(Clone, Debug, PartialEq)]
@@ -328,12 +328,12 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         ));
     }
     // A config we cannot read back is our fault, not the user's: refuse to write it.
-    let source = crate::config::Source {
+    let source = aggregator::config::Source {
         file: request.out.clone(),
         text: mapped.yaml.clone(),
     };
     let warnings = match source.parse() {
-        Ok(config) => crate::config::check::warnings(&source, &config),
+        Ok(config) => aggregator::config::check::warnings(&source, &config),
         Err(errors) => {
             let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(ImportError::file(

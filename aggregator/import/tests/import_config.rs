@@ -2,6 +2,7 @@
 //! `tests/fixtures/import/`): every setting mapped or reported, the result passing the real
 //! `check-config` with the real plugins, and the imported state loaded by the daemon.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::fs;
@@ -15,13 +16,13 @@ use support::world::{runtime, World};
 use support::{plugins_dir_with, PLUGIN_FILES};
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    support::daemon_dir()
         .join("tests/fixtures/import")
         .join(path)
 }
 
 fn program(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+    Command::new(support::daemon_program())
         .args(args)
         .output()
         .expect("run the binary")

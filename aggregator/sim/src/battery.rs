@@ -2,7 +2,7 @@
 //! current) and every path it publishes, derived from the scenario's segment at this moment
 //! the way dbus-serialbattery derives them (REFERENCE.md §1.4, VENUS-DBUS.md §2 and §5).
 
-use crate::sim::scenario::{BatterySpec, CellData, Override, Segment, ALARMS};
+use crate::scenario::{BatterySpec, CellData, Override, Segment, ALARMS};
 use aggregator_core::value::{TextFormat, Value};
 
 /// One published path: its value and text.
@@ -105,7 +105,7 @@ impl BatteryModel {
         let dt_s = self.last_s.map_or(0.0, |last| (elapsed_s - last).max(0.0));
         self.last_s = Some(elapsed_s);
         let fraction = segment.map_or(0.0, |(_, f)| f);
-        let at = |ramp: Option<crate::sim::scenario::Ramp>, default: f64| {
+        let at = |ramp: Option<crate::scenario::Ramp>, default: f64| {
             ramp.map_or(default, |r| r.at(fraction))
         };
         let noise = |rng: &mut XorShift, size: f64| if jitter { rng.unit() * size } else { 0.0 };
@@ -375,7 +375,7 @@ pub(crate) fn round(value: f64, decimals: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::scenario::Scenario;
+    use crate::scenario::Scenario;
     use std::collections::HashMap;
 
     fn scenario() -> Scenario {

@@ -8,7 +8,7 @@ use std::ops::Range;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::sim::offline::Sample;
+use crate::offline::Sample;
 
 /// The drawing's size in pixels.
 const SIZE: (u32, u32) = (1400, 1100);
@@ -140,7 +140,7 @@ pub fn render(samples: &[Sample], title: &str) -> Result<String, String> {
 }
 
 /// A replay's recorded values (`shadow`: the shadow strategy's) of a sample.
-fn beside(s: &Sample, shadow: bool) -> Option<&crate::record::PublishedValues> {
+fn beside(s: &Sample, shadow: bool) -> Option<&aggregator::record::PublishedValues> {
     let b = s.beside.as_ref()?;
     if shadow {
         b.shadow.as_ref()

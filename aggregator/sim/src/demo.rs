@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
-use crate::bus::client;
-use crate::bus::private::PrivateBus;
-use crate::bus::variant::Field;
-use crate::child;
-use crate::cli::{program_dir, sibling, DAEMON_PROGRAM};
-use crate::sim::{Scenario, Simulator, DEMO_SCENARIO};
+use crate::{Scenario, Simulator, DEMO_SCENARIO};
+use aggregator::child;
+use aggregator::cli::{program_dir, sibling, DAEMON_PROGRAM};
+use venus_bus::client;
+use venus_bus::private::PrivateBus;
+use venus_bus::variant::Field;
 
 /// The daemon's configuration in the demo.
 pub const DEMO_CONFIG: &str = include_str!("../../scenarios/demo-config.yaml");
@@ -82,7 +82,7 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
         .spawn()
         .map_err(|e| format!("cannot start the daemon {}: {e}", program.display()))?;
 
-    let conn = crate::bus::connect_to(bus.address())
+    let conn = venus_bus::connect_to(bus.address())
         .await
         .map_err(|e| e.to_string())?;
     let (mut term, mut int) = match (
@@ -243,7 +243,7 @@ async fn table(conn: &Connection, address: &str, log: &Path) -> String {
             let _ = writeln!(t, "bank     (the daemon has not registered yet)");
         }
     }
-    let feed_in = client::get_value(conn, client::SETTINGS, crate::bus::monitor::FEED_IN_SETTING)
+    let feed_in = client::get_value(conn, client::SETTINGS, venus_bus::monitor::FEED_IN_SETTING)
         .await
         .ok()
         .and_then(|f| f.integer());

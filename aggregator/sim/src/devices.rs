@@ -2,8 +2,8 @@
 //! `com.victronenergy.system`, each reduced to the paths a battery aggregator reads
 //! (REFERENCE.md §1.4) plus the mandatory ones (VENUS-DBUS.md §2).
 
-use crate::sim::battery::{round, Item};
-use crate::sim::scenario::{DcDeviceSpec, ShuntSpec};
+use crate::battery::{round, Item};
+use crate::scenario::{DcDeviceSpec, ShuntSpec};
 use aggregator_core::value::{TextFormat, Value};
 
 /// `/ProductId` of a SmartShunt 500A/50mV.

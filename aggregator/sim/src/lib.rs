@@ -31,11 +31,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::bus::export::BusItemService;
 use battery::{BatteryModel, Presence};
 use scenario::{solar_name, VEBUS_NAME};
 use service::Service;
 use settings::{SettingsStore, SETTINGS_NAME};
+use venus_bus::export::BusItemService;
 
 pub use scenario::{Scenario, Signals, Start, DEMO_SCENARIO};
 

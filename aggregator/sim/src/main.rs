@@ -1,11 +1,13 @@
 //! The simulator's program: `demo`, `simulate` and `publish` (the daemon's program hands them
 //! over to it, with the same command line). The chart drawing of `simulate` lives here only.
 
+use std::process::ExitCode;
+
 use tracing::Level;
 
-use aggregator::cli::{init_logging, Cli, Command, DAEMON_PROGRAM, SIMULATOR_PROGRAM};
+use aggregator::cli::{exit_code, init_logging, Cli, Command, DAEMON_PROGRAM, SIMULATOR_PROGRAM};
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse_as(SIMULATOR_PROGRAM);
     // A replay runs the recording's own configuration unless one is named.
     let config_given = std::env::args()
@@ -14,16 +16,16 @@ fn main() {
     init_logging(Level::INFO);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Demo { duration } => {
-            aggregator::sim::demo::demo_command(cli.plugins_dir.as_deref(), duration)
+            aggregator_sim::demo::demo_command(cli.plugins_dir.as_deref(), duration)
         }
         Command::Publish { scenario, address } => {
-            aggregator::sim::publish_command(scenario.as_deref(), address.as_deref())
+            aggregator_sim::publish_command(scenario.as_deref(), address.as_deref())
         }
         Command::Simulate {
             replay: Some(recording),
             out,
             ..
-        } => aggregator::sim::replay::replay_command(
+        } => aggregator_sim::replay::replay_command(
             &recording,
             config_given.then_some(cli.config.as_path()),
             cli.plugins_dir.as_deref(),
@@ -36,12 +38,12 @@ fn main() {
             every,
             length,
             ..
-        } => aggregator::sim::offline::simulate_command(
+        } => aggregator_sim::offline::simulate_command(
             &cli.config,
             cli.plugins_dir.as_deref(),
             &scenario,
             &out,
-            aggregator::sim::offline::Options {
+            aggregator_sim::offline::Options {
                 tick,
                 every,
                 length,
@@ -60,5 +62,5 @@ fn main() {
             aggregator::cli::EXIT_CONFIG
         }
     };
-    std::process::exit(code);
+    exit_code(code)
 }

@@ -12,7 +12,7 @@
 //! chart shows what the strategy asks of the chargers meanwhile.
 
 // Readings and inputs are made from the cache exactly as the daemon makes them.
-use crate::daemon::{gather, tick};
+use aggregator::daemon::{gather, tick};
 use tick::{BankMembers, TickTime};
 
 use std::fmt::Write as _;
@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use plugin_api::{LocalDate, PluginKind};
 
-use crate::bus::monitor::{Cache, Class, Service, Values, FEED_IN_SETTING};
-use crate::bus::variant::{to_wire, Field};
-use crate::config::check::{check_to_run, Failed, Ready};
-use crate::sim::battery::Item;
-use crate::sim::{BatteryStep, Models, Scenario};
+use crate::battery::Item;
+use crate::{BatteryStep, Models, Scenario};
+use aggregator::config::check::{check_to_run, Failed, Ready};
 use aggregator_core::engine::Engine;
 use aggregator_core::value::Value;
+use venus_bus::monitor::{Cache, Class, Service, Values, FEED_IN_SETTING};
+use venus_bus::variant::{to_wire, Field};
 
 /// Exit code for a bad config, scenario or option.
 const EXIT_USAGE: i32 = 2;
@@ -117,9 +117,9 @@ impl Sample {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Beside {
     /// What the device published.
-    pub recorded: Option<crate::record::PublishedValues>,
+    pub recorded: Option<aggregator::record::PublishedValues>,
     /// What the device's shadow strategy computed.
-    pub shadow: Option<crate::record::PublishedValues>,
+    pub shadow: Option<aggregator::record::PublishedValues>,
 }
 
 impl Sample {
@@ -189,7 +189,7 @@ pub fn simulate_command(
         .map_err(|err| format!("{}: cannot create: {err}", out.display()))
         .and_then(|()| write(&csv, to_csv(&samples).as_bytes()))
         .and_then(|()| {
-            let chart = crate::sim::chart::render(&samples, &title)?;
+            let chart = crate::chart::render(&samples, &title)?;
             write(&svg, chart.as_bytes())
         });
     if let Err(err) = written {
@@ -208,7 +208,7 @@ pub fn simulate_command(
 }
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::state_file::write_atomically(path, bytes)
+    aggregator::state_file::write_atomically(path, bytes)
         .map_err(|err| format!("{}: cannot write: {err}", path.display()))
 }
 

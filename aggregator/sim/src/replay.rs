@@ -13,9 +13,9 @@ use std::path::Path;
 use aggregator_core::engine::{Engine, Settings};
 use aggregator_core::state::State;
 
-use crate::config::check::{check_to_run, Failed};
-use crate::record::{self, PublishedValues, Tick};
-use crate::sim::offline::{to_csv, write, Beside, Sample};
+use crate::offline::{to_csv, write, Beside, Sample};
+use aggregator::config::check::{check_to_run, Failed};
+use aggregator::record::{self, PublishedValues, Tick};
 
 /// Exit code for a bad recording, config or option.
 const EXIT_USAGE: i32 = 2;
@@ -240,7 +240,7 @@ pub fn replay_command(
     let csv = out.join("replay.csv");
     let svg = out.join("replay.svg");
     let written = write(&csv, replay_csv(&replayed.samples).as_bytes()).and_then(|()| {
-        let chart = crate::sim::chart::render(&replayed.samples, &title)?;
+        let chart = crate::chart::render(&replayed.samples, &title)?;
         write(&svg, chart.as_bytes())
     });
     if let Err(err) = written {

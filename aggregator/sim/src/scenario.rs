@@ -6,7 +6,7 @@
 //! continues from where the previous one ended), and per-battery overrides are indexed by
 //! battery. Every error names the file and the key.
 //!
-//! For `simulate` (the offline run, see [`crate::sim::offline`]) a scenario also says when it
+//! For `simulate` (the offline run, see [`crate::offline`]) a scenario also says when it
 //! happens and where it starts from:
 //! - `start: 2026-06-15` or `start: 2026-06-15T06:00`: the local date and time at the start;
 //!   the date moves on at midnight, as the strategies' monthly voltages and balancing days
@@ -34,7 +34,7 @@ use std::fmt;
 use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::valid_name_element;
+use aggregator::config::valid_name_element;
 use aggregator_core::value::Value;
 
 /// The built-in demo: two 16-cell LFP batteries, a Multi and a solar charger, charging and
@@ -1094,7 +1094,7 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
 }
 
 fn seconds(text: &str) -> Option<f64> {
-    crate::config::parse_duration(text)
+    aggregator::config::parse_duration(text)
         .ok()
         .map(|d| d.as_secs_f64())
 }

@@ -5,10 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::bus::export::BusItemService;
-use crate::bus::{connect_to, release_name, request_name};
-use crate::sim::battery::Item;
-use crate::sim::scenario::Signals;
+use crate::battery::Item;
+use crate::scenario::Signals;
+use venus_bus::export::BusItemService;
+use venus_bus::{connect_to, release_name, request_name};
 
 /// Prepares a service's table before it is served (installs handlers).
 pub(crate) type Setup = Box<dyn Fn(&BusItemService) + Send + Sync>;

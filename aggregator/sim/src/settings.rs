@@ -14,11 +14,11 @@ use zbus::fdo;
 use zbus::message::Message;
 use zbus::zvariant::{OwnedValue, Value as Wire};
 
-use crate::bus::export::{path_and_member, BusItemService, SetDecision};
-use crate::bus::variant::{to_wire, Field};
-use crate::sim::battery::Item;
-use crate::sim::scenario::{valid_object_path, SettingsSpec};
+use crate::battery::Item;
+use crate::scenario::{valid_object_path, SettingsSpec};
 use aggregator_core::value::{TextFormat, Value};
+use venus_bus::export::{path_and_member, BusItemService, SetDecision};
+use venus_bus::variant::{to_wire, Field};
 
 /// The well-known name.
 pub(crate) const SETTINGS_NAME: &str = "com.victronenergy.settings";

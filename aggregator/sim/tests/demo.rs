@@ -1,5 +1,6 @@
 //! `demo` as a user runs it: the table shows the bank, and Ctrl-C leaves no process behind.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Read;
@@ -32,7 +33,7 @@ fn the_demo_shows_the_bank_and_ctrl_c_stops_everything() {
     // under this folder, so its name finds every process the demo started.
     let tmp = tempfile::tempdir().expect("temp dir");
     let marker = tmp.path().display().to_string();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+    let mut demo = Command::new(support::daemon_program())
         .arg("--plugins-dir")
         .arg(support::build_dir())
         .arg("demo")

@@ -2,15 +2,14 @@
 //! simulator's) with the built plugins: the CSV has every column and follows the strategy, the
 //! chart shows every series. (Agreement with the live daemon: `simulate_live.rs`.)
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use aggregator::sim::offline::CSV_HEADER;
+use aggregator_sim::offline::CSV_HEADER;
 use support::offline::{number, scenarios, simulate, Row};
-
-const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
 
 fn on_day<'a>(rows: &'a [Row], date: &'a str) -> impl Iterator<Item = &'a Row> + 'a {
     rows.iter().filter(move |r| r["time"].starts_with(date))
@@ -194,7 +193,7 @@ fn the_sunny_lto_day_steps_the_charge_current_and_stops_it_at_the_peaking_cell()
 fn refused(scenario: &Path, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let run = Command::new(DAEMON)
+    let run = Command::new(support::daemon_program())
         .arg("--config")
         .arg(scenarios().join("lto-sunny-day-config.yaml"))
         .arg("--plugins-dir")

@@ -1,11 +1,12 @@
 //! `simulate` agrees with the live daemon on a private bus. A test binary of its own, so that
 //! it runs alone: the live side runs in real time and a busy machine delays it.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
-use aggregator::sim::Scenario;
+use aggregator_sim::Scenario;
 use support::bus::{items, num, OWN};
 use support::offline::{number, scenarios, simulate};
 use support::world::World;

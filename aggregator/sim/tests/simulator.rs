@@ -13,8 +13,8 @@ use zbus::message::{Message, Type};
 use zbus::zvariant::{DynamicType, OwnedValue, Value as Wire};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
+use venus_bus::private::PrivateBus;
 
 const BUS_ITEM: &str = "com.victronenergy.BusItem";
 const SETTINGS: &str = "com.victronenergy.settings";
@@ -25,7 +25,7 @@ type Items = HashMap<String, HashMap<String, OwnedValue>>;
 
 fn scenario(file: &str) -> Scenario {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios/tests")
+        .join("../scenarios/tests")
         .join(file);
     Scenario::load(&path).unwrap_or_else(|err| panic!("{err}"))
 }
@@ -200,7 +200,7 @@ fn battery_paths(cells: usize) -> Vec<(String, &'static str)> {
     .into_iter()
     .map(|(p, t)| (p.to_string(), t))
     .collect();
-    for alarm in aggregator::sim::scenario::ALARMS {
+    for alarm in aggregator_sim::scenario::ALARMS {
         paths.push((format!("/Alarms/{alarm}"), "i"));
     }
     for k in 1..=cells {
@@ -647,10 +647,10 @@ async fn the_demo_runs_and_a_taken_name_is_an_error() {
 fn publish_refuses_the_system_bus_and_a_missing_file() {
     let demo = Scenario::demo().expect("demo.yaml");
     let system = "unix:path=/var/run/dbus/system_bus_socket";
-    assert_eq!(aggregator::sim::publish(demo, Some(system)), 2);
+    assert_eq!(aggregator_sim::publish(demo, Some(system)), 2);
     let missing = Path::new("/nonexistent/scenario.yaml");
     assert_eq!(
-        aggregator::sim::publish_command(Some(missing), Some("unix:path=/tmp/x")),
+        aggregator_sim::publish_command(Some(missing), Some("unix:path=/tmp/x")),
         2
     );
 }

@@ -26,6 +26,38 @@ pub fn build_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The daemon's package folder (`aggregator/`: its scenarios and fixtures), from the tests of
+/// any crate of ours that share these helpers (the simulator's and the importer's are inside
+/// it).
+pub fn daemon_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.join("scenarios").is_dir() {
+        here.to_path_buf()
+    } else {
+        here.parent().expect("aggregator/<crate>").to_path_buf()
+    }
+}
+
+/// A program of ours built beside the test binaries (`dbus-aggregate-batteries`, `-sim`,
+/// `-import`): cargo sets `CARGO_BIN_EXE_*` only for the tested package's own programs, and
+/// the daemon hands commands over to its siblings; panics with the command to run when one
+/// is missing.
+pub fn program(name: &str) -> PathBuf {
+    let path = build_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the programs first with `cargo build --workspace` (the README's \
+         test command does)",
+        path.display()
+    );
+    path
+}
+
+/// The daemon's program.
+pub fn daemon_program() -> PathBuf {
+    program("dbus-aggregate-batteries")
+}
+
 /// The path of a built plugin; panics with the command to run when it is missing.
 pub fn built_plugin(file: &str) -> PathBuf {
     let path = build_dir().join(file);
@@ -127,7 +159,7 @@ pub mod bus {
                 .append(true)
                 .open(&log)
                 .expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+            let child = Command::new(super::daemon_program())
                 .arg("--config")
                 .arg(config)
                 .arg("run")
@@ -175,7 +207,7 @@ pub mod bus {
 
     /// A client connection to the private bus.
     pub async fn client(address: &str) -> Connection {
-        aggregator::bus::connect_to(address).await.expect("connect")
+        venus_bus::connect_to(address).await.expect("connect")
     }
 
     /// Calls a BusItem method and returns the reply message.
@@ -242,7 +274,7 @@ pub mod bus {
     pub async fn number(conn: &Connection, path: &str) -> Option<f64> {
         let reply = call(conn, OWN, path, "GetValue").await.ok()?;
         let value: OwnedValue = reply.body().deserialize().ok()?;
-        aggregator::bus::variant::Field::from_owned(&value).number()
+        venus_bus::variant::Field::from_owned(&value).number()
     }
 
     /// Polls `check` on `GetItems` of our service until it holds (up to `within`); returns the
@@ -272,16 +304,16 @@ pub mod bus {
     pub fn num(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<f64> {
         items
             .get(path)
-            .and_then(|(v, _)| aggregator::bus::variant::Field::from_owned(v).number())
+            .and_then(|(v, _)| venus_bus::variant::Field::from_owned(v).number())
     }
 
     /// The text value (not the `Text` of the item) in an item map.
     pub fn text(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<String> {
         match items
             .get(path)
-            .map(|(v, _)| aggregator::bus::variant::Field::from_owned(v))
+            .map(|(v, _)| venus_bus::variant::Field::from_owned(v))
         {
-            Some(aggregator::bus::variant::Field::Text(text)) => Some(text),
+            Some(venus_bus::variant::Field::Text(text)) => Some(text),
             _ => None,
         }
     }
@@ -345,8 +377,8 @@ pub mod world {
     use std::path::Path;
     use std::time::Duration;
 
-    use aggregator::bus::private::PrivateBus;
-    use aggregator::sim::{Scenario, Simulator};
+    use aggregator_sim::{Scenario, Simulator};
+    use venus_bus::private::PrivateBus;
     use zbus::Connection;
 
     use super::bus::{client, wait_for_name, Daemon, OWN};
@@ -414,7 +446,7 @@ pub mod world {
 
         /// A value of the settings service.
         pub async fn setting(&self, path: &str) -> Option<f64> {
-            aggregator::bus::client::get_value(&self.conn, "com.victronenergy.settings", path)
+            venus_bus::client::get_value(&self.conn, "com.victronenergy.settings", path)
                 .await
                 .ok()?
                 .number()
@@ -459,7 +491,7 @@ pub mod lag {
     impl LagProbe {
         /// Subscribes on a connection of its own; `rate_a_per_s` is the ramp of each battery.
         pub async fn start(address: &str, rate_a_per_s: f64) -> LagProbe {
-            let conn: Connection = aggregator::bus::connect_to(address).await.expect("connect");
+            let conn: Connection = venus_bus::connect_to(address).await.expect("connect");
             let own = super::bus::wait_for_name(&conn, OWN, Duration::from_secs(20))
                 .await
                 .expect("our service");
@@ -506,7 +538,7 @@ pub mod lag {
                     let Some(published) = items
                         .remove("/Dc/0/Current")
                         .and_then(|mut item| item.remove("Value"))
-                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                        .and_then(|v| venus_bus::variant::Field::from_owned(&v).number())
                     else {
                         continue;
                     };
@@ -523,7 +555,7 @@ pub mod lag {
                     };
                     if let Some(v) = body
                         .remove("Value")
-                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                        .and_then(|v| venus_bus::variant::Field::from_owned(&v).number())
                     {
                         self.currents.insert(sender, v);
                     }
