@@ -4,7 +4,7 @@
 //! reads the published service with a plain client. Each fault must leave the service there,
 //! publishing sane values, with one log line when it starts (and one when it ends).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Our service against the Venus OS wire contract (VENUS-DBUS.md §9 items 1–7), read with a
 //! plain zbus client on a private `dbus-daemon`, with the simulator as the rest of the system.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! `DBUS_SESSION_BUS_ADDRESS` is set, log lines that multilog can stamp (no colours, no time
 //! stamps of its own when stdout is no terminal), and `--version`.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Faults under a running service: what it publishes meanwhile, and that it is still there.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

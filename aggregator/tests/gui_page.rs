@@ -7,7 +7,7 @@
 //! (`.ci/run` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
 //! so and pass, except under CI (`CI=true`), where they fail.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! their own root `/` under real daemontools, in a mount namespace (`daemontools.sh`). The
 //! bundle is staged by `install/stage.sh` from the host's build of the daemon and plugins.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

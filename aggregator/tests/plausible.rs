@@ -7,7 +7,7 @@
 //! published is held, then lost. A service that was never part of the bank is never counted
 //! as a lost battery.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! simulator's and `import-config` to the importer's, with the same command line, and carries
 //! none of their code.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,7 +5,7 @@
 //! live side runs in real time. The two tests take turns (one daemon at a time, so that
 //! `record` asks only the test's own).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

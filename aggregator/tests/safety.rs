@@ -1,7 +1,7 @@
 //! Issue 14 end to end: the host's limits on every strategy, read from the published service
 //! and the settings service on a private bus, with the real plugins and the simulator.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

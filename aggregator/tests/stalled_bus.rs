@@ -3,7 +3,7 @@
 //! the bus, keeps coming) and SIGTERM still stops it at once; an `ItemsChanged` the stopped bus
 //! does not take is held for the next one instead of holding up the caller.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

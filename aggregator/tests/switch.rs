@@ -4,7 +4,7 @@
 //! (`/Settings/SystemSetup/BmsInstance`), which name the old program's instance, keep pointing
 //! at the bank. The settings service is the simulator's, on a private bus.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! keeps failing stops discharging with its cause named. Read from the published service, the
 //! settings service and the state file.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

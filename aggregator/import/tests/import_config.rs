@@ -2,8 +2,7 @@
 //! `tests/fixtures/import/`): every setting mapped or reported, the result passing the real
 //! `check-config` with the real plugins, and the imported state loaded by the daemon.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

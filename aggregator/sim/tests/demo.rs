@@ -1,7 +1,6 @@
 //! `demo` as a user runs it: the table shows the bank, and Ctrl-C leaves no process behind.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -2,8 +2,7 @@
 //! simulator's) with the built plugins: the CSV has every column and follows the strategy, the
 //! chart shows every series. (Agreement with the live daemon: `simulate_live.rs`.)
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

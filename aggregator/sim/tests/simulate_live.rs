@@ -1,8 +1,7 @@
 //! `simulate` agrees with the live daemon on a private bus. A test binary of its own, so that
 //! it runs alone: the live side runs in real time and a busy machine delays it.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,5 @@
 //! Shared by the integration tests: where the built plugins are, and private copies of them.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -462,7 +460,7 @@ pub mod lag {
     //! test process does not count as lag.
 
     use std::collections::HashMap;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use futures_lite::StreamExt;
     use zbus::zvariant::OwnedValue;
@@ -472,10 +470,9 @@ pub mod lag {
 
     const BUS_ITEM: &str = "com.victronenergy.BusItem";
 
-    /// One publish of the current: when it was seen and the lag behind the batteries.
+    /// One publish of the current: its lag behind the batteries.
     #[derive(Clone, Copy, Debug)]
     pub struct Sample {
-        pub at: Instant,
         pub lag_s: f64,
     }
 
@@ -545,7 +542,6 @@ pub mod lag {
                     let signalled: f64 = self.currents.values().sum();
                     let rate = self.rate_a_per_s * self.currents.len().max(1) as f64;
                     samples.push(Sample {
-                        at: Instant::now(),
                         lag_s: (signalled - published) / rate,
                     });
                 } else if member == "PropertiesChanged" {
