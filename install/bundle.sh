@@ -46,6 +46,8 @@ mkdir -p dist
 for arch in $ARCHES; do
     target=$(triple "$arch")
     cargo zigbuild --release --target "$target.$GLIBC" -p aggregator --bin "$NAME"
+    # import-config: the daemon's program hands it over to this one (migrate.sh runs it).
+    cargo zigbuild --release --target "$target.$GLIBC" -p aggregator-import --bin "$NAME-import"
     # shellcheck disable=SC2086 # one -p per plugin
     cargo zigbuild --release --target "$target.$GLIBC" --lib $PLUGINS
     bundle=$NAME-$VERSION-$arch

@@ -1,8 +1,8 @@
 #!/bin/sh
 # check-bundles.sh: builds both bundles (bundle.sh) and checks each as a device would see it:
 # no program or plugin needs a glibc symbol newer than 2.31 (objdump -T), and under qemu-user
-# the daemon prints --version and loads every plugin of its own bundle (`plugins` refuses
-# none). Installs qemu-user, the targets' C libraries and an objdump when missing.
+# the daemon and the importer print --version and the daemon loads every plugin of its own
+# bundle (`plugins` refuses none). Installs qemu-user, the targets' C libraries and an objdump when missing.
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$REPO"
@@ -43,7 +43,7 @@ for arch in armv7 aarch64; do
     tar -xzf "dist/$bundle.tar.gz" -C "$WORK"
     dir=$WORK/$bundle
     echo "== $bundle.tar.gz"
-    for elf in "$dir/$NAME" "$dir"/plugins/*.so; do
+    for elf in "$dir/$NAME" "$dir/$NAME-import" "$dir"/plugins/*.so; do
         newest=$("$objdump" -T "$elf" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
         [ -n "$newest" ] || fail "$elf: $objdump -T shows no GLIBC symbol version"
         echo "$objdump -T ${elf#"$dir"/}: newest GLIBC_$newest"
@@ -52,6 +52,9 @@ for arch in armv7 aarch64; do
     done
     echo "\$ $qemu $NAME --version"
     QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME" --version || fail "$arch: --version failed"
+    echo "\$ $qemu $NAME-import --version"
+    QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME-import" --version ||
+        fail "$arch: $NAME-import --version failed"
     echo "\$ $qemu $NAME plugins --plugins-dir plugins"
     listing=$(QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME" plugins --plugins-dir "$dir/plugins") ||
         fail "$arch: plugins failed: $listing"

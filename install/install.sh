@@ -11,8 +11,9 @@ TAKES_FEED_IN=1
 BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
 . "$BUNDLE/paths.sh"
 
-[ -f "$BUNDLE/$NAME" ] && [ -d "$BUNDLE/plugins" ] ||
-    die "$BUNDLE is not an unpacked bundle (no $NAME program or plugins folder beside install.sh)"
+[ -f "$BUNDLE/$NAME" ] && [ -f "$BUNDLE/$NAME-import" ] && [ -d "$BUNDLE/plugins" ] ||
+    die "$BUNDLE is not an unpacked bundle (no $NAME program, $NAME-import program or plugins \
+folder beside install.sh)"
 check_bundle_fits "$BUNDLE/$NAME"
 # 3.5 and later of the Python program live in the folder of this one.
 for python in aggregatebatteries.py dbus-aggregate-batteries.py; do
@@ -41,6 +42,8 @@ mkdir -p "$APP/plugins" "$APP/state" "$APP/service/log" || die "cannot create fo
 chmod 0755 "$APP" "$APP/plugins" "$APP/state" "$APP/service" "$APP/service/log"
 
 put "$BUNDLE/$NAME" "$APP/$NAME" 0755
+# import-config: the daemon's program hands it over to this one beside it.
+put "$BUNDLE/$NAME-import" "$APP/$NAME-import" 0755
 # Plugins are replaced one by one: a plugin of another author in the folder stays.
 for plugin in "$BUNDLE"/plugins/*.so; do
     [ -f "$plugin" ] || die "$BUNDLE/plugins holds no plugin"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # stage.sh DIR PROGRAM_DIR: lays out a bundle in DIR from the daemon and plugins that cargo
 # built in PROGRAM_DIR (target/<triple>/release for a device, target/debug for the tests):
-# the daemon, the built-in plugins in plugins/, config.yaml and the example configs, the
+# the daemon and the importer it hands `import-config` to, the built-in plugins in plugins/, config.yaml and the example configs, the
 # install scripts and service/. bundle.sh packs it.
 set -eu
 [ $# -eq 2 ] || { echo "usage: stage.sh DIR PROGRAM_DIR" >&2; exit 2; }
@@ -16,11 +16,14 @@ fail() {
     exit 2
 }
 
-[ -f "$FROM/$NAME" ] || fail "$FROM/$NAME is missing (build it first)"
+for program in "$NAME" "$NAME-import"; do
+    [ -f "$FROM/$program" ] || fail "$FROM/$program is missing (build it first)"
+done
 rm -rf "$OUT"
 mkdir -p "$OUT/plugins" "$OUT/service/log"
 
 cp "$FROM/$NAME" "$OUT/$NAME"
+cp "$FROM/$NAME-import" "$OUT/$NAME-import"
 # Every plugin of the workspace but fault-test, which misbehaves on purpose for the tests.
 for crate in "$REPO"/plugins/*/Cargo.toml; do
     package=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$crate" | head -n 1)
@@ -46,5 +49,5 @@ cp "$INSTALL/gui-v2/$NAME.json" "$OUT/gui-v2/$NAME.json"
 # The daemon refuses plugins writable by others; a umask of the build machine must not leak in.
 find "$OUT" -type d -exec chmod 0755 {} +
 find "$OUT" -type f -exec chmod 0644 {} +
-chmod 0755 "$OUT/$NAME" "$OUT"/*.sh "$OUT/service/run" "$OUT/service/log/run"
+chmod 0755 "$OUT/$NAME" "$OUT/$NAME-import" "$OUT"/*.sh "$OUT/service/run" "$OUT/service/log/run"
 chmod 0644 "$OUT/paths.sh"

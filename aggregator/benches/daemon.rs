@@ -49,12 +49,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregator::bus::client::list_names;
-use aggregator::bus::connect_to;
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use futures_lite::StreamExt;
 use tokio::sync::oneshot;
+use venus_bus::client::list_names;
+use venus_bus::connect_to;
+use venus_bus::private::PrivateBus;
 use zbus::message::Type;
 use zbus::zvariant::OwnedValue;
 use zbus::{Connection, MatchRule, Message, MessageStream};
@@ -775,7 +775,7 @@ fn signalled_current(msg: &Message, member: &str, path: Option<&str>) -> Option<
         }
         _ => return None,
     };
-    aggregator::bus::variant::Field::from_owned(&value).number()
+    venus_bus::variant::Field::from_owned(&value).number()
 }
 /// Message counts at one moment, or between two.
 #[derive(Clone, Copy, Debug, Default)]

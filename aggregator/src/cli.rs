@@ -13,6 +13,10 @@ use crate::plugins;
 /// carry into memory on every device.
 pub const SIMULATOR_PROGRAM: &str = "dbus-aggregate-batteries-sim";
 
+/// The program that runs `import-config`, installed beside the daemon (a device imports the
+/// Python program's settings once): the daemon's binary holds none of the importer's code.
+pub const IMPORTER_PROGRAM: &str = "dbus-aggregate-batteries-import";
+
 /// The daemon's program, which `demo` starts.
 pub const DAEMON_PROGRAM: &str = "dbus-aggregate-batteries";
 
@@ -45,7 +49,7 @@ pub enum Command {
     Plugins,
     /// Turn the Python program's settings (`settings.py` or `config.ini`) and state files into
     /// a `config.yaml` (and `state/state.json` beside it), and print what each setting became.
-    ImportConfig(crate::import::cli::Args),
+    ImportConfig(ImportArgs),
     /// Start a private D-Bus with a simulated Venus OS system (two batteries charging and
     /// discharging) and the daemon, and show a live table; Ctrl-C stops everything.
     Demo {
@@ -91,6 +95,29 @@ pub enum Command {
         #[arg(long)]
         address: Option<String>,
     },
+}
+
+/// `import-config --from FILE [--state-from DIR] --out FILE [--force]`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The old program's `settings.py` (3.x) or `config.ini` (4.x; its `config.default.ini`
+    /// beside it is read first).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The folder of the old state files (`charge`, `last_balancing`, `storedvalue_*`).
+    #[arg(long)]
+    pub state_from: Option<PathBuf>,
+    /// The `config.yaml` to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing `--out` file (and `state/state.json`).
+    #[arg(long)]
+    pub force: bool,
+    /// The user's own DC-coupled feed-in setting, 0 or 1 (`/Settings/CGwacs/OvervoltageFeedIn`),
+    /// when the old program was stopped while it held it at 0: the daemon writes it back once
+    /// nothing keeps feed-in off (needs `--state-from`).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1))]
+    pub user_feed_in: Option<i64>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -143,11 +170,36 @@ pub fn sibling(name: &str) -> Result<PathBuf, String> {
     Ok(program_dir()?.join(name))
 }
 
-/// `demo`, `simulate` and `publish` of the daemon's program: the simulator's program takes over this
-/// process with the same arguments. Returns only when it cannot, with the exit code.
-pub fn hand_to_simulator() -> i32 {
+/// A program of ours beside the daemon's that runs some of its subcommands.
+#[derive(Clone, Copy, Debug)]
+pub struct HandOver {
+    /// Its file name, in [`program_dir`].
+    pub program: &'static str,
+    /// The subcommands it runs, for the error message (`` `import-config` ``).
+    pub commands: &'static str,
+    /// How to get it when it is missing.
+    pub missing: &'static str,
+}
+
+/// `demo`, `simulate` and `publish`: the simulator's program.
+pub const TO_SIMULATOR: HandOver = HandOver {
+    program: SIMULATOR_PROGRAM,
+    commands: "`demo`, `simulate` and `publish` are",
+    missing: "it is built with `cargo build --workspace --release`; devices do not need it",
+};
+
+/// `import-config`: the importer's program.
+pub const TO_IMPORTER: HandOver = HandOver {
+    program: IMPORTER_PROGRAM,
+    commands: "`import-config` is",
+    missing: "it is built with `cargo build --workspace --release` and installed beside the daemon",
+};
+
+/// A subcommand of the daemon's program that another program of ours runs: that program takes
+/// over this process with the same arguments. Returns only when it cannot, with the exit code.
+pub fn hand_over(to: HandOver) -> i32 {
     use std::os::unix::process::CommandExt;
-    let program = match sibling(SIMULATOR_PROGRAM) {
+    let program = match sibling(to.program) {
         Ok(program) => program,
         Err(err) => {
             eprintln!("error: {err}");
@@ -158,9 +210,10 @@ pub fn hand_to_simulator() -> i32 {
         .args(std::env::args_os().skip(1))
         .exec();
     eprintln!(
-        "error: `demo`, `simulate` and `publish` are run by {}: {err} (it is built with \
-         `cargo build --workspace --release`; devices do not need it)",
-        program.display()
+        "error: {} run by {}: {err} ({})",
+        to.commands,
+        program.display(),
+        to.missing
     );
     1
 }
@@ -261,6 +314,11 @@ fn check_shadow(
 
 /// Exit code for configuration errors.
 pub const EXIT_CONFIG: i32 = 2;
+
+/// A command's exit code as `main` returns it (one outside 0..=255 as 1, a failure).
+pub fn exit_code(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
 
 /// `check-config`: prints every problem; returns the exit code.
 pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Write) -> i32 {

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use zbus::zvariant::serialized::{Context, Data};
 use zbus::zvariant::{Value as Wire, LE};
 
-use crate::bus::variant::{to_wire, Field};
-use crate::bus::wire;
 use crate::config::{parse_duration, Config, ConfigError, Source};
+use venus_bus::variant::{to_wire, Field};
+use venus_bus::wire;
 
 /// `config.yaml` from any bytes (read as UTF-8, invalid sequences replaced, as no file read
 /// with invalid UTF-8 ever reaches the parser). Also parses every line as a duration.
@@ -84,7 +84,7 @@ pub fn dbus_value(bytes: &[u8]) -> Option<Field> {
     Some(field)
 }
 
-/// A message of the monitor's value connection ([`crate::bus::wire`]) from any bytes: framed,
+/// A message of the monitor's value connection ([`venus_bus::wire`]) from any bytes: framed,
 /// parsed, its body read as `PropertiesChanged` and as `ItemsChanged`; and the bytes read as
 /// one variant by that decoder and by zvariant's, which must agree whenever both accept them.
 /// Each accepts some bytes the other refuses: the value connection a boolean other than 0 or

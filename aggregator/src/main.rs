@@ -1,11 +1,14 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use tracing::Level;
 
 use aggregator::cli::{
-    check_config, hand_to_simulator, init_logging, list_plugins, log_level, Cli, Command,
+    check_config, exit_code, hand_over, init_logging, list_plugins, log_level, Cli, Command,
+    TO_IMPORTER, TO_SIMULATOR,
 };
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let plugins_dir = cli.plugins_dir.as_deref();
     let code = match cli.command.unwrap_or(Command::Run) {
@@ -21,13 +24,13 @@ fn main() {
             init_logging(Level::INFO);
             list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
-        Command::ImportConfig(args) => aggregator::import::cli::run(&args),
         Command::Record => {
             aggregator::cli::ask_recording(&cli.config, &mut std::io::stdout().lock())
         }
+        Command::ImportConfig(_) => hand_over(TO_IMPORTER),
         Command::Demo { .. } | Command::Simulate { .. } | Command::Publish { .. } => {
-            hand_to_simulator()
+            hand_over(TO_SIMULATOR)
         }
     };
-    std::process::exit(code);
+    exit_code(code)
 }

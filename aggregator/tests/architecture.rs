@@ -71,3 +71,36 @@ fn no_crate_of_ours_depends_on_a_plugin() {
         );
     }
 }
+
+/// Every crate of ours with integration tests builds them as one binary, `tests/tests.rs`
+/// (`autotests = false`): a file of `tests/` it does not declare would never be compiled.
+#[test]
+fn every_test_file_is_a_module_of_its_crates_test_binary() {
+    let aggregator = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for crate_dir in ["", "bus", "sim", "import"] {
+        let tests = aggregator.join(crate_dir).join("tests");
+        let root = std::fs::read_to_string(tests.join("tests.rs"))
+            .unwrap_or_else(|err| panic!("{}: {err}", tests.join("tests.rs").display()));
+        for entry in std::fs::read_dir(&tests).expect("tests folder") {
+            let path = entry.expect("entry").path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(module) = name.strip_suffix(".rs") else {
+                continue;
+            };
+            if module == "tests" {
+                continue;
+            }
+            assert!(
+                root.lines().any(|line| line.trim() == format!("mod {module};")),
+                "{} is not a module of {}: add `mod {module};`",
+                path.display(),
+                tests.join("tests.rs").display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} test files found");
+}

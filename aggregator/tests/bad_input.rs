@@ -4,16 +4,16 @@
 //! reads the published service with a plain client. Each fault must leave the service there,
 //! publishing sane values, with one log line when it starts (and one when it ends).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aggregator::bus::client;
-use aggregator::bus::variant::Field;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{num, until};
 use support::world::{runtime, World};
+use venus_bus::client;
+use venus_bus::variant::Field;
 use zbus::zvariant::OwnedValue;
 
 type Items = HashMap<String, (OwnedValue, String)>;

@@ -4,7 +4,7 @@
 //! plays a scenario of `scenarios/tests` on a private bus, the daemon runs as a process, and
 //! every check reads the published service from the bus.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

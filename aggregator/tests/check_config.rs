@@ -1,7 +1,7 @@
 //! `check-config` on the shipped config.yaml and on broken copies of it: exit 0, or exit 2
 //! with every error naming the key (and its line).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

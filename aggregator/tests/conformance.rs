@@ -1,16 +1,16 @@
 //! Our service against the Venus OS wire contract (docs/venus.md §1, §2, §5 and §7), read with a
 //! plain zbus client on a private `dbus-daemon`, with the simulator as the rest of the system.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use futures_lite::StreamExt;
 use support::bus::{call, client, items, num, until, wait_for_name, Daemon, OWN};
 use support::world::{runtime, World};
+use venus_bus::private::PrivateBus;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, MatchRule, MessageStream};
 

@@ -2,18 +2,17 @@
 //! `DBUS_SESSION_BUS_ADDRESS` is set, log lines that multilog can stamp (no colours, no time
 //! stamps of its own when stdout is no terminal), and `--version`.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{client, wait_for_name, OWN};
 use support::world::runtime;
+use venus_bus::private::PrivateBus;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
-const SIMULATOR: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries-sim");
 
 const SCENARIO: &str = r#"
 step: 100ms
@@ -169,11 +168,14 @@ fn on_a_terminal_log_lines_are_stamped_but_not_coloured() {
 }
 
 #[test]
-fn both_programs_tell_their_version() {
+fn every_program_tells_its_version() {
     let version = env!("CARGO_PKG_VERSION");
+    let simulator = support::program("dbus-aggregate-batteries-sim");
+    let importer = support::program("dbus-aggregate-batteries-import");
     for (program, name) in [
-        (DAEMON, "dbus-aggregate-batteries"),
-        (SIMULATOR, "dbus-aggregate-batteries-sim"),
+        (std::path::Path::new(DAEMON), "dbus-aggregate-batteries"),
+        (simulator.as_path(), "dbus-aggregate-batteries-sim"),
+        (importer.as_path(), "dbus-aggregate-batteries-import"),
     ] {
         let out = Command::new(program).arg("--version").output().unwrap();
         assert!(out.status.success(), "{name}");

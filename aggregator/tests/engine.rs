@@ -1,7 +1,7 @@
 //! The tick without the bus, with the real plugins loaded from disk: limits, feed-in, faults,
 //! lost batteries, the counter and the current source fallback.
 
-mod support;
+use crate::support;
 
 use aggregator::plugins::{load, Plugin};
 use aggregator_core::engine::OnLost;

@@ -1,16 +1,16 @@
 //! Faults under a running service: what it publishes meanwhile, and that it is still there.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
 use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
 };
 use support::world::{runtime, World};
+use venus_bus::private::PrivateBus;
 
 use support::TWO_BATTERIES as SCENARIO;
 

@@ -2,9 +2,9 @@
 //! the shipped `config.yaml`, cut and garbled copies of it, and D-Bus variants whole, cut short
 //! and made by hand. None may panic, and each gives a sensible result.
 
-use aggregator::bus::variant::Field;
 use aggregator::config::ConfigError;
 use aggregator::fuzzing;
+use venus_bus::variant::Field;
 use zbus::zvariant::serialized::Context;
 use zbus::zvariant::{to_bytes, Array, Dict, Signature, StructureBuilder, Value, LE};
 
@@ -260,7 +260,7 @@ fn the_value_connection_reads_variants_as_zvariant_does() {
     // Whole variants: both decoders read them, to the same field.
     for (value, field) in sample_values() {
         let bytes = encoded(&value);
-        let ours = aggregator::bus::wire::Body::new(&bytes, false).variant();
+        let ours = venus_bus::wire::Body::new(&bytes, false).variant();
         assert!(
             ours.as_ref().is_ok_and(|f| fuzzing::same(f, &field)),
             "{value:?}: {ours:?}"
@@ -289,11 +289,11 @@ fn an_unknown_header_field_with_a_broken_signature_is_refused() {
     for (name, seed) in MESSAGE_SEEDS {
         // Whole, the message is framed and refused; cut anywhere, it is never a panic.
         assert_eq!(
-            aggregator::bus::wire::frame_len(seed),
+            venus_bus::wire::frame_len(seed),
             Ok(Some(seed.len())),
             "{name}"
         );
-        assert!(aggregator::bus::wire::parse(seed).is_err(), "{name}");
+        assert!(venus_bus::wire::parse(seed).is_err(), "{name}");
         for cut in 0..=seed.len() {
             fuzzing::dbus_message(&seed[..cut]);
         }

@@ -7,7 +7,7 @@
 //! (`.ci/run` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
 //! so and pass, except under CI (`CI=true`), where they fail.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aggregator::bus::variant::Field;
 use support::bus::{text, until};
 use support::world::{runtime, World};
+use venus_bus::variant::Field;
 use zbus::zvariant::OwnedValue;
 
 const NAME: &str = "dbus-aggregate-batteries";

@@ -3,7 +3,7 @@
 //! their own root `/` under real daemontools, in a mount namespace (`daemontools.sh`). The
 //! bundle is staged by `install/stage.sh` from the host's build of the daemon and plugins.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -190,6 +190,7 @@ fn a_bundle_holds_the_daemon_the_builtin_plugins_the_config_and_the_scripts() {
         .collect();
     assert_eq!(plugins, builtin);
     assert_eq!(mode(&bundle.join("dbus-aggregate-batteries")), 0o755);
+    assert_eq!(mode(&bundle.join("dbus-aggregate-batteries-import")), 0o755);
     assert!(!bundle.join("dbus-aggregate-batteries-sim").exists());
     assert_eq!(
         fs::read(bundle.join("config.yaml")).unwrap(),

@@ -7,7 +7,7 @@
 //! published is held, then lost. A service that was never part of the bank is never counted
 //! as a lost battery.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -75,8 +75,8 @@ fn lines_with(log: &str, needle: &str) -> usize {
 fn sane(i: &Items, before: (f64, f64)) -> bool {
     let all_finite = i.values().all(|(value, _)| {
         !matches!(
-            aggregator::bus::variant::Field::from_owned(value),
-            aggregator::bus::variant::Field::Number(v) if !v.is_finite()
+            venus_bus::variant::Field::from_owned(value),
+            venus_bus::variant::Field::Number(v) if !v.is_finite()
         )
     });
     let near = |path, want: f64, by: f64| num(i, path).is_none_or(|v| (v - want).abs() <= by);

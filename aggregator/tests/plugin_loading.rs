@@ -1,7 +1,7 @@
 //! Plugins are real cdylibs loaded from disk: the built ones load, bad files are refused with
 //! one clear line each, and a panicking plugin cannot take the daemon down.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

@@ -1,14 +1,24 @@
-//! The two programs: the daemon's hands `demo`, `simulate` and `publish` over to the
-//! simulator's with the same command line, and carries none of the simulator's code.
+//! The three programs: the daemon's hands `demo`, `simulate` and `publish` over to the
+//! simulator's and `import-config` to the importer's, with the same command line, and carries
+//! none of their code.
 
-use std::path::Path;
+use crate::support;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
-const SIMULATOR: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries-sim");
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
+fn simulator() -> PathBuf {
+    support::program("dbus-aggregate-batteries-sim")
+}
+
+fn importer() -> PathBuf {
+    support::program("dbus-aggregate-batteries-import")
+}
+
+fn run(program: impl AsRef<Path>, args: &[&str]) -> Output {
+    Command::new(program.as_ref())
         .args(args)
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .output()
@@ -56,7 +66,7 @@ fn simulate_is_handed_over_with_its_arguments() {
 #[test]
 fn the_simulators_program_refuses_the_daemons_commands() {
     for command in ["run", "check-config", "plugins"] {
-        let out = run(SIMULATOR, &[command]);
+        let out = run(simulator(), &[command]);
         assert_eq!(out.status.code(), Some(2), "{command}");
         assert!(
             stderr(&out).contains("the daemon is dbus-aggregate-batteries"),
@@ -67,11 +77,63 @@ fn the_simulators_program_refuses_the_daemons_commands() {
 }
 
 #[test]
+fn import_config_is_handed_over_with_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("config.yaml");
+    let out = run(
+        DAEMON,
+        &[
+            "import-config",
+            "--from",
+            "/nonexistent/settings.py",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/settings.py"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!out_file.exists(), "nothing is written for a missing file");
+}
+
+#[test]
+fn the_importers_program_refuses_the_other_commands() {
+    for command in ["run", "check-config", "plugins", "demo"] {
+        let out = run(importer(), &[command]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(
+            stderr(&out)
+                .contains("runs `import-config` only; the daemon is dbus-aggregate-batteries"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_missing_importer_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("dbus-aggregate-batteries");
+    std::fs::copy(DAEMON, &alone).unwrap();
+    let out = run(&alone, &["import-config", "--from", "a", "--out", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+    let missing = dir.path().join("dbus-aggregate-batteries-import");
+    assert!(
+        stderr(&out).contains(&format!("`import-config` is run by {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_missing_simulator_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("dbus-aggregate-batteries");
     std::fs::copy(DAEMON, &alone).unwrap();
-    let out = run(alone.to_str().unwrap(), &["demo", "--for", "1s"]);
+    let out = run(&alone, &["demo", "--for", "1s"]);
     assert_eq!(out.status.code(), Some(1));
     let missing = dir.path().join("dbus-aggregate-batteries-sim");
     assert!(
@@ -89,21 +151,33 @@ const DEMO_TEXT: &str = "looping through about three minutes";
 /// An error text of the chart drawing of `simulate`.
 const CHART_TEXT: &str = "cannot draw the chart";
 
-fn holds(program: &str, text: &str) -> bool {
-    let bytes = std::fs::read(Path::new(program)).unwrap();
+fn holds(program: impl AsRef<Path>, text: &str) -> bool {
+    let bytes = std::fs::read(program.as_ref()).unwrap();
     bytes.windows(text.len()).any(|w| w == text.as_bytes())
 }
 
 #[test]
 fn the_daemons_program_holds_no_simulator() {
     assert!(
-        holds(SIMULATOR, DEMO_TEXT),
+        holds(simulator(), DEMO_TEXT),
         "the demo scenario no longer says {DEMO_TEXT:?}"
     );
     assert!(!holds(DAEMON, DEMO_TEXT));
     assert!(
-        holds(SIMULATOR, CHART_TEXT),
+        holds(simulator(), CHART_TEXT),
         "the chart no longer says {CHART_TEXT:?}"
     );
     assert!(!holds(DAEMON, CHART_TEXT));
+}
+
+/// An error text of the importer.
+const IMPORT_TEXT: &str = "the imported config does not pass its own check";
+
+#[test]
+fn the_daemons_program_holds_no_importer() {
+    assert!(
+        holds(importer(), IMPORT_TEXT),
+        "the importer no longer says {IMPORT_TEXT:?}"
+    );
+    assert!(!holds(DAEMON, IMPORT_TEXT));
 }

@@ -14,7 +14,7 @@
 //! currents are any number. Half the runs are calm (the whole bank there, plausible values),
 //! so that the undegraded bank gets its share.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

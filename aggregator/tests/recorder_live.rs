@@ -5,14 +5,14 @@
 //! live side runs in real time. The two tests take turns (one daemon at a time, so that
 //! `record` asks only the test's own).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aggregator::sim::Scenario;
+use aggregator_sim::Scenario;
 use support::offline::{number, rows, scenarios, simulate, Row};
 use support::world::World;
 

@@ -2,7 +2,7 @@
 //! published service and the settings service on a private bus, with the real plugins and the
 //! simulator.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

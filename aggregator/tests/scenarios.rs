@@ -1,7 +1,7 @@
 //! End to end: the simulator plays a scenario on a private bus, the daemon runs as a process,
 //! and every check reads the published service from the bus.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

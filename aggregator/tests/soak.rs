@@ -11,7 +11,7 @@
 //! lost, a frozen driver, a blocking BMS), with `hold_for` and `frozen_after` cut to seconds so
 //! every loop goes through each state change, name owner change and recovery path.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

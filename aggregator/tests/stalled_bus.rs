@@ -3,20 +3,20 @@
 //! the bus, keeps coming) and SIGTERM still stops it at once; an `ItemsChanged` the stopped bus
 //! does not take is held for the next one instead of holding up the caller.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aggregator::bus::export::BusItemService;
-use aggregator::bus::private::PrivateBus;
-use aggregator::bus::raw::RawConnection;
-use aggregator::bus::wire::Kind;
 use aggregator::child::{self, Signal};
 use aggregator_core::value::Value;
 use support::bus::{client, num, until, Daemon};
 use support::world::{runtime, World};
 use support::TWO_BATTERIES;
+use venus_bus::export::BusItemService;
+use venus_bus::private::PrivateBus;
+use venus_bus::raw::RawConnection;
+use venus_bus::wire::Kind;
 
 const CONFIG: &str = r#"
 update_interval: 100ms
@@ -88,9 +88,7 @@ fn an_items_changed_the_stopped_bus_does_not_take_is_held_for_the_next() {
         .block_on(RawConnection::connect(bus.address(), &[rule]))
         .expect("listener");
     runtime().block_on(async {
-        let connection = aggregator::bus::connect_with_writer(bus.address())
-            .await
-            .unwrap();
+        let connection = venus_bus::connect_with_writer(bus.address()).await.unwrap();
         let service = BusItemService::with_writer(connection);
         let publish = |path: String, k: usize| {
             let text = char::from(b'a' + (k % 26) as u8).to_string().repeat(BIG);

@@ -4,13 +4,13 @@
 //! (`/Settings/SystemSetup/BmsInstance`), which name the old program's instance, keep pointing
 //! at the bank. The settings service is the simulator's, on a private bus.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
-use aggregator::bus::client::get_value;
 use support::bus::{num, until};
 use support::world::{runtime, World};
+use venus_bus::client::get_value;
 
 const SETTINGS: &str = "com.victronenergy.settings";
 

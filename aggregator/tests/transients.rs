@@ -3,18 +3,18 @@
 //! keeps failing stops discharging with its cause named. Read from the published service, the
 //! settings service and the state file.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregator::bus::client::{self, SETTINGS};
-use aggregator::bus::export::BusItemService;
-use aggregator::bus::private::PrivateBus;
-use aggregator::sim::{Scenario, Simulator};
 use aggregator_core::value::Value;
+use aggregator_sim::{Scenario, Simulator};
 use support::bus::{client, num, text, until, until_keeping, wait_for_name, Daemon, OWN};
 use support::world::{runtime, World};
+use venus_bus::client::{self, SETTINGS};
+use venus_bus::export::BusItemService;
+use venus_bus::private::PrivateBus;
 
 const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
 const SECONDS: Duration = Duration::from_secs(20);
@@ -221,7 +221,7 @@ fn a_settings_service_that_never_answers_holds_no_tick() {
             .expect("simulator");
         // Its own settings service: feed-in 1, a `SetValue` that never gets an answer (which
         // holds every call after it too), no `AddSettings`.
-        let link = aggregator::bus::connect_with_writer(bus.address())
+        let link = venus_bus::connect_with_writer(bus.address())
             .await
             .expect("connect");
         let settings = BusItemService::with_writer(link);

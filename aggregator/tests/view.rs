@@ -3,7 +3,7 @@
 //! and the bus daemon queues nothing for us meanwhile. The batteries' currents ramp, so the
 //! age of the daemon's view is read off its published current ([`support::lag`]).
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

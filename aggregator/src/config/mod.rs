@@ -876,7 +876,7 @@ impl Source {
 }
 
 /// One element of a well-known bus name: letters, digits, `_`, `-`, not starting with a digit.
-pub(crate) fn valid_name_element(element: &str) -> bool {
+pub fn valid_name_element(element: &str) -> bool {
     !element.is_empty()
         && !element.starts_with(|c: char| c.is_ascii_digit())
         && element

@@ -9,8 +9,8 @@
 //! `batteries.startup_wait` with the fail-safe values, and never unregistered while running.
 
 pub(crate) mod fail_safe;
-pub(crate) mod gather;
-pub(crate) mod tick;
+pub mod gather;
+pub mod tick;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::record::{self, PublishedValues};
 
 /// What the tick takes from the monitor's cache.
-pub(crate) struct BusSnapshot {
+pub struct BusSnapshot {
     /// Battery-class services that may be ours: service, nameplate (only until the service
     /// is classified) and reading.
     batteries: Vec<(String, Option<Nameplate>, BatteryReading)>,
@@ -67,7 +67,7 @@ struct Passing {
 }
 
 /// Which battery-class services belong to the bank, decided once per service.
-pub(crate) struct BankMembers {
+pub struct BankMembers {
     roster: Roster,
     /// `batteries.cells`.
     cells: Option<u32>,
@@ -106,7 +106,7 @@ impl BankMembers {
     }
 
     /// The bank's members as `batteries:` and our own service name define them.
-    pub(crate) fn of(config: &Config) -> Self {
+    pub fn of(config: &Config) -> Self {
         let roster = Roster::new((&config.batteries).into(), &config.publish.service_name);
         Self::new(roster, config.batteries.cells)
     }
@@ -440,7 +440,7 @@ fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f64>)
 }
 
 /// What the tick takes from the monitor's cache, read once.
-pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSnapshot {
+pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSnapshot {
     let mut batteries = Vec::new();
     for (service, s) in cache.of_class(Class::Battery) {
         let Some(wants_nameplate) = members.wants(service) else {
@@ -467,7 +467,7 @@ pub(crate) fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) ->
 }
 
 /// Presence with the timing and cell count of `batteries:`.
-pub(crate) fn presence_of(config: &Config) -> Presence {
+pub fn presence_of(config: &Config) -> Presence {
     Presence::new(Timing {
         hold_for_s: config.batteries.hold_for.as_secs_f64(),
         frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
@@ -535,15 +535,15 @@ impl ViewAge {
 
 /// When a tick happens: monotonic seconds, the local date, seconds since the last tick.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TickTime {
-    pub(crate) now_s: f64,
-    pub(crate) date: LocalDate,
-    pub(crate) dt_s: f64,
+pub struct TickTime {
+    pub now_s: f64,
+    pub date: LocalDate,
+    pub dt_s: f64,
 }
 
 /// From a snapshot to the engine's inputs: classification, presence (at `now_s`, monotonic
 /// seconds) and the bank's counts. The daemon's tick and `simulate` both run this.
-pub(crate) fn inputs(
+pub fn inputs(
     snapshot: BusSnapshot,
     members: &mut BankMembers,
     presence: &mut Presence,

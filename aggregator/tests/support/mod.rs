@@ -1,7 +1,5 @@
 //! Shared by the integration tests: where the built plugins are, and private copies of them.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +22,38 @@ pub fn build_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>")
         .to_path_buf()
+}
+
+/// The daemon's package folder (`aggregator/`: its scenarios and fixtures), from the tests of
+/// any crate of ours that share these helpers (the simulator's and the importer's are inside
+/// it).
+pub fn daemon_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.join("scenarios").is_dir() {
+        here.to_path_buf()
+    } else {
+        here.parent().expect("aggregator/<crate>").to_path_buf()
+    }
+}
+
+/// A program of ours built beside the test binaries (`dbus-aggregate-batteries`, `-sim`,
+/// `-import`): cargo sets `CARGO_BIN_EXE_*` only for the tested package's own programs, and
+/// the daemon hands commands over to its siblings; panics with the command to run when one
+/// is missing.
+pub fn program(name: &str) -> PathBuf {
+    let path = build_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the programs first with `cargo build --workspace` (the README's \
+         test command does)",
+        path.display()
+    );
+    path
+}
+
+/// The daemon's program.
+pub fn daemon_program() -> PathBuf {
+    program("dbus-aggregate-batteries")
 }
 
 /// The path of a built plugin; panics with the command to run when it is missing.
@@ -127,7 +157,7 @@ pub mod bus {
                 .append(true)
                 .open(&log)
                 .expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+            let child = Command::new(super::daemon_program())
                 .arg("--config")
                 .arg(config)
                 .arg("run")
@@ -175,7 +205,7 @@ pub mod bus {
 
     /// A client connection to the private bus.
     pub async fn client(address: &str) -> Connection {
-        aggregator::bus::connect_to(address).await.expect("connect")
+        venus_bus::connect_to(address).await.expect("connect")
     }
 
     /// Calls a BusItem method and returns the reply message.
@@ -242,7 +272,7 @@ pub mod bus {
     pub async fn number(conn: &Connection, path: &str) -> Option<f64> {
         let reply = call(conn, OWN, path, "GetValue").await.ok()?;
         let value: OwnedValue = reply.body().deserialize().ok()?;
-        aggregator::bus::variant::Field::from_owned(&value).number()
+        venus_bus::variant::Field::from_owned(&value).number()
     }
 
     /// Polls `check` on `GetItems` of our service until it holds (up to `within`); returns the
@@ -272,16 +302,16 @@ pub mod bus {
     pub fn num(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<f64> {
         items
             .get(path)
-            .and_then(|(v, _)| aggregator::bus::variant::Field::from_owned(v).number())
+            .and_then(|(v, _)| venus_bus::variant::Field::from_owned(v).number())
     }
 
     /// The text value (not the `Text` of the item) in an item map.
     pub fn text(items: &HashMap<String, (OwnedValue, String)>, path: &str) -> Option<String> {
         match items
             .get(path)
-            .map(|(v, _)| aggregator::bus::variant::Field::from_owned(v))
+            .map(|(v, _)| venus_bus::variant::Field::from_owned(v))
         {
-            Some(aggregator::bus::variant::Field::Text(text)) => Some(text),
+            Some(venus_bus::variant::Field::Text(text)) => Some(text),
             _ => None,
         }
     }
@@ -345,8 +375,8 @@ pub mod world {
     use std::path::Path;
     use std::time::Duration;
 
-    use aggregator::bus::private::PrivateBus;
-    use aggregator::sim::{Scenario, Simulator};
+    use aggregator_sim::{Scenario, Simulator};
+    use venus_bus::private::PrivateBus;
     use zbus::Connection;
 
     use super::bus::{client, wait_for_name, Daemon, OWN};
@@ -414,7 +444,7 @@ pub mod world {
 
         /// A value of the settings service.
         pub async fn setting(&self, path: &str) -> Option<f64> {
-            aggregator::bus::client::get_value(&self.conn, "com.victronenergy.settings", path)
+            venus_bus::client::get_value(&self.conn, "com.victronenergy.settings", path)
                 .await
                 .ok()?
                 .number()
@@ -430,7 +460,7 @@ pub mod lag {
     //! test process does not count as lag.
 
     use std::collections::HashMap;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use futures_lite::StreamExt;
     use zbus::zvariant::OwnedValue;
@@ -440,10 +470,9 @@ pub mod lag {
 
     const BUS_ITEM: &str = "com.victronenergy.BusItem";
 
-    /// One publish of the current: when it was seen and the lag behind the batteries.
+    /// One publish of the current: its lag behind the batteries.
     #[derive(Clone, Copy, Debug)]
     pub struct Sample {
-        pub at: Instant,
         pub lag_s: f64,
     }
 
@@ -459,7 +488,7 @@ pub mod lag {
     impl LagProbe {
         /// Subscribes on a connection of its own; `rate_a_per_s` is the ramp of each battery.
         pub async fn start(address: &str, rate_a_per_s: f64) -> LagProbe {
-            let conn: Connection = aggregator::bus::connect_to(address).await.expect("connect");
+            let conn: Connection = venus_bus::connect_to(address).await.expect("connect");
             let own = super::bus::wait_for_name(&conn, OWN, Duration::from_secs(20))
                 .await
                 .expect("our service");
@@ -506,14 +535,13 @@ pub mod lag {
                     let Some(published) = items
                         .remove("/Dc/0/Current")
                         .and_then(|mut item| item.remove("Value"))
-                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                        .and_then(|v| venus_bus::variant::Field::from_owned(&v).number())
                     else {
                         continue;
                     };
                     let signalled: f64 = self.currents.values().sum();
                     let rate = self.rate_a_per_s * self.currents.len().max(1) as f64;
                     samples.push(Sample {
-                        at: Instant::now(),
                         lag_s: (signalled - published) / rate,
                     });
                 } else if member == "PropertiesChanged" {
@@ -523,7 +551,7 @@ pub mod lag {
                     };
                     if let Some(v) = body
                         .remove("Value")
-                        .and_then(|v| aggregator::bus::variant::Field::from_owned(&v).number())
+                        .and_then(|v| venus_bus::variant::Field::from_owned(&v).number())
                     {
                         self.currents.insert(sender, v);
                     }

@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
-
 /// The shipped scenarios' folder.
 pub fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+    super::daemon_dir().join("scenarios")
 }
 
 /// One CSV row by column name.
@@ -19,7 +17,7 @@ pub type Row = HashMap<String, String>;
 pub fn simulate(config: &Path, scenario: &Path, extra: &[&str]) -> (Vec<Row>, String) {
     let out = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
-    let run = Command::new(DAEMON)
+    let run = Command::new(super::daemon_program())
         .arg("--config")
         .arg(config)
         .arg("--plugins-dir")

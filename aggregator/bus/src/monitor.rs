@@ -1,0 +1,718 @@
+//! The consumer side (docs/venus.md §6): a cache of the values of every service we read,
+//! kept current by signals.
+//!
+//! Three match rules in all: `NameOwnerChanged` in the `com.victronenergy` namespace on the
+//! main (zbus) connection, which wakes us when a service comes or goes; every
+//! `PropertiesChanged` and every `ItemsChanged` of the BusItem interface on the value
+//! connection ([`raw`](crate::raw)), which is read at each tick up to a barrier (so the
+//! cache holds everything the bus delivered before the tick) and while a scan waits. `ListNames`, then per wanted service `GetNameOwner` (zbus) and
+//! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
+//! service sent them). Signals are routed by the sender's unique name; a signal from a service
+//! not (yet) scanned, or for a path we do not read, is dropped after its header. Services come
+//! and go while running; our own service is never read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use tokio::sync::Notify;
+use zbus::{Connection, MatchRule, Message, MessageStream};
+
+use aggregator_core::reading::is_battery_path;
+use plugin_api::DcClass;
+
+use crate::client::{self, CALL_TIMEOUT};
+use crate::export::BUS_ITEM;
+use crate::raw::{readable, CallSender, RawConnection};
+use crate::variant::Field;
+use crate::wire::{self, Kind};
+
+/// The kinds of service we read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// `com.victronenergy.battery.*`: batteries and battery-monitor SmartShunts.
+    Battery,
+    /// `com.victronenergy.vebus.*`: Multis and Quattros.
+    Vebus,
+    /// `com.victronenergy.solarcharger.*`.
+    SolarCharger,
+    /// `com.victronenergy.dcload.*`: DC-meter SmartShunts and other DC load meters.
+    Dcload,
+    /// The other DC devices that put current into the bank or take it out: Multi RS,
+    /// inverters, chargers, Orion XS, alternators, DC sources and DC systems.
+    Dc(DcClass),
+    /// `com.victronenergy.settings`.
+    Settings,
+    /// `com.victronenergy.system`.
+    System,
+}
+
+impl Class {
+    /// The class of a bus name, if we read it.
+    pub fn of(service: &str) -> Option<Class> {
+        let rest = service.strip_prefix("com.victronenergy.")?;
+        let class = rest.split('.').next()?;
+        match class {
+            "battery" => Some(Class::Battery),
+            "vebus" => Some(Class::Vebus),
+            "solarcharger" => Some(Class::SolarCharger),
+            "dcload" => Some(Class::Dcload),
+            "settings" if rest == "settings" => Some(Class::Settings),
+            "system" if rest == "system" => Some(Class::System),
+            other => DcClass::from_service_class(other).map(Class::Dc),
+        }
+    }
+
+    /// Whether a path of this class is kept in the cache (asked for every signal, so a
+    /// `match`, which the compiler turns into a switch on the length, not a list search).
+    pub fn reads(self, path: &str) -> bool {
+        if matches!(
+            path,
+            "/Connected" | "/ProductName" | "/CustomName" | "/Serial" | "/DeviceInstance"
+        ) {
+            return true;
+        }
+        match self {
+            Class::Battery => is_battery_path(path),
+            Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_) => {
+                // A charger has up to three outputs.
+                matches!(
+                    path,
+                    "/Dc/0/Current" | "/Dc/0/Voltage" | "/Dc/1/Current" | "/Dc/2/Current"
+                )
+            }
+            Class::Settings => {
+                path == FEED_IN_SETTING
+                    || (path.starts_with("/Settings/Devices/")
+                        && (path.ends_with("/ClassAndVrmInstance")
+                            || path.ends_with("/CustomName")))
+            }
+            Class::System => path == "/SystemState/LowSoc",
+        }
+    }
+}
+
+/// The feed-in setting (docs/feedin.md §1).
+pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
+
+/// A service's values by path.
+pub type Values = HashMap<String, Field, BuildHasherDefault<PathHasher>>;
+
+/// The hash of the cache's keys (a folded multiply per 8 bytes). SipHash cost
+/// more than the rest of a signal's handling. Its resistance to chosen keys is not needed: a
+/// cached path is one that [`Class::reads`] accepts (a fixed set, cells up to a number), and
+/// unique names are given by the bus.
+#[derive(Clone, Copy, Default)]
+pub struct PathHasher(u64);
+
+impl PathHasher {
+    /// A folded multiply per word: the high half of the product is mixed back into the low
+    /// half (a plain multiply, as FxHash does, leaves a difference in the top bits of one word
+    /// in the top bits, where the next word can cancel it: `/Voltages/Cell109` and
+    /// `/Voltages/Cell186` hashed alike).
+    fn add(&mut self, word: u64) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let product = u128::from(self.0 ^ word) * u128::from(K);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        // Zero padding is unambiguous for D-Bus strings, which hold no NUL byte (and `str`
+        // hashing appends 0xff); mixing the length into the padded word would not be (it
+        // made `/Voltages/Cell1` and `/Voltages/Cell18` alike).
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// One service's cached values.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// Its class.
+    pub class: Class,
+    /// The unique name owning it.
+    pub owner: String,
+    /// The values of the paths we read.
+    pub values: Values,
+    /// When a value last changed.
+    pub changed_at: Instant,
+    /// Whether the first `GetItems` has been answered.
+    pub scanned: bool,
+}
+
+impl Service {
+    /// A value, if the service has the path.
+    pub fn get(&self, path: &str) -> Option<&Field> {
+        self.values.get(path)
+    }
+
+    /// The values of a scan: all of them at once, and the service now scanned.
+    fn fill(&mut self, values: Values, now: Instant) {
+        self.values = values;
+        self.scanned = true;
+        self.changed_at = now;
+    }
+
+    fn set(&mut self, path: &str, value: Field, now: Instant) {
+        match self.values.get_mut(path) {
+            Some(slot) if *slot == value => {}
+            Some(slot) => {
+                *slot = value;
+                self.changed_at = now;
+            }
+            None => {
+                self.values.insert(path.to_string(), value);
+                self.changed_at = now;
+            }
+        }
+    }
+}
+
+/// A `GetItems` sent on the value connection.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    owner: String,
+    answer: Option<Answer>,
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Scanned,
+    /// The service left (or changed owner) before its answer came.
+    Gone,
+    /// An error answer (its name), or an answer we cannot read.
+    Failed(String),
+}
+
+const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+
+/// The cache: services by well-known name (so ordered by it).
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Scanned and scanning services.
+    pub services: BTreeMap<String, Service>,
+    by_owner: HashMap<String, String, BuildHasherDefault<PathHasher>>,
+    pending: HashMap<u32, Pending>,
+}
+
+impl Cache {
+    /// The services of one class, scanned, in name order.
+    pub fn of_class(&self, class: Class) -> impl Iterator<Item = (&String, &Service)> {
+        self.services
+            .iter()
+            .filter(move |(_, s)| s.class == class && s.scanned)
+    }
+
+    /// One message of the value connection: a value signal, or the answer of a scan.
+    fn receive(&mut self, msg: &wire::Message<'_>, now: Instant, added: &mut Vec<String>) {
+        match msg.kind {
+            Kind::Signal => self.signal(msg, now),
+            Kind::Return | Kind::Error => self.answer(msg, now, added),
+            _ => {}
+        }
+    }
+
+    fn signal(&mut self, msg: &wire::Message<'_>, now: Instant) {
+        if msg.interface != Some(BUS_ITEM) {
+            return;
+        }
+        let Some(service) = msg
+            .sender
+            .and_then(|sender| self.by_owner.get(sender))
+            .and_then(|name| self.services.get_mut(name))
+        else {
+            return;
+        };
+        let class = service.class;
+        match (msg.member, msg.signature) {
+            (Some("PropertiesChanged"), "a{sv}") => {
+                let Some(path) = msg.path.filter(|p| class.reads(p)) else {
+                    return;
+                };
+                if let Ok(Some(value)) = msg.body.dict_value("Value") {
+                    service.set(path, value, now);
+                }
+            }
+            (Some("ItemsChanged"), "a{sa{sv}}") => {
+                // A malformed tail leaves the entries before it applied.
+                let _ = msg
+                    .body
+                    .items(|p| class.reads(p), |p, value| service.set(p, value, now));
+            }
+            _ => {}
+        }
+    }
+
+    fn answer(&mut self, msg: &wire::Message<'_>, now: Instant, added: &mut Vec<String>) {
+        let Some(pending) = msg.reply_serial.and_then(|s| self.pending.get_mut(&s)) else {
+            return;
+        };
+        if msg.kind == Kind::Error {
+            let name = msg.error_name.unwrap_or("an error without a name");
+            pending.answer = Some(Answer::Failed(name.to_string()));
+            return;
+        }
+        let Some(service) = owned_by(&mut self.services, &pending.name, &pending.owner) else {
+            pending.answer = Some(Answer::Gone);
+            return;
+        };
+        if msg.signature != "a{sa{sv}}" {
+            pending.answer = Some(Answer::Failed(format!(
+                "GetItems answered `{}`, not a{{sa{{sv}}}}",
+                msg.signature
+            )));
+            return;
+        }
+        let class = service.class;
+        let mut values = Values::default();
+        let read = msg.body.items(
+            |p| class.reads(p),
+            |p, value| {
+                values.insert(p.to_string(), value);
+            },
+        );
+        pending.answer = Some(match read {
+            Ok(()) => {
+                service.fill(values, now);
+                added.push(pending.name.clone());
+                Answer::Scanned
+            }
+            Err(err) => Answer::Failed(err.to_string()),
+        });
+    }
+
+    /// Values from the fallback scan (zbus `GetItems`/`GetValue`).
+    fn scanned(&mut self, name: &str, owner: &str, values: HashMap<String, Field>) -> bool {
+        let Some(service) = owned_by(&mut self.services, name, owner) else {
+            return false;
+        };
+        let class = service.class;
+        let values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
+        service.fill(values, Instant::now());
+        true
+    }
+
+    fn forget(&mut self, name: &str) -> bool {
+        match self.services.remove(name) {
+            Some(service) => {
+                self.by_owner.remove(&service.owner);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The service `name` while `owner` still owns it: a scan's values belong to the owner it
+/// asked, not to one that took the name since.
+fn owned_by<'a>(
+    services: &'a mut BTreeMap<String, Service>,
+    name: &str,
+    owner: &str,
+) -> Option<&'a mut Service> {
+    services.get_mut(name).filter(|s| s.owner == owner)
+}
+
+/// Something that changed in the set of services, for the daemon's log and its early tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// A service was scanned (new, or with a new owner).
+    Added(String),
+    /// A service left the bus.
+    Removed(String),
+}
+
+struct Inner {
+    conn: Connection,
+    own: String,
+    /// Locked before `cache` wherever both are held; never across a wait (reads do not wait).
+    raw: Mutex<RawConnection>,
+    calls: CallSender,
+    broken: AtomicBool,
+    cache: Mutex<Cache>,
+    events: Mutex<Vec<Discovery>>,
+    news: Notify,
+}
+
+/// The running monitor; cheap to clone.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+/// The match rules of the value connection: every value signal of every `BusItem` service
+/// (`PropertiesChanged` of one path, `ItemsChanged` of many at the root).
+pub fn value_rules() -> [String; 2] {
+    [
+        format!("type='signal',interface='{BUS_ITEM}',member='PropertiesChanged'"),
+        format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'"),
+    ]
+}
+
+impl Monitor {
+    /// Subscribes, lists the bus and starts scanning; `own` is our published name, never read.
+    /// The value connection goes to the bus at `address`, which must be `conn`'s.
+    pub async fn start(conn: &Connection, address: &str, own: &str) -> zbus::Result<Monitor> {
+        let name_owner = MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")?
+            .interface("org.freedesktop.DBus")?
+            .member("NameOwnerChanged")?
+            .arg0ns("com.victronenergy")?
+            .build();
+        let [properties, items] = value_rules();
+        // Before ListNames: every value a scan misses comes as a signal.
+        let raw = RawConnection::connect(address, &[&properties, &items])
+            .await
+            .map_err(|err| zbus::Error::Failure(format!("value connection to D-Bus: {err}")))?;
+        let mut owners =
+            MessageStream::for_match_rule(name_owner, conn, Some(super::STREAM_QUEUE)).await?;
+
+        let monitor = Monitor {
+            inner: Arc::new(Inner {
+                conn: conn.clone(),
+                own: own.to_string(),
+                calls: raw.sender(),
+                raw: Mutex::new(raw),
+                broken: AtomicBool::new(false),
+                cache: Mutex::new(Cache::default()),
+                events: Mutex::new(Vec::new()),
+                news: Notify::new(),
+            }),
+        };
+        let me = monitor.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = owners.next().await {
+                me.on_name_owner(&msg);
+            }
+        });
+        for name in client::list_names(conn).await? {
+            if monitor.wanted(&name) {
+                monitor.scan(name);
+            }
+        }
+        Ok(monitor)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn raw(&self) -> MutexGuard<'_, RawConnection> {
+        self.inner
+            .raw
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes in everything the value connection received so far.
+    pub fn drain(&self) {
+        let mut added = Vec::new();
+        let result = {
+            let mut raw = self.raw();
+            let mut cache = self.cache();
+            let now = Instant::now();
+            raw.drain(|msg| cache.receive(msg, now, &mut added))
+        };
+        for name in added {
+            self.event(Discovery::Added(name));
+        }
+        if let Err(err) = result {
+            if !self.inner.broken.swap(true, Ordering::Relaxed) {
+                tracing::error!("the value connection to D-Bus failed: {err}");
+            }
+        }
+    }
+
+    /// Whether the value connection failed (the daemon then connects anew).
+    pub fn broken(&self) -> bool {
+        self.inner.broken.load(Ordering::Relaxed)
+    }
+
+    /// Brings the cache up to everything the bus delivered before now: sends a barrier on the
+    /// value connection and reads until its answer is in, waiting for the socket when it is
+    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for by
+    /// the next call's reads). Returns the age of the view: the time since the newest
+    /// answered barrier was sent (the set-up, before the first).
+    pub async fn catch_up(&self, limit: Duration) -> Duration {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (serial, call) = self.raw().barrier();
+        if let Err(err) = self.inner.calls.send(&call, limit).await {
+            tracing::debug!("barrier not sent on the value connection: {err}");
+        }
+        loop {
+            self.drain();
+            let waiter = {
+                let raw = self.raw();
+                if raw.barriers().is_answered(serial) || self.broken() {
+                    break;
+                }
+                raw.waiter()
+            };
+            let Ok(waiter) = waiter else {
+                break;
+            };
+            match tokio::time::timeout_at(deadline, readable(waiter)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!("cannot wait for the value connection: {err}");
+                    break;
+                }
+                Err(_late) => {
+                    // What came meanwhile is still taken in.
+                    self.drain();
+                    break;
+                }
+            }
+        }
+        self.raw().barriers().age(Instant::now())
+    }
+
+    /// The cache, as the last read left it.
+    pub fn read<R>(&self, f: impl FnOnce(&Cache) -> R) -> R {
+        f(&self.cache())
+    }
+
+    /// The discovery changes since the last call.
+    pub fn take_events(&self) -> Vec<Discovery> {
+        std::mem::take(&mut *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Waits until a service was added or removed.
+    pub async fn news(&self) {
+        self.inner.news.notified().await;
+    }
+
+    fn wanted(&self, name: &str) -> bool {
+        name != self.inner.own && Class::of(name).is_some()
+    }
+
+    fn event(&self, event: Discovery) {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+        self.inner.news.notify_one();
+    }
+
+    fn on_name_owner(&self, msg: &Message) {
+        let Ok((name, _old, new)) = msg.body().deserialize::<(String, String, String)>() else {
+            return;
+        };
+        if !self.wanted(&name) {
+            return;
+        }
+        if self.cache().forget(&name) {
+            self.event(Discovery::Removed(name.clone()));
+        }
+        if !new.is_empty() {
+            self.scan(name);
+        }
+    }
+
+    /// Scans a service on a task of its own (a slow service cannot hold up the others).
+    fn scan(&self, name: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                match me.scan_once(&name).await {
+                    Ok(true) => return,
+                    Ok(false) => return,
+                    Err(err) => tracing::debug!("scanning {name} failed: {err}"),
+                }
+            }
+            tracing::warn!("{name} does not answer GetItems; it is left out until it re-registers");
+        });
+    }
+
+    /// Returns Ok(false) when the service left meanwhile.
+    async fn scan_once(&self, name: &str) -> zbus::Result<bool> {
+        let Some(class) = Class::of(name) else {
+            return Ok(false);
+        };
+        let Some(owner) = client::name_owner(&self.inner.conn, name).await else {
+            return Ok(false);
+        };
+        let serial = self.inner.calls.next_serial();
+        {
+            let mut cache = self.cache();
+            cache.by_owner.insert(owner.clone(), name.to_string());
+            cache.services.insert(
+                name.to_string(),
+                Service {
+                    class,
+                    owner: owner.clone(),
+                    values: Values::default(),
+                    changed_at: Instant::now(),
+                    scanned: false,
+                },
+            );
+            // Expected before it is sent: the tick may read the answer first.
+            cache.pending.insert(
+                serial,
+                Pending {
+                    name: name.to_string(),
+                    owner: owner.clone(),
+                    answer: None,
+                },
+            );
+        }
+        let call = wire::method_call(serial, &owner, "/", BUS_ITEM, "GetItems", &[]);
+        let sent = self.inner.calls.send(&call, CALL_TIMEOUT).await;
+        if let Err(err) = sent {
+            self.cache().pending.remove(&serial);
+            return Err(zbus::Error::Failure(format!("GetItems not sent: {err}")));
+        }
+        let answer = self.wait_for_answer(serial).await;
+        match answer {
+            Answer::Scanned => Ok(true),
+            Answer::Gone => Ok(false),
+            // A service older than GetItems: its values the slow way.
+            Answer::Failed(why) if why == UNKNOWN_METHOD => {
+                let items = match client::get_items(&self.inner.conn, name).await {
+                    Ok(items) => items,
+                    Err(err) => {
+                        self.cache().forget(name);
+                        return Err(err);
+                    }
+                };
+                if !self.cache().scanned(name, &owner, items) {
+                    return Ok(false);
+                }
+                self.event(Discovery::Added(name.to_string()));
+                Ok(true)
+            }
+            Answer::Failed(why) => {
+                self.cache().forget(name);
+                // Mostly the error's name the service answered: one escaped line.
+                Err(zbus::Error::Failure(format!(
+                    "GetItems: {}",
+                    super::escaped(&why)
+                )))
+            }
+        }
+    }
+
+    /// Reads the value connection until the answer to `serial` is in (the first read soon,
+    /// then less often), or [`CALL_TIMEOUT`] has passed.
+    async fn wait_for_answer(&self, serial: u32) -> Answer {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            self.drain();
+            let mut cache = self.cache();
+            let answer = cache.pending.get(&serial).and_then(|p| p.answer.clone());
+            let late = Instant::now() > deadline;
+            if answer.is_some() || late || self.broken() {
+                cache.pending.remove(&serial);
+                return answer.unwrap_or_else(|| {
+                    Answer::Failed(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_the_first_three_name_parts() {
+        assert_eq!(
+            Class::of("com.victronenergy.battery.ttyUSB0"),
+            Some(Class::Battery)
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.vebus.ttyS3"),
+            Some(Class::Vebus)
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.settings"),
+            Some(Class::Settings)
+        );
+        assert_eq!(Class::of("com.victronenergy.system"), Some(Class::System));
+        assert_eq!(
+            Class::of("com.victronenergy.dcdc.ttyS9"),
+            Some(Class::Dc(DcClass::Dcdc))
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.dcsystem.ttyS9"),
+            Some(Class::Dc(DcClass::DcSystem))
+        );
+        assert_eq!(Class::of("com.victronenergy.systemcalc"), None);
+        assert_eq!(Class::of("com.victronenergy.grid.cgwacs"), None);
+        assert_eq!(Class::of("org.freedesktop.DBus"), None);
+    }
+
+    #[test]
+    fn the_cache_hash_tells_every_cached_path_apart() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<PathHasher>::default();
+        let mut paths: Vec<String> = (1..=4096).map(|k| format!("/Voltages/Cell{k}")).collect();
+        paths.extend(
+            [
+                "/Dc/0/Voltage",
+                "/Dc/0/Current",
+                "/Dc/0/Power",
+                "/Soc",
+                "/Capacity",
+            ]
+            .iter()
+            .map(|p| p.to_string()),
+        );
+        paths.extend((0..10_000).map(|n| format!(":1.{n}")));
+        let hashes: std::collections::HashSet<u64> =
+            paths.iter().map(|p| build.hash_one(p)).collect();
+        assert_eq!(hashes.len(), paths.len(), "two cached keys hash alike");
+        assert_eq!(build.hash_one("/Soc"), build.hash_one(String::from("/Soc")));
+    }
+
+    #[test]
+    fn only_the_paths_we_use_are_cached() {
+        assert!(Class::Battery.reads("/Voltages/Cell32"));
+        assert!(Class::Battery.reads("/Voltages/Cell100"));
+        assert!(!Class::Battery.reads("/Voltages/Cell"));
+        assert!(!Class::Battery.reads("/Balances/Cell3"));
+        assert!(Class::Battery.reads("/Alarms/BmsCable"));
+        assert!(Class::Vebus.reads("/Dc/0/Current"));
+        assert!(!Class::Vebus.reads("/Ac/Out/L1/P"));
+        assert!(Class::Settings.reads(FEED_IN_SETTING));
+        assert!(Class::Settings.reads("/Settings/Devices/aggregatebatteries/CustomName"));
+        assert!(!Class::Settings.reads("/Settings/SystemSetup/BatteryService"));
+        assert!(Class::System.reads("/SystemState/LowSoc"));
+    }
+}

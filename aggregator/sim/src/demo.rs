@@ -1,0 +1,257 @@
+//! `demo`: a private `dbus-daemon`, a simulated Venus OS system with a two-battery bank running
+//! a charge-and-discharge cycle, and the daemon itself, with a live table in the terminal.
+//!
+//! The daemon runs as a child process exactly as on a device (only the bus differs); the table
+//! is read from the bus like any Venus consumer would. Ctrl-C stops the daemon (which saves its
+//! state), the simulator and the bus, and removes the temporary folder.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use zbus::Connection;
+
+use crate::{Scenario, Simulator, DEMO_SCENARIO};
+use aggregator::child;
+use aggregator::cli::{program_dir, sibling, DAEMON_PROGRAM};
+use venus_bus::client;
+use venus_bus::private::PrivateBus;
+use venus_bus::variant::Field;
+
+/// The daemon's configuration in the demo.
+pub const DEMO_CONFIG: &str = include_str!("../../scenarios/demo-config.yaml");
+
+const OWN: &str = "com.victronenergy.battery.aggregate";
+
+/// `demo`: runs until Ctrl-C (or for `duration`); returns the exit code.
+pub fn demo_command(plugins_dir: Option<&Path>, duration: Option<Duration>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(demo(plugins_dir, duration)) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err}");
+            1
+        }
+    }
+}
+
+async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<(), String> {
+    let plugins = match plugins_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => program_dir()?,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("dbus-aggregate-batteries-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let config = work.path().join("config.yaml");
+    let text = DEMO_CONFIG
+        .replace("@STATE@", &work.path().join("state").display().to_string())
+        .replace("@PLUGINS@", &plugins.display().to_string());
+    std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+
+    let mut bus = PrivateBus::start().map_err(|e| e.to_string())?;
+    let scenario = Scenario::parse(DEMO_SCENARIO, "demo scenario")?;
+    let sim = Simulator::start(bus.address(), scenario).await?;
+
+    let log_path = work.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let program = sibling(DAEMON_PROGRAM)?;
+    let mut daemon = tokio::process::Command::new(&program)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon {}: {e}", program.display()))?;
+
+    let conn = venus_bus::connect_to(bus.address())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        _ => return Err("cannot install signal handlers".into()),
+    };
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let outcome = loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            status = daemon.wait() => {
+                break Err(format!(
+                    "the daemon stopped ({}); its log:\n{}",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    tail(&log_path, 20)
+                ));
+            }
+        }
+        let table = table(&conn, bus.address(), &log_path).await;
+        let mut out = std::io::stdout().lock();
+        if tty {
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        let _ = writeln!(out, "{table}");
+        let _ = out.flush();
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break Ok(());
+        }
+    };
+
+    // Stop in order: the daemon (it saves its state on SIGTERM), the simulator, the bus.
+    if let Some(pid) = daemon.id() {
+        let _ = child::send(pid, child::Signal::TERM);
+    }
+    match tokio::time::timeout(Duration::from_secs(5), daemon.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            let _ = daemon.kill().await;
+        }
+    }
+    sim.stop().await;
+    bus.stop();
+    println!(
+        "demo stopped; the daemon's log was:\n{}",
+        tail(&log_path, 8)
+    );
+    outcome
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+async fn values(conn: &Connection, service: &str) -> Option<HashMap<String, Field>> {
+    client::get_items(conn, service).await.ok()
+}
+
+fn num(values: &HashMap<String, Field>, path: &str) -> Option<f64> {
+    values.get(path).and_then(Field::number)
+}
+
+fn fmt(v: Option<f64>, decimals: usize, unit: &str) -> String {
+    v.map_or("---".into(), |v| format!("{v:.decimals$} {unit}"))
+}
+
+async fn table(conn: &Connection, address: &str, log: &Path) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "dbus-aggregate-batteries demo on a private bus ({address})\nCtrl-C stops everything.\n"
+    );
+    let _ = writeln!(
+        t,
+        "{:<8} {:<8} {:>10} {:>10} {:>8}  {:<16} {:<16}",
+        "battery", "state", "voltage", "current", "SoC", "min cell", "max cell"
+    );
+    let names = client::list_names(conn).await.unwrap_or_default();
+    let mut batteries: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("com.victronenergy.battery.") && n.as_str() != OWN)
+        .collect();
+    batteries.sort();
+    for service in batteries {
+        let Some(v) = values(conn, service).await else {
+            continue;
+        };
+        let name = v
+            .get("/CustomName")
+            .and_then(|f| f.text().map(str::to_string))
+            .unwrap_or_else(|| service.rsplit('.').next().unwrap_or("").to_string());
+        let state = if num(&v, "/Connected") == Some(1.0) {
+            "online"
+        } else {
+            "off"
+        };
+        let cell = |id: &str, value: &str| {
+            let id = v.get(id).and_then(|f| f.text().map(str::to_string));
+            format!("{} {}", id.unwrap_or_default(), fmt(num(&v, value), 3, "V"))
+        };
+        let _ = writeln!(
+            t,
+            "{:<8} {:<8} {:>10} {:>10} {:>8}  {:<16} {:<16}",
+            name,
+            state,
+            fmt(num(&v, "/Dc/0/Voltage"), 2, "V"),
+            fmt(num(&v, "/Dc/0/Current"), 1, "A"),
+            fmt(num(&v, "/Soc"), 1, "%"),
+            cell("/System/MinVoltageCellId", "/System/MinCellVoltage"),
+            cell("/System/MaxVoltageCellId", "/System/MaxCellVoltage"),
+        );
+    }
+    let _ = writeln!(t);
+    match values(conn, OWN).await {
+        Some(v) => {
+            let text = |p: &str| {
+                v.get(p)
+                    .and_then(|f| f.text().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                t,
+                "{:<8} {:<8} {:>10} {:>10} {:>8}  {:<16} {:<16}",
+                "bank",
+                format!("{} on", num(&v, "/System/NrOfBatteries").unwrap_or(0.0)),
+                fmt(num(&v, "/Dc/0/Voltage"), 2, "V"),
+                fmt(num(&v, "/Dc/0/Current"), 1, "A"),
+                fmt(num(&v, "/Soc"), 1, "%"),
+                format!(
+                    "{} {}",
+                    text("/System/MinVoltageCellId"),
+                    fmt(num(&v, "/System/MinCellVoltage"), 3, "V")
+                ),
+                format!(
+                    "{} {}",
+                    text("/System/MaxVoltageCellId"),
+                    fmt(num(&v, "/System/MaxCellVoltage"), 3, "V")
+                ),
+            );
+            let _ = writeln!(
+                t,
+                "\nCVL {}   CCL {}   DCL {}   mode: {}",
+                fmt(num(&v, "/Info/MaxChargeVoltage"), 2, "V"),
+                fmt(num(&v, "/Info/MaxChargeCurrent"), 1, "A"),
+                fmt(num(&v, "/Info/MaxDischargeCurrent"), 1, "A"),
+                text("/Info/ChargeMode"),
+            );
+        }
+        None => {
+            let _ = writeln!(t, "bank     (the daemon has not registered yet)");
+        }
+    }
+    let feed_in = client::get_value(conn, client::SETTINGS, venus_bus::monitor::FEED_IN_SETTING)
+        .await
+        .ok()
+        .and_then(|f| f.integer());
+    let _ = writeln!(
+        t,
+        "feed-in of excess solar (OvervoltageFeedIn): {}",
+        feed_in.map_or("---".into(), |f| f.to_string())
+    );
+    let _ = writeln!(t, "\nthe daemon's last log lines:\n{}", tail(log, 6));
+    t
+}

@@ -1,0 +1,13 @@
+//! The simulator's integration tests, one test binary: every file of this folder is a module here.
+
+// The daemon's test helpers (the daemon on a private bus, the simulated world, `simulate`),
+// shared with its tests; this crate's tests use a part of them.
+#[allow(dead_code)]
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod demo;
+mod simulate;
+mod simulate_live;
+mod simulator;
+mod value_connection;
