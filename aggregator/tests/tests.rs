@@ -10,6 +10,7 @@ mod banks;
 mod check_config;
 mod conformance;
 mod device;
+mod docs;
 mod engine;
 mod faults;
 mod fuzz_seeds;
