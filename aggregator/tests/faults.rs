@@ -10,6 +10,7 @@ use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
 };
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 use support::TWO_BATTERIES as SCENARIO;
@@ -178,36 +179,255 @@ async fn whole_bank(w: &World) -> Limits {
     before
 }
 
+fn occurrences(log: &str, text: &str) -> usize {
+    log.matches(text).count()
+}
+
+// In simulated time (the daemon's tick through `simulate`'s offline runner): the default
+// `hold_for` of 60 s and the real outages, computed instead of waited out. The same behaviour
+// on a real bus, with the timings cut to seconds, follows these.
+
+/// CVL, CCL and DCL as the daemon publishes them after a simulated tick.
+fn sim_limits(items: &sim::Items) -> Limits {
+    (
+        sim::num(items, "/Info/MaxChargeVoltage"),
+        sim::num(items, "/Info/MaxChargeCurrent"),
+        sim::num(items, "/Info/MaxDischargeCurrent"),
+    )
+}
+
+/// The first tick with the whole bank online, and its limits then.
+fn sim_whole_bank(run: &sim::Run) -> (usize, Limits) {
+    let at = run.until(0, "the whole bank", |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim::num(i, "/Soc").is_some()
+    });
+    let items = run.items(at);
+    let before = sim_limits(items);
+    let (cvl, ccl, dcl) = before;
+    assert!(
+        cvl.is_some() && ccl.is_some_and(|c| c > 0.0) && dcl.is_some_and(|d| d > 0.0),
+        "{before:?}"
+    );
+    assert_eq!(sim::num(items, "/Alarms/BmsCable"), Some(0.0));
+    assert_eq!(sim::num(items, "/InstalledCapacity"), Some(560.0));
+    (at, before)
+}
+
+/// From `stale_at` (the tick Bat1 went stale), Bat1 `held` (and the bank counting one
+/// battery) until it is lost (`/Alarms/BmsCable` 2), which must come `hold_for` (60 s) later.
+fn sim_lost_after_holding(
+    run: &sim::Run,
+    stale_at: usize,
+    held: impl Fn(&sim::Items) -> bool,
+) -> usize {
+    let at = run.until_keeping(
+        stale_at,
+        "Bat1 lost",
+        |i| held(i) && sim::num(i, "/System/NrOfBatteries") == Some(1.0),
+        |i| sim::num(i, "/Alarms/BmsCable") == Some(2.0),
+    );
+    let held_for = run.at_s(at) - run.at_s(stale_at);
+    assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+    at
+}
+
+#[test]
+fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
+    // Default hold_for (60 s), frozen_after and on_lost: a serialbattery driver restart.
+    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+    let run = sim::run(&bat1_gone_for(8, 20), &config, Duration::from_secs(60));
+    let (start, before) = sim_whole_bank(&run);
+
+    // Held: not online (SPEC §5 counts online batteries only), but its last reading is
+    // still merged, no cable alarm, the limits scaled to the one battery of two online.
+    let held = |i: &sim::Items| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+            && (sim_limits(i) == held_limits(before)
+                || (sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim_limits(i) == before))
+            && sim::num(i, "/InstalledCapacity") == Some(560.0)
+    };
+    let stale_at = run.until_keeping(start, "Bat1 held", held, |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(1.0)
+    });
+    let items = run.items(stale_at);
+    assert!(held(items), "{items:?}");
+    assert_eq!(sim::num(items, "/System/BatteriesParallel"), Some(1.0));
+
+    // All through the 20 s, and back online after.
+    let back = run.until_keeping(
+        stale_at,
+        "Bat1 back",
+        |i| held(i) && sim::num(i, "/System/NrOfBatteries") == Some(1.0),
+        |i| sim::num(i, "/System/NrOfBatteries") == Some(2.0),
+    );
+    let away = run.at_s(back) - run.at_s(stale_at);
+    assert!((15.0..=30.0).contains(&away), "held for {away} s");
+    let items = run.items(back);
+    assert!(held(items), "{items:?}");
+
+    let log = &run.log;
+    assert_eq!(
+        run.occurrences("battery Bat1 not online (service gone): holding its last values"),
+        1,
+        "{log}"
+    );
+    assert_eq!(run.occurrences("battery Bat1 online"), 2, "{log}");
+    assert!(!log.contains("battery Bat1 lost"), "{log}");
+}
+
+#[test]
+fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
+    // Default hold_for (60 s) and on_lost (block_charge).
+    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+    // On the bus for longer than hold_for before it goes: a battery of the bank (one
+    // that goes sooner is passing, never lost).
+    let run = sim::run(&bat1_gone_for(65, 90), &config, Duration::from_secs(200));
+    let (start, before) = sim_whole_bank(&run);
+    let (cvl, _, dcl) = before;
+
+    let held = |i: &sim::Items| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+            && (sim_limits(i) == held_limits(before)
+                || (sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim_limits(i) == before))
+            && sim::num(i, "/InstalledCapacity") == Some(560.0)
+    };
+    let stale_at = run.until_keeping(start, "Bat1 held", held, |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(1.0)
+    });
+
+    // Held for hold_for, then lost.
+    let lost_at = sim_lost_after_holding(&run, stale_at, held);
+    let items = run.items(lost_at);
+
+    // block_charge: CCL 0, DCL scaled to the one battery of two online, CVL kept; the
+    // lost battery is no longer merged.
+    let lost = |i: &sim::Items| {
+        let (c, ccl, d) = sim_limits(i);
+        sim::num(i, "/Alarms/BmsCable") == Some(2.0)
+            && ccl == Some(0.0)
+            && c == cvl
+            && d.zip(dcl)
+                .is_some_and(|(d, before)| (d - before / 2.0).abs() < 1e-9)
+            && sim::num(i, "/InstalledCapacity") == Some(280.0)
+            && sim::num(i, "/System/NrOfBatteries") == Some(1.0)
+    };
+    assert!(lost(items), "{before:?} -> {items:?}");
+    let mode = sim::text(items, "/Info/ChargeMode").unwrap_or_default();
+    assert!(mode.ends_with("battery lost"), "mode {mode:?}");
+    let log = &run.log;
+    assert_eq!(
+        run.occurrences("battery Bat1 lost (service gone)"),
+        1,
+        "{log}"
+    );
+
+    // Back after 90 s: online, the limits and the alarm as before.
+    let back = run.until_keeping(lost_at, "Bat1 back", lost, |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(2.0)
+            && sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+    });
+    let items = run.items(back);
+    assert_eq!(sim_limits(items), before, "{items:?}");
+    assert_eq!(sim::num(items, "/InstalledCapacity"), Some(560.0));
+    let mode = sim::text(items, "/Info/ChargeMode").unwrap_or_default();
+    assert!(!mode.contains("lost"), "mode {mode:?}");
+    assert_eq!(run.occurrences("battery Bat1 online"), 2, "{log}");
+}
+
+/// Bat1 stops publishing after 8 s for 75 s while it stays on the bus; jitter moves every
+/// value of a live battery every step.
+fn bat1_frozen() -> String {
+    bank(
+        true,
+        r#"
+  - { duration: 8s, cell_voltage: 3.30, battery_current: -20 }
+  - duration: 75s
+    batteries: { Bat1: { frozen: true } }
+  - { duration: 1h }
+"#,
+    )
+}
+
+#[test]
+fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
+    // frozen_after is 120 s by default; 3 s here. hold_for keeps its default of 60 s.
+    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 3s }");
+    let run = sim::run(&bat1_frozen(), &config, Duration::from_secs(120));
+    let (start, _) = sim_whole_bank(&run);
+
+    // Not before 8 s + 3 s, then held as a stale battery: its last reading merged, no alarm,
+    // charging allowed.
+    let held = |i: &sim::Items| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+            && sim::num(i, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0)
+            && sim::num(i, "/InstalledCapacity") == Some(560.0)
+    };
+    let stale_at = run.until_keeping(start, "Bat1 frozen", held, |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(1.0)
+    });
+    let detected = run.at_s(stale_at);
+    assert!(
+        detected >= 10.5,
+        "frozen after {detected} s of the scenario"
+    );
+    assert!(
+        run.log
+            .contains("battery Bat1 not online (frozen: no value changed for 3 s)"),
+        "{}",
+        run.log
+    );
+
+    // After hold_for: lost, block_charge.
+    let lost_at = sim_lost_after_holding(&run, stale_at, held);
+    let lost = |i: &sim::Items| {
+        sim::num(i, "/Alarms/BmsCable") == Some(2.0)
+            && sim::num(i, "/Info/MaxChargeCurrent") == Some(0.0)
+            && sim::num(i, "/InstalledCapacity") == Some(280.0)
+    };
+    let items = run.items(lost_at);
+    assert!(lost(items), "{items:?}");
+    assert!(run.log.contains("battery Bat1 lost (frozen"));
+
+    // Its values move again: online at once.
+    let back = run.until_keeping(lost_at, "Bat1 back", lost, |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(2.0)
+    });
+    let items = run.items(back);
+    assert_eq!(sim::num(items, "/Alarms/BmsCable"), Some(0.0));
+    assert!(sim::num(items, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0));
+    assert_eq!(sim::num(items, "/InstalledCapacity"), Some(560.0));
+    assert_eq!(run.occurrences("battery Bat1 online"), 2);
+}
+
+// ---- the same on a real bus, on short timings -------------------------------------------
+
 /// Waits while Bat1 is `held` (and the bank counts one battery) until it is lost
-/// (`/Alarms/BmsCable` 2), which must come `hold_for` (60 s) after it went stale at `stale_at`.
-async fn lost_after_holding(w: &World, stale_at: Instant, held: impl Fn(&Items) -> bool) -> Items {
+/// (`/Alarms/BmsCable` 2), no sooner than `hold_for` after it went stale at `stale_at`.
+async fn lost_after_holding(
+    w: &World,
+    stale_at: Instant,
+    hold_for_s: f64,
+    held: impl Fn(&Items) -> bool,
+) -> Items {
     let items = until_keeping(
         &w.conn,
-        Duration::from_secs(80),
+        Duration::from_secs(30),
         |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
         |i| num(i, "/Alarms/BmsCable") == Some(2.0),
     )
     .await
     .reached("Bat1 lost");
     let held_for = stale_at.elapsed().as_secs_f64();
-    assert!((55.0..=75.0).contains(&held_for), "lost after {held_for} s");
+    assert!(held_for >= hold_for_s - 0.5, "lost after {held_for} s");
     items
 }
 
-fn occurrences(log: &str, text: &str) -> usize {
-    log.matches(text).count()
-}
-
 #[test]
-fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
+fn on_the_bus_a_battery_gone_within_hold_for_is_held_without_alarm_and_comes_back_online() {
     runtime().block_on(async {
-        // Default hold_for (60 s), frozen_after and on_lost: a serialbattery driver restart.
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
-        let mut w = World::start(&bat1_gone_for(8, 20), &config).await;
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, hold_for: 10s }");
+        let mut w = World::start(&bat1_gone_for(5, 3), &config).await;
         let before = whole_bank(&w).await;
-
-        // Held: not online (SPEC §5 counts online batteries only), but its last reading is
-        // still merged, no cable alarm, the limits scaled to the one battery of two online.
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
                 && (limits(i) == held_limits(before)
@@ -221,21 +441,15 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
         .reached("Bat1 held");
         assert!(held(&items), "{items:?}");
         assert_eq!(num(&items, "/System/BatteriesParallel"), Some(1.0));
-        let stale_at = Instant::now();
-
-        // All through the 20 s, and back online after.
         let items = until_keeping(
             &w.conn,
-            Duration::from_secs(35),
+            Duration::from_secs(15),
             |i| held(i) && num(i, "/System/NrOfBatteries") == Some(1.0),
             |i| num(i, "/System/NrOfBatteries") == Some(2.0),
         )
         .await
         .reached("Bat1 back");
-        let away = stale_at.elapsed().as_secs_f64();
-        assert!((15.0..=30.0).contains(&away), "held for {away} s");
         assert!(held(&items), "{items:?}");
-
         let log = w.daemon.log_text();
         assert_eq!(
             occurrences(
@@ -252,34 +466,25 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
 }
 
 #[test]
-fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
+fn on_the_bus_a_battery_gone_past_hold_for_is_lost_charging_stops_and_it_recovers() {
     runtime().block_on(async {
-        // Default hold_for (60 s) and on_lost (block_charge).
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
-        // On the bus for longer than hold_for before it goes: a battery of the bank (one
-        // that goes sooner is passing, never lost).
-        let mut w = World::start(&bat1_gone_for(65, 90), &config).await;
+        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, hold_for: 3s }");
+        let mut w = World::start(&bat1_gone_for(5, 8), &config).await;
         let before = whole_bank(&w).await;
         let (cvl, _, dcl) = before;
-
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
                 && (limits(i) == held_limits(before)
                     || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
                 && num(i, "/InstalledCapacity") == Some(560.0)
         };
-        until_keeping(&w.conn, Duration::from_secs(75), held, |i| {
+        until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
             num(i, "/System/NrOfBatteries") == Some(1.0)
         })
         .await
         .reached("Bat1 held");
         let stale_at = Instant::now();
-
-        // Held for hold_for, then lost.
-        let items = lost_after_holding(&w, stale_at, held).await;
-
-        // block_charge: CCL 0, DCL scaled to the one battery of two online, CVL kept; the
-        // lost battery is no longer merged.
+        let items = lost_after_holding(&w, stale_at, 3.0, held).await;
         let lost = |i: &Items| {
             let (c, ccl, d) = limits(i);
             num(i, "/Alarms/BmsCable") == Some(2.0)
@@ -299,17 +504,13 @@ fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
             1,
             "{log}"
         );
-
-        // Back after 90 s: online, the limits and the alarm as before.
-        let items = until_keeping(&w.conn, Duration::from_secs(45), lost, |i| {
+        let items = until_keeping(&w.conn, Duration::from_secs(20), lost, |i| {
             num(i, "/System/NrOfBatteries") == Some(2.0) && num(i, "/Alarms/BmsCable") == Some(0.0)
         })
         .await
         .reached("Bat1 back");
         assert_eq!(limits(&items), before, "{items:?}");
         assert_eq!(num(&items, "/InstalledCapacity"), Some(560.0));
-        let mode = text(&items, "/Info/ChargeMode").unwrap_or_default();
-        assert!(!mode.contains("lost"), "mode {mode:?}");
         let log = w.daemon.log_text();
         assert_eq!(occurrences(&log, "battery Bat1 online"), 2, "{log}");
         assert!(w.daemon.running());
@@ -317,52 +518,38 @@ fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
 }
 
 #[test]
-fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
+fn on_the_bus_a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
     runtime().block_on(async {
-        // Jitter moves every value of a live battery every step; Bat1 then stops publishing
-        // for 75 s while it stays on the bus.
         let scenario = bank(
             true,
             r#"
-  - { duration: 8s, cell_voltage: 3.30, battery_current: -20 }
-  - duration: 75s
+  - { duration: 5s, cell_voltage: 3.30, battery_current: -20 }
+  - duration: 10s
     batteries: { Bat1: { frozen: true } }
   - { duration: 1h }
 "#,
         );
-        // frozen_after is 120 s by default; 3 s here so the test does not wait two minutes.
-        // hold_for keeps its default of 60 s.
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 3s }");
-        let started = Instant::now();
+        let config =
+            lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 2s, hold_for: 3s }");
         let mut w = World::start(&scenario, &config).await;
         whole_bank(&w).await;
-
-        // Not before 8 s + 3 s (the scenario starts after `started`), then held as a stale
-        // battery: its last reading merged, no alarm, charging allowed.
         let held = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(0.0)
                 && num(i, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0)
                 && num(i, "/InstalledCapacity") == Some(560.0)
         };
-        until_keeping(&w.conn, Duration::from_secs(25), held, |i| {
+        until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
             num(i, "/System/NrOfBatteries") == Some(1.0)
         })
         .await
         .reached("Bat1 frozen");
-        let detected = started.elapsed().as_secs_f64();
-        assert!(
-            detected >= 10.5,
-            "frozen after {detected} s of the scenario"
-        );
         let stale_at = Instant::now();
         let log = w.daemon.log_text();
         assert!(
-            log.contains("battery Bat1 not online (frozen: no value changed for 3 s)"),
+            log.contains("battery Bat1 not online (frozen: no value changed for 2 s)"),
             "{log}"
         );
-
-        // After hold_for: lost, block_charge.
-        let items = lost_after_holding(&w, stale_at, held).await;
+        let items = lost_after_holding(&w, stale_at, 3.0, held).await;
         let lost = |i: &Items| {
             num(i, "/Alarms/BmsCable") == Some(2.0)
                 && num(i, "/Info/MaxChargeCurrent") == Some(0.0)
@@ -370,9 +557,7 @@ fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
         };
         assert!(lost(&items), "{items:?}");
         assert!(w.daemon.log_text().contains("battery Bat1 lost (frozen"));
-
-        // Its values move again: online at once.
-        let items = until_keeping(&w.conn, Duration::from_secs(30), lost, |i| {
+        let items = until_keeping(&w.conn, Duration::from_secs(20), lost, |i| {
             num(i, "/System/NrOfBatteries") == Some(2.0)
         })
         .await
