@@ -10,20 +10,21 @@ use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
 };
+use support::config::{yaml, Section, TestConfig};
 use support::simulated as sim;
 use support::world::{runtime, World};
 
 use support::TWO_BATTERIES as SCENARIO;
 
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }
-safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+/// The serialbattery pass-through with its own SoC bounds, a 3.65 V window.
+fn config() -> String {
+    TestConfig::default()
+        .strategy(yaml(
+            "{ plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }",
+        ))
+        .safety(|s| s.max_cell_voltage(3.65))
+        .to_yaml()
+}
 
 #[test]
 fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept() {
@@ -36,7 +37,7 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
         let sim = Simulator::start(&address, Scenario::parse(SCENARIO, "s").unwrap())
             .await
             .unwrap();
-        let mut daemon = Daemon::start(&address, dir.path(), CONFIG);
+        let mut daemon = Daemon::start(&address, dir.path(), &config());
         let conn = client(&address).await;
         assert!(
             wait_for_name(&conn, OWN, Duration::from_secs(20))
@@ -112,19 +113,9 @@ fn bank(jitter: bool, segments: &str) -> String {
         .replace("SEGMENTS", segments)
 }
 
-/// The LFP strategy on a fast tick; `BATTERIES` is the test's `batteries:` section.
-const LFP: &str = r#"
-update_interval: 200ms
-batteries: BATTERIES
-current_source: { plugin: bms }
-@LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
-
-fn lfp(batteries: &str) -> String {
-    LFP.replace("BATTERIES", batteries)
+/// The LFP strategy on a fast tick; `batteries` changes the section of two 16-cell packs.
+fn lfp(batteries: impl FnOnce(Section) -> Section) -> TestConfig {
+    TestConfig::default().lfp().batteries(batteries)
 }
 
 /// Bat1 leaves the bus after 8 s for `seconds`, then stays.
@@ -234,7 +225,7 @@ fn sim_lost_after_holding(
 #[test]
 fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
     // Default hold_for (60 s), frozen_after and on_lost: a serialbattery driver restart.
-    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+    let config = lfp(|b| b).to_yaml();
     let run = sim::run(&bat1_gone_for(8, 20), &config, Duration::from_secs(60));
     let (start, before) = sim_whole_bank(&run);
 
@@ -278,7 +269,7 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
 #[test]
 fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
     // Default hold_for (60 s) and on_lost (block_charge).
-    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+    let config = lfp(|b| b).to_yaml();
     // On the bus for longer than hold_for before it goes: a battery of the bank (one
     // that goes sooner is passing, never lost).
     let run = sim::run(&bat1_gone_for(65, 90), &config, Duration::from_secs(200));
@@ -351,7 +342,7 @@ fn bat1_frozen() -> String {
 #[test]
 fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
     // frozen_after is 120 s by default; 3 s here. hold_for keeps its default of 60 s.
-    let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 3s }");
+    let config = lfp(|b| b.frozen_after("3s")).to_yaml();
     let run = sim::run(&bat1_frozen(), &config, Duration::from_secs(120));
     let (start, _) = sim_whole_bank(&run);
 
@@ -425,7 +416,7 @@ async fn lost_after_holding(
 #[test]
 fn on_the_bus_a_battery_gone_within_hold_for_is_held_without_alarm_and_comes_back_online() {
     runtime().block_on(async {
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, hold_for: 10s }");
+        let config = lfp(|b| b.hold_for("10s")).to_yaml();
         let mut w = World::start(&bat1_gone_for(5, 3), &config).await;
         let before = whole_bank(&w).await;
         let held = |i: &Items| {
@@ -468,7 +459,7 @@ fn on_the_bus_a_battery_gone_within_hold_for_is_held_without_alarm_and_comes_bac
 #[test]
 fn on_the_bus_a_battery_gone_past_hold_for_is_lost_charging_stops_and_it_recovers() {
     runtime().block_on(async {
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s, hold_for: 3s }");
+        let config = lfp(|b| b.hold_for("3s")).to_yaml();
         let mut w = World::start(&bat1_gone_for(5, 8), &config).await;
         let before = whole_bank(&w).await;
         let (cvl, _, dcl) = before;
@@ -529,8 +520,7 @@ fn on_the_bus_a_frozen_battery_is_held_then_lost_and_back_when_its_values_move()
   - { duration: 1h }
 "#,
         );
-        let config =
-            lfp("{ expected: 2, cells: 16, startup_wait: 20s, frozen_after: 2s, hold_for: 3s }");
+        let config = lfp(|b| b.frozen_after("2s").hold_for("3s")).to_yaml();
         let mut w = World::start(&scenario, &config).await;
         whole_bank(&w).await;
         let held = |i: &Items| {
@@ -586,7 +576,7 @@ segments:
 "#;
         // startup_wait is 30 s by default; 3 s here, well before the battery comes at 10 s.
         // No `expected`: the bank is what has been seen.
-        let config = lfp("{ cells: 16, startup_wait: 3s }");
+        let config = lfp(|b| b.unset("expected").startup_wait("3s")).to_yaml();
         let started = Instant::now();
         let mut w = World::start(scenario, &config).await;
         let registered = started.elapsed().as_secs_f64();
@@ -648,17 +638,14 @@ fn a_panicking_strategy_publishes_the_fail_safe_and_the_daemon_runs_on() {
     runtime().block_on(async {
         // 25 good ticks (5 s), then a panic every tick. plugin_failures (default 5) is raised
         // to 25 so both steps of SPEC §9 are seen: CCL 0 first, DCL 0 after that many.
-        let config = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: fault-test, config: { fault: panic, after_ticks: 25 } }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, plugin_failures: 25 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+        let config = TestConfig::default()
+            .strategy(yaml(
+                "{ plugin: fault-test, config: { fault: panic, after_ticks: 25 } }",
+            ))
+            .safety(|s| s.set("plugin_failures", 25))
+            .to_yaml();
         let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }";
-        let mut w = World::start(&bank(true, segments), config).await;
+        let mut w = World::start(&bank(true, segments), &config).await;
         // The fault-test plugin's good limits.
         let good = (Some(55.0), Some(50.0), Some(60.0));
         let (ok, items) = until(&w.conn, Duration::from_secs(5), |i| limits(i) == good).await;
@@ -691,12 +678,19 @@ logging: { summary_every: 0s }
             !(faulted(i) && num(i, "/Info/MaxDischargeCurrent") == Some(0.0))
         })
         .await;
-        assert!(!ok, "the fail-safe must hold while the plugin panics: {items:?}");
+        assert!(
+            !ok,
+            "the fail-safe must hold while the plugin panics: {items:?}"
+        );
 
         // Logged once for the whole episode, with the plugin's message.
         let log = w.daemon.log_text();
         assert_eq!(occurrences(&log, "strategy fault:"), 1, "{log}");
-        assert_eq!(occurrences(&log, "fault-test: deliberate panic"), 1, "{log}");
+        assert_eq!(
+            occurrences(&log, "fault-test: deliberate panic"),
+            1,
+            "{log}"
+        );
         assert!(w.daemon.running(), "{log}");
         // Still serving the bus.
         assert!(number(&w.conn, "/Soc").await.is_some());
@@ -708,8 +702,9 @@ logging: { summary_every: 0s }
 /// A state file saved often: every 0.0001 × 560 Ah = 0.056 Ah, about every 5 s at 40 A (the
 /// default 0.0025 would take two minutes).
 fn lfp_saving_often() -> String {
-    lfp("{ expected: 2, cells: 16, startup_wait: 20s }")
-        .replace("logging:", "soc: { save_precision: 0.0001 }\nlogging:")
+    lfp(|b| b)
+        .section("soc", |s| s.set("save_precision", 0.0001))
+        .to_yaml()
 }
 
 /// A corrupt state file in place before the start: logged, the counter starts from the
@@ -810,7 +805,7 @@ fn restart(w: &mut World) {
 #[test]
 fn sigterm_saves_the_counter_and_the_restarted_daemon_continues_from_it() {
     runtime().block_on(async {
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }");
+        let config = lfp(|b| b).to_yaml();
         let mut w = World::start(SMALL_BANK, &config).await;
         // About 9 s of discharge.
         let (ok, items) = until(&w.conn, Duration::from_secs(20), |i| {
@@ -872,9 +867,10 @@ fn kill_9_at_a_random_moment_leaves_a_readable_state_file() {
     runtime().block_on(async {
         // The counter moves enough every tick to be saved every tick (100 ms), so a kill has a
         // real chance to fall into a write.
-        let config = lfp("{ expected: 2, cells: 16, startup_wait: 20s }")
-            .replace("update_interval: 200ms", "update_interval: 100ms")
-            .replace("logging:", "soc: { save_precision: 0.00001 }\nlogging:");
+        let config = lfp(|b| b)
+            .update_interval("100ms")
+            .section("soc", |s| s.set("save_precision", 0.00001))
+            .to_yaml();
         let mut w = World::start(SMALL_BANK, &config).await;
         let store = StateStore::new(w.dir.path().join("state"));
         let mut moments = Vec::new();

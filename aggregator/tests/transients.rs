@@ -14,6 +14,7 @@ use aggregator::bus::private::PrivateBus;
 use aggregator::sim::{Scenario, Simulator};
 use aggregator_core::value::Value;
 use support::bus::{client, num, text, until, until_keeping, wait_for_name, Daemon, OWN};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 
 const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
@@ -34,18 +35,20 @@ const TWO: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1
   - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }";
 const ONE: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }";
 
-/// A fast tick, an LFP safety section; `EXPECTED`, `HOLD`, `STRATEGY`, `FAILURES` replaced.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s, hold_for: HOLD }
-current_source: { plugin: bms }
-STRATEGY
-safety: { max_cell_voltage: 3.60, min_cell_voltage: 2.80, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, max_charge_current: 300, max_discharge_current: 300, feed_in_hold: 2s, plugin_failures: FAILURES }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+/// A fast tick, an LFP safety section with a 2 s feed-in hold; `expected` batteries held for
+/// `hold`, the `strategy:` section, and `failures` strategy faults in a row before DCL 0.
+fn test_config(expected: u32, hold: &str, strategy: &str, failures: u32) -> TestConfig {
+    TestConfig::default()
+        .batteries(|b| b.expected(expected).hold_for(hold))
+        .strategy(yaml(strategy))
+        .safety(|s| {
+            s.min_cell_voltage(2.80)
+                .feed_in_hold("2s")
+                .set("plugin_failures", failures)
+        })
+}
 
-const PASS_THROUGH: &str = "strategy: { plugin: serialbattery }";
+const PASS_THROUGH: &str = "{ plugin: serialbattery }";
 
 fn bank(batteries: &str, segments: &str) -> String {
     BANK.replace("BATTERIES", batteries)
@@ -54,11 +57,7 @@ fn bank(batteries: &str, segments: &str) -> String {
 }
 
 fn config(expected: u32, hold: &str, strategy: &str) -> String {
-    CONFIG
-        .replace("EXPECTED", &expected.to_string())
-        .replace("HOLD", hold)
-        .replace("STRATEGY", strategy)
-        .replace("FAILURES", "50")
+    test_config(expected, hold, strategy, 50).to_yaml()
 }
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
@@ -234,9 +233,10 @@ fn a_settings_service_that_never_answers_holds_no_tick() {
             .expect("settings name");
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = config(2, "2s", PASS_THROUGH)
-            .replace("update_interval: 200ms", "update_interval: 1s")
-            .replace("summary_every: 0s", "summary_every: 1s");
+        let config = test_config(2, "2s", PASS_THROUGH, 50)
+            .update_interval("1s")
+            .section("logging", |l| l.set("summary_every", "1s"))
+            .to_yaml();
         let daemon = Daemon::start(bus.address(), dir.path(), &config);
         let conn = client(bus.address()).await;
         assert!(wait_for_name(&conn, OWN, SECONDS).await.is_some());
@@ -318,14 +318,13 @@ fn the_high_cell_latch_survives_a_kill_inside_its_hysteresis() {
 fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
     runtime().block_on(async {
         let segments = "  - { duration: 1h, cell_voltage: 3.35, battery_current: -10 }";
-        let config = CONFIG
-            .replace("EXPECTED", "2")
-            .replace("HOLD", "2s")
-            .replace(
-                "STRATEGY",
-                "strategy: { plugin: fault-test, config: { fault: error } }",
-            )
-            .replace("FAILURES", "25");
+        let config = test_config(
+            2,
+            "2s",
+            "{ plugin: fault-test, config: { fault: error } }",
+            25,
+        )
+        .to_yaml();
         let w = World::start(&bank(TWO, segments), &config).await;
         let watch = until_keeping(
             &w.conn,

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub mod config;
 pub mod simulated;
 
 /// Library file names of the plugins the workspace builds.
