@@ -4,7 +4,7 @@
 //! private bus (so the page and the service cannot drift apart), with no QML warning.
 //!
 //! The Qt tools come from PyPI's `pyside6-essentials` 6.8.3 in the venv `target/pyside6-6.8.3`
-//! (`.ci/run` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
+//! (`bash .ci/setup --gui` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
 //! so and pass, except under CI (`CI=true`), where they fail.
 
 mod support;
