@@ -4,8 +4,8 @@
 //! private bus (so the page and the service cannot drift apart), with no QML warning.
 //!
 //! The Qt tools come from PyPI's `pyside6-essentials` 6.8.3 in the venv `target/pyside6-6.8.3`
-//! (`bash .ci/setup --gui` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
-//! so and pass, except under CI (`CI=true`), where they fail.
+//! (`bash .ci/setup --gui` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these
+//! tests say so and pass, except under CI (`CI=true`), where they fail.
 
 mod support;
 
@@ -56,7 +56,7 @@ fn qt() -> Option<Qt> {
     let Some(found) = found else {
         let why = format!(
             "{}: no PySide6 (python3 -m venv target/pyside6-6.8.3 && \
-             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; .ci/run does)",
+             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; `bash .ci/setup --gui` does)",
             python.display()
         );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
