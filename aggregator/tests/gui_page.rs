@@ -56,7 +56,7 @@ fn qt() -> Option<Qt> {
     let Some(found) = found else {
         let why = format!(
             "{}: no PySide6 (python3 -m venv target/pyside6-6.8.3 && \
-             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; `bash .ci/setup --gui` does)",
+             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; .ci/setup --gui does)",
             python.display()
         );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
