@@ -152,6 +152,17 @@ fn held_limits((cvl, ccl, dcl): Limits) -> Limits {
     (cvl, ccl.map(|c| c / 2.0), dcl.map(|d| d / 2.0))
 }
 
+/// Bat1 held: not online, but its last reading still merged, no cable alarm, the limits
+/// scaled to the one battery of two online (or the whole bank's while both are online).
+fn held_on_bus(before: Limits) -> impl Fn(&Items) -> bool + Copy {
+    move |i| {
+        num(i, "/Alarms/BmsCable") == Some(0.0)
+            && (limits(i) == held_limits(before)
+                || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
+            && num(i, "/InstalledCapacity") == Some(560.0)
+    }
+}
+
 /// Waits for the whole bank online; its limits then.
 async fn whole_bank(w: &World) -> Limits {
     let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
@@ -185,6 +196,16 @@ fn sim_limits(items: &sim::Items) -> Limits {
         sim::num(items, "/Info/MaxChargeCurrent"),
         sim::num(items, "/Info/MaxDischargeCurrent"),
     )
+}
+
+/// [`held_on_bus`] after a simulated tick.
+fn sim_held(before: Limits) -> impl Fn(&sim::Items) -> bool + Copy {
+    move |i| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+            && (sim_limits(i) == held_limits(before)
+                || (sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim_limits(i) == before))
+            && sim::num(i, "/InstalledCapacity") == Some(560.0)
+    }
 }
 
 /// The first tick with the whole bank online, and its limits then.
@@ -231,12 +252,7 @@ fn a_battery_gone_for_20_s_is_held_without_alarm_and_comes_back_online() {
 
     // Held: not online (SPEC §5 counts online batteries only), but its last reading is
     // still merged, no cable alarm, the limits scaled to the one battery of two online.
-    let held = |i: &sim::Items| {
-        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
-            && (sim_limits(i) == held_limits(before)
-                || (sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim_limits(i) == before))
-            && sim::num(i, "/InstalledCapacity") == Some(560.0)
-    };
+    let held = sim_held(before);
     let stale_at = run.until_keeping(start, "Bat1 held", held, |i| {
         sim::num(i, "/System/NrOfBatteries") == Some(1.0)
     });
@@ -276,12 +292,7 @@ fn a_battery_gone_for_90_s_is_lost_after_60_s_charging_stops_and_it_recovers() {
     let (start, before) = sim_whole_bank(&run);
     let (cvl, _, dcl) = before;
 
-    let held = |i: &sim::Items| {
-        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
-            && (sim_limits(i) == held_limits(before)
-                || (sim::num(i, "/System/NrOfBatteries") == Some(2.0) && sim_limits(i) == before))
-            && sim::num(i, "/InstalledCapacity") == Some(560.0)
-    };
+    let held = sim_held(before);
     let stale_at = run.until_keeping(start, "Bat1 held", held, |i| {
         sim::num(i, "/System/NrOfBatteries") == Some(1.0)
     });
@@ -419,12 +430,7 @@ fn on_the_bus_a_battery_gone_within_hold_for_is_held_without_alarm_and_comes_bac
         let config = lfp(|b| b.hold_for("10s")).to_yaml();
         let mut w = World::start(&bat1_gone_for(5, 3), &config).await;
         let before = whole_bank(&w).await;
-        let held = |i: &Items| {
-            num(i, "/Alarms/BmsCable") == Some(0.0)
-                && (limits(i) == held_limits(before)
-                    || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
-                && num(i, "/InstalledCapacity") == Some(560.0)
-        };
+        let held = held_on_bus(before);
         let items = until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
             num(i, "/System/NrOfBatteries") == Some(1.0)
         })
@@ -463,12 +469,7 @@ fn on_the_bus_a_battery_gone_past_hold_for_is_lost_charging_stops_and_it_recover
         let mut w = World::start(&bat1_gone_for(5, 8), &config).await;
         let before = whole_bank(&w).await;
         let (cvl, _, dcl) = before;
-        let held = |i: &Items| {
-            num(i, "/Alarms/BmsCable") == Some(0.0)
-                && (limits(i) == held_limits(before)
-                    || (num(i, "/System/NrOfBatteries") == Some(2.0) && limits(i) == before))
-                && num(i, "/InstalledCapacity") == Some(560.0)
-        };
+        let held = held_on_bus(before);
         until_keeping(&w.conn, Duration::from_secs(15), held, |i| {
             num(i, "/System/NrOfBatteries") == Some(1.0)
         })

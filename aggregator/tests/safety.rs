@@ -5,8 +5,11 @@ mod support;
 
 use std::time::Duration;
 
+use aggregator_core::engine::Event;
+use aggregator_core::feedin::{Cause, FeedInEvent};
 use support::bus::{num, text, until};
 use support::config::{yaml, TestConfig};
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
@@ -114,6 +117,52 @@ fn feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
             "{log}"
         );
     });
+}
+
+/// The same in simulated time (the daemon's tick through `simulate`'s offline runner), with
+/// `hold_for` and `feed_in_hold` at their defaults of 60 s and a 90 s outage: computed, not
+/// waited out.
+#[test]
+fn in_simulated_time_feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
+    // On the bus for longer than hold_for before it goes: a battery of the bank.
+    let segments = r#"
+  - { duration: 65s, cell_voltage: 3.35, battery_current: 5 }
+  - duration: 90s
+    cell_voltage: 3.35
+    battery_current: 5
+    batteries: { Bat1: { gone: true } }
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 5 }
+"#;
+    let config = config_of(PASS_THROUGH)
+        .batteries(|b| b.unset("hold_for"))
+        .safety(|s| s.unset("feed_in_hold"))
+        .to_yaml();
+    let run = sim::run(&bank(segments), &config, Duration::from_secs(300));
+    let feed_in_at = |from: usize, value: i64| {
+        (from..run.ticks.len())
+            .find(|&k| run.ticks[k].feed_in == Some(value))
+            .unwrap_or_else(|| panic!("feed-in never {value} after tick {from}\n{}", run.log))
+    };
+    let on = feed_in_at(0, 1);
+    let off = feed_in_at(on, 0);
+    let back = run.until(off, "Bat1 back", |i| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+    });
+    let restored = feed_in_at(back, 1);
+    // Not before the hold time (60 s) without a cause.
+    let held_s = run.at_s(restored) - run.at_s(back);
+    assert!(held_s >= 59.5, "feed-in back {held_s} s after the battery");
+    // What the daemon logs as "DC-coupled feed-in disabled (the published CCL is 0 ...)".
+    let disabled = run.event(0, "feed-in disabled", |e| {
+        matches!(
+            e,
+            Event::FeedIn(FeedInEvent::Disabled(Cause::ChargeStopped, 1))
+        )
+    });
+    assert!(
+        on <= disabled && disabled <= off,
+        "disabled at tick {disabled}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ use aggregator::sim::{Scenario, Simulator};
 use aggregator_core::value::Value;
 use support::bus::{client, num, text, until, until_keeping, wait_for_name, Daemon, OWN};
 use support::config::{yaml, TestConfig};
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
@@ -94,10 +95,11 @@ async fn feed_in_becomes(w: &World, value: f64) -> Option<f64> {
 #[test]
 fn drivers_restarting_inside_the_hold_never_stop_discharging() {
     runtime().block_on(async {
-        for (batteries, expected, gone) in [
-            (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
-            (ONE, 1, "{ Bat1: { gone: true } }"),
-        ] {
+        // On the bus, the two-pack bank; the one-pack bank (and the two-pack one again, at
+        // every tick) in simulated time below.
+        for (batteries, expected, gone) in
+            [(TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }")]
+        {
             let segments = format!(
                 "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
   - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
@@ -139,6 +141,57 @@ fn drivers_restarting_inside_the_hold_never_stop_discharging() {
             assert!(!w.daemon.log_text().contains("set to 0"));
         }
     });
+}
+
+/// The same in simulated time (the daemon's tick through `simulate`'s offline runner), at
+/// every tick instead of every look: DCL above 0 and the setting at 1 all through.
+#[test]
+fn in_simulated_time_drivers_restarting_inside_the_hold_never_stop_discharging() {
+    let dcl = |i: &sim::Items| sim::num(i, "/Info/MaxDischargeCurrent");
+    let mode = |i: &sim::Items| sim::text(i, "/Info/ChargeMode").unwrap_or_default();
+    for (batteries, expected, gone) in [
+        (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
+        (ONE, 1, "{ Bat1: { gone: true } }"),
+    ] {
+        let segments = format!(
+            "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
+  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
+  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
+        );
+        let run = sim::run(
+            &bank(batteries, &segments),
+            &config(expected, "8s", PASS_THROUGH),
+            Duration::from_secs(20),
+        );
+        let start = run.until(0, "DCL above 0", |i| dcl(i).is_some_and(|d| d > 0.0));
+        let held_seen = std::cell::Cell::new(0);
+        let back = run.until_keeping(
+            start,
+            "back online after the restart",
+            |i| {
+                if mode(i).contains("held: last limits kept") {
+                    held_seen.set(held_seen.get() + 1);
+                }
+                dcl(i).is_some_and(|d| d > 0.0)
+            },
+            |i| {
+                held_seen.get() > 0
+                    && sim::num(i, "/System/NrOfModulesOnline") == Some(f64::from(expected))
+                    && !mode(i).contains("held")
+            },
+        );
+        assert!(dcl(run.items(back)).is_some_and(|d| d > 0.0));
+        // Feed-in never touched: the setting read 1 after every tick.
+        for tick in &run.ticks {
+            assert_eq!(
+                tick.feed_in,
+                Some(1),
+                "at {} s\n{}",
+                tick.elapsed_s,
+                run.log
+            );
+        }
+    }
 }
 
 /// §5: a start on a healthy bank (its batteries coming a few seconds after the daemon) never

@@ -11,6 +11,7 @@ use std::time::Duration;
 use aggregator::config::check::check_to_run;
 use aggregator::sim::offline::{run_observed, Observed, Options};
 use aggregator::sim::Scenario;
+use aggregator_core::engine::Event;
 use aggregator_core::value::Value;
 
 /// Every published path of the virtual battery after one tick.
@@ -25,6 +26,8 @@ pub struct Tick {
     pub items: Items,
     /// `/Settings/CGwacs/OvervoltageFeedIn` after the tick.
     pub feed_in: Option<i64>,
+    /// What the engine reported (the daemon logs one line for each).
+    pub events: Vec<Event>,
 }
 
 /// A whole run: every tick and the daemon's log.
@@ -77,6 +80,7 @@ pub fn run(scenario_yaml: &str, config_yaml: &str, length: Duration) -> Run {
             elapsed_s: o.elapsed_s,
             items,
             feed_in: o.feed_in,
+            events: o.outcome.events.clone(),
         });
     };
     tracing::subscriber::with_default(subscriber, || {
@@ -151,6 +155,13 @@ impl Run {
     /// The simulated seconds at a tick.
     pub fn at_s(&self, index: usize) -> f64 {
         self.ticks[index].elapsed_s
+    }
+
+    /// The first tick from `from` on with an event `wanted` accepts.
+    pub fn event(&self, from: usize, what: &str, wanted: impl Fn(&Event) -> bool) -> usize {
+        (from..self.ticks.len())
+            .find(|&k| self.ticks[k].events.iter().any(&wanted))
+            .unwrap_or_else(|| panic!("{what}: no such event\n{}", self.log))
     }
 
     /// How often `text` is in the log.
