@@ -90,6 +90,15 @@ async fn feed_in_becomes(w: &World, value: f64) -> Option<f64> {
     }
 }
 
+/// 10 A out of the bank; the `gone` drivers restart after 5 s, away for 3 s.
+fn restart(gone: &str) -> String {
+    format!(
+        "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
+  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
+  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
+    )
+}
+
 /// §3: both drivers of a two-pack bank restart together, and a one-pack bank's driver
 /// restarts, each inside `hold_for`: discharge never stops, feed-in is never touched.
 #[test]
@@ -100,11 +109,7 @@ fn drivers_restarting_inside_the_hold_never_stop_discharging() {
         for (batteries, expected, gone) in
             [(TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }")]
         {
-            let segments = format!(
-                "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
-  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
-  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
-            );
+            let segments = restart(gone);
             let w = World::start(
                 &bank(batteries, &segments),
                 &config(expected, "8s", PASS_THROUGH),
@@ -153,11 +158,7 @@ fn in_simulated_time_drivers_restarting_inside_the_hold_never_stop_discharging()
         (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
         (ONE, 1, "{ Bat1: { gone: true } }"),
     ] {
-        let segments = format!(
-            "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
-  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
-  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
-        );
+        let segments = restart(gone);
         let run = sim::run(
             &bank(batteries, &segments),
             &config(expected, "8s", PASS_THROUGH),
