@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aggregator_sim::{Scenario, Simulator};
 use support::bus::{num, until};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 use venus_bus::client;
 use venus_bus::variant::Field;
@@ -56,24 +57,18 @@ fn bad_episode(path: &str, value: &str) -> String {
     scenario("", &segments)
 }
 
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: CURRENT
-strategy: STRATEGY
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
-
 /// A strategy that behaves: CVL 55 V, CCL 50 A, DCL 60 A.
 const GOOD_STRATEGY: &str = "{ plugin: fault-test, config: {} }";
 const BMS_CURRENT: &str = "{ plugin: bms }";
 
+fn test_config(current: &str, strategy: &str) -> TestConfig {
+    TestConfig::default()
+        .current_source(yaml(current))
+        .strategy(yaml(strategy))
+}
+
 fn config(current: &str, strategy: &str) -> String {
-    CONFIG
-        .replace("CURRENT", current)
-        .replace("STRATEGY", strategy)
+    test_config(current, strategy).to_yaml()
 }
 
 const SECONDS: Duration = Duration::from_secs(15);
@@ -283,7 +278,9 @@ fn a_strategy_whose_constructor_fails_publishes_the_fail_safe_and_keeps_running(
 fn a_config_error_at_start_publishes_the_fail_safe_with_the_error_as_mode_and_keeps_running() {
     runtime().block_on(async {
         // A typo in a host key: the file does not parse as a config.
-        let typo = config(BMS_CURRENT, GOOD_STRATEGY).replace("startup_wait", "startup_wiat");
+        let typo = test_config(BMS_CURRENT, GOOD_STRATEGY)
+            .batteries(|b| b.unset("startup_wait").set("startup_wiat", "20s"))
+            .to_yaml();
         let mut w = World::start(&scenario("", STEADY), &typo).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Info/MaxChargeCurrent").is_some() && text(i, "/Info/ChargeMode").is_some()

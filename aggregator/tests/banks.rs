@@ -9,6 +9,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::bus::{num, text, until};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 
 const SECONDS: Duration = Duration::from_secs(15);
@@ -20,24 +21,16 @@ fn scenario(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
-/// A fast tick with `BATTERIES`, `CURRENT`, `STRATEGY` and `SOC` filled in.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: BATTERIES
-current_source: CURRENT
-strategy: STRATEGY
-soc: SOC
-safety: { max_cell_voltage: 3.60, max_charge_voltage: 58, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
-
+/// A fast tick with these `batteries:`, `current_source:`, `strategy:` and `soc:` sections
+/// (YAML flow mappings), the bank's voltage bounded at 58 V.
 fn config(batteries: &str, current: &str, strategy: &str, soc: &str) -> String {
-    CONFIG
-        .replace("BATTERIES", batteries)
-        .replace("CURRENT", current)
-        .replace("STRATEGY", strategy)
-        .replace("SOC", soc)
+    TestConfig::default()
+        .set("batteries", yaml(batteries))
+        .current_source(yaml(current))
+        .strategy(yaml(strategy))
+        .set("soc", yaml(soc))
+        .safety(|s| s.max_charge_voltage(58.0))
+        .to_yaml()
 }
 
 const PASS_THROUGH: &str = "{ plugin: serialbattery, config: {} }";

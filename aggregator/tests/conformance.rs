@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use aggregator_sim::{Scenario, Simulator};
 use futures_lite::StreamExt;
 use support::bus::{call, client, items, num, until, wait_for_name, Daemon, OWN};
+use support::config::TestConfig;
 use support::world::{runtime, World};
 use venus_bus::private::PrivateBus;
 use zbus::zvariant::{OwnedValue, Value};
@@ -29,19 +30,15 @@ segments:
     battery_current: 10
 "#;
 
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: {} }
-safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-publish: { device_instance: 100 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn config() -> String {
+    TestConfig::default()
+        .safety(|s| s.max_cell_voltage(3.65))
+        .section("publish", |p| p.set("device_instance", 100))
+        .to_yaml()
+}
 
 async fn world() -> World {
-    World::start(SCENARIO, CONFIG).await
+    World::start(SCENARIO, &config()).await
 }
 
 fn value_of(msg: &zbus::Message) -> OwnedValue {
@@ -73,7 +70,7 @@ fn the_first_items_after_registration_are_complete() {
         let scenario = Scenario::parse(SCENARIO, "conformance.yaml").unwrap();
         let _sim = Simulator::start(bus.address(), scenario).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(bus.address(), dir.path(), CONFIG);
+        let daemon = Daemon::start(bus.address(), dir.path(), &config());
 
         let signal = tokio::time::timeout(Duration::from_secs(20), owners.next())
             .await
@@ -416,7 +413,7 @@ fn without_a_settings_service_the_name_cannot_be_stored_and_set_value_says_2() {
         let scenario = Scenario::parse(&scenario, "no-settings.yaml").unwrap();
         let _sim = Simulator::start(bus.address(), scenario).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(bus.address(), dir.path(), CONFIG);
+        let daemon = Daemon::start(bus.address(), dir.path(), &config());
         let c = client(bus.address()).await;
         assert!(
             wait_for_name(&c, OWN, Duration::from_secs(20)).await.is_some(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aggregator_sim::{Scenario, Simulator};
 use support::bus::{client, wait_for_name, OWN};
+use support::config::{yaml, TestConfig};
 use support::world::runtime;
 use venus_bus::private::PrivateBus;
 
@@ -23,18 +24,14 @@ segments:
 "#;
 
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-update_interval: 200ms
-batteries: {{ expected: 1, cells: 16, startup_wait: 20s }}
-current_source: {{ plugin: bms }}
-strategy: {{ plugin: serialbattery, config: {{ max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 }} }}
-safety: {{ max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }}
-paths: {{ state_dir: "{}/state", plugins_dir: "{}" }}
-"#,
-        dir.display(),
-        support::build_dir().display()
-    );
+    let config = TestConfig::default()
+        .batteries(|b| b.expected(1))
+        .strategy(yaml(
+            "{ plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }",
+        ))
+        .safety(|s| s.max_cell_voltage(3.65))
+        .unset("logging");
+    let text = support::bus::config_text(dir, &config.to_yaml());
     let file = dir.join("config.yaml");
     std::fs::write(&file, text).unwrap();
     file

@@ -4,8 +4,8 @@
 //! private bus (so the page and the service cannot drift apart), with no QML warning.
 //!
 //! The Qt tools come from PyPI's `pyside6-essentials` 6.8.3 in the venv `target/pyside6-6.8.3`
-//! (`.ci/run` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these tests say
-//! so and pass, except under CI (`CI=true`), where they fail.
+//! (`bash .ci/setup --gui` makes it) or the Python named by `PYSIDE6_PYTHON`. Without them these
+//! tests say so and pass, except under CI (`CI=true`), where they fail.
 
 use crate::support;
 
@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::bus::{text, until};
+use support::config::TestConfig;
 use support::world::{runtime, World};
 use venus_bus::variant::Field;
 use zbus::zvariant::OwnedValue;
@@ -55,7 +56,7 @@ fn qt() -> Option<Qt> {
     let Some(found) = found else {
         let why = format!(
             "{}: no PySide6 (python3 -m venv target/pyside6-6.8.3 && \
-             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; .ci/run does)",
+             target/pyside6-6.8.3/bin/pip install pyside6-essentials==6.8.3; .ci/setup --gui does)",
             python.display()
         );
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
@@ -355,16 +356,17 @@ fn a_page_that_warns_fails_the_render() {
 }
 
 /// A fast tick; a pack held 4 s before it is lost; the CAN pack taken by its product name.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { product_name: [SerialBattery, JK BMS], startup_wait: 2s, hold_for: 4s, cells: 16 }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: {} }
-soc: { source: batteries }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn config() -> String {
+    TestConfig::default()
+        .batteries(|b| {
+            b.unset("expected")
+                .set("product_name", ["SerialBattery", "JK BMS"])
+                .startup_wait("2s")
+                .hold_for("4s")
+        })
+        .section("soc", |s| s.set("source", "batteries"))
+        .to_yaml()
+}
 
 /// Every valid path of the service as JSON: numbers and texts as the page's items read them.
 fn dump(items: &HashMap<String, (OwnedValue, String)>) -> serde_json::Value {
@@ -407,7 +409,7 @@ fn the_page_renders_the_running_service_with_stale_lost_left_out_and_blocking_pa
     )
     .unwrap();
     runtime().block_on(async {
-        let w = World::start(&scenario, CONFIG).await;
+        let w = World::start(&scenario, &config()).await;
         // In the listing's order: by service name.
         let wanted = [
             "Bat6 online",

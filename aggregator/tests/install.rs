@@ -36,7 +36,7 @@ impl Device {
             .arg("-s")
             .arg(&applets)
             .output()
-            .expect("busybox is missing: apt-get install busybox (.ci/run does)");
+            .expect("busybox is missing: apt-get install busybox (`bash .ci/setup` does)");
         assert!(out.status.success(), "busybox --install: {out:?}");
         fs::create_dir(dir.path().join("root")).unwrap();
         let device = Device { dir };

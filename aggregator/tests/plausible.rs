@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aggregator::state_file::StateStore;
 use support::bus::{items, num, text, until, until_keeping, OWN};
+use support::config::TestConfig;
 use support::world::{runtime, World};
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
@@ -32,19 +33,15 @@ SEGMENTS
 "#;
 
 /// lfp-balancing, the batteries' current, the counter saved often (every 0.0001 × 560 Ah).
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s, hold_for: HOLD }
-current_source: { plugin: bms }
-@LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-soc: { save_precision: 0.0001 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn test_config(hold: &str) -> TestConfig {
+    TestConfig::default()
+        .batteries(|b| b.hold_for(hold))
+        .lfp()
+        .section("soc", |s| s.set("save_precision", 0.0001))
+}
 
 fn config(hold: &str) -> String {
-    CONFIG.replace("HOLD", hold)
+    test_config(hold).to_yaml()
 }
 
 /// Bat1 publishes `value` at `path` for 4 s, after 4 s of good values and before good values
@@ -310,7 +307,9 @@ fn services_coming_and_going_never_block_the_bank() {
             .replace("EXTRA", extra.trim_end())
             .replace("SEGMENTS", &segments);
         // No `expected`: the bank is what has been seen, as a user without the key has it.
-        let config = config("2s").replace("expected: 2, ", "");
+        let config = test_config("2s")
+            .batteries(|b| b.unset("expected"))
+            .to_yaml();
         let w = World::start(&scenario, &config).await;
         // Past the churn (3 s + 6 s) and the hold: the two packs are the bank.
         tokio::time::sleep(Duration::from_secs(12)).await;

@@ -6,7 +6,11 @@ use crate::support;
 
 use std::time::Duration;
 
+use aggregator_core::engine::Event;
+use aggregator_core::feedin::{Cause, FeedInEvent};
 use support::bus::{num, text, until};
+use support::config::{yaml, TestConfig};
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 const FEED_IN: &str = "/Settings/CGwacs/OvervoltageFeedIn";
@@ -24,16 +28,22 @@ segments:
 SEGMENTS
 "#;
 
-/// A fast tick, a short hold, an LFP safety section; `STRATEGY` replaced by the test's.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s, hold_for: 1s }
-current_source: { plugin: bms }
-STRATEGY
-safety: { max_cell_voltage: 3.60, min_cell_voltage: 2.80, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, max_charge_current: 300, max_discharge_current: 300, feed_in_hold: 2s, plugin_failures: 50 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+/// A fast tick, a short hold, an LFP safety section with a 2 s feed-in hold; `strategy` is a
+/// `strategy:` line, or `@LFP@` for the shared LFP strategy.
+fn config_of(strategy: &str) -> TestConfig {
+    let config = TestConfig::default()
+        .batteries(|b| b.hold_for("1s"))
+        .safety(|s| {
+            s.min_cell_voltage(2.80)
+                .feed_in_hold("2s")
+                .set("plugin_failures", 50)
+        });
+    if strategy == "@LFP@" {
+        config.lfp()
+    } else {
+        config.strategy(yaml(strategy)["strategy"].clone())
+    }
+}
 
 const PASS_THROUGH: &str = "strategy: { plugin: serialbattery }";
 /// A third party's strategy asking for 200 A whatever the bank.
@@ -46,7 +56,7 @@ fn bank(segments: &str) -> String {
 }
 
 fn config(strategy: &str) -> String {
-    CONFIG.replace("STRATEGY", strategy)
+    config_of(strategy).to_yaml()
 }
 
 /// Waits until the settings service holds `value` for feed-in; returns what it held last.
@@ -108,6 +118,52 @@ fn feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
             "{log}"
         );
     });
+}
+
+/// The same in simulated time (the daemon's tick through `simulate`'s offline runner), with
+/// `hold_for` and `feed_in_hold` at their defaults of 60 s and a 90 s outage: computed, not
+/// waited out.
+#[test]
+fn in_simulated_time_feed_in_goes_off_while_a_battery_is_lost_and_back_after_the_hold_time() {
+    // On the bus for longer than hold_for before it goes: a battery of the bank.
+    let segments = r#"
+  - { duration: 65s, cell_voltage: 3.35, battery_current: 5 }
+  - duration: 90s
+    cell_voltage: 3.35
+    battery_current: 5
+    batteries: { Bat1: { gone: true } }
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 5 }
+"#;
+    let config = config_of(PASS_THROUGH)
+        .batteries(|b| b.unset("hold_for"))
+        .safety(|s| s.unset("feed_in_hold"))
+        .to_yaml();
+    let run = sim::run(&bank(segments), &config, Duration::from_secs(300));
+    let feed_in_at = |from: usize, value: i64| {
+        (from..run.ticks.len())
+            .find(|&k| run.ticks[k].feed_in == Some(value))
+            .unwrap_or_else(|| panic!("feed-in never {value} after tick {from}\n{}", run.log))
+    };
+    let on = feed_in_at(0, 1);
+    let off = feed_in_at(on, 0);
+    let back = run.until(off, "Bat1 back", |i| {
+        sim::num(i, "/Alarms/BmsCable") == Some(0.0)
+    });
+    let restored = feed_in_at(back, 1);
+    // Not before the hold time (60 s) without a cause.
+    let held_s = run.at_s(restored) - run.at_s(back);
+    assert!(held_s >= 59.5, "feed-in back {held_s} s after the battery");
+    // What the daemon logs as "DC-coupled feed-in disabled (the published CCL is 0 ...)".
+    let disabled = run.event(0, "feed-in disabled", |e| {
+        matches!(
+            e,
+            Event::FeedIn(FeedInEvent::Disabled(Cause::ChargeStopped, 1))
+        )
+    });
+    assert!(
+        on <= disabled && disabled <= off,
+        "disabled at tick {disabled}"
+    );
 }
 
 #[test]
@@ -280,12 +336,9 @@ fn the_packs_own_limits_cap_an_own_strategy() {
 fn an_lto_config_on_an_lfp_bank_runs_with_charging_stopped_and_says_why() {
     runtime().block_on(async {
         let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: 0 }";
-        let lto = CONFIG
-            .replace("STRATEGY", "strategy: { plugin: lto-cv }")
-            .replace(
-                "max_cell_voltage: 3.60, min_cell_voltage: 2.80",
-                "max_cell_voltage: 2.60, min_cell_voltage: 1.80",
-            );
+        let lto = config_of("strategy: { plugin: lto-cv }")
+            .safety(|s| s.max_cell_voltage(2.60).min_cell_voltage(1.80))
+            .to_yaml();
         let w = World::start(&bank(segments), &lto).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             text(i, "/Info/ChargeMode").is_some_and(|m| m.contains("another chemistry"))
@@ -394,15 +447,10 @@ segments:
 fn packs_without_cells_or_temperatures_are_named_and_their_bms_alone_bounds_them() {
     runtime().block_on(async {
         // No cell count anywhere: safety.max_charge_voltage bounds the packs' 15 × 3.45 V.
-        let cfg = config(PASS_THROUGH)
-            .replace(
-                "batteries: { expected: 2, cells: 16,",
-                "batteries: { product_name: [Pylontech, JK], expected: 2,",
-            )
-            .replace(
-                "max_cell_voltage: 3.60,",
-                "max_cell_voltage: 3.60, max_charge_voltage: 50.5,",
-            );
+        let cfg = config_of(PASS_THROUGH)
+            .batteries(|b| b.unset("cells").set("product_name", ["Pylontech", "JK"]))
+            .safety(|s| s.max_charge_voltage(50.5))
+            .to_yaml();
         let w = World::start(CAN_PACKS, &cfg).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             text(i, "/System/BatteriesOnline").as_deref() == Some("2/2")
@@ -457,10 +505,9 @@ fn lto_cv_without_cell_data_stops_charging_with_an_error() {
             "  - { service: socketcan_can0, product_name: \"Pylontech US5000\", custom_name: Pyl, device_instance: 1, cells: 15, capacity_ah: 100, soc: 40, cell_data: minmax }\n",
             "",
         ).replace("      Pyl: { values: { /Dc/0/Temperature: null, /System/MinCellTemperature: null, /System/MaxCellTemperature: null } }\n", "");
-        let cfg = config(LTO_CV_ON_LFP).replace(
-            "batteries: { expected: 2, cells: 16,",
-            "batteries: { product_name: JK, expected: 1, cells: 15,",
-        );
+        let cfg = config_of(LTO_CV_ON_LFP)
+            .batteries(|b| b.set("product_name", "JK").expected(1).cells(15))
+            .to_yaml();
         let w = World::start(&one_jk, &cfg).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             text(i, "/Info/ChargeMode").is_some_and(|m| m.starts_with("Fault"))

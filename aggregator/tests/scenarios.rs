@@ -6,6 +6,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::bus::{num, until};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 
 /// Two 16-cell LFP batteries of 280 Ah; `SEGMENTS` is replaced by the test's segments.
@@ -26,19 +27,16 @@ fn scenario(extra: &str, segments: &str) -> String {
 }
 
 /// The LFP strategy of `config.yaml`'s example, on a fast tick.
-const LFP: &str = r#"
-update_interval: 200ms
-batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s }
-current_source: CURRENT
-@LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, feed_in_hold: 1s }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn lfp_config(expected: u32, current: &str) -> TestConfig {
+    TestConfig::default()
+        .batteries(|b| b.expected(expected))
+        .current_source(yaml(current))
+        .lfp()
+        .safety(|s| s.feed_in_hold("1s"))
+}
 
-fn lfp(expected: &str, current: &str) -> String {
-    LFP.replace("EXPECTED", expected)
-        .replace("CURRENT", current)
+fn lfp(expected: u32, current: &str) -> String {
+    lfp_config(expected, current).to_yaml()
 }
 
 const BMS_CURRENT: &str = "{ plugin: bms }";
@@ -48,7 +46,7 @@ const SECONDS: Duration = Duration::from_secs(15);
 fn a_normal_charge_merges_the_bank_and_charges_at_the_balancing_voltage() {
     runtime().block_on(async {
         let segments = "  - { duration: 1h, cell_voltage: 3.35, battery_current: 20 }";
-        let w = World::start(&scenario("", segments), &lfp("2", BMS_CURRENT)).await;
+        let w = World::start(&scenario("", segments), &lfp(2, BMS_CURRENT)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Dc/0/Current") == Some(40.0) && num(i, "/System/NrOfBatteries") == Some(2.0)
         })
@@ -79,7 +77,7 @@ fn a_high_cell_reduces_the_cvl_disables_feed_in_and_restores_it_after_recovery()
     batteries: { Bat2: { cells: { 5: 3.56 } } }
   - { duration: 1h, cell_voltage: 3.40, battery_current: 0 }
 "#;
-        let w = World::start(&scenario("", segments), &lfp("2", BMS_CURRENT)).await;
+        let w = World::start(&scenario("", segments), &lfp(2, BMS_CURRENT)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/System/MaxCellVoltage") == Some(3.56)
                 && num(i, "/Info/MaxChargeVoltage").is_some_and(|v| v < 55.2)
@@ -126,7 +124,7 @@ fn a_bms_blocking_charge_sets_ccl_0() {
     battery_current: 10
     batteries: { Bat1: { blocking_charge: true } }
 "#;
-        let w = World::start(&scenario("", segments), &lfp("2", BMS_CURRENT)).await;
+        let w = World::start(&scenario("", segments), &lfp(2, BMS_CURRENT)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/System/NrOfModulesBlockingCharge") == Some(1.0)
         })
@@ -153,7 +151,7 @@ fn a_cell_below_min_sets_dcl_0_and_soc_0_then_the_latch_holds_until_the_hysteres
     batteries: { Bat1: { cells: { 3: 2.95 } } }
   - { duration: 1h, cell_voltage: 3.20, battery_current: 0 }
 "#;
-        let w = World::start(&scenario("", segments), &lfp("2", BMS_CURRENT)).await;
+        let w = World::start(&scenario("", segments), &lfp(2, BMS_CURRENT)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/System/MinCellVoltage") == Some(2.88)
         })
@@ -201,7 +199,7 @@ fn the_current_comes_from_multi_solar_and_a_dc_load_shunt() {
         let current = "{ plugin: victron, config: { use_multi: true, smartshunts: all } }";
         let w = World::start(
             &scenario(VICTRON_DEVICES, VICTRON_SEGMENT),
-            &lfp("2", current),
+            &lfp(2, current),
         )
         .await;
         // 10 A (Multi) + 5 A (solar) − 3 A (to the loads) = 12 A, not the BMS sum of 14 A.
@@ -218,7 +216,7 @@ fn an_inverted_shunt_is_added() {
         let current = "{ plugin: victron, config: { use_multi: true, smartshunts: all, invert_smartshunts: true } }";
         let w = World::start(
             &scenario(VICTRON_DEVICES, VICTRON_SEGMENT),
-            &lfp("2", current),
+            &lfp(2, current),
         )
         .await;
         let (ok, items) = until(&w.conn, SECONDS, |i| num(i, "/Dc/0/Current") == Some(18.0)).await;
@@ -227,15 +225,11 @@ fn an_inverted_shunt_is_added() {
 }
 
 /// The pass-through strategy, on a fast tick.
-const PASS_THROUGH: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: STARTUP_WAIT }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: {} }
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn pass_through(startup_wait: &str) -> String {
+    TestConfig::default()
+        .batteries(|b| b.startup_wait(startup_wait))
+        .to_yaml()
+}
 
 #[test]
 fn pass_through_takes_the_lowest_cvl_and_min_times_count() {
@@ -248,7 +242,7 @@ fn pass_through_takes_the_lowest_cvl_and_min_times_count() {
       Bat1: { limits: { cvl: 55.2, ccl: 100, dcl: 150 } }
       Bat2: { limits: { cvl: 54.8, ccl: 80, dcl: 120 } }
 "#;
-        let config = PASS_THROUGH.replace("STARTUP_WAIT", "20s");
+        let config = pass_through("20s");
         let w = World::start(&scenario("", segments), &config).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Info/MaxChargeVoltage") == Some(54.8)
@@ -271,7 +265,7 @@ fn pass_through_leaves_out_a_battery_without_its_own_limits() {
     batteries:
       Bat2: { values: { /Info/MaxChargeVoltage: invalid } }
 "#;
-        let config = PASS_THROUGH.replace("STARTUP_WAIT", "1s");
+        let config = pass_through("1s");
         let w = World::start(&scenario("", segments), &config).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| num(i, "/Dc/0/Current") == Some(5.0)).await;
         assert!(ok, "{items:?}\n{}", w.daemon.log_text());
@@ -295,7 +289,7 @@ fn alarms_are_the_maximum_over_the_batteries() {
       Bat1: { alarms: { HighVoltage: 1, LowSoc: 1 } }
       Bat2: { alarms: { HighVoltage: 2 } }
 "#;
-        let w = World::start(&scenario("", segments), &lfp("2", BMS_CURRENT)).await;
+        let w = World::start(&scenario("", segments), &lfp(2, BMS_CURRENT)).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/Alarms/HighVoltage") == Some(2.0)
         })
@@ -330,7 +324,9 @@ fn a_third_battery_that_appears_while_running_is_merged() {
 "#,
             );
         // No `expected`: the bank is what has been seen.
-        let config = lfp("2", BMS_CURRENT).replace("expected: 2, ", "");
+        let config = lfp_config(2, BMS_CURRENT)
+            .batteries(|b| b.unset("expected"))
+            .to_yaml();
         let w = World::start(&text, &config).await;
         let (ok, items) = until(&w.conn, SECONDS, |i| {
             num(i, "/System/NrOfBatteries") == Some(2.0)

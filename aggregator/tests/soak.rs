@@ -16,6 +16,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use support::bus::{items, num, until, OWN};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 
 const SCENARIO: &str = r#"
@@ -57,17 +58,17 @@ segments:
 /// The scenario's loop, in seconds.
 const LOOP_S: u64 = 60;
 
-const CONFIG: &str = r#"
-update_interval: 100ms
-batteries: { expected: 3, cells: 16, startup_wait: 20s, hold_for: 5s, frozen_after: 3s }
-current_source: { plugin: victron, config: { use_multi: true } }
-soc: { save_precision: 0.0005 }
-@LFP@
-safety: { max_cell_voltage: 3.60, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-publish: { cell_voltages: true }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 60s }
-"#;
+fn config() -> String {
+    TestConfig::default()
+        .update_interval("100ms")
+        .batteries(|b| b.expected(3).hold_for("5s").frozen_after("3s"))
+        .current_source(yaml("{ plugin: victron, config: { use_multi: true } }"))
+        .section("soc", |s| s.set("save_precision", 0.0005))
+        .lfp()
+        .section("publish", |p| p.set("cell_voltages", true))
+        .section("logging", |l| l.set("summary_every", "60s"))
+        .to_yaml()
+}
 
 /// Growth of the resident set from the end of the warm-up to the end that is still no leak.
 /// The allocator keeps freed pages and the heap's high-water mark moves with the timing of
@@ -105,7 +106,7 @@ fn a_long_run_with_batteries_coming_and_going_does_not_grow() {
         "SOAK_MINUTES={minutes} leaves no loop after the warm-up of {warm_up:?}"
     );
     runtime().block_on(async {
-        let mut w = World::start(SCENARIO, CONFIG).await;
+        let mut w = World::start(SCENARIO, &config()).await;
         let pid = w.daemon.pid();
         let started = Instant::now();
         let mut baseline: Option<(u64, usize)> = None;

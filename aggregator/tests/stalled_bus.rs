@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use aggregator::child::{self, Signal};
 use aggregator_core::value::Value;
 use support::bus::{client, num, until, Daemon};
+use support::config::{yaml, TestConfig};
 use support::world::{runtime, World};
 use support::TWO_BATTERIES;
 use venus_bus::export::BusItemService;
@@ -18,15 +19,16 @@ use venus_bus::private::PrivateBus;
 use venus_bus::raw::RawConnection;
 use venus_bus::wire::Kind;
 
-const CONFIG: &str = r#"
-update_interval: 100ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }
-safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 100ms }
-"#;
+fn config() -> String {
+    TestConfig::default()
+        .update_interval("100ms")
+        .strategy(yaml(
+            "{ plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.55, min_cell_voltage_soc_empty: 2.9 } }",
+        ))
+        .safety(|s| s.max_cell_voltage(3.65))
+        .section("logging", |l| l.set("summary_every", "100ms"))
+        .to_yaml()
+}
 
 /// The summary lines so far: one per tick.
 fn ticks(daemon: &Daemon) -> usize {
@@ -36,7 +38,7 @@ fn ticks(daemon: &Daemon) -> usize {
 #[test]
 fn a_bus_stopped_during_a_scan_stops_neither_the_tick_nor_sigterm() {
     runtime().block_on(async {
-        let mut world = World::start(TWO_BATTERIES, CONFIG).await;
+        let mut world = World::start(TWO_BATTERIES, &config()).await;
         let (daemon, bus, conn) = (&mut world.daemon, &world.bus, &world.conn);
         let (ok, items) = until(conn, Duration::from_secs(10), |i| {
             num(i, "/System/NrOfBatteries") == Some(2.0)

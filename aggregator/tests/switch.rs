@@ -9,6 +9,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::bus::{num, until};
+use support::config::TestConfig;
 use support::world::{runtime, World};
 use venus_bus::client::get_value;
 
@@ -32,21 +33,16 @@ segments:
 "#;
 
 /// As `import-config` writes it for a 3.4 install: `publish.device_instance: 0`.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: 2, cells: 16, startup_wait: 20s }
-current_source: { plugin: bms }
-strategy: { plugin: serialbattery, config: {} }
-safety: { max_cell_voltage: 3.65, max_charge_current: 300, max_discharge_current: 300, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-publish: { device_instance: 0 }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn config() -> TestConfig {
+    TestConfig::default()
+        .safety(|s| s.max_cell_voltage(3.65))
+        .section("publish", |p| p.set("device_instance", 0))
+}
 
 #[test]
 fn the_carried_over_instance_is_published_and_the_guis_choices_still_name_it() {
     runtime().block_on(async {
-        let w = World::start(SCENARIO, CONFIG).await;
+        let w = World::start(SCENARIO, &config().to_yaml()).await;
         let (ok, items) = until(&w.conn, Duration::from_secs(15), |i| {
             num(i, "/DeviceInstance").is_some() && num(i, "/System/NrOfBatteries") == Some(2.0)
         })
@@ -89,11 +85,7 @@ segments:
 fn the_users_feed_in_value_from_the_switch_comes_back_not_the_0_the_old_program_left() {
     runtime().block_on(async {
         // The user's value back 1 s after no cause holds feed-in off.
-        let config = CONFIG.replace(
-            "max_discharge_temperature: 55 }",
-            "max_discharge_temperature: 55, feed_in_hold: 1s }",
-        );
-        assert!(config.contains("feed_in_hold: 1s"));
+        let config = config().safety(|s| s.feed_in_hold("1s")).to_yaml();
         let w = World::start_prepared(FEED_IN_LEFT_OFF, &config, |dir| {
             let state = aggregator_core::state::State {
                 feed_in: aggregator_core::feedin::FeedIn {

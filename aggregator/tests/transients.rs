@@ -11,6 +11,8 @@ use std::time::Duration;
 use aggregator_core::value::Value;
 use aggregator_sim::{Scenario, Simulator};
 use support::bus::{client, num, text, until, until_keeping, wait_for_name, Daemon, OWN};
+use support::config::{yaml, TestConfig};
+use support::simulated as sim;
 use support::world::{runtime, World};
 use venus_bus::client::{self, SETTINGS};
 use venus_bus::export::BusItemService;
@@ -34,18 +36,20 @@ const TWO: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1
   - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }";
 const ONE: &str = "  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }";
 
-/// A fast tick, an LFP safety section; `EXPECTED`, `HOLD`, `STRATEGY`, `FAILURES` replaced.
-const CONFIG: &str = r#"
-update_interval: 200ms
-batteries: { expected: EXPECTED, cells: 16, startup_wait: 20s, hold_for: HOLD }
-current_source: { plugin: bms }
-STRATEGY
-safety: { max_cell_voltage: 3.60, min_cell_voltage: 2.80, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55, max_charge_current: 300, max_discharge_current: 300, feed_in_hold: 2s, plugin_failures: FAILURES }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+/// A fast tick, an LFP safety section with a 2 s feed-in hold; `expected` batteries held for
+/// `hold`, the `strategy:` section, and `failures` strategy faults in a row before DCL 0.
+fn test_config(expected: u32, hold: &str, strategy: &str, failures: u32) -> TestConfig {
+    TestConfig::default()
+        .batteries(|b| b.expected(expected).hold_for(hold))
+        .strategy(yaml(strategy))
+        .safety(|s| {
+            s.min_cell_voltage(2.80)
+                .feed_in_hold("2s")
+                .set("plugin_failures", failures)
+        })
+}
 
-const PASS_THROUGH: &str = "strategy: { plugin: serialbattery }";
+const PASS_THROUGH: &str = "{ plugin: serialbattery }";
 
 fn bank(batteries: &str, segments: &str) -> String {
     BANK.replace("BATTERIES", batteries)
@@ -54,11 +58,7 @@ fn bank(batteries: &str, segments: &str) -> String {
 }
 
 fn config(expected: u32, hold: &str, strategy: &str) -> String {
-    CONFIG
-        .replace("EXPECTED", &expected.to_string())
-        .replace("HOLD", hold)
-        .replace("STRATEGY", strategy)
-        .replace("FAILURES", "50")
+    test_config(expected, hold, strategy, 50).to_yaml()
 }
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
@@ -90,20 +90,26 @@ async fn feed_in_becomes(w: &World, value: f64) -> Option<f64> {
     }
 }
 
+/// 10 A out of the bank; the `gone` drivers restart after 5 s, away for 3 s.
+fn restart(gone: &str) -> String {
+    format!(
+        "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
+  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
+  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
+    )
+}
+
 /// docs/battery-states.md §9: both drivers of a two-pack bank restart together, and a one-pack
 /// bank's driver restarts, each inside `hold_for`: discharge never stops, feed-in is never touched.
 #[test]
 fn drivers_restarting_inside_the_hold_never_stop_discharging() {
     runtime().block_on(async {
-        for (batteries, expected, gone) in [
-            (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
-            (ONE, 1, "{ Bat1: { gone: true } }"),
-        ] {
-            let segments = format!(
-                "  - {{ duration: 5s, cell_voltage: 3.35, battery_current: -10 }}
-  - {{ duration: 3s, cell_voltage: 3.35, battery_current: -10, batteries: {gone} }}
-  - {{ duration: 1h, cell_voltage: 3.35, battery_current: -10 }}"
-            );
+        // On the bus, the two-pack bank; the one-pack bank (and the two-pack one again, at
+        // every tick) in simulated time below.
+        for (batteries, expected, gone) in
+            [(TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }")]
+        {
+            let segments = restart(gone);
             let w = World::start(
                 &bank(batteries, &segments),
                 &config(expected, "8s", PASS_THROUGH),
@@ -140,6 +146,53 @@ fn drivers_restarting_inside_the_hold_never_stop_discharging() {
             assert!(!w.daemon.log_text().contains("set to 0"));
         }
     });
+}
+
+/// The same in simulated time (the daemon's tick through `simulate`'s offline runner), at
+/// every tick instead of every look: DCL above 0 and the setting at 1 all through.
+#[test]
+fn in_simulated_time_drivers_restarting_inside_the_hold_never_stop_discharging() {
+    let dcl = |i: &sim::Items| sim::num(i, "/Info/MaxDischargeCurrent");
+    let mode = |i: &sim::Items| sim::text(i, "/Info/ChargeMode").unwrap_or_default();
+    for (batteries, expected, gone) in [
+        (TWO, 2, "{ Bat1: { gone: true }, Bat2: { gone: true } }"),
+        (ONE, 1, "{ Bat1: { gone: true } }"),
+    ] {
+        let segments = restart(gone);
+        let run = sim::run(
+            &bank(batteries, &segments),
+            &config(expected, "8s", PASS_THROUGH),
+            Duration::from_secs(20),
+        );
+        let start = run.until(0, "DCL above 0", |i| dcl(i).is_some_and(|d| d > 0.0));
+        let held_seen = std::cell::Cell::new(0);
+        let back = run.until_keeping(
+            start,
+            "back online after the restart",
+            |i| {
+                if mode(i).contains("held: last limits kept") {
+                    held_seen.set(held_seen.get() + 1);
+                }
+                dcl(i).is_some_and(|d| d > 0.0)
+            },
+            |i| {
+                held_seen.get() > 0
+                    && sim::num(i, "/System/NrOfModulesOnline") == Some(f64::from(expected))
+                    && !mode(i).contains("held")
+            },
+        );
+        assert!(dcl(run.items(back)).is_some_and(|d| d > 0.0));
+        // Feed-in never touched: the setting read 1 after every tick.
+        for tick in &run.ticks {
+            assert_eq!(
+                tick.feed_in,
+                Some(1),
+                "at {} s\n{}",
+                tick.elapsed_s,
+                run.log
+            );
+        }
+    }
 }
 
 /// docs/feedin.md §2, §3 and §5: a start on a healthy bank (its batteries coming a few seconds
@@ -235,9 +288,10 @@ fn a_settings_service_that_never_answers_holds_no_tick() {
             .expect("settings name");
 
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = config(2, "2s", PASS_THROUGH)
-            .replace("update_interval: 200ms", "update_interval: 1s")
-            .replace("summary_every: 0s", "summary_every: 1s");
+        let config = test_config(2, "2s", PASS_THROUGH, 50)
+            .update_interval("1s")
+            .section("logging", |l| l.set("summary_every", "1s"))
+            .to_yaml();
         let daemon = Daemon::start(bus.address(), dir.path(), &config);
         let conn = client(bus.address()).await;
         assert!(wait_for_name(&conn, OWN, SECONDS).await.is_some());
@@ -319,14 +373,13 @@ fn the_high_cell_latch_survives_a_kill_inside_its_hysteresis() {
 fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
     runtime().block_on(async {
         let segments = "  - { duration: 1h, cell_voltage: 3.35, battery_current: -10 }";
-        let config = CONFIG
-            .replace("EXPECTED", "2")
-            .replace("HOLD", "2s")
-            .replace(
-                "STRATEGY",
-                "strategy: { plugin: fault-test, config: { fault: error } }",
-            )
-            .replace("FAILURES", "25");
+        let config = test_config(
+            2,
+            "2s",
+            "{ plugin: fault-test, config: { fault: error } }",
+            25,
+        )
+        .to_yaml();
         let w = World::start(&bank(TWO, segments), &config).await;
         let watch = until_keeping(
             &w.conn,

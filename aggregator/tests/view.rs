@@ -10,20 +10,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::config::TestConfig;
 use support::lag::{rss_kib, LagProbe, Sample};
 use support::world::{runtime, World};
 
 /// A one-second tick, as on a device: the view must keep up with a second of signals.
-const CONFIG: &str = r#"
-update_interval: 1s
-batteries: { expected: EXPECTED, startup_wait: 20s }
-current_source: { plugin: bms }
-@LFP@
-safety: { max_cell_voltage: 3.60, max_charge_voltage: 116.0, max_charge_current: 3000, max_discharge_current: 3000, min_cell_voltage: 2.5, min_charge_temperature: 0, max_charge_temperature: 45, min_discharge_temperature: -20, max_discharge_temperature: 55 }
-publish: { cell_voltages: false }
-paths: { state_dir: "@DIR@/state", plugins_dir: "@PLUGINS@" }
-logging: { summary_every: 0s }
-"#;
+fn config(expected: u32) -> String {
+    TestConfig::default()
+        .update_interval("1s")
+        .batteries(|b| b.expected(expected).unset("cells"))
+        .lfp()
+        .safety(|s| {
+            s.max_charge_voltage(116.0)
+                .max_charge_current(3000.0)
+                .max_discharge_current(3000.0)
+        })
+        .section("publish", |p| p.set("cell_voltages", false))
+        .to_yaml()
+}
 
 /// Each battery's current ramps this fast (from -100 A to 100 A over 200 s).
 const RAMP_A_PER_S: f64 = 1.0;
@@ -105,7 +109,7 @@ fn late(samples: &[Sample], bound_s: f64) -> usize {
 #[test]
 fn a_flood_of_other_signals_does_not_hold_back_the_readings_nor_queue_up_in_the_bus() {
     runtime().block_on(async {
-        let cfg = CONFIG.replace("EXPECTED", "2");
+        let cfg = config(2);
         let w = World::start(&bank(2, 16, "100ms"), &cfg).await;
         let mut probe = LagProbe::start(w.bus.address(), RAMP_A_PER_S).await;
         let warm_up = probe.watch(Duration::from_secs(3)).await;
@@ -175,7 +179,7 @@ fn a_flood_of_other_signals_does_not_hold_back_the_readings_nor_queue_up_in_the_
 #[test]
 fn a_large_bank_signalling_every_value_keeps_a_view_lag_under_one_tick() {
     runtime().block_on(async {
-        let cfg = CONFIG.replace("EXPECTED", "16");
+        let cfg = config(16);
         let w = World::start(&bank(16, 32, "500ms"), &cfg).await;
         let mut probe = LagProbe::start(w.bus.address(), RAMP_A_PER_S).await;
         let _warm_up = probe.watch(Duration::from_secs(3)).await;

@@ -246,6 +246,32 @@ pub fn to_csv(samples: &[Sample]) -> String {
 
 /// Runs the engine of `ready` on `scenario` and returns a sample every `options.every`.
 pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sample>, String> {
+    run_observed(ready, scenario, options, None)
+}
+
+/// One tick of a run as the daemon would publish it: for callers that look at more than the
+/// samples (the tests of presence, holding and loss, in simulated time instead of waiting).
+pub struct Observed<'a> {
+    /// Seconds since the start.
+    pub elapsed_s: f64,
+    /// The batteries as presence gave them to the engine.
+    pub batteries: &'a [aggregator_core::presence::Battery],
+    /// The engine's outcome.
+    pub outcome: &'a aggregator_core::engine::Outcome,
+    /// Every path of the virtual battery after this tick, as the daemon's export holds them.
+    pub published: &'a aggregator_core::published::Published,
+    /// `/Settings/CGwacs/OvervoltageFeedIn` after the tick, as the next tick reads it.
+    pub feed_in: Option<i64>,
+}
+
+/// [`run`], and `observe` called after every tick (not only the samples kept); the published
+/// paths are kept up to date only when someone observes them.
+pub fn run_observed(
+    ready: Ready,
+    scenario: Scenario,
+    options: Options,
+    mut observe: Option<&mut dyn FnMut(&Observed)>,
+) -> Result<Vec<Sample>, String> {
     let Ready {
         config,
         scan,
@@ -309,6 +335,7 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
     let ticks = (length.as_secs_f64() / tick.as_secs_f64()).floor() as u64;
     let every_ticks = (options.every.as_nanos() / tick.as_nanos()).max(1) as u64;
     let mut samples = Vec::with_capacity((ticks / every_ticks + 1) as usize);
+    let mut published = aggregator_core::published::Published::default();
     for k in 0..=ticks {
         let elapsed = tick * k as u32;
         let elapsed_s = elapsed.as_secs_f64();
@@ -363,6 +390,17 @@ pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sam
                     .values
                     .insert(FEED_IN_SETTING.to_string(), Field::Number(value as f64));
             }
+        }
+        if let Some(observe) = observe.as_mut() {
+            let cells = tick::cell_paths(config.publish.cell_voltages, &batteries);
+            published.update(&outcome, &batteries, inputs.cells, &cells);
+            observe(&Observed {
+                elapsed_s,
+                batteries: &batteries,
+                outcome: &outcome,
+                published: &published,
+                feed_in: gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING),
+            });
         }
         if k % every_ticks == 0 {
             let feed_in = gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING);

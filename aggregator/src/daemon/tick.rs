@@ -422,7 +422,7 @@ fn log_note(note: &Note) {
 }
 
 /// `/Voltages/<battery>_Cell<k>` of the batteries online or held, when published.
-fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f64>)> {
+pub fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f64>)> {
     if !publish {
         return Vec::new();
     }

@@ -4,6 +4,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub mod config;
+pub mod simulated;
+
 /// Library file names of the plugins the workspace builds.
 pub const PLUGIN_FILES: [&str; 7] = [
     "libplugin_bms.so",
@@ -134,18 +137,22 @@ pub mod bus {
     max_discharge_current: 200
     zero_soc: true";
 
+    /// A test config's text with `@DIR@` replaced by `dir`, `@PLUGINS@` by the built plugins'
+    /// folder and `@LFP@` by [`LFP_STRATEGY`].
+    pub fn config_text(dir: &Path, config_yaml: &str) -> String {
+        config_yaml
+            .replace("@LFP@", LFP_STRATEGY)
+            .replace("@DIR@", &dir.display().to_string())
+            .replace("@PLUGINS@", &super::build_dir().display().to_string())
+    }
+
     impl Daemon {
         /// Writes `config_yaml` to `dir/config.yaml` (with `@DIR@` replaced by `dir`,
         /// `@PLUGINS@` by the built plugins' folder and `@LFP@` by [`LFP_STRATEGY`]) and starts
         /// `run` on the bus at `address`.
         pub fn start(address: &str, dir: &Path, config_yaml: &str) -> Daemon {
-            let plugins = super::build_dir();
-            let text = config_yaml
-                .replace("@LFP@", LFP_STRATEGY)
-                .replace("@DIR@", &dir.display().to_string())
-                .replace("@PLUGINS@", &plugins.display().to_string());
             let config = dir.join("config.yaml");
-            std::fs::write(&config, text).expect("write config");
+            std::fs::write(&config, config_text(dir, config_yaml)).expect("write config");
             Self::start_with(address, dir, &config)
         }
 
