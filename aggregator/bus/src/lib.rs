@@ -172,14 +172,3 @@ mod tests {
         assert_eq!(peer_error("s", &failure), "s: no answer\\r\\nINFO fake");
     }
 }
-
-#[cfg(test)]
-mod testing {
-    /// A single-threaded runtime with I/O and time, as the daemon runs on.
-    pub fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    }
-}
