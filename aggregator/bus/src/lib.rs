@@ -12,7 +12,7 @@ pub mod export;
 pub mod monitor;
 pub mod private;
 pub mod raw;
-pub mod socket;
+mod socket;
 pub mod variant;
 pub mod wire;
 

@@ -52,7 +52,9 @@ impl Row {
         }
     }
 
-    /// The report's line: `old -> new = value, ...` or `old -> no counterpart: why`.
+    /// The report's line: `old -> new = value, ...` or `old -> no counterpart: why` (the
+    /// tests' view of a row; the report prints rows as a table).
+    #[cfg(test)]
     pub fn line(&self) -> String {
         format!("{} -> {}", self.old, self.target())
     }
