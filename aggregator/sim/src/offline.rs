@@ -172,12 +172,6 @@ pub fn simulate_command(
     let elapsed = started.elapsed();
     let csv = out.join("simulate.csv");
     let svg = out.join("simulate.svg");
-    let file_name = |path: &Path| {
-        path.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
-    };
     let title = format!(
         "{} with {}: strategy {}, current source {}",
         file_name(scenario_file),
@@ -185,7 +179,7 @@ pub fn simulate_command(
         strategy_name,
         current_source_name,
     );
-    let written = std::fs::create_dir_all(out)
+    let written = aggregator::state_file::create_folder(out)
         .map_err(|err| format!("{}: cannot create: {err}", out.display()))
         .and_then(|()| write(&csv, to_csv(&samples).as_bytes()))
         .and_then(|()| {
@@ -205,6 +199,14 @@ pub fn simulate_command(
         svg.display()
     );
     0
+}
+
+/// A file's name (for a chart's title).
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string()
 }
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {

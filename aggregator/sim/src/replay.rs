@@ -13,7 +13,7 @@ use std::path::Path;
 use aggregator_core::engine::{Engine, Settings};
 use aggregator_core::state::State;
 
-use crate::offline::{to_csv, write, Beside, Sample};
+use crate::offline::{file_name, to_csv, write, Beside, Sample};
 use aggregator::config::check::{check_to_run, Failed};
 use aggregator::record::{self, PublishedValues, Tick};
 
@@ -197,7 +197,7 @@ pub fn replay_command(
             recording.ticks.len()
         );
     }
-    if let Err(err) = std::fs::create_dir_all(out) {
+    if let Err(err) = aggregator::state_file::create_folder(out) {
         eprintln!("error: {}: cannot create: {err}", out.display());
         return EXIT_FAILED;
     }
@@ -222,17 +222,11 @@ pub fn replay_command(
             return EXIT_USAGE;
         }
     };
-    let name = |p: &Path| {
-        p.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
-    };
     let title = format!(
         "replay of {} with {} (grey: published on the device)",
-        name(file),
+        file_name(file),
         if config.is_some() {
-            name(config_file)
+            file_name(config_file)
         } else {
             "its own config".to_string()
         }
