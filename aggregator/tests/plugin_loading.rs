@@ -179,7 +179,7 @@ fn parity_numbers_come_through_the_abi() {
         (2.45, 109.99999999999959),
         (2.5, 19.99999999999997),
     ] {
-        let out = strategy.compute(&bank(max_cell, 2.05)).unwrap();
+        let out = strategy.compute_view(&bank(max_cell, 2.05)).unwrap();
         assert_eq!(out.ccl_a, ccl, "CCL at {max_cell} V");
         assert_eq!(out.dcl_a, 104.99999999999959, "DCL at 2.05 V");
     }
@@ -193,10 +193,10 @@ fn a_panicking_plugin_is_contained() {
     let mut strategy = plugin
         .new_strategy(r#"{"fault":"panic","after_ticks":1}"#)
         .unwrap();
-    let first = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    let first = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
     assert_eq!((first.cvl_v, first.ccl_a, first.dcl_a), (55.0, 50.0, 60.0));
     for _ in 0..3 {
-        let err = strategy.compute(&bank(2.4, 2.2)).unwrap_err();
+        let err = strategy.compute_view(&bank(2.4, 2.2)).unwrap_err();
         assert!(
             err.contains("panicked") && err.contains("deliberate panic"),
             "{err}"
@@ -226,6 +226,17 @@ fn build_plugin(
     name: &str,
     lib_rs: &str,
 ) -> (tempfile::TempDir, std::path::PathBuf) {
+    build_plugin_with(api_version, edit_api, name, lib_rs, &[])
+}
+
+/// [`build_plugin`] with these environment variables for cargo (a profile setting).
+fn build_plugin_with(
+    api_version: &str,
+    edit_api: impl FnOnce(String) -> String,
+    name: &str,
+    lib_rs: &str,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let work = tempfile::tempdir().unwrap();
     let api = work.path().join("plugin-api");
@@ -239,6 +250,10 @@ fn build_plugin(
     let manifest = fs::read_to_string(workspace.join("plugin-api/Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
+    let deps = deps.replace(
+        "serde = \"*\"",
+        "serde = { version = \"*\", features = [\"derive\"] }",
+    );
     fs::write(
         api.join("Cargo.toml"),
         format!(
@@ -253,7 +268,7 @@ fn build_plugin(
         format!(
             "[package]\nname = \"{name}\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../plugin-api\" }}\n\
-             abi_stable = \"0.11.3\"\n\n[workspace]\n"
+             abi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n"
         ),
     )
     .unwrap();
@@ -265,6 +280,7 @@ fn build_plugin(
         .args(["build", "--offline", "--quiet", "--lib"])
         .current_dir(&plugin)
         .env("CARGO_TARGET_DIR", &target)
+        .envs(env.iter().copied())
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the plugin {name} failed");
@@ -308,12 +324,11 @@ fn without_appended_fields(api: String) -> String {
     format!("{}{}", &api[..field_end], &api[end..]).replacen(init, "", 1)
 }
 
-/// A different type in the root module: `PluginKind` as four bytes instead of one.
+/// A different type in the root module: the constructor's storage a word larger.
 fn with_a_wider_plugin_kind(api: String) -> String {
-    let kind =
-        "#[repr(u8)]\n#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]\npub enum PluginKind";
-    assert!(api.contains(kind));
-    api.replacen(kind, &kind.replacen("u8", "u32", 1), 1)
+    let size = "WithNonExhaustive(size = [usize; 2]";
+    assert!(api.contains(size), "the constructor's declaration moved");
+    api.replacen(size, "WithNonExhaustive(size = [usize; 3]", 1)
 }
 
 /// `path` is refused as built against plugin ABI `version`, naming ours too.
@@ -332,9 +347,11 @@ fn strategy_plugin(name: &str) -> String {
         "struct S;\nimpl plugin_api::StrategyImpl for S {{\n    \
          fn compute(&mut self, bank: &plugin_api::BankView) -> Result<plugin_api::StrategyOutput, String> {{\n        \
          Ok(plugin_api::StrategyOutput::limits(bank.voltage_v, 1.0, 2.0, \"old\"))\n    }}\n}}\n\
+         #[derive(serde::Deserialize, serde::Serialize)]\nstruct C {{}}\n\
+         impl plugin_api::PluginConfig for C {{}}\n\
          fn new(_: &str) -> Result<S, String> {{ Ok(S) }}\n\
-         plugin_api::export_plugin! {{ kind: strategy, name: \"{name}\", description: \"d\", new: new, \
-         needs_battery_limits: true }}\n"
+         plugin_api::export_plugin! {{ kind: strategy, name: \"{name}\", description: \"d\", config: C, \
+         new: new, needs_battery_limits: true }}\n"
     )
 }
 
@@ -368,7 +385,7 @@ fn a_plugin_of_the_minor_abi_before_ours_loads_with_the_defaults_of_what_it_lack
     // Its macro took `needs_battery_limits: true`, but its root module has no such field.
     assert!(!plugin.needs_battery_limits, "the documented default");
     let mut strategy = plugin.new_strategy("{}").unwrap();
-    let out = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    let out = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
     assert_eq!((out.cvl_v, out.ccl_a, out.dcl_a), (52.0, 1.0, 2.0));
     assert_eq!(out.mode.as_str(), "old");
 }
@@ -454,4 +471,56 @@ fn only_the_pass_through_strategy_needs_the_batteries_limits() {
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(needing, ["serialbattery"]);
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
+    let (_dir, path) = build_plugin_with(
+        plugin_api::ABI_VERSION,
+        |api| api,
+        "abort-plugin",
+        &strategy_plugin("abort-plugin"),
+        &[("CARGO_PROFILE_DEV_PANIC", "abort")],
+    );
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.reason
+            .starts_with("`abort-plugin` was built with panic = \"abort\""),
+        "{err}"
+    );
+    assert!(
+        err.reason.contains("rebuild it with panic = \"unwind\""),
+        "{err}"
+    );
+    // The same plugin built as cargo builds it by default loads.
+    let (_dir, path) = build_plugin(
+        plugin_api::ABI_VERSION,
+        |api| api,
+        "unwind-plugin",
+        &strategy_plugin("unwind-plugin"),
+    );
+    load(&path).unwrap_or_else(|err| panic!("{err}"));
+}
+
+#[test]
+fn a_plugin_gives_its_config_with_the_defaults_filled_in() {
+    let dir = plugins_dir_with(&["libplugin_lfp_balancing.so"]);
+    let plugin = load(&dir.path().join("libplugin_lfp_balancing.so")).unwrap();
+    let resolved: serde_json::Value = serde_json::from_str(
+        &plugin
+            .resolve_config(r#"{"min_cell_voltage": 2.0}"#)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(resolved["min_cell_voltage"], 2.0);
+    assert_eq!(resolved["max_cell_voltage"], 2.55, "the default");
+    assert_eq!(
+        resolved["discharge_curve"]["voltages"],
+        serde_json::json!([2.0, 2.1, 2.2]),
+        "derived from min_cell_voltage"
+    );
+    let err = plugin
+        .resolve_config(r#"{"min_cell_volts": 2.0}"#)
+        .unwrap_err();
+    assert!(err.starts_with("min_cell_volts: unknown field"), "{err}");
 }
