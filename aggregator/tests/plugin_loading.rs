@@ -226,11 +226,21 @@ fn build_plugin(
     name: &str,
     lib_rs: &str,
 ) -> (tempfile::TempDir, std::path::PathBuf) {
-    build_plugin_with(api_version, edit_api, name, lib_rs, &[])
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    build_plugin_with(
+        &workspace.join("plugin-api"),
+        api_version,
+        edit_api,
+        name,
+        lib_rs,
+        &[],
+    )
 }
 
-/// [`build_plugin`] with these environment variables for cargo (a profile setting).
+/// [`build_plugin`] against the `plugin-api` sources in `api_sources` (its `src/` and
+/// `Cargo.toml`), with these environment variables for cargo (a profile setting).
 fn build_plugin_with(
+    api_sources: &Path,
     api_version: &str,
     edit_api: impl FnOnce(String) -> String,
     name: &str,
@@ -241,13 +251,13 @@ fn build_plugin_with(
     let work = tempfile::tempdir().unwrap();
     let api = work.path().join("plugin-api");
     fs::create_dir_all(api.join("src")).unwrap();
-    for entry in fs::read_dir(workspace.join("plugin-api/src")).unwrap() {
+    for entry in fs::read_dir(api_sources.join("src")).unwrap() {
         let entry = entry.unwrap();
         fs::copy(entry.path(), api.join("src").join(entry.file_name())).unwrap();
     }
     let api_lib = fs::read_to_string(api.join("src/lib.rs")).unwrap();
     fs::write(api.join("src/lib.rs"), edit_api(api_lib)).unwrap();
-    let manifest = fs::read_to_string(workspace.join("plugin-api/Cargo.toml")).unwrap();
+    let manifest = fs::read_to_string(api_sources.join("Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
     let deps = deps.replace(
@@ -475,7 +485,9 @@ fn only_the_pass_through_strategy_needs_the_batteries_limits() {
 
 #[test]
 fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
-    let (_dir, path) = build_plugin_with(
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (dir, path) = build_plugin_with(
+        &workspace.join("plugin-api"),
         plugin_api::ABI_VERSION,
         |api| api,
         "abort-plugin",
@@ -492,6 +504,19 @@ fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
         err.reason.contains("rebuild it with panic = \"unwind\""),
         "{err}"
     );
+    let listed = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+        .args(["plugins", "--plugins-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run the binary");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(
+            "refused libabort_plugin.so: `abort-plugin` was built with panic = \"abort\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("ABI ok"), "{text}");
     // The same plugin built as cargo builds it by default loads.
     let (_dir, path) = build_plugin(
         plugin_api::ABI_VERSION,
@@ -523,4 +548,60 @@ fn a_plugin_gives_its_config_with_the_defaults_filled_in() {
         .resolve_config(r#"{"min_cell_volts": 2.0}"#)
         .unwrap_err();
     assert!(err.starts_with("min_cell_volts: unknown field"), "{err}");
+}
+
+/// A plugin of the ABI before the break to 3.0: built against `plugin-api` as the repository's
+/// history has it at version 2.1.0, with that version's macro.
+#[test]
+fn a_plugin_built_against_the_abi_before_the_break_is_refused_naming_both_versions() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(workspace)
+            .output()
+            .expect("git (this test builds a plugin from the repository's history)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let commits =
+        String::from_utf8(git(&["log", "--format=%H", "--", "plugin-api/Cargo.toml"])).unwrap();
+    let old = commits
+        .lines()
+        .find(|c| {
+            let manifest = git(&["show", &format!("{c}:plugin-api/Cargo.toml")]);
+            String::from_utf8_lossy(&manifest).contains("\nversion = \"2.1.0\"")
+        })
+        .expect(
+            "plugin-api 2.1.0 in the history (a shallow clone lacks it: git fetch --unshallow)",
+        );
+    let sources = tempfile::tempdir().unwrap();
+    let archive = git(&["archive", old, "plugin-api"]);
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(sources.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive).unwrap();
+    drop(tar.stdin.take());
+    assert!(tar.wait().unwrap().success());
+    let lib_rs = "struct S;\nimpl plugin_api::StrategyImpl for S {\n    \
+         fn compute(&mut self, bank: &plugin_api::BankView) -> Result<plugin_api::StrategyOutput, String> {\n        \
+         Ok(plugin_api::StrategyOutput::limits(bank.voltage_v, 1.0, 2.0, \"old\"))\n    }\n}\n\
+         fn new(_: &str) -> Result<S, String> { Ok(S) }\n\
+         plugin_api::export_plugin! { kind: strategy, name: \"abi-two\", description: \"d\", new: new }\n";
+    let (_dir, path) = build_plugin_with(
+        &sources.path().join("plugin-api"),
+        "2.1.0",
+        |api| api,
+        "abi-two",
+        lib_rs,
+        &[],
+    );
+    assert_refused_naming(&path, "2.1.0");
 }
