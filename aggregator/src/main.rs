@@ -21,7 +21,7 @@ fn main() {
             init_logging(Level::INFO);
             list_plugins(&cli.config, plugins_dir, &mut std::io::stdout().lock())
         }
-        Command::ImportConfig(args) => aggregator::import::cli::run(&args),
+        Command::ImportConfig(args) => aggregator::import::cli::run(&args, plugins_dir),
         Command::Record => {
             aggregator::cli::ask_recording(&cli.config, &mut std::io::stdout().lock())
         }
