@@ -162,6 +162,7 @@ mod curve;
 mod date;
 mod limits;
 pub mod log;
+pub mod merge;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -30,6 +30,7 @@
 
 use abi_stable::std_types::{ROption, RString, RVec};
 
+use crate::merge::{self, Pick};
 use crate::{
     BankView, BatteryState, BatteryState_NE, BatteryView, CurrentInputs, DcClass, DcClass_NE,
     DcSourceView, LocalDate, ShuntClass, ShuntClass_NE, ShuntView, SolarChargerView, VebusView,
@@ -179,10 +180,11 @@ impl BatteryBuilder {
     }
 }
 
-/// Builds a [`BankView`] from batteries, merged the simple way: mean voltage, summed
-/// currents, capacities and blocking modules, capacity-weighted SoC and cell extremes over the
-/// batteries that are not lost. The daemon's own merge has more rules; set a field of the
-/// built bank for a case that needs one of them.
+/// Builds a [`BankView`] from batteries, merged over the batteries that are not lost with the
+/// daemon's arithmetic ([`crate::merge`]): mean voltage, summed currents, capacities and
+/// blocking modules, capacity-weighted SoC over the batteries that have one, cell extremes.
+/// The daemon's own merge has more rules (the counter's SoC, the BMSs' cell ids); set a field
+/// of the built bank for a case that needs one of them.
 ///
 /// ```
 /// use plugin_api::testing::{BankBuilder, BatteryBuilder};
@@ -269,20 +271,25 @@ impl BankBuilder {
             .iter()
             .filter(|b| b.state != BatteryState::Lost)
             .collect();
-        let sum = |value: fn(&BatteryView) -> f64| active.iter().map(|b| value(b)).sum::<f64>();
+        let all = |value: fn(&BatteryView) -> f64| active.iter().map(move |b| Some(value(b)));
         let count = |value: fn(&BatteryView) -> u32| active.iter().map(|b| value(b)).sum::<u32>();
-        let voltage_v = if active.is_empty() {
-            0.0
-        } else {
-            sum(|b| b.voltage_v) / active.len() as f64
-        };
-        let capacity_ah = sum(|b| b.installed_capacity_ah.unwrap_or(0.0));
-        let charge_ah =
-            sum(|b| b.installed_capacity_ah.unwrap_or(0.0) * b.soc_pct.unwrap_or(0.0) / 100.0);
+        let capacity_ah: f64 = active
+            .iter()
+            .filter_map(|b| b.installed_capacity_ah.into_option())
+            .sum();
+        let soc_pct = merge::weighted(
+            active.iter().map(|b| {
+                (
+                    b.soc_pct.into_option(),
+                    b.installed_capacity_ah.into_option(),
+                )
+            }),
+            false,
+        );
         let (max_cell_voltage_v, max_cell_id) =
-            extreme_cell(&active, |b| b.max_cell_voltage_v, |a, b| a > b);
+            extreme_cell(&active, |b| b.max_cell_voltage_v, Pick::Max);
         let (min_cell_voltage_v, min_cell_id) =
-            extreme_cell(&active, |b| b.min_cell_voltage_v, |a, b| a < b);
+            extreme_cell(&active, |b| b.min_cell_voltage_v, Pick::Min);
         let cells_per_battery = self.cells_per_battery.unwrap_or_else(|| {
             match self.batteries.first().map(|b| b.cell_voltages_v.len()) {
                 Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
@@ -300,20 +307,13 @@ impl BankBuilder {
                 .expected
                 .unwrap_or_else(|| u32::try_from(self.batteries.len()).unwrap_or(u32::MAX)),
             batteries_online: u32::try_from(batteries_online).unwrap_or(u32::MAX),
-            voltage_v,
-            current_a: sum(|b| b.current_a),
-            power_w: sum(|b| b.power_w),
+            voltage_v: merge::mean_all(all(|b| b.voltage_v)).unwrap_or(0.0),
+            current_a: merge::sum_all(all(|b| b.current_a)).unwrap_or(0.0),
+            power_w: merge::sum_all(all(|b| b.power_w)).unwrap_or(0.0),
             installed_capacity_ah: capacity_ah,
-            soc_pct: if capacity_ah > 0.0 {
-                ROption::RSome(100.0 * charge_ah / capacity_ah)
-            } else {
-                ROption::RNone
-            },
-            charge_ah: if capacity_ah > 0.0 {
-                ROption::RSome(charge_ah)
-            } else {
-                ROption::RNone
-            },
+            soc_pct: soc_pct.into(),
+            // As the daemon derives it from the BMSs' SoC.
+            charge_ah: soc_pct.map(|soc| soc / 100.0 * capacity_ah).into(),
             max_cell_voltage_v,
             max_cell_id,
             min_cell_voltage_v,
@@ -332,15 +332,10 @@ impl BankBuilder {
 fn extreme_cell(
     batteries: &[&BatteryView],
     value: fn(&BatteryView) -> ROption<f64>,
-    beats: fn(f64, f64) -> bool,
+    pick: Pick,
 ) -> (ROption<f64>, ROption<RString>) {
-    let with_cells = batteries
-        .iter()
-        .copied()
-        .filter_map(|b| value(b).into_option().map(|v| (b, v)));
-    let Some((best, target)) =
-        with_cells.reduce(|best, b| if beats(b.1, best.1) { b } else { best })
-    else {
+    let found = batteries.iter().map(|b| (*b, value(b).into_option()));
+    let Some((best, target)) = merge::extreme(found, pick) else {
         return (ROption::RNone, ROption::RNone);
     };
     let cell = best
