@@ -222,7 +222,7 @@ fn a_panicking_plugin_is_contained() {
 /// a plugins folder of its own.
 fn build_plugin(
     api_version: &str,
-    edit_api: impl FnOnce(String) -> String,
+    edit_api: impl Fn(String) -> String,
     name: &str,
     lib_rs: &str,
 ) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -230,7 +230,13 @@ fn build_plugin(
     build_plugin_with(
         &workspace.join("plugin-api"),
         api_version,
-        edit_api,
+        |file, text| {
+            if file == "lib.rs" {
+                edit_api(text)
+            } else {
+                text
+            }
+        },
         name,
         lib_rs,
         &[],
@@ -238,11 +244,12 @@ fn build_plugin(
 }
 
 /// [`build_plugin`] against the `plugin-api` sources in `api_sources` (its `src/` and
-/// `Cargo.toml`), with these environment variables for cargo (a profile setting).
+/// `Cargo.toml`), each source file as `edit_api` makes of it (given its name), with these
+/// environment variables for cargo (a profile setting).
 fn build_plugin_with(
     api_sources: &Path,
     api_version: &str,
-    edit_api: impl FnOnce(String) -> String,
+    edit_api: impl Fn(&str, String) -> String,
     name: &str,
     lib_rs: &str,
     env: &[(&str, &str)],
@@ -253,10 +260,10 @@ fn build_plugin_with(
     fs::create_dir_all(api.join("src")).unwrap();
     for entry in fs::read_dir(api_sources.join("src")).unwrap() {
         let entry = entry.unwrap();
-        fs::copy(entry.path(), api.join("src").join(entry.file_name())).unwrap();
+        let text = fs::read_to_string(entry.path()).unwrap();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        fs::write(api.join("src").join(&file), edit_api(&file, text)).unwrap();
     }
-    let api_lib = fs::read_to_string(api.join("src/lib.rs")).unwrap();
-    fs::write(api.join("src/lib.rs"), edit_api(api_lib)).unwrap();
     let manifest = fs::read_to_string(api_sources.join("Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
@@ -489,7 +496,7 @@ fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
     let (dir, path) = build_plugin_with(
         &workspace.join("plugin-api"),
         plugin_api::ABI_VERSION,
-        |api| api,
+        |_, text| text,
         "abort-plugin",
         &strategy_plugin("abort-plugin"),
         &[("CARGO_PROFILE_DEV_PANIC", "abort")],
@@ -598,10 +605,64 @@ fn a_plugin_built_against_the_abi_before_the_break_is_refused_naming_both_versio
     let (_dir, path) = build_plugin_with(
         &sources.path().join("plugin-api"),
         "2.1.0",
-        |api| api,
+        |_, text| text,
         "abi-two",
         lib_rs,
         &[],
     );
     assert_refused_naming(&path, "2.1.0");
+}
+
+/// A field appended to an input view after its last prefix field: a plugin built with it loads
+/// on a daemon whose view lacks it and reads the default the field names. (A plugin built
+/// before a field, on a daemon that has it, is the same check seen from the other side:
+/// `abi_stable` takes the side with fewer fields of a prefix type for the interface.)
+#[test]
+fn a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lacks_it() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let appended = |file: &str, text: String| -> String {
+        let edit = |text: String, from: &str, to: &str| {
+            assert!(text.contains(from), "{file}: `{from}` moved");
+            text.replacen(from, to, 1)
+        };
+        match file {
+            "bank.rs" => edit(
+                text,
+                "    pub dt_s: f64,\n",
+                "    pub dt_s: f64,\n    /// Appended.\n    pub extra_v: f64,\n",
+            ),
+            "abi.rs" => {
+                let text = edit(
+                    text,
+                    "    pub dt_s: f64,\n}",
+                    "    pub dt_s: f64,\n    #[sabi(missing_field(value = 47.5))]\n    pub extra_v: f64,\n}",
+                );
+                let text = edit(
+                    text,
+                    "dt_s: bank.dt_s,",
+                    "dt_s: bank.dt_s, extra_v: bank.extra_v,",
+                );
+                edit(
+                    text,
+                    "dt_s: bank.dt_s(),",
+                    "dt_s: bank.dt_s(), extra_v: bank.extra_v(),",
+                )
+            }
+            _ => text,
+        }
+    };
+    let lib_rs = strategy_plugin("appended-view")
+        .replace("bank.voltage_v, 1.0, 2.0", "bank.extra_v, 1.0, 2.0");
+    let (_dir, path) = build_plugin_with(
+        &workspace.join("plugin-api"),
+        plugin_api::ABI_VERSION,
+        appended,
+        "appended-view",
+        &lib_rs,
+        &[],
+    );
+    let plugin = load(&path).unwrap_or_else(|err| panic!("{err}"));
+    let mut strategy = plugin.new_strategy("{}").unwrap();
+    let out = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
+    assert_eq!(out.cvl_v, 47.5, "the appended field's default");
 }

@@ -126,11 +126,26 @@
 //! naming both versions. `abi_stable` counts a 0.x minor version as a major one, which is why
 //! the ABI starts at 1.
 //!
+//! To pin a plugin to the daemon it targets, depend on the daemon's minor version with a tilde
+//! requirement, `plugin-api = "~3.0"`: `cargo update` then never moves it to a newer minor,
+//! which that daemon would refuse. `dbus-aggregate-batteries plugins` prints the daemon's ABI.
+//!
 //! **Additive changes raise the minor version** (or the patch, for a change that touches no
 //! type) and keep every plugin of the same major loading:
 //! * a field appended to the root module [`PluginMod`] after its last prefix field
-//!   (`new_current_source`), with `#[sabi(missing_field(...))]` giving the value the daemon
+//!   (`resolve_config`), with `#[sabi(missing_field(...))]` giving the value the daemon
 //!   assumes for a plugin built before the field existed, documented on the field;
+//! * a field appended to an input view after its last prefix field: the views cross the ABI as
+//!   `abi_stable` prefix types ([`abi::BankRef`], [`abi::BatteryRef`], [`abi::InputsRef`] and
+//!   the device refs, see [`abi`]), lent by the host for the length of a call; the plain
+//!   view a plugin reads ([`BankView`], [`BatteryView`], [`CurrentInputs`] and the device
+//!   views) gets the field too. A plugin built before reads the fields it knows at the offsets
+//!   it knows; give the field `#[sabi(missing_field(...))]` all the same (the layout check
+//!   wants it of a field after the prefix);
+//! * a variant added to an enum that crosses the ABI: every one is an `abi_stable`
+//!   non-exhaustive enum ([`BatteryState`], [`DcClass`], [`ShuntClass`], [`SocReset`],
+//!   [`FeedInRequest`], [`LogLevel`], [`Constructor`]), whose `as_enum()` fails for a variant
+//!   the reading side does not know; each says what such a value means;
 //! * a method appended to [`Strategy`] or [`CurrentSource`] after its last prefix method,
 //!   only with a default body in the trait (which `abi_stable` runs for older plugins; without
 //!   one, calling it on an older plugin panics), and the same default in [`StrategyImpl`] or
@@ -139,20 +154,21 @@
 //! * new types, functions and helpers that plugins call on their own side.
 //!
 //! **Breaking changes raise the major version** and refuse every plugin of the major before:
-//! a changed field type, a removed, renamed or reordered field, a field added to a
-//! `#[repr(C)]` struct passed by value or reference ([`BankView`], [`BatteryView`],
-//! [`StrategyOutput`], [`CurrentInputs`], …: their size is part of the ABI), a variant added to
-//! an enum, a moved `last_prefix_field`, a changed method signature.
+//! a changed field type, a removed, renamed or reordered field, a field added to the strategy's
+//! output (returned by value: its size is part of the ABI), a moved `last_prefix_field`, a
+//! changed method signature, a non-exhaustive enum grown beyond its storage.
 //!
-//! | version | root module |
+//! | version | what changed |
 //! |---------|-------------|
-//! | 1.0 | `name` … `new_current_source` (the prefix) |
+//! | 1.0 | root module `name` … `new_current_source` (the prefix) |
 //! | 1.1 | `needs_battery_limits` appended (missing: false) |
 //! | 2.0 | breaking: [`CurrentInputs`] gains `dc_sources` (every other Venus DC device, one list with a [`DcClass`], so the next class is a new variant of a 2.x, not a new field); plugins of 1.x are refused. Its root module is the prefix, `name` … `new_current_source` |
 //! | 2.1 | `needs_battery_limits` appended again after the prefix (missing: false), so that a 2.0 plugin loads on a 2.1 daemon |
+//! | 3.0 | breaking, once for everything that could not grow; plugins of 2.x are refused naming both versions. **Enums**: every enum crossing the ABI is non-exhaustive (`WithNonExhaustive`), so a minor version may add a variant. **Missing values**: `ROption`, `RNone` when missing, in every view; the bank's `soc_pct`, `charge_ah`, cell extremes and their ids and a battery's cell extremes, `voltages_sum_v` and `installed_capacity_ah` were NaN or empty before. **Input views** cross as prefix types lent by the host, so a minor version may append a field. **One constructor per kind**: the root module's `kind`, `new_strategy` and `new_current_source` are one [`Constructor`], whose variant is the kind, so the wrong one cannot be exported. **`unwinds`**: the plugin's `cfg!(panic = "unwind")`; a plugin built with `panic = "abort"` is refused, naming the fix. **`resolve_config`**: the config section as the plugin reads it, defaults filled in, which `import-config` asks instead of knowing a plugin's defaults. `export_plugin!` takes the config type (`config:`). Root module: `name`, `version`, `description`, `set_logger`, `constructor`, `needs_battery_limits`, `unwinds`, `resolve_config` (the prefix) |
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod abi;
 mod bank;
@@ -163,7 +179,10 @@ mod date;
 mod limits;
 pub mod log;
 pub mod merge;
-#[cfg(feature = "testing")]
+// Documented without the feature too (`cfg(doc)`), so that `cargo doc` in a plugin's crate,
+// which documents its normal dependencies only, shows the builders its tests use.
+#[cfg(any(feature = "testing", doc))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 use std::cell::RefCell;
