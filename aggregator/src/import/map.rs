@@ -1400,10 +1400,14 @@ mod tests {
 
     fn mapped(text: &str) -> Mapped {
         let settings = super::super::python::read(Path::new("settings.py"), text).unwrap();
-        // No test here has a curve setting, the one thing asked of the plugin.
+        map_here(&settings).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The map without a plugin: no test here has a curve setting, the one thing asked of
+    /// the plugin (`tests/import_config.rs` imports those with the built plugins).
+    fn map_here(settings: &OldSettings) -> Result<Mapped, ImportError> {
         let no_plugin = |_: &str| Err("no plugin in a unit test".to_string());
-        map(&settings, Path::new("config.yaml"), false, &no_plugin)
-            .unwrap_or_else(|e| panic!("{e}"))
+        map(settings, Path::new("config.yaml"), false, &no_plugin)
     }
 
     fn target(m: &Mapped, name: &str) -> String {
@@ -1470,7 +1474,7 @@ mod tests {
             "NR_OF_BATTERIES = 2\nCHARGE_VOLTAGE_LIST = [2.4] * 11\n",
         )
         .unwrap();
-        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        let e = map_here(&settings).unwrap_err();
         assert_eq!(
             e.to_string(),
             "settings.py:2: CHARGE_VOLTAGE_LIST: must have 12 values (January to December), found 11"
@@ -1478,7 +1482,7 @@ mod tests {
         let settings =
             super::super::python::read(Path::new("settings.py"), "NR_OF_BATTERIES = '2'\n")
                 .unwrap();
-        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        let e = map_here(&settings).unwrap_err();
         assert_eq!(
             e.to_string(),
             "settings.py:1: NR_OF_BATTERIES: must be a number, found '2'"
