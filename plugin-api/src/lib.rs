@@ -484,6 +484,33 @@ pub fn resolve_config<T: PluginConfig + serde::Serialize>(json: &str) -> Result<
 ///
 /// It also records whether the plugin was built with `panic = "unwind"`
 /// ([`PluginMod::unwinds`]). See the crate docs for a whole plugin.
+///
+/// A strategy exported as a current source does not compile:
+///
+/// ```compile_fail
+/// use plugin_api::{BankView, StrategyImpl, StrategyOutput};
+///
+/// #[derive(serde::Deserialize, serde::Serialize)]
+/// struct Config {}
+/// impl plugin_api::PluginConfig for Config {}
+///
+/// struct Fixed;
+/// impl StrategyImpl for Fixed {
+///     fn compute(&mut self, _: &BankView) -> Result<StrategyOutput, String> {
+///         Ok(StrategyOutput::limits(55.0, 10.0, 10.0, "Fixed"))
+///     }
+/// }
+/// fn new(_: &str) -> Result<Fixed, String> { Ok(Fixed) }
+///
+/// plugin_api::export_plugin! {
+///     kind: current_source,
+///     name: "fixed",
+///     description: "a strategy",
+///     config: Config,
+///     new: new,
+/// }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     (kind: strategy, name: $name:expr, description: $desc:expr, config: $config:ty,

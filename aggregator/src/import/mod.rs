@@ -261,8 +261,9 @@ pub struct Request {
 }
 
 /// The folder of the plugins the import asks for their defaults: `--plugins-dir`, else the
-/// device's plugins folder where it exists, else this program's own folder (where cargo builds
-/// the plugins).
+/// device's plugins folder where it exists, else `plugins` beside this program (a bundle's
+/// layout, as `install/migrate.sh` runs it), else this program's own folder (where cargo
+/// builds the plugins).
 pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(dir) = given {
         return Ok(dir.to_path_buf());
@@ -271,7 +272,9 @@ pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, String> {
     if device.is_dir() {
         return Ok(device);
     }
-    crate::cli::program_dir()
+    let program = crate::cli::program_dir()?;
+    let beside = program.join("plugins");
+    Ok(if beside.is_dir() { beside } else { program })
 }
 
 /// Asks the `lfp-balancing` plugin of `folder` for its config section as it reads it.
