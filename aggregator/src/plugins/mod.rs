@@ -5,7 +5,8 @@
 //! Loading runs code from the file, so a file or folder that others than its owner could have
 //! written is refused before it is opened. `abi_stable` then checks that the plugin was built
 //! against an ABI this daemon speaks: the same major version, no newer minor version (the
-//! policy of `plugin-api`'s crate docs). Each refusal is one clear line.
+//! policy of `plugin-api`'s crate docs); a plugin built with `panic = "abort"` is refused too,
+//! as its first panic would end the daemon. Each refusal is one clear line.
 //!
 //! Libraries are never unloaded: replacing a plugin means restarting the daemon.
 
@@ -386,7 +387,8 @@ extern "C" fn host_log(level: LogLevel_NE, plugin: RStr<'_>, message: RStr<'_>) 
     match level.as_enum() {
         Ok(LogLevel::Error) => tracing::error!(plugin, "{message}"),
         Ok(LogLevel::Warn) => tracing::warn!(plugin, "{message}"),
-        // A level a plugin is never newer than its host to send; logged, not lost.
+        // An unknown level cannot come from a plugin, which is never newer than its host;
+        // were it to, the line is logged, not lost.
         Ok(LogLevel::Info) | Err(_) => tracing::info!(plugin, "{message}"),
         Ok(LogLevel::Debug) => tracing::debug!(plugin, "{message}"),
     }
