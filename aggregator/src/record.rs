@@ -35,8 +35,8 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use plugin_api::{
-    BatteryState, DcClass, DcSourceView, LocalDate, ShuntClass, ShuntView, SolarChargerView,
-    VebusView,
+    BatteryState, DcClass, DcClass_NE, DcSourceView, LocalDate, ShuntClass, ShuntClass_NE,
+    ShuntView, SolarChargerView, VebusView,
 };
 use serde_json::{json, Value as Json};
 
@@ -140,9 +140,10 @@ pub fn flatten_inputs(now_s: f64, batteries: &[Battery], inputs: &TickInputs) ->
         );
     }
     for (i, v) in inputs.smartshunts.iter().enumerate() {
-        let class = match v.class {
-            ShuntClass::Battery => "battery",
-            ShuntClass::DcLoad => "dcload",
+        // The host made the value: it knows its every variant.
+        let class = match v.class.as_enum() {
+            Ok(ShuntClass::Battery) => "battery",
+            Ok(ShuntClass::DcLoad) | Err(_) => "dcload",
         };
         put(&mut f, format!("shunt/{i}/service"), v.service.as_str());
         put(&mut f, format!("shunt/{i}/class"), class);
@@ -160,7 +161,11 @@ pub fn flatten_inputs(now_s: f64, batteries: &[Battery], inputs: &TickInputs) ->
     }
     for (i, v) in inputs.dc_sources.iter().enumerate() {
         put(&mut f, format!("dc/{i}/service"), v.service.as_str());
-        put(&mut f, format!("dc/{i}/class"), v.class.service_class());
+        put(
+            &mut f,
+            format!("dc/{i}/class"),
+            v.class.as_enum().map_or("", |c| c.service_class()),
+        );
         put(
             &mut f,
             format!("dc/{i}/instance"),
@@ -332,7 +337,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
         };
         inputs.smartshunts.push(ShuntView {
             service: service.into(),
-            class,
+            class: ShuntClass_NE::new(class),
             device_instance: opt_i32(format!("shunt/{i}/instance")),
             custom_name: text(f, &format!("shunt/{i}/name"))
                 .unwrap_or_default()
@@ -346,7 +351,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
             .ok_or_else(|| format!("tick {tick}: `dc/{i}/class` is no DC device class"))?;
         inputs.dc_sources.push(DcSourceView {
             service: service.into(),
-            class,
+            class: DcClass_NE::new(class),
             device_instance: opt_i32(format!("dc/{i}/instance")),
             custom_name: text(f, &format!("dc/{i}/name")).unwrap_or_default().into(),
             current_a: num(f, &format!("dc/{i}/current")).into(),
@@ -820,7 +825,7 @@ mod tests {
             smartshunts: Vec::new(),
             dc_sources: vec![DcSourceView {
                 service: "com.victronenergy.dcdc.ttyS5".into(),
-                class: DcClass::Dcdc,
+                class: DcClass_NE::new(DcClass::Dcdc),
                 device_instance: Some(7).into(),
                 custom_name: "Orion".into(),
                 current_a: None.into(),

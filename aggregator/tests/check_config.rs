@@ -541,3 +541,24 @@ fn a_shadow_strategy_is_checked_naming_its_key() {
     let out = run(&["check-config"], &path, plugins.path());
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// A key named `*_voltage` is a cell voltage, checked against the safety window whatever the
+/// plugin; a key named `*_bank_voltage` is the documented way out for a voltage of the whole
+/// bank (here the plugin itself refuses it as a key it does not know).
+#[test]
+fn a_bank_voltage_key_is_not_checked_as_a_cell_voltage() {
+    let (_d, path) =
+        with_strategy("strategy:\n  plugin: lto-cv\n  config:\n    target_voltage: 55.2\n");
+    let text = refused(&path, "strategy.config.target_voltage: ", "target_voltage:");
+    assert!(text.contains("above safety.max_cell_voltage"), "{text}");
+    let (_d, path) = with_strategy(
+        "strategy:\n  plugin: lto-cv\n  config:\n    target_bank_voltage: 55.2\n    \
+         target_bank_voltages: [55.2, 54.0]\n",
+    );
+    let text = refused(
+        &path,
+        "strategy.config.target_bank_voltage: unknown field",
+        "target_bank_voltage:",
+    );
+    assert!(!text.contains("safety.max_cell_voltage"), "{text}");
+}

@@ -179,7 +179,7 @@ fn parity_numbers_come_through_the_abi() {
         (2.45, 109.99999999999959),
         (2.5, 19.99999999999997),
     ] {
-        let out = strategy.compute(&bank(max_cell, 2.05)).unwrap();
+        let out = strategy.compute_view(&bank(max_cell, 2.05)).unwrap();
         assert_eq!(out.ccl_a, ccl, "CCL at {max_cell} V");
         assert_eq!(out.dcl_a, 104.99999999999959, "DCL at 2.05 V");
     }
@@ -193,10 +193,10 @@ fn a_panicking_plugin_is_contained() {
     let mut strategy = plugin
         .new_strategy(r#"{"fault":"panic","after_ticks":1}"#)
         .unwrap();
-    let first = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    let first = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
     assert_eq!((first.cvl_v, first.ccl_a, first.dcl_a), (55.0, 50.0, 60.0));
     for _ in 0..3 {
-        let err = strategy.compute(&bank(2.4, 2.2)).unwrap_err();
+        let err = strategy.compute_view(&bank(2.4, 2.2)).unwrap_err();
         assert!(
             err.contains("panicked") && err.contains("deliberate panic"),
             "{err}"
@@ -222,23 +222,55 @@ fn a_panicking_plugin_is_contained() {
 /// a plugins folder of its own.
 fn build_plugin(
     api_version: &str,
-    edit_api: impl FnOnce(String) -> String,
+    edit_api: impl Fn(String) -> String,
     name: &str,
     lib_rs: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    build_plugin_with(
+        &workspace.join("plugin-api"),
+        api_version,
+        |file, text| {
+            if file == "lib.rs" {
+                edit_api(text)
+            } else {
+                text
+            }
+        },
+        name,
+        lib_rs,
+        &[],
+    )
+}
+
+/// [`build_plugin`] against the `plugin-api` sources in `api_sources` (its `src/` and
+/// `Cargo.toml`), each source file as `edit_api` makes of it (given its name), with these
+/// environment variables for cargo (a profile setting).
+fn build_plugin_with(
+    api_sources: &Path,
+    api_version: &str,
+    edit_api: impl Fn(&str, String) -> String,
+    name: &str,
+    lib_rs: &str,
+    env: &[(&str, &str)],
 ) -> (tempfile::TempDir, std::path::PathBuf) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let work = tempfile::tempdir().unwrap();
     let api = work.path().join("plugin-api");
     fs::create_dir_all(api.join("src")).unwrap();
-    for entry in fs::read_dir(workspace.join("plugin-api/src")).unwrap() {
+    for entry in fs::read_dir(api_sources.join("src")).unwrap() {
         let entry = entry.unwrap();
-        fs::copy(entry.path(), api.join("src").join(entry.file_name())).unwrap();
+        let text = fs::read_to_string(entry.path()).unwrap();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        fs::write(api.join("src").join(&file), edit_api(&file, text)).unwrap();
     }
-    let api_lib = fs::read_to_string(api.join("src/lib.rs")).unwrap();
-    fs::write(api.join("src/lib.rs"), edit_api(api_lib)).unwrap();
-    let manifest = fs::read_to_string(workspace.join("plugin-api/Cargo.toml")).unwrap();
+    let manifest = fs::read_to_string(api_sources.join("Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
+    let deps = deps.replace(
+        "serde = \"*\"",
+        "serde = { version = \"*\", features = [\"derive\"] }",
+    );
     fs::write(
         api.join("Cargo.toml"),
         format!(
@@ -253,7 +285,7 @@ fn build_plugin(
         format!(
             "[package]\nname = \"{name}\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../plugin-api\" }}\n\
-             abi_stable = \"0.11.3\"\n\n[workspace]\n"
+             abi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n"
         ),
     )
     .unwrap();
@@ -265,6 +297,7 @@ fn build_plugin(
         .args(["build", "--offline", "--quiet", "--lib"])
         .current_dir(&plugin)
         .env("CARGO_TARGET_DIR", &target)
+        .envs(env.iter().copied())
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the plugin {name} failed");
@@ -308,12 +341,11 @@ fn without_appended_fields(api: String) -> String {
     format!("{}{}", &api[..field_end], &api[end..]).replacen(init, "", 1)
 }
 
-/// A different type in the root module: `PluginKind` as four bytes instead of one.
+/// A different type in the root module: the constructor's storage a word larger.
 fn with_a_wider_plugin_kind(api: String) -> String {
-    let kind =
-        "#[repr(u8)]\n#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]\npub enum PluginKind";
-    assert!(api.contains(kind));
-    api.replacen(kind, &kind.replacen("u8", "u32", 1), 1)
+    let size = "WithNonExhaustive(size = [usize; 2]";
+    assert!(api.contains(size), "the constructor's declaration moved");
+    api.replacen(size, "WithNonExhaustive(size = [usize; 3]", 1)
 }
 
 /// `path` is refused as built against plugin ABI `version`, naming ours too.
@@ -332,9 +364,11 @@ fn strategy_plugin(name: &str) -> String {
         "struct S;\nimpl plugin_api::StrategyImpl for S {{\n    \
          fn compute(&mut self, bank: &plugin_api::BankView) -> Result<plugin_api::StrategyOutput, String> {{\n        \
          Ok(plugin_api::StrategyOutput::limits(bank.voltage_v, 1.0, 2.0, \"old\"))\n    }}\n}}\n\
+         #[derive(serde::Deserialize, serde::Serialize)]\nstruct C {{}}\n\
+         impl plugin_api::PluginConfig for C {{}}\n\
          fn new(_: &str) -> Result<S, String> {{ Ok(S) }}\n\
-         plugin_api::export_plugin! {{ kind: strategy, name: \"{name}\", description: \"d\", new: new, \
-         needs_battery_limits: true }}\n"
+         plugin_api::export_plugin! {{ kind: strategy, name: \"{name}\", description: \"d\", config: C, \
+         new: new, needs_battery_limits: true }}\n"
     )
 }
 
@@ -368,7 +402,7 @@ fn a_plugin_of_the_minor_abi_before_ours_loads_with_the_defaults_of_what_it_lack
     // Its macro took `needs_battery_limits: true`, but its root module has no such field.
     assert!(!plugin.needs_battery_limits, "the documented default");
     let mut strategy = plugin.new_strategy("{}").unwrap();
-    let out = strategy.compute(&bank(2.4, 2.2)).unwrap();
+    let out = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
     assert_eq!((out.cvl_v, out.ccl_a, out.dcl_a), (52.0, 1.0, 2.0));
     assert_eq!(out.mode.as_str(), "old");
 }
@@ -454,4 +488,198 @@ fn only_the_pass_through_strategy_needs_the_batteries_limits() {
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(needing, ["serialbattery"]);
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (dir, path) = build_plugin_with(
+        &workspace.join("plugin-api"),
+        plugin_api::ABI_VERSION,
+        |_, text| text,
+        "abort-plugin",
+        &strategy_plugin("abort-plugin"),
+        &[("CARGO_PROFILE_DEV_PANIC", "abort")],
+    );
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.reason
+            .starts_with("`abort-plugin` was built with panic = \"abort\""),
+        "{err}"
+    );
+    assert!(
+        err.reason.contains("rebuild it with panic = \"unwind\""),
+        "{err}"
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"))
+        .args(["plugins", "--plugins-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run the binary");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains(
+            "refused libabort_plugin.so: `abort-plugin` was built with panic = \"abort\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("ABI ok"), "{text}");
+    // The same plugin built as cargo builds it by default loads.
+    let (_dir, path) = build_plugin(
+        plugin_api::ABI_VERSION,
+        |api| api,
+        "unwind-plugin",
+        &strategy_plugin("unwind-plugin"),
+    );
+    load(&path).unwrap_or_else(|err| panic!("{err}"));
+}
+
+#[test]
+fn a_plugin_gives_its_config_with_the_defaults_filled_in() {
+    let dir = plugins_dir_with(&["libplugin_lfp_balancing.so"]);
+    let plugin = load(&dir.path().join("libplugin_lfp_balancing.so")).unwrap();
+    let resolved: serde_json::Value = serde_json::from_str(
+        &plugin
+            .resolve_config(r#"{"min_cell_voltage": 2.0}"#)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(resolved["min_cell_voltage"], 2.0);
+    assert_eq!(resolved["max_cell_voltage"], 2.55, "the default");
+    assert_eq!(
+        resolved["discharge_curve"]["voltages"],
+        serde_json::json!([2.0, 2.1, 2.2]),
+        "derived from min_cell_voltage"
+    );
+    let err = plugin
+        .resolve_config(r#"{"min_cell_volts": 2.0}"#)
+        .unwrap_err();
+    assert!(err.starts_with("min_cell_volts: unknown field"), "{err}");
+}
+
+/// A plugin of the ABI before the break to 3.0: built against `plugin-api` as the repository's
+/// history has it at version 2.1.0, with that version's macro.
+#[test]
+fn a_plugin_built_against_the_abi_before_the_break_is_refused_naming_both_versions() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(workspace)
+            .output()
+            .expect("git (this test builds a plugin from the repository's history)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let commits =
+        String::from_utf8(git(&["log", "--format=%H", "--", "plugin-api/Cargo.toml"])).unwrap();
+    let old = commits
+        .lines()
+        .find(|c| {
+            let manifest = git(&["show", &format!("{c}:plugin-api/Cargo.toml")]);
+            String::from_utf8_lossy(&manifest).contains("\nversion = \"2.1.0\"")
+        })
+        .expect(
+            "plugin-api 2.1.0 in the history (a shallow clone lacks it: git fetch --unshallow)",
+        );
+    let sources = tempfile::tempdir().unwrap();
+    let archive = git(&["archive", old, "plugin-api"]);
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(sources.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &archive).unwrap();
+    drop(tar.stdin.take());
+    assert!(tar.wait().unwrap().success());
+    let lib_rs = "struct S;\nimpl plugin_api::StrategyImpl for S {\n    \
+         fn compute(&mut self, bank: &plugin_api::BankView) -> Result<plugin_api::StrategyOutput, String> {\n        \
+         Ok(plugin_api::StrategyOutput::limits(bank.voltage_v, 1.0, 2.0, \"old\"))\n    }\n}\n\
+         fn new(_: &str) -> Result<S, String> { Ok(S) }\n\
+         plugin_api::export_plugin! { kind: strategy, name: \"abi-two\", description: \"d\", new: new }\n";
+    let (_dir, path) = build_plugin_with(
+        &sources.path().join("plugin-api"),
+        "2.1.0",
+        |_, text| text,
+        "abi-two",
+        lib_rs,
+        &[],
+    );
+    assert_refused_naming(&path, "2.1.0");
+}
+
+/// A field appended to an input view after its last prefix field: a plugin built with it loads
+/// on a daemon whose view lacks it and reads the default the field names. (A plugin built
+/// before a field, on a daemon that has it, is the same check seen from the other side:
+/// `abi_stable` takes the side with fewer fields of a prefix type for the interface.)
+#[test]
+fn a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lacks_it() {
+    // abi_stable keeps one process-wide map of the prefix layouts it has checked, in which the
+    // daemon's own view is always the largest: a plugin whose view has more fields than the
+    // daemon's (which the version policy refuses before any layout check, as a newer minor)
+    // conflicts with a plugin of the daemon's layout loaded before it. This test loads one, so
+    // it runs in a process of its own, without the other tests' plugins.
+    const ALONE: &str = "PLUGIN_LOADING_ALONE";
+    let name = "a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lacks_it";
+    if std::env::var_os(ALONE).is_none() {
+        let run = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
+            .env(ALONE, "1")
+            .output()
+            .expect("run this test alone");
+        let said = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success() && said.contains("1 passed"), "{said}");
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let appended = |file: &str, text: String| -> String {
+        let edit = |text: String, from: &str, to: &str| {
+            assert!(text.contains(from), "{file}: `{from}` moved");
+            text.replacen(from, to, 1)
+        };
+        match file {
+            "bank.rs" => edit(
+                text,
+                "    pub dt_s: f64,\n",
+                "    pub dt_s: f64,\n    /// Appended.\n    pub extra_v: f64,\n",
+            ),
+            "abi.rs" => {
+                let text = edit(
+                    text,
+                    "    pub dt_s: f64,\n}",
+                    "    pub dt_s: f64,\n    #[sabi(missing_field(value = 47.5))]\n    pub extra_v: f64,\n}",
+                );
+                let text = edit(
+                    text,
+                    "dt_s: bank.dt_s,",
+                    "dt_s: bank.dt_s, extra_v: bank.extra_v,",
+                );
+                edit(
+                    text,
+                    "dt_s: bank.dt_s(),",
+                    "dt_s: bank.dt_s(), extra_v: bank.extra_v(),",
+                )
+            }
+            _ => text,
+        }
+    };
+    let lib_rs = strategy_plugin("appended-view")
+        .replace("bank.voltage_v, 1.0, 2.0", "bank.extra_v, 1.0, 2.0");
+    let (_dir, path) = build_plugin_with(
+        &workspace.join("plugin-api"),
+        plugin_api::ABI_VERSION,
+        appended,
+        "appended-view",
+        &lib_rs,
+        &[],
+    );
+    let plugin = load(&path).unwrap_or_else(|err| panic!("{err}"));
+    let mut strategy = plugin.new_strategy("{}").unwrap();
+    let out = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
+    assert_eq!(out.cvl_v, 47.5, "the appended field's default");
 }

@@ -6,8 +6,13 @@ use abi_stable::StableAbi;
 use crate::LocalDate;
 
 /// Where a battery stands in the host's eyes this tick.
+///
+/// Crosses the ABI as [`BatteryState_NE`], which a minor version may give a new variant:
+/// read it with `as_enum()`, which fails for a state this plugin does not know, or compare it
+/// with `==`.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug, Clone, PartialEq))))]
 pub enum BatteryState {
     /// A complete, fresh reading from a connected BMS.
     Online,
@@ -21,32 +26,33 @@ pub enum BatteryState {
 /// One battery (one BMS service on D-Bus) as read this tick.
 ///
 /// Voltages are in volts, currents in amperes (positive = charging), capacities in ampere-hours.
-/// Values a BMS may leave invalid are [`ROption`]s.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+/// A value that may be missing is an [`ROption`], `RNone` when missing (never NaN); the plain
+/// numbers are always there (the host counts a battery only with a complete reading).
+#[derive(Clone, Debug, PartialEq)]
 pub struct BatteryView {
     /// Display name: `/CustomName`, else `/Serial`, else `Battery<k>`, made unique in the bank.
     pub name: RString,
     /// D-Bus service name, e.g. `com.victronenergy.battery.ttyUSB0`.
     pub service: RString,
-    /// Online, stale or lost.
-    pub state: BatteryState,
+    /// Online, stale or lost (or a state of a newer host: see [`BatteryState`]).
+    pub state: BatteryState_NE,
     /// `/Dc/0/Voltage`.
     pub voltage_v: f64,
     /// `/Dc/0/Current`.
     pub current_a: f64,
-    /// `/Dc/0/Power`.
+    /// `/Dc/0/Power` (voltage × current when the BMS does not publish it).
     pub power_w: f64,
-    /// `/Voltages/Sum`, or the sum of the cells when the BMS does not publish it.
-    pub voltages_sum_v: f64,
-    /// `/InstalledCapacity`.
-    pub installed_capacity_ah: f64,
+    /// `/Voltages/Sum`, or the sum of the cells when the BMS does not publish it; `RNone` for
+    /// a pack with neither.
+    pub voltages_sum_v: ROption<f64>,
+    /// `/InstalledCapacity`; `RNone` when the BMS does not publish it.
+    pub installed_capacity_ah: ROption<f64>,
     /// `/Soc` in percent.
     pub soc_pct: ROption<f64>,
-    /// `/System/MaxCellVoltage`; NaN for a pack that publishes no cell data.
-    pub max_cell_voltage_v: f64,
-    /// `/System/MinCellVoltage`; NaN for a pack that publishes no cell data.
-    pub min_cell_voltage_v: f64,
+    /// `/System/MaxCellVoltage`; `RNone` for a pack that publishes no cell data.
+    pub max_cell_voltage_v: ROption<f64>,
+    /// `/System/MinCellVoltage`; `RNone` for a pack that publishes no cell data.
+    pub min_cell_voltage_v: ROption<f64>,
     /// `/Voltages/Cell1` … `/Voltages/Cell<N>`, index 0 = cell 1.
     pub cell_voltages_v: RVec<ROption<f64>>,
     /// `/System/NrOfModulesBlockingCharge`.
@@ -90,8 +96,11 @@ impl BatteryView {
 }
 
 /// The bank: the merged values of the online and stale batteries, plus every battery.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+///
+/// A strategy runs only while at least one battery is online or stale, so the voltage,
+/// current and power are always there; a value that may be missing is an [`ROption`], `RNone`
+/// when missing (never NaN).
+#[derive(Clone, Debug, PartialEq)]
 pub struct BankView {
     /// Every battery the host knows of, ordered by service name (lost ones included).
     pub batteries: RVec<BatteryView>,
@@ -109,18 +118,22 @@ pub struct BankView {
     pub power_w: f64,
     /// Sum of the installed capacities.
     pub installed_capacity_ah: f64,
-    /// State of charge in percent (the counter's when it runs, else the BMSs' weighted mean).
-    pub soc_pct: f64,
-    /// Charge in the bank in Ah (the counter's, else derived from the BMS SoC).
-    pub charge_ah: f64,
-    /// Highest cell voltage of the bank.
-    pub max_cell_voltage_v: f64,
-    /// Id of that cell, `<battery name>_<cell id>`.
-    pub max_cell_id: RString,
-    /// Lowest cell voltage of the bank.
-    pub min_cell_voltage_v: f64,
-    /// Id of that cell, `<battery name>_<cell id>`.
-    pub min_cell_id: RString,
+    /// State of charge in percent (the counter's when it runs, else the capacity-weighted
+    /// mean of the batteries that publish one); `RNone` when neither is known.
+    pub soc_pct: ROption<f64>,
+    /// Charge in the bank in Ah (the counter's, else derived from the BMS SoC); `RNone` when
+    /// the SoC is.
+    pub charge_ah: ROption<f64>,
+    /// Highest cell voltage of the online and stale batteries that publish cell data; `RNone`
+    /// when none does (a bank of CAN packs without cell data): then neither this nor
+    /// [`BankView::min_cell_voltage_v`] is a number, and [`BankView::cell_extremes`] says so.
+    pub max_cell_voltage_v: ROption<f64>,
+    /// Id of that cell, `<battery name>_<cell id>`; `RNone` with it.
+    pub max_cell_id: ROption<RString>,
+    /// Lowest cell voltage, as [`BankView::max_cell_voltage_v`].
+    pub min_cell_voltage_v: ROption<f64>,
+    /// Id of that cell, `<battery name>_<cell id>`; `RNone` with it.
+    pub min_cell_id: ROption<RString>,
     /// Sum of `/System/NrOfModulesBlockingCharge`.
     pub modules_blocking_charge: u32,
     /// Sum of `/System/NrOfModulesBlockingDischarge`.
@@ -132,11 +145,12 @@ pub struct BankView {
 }
 
 impl BankView {
-    /// The batteries whose values count this tick (online or stale).
+    /// The batteries whose values count this tick (online or stale; not lost, nor in a state
+    /// of a newer host that this plugin does not know).
     pub fn active_batteries(&self) -> impl Iterator<Item = &BatteryView> {
         self.batteries
             .iter()
-            .filter(|b| b.state != BatteryState::Lost)
+            .filter(|b| b.state == BatteryState::Online || b.state == BatteryState::Stale)
     }
 
     /// True when any active battery forbids charging.
@@ -150,23 +164,32 @@ impl BankView {
             || self.active_batteries().any(BatteryView::blocks_discharge)
     }
 
-    /// Highest cell minus lowest cell.
-    pub fn cell_diff_v(&self) -> f64 {
-        self.max_cell_voltage_v - self.min_cell_voltage_v
+    /// Highest cell minus lowest cell; `None` without cell data.
+    pub fn cell_diff_v(&self) -> Option<f64> {
+        self.cell_extremes().ok().map(|(low, high)| high - low)
     }
 
-    /// The lowest and highest cell voltage, or an error when either is not finite (no pack
-    /// publishes cell data): a strategy deciding on cells must not decide on NaN, whose every
-    /// comparison is false and reads as "nothing to stop".
+    /// The lowest and highest cell voltage, or an error when either is missing or not finite
+    /// (no pack publishes cell data): a strategy deciding on cells must not decide without
+    /// them.
     pub fn cell_extremes(&self) -> Result<(f64, f64), String> {
-        let (low, high) = (self.min_cell_voltage_v, self.max_cell_voltage_v);
-        if low.is_finite() && high.is_finite() {
-            Ok((low, high))
-        } else {
-            Err(format!(
-                "no cell data: lowest cell {low} V, highest cell {high} V \
-                 (/System/MinCellVoltage, /System/MaxCellVoltage)"
-            ))
+        match (self.min_cell_voltage_v, self.max_cell_voltage_v) {
+            (ROption::RSome(low), ROption::RSome(high)) if low.is_finite() && high.is_finite() => {
+                Ok((low, high))
+            }
+            (low, high) => Err(format!(
+                "no cell data: lowest cell {}, highest cell {} \
+                 (/System/MinCellVoltage, /System/MaxCellVoltage)",
+                shown(low),
+                shown(high)
+            )),
         }
+    }
+}
+
+fn shown(value: ROption<f64>) -> String {
+    match value {
+        ROption::RSome(v) => format!("{v} V"),
+        ROption::RNone => "missing".to_string(),
     }
 }

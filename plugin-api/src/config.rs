@@ -40,6 +40,13 @@ pub trait PluginConfig: DeserializeOwned {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// The config with every value the plugin derives from others filled in (a curve derived
+    /// from voltages), for [`crate::PluginMod::resolve_config`]. The default changes nothing:
+    /// serde's defaults are already filled in.
+    fn resolved(self) -> Self {
+        self
+    }
 }
 
 /// Parses a config section with [`parse_config`], then runs [`PluginConfig::check`] on it.

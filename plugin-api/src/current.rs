@@ -7,8 +7,7 @@ use serde::Deserialize;
 use crate::config::Checker;
 
 /// A Multi or Quattro (`com.victronenergy.vebus.*`).
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VebusView {
     /// D-Bus service name.
     pub service: RString,
@@ -19,8 +18,7 @@ pub struct VebusView {
 }
 
 /// A solar charger (`com.victronenergy.solarcharger.*`).
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SolarChargerView {
     /// D-Bus service name.
     pub service: RString,
@@ -29,8 +27,12 @@ pub struct SolarChargerView {
 }
 
 /// How a SmartShunt is configured on its own device.
+///
+/// Crosses the ABI as [`ShuntClass_NE`], which a minor version may give a new variant: read
+/// it with `as_enum()`, which fails for a class this plugin does not know.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug, Clone, PartialEq))))]
 pub enum ShuntClass {
     /// Battery monitor (`com.victronenergy.battery.*`): positive current charges the battery.
     Battery,
@@ -42,8 +44,13 @@ pub enum ShuntClass {
 ///
 /// Every class publishes `/Dc/0/Current`; the host turns each sign into one, so
 /// [`DcSourceView::current_a`] is always positive = into the battery bank.
+///
+/// Crosses the ABI as [`DcClass_NE`]: the next Venus device class is a new variant of a minor
+/// version, which a plugin built before sees as an error of `as_enum()`. Its current keeps the
+/// sign convention above, so a plugin that sums every device can count it all the same.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug, Clone, PartialEq))))]
 pub enum DcClass {
     /// `com.victronenergy.multi.*` (Multi RS): positive = charging the bank, as published.
     Multi,
@@ -106,13 +113,12 @@ impl DcClass {
 }
 
 /// A DC device of a [`DcClass`] on the bus.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DcSourceView {
     /// D-Bus service name.
     pub service: RString,
-    /// Its class.
-    pub class: DcClass,
+    /// Its class (see [`DcClass`] for one a newer host added).
+    pub class: DcClass_NE,
     /// `/DeviceInstance` (the VRM instance).
     pub device_instance: ROption<i32>,
     /// `/CustomName`, empty when unset.
@@ -123,13 +129,12 @@ pub struct DcSourceView {
 }
 
 /// A SmartShunt.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ShuntView {
     /// D-Bus service name.
     pub service: RString,
-    /// Battery monitor or DC meter.
-    pub class: ShuntClass,
+    /// Battery monitor or DC meter (see [`ShuntClass`]).
+    pub class: ShuntClass_NE,
     /// `/DeviceInstance` (the VRM instance).
     pub device_instance: ROption<i32>,
     /// `/CustomName`, empty when unset.
@@ -144,7 +149,7 @@ pub struct ShuntView {
 /// Deserializes from an integer (`279`) or a string (`House`); anything else fails with
 /// "expected a VRM device instance (integer) or a custom name (string)". serde accepts values
 /// that can never match a device, so call [`DeviceRef::check`] from the config's check.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(
     untagged,
     expecting = "expected a VRM device instance (integer) or a custom name (string)"
@@ -187,8 +192,11 @@ impl DeviceRef {
 }
 
 /// Inputs of a current source, one tick.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+///
+/// A value a device may leave invalid is an [`ROption`], `RNone` when invalid (never NaN);
+/// the batteries' sums and the bank voltage are always there (a current source runs only
+/// while a battery is online or stale).
+#[derive(Clone, Debug, PartialEq)]
 pub struct CurrentInputs {
     /// Sum of the online batteries' `/Dc/0/Current`.
     pub bms_current_a: f64,
@@ -227,7 +235,7 @@ mod tests {
     fn shunt(instance: Option<i32>, name: &str) -> ShuntView {
         ShuntView {
             service: "com.victronenergy.battery.ttyS0".into(),
-            class: ShuntClass::Battery,
+            class: ShuntClass_NE::new(ShuntClass::Battery),
             device_instance: instance.into(),
             custom_name: name.into(),
             current_a: ROption::RNone,

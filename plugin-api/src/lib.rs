@@ -20,7 +20,7 @@
 //! ```
 //! use plugin_api::{parse_checked, BankView, Checker, PluginConfig, StrategyImpl, StrategyOutput};
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, serde::Serialize)]
 //! #[serde(deny_unknown_fields)]
 //! struct Config {
 //!     #[serde(default = "default_cell_v")]
@@ -36,37 +36,77 @@
 //!     }
 //! }
 //!
-//! struct Fixed(Config);
+//! struct Fixed {
+//!     config: Config,
+//!     blocked: bool,
+//! }
 //!
 //! impl StrategyImpl for Fixed {
 //!     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
-//!         let cvl = self.0.cell_voltage * f64::from(bank.cells_per_battery);
-//!         let ccl = if bank.blocks_charge() { 0.0 } else { 100.0 };
+//!         let cvl = self.config.cell_voltage * f64::from(bank.cells_per_battery);
+//!         let blocked = bank.blocks_charge();
+//!         if blocked != self.blocked {
+//!             // Lines go to the daemon's log, tagged with the plugin's name: log a change,
+//!             // not every tick.
+//!             plugin_api::log::info(&format!("charge blocked by a BMS: {blocked}"));
+//!             self.blocked = blocked;
+//!         }
+//!         let ccl = if blocked { 0.0 } else { 100.0 };
 //!         Ok(StrategyOutput::limits(cvl, ccl, 100.0, "Fixed"))
 //!     }
 //! }
 //!
 //! fn new(config: &str) -> Result<Fixed, String> {
-//!     parse_checked(config).map(Fixed)
+//!     parse_checked(config).map(|config| Fixed { config, blocked: false })
 //! }
 //!
 //! plugin_api::export_plugin! {
 //!     kind: strategy,
 //!     name: "fixed",
 //!     description: "Constant CVL",
+//!     config: Config,
 //!     new: new,
 //! }
 //! # fn main() {
-//! #     let mut strategy = new(r#"{"cell_voltage": 3.4}"#).unwrap();
-//! #     assert!(strategy.0.cell_voltage == 3.4);
+//! #     let strategy = new(r#"{"cell_voltage": 3.4}"#).unwrap();
+//! #     assert!(strategy.config.cell_voltage == 3.4);
 //! #     assert!(new(r#"{"cell_voltage": -1}"#).is_err());
-//! #     let _ = &mut strategy;
 //! # }
 //! ```
 //!
-//! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api`,
-//! `abi_stable = "0.11"` and `serde`; for its tests, on `plugin-api` with the `testing`
-//! feature in `[dev-dependencies]` (the builders of `plugin_api::testing`).
+//! Its `Cargo.toml` declares `crate-type = ["cdylib"]` and depends on `plugin-api` (the
+//! version of the daemon it targets: see [ABI versions](#abi-versions-which-plugins-load)),
+//! `abi_stable = "0.11"` and `serde` (with `derive`); for its tests, on `plugin-api` with the
+//! `testing` feature in `[dev-dependencies]` (the builders of [`testing`]). Its release
+//! profile keeps `panic = "unwind"` (the default): the daemon refuses a plugin built with
+//! `panic = "abort"`, whose first panic would end the daemon instead of reaching it as an
+//! error.
+//!
+//! # What a plugin is given
+//!
+//! * Missing values are [`ROption`]s, `RNone` when missing, in every view; no field is NaN.
+//!   The bank's [`BankView::max_cell_voltage_v`] and [`BankView::min_cell_voltage_v`] are
+//!   `RNone` when no online or stale pack publishes cell data; [`BankView::cell_extremes`]
+//!   gives both or an error to return.
+//! * Enums the host fills in ([`BatteryState`], [`DcClass`], [`ShuntClass`]) arrive as
+//!   `abi_stable` non-exhaustive enums (`BatteryState_NE`, …): `as_enum()` gives the variant,
+//!   or an error for one that a newer daemon added after the plugin was built; `==` compares
+//!   with a variant.
+//! * Logging: [`log::info`], [`log::warn`], [`log::error`], [`log::debug`] write to the
+//!   daemon's log, tagged with the plugin's name (the plugin's own `tracing` or `println!`
+//!   go nowhere useful).
+//!
+//! # Config keys the daemon checks
+//!
+//! The daemon reads a strategy's config section before the plugin does, and takes each of its
+//! top-level keys named `*_voltage` or `*_voltages`, or with `cell_voltage` in its name, for a
+//! **per-cell voltage**: the value (or each number of the list) must lie inside the safety
+//! window `safety.min_cell_voltage` … `safety.max_cell_voltage`, or `check-config` and the
+//! daemon refuse the config, naming the key. Name a per-cell voltage key that way so that it
+//! gets this check. A key for a voltage of the whole bank (say 55.2 V) ends in
+//! **`_bank_voltage`** (or `_bank_voltages` for a list) instead: it is not checked against
+//! the cell window; the plugin checks it itself (e.g. with [`Checker::positive`]), and the
+//! safety guard still bounds the CVL it leads to.
 //!
 //! # Plugin files
 //!
@@ -86,11 +126,26 @@
 //! naming both versions. `abi_stable` counts a 0.x minor version as a major one, which is why
 //! the ABI starts at 1.
 //!
+//! To pin a plugin to the daemon it targets, depend on the daemon's minor version with a tilde
+//! requirement, `plugin-api = "~3.0"`: `cargo update` then never moves it to a newer minor,
+//! which that daemon would refuse. `dbus-aggregate-batteries plugins` prints the daemon's ABI.
+//!
 //! **Additive changes raise the minor version** (or the patch, for a change that touches no
 //! type) and keep every plugin of the same major loading:
 //! * a field appended to the root module [`PluginMod`] after its last prefix field
-//!   (`new_current_source`), with `#[sabi(missing_field(...))]` giving the value the daemon
+//!   (`resolve_config`), with `#[sabi(missing_field(...))]` giving the value the daemon
 //!   assumes for a plugin built before the field existed, documented on the field;
+//! * a field appended to an input view after its last prefix field: the views cross the ABI as
+//!   `abi_stable` prefix types ([`abi::BankRef`], [`abi::BatteryRef`], [`abi::InputsRef`] and
+//!   the device refs, see [`abi`]), lent by the host for the length of a call; the plain
+//!   view a plugin reads ([`BankView`], [`BatteryView`], [`CurrentInputs`] and the device
+//!   views) gets the field too. A plugin built before reads the fields it knows at the offsets
+//!   it knows; give the field `#[sabi(missing_field(...))]` all the same (the layout check
+//!   wants it of a field after the prefix);
+//! * a variant added to an enum that crosses the ABI: every one is an `abi_stable`
+//!   non-exhaustive enum ([`BatteryState`], [`DcClass`], [`ShuntClass`], [`SocReset`],
+//!   [`FeedInRequest`], [`LogLevel`], [`Constructor`]), whose `as_enum()` fails for a variant
+//!   the reading side does not know; each says what such a value means;
 //! * a method appended to [`Strategy`] or [`CurrentSource`] after its last prefix method,
 //!   only with a default body in the trait (which `abi_stable` runs for older plugins; without
 //!   one, calling it on an older plugin panics), and the same default in [`StrategyImpl`] or
@@ -99,21 +154,23 @@
 //! * new types, functions and helpers that plugins call on their own side.
 //!
 //! **Breaking changes raise the major version** and refuse every plugin of the major before:
-//! a changed field type, a removed, renamed or reordered field, a field added to a
-//! `#[repr(C)]` struct passed by value or reference ([`BankView`], [`BatteryView`],
-//! [`StrategyOutput`], [`CurrentInputs`], …: their size is part of the ABI), a variant added to
-//! an enum, a moved `last_prefix_field`, a changed method signature.
+//! a changed field type, a removed, renamed or reordered field, a field added to the strategy's
+//! output (returned by value: its size is part of the ABI), a moved `last_prefix_field`, a
+//! changed method signature, a non-exhaustive enum grown beyond its storage.
 //!
-//! | version | root module |
+//! | version | what changed |
 //! |---------|-------------|
-//! | 1.0 | `name` … `new_current_source` (the prefix) |
+//! | 1.0 | root module `name` … `new_current_source` (the prefix) |
 //! | 1.1 | `needs_battery_limits` appended (missing: false) |
 //! | 2.0 | breaking: [`CurrentInputs`] gains `dc_sources` (every other Venus DC device, one list with a [`DcClass`], so the next class is a new variant of a 2.x, not a new field); plugins of 1.x are refused. Its root module is the prefix, `name` … `new_current_source` |
 //! | 2.1 | `needs_battery_limits` appended again after the prefix (missing: false), so that a 2.0 plugin loads on a 2.1 daemon |
+//! | 3.0 | breaking, once for everything that could not grow; plugins of 2.x are refused naming both versions. **Enums**: every enum crossing the ABI is non-exhaustive (`WithNonExhaustive`), so a minor version may add a variant. **Missing values**: `ROption`, `RNone` when missing, in every view; the bank's `soc_pct`, `charge_ah`, cell extremes and their ids and a battery's cell extremes, `voltages_sum_v` and `installed_capacity_ah` were NaN or empty before. **Input views** cross as prefix types lent by the host, so a minor version may append a field. **One constructor per kind**: the root module's `kind`, `new_strategy` and `new_current_source` are one [`Constructor`], whose variant is the kind, so the wrong one cannot be exported. **`unwinds`**: the plugin's `cfg!(panic = "unwind")`; a plugin built with `panic = "abort"` is refused, naming the fix. **`resolve_config`**: the config section as the plugin reads it, defaults filled in, which `import-config` asks instead of knowing a plugin's defaults. `export_plugin!` takes the config type (`config:`). Root module: `name`, `version`, `description`, `set_logger`, `constructor`, `needs_battery_limits`, `unwinds`, `resolve_config` (the prefix) |
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by #[sabi_trait] on current rustc
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod abi;
 mod bank;
 pub mod config;
 mod current;
@@ -121,7 +178,11 @@ mod curve;
 mod date;
 mod limits;
 pub mod log;
-#[cfg(feature = "testing")]
+pub mod merge;
+// Documented without the feature too (`cfg(doc)`), so that `cargo doc` in a plugin's crate,
+// which documents its normal dependencies only, shows the builders its tests use.
+#[cfg(any(feature = "testing", doc))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 use std::cell::RefCell;
@@ -133,20 +194,21 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RBox, ROption, RResult, RStr, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, sabi_trait, StableAbi};
 
-pub use bank::{BankView, BatteryState, BatteryView};
+pub use bank::{BankView, BatteryState, BatteryState_NE, BatteryView};
 pub use config::{parse_checked, parse_config, Checker, PluginConfig};
 pub use current::{
-    CurrentInputs, DcClass, DcSourceView, DeviceRef, Measurement, ShuntClass, ShuntView,
-    SolarChargerView, VebusView,
+    CurrentInputs, DcClass, DcClass_NE, DcSourceView, DeviceRef, Measurement, ShuntClass,
+    ShuntClass_NE, ShuntView, SolarChargerView, VebusView,
 };
 pub use curve::interpolate;
 pub use date::LocalDate;
 pub use limits::{FeedInRequest, SocReset, StrategyOutput};
-pub use log::{HostLogger, LogLevel};
+pub use log::{HostLogger, LogLevel, LogLevel_NE};
 
-/// The kind of a plugin: which constructor of its [`PluginMod`] is meant to be called.
-#[repr(u8)]
-#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+use abi::{BankRef, InputsRef, OutputAbi};
+
+/// The kind of a plugin, as its [`Constructor`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PluginKind {
     /// Computes CVL, CCL and DCL (`strategy.plugin` in `config.yaml`).
     Strategy,
@@ -164,12 +226,43 @@ impl PluginKind {
     }
 }
 
+/// A strategy's constructor.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct NewStrategy {
+    /// Builds the strategy from its config section (JSON text); the error names the bad key.
+    pub new: extern "C" fn(config_json: RStr<'_>) -> RResult<StrategyBox, RString>,
+}
+
+/// A current source's constructor.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct NewCurrentSource {
+    /// Builds the current source from its config section (JSON text).
+    pub new: extern "C" fn(config_json: RStr<'_>) -> RResult<CurrentSourceBox, RString>,
+}
+
+/// A plugin's one constructor, whose variant is the plugin's kind: a plugin exports the
+/// constructor of its kind and no other.
+///
+/// Crosses the ABI as `Constructor_NE`, so that a minor version may add a kind; a daemon
+/// refuses a plugin of a kind it does not know.
+#[repr(u8)]
+#[derive(StableAbi)]
+#[sabi(kind(WithNonExhaustive(size = [usize; 2], traits())))]
+pub enum Constructor {
+    /// A strategy ([`StrategyImpl`]).
+    Strategy(NewStrategy),
+    /// A current source ([`CurrentSourceImpl`]).
+    CurrentSource(NewCurrentSource),
+}
+
 /// A strategy as the host calls it across the ABI. Plugin authors implement
 /// [`StrategyImpl`] instead; [`export_plugin!`] adapts it and catches its panics.
 #[sabi_trait]
 pub trait Strategy: Send {
     /// One tick: the limits and requests for this bank.
-    fn compute(&mut self, bank: &BankView) -> RResult<StrategyOutput, RString>;
+    fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString>;
 
     /// The state to persist (opaque text, JSON by convention; empty when stateless).
     fn save_state(&self) -> RResult<RString, RString>;
@@ -185,13 +278,34 @@ pub trait Strategy: Send {
 pub trait CurrentSource: Send {
     /// One tick: the bank current, or `RNone` when the devices it needs have no valid value.
     #[sabi(last_prefix_field)]
-    fn measure(&mut self, inputs: &CurrentInputs) -> RResult<ROption<Measurement>, RString>;
+    fn measure(&mut self, inputs: InputsRef<'_>) -> RResult<ROption<Measurement>, RString>;
 }
 
 /// A boxed strategy behind the ABI.
 pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 /// A boxed current source behind the ABI.
 pub type CurrentSourceBox = CurrentSource_TO<'static, RBox<()>>;
+
+impl StrategyBox {
+    /// One tick through the ABI (the host's side): lends the bank to the plugin and takes
+    /// its output back.
+    pub fn compute_view(&mut self, bank: &BankView) -> RResult<StrategyOutput, RString> {
+        abi::with_bank_ref(bank, |bank| self.compute(bank))
+            .into_result()
+            .and_then(|out| StrategyOutput::try_from(out).map_err(RString::from))
+            .into()
+    }
+}
+
+impl CurrentSourceBox {
+    /// One tick through the ABI (the host's side).
+    pub fn measure_inputs(
+        &mut self,
+        inputs: &CurrentInputs,
+    ) -> RResult<ROption<Measurement>, RString> {
+        abi::with_inputs_ref(inputs, |inputs| self.measure(inputs))
+    }
+}
 
 /// What a strategy plugin implements: plain Rust, no ABI types to handle.
 pub trait StrategyImpl: Send + 'static {
@@ -224,8 +338,12 @@ pub trait CurrentSourceImpl: Send + 'static {
 pub struct Guarded<T>(pub T);
 
 impl<T: StrategyImpl> Strategy for Guarded<T> {
-    fn compute(&mut self, bank: &BankView) -> RResult<StrategyOutput, RString> {
-        guard(|| self.0.compute(bank))
+    fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString> {
+        guard(|| {
+            self.0
+                .compute(&abi::bank_from_ref(bank))
+                .map(OutputAbi::from)
+        })
     }
 
     fn save_state(&self) -> RResult<RString, RString> {
@@ -238,8 +356,8 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
 }
 
 impl<T: CurrentSourceImpl> CurrentSource for Guarded<T> {
-    fn measure(&mut self, inputs: &CurrentInputs) -> RResult<ROption<Measurement>, RString> {
-        guard(|| Ok(self.0.measure(inputs).into()))
+    fn measure(&mut self, inputs: InputsRef<'_>) -> RResult<ROption<Measurement>, RString> {
+        guard(|| Ok(self.0.measure(&abi::inputs_from_ref(inputs)).into()))
     }
 }
 
@@ -295,37 +413,41 @@ pub fn install_panic_hook() {
 
 /// The root module every plugin exports.
 ///
-/// An `abi_stable` prefix type: the fields up to `new_current_source` (the last prefix field)
-/// are in every plugin of ABI 1; each field after it was appended in a minor version, and a
-/// plugin built before has not got it. Read those through the accessors of [`PluginModRef`],
-/// which give the default named on the field for such a plugin; without a
-/// `missing_field` attribute an accessor returns an `Option`.
+/// An `abi_stable` prefix type: the fields up to `resolve_config` (the last prefix field) are
+/// in every plugin of ABI 3; a field appended in a minor version is missing from a plugin
+/// built before. Read those through the accessors of [`PluginModRef`], which give the default
+/// named on the field for such a plugin; without a `missing_field` attribute an accessor
+/// returns an `Option`.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
 pub struct PluginMod {
     /// The name `config.yaml` selects the plugin by, e.g. `lfp-balancing`.
     pub name: RStr<'static>,
-    /// Strategy or current source.
-    pub kind: PluginKind,
     /// The plugin's own version, e.g. `1.2.0`.
     pub version: RStr<'static>,
     /// One line for `dbus-aggregate-batteries plugins`.
     pub description: RStr<'static>,
     /// Hands the host's logger to the plugin; called once, right after loading.
     pub set_logger: extern "C" fn(HostLogger),
-    /// Builds a strategy from its config section (JSON text). The error names the bad key.
-    pub new_strategy: extern "C" fn(config_json: RStr<'_>) -> RResult<StrategyBox, RString>,
-    /// Builds a current source from its config section (JSON text).
-    #[sabi(last_prefix_field)]
-    pub new_current_source:
-        extern "C" fn(config_json: RStr<'_>) -> RResult<CurrentSourceBox, RString>,
+    /// The constructor of the plugin's kind.
+    pub constructor: &'static Constructor_NE,
     /// A strategy that passes the batteries' own limits on: the host then counts a battery
     /// online only while its `/Info/MaxChargeVoltage`, `/Info/MaxChargeCurrent` and
     /// `/Info/MaxDischargeCurrent` are valid, so that no limit of the bank rests on a battery
-    /// that has none. False for every other plugin, and for a plugin built against ABI 2.0, which lacks the field.
-    #[sabi(missing_field(default))]
+    /// that has none. False for every other plugin.
     pub needs_battery_limits: bool,
+    /// True when the plugin was built with `panic = "unwind"` (`cfg!(panic = "unwind")` in the
+    /// plugin's build). Its panics are then caught on its side and reach the host as errors;
+    /// built with `panic = "abort"`, its first panic would end the daemon, which therefore
+    /// refuses to load it.
+    pub unwinds: bool,
+    /// The plugin's config section as the plugin reads it, every default filled in and every
+    /// value it derives from others written out (JSON text in, JSON text out); parsed, not
+    /// checked. What `import-config` and `check-config` ask a plugin instead of knowing its
+    /// defaults.
+    #[sabi(last_prefix_field)]
+    pub resolve_config: extern "C" fn(config_json: RStr<'_>) -> RResult<RString, RString>,
 }
 
 impl RootModule for PluginModRef {
@@ -339,57 +461,111 @@ impl RootModule for PluginModRef {
 /// the same major version and no newer minor version (see the crate docs).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// A config section as the plugin reads it, defaults filled in (see
+/// [`PluginMod::resolve_config`]). Called from the code [`export_plugin!`] generates.
+#[doc(hidden)]
+pub fn resolve_config<T: PluginConfig + serde::Serialize>(json: &str) -> Result<String, String> {
+    let config: T = parse_config(json)?;
+    serde_json::to_string(&config.resolved()).map_err(|err| err.to_string())
+}
+
 /// Exports a plugin's root module.
 ///
-/// `kind` is `strategy` or `current_source`; `new` is a function
-/// `fn(&str) -> Result<T, String>` that builds the plugin from its config section (JSON text),
-/// where `T` implements [`StrategyImpl`] or [`CurrentSourceImpl`]. A strategy that passes the
-/// batteries' own limits on adds `needs_battery_limits: true` (see
-/// [`PluginMod::needs_battery_limits`]). See the crate docs for a whole plugin.
+/// * `kind`: `strategy` or `current_source`; the root module gets the one constructor of
+///   that kind ([`Constructor`]);
+/// * `name`, `description`: see [`PluginMod`];
+/// * `config`: the plugin's config struct, which implements [`PluginConfig`] and
+///   `serde::Serialize` (for [`PluginMod::resolve_config`]);
+/// * `new`: a function `fn(&str) -> Result<T, String>` that builds the plugin from its
+///   config section (JSON text), where `T` implements [`StrategyImpl`] for a strategy or
+///   [`CurrentSourceImpl`] for a current source: the other kind does not compile;
+/// * a strategy that passes the batteries' own limits on adds `needs_battery_limits: true`
+///   (see [`PluginMod::needs_battery_limits`]).
+///
+/// It also records whether the plugin was built with `panic = "unwind"`
+/// ([`PluginMod::unwinds`]). See the crate docs for a whole plugin.
+///
+/// A strategy exported as a current source does not compile:
+///
+/// ```compile_fail
+/// use plugin_api::{BankView, StrategyImpl, StrategyOutput};
+///
+/// #[derive(serde::Deserialize, serde::Serialize)]
+/// struct Config {}
+/// impl plugin_api::PluginConfig for Config {}
+///
+/// struct Fixed;
+/// impl StrategyImpl for Fixed {
+///     fn compute(&mut self, _: &BankView) -> Result<StrategyOutput, String> {
+///         Ok(StrategyOutput::limits(55.0, 10.0, 10.0, "Fixed"))
+///     }
+/// }
+/// fn new(_: &str) -> Result<Fixed, String> { Ok(Fixed) }
+///
+/// plugin_api::export_plugin! {
+///     kind: current_source,
+///     name: "fixed",
+///     description: "a strategy",
+///     config: Config,
+///     new: new,
+/// }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
-    (kind: strategy, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
+    (kind: strategy, name: $name:expr, description: $desc:expr, config: $config:ty,
+     new: $new:path $(,)?) => {
         $crate::export_plugin! {
-            kind: strategy, name: $name, description: $desc, new: $new,
+            kind: strategy, name: $name, description: $desc, config: $config, new: $new,
             needs_battery_limits: false,
         }
     };
-    (kind: strategy, name: $name:expr, description: $desc:expr, new: $new:path,
-     needs_battery_limits: $needs:expr $(,)?) => {
-        $crate::export_plugin!(@module Strategy, $name, $desc, $needs,
-            |config: &str| $new(config).map($crate::strategy_box),
-            |_config: &str| Err(format!("{} is a strategy, not a current source", $name)));
-    };
-    (kind: current_source, name: $name:expr, description: $desc:expr, new: $new:path $(,)?) => {
-        $crate::export_plugin!(@module CurrentSource, $name, $desc, false,
-            |_config: &str| Err(format!("{} is a current source, not a strategy", $name)),
-            |config: &str| $new(config).map($crate::current_source_box));
-    };
-    (@module $kind:ident, $name:expr, $desc:expr, $needs:expr, $strategy:expr, $current:expr) => {
-        extern "C" fn __plugin_set_logger(logger: $crate::HostLogger) {
-            $crate::log::install(logger, $name);
-            $crate::install_panic_hook();
-        }
-
-        extern "C" fn __plugin_new_strategy(
+    (kind: strategy, name: $name:expr, description: $desc:expr, config: $config:ty,
+     new: $new:path, needs_battery_limits: $needs:expr $(,)?) => {
+        extern "C" fn __plugin_new(
             config: $crate::abi_stable::std_types::RStr<'_>,
         ) -> $crate::abi_stable::std_types::RResult<
             $crate::StrategyBox,
             $crate::abi_stable::std_types::RString,
         > {
-            let build: fn(&str) -> Result<$crate::StrategyBox, String> = $strategy;
-            $crate::guard(|| build(config.as_str()))
+            $crate::guard(|| $new(config.as_str()).map($crate::strategy_box))
         }
-
-        extern "C" fn __plugin_new_current_source(
+        $crate::export_plugin!(@module $name, $desc, $config, $needs,
+            $crate::Constructor::Strategy($crate::NewStrategy { new: __plugin_new }));
+    };
+    (kind: current_source, name: $name:expr, description: $desc:expr, config: $config:ty,
+     new: $new:path $(,)?) => {
+        extern "C" fn __plugin_new(
             config: $crate::abi_stable::std_types::RStr<'_>,
         ) -> $crate::abi_stable::std_types::RResult<
             $crate::CurrentSourceBox,
             $crate::abi_stable::std_types::RString,
         > {
-            let build: fn(&str) -> Result<$crate::CurrentSourceBox, String> = $current;
-            $crate::guard(|| build(config.as_str()))
+            $crate::guard(|| $new(config.as_str()).map($crate::current_source_box))
         }
+        $crate::export_plugin!(@module $name, $desc, $config, false,
+            $crate::Constructor::CurrentSource($crate::NewCurrentSource { new: __plugin_new }));
+    };
+    (@module $name:expr, $desc:expr, $config:ty, $needs:expr, $constructor:expr) => {
+        extern "C" fn __plugin_set_logger(logger: $crate::HostLogger) {
+            $crate::log::install(logger, $name);
+            $crate::install_panic_hook();
+        }
+
+        extern "C" fn __plugin_resolve_config(
+            config: $crate::abi_stable::std_types::RStr<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<
+            $crate::abi_stable::std_types::RString,
+            $crate::abi_stable::std_types::RString,
+        > {
+            $crate::guard(|| {
+                $crate::resolve_config::<$config>(config.as_str())
+                    .map($crate::abi_stable::std_types::RString::from)
+            })
+        }
+
+        static __PLUGIN_CONSTRUCTOR: $crate::Constructor_NE =
+            $crate::Constructor_NE::new($constructor);
 
         /// The plugin's root module, found by the host when it loads the library.
         #[$crate::abi_stable::export_root_module]
@@ -397,13 +573,13 @@ macro_rules! export_plugin {
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
             $crate::PluginMod {
                 name: $crate::abi_stable::std_types::RStr::from_str($name),
-                kind: $crate::PluginKind::$kind,
                 version: $crate::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
                 description: $crate::abi_stable::std_types::RStr::from_str($desc),
                 set_logger: __plugin_set_logger,
-                new_strategy: __plugin_new_strategy,
-                new_current_source: __plugin_new_current_source,
+                constructor: &__PLUGIN_CONSTRUCTOR,
                 needs_battery_limits: $needs,
+                unwinds: cfg!(panic = "unwind"),
+                resolve_config: __plugin_resolve_config,
             }
             .leak_into_prefix()
         }

@@ -4,8 +4,12 @@ use abi_stable::std_types::RString;
 use abi_stable::StableAbi;
 
 /// A request to reset the host's Coulomb counter.
+///
+/// Crosses the ABI as the non-exhaustive `SocReset_NE`, so that a minor version may add a
+/// request.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug, Clone, PartialEq))))]
 pub enum SocReset {
     /// Leave the counter alone.
     None,
@@ -19,9 +23,11 @@ pub enum SocReset {
 ///
 /// While feed-in is on, DVCC ignores the CCL for solar chargers, so a strategy that must stop
 /// charging asks for it to be disabled. The host saves the user's value when it disables and
-/// writes that value back on `Restore`; a strategy never needs to know it.
+/// writes that value back on `Restore`; a strategy never needs to know it. Crosses the ABI as
+/// the non-exhaustive `FeedInRequest_NE`.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug, Clone, PartialEq))))]
 pub enum FeedInRequest {
     /// No change this tick.
     Keep,
@@ -32,8 +38,7 @@ pub enum FeedInRequest {
 }
 
 /// The result of one strategy tick.
-#[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StrategyOutput {
     /// Charge voltage limit for the bank, V (`/Info/MaxChargeVoltage`).
     pub cvl_v: f64,

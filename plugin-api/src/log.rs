@@ -9,9 +9,11 @@ use std::sync::OnceLock;
 use abi_stable::std_types::RStr;
 use abi_stable::StableAbi;
 
-/// Severity of a log line.
+/// Severity of a log line. Crosses the ABI as the non-exhaustive `LogLevel_NE`, so that a minor
+/// version may add a level.
 #[repr(u8)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[sabi(kind(WithNonExhaustive(size = [u8; 4], traits(Debug))))]
 pub enum LogLevel {
     /// Something is wrong and the plugin falls back to a safe value.
     Error,
@@ -28,7 +30,7 @@ pub enum LogLevel {
 #[derive(StableAbi, Clone, Copy)]
 pub struct HostLogger {
     /// Writes one line: level, the plugin's name, the message.
-    pub log: extern "C" fn(level: LogLevel, plugin: RStr<'_>, message: RStr<'_>),
+    pub log: extern "C" fn(level: LogLevel_NE, plugin: RStr<'_>, message: RStr<'_>),
 }
 
 static LOGGER: OnceLock<(HostLogger, &'static str)> = OnceLock::new();
@@ -41,13 +43,27 @@ pub fn install(logger: HostLogger, plugin: &'static str) {
 /// Sends one line to the host's log.
 pub fn log(level: LogLevel, message: &str) {
     if let Some((logger, plugin)) = LOGGER.get() {
-        (logger.log)(level, RStr::from_str(plugin), RStr::from_str(message));
+        (logger.log)(
+            LogLevel_NE::new(level),
+            RStr::from_str(plugin),
+            RStr::from_str(message),
+        );
     }
 }
 
 /// Logs at [`LogLevel::Info`].
 pub fn info(message: &str) {
     log(LogLevel::Info, message);
+}
+
+/// Logs at [`LogLevel::Error`].
+pub fn error(message: &str) {
+    log(LogLevel::Error, message);
+}
+
+/// Logs at [`LogLevel::Debug`].
+pub fn debug(message: &str) {
+    log(LogLevel::Debug, message);
 }
 
 /// Logs at [`LogLevel::Warn`].

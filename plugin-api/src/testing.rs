@@ -23,15 +23,17 @@
 //! assert_eq!(bank.batteries_expected, 2);
 //! assert_eq!(bank.batteries_online, 1);
 //! assert_eq!(bank.cells_per_battery, 3);
-//! assert_eq!((bank.max_cell_voltage_v, bank.max_cell_id.as_str()), (3.45, "A_C2"));
+//! assert_eq!(bank.max_cell_voltage_v.into_option(), Some(3.45));
+//! assert_eq!(bank.max_cell_id.as_ref().map(|id| id.as_str()).into_option(), Some("A_C2"));
 //! assert!((bank.voltage_v - 10.23).abs() < 1e-9, "the lost battery does not count");
 //! ```
 
 use abi_stable::std_types::{ROption, RString, RVec};
 
+use crate::merge::{self, Pick};
 use crate::{
-    BankView, BatteryState, BatteryView, CurrentInputs, DcClass, DcSourceView, LocalDate,
-    ShuntClass, ShuntView, SolarChargerView, VebusView,
+    BankView, BatteryState, BatteryState_NE, BatteryView, CurrentInputs, DcClass, DcClass_NE,
+    DcSourceView, LocalDate, ShuntClass, ShuntClass_NE, ShuntView, SolarChargerView, VebusView,
 };
 
 /// Builds a [`BatteryView`].
@@ -59,15 +61,15 @@ impl BatteryBuilder {
         let battery = BatteryView {
             name: name.into(),
             service: RString::from(format!("com.victronenergy.battery.{name}")),
-            state: BatteryState::Online,
+            state: BatteryState_NE::new(BatteryState::Online),
             voltage_v: 0.0,
             current_a: 0.0,
             power_w: 0.0,
-            voltages_sum_v: 0.0,
-            installed_capacity_ah: 280.0,
+            voltages_sum_v: ROption::RNone,
+            installed_capacity_ah: ROption::RSome(280.0),
             soc_pct: ROption::RSome(50.0),
-            max_cell_voltage_v: 0.0,
-            min_cell_voltage_v: 0.0,
+            max_cell_voltage_v: ROption::RNone,
+            min_cell_voltage_v: ROption::RNone,
             cell_voltages_v: RVec::new(),
             modules_blocking_charge: 0,
             modules_blocking_discharge: 0,
@@ -87,10 +89,16 @@ impl BatteryBuilder {
         let sum_v: f64 = cells_v.iter().sum();
         let b = &mut self.0;
         b.cell_voltages_v = cells_v.iter().map(|&v| ROption::RSome(v)).collect();
-        b.max_cell_voltage_v = cells_v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        b.min_cell_voltage_v = cells_v.iter().copied().fold(f64::INFINITY, f64::min);
+        let (max_v, min_v) = cells_v.iter().fold((None, None), |(max, min), &v| {
+            (
+                Some(max.map_or(v, |m: f64| m.max(v))),
+                Some(min.map_or(v, |m: f64| m.min(v))),
+            )
+        });
+        b.max_cell_voltage_v = max_v.into();
+        b.min_cell_voltage_v = min_v.into();
         b.voltage_v = sum_v;
-        b.voltages_sum_v = sum_v;
+        b.voltages_sum_v = ROption::RSome(sum_v);
         self
     }
 
@@ -98,15 +106,24 @@ impl BatteryBuilder {
     /// (as from a BMS that publishes none).
     pub fn cell_extremes(mut self, min_v: f64, max_v: f64) -> Self {
         self.0.cell_voltages_v = RVec::new();
-        self.0.min_cell_voltage_v = min_v;
-        self.0.max_cell_voltage_v = max_v;
+        self.0.min_cell_voltage_v = ROption::RSome(min_v);
+        self.0.max_cell_voltage_v = ROption::RSome(max_v);
+        self
+    }
+
+    /// No cell data at all: no `/System/MinCellVoltage`, `/System/MaxCellVoltage` or cell
+    /// voltages (a CAN pack that publishes none).
+    pub fn no_cell_data(mut self) -> Self {
+        self.0.cell_voltages_v = RVec::new();
+        self.0.min_cell_voltage_v = ROption::RNone;
+        self.0.max_cell_voltage_v = ROption::RNone;
         self
     }
 
     /// `/Dc/0/Voltage` and `/Voltages/Sum`.
     pub fn voltage(mut self, voltage_v: f64) -> Self {
         self.0.voltage_v = voltage_v;
-        self.0.voltages_sum_v = voltage_v;
+        self.0.voltages_sum_v = ROption::RSome(voltage_v);
         self
     }
 
@@ -119,7 +136,7 @@ impl BatteryBuilder {
 
     /// Online, stale or lost.
     pub fn state(mut self, state: BatteryState) -> Self {
-        self.0.state = state;
+        self.0.state = BatteryState_NE::new(state);
         self
     }
 
@@ -131,7 +148,7 @@ impl BatteryBuilder {
 
     /// `/InstalledCapacity`.
     pub fn capacity(mut self, capacity_ah: f64) -> Self {
-        self.0.installed_capacity_ah = capacity_ah;
+        self.0.installed_capacity_ah = ROption::RSome(capacity_ah);
         self
     }
 
@@ -163,10 +180,11 @@ impl BatteryBuilder {
     }
 }
 
-/// Builds a [`BankView`] from batteries, merged the simple way: mean voltage, summed
-/// currents, capacities and blocking modules, capacity-weighted SoC and cell extremes over the
-/// batteries that are not lost. The daemon's own merge has more rules; set a field of the
-/// built bank for a case that needs one of them.
+/// Builds a [`BankView`] from batteries, merged over the batteries that are not lost with the
+/// daemon's arithmetic ([`crate::merge`]): mean voltage, summed currents, capacities and
+/// blocking modules, capacity-weighted SoC over the batteries that have one, cell extremes.
+/// The daemon's own merge has more rules (the counter's SoC, the BMSs' cell ids); set a field
+/// of the built bank for a case that needs one of them.
 ///
 /// ```
 /// use plugin_api::testing::{BankBuilder, BatteryBuilder};
@@ -178,8 +196,8 @@ impl BatteryBuilder {
 ///     .date(LocalDate::new(2026, 7, 1).unwrap())
 ///     .build();
 /// assert_eq!(bank.installed_capacity_ah, 400.0);
-/// assert_eq!(bank.soc_pct, 50.0);
-/// assert_eq!(bank.charge_ah, 200.0);
+/// assert_eq!(bank.soc_pct.into_option(), Some(50.0));
+/// assert_eq!(bank.charge_ah.into_option(), Some(200.0));
 /// assert_eq!(bank.date.month, 7);
 /// ```
 #[derive(Clone, Debug)]
@@ -253,19 +271,25 @@ impl BankBuilder {
             .iter()
             .filter(|b| b.state != BatteryState::Lost)
             .collect();
-        let sum = |value: fn(&BatteryView) -> f64| active.iter().map(|b| value(b)).sum::<f64>();
+        let all = |value: fn(&BatteryView) -> f64| active.iter().map(move |b| Some(value(b)));
         let count = |value: fn(&BatteryView) -> u32| active.iter().map(|b| value(b)).sum::<u32>();
-        let voltage_v = if active.is_empty() {
-            0.0
-        } else {
-            sum(|b| b.voltage_v) / active.len() as f64
-        };
-        let capacity_ah = sum(|b| b.installed_capacity_ah);
-        let charge_ah = sum(|b| b.installed_capacity_ah * b.soc_pct.unwrap_or(0.0) / 100.0);
+        let capacity_ah: f64 = active
+            .iter()
+            .filter_map(|b| b.installed_capacity_ah.into_option())
+            .sum();
+        let soc_pct = merge::weighted(
+            active.iter().map(|b| {
+                (
+                    b.soc_pct.into_option(),
+                    b.installed_capacity_ah.into_option(),
+                )
+            }),
+            false,
+        );
         let (max_cell_voltage_v, max_cell_id) =
-            extreme_cell(&active, |b| b.max_cell_voltage_v, |a, b| a > b);
+            extreme_cell(&active, |b| b.max_cell_voltage_v, Pick::Max);
         let (min_cell_voltage_v, min_cell_id) =
-            extreme_cell(&active, |b| b.min_cell_voltage_v, |a, b| a < b);
+            extreme_cell(&active, |b| b.min_cell_voltage_v, Pick::Min);
         let cells_per_battery = self.cells_per_battery.unwrap_or_else(|| {
             match self.batteries.first().map(|b| b.cell_voltages_v.len()) {
                 Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
@@ -283,16 +307,13 @@ impl BankBuilder {
                 .expected
                 .unwrap_or_else(|| u32::try_from(self.batteries.len()).unwrap_or(u32::MAX)),
             batteries_online: u32::try_from(batteries_online).unwrap_or(u32::MAX),
-            voltage_v,
-            current_a: sum(|b| b.current_a),
-            power_w: sum(|b| b.power_w),
+            voltage_v: merge::mean_all(all(|b| b.voltage_v)).unwrap_or(0.0),
+            current_a: merge::sum_all(all(|b| b.current_a)).unwrap_or(0.0),
+            power_w: merge::sum_all(all(|b| b.power_w)).unwrap_or(0.0),
             installed_capacity_ah: capacity_ah,
-            soc_pct: if capacity_ah > 0.0 {
-                100.0 * charge_ah / capacity_ah
-            } else {
-                0.0
-            },
-            charge_ah,
+            soc_pct: soc_pct.into(),
+            // As the daemon derives it from the BMSs' SoC.
+            charge_ah: soc_pct.map(|soc| soc / 100.0 * capacity_ah).into(),
             max_cell_voltage_v,
             max_cell_id,
             min_cell_voltage_v,
@@ -307,22 +328,16 @@ impl BankBuilder {
 }
 
 /// The extreme cell voltage of the batteries and its id, `<battery>_C<cell>` (the battery's
-/// name alone when it lists no cells); 0 V and no id without batteries.
+/// name alone when it lists no cells); none without a battery with cell data.
 fn extreme_cell(
     batteries: &[&BatteryView],
-    value: fn(&BatteryView) -> f64,
-    beats: fn(f64, f64) -> bool,
-) -> (f64, RString) {
-    let Some(best) = batteries.iter().copied().reduce(|best, b| {
-        if beats(value(b), value(best)) {
-            b
-        } else {
-            best
-        }
-    }) else {
-        return (0.0, RString::new());
+    value: fn(&BatteryView) -> ROption<f64>,
+    pick: Pick,
+) -> (ROption<f64>, ROption<RString>) {
+    let found = batteries.iter().map(|b| (*b, value(b).into_option()));
+    let Some((best, target)) = merge::extreme(found, pick) else {
+        return (ROption::RNone, ROption::RNone);
     };
-    let target = value(best);
     let cell = best
         .cell_voltages_v
         .iter()
@@ -331,7 +346,7 @@ fn extreme_cell(
         Some(index) => format!("{}_C{}", best.name, index + 1),
         None => best.name.to_string(),
     };
-    (target, id.into())
+    (ROption::RSome(target), ROption::RSome(id.into()))
 }
 
 /// Builds the [`CurrentInputs`] of a current source, device by device.
@@ -414,7 +429,7 @@ impl CurrentInputsBuilder {
     pub fn shunt(mut self, class: ShuntClass, instance: i32, name: &str, current_a: f64) -> Self {
         self.0.smartshunts.push(ShuntView {
             service: RString::from(format!("com.victronenergy.shunt.{instance}")),
-            class,
+            class: ShuntClass_NE::new(class),
             device_instance: ROption::RSome(instance),
             custom_name: name.into(),
             current_a: ROption::RSome(current_a),
@@ -430,7 +445,7 @@ impl CurrentInputsBuilder {
                 "com.victronenergy.{}.ttyS{n}",
                 class.service_class()
             )),
-            class,
+            class: DcClass_NE::new(class),
             device_instance: ROption::RSome(300 + n as i32),
             custom_name: RString::new(),
             current_a: current_a.into(),

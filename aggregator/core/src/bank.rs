@@ -1,5 +1,7 @@
 //! The merge of docs/bank.md §2: many battery readings in, one bank out. Pure: no I/O, no clock.
 
+use plugin_api::merge::{count_sum, extreme as extreme_of, mean_all, mean_present, sum_all, Pick};
+
 use crate::reading::{BatteryReading, ALARMS};
 
 /// One battery taking part in the merge: its display name and its reading.
@@ -142,12 +144,6 @@ pub fn merge(members: &[Member<'_>]) -> Merged {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Pick {
-    Max,
-    Min,
-}
-
 /// The extreme value over the batteries that have one; the first battery wins a tie. A
 /// battery without a cell id gets `?` so the id still says which battery it is.
 fn extreme<'a>(
@@ -155,80 +151,28 @@ fn extreme<'a>(
     pick: Pick,
     value: impl Fn(&'a BatteryReading) -> Option<(f64, Option<&'a str>)>,
 ) -> Option<Extreme> {
-    let mut best: Option<(f64, &str, Option<&str>)> = None;
-    for member in members {
-        let Some((v, id)) = value(member.reading) else {
-            continue;
-        };
-        if !v.is_finite() {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some((b, _, _)) => match pick {
-                Pick::Max => v > b,
-                Pick::Min => v < b,
-            },
-        };
-        if better {
-            best = Some((v, member.name, id));
-        }
-    }
-    best.map(|(value, name, id)| Extreme {
+    let found = members.iter().map(|member| {
+        let (v, id) = value(member.reading).unzip();
+        ((member.name, id.flatten()), v)
+    });
+    extreme_of(found, pick).map(|((name, id), value)| Extreme {
         value,
         id: format!("{name}_{}", id.unwrap_or("?")),
     })
 }
 
-/// Mean of the values; `None` if any is missing, or if finite but huge values (a BMS may
-/// publish 1e308 V) sum to infinity, which `/Dc/0/Voltage` would publish.
-fn mean_all(mut values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let (sum, n) = values.try_fold((0.0, 0usize), |(sum, n), v| Some((sum + v?, n + 1)))?;
-    (n > 0)
-        .then(|| sum / n as f64)
-        .filter(|mean| mean.is_finite())
-}
-
-/// Mean of the values present; `None` if there are none.
-fn mean_present(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    mean_all(values.flatten().map(Some))
-}
-
-/// Sum of the values; `None` if any is missing.
-fn sum_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    values.sum()
-}
-
-/// Sum of the counts present. Saturates: a BMS may publish any integer, and two huge ones
-/// must not overflow (a panic in a debug build, a wrapped negative count in a release build).
-fn count_sum(values: impl Iterator<Item = Option<i64>>) -> i64 {
-    values.flatten().fold(0, i64::saturating_add)
-}
-
-/// Σ value·capacity / Σ capacity. With `all_or_nothing`, one missing value makes the result
-/// invalid (TimeToGo); otherwise the batteries without a value are left out (SoC).
+/// Σ value·capacity / Σ capacity over the members (see [`plugin_api::merge::weighted`]).
 fn weighted(
     members: &[Member<'_>],
     value: impl Fn(&BatteryReading) -> Option<f64>,
     all_or_nothing: bool,
 ) -> Option<f64> {
-    let mut weighted_sum = 0.0;
-    let mut weight = 0.0;
-    for member in members {
-        let reading = member.reading;
-        match (
-            value(reading).filter(|v| v.is_finite()),
-            reading.installed_capacity_ah,
-        ) {
-            (Some(v), Some(cap)) => {
-                weighted_sum += v * cap;
-                weight += cap;
-            }
-            _ if all_or_nothing => return None,
-            _ => {}
-        }
-    }
-    (weight > 0.0).then(|| weighted_sum / weight)
+    plugin_api::merge::weighted(
+        members
+            .iter()
+            .map(|m| (value(m.reading), m.reading.installed_capacity_ah)),
+        all_or_nothing,
+    )
 }
 
 /// Rounds to 3 decimals as Python's `round(x, 3)` does (correctly rounded decimal).

@@ -9,10 +9,11 @@
 //! The engine owns the plugins and the counter; it reads no clock (date and dt come in) and
 //! touches no file or bus. The scheduler feeds it and carries out what it returns.
 
-use abi_stable::std_types::{ROption, RVec};
+use abi_stable::std_types::{ROption, RString, RVec};
 use plugin_api::{
-    BankView, BatteryState, BatteryView, CurrentInputs, CurrentSourceBox, DcSourceView, LocalDate,
-    ShuntView, SocReset, SolarChargerView, StrategyBox, StrategyOutput, VebusView,
+    BankView, BatteryState, BatteryState_NE, BatteryView, CurrentInputs, CurrentSourceBox,
+    DcSourceView, LocalDate, ShuntView, SocReset, SolarChargerView, StrategyBox, StrategyOutput,
+    VebusView,
 };
 
 use crate::bank::{merge, Member, Merged};
@@ -689,7 +690,10 @@ impl Engine {
     /// The strategy's output, or why there is none (a fault, or a strategy never started).
     fn run_strategy(&mut self, view: &BankView) -> Result<StrategyOutput, String> {
         match &mut self.strategy {
-            Ok(strategy) => strategy.compute(view).into_result().map_err(Into::into),
+            Ok(strategy) => strategy
+                .compute_view(view)
+                .into_result()
+                .map_err(Into::into),
             Err(err) => Err(format!(
                 "strategy {} not started: {err}",
                 self.strategy_name
@@ -856,7 +860,10 @@ impl Engine {
             smartshunts: inputs.smartshunts.clone().into(),
             dc_sources: inputs.dc_sources.clone().into(),
         };
-        let result = self.current_source.as_mut().map(|c| c.measure(&inputs));
+        let result = self
+            .current_source
+            .as_mut()
+            .map(|c| c.measure_inputs(&inputs));
         let measured = match result.map(|r| r.into_result()) {
             // A current the bank cannot carry is a device's absurd value: the counter and
             // the strategy never see it.
@@ -1028,15 +1035,19 @@ impl Engine {
         let online = bank.online;
         let capacity = merged.installed_capacity_ah;
         let (soc_pct, charge_ah) = match (&self.counter, merged.soc_pct) {
-            (Some(counter), _) if capacity > 0.0 && self.counter_capacity.is_some() => {
-                (100.0 * counter.charge_ah() / capacity, counter.charge_ah())
-            }
-            (_, Some(soc)) => (soc, soc / 100.0 * capacity),
-            _ => (f64::NAN, f64::NAN),
+            (Some(counter), _) if capacity > 0.0 && self.counter_capacity.is_some() => (
+                Some(100.0 * counter.charge_ah() / capacity),
+                Some(counter.charge_ah()),
+            ),
+            (_, Some(soc)) => (Some(soc), Some(soc / 100.0 * capacity)),
+            _ => (None, None),
         };
         let extreme = |e: &Option<crate::bank::Extreme>| {
-            e.as_ref()
-                .map_or((f64::NAN, String::new()), |e| (e.value, e.id.clone()))
+            let (value, id) = e
+                .as_ref()
+                .map(|e| (e.value, RString::from(e.id.as_str())))
+                .unzip();
+            (ROption::from(value), ROption::from(id))
         };
         let (max_cell, max_id) = extreme(&merged.max_cell_voltage);
         let (min_cell, min_id) = extreme(&merged.min_cell_voltage);
@@ -1049,12 +1060,12 @@ impl Engine {
             current_a: current_a.unwrap_or(f64::NAN),
             power_w: power_w.unwrap_or(f64::NAN),
             installed_capacity_ah: capacity,
-            soc_pct,
-            charge_ah,
+            soc_pct: soc_pct.into(),
+            charge_ah: charge_ah.into(),
             max_cell_voltage_v: max_cell,
-            max_cell_id: max_id.into(),
+            max_cell_id: max_id,
             min_cell_voltage_v: min_cell,
-            min_cell_id: min_id.into(),
+            min_cell_id: min_id,
             modules_blocking_charge: count(merged.modules_blocking_charge),
             modules_blocking_discharge: count(merged.modules_blocking_discharge),
             date: inputs.date,
@@ -1085,15 +1096,15 @@ fn battery_view(battery: &Battery) -> BatteryView {
     BatteryView {
         name: battery.name.as_str().into(),
         service: battery.service.as_str().into(),
-        state: battery.state,
+        state: BatteryState_NE::new(battery.state),
         voltage_v: r.voltage_v.unwrap_or(nan),
         current_a: r.current_a.unwrap_or(nan),
         power_w: r.power_or_product().unwrap_or(nan),
-        voltages_sum_v: r.voltages_sum_or_cells().unwrap_or(nan),
-        installed_capacity_ah: r.installed_capacity_ah.unwrap_or(nan),
+        voltages_sum_v: r.voltages_sum_or_cells().into(),
+        installed_capacity_ah: r.installed_capacity_ah.into(),
         soc_pct: r.soc_pct.into(),
-        max_cell_voltage_v: r.max_cell_voltage_v.unwrap_or(nan),
-        min_cell_voltage_v: r.min_cell_voltage_v.unwrap_or(nan),
+        max_cell_voltage_v: r.max_cell_voltage_v.into(),
+        min_cell_voltage_v: r.min_cell_voltage_v.into(),
         cell_voltages_v: r
             .cell_voltages_v
             .iter()

@@ -5,14 +5,16 @@ use aggregator::cli::ImportArgs;
 
 use super::{import, Request};
 
-/// Runs the import; prints the report, or the error on stderr. Returns the exit code.
-pub fn run(args: &ImportArgs) -> i32 {
+/// Runs the import (asking the plugins in `plugins_dir`, see [`super::plugins_folder`]);
+/// prints the report, or the error on stderr. Returns the exit code.
+pub fn run(args: &ImportArgs, plugins_dir: Option<&std::path::Path>) -> i32 {
     let request = Request {
         from: args.from.clone(),
         state_from: args.state_from.clone(),
         out: args.out.clone(),
         force: args.force,
         user_feed_in: args.user_feed_in,
+        plugins_dir: plugins_dir.map(std::path::Path::to_path_buf),
     };
     match import(&request, aggregator::clock::calendar::today()) {
         Ok(report) => {

@@ -256,6 +256,40 @@ pub struct Request {
     pub force: bool,
     /// The user's feed-in value, which the old program held at 0 when it was stopped.
     pub user_feed_in: Option<i64>,
+    /// Where the plugins the import asks are (`--plugins-dir`); see [`plugins_folder`].
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// The folder of the plugins the import asks for their defaults: `--plugins-dir`, else the
+/// device's plugins folder where it exists, else `plugins` beside this program (a bundle's
+/// layout, as `install/migrate.sh` runs it), else this program's own folder (where cargo
+/// builds the plugins).
+pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    let device = aggregator::config::Paths::default().plugins_dir;
+    if device.is_dir() {
+        return Ok(device);
+    }
+    let program = aggregator::cli::program_dir()?;
+    let beside = program.join("plugins");
+    Ok(if beside.is_dir() { beside } else { program })
+}
+
+/// Asks the `lfp-balancing` plugin of `folder` for its config section as it reads it.
+fn resolve_lfp(folder: &Path, json: &str) -> Result<String, String> {
+    let scan =
+        aggregator::plugins::scan_for(folder, &["lfp-balancing"]).map_err(|e| e.to_string())?;
+    let plugin = scan
+        .find("lfp-balancing", plugin_api::PluginKind::Strategy)
+        .ok_or_else(|| {
+            format!(
+                "no lfp-balancing plugin in {} (name the folder with --plugins-dir)",
+                folder.display()
+            )
+        })?;
+    plugin.resolve_config(json)
 }
 
 /// The folder, relative to the written config, that its `paths.state_dir` names.
@@ -283,7 +317,14 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
     }
 
     let settings = read_settings(&request.from)?;
-    let mut mapped = map::map(&settings, &request.out, request.state_from.is_some())?;
+    // The plugin is loaded only when the settings need what it derives.
+    let resolve = |json: &str| resolve_lfp(&plugins_folder(request.plugins_dir.as_deref())?, json);
+    let mut mapped = map::map(
+        &settings,
+        &request.out,
+        request.state_from.is_some(),
+        &resolve,
+    )?;
     let state = match &request.state_from {
         Some(dir) => {
             let (mut state, rows) = stored::read(dir, &mapped.strategy, today)?;

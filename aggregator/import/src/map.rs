@@ -227,10 +227,21 @@ const AFTER_3_4: &[&str] = &[
     "MULTI_KEYWORD",
 ];
 
+/// The `lfp-balancing` plugin's config section as it reads it (JSON text in and out,
+/// [`aggregator::plugins::Plugin::resolve_config`]): the importer asks the plugin for its defaults
+/// and the curves it derives instead of knowing them.
+pub type ResolveLfp<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
 /// Maps the settings into the config to be written at `out`; `with_state` adds `paths.state_dir` for the imported state.
-pub fn map(s: &OldSettings, out: &Path, with_state: bool) -> Result<Mapped, ImportError> {
+pub fn map(
+    s: &OldSettings,
+    out: &Path,
+    with_state: bool,
+    resolve_lfp: ResolveLfp<'_>,
+) -> Result<Mapped, ImportError> {
     let mut ctx = Ctx {
         s,
+        resolve_lfp,
         after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
         rows: HashMap::new(),
         tree: Tree::default(),
@@ -571,26 +582,16 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
     ctx.bool_to("ZERO_SOC", &format!("{c}zero_soc"))?;
 
     // The curves as the original completed them; left out where the plugin derives the same.
-    let min = ctx.number("MIN_CELL_VOLTAGE")?.unwrap_or(1.9);
-    let bal = ctx.number("BALANCING_VOLTAGE")?.unwrap_or(2.5);
-    let max = ctx.number("MAX_CELL_VOLTAGE")?.unwrap_or(2.55);
-    let derived_charge = (
-        vec![min, min + 0.05, bal - 0.1, bal, max],
-        vec![0.2, 1.0, 1.0, 0.1, 0.0],
-    );
-    let derived_discharge = (vec![min, min + 0.1, min + 0.2], vec![0.0, 0.05, 1.0]);
-    for (x, y, key, derived) in [
+    for (x, y, key) in [
         (
             "CELL_CHARGE_LIMITING_VOLTAGE",
             "CELL_CHARGE_LIMITED_CURRENT",
             "charge_curve",
-            derived_charge,
         ),
         (
             "CELL_DISCHARGE_LIMITING_VOLTAGE",
             "CELL_DISCHARGE_LIMITED_CURRENT",
             "discharge_curve",
-            derived_discharge,
         ),
     ] {
         let given_x = ctx.numbers(x)?;
@@ -598,6 +599,7 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
         if given_x.is_none() && given_y.is_none() {
             continue;
         }
+        let derived = derived_curve(ctx, x, key)?;
         let voltages = given_x
             .filter(|v| !v.is_empty())
             .unwrap_or(derived.0.clone());
@@ -647,6 +649,46 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
         "only the pass-through strategy (serialbattery, limits: sum) has a counterpart",
     );
     Ok(())
+}
+
+/// The curve `key` as `lfp-balancing` derives it from the voltages of these settings (its own
+/// defaults for those not set), asked of the plugin.
+fn derived_curve(ctx: &Ctx, setting: &str, key: &str) -> Result<(Vec<f64>, Vec<f64>), ImportError> {
+    let mut given = serde_json::Map::new();
+    for (old, new) in [
+        ("MIN_CELL_VOLTAGE", "min_cell_voltage"),
+        ("BALANCING_VOLTAGE", "balancing_voltage"),
+        ("MAX_CELL_VOLTAGE", "max_cell_voltage"),
+    ] {
+        if let Some(v) = ctx.number(old)? {
+            given.insert(new.into(), v.into());
+        }
+    }
+    let asked = serde_json::Value::Object(given).to_string();
+    let resolved = (ctx.resolve_lfp)(&asked).map_err(|err| {
+        ctx.error(
+            setting,
+            &format!("the lfp-balancing plugin cannot derive `{key}` from {asked}: {err}"),
+        )
+    })?;
+    let list = |value: &serde_json::Value, part: &str| -> Option<Vec<f64>> {
+        value
+            .get(key)?
+            .get(part)?
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_f64)
+            .collect()
+    };
+    serde_json::from_str::<serde_json::Value>(&resolved)
+        .ok()
+        .and_then(|v| Some((list(&v, "voltages")?, list(&v, "factors")?)))
+        .ok_or_else(|| {
+            ctx.error(
+                setting,
+                &format!("the lfp-balancing plugin gave no `{key}` with voltages and factors"),
+            )
+        })
 }
 
 fn lto_cv(ctx: &mut Ctx) -> Result<(), ImportError> {
@@ -777,6 +819,7 @@ fn logging(ctx: &mut Ctx) -> Result<(), ImportError> {
 /// The mapping under way.
 struct Ctx<'a> {
     s: &'a OldSettings,
+    resolve_lfp: ResolveLfp<'a>,
     /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
     /// SmartShunts are selected by USE_SMARTSHUNTS, the pass-through counter resets exist.
     after_3_4: bool,
@@ -945,7 +988,14 @@ mod tests {
 
     fn mapped(text: &str) -> Mapped {
         let settings = super::super::python::read(Path::new("settings.py"), text).unwrap();
-        map(&settings, Path::new("config.yaml"), false).unwrap_or_else(|e| panic!("{e}"))
+        map_here(&settings).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The map without a plugin: no test here has a curve setting, the one thing asked of
+    /// the plugin (`tests/import_config.rs` imports those with the built plugins).
+    fn map_here(settings: &OldSettings) -> Result<Mapped, ImportError> {
+        let no_plugin = |_: &str| Err("no plugin in a unit test".to_string());
+        map(settings, Path::new("config.yaml"), false, &no_plugin)
     }
 
     fn target(m: &Mapped, name: &str) -> String {
@@ -1012,7 +1062,7 @@ mod tests {
             "NR_OF_BATTERIES = 2\nCHARGE_VOLTAGE_LIST = [2.4] * 11\n",
         )
         .unwrap();
-        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        let e = map_here(&settings).unwrap_err();
         assert_eq!(
             e.to_string(),
             "settings.py:2: CHARGE_VOLTAGE_LIST: must have 12 values (January to December), found 11"
@@ -1020,7 +1070,7 @@ mod tests {
         let settings =
             super::super::python::read(Path::new("settings.py"), "NR_OF_BATTERIES = '2'\n")
                 .unwrap();
-        let e = map(&settings, Path::new("config.yaml"), false).unwrap_err();
+        let e = map_here(&settings).unwrap_err();
         assert_eq!(
             e.to_string(),
             "settings.py:1: NR_OF_BATTERIES: must be a number, found '2'"

@@ -23,13 +23,67 @@ use venus_bus::client;
 use venus_bus::private::PrivateBus;
 use venus_bus::variant::Field;
 
+/// The text of the configuration the demo's daemon runs: `user_config` or the demo's own, with
+/// the state in `state_dir` and the plugins from `plugins_dir`. Relative folders are taken from
+/// where the command runs (the demo's daemon runs in a temporary folder): `--plugins-dir`
+/// against the current folder, the user's `paths.plugins_dir` against its config's folder; with
+/// neither, the plugins beside this program.
+fn demo_config(
+    user_config: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    state_dir: &Path,
+) -> Result<String, String> {
+    let absolute = |dir: &Path| {
+        std::path::absolute(dir).map_err(|e| format!("--plugins-dir {}: {e}", dir.display()))
+    };
+    let Some(file) = user_config else {
+        let plugins = match plugins_dir {
+            Some(dir) => absolute(dir)?,
+            None => program_dir()?,
+        };
+        return Ok(DEMO_CONFIG
+            .replace("@STATE@", &state_dir.display().to_string())
+            .replace("@PLUGINS@", &plugins.display().to_string()));
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let root = yaml
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{}: not a YAML map", file.display()))?;
+    let paths = root
+        .entry("paths".into())
+        .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    let paths = paths
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{}: `paths` is not a map", file.display()))?;
+    let own = paths
+        .get("plugins_dir")
+        .and_then(serde_yaml::Value::as_str)
+        .map(|dir| file.parent().unwrap_or(Path::new(".")).join(dir));
+    let plugins = match (plugins_dir, own) {
+        (Some(dir), _) => absolute(dir)?,
+        (None, Some(dir)) => absolute(&dir)?,
+        (None, None) => program_dir()?,
+    };
+    paths.insert("state_dir".into(), state_dir.display().to_string().into());
+    paths.insert("plugins_dir".into(), plugins.display().to_string().into());
+    serde_yaml::to_string(&yaml).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// The daemon's configuration in the demo.
 pub const DEMO_CONFIG: &str = include_str!("../../scenarios/demo-config.yaml");
 
 const OWN: &str = "com.victronenergy.battery.aggregate";
 
-/// `demo`: runs until Ctrl-C (or for `duration`); returns the exit code.
-pub fn demo_command(plugins_dir: Option<&Path>, duration: Option<Duration>) -> i32 {
+/// `demo`: runs until Ctrl-C (or for `duration`); returns the exit code. With `config`, the
+/// daemon runs that configuration (its state folder moved into the demo's temporary folder)
+/// instead of the demo's own.
+pub fn demo_command(
+    config: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    duration: Option<Duration>,
+) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,7 +94,7 @@ pub fn demo_command(plugins_dir: Option<&Path>, duration: Option<Duration>) -> i
             return 1;
         }
     };
-    match runtime.block_on(demo(plugins_dir, duration)) {
+    match runtime.block_on(demo(config, plugins_dir, duration)) {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("error: {err}");
@@ -49,19 +103,17 @@ pub fn demo_command(plugins_dir: Option<&Path>, duration: Option<Duration>) -> i
     }
 }
 
-async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<(), String> {
-    let plugins = match plugins_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => program_dir()?,
-    };
+async fn demo(
+    user_config: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    duration: Option<Duration>,
+) -> Result<(), String> {
     let work = tempfile::Builder::new()
         .prefix("dbus-aggregate-batteries-demo-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
     let config = work.path().join("config.yaml");
-    let text = DEMO_CONFIG
-        .replace("@STATE@", &work.path().join("state").display().to_string())
-        .replace("@PLUGINS@", &plugins.display().to_string());
+    let text = demo_config(user_config, plugins_dir, &work.path().join("state"))?;
     write_atomically(&config, text.as_bytes()).map_err(|e| format!("{}: {e}", config.display()))?;
 
     let mut bus = PrivateBus::start(write_atomically).map_err(|e| e.to_string())?;

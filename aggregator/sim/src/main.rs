@@ -9,15 +9,17 @@ use aggregator::cli::{exit_code, init_logging, Cli, Command, DAEMON_PROGRAM, SIM
 
 fn main() -> ExitCode {
     let cli = Cli::parse_as(SIMULATOR_PROGRAM);
-    // A replay runs the recording's own configuration unless one is named.
+    // `demo` and a replay run their own configuration unless one is named.
     let config_given = std::env::args()
         .skip(1)
         .any(|a| a == "-c" || a == "--config" || a.starts_with("--config="));
     init_logging(Level::INFO);
     let code = match cli.command.unwrap_or(Command::Run) {
-        Command::Demo { duration } => {
-            aggregator_sim::demo::demo_command(cli.plugins_dir.as_deref(), duration)
-        }
+        Command::Demo { duration } => aggregator_sim::demo::demo_command(
+            config_given.then_some(cli.config.as_path()),
+            cli.plugins_dir.as_deref(),
+            duration,
+        ),
         Command::Publish { scenario, address } => {
             aggregator_sim::publish_command(scenario.as_deref(), address.as_deref())
         }

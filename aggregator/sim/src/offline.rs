@@ -316,7 +316,20 @@ pub fn run_observed(
         Ok(current_source),
     );
     if let Some(state) = scenario.state() {
-        let problems = engine.restore(state);
+        // A scenario's strategy state is that of the strategy it was written for; rehearsing
+        // another strategy on it starts that one fresh (the counter and the latches still
+        // come from the scenario).
+        let mut state = state.clone();
+        if let Some(saved) = state
+            .strategy
+            .take_if(|saved| saved.plugin != config.strategy.plugin)
+        {
+            eprintln!(
+                "note: the scenario's strategy state is `{}`'s; `{}` starts fresh",
+                saved.plugin, config.strategy.plugin
+            );
+        }
+        let problems = engine.restore(&state);
         if !problems.is_empty() {
             return Err(format!("the scenario's state: {}", problems.join("; ")));
         }

@@ -96,3 +96,45 @@ fn the_demo_shows_the_bank_and_ctrl_c_stops_everything() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(processes_mentioning(&marker), Vec::<String>::new());
 }
+
+/// `demo --config` runs that configuration (here another strategy, as a third-party one would
+/// be), and a relative `--plugins-dir` is the folder the command was given in.
+#[test]
+fn the_demo_runs_the_given_config_with_a_relative_plugins_dir() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let shipped = include_str!("../../scenarios/demo-config.yaml");
+    let start = shipped.find("\nstrategy:\n").expect("the strategy section") + 1;
+    let end = start
+        + shipped[start..]
+            .find("\nsafety:")
+            .expect("the safety section")
+        + 1;
+    let config = tmp.path().join("my-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}strategy:\n  plugin: fault-test\n  config: {{}}\n{}",
+            &shipped[..start],
+            &shipped[end..]
+        ),
+    )
+    .unwrap();
+    let build = support::build_dir();
+    let out = Command::new(support::daemon_program())
+        .current_dir(build.parent().expect("target/"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(build.file_name().expect("the profile's folder"))
+        .args(["demo", "--for", "10s"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("run demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("mode: Test"), "fault-test's mode:\n{text}");
+}

@@ -232,3 +232,52 @@ fn rows_between_ticks_are_refused() {
         "{stderr}"
     );
 }
+
+/// A strategy other than the one the scenario's saved state is for (as a third-party plugin
+/// would be) rehearses on the shipped LFP week: it starts fresh, said once, and runs.
+#[test]
+fn another_strategy_rehearses_on_the_lfp_week_from_a_fresh_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shipped = std::fs::read_to_string(scenarios().join("lfp-week-config.yaml")).unwrap();
+    let start = shipped.find("\nstrategy:\n").expect("the strategy section") + 1;
+    let end = start
+        + shipped[start..]
+            .find("\nsafety:")
+            .expect("the safety section")
+        + 1;
+    let config = dir.path().join("config.yaml");
+    let text = format!(
+        "{}strategy:\n  plugin: fault-test\n  config: {{}}\n{}",
+        &shipped[..start],
+        &shipped[end..]
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new(support::daemon_program())
+        .arg("--config")
+        .arg(&config)
+        .arg("--plugins-dir")
+        .arg(support::build_dir())
+        .args(["simulate", "--scenario"])
+        .arg(scenarios().join("lfp-week.yaml"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--tick", "60s", "--for", "24h"])
+        .output()
+        .expect("run simulate");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "note: the scenario's strategy state is `lfp-balancing`'s; `fault-test` starts fresh"
+        ),
+        "{stderr}"
+    );
+    let csv = std::fs::read_to_string(out.join("simulate.csv")).expect("simulate.csv");
+    let rows = support::offline::rows(&csv);
+    assert_complete(&rows, "2026-06-15T00:00:00", 24.0);
+    // fault-test's limits when it behaves: CVL 55 V, CCL 50 A, DCL 60 A, mode `Test`.
+    assert!(rows.iter().all(|r| r["mode"].starts_with("Test")), "{csv}");
+    assert_eq!(max_of(rows.iter(), "cvl_v"), 55.0);
+    assert_eq!(max_of(rows.iter(), "dcl_a"), 60.0);
+}

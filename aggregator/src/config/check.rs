@@ -223,7 +223,9 @@ fn check_source(source: Source, file: &Path, plugins_dir: Option<&Path>, to_run:
 /// convention, and must lie inside
 /// `safety.min_cell_voltage`..=`safety.max_cell_voltage`. The order of the section's own keys
 /// (months ≤ balancing < max cell) is the plugin's to check; the host knows the bounds, so it
-/// checks against them without an ABI change, for third-party plugins as well.
+/// checks against them without an ABI change, for third-party plugins as well. A key named
+/// `*_bank_voltage` or `*_bank_voltages` is a voltage of the whole bank, the documented way
+/// out (`plugin-api`'s crate docs): not a cell voltage, so not checked here.
 fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> {
     let Some(section) = config.strategy.config.as_object() else {
         return Vec::new();
@@ -234,6 +236,9 @@ fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> 
     );
     let mut errors = Vec::new();
     for (key, value) in section {
+        if key.ends_with("_bank_voltage") || key.ends_with("_bank_voltages") {
+            continue;
+        }
         if !(key.ends_with("_voltage")
             || key.ends_with("_voltages")
             || key.contains("cell_voltage"))

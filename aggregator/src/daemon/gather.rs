@@ -2,7 +2,8 @@
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
 use plugin_api::{
-    DcClass, DcSourceView, DeviceRef, ShuntClass, ShuntView, SolarChargerView, VebusView,
+    DcClass, DcClass_NE, DcSourceView, DeviceRef, ShuntClass, ShuntClass_NE, ShuntView,
+    SolarChargerView, VebusView,
 };
 
 use crate::bus::monitor::{Cache, Class, Service, Values};
@@ -131,7 +132,7 @@ pub fn smartshunts(cache: &Cache) -> Vec<ShuntView> {
     let mut ignored = Vec::new();
     let mut shunt = |name: &String, s: &Service, class| ShuntView {
         service: name.as_str().into(),
-        class,
+        class: ShuntClass_NE::new(class),
         device_instance: integer(&s.values, "/DeviceInstance", &mut ignored)
             .and_then(|d| i32::try_from(d).ok())
             .into(),
@@ -178,7 +179,7 @@ pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
             }
             sources.push(DcSourceView {
                 service: name.as_str().into(),
-                class,
+                class: DcClass_NE::new(class),
                 device_instance: integer(v, "/DeviceInstance", &mut ignored)
                     .and_then(|d| i32::try_from(d).ok())
                     .into(),

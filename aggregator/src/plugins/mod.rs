@@ -5,7 +5,8 @@
 //! Loading runs code from the file, so a file or folder that others than its owner could have
 //! written is refused before it is opened. `abi_stable` then checks that the plugin was built
 //! against an ABI this daemon speaks: the same major version, no newer minor version (the
-//! policy of `plugin-api`'s crate docs). Each refusal is one clear line.
+//! policy of `plugin-api`'s crate docs); a plugin built with `panic = "abort"` is refused too,
+//! as its first panic would end the daemon. Each refusal is one clear line.
 //!
 //! Libraries are never unloaded: replacing a plugin means restarting the daemon.
 
@@ -16,10 +17,11 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::abi_stability::check_layout_compatibility;
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
-use abi_stable::std_types::{RResult, RStr};
+use abi_stable::std_types::{RStr, RString};
 use abi_stable::StableAbi;
 use plugin_api::{
-    CurrentSourceBox, HostLogger, LogLevel, PluginKind, PluginModRef, StrategyBox, ABI_VERSION,
+    Constructor, CurrentSourceBox, HostLogger, LogLevel, LogLevel_NE, PluginKind, PluginModRef,
+    StrategyBox, ABI_VERSION,
 };
 
 /// A plugin that loaded and passed the ABI checks.
@@ -173,11 +175,29 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         None => return Err(refuse(version_mismatch(plugin_abi))),
     }
     .map_err(|err| refuse(explain(&err)))?;
+    let kind = match module.constructor().as_enum() {
+        Ok(Constructor::Strategy(_)) => PluginKind::Strategy,
+        Ok(Constructor::CurrentSource(_)) => PluginKind::CurrentSource,
+        Err(_) => {
+            return Err(refuse(format!(
+                "a plugin of a kind this daemon does not know (plugin ABI {plugin_abi}, this \
+                 daemon {ABI_VERSION})"
+            )))
+        }
+    };
+    if !module.unwinds() {
+        return Err(refuse(format!(
+            "`{}` was built with panic = \"abort\": its first panic would end the daemon; \
+             rebuild it with panic = \"unwind\" in its profile (cargo's default; remove \
+             `panic = \"abort\"` from [profile.release] of its Cargo.toml)",
+            module.name()
+        )));
+    }
     (module.set_logger())(HostLogger { log: host_log });
     Ok(Plugin {
         path: path.to_path_buf(),
         name: module.name().to_string(),
-        kind: module.kind(),
+        kind,
         version: module.version().to_string(),
         abi_version: plugin_abi.to_string(),
         description: module.description().to_string(),
@@ -208,18 +228,39 @@ fn older_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
 impl Plugin {
     /// Builds the strategy from its config section (JSON text).
     pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, String> {
-        match (self.module.new_strategy())(RStr::from_str(config_json)) {
-            RResult::ROk(strategy) => Ok(strategy),
-            RResult::RErr(err) => Err(err.into_string()),
+        match self.module.constructor().as_enum() {
+            Ok(Constructor::Strategy(ctor)) => (ctor.new)(RStr::from_str(config_json))
+                .into_result()
+                .map_err(RString::into_string),
+            _ => Err(format!(
+                "{} is a {}, not a strategy",
+                self.name,
+                self.kind.as_str()
+            )),
         }
     }
 
     /// Builds the current source from its config section (JSON text).
     pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, String> {
-        match (self.module.new_current_source())(RStr::from_str(config_json)) {
-            RResult::ROk(source) => Ok(source),
-            RResult::RErr(err) => Err(err.into_string()),
+        match self.module.constructor().as_enum() {
+            Ok(Constructor::CurrentSource(ctor)) => (ctor.new)(RStr::from_str(config_json))
+                .into_result()
+                .map_err(RString::into_string),
+            _ => Err(format!(
+                "{} is a {}, not a current source",
+                self.name,
+                self.kind.as_str()
+            )),
         }
+    }
+
+    /// The plugin's config section as the plugin reads it, every default filled in (JSON
+    /// text), from the section given (JSON text); parsed, not checked.
+    pub fn resolve_config(&self, config_json: &str) -> Result<String, String> {
+        (self.module.resolve_config())(RStr::from_str(config_json))
+            .into_result()
+            .map(RString::into_string)
+            .map_err(RString::into_string)
     }
 }
 
@@ -341,13 +382,15 @@ fn first_line(text: &str) -> String {
 }
 
 /// Receives the plugins' log lines and hands them to `tracing`.
-extern "C" fn host_log(level: LogLevel, plugin: RStr<'_>, message: RStr<'_>) {
+extern "C" fn host_log(level: LogLevel_NE, plugin: RStr<'_>, message: RStr<'_>) {
     let (plugin, message) = (plugin.as_str(), message.as_str());
-    match level {
-        LogLevel::Error => tracing::error!(plugin, "{message}"),
-        LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-        LogLevel::Info => tracing::info!(plugin, "{message}"),
-        LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+    match level.as_enum() {
+        Ok(LogLevel::Error) => tracing::error!(plugin, "{message}"),
+        Ok(LogLevel::Warn) => tracing::warn!(plugin, "{message}"),
+        // An unknown level cannot come from a plugin, which is never newer than its host;
+        // were it to, the line is logged, not lost.
+        Ok(LogLevel::Info) | Err(_) => tracing::info!(plugin, "{message}"),
+        Ok(LogLevel::Debug) => tracing::debug!(plugin, "{message}"),
     }
 }
 

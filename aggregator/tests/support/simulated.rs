@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aggregator::config::check::check_to_run;
-use aggregator_sim::offline::{run_observed, Observed, Options};
-use aggregator_sim::Scenario;
 use aggregator_core::engine::Event;
 use aggregator_core::value::Value;
+use aggregator_sim::offline::{run_observed, Observed, Options};
+use aggregator_sim::Scenario;
 
 /// Every published path of the virtual battery after one tick.
 pub type Items = BTreeMap<String, Value>;

@@ -15,9 +15,11 @@ use serde::Deserialize;
 
 /// The plugin's config section. It has no keys; it exists so that a mistyped key is an error
 /// rather than silently ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
+
+impl plugin_api::PluginConfig for Config {}
 
 /// Passes the merged BMS current and power through.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +43,7 @@ plugin_api::export_plugin! {
     kind: current_source,
     name: "bms",
     description: "Bank current and power = sum of the BMS values",
+    config: Config,
     new: new,
 }
 

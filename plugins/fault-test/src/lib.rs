@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// The plugin's config section.
 ///
 /// The limits are deliberately not range-checked: tests may want odd values.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How to misbehave.
@@ -37,6 +37,8 @@ pub struct Config {
     pub dcl: f64,
 }
 
+impl plugin_api::PluginConfig for Config {}
+
 fn default_cvl() -> f64 {
     55.0
 }
@@ -50,7 +52,7 @@ fn default_dcl() -> f64 {
 }
 
 /// The `fault` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// Behave: the configured limits, mode `Test`.
@@ -128,6 +130,7 @@ plugin_api::export_plugin! {
     kind: strategy,
     name: "fault-test",
     description: "Test fixture: a strategy that fails on purpose (never installed)",
+    config: Config,
     new: new,
 }
 

@@ -7,7 +7,7 @@ use plugin_api::{Checker, PluginConfig};
 use serde::Deserialize;
 
 /// A piecewise-linear curve from cell voltage (V) to a factor of the maximum current.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Curve {
     /// Cell voltages, strictly ascending.
@@ -17,7 +17,7 @@ pub struct Curve {
 }
 
 /// The `strategy.config` section for `lfp-balancing`. Voltages are per cell.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Per-cell voltage held during a balancing run.
@@ -131,6 +131,15 @@ impl Config {
 }
 
 impl PluginConfig for Config {
+    /// Both curves written out: the configured ones, or those derived from the voltages.
+    fn resolved(self) -> Self {
+        Config {
+            charge_curve: Some(self.charge_curve()),
+            discharge_curve: Some(self.discharge_curve()),
+            ..self
+        }
+    }
+
     /// Every bad key at once, including a derived curve that its source keys make invalid.
     fn check(&self) -> Result<(), String> {
         let mut check = Checker::new();

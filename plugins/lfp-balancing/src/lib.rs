@@ -16,6 +16,7 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 
+use plugin_api::abi_stable::std_types::{ROption, RString};
 use plugin_api::{
     interpolate, log, parse_checked, BankView, FeedInRequest, LocalDate, SocReset, StrategyImpl,
     StrategyOutput,
@@ -108,12 +109,12 @@ impl LfpBalancing {
         })
     }
 
-    /// Steps the balancing phase (docs/strategies.md §2.2, in that order) and returns the phase's
-    /// CVL and mode text.
-    fn balance(&mut self, bank: &BankView, targets: &Targets) -> (f64, &'static str) {
+    /// Steps the balancing phase (docs/strategies.md §2.2, in that order) and returns the phase's CVL
+    /// and mode text.
+    fn balance(&mut self, bank: &BankView, cells: Cells, targets: &Targets) -> (f64, &'static str) {
         let today = bank.date;
         let at_goal =
-            bank.voltage_v >= targets.reached_v && bank.cell_diff_v() < self.config.cell_diff_max;
+            bank.voltage_v >= targets.reached_v && cells.diff_v() < self.config.cell_diff_max;
         let state = &mut self.state;
         if targets.balancing_v <= targets.normal_v {
             // Normal charging already reaches the balancing voltage: just record when it did.
@@ -164,19 +165,20 @@ impl LfpBalancing {
 
     /// Lowers `phase_cvl` while a cell is at or above `max_cell_voltage`: each battery may
     /// charge to its cell sum minus the cells' excess, and the bank to the lowest of those.
-    fn dynamic_cvl(&mut self, bank: &BankView, phase_cvl: f64) -> f64 {
+    fn dynamic_cvl(&mut self, bank: &BankView, cells: Cells, phase_cvl: f64) -> f64 {
         let limit = self.config.max_cell_voltage;
         let active = if self.state.dynamic_cvl {
-            bank.max_cell_voltage_v >= limit - self.config.max_cell_hysteresis
+            cells.max_v >= limit - self.config.max_cell_hysteresis
         } else {
-            bank.max_cell_voltage_v >= limit
+            cells.max_v >= limit
         };
         if active != self.state.dynamic_cvl {
             self.state.dynamic_cvl = active;
             log::info(&if active {
                 format!(
                     "Dynamic CVL reduction started due to max. cell voltage: {} {:.3}V",
-                    bank.max_cell_id, bank.max_cell_voltage_v
+                    cell_id(&bank.max_cell_id),
+                    cells.max_v
                 )
             } else {
                 "Dynamic CVL reduction finished".to_string()
@@ -185,15 +187,19 @@ impl LfpBalancing {
         if !active {
             return phase_cvl;
         }
+        // A battery without a cell sum sets no bound of its own.
         bank.active_batteries()
-            .map(|battery| battery.voltages_sum_v - battery.cell_overvoltage_v(limit))
+            .filter_map(|battery| {
+                let sum_v = battery.voltages_sum_v.into_option()?;
+                Some(sum_v - battery.cell_overvoltage_v(limit))
+            })
             .fold(f64::INFINITY, f64::min)
             .min(phase_cvl)
     }
 
     /// Feed-in is off while the dynamic CVL runs or a BMS blocks charge, since with it on DVCC
     /// lets the solar chargers ignore the CCL. Requests go out on transitions only.
-    fn feed_in(&mut self, bank: &BankView) -> FeedInRequest {
+    fn feed_in(&mut self, bank: &BankView, cells: Cells) -> FeedInRequest {
         let blocked = bank.blocks_charge();
         let dynamic = self.state.dynamic_cvl;
         let feed_in = &mut self.state.feed_in;
@@ -216,7 +222,7 @@ impl LfpBalancing {
             FeedIn::Disabled if dynamic => (FeedIn::DisabledUntilBalanced, FeedInRequest::Keep),
             FeedIn::Disabled if blocked => (FeedIn::Disabled, FeedInRequest::Keep),
             FeedIn::DisabledUntilBalanced
-                if dynamic || blocked || bank.cell_diff_v() >= self.config.cell_diff_max =>
+                if dynamic || blocked || cells.diff_v() >= self.config.cell_diff_max =>
             {
                 (FeedIn::DisabledUntilBalanced, FeedInRequest::Keep)
             }
@@ -231,8 +237,8 @@ impl LfpBalancing {
 
     /// DCL, with the latch set at `min_cell_voltage` and cleared strictly above
     /// `min_cell_voltage + min_cell_hysteresis`.
-    fn dcl(&mut self, bank: &BankView) -> f64 {
-        let min_cell = bank.min_cell_voltage_v;
+    fn dcl(&mut self, bank: &BankView, cells: Cells) -> f64 {
+        let min_cell = cells.min_v;
         let config = &self.config;
         let latched = if min_cell <= config.min_cell_voltage {
             true
@@ -246,12 +252,12 @@ impl LfpBalancing {
             log::info(&if latched {
                 format!(
                     "Discharge latched off: min. cell {} {min_cell:.3}V",
-                    bank.min_cell_id
+                    cell_id(&bank.min_cell_id)
                 )
             } else {
                 format!(
                     "Discharge latch cleared: min. cell {} {min_cell:.3}V",
-                    bank.min_cell_id
+                    cell_id(&bank.min_cell_id)
                 )
             });
         }
@@ -261,6 +267,23 @@ impl LfpBalancing {
         let curve = &self.discharge_curve;
         config.max_discharge_current * interpolate(&curve.voltages, &curve.factors, min_cell)
     }
+}
+
+/// The bank's lowest and highest cell this tick (a tick without them is refused first).
+#[derive(Clone, Copy)]
+struct Cells {
+    min_v: f64,
+    max_v: f64,
+}
+
+impl Cells {
+    fn diff_v(self) -> f64 {
+        self.max_v - self.min_v
+    }
+}
+
+fn cell_id(id: &ROption<RString>) -> &str {
+    id.as_ref().map_or("", |id| id.as_str())
 }
 
 /// Calendar days from `last` to `today`; `None` when no balancing is recorded, or when `last`
@@ -273,7 +296,8 @@ fn days_since(last: Option<LocalDate>, today: LocalDate) -> Option<i64> {
 
 impl StrategyImpl for LfpBalancing {
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
-        bank.cell_extremes()?;
+        let (min_v, max_v) = bank.cell_extremes()?;
+        let cells = Cells { min_v, max_v };
         let before = self.state.clone();
         let clock_behind = self.clock_behind(bank.date);
         let targets = self.targets(bank, clock_behind)?;
@@ -285,30 +309,29 @@ impl StrategyImpl for LfpBalancing {
                 Phase::GoalReached => (targets.balancing_v, "Balanced, holding"),
             }
         } else {
-            self.balance(bank, &targets)
+            self.balance(bank, cells, &targets)
         };
 
         // Empty after full: if both hold, the original ended at 0 %.
-        let soc_reset =
-            if self.config.zero_soc && bank.min_cell_voltage_v <= self.config.min_cell_voltage {
-                SocReset::Empty
-            } else if bank.voltage_v >= targets.reached_v {
-                SocReset::Full
-            } else {
-                SocReset::None
-            };
+        let soc_reset = if self.config.zero_soc && cells.min_v <= self.config.min_cell_voltage {
+            SocReset::Empty
+        } else if bank.voltage_v >= targets.reached_v {
+            SocReset::Full
+        } else {
+            SocReset::None
+        };
 
-        let cvl = self.dynamic_cvl(bank, phase_cvl);
-        let feed_in = self.feed_in(bank);
+        let cvl = self.dynamic_cvl(bank, cells, phase_cvl);
+        let feed_in = self.feed_in(bank, cells);
         let charge_blocked = bank.blocks_charge();
         let ccl = if charge_blocked {
             0.0
         } else {
             let curve = &self.charge_curve;
             self.config.max_charge_current
-                * interpolate(&curve.voltages, &curve.factors, bank.max_cell_voltage_v)
+                * interpolate(&curve.voltages, &curve.factors, cells.max_v)
         };
-        let dcl = self.dcl(bank);
+        let dcl = self.dcl(bank, cells);
 
         // Parts joined by "; " because the goal-reached text has a comma of its own.
         let mode = [
@@ -348,5 +371,6 @@ plugin_api::export_plugin! {
     kind: strategy,
     name: "lfp-balancing",
     description: "Monthly CVL with balancing every N days, dynamic CVL, CCL/DCL curves (v3.4 policy)",
+    config: config::Config,
     new: new,
 }

@@ -1,5 +1,6 @@
 //! Builders for the tests: batteries, banks and a day-by-day driver.
 
+use plugin_api::abi_stable::std_types::ROption;
 use plugin_api::testing::{BankBuilder, BatteryBuilder};
 use plugin_api::{BankView, BatteryView, LocalDate, StrategyImpl, StrategyOutput};
 
@@ -56,8 +57,8 @@ pub fn bank(date_text: &str, voltage_v: f64, min_cell_v: f64, max_cell_v: f64) -
     let cells = cells(voltage_v / f64::from(CELLS), min_cell_v, max_cell_v);
     let mut bank = bank_of(date_text, vec![battery("A", &cells), battery("B", &cells)]);
     bank.voltage_v = voltage_v;
-    bank.min_cell_voltage_v = min_cell_v;
-    bank.max_cell_voltage_v = max_cell_v;
+    bank.min_cell_voltage_v = ROption::RSome(min_cell_v);
+    bank.max_cell_voltage_v = ROption::RSome(max_cell_v);
     bank
 }
 

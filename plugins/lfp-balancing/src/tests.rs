@@ -1,6 +1,7 @@
 //! Behaviour of the whole tick: parity with docs/strategies.md §2.6, balancing over simulated days,
 //! feed-in requests, the discharge latch and the counter resets.
 
+use plugin_api::abi_stable::std_types::ROption;
 use plugin_api::{BankView, FeedInRequest, SocReset, StrategyImpl};
 
 use crate::state::{FeedIn, Phase};
@@ -206,12 +207,12 @@ fn dynamic_cvl_follows_the_reference_example() {
     let mut a_cells = cells(2.5, 2.5, 2.58);
     a_cells[2] = 2.56;
     let mut a = battery("A", &a_cells);
-    a.voltages_sum_v = 55.10;
+    a.voltages_sum_v = ROption::RSome(55.10);
     let mut b = battery("B", &cells(2.49, 2.49, 2.57));
-    b.voltages_sum_v = 55.0;
+    b.voltages_sum_v = ROption::RSome(55.0);
     // A lost battery's values are history: it must not pull the CVL down.
     let mut lost = battery("C", &cells(2.4, 2.4, 2.7));
-    lost.state = plugin_api::BatteryState::Lost;
+    lost.state = plugin_api::BatteryState_NE::new(plugin_api::BatteryState::Lost);
 
     // Same fold as `cell_overvoltage_v`: 0 + (2.58 − 2.55) + (2.56 − 2.55).
     let reduced_a: f64 = 55.10 - (0.0 + (2.58 - 2.55) + (2.56 - 2.55));

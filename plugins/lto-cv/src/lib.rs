@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 /// The plugin's `strategy.config` section. Defaults are the settings of version 0.1
 /// (docs/strategies.md §3); voltages are per cell.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Constant charge voltage per cell, V: CVL = N × this.
@@ -336,6 +336,7 @@ plugin_api::export_plugin! {
     kind: strategy,
     name: "lto-cv",
     description: "LTO constant voltage of version 0.1: CVL N x charge_voltage, CCL steps at cv1/cv2",
+    config: Config,
     new: new,
 }
 
@@ -368,7 +369,7 @@ mod tests {
 
     fn with_max_cell(max_cell_v: f64) -> BankView {
         BankView {
-            max_cell_voltage_v: max_cell_v,
+            max_cell_voltage_v: ROption::RSome(max_cell_v),
             ..bank()
         }
     }
@@ -385,8 +386,8 @@ mod tests {
     fn no_cell_data_is_an_error() {
         for (low, high) in [(f64::NAN, 2.4), (2.4, f64::NAN), (2.4, f64::INFINITY)] {
             let bank = BankView {
-                min_cell_voltage_v: low,
-                max_cell_voltage_v: high,
+                min_cell_voltage_v: ROption::RSome(low),
+                max_cell_voltage_v: ROption::RSome(high),
                 ..bank()
             };
             let err = LtoCv::new(Config::default()).compute(&bank).unwrap_err();
@@ -491,7 +492,7 @@ mod tests {
     #[test]
     fn low_cell_alone_empties() {
         let at = run(&BankView {
-            min_cell_voltage_v: 2.0,
+            min_cell_voltage_v: ROption::RSome(2.0),
             ..bank()
         });
         assert_eq!(at.dcl_a, 0.0);
@@ -499,7 +500,7 @@ mod tests {
         assert_eq!(at.mode.as_str(), "Empty");
 
         let above = run(&BankView {
-            min_cell_voltage_v: 2.001,
+            min_cell_voltage_v: ROption::RSome(2.001),
             ..bank()
         });
         assert_eq!(above.dcl_a, 200.0);
@@ -509,7 +510,7 @@ mod tests {
     #[test]
     fn empty_wins_over_full() {
         let out = run(&BankView {
-            min_cell_voltage_v: 1.95,
+            min_cell_voltage_v: ROption::RSome(1.95),
             ..with_max_cell(2.56)
         });
         assert_eq!(out.soc_reset, SocReset::Empty);
@@ -547,7 +548,7 @@ mod tests {
     #[test]
     fn a_lost_battery_does_not_block() {
         let mut lost = battery();
-        lost.state = BatteryState::Lost;
+        lost.state = plugin_api::BatteryState_NE::new(BatteryState::Lost);
         lost.allow_to_charge = ROption::RSome(0);
         let mut bank = bank();
         bank.batteries.push(lost);
@@ -557,7 +558,7 @@ mod tests {
     #[test]
     fn no_active_battery_is_an_error() {
         let mut bank = bank();
-        bank.batteries[0].state = BatteryState::Lost;
+        bank.batteries[0].state = plugin_api::BatteryState_NE::new(BatteryState::Lost);
         let err = LtoCv::new(Config::default()).compute(&bank).unwrap_err();
         assert!(err.contains("no active battery"), "{err}");
     }
@@ -613,7 +614,7 @@ mod tests {
         let cells = f64::from(CELLS);
         let at = |v_cell: f64| BankView {
             voltage_v: cells * v_cell,
-            min_cell_voltage_v: v_cell,
+            min_cell_voltage_v: ROption::RSome(v_cell),
             ..bank()
         };
         // At the cut-off (2.1 V per cell): latched, and the change is worth saving.

@@ -24,7 +24,7 @@ use plugin_api::{
 use serde::Deserialize;
 
 /// How the bank CVL follows the batteries' CVLs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CvlRule {
     /// The lowest CVL: no battery is pushed above its own limit.
@@ -38,7 +38,7 @@ pub enum CvlRule {
 }
 
 /// How the bank CCL and DCL follow the batteries' limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitsRule {
     /// The lowest limit × batteries online (v3.4 pass-through): no battery gets more than its
@@ -67,7 +67,7 @@ impl LimitsRule {
 
 /// The plugin's `strategy.config` section. No SoC reset unless its voltage is given: a default
 /// would be one chemistry's (an LTO default of 2.5 V resets an LFP bank to full every tick).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `min` or `keep_max_until_all_float`.
@@ -342,6 +342,7 @@ plugin_api::export_plugin! {
     kind: strategy,
     name: "serialbattery",
     description: "Pass-through of the BMSs' own limits: min CVL, min CCL/DCL x batteries or sum",
+    config: Config,
     new: new,
     needs_battery_limits: true,
 }
@@ -449,7 +450,7 @@ mod tests {
     #[test]
     fn min_times_count_multiplies_by_batteries_online_not_active() {
         let mut batteries = three();
-        batteries[2].state = BatteryState::Stale;
+        batteries[2].state = plugin_api::BatteryState_NE::new(BatteryState::Stale);
         let out = run(&bank(batteries));
         assert_eq!(out.ccl_a, 33.3 * 2.0);
         assert_eq!(out.dcl_a, 99.9 * 2.0);
@@ -458,7 +459,7 @@ mod tests {
     #[test]
     fn lost_batteries_do_not_count() {
         let mut batteries = three();
-        batteries[1].state = BatteryState::Lost;
+        batteries[1].state = plugin_api::BatteryState_NE::new(BatteryState::Lost);
         batteries[1].max_charge_current_a = ROption::RNone;
         let out = run(&bank(batteries));
         assert_eq!(out.cvl_v, 55.0);
@@ -529,7 +530,7 @@ mod tests {
     fn no_active_battery_is_an_error() {
         let mut batteries = three();
         for battery in &mut batteries {
-            battery.state = BatteryState::Lost;
+            battery.state = plugin_api::BatteryState_NE::new(BatteryState::Lost);
         }
         let err = SerialBattery::new(Config::default())
             .compute(&bank(batteries))
@@ -543,9 +544,9 @@ mod tests {
     #[test]
     fn full_reset_at_max_cell_voltage_soc_full() {
         let mut at = bank(three());
-        at.max_cell_voltage_v = 2.5;
+        at.max_cell_voltage_v = ROption::RSome(2.5);
         assert_eq!(run_with(RESETS, &at).soc_reset, SocReset::Full);
-        at.max_cell_voltage_v = 2.499;
+        at.max_cell_voltage_v = ROption::RSome(2.499);
         assert_eq!(run_with(RESETS, &at).soc_reset, SocReset::None);
     }
 
@@ -553,8 +554,8 @@ mod tests {
     fn no_reset_unless_configured() {
         // An LFP bank near full and the keys left out: no reset, whatever the cells say.
         let mut lfp = bank(three());
-        lfp.max_cell_voltage_v = 3.45;
-        lfp.min_cell_voltage_v = 2.5;
+        lfp.max_cell_voltage_v = ROption::RSome(3.45);
+        lfp.min_cell_voltage_v = ROption::RSome(2.5);
         assert_eq!(run(&lfp).soc_reset, SocReset::None);
         // zero_soc without its voltage is a config error naming the key.
         let err = parse_checked::<Config>(r#"{"zero_soc": true}"#).unwrap_err();
@@ -564,8 +565,8 @@ mod tests {
     #[test]
     fn no_cell_data_is_an_error_only_for_a_configured_reset() {
         let mut none = bank(three());
-        none.max_cell_voltage_v = f64::NAN;
-        none.min_cell_voltage_v = f64::NAN;
+        none.max_cell_voltage_v = ROption::RNone;
+        none.min_cell_voltage_v = ROption::RNone;
         // The pass-through itself needs no cells.
         assert_eq!(run(&none).ccl_a, 33.3 * 3.0);
         let err = SerialBattery::new(parse_checked::<Config>(RESETS).unwrap())
@@ -577,18 +578,18 @@ mod tests {
     #[test]
     fn empty_reset_only_with_zero_soc() {
         let mut low = bank(three());
-        low.min_cell_voltage_v = 1.9;
+        low.min_cell_voltage_v = ROption::RSome(1.9);
         assert_eq!(run_with(RESETS, &low).soc_reset, SocReset::None);
         assert_eq!(run_with(RESETS_ZERO, &low).soc_reset, SocReset::Empty);
-        low.min_cell_voltage_v = 1.901;
+        low.min_cell_voltage_v = ROption::RSome(1.901);
         assert_eq!(run_with(RESETS_ZERO, &low).soc_reset, SocReset::None);
     }
 
     #[test]
     fn empty_reset_wins_over_full() {
         let mut both = bank(three());
-        both.max_cell_voltage_v = 2.6;
-        both.min_cell_voltage_v = 1.8;
+        both.max_cell_voltage_v = ROption::RSome(2.6);
+        both.min_cell_voltage_v = ROption::RSome(1.8);
         assert_eq!(run_with(RESETS_ZERO, &both).soc_reset, SocReset::Empty);
     }
 

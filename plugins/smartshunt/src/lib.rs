@@ -20,7 +20,7 @@ use plugin_api::{
 use serde::Deserialize;
 
 /// The plugin's config section.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The shunt to use. Default: the first battery-class SmartShunt, in the host's order
@@ -88,6 +88,7 @@ plugin_api::export_plugin! {
     kind: current_source,
     name: "smartshunt",
     description: "Bank current = one battery-monitor SmartShunt",
+    config: Config,
     new: new,
 }
 

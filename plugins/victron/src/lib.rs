@@ -36,7 +36,7 @@ use plugin_api::{
 use serde::Deserialize;
 
 /// The plugin's config section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Count the DC current of every Multi/Quattro. While true, a bus without any vebus device
@@ -65,8 +65,8 @@ fn default_use_multi() -> bool {
 
 /// The `dc_sources` key: `all`, `none`, or a list of class names (`multi` is ruled by
 /// `use_multi`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "ClassText")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "ClassText", into = "ClassText")]
 pub enum ClassSelection {
     /// Every class.
     #[default]
@@ -77,7 +77,7 @@ pub enum ClassSelection {
     Listed(Vec<DcClass>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(
     untagged,
     expecting = "expected \"all\", \"none\" or a list of classes (inverter, charger, dcdc, \
@@ -116,8 +116,8 @@ impl TryFrom<ClassText> for ClassSelection {
 }
 
 /// The `smartshunts` key: `none`, `all`, or a list of shunts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(from = "SelectionText")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(from = "SelectionText", into = "SelectionText")]
 pub enum ShuntSelection {
     /// No shunt counts.
     #[default]
@@ -133,7 +133,7 @@ pub enum ShuntSelection {
 
 /// How `smartshunts` is written. Untagged so that `none`, `all` and a list share one key; the
 /// `expecting` text replaces serde's "did not match any variant" with what would be valid.
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(
     untagged,
     expecting = "expected \"none\", \"all\" or a list of SmartShunts, each a VRM device instance \
@@ -144,11 +144,37 @@ enum SelectionText {
     List(Vec<DeviceRef>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Keyword {
     None,
     All,
+}
+
+/// Written back as read (for the config as the plugin reads it).
+impl From<ClassSelection> for ClassText {
+    fn from(selection: ClassSelection) -> Self {
+        match selection {
+            ClassSelection::All => ClassText::Word("all".into()),
+            ClassSelection::None => ClassText::Word("none".into()),
+            ClassSelection::Listed(classes) => ClassText::List(
+                classes
+                    .iter()
+                    .map(|c| c.service_class().to_string())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl From<ShuntSelection> for SelectionText {
+    fn from(selection: ShuntSelection) -> Self {
+        match selection {
+            ShuntSelection::None => SelectionText::Keyword(Keyword::None),
+            ShuntSelection::All => SelectionText::Keyword(Keyword::All),
+            ShuntSelection::Listed(entries) => SelectionText::List(entries),
+        }
+    }
 }
 
 impl From<SelectionText> for ShuntSelection {
@@ -228,11 +254,14 @@ impl VictronCurrent {
             .iter()
             .filter(|shunt| self.selects(shunt))
             .map(|shunt| {
-                // A DC meter counts current towards the loads, i.e. out of the battery.
-                valid(shunt.current_a).map(|a| match shunt.class {
-                    ShuntClass::Battery => a,
-                    ShuntClass::DcLoad => -a,
-                })
+                // A DC meter counts current towards the loads, i.e. out of the battery. A class
+                // of a newer daemon has a sign this build cannot know: no measurement.
+                let sign = match shunt.class.as_enum() {
+                    Ok(ShuntClass::Battery) => 1.0,
+                    Ok(ShuntClass::DcLoad) => -1.0,
+                    Err(_) => return None,
+                };
+                valid(shunt.current_a).map(|a| sign * a)
             })
             .sum::<Option<f64>>()?;
         Some(if self.config.invert_smartshunts {
@@ -248,7 +277,12 @@ impl VictronCurrent {
         let selected = match &self.config.dc_sources {
             ClassSelection::All => true,
             ClassSelection::None => false,
-            ClassSelection::Listed(classes) => classes.contains(&device.class),
+            // A class of a newer daemon is in no list this build reads; its current keeps the
+            // sign convention, so `all` counts it.
+            ClassSelection::Listed(classes) => device
+                .class
+                .as_enum()
+                .is_ok_and(|class| classes.contains(class)),
         };
         selected
             && device.class != DcClass::Multi
@@ -320,6 +354,7 @@ plugin_api::export_plugin! {
     kind: current_source,
     name: "victron",
     description: "Bank current = Multis + solar chargers ± SmartShunts + other DC devices",
+    config: Config,
     new: new,
 }
 
