@@ -253,7 +253,11 @@ impl RecorderCost {
                 r.min_cell_voltage_v = Some((3300.0 + noise(5.0)) / 1000.0);
             }
             let started = Instant::now();
-            recorder.push(&TickRecord::inputs(t as f64 + 0.000_123, &batteries, &inputs));
+            recorder.push(&TickRecord::inputs(
+                t as f64 + 0.000_123,
+                &batteries,
+                &inputs,
+            ));
             spent += started.elapsed();
             most = most.max(recorder.bytes());
         }
@@ -272,7 +276,12 @@ impl RecorderCost {
         let per_tick_ms = ms(self.per_tick);
         let share = figures
             .cpu_ms_per_tick()
-            .map(|tick_ms| format!(" ({:.1} % of the daemon's tick above)", per_tick_ms / tick_ms * 100.0))
+            .map(|tick_ms| {
+                format!(
+                    " ({:.1} % of the daemon's tick above)",
+                    per_tick_ms / tick_ms * 100.0
+                )
+            })
             .unwrap_or_default();
         format!(
             "{}: recorder {:.3} ms/tick CPU{share}, memory {} B/tick, {:.2} MiB for {} ticks \

@@ -188,7 +188,11 @@ pub struct TickRecord<'a> {
 
 impl TickRecord<'_> {
     /// The tick's inputs alone.
-    pub fn inputs<'a>(now_s: f64, batteries: &'a [Battery], inputs: &'a TickInputs) -> TickRecord<'a> {
+    pub fn inputs<'a>(
+        now_s: f64,
+        batteries: &'a [Battery],
+        inputs: &'a TickInputs,
+    ) -> TickRecord<'a> {
         TickRecord {
             now_s,
             batteries,
@@ -210,17 +214,25 @@ impl TickRecord<'_> {
         sink.text(Key::Plain("date"), Some(date.as_str()));
         sink.int(Key::Plain("in/cells"), Some(inputs.cells.into()));
         sink.int(Key::Plain("in/expected"), Some(inputs.expected.into()));
-        sink.json(Key::Plain("in/left_out"), json_list(&inputs.left_out).as_deref());
+        sink.json(
+            Key::Plain("in/left_out"),
+            json_list(&inputs.left_out).as_deref(),
+        );
         sink.num(Key::Plain("in/monitor_soc"), inputs.monitor_soc);
         sink.int(Key::Plain("in/low_soc"), inputs.low_soc);
         sink.int(Key::Plain("in/feed_in_setting"), inputs.feed_in_setting);
         sink.flag(Key::Plain("in/publishing"), self.publishing);
-        let state = self.state.map(|s| serde_json::to_string(s).unwrap_or_default());
+        let state = self
+            .state
+            .map(|s| serde_json::to_string(s).unwrap_or_default());
         sink.json(Key::Plain("state"), state.as_deref());
         let int32 = |v: Option<i32>| v.map(i64::from);
         for (i, v) in inputs.vebus.iter().enumerate() {
             sink.text(Key::Item("vebus", i, "/service"), Some(&v.service));
-            sink.int(Key::Item("vebus", i, "/connected"), int32(v.connected.into_option()));
+            sink.int(
+                Key::Item("vebus", i, "/connected"),
+                int32(v.connected.into_option()),
+            );
             sink.num(Key::Item("vebus", i, "/current"), v.current_a.into_option());
         }
         for (i, v) in inputs.solar_chargers.iter().enumerate() {
@@ -234,14 +246,20 @@ impl TickRecord<'_> {
             };
             sink.text(Key::Item("shunt", i, "/service"), Some(&v.service));
             sink.text(Key::Item("shunt", i, "/class"), Some(class));
-            sink.int(Key::Item("shunt", i, "/instance"), int32(v.device_instance.into_option()));
+            sink.int(
+                Key::Item("shunt", i, "/instance"),
+                int32(v.device_instance.into_option()),
+            );
             sink.text(Key::Item("shunt", i, "/name"), Some(&v.custom_name));
             sink.num(Key::Item("shunt", i, "/current"), v.current_a.into_option());
         }
         for (i, v) in inputs.dc_sources.iter().enumerate() {
             sink.text(Key::Item("dc", i, "/service"), Some(&v.service));
             sink.text(Key::Item("dc", i, "/class"), Some(v.class.service_class()));
-            sink.int(Key::Item("dc", i, "/instance"), int32(v.device_instance.into_option()));
+            sink.int(
+                Key::Item("dc", i, "/instance"),
+                int32(v.device_instance.into_option()),
+            );
             sink.text(Key::Item("dc", i, "/name"), Some(&v.custom_name));
             sink.num(Key::Item("dc", i, "/current"), v.current_a.into_option());
         }
@@ -261,7 +279,10 @@ impl TickRecord<'_> {
             sink.num(Key::Pair(prefix, "ccl"), limits.map(|l| l.ccl_a));
             sink.num(Key::Pair(prefix, "dcl"), limits.map(|l| l.dcl_a));
             sink.num(Key::Pair(prefix, "soc"), o.and_then(|o| o.soc_pct));
-            sink.int(Key::Pair(prefix, "feed_in"), o.and_then(|o| o.feed_in_write));
+            sink.int(
+                Key::Pair(prefix, "feed_in"),
+                o.and_then(|o| o.feed_in_write),
+            );
             sink.text(Key::Pair(prefix, "mode"), o.map(|o| o.mode.as_str()));
             sink.int(Key::Pair(prefix, "online"), o.map(|o| o.online.into()));
             let lost = o.and_then(|o| json_list(&o.lost));
@@ -965,7 +986,8 @@ impl<'a> BlockReader<'a> {
             }
             if kind == OP_SCHEMA {
                 let index = self.bytes.varint().map_err(bad)? as usize;
-                let new = (self.block.schemas.get(index)).ok_or_else(|| bad("no such schema".into()))?;
+                let new =
+                    (self.block.schemas.get(index)).ok_or_else(|| bad("no such schema".into()))?;
                 let kept: std::collections::HashSet<&Key> = new.keys.iter().collect();
                 for (key, val) in self.schema.keys.iter().zip(&self.vals) {
                     if *val != Val::Absent && !kept.contains(key) {
@@ -1067,7 +1089,6 @@ fn gzip(text: &str) -> Vec<u8> {
     let _ = enc.write_all(text.as_bytes());
     enc.finish().unwrap_or_default()
 }
-
 
 /// The recording in memory.
 pub struct Recorder {
@@ -1643,7 +1664,11 @@ mod tests {
         let rec = read_from(&r.file_bytes("test")[..]).expect("readable");
         eprintln!("the file made and read back in {:?}", started.elapsed());
         assert_eq!(rec.ticks.len() as u64, kept);
-        assert_eq!(rec.ticks.last().map(|(_, f)| f), Some(&last), "the last tick exactly");
+        assert_eq!(
+            rec.ticks.last().map(|(_, f)| f),
+            Some(&last),
+            "the last tick exactly"
+        );
     }
 
     /// Batteries and cells that come and go, bad values, texts and numbers a BMS would not
@@ -1706,7 +1731,10 @@ mod tests {
         assert_eq!(rec.ticks[0].1.get("shadow/ccl"), Some(&Json::from(42.5)));
         let back = unflatten(0, &rec.ticks[0].1).expect("tick");
         assert_eq!(back.shadow.map(|s| s.ccl_a), Some(42.5));
-        assert_eq!(back.batteries[0].reading.voltage_v.map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(
+            back.batteries[0].reading.voltage_v.map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
     }
 
     #[test]

@@ -636,7 +636,9 @@ impl Daemon {
             publishing: Some(publishing),
             state: state.as_ref(),
             out: Some(&outcome),
-            shadow: shadow.as_ref().map(|s| s.as_ref().map_err(|missing| *missing)),
+            shadow: shadow
+                .as_ref()
+                .map(|s| s.as_ref().map_err(|missing| *missing)),
         };
         self.record(&tick, &outcome);
         self.summary(now, &outcome);
