@@ -181,8 +181,9 @@ fn bench() -> Result<(), String> {
 /// every value moves, pushed into a recorder as the daemon's tick does.
 struct RecorderCost {
     bank: Bank,
-    /// CPU a tick (wall time of the pushes on one thread: they never wait).
-    per_tick: Duration,
+    /// CPU a tick: this thread's CPU over the ticks with the pushes, less the same ticks
+    /// without them (making the simulated values).
+    per_tick: Option<Duration>,
     /// Memory held after the 30 minutes, bytes, and the most at any tick.
     held: usize,
     most: usize,
@@ -193,6 +194,19 @@ impl RecorderCost {
     const TICKS: u64 = 1800;
 
     fn measure(bank: Bank) -> Self {
+        let with = Self::run(bank, true);
+        let without = Self::run(bank, false);
+        let per_tick = match (with.per_tick, without.per_tick) {
+            (Some(with), Some(without)) => {
+                Some(with.saturating_sub(without) / Self::TICKS as u32)
+            }
+            _ => None,
+        };
+        RecorderCost { per_tick, ..with }
+    }
+
+    /// The ticks, pushed into a recorder or not; `per_tick` is the CPU of them all here.
+    fn run(bank: Bank, push: bool) -> Self {
         use aggregator::record::{Recorder, TickRecord};
         use aggregator_core::engine::TickInputs;
         use aggregator_core::presence::Battery;
@@ -236,7 +250,8 @@ impl RecorderCost {
                 },
             })
             .collect();
-        let (mut spent, mut most) = (Duration::ZERO, 0);
+        let mut most = 0;
+        let started = thread_cpu();
         for t in 0..Self::TICKS {
             // A BMS's values: millivolts, centiamperes, tenths of a degree, all moving.
             for b in &mut batteries {
@@ -252,18 +267,24 @@ impl RecorderCost {
                 r.max_cell_voltage_v = Some((3320.0 + noise(5.0)) / 1000.0);
                 r.min_cell_voltage_v = Some((3300.0 + noise(5.0)) / 1000.0);
             }
-            let started = Instant::now();
-            recorder.push(&TickRecord::inputs(
-                t as f64 + 0.000_123,
-                &batteries,
-                &inputs,
-            ));
-            spent += started.elapsed();
-            most = most.max(recorder.bytes());
+            if push {
+                recorder.push(&TickRecord::inputs(
+                    t as f64 + 0.000_123,
+                    &batteries,
+                    &inputs,
+                ));
+                most = most.max(recorder.bytes());
+            } else {
+                std::hint::black_box(&batteries);
+            }
         }
+        let per_tick = match (started, thread_cpu()) {
+            (Some(started), Some(ended)) => Some(ended.saturating_sub(started)),
+            _ => None,
+        };
         RecorderCost {
             bank,
-            per_tick: spent / Self::TICKS as u32,
+            per_tick,
             held: recorder.bytes(),
             most,
             ticks: recorder.kept_ticks(),
@@ -273,21 +294,18 @@ impl RecorderCost {
     /// One line, with the share of the daemon's tick in `figures` (which ran with the recorder
     /// as `BENCH_RECORD` says).
     fn line(&self, figures: &Figures) -> String {
-        let per_tick_ms = ms(self.per_tick);
-        let share = figures
-            .cpu_ms_per_tick()
-            .map(|tick_ms| {
-                format!(
-                    " ({:.1} % of the daemon's tick above)",
-                    per_tick_ms / tick_ms * 100.0
-                )
-            })
-            .unwrap_or_default();
+        let cpu = match (self.per_tick.map(ms), figures.cpu_ms_per_tick()) {
+            (Some(per_tick_ms), Some(tick_ms)) => format!(
+                "{per_tick_ms:.3} ms/tick CPU ({:.1} % of the daemon's tick above)",
+                per_tick_ms / tick_ms * 100.0
+            ),
+            (Some(per_tick_ms), None) => format!("{per_tick_ms:.3} ms/tick CPU"),
+            _ => "CPU not measured (no thread CPU clock)".into(),
+        };
         format!(
-            "{}: recorder {:.3} ms/tick CPU{share}, memory {} B/tick, {:.2} MiB for {} ticks \
-             (at most {:.2} MiB), every value moving",
+            "{}: recorder {cpu}, memory {} B/tick, {:.2} MiB for {} ticks (at most {:.2} MiB), \
+             every value moving",
             self.bank,
-            per_tick_ms,
             self.held / self.ticks.max(1) as usize,
             self.held as f64 / (1 << 20) as f64,
             self.ticks,

@@ -101,7 +101,7 @@ fn state_of(name: &str) -> Option<BatteryState> {
 
 /// A key of the flat map, as the walk through a tick names it: rendered as text only when
 /// the recorder's schema changes, compared as it is at every tick.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq, Hash)]
 enum Key {
     /// `t`, `in/cells`, ...
     Plain(&'static str),
@@ -113,6 +113,29 @@ enum Key {
     Cell(usize, usize),
     /// `bat/<i>/bad/<k>`, `k` from 0.
     Bad(usize, usize),
+}
+
+/// The same static text: the same address (as the walk's keys are, tick after tick), else
+/// the same characters.
+fn same_text(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+impl PartialEq for Key {
+    // Compared for every value of every tick: addresses first.
+    fn eq(&self, other: &Self) -> bool {
+        match (*self, *other) {
+            (Key::Plain(a), Key::Plain(b)) => same_text(a, b),
+            (Key::Pair(a, x), Key::Pair(b, y)) => same_text(a, b) && same_text(x, y),
+            (Key::Item(a, i, x), Key::Item(b, j, y)) => {
+                i == j && same_text(x, y) && same_text(a, b)
+            }
+            (Key::Cell(i, k), Key::Cell(j, l)) | (Key::Bad(i, k), Key::Bad(j, l)) => {
+                i == j && k == l
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Key {
@@ -603,7 +626,8 @@ const OP_SCHEMA: u8 = 10;
 #[derive(Clone, Debug, PartialEq)]
 enum Val {
     Absent,
-    Num(f64),
+    /// A number, and it in thousandths when it is exactly that.
+    Num(f64, Option<i64>),
     Int(i64),
     Flag(bool),
     Text(String),
@@ -801,7 +825,7 @@ impl Sink for Encoder<'_> {
     fn num(&mut self, key: Key, value: Option<f64>) {
         let value = value.filter(|v| v.is_finite());
         let same = |before: &Val| match (before, value) {
-            (Val::Num(b), Some(v)) => b.to_bits() == v.to_bits(),
+            (Val::Num(b, _), Some(v)) => b.to_bits() == v.to_bits(),
             (Val::Absent, None) => true,
             _ => false,
         };
@@ -812,10 +836,11 @@ impl Sink for Encoder<'_> {
             return self.gone(at);
         };
         let before = match self.before[at] {
-            Val::Num(b) => milli(b),
+            Val::Num(_, before) => before,
             _ => None,
         };
-        match (before, milli(v)) {
+        let now = milli(v);
+        match (before, now) {
             (Some(b), Some(m)) => {
                 self.op(OP_MILLI_DELTA);
                 put_varint(self.out, zigzag(m.wrapping_sub(b)));
@@ -829,7 +854,7 @@ impl Sink for Encoder<'_> {
                 self.out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        self.before[at] = Val::Num(v);
+        self.before[at] = Val::Num(v, now);
     }
 
     fn int(&mut self, key: Key, value: Option<i64>) {
@@ -1007,19 +1032,23 @@ impl<'a> BlockReader<'a> {
                 OP_GONE => Val::Absent,
                 OP_MILLI_DELTA => {
                     let before = match val {
-                        Val::Num(b) => milli(*b),
+                        Val::Num(_, before) => *before,
                         _ => None,
                     };
                     let before = before.ok_or_else(|| bad("a change of no number".into()))?;
-                    let change = unzigzag(bytes.varint().map_err(bad)?);
-                    Val::Num(before.wrapping_add(change) as f64 / 1000.0)
+                    let m = before.wrapping_add(unzigzag(bytes.varint().map_err(bad)?));
+                    Val::Num(m as f64 / 1000.0, Some(m))
                 }
-                OP_MILLI => Val::Num(unzigzag(bytes.varint().map_err(bad)?) as f64 / 1000.0),
+                OP_MILLI => {
+                    let m = unzigzag(bytes.varint().map_err(bad)?);
+                    Val::Num(m as f64 / 1000.0, Some(m))
+                }
                 OP_F64 => {
                     let raw = bytes.take(8).map_err(bad)?;
                     let mut le = [0u8; 8];
                     le.copy_from_slice(raw);
-                    Val::Num(f64::from_le_bytes(le))
+                    let v = f64::from_le_bytes(le);
+                    Val::Num(v, milli(v))
                 }
                 OP_INT => Val::Int(unzigzag(bytes.varint().map_err(bad)?)),
                 OP_TEXT => Val::Text(bytes.text().map_err(bad)?),
@@ -1057,7 +1086,7 @@ fn line(
         out.push(':');
         match &vals[k] {
             Val::Absent => out.push_str("null"),
-            Val::Num(v) => {
+            Val::Num(v, _) => {
                 // Written as serde_json writes an f64, so that it reads back to the same bits.
                 out.push_str(&Json::from(*v).to_string());
             }
@@ -1213,9 +1242,14 @@ impl Recorder {
 
     /// Drops the oldest runs: those older than `keep`, or beyond the memory bound.
     fn forget(&mut self, now_s: f64) {
+        // The texts of the last tick's values are left out here (counted by `bytes`): a few
+        // bytes, and walking all values at each tick is what this avoids.
+        let fixed = self.open.bytes.capacity()
+            + self.before.capacity() * std::mem::size_of::<Val>()
+            + self.schema.bytes();
         while let Some(first) = self.blocks.front() {
             let old = now_s - first.last_s > self.keep_s;
-            let over = self.bytes() > self.max_bytes;
+            let over = self.block_bytes + fixed > self.max_bytes;
             if !(old || over) {
                 break;
             }
