@@ -197,9 +197,7 @@ impl RecorderCost {
         let with = Self::run(bank, true);
         let without = Self::run(bank, false);
         let per_tick = match (with.per_tick, without.per_tick) {
-            (Some(with), Some(without)) => {
-                Some(with.saturating_sub(without) / Self::TICKS as u32)
-            }
+            (Some(with), Some(without)) => Some(with.saturating_sub(without) / Self::TICKS as u32),
             _ => None,
         };
         RecorderCost { per_tick, ..with }

@@ -101,7 +101,7 @@ fn state_of(name: &str) -> Option<BatteryState> {
 
 /// A key of the flat map, as the walk through a tick names it: rendered as text only when
 /// the recorder's schema changes, compared as it is at every tick.
-#[derive(Clone, Copy, Debug, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 enum Key {
     /// `t`, `in/cells`, ...
     Plain(&'static str),
@@ -736,13 +736,14 @@ impl Schema {
 
     /// The values of `before` (under `old`'s keys) moved to this schema's slots.
     fn carry(&self, old: &Schema, before: &mut Vec<Val>) {
-        let index: std::collections::HashMap<Key, usize> = (old.keys.iter())
+        // Only when the bank's shape changes: by the keys' text.
+        let index: std::collections::HashMap<String, usize> = (old.keys.iter())
             .enumerate()
-            .map(|(k, key)| (*key, k))
+            .map(|(k, key)| (key.render(), k))
             .collect();
         let mut taken = std::mem::take(before);
         *before = (self.keys.iter())
-            .map(|key| match index.get(key) {
+            .map(|key| match index.get(&key.render()) {
                 Some(&k) => std::mem::replace(&mut taken[k], Val::Absent),
                 None => Val::Absent,
             })
@@ -1013,9 +1014,10 @@ impl<'a> BlockReader<'a> {
                 let index = self.bytes.varint().map_err(bad)? as usize;
                 let new =
                     (self.block.schemas.get(index)).ok_or_else(|| bad("no such schema".into()))?;
-                let kept: std::collections::HashSet<&Key> = new.keys.iter().collect();
+                let kept: std::collections::HashSet<String> =
+                    new.keys.iter().map(|k| k.render()).collect();
                 for (key, val) in self.schema.keys.iter().zip(&self.vals) {
-                    if *val != Val::Absent && !kept.contains(key) {
+                    if *val != Val::Absent && !kept.contains(&key.render()) {
                         self.gone.push(key.render());
                     }
                 }

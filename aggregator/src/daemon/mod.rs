@@ -194,8 +194,8 @@ struct Daemon {
     /// The engine of `shadow:` on its thread: fed the live inputs, publishes nothing, writes
     /// nothing.
     shadow: Option<shadow::Shadow>,
-    /// The shadow's limits at the last tick, for the summary line.
-    last_shadow: Option<aggregator_core::envelope::Limits>,
+    /// The shadow's limits at the last tick, or why it gave none, for the summary line.
+    last_shadow: Option<Result<aggregator_core::envelope::Limits, crate::record::ShadowMissing>>,
     /// What the tick before published and how many batteries it had lost: what a happening
     /// is judged against.
     recorded_before: Option<(PublishedValues, usize)>,
@@ -812,7 +812,17 @@ impl Daemon {
             cell(&m.min_cell_voltage),
             cell(&m.max_cell_voltage),
         );
-        if let Some(shadow) = &self.last_shadow {
+        if let Some(Err(missing)) = &self.last_shadow {
+            tracing::info!(
+                "live CVL {:.2}V CCL {:.1}A DCL {:.1}A | shadow {} {}: no limits this tick",
+                outcome.limits.cvl_v,
+                outcome.limits.ccl_a,
+                outcome.limits.dcl_a,
+                self.shadow_name(),
+                missing.name(),
+            );
+        }
+        if let Some(Ok(shadow)) = &self.last_shadow {
             tracing::info!(
                 "live CVL {:.2}V CCL {:.1}A DCL {:.1}A | shadow {} CVL {:.2}V CCL {:.1}A DCL {:.1}A",
                 outcome.limits.cvl_v,

@@ -626,8 +626,8 @@ impl Daemon {
             Some(shadow) => Some(shadow.take().await),
             None => None,
         };
-        if let Some(Ok(shadow)) = &shadow {
-            self.last_shadow = Some(shadow.limits);
+        if let Some(shadow) = &shadow {
+            self.last_shadow = Some(shadow.as_ref().map(|s| s.limits).map_err(|m| *m));
         }
         let tick = record::TickRecord {
             now_s,
