@@ -11,7 +11,7 @@
 //! once with one `PropertiesChanged` per changed value, as dbus-serialbattery does, and once
 //! with one `ItemsChanged` per service and step), `BENCH_DAEMON` another build's daemon binary
 //! to measure (its plugins beside it), `BENCH_RECORD` the flight recorder's `record.keep`
-//! (default `0s`, the shipped one: no recorder; `30m` measures the daemon with it).
+//! (default `30m`, the shipped one; `0s` measures the daemon without it).
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
@@ -35,6 +35,10 @@
 //!   still the newest). A daemon that keeps up shows a few ms at most.
 //! - First publish: from the moment the last simulated battery's name appears on the bus to the
 //!   moment ours does, both seen on one subscription.
+//! - Recorder: what the flight recorder adds to each tick, measured apart in this process on
+//!   the same shape of bank with every value moving (the recorder's worst case), 30 minutes of
+//!   ticks: its CPU a tick (and the share of the daemon's tick measured above) and the memory
+//!   it holds for them, within `record.max_memory_kib`.
 //! - Floor: what the least a signal consumer does costs on this machine, measured first with
 //!   bare system calls (one wake-up, taking in one small message that arrived on its own,
 //!   sending one), added up per bank for the signals it received. Virtual machines make the
@@ -148,6 +152,7 @@ fn bench() -> Result<(), String> {
     for bank in &options.banks {
         let run = runtime.block_on(measure(*bank, options.window, exe, plugins_dir))?;
         println!("{}", run.figures.line());
+        println!("{}", RecorderCost::measure(*bank).line(&run.figures));
         if run.expected_warnings > 0 {
             println!(
                 "{bank}: {} warnings of this setup in the daemon's log (fresh state folder, no \
@@ -172,6 +177,151 @@ fn bench() -> Result<(), String> {
         return Err("the daemon did not stop cleanly on SIGTERM (see above)".into());
     }
     Ok(())
+}
+
+// ---- the recorder ----------------------------------------------------------------------------
+
+/// What the flight recorder costs on a bank's shape: 30 minutes of one-second ticks whose
+/// every value moves, pushed into a recorder as the daemon's tick does.
+struct RecorderCost {
+    bank: Bank,
+    /// CPU a tick: this thread's CPU over the ticks with the pushes, less the same ticks
+    /// without them (making the simulated values).
+    per_tick: Option<Duration>,
+    /// Memory held after the 30 minutes, bytes, and the most at any tick.
+    held: usize,
+    most: usize,
+    ticks: u64,
+}
+
+impl RecorderCost {
+    const TICKS: u64 = 1800;
+
+    fn measure(bank: Bank) -> Self {
+        let with = Self::run(bank, true);
+        let without = Self::run(bank, false);
+        let per_tick = match (with.per_tick, without.per_tick) {
+            (Some(with), Some(without)) => Some(with.saturating_sub(without) / Self::TICKS as u32),
+            _ => None,
+        };
+        RecorderCost { per_tick, ..with }
+    }
+
+    /// The ticks, pushed into a recorder or not; `per_tick` is the CPU of them all here.
+    fn run(bank: Bank, push: bool) -> Self {
+        use aggregator::record::{Recorder, TickRecord};
+        use aggregator_core::engine::TickInputs;
+        use aggregator_core::presence::Battery;
+        use aggregator_core::reading::BatteryReading;
+        use plugin_api::{BatteryState, LocalDate};
+
+        let bound = aggregator::config::Record::default().max_memory_kib as usize * 1024;
+        let mut recorder = Recorder::new(1800.0, bound, String::new());
+        let mut seed = 11u64;
+        let mut noise = move |spread: f64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64 * spread).round()
+        };
+        let inputs = TickInputs {
+            cells: bank.cells as u32,
+            expected: bank.batteries as u32,
+            left_out: Vec::new(),
+            vebus: Vec::new(),
+            solar_chargers: Vec::new(),
+            smartshunts: Vec::new(),
+            dc_sources: Vec::new(),
+            monitor_soc: None,
+            low_soc: Some(10),
+            feed_in_setting: Some(1),
+            date: LocalDate::from_days_since_epoch(20_619),
+            dt_s: 1.0,
+        };
+        let mut batteries: Vec<Battery> = (0..bank.batteries)
+            .map(|i| Battery {
+                name: format!("Bat{}", i + 1),
+                service: format!("com.victronenergy.battery.ttyUSB{i}"),
+                state: BatteryState::Online,
+                reading: BatteryReading {
+                    installed_capacity_ah: Some(280.0),
+                    charge_mode: Some("Bulk".into()),
+                    cells_per_battery: Some(bank.cells as i64),
+                    cell_voltages_v: vec![None; bank.cells],
+                    ..BatteryReading::default()
+                },
+            })
+            .collect();
+        let mut most = 0;
+        let started = thread_cpu();
+        for t in 0..Self::TICKS {
+            // A BMS's values: millivolts, centiamperes, tenths of a degree, all moving.
+            for b in &mut batteries {
+                let r = &mut b.reading;
+                for cell in &mut r.cell_voltages_v {
+                    *cell = Some((3300.0 + noise(20.0)) / 1000.0);
+                }
+                r.voltage_v = Some((52_800.0 + noise(100.0)) / 1000.0);
+                r.current_a = Some((1000.0 + noise(500.0)) / 100.0);
+                r.power_w = Some((5280.0 + noise(300.0)) / 10.0);
+                r.temperature_c = Some((250.0 + noise(10.0)) / 10.0);
+                r.soc_pct = Some((50_000.0 + noise(100.0)) / 1000.0);
+                r.max_cell_voltage_v = Some((3320.0 + noise(5.0)) / 1000.0);
+                r.min_cell_voltage_v = Some((3300.0 + noise(5.0)) / 1000.0);
+            }
+            if push {
+                recorder.push(&TickRecord::inputs(
+                    t as f64 + 0.000_123,
+                    &batteries,
+                    &inputs,
+                ));
+                most = most.max(recorder.bytes());
+            } else {
+                std::hint::black_box(&batteries);
+            }
+        }
+        let per_tick = match (started, thread_cpu()) {
+            (Some(started), Some(ended)) => Some(ended.saturating_sub(started)),
+            _ => None,
+        };
+        RecorderCost {
+            bank,
+            per_tick,
+            held: recorder.bytes(),
+            most,
+            ticks: recorder.kept_ticks(),
+        }
+    }
+
+    /// One line, with the share of the daemon's tick in `figures` (which ran with the recorder
+    /// as `BENCH_RECORD` says).
+    fn line(&self, figures: &Figures) -> String {
+        let cpu = match (self.per_tick.map(ms), figures.cpu_ms_per_tick()) {
+            (Some(per_tick_ms), Some(tick_ms)) => {
+                let share = per_tick_ms / tick_ms * 100.0;
+                // The recorder is on by default: it must stay under a tenth of the tick.
+                let over = if share >= 10.0 {
+                    ", ABOVE a tenth of the tick"
+                } else {
+                    ""
+                };
+                format!(
+                    "{per_tick_ms:.3} ms/tick CPU ({share:.1} % of the daemon's tick above{over})"
+                )
+            }
+            (Some(per_tick_ms), None) => format!("{per_tick_ms:.3} ms/tick CPU"),
+            _ => "CPU not measured (no thread CPU clock)".into(),
+        };
+        format!(
+            "{}: recorder {cpu}, memory {} B/tick, {:.2} MiB for {} ticks (at most {:.2} MiB), \
+             every value moving",
+            self.bank,
+            self.held / self.ticks.max(1) as usize,
+            self.held as f64 / (1 << 20) as f64,
+            self.ticks,
+            self.most as f64 / (1 << 20) as f64,
+        )
+    }
 }
 
 // ---- options ---------------------------------------------------------------------------------
@@ -380,7 +530,7 @@ logging:
 record:
   keep: {keep}
 ",
-        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "0s".into()),
+        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "30m".into()),
         interval = UPDATE_INTERVAL.as_secs(),
         batteries = bank.batteries,
         cells = bank.cells,

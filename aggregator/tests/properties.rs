@@ -855,7 +855,7 @@ fn take_away(r: &mut BatteryReading, position: usize) -> bool {
         match BATTERY_PATHS[position].slot {
             Slot::Number(_, field) => field(r).take().is_some(),
             Slot::Integer(_, field) => field(r).take().is_some(),
-            Slot::Text(field) => field(r).take().is_some(),
+            Slot::Text(_, field) => field(r).take().is_some(),
         }
     } else if position < cells {
         r.alarms[position - alarms].take().is_some()

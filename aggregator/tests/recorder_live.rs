@@ -254,3 +254,56 @@ fn a_panicking_shadow_leaves_the_live_limits_alone() {
         "the live strategy charges"
     );
 }
+
+/// A shadow strategy that takes 1.5 s a tick (far beyond its budget): the live tick never
+/// waits for it, the live limits are what a replay without any shadow gives, and the recording
+/// says at each tick why the shadow's limits are missing (late, or busy with an earlier tick).
+#[test]
+fn a_slow_shadow_is_recorded_late_and_leaves_the_live_limits_alone() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let shadow = "shadow:
+  strategy:
+    plugin: fault-test
+    config: { fault: slow, slow_ms: 1500, ccl: 7 }";
+    let (file, _dir, log) = record_live(&config_with(shadow));
+    assert!(
+        log.contains("the shadow strategy gave no answer within"),
+        "{log}"
+    );
+    let recording = aggregator::record::read(&file).expect("recording");
+    assert!(
+        recording.ticks.len() >= 20,
+        "{} ticks",
+        recording.ticks.len()
+    );
+    for (tick, flat) in &recording.ticks {
+        assert!(
+            flat.contains_key("shadow/ccl") != flat.contains_key("shadow/skipped"),
+            "tick {tick}: the shadow's limits or why they are missing: {flat:?}"
+        );
+    }
+    // Once the bank is found the strategy computes, and takes its 1.5 s.
+    let skipped: Vec<&str> = (recording.ticks.iter())
+        .filter(|(_, flat)| flat.contains_key("bat/0/name"))
+        .map(|(_, flat)| {
+            flat.get("shadow/skipped")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+        })
+        .collect();
+    assert!(skipped.len() >= 20, "{skipped:?}");
+    assert!(skipped.contains(&"late"), "{skipped:?}");
+    assert!(
+        skipped.iter().all(|s| *s == "late" || *s == "busy"),
+        "every tick without the shadow's answer, and saying why: {skipped:?}"
+    );
+    let (rows, said, _) = replay(&file, None);
+    assert!(
+        said.contains("the replay publishes what the device published"),
+        "{said}"
+    );
+    assert!(
+        rows.iter().any(|r| number(r, "published_ccl_a") > 7.0),
+        "the live strategy charges on its own limits"
+    );
+}

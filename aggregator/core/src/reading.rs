@@ -65,7 +65,10 @@ pub enum Slot {
         fn(&mut BatteryReading) -> &mut Option<i64>,
     ),
     /// A text (a number reads as Python's `str` of it).
-    Text(fn(&mut BatteryReading) -> &mut Option<String>),
+    Text(
+        fn(&BatteryReading) -> Option<&str>,
+        fn(&mut BatteryReading) -> &mut Option<String>,
+    ),
 }
 
 /// Whether a reading without a valid value at the path can be merged.
@@ -111,7 +114,7 @@ macro_rules! path {
     ($path:literal, text $field:ident) => {
         BatteryPath {
             path: $path,
-            slot: Slot::Text(|r| &mut r.$field),
+            slot: Slot::Text(|r| r.$field.as_deref(), |r| &mut r.$field),
             need: Need::Optional,
         }
     };
@@ -650,7 +653,7 @@ impl BatteryReading {
                 _ if p.path == "/TimeToGo" => continue,
                 Slot::Number(get, _) => get(self).is_some(),
                 Slot::Integer(get, _) => get(self).is_some(),
-                Slot::Text(_) => continue,
+                Slot::Text(..) => continue,
             };
             each(k, there);
         }

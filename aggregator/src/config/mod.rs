@@ -59,8 +59,7 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Record {
-    /// How much is kept (0 s, the default: no recorder; it costs a third of a tick at two
-    /// packs and three quarters at sixteen, too much to run unasked on a small GX).
+    /// How much is kept (default 30 min; 0 s: no recorder).
     #[serde(deserialize_with = "duration")]
     pub keep: Duration,
     /// Most memory the recording takes, in KiB (its oldest minutes go first).
@@ -76,7 +75,7 @@ pub struct Record {
 impl Default for Record {
     fn default() -> Self {
         Self {
-            keep: Duration::ZERO,
+            keep: Duration::from_secs(30 * 60),
             max_memory_kib: 8192,
             max_files: 10,
             dir: None,

@@ -78,7 +78,7 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
             Slot::Integer(..) if p.path == CELLS_PER_BATTERY => {}
             Slot::Number(_, field) => *field(&mut reading) = number(v, p.path, w),
             Slot::Integer(_, field) => *field(&mut reading) = integer(v, p.path, w),
-            Slot::Text(field) => *field(&mut reading) = text(v, p.path),
+            Slot::Text(_, field) => *field(&mut reading) = text(v, p.path),
         }
     }
     for (k, path) in alarm_paths().iter().enumerate() {

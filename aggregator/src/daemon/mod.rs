@@ -10,6 +10,7 @@
 
 pub(crate) mod fail_safe;
 pub mod gather;
+mod shadow;
 pub mod tick;
 
 use std::path::Path;
@@ -190,10 +191,11 @@ struct Daemon {
     view: tick::ViewAge,
     /// The flight recorder, unless `record.keep` is 0 s.
     recorder: Option<Recorder>,
-    /// The engine of `shadow:`: fed the live inputs, publishes nothing, writes nothing.
-    shadow: Option<Engine>,
-    /// The shadow's limits at the last tick, for the summary line.
-    last_shadow: Option<aggregator_core::envelope::Limits>,
+    /// The engine of `shadow:` on its thread: fed the live inputs, publishes nothing, writes
+    /// nothing.
+    shadow: Option<shadow::Shadow>,
+    /// The shadow's limits at the last tick, or why it gave none, for the summary line.
+    last_shadow: Option<Result<aggregator_core::envelope::Limits, crate::record::ShadowMissing>>,
     /// What the tick before published and how many batteries it had lost: what a happening
     /// is judged against.
     recorded_before: Option<(PublishedValues, usize)>,
@@ -324,7 +326,11 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             None => recorder,
         }
     });
-    let shadow = shadow.map(|(engine, _)| engine);
+    let shadow = shadow.and_then(|(engine, _)| {
+        shadow::Shadow::start(engine, config.update_interval)
+            .map_err(|err| tracing::error!("no shadow strategy: no thread for it ({err})"))
+            .ok()
+    });
     let mut daemon = Daemon {
         presence: tick::presence_of(&config),
         members: BankMembers::of(&config),
@@ -610,14 +616,19 @@ impl Daemon {
             return;
         };
         let dir = self.config.record.folder(&self.config.paths);
-        match recorder.save(&dir, reason, self.config.record.max_files) {
+        let max_files = self.config.record.max_files;
+        let snapshot = recorder.snapshot(reason);
+        let reason = reason.to_string();
+        // Making the file's text and compressing it takes a while on a big bank: off the
+        // tick's thread (the runtime waits for it when the daemon stops).
+        tokio::task::spawn_blocking(move || match snapshot.save(&dir, max_files) {
             Ok(path) => tracing::info!(
                 "recording of the last {} ticks saved ({reason}): {}",
-                recorder.ticks().min(recorder.kept_ticks()),
+                snapshot.ticks(),
                 path.display()
             ),
             Err(err) => tracing::error!("cannot write a recording into {}: {err}", dir.display()),
-        }
+        });
     }
 
     fn log_discovery(&mut self) {
@@ -801,7 +812,17 @@ impl Daemon {
             cell(&m.min_cell_voltage),
             cell(&m.max_cell_voltage),
         );
-        if let Some(shadow) = &self.last_shadow {
+        if let Some(Err(missing)) = &self.last_shadow {
+            tracing::info!(
+                "live CVL {:.2}V CCL {:.1}A DCL {:.1}A | shadow {} {}: no limits this tick",
+                outcome.limits.cvl_v,
+                outcome.limits.ccl_a,
+                outcome.limits.dcl_a,
+                self.shadow_name(),
+                missing.name(),
+            );
+        }
+        if let Some(Ok(shadow)) = &self.last_shadow {
             tracing::info!(
                 "live CVL {:.2}V CCL {:.1}A DCL {:.1}A | shadow {} CVL {:.2}V CCL {:.1}A DCL {:.1}A",
                 outcome.limits.cvl_v,

@@ -607,64 +607,50 @@ impl Daemon {
         let state = (self.recorder.as_ref())
             .filter(|r| r.wants_state())
             .map(|_| self.engine.state());
+        // The shadow computes on its own thread while the live engine does.
+        let publishing = self.registered;
+        if let Some(shadow) = &mut self.shadow {
+            shadow.give(&batteries, &inputs, publishing);
+        }
         let mut outcome = self.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
         }
-        let shadow = self.shadow_tick(&batteries, &inputs);
         if let Some(why) = stale_view {
             outcome.mode = format!("{}; {why}", outcome.mode);
         }
-        self.record(now_s, &batteries, &inputs, &outcome, shadow.as_ref(), state);
         self.publish(&batteries, &outcome, &inputs, now).await;
         self.side_effects(&outcome).await;
-        self.summary(now, &outcome);
-    }
-
-    /// The shadow strategy on the live tick's inputs. Its feed-in writes and state saves are
-    /// dropped, its faults logged (once per episode, as the engine reports them) and never
-    /// anything else: the engine calls its plugins through the guard, which catches a panic.
-    fn shadow_tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Option<Outcome> {
-        let engine = self.shadow.as_mut()?;
-        engine.set_publishing(self.registered);
-        let outcome = engine.tick(batteries, inputs);
-        for event in &outcome.events {
-            if let Event::StrategyFault(msg) = event {
-                tracing::warn!(
-                    "shadow strategy fault: {msg} (the shadow publishes nothing; the live \
-                     limits are not affected)"
-                );
-            }
+        // Only then is the shadow's answer waited for (within its budget).
+        let shadow = match &mut self.shadow {
+            Some(shadow) => Some(shadow.take().await),
+            None => None,
+        };
+        if let Some(shadow) = &shadow {
+            self.last_shadow = Some(shadow.as_ref().map(|s| s.limits).map_err(|m| *m));
         }
-        self.last_shadow = Some(outcome.limits);
-        Some(outcome)
+        let tick = record::TickRecord {
+            now_s,
+            batteries: &batteries,
+            inputs: &inputs,
+            publishing: Some(publishing),
+            state: state.as_ref(),
+            out: Some(&outcome),
+            shadow: shadow
+                .as_ref()
+                .map(|s| s.as_ref().map_err(|missing| *missing)),
+        };
+        self.record(&tick, &outcome);
+        self.summary(now, &outcome);
     }
 
     /// The tick into the flight recorder; a recording saved when something happened (at most
     /// one each [`HAPPENING_GAP`], so that an episode that flickers writes one file).
-    fn record(
-        &mut self,
-        now_s: f64,
-        batteries: &[Battery],
-        inputs: &TickInputs,
-        outcome: &Outcome,
-        shadow: Option<&Outcome>,
-        state: Option<aggregator_core::state::State>,
-    ) {
+    fn record(&mut self, tick: &record::TickRecord, outcome: &Outcome) {
         let Some(recorder) = &mut self.recorder else {
             return;
         };
-        let mut flat = record::flatten_inputs(now_s, batteries, inputs);
-        // Whether the engine counted itself as publishing (feed-in causes act only then).
-        flat.insert("in/publishing".into(), self.registered.into());
-        if let Some(state) = state.and_then(|s| serde_json::to_value(s).ok()) {
-            flat.insert("state".into(), state);
-        }
-        record::flatten_outcome(&mut flat, "out", outcome);
-        if let Some(shadow) = shadow {
-            record::flatten_outcome(&mut flat, "shadow", shadow);
-        }
-        recorder.push(flat);
+        recorder.push(tick);
         let before = self.recorded_before.take();
         let happened = record::happening(
             &self.config.record.save_on,

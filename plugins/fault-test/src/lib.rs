@@ -35,6 +35,9 @@ pub struct Config {
     /// DCL of a good tick, A.
     #[serde(default = "default_dcl")]
     pub dcl: f64,
+    /// How long `compute` takes with `fault: slow`, ms.
+    #[serde(default = "default_slow_ms")]
+    pub slow_ms: u64,
 }
 
 impl plugin_api::PluginConfig for Config {}
@@ -49,6 +52,10 @@ fn default_ccl() -> f64 {
 
 fn default_dcl() -> f64 {
     60.0
+}
+
+fn default_slow_ms() -> u64 {
+    2000
 }
 
 /// The `fault` key.
@@ -66,6 +73,8 @@ pub enum Fault {
     OutOfRange,
     /// `compute` returns the error `fault-test: deliberate error`.
     Error,
+    /// `compute` sleeps `slow_ms`, then behaves.
+    Slow,
     /// The constructor panics.
     PanicInConstructor,
     /// The constructor returns an error naming the key `fault`.
@@ -91,6 +100,10 @@ impl StrategyImpl for FaultTest {
         match fault {
             // The constructor faults never get this far.
             Fault::None | Fault::PanicInConstructor | Fault::ConstructorError => {
+                Ok(StrategyOutput::limits(cvl, ccl, dcl, "Test"))
+            }
+            Fault::Slow => {
+                std::thread::sleep(std::time::Duration::from_millis(self.config.slow_ms));
                 Ok(StrategyOutput::limits(cvl, ccl, dcl, "Test"))
             }
             Fault::Panic => panic!("fault-test: deliberate panic"),
@@ -198,6 +211,13 @@ mod tests {
         assert!(tick(&mut strategy).is_ok());
         assert!(tick(&mut strategy).is_err());
         assert!(tick(&mut strategy).is_err());
+    }
+
+    #[test]
+    fn slow_gives_the_configured_limits_after_its_sleep() {
+        let output = tick(&mut strategy(r#"{"fault": "slow", "slow_ms": 1}"#)).unwrap();
+        assert_eq!(output, StrategyOutput::limits(55.0, 50.0, 60.0, "Test"));
+        assert_eq!(strategy(r#"{"fault": "slow"}"#).config.slow_ms, 2000);
     }
 
     #[test]
