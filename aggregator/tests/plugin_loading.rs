@@ -625,10 +625,14 @@ fn a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lac
     // conflicts with a plugin of the daemon's layout loaded before it. This test loads one, so
     // it runs in a process of its own, without the other tests' plugins.
     const ALONE: &str = "PLUGIN_LOADING_ALONE";
-    let name = "a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lacks_it";
+    // The test's name in its binary: the module path below the crate root, then the function.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!(
+        "{module}::a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lacks_it"
+    );
     if std::env::var_os(ALONE).is_none() {
         let run = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--test-threads", "1"])
+            .args(["--exact", &name, "--test-threads", "1"])
             .env(ALONE, "1")
             .output()
             .expect("run this test alone");
