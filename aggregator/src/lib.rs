@@ -14,8 +14,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod plugins;
 pub mod record;
 pub mod state_file;

@@ -6,6 +6,11 @@
 //! It is written atomically: a temporary file in the same folder, fsync, rename, fsync of the
 //! folder. A kill at any moment leaves either the old or the new file, never a torn one.
 //! A missing or unreadable file is reported and replaced by a safe start, never a crash.
+//!
+//! The other programs of the workspace write through it too (`simulate`'s and `replay`'s
+//! output, the demo's and the private bus's configuration files, the importer's config and
+//! state): `clippy.toml` bans every file-writing call elsewhere, which this module alone allows.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs;
 use std::io::Write;
@@ -116,6 +121,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     set_mode(tmp.path(), 0o644)?;
     tmp.persist(path).map_err(|err| err.error)?;
     fs::File::open(dir)?.sync_all()
+}
+
+/// Creates the folder `path` and its parents (an output folder of `simulate` or `replay`).
+pub fn create_folder(path: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+/// Creates (or empties) the file `path` for a child program's output, which it appends to as
+/// it runs (the demo's daemon log).
+pub fn log_file(path: &Path) -> std::io::Result<fs::File> {
+    fs::File::create(path)
 }
 
 /// Writes a recording atomically into its folder (made if missing), then removes the oldest

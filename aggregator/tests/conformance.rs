@@ -56,7 +56,7 @@ fn is_invalid(value: &Value<'_>) -> bool {
 #[test]
 fn the_first_items_after_registration_are_complete() {
     runtime().block_on(async {
-        let bus = PrivateBus::start().expect("dbus-daemon");
+        let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
         let conn = client(bus.address()).await;
         let rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
@@ -408,7 +408,7 @@ fn only_the_custom_name_is_writeable_and_it_survives_a_restart() {
 #[test]
 fn without_a_settings_service_the_name_cannot_be_stored_and_set_value_says_2() {
     runtime().block_on(async {
-        let bus = PrivateBus::start().expect("dbus-daemon");
+        let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
         let scenario = SCENARIO.replace(
             "settings:\n  overvoltage_feed_in: 1\n  preset: { \"/Settings/Devices/other_device/ClassAndVrmInstance\": \"battery:100\" }",
             "settings: { absent: true }",

@@ -73,7 +73,7 @@ fn registers_on(bus: &PrivateBus, env: &[(&str, Option<&str>)]) -> bool {
 
 #[test]
 fn without_a_session_bus_the_daemon_is_on_the_system_bus() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     assert!(registers_on(
         &bus,
         &[
@@ -85,7 +85,7 @@ fn without_a_session_bus_the_daemon_is_on_the_system_bus() {
 
 #[test]
 fn a_session_bus_address_wins_over_the_system_bus() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     assert!(registers_on(
         &bus,
         &[

@@ -4,7 +4,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use aggregator::state_file::{LoadProblem, StateStore, STATE_FILE};
+use aggregator::state_file::{write_atomically, LoadProblem, StateStore, STATE_FILE};
 use aggregator_sim::{Scenario, Simulator};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
@@ -31,7 +31,7 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
         let socket = dir.path().join("bus");
         // Without the guid, so the same address reaches the restarted bus.
         let address = format!("unix:path={}", socket.display());
-        let mut bus = PrivateBus::start_at(&socket).expect("dbus-daemon");
+        let mut bus = PrivateBus::start_at(&socket, write_atomically).expect("dbus-daemon");
         let sim = Simulator::start(&address, Scenario::parse(SCENARIO, "s").unwrap())
             .await
             .unwrap();
@@ -61,7 +61,9 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(daemon.running(), "the daemon must survive the bus");
 
-        let _bus = PrivateBus::start_at(&socket).expect("dbus-daemon again");
+        // The killed bus left its socket behind.
+        let _ = std::fs::remove_file(&socket);
+        let _bus = PrivateBus::start_at(&socket, write_atomically).expect("dbus-daemon again");
         let _sim = Simulator::start(&address, Scenario::parse(SCENARIO, "s").unwrap())
             .await
             .unwrap();

@@ -82,7 +82,7 @@ const BIG: usize = 64 * 1024;
 
 #[test]
 fn an_items_changed_the_stopped_bus_does_not_take_is_held_for_the_next() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let rule = "type='signal',interface='com.victronenergy.BusItem',member='ItemsChanged',path='/'";
     let mut listener = runtime()
         .block_on(RawConnection::connect(bus.address(), &[rule]))

@@ -206,7 +206,7 @@ fn feed_in_is_touched_only_for_a_cause_dvcc_sees_and_a_confirmed_restore_is_forg
 #[test]
 fn a_settings_service_that_never_answers_holds_no_tick() {
     runtime().block_on(async {
-        let bus = PrivateBus::start().expect("dbus-daemon");
+        let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
         let scenario = BANK
             .replace("BATTERIES", TWO)
             .replace("SETTINGS", "settings: { absent: true }")

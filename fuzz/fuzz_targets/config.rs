@@ -4,6 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../bodies/config.rs"]
+mod body;
+
 fuzz_target!(|data: &[u8]| {
-    let _ = aggregator::fuzzing::config(data);
+    let _ = body::config(data);
 });

@@ -1,9 +1,17 @@
 //! A private `dbus-daemon` for `demo`, the simulator and the tests: a configuration of its own
 //! (Venus OS's policy: anyone may own any name; no system files needed), a socket in a
 //! temporary folder, stopped when dropped.
+//!
+//! The D-Bus layer writes no file itself: the configuration file is written by the caller's
+//! writer ([`WriteFile`]; the daemon's programs pass their one state writer,
+//! `aggregator::state_file::write_atomically`).
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+/// Writes `bytes` as the file `path` (whole, or not at all).
+pub type WriteFile = fn(&Path, &[u8]) -> std::io::Result<()>;
 
 /// A running private bus.
 pub struct PrivateBus {
@@ -28,31 +36,35 @@ const CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bu
 "#;
 
 impl PrivateBus {
-    /// Starts `dbus-daemon` in the foreground and waits for its address.
-    pub fn start() -> std::io::Result<PrivateBus> {
+    /// Starts `dbus-daemon` in the foreground and waits for its address; `write` writes its
+    /// configuration file.
+    pub fn start(write: WriteFile) -> std::io::Result<PrivateBus> {
         let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
         let listen = format!("unix:dir={}", dir.path().display());
-        Self::spawn(dir, &listen)
+        Self::spawn(dir, &listen, write)
     }
 
-    /// Starts a bus on the socket `socket` (replacing a stale one), so that a bus can be
-    /// stopped and started again at the same address.
-    pub fn start_at(socket: &std::path::Path) -> std::io::Result<PrivateBus> {
+    /// Starts a bus on the socket `socket`, so that a bus can be stopped and started again at
+    /// the same address (a bus killed leaves its socket behind: the caller removes it first).
+    pub fn start_at(socket: &Path, write: WriteFile) -> std::io::Result<PrivateBus> {
         let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
-        let _ = std::fs::remove_file(socket);
         let listen = format!("unix:path={}", socket.display());
-        Self::spawn(dir, &listen)
+        Self::spawn(dir, &listen, write)
     }
 
     /// Starts a bus listening on `listen`, a D-Bus server address (`unix:abstract=…`).
-    pub fn start_listening(listen: &str) -> std::io::Result<PrivateBus> {
+    pub fn start_listening(listen: &str, write: WriteFile) -> std::io::Result<PrivateBus> {
         let dir = tempfile::Builder::new().prefix("private-bus-").tempdir()?;
-        Self::spawn(dir, listen)
+        Self::spawn(dir, listen, write)
     }
 
-    fn spawn(dir: tempfile::TempDir, listen: &str) -> std::io::Result<PrivateBus> {
+    fn spawn(
+        dir: tempfile::TempDir,
+        listen: &str,
+        write: WriteFile,
+    ) -> std::io::Result<PrivateBus> {
         let config = dir.path().join("bus.conf");
-        std::fs::write(&config, CONFIG.replace("@LISTEN@", listen))?;
+        write(&config, CONFIG.replace("@LISTEN@", listen).as_bytes())?;
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])

@@ -26,7 +26,7 @@ fn text(k: usize) -> String {
 
 #[test]
 fn hand_written_and_zbus_messages_share_the_socket_whole() {
-    let bus = PrivateBus::start().expect("private bus");
+    let bus = PrivateBus::start(crate::write_file).expect("private bus");
     let rule = format!("type='signal',interface='{BUS_ITEM}',member='ItemsChanged',path='/'");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -65,7 +65,7 @@ fn drain_until(conn: &mut RawConnection, count: usize) -> Seen {
 
 #[tokio::test(flavor = "current_thread")]
 async fn signals_wait_in_the_socket_and_are_read_in_order() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(crate::write_file).expect("dbus-daemon");
     let mut raw = connect(&bus).await;
     assert!(raw.unique_name().starts_with(':'), "{}", raw.unique_name());
     let sender = emitter(&bus).await;
@@ -114,7 +114,7 @@ async fn signals_wait_in_the_socket_and_are_read_in_order() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_bus_that_goes_away_is_an_error() {
-    let mut bus = PrivateBus::start().expect("dbus-daemon");
+    let mut bus = PrivateBus::start(crate::write_file).expect("dbus-daemon");
     let mut raw = connect(&bus).await;
     bus.stop();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -137,7 +137,7 @@ async fn an_address_without_a_unix_socket_is_refused_by_name() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn messages_longer_than_a_read_arrive_whole_and_in_order() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(crate::write_file).expect("dbus-daemon");
     let mut raw = connect(&bus).await;
     let sender = emitter(&bus).await;
     // Each far over the 64 KiB read chunk; the buffer grows for them and shrinks after.
@@ -167,7 +167,8 @@ async fn messages_longer_than_a_read_arrive_whole_and_in_order() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_abstract_socket_address_is_connected() {
     let name = format!("aggregator-value-connection-{}", std::process::id());
-    let bus = PrivateBus::start_listening(&format!("unix:abstract={name}")).expect("dbus-daemon");
+    let bus = PrivateBus::start_listening(&format!("unix:abstract={name}"), crate::write_file)
+        .expect("dbus-daemon");
     assert!(
         bus.address().starts_with(&format!("unix:abstract={name}")),
         "{}",

@@ -305,6 +305,7 @@ fn shunts(text: &str) -> Result<Value, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
     use super::*;
 

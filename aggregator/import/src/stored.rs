@@ -153,6 +153,7 @@ fn latest_day_of_year(day: u16, today: LocalDate) -> LocalDate {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
     use super::*;
 

@@ -18,6 +18,7 @@ use zbus::Connection;
 use crate::{Scenario, Simulator, DEMO_SCENARIO};
 use aggregator::child;
 use aggregator::cli::{program_dir, sibling, DAEMON_PROGRAM};
+use aggregator::state_file::{log_file, write_atomically};
 use venus_bus::client;
 use venus_bus::private::PrivateBus;
 use venus_bus::variant::Field;
@@ -61,14 +62,14 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
     let text = DEMO_CONFIG
         .replace("@STATE@", &work.path().join("state").display().to_string())
         .replace("@PLUGINS@", &plugins.display().to_string());
-    std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    write_atomically(&config, text.as_bytes()).map_err(|e| format!("{}: {e}", config.display()))?;
 
-    let mut bus = PrivateBus::start().map_err(|e| e.to_string())?;
+    let mut bus = PrivateBus::start(write_atomically).map_err(|e| e.to_string())?;
     let scenario = Scenario::parse(DEMO_SCENARIO, "demo scenario")?;
     let sim = Simulator::start(bus.address(), scenario).await?;
 
     let log_path = work.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let log = log_file(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let program = sibling(DAEMON_PROGRAM)?;
     let mut daemon = tokio::process::Command::new(&program)
         .arg("--config")

@@ -185,7 +185,7 @@ pub fn simulate_command(
         strategy_name,
         current_source_name,
     );
-    let written = std::fs::create_dir_all(out)
+    let written = aggregator::state_file::create_folder(out)
         .map_err(|err| format!("{}: cannot create: {err}", out.display()))
         .and_then(|()| write(&csv, to_csv(&samples).as_bytes()))
         .and_then(|()| {

@@ -197,7 +197,7 @@ pub fn replay_command(
             recording.ticks.len()
         );
     }
-    if let Err(err) = std::fs::create_dir_all(out) {
+    if let Err(err) = aggregator::state_file::create_folder(out) {
         eprintln!("error: {}: cannot create: {err}", out.display());
         return EXIT_FAILED;
     }

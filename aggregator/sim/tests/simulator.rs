@@ -211,7 +211,7 @@ fn battery_paths(cells: usize) -> Vec<(String, &'static str)> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_service_publishes_its_paths_with_venus_types() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let sim = Simulator::start(bus.address(), scenario("contract.yaml"))
         .await
@@ -314,7 +314,7 @@ async fn every_service_publishes_its_paths_with_venus_types() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn values_follow_the_scenario_and_signal_from_the_owner() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let mut changes = signals(&conn, "PropertiesChanged").await;
     let sim = Simulator::start(bus.address(), scenario("contract.yaml"))
@@ -372,7 +372,7 @@ async fn values_follow_the_scenario_and_signal_from_the_owner() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn items_mode_sends_one_items_changed_per_step() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let mut items_changed = signals(&conn, "ItemsChanged").await;
     let mut properties_changed = signals(&conn, "PropertiesChanged").await;
@@ -409,7 +409,7 @@ async fn items_mode_sends_one_items_changed_per_step() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn gone_leaves_the_bus_and_frozen_holds_every_value() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let rule = MatchRule::builder()
         .msg_type(Type::Signal)
@@ -465,7 +465,7 @@ async fn gone_leaves_the_bus_and_frozen_holds_every_value() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn settings_behave_like_localsettings() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let mut changes = signals(&conn, "PropertiesChanged").await;
     let sim = Simulator::start(bus.address(), scenario("contract.yaml"))
@@ -614,7 +614,7 @@ async fn settings_behave_like_localsettings() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_demo_runs_and_a_taken_name_is_an_error() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let conn = client(&bus).await;
     let demo = Scenario::demo().expect("demo.yaml");
     let sim = Simulator::start(bus.address(), demo.clone())

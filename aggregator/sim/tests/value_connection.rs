@@ -30,7 +30,7 @@ async fn emitter(bus: &PrivateBus) -> zbus::Connection {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_get_items_answer_comes_in_order_with_the_signals() {
-    let bus = PrivateBus::start().expect("dbus-daemon");
+    let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
     let scenario = aggregator_sim::Scenario::parse(
         "step: 100ms\njitter: true\nbatteries:\n  - { service: ttyUSB0, custom_name: Bat1, cells: 4 }\n\
          segments:\n  - { duration: 1h, cell_voltage: 3.30, battery_current: 5 }\n",

@@ -103,6 +103,7 @@ fn shipped() -> Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
     use super::*;
 

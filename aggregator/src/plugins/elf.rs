@@ -128,6 +128,7 @@ fn own_machine() -> Option<(u64, &'static str)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
     use super::{check, check_file, HEAD_LEN};
 

@@ -417,7 +417,8 @@ pub mod world {
             config: &str,
             prepare: impl FnOnce(&Path),
         ) -> World {
-            let bus = PrivateBus::start().expect("dbus-daemon");
+            let bus =
+                PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
             let scenario = Scenario::parse(scenario, "test scenario").expect("scenario");
             let sim = Simulator::start(bus.address(), scenario)
                 .await

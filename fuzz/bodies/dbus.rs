@@ -1,60 +1,14 @@
-//! The bodies of the fuzz targets in `fuzz/` (`cargo +nightly fuzz run config`, `… dbus_value`,
-//! `… dbus_message`).
-//!
-//! They live in the library so that `tests/fuzz_seeds.rs` runs the very same code over seed
-//! inputs on a stable toolchain. Each body takes any bytes, must not panic, and checks that what
-//! it got back makes sense; a failed check panics, which the fuzzer reports as a crash.
-
-use std::path::PathBuf;
+//! The bodies of the fuzz targets `dbus_value` and `dbus_message` (`cargo +nightly fuzz run
+//! dbus_value`, `… dbus_message`), which the D-Bus layer's stable tests
+//! (`aggregator/bus/tests/fuzz_seeds.rs`) include and run over seed inputs: the very same code
+//! on both toolchains. Each takes any bytes, must not panic, and checks that what it got back
+//! makes sense; a failed check panics, which the fuzzer reports as a crash.
 
 use zbus::zvariant::serialized::{Context, Data};
 use zbus::zvariant::{Value as Wire, LE};
 
-use crate::config::{parse_duration, Config, ConfigError, Source};
 use venus_bus::variant::{to_wire, Field};
 use venus_bus::wire;
-
-/// `config.yaml` from any bytes (read as UTF-8, invalid sequences replaced, as no file read
-/// with invalid UTF-8 ever reaches the parser). Also parses every line as a duration.
-///
-/// Checks: every error names a key or says what is wrong, and a line it names exists.
-pub fn config(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
-    let text = String::from_utf8_lossy(bytes).into_owned();
-    for line in text.lines() {
-        if let Ok(duration) = parse_duration(line) {
-            // A duration that parsed is a whole number of nanoseconds: it must print.
-            let _ = format!("{duration:?}");
-        }
-    }
-    // YAML breaks lines at `\r` too, and at NEL, LS and PS, and may place the end of the text
-    // on the line after the last: an upper bound of the lines an error may name.
-    let lines = 2 + text
-        .chars()
-        .filter(|c| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'))
-        .count();
-    let source = Source {
-        file: PathBuf::from("config.yaml"),
-        text,
-    };
-    let result = source.parse();
-    if let Err(errors) = &result {
-        assert!(!errors.is_empty(), "an error without any message");
-        for error in errors {
-            assert!(
-                !error.message.is_empty(),
-                "an error without a message: {error:?}"
-            );
-            if let Some(line) = error.line {
-                assert!(
-                    (1..=lines).contains(&line),
-                    "line {line} of a {lines}-line file: {error}"
-                );
-            }
-            let _ = error.to_string();
-        }
-    }
-    result
-}
 
 /// One D-Bus variant (`v`, little-endian D-Bus encoding) from any bytes, decoded as every
 /// value we read from another service is. `None` when the bytes are no variant.
@@ -84,7 +38,7 @@ pub fn dbus_value(bytes: &[u8]) -> Option<Field> {
     Some(field)
 }
 
-/// A message of the monitor's value connection ([`venus_bus::wire`]) from any bytes: framed,
+/// A message of the monitor's value connection (`venus_bus::wire`) from any bytes: framed,
 /// parsed, its body read as `PropertiesChanged` and as `ItemsChanged`; and the bytes read as
 /// one variant by that decoder and by zvariant's, which must agree whenever both accept them.
 /// Each accepts some bytes the other refuses: the value connection a boolean other than 0 or
