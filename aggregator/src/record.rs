@@ -41,6 +41,7 @@ use plugin_api::{
 use serde_json::{json, Value as Json};
 
 use crate::config::SaveOn;
+use crate::error::Error;
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "dbus-aggregate-batteries recording";
@@ -279,11 +280,15 @@ fn parse_date(date: &str) -> Option<LocalDate> {
 }
 
 /// A flat tick back into the engine's inputs; an error names the tick and the key.
-pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
-    let need = |key: &str| num(f, key).ok_or_else(|| format!("tick {tick}: no number `{key}`"));
+pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, Error> {
+    let need =
+        |key: &str| num(f, key).ok_or_else(|| bad(format!("tick {tick}: no number `{key}`")));
     let date = text(f, "date").unwrap_or_default();
-    let date = parse_date(&date)
-        .ok_or_else(|| format!("tick {tick}: `date` {date:?} is not a date (YYYY-MM-DD)"))?;
+    let date = parse_date(&date).ok_or_else(|| {
+        bad(format!(
+            "tick {tick}: `date` {date:?} is not a date (YYYY-MM-DD)"
+        ))
+    })?;
     let mut inputs = TickInputs {
         cells: need("in/cells")? as u32,
         expected: need("in/expected")? as u32,
@@ -343,7 +348,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
     for (i, service) in each("dc") {
         let class = text(f, &format!("dc/{i}/class"))
             .and_then(|c| DcClass::from_service_class(&c))
-            .ok_or_else(|| format!("tick {tick}: `dc/{i}/class` is no DC device class"))?;
+            .ok_or_else(|| bad(format!("tick {tick}: `dc/{i}/class` is no DC device class")))?;
         inputs.dc_sources.push(DcSourceView {
             service: service.into(),
             class,
@@ -359,7 +364,11 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
         };
         let state = text(f, &format!("bat/{i}/state"))
             .and_then(|s| state_of(&s))
-            .ok_or_else(|| format!("tick {tick}: `bat/{i}/state` is not online/stale/lost"))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "tick {tick}: `bat/{i}/state` is not online/stale/lost"
+                ))
+            })?;
         batteries.push(Battery {
             name,
             service: text(f, &format!("bat/{i}/service")).unwrap_or_default(),
@@ -663,35 +672,53 @@ pub struct Recording {
 
 /// Reads a recording; an error (naming the file and position) when not even its header is
 /// usable.
-pub fn read(path: &Path) -> Result<Recording, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    read_from(file).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read(path: &Path) -> Result<Recording, Error> {
+    let in_file = |message: String| Error::Recording {
+        file: Some(path.to_path_buf()),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| in_file(e.to_string()))?;
+    read_from(file).map_err(|e| match e {
+        Error::Recording {
+            file: None,
+            message,
+        } => in_file(message),
+        other => other,
+    })
+}
+
+/// A recording's error at a position (the file is added by [`read`]).
+fn bad(message: String) -> Error {
+    Error::Recording {
+        file: None,
+        message,
+    }
 }
 
 /// Reads a recording from its gzip bytes.
-pub fn read_from(input: impl Read) -> Result<Recording, String> {
+pub fn read_from(input: impl Read) -> Result<Recording, Error> {
     let mut reader = BufReader::new(MultiGzDecoder::new(input));
     let mut line = String::new();
     let mut byte = 0u64;
     let header = match reader.read_line(&mut line) {
-        Ok(0) => return Err("empty: no header line".into()),
+        Ok(0) => return Err(bad("empty: no header line".into())),
         Ok(n) => {
             byte += n as u64;
             serde_json::from_str::<Json>(&line)
-                .map_err(|e| format!("line 1: not a recording header ({e})"))?
+                .map_err(|e| bad(format!("line 1: not a recording header ({e})")))?
         }
-        Err(e) => return Err(format!("line 1: not a gzip file of JSON lines ({e})")),
+        Err(e) => return Err(bad(format!("line 1: not a gzip file of JSON lines ({e})"))),
     };
     if header["format"] != FORMAT {
-        return Err(format!("line 1: `format` is not {FORMAT:?}"));
+        return Err(bad(format!("line 1: `format` is not {FORMAT:?}")));
     }
     match header["version"].as_u64() {
         Some(VERSION) => {}
         other => {
-            return Err(format!(
+            return Err(bad(format!(
                 "line 1: format version {} (this program reads version {VERSION})",
                 other.map_or("missing".to_string(), |v| v.to_string())
-            ))
+            )))
         }
     }
     let config = header["config"].as_str().unwrap_or_default().to_string();
@@ -1030,12 +1057,15 @@ mod tests {
     #[test]
     fn another_version_or_no_recording_is_refused() {
         let other = gzip("{\"format\":\"dbus-aggregate-batteries recording\",\"version\":2}\n");
-        let err = read_from(&other[..]).err().expect("refused");
+        let err = read_from(&other[..]).err().expect("refused").to_string();
         assert_eq!(
             err,
             "line 1: format version 2 (this program reads version 1)"
         );
-        let err = read_from(&b"plain text\n"[..]).err().expect("refused");
+        let err = read_from(&b"plain text\n"[..])
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.starts_with("line 1:"), "{err}");
     }
 }

@@ -206,14 +206,16 @@ fn a_panicking_plugin_is_contained() {
     let err = plugin
         .new_strategy(r#"{"fault":"panic_in_constructor"}"#)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("panicked"), "{err}");
     let err = plugin
         .new_strategy(r#"{"fault":"constructor_error"}"#)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.starts_with("fault: "), "{err}");
-    let err = plugin.new_current_source("{}").err().unwrap();
+    let err = plugin.new_current_source("{}").err().unwrap().to_string();
     assert!(err.contains("not a current source"), "{err}");
 }
 

@@ -334,7 +334,7 @@ fn build<T>(
     choice: &PluginChoice,
     kind: PluginKind,
     errors: &mut Vec<ConfigError>,
-    construct: impl Fn(&plugins::Plugin, &str) -> Result<T, String>,
+    construct: impl Fn(&plugins::Plugin, &str) -> Result<T, aggregator_core::Error>,
 ) -> Option<Result<T, Failed>> {
     let Some(plugin) = scan.find(&choice.plugin, kind) else {
         errors.push(source.error(
@@ -344,7 +344,8 @@ fn build<T>(
         return None;
     };
     let json = choice.config.to_string();
-    Some(construct(plugin, &json).map_err(|text| {
+    Some(construct(plugin, &json).map_err(|err| {
+        let text = err.to_string();
         let mut errors: Vec<ConfigError> = text
             .lines()
             .filter(|l| !l.trim().is_empty())

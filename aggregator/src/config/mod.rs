@@ -559,6 +559,8 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 /// A config file as read: its text (for line numbers) and its path.
 #[derive(Clone, Debug)]
 pub struct Source {

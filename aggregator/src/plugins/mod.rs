@@ -18,6 +18,7 @@ use abi_stable::abi_stability::check_layout_compatibility;
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::std_types::{RResult, RStr};
 use abi_stable::StableAbi;
+use aggregator_core::Error as PluginError;
 use plugin_api::{
     CurrentSourceBox, HostLogger, LogLevel, PluginKind, PluginModRef, StrategyBox, ABI_VERSION,
 };
@@ -162,7 +163,7 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
-    crate::plugins::elf::check_file(path).map_err(refuse)?;
+    crate::plugins::elf::check_file(path).map_err(|err| refuse(err.to_string()))?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
     // abi_stable lets a plugin of a newer minor version through to the layout check, whose
     // message does not say which versions met; refuse it here, naming both.
@@ -207,18 +208,18 @@ fn older_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
 
 impl Plugin {
     /// Builds the strategy from its config section (JSON text).
-    pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, String> {
+    pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, PluginError> {
         match (self.module.new_strategy())(RStr::from_str(config_json)) {
             RResult::ROk(strategy) => Ok(strategy),
-            RResult::RErr(err) => Err(err.into_string()),
+            RResult::RErr(err) => Err(PluginError::Plugin(err.into_string())),
         }
     }
 
     /// Builds the current source from its config section (JSON text).
-    pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, String> {
+    pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, PluginError> {
         match (self.module.new_current_source())(RStr::from_str(config_json)) {
             RResult::ROk(source) => Ok(source),
-            RResult::RErr(err) => Err(err.into_string()),
+            RResult::RErr(err) => Err(PluginError::Plugin(err.into_string())),
         }
     }
 }
