@@ -12,7 +12,7 @@ pub mod export;
 pub mod monitor;
 pub mod private;
 pub mod raw;
-pub mod socket;
+mod socket;
 pub mod variant;
 pub mod wire;
 
@@ -195,16 +195,5 @@ mod tests {
         );
         let failure = zbus::Error::Failure("no answer\r\nINFO fake".into());
         assert_eq!(peer_error("s", &failure), "s: no answer\\r\\nINFO fake");
-    }
-}
-
-#[cfg(test)]
-mod testing {
-    /// A single-threaded runtime with I/O and time, as the daemon runs on.
-    pub fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
     }
 }

@@ -249,51 +249,46 @@ impl WriteHalf for QuietWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::runtime;
     use std::io::Write;
 
-    #[test]
-    fn reads_are_buffered_and_served_in_pieces() {
-        runtime().block_on(async {
-            let (ours, mut peer) = UnixStream::pair().unwrap();
-            let (mut read, _write) = QuietSocket::new(ours).unwrap().split().take();
-            peer.write_all(b"0123456789abcdef-rest").unwrap();
-            let mut first = [0u8; 16];
-            let (n, fds) = read.recvmsg(&mut first).await.unwrap();
-            assert_eq!((n, fds.len()), (16, 0));
-            assert_eq!(&first, b"0123456789abcdef");
-            let mut rest = [0u8; 64];
-            let (n, _) = read.recvmsg(&mut rest).await.unwrap();
-            assert_eq!(&rest[..n], b"-rest");
-            drop(peer);
-            let (n, _) = read.recvmsg(&mut rest).await.unwrap();
-            assert_eq!(n, 0, "the end of the stream reads as 0 bytes");
-        });
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_are_buffered_and_served_in_pieces() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (mut read, _write) = QuietSocket::new(ours).unwrap().split().take();
+        peer.write_all(b"0123456789abcdef-rest").unwrap();
+        let mut first = [0u8; 16];
+        let (n, fds) = read.recvmsg(&mut first).await.unwrap();
+        assert_eq!((n, fds.len()), (16, 0));
+        assert_eq!(&first, b"0123456789abcdef");
+        let mut rest = [0u8; 64];
+        let (n, _) = read.recvmsg(&mut rest).await.unwrap();
+        assert_eq!(&rest[..n], b"-rest");
+        drop(peer);
+        let (n, _) = read.recvmsg(&mut rest).await.unwrap();
+        assert_eq!(n, 0, "the end of the stream reads as 0 bytes");
     }
 
-    #[test]
-    fn a_full_socket_is_waited_for_not_failed() {
-        runtime().block_on(async {
-            let (ours, mut peer) = UnixStream::pair().unwrap();
-            let (_read, mut write) = QuietSocket::new(ours).unwrap().split().take();
-            // Far more than a socket buffer holds: the writer must wait for the reader.
-            let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-            let expected = data.clone();
-            let reader = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                let mut got = Vec::new();
-                peer.read_to_end(&mut got).unwrap();
-                got
-            });
-            let mut sent = 0;
-            while sent < data.len() {
-                sent += write.sendmsg(&data[sent..], &[]).await.unwrap();
-            }
-            write.close().await.unwrap();
-            assert!(
-                reader.join().unwrap() == expected,
-                "bytes lost or reordered"
-            );
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_socket_is_waited_for_not_failed() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (_read, mut write) = QuietSocket::new(ours).unwrap().split().take();
+        // Far more than a socket buffer holds: the writer must wait for the reader.
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            got
         });
+        let mut sent = 0;
+        while sent < data.len() {
+            sent += write.sendmsg(&data[sent..], &[]).await.unwrap();
+        }
+        write.close().await.unwrap();
+        assert!(
+            reader.join().unwrap() == expected,
+            "bytes lost or reordered"
+        );
     }
 }

@@ -7,10 +7,10 @@
 //! everything was read and the result parses; both files are written atomically.
 
 pub mod cli;
-pub mod ini;
-pub mod map;
-pub mod python;
-pub mod stored;
+mod ini;
+mod map;
+mod python;
+mod stored;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

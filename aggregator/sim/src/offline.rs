@@ -151,12 +151,6 @@ pub fn simulate_command(
     let elapsed = started.elapsed();
     let csv = out.join("simulate.csv");
     let svg = out.join("simulate.svg");
-    let file_name = |path: &Path| {
-        path.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
-    };
     let title = format!(
         "{} with {}: strategy {}, current source {}",
         file_name(scenario_file),
@@ -176,6 +170,14 @@ pub fn simulate_command(
         svg.display()
     );
     Ok(())
+}
+
+/// A file's name (for a chart's title).
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string()
 }
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {

@@ -13,7 +13,7 @@ use std::path::Path;
 use aggregator_core::engine::{Engine, Settings};
 use aggregator_core::state::State;
 
-use crate::offline::{create_folder, to_csv, write, Beside, Sample};
+use crate::offline::{create_folder, file_name, to_csv, write, Beside, Sample};
 use crate::Error;
 use aggregator::config::check::{check_to_run, Failed};
 use aggregator::record::{self, PublishedValues, Tick};
@@ -193,17 +193,11 @@ pub fn replay_command(
     }
     let config_file = config.unwrap_or(&own);
     let replayed = replay(&recording, config_file, plugins_dir)?;
-    let name = |p: &Path| {
-        p.file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string()
-    };
     let title = format!(
         "replay of {} with {} (grey: published on the device)",
-        name(file),
+        file_name(file),
         if config.is_some() {
-            name(config_file)
+            file_name(config_file)
         } else {
             "its own config".to_string()
         }

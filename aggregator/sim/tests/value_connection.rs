@@ -13,21 +13,6 @@ use venus_bus::wire::{method_call, Kind};
 
 const BUS_ITEM: &str = "com.victronenergy.BusItem";
 
-async fn connect(bus: &PrivateBus) -> RawConnection {
-    let [a, b] = value_rules();
-    RawConnection::connect(bus.address(), &[&a, &b])
-        .await
-        .expect("value connection")
-}
-
-async fn emitter(bus: &PrivateBus) -> zbus::Connection {
-    zbus::connection::Builder::address(bus.address())
-        .unwrap()
-        .build()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_get_items_answer_comes_in_order_with_the_signals() {
     let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
@@ -40,8 +25,11 @@ async fn a_get_items_answer_comes_in_order_with_the_signals() {
     let sim = aggregator_sim::Simulator::start(bus.address(), scenario)
         .await
         .unwrap();
-    let mut raw = connect(&bus).await;
-    let client = emitter(&bus).await;
+    let [properties, items] = value_rules();
+    let mut raw = RawConnection::connect(bus.address(), &[&properties, &items])
+        .await
+        .expect("value connection");
+    let client = venus_bus::connect_to(bus.address()).await.unwrap();
     let owner: String = client
         .call_method(
             Some("org.freedesktop.DBus"),

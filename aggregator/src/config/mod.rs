@@ -476,8 +476,9 @@ fn default_current_source() -> PluginChoice {
     }
 }
 
-/// A duration as `500ms`, `60s`, `5m`, `1h` or a plain number of seconds.
-fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+/// A duration as `500ms`, `60s`, `5m`, `1h` or a plain number of seconds (`config.yaml`'s and
+/// the scenario files', `deserialize_with`).
+pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     // A visitor, not an untagged enum: the enum buffers the value, and an error raised after
     // that carries the position of the enclosing map instead of the value's.
     struct Visitor;
@@ -509,6 +510,17 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds = parse_seconds(text)?;
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a duration"))
+}
+
+/// The YAML crate's message without its position (`key: message`, from `key: message at line
+/// L column C`), and the line (config files and scenario files report errors so).
+pub fn yaml_message(err: &serde_yaml::Error) -> (Option<usize>, String) {
+    let text = err.to_string();
+    let body = match text.rfind(" at line ") {
+        Some(at) => text[..at].trim_end_matches(',').to_string(),
+        None => text.clone(),
+    };
+    (err.location().map(|l| l.line()), body)
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
@@ -658,12 +670,7 @@ impl Source {
     fn yaml_error(&self, err: &serde_yaml::Error) -> ConfigError {
         // The crate's message reads "batteries.expected: invalid type: …, at line 3 column 13";
         // split it into our parts so every error has the same shape.
-        let text = err.to_string();
-        let line = err.location().map(|l| l.line());
-        let body = match text.rfind(" at line ") {
-            Some(at) => text[..at].trim_end_matches(',').to_string(),
-            None => text.clone(),
-        };
+        let (line, body) = yaml_message(err);
         let (mut key, message) = match body.split_once(": ") {
             Some((key, message)) if !key.contains(' ') => (key.to_string(), message.to_string()),
             _ => (String::new(), body),
