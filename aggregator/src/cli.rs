@@ -121,7 +121,7 @@ pub struct ImportArgs {
     pub user_feed_in: Option<i64>,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
     crate::config::parse_duration(text)
 }
 

@@ -32,8 +32,13 @@ pub enum Error {
     Refused(Refused),
     /// A file that is no loadable library for this machine (the caller names the file).
     Elf(String),
-    /// A text that is no duration.
-    Duration(String),
+    /// A text that is no duration (`hint`: with the forms that are).
+    Duration {
+        /// The text as written.
+        text: String,
+        /// Whether to name the forms a duration takes.
+        hint: bool,
+    },
     /// A flight recording that cannot be read: the file when read from one, then where and
     /// what.
     Recording {
@@ -66,7 +71,7 @@ impl Error {
             Error::Config(_)
             | Error::Invalid { .. }
             | Error::Refused(_)
-            | Error::Duration(_)
+            | Error::Duration { .. }
             | Error::Recording { .. } => EXIT_CONFIG,
             Error::Elf(_)
             | Error::Program(_)
@@ -83,7 +88,14 @@ impl fmt::Display for Error {
             Error::Config(err) => write!(f, "{err}"),
             Error::Invalid { file, count } => write!(f, "{}: {count} error(s)", file.display()),
             Error::Refused(refused) => write!(f, "{refused}"),
-            Error::Elf(reason) | Error::Duration(reason) => f.write_str(reason),
+            Error::Elf(reason) => f.write_str(reason),
+            Error::Duration { text, hint } => {
+                write!(f, "`{text}` is not a duration")?;
+                if *hint {
+                    f.write_str("; write e.g. 500ms, 60s, 5m or 1h")?;
+                }
+                Ok(())
+            }
             Error::Recording {
                 file: Some(file),
                 message,

@@ -3,10 +3,10 @@
 
 use aggregator::cli::ImportArgs;
 
-use super::{import, Request};
+use super::{import, ImportError, Request};
 
-/// Runs the import; prints the report, or the error on stderr. Returns the exit code.
-pub fn run(args: &ImportArgs) -> i32 {
+/// Runs the import and prints the report; the error is `main`'s to print.
+pub fn run(args: &ImportArgs) -> Result<(), ImportError> {
     let request = Request {
         from: args.from.clone(),
         state_from: args.state_from.clone(),
@@ -14,14 +14,7 @@ pub fn run(args: &ImportArgs) -> i32 {
         force: args.force,
         user_feed_in: args.user_feed_in,
     };
-    match import(&request, aggregator::clock::calendar::today()) {
-        Ok(report) => {
-            print!("{report}");
-            0
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            aggregator::cli::EXIT_CONFIG
-        }
-    }
+    let report = import(&request, aggregator::clock::calendar::today())?;
+    print!("{report}");
+    Ok(())
 }

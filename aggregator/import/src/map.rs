@@ -804,6 +804,7 @@ impl Ctx<'_> {
             line: entry.map(|e| e.line).filter(|l| *l > 0),
             setting: Some(name.to_string()),
             message: message.to_string(),
+            source: None,
         }
     }
 

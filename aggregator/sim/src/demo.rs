@@ -59,7 +59,7 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
 
     let mut bus =
         PrivateBus::start(write_atomically).map_err(|e| Error::Io("start a private bus", e))?;
-    let scenario = Scenario::parse(DEMO_SCENARIO, "demo scenario").map_err(Error::Scenario)?;
+    let scenario = Scenario::parse(DEMO_SCENARIO, "demo scenario")?;
     let sim = Simulator::start(bus.address(), scenario).await?;
 
     let log_path = work.path().join("daemon.log");

@@ -15,8 +15,24 @@ use aggregator::error::{EXIT_CONFIG, EXIT_FAILED};
 /// What a command of the simulator's program failed with.
 #[derive(Debug)]
 pub enum Error {
-    /// A scenario that cannot be read or used: its file, line and key, and what is wrong.
-    Scenario(String),
+    /// A scenario that cannot be used: its file, its line or key, and what is wrong.
+    Scenario {
+        /// The file (or what stands for it: `demo.yaml`).
+        file: String,
+        /// The line, when the YAML parser knows it.
+        line: Option<usize>,
+        /// The key, when a check found it wrong.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file the user named that cannot be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The daemon's side: its program, a flight recording.
     Daemon(aggregator::error::Error),
     /// The configuration's problems, each naming its file, line and key.
@@ -102,7 +118,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Daemon(err) => err.exit_code(),
-            Error::Scenario(_)
+            Error::Scenario { .. }
+            | Error::Read { .. }
             | Error::Config(_)
             | Error::Refused { .. }
             | Error::NoAddress
@@ -147,9 +164,25 @@ fn joined<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T], sep: &str) -
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Scenario(message) | Error::Chart(message) | Error::Usage(message) => {
-                f.write_str(message)
+            Error::Scenario {
+                file,
+                line,
+                key,
+                message,
+            } => {
+                f.write_str(file)?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                if let Some(key) = key {
+                    write!(f, ": {key}")?;
+                }
+                write!(f, ": {message}")
             }
+            Error::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            Error::Chart(message) | Error::Usage(message) => f.write_str(message),
             Error::Daemon(err) => write!(f, "{err}"),
             Error::Config(errors) => joined(f, errors, "\n"),
             Error::Refused { kind, failed } => {
@@ -215,9 +248,10 @@ impl std::error::Error for Error {
         match self {
             Error::Daemon(err) => Some(err),
             Error::Service { source, .. } => Some(source),
-            Error::File { source, .. } | Error::Io(_, source) | Error::Program { source, .. } => {
-                Some(source)
-            }
+            Error::File { source, .. }
+            | Error::Read { source, .. }
+            | Error::Io(_, source)
+            | Error::Program { source, .. } => Some(source),
             Error::RecordedState { source, .. } => Some(source),
             _ => None,
         }

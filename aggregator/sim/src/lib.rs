@@ -352,9 +352,7 @@ async fn publish_or_register(
 /// For the `publish` subcommand: loads the scenario file (the demo's without one) and runs it
 /// until SIGINT or SIGTERM. See [`publish`].
 pub fn publish_command(scenario: Option<&Path>, address: Option<&str>) -> Result<(), Error> {
-    let scenario = scenario
-        .map_or_else(Scenario::demo, Scenario::load)
-        .map_err(Error::Scenario)?;
+    let scenario = scenario.map_or_else(Scenario::demo, Scenario::load)?;
     publish(scenario, address)
 }
 

@@ -139,7 +139,7 @@ pub fn simulate_command(
     out: &Path,
     options: Options,
 ) -> Result<(), Error> {
-    let scenario = Scenario::load(scenario_file).map_err(Error::Scenario)?;
+    let scenario = Scenario::load(scenario_file)?;
     let checked = check_to_run(config, plugins_dir);
     let Some(ready) = checked.ready else {
         return Err(Error::Config(checked.errors));
