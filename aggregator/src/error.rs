@@ -2,7 +2,8 @@
 //! takes its exit code from [`Error::exit_code`].
 //!
 //! `Display` gives the whole message as it is printed (file, key, line and cause); `source`
-//! gives the cause to a caller that wants to look at it.
+//! gives the cause (an I/O error, say) to a caller that wants to look at it. A variant that
+//! only wraps another error is transparent: its source is the wrapped error's.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub enum Error {
     Refused(Refused),
     /// A file that is no loadable library for this machine (the caller names the file).
     Elf(String),
+    /// A YAML text that cannot be parsed or written (the caller names the file).
+    Yaml(serde_yaml::Error),
     /// A text that is no duration (`hint`: with the forms that are).
     Duration {
         /// The text as written.
@@ -71,6 +74,7 @@ impl Error {
             Error::Config(_)
             | Error::Invalid { .. }
             | Error::Refused(_)
+            | Error::Yaml(_)
             | Error::Duration { .. }
             | Error::Recording { .. } => EXIT_CONFIG,
             Error::Elf(_)
@@ -89,6 +93,7 @@ impl fmt::Display for Error {
             Error::Invalid { file, count } => write!(f, "{}: {count} error(s)", file.display()),
             Error::Refused(refused) => write!(f, "{refused}"),
             Error::Elf(reason) => f.write_str(reason),
+            Error::Yaml(err) => write!(f, "{err}"),
             Error::Duration { text, hint } => {
                 write!(f, "`{text}` is not a duration")?;
                 if *hint {
@@ -126,8 +131,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Config(err) => Some(err),
-            Error::Refused(refused) => Some(refused),
+            // Shown whole by `Display`: their own causes, not themselves.
+            Error::Config(err) => err.source(),
+            Error::Refused(refused) => refused.source(),
+            Error::Yaml(err) => err.source(),
             Error::Program(Some(err))
             | Error::HandOver { source: err, .. }
             | Error::Runtime(_, err) => Some(err),

@@ -87,7 +87,7 @@ async fn demo(plugins_dir: Option<&Path>, duration: Option<Duration>) -> Result<
         .map_err(|e| Error::Service {
             name: "demo".into(),
             doing: Some(format!("cannot connect to {}", bus.address())),
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
     let install = |kind| signal(kind).map_err(|e| Error::Io("install signal handlers", e));
     let (mut term, mut int) = (

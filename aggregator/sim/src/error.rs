@@ -54,8 +54,8 @@ pub enum Error {
         name: String,
         /// What failed (`cannot connect to ADDRESS`), when more than the name is worth saying.
         doing: Option<String>,
-        /// The bus's error.
-        source: venus_bus::Error,
+        /// The bus's error (boxed: zbus's error is large, and every result carries it).
+        source: Box<venus_bus::Error>,
     },
     /// Every service that could not come on the bus in one step.
     Services(Vec<Error>),
@@ -246,8 +246,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Daemon(err) => Some(err),
-            Error::Service { source, .. } => Some(source),
+            // Shown whole by `Display`: its own cause, not itself.
+            Error::Daemon(err) => err.source(),
+            Error::Service { source, .. } => Some(source.as_ref()),
             Error::File { source, .. }
             | Error::Read { source, .. }
             | Error::Io(_, source)

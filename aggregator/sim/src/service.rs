@@ -63,7 +63,7 @@ impl Service {
         let failed = |doing: Option<String>, source: venus_bus::Error| Error::Service {
             name: self.name.clone(),
             doing,
-            source,
+            source: Box::new(source),
         };
         let conn = connect_to(&self.address).await.map_err(|err| {
             failed(

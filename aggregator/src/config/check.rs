@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use plugin_api::{CurrentSourceBox, PluginKind, StrategyBox};
 
 use crate::config::{Config, ConfigError, PluginChoice, Source};
+use crate::error::Error;
 use crate::plugins::{self, Refused, Scan};
 
 /// A configuration with its plugins built.
@@ -76,10 +77,11 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
 
 /// The config of `shadow:` in `file`: the file with the shadow's strategy (and current
 /// source, when it names one) in place of the live ones, and no `shadow:`. `None` when the
-/// file has no `shadow:`; the text, to check and run as a config of its own.
-pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
+/// file has no `shadow:`; the text, to check and run as a config of its own. The error is
+/// the YAML parser's, for the caller to place in its file.
+pub fn shadow_config_text(text: &str) -> Result<Option<String>, Error> {
     use serde_yaml::Value;
-    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let mut doc: Value = serde_yaml::from_str(text).map_err(Error::Yaml)?;
     let Some(map) = doc.as_mapping_mut() else {
         return Ok(None);
     };
@@ -94,9 +96,7 @@ pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
             map.insert(Value::from(key), choice.clone());
         }
     }
-    serde_yaml::to_string(&doc)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    serde_yaml::to_string(&doc).map(Some).map_err(Error::Yaml)
 }
 
 /// An error of the shadow's config as the file has it: its keys under `shadow.`, no line
