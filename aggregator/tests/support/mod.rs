@@ -36,19 +36,24 @@ pub fn daemon_dir() -> PathBuf {
     }
 }
 
-/// A program of ours built beside the test binaries (`dbus-aggregate-batteries`, `-sim`,
-/// `-import`): cargo sets `CARGO_BIN_EXE_*` only for the tested package's own programs, and
-/// the daemon hands commands over to its siblings; panics with the command to run when one
-/// is missing.
-pub fn program(name: &str) -> PathBuf {
+/// A file cargo built beside the test binaries (`target/<profile>`), one of `what` (plugins,
+/// programs); panics with the command to run when it is missing.
+fn built(name: &str, what: &str) -> PathBuf {
     let path = build_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the programs first with `cargo build --workspace` (the README's \
+        "{} is missing: build the {what} first with `cargo build --workspace` (the README's \
          test command does)",
         path.display()
     );
     path
+}
+
+/// A program of ours (`dbus-aggregate-batteries`, `-sim`, `-import`): cargo sets
+/// `CARGO_BIN_EXE_*` only for the tested package's own programs, and the daemon hands commands
+/// over to its siblings.
+pub fn program(name: &str) -> PathBuf {
+    built(name, "programs")
 }
 
 /// The daemon's program.
@@ -56,16 +61,9 @@ pub fn daemon_program() -> PathBuf {
     program("dbus-aggregate-batteries")
 }
 
-/// The path of a built plugin; panics with the command to run when it is missing.
+/// The path of a built plugin.
 pub fn built_plugin(file: &str) -> PathBuf {
-    let path = build_dir().join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: build the plugins first with `cargo build --workspace` (the README's \
-         test command does)",
-        path.display()
-    );
-    path
+    built(file, "plugins")
 }
 
 /// A private plugins folder (mode 0755) holding copies of the given built plugins.
