@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::check::{check, resolve_paths};
+pub use crate::error::{Error, EXIT_CONFIG, EXIT_FAILED};
 use crate::plugins;
 
 /// The program that runs `demo`, `simulate` and `publish`, built beside the daemon but never installed on
@@ -120,7 +121,7 @@ pub struct ImportArgs {
     pub user_feed_in: Option<i64>,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
     crate::config::parse_duration(text)
 }
 
@@ -159,14 +160,14 @@ impl Cli {
 
 /// This program's folder: where cargo builds all the programs and plugins, and where they are
 /// installed together.
-pub fn program_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe.parent().ok_or("this program has no folder")?;
+pub fn program_dir() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Program(Some(e)))?;
+    let dir = exe.parent().ok_or(Error::Program(None))?;
     Ok(dir.to_path_buf())
 }
 
 /// The program `name` in [`program_dir`].
-pub fn sibling(name: &str) -> Result<PathBuf, String> {
+pub fn sibling(name: &str) -> Result<PathBuf, Error> {
     Ok(program_dir()?.join(name))
 }
 
@@ -196,26 +197,21 @@ pub const TO_IMPORTER: HandOver = HandOver {
 };
 
 /// A subcommand of the daemon's program that another program of ours runs: that program takes
-/// over this process with the same arguments. Returns only when it cannot, with the exit code.
-pub fn hand_over(to: HandOver) -> i32 {
+/// over this process with the same arguments. Returns only when it cannot, with why.
+pub fn hand_over(to: HandOver) -> Error {
     use std::os::unix::process::CommandExt;
     let program = match sibling(to.program) {
         Ok(program) => program,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return 1;
-        }
+        Err(err) => return err,
     };
-    let err = std::process::Command::new(&program)
+    let source = std::process::Command::new(&program)
         .args(std::env::args_os().skip(1))
         .exec();
-    eprintln!(
-        "error: {} run by {}: {err} ({})",
-        to.commands,
-        program.display(),
-        to.missing
-    );
-    1
+    Error::HandOver {
+        to,
+        program,
+        source,
+    }
 }
 
 /// The log level `config.yaml` asks for (`info` when it cannot be read: `run` reports why).
@@ -233,13 +229,12 @@ pub fn log_level(config: &Path) -> tracing::Level {
 }
 
 /// `record`: SIGUSR1 to the daemons running this program's file (found in `/proc`, so that
-/// no pid file is written to flash); returns the exit code, 1 when none runs.
-pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
+/// no pid file is written to flash); an error when none runs.
+pub fn ask_recording(config: &Path, out: &mut impl Write) -> Result<(), Error> {
     let me = std::process::id();
     let exe = std::env::current_exe().and_then(std::fs::canonicalize);
     let Ok(exe) = exe else {
-        let _ = writeln!(out, "error: cannot find this program's file");
-        return 1;
+        return Err(Error::Program(None));
     };
     let mut asked = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -262,8 +257,7 @@ pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
         }
     }
     if asked.is_empty() {
-        let _ = writeln!(out, "error: no running {} found", exe.display());
-        return 1;
+        return Err(Error::NotRunning(exe));
     }
     let folder = match crate::config::Source::read(config).map(|s| s.parse()) {
         Ok(Ok(parsed)) => parsed.record.folder(&parsed.paths).display().to_string(),
@@ -275,53 +269,63 @@ pub fn ask_recording(config: &Path, out: &mut impl Write) -> i32 {
             "asked process {pid} to save its recording; it goes into {folder} (the daemon's log names the file)"
         );
     }
-    0
+    Ok(())
 }
 
 /// The `shadow:` section's strategy built from its section as the daemon builds it; its
-/// errors printed with `shadow:` before them. True when there is none or it is good.
+/// errors printed with `shadow:` before them. Returns how many there are.
 fn check_shadow(
     config: &Path,
     text: &str,
     plugins_dir: Option<&Path>,
     out: &mut impl Write,
-) -> bool {
+) -> usize {
     let shadow_text = match crate::config::check::shadow_config_text(text) {
         Ok(Some(shadow_text)) => shadow_text,
-        Ok(None) => return true,
+        Ok(None) => return 0,
         Err(err) => {
             let _ = writeln!(out, "error: {}: shadow: {err}", config.display());
-            return false;
+            return 1;
         }
     };
     let checked = crate::config::check::check_text_to_run(config, shadow_text, plugins_dir);
-    let mut good = true;
+    let mut errors = 0;
     let shadow = crate::config::check::shadow_error;
     for error in &checked.errors {
         let _ = writeln!(out, "error: {}", shadow(error));
-        good = false;
+        errors += 1;
     }
     if let Some(ready) = checked.ready {
         for failed in [ready.strategy.err()].into_iter().flatten() {
             for error in &failed.errors {
                 let _ = writeln!(out, "error: {}", shadow(error));
-                good = false;
+                errors += 1;
             }
         }
     }
-    good
+    errors
 }
 
-/// Exit code for configuration errors.
-pub const EXIT_CONFIG: i32 = 2;
+/// Prints a command's error where the command printed its report: `error: ` before it, except
+/// `check-config`'s summary, which follows the errors it counts.
+pub fn print_error(err: &Error, out: &mut impl Write) {
+    let _ = match err {
+        Error::Invalid { .. } => writeln!(out, "{err}"),
+        _ => writeln!(out, "error: {err}"),
+    };
+}
 
 /// A command's exit code as `main` returns it (one outside 0..=255 as 1, a failure).
 pub fn exit_code(code: i32) -> std::process::ExitCode {
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// `check-config`: prints every problem; returns the exit code.
-pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Write) -> i32 {
+/// `check-config`: prints every problem; an error counting them when there is one.
+pub fn check_config(
+    config: &Path,
+    plugins_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let checked = check(config, plugins_dir);
     for refused in &checked.refused {
         let _ = writeln!(out, "warning: plugin refused: {refused}");
@@ -335,8 +339,12 @@ pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
                 for warning in crate::config::check::warnings(&source, &ready.config) {
                     let _ = writeln!(out, "warning: {warning}");
                 }
-                if !check_shadow(config, &source.text, plugins_dir, out) {
-                    return EXIT_CONFIG;
+                let count = check_shadow(config, &source.text, plugins_dir, out);
+                if count > 0 {
+                    return Err(Error::Invalid {
+                        file: config.to_path_buf(),
+                        count,
+                    });
                 }
             }
             let _ = writeln!(
@@ -347,22 +355,21 @@ pub fn check_config(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
                 ready.config.current_source.plugin,
                 ready.config.paths.plugins_dir.display()
             );
-            0
+            Ok(())
         }
-        None => {
-            let _ = writeln!(
-                out,
-                "{}: {} error(s)",
-                config.display(),
-                checked.errors.len()
-            );
-            EXIT_CONFIG
-        }
+        None => Err(Error::Invalid {
+            file: config.to_path_buf(),
+            count: checked.errors.len(),
+        }),
     }
 }
 
-/// `plugins`: lists what the plugins folder holds; returns the exit code.
-pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Write) -> i32 {
+/// `plugins`: lists what the plugins folder holds.
+pub fn list_plugins(
+    config: &Path,
+    plugins_dir: Option<&Path>,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let dir = match plugins_dir {
         Some(dir) => dir.to_path_buf(),
         None => match crate::config::Source::read(config)
@@ -372,10 +379,7 @@ pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
                 resolve_paths(&mut parsed, config, None);
                 parsed.paths.plugins_dir
             }
-            Err(err) => {
-                let _ = writeln!(out, "error: {err}");
-                return EXIT_CONFIG;
-            }
+            Err(err) => return Err(err.into()),
         },
     };
     let _ = writeln!(
@@ -384,13 +388,7 @@ pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
         dir.display(),
         plugins::abi_version()
     );
-    let scan = match plugins::scan(&dir) {
-        Ok(scan) => scan,
-        Err(refused) => {
-            let _ = writeln!(out, "error: {refused}");
-            return EXIT_CONFIG;
-        }
-    };
+    let scan = plugins::scan(&dir)?;
     for p in &scan.plugins {
         let file = p.path.file_name().unwrap_or_default().to_string_lossy();
         let _ = writeln!(
@@ -418,5 +416,5 @@ pub fn list_plugins(config: &Path, plugins_dir: Option<&Path>, out: &mut impl Wr
     if scan.plugins.is_empty() {
         let _ = writeln!(out, "  (no plugin found)");
     }
-    0
+    Ok(())
 }

@@ -8,12 +8,14 @@
 //! - [`clock`]: the tick's timer and today's local date.
 //! - [`state_file`]: the one writer of files.
 //! - [`cli`]: the subcommands; [`child`]: stopping child processes.
+//! - [`error`]: what a command fails with, and its exit code.
 
 pub mod child;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod plugins;
 pub mod record;
 pub mod state_file;

@@ -4,14 +4,21 @@ use clap::Parser;
 use tracing::Level;
 
 use aggregator::cli::{
-    check_config, exit_code, hand_over, init_logging, list_plugins, log_level, Cli, Command,
-    TO_IMPORTER, TO_SIMULATOR,
+    check_config, exit_code, hand_over, init_logging, list_plugins, log_level, print_error, Cli,
+    Command, TO_IMPORTER, TO_SIMULATOR,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let plugins_dir = cli.plugins_dir.as_deref();
-    let code = match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    // Where the error goes: the daemon's log, or beside the report the command printed.
+    let logged = matches!(command, Command::Run);
+    let beside_report = matches!(
+        command,
+        Command::CheckConfig | Command::Plugins | Command::Record
+    );
+    let result = match command {
         Command::Run => {
             init_logging(log_level(&cli.config));
             aggregator::daemon::run_command(&cli.config, plugins_dir)
@@ -27,10 +34,20 @@ fn main() -> ExitCode {
         Command::Record => {
             aggregator::cli::ask_recording(&cli.config, &mut std::io::stdout().lock())
         }
-        Command::ImportConfig(_) => hand_over(TO_IMPORTER),
+        Command::ImportConfig(_) => Err(hand_over(TO_IMPORTER)),
         Command::Demo { .. } | Command::Simulate { .. } | Command::Publish { .. } => {
-            hand_over(TO_SIMULATOR)
+            Err(hand_over(TO_SIMULATOR))
         }
     };
-    exit_code(code)
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    if logged {
+        tracing::error!("{err}");
+    } else if beside_report {
+        print_error(&err, &mut std::io::stdout().lock());
+    } else {
+        print_error(&err, &mut std::io::stderr().lock());
+    }
+    exit_code(err.exit_code())
 }

@@ -46,6 +46,7 @@ use plugin_api::{
 use serde_json::{json, Value as Json};
 
 use crate::config::SaveOn;
+use crate::error::Error;
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "dbus-aggregate-batteries recording";
@@ -467,11 +468,15 @@ fn parse_date(date: &str) -> Option<LocalDate> {
 }
 
 /// A flat tick back into the engine's inputs; an error names the tick and the key.
-pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
-    let need = |key: &str| num(f, key).ok_or_else(|| format!("tick {tick}: no number `{key}`"));
+pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, Error> {
+    let need =
+        |key: &str| num(f, key).ok_or_else(|| bad(format!("tick {tick}: no number `{key}`")));
     let date = text(f, "date").unwrap_or_default();
-    let date = parse_date(&date)
-        .ok_or_else(|| format!("tick {tick}: `date` {date:?} is not a date (YYYY-MM-DD)"))?;
+    let date = parse_date(&date).ok_or_else(|| {
+        bad(format!(
+            "tick {tick}: `date` {date:?} is not a date (YYYY-MM-DD)"
+        ))
+    })?;
     let mut inputs = TickInputs {
         cells: need("in/cells")? as u32,
         expected: need("in/expected")? as u32,
@@ -531,7 +536,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
     for (i, service) in each("dc") {
         let class = text(f, &format!("dc/{i}/class"))
             .and_then(|c| DcClass::from_service_class(&c))
-            .ok_or_else(|| format!("tick {tick}: `dc/{i}/class` is no DC device class"))?;
+            .ok_or_else(|| bad(format!("tick {tick}: `dc/{i}/class` is no DC device class")))?;
         inputs.dc_sources.push(DcSourceView {
             service: service.into(),
             class: DcClass_NE::new(class),
@@ -547,7 +552,11 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, String> {
         };
         let state = text(f, &format!("bat/{i}/state"))
             .and_then(|s| state_of(&s))
-            .ok_or_else(|| format!("tick {tick}: `bat/{i}/state` is not online/stale/lost"))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "tick {tick}: `bat/{i}/state` is not online/stale/lost"
+                ))
+            })?;
         batteries.push(Battery {
             name,
             service: text(f, &format!("bat/{i}/service")).unwrap_or_default(),
@@ -664,6 +673,29 @@ fn unzigzag(n: u64) -> i64 {
     (n >> 1) as i64 ^ -((n & 1) as i64)
 }
 
+/// Bytes of a block in memory that make no sense (what and where): a defect of the encoder,
+/// reported in place of the ticks it spoils.
+#[derive(Debug)]
+struct Garbled(String);
+
+impl std::fmt::Display for Garbled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Garbled {
+    fn from(what: &str) -> Self {
+        Self(what.to_string())
+    }
+}
+
+impl From<String> for Garbled {
+    fn from(what: String) -> Self {
+        Self(what)
+    }
+}
+
 /// A block's bytes, read forward.
 struct Bytes<'a> {
     bytes: &'a [u8],
@@ -671,7 +703,7 @@ struct Bytes<'a> {
 }
 
 impl Bytes<'_> {
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64, Garbled> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self.bytes.get(self.at).ok_or("ends inside a value")?;
@@ -684,7 +716,7 @@ impl Bytes<'_> {
         Err("a varint too long".into())
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Garbled> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
         let end = end.ok_or("ends inside a value")?;
         let taken = &self.bytes[self.at..end];
@@ -692,7 +724,7 @@ impl Bytes<'_> {
         Ok(taken)
     }
 
-    fn text(&mut self) -> Result<String, String> {
+    fn text(&mut self) -> Result<String, Garbled> {
         let n = self.varint()? as usize;
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "a text not UTF-8".into())
@@ -956,7 +988,7 @@ impl Block {
 
     /// The block as the file's JSON lines: a full line for its first tick, delta lines after.
     /// An error names the tick and the byte of the block where its bytes make no sense.
-    fn lines(&self, out: &mut String) -> Result<(), String> {
+    fn lines(&self, out: &mut String) -> Result<(), Garbled> {
         let mut reader = BlockReader::new(self);
         for n in 0..self.ticks {
             let tick = self.first_tick + n;
@@ -1002,9 +1034,9 @@ impl<'a> BlockReader<'a> {
     }
 
     /// The next tick (`tick` its number, for errors).
-    fn tick(&mut self, tick: u64) -> Result<(), String> {
+    fn tick(&mut self, tick: u64) -> Result<(), Garbled> {
         let at = self.bytes.at;
-        let bad = |e: String| format!("tick {tick} (byte {at} of its run): {e}");
+        let bad = |e: Garbled| Garbled(format!("tick {tick} (byte {at} of its run): {e}"));
         let mut slot = 0usize;
         self.set.clear();
         self.gone.clear();
@@ -1032,7 +1064,7 @@ impl<'a> BlockReader<'a> {
             slot += (op >> 4) as usize;
             let bytes = &mut self.bytes;
             let Some(val) = self.vals.get_mut(slot) else {
-                return Err(bad(format!("slot {slot} beyond the schema's keys")));
+                return Err(bad(format!("slot {slot} beyond the schema's keys").into()));
             };
             *val = match kind {
                 OP_GONE => Val::Absent,
@@ -1061,7 +1093,7 @@ impl<'a> BlockReader<'a> {
                 OP_JSON => Val::Json(bytes.text().map_err(bad)?),
                 OP_FALSE => Val::Flag(false),
                 OP_TRUE => Val::Flag(true),
-                other => return Err(bad(format!("operation {other}"))),
+                other => return Err(bad(format!("operation {other}").into())),
             };
             if *val == Val::Absent {
                 self.gone.push(self.schema.keys[slot].render());
@@ -1399,35 +1431,53 @@ pub struct Recording {
 
 /// Reads a recording; an error (naming the file and position) when not even its header is
 /// usable.
-pub fn read(path: &Path) -> Result<Recording, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    read_from(file).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read(path: &Path) -> Result<Recording, Error> {
+    let in_file = |message: String| Error::Recording {
+        file: Some(path.to_path_buf()),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| in_file(e.to_string()))?;
+    read_from(file).map_err(|e| match e {
+        Error::Recording {
+            file: None,
+            message,
+        } => in_file(message),
+        other => other,
+    })
+}
+
+/// A recording's error at a position (the file is added by [`read`]).
+fn bad(message: String) -> Error {
+    Error::Recording {
+        file: None,
+        message,
+    }
 }
 
 /// Reads a recording from its gzip bytes.
-pub fn read_from(input: impl Read) -> Result<Recording, String> {
+pub fn read_from(input: impl Read) -> Result<Recording, Error> {
     let mut reader = BufReader::new(MultiGzDecoder::new(input));
     let mut line = String::new();
     let mut byte = 0u64;
     let header = match reader.read_line(&mut line) {
-        Ok(0) => return Err("empty: no header line".into()),
+        Ok(0) => return Err(bad("empty: no header line".into())),
         Ok(n) => {
             byte += n as u64;
             serde_json::from_str::<Json>(&line)
-                .map_err(|e| format!("line 1: not a recording header ({e})"))?
+                .map_err(|e| bad(format!("line 1: not a recording header ({e})")))?
         }
-        Err(e) => return Err(format!("line 1: not a gzip file of JSON lines ({e})")),
+        Err(e) => return Err(bad(format!("line 1: not a gzip file of JSON lines ({e})"))),
     };
     if header["format"] != FORMAT {
-        return Err(format!("line 1: `format` is not {FORMAT:?}"));
+        return Err(bad(format!("line 1: `format` is not {FORMAT:?}")));
     }
     match header["version"].as_u64() {
         Some(VERSION) => {}
         other => {
-            return Err(format!(
+            return Err(bad(format!(
                 "line 1: format version {} (this program reads version {VERSION})",
                 other.map_or("missing".to_string(), |v| v.to_string())
-            ))
+            )))
         }
     }
     let config = header["config"].as_str().unwrap_or_default().to_string();
@@ -1858,12 +1908,15 @@ mod tests {
     #[test]
     fn another_version_or_no_recording_is_refused() {
         let other = gzip("{\"format\":\"dbus-aggregate-batteries recording\",\"version\":2}\n");
-        let err = read_from(&other[..]).err().expect("refused");
+        let err = read_from(&other[..]).err().expect("refused").to_string();
         assert_eq!(
             err,
             "line 1: format version 2 (this program reads version 1)"
         );
-        let err = read_from(&b"plain text\n"[..]).err().expect("refused");
+        let err = read_from(&b"plain text\n"[..])
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.starts_with("line 1:"), "{err}");
     }
 }

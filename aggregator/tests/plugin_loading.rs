@@ -206,14 +206,16 @@ fn a_panicking_plugin_is_contained() {
     let err = plugin
         .new_strategy(r#"{"fault":"panic_in_constructor"}"#)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("panicked"), "{err}");
     let err = plugin
         .new_strategy(r#"{"fault":"constructor_error"}"#)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.starts_with("fault: "), "{err}");
-    let err = plugin.new_current_source("{}").err().unwrap();
+    let err = plugin.new_current_source("{}").err().unwrap().to_string();
     assert!(err.contains("not a current source"), "{err}");
 }
 
@@ -553,7 +555,8 @@ fn a_plugin_gives_its_config_with_the_defaults_filled_in() {
     );
     let err = plugin
         .resolve_config(r#"{"min_cell_volts": 2.0}"#)
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("min_cell_volts: unknown field"), "{err}");
 }
 

@@ -92,27 +92,53 @@ pub async fn connect_to(address: &str) -> zbus::Result<Connection> {
     Ok(connect_with_writer(address).await?.conn)
 }
 
-/// Why a name could not be had.
+/// What the D-Bus layer fails with.
 #[derive(Debug)]
-pub enum NameError {
-    /// Another connection owns it.
-    Taken,
+pub enum Error {
+    /// Another connection owns the name asked for.
+    NameTaken,
     /// The bus refused or failed.
     Bus(zbus::Error),
+    /// A message that is not D-Bus wire format.
+    Wire(wire::WireError),
 }
 
-impl std::fmt::Display for NameError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NameError::Taken => write!(f, "the name is already owned by another program"),
-            NameError::Bus(err) => write!(f, "{err}"),
+            Error::NameTaken => write!(f, "the name is already owned by another program"),
+            Error::Bus(err) => write!(f, "{err}"),
+            Error::Wire(err) => write!(f, "{err}"),
         }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::NameTaken => None,
+            // Shown whole by `Display`: their own causes, not themselves.
+            Error::Bus(err) => err.source(),
+            Error::Wire(err) => err.source(),
+        }
+    }
+}
+
+impl From<zbus::Error> for Error {
+    fn from(err: zbus::Error) -> Self {
+        Error::Bus(err)
+    }
+}
+
+impl From<wire::WireError> for Error {
+    fn from(err: wire::WireError) -> Self {
+        Error::Wire(err)
     }
 }
 
 /// Requests a well-known name with `DO_NOT_QUEUE` (as velib does); the objects must be served
 /// before this.
-pub async fn request_name(conn: &Connection, name: &str) -> Result<(), NameError> {
+pub async fn request_name(conn: &Connection, name: &str) -> Result<(), Error> {
     const DO_NOT_QUEUE: u32 = 4;
     const PRIMARY_OWNER: u32 = 1;
     const ALREADY_OWNER: u32 = 4;
@@ -124,11 +150,10 @@ pub async fn request_name(conn: &Connection, name: &str) -> Result<(), NameError
             "RequestName",
             &(name, DO_NOT_QUEUE),
         )
-        .await
-        .map_err(NameError::Bus)?;
-    match reply.body().deserialize::<u32>().map_err(NameError::Bus)? {
+        .await?;
+    match reply.body().deserialize::<u32>()? {
         PRIMARY_OWNER | ALREADY_OWNER => Ok(()),
-        _ => Err(NameError::Taken),
+        _ => Err(Error::NameTaken),
     }
 }
 

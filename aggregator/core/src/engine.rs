@@ -19,6 +19,7 @@ use plugin_api::{
 use crate::bank::{merge, Member, Merged};
 use crate::coulomb::CoulombCounter;
 use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
+use crate::error::Error;
 use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
 use crate::guard::{Acts, Guard, GuardBounds};
 use crate::presence::Battery;
@@ -250,7 +251,7 @@ pub struct Engine {
     settings: Settings,
     strategy_name: String,
     /// The strategy, or why its constructor failed.
-    strategy: Result<StrategyBox, String>,
+    strategy: Result<StrategyBox, Error>,
     /// The strategy state saved by an earlier run, kept to be saved again unchanged while the
     /// strategy could not be built (so fixing the config later loses nothing).
     unbuilt_state: Option<StrategyState>,
@@ -299,8 +300,8 @@ impl Engine {
     pub fn with_failures(
         settings: Settings,
         strategy_name: &str,
-        strategy: Result<StrategyBox, String>,
-        current_source: Result<CurrentSourceBox, String>,
+        strategy: Result<StrategyBox, Error>,
+        current_source: Result<CurrentSourceBox, Error>,
     ) -> Self {
         Self {
             settings,
@@ -688,23 +689,23 @@ impl Engine {
     }
 
     /// The strategy's output, or why there is none (a fault, or a strategy never started).
-    fn run_strategy(&mut self, view: &BankView) -> Result<StrategyOutput, String> {
+    fn run_strategy(&mut self, view: &BankView) -> Result<StrategyOutput, Error> {
         match &mut self.strategy {
             Ok(strategy) => strategy
                 .compute_view(view)
                 .into_result()
-                .map_err(Into::into),
-            Err(err) => Err(format!(
-                "strategy {} not started: {err}",
-                self.strategy_name
-            )),
+                .map_err(|err| Error::Plugin(err.into())),
+            Err(err) => Err(Error::NotStarted {
+                strategy: self.strategy_name.clone(),
+                source: Box::new(err.clone()),
+            }),
         }
     }
 
     /// The safety envelope on the strategy's result, with its log events.
     fn enforce(
         &mut self,
-        result: &Result<StrategyOutput, String>,
+        result: &Result<StrategyOutput, Error>,
         view: &BankView,
         merged: &Merged,
         cells: u32,
@@ -716,7 +717,10 @@ impl Engine {
             blocks_discharge: view.blocks_discharge(),
             voltage_v: merged.voltage_v.unwrap_or(0.0),
         };
-        let output = result.as_ref().map_err(String::as_str);
+        let fault = result.as_ref().err().map(Error::to_string);
+        let output = result
+            .as_ref()
+            .map_err(|_| fault.as_deref().unwrap_or_default());
         let mut enforced = self.envelope.apply(output, facts);
         if self.strategy.is_err() {
             // A strategy that never started gives no limits on any tick to come.
@@ -749,7 +753,7 @@ impl Engine {
     /// The strategy's requests besides feed-in: its state to save, a SoC reset.
     fn carry_out(
         &mut self,
-        result: &Result<StrategyOutput, String>,
+        result: &Result<StrategyOutput, Error>,
         bank: &BankSnapshot,
         save_state: &mut bool,
     ) {
@@ -769,7 +773,7 @@ impl Engine {
     /// `/Info/ChargeMode`: the strategy's, or the fault; what is lost or missing appended.
     fn mode(
         &mut self,
-        result: &Result<StrategyOutput, String>,
+        result: &Result<StrategyOutput, Error>,
         enforced: &Enforced,
         bank: &BankSnapshot,
         expected: u32,
@@ -778,7 +782,7 @@ impl Engine {
             (Some(_), Err(err), _) => format!(
                 "Fault: strategy {} not started ({}): charge and discharge stopped",
                 self.strategy_name,
-                err.lines().next().unwrap_or_default()
+                err.to_string().lines().next().unwrap_or_default()
             ),
             (Some(_), Ok(_), _) => "Fault: charging stopped".to_string(),
             (None, _, Ok(out)) => out.mode.to_string(),
@@ -1187,8 +1191,8 @@ mod tests {
         let mut engine = Engine::with_failures(
             settings(),
             "lfp-balancing",
-            Err("not built".into()),
-            Err("not built".into()),
+            Err(Error::Plugin("not built".into())),
+            Err(Error::Plugin("not built".into())),
         );
         let mut can = battery();
         can.reading.max_cell_voltage_v = None;
@@ -1222,8 +1226,8 @@ mod tests {
         let mut engine = Engine::with_failures(
             settings(),
             "lfp-balancing",
-            Err("balancing_voltage: must be above 0".into()),
-            Err("use_multi: expected a boolean".into()),
+            Err(Error::Plugin("balancing_voltage: must be above 0".into())),
+            Err(Error::Plugin("use_multi: expected a boolean".into())),
         );
         let saved = StrategyState {
             plugin: "lfp-balancing".into(),
@@ -1270,8 +1274,8 @@ mod tests {
         let mut engine = Engine::with_failures(
             settings(),
             "lfp-balancing",
-            Err("no".into()),
-            Err("no".into()),
+            Err(Error::Plugin("no".into())),
+            Err(Error::Plugin("no".into())),
         );
         let mut hot = battery();
         hot.reading.temperature_c = Some(50.0);

@@ -12,14 +12,15 @@
 //! [`bank`] merges them, [`coulomb`] counts charge, [`envelope`] enforces the safety bounds on
 //! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
 //! [`feedin`] owns the feed-in setting, [`engine`] runs one tick over all of
-//! them, [`value`] and [`published`] are the D-Bus surface as plain values, and [`state`] is
-//! what survives a restart.
+//! them, [`value`] and [`published`] are the D-Bus surface as plain values, [`state`] is
+//! what survives a restart, and [`Error`] is what a plugin or a reading can fail with.
 
 pub mod bank;
 pub mod coulomb;
 pub mod discovery;
 pub mod engine;
 pub mod envelope;
+pub mod error;
 pub mod feedin;
 pub mod guard;
 pub mod listing;
@@ -28,3 +29,5 @@ pub mod published;
 pub mod reading;
 pub mod state;
 pub mod value;
+
+pub use error::Error;

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 
 use plugin_api::BatteryState;
 
+use crate::error::Error;
 use crate::reading::{kept_value_path, BatteryReading, Implausible};
 
 /// A battery as presence hands it to the engine: its name, service, state and last reading.
@@ -205,7 +206,9 @@ impl Presence {
             Some(r) => match r
                 .check(needs_bms_limits)
                 .map_err(|u| u.to_string())
-                .and_then(|()| same_cells(entry.cells, configured.is_some(), r))
+                .and_then(|()| {
+                    same_cells(entry.cells, configured.is_some(), r).map_err(|e| e.to_string())
+                })
                 .and_then(|()| match missing {
                     Some(path) => Err(stopped_reason(&path, &entry.implausible)),
                     None => Ok(()),
@@ -380,12 +383,12 @@ fn stopped_reason(path: &str, implausible: &[Implausible]) -> String {
 
 /// Whether a reading has the cell count the battery is held to (`configured`: the count is
 /// `batteries.cells`, not the battery's own first count).
-fn same_cells(held_to: Option<i64>, configured: bool, r: &BatteryReading) -> Result<(), String> {
+fn same_cells(held_to: Option<i64>, configured: bool, r: &BatteryReading) -> Result<(), Error> {
     match (held_to, r.cells_per_battery) {
-        (Some(want), Some(have)) if want != have => Err(if configured {
-            format!("/System/NrOfCellsPerBattery is {have}, batteries.cells is {want}")
-        } else {
-            format!("/System/NrOfCellsPerBattery changed from {want} to {have}")
+        (Some(want), Some(have)) if want != have => Err(Error::CellCount {
+            want,
+            have,
+            configured,
         }),
         _ => Ok(()),
     }

@@ -3,11 +3,11 @@
 
 use aggregator::cli::ImportArgs;
 
-use super::{import, Request};
+use super::{import, ImportError, Request};
 
-/// Runs the import (asking the plugins in `plugins_dir`, see [`super::plugins_folder`]);
-/// prints the report, or the error on stderr. Returns the exit code.
-pub fn run(args: &ImportArgs, plugins_dir: Option<&std::path::Path>) -> i32 {
+/// Runs the import (asking the plugins in `plugins_dir`, see [`super::plugins_folder`]) and
+/// prints the report; the error is `main`'s to print.
+pub fn run(args: &ImportArgs, plugins_dir: Option<&std::path::Path>) -> Result<(), ImportError> {
     let request = Request {
         from: args.from.clone(),
         state_from: args.state_from.clone(),
@@ -16,14 +16,7 @@ pub fn run(args: &ImportArgs, plugins_dir: Option<&std::path::Path>) -> i32 {
         user_feed_in: args.user_feed_in,
         plugins_dir: plugins_dir.map(std::path::Path::to_path_buf),
     };
-    match import(&request, aggregator::clock::calendar::today()) {
-        Ok(report) => {
-            print!("{report}");
-            0
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            aggregator::cli::EXIT_CONFIG
-        }
-    }
+    let report = import(&request, aggregator::clock::calendar::today())?;
+    print!("{report}");
+    Ok(())
 }

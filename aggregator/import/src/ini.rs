@@ -109,7 +109,7 @@ pub fn read(file: &Path, text: &str) -> Result<OldSettings, ImportError> {
     let defaults: Vec<(String, Kind, String, usize)> =
         if defaults_path.exists() && !reading_defaults_itself {
             let defaults_text = std::fs::read_to_string(&defaults_path)
-                .map_err(|e| ImportError::file(&defaults_path, format!("cannot read: {e}")))?;
+                .map_err(|e| ImportError::io(&defaults_path, "cannot read", e))?;
             settings.defaults_file = Some(defaults_path.clone());
             options(&defaults_path, &defaults_text)?
                 .into_iter()
@@ -142,6 +142,7 @@ pub fn read(file: &Path, text: &str) -> Result<OldSettings, ImportError> {
                         .as_deref()
                         .map_or_else(|| "the 4.x defaults".into(), |f| f.display().to_string())
                 ),
+                source: None,
             });
         };
         let value = parse(file, option.line, &option.name, *kind, &option.text)?;
@@ -212,6 +213,7 @@ fn options(file: &Path, text: &str) -> Result<Vec<Option_>, ImportError> {
                 line: Some(line),
                 setting: Some(name),
                 message: format!("set twice (first at line {})", first.line),
+                source: None,
             });
         }
         options.push(Option_ {
@@ -238,6 +240,7 @@ fn parse(
         line: (line > 0).then_some(line),
         setting: Some(name.to_string()),
         message,
+        source: None,
     };
     let text = text.trim();
     match kind {
@@ -253,13 +256,14 @@ fn parse(
             .parse()
             .map(Value::Float)
             .map_err(|_| fail(format!("`{text}` is not a number"))),
-        Kind::List => list(text).map_err(fail),
-        Kind::Shunts => shunts(text).map_err(fail),
+        Kind::List => list(text, &fail),
+        Kind::Shunts => shunts(text, &fail),
     }
 }
 
 /// A 4.x list: per line, `;` and what follows cut, a trailing comma dropped, split on commas.
-fn list(text: &str) -> Result<Value, String> {
+/// `fail` places a message at the setting.
+fn list(text: &str, fail: &dyn Fn(String) -> ImportError) -> Result<Value, ImportError> {
     let mut items = Vec::new();
     for line in text.lines() {
         let line = line.split(';').next().unwrap_or("").trim();
@@ -271,7 +275,7 @@ fn list(text: &str) -> Result<Value, String> {
             let item = item.trim();
             let number = item
                 .parse()
-                .map_err(|_| format!("`{item}` in the list is not a number"))?;
+                .map_err(|_| fail(format!("`{item}` in the list is not a number")))?;
             items.push(Value::Float(number));
         }
     }
@@ -279,7 +283,7 @@ fn list(text: &str) -> Result<Value, String> {
 }
 
 /// `USE_SMARTSHUNTS`: a bool word, or a list of VRM instances (ints) and names (strings).
-fn shunts(text: &str) -> Result<Value, String> {
+fn shunts(text: &str, fail: &dyn Fn(String) -> ImportError) -> Result<Value, ImportError> {
     let lower = text.to_ascii_lowercase();
     match lower.as_str() {
         "" | "false" | "no" | "0" => return Ok(Value::Bool(false)),
@@ -289,16 +293,16 @@ fn shunts(text: &str) -> Result<Value, String> {
     let json = text.replace('\'', "\"");
     let expected = "must be true, false or a list of VRM instances and names, e.g. [278, 'Bank']";
     let parsed: serde_json::Value =
-        serde_json::from_str(&json).map_err(|_| format!("`{text}` {expected}"))?;
+        serde_json::from_str(&json).map_err(|_| fail(format!("`{text}` {expected}")))?;
     let serde_json::Value::Array(items) = parsed else {
-        return Err(format!("`{text}` {expected}"));
+        return Err(fail(format!("`{text}` {expected}")));
     };
     items
         .into_iter()
         .map(|item| match item {
             serde_json::Value::String(s) => Ok(Value::Str(s)),
             serde_json::Value::Number(n) if n.is_i64() => Ok(Value::Int(n.as_i64().unwrap_or(0))),
-            other => Err(format!("`{other}` in USE_SMARTSHUNTS: {expected}")),
+            other => Err(fail(format!("`{other}` in USE_SMARTSHUNTS: {expected}"))),
         })
         .collect::<Result<_, _>>()
         .map(Value::List)

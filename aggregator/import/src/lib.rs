@@ -195,8 +195,9 @@ impl OldSettings {
     }
 }
 
-/// A problem with the old files: the file, the line and the setting where known.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A problem with the old files: the file, the line and the setting where known. The
+/// importer's one error type.
+#[derive(Clone, Debug)]
 pub struct ImportError {
     /// The file.
     pub file: PathBuf,
@@ -206,6 +207,8 @@ pub struct ImportError {
     pub setting: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// The system's error, for a file that cannot be read or written.
+    pub source: Option<std::sync::Arc<std::io::Error>>,
 }
 
 impl ImportError {
@@ -216,6 +219,7 @@ impl ImportError {
             line: Some(line),
             setting: None,
             message: message.into(),
+            source: None,
         }
     }
 
@@ -226,6 +230,22 @@ impl ImportError {
             line: None,
             setting: None,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The exit code `main` returns for it: every import error is the old files' or the
+    /// command line's.
+    pub fn exit_code(&self) -> i32 {
+        aggregator::error::EXIT_CONFIG
+    }
+
+    /// A file that cannot be read or written (`doing`: `cannot read`).
+    pub fn io(file: &Path, doing: &str, err: std::io::Error) -> Self {
+        Self {
+            message: format!("{doing}: {err}"),
+            source: Some(std::sync::Arc::new(err)),
+            ..Self::file(file, String::new())
         }
     }
 }
@@ -240,6 +260,14 @@ impl std::fmt::Display for ImportError {
             write!(f, ": {setting}")?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ImportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|err| err as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -264,7 +292,7 @@ pub struct Request {
 /// device's plugins folder where it exists, else `plugins` beside this program (a bundle's
 /// layout, as `install/migrate.sh` runs it), else this program's own folder (where cargo
 /// builds the plugins).
-pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, String> {
+pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, map::ResolveError> {
     if let Some(dir) = given {
         return Ok(dir.to_path_buf());
     }
@@ -278,9 +306,8 @@ pub fn plugins_folder(given: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// Asks the `lfp-balancing` plugin of `folder` for its config section as it reads it.
-fn resolve_lfp(folder: &Path, json: &str) -> Result<String, String> {
-    let scan =
-        aggregator::plugins::scan_for(folder, &["lfp-balancing"]).map_err(|e| e.to_string())?;
+fn resolve_lfp(folder: &Path, json: &str) -> Result<String, map::ResolveError> {
+    let scan = aggregator::plugins::scan_for(folder, &["lfp-balancing"])?;
     let plugin = scan
         .find("lfp-balancing", plugin_api::PluginKind::Strategy)
         .ok_or_else(|| {
@@ -289,7 +316,7 @@ fn resolve_lfp(folder: &Path, json: &str) -> Result<String, String> {
                 folder.display()
             )
         })?;
-    plugin.resolve_config(json)
+    Ok(plugin.resolve_config(json)?)
 }
 
 /// The folder, relative to the written config, that its `paths.state_dir` names.
@@ -390,10 +417,10 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
     if let Some(state) = &state {
         state_store
             .save(state)
-            .map_err(|e| ImportError::file(&state_store.path(), format!("cannot write: {e}")))?;
+            .map_err(|e| ImportError::io(&state_store.path(), "cannot write", e))?;
     }
     write_atomically(&request.out, mapped.yaml.as_bytes())
-        .map_err(|e| ImportError::file(&request.out, format!("cannot write: {e}")))?;
+        .map_err(|e| ImportError::io(&request.out, "cannot write", e))?;
     let mut report = mapped.report(
         &settings,
         request,
@@ -407,8 +434,8 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
 
 /// Reads `settings.py` or `config.ini` (told apart by the name, else by a `[section]` line).
 pub fn read_settings(file: &Path) -> Result<OldSettings, ImportError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ImportError::file(file, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| ImportError::io(file, "cannot read", e))?;
     let extension = file.extension().and_then(|e| e.to_str()).unwrap_or("");
     let is_ini = match extension {
         "ini" => true,

@@ -7,16 +7,15 @@ use aggregator::cli::{exit_code, Cli, Command, DAEMON_PROGRAM, EXIT_CONFIG, IMPO
 
 fn main() -> ExitCode {
     let cli = Cli::parse_as(IMPORTER_PROGRAM);
-    let code = match cli.command.unwrap_or(Command::Run) {
-        Command::ImportConfig(args) => {
-            aggregator_import::cli::run(&args, cli.plugins_dir.as_deref())
-        }
-        _ => {
-            eprintln!(
-                "error: this program runs `import-config` only; the daemon is {DAEMON_PROGRAM}"
-            );
-            EXIT_CONFIG
-        }
+    let Command::ImportConfig(args) = cli.command.unwrap_or(Command::Run) else {
+        eprintln!("error: this program runs `import-config` only; the daemon is {DAEMON_PROGRAM}");
+        return exit_code(EXIT_CONFIG);
     };
-    exit_code(code)
+    match aggregator_import::cli::run(&args, cli.plugins_dir.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit_code(err.exit_code())
+        }
+    }
 }

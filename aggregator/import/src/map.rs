@@ -230,7 +230,10 @@ const AFTER_3_4: &[&str] = &[
 /// The `lfp-balancing` plugin's config section as it reads it (JSON text in and out,
 /// [`aggregator::plugins::Plugin::resolve_config`]): the importer asks the plugin for its defaults
 /// and the curves it derives instead of knowing them.
-pub type ResolveLfp<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+pub type ResolveLfp<'a> = &'a dyn Fn(&str) -> Result<String, ResolveError>;
+
+/// Why the plugin could not be asked: it is missing, refused, or refused the section.
+pub type ResolveError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Maps the settings into the config to be written at `out`; `with_state` adds `paths.state_dir` for the imported state.
 pub fn map(
@@ -847,6 +850,7 @@ impl Ctx<'_> {
             line: entry.map(|e| e.line).filter(|l| *l > 0),
             setting: Some(name.to_string()),
             message: message.to_string(),
+            source: None,
         }
     }
 
@@ -994,7 +998,7 @@ mod tests {
     /// The map without a plugin: no test here has a curve setting, the one thing asked of
     /// the plugin (`tests/import_config.rs` imports those with the built plugins).
     fn map_here(settings: &OldSettings) -> Result<Mapped, ImportError> {
-        let no_plugin = |_: &str| Err("no plugin in a unit test".to_string());
+        let no_plugin = |_: &str| Err("no plugin in a unit test".into());
         map(settings, Path::new("config.yaml"), false, &no_plugin)
     }
 

@@ -35,6 +35,7 @@ pub fn read(file: &Path, text: &str) -> Result<OldSettings, ImportError> {
                     line: Some(line),
                     setting,
                     message,
+                    source: None,
                 })
             }
         }
@@ -86,7 +87,7 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, (usize, String)> {
             c if c.is_whitespace() => i += 1,
             '\'' | '"' => {
                 let start = line;
-                let (text, next, lines) = string(&chars, i).map_err(|m| (start, m))?;
+                let (text, next, lines) = string(&chars, i).map_err(|Invalid(m)| (start, m))?;
                 tokens.push((Token::Str(text), start));
                 line += lines;
                 i = next;
@@ -105,7 +106,7 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, (usize, String)> {
                     i += 1;
                 }
                 let literal: String = chars[start..i].iter().filter(|&&c| c != '_').collect();
-                tokens.push((number(&literal).map_err(|m| (line, m))?, line));
+                tokens.push((number(&literal).map_err(|Invalid(m)| (line, m))?, line));
             }
             c if c.is_alphabetic() || c == '_' => {
                 let start = i;
@@ -144,7 +145,7 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, (usize, String)> {
 }
 
 /// A string literal at `chars[i]`: its text, the index after it, and the newlines it spans.
-fn string(chars: &[char], i: usize) -> Result<(String, usize, usize), String> {
+fn string(chars: &[char], i: usize) -> Result<(String, usize, usize), Invalid> {
     let quote = chars[i];
     let triple = chars.get(i + 1) == Some(&quote) && chars.get(i + 2) == Some(&quote);
     let mut j = if triple { i + 3 } else { i + 1 };
@@ -184,7 +185,7 @@ fn string(chars: &[char], i: usize) -> Result<(String, usize, usize), String> {
     }
 }
 
-fn number(literal: &str) -> Result<Token, String> {
+fn number(literal: &str) -> Result<Token, Invalid> {
     let lower = literal.to_ascii_lowercase();
     let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
         .into_iter()
@@ -192,18 +193,27 @@ fn number(literal: &str) -> Result<Token, String> {
     if let Some((prefix, radix)) = radix {
         return i64::from_str_radix(&lower[prefix.len()..], radix)
             .map(Token::Int)
-            .map_err(|_| format!("`{literal}` is not a number"));
+            .map_err(|_| Invalid(format!("`{literal}` is not a number")));
     }
     if lower.contains(['.', 'e']) {
         return lower
             .parse()
             .map(Token::Float)
-            .map_err(|_| format!("`{literal}` is not a number"));
+            .map_err(|_| Invalid(format!("`{literal}` is not a number")));
     }
     lower
         .parse()
         .map(Token::Int)
-        .map_err(|_| format!("`{literal}` is not a number (or too large)"))
+        .map_err(|_| Invalid(format!("`{literal}` is not a number (or too large)")))
+}
+
+/// What the evaluator cannot read or compute, in words; the parser places it at its line.
+struct Invalid(String);
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid(message.to_string())
+    }
 }
 
 struct Failure {
@@ -399,7 +409,7 @@ impl Parser<'_> {
             let (op, line) = (*op, self.line());
             self.at += 1;
             let right = self.sum()?;
-            let holds = compare(op, &left, &right).map_err(|m| (line, m))?;
+            let holds = compare(op, &left, &right).map_err(|Invalid(m)| (line, m))?;
             result = Some(result.unwrap_or(true) && holds);
             left = right;
         }
@@ -412,7 +422,7 @@ impl Parser<'_> {
             let (op, line) = (*op, self.line());
             self.at += 1;
             let right = self.product()?;
-            value = arithmetic(op, value, right).map_err(|m| (line, m))?;
+            value = arithmetic(op, value, right).map_err(|Invalid(m)| (line, m))?;
         }
         Ok(value)
     }
@@ -423,7 +433,7 @@ impl Parser<'_> {
             let (op, line) = (*op, self.line());
             self.at += 1;
             let right = self.unary()?;
-            value = arithmetic(op, value, right).map_err(|m| (line, m))?;
+            value = arithmetic(op, value, right).map_err(|Invalid(m)| (line, m))?;
         }
         Ok(value)
     }
@@ -433,7 +443,7 @@ impl Parser<'_> {
             let (op, line) = (*op, self.line());
             self.at += 1;
             let value = self.unary()?;
-            return arithmetic(op, Value::Int(0), value).map_err(|m| (line, m));
+            return arithmetic(op, Value::Int(0), value).map_err(|Invalid(m)| (line, m));
         }
         self.power()
     }
@@ -445,7 +455,7 @@ impl Parser<'_> {
             self.at += 1;
             // Right-associative, and binds tighter than a unary minus on its left only.
             let exponent = self.unary()?;
-            return arithmetic("**", base, exponent).map_err(|m| (line, m));
+            return arithmetic("**", base, exponent).map_err(|Invalid(m)| (line, m));
         }
         Ok(base)
     }
@@ -458,7 +468,7 @@ impl Parser<'_> {
                 self.at += 1;
                 let index = self.expression()?;
                 self.expect_op("]")?;
-                value = subscript(&value, &index).map_err(|m| (line, m))?;
+                value = subscript(&value, &index).map_err(|Invalid(m)| (line, m))?;
             } else if self.peek_op(".") {
                 return Err((
                     self.line(),
@@ -498,7 +508,7 @@ impl Parser<'_> {
                 _ if self.peek_op("(") => {
                     self.at += 1;
                     let args = self.items(")")?.into_vec();
-                    call(&name, args).map_err(|m| (line, m))
+                    call(&name, args).map_err(|Invalid(m)| (line, m))
                 }
                 _ => match self.settings.get(&name) {
                     Some(entry) => Ok(entry.value.clone()),
@@ -589,7 +599,7 @@ fn as_float(n: &Number) -> f64 {
     }
 }
 
-fn arithmetic(op: &str, left: Value, right: Value) -> Result<Value, String> {
+fn arithmetic(op: &str, left: Value, right: Value) -> Result<Value, Invalid> {
     match (op, &left, &right) {
         ("+", Value::Str(a), Value::Str(b)) => return Ok(Value::Str(format!("{a}{b}"))),
         ("+", Value::List(a), Value::List(b)) => {
@@ -614,14 +624,26 @@ fn arithmetic(op: &str, left: Value, right: Value) -> Result<Value, String> {
         _ => {}
     }
     let (Some(a), Some(b)) = (number_of(&left), number_of(&right)) else {
-        return Err(format!(
+        return Err(Invalid(format!(
             "cannot compute {} {op} {}",
             left.type_name(),
             right.type_name()
-        ));
+        )));
     };
-    let overflow = || format!("{} {op} {} is too large", left.repr(), right.repr());
-    let zero = || format!("{} {op} {}: division by zero", left.repr(), right.repr());
+    let overflow = || {
+        Invalid(format!(
+            "{} {op} {} is too large",
+            left.repr(),
+            right.repr()
+        ))
+    };
+    let zero = || {
+        Invalid(format!(
+            "{} {op} {}: division by zero",
+            left.repr(),
+            right.repr()
+        ))
+    };
     if let (Number::Int(x), Number::Int(y)) = (&a, &b) {
         let (x, y) = (*x, *y);
         let int = match op {
@@ -650,7 +672,7 @@ fn arithmetic(op: &str, left: Value, right: Value) -> Result<Value, String> {
         "//" => (x / y).floor(),
         "%" => x - y * (x / y).floor(),
         "**" => x.powf(y),
-        _ => return Err(format!("unknown operator `{op}`")),
+        _ => return Err(Invalid(format!("unknown operator `{op}`"))),
     };
     if v.is_finite() {
         Ok(Value::Float(v))
@@ -659,7 +681,7 @@ fn arithmetic(op: &str, left: Value, right: Value) -> Result<Value, String> {
     }
 }
 
-fn compare(op: &str, left: &Value, right: &Value) -> Result<bool, String> {
+fn compare(op: &str, left: &Value, right: &Value) -> Result<bool, Invalid> {
     use std::cmp::Ordering;
     let order = match (number_of(left), number_of(right)) {
         (Some(a), Some(b)) => as_float(&a).partial_cmp(&as_float(&b)),
@@ -671,11 +693,11 @@ fn compare(op: &str, left: &Value, right: &Value) -> Result<bool, String> {
         },
     };
     let Some(order) = order else {
-        return Err(format!(
+        return Err(Invalid(format!(
             "cannot compare {} {op} {}",
             left.type_name(),
             right.type_name()
-        ));
+        )));
     };
     Ok(match op {
         "==" => order == Ordering::Equal,
@@ -687,13 +709,13 @@ fn compare(op: &str, left: &Value, right: &Value) -> Result<bool, String> {
     })
 }
 
-fn subscript(value: &Value, index: &Value) -> Result<Value, String> {
+fn subscript(value: &Value, index: &Value) -> Result<Value, Invalid> {
     let (Value::List(items), Some(Number::Int(i))) = (value, number_of(index)) else {
-        return Err(format!(
+        return Err(Invalid(format!(
             "cannot index {} with {}",
             value.type_name(),
             index.type_name()
-        ));
+        )));
     };
     let len = i64::try_from(items.len()).unwrap_or(i64::MAX);
     let at = if i < 0 { i + len } else { i };
@@ -701,10 +723,10 @@ fn subscript(value: &Value, index: &Value) -> Result<Value, String> {
         .ok()
         .and_then(|at| items.get(at))
         .cloned()
-        .ok_or_else(|| format!("index {i} is outside the list of {len}"))
+        .ok_or_else(|| Invalid(format!("index {i} is outside the list of {len}")))
 }
 
-fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
+fn call(name: &str, args: Vec<Value>) -> Result<Value, Invalid> {
     let numbers: Option<Vec<Number>> = args.iter().map(number_of).collect();
     let one_list = match args.as_slice() {
         [Value::List(items)] => Some(items.clone()),
@@ -727,12 +749,12 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
                     }
                 });
             }
-            best.ok_or_else(|| format!("{name}() of nothing"))
+            best.ok_or_else(|| Invalid(format!("{name}() of nothing")))
         }
         ("len", 1) => match &args[0] {
             Value::List(items) => Ok(Value::Int(items.len() as i64)),
             Value::Str(s) => Ok(Value::Int(s.chars().count() as i64)),
-            other => Err(format!("len() of {}", other.type_name())),
+            other => Err(Invalid(format!("len() of {}", other.type_name()))),
         },
         ("abs", 1) => match numbers.as_deref() {
             Some([Number::Int(i)]) => Ok(Value::Int(i.abs())),
@@ -745,7 +767,7 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
                 .trim()
                 .parse()
                 .map(Value::Float)
-                .map_err(|_| format!("float({s:?}) is not a number")),
+                .map_err(|_| Invalid(format!("float({s:?}) is not a number"))),
             _ => Err("float() needs a number".into()),
         },
         ("int", 1) => match numbers.as_deref() {
@@ -771,7 +793,7 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
                 None => Ok(Value::Int(
                     format!("{x:.0}")
                         .parse()
-                        .map_err(|_| "round() of that".to_string())?,
+                        .map_err(|_| Invalid("round() of that".into()))?,
                 )),
                 Some(d) => {
                     let d = usize::try_from(d.clamp(0, 17)).unwrap_or(0);
@@ -779,9 +801,9 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
                 }
             }
         }
-        _ => Err(format!(
+        _ => Err(Invalid(format!(
             "`{name}(...)` is not supported (min, max, abs, round, int, float and len are)"
-        )),
+        ))),
     }
 }
 

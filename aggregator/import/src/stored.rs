@@ -124,7 +124,7 @@ fn first_present(
                 None => found = Some((name, text)),
             },
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(ImportError::file(&file, format!("cannot read: {err}"))),
+            Err(err) => return Err(ImportError::io(&file, "cannot read", err)),
         }
     }
     if found.is_none() {

@@ -9,6 +9,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::offline::Sample;
+use crate::Error;
 
 /// The drawing's size in pixels.
 const SIZE: (u32, u32) = (1400, 1100);
@@ -56,10 +57,8 @@ fn limit<'a>(label: &'a str, color: RGBColor, value: fn(&Sample) -> Option<f64>)
 }
 
 /// The SVG text of the chart of `samples`, titled `title`.
-pub fn render(samples: &[Sample], title: &str) -> Result<String, String> {
-    let first = samples
-        .first()
-        .ok_or("nothing was simulated: no sample to chart")?;
+pub fn render(samples: &[Sample], title: &str) -> Result<String, Error> {
+    let first = samples.first().ok_or(Error::NothingSimulated)?;
     let hours = samples
         .last()
         .map_or(0.0, |s| s.elapsed_s / 3600.0)
@@ -149,8 +148,8 @@ fn beside(s: &Sample, shadow: bool) -> Option<&aggregator::record::PublishedValu
     }
 }
 
-fn draw_error(err: impl std::fmt::Display) -> String {
-    format!("cannot draw the chart: {err}")
+fn draw_error(err: impl std::fmt::Display) -> Error {
+    Error::Chart(format!("cannot draw the chart: {err}"))
 }
 
 /// Time since the start on the x axis, in hours for up to two days and in days beyond (so the
@@ -197,7 +196,7 @@ fn panel<DB: DrawingBackend>(
     y_label: &str,
     lines: &[Line<'_>],
     fixed_range: Option<Range<f64>>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let values = lines
         .iter()
         .flat_map(|line| samples.iter().filter_map(line.value));
@@ -261,7 +260,7 @@ fn feed_in_spans<DB: DrawingBackend>(
     axis: &TimeAxis,
     samples: &[Sample],
     y: &Range<f64>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let mut spans = Vec::new();
     let mut from: Option<f64> = None;
     for s in samples {

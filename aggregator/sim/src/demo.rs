@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use zbus::Connection;
 
-use crate::{Scenario, Simulator, DEMO_SCENARIO};
+use crate::{Error, Scenario, Simulator, DEMO_SCENARIO};
 use aggregator::child;
 use aggregator::cli::{program_dir, sibling, DAEMON_PROGRAM};
 use aggregator::state_file::{log_file, write_atomically};
@@ -32,9 +32,10 @@ fn demo_config(
     user_config: Option<&Path>,
     plugins_dir: Option<&Path>,
     state_dir: &Path,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let absolute = |dir: &Path| {
-        std::path::absolute(dir).map_err(|e| format!("--plugins-dir {}: {e}", dir.display()))
+        std::path::absolute(dir)
+            .map_err(|e| Error::Usage(format!("--plugins-dir {}: {e}", dir.display())))
     };
     let Some(file) = user_config else {
         let plugins = match plugins_dir {
@@ -45,18 +46,19 @@ fn demo_config(
             .replace("@STATE@", &state_dir.display().to_string())
             .replace("@PLUGINS@", &plugins.display().to_string()));
     };
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut yaml: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
+    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
     let root = yaml
         .as_mapping_mut()
-        .ok_or_else(|| format!("{}: not a YAML map", file.display()))?;
+        .ok_or_else(|| Error::Usage(format!("{}: not a YAML map", file.display())))?;
     let paths = root
         .entry("paths".into())
         .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
     let paths = paths
         .as_mapping_mut()
-        .ok_or_else(|| format!("{}: `paths` is not a map", file.display()))?;
+        .ok_or_else(|| Error::Usage(format!("{}: `paths` is not a map", file.display())))?;
     let own = paths
         .get("plugins_dir")
         .and_then(serde_yaml::Value::as_str)
@@ -68,7 +70,7 @@ fn demo_config(
     };
     paths.insert("state_dir".into(), state_dir.display().to_string().into());
     paths.insert("plugins_dir".into(), plugins.display().to_string().into());
-    serde_yaml::to_string(&yaml).map_err(|e| format!("{}: {e}", file.display()))
+    serde_yaml::to_string(&yaml).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))
 }
 
 /// The daemon's configuration in the demo.
@@ -76,52 +78,46 @@ pub const DEMO_CONFIG: &str = include_str!("../../scenarios/demo-config.yaml");
 
 const OWN: &str = "com.victronenergy.battery.aggregate";
 
-/// `demo`: runs until Ctrl-C (or for `duration`); returns the exit code. With `config`, the
-/// daemon runs that configuration (its state folder moved into the demo's temporary folder)
-/// instead of the demo's own.
+/// `demo`: runs until Ctrl-C (or for `duration`). With `config`, the daemon runs that
+/// configuration (its state folder moved into the demo's temporary folder) instead of the
+/// demo's own.
 pub fn demo_command(
     config: Option<&Path>,
     plugins_dir: Option<&Path>,
     duration: Option<Duration>,
-) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return 1;
-        }
-    };
-    match runtime.block_on(demo(config, plugins_dir, duration)) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("error: {err}");
-            1
-        }
-    }
+        .map_err(|err| Error::Io("start the runtime", err))?;
+    runtime.block_on(demo(config, plugins_dir, duration))
 }
 
 async fn demo(
     user_config: Option<&Path>,
     plugins_dir: Option<&Path>,
     duration: Option<Duration>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let work = tempfile::Builder::new()
         .prefix("dbus-aggregate-batteries-demo-")
         .tempdir()
-        .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+        .map_err(|e| Error::Io("create a temporary folder", e))?;
     let config = work.path().join("config.yaml");
     let text = demo_config(user_config, plugins_dir, &work.path().join("state"))?;
-    write_atomically(&config, text.as_bytes()).map_err(|e| format!("{}: {e}", config.display()))?;
+    let cannot_write = |path: &Path, source| Error::File {
+        path: path.to_path_buf(),
+        doing: "cannot write",
+        source,
+    };
+    write_atomically(&config, text.as_bytes()).map_err(|e| cannot_write(&config, e))?;
 
-    let mut bus = PrivateBus::start(write_atomically).map_err(|e| e.to_string())?;
+    let mut bus =
+        PrivateBus::start(write_atomically).map_err(|e| Error::Io("start a private bus", e))?;
     let scenario = Scenario::parse(DEMO_SCENARIO, "demo scenario")?;
     let sim = Simulator::start(bus.address(), scenario).await?;
 
     let log_path = work.path().join("daemon.log");
-    let log = log_file(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log = log_file(&log_path).map_err(|e| cannot_write(&log_path, e))?;
     let program = sibling(DAEMON_PROGRAM)?;
     let mut daemon = tokio::process::Command::new(&program)
         .arg("--config")
@@ -129,22 +125,29 @@ async fn demo(
         .arg("run")
         .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+        .stdout(Stdio::from(
+            log.try_clone().map_err(|e| cannot_write(&log_path, e))?,
+        ))
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the daemon {}: {e}", program.display()))?;
+        .map_err(|source| Error::Program {
+            program: program.clone(),
+            source,
+        })?;
 
     let conn = venus_bus::connect_to(bus.address())
         .await
-        .map_err(|e| e.to_string())?;
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        _ => return Err("cannot install signal handlers".into()),
-    };
+        .map_err(|e| Error::Service {
+            name: "demo".into(),
+            doing: Some(format!("cannot connect to {}", bus.address())),
+            source: Box::new(e.into()),
+        })?;
+    let install = |kind| signal(kind).map_err(|e| Error::Io("install signal handlers", e));
+    let (mut term, mut int) = (
+        install(SignalKind::terminate())?,
+        install(SignalKind::interrupt())?,
+    );
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -154,11 +157,10 @@ async fn demo(
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             status = daemon.wait() => {
-                break Err(format!(
-                    "the daemon stopped ({}); its log:\n{}",
-                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                    tail(&log_path, 20)
-                ));
+                break Err(Error::Stopped {
+                    status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    log: tail(&log_path, 20),
+                });
             }
         }
         let table = table(&conn, bus.address(), &log_path).await;

@@ -14,11 +14,13 @@
 //! - `settings`: localsettings (`AddSetting`, `AddSettings`, instance allocation).
 //! - `service`: a service on its own connection that can leave the bus and come back.
 //! - [`offline`]: `simulate`, the engine on the models in simulated time; `chart` draws it.
+//! - [`error`]: what the commands fail with, and their exit codes.
 
 mod battery;
 mod chart;
 pub mod demo;
 mod devices;
+pub mod error;
 pub mod offline;
 pub mod replay;
 pub mod scenario;
@@ -37,12 +39,8 @@ use service::Service;
 use settings::{SettingsStore, SETTINGS_NAME};
 use venus_bus::export::BusItemService;
 
+pub use error::Error;
 pub use scenario::{Scenario, Signals, Start, DEMO_SCENARIO};
-
-/// Exit code when the scenario or the bus address is wrong.
-const EXIT_USAGE: i32 = 2;
-/// Exit code when the simulator cannot start or wait.
-const EXIT_FAILED: i32 = 1;
 
 /// A running simulation: every service connected and stepping on tokio tasks.
 pub struct Simulator {
@@ -54,7 +52,7 @@ impl Simulator {
     /// Connects every service to the bus at `address`, registers them, and runs the scenario
     /// on tokio tasks of the current runtime. Every service due on the bus at the start (all
     /// but a battery `gone` in the first segment) owns its name when this returns.
-    pub async fn start(address: &str, scenario: Scenario) -> Result<Simulator, String> {
+    pub async fn start(address: &str, scenario: Scenario) -> Result<Simulator, Error> {
         let start = Instant::now();
         let step = scenario.step;
         let mut world = World::new(address, scenario);
@@ -278,7 +276,7 @@ impl World {
     }
 
     /// Registers settings and system, which other services' owners expect to find first.
-    async fn register_fixed(&mut self) -> Result<(), String> {
+    async fn register_fixed(&mut self) -> Result<(), Error> {
         for (service, items) in &mut self.fixed {
             service.register(items.clone()).await?;
         }
@@ -287,7 +285,7 @@ impl World {
 
     /// Moves everything to `elapsed` since the start and publishes it; a service that is due
     /// on the bus and not there is registered. Returns what could not be registered.
-    async fn step(&mut self, elapsed: Duration) -> Result<(), String> {
+    async fn step(&mut self, elapsed: Duration) -> Result<(), Error> {
         let live: Vec<bool> = self.batteries.iter().map(Service::is_live).collect();
         let moment = self.models.at(elapsed, |index| live[index]);
         let signals = self.models.scenario.signals;
@@ -316,7 +314,7 @@ impl World {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(Error::Services(errors))
         }
     }
 
@@ -342,7 +340,7 @@ async fn publish_or_register(
     service: &mut Service,
     items: Vec<battery::Item>,
     signals: Signals,
-    errors: &mut Vec<String>,
+    errors: &mut Vec<Error>,
 ) {
     if service.is_live() {
         service.publish(items, signals).await;
@@ -352,81 +350,46 @@ async fn publish_or_register(
 }
 
 /// For the `publish` subcommand: loads the scenario file (the demo's without one) and runs it
-/// until SIGINT or SIGTERM; returns the exit code. See [`publish`].
-pub fn publish_command(scenario: Option<&Path>, address: Option<&str>) -> i32 {
-    match scenario.map_or_else(Scenario::demo, Scenario::load) {
-        Ok(scenario) => publish(scenario, address),
-        Err(err) => {
-            eprintln!("error: {err}");
-            EXIT_USAGE
-        }
-    }
+/// until SIGINT or SIGTERM. See [`publish`].
+pub fn publish_command(scenario: Option<&Path>, address: Option<&str>) -> Result<(), Error> {
+    let scenario = scenario.map_or_else(Scenario::demo, Scenario::load)?;
+    publish(scenario, address)
 }
 
-/// Runs a scenario until SIGINT or SIGTERM on a current-thread runtime of its own; returns the
-/// exit code. Refuses the system bus: the address comes from `address` or
-/// `DBUS_SESSION_BUS_ADDRESS`, and it is an error if neither is given.
-pub fn publish(scenario: Scenario, address: Option<&str>) -> i32 {
-    let address = match bus_address(address) {
-        Ok(address) => address,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// Runs a scenario until SIGINT or SIGTERM on a current-thread runtime of its own. Refuses the
+/// system bus: the address comes from `address` or `DBUS_SESSION_BUS_ADDRESS`, and it is an
+/// error if neither is given.
+pub fn publish(scenario: Scenario, address: Option<&str>) -> Result<(), Error> {
+    let address = bus_address(address)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return EXIT_FAILED;
-        }
-    };
+        .map_err(|err| Error::Io("start the async runtime", err))?;
     runtime.block_on(async move {
         let names = scenario.bus_names();
-        let simulator = match Simulator::start(&address, scenario).await {
-            Ok(simulator) => simulator,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return EXIT_FAILED;
-            }
-        };
+        let simulator = Simulator::start(&address, scenario).await?;
         eprintln!(
             "simulating {} on {address}; stop with Ctrl-C",
             names.join(", ")
         );
         let waited = interrupted().await;
         simulator.stop().await;
-        match waited {
-            Ok(()) => 0,
-            Err(err) => {
-                eprintln!("error: cannot wait for a signal: {err}");
-                EXIT_FAILED
-            }
-        }
+        waited.map_err(|err| Error::Io("wait for a signal", err))
     })
 }
 
 /// The bus to simulate on: never the system bus.
-fn bus_address(address: Option<&str>) -> Result<String, String> {
+fn bus_address(address: Option<&str>) -> Result<String, Error> {
     let address = match address {
         Some(address) => address.to_string(),
         None => std::env::var("DBUS_SESSION_BUS_ADDRESS")
             .ok()
             .filter(|a| !a.is_empty())
-            .ok_or(
-                "no bus address: pass one or set DBUS_SESSION_BUS_ADDRESS (the simulator never \
-                 runs on the system bus; start a private bus with `dbus-daemon --session \
-                 --print-address --fork`)",
-            )?,
+            .ok_or(Error::NoAddress)?,
     };
     let system = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
     if address.contains("system_bus_socket") || system.as_deref() == Some(address.as_str()) {
-        return Err(format!(
-            "{address} is the system bus; the simulator only runs on a session or private bus"
-        ));
+        return Err(Error::SystemBus(address));
     }
     Ok(address)
 }
@@ -446,12 +409,13 @@ mod tests {
 
     #[test]
     fn the_system_bus_is_refused() {
-        let err =
-            bus_address(Some("unix:path=/var/run/dbus/system_bus_socket")).expect_err("system bus");
+        let err = bus_address(Some("unix:path=/var/run/dbus/system_bus_socket"))
+            .expect_err("system bus")
+            .to_string();
         assert!(err.contains("is the system bus"), "{err}");
         assert_eq!(
-            bus_address(Some("unix:path=/tmp/x")),
-            Ok("unix:path=/tmp/x".to_string())
+            bus_address(Some("unix:path=/tmp/x")).ok(),
+            Some("unix:path=/tmp/x".to_string())
         );
     }
 }

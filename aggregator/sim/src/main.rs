@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use tracing::Level;
 
 use aggregator::cli::{exit_code, init_logging, Cli, Command, DAEMON_PROGRAM, SIMULATOR_PROGRAM};
+use aggregator_sim::Error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_as(SIMULATOR_PROGRAM);
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
         .skip(1)
         .any(|a| a == "-c" || a == "--config" || a.starts_with("--config="));
     init_logging(Level::INFO);
-    let code = match cli.command.unwrap_or(Command::Run) {
+    let result = match cli.command.unwrap_or(Command::Run) {
         Command::Demo { duration } => aggregator_sim::demo::demo_command(
             config_given.then_some(cli.config.as_path()),
             cli.plugins_dir.as_deref(),
@@ -51,18 +52,23 @@ fn main() -> ExitCode {
                 length,
             },
         ),
-        Command::Simulate { .. } => {
-            eprintln!("error: simulate needs --scenario FILE or --replay FILE");
-            aggregator::cli::EXIT_CONFIG
-        }
+        // Clap requires one of the two; a program built otherwise says so.
+        Command::Simulate { .. } => Err(Error::Usage(
+            "simulate needs --scenario FILE or --replay FILE".into(),
+        )),
         Command::Run
         | Command::CheckConfig
         | Command::Plugins
         | Command::ImportConfig(_)
-        | Command::Record => {
-            eprintln!("error: this program runs `demo`, `simulate` and `publish` only; the daemon is {DAEMON_PROGRAM}");
-            aggregator::cli::EXIT_CONFIG
-        }
+        | Command::Record => Err(Error::Usage(format!(
+            "this program runs `demo`, `simulate` and `publish` only; the daemon is {DAEMON_PROGRAM}"
+        ))),
     };
-    exit_code(code)
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    for line in err.lines() {
+        eprintln!("error: {line}");
+    }
+    exit_code(err.exit_code())
 }

@@ -22,17 +22,12 @@ use std::time::{Duration, Instant};
 use plugin_api::{LocalDate, PluginKind};
 
 use crate::battery::Item;
-use crate::{BatteryStep, Models, Scenario};
+use crate::{BatteryStep, Error, Models, Scenario};
 use aggregator::config::check::{check_to_run, Failed, Ready};
 use aggregator_core::engine::Engine;
 use aggregator_core::value::Value;
 use venus_bus::monitor::{Cache, Class, Service, Values, FEED_IN_SETTING};
 use venus_bus::variant::{to_wire, Field};
-
-/// Exit code for a bad config, scenario or option.
-const EXIT_USAGE: i32 = 2;
-/// Exit code when the results cannot be written.
-const EXIT_FAILED: i32 = 1;
 
 /// The CSV's header: one column per [`Sample`] field, units in the names.
 pub const CSV_HEADER: &str = "time,elapsed_s,max_cell_v,min_cell_v,bank_v,current_a,cvl_v,\
@@ -136,39 +131,23 @@ impl Sample {
     }
 }
 
-/// `simulate`: runs and writes `simulate.csv` and `simulate.svg` into `out`; returns the exit
-/// code.
+/// `simulate`: runs and writes `simulate.csv` and `simulate.svg` into `out`.
 pub fn simulate_command(
     config: &Path,
     plugins_dir: Option<&Path>,
     scenario_file: &Path,
     out: &Path,
     options: Options,
-) -> i32 {
-    let scenario = match Scenario::load(scenario_file) {
-        Ok(scenario) => scenario,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
+) -> Result<(), Error> {
+    let scenario = Scenario::load(scenario_file)?;
     let checked = check_to_run(config, plugins_dir);
     let Some(ready) = checked.ready else {
-        for error in &checked.errors {
-            eprintln!("error: {error}");
-        }
-        return EXIT_USAGE;
+        return Err(Error::Config(checked.errors));
     };
     let strategy_name = ready.config.strategy.plugin.clone();
     let current_source_name = ready.config.current_source.plugin.clone();
     let started = Instant::now();
-    let samples = match run(ready, scenario, options) {
-        Ok(samples) => samples,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
+    let samples = run(ready, scenario, options)?;
     let elapsed = started.elapsed();
     let csv = out.join("simulate.csv");
     let svg = out.join("simulate.svg");
@@ -179,17 +158,9 @@ pub fn simulate_command(
         strategy_name,
         current_source_name,
     );
-    let written = aggregator::state_file::create_folder(out)
-        .map_err(|err| format!("{}: cannot create: {err}", out.display()))
-        .and_then(|()| write(&csv, to_csv(&samples).as_bytes()))
-        .and_then(|()| {
-            let chart = crate::chart::render(&samples, &title)?;
-            write(&svg, chart.as_bytes())
-        });
-    if let Err(err) = written {
-        eprintln!("error: {err}");
-        return EXIT_FAILED;
-    }
+    create_folder(out)?;
+    write(&csv, to_csv(&samples).as_bytes())?;
+    write(&svg, crate::chart::render(&samples, &title)?.as_bytes())?;
     let simulated = samples.last().map_or(0.0, |s| s.elapsed_s);
     eprintln!(
         "simulated {:.1} h in {:.1} s: {} and {}",
@@ -198,7 +169,7 @@ pub fn simulate_command(
         csv.display(),
         svg.display()
     );
-    0
+    Ok(())
 }
 
 /// A file's name (for a chart's title).
@@ -209,9 +180,20 @@ pub(crate) fn file_name(path: &Path) -> String {
         .to_string()
 }
 
-pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    aggregator::state_file::write_atomically(path, bytes)
-        .map_err(|err| format!("{}: cannot write: {err}", path.display()))
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    aggregator::state_file::write_atomically(path, bytes).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        doing: "cannot write",
+        source,
+    })
+}
+
+pub(crate) fn create_folder(path: &Path) -> Result<(), Error> {
+    aggregator::state_file::create_folder(path).map_err(|source| Error::File {
+        path: path.to_path_buf(),
+        doing: "cannot create",
+        source,
+    })
 }
 
 /// The samples as CSV ([`CSV_HEADER`]); an unknown value is an empty field.
@@ -247,7 +229,7 @@ pub fn to_csv(samples: &[Sample]) -> String {
 }
 
 /// Runs the engine of `ready` on `scenario` and returns a sample every `options.every`.
-pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sample>, String> {
+pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sample>, Error> {
     run_observed(ready, scenario, options, None)
 }
 
@@ -273,27 +255,17 @@ pub fn run_observed(
     scenario: Scenario,
     options: Options,
     mut observe: Option<&mut dyn FnMut(&Observed)>,
-) -> Result<Vec<Sample>, String> {
+) -> Result<Vec<Sample>, Error> {
     let Ready {
         config,
         scan,
         strategy,
         current_source,
     } = ready;
-    let start = scenario.start().ok_or(
-        "the scenario has no `start:`; simulate needs the local date to start from (e.g. \
-         `start: 2026-06-15` or `start: 2026-06-15T06:00`), as strategies charge by the date",
-    )?;
+    let start = scenario.start().ok_or(Error::NoStart)?;
     // A rehearsal with the fail-safe limits of a plugin that refused its section would show
     // nothing worth seeing: the refusal is the answer.
-    let refused = |kind: &str, failed: Failed| {
-        let errors: Vec<String> = failed.errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{kind} plugin {} refused its section: {}",
-            failed.plugin,
-            errors.join("; ")
-        )
-    };
+    let refused = |kind, failed: Failed| Error::Refused { kind, failed };
     let strategy = strategy.map_err(|failed| refused("strategy", failed))?;
     let current_source = current_source.map_err(|failed| refused("current source", failed))?;
     let tick = options.tick.unwrap_or(config.update_interval);
@@ -301,11 +273,10 @@ pub fn run_observed(
         || options.every.is_zero()
         || !options.every.as_nanos().is_multiple_of(tick.as_nanos())
     {
-        return Err(format!(
-            "--every ({:?}) must be a whole number of ticks ({tick:?}, from --tick or the \
-             config's update_interval), and a tick above 0",
-            options.every
-        ));
+        return Err(Error::Every {
+            every: options.every,
+            tick,
+        });
     }
     let length = options.length.unwrap_or_else(|| scenario.length());
 
@@ -331,7 +302,7 @@ pub fn run_observed(
         }
         let problems = engine.restore(&state);
         if !problems.is_empty() {
-            return Err(format!("the scenario's state: {}", problems.join("; ")));
+            return Err(Error::State(problems));
         }
     }
     let pass_through = scan

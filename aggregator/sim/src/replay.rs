@@ -13,15 +13,10 @@ use std::path::Path;
 use aggregator_core::engine::{Engine, Settings};
 use aggregator_core::state::State;
 
-use crate::offline::{file_name, to_csv, write, Beside, Sample};
+use crate::offline::{create_folder, file_name, to_csv, write, Beside, Sample};
+use crate::Error;
 use aggregator::config::check::{check_to_run, Failed};
 use aggregator::record::{self, PublishedValues, Tick};
-
-/// Exit code for a bad recording, config or option.
-const EXIT_USAGE: i32 = 2;
-/// Exit code when the results cannot be written, or the replay differs from the recording
-/// while it runs the recording's own configuration.
-const EXIT_FAILED: i32 = 1;
 
 /// What a replay found.
 pub struct Replayed {
@@ -63,20 +58,12 @@ pub fn replay(
     recording: &record::Recording,
     config: &Path,
     plugins_dir: Option<&Path>,
-) -> Result<Replayed, String> {
+) -> Result<Replayed, Error> {
     let checked = check_to_run(config, plugins_dir);
     let Some(ready) = checked.ready else {
-        let errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
-        return Err(errors.join("\n"));
+        return Err(Error::Config(checked.errors));
     };
-    let refused = |kind: &str, failed: Failed| {
-        let errors: Vec<String> = failed.errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{kind} plugin {} refused its section: {}",
-            failed.plugin,
-            errors.join("; ")
-        )
-    };
+    let refused = |kind, failed: Failed| Error::Refused { kind, failed };
     let strategy = ready
         .strategy
         .map_err(|failed| refused("strategy", failed))?;
@@ -97,8 +84,12 @@ pub fn replay(
         let tick: Tick = record::unflatten(*number, flat)?;
         if k == 0 {
             if let Some(state) = flat.get("state") {
-                let state: State = serde_json::from_value(state.clone())
-                    .map_err(|e| format!("tick {number}: `state` is not a saved state ({e})"))?;
+                let state: State = serde_json::from_value(state.clone()).map_err(|source| {
+                    Error::RecordedState {
+                        tick: *number,
+                        source,
+                    }
+                })?;
                 for problem in engine.restore(&state) {
                     eprintln!("warning: tick {number}: the recorded state: {problem}");
                 }
@@ -176,20 +167,15 @@ pub fn replay_csv(samples: &[Sample]) -> String {
 
 /// `simulate --replay FILE [--config FILE]`: writes `replay.csv` and `replay.svg` into `out`
 /// (and `recorded-config.yaml`, the recording's own configuration, and
-/// `recorded-shadow-config.yaml`, the shadow's, when one ran); returns the exit code.
+/// `recorded-shadow-config.yaml`, the shadow's, when one ran). An error too when the replay
+/// with the recording's own configuration differs from what the device published.
 pub fn replay_command(
     file: &Path,
     config: Option<&Path>,
     plugins_dir: Option<&Path>,
     out: &Path,
-) -> i32 {
-    let recording = match record::read(file) {
-        Ok(recording) => recording,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
+) -> Result<(), Error> {
+    let recording = record::read(file)?;
     if let Some(cut) = &recording.cut {
         eprintln!(
             "warning: {}: {cut}; replaying the {} ticks before it",
@@ -197,31 +183,16 @@ pub fn replay_command(
             recording.ticks.len()
         );
     }
-    if let Err(err) = aggregator::state_file::create_folder(out) {
-        eprintln!("error: {}: cannot create: {err}", out.display());
-        return EXIT_FAILED;
-    }
+    create_folder(out)?;
     let own = out.join("recorded-config.yaml");
-    if let Err(err) = write(&own, recording.config.as_bytes()) {
-        eprintln!("error: {err}");
-        return EXIT_FAILED;
-    }
+    write(&own, recording.config.as_bytes())?;
     if let Some(text) = &recording.shadow_config {
         // The shadow's own config: `--config` with it replays what the shadow computed.
         let shadow = out.join("recorded-shadow-config.yaml");
-        if let Err(err) = write(&shadow, text.as_bytes()) {
-            eprintln!("error: {err}");
-            return EXIT_FAILED;
-        }
+        write(&shadow, text.as_bytes())?;
     }
     let config_file = config.unwrap_or(&own);
-    let replayed = match replay(&recording, config_file, plugins_dir) {
-        Ok(replayed) => replayed,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_USAGE;
-        }
-    };
+    let replayed = replay(&recording, config_file, plugins_dir)?;
     let title = format!(
         "replay of {} with {} (grey: published on the device)",
         file_name(file),
@@ -233,14 +204,11 @@ pub fn replay_command(
     );
     let csv = out.join("replay.csv");
     let svg = out.join("replay.svg");
-    let written = write(&csv, replay_csv(&replayed.samples).as_bytes()).and_then(|()| {
-        let chart = crate::chart::render(&replayed.samples, &title)?;
-        write(&svg, chart.as_bytes())
-    });
-    if let Err(err) = written {
-        eprintln!("error: {err}");
-        return EXIT_FAILED;
-    }
+    write(&csv, replay_csv(&replayed.samples).as_bytes())?;
+    write(
+        &svg,
+        crate::chart::render(&replayed.samples, &title)?.as_bytes(),
+    )?;
     eprintln!(
         "replayed {} ticks: {} and {}",
         replayed.samples.len(),
@@ -250,15 +218,12 @@ pub fn replay_command(
     match (&replayed.first_difference, config) {
         (None, _) => {
             eprintln!("the replay publishes what the device published (0.01 V, 0.01 A, 0.1 %)");
-            0
+            Ok(())
         }
-        (Some(first), None) => {
-            eprintln!("error: with the recording's own config the replay differs first at {first}");
-            EXIT_FAILED
-        }
+        (Some(first), None) => Err(Error::Differs(first.clone())),
         (Some(first), Some(_)) => {
             eprintln!("the replayed config differs from what was published first at {first}");
-            0
+            Ok(())
         }
     }
 }

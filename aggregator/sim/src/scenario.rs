@@ -36,6 +36,8 @@ use serde::{Deserialize, Deserializer};
 
 use aggregator_core::value::Value;
 
+use crate::Error;
+
 /// The built-in demo: two 16-cell LFP batteries, a Multi and a solar charger, charging and
 /// discharging in a loop of about three minutes.
 pub const DEMO_SCENARIO: &str = include_str!("../../scenarios/demo.yaml");
@@ -377,21 +379,27 @@ pub struct Scenario {
 
 impl Scenario {
     /// Parses and checks a scenario; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Scenario, String> {
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, Error> {
         let raw: RawScenario = serde_yaml::from_str(text).map_err(|err| yaml_error(file, &err))?;
-        raw.resolve()
-            .map_err(|(key, message)| format!("{file}: {key}: {message}"))
+        raw.resolve().map_err(|(key, message)| Error::Scenario {
+            file: file.to_string(),
+            line: None,
+            key: Some(key),
+            message,
+        })
     }
 
     /// Reads, parses and checks a scenario file.
-    pub fn load(path: &Path) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("{}: cannot read: {err}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Scenario, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Scenario::parse(&text, &path.display().to_string())
     }
 
     /// The built-in demo ([`DEMO_SCENARIO`]).
-    pub fn demo() -> Result<Scenario, String> {
+    pub fn demo() -> Result<Scenario, Error> {
         Scenario::parse(DEMO_SCENARIO, "demo.yaml")
     }
 
@@ -494,7 +502,7 @@ mod tests {
     fn error(text: &str) -> String {
         match Scenario::parse(text, "scenario.yaml") {
             Ok(_) => panic!("parsed: {text}"),
-            Err(err) => err,
+            Err(err) => err.to_string(),
         }
     }
 

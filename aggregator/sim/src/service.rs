@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::battery::Item;
 use crate::scenario::Signals;
+use crate::Error;
 use venus_bus::export::BusItemService;
 use venus_bus::{connect_to, release_name, request_name};
 
@@ -58,10 +59,18 @@ impl Service {
     }
 
     /// Connects, inserts every item, serves, then requests the name.
-    pub(crate) async fn register(&mut self, items: Vec<Item>) -> Result<(), String> {
-        let conn = connect_to(&self.address)
-            .await
-            .map_err(|err| format!("{}: cannot connect to {}: {err}", self.name, self.address))?;
+    pub(crate) async fn register(&mut self, items: Vec<Item>) -> Result<(), Error> {
+        let failed = |doing: Option<String>, source: venus_bus::Error| Error::Service {
+            name: self.name.clone(),
+            doing,
+            source: Box::new(source),
+        };
+        let conn = connect_to(&self.address).await.map_err(|err| {
+            failed(
+                Some(format!("cannot connect to {}", self.address)),
+                err.into(),
+            )
+        })?;
         let exported = BusItemService::new(conn);
         if let Some(setup) = &self.setup {
             setup(&exported);
@@ -73,11 +82,11 @@ impl Service {
         let server = exported
             .serve()
             .await
-            .map_err(|err| format!("{}: cannot serve: {err}", self.name))?;
+            .map_err(|err| failed(Some("cannot serve".into()), err.into()))?;
         let live = Live { exported, server };
         request_name(live.exported.connection(), &self.name)
             .await
-            .map_err(|err| format!("{}: {err}", self.name))?;
+            .map_err(|err| failed(None, err))?;
         self.live = Some(live);
         Ok(())
     }

@@ -635,7 +635,7 @@ async fn the_demo_runs_and_a_taken_name_is_an_error() {
     // A second simulator finds every name taken, says which, and leaves nothing behind.
     let err = match Simulator::start(bus.address(), demo.clone()).await {
         Ok(_) => panic!("a second simulator started"),
-        Err(err) => err,
+        Err(err) => err.to_string(),
     };
     assert!(err.contains("already owned"), "{err}");
     let owner = name_owner(&conn, BAT1).await.expect("Bat1 still owned");
@@ -647,10 +647,14 @@ async fn the_demo_runs_and_a_taken_name_is_an_error() {
 fn publish_refuses_the_system_bus_and_a_missing_file() {
     let demo = Scenario::demo().expect("demo.yaml");
     let system = "unix:path=/var/run/dbus/system_bus_socket";
-    assert_eq!(aggregator_sim::publish(demo, Some(system)), 2);
+    let code = |result: Result<(), aggregator_sim::Error>| result.map_err(|e| e.exit_code());
+    assert_eq!(code(aggregator_sim::publish(demo, Some(system))), Err(2));
     let missing = Path::new("/nonexistent/scenario.yaml");
     assert_eq!(
-        aggregator_sim::publish_command(Some(missing), Some("unix:path=/tmp/x")),
-        2
+        code(aggregator_sim::publish_command(
+            Some(missing),
+            Some("unix:path=/tmp/x")
+        )),
+        Err(2)
     );
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use plugin_api::{CurrentSourceBox, PluginKind, StrategyBox};
 
 use crate::config::{Config, ConfigError, PluginChoice, Source};
+use crate::error::Error;
 use crate::plugins::{self, Refused, Scan};
 
 /// A configuration with its plugins built.
@@ -76,10 +77,11 @@ fn check_loading(file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Check
 
 /// The config of `shadow:` in `file`: the file with the shadow's strategy (and current
 /// source, when it names one) in place of the live ones, and no `shadow:`. `None` when the
-/// file has no `shadow:`; the text, to check and run as a config of its own.
-pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
+/// file has no `shadow:`; the text, to check and run as a config of its own. The error is
+/// the YAML parser's, for the caller to place in its file.
+pub fn shadow_config_text(text: &str) -> Result<Option<String>, Error> {
     use serde_yaml::Value;
-    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let mut doc: Value = serde_yaml::from_str(text).map_err(Error::Yaml)?;
     let Some(map) = doc.as_mapping_mut() else {
         return Ok(None);
     };
@@ -94,9 +96,7 @@ pub fn shadow_config_text(text: &str) -> Result<Option<String>, String> {
             map.insert(Value::from(key), choice.clone());
         }
     }
-    serde_yaml::to_string(&doc)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    serde_yaml::to_string(&doc).map(Some).map_err(Error::Yaml)
 }
 
 /// An error of the shadow's config as the file has it: its keys under `shadow.`, no line
@@ -339,7 +339,7 @@ fn build<T>(
     choice: &PluginChoice,
     kind: PluginKind,
     errors: &mut Vec<ConfigError>,
-    construct: impl Fn(&plugins::Plugin, &str) -> Result<T, String>,
+    construct: impl Fn(&plugins::Plugin, &str) -> Result<T, aggregator_core::Error>,
 ) -> Option<Result<T, Failed>> {
     let Some(plugin) = scan.find(&choice.plugin, kind) else {
         errors.push(source.error(
@@ -349,7 +349,8 @@ fn build<T>(
         return None;
     };
     let json = choice.config.to_string();
-    Some(construct(plugin, &json).map_err(|text| {
+    Some(construct(plugin, &json).map_err(|err| {
+        let text = err.to_string();
         let mut errors: Vec<ConfigError> = text
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -17,6 +17,8 @@ use aggregator_core::guard::{BmsLimits, GuardBounds, Window};
 use plugin_api::DeviceRef;
 use serde::{Deserialize, Deserializer};
 
+use crate::error::Error;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -506,9 +508,12 @@ pub fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> 
 
 /// A duration as written in `config.yaml` (`500ms`, `60s`, `5m`, `1h`, a plain number of
 /// seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     let seconds = parse_seconds(text)?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a duration"))
+    Duration::try_from_secs_f64(seconds).map_err(|_| Error::Duration {
+        text: text.to_string(),
+        hint: false,
+    })
 }
 
 /// The YAML crate's message without its position (`key: message`, from `key: message at line
@@ -522,7 +527,7 @@ pub fn yaml_message(err: &serde_yaml::Error) -> (Option<usize>, String) {
     (err.location().map(|l| l.line()), body)
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
+fn parse_seconds(text: &str) -> Result<f64, Error> {
     let text = text.trim();
     let split = text
         .find(|c: char| c.is_ascii_alphabetic())
@@ -538,9 +543,10 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     };
     match number.trim().parse::<f64>() {
         Ok(n) if factor.is_finite() => Ok(n * factor),
-        _ => Err(format!(
-            "`{text}` is not a duration; write e.g. 500ms, 60s, 5m or 1h"
-        )),
+        _ => Err(Error::Duration {
+            text: text.to_string(),
+            hint: true,
+        }),
     }
 }
 
@@ -569,6 +575,8 @@ impl std::fmt::Display for ConfigError {
         write!(f, ": {}", self.message)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// A config file as read: its text (for line numbers) and its path.
 #[derive(Clone, Debug)]

@@ -30,6 +30,7 @@ use crate::clock::calendar::{self, DateGuard};
 use crate::clock::ticker::Ticker;
 use crate::config::check::{check_to_run, Failed, Ready};
 use crate::config::Config;
+use crate::error::Error;
 use crate::record::{PublishedValues, Recorder};
 use crate::state_file::StateStore;
 use aggregator_core::engine::{Engine, Event, Settings};
@@ -37,13 +38,14 @@ use aggregator_core::feedin::{Cause, FeedInEvent};
 use aggregator_core::presence::Presence;
 use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
 use aggregator_core::value::{TextFormat, Value};
+use aggregator_core::Error as PluginError;
 use tick::BankMembers;
 
 /// How long the feed-in restore at SIGTERM/SIGINT may wait for the bus.
 const STOP_WRITE_LIMIT: Duration = Duration::from_secs(1);
 
 /// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
-pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
+pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> Result<(), Error> {
     let checked = check_to_run(config_file, plugins_dir);
     for refused in &checked.refused {
         tracing::warn!("plugin refused: {refused}");
@@ -54,16 +56,10 @@ pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> i32 {
         Some(ready) => ready,
         None => fail_safe::ready(config_file, &checked.errors),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!("cannot start the runtime: {err}");
-            return 1;
-        }
-    };
+        .map_err(|err| Error::Runtime("start the runtime", err))?;
     runtime.block_on(run(ready, config_file))
 }
 
@@ -184,7 +180,7 @@ struct Daemon {
     /// `AddSettings` under way, after the settings service appeared.
     settings_call: Option<Background<SettingsAnswer>>,
     /// The name request under way.
-    name_call: Option<Background<Result<(), bus::NameError>>>,
+    name_call: Option<Background<Result<(), bus::Error>>>,
     /// Today's date as the strategies get it: never one the clock cannot have right.
     dates: DateGuard,
     /// Episodes of an old view of the bus.
@@ -203,7 +199,7 @@ struct Daemon {
     last_happening_save: Option<Instant>,
 }
 
-async fn run(ready: Ready, config_file: &Path) -> i32 {
+async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     let Ready {
         config,
         scan,
@@ -238,12 +234,12 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             failed.plugin,
             failed_line(&failed)
         );
-        failed.text
+        PluginError::Plugin(failed.text)
     });
     let current_source = current_source.map_err(|failed| {
         // Not loaded because of the config's errors, which the strategy's line names.
         if failed.text == fail_safe::NOT_LOADED {
-            return failed.text;
+            return PluginError::Plugin(failed.text);
         }
         tracing::error!(
             "current source plugin {} could not be started: {}; using the batteries' own \
@@ -251,7 +247,7 @@ async fn run(ready: Ready, config_file: &Path) -> i32 {
             failed.plugin,
             failed_line(&failed)
         );
-        failed.text
+        PluginError::Plugin(failed.text)
     });
 
     let settings = Settings::from(&config);
@@ -407,7 +403,9 @@ fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, St
         Settings::from(&config),
         &config.strategy.plugin,
         Ok(strategy),
-        ready.current_source.map_err(|failed| failed.text),
+        ready
+            .current_source
+            .map_err(|failed| PluginError::Plugin(failed.text)),
     );
     Some((engine, shadow_text))
 }
@@ -479,17 +477,13 @@ fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::Set
 }
 
 impl Daemon {
-    async fn main_loop(&mut self) -> i32 {
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => (term, int),
-            _ => {
-                tracing::error!("cannot install signal handlers");
-                return 1;
-            }
-        };
+    async fn main_loop(&mut self) -> Result<(), Error> {
+        let install =
+            |kind| signal(kind).map_err(|err| Error::Runtime("install signal handlers", err));
+        let (mut term, mut int) = (
+            install(SignalKind::terminate())?,
+            install(SignalKind::interrupt())?,
+        );
         // SIGUSR1 (`dbus-aggregate-batteries record` sends it) saves the recording.
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(usr1) => Some(usr1),
@@ -529,7 +523,7 @@ impl Daemon {
         }
         self.release_feed_in().await;
         self.save_state();
-        0
+        Ok(())
     }
 
     /// At SIGTERM/SIGINT: the user's feed-in value goes back, whatever holds the episode
@@ -747,7 +741,7 @@ impl Daemon {
             let result = match tokio::time::timeout(CALL_TIMEOUT, request_name(&conn, &name)).await
             {
                 Ok(result) => result,
-                Err(_) => Err(bus::NameError::Bus(zbus::Error::Failure(format!(
+                Err(_) => Err(bus::Error::Bus(zbus::Error::Failure(format!(
                     "RequestName: no answer within {} s",
                     CALL_TIMEOUT.as_secs()
                 )))),

@@ -8,46 +8,57 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::error::Error;
+
 /// How much of a file [`check_file`] reads: the ELF header and the program headers, which a
 /// library's linker puts right after it (a few hundred bytes), never the whole library.
 pub const HEAD_LEN: u64 = 64 * 1024;
 
 /// Checks that the file at `path` is a complete ELF shared library for this machine, reading
 /// its first [`HEAD_LEN`] bytes and its length only.
-pub fn check_file(path: &Path) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|err| format!("cannot read: {err}"))?;
+pub fn check_file(path: &Path) -> Result<(), Error> {
+    let file =
+        std::fs::File::open(path).map_err(|err| Error::Elf(format!("cannot read: {err}")))?;
     let len = file
         .metadata()
-        .map_err(|err| format!("cannot read: {err}"))?
+        .map_err(|err| Error::Elf(format!("cannot read: {err}")))?
         .len();
     let mut head = Vec::new();
     file.take(HEAD_LEN)
         .read_to_end(&mut head)
-        .map_err(|err| format!("cannot read: {err}"))?;
+        .map_err(|err| Error::Elf(format!("cannot read: {err}")))?;
     check(&head, len)
 }
 
 /// Checks that a file of `len` bytes beginning with `bytes` is a complete ELF shared library
 /// for this machine.
-pub fn check(bytes: &[u8], len: u64) -> Result<(), String> {
+pub fn check(bytes: &[u8], len: u64) -> Result<(), Error> {
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
-        return Err("not a shared library (no ELF header)".into());
+        return Err(Error::Elf("not a shared library (no ELF header)".into()));
     }
     let is64 = match bytes[4] {
         1 => false,
         2 => true,
-        _ => return Err("not a shared library (unknown ELF class)".into()),
+        _ => {
+            return Err(Error::Elf(
+                "not a shared library (unknown ELF class)".into(),
+            ))
+        }
     };
     let little = match bytes[5] {
         1 => true,
         2 => false,
-        _ => return Err("not a shared library (unknown ELF byte order)".into()),
+        _ => {
+            return Err(Error::Elf(
+                "not a shared library (unknown ELF byte order)".into(),
+            ))
+        }
     };
     let header_len = if is64 { 64 } else { 52 };
     let truncated = |needed: u64| {
-        format!(
+        Error::Elf(format!(
             "truncated: the file has {len} bytes but its ELF headers describe at least {needed}"
-        )
+        ))
     };
     if bytes.len() < header_len {
         return Err(truncated(header_len as u64));
@@ -68,17 +79,17 @@ pub fn check(bytes: &[u8], len: u64) -> Result<(), String> {
     let word = if is64 { 8 } else { 4 };
     let kind = read(16, 2);
     if kind != 3 {
-        return Err(format!(
+        return Err(Error::Elf(format!(
             "not a shared library (ELF type {kind}, a shared object is 3)"
-        ));
+        )));
     }
     let machine = read(18, 2);
     if let Some(own) = own_machine() {
         if machine != own.0 {
-            return Err(format!(
+            return Err(Error::Elf(format!(
                 "built for another machine (ELF machine {machine}; this one is {})",
                 own.1
-            ));
+            )));
         }
     }
     let phoff = read(24 + word, word);
@@ -93,11 +104,11 @@ pub fn check(bytes: &[u8], len: u64) -> Result<(), String> {
         }
     }
     if program_headers_end > bytes.len() as u64 {
-        return Err(format!(
+        return Err(Error::Elf(format!(
             "not a library this daemon loads: its program headers end at byte \
              {program_headers_end}, past the first {} bytes it reads",
             bytes.len()
-        ));
+        )));
     }
     for k in 0..phnum {
         let at = (phoff + k * phentsize) as usize;
@@ -130,10 +141,10 @@ fn own_machine() -> Option<(u64, &'static str)> {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
-    use super::{check, check_file, HEAD_LEN};
+    use super::{check, check_file, Error, HEAD_LEN};
 
     /// `check` of the first `len` bytes of `bytes`, read as `check_file` reads them.
-    fn check_cut(bytes: &[u8], len: usize) -> Result<(), String> {
+    fn check_cut(bytes: &[u8], len: usize) -> Result<(), Error> {
         let head = &bytes[..len.min(HEAD_LEN as usize)];
         check(head, len as u64)
     }
@@ -147,11 +158,14 @@ mod tests {
             exe.len() as u64 > HEAD_LEN,
             "a file longer than what is read"
         );
-        assert_eq!(check_file(&path), Ok(()));
-        assert_eq!(check_cut(&exe, exe.len()), Ok(()));
+        assert!(check_file(&path).is_ok());
+        assert!(check_cut(&exe, exe.len()).is_ok());
         for cut in [100, exe.len() / 2, exe.len() - 1] {
             assert!(
-                check_cut(&exe, cut).unwrap_err().starts_with("truncated"),
+                check_cut(&exe, cut)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("truncated"),
                 "cut at {cut}"
             );
         }
@@ -159,7 +173,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cut = dir.path().join("cut.so");
         std::fs::write(&cut, &exe[..exe.len() - 1]).unwrap();
-        assert!(check_file(&cut).unwrap_err().starts_with("truncated"));
+        assert!(check_file(&cut)
+            .unwrap_err()
+            .to_string()
+            .starts_with("truncated"));
     }
 
     #[test]
@@ -167,10 +184,12 @@ mod tests {
         let text = b"hello world, not a library";
         assert!(check(text, text.len() as u64)
             .unwrap_err()
+            .to_string()
             .contains("no ELF header"));
         let header = b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00";
         assert!(check(header, header.len() as u64)
             .unwrap_err()
+            .to_string()
             .starts_with("truncated"));
     }
 
@@ -178,7 +197,9 @@ mod tests {
     fn program_headers_past_the_head_are_refused() {
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         // The file is whole, but only its first 100 bytes were read.
-        let err = check(&exe[..100], exe.len() as u64).unwrap_err();
+        let err = check(&exe[..100], exe.len() as u64)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("program headers end at byte"), "{err}");
     }
 }

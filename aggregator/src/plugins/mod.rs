@@ -19,6 +19,7 @@ use abi_stable::abi_stability::check_layout_compatibility;
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::std_types::{RStr, RString};
 use abi_stable::StableAbi;
+use aggregator_core::Error as PluginError;
 use plugin_api::{
     Constructor, CurrentSourceBox, HostLogger, LogLevel, LogLevel_NE, PluginKind, PluginModRef,
     StrategyBox, ABI_VERSION,
@@ -164,7 +165,7 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
-    crate::plugins::elf::check_file(path).map_err(refuse)?;
+    crate::plugins::elf::check_file(path).map_err(|err| refuse(err.to_string()))?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
     // abi_stable lets a plugin of a newer minor version through to the layout check, whose
     // message does not say which versions met; refuse it here, naming both.
@@ -227,40 +228,40 @@ fn older_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
 
 impl Plugin {
     /// Builds the strategy from its config section (JSON text).
-    pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, String> {
+    pub fn new_strategy(&self, config_json: &str) -> Result<StrategyBox, PluginError> {
         match self.module.constructor().as_enum() {
             Ok(Constructor::Strategy(ctor)) => (ctor.new)(RStr::from_str(config_json))
                 .into_result()
-                .map_err(RString::into_string),
-            _ => Err(format!(
+                .map_err(|err| PluginError::Plugin(err.into_string())),
+            _ => Err(PluginError::Plugin(format!(
                 "{} is a {}, not a strategy",
                 self.name,
                 self.kind.as_str()
-            )),
+            ))),
         }
     }
 
     /// Builds the current source from its config section (JSON text).
-    pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, String> {
+    pub fn new_current_source(&self, config_json: &str) -> Result<CurrentSourceBox, PluginError> {
         match self.module.constructor().as_enum() {
             Ok(Constructor::CurrentSource(ctor)) => (ctor.new)(RStr::from_str(config_json))
                 .into_result()
-                .map_err(RString::into_string),
-            _ => Err(format!(
+                .map_err(|err| PluginError::Plugin(err.into_string())),
+            _ => Err(PluginError::Plugin(format!(
                 "{} is a {}, not a current source",
                 self.name,
                 self.kind.as_str()
-            )),
+            ))),
         }
     }
 
     /// The plugin's config section as the plugin reads it, every default filled in (JSON
     /// text), from the section given (JSON text); parsed, not checked.
-    pub fn resolve_config(&self, config_json: &str) -> Result<String, String> {
+    pub fn resolve_config(&self, config_json: &str) -> Result<String, PluginError> {
         (self.module.resolve_config())(RStr::from_str(config_json))
             .into_result()
             .map(RString::into_string)
-            .map_err(RString::into_string)
+            .map_err(|err| PluginError::Plugin(err.into_string()))
     }
 }
 

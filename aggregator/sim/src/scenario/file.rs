@@ -10,6 +10,8 @@ use serde::Deserialize;
 use aggregator::config::valid_name_element;
 use aggregator_core::value::Value;
 
+use crate::Error;
+
 use super::{
     BatterySpec, CellData, DcDeviceSpec, Limits, Override, Ramp, Scenario, Segment, SettingsSpec,
     ShuntClass, ShuntSpec, Signals, Start, ALARMS, DEFAULT_CELL_V,
@@ -589,9 +591,12 @@ pub(crate) fn valid_object_path(path: &str) -> bool {
 }
 
 /// `file:line: key: message` from the YAML crate's `key: message at line L column C`.
-pub(super) fn yaml_error(file: &str, err: &serde_yaml::Error) -> String {
-    match aggregator::config::yaml_message(err) {
-        (Some(line), body) => format!("{file}:{line}: {body}"),
-        (None, body) => format!("{file}: {body}"),
+pub(super) fn yaml_error(file: &str, err: &serde_yaml::Error) -> Error {
+    let (line, message) = aggregator::config::yaml_message(err);
+    Error::Scenario {
+        file: file.to_string(),
+        line,
+        key: None,
+        message,
     }
 }
