@@ -11,7 +11,7 @@
 //! and the one check of whether they can be merged, [`presence`] tracks each battery over time,
 //! [`bank`] merges them, [`coulomb`] counts charge, [`envelope`] enforces the safety bounds on
 //! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
-//! [`feedin`] owns the feed-in setting, [`engine`] runs one tick over all of
+//! [`feedin`] owns the feed-in setting, [`episode`] says a lasting condition once, [`engine`] runs one tick over all of
 //! them, [`value`] and [`published`] are the D-Bus surface as plain values, and [`state`] is
 //! what survives a restart.
 
@@ -20,6 +20,7 @@ pub mod coulomb;
 pub mod discovery;
 pub mod engine;
 pub mod envelope;
+pub mod episode;
 pub mod feedin;
 pub mod guard;
 pub mod listing;
