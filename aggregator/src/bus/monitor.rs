@@ -448,12 +448,46 @@ impl Monitor {
         self.inner.broken.load(Ordering::Relaxed)
     }
 
-    /// Brings the cache up to everything the bus delivered before now: sends a barrier on the
-    /// value connection and reads until its answer is in, waiting for the socket when it is
-    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for by
-    /// the next call's reads). Returns the age of the view: the time since the newest
-    /// answered barrier was sent (the set-up, before the first).
+    /// Brings the cache up to everything the bus delivered before now, and returns the age
+    /// of the view: the time since the view was last known to hold everything.
+    ///
+    /// First the socket is read. When every barrier sent so far was answered and the socket
+    /// held so little since the last call that it cannot have filled, the bus daemon had
+    /// nothing queued for us: the view is current, with no round-trip to wait for (the
+    /// common case, at one wake-up per tick). Else a barrier is sent on the value connection
+    /// and the socket read until its answer is in, waiting for the socket when it is
+    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for
+    /// by the next call's reads). Once the view is current a barrier is sent and not waited
+    /// for: its answer, read at the next call, says the bus daemon still answered in between
+    /// (a bus daemon that stopped leaves it pending, and the next call waits).
     pub async fn catch_up(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        self.drain();
+        let quiet = {
+            let mut raw = self.raw();
+            let quiet = raw.take_quiet() && raw.barriers().all_answered() && !self.broken();
+            if quiet {
+                raw.barriers_mut().current_at(started);
+            }
+            quiet
+        };
+        let current = quiet || self.wait_for_barrier(limit).await;
+        if !quiet {
+            // What the wait read is behind us: the next call counts from here.
+            self.raw().take_quiet();
+        }
+        if current {
+            let (_, call) = self.raw().barrier();
+            if let Err(err) = self.inner.calls.send(&call, limit).await {
+                tracing::debug!("barrier not sent on the value connection: {err}");
+            }
+        }
+        self.raw().barriers().age(Instant::now())
+    }
+
+    /// Sends a barrier and reads until its answer is in, for `limit` at most; whether it
+    /// came.
+    async fn wait_for_barrier(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         let (serial, call) = self.raw().barrier();
         if let Err(err) = self.inner.calls.send(&call, limit).await {
@@ -463,28 +497,30 @@ impl Monitor {
             self.drain();
             let waiter = {
                 let raw = self.raw();
-                if raw.barriers().is_answered(serial) || self.broken() {
-                    break;
+                if raw.barriers().is_answered(serial) {
+                    return true;
+                }
+                if self.broken() {
+                    return false;
                 }
                 raw.waiter()
             };
             let Ok(waiter) = waiter else {
-                break;
+                return false;
             };
             match tokio::time::timeout_at(deadline, readable(waiter)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::debug!("cannot wait for the value connection: {err}");
-                    break;
+                    return false;
                 }
                 Err(_late) => {
                     // What came meanwhile is still taken in.
                     self.drain();
-                    break;
+                    return self.raw().barriers().is_answered(serial);
                 }
             }
         }
-        self.raw().barriers().age(Instant::now())
     }
 
     /// The cache, as the last read left it.

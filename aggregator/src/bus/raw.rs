@@ -43,6 +43,15 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read per `read` call; the buffer grows past it only for a longer message.
 const CHUNK: usize = 64 * 1024;
 
+/// What a message takes of a socket's memory beyond its own bytes, at most (the kernel's
+/// buffer header and the rounding of its data area: a small message takes about 1.3 KiB).
+/// Counted generously: the socket's load is only ever over-estimated.
+const MESSAGE_OVERHEAD: usize = 1024;
+
+/// The socket memory the bus daemon's end of the connection gets by default (the system's
+/// `net.core.wmem_default`), when the system does not say.
+const DEFAULT_SOCKET_MEMORY: usize = 160 * 1024;
+
 /// The bus daemon's name.
 pub const BUS: &str = "org.freedesktop.DBus";
 const BUS_PATH: &str = "/org/freedesktop/DBus";
@@ -57,6 +66,12 @@ pub struct RawConnection {
     calls: CallSender,
     unique_name: String,
     barriers: Barriers,
+    /// The socket memory the messages read since [`RawConnection::take_load`] took, as
+    /// counted with [`MESSAGE_OVERHEAD`].
+    load: usize,
+    /// Half the socket memory the bus daemon may fill before it queues for us: a load below
+    /// it means the socket never filled, so nothing waited in the bus daemon's own queue.
+    quiet_load: usize,
 }
 
 /// The barriers sent on a value connection and not yet answered, oldest first, and the send
@@ -107,6 +122,16 @@ impl Barriers {
     /// The age of the view at `now`: the time since the newest answered barrier was sent.
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.current_as_of)
+    }
+
+    /// Whether every barrier sent has been answered (none is pending).
+    pub fn all_answered(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The view holds everything the bus delivered before `at`, known without a barrier.
+    pub fn current_at(&mut self, at: Instant) {
+        self.current_as_of = self.current_as_of.max(at);
     }
 }
 
@@ -216,6 +241,8 @@ impl RawConnection {
             },
             unique_name: String::new(),
             barriers: Barriers::new(Instant::now()),
+            load: 0,
+            quiet_load: socket_memory() / 2,
         };
         let uid = std::fs::metadata("/proc/self")?.uid();
         let hex: String = uid
@@ -345,6 +372,7 @@ impl RawConnection {
                 Ok(msg) => on(&msg),
                 Err(err) => tracing::debug!("D-Bus message dropped: {err}"),
             }
+            self.load += len + MESSAGE_OVERHEAD;
             at += len;
         }
         self.buf.copy_within(at..self.filled, 0);
@@ -406,11 +434,32 @@ impl RawConnection {
         &self.barriers
     }
 
+    /// The barriers of this connection, to record what is known without one.
+    pub fn barriers_mut(&mut self) -> &mut Barriers {
+        &mut self.barriers
+    }
+
+    /// Whether the messages read since the last call took so little of the socket's memory
+    /// that the socket cannot have filled meanwhile (then the bus daemon queued nothing for
+    /// us: it writes to a socket with room at once); starts counting anew.
+    pub fn take_quiet(&mut self) -> bool {
+        std::mem::take(&mut self.load) < self.quiet_load
+    }
+
     /// A duplicate of the socket, to wait for data with [`readable`] without holding the
     /// connection.
     pub fn waiter(&self) -> io::Result<UnixStream> {
         self.stream.try_clone()
     }
+}
+
+/// The socket memory a connection's end gets by default: `net.core.wmem_default`, which the
+/// bus daemon's end of our connection has (it sets no other), else [`DEFAULT_SOCKET_MEMORY`].
+fn socket_memory() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT_SOCKET_MEMORY)
 }
 
 /// Waits until `waiter` (a duplicate of a value connection's socket, [`RawConnection::waiter`])
