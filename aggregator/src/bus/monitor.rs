@@ -26,7 +26,7 @@ use plugin_api::DcClass;
 
 use crate::bus::client::{self, CALL_TIMEOUT};
 use crate::bus::export::BUS_ITEM;
-use crate::bus::raw::{readable, CallSender, RawConnection};
+use crate::bus::raw::{CallSender, RawConnection};
 use crate::bus::variant::Field;
 use crate::bus::wire::{self, Kind};
 
@@ -493,22 +493,27 @@ impl Monitor {
         if let Err(err) = self.inner.calls.send(&call, limit).await {
             tracing::debug!("barrier not sent on the value connection: {err}");
         }
+        // Registered at the first wait, and kept until the answer is in.
+        let mut waiter = None;
         loop {
             self.drain();
-            let waiter = {
-                let raw = self.raw();
-                if raw.barriers().is_answered(serial) {
-                    return true;
-                }
-                if self.broken() {
-                    return false;
-                }
-                raw.waiter()
-            };
-            let Ok(waiter) = waiter else {
+            if self.raw().barriers().is_answered(serial) {
+                return true;
+            }
+            if self.broken() {
                 return false;
+            }
+            let waiter = match &mut waiter {
+                Some(waiter) => waiter,
+                None => match self.raw().waiter() {
+                    Ok(registered) => waiter.insert(registered),
+                    Err(err) => {
+                        tracing::debug!("cannot wait for the value connection: {err}");
+                        return false;
+                    }
+                },
             };
-            match tokio::time::timeout_at(deadline, readable(waiter)).await {
+            match tokio::time::timeout_at(deadline, waiter.readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::debug!("cannot wait for the value connection: {err}");

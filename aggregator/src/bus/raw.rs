@@ -446,10 +446,23 @@ impl RawConnection {
         std::mem::take(&mut self.load) < self.quiet_load
     }
 
-    /// A duplicate of the socket, to wait for data with [`readable`] without holding the
-    /// connection.
-    pub fn waiter(&self) -> io::Result<UnixStream> {
-        self.stream.try_clone()
+    /// A duplicate of the socket registered with the runtime, to wait for data without
+    /// holding the connection.
+    pub fn waiter(&self) -> io::Result<Waiter> {
+        register(self.stream.try_clone()?, Interest::READABLE).map(Waiter)
+    }
+}
+
+/// A duplicate of a value connection's socket, registered with the runtime for as long as
+/// someone waits for data ([`RawConnection::waiter`]): registered for good, every signal would
+/// wake the daemon. Kept through a whole wait, which may take several reads.
+pub struct Waiter(AsyncFd<UnixStream>);
+
+impl Waiter {
+    /// Waits until the socket has data to read (at once when it came since the last call).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await?.clear_ready();
+        Ok(())
     }
 }
 
@@ -460,15 +473,6 @@ fn socket_memory() -> usize {
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(DEFAULT_SOCKET_MEMORY)
-}
-
-/// Waits until `waiter` (a duplicate of a value connection's socket, [`RawConnection::waiter`])
-/// has data to read. It is registered with the runtime for this wait only: registered for
-/// good, every signal would wake the daemon.
-pub async fn readable(waiter: UnixStream) -> io::Result<()> {
-    let watched = register(waiter, Interest::READABLE)?;
-    watched.readable().await?.clear_ready();
-    Ok(())
 }
 
 fn invalid_wire(err: wire::WireError) -> io::Error {
