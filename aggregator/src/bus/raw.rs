@@ -66,12 +66,41 @@ pub struct RawConnection {
     calls: CallSender,
     unique_name: String,
     barriers: Barriers,
-    /// The socket memory the messages read since [`RawConnection::take_load`] took, as
-    /// counted with [`MESSAGE_OVERHEAD`].
-    load: usize,
-    /// Half the socket memory the bus daemon may fill before it queues for us: a load below
-    /// it means the socket never filled, so nothing waited in the bus daemon's own queue.
-    quiet_load: usize,
+    /// What the messages read since the last tick took of the socket's memory.
+    load: SocketLoad,
+}
+
+/// What the messages read from a socket took of its memory, against the memory the bus
+/// daemon may fill before it queues for us.
+#[derive(Debug)]
+pub struct SocketLoad {
+    /// Counted with [`MESSAGE_OVERHEAD`] per message.
+    taken: usize,
+    /// Half the socket memory: a load below it means the socket never filled.
+    quiet_below: usize,
+}
+
+impl SocketLoad {
+    /// For a socket whose sending end may hold `memory` bytes.
+    pub fn new(memory: usize) -> SocketLoad {
+        SocketLoad {
+            taken: 0,
+            quiet_below: memory / 2,
+        }
+    }
+
+    /// A message of `len` bytes was read.
+    pub fn read(&mut self, len: usize) {
+        self.taken = self
+            .taken
+            .saturating_add(len.saturating_add(MESSAGE_OVERHEAD));
+    }
+
+    /// Whether what was read since the last call cannot have filled the socket; starts
+    /// counting anew.
+    pub fn take_quiet(&mut self) -> bool {
+        std::mem::take(&mut self.taken) < self.quiet_below
+    }
 }
 
 /// The barriers sent on a value connection and not yet answered, oldest first, and the send
@@ -241,8 +270,7 @@ impl RawConnection {
             },
             unique_name: String::new(),
             barriers: Barriers::new(Instant::now()),
-            load: 0,
-            quiet_load: socket_memory() / 2,
+            load: SocketLoad::new(socket_memory()),
         };
         let uid = std::fs::metadata("/proc/self")?.uid();
         let hex: String = uid
@@ -372,7 +400,7 @@ impl RawConnection {
                 Ok(msg) => on(&msg),
                 Err(err) => tracing::debug!("D-Bus message dropped: {err}"),
             }
-            self.load += len + MESSAGE_OVERHEAD;
+            self.load.read(len);
             at += len;
         }
         self.buf.copy_within(at..self.filled, 0);
@@ -443,7 +471,7 @@ impl RawConnection {
     /// that the socket cannot have filled meanwhile (then the bus daemon queued nothing for
     /// us: it writes to a socket with room at once); starts counting anew.
     pub fn take_quiet(&mut self) -> bool {
-        std::mem::take(&mut self.load) < self.quiet_load
+        self.load.take_quiet()
     }
 
     /// A duplicate of the socket registered with the runtime, to wait for data without
@@ -566,6 +594,44 @@ mod tests {
         assert!(!barriers.answered(7), "taken in with the newer one");
         assert!(barriers.answered(9));
         assert_eq!(barriers.age(at(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_view_known_current_without_a_barrier_is_as_old_as_that_and_no_older_after() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut barriers = Barriers::new(start);
+        assert!(barriers.all_answered(), "none sent");
+        barriers.sent(1, at(1));
+        assert!(!barriers.all_answered());
+        assert!(barriers.answered(1));
+        assert!(barriers.all_answered());
+        barriers.current_at(at(5));
+        assert_eq!(barriers.age(at(6)), Duration::from_secs(1));
+        barriers.sent(2, at(3));
+        assert!(barriers.answered(2));
+        assert_eq!(
+            barriers.age(at(6)),
+            Duration::from_secs(1),
+            "an older barrier does not make the view older"
+        );
+    }
+
+    #[test]
+    fn a_socket_that_held_half_its_memory_may_have_filled() {
+        let mut load = SocketLoad::new(100 * 1024);
+        assert!(load.take_quiet(), "nothing read");
+        for _ in 0..40 {
+            load.read(200);
+        }
+        assert!(load.take_quiet(), "40 small messages: 48 KiB counted");
+        for _ in 0..42 {
+            load.read(200);
+        }
+        assert!(!load.take_quiet(), "42 small messages: 50.4 KiB counted");
+        assert!(load.take_quiet(), "counted anew");
+        load.read(usize::MAX);
+        assert!(!load.take_quiet(), "no overflow");
     }
 
     #[test]
