@@ -451,15 +451,14 @@ impl Monitor {
     /// Brings the cache up to everything the bus delivered before now, and returns the age
     /// of the view: the time since the view was last known to hold everything.
     ///
-    /// First the socket is read. When every barrier sent so far was answered and the socket
-    /// held so little since the last call that it cannot have filled, the bus daemon had
+    /// First the socket is read. When messages came since the last call and took so little
+    /// of the socket that it cannot have filled, the bus daemon was routing to us and had
     /// nothing queued for us: the view is current, with no round-trip to wait for (the
-    /// common case, at one wake-up per tick). Else a barrier is sent on the value connection
-    /// and the socket read until its answer is in, waiting for the socket when it is
-    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for
-    /// by the next call's reads). Once the view is current a barrier is sent and not waited
-    /// for: its answer, read at the next call, says the bus daemon still answered in between
-    /// (a bus daemon that stopped leaves it pending, and the next call waits).
+    /// common case, at one wake-up per tick), unless a barrier of an earlier call is still
+    /// unanswered. Else a barrier is sent on the value connection and the socket read until
+    /// its answer is in, waiting for the socket when it is momentarily empty, for `limit` at
+    /// most (a barrier not answered by then keeps the next calls waiting for one until it
+    /// is). A bus daemon that stopped sends nothing: the next call waits for a barrier.
     pub async fn catch_up(&self, limit: Duration) -> Duration {
         let started = Instant::now();
         self.drain();
@@ -471,23 +470,16 @@ impl Monitor {
             }
             quiet
         };
-        let current = quiet || self.wait_for_barrier(limit).await;
         if !quiet {
+            self.wait_for_barrier(limit).await;
             // What the wait read is behind us: the next call counts from here.
             self.raw().take_quiet();
-        }
-        if current {
-            let (_, call) = self.raw().barrier();
-            if let Err(err) = self.inner.calls.send(&call, limit).await {
-                tracing::debug!("barrier not sent on the value connection: {err}");
-            }
         }
         self.raw().barriers().age(Instant::now())
     }
 
-    /// Sends a barrier and reads until its answer is in, for `limit` at most; whether it
-    /// came.
-    async fn wait_for_barrier(&self, limit: Duration) -> bool {
+    /// Sends a barrier and reads until its answer is in, for `limit` at most.
+    async fn wait_for_barrier(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         let (serial, call) = self.raw().barrier();
         if let Err(err) = self.inner.calls.send(&call, limit).await {
@@ -497,11 +489,8 @@ impl Monitor {
         let mut waiter = None;
         loop {
             self.drain();
-            if self.raw().barriers().is_answered(serial) {
-                return true;
-            }
-            if self.broken() {
-                return false;
+            if self.raw().barriers().is_answered(serial) || self.broken() {
+                return;
             }
             let waiter = match &mut waiter {
                 Some(waiter) => waiter,
@@ -509,7 +498,7 @@ impl Monitor {
                     Ok(registered) => waiter.insert(registered),
                     Err(err) => {
                         tracing::debug!("cannot wait for the value connection: {err}");
-                        return false;
+                        return;
                     }
                 },
             };
@@ -517,12 +506,12 @@ impl Monitor {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::debug!("cannot wait for the value connection: {err}");
-                    return false;
+                    return;
                 }
                 Err(_late) => {
                     // What came meanwhile is still taken in.
                     self.drain();
-                    return self.raw().barriers().is_answered(serial);
+                    return;
                 }
             }
         }
