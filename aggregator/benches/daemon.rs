@@ -11,7 +11,10 @@
 //! once with one `PropertiesChanged` per changed value, as dbus-serialbattery does, and once
 //! with one `ItemsChanged` per service and step), `BENCH_DAEMON` another build's daemon binary
 //! to measure (its plugins beside it), `BENCH_RECORD` the flight recorder's `record.keep`
-//! (default `30m`, the shipped one; `0s` measures the daemon without it).
+//! (default `30m`, the shipped one; `0s` measures the daemon without it), and
+//! `BENCH_LEGACY_CONFIG=1` writes the configuration as builds from before the recorder and the
+//! guard's cell and temperature windows read it (no `record:`, `safety:` with the charge
+//! bounds only; they refuse the other keys), to measure such a build with `BENCH_DAEMON`.
 //!
 //! For each bank: a private bus; the daemon as a child process (current source `bms`, strategy
 //! `lfp-balancing`), waiting for its batteries; a monitor connection that counts every message
@@ -502,6 +505,22 @@ fn config_yaml(bank: Bank, dir: &Path, plugins: &Path) -> Result<String, String>
     section.insert("strategy".into(), strategy.clone());
     let strategy = serde_yaml::to_string(&section).map_err(|err| err.to_string())?;
     let quoted = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', "''"));
+    let legacy = std::env::var_os("BENCH_LEGACY_CONFIG").is_some();
+    let windows = if legacy {
+        ""
+    } else {
+        "  min_cell_voltage: 2.80
+  min_charge_temperature: 0
+  max_charge_temperature: 45
+  min_discharge_temperature: -20
+  max_discharge_temperature: 55
+"
+    };
+    let record = match std::env::var("BENCH_RECORD") {
+        _ if legacy => String::new(),
+        Ok(keep) => format!("record:\n  keep: {keep}\n"),
+        Err(_) => "record:\n  keep: 30m\n".to_string(),
+    };
     Ok(format!(
         "update_interval: {interval}s
 batteries:
@@ -512,12 +531,7 @@ current_source:
   plugin: bms
 {strategy}safety:
   max_cell_voltage: 3.65
-  min_cell_voltage: 2.80
-  min_charge_temperature: 0
-  max_charge_temperature: 45
-  min_discharge_temperature: -20
-  max_discharge_temperature: 55
-  max_charge_current: 300
+{windows}  max_charge_current: 300
   max_discharge_current: 300
 publish:
   cell_voltages: false
@@ -527,10 +541,7 @@ paths:
 logging:
   level: warn
   summary_every: 0s
-record:
-  keep: {keep}
-",
-        keep = std::env::var("BENCH_RECORD").unwrap_or_else(|_| "30m".into()),
+{record}",
         interval = UPDATE_INTERVAL.as_secs(),
         batteries = bank.batteries,
         cells = bank.cells,

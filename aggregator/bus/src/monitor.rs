@@ -26,7 +26,7 @@ use plugin_api::DcClass;
 
 use crate::client::{self, CALL_TIMEOUT};
 use crate::export::BUS_ITEM;
-use crate::raw::{readable, CallSender, RawConnection};
+use crate::raw::{CallSender, RawConnection};
 use crate::variant::Field;
 use crate::wire::{self, Kind};
 
@@ -456,43 +456,73 @@ impl Monitor {
         self.inner.broken.load(Ordering::Relaxed)
     }
 
-    /// Brings the cache up to everything the bus delivered before now: sends a barrier on the
-    /// value connection and reads until its answer is in, waiting for the socket when it is
-    /// momentarily empty, for `limit` at most (a barrier not answered by then is waited for by
-    /// the next call's reads). Returns the age of the view: the time since the newest
-    /// answered barrier was sent (the set-up, before the first).
+    /// Brings the cache up to everything the bus delivered before now, and returns the age
+    /// of the view: the time since the view was last known to hold everything.
+    ///
+    /// First the socket is read. When messages came since the last call and took so little
+    /// of the socket that it cannot have filled, the bus daemon was routing to us and had
+    /// nothing queued for us: the view is current, with no round-trip to wait for (the
+    /// common case, at one wake-up per tick), unless a barrier of an earlier call is still
+    /// unanswered. Else a barrier is sent on the value connection and the socket read until
+    /// its answer is in, waiting for the socket when it is momentarily empty, for `limit` at
+    /// most (a barrier not answered by then keeps the next calls waiting for one until it
+    /// is). A bus daemon that stopped sends nothing: the next call waits for a barrier.
     pub async fn catch_up(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        self.drain();
+        let quiet = {
+            let mut raw = self.raw();
+            let quiet = raw.take_quiet() && raw.barriers().all_answered() && !self.broken();
+            if quiet {
+                raw.barriers_mut().current_at(started);
+            }
+            quiet
+        };
+        if !quiet {
+            self.wait_for_barrier(limit).await;
+            // What the wait read is behind us: the next call counts from here.
+            self.raw().take_quiet();
+        }
+        self.raw().barriers().age(Instant::now())
+    }
+
+    /// Sends a barrier and reads until its answer is in, for `limit` at most.
+    async fn wait_for_barrier(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         let (serial, call) = self.raw().barrier();
         if let Err(err) = self.inner.calls.send(&call, limit).await {
             tracing::debug!("barrier not sent on the value connection: {err}");
         }
+        // Registered at the first wait, and kept until the answer is in.
+        let mut waiter = None;
         loop {
             self.drain();
-            let waiter = {
-                let raw = self.raw();
-                if raw.barriers().is_answered(serial) || self.broken() {
-                    break;
-                }
-                raw.waiter()
+            if self.raw().barriers().is_answered(serial) || self.broken() {
+                return;
+            }
+            let waiter = match &mut waiter {
+                Some(waiter) => waiter,
+                None => match self.raw().waiter() {
+                    Ok(registered) => waiter.insert(registered),
+                    Err(err) => {
+                        tracing::debug!("cannot wait for the value connection: {err}");
+                        return;
+                    }
+                },
             };
-            let Ok(waiter) = waiter else {
-                break;
-            };
-            match tokio::time::timeout_at(deadline, readable(waiter)).await {
+            match tokio::time::timeout_at(deadline, waiter.readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     tracing::debug!("cannot wait for the value connection: {err}");
-                    break;
+                    return;
                 }
                 Err(_late) => {
                     // What came meanwhile is still taken in.
                     self.drain();
-                    break;
+                    return;
                 }
             }
         }
-        self.raw().barriers().age(Instant::now())
     }
 
     /// The cache, as the last read left it.

@@ -43,6 +43,15 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read per `read` call; the buffer grows past it only for a longer message.
 const CHUNK: usize = 64 * 1024;
 
+/// What a message takes of a socket's memory beyond its own bytes, at most (the kernel's
+/// buffer header and the rounding of its data area: a small message takes about 1.3 KiB).
+/// Counted generously: the socket's load is only ever over-estimated.
+const MESSAGE_OVERHEAD: usize = 1024;
+
+/// The socket memory the bus daemon's end of the connection gets by default (the system's
+/// `net.core.wmem_default`), when the system does not say.
+const DEFAULT_SOCKET_MEMORY: usize = 160 * 1024;
+
 /// The bus daemon's name.
 pub const BUS: &str = "org.freedesktop.DBus";
 const BUS_PATH: &str = "/org/freedesktop/DBus";
@@ -57,6 +66,46 @@ pub struct RawConnection {
     calls: CallSender,
     unique_name: String,
     barriers: Barriers,
+    /// What the messages read since the last tick took of the socket's memory.
+    load: SocketLoad,
+}
+
+/// What the messages read from a socket took of its memory, against the memory the bus
+/// daemon may fill before it queues for us.
+#[derive(Debug)]
+pub struct SocketLoad {
+    /// Counted with [`MESSAGE_OVERHEAD`] per message.
+    taken: usize,
+    /// Messages read.
+    messages: usize,
+    /// Half the socket memory: a load below it means the socket never filled.
+    quiet_below: usize,
+}
+
+impl SocketLoad {
+    /// For a socket whose sending end may hold `memory` bytes.
+    pub fn new(memory: usize) -> SocketLoad {
+        SocketLoad {
+            taken: 0,
+            messages: 0,
+            quiet_below: memory / 2,
+        }
+    }
+
+    /// A message of `len` bytes was read.
+    pub fn read(&mut self, len: usize) {
+        self.taken = self
+            .taken
+            .saturating_add(len.saturating_add(MESSAGE_OVERHEAD));
+        self.messages += 1;
+    }
+
+    /// Whether messages came since the last call (the bus daemon was routing to us) and took
+    /// so little that they cannot have filled the socket; starts counting anew.
+    pub fn take_quiet(&mut self) -> bool {
+        let messages = std::mem::take(&mut self.messages);
+        std::mem::take(&mut self.taken) < self.quiet_below && messages > 0
+    }
 }
 
 /// The barriers sent on a value connection and not yet answered, oldest first, and the send
@@ -107,6 +156,16 @@ impl Barriers {
     /// The age of the view at `now`: the time since the newest answered barrier was sent.
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.current_as_of)
+    }
+
+    /// Whether every barrier sent has been answered (none is pending).
+    pub fn all_answered(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The view holds everything the bus delivered before `at`, known without a barrier.
+    pub fn current_at(&mut self, at: Instant) {
+        self.current_as_of = self.current_as_of.max(at);
     }
 }
 
@@ -216,6 +275,7 @@ impl RawConnection {
             },
             unique_name: String::new(),
             barriers: Barriers::new(Instant::now()),
+            load: SocketLoad::new(socket_memory()),
         };
         let uid = std::fs::metadata("/proc/self")?.uid();
         let hex: String = uid
@@ -345,6 +405,7 @@ impl RawConnection {
                 Ok(msg) => on(&msg),
                 Err(err) => tracing::debug!("D-Bus message dropped: {err}"),
             }
+            self.load.read(len);
             at += len;
         }
         self.buf.copy_within(at..self.filled, 0);
@@ -406,20 +467,46 @@ impl RawConnection {
         &self.barriers
     }
 
-    /// A duplicate of the socket, to wait for data with [`readable`] without holding the
-    /// connection.
-    pub fn waiter(&self) -> io::Result<UnixStream> {
-        self.stream.try_clone()
+    /// The barriers of this connection, to record what is known without one.
+    pub fn barriers_mut(&mut self) -> &mut Barriers {
+        &mut self.barriers
+    }
+
+    /// Whether messages were read since the last call (the bus daemon was routing to us), and
+    /// took so little of the socket's memory that the socket cannot have filled meanwhile
+    /// (then the bus daemon queued nothing for us: it writes to a socket with room at once);
+    /// starts counting anew.
+    pub fn take_quiet(&mut self) -> bool {
+        self.load.take_quiet()
+    }
+
+    /// A duplicate of the socket registered with the runtime, to wait for data without
+    /// holding the connection.
+    pub fn waiter(&self) -> io::Result<Waiter> {
+        register(self.stream.try_clone()?, Interest::READABLE).map(Waiter)
     }
 }
 
-/// Waits until `waiter` (a duplicate of a value connection's socket, [`RawConnection::waiter`])
-/// has data to read. It is registered with the runtime for this wait only: registered for
-/// good, every signal would wake the daemon.
-pub async fn readable(waiter: UnixStream) -> io::Result<()> {
-    let watched = register(waiter, Interest::READABLE)?;
-    watched.readable().await?.clear_ready();
-    Ok(())
+/// A duplicate of a value connection's socket, registered with the runtime for as long as
+/// someone waits for data ([`RawConnection::waiter`]): registered for good, every signal would
+/// wake the daemon. Kept through a whole wait, which may take several reads.
+pub struct Waiter(AsyncFd<UnixStream>);
+
+impl Waiter {
+    /// Waits until the socket has data to read (at once when it came since the last call).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await?.clear_ready();
+        Ok(())
+    }
+}
+
+/// The socket memory a connection's end gets by default: `net.core.wmem_default`, which the
+/// bus daemon's end of our connection has (it sets no other), else [`DEFAULT_SOCKET_MEMORY`].
+fn socket_memory() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT_SOCKET_MEMORY)
 }
 
 fn invalid_wire(err: wire::WireError) -> io::Error {
@@ -513,6 +600,50 @@ mod tests {
         assert!(!barriers.answered(7), "taken in with the newer one");
         assert!(barriers.answered(9));
         assert_eq!(barriers.age(at(3)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_view_known_current_without_a_barrier_is_as_old_as_that_and_no_older_after() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut barriers = Barriers::new(start);
+        assert!(barriers.all_answered(), "none sent");
+        barriers.sent(1, at(1));
+        assert!(!barriers.all_answered());
+        assert!(barriers.answered(1));
+        assert!(barriers.all_answered());
+        barriers.current_at(at(5));
+        assert_eq!(barriers.age(at(6)), Duration::from_secs(1));
+        barriers.sent(2, at(3));
+        assert!(barriers.answered(2));
+        assert_eq!(
+            barriers.age(at(6)),
+            Duration::from_secs(1),
+            "an older barrier does not make the view older"
+        );
+    }
+
+    #[test]
+    fn a_socket_that_held_half_its_memory_may_have_filled() {
+        let mut load = SocketLoad::new(100 * 1024);
+        assert!(
+            !load.take_quiet(),
+            "nothing read: the bus daemon may have stopped"
+        );
+        load.read(200);
+        assert!(load.take_quiet());
+        for _ in 0..40 {
+            load.read(200);
+        }
+        assert!(load.take_quiet(), "40 small messages: 48 KiB counted");
+        for _ in 0..42 {
+            load.read(200);
+        }
+        assert!(!load.take_quiet(), "42 small messages: 50.4 KiB counted");
+        load.read(200);
+        assert!(load.take_quiet(), "counted anew");
+        load.read(usize::MAX);
+        assert!(!load.take_quiet(), "no overflow");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use plugin_api::{
 use crate::bank::{merge, Member, Merged};
 use crate::coulomb::CoulombCounter;
 use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
+use crate::episode::{Edge, Episode, Episodes};
 use crate::error::Error;
 use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
 use crate::guard::{Acts, Guard, GuardBounds};
@@ -233,6 +234,15 @@ struct SocOutputs {
     time_to_go_s: Option<f64>,
 }
 
+/// What the feed-in step decided this tick.
+struct FeedInStep {
+    /// A value to write to the setting now.
+    write: Option<i64>,
+    /// The feed-in memory changed enough to be saved.
+    save_state: bool,
+    event: Option<Event>,
+}
+
 /// SoC and what goes with it from a battery monitor's `/Soc`, over the bank's capacity; the
 /// time to go stays the batteries'.
 fn monitor_soc(soc_pct: f64, merged: &Merged) -> SocOutputs {
@@ -267,18 +277,20 @@ pub struct Engine {
     /// The limits published on the last tick with a battery online: they stand while every
     /// battery is held (drivers restarting), lowered only by a cause that protects something.
     last_online: Option<Limits>,
-    /// The strategy's faults in a row have reached `safety.plugin_failures` (logged once).
-    failures_stop: bool,
+    /// The strategy's faults in a row have reached `safety.plugin_failures`.
+    failures_stop: Episode,
     /// The published limits reach DVCC (the service is registered): only then may the host's
     /// own causes touch feed-in.
     publishing: bool,
-    no_temperature_logged: bool,
-    /// Batteries already named for publishing no limit of their own.
-    no_limit_logged: Vec<String>,
-    /// Batteries already named for leaving bounds to their BMS alone.
-    bms_only_logged: Vec<String>,
+    /// No battery gives a temperature (said once per run).
+    no_temperature: Episode,
+    /// Batteries named for publishing no limit of their own (once per run each).
+    no_limit: Episodes,
+    /// Batteries named for leaving bounds to their BMS alone (once per run each).
+    bms_only: Episodes,
     fallback_ticks: u64,
-    clamping: bool,
+    /// A strategy value is clamped to a `safety` bound.
+    clamping: Episode,
     mode: String,
 }
 
@@ -316,13 +328,13 @@ impl Engine {
             feed_in_control: FeedInControl::default(),
             guard: Guard::new(settings.guard),
             last_online: None,
-            failures_stop: false,
+            failures_stop: Episode::default(),
             publishing: true,
-            no_temperature_logged: false,
-            no_limit_logged: Vec::new(),
-            bms_only_logged: Vec::new(),
+            no_temperature: Episode::default(),
+            no_limit: Episodes::default(),
+            bms_only: Episodes::default(),
             fallback_ticks: 0,
-            clamping: false,
+            clamping: Episode::default(),
             mode: String::new(),
         }
     }
@@ -419,18 +431,20 @@ impl Engine {
     /// One tick: the bank's snapshot, then measure, count, strategy, envelope, degrade,
     /// requests and mode, each a step below.
     pub fn tick(&mut self, batteries: &[Battery], inputs: &TickInputs) -> Outcome {
-        let mut events = Vec::new();
         let bank = BankSnapshot::of(batteries, inputs.expected, &inputs.left_out);
         // Nothing to compute from: fail safe without asking the plugins (a bank with no
         // battery is not a plugin fault).
         if bank.active == 0 {
-            return self.nothing_online(bank, inputs, events);
+            return self.nothing_online(bank, inputs);
         }
-        let (current_a, power_w) = self.measure(&bank.merged, inputs, &mut events);
-        self.count(&bank, inputs, current_a, &mut events);
+        let mut events = Vec::new();
+        let ((current_a, power_w), fallback) = self.measure(&bank.merged, inputs);
+        events.extend(fallback);
+        events.extend(self.count(&bank, inputs, current_a));
         let view = self.bank_view(batteries, &bank, inputs, current_a, power_w);
         let result = self.run_strategy(&view);
-        let enforced = self.enforce(&result, &view, &bank.merged, inputs.cells, &mut events);
+        let (enforced, envelope_events) = self.enforce(&result, &view, &bank.merged, inputs.cells);
+        events.extend(envelope_events);
         // Degraded first, so that a stale bank is scaled to the batteries online or capped by
         // their own limits, whichever is lower, and not both at once.
         let degraded = if bank.online == 0 {
@@ -444,10 +458,10 @@ impl Engine {
             .guard
             .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
         let latches_changed = self.guard.latches() != latches;
-        self.note_guard(&guarded.acts, batteries, &mut events);
+        events.extend(self.note_guard(&guarded.acts, batteries));
         let limits = guarded.limits;
         let mut save_state = latches_changed;
-        self.carry_out(&result, &bank, &mut save_state);
+        save_state |= self.carry_out(&result, &bank);
         let (request, strategy_ccl) = match &result {
             Ok(out) => (out.feed_in, out.ccl_a),
             Err(_) => (plugin_api::FeedInRequest::Keep, f64::NAN),
@@ -464,7 +478,9 @@ impl Engine {
             charge_stopped: limits.ccl_a <= 0.0,
             charge_lowered: near,
         };
-        let feed_in_write = self.feed_in(request, host, inputs, &mut save_state, &mut events);
+        let feed_in = self.feed_in(request, host, inputs);
+        save_state |= feed_in.save_state;
+        events.extend(feed_in.event);
         let mut mode = self.mode(&result, &enforced, &bank, inputs.expected);
         let acting = guarded.acts.describe();
         if !acting.is_empty() {
@@ -475,11 +491,12 @@ impl Engine {
             mode = format!("{mode}; {stops}");
         }
         // Said once, whole: a rule that holds must not make it alternate tick by tick.
-        self.set_mode(&mode, &mut events);
+        events.extend(self.set_mode(&mode));
         if bank.online > 0 {
             self.last_online = Some(limits);
         }
-        let mut soc = self.soc(&bank.merged, current_a, inputs.low_soc, &mut save_state);
+        let (mut soc, soc_to_save) = self.soc(&bank.merged, current_a, inputs.low_soc);
+        save_state |= soc_to_save;
         if let Some(soc_pct) = inputs.monitor_soc.filter(|s| (0.0..=100.0).contains(s)) {
             soc = monitor_soc(soc_pct, &bank.merged);
         }
@@ -499,7 +516,7 @@ impl Engine {
             time_to_go_s: soc.time_to_go_s,
             limits,
             mode,
-            feed_in_write,
+            feed_in_write: feed_in.write,
             save_state,
             events,
         }
@@ -507,26 +524,15 @@ impl Engine {
 
     /// No battery online or held: CCL and DCL 0; the last good CVL stays, so DVCC keeps a
     /// sane value.
-    fn nothing_online(
-        &mut self,
-        bank: BankSnapshot,
-        inputs: &TickInputs,
-        mut events: Vec<Event>,
-    ) -> Outcome {
+    fn nothing_online(&mut self, bank: BankSnapshot, inputs: &TickInputs) -> Outcome {
         let mode = "No battery online: charge and discharge stopped".to_string();
-        self.set_mode(&mode, &mut events);
-        let mut save_state = false;
+        let mut events: Vec<Event> = self.set_mode(&mode).into_iter().collect();
         let stopped = HostCause {
             charge_stopped: true,
             charge_lowered: false,
         };
-        let feed_in_write = self.feed_in(
-            plugin_api::FeedInRequest::Keep,
-            stopped,
-            inputs,
-            &mut save_state,
-            &mut events,
-        );
+        let feed_in = self.feed_in(plugin_api::FeedInRequest::Keep, stopped, inputs);
+        events.extend(feed_in.event);
         let cvl_v = self.envelope.last_good().map_or(0.0, |l| l.cvl_v);
         Outcome {
             merged: bank.merged,
@@ -546,8 +552,8 @@ impl Engine {
                 dcl_a: 0.0,
             },
             mode,
-            feed_in_write,
-            save_state,
+            feed_in_write: feed_in.write,
+            save_state: feed_in.save_state,
             events,
         }
     }
@@ -584,15 +590,13 @@ impl Engine {
         }
     }
 
-    /// The feed-in step: this tick's wanted setting, the write to make and its log line.
+    /// The feed-in step: the write to make, whether the memory is worth saving, its log line.
     fn feed_in(
         &mut self,
         request: plugin_api::FeedInRequest,
         host: HostCause,
         inputs: &TickInputs,
-        save_state: &mut bool,
-        events: &mut Vec<Event>,
-    ) -> Option<i64> {
+    ) -> FeedInStep {
         let host = if self.publishing {
             host
         } else {
@@ -610,9 +614,11 @@ impl Engine {
             inputs.dt_s,
             self.settings.feed_in_hold_s,
         );
-        *save_state |= self.feed_in.worth_saving(&before);
-        events.extend(event.map(Event::FeedIn));
-        write
+        FeedInStep {
+            write,
+            save_state: self.feed_in.worth_saving(&before),
+            event: event.map(Event::FeedIn),
+        }
     }
 
     /// At shutdown: ends a feed-in episode whatever its cause, as nobody holds the limits
@@ -622,29 +628,28 @@ impl Engine {
     }
 
     /// The once-only log lines of the guard: no temperature at all, a pack without limits.
-    fn note_guard(&mut self, acts: &Acts, batteries: &[Battery], events: &mut Vec<Event>) {
-        if acts.no_temperature && !self.no_temperature_logged {
-            self.no_temperature_logged = true;
+    fn note_guard(&mut self, acts: &Acts, batteries: &[Battery]) -> Vec<Event> {
+        let mut events = Vec::new();
+        if acts.no_temperature && self.no_temperature.start() {
             events.push(Event::NoTemperature);
         }
         for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
             let only = crate::guard::BmsOnly::of(&b.reading);
-            if !only.is_empty() && !self.bms_only_logged.contains(&b.name) {
-                self.bms_only_logged.push(b.name.clone());
+            if !only.is_empty() && self.bms_only.start(&b.name) {
                 events.push(Event::BmsOnly(b.name.clone(), only.names().collect()));
             }
         }
         if self.settings.guard.bms_limits == crate::guard::BmsLimits::Ignore {
-            return;
+            return events;
         }
         for b in batteries.iter().filter(|b| b.state == BatteryState::Online) {
             let r = &b.reading;
             let none = r.max_charge_current_a.is_none() || r.max_discharge_current_a.is_none();
-            if none && !self.no_limit_logged.contains(&b.name) {
-                self.no_limit_logged.push(b.name.clone());
+            if none && self.no_limit.start(&b.name) {
                 events.push(Event::NoPackLimit(b.name.clone()));
             }
         }
+        events
     }
 
     /// The counter: started from the BMS SoC once the whole bank is there (a bank still
@@ -655,8 +660,8 @@ impl Engine {
         bank: &BankSnapshot,
         inputs: &TickInputs,
         current_a: Option<f64>,
-        events: &mut Vec<Event>,
-    ) {
+    ) -> Option<Event> {
+        let mut event = None;
         let capacity = bank.merged.installed_capacity_ah;
         let complete = bank.active as u32 >= inputs.expected.max(1);
         if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
@@ -664,14 +669,14 @@ impl Engine {
                 let charge = soc / 100.0 * capacity;
                 self.counter = Some(self.new_counter(charge));
                 self.counter_capacity = Some(capacity);
-                events.push(Event::CounterStartedFromBms(soc));
+                event = Some(Event::CounterStartedFromBms(soc));
             }
         }
         let Some(counter) = &mut self.counter else {
-            return;
+            return event;
         };
         if capacity <= 0.0 {
-            return;
+            return event;
         }
         match self.counter_capacity {
             Some(before) if before != capacity => {
@@ -686,6 +691,7 @@ impl Engine {
         if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
             counter.step(current, inputs.dt_s, capacity);
         }
+        event
     }
 
     /// The strategy's output, or why there is none (a fault, or a strategy never started).
@@ -709,8 +715,8 @@ impl Engine {
         view: &BankView,
         merged: &Merged,
         cells: u32,
-        events: &mut Vec<Event>,
-    ) -> Enforced {
+    ) -> (Enforced, Vec<Event>) {
+        let mut events = Vec::new();
         let facts = BankFacts {
             cells,
             blocks_charge: view.blocks_charge(),
@@ -727,12 +733,11 @@ impl Engine {
             enforced.limits.dcl_a = 0.0;
         }
         let stop = self.envelope.faults_in_a_row() >= self.settings.bounds.plugin_failures;
-        if stop && !self.failures_stop && self.strategy.is_ok() {
+        if self.failures_stop.follow(stop) == Some(Edge::Started) && self.strategy.is_ok() {
             events.push(Event::DischargeStoppedByFaults(
                 self.envelope.faults_in_a_row(),
             ));
         }
-        self.failures_stop = stop;
         // A strategy that never started was logged when it failed, with its config key.
         if let (Some(fault), Ok(_)) = (&enforced.fault, &self.strategy) {
             if self.envelope_fault_started() {
@@ -743,24 +748,17 @@ impl Engine {
             events.push(Event::StrategyRecovered(n));
         }
         let clamping = !enforced.clamped.is_empty();
-        if clamping && !self.clamping {
+        if self.clamping.follow(clamping) == Some(Edge::Started) {
             events.push(Event::Clamped(enforced.clamped.clone()));
         }
-        self.clamping = clamping;
-        enforced
+        (enforced, events)
     }
 
-    /// The strategy's requests besides feed-in: its state to save, a SoC reset.
-    fn carry_out(
-        &mut self,
-        result: &Result<StrategyOutput, Error>,
-        bank: &BankSnapshot,
-        save_state: &mut bool,
-    ) {
+    /// The strategy's requests besides feed-in: a SoC reset; whether its state is to be saved.
+    fn carry_out(&mut self, result: &Result<StrategyOutput, Error>, bank: &BankSnapshot) -> bool {
         let Ok(out) = result else {
-            return;
+            return false;
         };
-        *save_state |= out.state_changed;
         if let Some(counter) = &mut self.counter {
             match out.soc_reset {
                 SocReset::Full => counter.reset_full(bank.merged.installed_capacity_ah),
@@ -768,6 +766,7 @@ impl Engine {
                 SocReset::None => {}
             }
         }
+        out.state_changed
     }
 
     /// `/Info/ChargeMode`: the strategy's, or the fault; what is lost or missing appended.
@@ -803,21 +802,23 @@ impl Engine {
         mode
     }
 
-    fn set_mode(&mut self, mode: &str, events: &mut Vec<Event>) {
-        if mode != self.mode {
-            events.push(Event::ModeChanged(mode.to_string()));
-            self.mode = mode.to_string();
+    /// The mode of this tick: its log event when it changed.
+    fn set_mode(&mut self, mode: &str) -> Option<Event> {
+        if mode == self.mode {
+            return None;
         }
+        self.mode = mode.to_string();
+        Some(Event::ModeChanged(mode.to_string()))
     }
 
-    /// SoC, capacity, consumed Ah and time to go: the own counter's, else the batteries'.
+    /// SoC, capacity, consumed Ah and time to go: the own counter's, else the batteries';
+    /// whether the counter wants its charge saved.
     fn soc(
         &self,
         merged: &Merged,
         current_a: Option<f64>,
         low_soc: Option<i64>,
-        save_state: &mut bool,
-    ) -> SocOutputs {
+    ) -> (SocOutputs, bool) {
         let capacity = merged.installed_capacity_ah;
         match &self.counter {
             Some(counter)
@@ -826,20 +827,23 @@ impl Engine {
                     && self.counter_capacity.is_some() =>
             {
                 let out = counter.outputs(capacity, current_a.unwrap_or(0.0), low_soc);
-                *save_state |= counter.wants_save(capacity);
-                SocOutputs {
+                let outputs = SocOutputs {
                     soc_pct: Some(out.soc_pct),
                     capacity_ah: Some(out.capacity_ah),
                     consumed_ah: Some(out.consumed_ah),
                     time_to_go_s: out.time_to_go_s,
-                }
+                };
+                (outputs, counter.wants_save(capacity))
             }
-            _ => SocOutputs {
-                soc_pct: merged.soc_pct,
-                capacity_ah: merged.capacity_ah,
-                consumed_ah: merged.consumed_ah,
-                time_to_go_s: merged.time_to_go_s,
-            },
+            _ => {
+                let outputs = SocOutputs {
+                    soc_pct: merged.soc_pct,
+                    capacity_ah: merged.capacity_ah,
+                    consumed_ah: merged.consumed_ah,
+                    time_to_go_s: merged.time_to_go_s,
+                };
+                (outputs, false)
+            }
         }
     }
 
@@ -848,13 +852,13 @@ impl Engine {
         self.envelope.faults_in_a_row() == 1
     }
 
-    /// The current source's value, or the BMS sum (logged once per episode).
+    /// The current source's value, or the BMS sum (current and power), with the start or end
+    /// of an episode on the BMS sum.
     fn measure(
         &mut self,
         merged: &Merged,
         inputs: &TickInputs,
-        events: &mut Vec<Event>,
-    ) -> (Option<f64>, Option<f64>) {
+    ) -> ((Option<f64>, Option<f64>), Option<Event>) {
         let inputs = CurrentInputs {
             bms_current_a: merged.current_a.unwrap_or(f64::NAN),
             bms_power_w: merged.power_w.unwrap_or(f64::NAN),
@@ -882,18 +886,14 @@ impl Engine {
         };
         match measured {
             Some(m) => {
-                if self.fallback_ticks > 0 {
-                    events.push(Event::CurrentFallbackEnded(self.fallback_ticks));
-                    self.fallback_ticks = 0;
-                }
-                (Some(m.current_a), Some(m.power_w))
+                let ended = (self.fallback_ticks > 0)
+                    .then(|| Event::CurrentFallbackEnded(std::mem::take(&mut self.fallback_ticks)));
+                ((Some(m.current_a), Some(m.power_w)), ended)
             }
             None => {
-                if self.fallback_ticks == 0 {
-                    events.push(Event::CurrentFallbackStarted);
-                }
+                let started = (self.fallback_ticks == 0).then_some(Event::CurrentFallbackStarted);
                 self.fallback_ticks += 1;
-                (merged.current_a, merged.power_w)
+                ((merged.current_a, merged.power_w), started)
             }
         }
     }
@@ -921,7 +921,7 @@ impl Engine {
         if enforced.fault.is_some() || view.blocks_charge() {
             limits.ccl_a = 0.0;
         }
-        if view.blocks_discharge() || self.failures_stop {
+        if view.blocks_discharge() || self.failures_stop.holds() {
             limits.dcl_a = 0.0;
         }
         self.blocks_on_lost(limits, bank)
@@ -981,7 +981,7 @@ impl Engine {
         if view.blocks_discharge() {
             parts.push("a BMS blocks discharging".to_string());
         }
-        if self.failures_stop && self.strategy.is_ok() {
+        if self.failures_stop.holds() && self.strategy.is_ok() {
             parts.push(format!(
                 "{} strategy faults in a row: discharging stopped (safety.plugin_failures)",
                 self.envelope.faults_in_a_row()

@@ -21,6 +21,8 @@
 use plugin_api::FeedInRequest;
 use serde::{Deserialize, Serialize};
 
+use crate::episode::Episode;
+
 /// The feed-in memory, persisted with the rest of the state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,8 +97,10 @@ pub enum FeedInEvent {
 #[derive(Clone, Debug, Default)]
 pub struct FeedInControl {
     seen_off: bool,
-    overridden_logged: bool,
-    unknown_logged: bool,
+    /// Something turned feed-in back on during this episode (said once per episode).
+    overridden: Episode,
+    /// The setting could not be read when an episode was wanted (said once until one starts).
+    unknown: Episode,
 }
 
 /// This tick's causes besides the strategy's request.
@@ -160,14 +164,11 @@ impl FeedInControl {
                     let user = *memory.saved_value.get_or_insert(now);
                     memory.clear_for_s = 0.0;
                     self.seen_off = now == 0;
-                    self.overridden_logged = false;
-                    self.unknown_logged = false;
+                    self.overridden.end();
+                    self.unknown.end();
                     event = Some(FeedInEvent::Disabled(cause, user));
                 }
-                None if !self.unknown_logged => {
-                    self.unknown_logged = true;
-                    event = Some(FeedInEvent::SettingUnknown);
-                }
+                None if self.unknown.start() => event = Some(FeedInEvent::SettingUnknown),
                 None => {}
             },
             (Some(_), true) => memory.clear_for_s = 0.0,
@@ -186,8 +187,7 @@ impl FeedInControl {
         if memory.disabled_by_us {
             match setting {
                 Some(0) => self.seen_off = true,
-                Some(_) if self.seen_off && !self.overridden_logged => {
-                    self.overridden_logged = true;
+                Some(_) if self.seen_off && self.overridden.start() => {
                     event = event.or(Some(FeedInEvent::Overridden));
                 }
                 _ => {}

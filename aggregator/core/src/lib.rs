@@ -11,15 +11,17 @@
 //! and the one check of whether they can be merged, [`presence`] tracks each battery over time,
 //! [`bank`] merges them, [`coulomb`] counts charge, [`envelope`] enforces the safety bounds on
 //! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
-//! [`feedin`] owns the feed-in setting, [`engine`] runs one tick over all of
-//! them, [`value`] and [`published`] are the D-Bus surface as plain values, [`state`] is
-//! what survives a restart, and [`Error`] is what a plugin or a reading can fail with.
+//! [`feedin`] owns the feed-in setting, [`episode`] says a lasting condition once, [`engine`]
+//! runs one tick over all of them, [`value`] and [`published`] are the D-Bus surface as plain
+//! values, [`state`] is what survives a restart, and [`Error`] is what a plugin or a reading can
+//! fail with.
 
 pub mod bank;
 pub mod coulomb;
 pub mod discovery;
 pub mod engine;
 pub mod envelope;
+pub mod episode;
 pub mod error;
 pub mod feedin;
 pub mod guard;

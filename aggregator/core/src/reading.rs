@@ -305,13 +305,13 @@ pub fn is_battery_path(path: &str) -> bool {
         paths.sort_unstable();
         paths
     });
-    sorted.binary_search(&path).is_ok()
+    // Cells first: most of what a bank signals is a cell voltage.
+    path.strip_prefix("/Voltages/Cell")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || sorted.binary_search(&path).is_ok()
         || path
             .strip_prefix("/Alarms/")
             .is_some_and(|name| ALARMS.contains(&name))
-        || path
-            .strip_prefix("/Voltages/Cell")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One battery's values at one moment.

@@ -1,6 +1,8 @@
 //! From the monitor's cache to the engine's inputs: a typed reading per battery service, and
 //! the Multis, solar chargers and SmartShunts for the current source. Pure.
 
+use std::borrow::Cow;
+
 use plugin_api::{
     DcClass, DcClass_NE, DcSourceView, DeviceRef, ShuntClass, ShuntClass_NE, ShuntView,
     SolarChargerView, VebusView,
@@ -34,9 +36,14 @@ fn integer(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> 
 }
 
 fn text(values: &Values, path: &str) -> Option<String> {
+    text_of(values, path).map(Cow::into_owned)
+}
+
+/// A text value, borrowed from the cache where it is one (a number reads as Python's `str`).
+fn text_of<'a>(values: &'a Values, path: &str) -> Option<Cow<'a, str>> {
     match values.get(path)? {
-        Field::Text(t) => Some(t.clone()),
-        Field::Number(v) => Some(aggregator_core::value::python_str(*v)),
+        Field::Text(t) => Some(Cow::Borrowed(t)),
+        Field::Number(v) => Some(Cow::Owned(aggregator_core::value::python_str(*v))),
         _ => None,
     }
 }
@@ -61,12 +68,13 @@ pub fn battery_reading(service: &Service) -> BatteryReading {
     let mut bad = Vec::new();
     let w = &mut bad;
     let cells_per_battery = integer(v, CELLS_PER_BATTERY, w);
-    let published_cells = (1..)
-        .take_while(|&k| v.contains_key(cell_path(k).as_ref()))
-        .count();
+    // The cells published are counted only when the battery does not say how many it has:
+    // a lookup per cell and tick is a good part of a large bank's tick.
     let cell_count = match cells_per_battery {
         Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(1024),
-        _ => published_cells,
+        _ => (1..)
+            .take_while(|&k| v.contains_key(cell_path(k).as_ref()))
+            .count(),
     };
     let mut reading = BatteryReading {
         cells_per_battery,
@@ -121,8 +129,9 @@ pub fn solar_chargers(cache: &Cache) -> Vec<SolarChargerView> {
 /// Whether a battery-class service is a battery monitor (SmartShunt, BMV, Lynx Shunt) by its
 /// role: no BMS charge voltage (see [`is_battery_monitor`]).
 pub fn is_monitor(service: &Service) -> bool {
+    // The name borrowed, not copied: asked for every battery at every tick.
     is_battery_monitor(
-        text(&service.values, "/ProductName").as_deref(),
+        text_of(&service.values, "/ProductName").as_deref(),
         service.values.contains_key("/Info/MaxChargeVoltage"),
     )
 }

@@ -13,12 +13,14 @@ pub mod gather;
 mod shadow;
 pub mod tick;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugin_api::PluginKind;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use zbus::Connection;
 
 use crate::bus::client::{self, Background, CALL_TIMEOUT, SETTINGS};
@@ -33,7 +35,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::record::{PublishedValues, Recorder};
 use crate::state_file::StateStore;
-use aggregator_core::engine::{Engine, Event, Settings};
+use aggregator_core::engine::{self, Engine, Settings};
+use aggregator_core::episode::Episode;
 use aggregator_core::feedin::{Cause, FeedInEvent};
 use aggregator_core::presence::Presence;
 use aggregator_core::published::{DeviceInfo, Published, CUSTOM_NAME};
@@ -73,19 +76,18 @@ pub fn settings_uid(service_name: &str) -> String {
 
 async fn connect_with_retry() -> BusConnection {
     let mut delay = Duration::from_millis(250);
-    let mut logged = false;
+    let mut failing = Episode::default();
     loop {
         match bus::connect().await {
             Ok(link) => {
-                if logged {
+                if failing.end() {
                     tracing::info!("connected to D-Bus");
                 }
                 return link;
             }
             Err(err) => {
-                if !logged {
+                if failing.start() {
                     tracing::error!("cannot connect to D-Bus ({err}); retrying");
-                    logged = true;
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -148,43 +150,19 @@ fn failed_line(failed: &Failed) -> String {
 /// What `AddSettings` gave: the device instance and the custom name.
 type SettingsAnswer = zbus::Result<(Option<i64>, Option<String>)>;
 
-/// The daemon's state between ticks.
+/// The daemon's state between events, by concern.
 struct Daemon {
     config: Config,
-    uid: String,
-    conn: Connection,
-    monitor: Monitor,
-    exported: BusItemService,
-    published: Published,
-    engine: Engine,
-    presence: Presence,
-    members: BankMembers,
-    store: StateStore,
-    pass_through: bool,
-    /// The published `/DeviceInstance`.
-    device_instance: i64,
-    /// True until `AddSettings` succeeded (there was no settings service at start).
-    settings_pending: bool,
-    /// No new `AddSettings` before this, after one failed.
-    settings_retry_at: Option<Instant>,
-    started: Instant,
-    /// When the current connection was set up (registration waits from here).
-    attached: Instant,
-    last_tick: Option<Instant>,
-    last_summary: Option<Instant>,
-    registered: bool,
-    /// A failed feed-in write was logged (once per feed-in episode).
-    feed_in_failure_logged: bool,
-    /// The feed-in write under way: the value, and its answer to come at a later tick.
-    feed_in_call: Option<(i64, Background<zbus::Result<i32>>)>,
-    /// `AddSettings` under way, after the settings service appeared.
-    settings_call: Option<Background<SettingsAnswer>>,
-    /// The name request under way.
-    name_call: Option<Background<Result<(), bus::Error>>>,
-    /// Today's date as the strategies get it: never one the clock cannot have right.
-    dates: DateGuard,
-    /// Episodes of an old view of the bus.
-    view: tick::ViewAge,
+    /// The connection to the bus and what lives on it.
+    link: Link,
+    /// A new connection being set up after the last one closed: no tick until it is.
+    reconnecting: Option<Reconnect>,
+    /// What the daemon asks of and writes to `com.victronenergy.settings`.
+    settings: SettingsClient,
+    /// What the log has been told, so that it is told once.
+    log: LogState,
+    /// The bank and the aggregate battery made of it.
+    bank: Bank,
     /// The flight recorder, unless `record.keep` is 0 s.
     recorder: Option<Recorder>,
     /// The engine of `shadow:` on its thread: fed the live inputs, publishes nothing, writes
@@ -197,6 +175,138 @@ struct Daemon {
     recorded_before: Option<(PublishedValues, usize)>,
     /// When a happening last saved a recording.
     last_happening_save: Option<Instant>,
+}
+
+/// The connection to the bus: the monitor reading it, our objects on it, our name.
+struct Link {
+    conn: Connection,
+    monitor: Monitor,
+    exported: BusItemService,
+    /// When this connection was set up (registration waits from here).
+    attached: Instant,
+    /// Our name is ours on this connection.
+    registered: bool,
+    /// The name request under way.
+    name_call: Option<Background<Result<(), bus::Error>>>,
+}
+
+impl Link {
+    fn new((conn, monitor, exported): Attached) -> Link {
+        Link {
+            conn,
+            monitor,
+            exported,
+            attached: Instant::now(),
+            registered: false,
+            name_call: None,
+        }
+    }
+}
+
+/// A connection set up: the connection, the monitor on it and our objects served on it.
+type Attached = (Connection, Monitor, BusItemService);
+
+/// The set-up of a new connection, which waits for the bus as long as it takes.
+type Reconnect = Pin<Box<dyn Future<Output = Attached> + Send>>;
+
+/// The daemon as a client of `com.victronenergy.settings`.
+struct SettingsClient {
+    /// Our unique id under `/Settings/Devices`.
+    uid: String,
+    /// The published `/DeviceInstance`.
+    device_instance: i64,
+    /// True until `AddSettings` succeeded (there was no settings service at start).
+    pending: bool,
+    /// No new `AddSettings` before this, after one failed (set: the failure was logged).
+    retry_at: Option<Instant>,
+    /// `AddSettings` under way, after the settings service appeared.
+    call: Option<Background<SettingsAnswer>>,
+    /// The feed-in write under way: the value, and its answer to come at a later tick.
+    feed_in_call: Option<(i64, Background<zbus::Result<i32>>)>,
+    /// Feed-in writes failing (logged once per feed-in episode).
+    feed_in_failing: Episode,
+}
+
+/// What the log has been told.
+#[derive(Default)]
+struct LogState {
+    /// When the last summary line was written.
+    last_summary: Option<Instant>,
+    /// Episodes of an old view of the bus.
+    view: tick::ViewAge,
+}
+
+/// The bank between ticks: the engine and what feeds it, what it publishes, its state file.
+struct Bank {
+    engine: Engine,
+    presence: Presence,
+    members: BankMembers,
+    published: Published,
+    store: StateStore,
+    /// The strategy needs the batteries' own limits to be valid.
+    pass_through: bool,
+    /// Today's date as the strategies get it: never one the clock cannot have right.
+    dates: DateGuard,
+    /// The daemon's start: the tick's seconds count from here.
+    started: Instant,
+    /// When the last tick ran (`None` after a reconnection: the gap is not integrated).
+    last_tick: Option<Instant>,
+}
+
+/// Everything that wakes the daemon.
+enum Event {
+    /// The update interval has passed.
+    Tick,
+    /// A service came or went while our name is not registered: a tick at once, so that
+    /// the name is asked for as soon as the bank is complete.
+    BusNews,
+    /// The connection to the bus is gone.
+    LinkClosed,
+    /// A new connection is set up.
+    Reconnected(Attached),
+    /// SIGUSR1 (`dbus-aggregate-batteries record` sends it): save the recording.
+    RecordAsked,
+    /// SIGTERM or SIGINT, by name.
+    Stop(&'static str),
+}
+
+/// The signals the daemon answers.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    /// `None` when it could not be installed: recordings are then saved on events only.
+    usr1: Option<Signal>,
+}
+
+impl Signals {
+    /// An error when SIGTERM or SIGINT cannot be caught.
+    fn install() -> Result<Signals, Error> {
+        let install =
+            |kind| signal(kind).map_err(|err| Error::Runtime("install signal handlers", err));
+        let (term, int) = (
+            install(SignalKind::terminate())?,
+            install(SignalKind::interrupt())?,
+        );
+        let usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(usr1) => Some(usr1),
+            Err(err) => {
+                tracing::warn!("no SIGUSR1 handler ({err}): recordings are saved on events only");
+                None
+            }
+        };
+        Ok(Signals { term, int, usr1 })
+    }
+}
+
+/// The next signal of a handler that may be missing; never, without it (nor once its
+/// stream has ended).
+async fn received(signal: &mut Option<Signal>) {
+    if let Some(signal) = signal {
+        if signal.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
@@ -298,7 +408,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             .unwrap_or_else(|_| "dbus-aggregate-batteries".into()),
     };
     let published = Published::new(&device);
-    let (conn, monitor, exported) = attach_patiently(link, &own, &uid, &published).await;
+    let attached = attach_patiently(link, own, uid.clone(), published.clone()).await;
 
     // The strategy says whether the batteries' own limits must be valid (docs/reading.md §5).
     let pass_through = scan
@@ -328,31 +438,30 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             .ok()
     });
     let mut daemon = Daemon {
-        presence: tick::presence_of(&config),
-        members: BankMembers::of(&config),
+        link: Link::new(attached),
+        reconnecting: None,
+        settings: SettingsClient {
+            uid,
+            device_instance,
+            pending: settings_pending,
+            retry_at: None,
+            call: None,
+            feed_in_call: None,
+            feed_in_failing: Episode::default(),
+        },
+        log: LogState::default(),
+        bank: Bank {
+            engine,
+            presence: tick::presence_of(&config),
+            members: BankMembers::of(&config),
+            published,
+            store,
+            pass_through,
+            dates: DateGuard::new(calendar::build_date(), last_plausible_day),
+            started,
+            last_tick: None,
+        },
         config,
-        uid,
-        conn,
-        monitor,
-        exported,
-        published,
-        engine,
-        store,
-        pass_through,
-        device_instance,
-        settings_pending,
-        settings_retry_at: None,
-        started,
-        attached: Instant::now(),
-        last_tick: None,
-        last_summary: None,
-        registered: false,
-        feed_in_failure_logged: false,
-        feed_in_call: None,
-        settings_call: None,
-        name_call: None,
-        dates: DateGuard::new(calendar::build_date(), last_plausible_day),
-        view: tick::ViewAge::default(),
         recorder,
         shadow,
         last_shadow: None,
@@ -414,13 +523,13 @@ fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, St
 /// is waited for, never a reason to exit.
 async fn attach_patiently(
     mut link: BusConnection,
-    own: &str,
-    uid: &str,
-    published: &Published,
-) -> (Connection, Monitor, BusItemService) {
+    own: String,
+    uid: String,
+    published: Published,
+) -> Attached {
     let mut delay = Duration::from_millis(250);
     loop {
-        match attach(&link, own, uid, published).await {
+        match attach(&link, &own, &uid, &published).await {
             Ok((monitor, exported)) => return (link.conn, monitor, exported),
             Err(err) => {
                 tracing::warn!("the bus refused us ({err}); retrying");
@@ -477,48 +586,17 @@ fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::Set
 }
 
 impl Daemon {
+    /// Waits for the next event and handles it, until SIGTERM or SIGINT.
     async fn main_loop(&mut self) -> Result<(), Error> {
-        let install =
-            |kind| signal(kind).map_err(|err| Error::Runtime("install signal handlers", err));
-        let (mut term, mut int) = (
-            install(SignalKind::terminate())?,
-            install(SignalKind::interrupt())?,
-        );
-        // SIGUSR1 (`dbus-aggregate-batteries record` sends it) saves the recording.
-        let mut usr1 = match signal(SignalKind::user_defined1()) {
-            Ok(usr1) => Some(usr1),
-            Err(err) => {
-                tracing::warn!("no SIGUSR1 handler ({err}): recordings are saved on events only");
-                None
-            }
-        };
+        let mut signals = Signals::install()?;
         let mut ticker = Ticker::new(self.config.update_interval);
         loop {
-            let monitor = self.monitor.clone();
-            let conn = self.conn.clone();
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = monitor.news(), if !self.registered => {}
-                _ = conn.closed() => {
-                    tracing::error!("the D-Bus connection is gone; reconnecting");
-                    tokio::select! {
-                        _ = self.reconnect() => {}
-                        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                        _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                    }
-                    continue;
+            match self.next_event(&mut ticker, &mut signals).await {
+                Event::Stop(signal) => {
+                    tracing::info!("{signal}: stopping");
+                    break;
                 }
-                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => None } } => {
-                    self.save_recording("asked");
-                    continue;
-                }
-            }
-            self.tick().await;
-            if self.monitor.broken() {
-                // Values no longer come: start over on a new connection (the `closed` arm).
-                let _ = self.conn.clone().close().await;
+                event => self.handle_event(event).await,
             }
         }
         self.release_feed_in().await;
@@ -526,25 +604,69 @@ impl Daemon {
         Ok(())
     }
 
+    /// Waits for whatever comes first; does nothing else. While a new connection is set up
+    /// there is no tick and nothing of the old connection to wait for.
+    async fn next_event(&mut self, ticker: &mut Ticker, signals: &mut Signals) -> Event {
+        let attached = self.reconnecting.is_none();
+        let early_tick = attached && !self.link.registered;
+        let (monitor, conn) = (self.link.monitor.clone(), self.link.conn.clone());
+        let reconnect = async {
+            match &mut self.reconnecting {
+                Some(reconnect) => reconnect.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ticker.tick(), if attached => Event::Tick,
+            _ = monitor.news(), if early_tick => Event::BusNews,
+            _ = conn.closed(), if attached => Event::LinkClosed,
+            attached = reconnect => Event::Reconnected(attached),
+            _ = signals.term.recv() => Event::Stop("SIGTERM"),
+            _ = signals.int.recv() => Event::Stop("SIGINT"),
+            _ = received(&mut signals.usr1) => Event::RecordAsked,
+        }
+    }
+
+    /// One event to the step that handles it.
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Tick | Event::BusNews => self.tick_and_check_link().await,
+            Event::LinkClosed => self.link_closed(),
+            Event::Reconnected(attached) => self.reconnected(attached),
+            Event::RecordAsked => self.save_recording("asked"),
+            // The loop ends there.
+            Event::Stop(_) => {}
+        }
+    }
+
+    /// A tick; a value connection that failed meanwhile closes the link, which
+    /// [`Event::LinkClosed`] then sets up anew.
+    async fn tick_and_check_link(&mut self) {
+        self.tick().await;
+        if self.link.monitor.broken() {
+            let _ = self.link.conn.clone().close().await;
+        }
+    }
+
     /// At SIGTERM/SIGINT: the user's feed-in value goes back, whatever holds the episode
     /// (nobody holds the limits once we are gone). Kept in the state if the write fails.
     async fn release_feed_in(&mut self) {
-        let Some(value) = self.engine.release_feed_in() else {
+        let Some(value) = self.bank.engine.release_feed_in() else {
             return;
         };
         let v = Value::Int(value);
         // A stopped bus must not hold the stop: a supervisor waits only so long.
-        let write = client::set_value(&self.conn, SETTINGS, FEED_IN_SETTING, &v);
+        let write = client::set_value(&self.link.conn, SETTINGS, FEED_IN_SETTING, &v);
         let until = tokio::time::Instant::now() + STOP_WRITE_LIMIT;
         match tokio::time::timeout_at(until, write).await {
             Ok(Ok(0)) => {
                 tracing::info!("stopping: {FEED_IN_SETTING} restored to {value}");
                 // Read back, so that the state file keeps the value only while the setting
                 // does not show it (the next start must not write it over a later change).
-                let read = client::get_value(&self.conn, SETTINGS, FEED_IN_SETTING);
+                let read = client::get_value(&self.link.conn, SETTINGS, FEED_IN_SETTING);
                 if let Ok(Ok(field)) = tokio::time::timeout_at(until, read).await {
                     if let Some(now) = field.integer() {
-                        self.engine.feed_in_read_back(now);
+                        self.bank.engine.feed_in_read_back(now);
                     }
                 }
             }
@@ -563,37 +685,41 @@ impl Daemon {
         }
     }
 
-    /// A new connection with backoff, then the monitor, our objects and (at the next complete
-    /// tick) our name again. The engine, and with it the counter, carries on.
-    async fn reconnect(&mut self) {
+    /// The connection is gone: the state is saved and a new connection set up with backoff
+    /// (in the background: signals are still answered meanwhile).
+    fn link_closed(&mut self) {
+        tracing::error!("the D-Bus connection is gone; reconnecting");
         self.save_state();
-        let link = connect_with_retry().await;
         let own = self.config.publish.service_name.clone();
-        let (conn, monitor, exported) =
-            attach_patiently(link, &own, &self.uid, &self.published).await;
-        self.conn = conn;
-        self.monitor = monitor;
-        self.exported = exported;
-        self.registered = false;
-        self.engine.set_publishing(false);
+        let (uid, published) = (self.settings.uid.clone(), self.bank.published.clone());
+        self.reconnecting = Some(Box::pin(async move {
+            let link = connect_with_retry().await;
+            attach_patiently(link, own, uid, published).await
+        }));
+    }
+
+    /// The monitor, our objects and (at the next complete tick) our name again on the new
+    /// connection. The engine, and with it the counter, carries on.
+    fn reconnected(&mut self, attached: Attached) {
+        self.reconnecting = None;
+        self.link = Link::new(attached);
+        self.bank.engine.set_publishing(false);
         // Calls made on the old connection end on their own; their answers are not wanted.
-        self.feed_in_call = None;
-        self.settings_call = None;
-        self.name_call = None;
-        self.attached = Instant::now();
+        self.settings.feed_in_call = None;
+        self.settings.call = None;
         // The gap is not integrated: no current was measured meanwhile.
-        self.last_tick = None;
+        self.bank.last_tick = None;
         tracing::info!("reconnected to D-Bus");
     }
 
     fn save_state(&mut self) {
-        let mut state = self.engine.state();
-        state.last_plausible_day = self.dates.last_plausible_day();
-        match self.store.save(&state) {
-            Ok(()) => self.engine.state_saved(),
+        let mut state = self.bank.engine.state();
+        state.last_plausible_day = self.bank.dates.last_plausible_day();
+        match self.bank.store.save(&state) {
+            Ok(()) => self.bank.engine.state_saved(),
             Err(err) => tracing::error!(
                 "cannot write the state file {}: {err}",
-                self.store.path().display()
+                self.bank.store.path().display()
             ),
         }
     }
@@ -626,16 +752,16 @@ impl Daemon {
     }
 
     fn log_discovery(&mut self) {
-        for event in self.monitor.take_events() {
+        for event in self.link.monitor.take_events() {
             // A service that is scanned again may have become one of ours.
             match event {
                 Discovery::Added(name) => {
                     tracing::debug!("found {name}");
-                    self.members.forget_ignored(&name);
+                    self.bank.members.forget_ignored(&name);
                 }
                 Discovery::Removed(name) => {
                     tracing::debug!("{name} left the bus");
-                    self.members.forget_ignored(&name);
+                    self.bank.members.forget_ignored(&name);
                 }
             }
         }
@@ -647,17 +773,17 @@ impl Daemon {
     /// `AddSettings` runs in the background: started at one tick, its answer taken at a
     /// later one.
     async fn settings_appeared(&mut self, now: Instant) {
-        let answer = match self.settings_call.as_mut().map(Background::answer) {
+        let answer = match self.settings.call.as_mut().map(Background::answer) {
             Some(None) => return,
             Some(Some(answer)) => {
-                self.settings_call = None;
+                self.settings.call = None;
                 answer
             }
             None => {
-                if self.settings_retry_at.is_none_or(|at| now >= at) {
-                    let (conn, uid) = (self.conn.clone(), self.uid.clone());
+                if self.settings.retry_at.is_none_or(|at| now >= at) {
+                    let (conn, uid) = (self.link.conn.clone(), self.settings.uid.clone());
                     let preferred = self.config.publish.device_instance;
-                    self.settings_call = Some(Background::start(async move {
+                    self.settings.call = Some(Background::start(async move {
                         ask_settings(&conn, &uid, preferred).await
                     }));
                 }
@@ -669,51 +795,53 @@ impl Daemon {
         let (instance, name) = match answer {
             Some(Ok(answer)) => answer,
             Some(Err(err)) => {
-                if self.settings_retry_at.is_none() {
+                if self.settings.retry_at.is_none() {
                     tracing::warn!("{}", failed(bus::peer_error(SETTINGS, &err)));
                 }
-                self.settings_retry_at = Some(now + Duration::from_secs(10));
+                self.settings.retry_at = Some(now + Duration::from_secs(10));
                 return;
             }
             None => {
-                if self.settings_retry_at.is_none() {
+                if self.settings.retry_at.is_none() {
                     tracing::warn!("{}", failed("the call ended without an answer".into()));
                 }
-                self.settings_retry_at = Some(now + Duration::from_secs(10));
+                self.settings.retry_at = Some(now + Duration::from_secs(10));
                 return;
             }
         };
-        self.settings_pending = false;
+        self.settings.pending = false;
         let mut changes = Vec::new();
         match instance {
-            Some(n) if n == self.device_instance => {
+            Some(n) if n == self.settings.device_instance => {
                 tracing::info!("{SETTINGS} appeared: device instance {n} stored there")
             }
-            Some(n) if self.registered => tracing::warn!(
+            Some(n) if self.link.registered => tracing::warn!(
                 "{SETTINGS} appeared and gives device instance {n}; keeping {} until the \
                  service restarts, as it is registered with it",
-                self.device_instance
+                self.settings.device_instance
             ),
             Some(n) => {
                 tracing::info!("{SETTINGS} appeared: device instance {n}");
-                self.device_instance = n;
+                self.settings.device_instance = n;
                 changes.push(("/DeviceInstance", Value::Int(n)));
             }
             None => {}
         }
         if let Some(name) = name {
-            let current = self.published.get(CUSTOM_NAME).map(|item| &item.value);
+            let current = self.bank.published.get(CUSTOM_NAME).map(|item| &item.value);
             if current != Some(&Value::Text(name.clone())) {
                 tracing::info!("custom name `{name}` from {SETTINGS}");
                 changes.push((CUSTOM_NAME, Value::Text(name)));
             }
         }
         for (path, value) in &changes {
-            self.published.set(path, value.clone(), TextFormat::Plain);
+            self.bank
+                .published
+                .set(path, value.clone(), TextFormat::Plain);
         }
         let changed = self.export(changes.iter().map(|(path, _)| path.to_string()));
-        if self.registered {
-            if let Err(err) = self.exported.items_changed(&changed).await {
+        if self.link.registered {
+            if let Err(err) = self.link.exported.items_changed(&changed).await {
                 tracing::warn!("ItemsChanged not sent: {err}");
             }
         }
@@ -725,18 +853,21 @@ impl Daemon {
         let items = paths
             .into_iter()
             .filter_map(|path| {
-                let item = self.published.get(&path)?;
+                let item = self.bank.published.get(&path)?;
                 Some((path, item.value.clone(), item.text()))
             })
             .collect();
-        self.exported.store(items)
+        self.link.exported.store(items)
     }
 
     /// Asks for our name in the background (`complete`: the whole bank is online); the
     /// outcome is logged as soon as the bus answers, and taken in by a later tick.
     fn request_our_name(&mut self, complete: bool) {
-        let (conn, name) = (self.conn.clone(), self.config.publish.service_name.clone());
-        let attached = self.attached;
+        let (conn, name) = (
+            self.link.conn.clone(),
+            self.config.publish.service_name.clone(),
+        );
+        let attached = self.link.attached;
         let call = Background::start(async move {
             let result = match tokio::time::timeout(CALL_TIMEOUT, request_name(&conn, &name)).await
             {
@@ -757,21 +888,21 @@ impl Daemon {
             }
             result
         });
-        self.name_call = Some(call);
+        self.link.name_call = Some(call);
     }
 
     /// The name request's answer, once it came: registered, or asked again at a later tick.
     fn name_answered(&mut self) {
-        let Some(call) = &mut self.name_call else {
+        let Some(call) = &mut self.link.name_call else {
             return;
         };
         let Some(answer) = call.answer() else {
             return;
         };
-        self.name_call = None;
+        self.link.name_call = None;
         if let Some(Ok(())) = answer {
-            self.registered = true;
-            self.engine.set_publishing(true);
+            self.link.registered = true;
+            self.bank.engine.set_publishing(true);
         }
     }
 
@@ -781,12 +912,13 @@ impl Daemon {
             return;
         }
         if self
+            .log
             .last_summary
             .is_some_and(|last| now.duration_since(last) < every)
         {
             return;
         }
-        self.last_summary = Some(now);
+        self.log.last_summary = Some(now);
         let m = &outcome.merged;
         let cell = |e: &Option<aggregator_core::bank::Extreme>| {
             e.as_ref()
@@ -831,7 +963,8 @@ impl Daemon {
     }
 }
 
-fn log_event(event: &Event) {
+fn log_event(event: &engine::Event) {
+    use engine::Event;
     match event {
         Event::CurrentFallbackStarted => {
             tracing::warn!("current source has no value: using the batteries' own current")

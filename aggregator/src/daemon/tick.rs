@@ -577,42 +577,48 @@ impl Daemon {
     pub(super) async fn tick(&mut self) {
         let now = Instant::now();
         let dt_s = self
+            .bank
             .last_tick
             .map_or(0.0, |last| now.duration_since(last).as_secs_f64());
-        self.last_tick = Some(now);
-        let now_s = now.duration_since(self.started).as_secs_f64();
+        self.bank.last_tick = Some(now);
+        let now_s = now.duration_since(self.bank.started).as_secs_f64();
         self.log_discovery();
 
-        let age = self.monitor.catch_up(catch_up_limit(&self.config)).await;
+        let age = self
+            .link
+            .monitor
+            .catch_up(catch_up_limit(&self.config))
+            .await;
         let stale_view = self.view_age(age);
         let mut snapshot = self
+            .link
             .monitor
-            .read(|cache| snapshot(cache, &self.members, &self.config));
+            .read(|cache| snapshot(cache, &self.bank.members, &self.config));
         snapshot.stale_view = stale_view.clone();
-        if self.settings_pending && snapshot.settings_present {
+        if self.settings.pending && snapshot.settings_present {
             self.settings_appeared(now).await;
         }
         let (batteries, inputs) = inputs(
             snapshot,
-            &mut self.members,
-            &mut self.presence,
-            self.pass_through,
+            &mut self.bank.members,
+            &mut self.bank.presence,
+            self.bank.pass_through,
             &self.config,
             TickTime {
                 now_s,
-                date: self.dates.date(calendar::today()),
+                date: self.bank.dates.date(calendar::today()),
                 dt_s,
             },
         );
         let state = (self.recorder.as_ref())
             .filter(|r| r.wants_state())
-            .map(|_| self.engine.state());
+            .map(|_| self.bank.engine.state());
         // The shadow computes on its own thread while the live engine does.
-        let publishing = self.registered;
+        let publishing = self.link.registered;
         if let Some(shadow) = &mut self.shadow {
             shadow.give(&batteries, &inputs, publishing);
         }
-        let mut outcome = self.engine.tick(&batteries, &inputs);
+        let mut outcome = self.bank.engine.tick(&batteries, &inputs);
         for event in &outcome.events {
             log_event(event);
         }
@@ -677,9 +683,10 @@ impl Daemon {
     /// mode and the batteries' log lines, while it is; one log line when it starts and one
     /// when it ends.
     fn view_age(&mut self, age: Duration) -> Option<String> {
-        let (stale, news) = self
-            .view
-            .update(age, stale_view_after(&self.config), Instant::now());
+        let (stale, news) =
+            self.log
+                .view
+                .update(age, stale_view_after(&self.config), Instant::now());
         match news {
             Some(ViewNews::Behind(age)) => tracing::warn!(
                 "the daemon's view of the bus is {:.1} s old (more is queued for it than it \
@@ -706,19 +713,21 @@ impl Daemon {
     ) {
         let cells = cell_paths(self.config.publish.cell_voltages, batteries);
         let changed = self
+            .bank
             .published
             .update(outcome, batteries, inputs.cells, &cells);
         let changed = self.export(changed);
-        if self.registered {
-            if let Err(err) = self.exported.items_changed(&changed).await {
+        if self.link.registered {
+            if let Err(err) = self.link.exported.items_changed(&changed).await {
                 tracing::warn!("ItemsChanged not sent: {err}");
             }
         } else {
             // The name is asked for in the background; its answer comes at a later tick.
             self.name_answered();
             let complete = outcome.online >= inputs.expected.max(1);
-            let waited = now.duration_since(self.attached) >= self.config.batteries.startup_wait;
-            if !self.registered && self.name_call.is_none() && (complete || waited) {
+            let waited =
+                now.duration_since(self.link.attached) >= self.config.batteries.startup_wait;
+            if !self.link.registered && self.link.name_call.is_none() && (complete || waited) {
                 self.request_our_name(complete);
             }
         }
@@ -732,7 +741,7 @@ impl Daemon {
                 Event::FeedIn(FeedInEvent::Disabled(..) | FeedInEvent::Restoring(_))
             )
         }) {
-            self.feed_in_failure_logged = false;
+            self.settings.feed_in_failing.end();
         }
         // The episode reaches the state file before its first 0 is written: a power cut in
         // between must not lose the user's value.
@@ -744,12 +753,12 @@ impl Daemon {
         // failed write is retried (one write at a time, in the background: a settings service
         // that does not answer never holds the tick).
         if let Some(value) = outcome.feed_in_write {
-            if self.feed_in_call.is_none() {
-                let (conn, v) = (self.conn.clone(), Value::Int(value));
+            if self.settings.feed_in_call.is_none() {
+                let (conn, v) = (self.link.conn.clone(), Value::Int(value));
                 let call = Background::start(async move {
                     client::set_value(&conn, SETTINGS, FEED_IN_SETTING, &v).await
                 });
-                self.feed_in_call = Some((value, call));
+                self.settings.feed_in_call = Some((value, call));
             }
         }
     }
@@ -757,14 +766,14 @@ impl Daemon {
     /// The answer to the feed-in write under way, once it came; a failure logged once per
     /// episode.
     fn feed_in_answered(&mut self) {
-        let Some((value, call)) = &mut self.feed_in_call else {
+        let Some((value, call)) = &mut self.settings.feed_in_call else {
             return;
         };
         let value = *value;
         let Some(answer) = call.answer() else {
             return;
         };
-        self.feed_in_call = None;
+        self.settings.feed_in_call = None;
         let failure = match answer {
             Some(Ok(0)) => {
                 tracing::info!("feed-in setting {FEED_IN_SETTING} set to {value}");
@@ -777,8 +786,7 @@ impl Daemon {
             ),
             None => format!("{FEED_IN_SETTING} = {value}: the call ended without an answer"),
         };
-        if !self.feed_in_failure_logged {
-            self.feed_in_failure_logged = true;
+        if self.settings.feed_in_failing.start() {
             tracing::warn!("{failure}; retrying");
         }
     }
