@@ -1,0 +1,135 @@
+//! The limits of a bank that is not whole: every pack held (the last limits stand), packs lost
+//! (`on_lost`), fewer packs online than expected, and the causes that stop charge or discharge.
+
+use super::*;
+
+impl Engine {
+    /// No battery online, some held with their last reading (drivers restarting, a serial
+    /// link re-opening): a transient, which must not stop the house. The limits of the last
+    /// tick with a battery online stand for the hold, lowered only by what protects something
+    /// (a BMS blocking, a strategy fault, `plugin_failures` faults in a row, `on_lost`); the
+    /// guard then applies its cell and temperature rules to the held readings as always.
+    /// Before any tick with a battery online there is nothing good to keep: scaled to 0.
+    pub(super) fn hold_last(
+        &self,
+        enforced: &Enforced,
+        view: &BankView,
+        bank: &BankSnapshot,
+        expected: u32,
+    ) -> Limits {
+        let Some(last) = self.last_online else {
+            return self.degrade(enforced.limits, bank, expected);
+        };
+        let mut limits = Limits {
+            cvl_v: last.cvl_v.min(enforced.limits.cvl_v),
+            ..last
+        };
+        if enforced.fault.is_some() || view.blocks_charge() {
+            limits.ccl_a = 0.0;
+        }
+        if view.blocks_discharge() || self.failures_stop.holds() {
+            limits.dcl_a = 0.0;
+        }
+        self.blocks_on_lost(limits, bank)
+    }
+
+    /// `batteries.on_lost` with nothing online to scale to: it only blocks.
+    pub(super) fn blocks_on_lost(&self, limits: Limits, bank: &BankSnapshot) -> Limits {
+        match self.settings.on_lost {
+            _ if !bank.degraded() => limits,
+            OnLost::BlockCharge => Limits {
+                ccl_a: 0.0,
+                ..limits
+            },
+            OnLost::BlockAll => Limits {
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+                ..limits
+            },
+            OnLost::Continue => limits,
+        }
+    }
+
+    /// The mode text's words for a stop or a cap that the strategy's mode and the guard's own
+    /// words do not name.
+    pub(super) fn stop_causes(
+        &self,
+        view: &BankView,
+        bank: &BankSnapshot,
+        expected: u32,
+        acts: &Acts,
+    ) -> String {
+        let mut parts = Vec::new();
+        match (acts.bms_capped_charge, acts.bms_capped_discharge) {
+            (true, true) => parts.push("charge and discharge capped by the packs' own limits"),
+            (true, false) => parts.push("charge capped by the packs' own limits"),
+            (false, true) => parts.push("discharge capped by the packs' own limits"),
+            (false, false) => {}
+        }
+        if self.feed_in.near_lowered_ccl && self.feed_in.disabled_by_us {
+            parts.push("feed-in off: charge current at the capped CCL");
+        }
+        let mut parts: Vec<String> = parts.into_iter().map(str::to_string).collect();
+        if bank.online == 0 {
+            parts.push(format!(
+                "no battery online, {} held: last limits kept",
+                bank.stale
+            ));
+        } else if bank.stale > 0 && expected > 0 {
+            parts.push(format!(
+                "{} of {expected} batteries held: limits scaled to {} online",
+                bank.stale, bank.online
+            ));
+        }
+        if view.blocks_charge() {
+            parts.push("a BMS blocks charging".to_string());
+        }
+        if view.blocks_discharge() {
+            parts.push("a BMS blocks discharging".to_string());
+        }
+        if self.failures_stop.holds() && self.strategy.is_ok() {
+            parts.push(format!(
+                "{} strategy faults in a row: discharging stopped (safety.plugin_failures)",
+                self.envelope.faults_in_a_row()
+            ));
+        }
+        parts.join("; ")
+    }
+
+    /// docs/battery-states.md §8: limits while batteries are lost; while one is held (stale), both
+    /// limits are scaled to the batteries online, as old data must not get full current.
+    pub(super) fn degrade(&self, limits: Limits, bank: &BankSnapshot, expected: u32) -> Limits {
+        let share = if expected > 0 {
+            f64::from(bank.online.min(expected)) / f64::from(expected)
+        } else {
+            0.0
+        };
+        if !bank.degraded() {
+            if bank.stale == 0 {
+                return limits;
+            }
+            return Limits {
+                ccl_a: limits.ccl_a * share,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            };
+        }
+        match self.settings.on_lost {
+            OnLost::BlockCharge => Limits {
+                ccl_a: 0.0,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            },
+            OnLost::BlockAll => Limits {
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+                ..limits
+            },
+            OnLost::Continue => Limits {
+                ccl_a: limits.ccl_a * share,
+                dcl_a: limits.dcl_a * share,
+                ..limits
+            },
+        }
+    }
+}

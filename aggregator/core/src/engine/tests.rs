@@ -1,0 +1,161 @@
+use super::*;
+use crate::reading::BatteryReading;
+
+fn settings() -> Settings {
+    Settings {
+        bounds: Bounds {
+            max_cell_voltage_v: 3.6,
+            max_charge_current_a: 300.0,
+            max_discharge_current_a: 300.0,
+            plugin_failures: 3,
+            max_charge_voltage_v: f64::INFINITY,
+        },
+        guard: crate::guard::tests::BOUNDS,
+        feed_in_hold_s: 60.0,
+        on_lost: OnLost::BlockCharge,
+        own_counter: true,
+        efficiency: 0.985,
+        save_precision: 0.0025,
+    }
+}
+
+fn battery() -> Battery {
+    Battery {
+        name: "Bat1".into(),
+        service: "com.victronenergy.battery.ttyUSB0".into(),
+        state: BatteryState::Online,
+        reading: BatteryReading {
+            voltage_v: Some(53.6),
+            current_a: Some(5.0),
+            installed_capacity_ah: Some(280.0),
+            max_cell_voltage_v: Some(3.35),
+            min_cell_voltage_v: Some(3.35),
+            temperature_c: Some(20.0),
+            soc_pct: Some(60.0),
+            ..Default::default()
+        },
+    }
+}
+
+fn inputs() -> TickInputs {
+    TickInputs {
+        cells: 16,
+        expected: 1,
+        left_out: Vec::new(),
+        dc_sources: Vec::new(),
+        monitor_soc: None,
+        vebus: Vec::new(),
+        solar_chargers: Vec::new(),
+        smartshunts: Vec::new(),
+        low_soc: Some(0),
+        feed_in_setting: Some(1),
+        date: LocalDate::new(2026, 1, 15).unwrap(),
+        dt_s: 1.0,
+    }
+}
+
+#[test]
+fn a_pack_without_cells_or_temperatures_is_named_once_and_the_mode_says_so() {
+    let mut engine = Engine::with_failures(
+        settings(),
+        "lfp-balancing",
+        Err(Error::Plugin("not built".into())),
+        Err(Error::Plugin("not built".into())),
+    );
+    let mut can = battery();
+    can.reading.max_cell_voltage_v = None;
+    can.reading.min_cell_voltage_v = None;
+    can.reading.temperature_c = None;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let out = engine.tick(std::slice::from_ref(&can), &inputs());
+        assert!(
+            out.mode.contains("no pack reports a temperature"),
+            "{}",
+            out.mode
+        );
+        events.extend(out.events);
+    }
+    let named: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::BmsOnly(..)))
+        .collect();
+    assert_eq!(
+        named,
+        [&Event::BmsOnly(
+            "Bat1".into(),
+            vec!["max_cell_voltage", "min_cell_voltage", "temperature"]
+        )]
+    );
+}
+
+#[test]
+fn plugins_that_never_started_give_the_fail_safe_and_keep_the_saved_state() {
+    let mut engine = Engine::with_failures(
+        settings(),
+        "lfp-balancing",
+        Err(Error::Plugin("balancing_voltage: must be above 0".into())),
+        Err(Error::Plugin("use_multi: expected a boolean".into())),
+    );
+    let saved = StrategyState {
+        plugin: "lfp-balancing".into(),
+        state: "{\"last_balanced\": \"2026-01-01\"}".into(),
+    };
+    let state = State {
+        strategy: Some(saved.clone()),
+        ..Default::default()
+    };
+    assert!(engine.restore(&state).is_empty());
+
+    let mut events = Vec::new();
+    for _ in 0..5 {
+        let out = engine.tick(&[battery()], &inputs());
+        assert_eq!(
+            out.limits,
+            Limits {
+                cvl_v: 53.6,
+                ccl_a: 0.0,
+                dcl_a: 0.0
+            }
+        );
+        assert_eq!(
+            out.mode,
+            "Fault: strategy lfp-balancing not started (balancing_voltage: must be above \
+             0): charge and discharge stopped"
+        );
+        // The batteries' own current stands in for the source.
+        assert_eq!(out.current_a, Some(5.0));
+        events.extend(out.events);
+    }
+    // Logged by the daemon when it failed: no fault line per tick, one fallback line.
+    assert!(!events.iter().any(|e| matches!(e, Event::StrategyFault(_))));
+    let fallbacks = events
+        .iter()
+        .filter(|e| **e == Event::CurrentFallbackStarted)
+        .count();
+    assert_eq!(fallbacks, 1, "{events:?}");
+    assert_eq!(engine.state().strategy, Some(saved));
+}
+
+#[test]
+fn a_mode_that_holds_is_said_once() {
+    let mut engine = Engine::with_failures(
+        settings(),
+        "lfp-balancing",
+        Err(Error::Plugin("no".into())),
+        Err(Error::Plugin("no".into())),
+    );
+    let mut hot = battery();
+    hot.reading.temperature_c = Some(50.0);
+    let mut changes = Vec::new();
+    for _ in 0..5 {
+        let out = engine.tick(std::slice::from_ref(&hot), &inputs());
+        assert!(out.mode.contains("too hot to charge"), "{}", out.mode);
+        changes.extend(
+            out.events
+                .into_iter()
+                .filter(|e| matches!(e, Event::ModeChanged(_))),
+        );
+    }
+    assert_eq!(changes.len(), 1, "{changes:?}");
+}

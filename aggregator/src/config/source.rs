@@ -1,0 +1,415 @@
+//! A config file as read (its text and path), its parse into [`Config`] with every error
+//! naming the file, the key path and the line ([`ConfigError`]), and the checks across keys.
+
+use std::path::{Path, PathBuf};
+
+use plugin_api::DeviceRef;
+
+use super::Config;
+
+/// The YAML crate's message without its position (`key: message`, from `key: message at line
+/// L column C`), and the line (config files and scenario files report errors so).
+pub fn yaml_message(err: &serde_yaml::Error) -> (Option<usize>, String) {
+    let text = err.to_string();
+    let body = match text.rfind(" at line ") {
+        Some(at) => text[..at].trim_end_matches(',').to_string(),
+        None => text.clone(),
+    };
+    (err.location().map(|l| l.line()), body)
+}
+
+/// One problem with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The key path, e.g. `strategy.config.charge_voltages`; empty for the whole file.
+    pub key: String,
+    /// The line of the key in the file, when found.
+    pub line: Option<usize>,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A config file as read: its text (for line numbers) and its path.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The file.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads the file.
+    pub fn read(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_path_buf(),
+            key: String::new(),
+            line: None,
+            message: format!("cannot read: {err}"),
+        })?;
+        Ok(Self {
+            file: file.to_path_buf(),
+            text,
+        })
+    }
+
+    /// An error at `key` (a dotted path), with the key's line when it can be found.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let path: Vec<&str> = key.split('.').filter(|k| !k.is_empty()).collect();
+        ConfigError {
+            file: self.file.clone(),
+            key: key.to_string(),
+            line: line_of(&self.text, &path),
+            message: message.into(),
+        }
+    }
+
+    /// Parses the text into a [`Config`] and checks the host's values; plugins' sections are
+    /// checked by [`crate::config::check`].
+    pub fn parse(&self) -> Result<Config, Vec<ConfigError>> {
+        let config: Config = serde_yaml::from_str(&self.text).map_err(|err| {
+            let first = self.yaml_error(&err);
+            self.all_missing(first)
+        })?;
+        let errors = self.check(&config);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The parser stops at the first missing key; the others are found by filling each one
+    /// found with a stand-in and parsing again, so that all are reported at once, each under
+    /// its own key. `first` is returned alone when it is another error.
+    fn all_missing(&self, first: ConfigError) -> Vec<ConfigError> {
+        let Ok(mut tree) = serde_yaml::from_str::<serde_yaml::Value>(&self.text) else {
+            return vec![first];
+        };
+        let mut errors = vec![first];
+        // Bounded: a config has far fewer required keys.
+        for _ in 0..32 {
+            let last = errors.last().expect("one error");
+            if !last.message.starts_with("missing field `") || last.key.is_empty() {
+                break;
+            }
+            let mut at = &mut tree;
+            let path: Vec<&str> = last.key.split('.').collect();
+            let Some((field, parents)) = path.split_last() else {
+                break;
+            };
+            for part in parents {
+                match at.get_mut(*part) {
+                    Some(next) => at = next,
+                    None => return errors,
+                }
+            }
+            let Some(map) = at.as_mapping_mut() else {
+                break;
+            };
+            map.insert((*field).into(), serde_yaml::Value::from(0));
+            let again = serde_yaml::to_string(&tree)
+                .ok()
+                .and_then(|text| serde_yaml::from_str::<Config>(&text).err());
+            match again.map(|err| self.yaml_error(&err)) {
+                Some(next) if next.message.starts_with("missing field `") => {
+                    // Placed by its key in the user's text, not in the re-written one.
+                    let line = line_of(&self.text, &next.key.split('.').collect::<Vec<_>>());
+                    errors.push(ConfigError { line, ..next });
+                }
+                _ => break,
+            }
+        }
+        errors
+    }
+
+    fn yaml_error(&self, err: &serde_yaml::Error) -> ConfigError {
+        // The crate's message reads "batteries.expected: invalid type: …, at line 3 column 13";
+        // split it into our parts so every error has the same shape.
+        let (line, body) = yaml_message(err);
+        let (mut key, message) = match body.split_once(": ") {
+            Some((key, message)) if !key.contains(' ') => (key.to_string(), message.to_string()),
+            _ => (String::new(), body),
+        };
+        // A missing key belongs to the map the message names, whatever key the parser stood on.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .filter(|_| !key.is_empty())
+        {
+            let key = format!("{key}.{field}");
+            let line = line_of(&self.text, &key.split('.').collect::<Vec<_>>());
+            return ConfigError {
+                file: self.file.clone(),
+                key,
+                line,
+                message,
+            };
+        }
+        // A value's own error ("not a duration") carries the path of the enclosing map only;
+        // the key on the reported line completes it.
+        if let Some(own) = line.and_then(|l| key_at_line(&self.text, l)) {
+            if !key.is_empty() && !key.ends_with(own.as_str()) {
+                key = format!("{key}.{own}");
+            }
+        }
+        let line = line.or_else(|| line_of(&self.text, &key.split('.').collect::<Vec<_>>()));
+        ConfigError {
+            file: self.file.clone(),
+            key,
+            line,
+            message,
+        }
+    }
+
+    fn check(&self, config: &Config) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut require = |ok: bool, key: &str, message: String| {
+            if !ok {
+                errors.push(self.error(key, message));
+            }
+        };
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let s = &config.safety;
+        require(
+            positive(s.max_cell_voltage) && s.max_cell_voltage < 5.0,
+            "safety.max_cell_voltage",
+            format!(
+                "must be a cell voltage above 0 and below 5 V, found {}",
+                s.max_cell_voltage
+            ),
+        );
+        require(
+            positive(s.max_charge_current),
+            "safety.max_charge_current",
+            format!(
+                "must be a current above 0 A, found {}",
+                s.max_charge_current
+            ),
+        );
+        require(
+            positive(s.max_discharge_current),
+            "safety.max_discharge_current",
+            format!(
+                "must be a current above 0 A, found {}",
+                s.max_discharge_current
+            ),
+        );
+        require(
+            s.min_cell_voltage.is_finite()
+                && s.min_cell_voltage > 0.0
+                && s.min_cell_voltage < s.max_cell_voltage,
+            "safety.min_cell_voltage",
+            format!(
+                "must be above 0 and below safety.max_cell_voltage ({}), found {}",
+                s.max_cell_voltage, s.min_cell_voltage
+            ),
+        );
+        let window = s.max_cell_voltage - s.min_cell_voltage;
+        for (key, value) in [
+            ("safety.max_cell_hysteresis", s.max_cell_hysteresis),
+            ("safety.min_cell_hysteresis", s.min_cell_hysteresis),
+        ] {
+            require(
+                value.is_finite() && value >= 0.0 && value < window,
+                key,
+                format!(
+                    "must be at least 0 V and below the cell window \
+                     (safety.max_cell_voltage - safety.min_cell_voltage = {window:.3}), found {value}"
+                ),
+            );
+        }
+        for (low_key, low, high_key, high) in [
+            (
+                "safety.min_charge_temperature",
+                s.min_charge_temperature,
+                "safety.max_charge_temperature",
+                s.max_charge_temperature,
+            ),
+            (
+                "safety.min_discharge_temperature",
+                s.min_discharge_temperature,
+                "safety.max_discharge_temperature",
+                s.max_discharge_temperature,
+            ),
+        ] {
+            require(
+                (-60.0..=100.0).contains(&low) && (-60.0..=100.0).contains(&high) && low < high,
+                low_key,
+                format!(
+                    "must be below {high_key} ({high}), both between -60 and 100 °C, found {low}"
+                ),
+            );
+        }
+        require(
+            s.temperature_derate.is_finite() && s.temperature_derate >= 0.0,
+            "safety.temperature_derate",
+            format!("must be 0 °C or more, found {}", s.temperature_derate),
+        );
+        require(
+            s.share_min_current.is_finite() && s.share_min_current > 0.0,
+            "safety.share_min_current",
+            format!("must be above 0 A, found {}", s.share_min_current),
+        );
+        require(
+            s.plugin_failures >= 1,
+            "safety.plugin_failures",
+            "must be at least 1".to_string(),
+        );
+        require(
+            s.recovery_charge_rate.is_finite()
+                && s.recovery_charge_rate > 0.0
+                && s.recovery_charge_rate <= 0.5,
+            "safety.recovery_charge_rate",
+            format!(
+                "must be a charge rate above 0 and at most 0.5 (C: a fraction of the installed \
+                 capacity per hour), found {}",
+                s.recovery_charge_rate
+            ),
+        );
+        if let Some(v) = s.max_charge_voltage {
+            require(
+                positive(v) && v < 1000.0,
+                "safety.max_charge_voltage",
+                format!("must be a bank voltage above 0 and below 1000 V, found {v}"),
+            );
+        }
+        let b = &config.batteries;
+        require(
+            b.expected.is_none_or(|n| (1..=64).contains(&n)),
+            "batteries.expected",
+            format!(
+                "must be between 1 and 64, found {}",
+                b.expected.unwrap_or(0)
+            ),
+        );
+        require(
+            b.cells.is_none_or(|n| (1..=64).contains(&n)),
+            "batteries.cells",
+            format!("must be between 1 and 64, found {}", b.cells.unwrap_or(0)),
+        );
+        require(
+            !b.product_name.0.is_empty() && b.product_name.0.iter().all(|n| !n.trim().is_empty()),
+            "batteries.product_name",
+            "must not be empty, nor hold an empty name (the default is SerialBattery)".into(),
+        );
+        match config.soc.monitor() {
+            Some(DeviceRef::Instance(n)) => require(
+                *n >= 0,
+                "soc.source",
+                format!("a VRM device instance is 0 or more, found {n}"),
+            ),
+            Some(DeviceRef::Name(name)) => require(
+                !name.trim().is_empty(),
+                "soc.source",
+                "a custom name must not be empty".into(),
+            ),
+            None => {}
+        }
+        require(
+            config.soc.efficiency > 0.0 && config.soc.efficiency <= 1.0,
+            "soc.efficiency",
+            format!(
+                "must be above 0 and at most 1, found {}",
+                config.soc.efficiency
+            ),
+        );
+        require(
+            config.soc.save_precision > 0.0 && config.soc.save_precision < 1.0,
+            "soc.save_precision",
+            format!(
+                "must be above 0 and below 1, found {}",
+                config.soc.save_precision
+            ),
+        );
+        let interval = config.update_interval.as_secs_f64();
+        require(
+            (0.1..=60.0).contains(&interval),
+            "update_interval",
+            format!("must be between 100ms and 60s, found {interval}s"),
+        );
+        let name = &config.publish.service_name;
+        require(
+            name.starts_with("com.victronenergy.battery.")
+                && name.split('.').count() == 4
+                && name.rsplit('.').next().is_some_and(valid_name_element),
+            "publish.service_name",
+            format!("must be com.victronenergy.battery.<suffix> with a suffix of letters, digits, _ or -, not starting with a digit; found `{name}`"),
+        );
+        errors
+    }
+}
+
+/// One element of a well-known bus name: letters, digits, `_`, `-`, not starting with a digit.
+pub fn valid_name_element(element: &str) -> bool {
+    !element.is_empty()
+        && !element.starts_with(|c: char| c.is_ascii_digit())
+        && element
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The key a block-style line `line` (1-based) starts with, if any.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let content = text.lines().nth(line.checked_sub(1)?)?;
+    let (key, _) = content.trim_start().split_once(':')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.contains(' ') && !key.starts_with('-')).then(|| key.to_string())
+}
+
+/// The 1-based line of the block-style key `path` in `text`, or of its longest prefix found.
+pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    if path.is_empty() {
+        return None;
+    }
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut best: Option<(usize, usize)> = None; // (depth matched, line)
+    for (index, raw) in text.lines().enumerate() {
+        let content = raw.split(" #").next().unwrap_or("");
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = content.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.contains(' ') || key.starts_with('-') {
+            continue;
+        }
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_string()));
+        let depth = stack
+            .iter()
+            .zip(path)
+            .take_while(|((_, k), p)| k == *p)
+            .count();
+        if depth == stack.len() && best.is_none_or(|(d, _)| depth > d) {
+            best = Some((depth, index + 1));
+            if depth == path.len() {
+                break;
+            }
+        }
+    }
+    best.map(|(_, line)| line)
+}
