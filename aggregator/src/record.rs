@@ -823,6 +823,23 @@ impl Encoder<'_> {
         self.skip = 0;
     }
 
+    /// A text or JSON value (`kind`: [`OP_TEXT`] or [`OP_JSON`]): written when it changed.
+    fn textual(&mut self, key: Key, value: Option<&str>, kind: u8) {
+        let same = |before: &Val| match (before, value) {
+            (Val::Text(b), Some(v)) if kind == OP_TEXT => b == v,
+            (Val::Json(b), Some(v)) if kind == OP_JSON => b == v,
+            (Val::Absent, None) => true,
+            _ => false,
+        };
+        let Some(at) = self.slot(key, same) else {
+            return;
+        };
+        match value {
+            Some(v) => self.text_op(at, kind, v),
+            None => self.gone(at),
+        }
+    }
+
     fn gone(&mut self, at: usize) {
         self.op(OP_GONE);
         self.before[at] = Val::Absent;
@@ -928,33 +945,11 @@ impl Sink for Encoder<'_> {
     }
 
     fn text(&mut self, key: Key, value: Option<&str>) {
-        let same = |before: &Val| match (before, value) {
-            (Val::Text(b), Some(v)) => b == v,
-            (Val::Absent, None) => true,
-            _ => false,
-        };
-        let Some(at) = self.slot(key, same) else {
-            return;
-        };
-        match value {
-            Some(v) => self.text_op(at, OP_TEXT, v),
-            None => self.gone(at),
-        }
+        self.textual(key, value, OP_TEXT);
     }
 
     fn json(&mut self, key: Key, value: Option<&str>) {
-        let same = |before: &Val| match (before, value) {
-            (Val::Json(b), Some(v)) => b == v,
-            (Val::Absent, None) => true,
-            _ => false,
-        };
-        let Some(at) = self.slot(key, same) else {
-            return;
-        };
-        match value {
-            Some(v) => self.text_op(at, OP_JSON, v),
-            None => self.gone(at),
-        }
+        self.textual(key, value, OP_JSON);
     }
 }
 

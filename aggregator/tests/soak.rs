@@ -1,6 +1,6 @@
 //! Soak: the daemon for a long run against batteries that come and go, watching its memory.
 //! Ignored by default; run it with
-//! `cargo build --workspace && cargo test -p aggregator --test soak -- --ignored --nocapture`
+//! `cargo build --workspace && cargo test -p aggregator --test integration soak:: -- --ignored --nocapture`
 //! (`SOAK_MINUTES`, default 30, sets the length).
 //!
 //! Acceleration: the daemon ticks every 100 ms (the shortest `update_interval` the config
@@ -92,7 +92,7 @@ fn open_fds(pid: u32) -> Option<usize> {
 }
 
 #[test]
-#[ignore = "a long run: cargo test -p aggregator --test soak -- --ignored"]
+#[ignore = "a long run: cargo test -p aggregator --test integration soak:: -- --ignored"]
 fn a_long_run_with_batteries_coming_and_going_does_not_grow() {
     let minutes: f64 = std::env::var("SOAK_MINUTES")
         .ok()
