@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -33,15 +33,16 @@ fn demo_config(
     plugins_dir: Option<&Path>,
     state_dir: &Path,
 ) -> Result<String, Error> {
-    let absolute = |dir: &Path| {
-        std::path::absolute(dir)
-            .map_err(|e| Error::Usage(format!("--plugins-dir {}: {e}", dir.display())))
+    // `--plugins-dir`, else the config's own `paths.plugins_dir`, else beside this program.
+    let plugins = |own: Option<PathBuf>| -> Result<PathBuf, Error> {
+        let Some(dir) = plugins_dir.map(Path::to_path_buf).or(own) else {
+            return Ok(program_dir()?);
+        };
+        std::path::absolute(&dir)
+            .map_err(|e| Error::Usage(format!("plugins folder {}: {e}", dir.display())))
     };
     let Some(file) = user_config else {
-        let plugins = match plugins_dir {
-            Some(dir) => absolute(dir)?,
-            None => program_dir()?,
-        };
+        let plugins = plugins(None)?;
         return Ok(DEMO_CONFIG
             .replace("@STATE@", &state_dir.display().to_string())
             .replace("@PLUGINS@", &plugins.display().to_string()));
@@ -63,11 +64,7 @@ fn demo_config(
         .get("plugins_dir")
         .and_then(serde_yaml::Value::as_str)
         .map(|dir| file.parent().unwrap_or(Path::new(".")).join(dir));
-    let plugins = match (plugins_dir, own) {
-        (Some(dir), _) => absolute(dir)?,
-        (None, Some(dir)) => absolute(&dir)?,
-        (None, None) => program_dir()?,
-    };
+    let plugins = plugins(own)?;
     paths.insert("state_dir".into(), state_dir.display().to_string().into());
     paths.insert("plugins_dir".into(), plugins.display().to_string().into());
     serde_yaml::to_string(&yaml).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))
