@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use aggregator_core::engine::{Engine, Event, Outcome, TickInputs};
+use aggregator_core::episode::Episode;
 use aggregator_core::presence::Battery;
 use tokio::sync::oneshot;
 
@@ -35,8 +36,8 @@ pub(super) struct Shadow {
     /// counting of charge loses no time.
     missed_s: f64,
     stopped: bool,
-    /// Whether it was late or busy before (logged once).
-    late_logged: bool,
+    /// It gave no answer within the budget (said once for the run).
+    late: Episode,
     budget: Duration,
 }
 
@@ -60,7 +61,7 @@ impl Shadow {
             sent: false,
             missed_s: 0.0,
             stopped: false,
-            late_logged: false,
+            late: Episode::default(),
             budget: (update_interval / 4).min(MOST_WAIT),
         })
     }
@@ -115,7 +116,7 @@ impl Shadow {
                 return Err(ShadowMissing::Stopped);
             }
             Err(_) => {
-                if !std::mem::replace(&mut self.late_logged, true) {
+                if self.late.start() {
                     tracing::warn!(
                         "the shadow strategy gave no answer within {} ms: such ticks are \
                          recorded without its limits (shadow/skipped); the live limits are not \
