@@ -12,32 +12,50 @@ use plugin_api::BatteryState;
 use crate::guard::BmsOnly;
 use crate::presence::Battery;
 
-/// One pack's figures at their published precision.
+/// One pack's figures at their published precision, as whole numbers of their last digit
+/// (53.60 V is 5360): compared and written without formatting a float.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Figures {
     state: Option<BatteryState>,
-    voltage_v: Option<f64>,
-    current_a: Option<f64>,
-    soc_pct: Option<f64>,
-    min_cell_v: Option<f64>,
-    max_cell_v: Option<f64>,
+    /// Hundredths of a volt.
+    voltage: Option<i64>,
+    /// Tenths of an ampere.
+    current: Option<i64>,
+    /// Tenths of a percent.
+    soc: Option<i64>,
+    /// Millivolts.
+    min_cell: Option<i64>,
+    /// Millivolts.
+    max_cell: Option<i64>,
     blocks_charge: bool,
     blocks_discharge: bool,
     /// The host's bounds that rest on this pack's BMS alone.
     bms_only: BmsOnly,
 }
 
+/// The decimals each figure is published with.
+const VOLTAGE_DIGITS: u32 = 2;
+const CURRENT_DIGITS: u32 = 1;
+const SOC_DIGITS: u32 = 1;
+const CELL_DIGITS: u32 = 3;
+
+/// `v` in whole units of its `digits`-th decimal; none when it is not a finite number.
+fn scaled(v: Option<f64>, digits: u32) -> Option<i64> {
+    let v = v.filter(|v| v.is_finite())? * 10f64.powi(digits as i32);
+    // A value beyond i64 saturates: it was already no plausible figure.
+    Some(v.round() as i64)
+}
+
 impl Figures {
     fn of(battery: &Battery) -> Self {
         let r = &battery.reading;
-        let round = |v: Option<f64>, scale: f64| v.map(|v| (v * scale).round() / scale);
         Figures {
             state: Some(battery.state),
-            voltage_v: round(r.voltage_v, 100.0),
-            current_a: round(r.current_a, 10.0),
-            soc_pct: round(r.soc_pct, 10.0),
-            min_cell_v: round(r.min_cell_voltage_v, 1000.0),
-            max_cell_v: round(r.max_cell_voltage_v, 1000.0),
+            voltage: scaled(r.voltage_v, VOLTAGE_DIGITS),
+            current: scaled(r.current_a, CURRENT_DIGITS),
+            soc: scaled(r.soc_pct, SOC_DIGITS),
+            min_cell: scaled(r.min_cell_voltage_v, CELL_DIGITS),
+            max_cell: scaled(r.max_cell_voltage_v, CELL_DIGITS),
             blocks_charge: r.modules_blocking_charge.unwrap_or(0) > 0
                 || r.allow_to_charge == Some(0),
             blocks_discharge: r.modules_blocking_discharge.unwrap_or(0) > 0
@@ -49,11 +67,11 @@ impl Figures {
     /// A pack left out for its cell count: in the listing, with no figures.
     const LEFT_OUT: Figures = Figures {
         state: None,
-        voltage_v: None,
-        current_a: None,
-        soc_pct: None,
-        min_cell_v: None,
-        max_cell_v: None,
+        voltage: None,
+        current: None,
+        soc: None,
+        min_cell: None,
+        max_cell: None,
         blocks_charge: false,
         blocks_discharge: false,
         bms_only: BmsOnly {
@@ -68,7 +86,32 @@ impl Figures {
 struct Pack {
     name: String,
     service: String,
+    /// `{"name": …, "service": …`, made once per pack: names and services do not change.
+    head: String,
     figures: Figures,
+}
+
+impl Pack {
+    /// The pack of `name` and `service`, its head taken over from `before` when it is the
+    /// same pack.
+    fn new(name: &str, service: &str, figures: Figures, before: Option<Pack>) -> Pack {
+        let head = match before {
+            Some(p) if p.name == name && p.service == service => p.head,
+            _ => {
+                let mut head = String::from("{\"name\": ");
+                quoted(&mut head, name);
+                head.push_str(", \"service\": ");
+                quoted(&mut head, service);
+                head
+            }
+        };
+        Pack {
+            name: name.to_string(),
+            service: service.to_string(),
+            head,
+            figures,
+        }
+    }
 }
 
 /// The listing and its texts, rebuilt on change only.
@@ -100,18 +143,15 @@ impl BankListing {
                 .all(|(p, name)| p.name == *name);
         let listing_changed = !same || self.json.is_empty();
         if listing_changed {
-            self.packs.clear();
-            self.packs.extend(batteries.iter().map(|b| Pack {
-                name: b.name.clone(),
-                service: b.service.clone(),
-                figures: Figures::of(b),
-            }));
-            self.packs.extend(left_out.iter().map(|name| Pack {
-                name: name.clone(),
-                service: String::new(),
-                figures: Figures::LEFT_OUT,
-            }));
-            self.json = json(&self.packs);
+            let mut before = std::mem::take(&mut self.packs).into_iter();
+            let packs = (batteries.iter())
+                .map(|b| (b.name.as_str(), b.service.as_str(), Figures::of(b)))
+                .chain(left_out.iter().map(|n| (n.as_str(), "", Figures::LEFT_OUT)));
+            for (name, service, figures) in packs {
+                let pack = Pack::new(name, service, figures, before.next());
+                self.packs.push(pack);
+            }
+            json(&self.packs, &mut self.json);
         }
         let online = batteries
             .iter()
@@ -137,10 +177,11 @@ impl BankListing {
     }
 }
 
-/// `[{"name": …, "service": …, "state": "online", "voltage": 53.6, …}, …]`; invalid values
-/// are `null`.
-fn json(packs: &[Pack]) -> String {
-    let mut out = String::from("[");
+/// `[{"name": …, "service": …, "state": "online", "voltage": 53.6, …}, …]` into `out`;
+/// invalid values are `null`.
+fn json(packs: &[Pack], out: &mut String) {
+    out.clear();
+    out.push('[');
     for (k, pack) in packs.iter().enumerate() {
         let f = &pack.figures;
         let state = match f.state {
@@ -152,25 +193,19 @@ fn json(packs: &[Pack]) -> String {
         if k > 0 {
             out.push_str(", ");
         }
-        out.push_str("{\"name\": ");
-        quoted(&mut out, &pack.name);
-        out.push_str(", \"service\": ");
-        quoted(&mut out, &pack.service);
+        out.push_str(&pack.head);
         let _ = write!(out, ", \"state\": \"{state}\"");
-        for (key, value) in [
-            ("voltage", f.voltage_v),
-            ("current", f.current_a),
-            ("soc", f.soc_pct),
-            ("min_cell_voltage", f.min_cell_v),
-            ("max_cell_voltage", f.max_cell_v),
+        for (key, value, digits) in [
+            ("voltage", f.voltage, VOLTAGE_DIGITS),
+            ("current", f.current, CURRENT_DIGITS),
+            ("soc", f.soc, SOC_DIGITS),
+            ("min_cell_voltage", f.min_cell, CELL_DIGITS),
+            ("max_cell_voltage", f.max_cell, CELL_DIGITS),
         ] {
-            match value.filter(|v| v.is_finite()) {
-                Some(v) => {
-                    let _ = write!(out, ", \"{key}\": {v}");
-                }
-                None => {
-                    let _ = write!(out, ", \"{key}\": null");
-                }
+            let _ = write!(out, ", \"{key}\": ");
+            match value {
+                Some(v) => decimal(out, v, digits),
+                None => out.push_str("null"),
             }
         }
         let _ = write!(
@@ -187,7 +222,23 @@ fn json(packs: &[Pack]) -> String {
         out.push_str("]}");
     }
     out.push(']');
-    out
+}
+
+/// `scaled` units of the `digits`-th decimal as the shortest JSON number: 5360 with 2 digits
+/// is `53.6`, -20 with 1 digit is `-2`.
+fn decimal(out: &mut String, scaled: i64, digits: u32) {
+    let unit = 10u64.pow(digits);
+    let (whole, mut fraction) = (scaled.unsigned_abs() / unit, scaled.unsigned_abs() % unit);
+    let sign = if scaled < 0 { "-" } else { "" };
+    let _ = write!(out, "{sign}{whole}");
+    if fraction > 0 {
+        let mut width = digits as usize;
+        while fraction % 10 == 0 {
+            fraction /= 10;
+            width -= 1;
+        }
+        let _ = write!(out, ".{fraction:0width$}");
+    }
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped.
@@ -260,5 +311,56 @@ mod tests {
         next[1].state = BatteryState::Online;
         assert_eq!(listing.update(&next, &["C".into()], 1), (true, true));
         assert_eq!(listing.online_text(), "2/4");
+    }
+
+    #[test]
+    fn figures_are_written_as_the_shortest_number_of_their_precision() {
+        let text = |scaled: i64, digits: u32| {
+            let mut out = String::new();
+            decimal(&mut out, scaled, digits);
+            out
+        };
+        assert_eq!(text(5360, VOLTAGE_DIGITS), "53.6");
+        assert_eq!(text(5304, VOLTAGE_DIGITS), "53.04");
+        assert_eq!(text(-20, CURRENT_DIGITS), "-2");
+        assert_eq!(text(-5, CURRENT_DIGITS), "-0.5");
+        assert_eq!(text(0, CURRENT_DIGITS), "0");
+        assert_eq!(text(3050, CELL_DIGITS), "3.05");
+        assert_eq!(text(i64::MIN, CELL_DIGITS), "-9223372036854775.808");
+        // Every figure reads back as the float rounded to its precision.
+        for v in [-12.34, 0.05, 3.3049, 53.605, 99.95, -0.04] {
+            let mut out = String::new();
+            decimal(
+                &mut out,
+                scaled(Some(v), VOLTAGE_DIGITS).unwrap(),
+                VOLTAGE_DIGITS,
+            );
+            let back: f64 = out.parse().unwrap();
+            assert_eq!(
+                back,
+                (v * 100.0_f64).round() / 100.0,
+                "{v} written as {out}"
+            );
+        }
+        assert_eq!(scaled(Some(f64::NAN), 1), None);
+    }
+
+    #[test]
+    fn a_pack_keeps_its_head_until_its_name_or_service_changes() {
+        let mut listing = BankListing::default();
+        let mut bank = vec![battery("A", BatteryState::Online, 53.6)];
+        listing.update(&bank, &[], 0);
+        bank[0].reading.voltage_v = Some(52.0);
+        assert_eq!(listing.update(&bank, &[], 0), (true, false));
+        let value: serde_json::Value = serde_json::from_str(listing.json()).unwrap();
+        assert_eq!(
+            (value[0]["name"].as_str(), value[0]["voltage"].as_f64()),
+            (Some("A"), Some(52.0))
+        );
+        bank[0].name = "B".into();
+        listing.update(&bank, &[], 0);
+        let value: serde_json::Value = serde_json::from_str(listing.json()).unwrap();
+        assert_eq!(value[0]["name"], "B");
+        assert_eq!(value[0]["service"], "com.victronenergy.battery.A");
     }
 }
