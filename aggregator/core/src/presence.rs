@@ -75,7 +75,11 @@ struct Entry {
     /// The cell count the battery is held to.
     cells: Option<i64>,
     last_seen: Option<BatteryReading>,
+    /// The last complete reading when it is no longer the last seen; while the last seen is
+    /// complete ([`Entry::seen_complete`]) it stands for both, so that each tick copies a
+    /// reading once, not twice.
     last_complete: Option<BatteryReading>,
+    seen_complete: bool,
     changed_at: f64,
     online_until: Option<f64>,
     /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
@@ -87,6 +91,17 @@ struct Entry {
     longest_present_s: f64,
     /// Gone, never part of the bank: the caller forgets it.
     passing: bool,
+}
+
+impl Entry {
+    /// The last complete reading, if it ever had one.
+    fn complete(&self) -> Option<&BatteryReading> {
+        if self.seen_complete {
+            self.last_seen.as_ref()
+        } else {
+            self.last_complete.as_ref()
+        }
+    }
 }
 
 /// An implausible value of a battery, said once when it starts and once when it ends.
@@ -166,6 +181,7 @@ impl Presence {
                 cells: configured,
                 last_seen: None,
                 last_complete: None,
+                seen_complete: false,
                 changed_at: now_s,
                 online_until: None,
                 published: Vec::new(),
@@ -196,7 +212,10 @@ impl Presence {
         if let Some(reading) = reading {
             if entry.last_seen.as_ref() != Some(reading) {
                 entry.changed_at = now_s;
-                entry.last_seen = Some(reading.clone());
+                let before = entry.last_seen.replace(reading.clone());
+                if std::mem::take(&mut entry.seen_complete) {
+                    entry.last_complete = before;
+                }
             }
         }
         let frozen_for = now_s - entry.changed_at;
@@ -228,16 +247,18 @@ impl Presence {
                 if entry.cells.is_none() {
                     entry.cells = r.cells_per_battery;
                 }
-                entry.last_complete = Some(r.clone());
+                entry.seen_complete = true;
+                entry.last_complete = None;
                 entry.online_until = None;
                 (BatteryState::Online, "complete reading".to_string())
             }
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
-                let held = entry.last_complete.is_some() && now_s - since < self.timing.hold_for_s;
+                let ever_complete = entry.complete().is_some();
+                let held = ever_complete && now_s - since < self.timing.hold_for_s;
                 // Gone having never been part of the bank (never complete, or never on the
                 // bus for `hold_for` without a break): passing, not lost.
-                let brief = entry.last_complete.is_none()
+                let brief = !ever_complete
                     || entry.longest_present_s < self.timing.hold_for_s;
                 if seen && reading.is_none() && !held && brief {
                     entry.passing = true;
@@ -291,7 +312,7 @@ impl Presence {
                     name: e.name.clone(),
                     service: service.clone(),
                     state: e.state?,
-                    reading: e.last_complete.clone()?,
+                    reading: e.complete()?.clone(),
                 })
             })
             .collect()
