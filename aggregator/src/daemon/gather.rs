@@ -136,8 +136,11 @@ pub fn is_monitor(service: &Service) -> bool {
     )
 }
 
-/// The SmartShunts: battery monitors first, then DC meters, each in name order.
-pub fn smartshunts(cache: &Cache) -> Vec<ShuntView> {
+/// The battery-class services that are battery monitors ([`is_monitor`]), in name order.
+pub type Monitors<'a> = [(&'a String, &'a Service)];
+
+/// The SmartShunts: the battery monitors first, then DC meters, each in name order.
+pub fn smartshunts(cache: &Cache, monitors: &Monitors<'_>) -> Vec<ShuntView> {
     let mut ignored = Vec::new();
     let mut shunt = |name: &String, s: &Service, class| ShuntView {
         service: name.as_str().into(),
@@ -148,9 +151,7 @@ pub fn smartshunts(cache: &Cache) -> Vec<ShuntView> {
         custom_name: text(&s.values, "/CustomName").unwrap_or_default().into(),
         current_a: number(&s.values, "/Dc/0/Current", &mut ignored).into(),
     };
-    let mut shunts: Vec<ShuntView> = cache
-        .of_class(Class::Battery)
-        .filter(|(_, s)| is_monitor(s))
+    let mut shunts: Vec<ShuntView> = (monitors.iter())
         .map(|(n, s)| shunt(n, s, ShuntClass::Battery))
         .collect();
     shunts.extend(
@@ -202,11 +203,9 @@ pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
 
 /// `/Soc` of the battery monitor (SmartShunt, BMV, Lynx Shunt) that `device` names, if it is
 /// on the bus with a valid one.
-pub fn monitor_soc(cache: &Cache, device: &DeviceRef) -> Option<f64> {
+pub fn monitor_soc(monitors: &Monitors<'_>, device: &DeviceRef) -> Option<f64> {
     let mut ignored = Vec::new();
-    cache
-        .of_class(Class::Battery)
-        .filter(|(_, s)| is_monitor(s))
+    (monitors.iter())
         .find(|(_, s)| {
             let instance = integer(&s.values, "/DeviceInstance", &mut ignored)
                 .and_then(|d| i32::try_from(d).ok());

@@ -442,13 +442,16 @@ pub fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f
 /// What the tick takes from the monitor's cache, read once.
 pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSnapshot {
     let mut batteries = Vec::new();
+    // Told apart once a tick: the name test is a good part of a large bank's gathering.
+    let mut monitors = Vec::new();
     for (service, s) in cache.of_class(Class::Battery) {
+        if gather::is_monitor(s) {
+            monitors.push((service, s));
+            continue;
+        }
         let Some(wants_nameplate) = members.wants(service) else {
             continue;
         };
-        if gather::is_monitor(s) {
-            continue;
-        }
         let nameplate = wants_nameplate.then(|| gather::nameplate(s));
         batteries.push((service.clone(), nameplate, gather::battery_reading(s)));
     }
@@ -456,9 +459,10 @@ pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSna
         batteries,
         vebus: gather::vebus(cache),
         solar_chargers: gather::solar_chargers(cache),
-        smartshunts: gather::smartshunts(cache),
+        smartshunts: gather::smartshunts(cache, &monitors),
         dc_sources: gather::dc_sources(cache),
-        monitor_soc: (config.soc.monitor()).and_then(|device| gather::monitor_soc(cache, device)),
+        monitor_soc: (config.soc.monitor())
+            .and_then(|device| gather::monitor_soc(&monitors, device)),
         low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
         feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
         settings_present: cache.of_class(Class::Settings).next().is_some(),
