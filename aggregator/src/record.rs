@@ -116,14 +116,17 @@ enum Key {
     Bad(usize, usize),
 }
 
-/// The same static text: the same address (as the walk's keys are, tick after tick), else
-/// the same characters.
+/// The same static text: the same address (as the walk's keys are, tick after tick: there is
+/// one copy of the walk, taking any [`Sink`] as `dyn`), else the same characters.
+#[inline(always)]
 fn same_text(a: &'static str, b: &'static str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
 impl PartialEq for Key {
-    // Compared for every value of every tick: addresses first.
+    // Compared for every value of every tick: addresses first, inlined (a call cost more
+    // than the comparison).
+    #[inline(always)]
     fn eq(&self, other: &Self) -> bool {
         match (*self, *other) {
             (Key::Plain(a), Key::Plain(b)) => same_text(a, b),
@@ -228,8 +231,10 @@ impl TickRecord<'_> {
         }
     }
 
-    /// Every key of the tick, in one fixed order, to `sink`.
-    fn walk(&self, sink: &mut impl Sink) {
+    /// Every key of the tick, in one fixed order, to `sink`. One copy of the walk for every
+    /// sink (`dyn`), so that each key's texts have one address: the encoder compares them
+    /// at every tick.
+    fn walk(&self, sink: &mut dyn Sink) {
         let inputs = self.inputs;
         sink.num(Key::Plain("t"), Some(self.now_s));
         sink.num(Key::Plain("dt"), Some(inputs.dt_s));
@@ -328,7 +333,7 @@ impl TickRecord<'_> {
     }
 }
 
-fn walk_reading(sink: &mut impl Sink, i: usize, reading: &BatteryReading) {
+fn walk_reading(sink: &mut dyn Sink, i: usize, reading: &BatteryReading) {
     for p in &BATTERY_PATHS {
         let key = Key::Item("bat", i, p.path);
         match p.slot {
@@ -801,11 +806,13 @@ struct Encoder<'a> {
 
 impl Encoder<'_> {
     /// The slot of `key`, when it is the schema's next one and `same` says it changed.
+    #[inline]
     fn slot(&mut self, key: Key, same: impl FnOnce(&Val) -> bool) -> Option<usize> {
         if self.other_keys {
             return None;
         }
-        if self.keys.get(self.at) != Some(&key) {
+        // `Key::eq` inlined here (an `Option` comparison would call it).
+        if !self.keys.get(self.at).is_some_and(|k| k.eq(&key)) {
             self.other_keys = true;
             return None;
         }

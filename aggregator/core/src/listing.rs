@@ -193,8 +193,11 @@ fn json(packs: &[Pack], out: &mut String) {
         if k > 0 {
             out.push_str(", ");
         }
+        // Pieces pushed rather than formatted: the listing is rebuilt at most ticks.
         out.push_str(&pack.head);
-        let _ = write!(out, ", \"state\": \"{state}\"");
+        out.push_str(", \"state\": \"");
+        out.push_str(state);
+        out.push('"');
         for (key, value, digits) in [
             ("voltage", f.voltage, VOLTAGE_DIGITS),
             ("current", f.current, CURRENT_DIGITS),
@@ -202,22 +205,25 @@ fn json(packs: &[Pack], out: &mut String) {
             ("min_cell_voltage", f.min_cell, CELL_DIGITS),
             ("max_cell_voltage", f.max_cell, CELL_DIGITS),
         ] {
-            let _ = write!(out, ", \"{key}\": ");
+            out.push_str(", \"");
+            out.push_str(key);
+            out.push_str("\": ");
             match value {
                 Some(v) => decimal(out, v, digits),
                 None => out.push_str("null"),
             }
         }
-        let _ = write!(
-            out,
-            ", \"blocking_charge\": {}, \"blocking_discharge\": {}, \"bms_only\": [",
-            f.blocks_charge, f.blocks_discharge
-        );
+        out.push_str(", \"blocking_charge\": ");
+        out.push_str(if f.blocks_charge { "true" } else { "false" });
+        out.push_str(", \"blocking_discharge\": ");
+        out.push_str(if f.blocks_discharge { "true" } else { "false" });
+        out.push_str(", \"bms_only\": [");
         // The host's bounds that cannot see this pack (no data of its own): its BMS alone
         // holds them.
         for (k, name) in f.bms_only.names().enumerate() {
-            let sep = if k > 0 { ", " } else { "" };
-            let _ = write!(out, "{sep}\"{name}\"");
+            out.push_str(if k > 0 { ", \"" } else { "\"" });
+            out.push_str(name);
+            out.push('"');
         }
         out.push_str("]}");
     }

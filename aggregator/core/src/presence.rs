@@ -258,8 +258,7 @@ impl Presence {
                 let held = ever_complete && now_s - since < self.timing.hold_for_s;
                 // Gone having never been part of the bank (never complete, or never on the
                 // bus for `hold_for` without a break): passing, not lost.
-                let brief = !ever_complete
-                    || entry.longest_present_s < self.timing.hold_for_s;
+                let brief = !ever_complete || entry.longest_present_s < self.timing.hold_for_s;
                 if seen && reading.is_none() && !held && brief {
                     entry.passing = true;
                     entry.state = Some(BatteryState::Lost);
