@@ -250,7 +250,8 @@ impl Presence {
                 entry.seen_complete = true;
                 entry.last_complete = None;
                 entry.online_until = None;
-                (BatteryState::Online, "complete reading".to_string())
+                // Its text is made only when the state changes (most ticks it does not).
+                (BatteryState::Online, None)
             }
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
@@ -270,7 +271,7 @@ impl Presence {
                     } else {
                         BatteryState::Lost
                     },
-                    reason,
+                    Some(reason),
                 )
             }
         };
@@ -278,7 +279,7 @@ impl Presence {
             name: entry.name.clone(),
             previous: entry.state,
             state,
-            reason,
+            reason: reason.unwrap_or_else(|| "complete reading".to_string()),
         });
         entry.state = Some(state);
         report
