@@ -302,6 +302,85 @@ fn battery_from_ref(b: BatteryRef<'_>) -> BatteryView {
     }
 }
 
+/// [`bank_from_ref`] into the view of the last tick, reusing its texts and cell lists (the
+/// plugin's side, at every tick): the same view, without an allocation per battery.
+pub fn refill_bank<'v>(view: &'v mut Option<BankView>, bank: BankRef<'_>) -> &'v BankView {
+    match view {
+        Some(v) => {
+            refill_into(v, bank);
+            v
+        }
+        None => view.insert(bank_from_ref(bank)),
+    }
+}
+
+fn refill_into(v: &mut BankView, bank: BankRef<'_>) {
+    let batteries = bank.batteries();
+    v.batteries.truncate(batteries.len());
+    for (k, &b) in batteries.iter().enumerate() {
+        match v.batteries.get_mut(k) {
+            Some(into) => refill_battery(into, b),
+            None => v.batteries.push(battery_from_ref(b)),
+        }
+    }
+    v.cells_per_battery = bank.cells_per_battery();
+    v.batteries_expected = bank.batteries_expected();
+    v.batteries_online = bank.batteries_online();
+    v.voltage_v = bank.voltage_v();
+    v.current_a = bank.current_a();
+    v.power_w = bank.power_w();
+    v.installed_capacity_ah = bank.installed_capacity_ah();
+    v.soc_pct = bank.soc_pct();
+    v.charge_ah = bank.charge_ah();
+    v.max_cell_voltage_v = bank.max_cell_voltage_v();
+    refill_opt_str(&mut v.max_cell_id, bank.max_cell_id());
+    v.min_cell_voltage_v = bank.min_cell_voltage_v();
+    refill_opt_str(&mut v.min_cell_id, bank.min_cell_id());
+    v.modules_blocking_charge = bank.modules_blocking_charge();
+    v.modules_blocking_discharge = bank.modules_blocking_discharge();
+    v.date = bank.date();
+    v.dt_s = bank.dt_s();
+}
+
+fn refill_str(into: &mut RString, from: RStr<'_>) {
+    if into.as_str() != from.as_str() {
+        into.clear();
+        into.push_str(from.as_str());
+    }
+}
+
+fn refill_opt_str(into: &mut ROption<RString>, from: ROption<RStr<'_>>) {
+    match (into.as_mut(), from) {
+        (ROption::RSome(into), ROption::RSome(from)) => refill_str(into, from),
+        (_, from) => *into = owned_str(from),
+    }
+}
+
+fn refill_battery(into: &mut BatteryView, b: BatteryRef<'_>) {
+    refill_str(&mut into.name, b.name());
+    refill_str(&mut into.service, b.service());
+    into.state = b.state().clone();
+    into.voltage_v = b.voltage_v();
+    into.current_a = b.current_a();
+    into.power_w = b.power_w();
+    into.voltages_sum_v = b.voltages_sum_v();
+    into.installed_capacity_ah = b.installed_capacity_ah();
+    into.soc_pct = b.soc_pct();
+    into.max_cell_voltage_v = b.max_cell_voltage_v();
+    into.min_cell_voltage_v = b.min_cell_voltage_v();
+    into.cell_voltages_v.clear();
+    into.cell_voltages_v
+        .extend_from_slice(b.cell_voltages_v().as_slice());
+    into.modules_blocking_charge = b.modules_blocking_charge();
+    into.modules_blocking_discharge = b.modules_blocking_discharge();
+    into.allow_to_charge = b.allow_to_charge();
+    into.allow_to_discharge = b.allow_to_discharge();
+    into.max_charge_voltage_v = b.max_charge_voltage_v();
+    into.max_charge_current_a = b.max_charge_current_a();
+    into.max_discharge_current_a = b.max_discharge_current_a();
+    refill_opt_str(&mut into.charge_mode, b.charge_mode());
+}
+
 /// Lends `inputs` to `then` as they cross the ABI (the host's side).
 pub fn with_inputs_ref<Out>(
     inputs: &CurrentInputs,
@@ -463,5 +542,92 @@ impl TryFrom<OutputAbi> for StrategyOutput {
             mode: out.mode,
             state_changed: out.state_changed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BatteryState;
+    use abi_stable::std_types::{RNone, RSome};
+
+    fn battery(name: &str, cells: usize, mode: Option<&str>) -> BatteryView {
+        BatteryView {
+            name: name.into(),
+            service: format!("com.victronenergy.battery.{name}").into(),
+            state: BatteryState_NE::new(BatteryState::Online),
+            voltage_v: 53.1,
+            current_a: cells as f64,
+            power_w: 10.0,
+            voltages_sum_v: RSome(53.0),
+            installed_capacity_ah: RNone,
+            soc_pct: RSome(50.0),
+            max_cell_voltage_v: RSome(3.4),
+            min_cell_voltage_v: RNone,
+            cell_voltages_v: (0..cells).map(|k| RSome(3.3 + k as f64 / 100.0)).collect(),
+            modules_blocking_charge: 0,
+            modules_blocking_discharge: 1,
+            allow_to_charge: RSome(1),
+            allow_to_discharge: RNone,
+            max_charge_voltage_v: RSome(55.2),
+            max_charge_current_a: RNone,
+            max_discharge_current_a: RSome(100.0),
+            charge_mode: mode.map(RString::from).into(),
+        }
+    }
+
+    fn bank(batteries: Vec<BatteryView>, max_id: Option<&str>) -> BankView {
+        BankView {
+            batteries: batteries.into(),
+            cells_per_battery: 16,
+            batteries_expected: 3,
+            batteries_online: 2,
+            voltage_v: 53.0,
+            current_a: -4.0,
+            power_w: -212.0,
+            installed_capacity_ah: 280.0,
+            soc_pct: RSome(61.0),
+            charge_ah: RNone,
+            max_cell_voltage_v: RSome(3.41),
+            max_cell_id: max_id.map(RString::from).into(),
+            min_cell_voltage_v: RNone,
+            min_cell_id: RSome("B_Cell2".into()),
+            modules_blocking_charge: 0,
+            modules_blocking_discharge: 1,
+            date: LocalDate {
+                year: 2026,
+                month: 12,
+                day: 6,
+            },
+            dt_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_refilled_bank_is_the_bank_the_host_lent() {
+        let ticks = [
+            bank(
+                vec![battery("A", 16, Some("Bulk")), battery("B", 16, None)],
+                Some("A_Cell3"),
+            ),
+            // A battery more, another name, fewer cells, texts that come and go.
+            bank(
+                vec![
+                    battery("A", 15, None),
+                    battery("Bb", 16, Some("Absorption")),
+                    battery("C", 4, Some("Float")),
+                ],
+                None,
+            ),
+            bank(vec![battery("C", 16, Some("Float"))], Some("C_Cell16")),
+            bank(vec![], None),
+            bank(vec![battery("A", 16, Some("Bulk"))], Some("A_Cell1")),
+        ];
+        let mut view = None;
+        for lent in &ticks {
+            let refilled = with_bank_ref(lent, |bank| refill_bank(&mut view, bank).clone());
+            assert_eq!(&refilled, lent);
+            assert_eq!(with_bank_ref(lent, bank_from_ref), *lent);
+        }
     }
 }

@@ -337,6 +337,31 @@ pub trait CurrentSourceImpl: Send + 'static {
 #[doc(hidden)]
 pub struct Guarded<T>(pub T);
 
+/// A [`Guarded`] strategy with the bank of its last tick, refilled in place at the next.
+#[doc(hidden)]
+pub struct GuardedStrategy<T> {
+    strategy: Guarded<T>,
+    bank: Option<BankView>,
+}
+
+impl<T: StrategyImpl> Strategy for GuardedStrategy<T> {
+    fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString> {
+        let (strategy, view) = (&mut self.strategy.0, &mut self.bank);
+        guard(|| {
+            let view = abi::refill_bank(view, bank);
+            strategy.compute(view).map(OutputAbi::from)
+        })
+    }
+
+    fn save_state(&self) -> RResult<RString, RString> {
+        self.strategy.save_state()
+    }
+
+    fn restore_state(&mut self, state: RStr<'_>) -> RResult<(), RString> {
+        self.strategy.restore_state(state)
+    }
+}
+
 impl<T: StrategyImpl> Strategy for Guarded<T> {
     fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString> {
         guard(|| {
@@ -364,7 +389,11 @@ impl<T: CurrentSourceImpl> CurrentSource for Guarded<T> {
 /// Boxes a strategy for the ABI.
 #[doc(hidden)]
 pub fn strategy_box<T: StrategyImpl>(strategy: T) -> StrategyBox {
-    Strategy_TO::from_value(Guarded(strategy), sabi_trait::TD_Opaque)
+    let guarded = GuardedStrategy {
+        strategy: Guarded(strategy),
+        bank: None,
+    };
+    Strategy_TO::from_value(guarded, sabi_trait::TD_Opaque)
 }
 
 /// Boxes a current source for the ABI.
