@@ -297,21 +297,29 @@ impl std::fmt::Display for Implausible {
 }
 
 /// Whether a battery service's path is one we read: the table, an alarm or a cell. Asked for
-/// every signal, so a binary search in a sorted copy made once.
+/// every signal, so looked up among the known paths of its length.
 pub fn is_battery_path(path: &str) -> bool {
-    static SORTED: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let sorted = SORTED.get_or_init(|| {
-        let mut paths: Vec<&'static str> = BATTERY_PATHS.iter().map(|p| p.path).collect();
-        paths.sort_unstable();
-        paths
+    // The known paths by length: a path is compared with the few of its length only (asked
+    // for every signal of every battery).
+    static BY_LENGTH: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+    let by_length = BY_LENGTH.get_or_init(|| {
+        let known =
+            (BATTERY_PATHS.iter().map(|p| p.path)).chain(alarm_paths().iter().map(String::as_str));
+        let mut by_length: Vec<Vec<&'static str>> = Vec::new();
+        for path in known {
+            if by_length.len() <= path.len() {
+                by_length.resize(path.len() + 1, Vec::new());
+            }
+            by_length[path.len()].push(path);
+        }
+        by_length
     });
     // Cells first: most of what a bank signals is a cell voltage.
     path.strip_prefix("/Voltages/Cell")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        || sorted.binary_search(&path).is_ok()
-        || path
-            .strip_prefix("/Alarms/")
-            .is_some_and(|name| ALARMS.contains(&name))
+        || by_length
+            .get(path.len())
+            .is_some_and(|known| known.contains(&path))
 }
 
 /// One battery's values at one moment.
@@ -730,6 +738,11 @@ mod tests {
         }
         assert!(is_battery_path("/Alarms/BmsCable") && is_battery_path("/Voltages/Cell7"));
         assert!(!is_battery_path("/Alarms/Unknown") && !is_battery_path("/Voltages/Diff"));
+        assert!(alarm_paths().iter().all(|p| is_battery_path(p)));
+        // Of a known path's length, but not known; longer than any; empty.
+        assert!(!is_battery_path("/Dc/0/Voltagf") && !is_battery_path("/Dc/1/Voltage"));
+        assert!(!is_battery_path(&"/x".repeat(100)) && !is_battery_path(""));
+        assert!(!is_battery_path("/Voltages/Cell") && !is_battery_path("/Voltages/Cell1a"));
     }
 
     pub(crate) fn complete() -> BatteryReading {
