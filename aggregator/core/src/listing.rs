@@ -235,16 +235,32 @@ fn json(packs: &[Pack], out: &mut String) {
 fn decimal(out: &mut String, scaled: i64, digits: u32) {
     let unit = 10u64.pow(digits);
     let (whole, mut fraction) = (scaled.unsigned_abs() / unit, scaled.unsigned_abs() % unit);
-    let sign = if scaled < 0 { "-" } else { "" };
-    let _ = write!(out, "{sign}{whole}");
+    if scaled < 0 {
+        out.push('-');
+    }
+    push_digits(out, whole, 1);
     if fraction > 0 {
         let mut width = digits as usize;
         while fraction % 10 == 0 {
             fraction /= 10;
             width -= 1;
         }
-        let _ = write!(out, ".{fraction:0width$}");
+        out.push('.');
+        push_digits(out, fraction, width);
     }
+}
+
+/// `n` in decimal, zero-padded to `width` digits (the formatting machinery costs more than
+/// the rest of a listing's figure).
+fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while n > 0 || digits.len() - at < width {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped.
