@@ -313,9 +313,8 @@ fn build_plugin_with(
         (&api_files, &api_manifest).hash(&mut hasher);
         hasher.finish()
     };
-    let api = target
-        .join("src")
-        .join(format!("plugin-api-{api_version}-{content:016x}"));
+    let api_folder = format!("plugin-api-{api_version}-{content:016x}");
+    let api = target.join("src").join(&api_folder);
     for (file, text) in &api_files {
         write_if_changed(&api.join("src").join(file), text);
     }
@@ -326,9 +325,8 @@ fn build_plugin_with(
         &plugin.join("Cargo.toml"),
         &format!(
             "[package]\nname = \"{name}\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
-             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = {:?} }}\n\
-             abi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n",
-            api.display().to_string()
+             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../{api_folder}\" }}\n\
+             abi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n"
         ),
     );
     write_if_changed(&plugin.join("src/lib.rs"), lib_rs);
