@@ -349,9 +349,13 @@ fn build_plugin_with(
             "panic=abort",
         ]),
     };
+    // Without debug info or incremental caches, whatever the caller's profile: the test
+    // plugins are never debugged, and one setting keeps their builds valid between runs.
     let status = command
         .current_dir(&plugin)
         .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_INCREMENTAL", "0")
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the plugin {name} failed");
