@@ -2,9 +2,9 @@
 //! scenario, the `record` command has it save, and `simulate --replay` reproduces what it
 //! published; the shadow strategy's recorded limits are what a replay of the shadow's config
 //! gives, and a panicking shadow leaves the live limits alone. The live side runs in real
-//! time. Each test runs its daemon from a copy of the program of its own: `record` asks every
-//! process running its program's file, so the tests run side by side, each asking only its own
-//! daemon (and no other test's).
+//! time. Each test runs its daemon, and `record`, from a path of its own to the program (a
+//! hard link, else a copy): `record` asks every process running its program's file, so the
+//! tests run side by side, each asking only its own daemon (and no other test's).
 
 use crate::support;
 
