@@ -1,6 +1,8 @@
 //! Absurd values, values that stop and services that come and go, end to end: the simulator
 //! plays the scenario on a private bus, the daemon runs as a process, every check reads the
-//! published service with a plain client and, at the end, the state file.
+//! published service with a plain client and, at the end, the state file. The absurd values
+//! themselves run in simulated time (the daemon's tick through `simulate`'s offline runner),
+//! two of them on the bus as well.
 //!
 //! A value outside its plausible range is a missing value: it never reaches the published
 //! values, the counter, a strategy or the state file. A pack that stops publishing a value it
@@ -12,8 +14,11 @@ use crate::support;
 use std::time::Duration;
 
 use aggregator::state_file::StateStore;
+use aggregator_core::state::State;
+use aggregator_core::value::Value;
 use support::bus::{items, num, text, until, until_keeping, OWN};
 use support::config::TestConfig;
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 type Items = std::collections::HashMap<String, (zbus::zvariant::OwnedValue, String)>;
@@ -67,8 +72,20 @@ fn lines_with(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
 }
 
-/// Nothing of an absurd value in what is published: the bank's voltage, current and SoC are
-/// those of its packs, every number finite, the limits no higher than `before`.
+/// Nothing of an absurd value in what is published (`num` reads a published path,
+/// `all_finite` says whether every published number is finite): the bank's voltage, current
+/// and SoC are those of its packs, the limits no higher than `before`.
+fn sane_with(all_finite: bool, num: impl Fn(&str) -> Option<f64>, before: (f64, f64)) -> bool {
+    let near = |path, want: f64, by: f64| num(path).is_none_or(|v| (v - want).abs() <= by);
+    all_finite
+        && near("/Dc/0/Voltage", 53.6, 0.5)
+        && near("/Dc/0/Current", 10.0, 5.0)
+        && near("/Soc", 60.0, 1.0)
+        && num("/Info/MaxChargeCurrent").is_none_or(|c| c <= before.0 + 1e-9)
+        && num("/Info/MaxDischargeCurrent").is_none_or(|d| d <= before.1 + 1e-9)
+}
+
+/// [`sane_with`] on what a client reads off the bus.
 fn sane(i: &Items, before: (f64, f64)) -> bool {
     let all_finite = i.values().all(|(value, _)| {
         !matches!(
@@ -76,20 +93,90 @@ fn sane(i: &Items, before: (f64, f64)) -> bool {
             venus_bus::variant::Field::Number(v) if !v.is_finite()
         )
     });
-    let near = |path, want: f64, by: f64| num(i, path).is_none_or(|v| (v - want).abs() <= by);
-    all_finite
-        && near("/Dc/0/Voltage", 53.6, 0.5)
-        && near("/Dc/0/Current", 10.0, 5.0)
-        && near("/Soc", 60.0, 1.0)
-        && num(i, "/Info/MaxChargeCurrent").is_none_or(|c| c <= before.0 + 1e-9)
-        && num(i, "/Info/MaxDischargeCurrent").is_none_or(|d| d <= before.1 + 1e-9)
+    sane_with(all_finite, |path| num(i, path), before)
 }
 
-/// Plays [`absurd_episode`] and checks: before it, the whole bank and its limits; during it,
+/// [`sane_with`] on what a simulated tick published.
+fn sim_sane(i: &sim::Items, before: (f64, f64)) -> bool {
+    let all_finite = i
+        .values()
+        .all(|value| !matches!(value, Value::Float(v) if !v.is_finite()));
+    sane_with(all_finite, |path| sim::num(i, path), before)
+}
+
+/// The log lines of an absurd episode at `path`: one when it starts, one when it ends; no
+/// balancing, no battery lost.
+fn assert_one_episode_logged(log: &str, path: &str) {
+    let started = format!("battery Bat1: {path} is ");
+    assert_eq!(lines_with(log, &started), 1, "{log}");
+    assert_eq!(
+        lines_with(log, &format!("battery Bat1: {path} plausible again")),
+        1,
+        "{log}"
+    );
+    assert_eq!(lines_with(log, "Balancing goal reached"), 0, "{log}");
+    assert_eq!(lines_with(log, "battery Bat1 lost"), 0, "{log}");
+}
+
+/// The state the daemon saved (or would save) after an absurd episode: the counter near the
+/// packs' 60 %, no balancing recorded.
+fn assert_saved_after_episode(state: &State, log: &str) {
+    let soc = 100.0 * state.charge_ah.unwrap_or(f64::NAN) / state.capacity_ah.unwrap_or(1.0);
+    assert!(
+        (59.0..=61.0).contains(&soc),
+        "saved SoC {soc}: {state:?}\n{log}"
+    );
+    let strategy = state
+        .strategy
+        .as_ref()
+        .map(|s| s.state.as_str())
+        .unwrap_or_default();
+    assert!(strategy.contains("\"last_balancing\":null"), "{strategy}");
+}
+
+/// Plays [`absurd_episode`] in simulated time (the daemon's tick through `simulate`'s offline
+/// runner) and checks, on every tick: before it, the whole bank and its limits; during it,
 /// Bat1 not online and nothing of the value published; after it, Bat1 online again; one log
 /// line naming the path when it starts and one when it ends; no balancing recorded and a
-/// saved SoC near the packs' 60 %.
+/// counter near the packs' 60 % in the state the daemon would save.
 fn an_absurd_value_is_missing(path: &str, value: &str) {
+    let run = sim::run(
+        &absurd_episode(path, value),
+        &config("60s"),
+        Duration::from_secs(15),
+    );
+    let whole = run.until(0, "the whole bank", |i| {
+        sim::num(i, "/System/NrOfBatteries") == Some(2.0)
+            && sim::num(i, "/Info/MaxChargeCurrent").is_some_and(|c| c > 0.0)
+    });
+    let items = run.items(whole);
+    let before = (
+        sim::num(items, "/Info/MaxChargeCurrent").unwrap_or(0.0),
+        sim::num(items, "/Info/MaxDischargeCurrent").unwrap_or(0.0),
+    );
+    // During: Bat1 held with its last plausible reading.
+    let held = run.until_keeping(
+        whole,
+        "Bat1 held",
+        |i| sim_sane(i, before),
+        |i| sim::num(i, "/System/NrOfBatteries") == Some(1.0),
+    );
+    // After: online again, nothing of the value published meanwhile.
+    let back = run.until_keeping(
+        held,
+        "Bat1 back",
+        |i| sim_sane(i, before),
+        |i| sim::num(i, "/System/NrOfBatteries") == Some(2.0),
+    );
+    let after = run.items(back);
+    assert!(sim_sane(after, before), "{after:?}");
+    assert_one_episode_logged(&run.log, path);
+    assert_saved_after_episode(&run.state, &run.log);
+}
+
+/// [`an_absurd_value_is_missing`] on a real bus: the simulator plays the episode, the daemon
+/// runs as a process, a client reads what it publishes and, once it stopped, its state file.
+fn on_the_bus_an_absurd_value_is_missing(path: &str, value: &str) {
     runtime().block_on(async {
         let mut w = World::start(&absurd_episode(path, value), &config("60s")).await;
         let whole = until(&w.conn, SECONDS, |i| {
@@ -123,30 +210,24 @@ fn an_absurd_value_is_missing(path: &str, value: &str) {
         assert!(sane(&after, before), "{after:?}");
 
         let log = w.daemon.log_text();
-        let started = format!("battery Bat1: {path} is ");
-        assert_eq!(lines_with(&log, &started), 1, "{log}");
-        assert_eq!(
-            lines_with(&log, &format!("battery Bat1: {path} plausible again")),
-            1,
-            "{log}"
-        );
-        assert_eq!(lines_with(&log, "Balancing goal reached"), 0, "{log}");
-        assert_eq!(lines_with(&log, "battery Bat1 lost"), 0, "{log}");
+        assert_one_episode_logged(&log, path);
         assert_eq!(w.daemon.terminate(), Some(0), "{log}");
 
         let state = StateStore::new(w.dir.path().join("state"))
             .load()
             .unwrap_or_else(|problem| panic!("{problem}\n{log}"));
-        let soc = 100.0 * state.charge_ah.unwrap_or(f64::NAN) / state.capacity_ah.unwrap_or(1.0);
-        assert!((59.0..=61.0).contains(&soc), "saved SoC {soc}: {state:?}");
-        let strategy = state.strategy.map(|s| s.state).unwrap_or_default();
-        assert!(strategy.contains("\"last_balancing\":null"), "{strategy}");
+        assert_saved_after_episode(&state, &log);
     });
 }
 
 #[test]
 fn a_pack_voltage_of_1e9_is_missing() {
     an_absurd_value_is_missing("/Dc/0/Voltage", "1e9");
+}
+
+#[test]
+fn on_the_bus_a_pack_voltage_of_1e9_is_missing() {
+    on_the_bus_an_absurd_value_is_missing("/Dc/0/Voltage", "1e9");
 }
 
 #[test]
@@ -182,6 +263,11 @@ fn a_cell_of_minus_1e9_v_is_missing() {
 #[test]
 fn a_cell_of_0_v_is_missing() {
     an_absurd_value_is_missing("/Voltages/Cell3", "0");
+}
+
+#[test]
+fn on_the_bus_a_cell_of_0_v_is_missing() {
+    on_the_bus_an_absurd_value_is_missing("/Voltages/Cell3", "0");
 }
 
 #[test]

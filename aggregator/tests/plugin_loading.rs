@@ -241,31 +241,62 @@ fn build_plugin(
         },
         name,
         lib_rs,
-        &[],
+        Panic::Unwind,
     )
 }
 
+/// How a test plugin's own crate is compiled (its dependencies are built as cargo builds
+/// them by default, once for every test plugin).
+#[derive(Clone, Copy, PartialEq)]
+enum Panic {
+    /// As cargo builds it by default.
+    Unwind,
+    /// With `panic = "abort"`: the setting `export_plugin!` records is the one of the crate it
+    /// expands in, and linking unwinding dependencies into an aborting library is what rustc
+    /// does with the standard library too, so only the plugin's crate needs it.
+    Abort,
+}
+
 /// [`build_plugin`] against the `plugin-api` sources in `api_sources` (its `src/` and
-/// `Cargo.toml`), each source file as `edit_api` makes of it (given its name), with these
-/// environment variables for cargo (a profile setting).
+/// `Cargo.toml`), each source file as `edit_api` makes of it (given its name), the plugin's
+/// crate built to `panic`.
+///
+/// The sources go to `target/test-plugins/src` (a copy of `plugin-api` per version and
+/// content, shared by the plugins built against the same one) and the builds to
+/// `target/test-plugins`, kept between runs: every test plugin shares one build of the
+/// dependencies, and a second run builds nothing again.
 fn build_plugin_with(
     api_sources: &Path,
     api_version: &str,
     edit_api: impl Fn(&str, String) -> String,
     name: &str,
     lib_rs: &str,
-    env: &[(&str, &str)],
+    panic: Panic,
 ) -> (tempfile::TempDir, std::path::PathBuf) {
+    // One build at a time in this process (cargo would wait for its lock on the folder
+    // anyway): two tests may write the same copy of `plugin-api`.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let api = work.path().join("plugin-api");
-    fs::create_dir_all(api.join("src")).unwrap();
-    for entry in fs::read_dir(api_sources.join("src")).unwrap() {
-        let entry = entry.unwrap();
-        let text = fs::read_to_string(entry.path()).unwrap();
-        let file = entry.file_name().to_string_lossy().into_owned();
-        fs::write(api.join("src").join(&file), edit_api(&file, text)).unwrap();
-    }
+    let target = support::build_dir()
+        .parent()
+        .expect("the target folder")
+        .join("test-plugins");
+
+    let mut api_files: Vec<(String, String)> = fs::read_dir(api_sources.join("src"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let text = fs::read_to_string(entry.path()).unwrap();
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let text = edit_api(&file, text);
+            (file, text)
+        })
+        .collect();
+    api_files.sort();
     let manifest = fs::read_to_string(api_sources.join("Cargo.toml")).unwrap();
     let deps = &manifest[manifest.find("[dependencies]").unwrap()..];
     let deps = deps.replace(".workspace = true", " = \"*\"");
@@ -273,33 +304,58 @@ fn build_plugin_with(
         "serde = \"*\"",
         "serde = { version = \"*\", features = [\"derive\"] }",
     );
-    fs::write(
-        api.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"plugin-api\"\nversion = \"{api_version}\"\nedition = \"2021\"\n\n{deps}"
-        ),
-    )
-    .unwrap();
-    let plugin = work.path().join("plugin");
-    fs::create_dir_all(plugin.join("src")).unwrap();
-    fs::write(
-        plugin.join("Cargo.toml"),
-        format!(
+    let api_manifest = format!(
+        "[package]\nname = \"plugin-api\"\nversion = \"{api_version}\"\nedition = \"2021\"\n\n{deps}"
+    );
+    let content = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&api_files, &api_manifest).hash(&mut hasher);
+        hasher.finish()
+    };
+    let api_folder = format!("plugin-api-{api_version}-{content:016x}");
+    let api = target.join("src").join(&api_folder);
+    for (file, text) in &api_files {
+        write_if_changed(&api.join("src").join(file), text);
+    }
+    write_if_changed(&api.join("Cargo.toml"), &api_manifest);
+
+    let plugin = target.join("src").join(name);
+    write_if_changed(
+        &plugin.join("Cargo.toml"),
+        &format!(
             "[package]\nname = \"{name}\"\nversion = \"9.9.9\"\nedition = \"2021\"\n\n\
-             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../plugin-api\" }}\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplugin-api = {{ path = \"../{api_folder}\" }}\n\
              abi_stable = \"0.11.3\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n[workspace]\n"
         ),
-    )
-    .unwrap();
-    fs::write(plugin.join("src/lib.rs"), lib_rs).unwrap();
-    fs::copy(workspace.join("Cargo.lock"), plugin.join("Cargo.lock")).unwrap();
-    let target = workspace.join("target").join("test-plugins");
+    );
+    write_if_changed(&plugin.join("src/lib.rs"), lib_rs);
+    // The workspace's versions (cargo adds the plugin's own two packages to its copy).
+    write_if_changed(
+        &plugin.join("Cargo.lock"),
+        &fs::read_to_string(workspace.join("Cargo.lock")).unwrap(),
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--offline", "--quiet", "--lib"])
+    let mut command = Command::new(cargo);
+    match panic {
+        Panic::Unwind => command.args(["build", "--offline", "--quiet", "--lib"]),
+        Panic::Abort => command.args([
+            "rustc",
+            "--offline",
+            "--quiet",
+            "--lib",
+            "--",
+            "-C",
+            "panic=abort",
+        ]),
+    };
+    // Without debug info or incremental caches, whatever the caller's profile: the test
+    // plugins are never debugged, and one setting keeps their builds valid between runs.
+    let status = command
         .current_dir(&plugin)
         .env("CARGO_TARGET_DIR", &target)
-        .envs(env.iter().copied())
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_INCREMENTAL", "0")
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the plugin {name} failed");
@@ -310,6 +366,16 @@ fn build_plugin_with(
     fs::copy(target.join("debug").join(&file), &path).unwrap();
     set_mode(&path, 0o755);
     (dir, path)
+}
+
+/// Writes `text` to `path` (and its folders) unless it holds that already: cargo rebuilds
+/// what changed by the files' times.
+fn write_if_changed(path: &Path, text: &str) {
+    if fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return;
+    }
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
 }
 
 /// Our ABI version with its major and minor version moved by these steps (patch 0).
@@ -501,7 +567,7 @@ fn a_plugin_built_with_panic_abort_is_refused_naming_the_fix() {
         |_, text| text,
         "abort-plugin",
         &strategy_plugin("abort-plugin"),
-        &[("CARGO_PROFILE_DEV_PANIC", "abort")],
+        Panic::Abort,
     );
     let err = load(&path).unwrap_err();
     assert!(
@@ -611,7 +677,7 @@ fn a_plugin_built_against_the_abi_before_the_break_is_refused_naming_both_versio
         |_, text| text,
         "abi-two",
         lib_rs,
-        &[],
+        Panic::Unwind,
     );
     assert_refused_naming(&path, "2.1.0");
 }
@@ -683,7 +749,7 @@ fn a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lac
         appended,
         "appended-view",
         &lib_rs,
-        &[],
+        Panic::Unwind,
     );
     let plugin = load(&path).unwrap_or_else(|err| panic!("{err}"));
     let mut strategy = plugin.new_strategy("{}").unwrap();

@@ -1,15 +1,15 @@
 //! The flight recorder end to end: the daemon records on a private bus during a simulator
 //! scenario, the `record` command has it save, and `simulate --replay` reproduces what it
 //! published; the shadow strategy's recorded limits are what a replay of the shadow's config
-//! gives, and a panicking shadow leaves the live limits alone. A test binary of its own: the
-//! live side runs in real time. The two tests take turns (one daemon at a time, so that
-//! `record` asks only the test's own).
+//! gives, and a panicking shadow leaves the live limits alone. The live side runs in real
+//! time. Each test runs its daemon, and `record`, from a path of its own to the program (a
+//! hard link, else a copy): `record` asks every process running its program's file, so the
+//! tests run side by side, each asking only its own daemon (and no other test's).
 
 use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aggregator_sim::Scenario;
@@ -17,9 +17,6 @@ use support::offline::{number, rows, scenarios, simulate, Row};
 use support::world::World;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
-
-/// One live daemon at a time.
-static TURN: Mutex<()> = Mutex::new(());
 
 /// The shipped LTO config with the test's folders, the recorder saving into `@DIR@/recordings`
 /// and `shadow` (a YAML section) appended.
@@ -38,14 +35,19 @@ fn config_with(shadow: &str) -> String {
 /// with the `record` command, and returns the recording, the test's folder and the log.
 fn record_live(config: &str) -> (PathBuf, tempfile::TempDir, String) {
     let scenario_file = scenarios().join("tests/agree-lto.yaml");
+    let own = tempfile::tempdir().expect("temp dir");
+    let program = own.path().join("dbus-aggregate-batteries");
+    if std::fs::hard_link(DAEMON, &program).is_err() {
+        std::fs::copy(DAEMON, &program).expect("copy the daemon's program");
+    }
     support::world::runtime().block_on(async {
         let scenario_text = std::fs::read_to_string(&scenario_file).expect("scenario");
         let length = Scenario::parse(&scenario_text, "agree-lto.yaml")
             .expect("scenario")
             .length();
-        let mut w = World::start(&scenario_text, config).await;
+        let mut w = World::start_program(&program, &scenario_text, config, |_| {}).await;
         tokio::time::sleep(length).await;
-        let asked = Command::new(DAEMON)
+        let asked = Command::new(&program)
             .arg("--config")
             .arg(w.dir.path().join("config.yaml"))
             .arg("record")
@@ -123,7 +125,6 @@ fn close(a: [f64; 3], b: [f64; 3]) -> bool {
 /// the shadow's config, which equals an offline `simulate` of that config on the scenario.
 #[test]
 fn a_live_recording_replays_to_the_published_values_and_the_shadow_to_its_own() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     // Another LTO configuration: a lower first step with less current.
     let shadow = "shadow:
   strategy:
@@ -230,7 +231,6 @@ fn a_live_recording_replays_to_the_published_values_and_the_shadow_to_its_own() 
 /// a replay without any shadow gives, the shadow's fault is logged once and recorded as CCL 0.
 #[test]
 fn a_panicking_shadow_leaves_the_live_limits_alone() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let shadow = "shadow:
   strategy:
     plugin: fault-test
@@ -260,7 +260,6 @@ fn a_panicking_shadow_leaves_the_live_limits_alone() {
 /// says at each tick why the shadow's limits are missing (late, or busy with an earlier tick).
 #[test]
 fn a_slow_shadow_is_recorded_late_and_leaves_the_live_limits_alone() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let shadow = "shadow:
   strategy:
     plugin: fault-test

@@ -246,6 +246,8 @@ pub struct Observed<'a> {
     pub published: &'a aggregator_core::published::Published,
     /// `/Settings/CGwacs/OvervoltageFeedIn` after the tick, as the next tick reads it.
     pub feed_in: Option<i64>,
+    /// The engine after the tick: what the daemon would save in its state file now.
+    pub engine: &'a Engine,
 }
 
 /// [`run`], and `observe` called after every tick (not only the samples kept); the published
@@ -386,6 +388,7 @@ pub fn run_observed(
                 outcome: &outcome,
                 published: &published,
                 feed_in: gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING),
+                engine: &engine,
             });
         }
         if k % every_ticks == 0 {

@@ -149,20 +149,34 @@ pub mod bus {
         /// `@PLUGINS@` by the built plugins' folder and `@LFP@` by [`LFP_STRATEGY`]) and starts
         /// `run` on the bus at `address`.
         pub fn start(address: &str, dir: &Path, config_yaml: &str) -> Daemon {
+            Self::start_program(&super::daemon_program(), address, dir, config_yaml)
+        }
+
+        /// [`Daemon::start`] with the daemon's program at `program` (a copy of it).
+        pub fn start_program(
+            program: &Path,
+            address: &str,
+            dir: &Path,
+            config_yaml: &str,
+        ) -> Daemon {
             let config = dir.join("config.yaml");
             std::fs::write(&config, config_text(dir, config_yaml)).expect("write config");
-            Self::start_with(address, dir, &config)
+            Self::spawn(program, address, dir, &config)
         }
 
         /// Starts `run` with an existing config file.
         pub fn start_with(address: &str, dir: &Path, config: &Path) -> Daemon {
+            Self::spawn(&super::daemon_program(), address, dir, config)
+        }
+
+        fn spawn(program: &Path, address: &str, dir: &Path, config: &Path) -> Daemon {
             let log = dir.join(format!("daemon-{}.log", std::process::id()));
             let out = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log)
                 .expect("log file");
-            let child = Command::new(super::daemon_program())
+            let child = Command::new(program)
                 .arg("--config")
                 .arg(config)
                 .arg("run")
@@ -422,6 +436,16 @@ pub mod world {
             config: &str,
             prepare: impl FnOnce(&Path),
         ) -> World {
+            Self::start_program(&super::daemon_program(), scenario, config, prepare).await
+        }
+
+        /// [`World::start_prepared`] with the daemon's program at `program` (a copy of it).
+        pub async fn start_program(
+            program: &Path,
+            scenario: &str,
+            config: &str,
+            prepare: impl FnOnce(&Path),
+        ) -> World {
             let bus =
                 PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
             let scenario = Scenario::parse(scenario, "test scenario").expect("scenario");
@@ -430,7 +454,7 @@ pub mod world {
                 .expect("simulator");
             let dir = tempfile::tempdir().expect("temp dir");
             prepare(dir.path());
-            let daemon = Daemon::start(bus.address(), dir.path(), config);
+            let daemon = Daemon::start_program(program, bus.address(), dir.path(), config);
             let conn = client(bus.address()).await;
             assert!(
                 wait_for_name(&conn, OWN, Duration::from_secs(20))

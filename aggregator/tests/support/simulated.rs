@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aggregator::config::check::check_to_run;
 use aggregator_core::engine::Event;
+use aggregator_core::state::State;
 use aggregator_core::value::Value;
 use aggregator_sim::offline::{run_observed, Observed, Options};
 use aggregator_sim::Scenario;
@@ -30,10 +31,13 @@ pub struct Tick {
     pub events: Vec<Event>,
 }
 
-/// A whole run: every tick and the daemon's log.
+/// A whole run: every tick, the daemon's log and what it would save at the end.
 pub struct Run {
     pub ticks: Vec<Tick>,
     pub log: String,
+    /// The state the daemon would write to its state file after the last tick (as it does
+    /// when it stops).
+    pub state: State,
 }
 
 /// The date simulated runs start on when the scenario names none (strategies charge by the
@@ -74,7 +78,9 @@ pub fn run(scenario_yaml: &str, config_yaml: &str, length: Duration) -> Run {
         .with_max_level(tracing::Level::INFO)
         .finish();
     let mut ticks = Vec::new();
+    let mut state = State::default();
     let mut observe = |o: &Observed| {
+        state = o.engine.state();
         let items = published_items(o);
         ticks.push(Tick {
             elapsed_s: o.elapsed_s,
@@ -87,7 +93,7 @@ pub fn run(scenario_yaml: &str, config_yaml: &str, length: Duration) -> Run {
         run_observed(ready, scenario, options, Some(&mut observe)).expect("the run")
     });
     let log = String::from_utf8_lossy(&log.0.lock().expect("log")).into_owned();
-    Run { ticks, log }
+    Run { ticks, log, state }
 }
 
 fn published_items(o: &Observed) -> Items {
