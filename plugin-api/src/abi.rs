@@ -20,7 +20,7 @@
 //!   a major version; its enums are non-exhaustive.
 
 use abi_stable::prefix_type::WithMetadata;
-use abi_stable::std_types::{ROption, RSlice, RStr, RString};
+use abi_stable::std_types::{ROption, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 
 use crate::bank::{BankView, BatteryState_NE, BatteryView};
@@ -171,10 +171,6 @@ fn opt_str(value: &ROption<RString>) -> ROption<RStr<'_>> {
     value.as_ref().map(|s| s.as_rstr())
 }
 
-fn owned_str(value: ROption<RStr<'_>>) -> ROption<RString> {
-    value.map(|s| s.into())
-}
-
 /// Prefix refs of `items`, built by `abi` into storage that lives for the call of `then`.
 fn with_refs<'a, T, A, R, Out>(
     items: &'a [T],
@@ -251,12 +247,31 @@ pub fn with_bank_ref<Out>(bank: &BankView, then: impl FnOnce(BankRef<'_>) -> Out
 
 /// The plain view of a bank that crossed the ABI (the plugin's side).
 pub fn bank_from_ref(bank: BankRef<'_>) -> BankView {
+    bank_reusing(bank, None)
+}
+
+/// [`bank_from_ref`] into the view of the last tick, reusing its texts and cell lists (the
+/// plugin's side, at every tick): the same view, without an allocation per battery.
+pub fn refill_bank<'v>(view: &'v mut Option<BankView>, bank: BankRef<'_>) -> &'v BankView {
+    let before = view.take();
+    view.insert(bank_reusing(bank, before))
+}
+
+/// The bank's view, in the batteries, texts and cell lists of `before` where there is one.
+fn bank_reusing(bank: BankRef<'_>, before: Option<BankView>) -> BankView {
+    let (mut batteries, max_cell_id, min_cell_id) = before
+        .map(|v| (v.batteries, v.max_cell_id, v.min_cell_id))
+        .unwrap_or_default();
+    let refs = bank.batteries();
+    batteries.truncate(refs.len());
+    for (k, &b) in refs.iter().enumerate() {
+        match batteries.get_mut(k) {
+            Some(slot) => *slot = battery_reusing(b, Buffers::taken_from(slot)),
+            None => batteries.push(battery_reusing(b, Buffers::default())),
+        }
+    }
     BankView {
-        batteries: bank
-            .batteries()
-            .iter()
-            .map(|&b| battery_from_ref(b))
-            .collect(),
+        batteries,
         cells_per_battery: bank.cells_per_battery(),
         batteries_expected: bank.batteries_expected(),
         batteries_online: bank.batteries_online(),
@@ -267,9 +282,9 @@ pub fn bank_from_ref(bank: BankRef<'_>) -> BankView {
         soc_pct: bank.soc_pct(),
         charge_ah: bank.charge_ah(),
         max_cell_voltage_v: bank.max_cell_voltage_v(),
-        max_cell_id: owned_str(bank.max_cell_id()),
+        max_cell_id: copied_opt(max_cell_id, bank.max_cell_id()),
         min_cell_voltage_v: bank.min_cell_voltage_v(),
-        min_cell_id: owned_str(bank.min_cell_id()),
+        min_cell_id: copied_opt(min_cell_id, bank.min_cell_id()),
         modules_blocking_charge: bank.modules_blocking_charge(),
         modules_blocking_discharge: bank.modules_blocking_discharge(),
         date: bank.date(),
@@ -277,10 +292,45 @@ pub fn bank_from_ref(bank: BankRef<'_>) -> BankView {
     }
 }
 
-fn battery_from_ref(b: BatteryRef<'_>) -> BatteryView {
+/// The texts and cell list of a battery's view, filled again for the next (without an
+/// allocation when the new ones fit).
+#[derive(Default)]
+struct Buffers {
+    name: RString,
+    service: RString,
+    cells: RVec<ROption<f64>>,
+    charge_mode: ROption<RString>,
+}
+
+impl Buffers {
+    fn taken_from(view: &mut BatteryView) -> Buffers {
+        Buffers {
+            name: std::mem::take(&mut view.name),
+            service: std::mem::take(&mut view.service),
+            cells: std::mem::take(&mut view.cell_voltages_v),
+            charge_mode: std::mem::take(&mut view.charge_mode),
+        }
+    }
+}
+
+/// `from` in `into`'s allocation.
+fn copied(mut into: RString, from: RStr<'_>) -> RString {
+    into.clear();
+    into.push_str(from.as_str());
+    into
+}
+
+fn copied_opt(into: ROption<RString>, from: ROption<RStr<'_>>) -> ROption<RString> {
+    from.map(|from| copied(into.into_option().unwrap_or_default(), from))
+}
+
+fn battery_reusing(b: BatteryRef<'_>, reuse: Buffers) -> BatteryView {
+    let mut cells = reuse.cells;
+    cells.clear();
+    cells.extend_from_slice(b.cell_voltages_v().as_slice());
     BatteryView {
-        name: b.name().into(),
-        service: b.service().into(),
+        name: copied(reuse.name, b.name()),
+        service: copied(reuse.service, b.service()),
         state: b.state().clone(),
         voltage_v: b.voltage_v(),
         current_a: b.current_a(),
@@ -290,7 +340,7 @@ fn battery_from_ref(b: BatteryRef<'_>) -> BatteryView {
         soc_pct: b.soc_pct(),
         max_cell_voltage_v: b.max_cell_voltage_v(),
         min_cell_voltage_v: b.min_cell_voltage_v(),
-        cell_voltages_v: b.cell_voltages_v().to_vec().into(),
+        cell_voltages_v: cells,
         modules_blocking_charge: b.modules_blocking_charge(),
         modules_blocking_discharge: b.modules_blocking_discharge(),
         allow_to_charge: b.allow_to_charge(),
@@ -298,87 +348,8 @@ fn battery_from_ref(b: BatteryRef<'_>) -> BatteryView {
         max_charge_voltage_v: b.max_charge_voltage_v(),
         max_charge_current_a: b.max_charge_current_a(),
         max_discharge_current_a: b.max_discharge_current_a(),
-        charge_mode: owned_str(b.charge_mode()),
+        charge_mode: copied_opt(reuse.charge_mode, b.charge_mode()),
     }
-}
-
-/// [`bank_from_ref`] into the view of the last tick, reusing its texts and cell lists (the
-/// plugin's side, at every tick): the same view, without an allocation per battery.
-pub fn refill_bank<'v>(view: &'v mut Option<BankView>, bank: BankRef<'_>) -> &'v BankView {
-    match view {
-        Some(v) => {
-            refill_into(v, bank);
-            v
-        }
-        None => view.insert(bank_from_ref(bank)),
-    }
-}
-
-fn refill_into(v: &mut BankView, bank: BankRef<'_>) {
-    let batteries = bank.batteries();
-    v.batteries.truncate(batteries.len());
-    for (k, &b) in batteries.iter().enumerate() {
-        match v.batteries.get_mut(k) {
-            Some(into) => refill_battery(into, b),
-            None => v.batteries.push(battery_from_ref(b)),
-        }
-    }
-    v.cells_per_battery = bank.cells_per_battery();
-    v.batteries_expected = bank.batteries_expected();
-    v.batteries_online = bank.batteries_online();
-    v.voltage_v = bank.voltage_v();
-    v.current_a = bank.current_a();
-    v.power_w = bank.power_w();
-    v.installed_capacity_ah = bank.installed_capacity_ah();
-    v.soc_pct = bank.soc_pct();
-    v.charge_ah = bank.charge_ah();
-    v.max_cell_voltage_v = bank.max_cell_voltage_v();
-    refill_opt_str(&mut v.max_cell_id, bank.max_cell_id());
-    v.min_cell_voltage_v = bank.min_cell_voltage_v();
-    refill_opt_str(&mut v.min_cell_id, bank.min_cell_id());
-    v.modules_blocking_charge = bank.modules_blocking_charge();
-    v.modules_blocking_discharge = bank.modules_blocking_discharge();
-    v.date = bank.date();
-    v.dt_s = bank.dt_s();
-}
-
-fn refill_str(into: &mut RString, from: RStr<'_>) {
-    if into.as_str() != from.as_str() {
-        into.clear();
-        into.push_str(from.as_str());
-    }
-}
-
-fn refill_opt_str(into: &mut ROption<RString>, from: ROption<RStr<'_>>) {
-    match (into.as_mut(), from) {
-        (ROption::RSome(into), ROption::RSome(from)) => refill_str(into, from),
-        (_, from) => *into = owned_str(from),
-    }
-}
-
-fn refill_battery(into: &mut BatteryView, b: BatteryRef<'_>) {
-    refill_str(&mut into.name, b.name());
-    refill_str(&mut into.service, b.service());
-    into.state = b.state().clone();
-    into.voltage_v = b.voltage_v();
-    into.current_a = b.current_a();
-    into.power_w = b.power_w();
-    into.voltages_sum_v = b.voltages_sum_v();
-    into.installed_capacity_ah = b.installed_capacity_ah();
-    into.soc_pct = b.soc_pct();
-    into.max_cell_voltage_v = b.max_cell_voltage_v();
-    into.min_cell_voltage_v = b.min_cell_voltage_v();
-    into.cell_voltages_v.clear();
-    into.cell_voltages_v
-        .extend_from_slice(b.cell_voltages_v().as_slice());
-    into.modules_blocking_charge = b.modules_blocking_charge();
-    into.modules_blocking_discharge = b.modules_blocking_discharge();
-    into.allow_to_charge = b.allow_to_charge();
-    into.allow_to_discharge = b.allow_to_discharge();
-    into.max_charge_voltage_v = b.max_charge_voltage_v();
-    into.max_charge_current_a = b.max_charge_current_a();
-    into.max_discharge_current_a = b.max_discharge_current_a();
-    refill_opt_str(&mut into.charge_mode, b.charge_mode());
 }
 
 /// Lends `inputs` to `then` as they cross the ABI (the host's side).
