@@ -333,20 +333,21 @@ pub trait CurrentSourceImpl: Send + 'static {
     fn measure(&mut self, inputs: &CurrentInputs) -> Option<Measurement>;
 }
 
-/// Adapts a [`StrategyImpl`] or [`CurrentSourceImpl`] to the ABI traits, catching panics.
+/// Adapts a [`CurrentSourceImpl`] to the ABI trait, catching panics.
 #[doc(hidden)]
 pub struct Guarded<T>(pub T);
 
-/// A [`Guarded`] strategy with the bank of its last tick, refilled in place at the next.
+/// Adapts a [`StrategyImpl`] to the ABI trait, catching panics; it keeps the bank of the last
+/// tick, refilled in place at the next.
 #[doc(hidden)]
 pub struct GuardedStrategy<T> {
-    strategy: Guarded<T>,
+    strategy: T,
     bank: Option<BankView>,
 }
 
 impl<T: StrategyImpl> Strategy for GuardedStrategy<T> {
     fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString> {
-        let (strategy, view) = (&mut self.strategy.0, &mut self.bank);
+        let (strategy, view) = (&mut self.strategy, &mut self.bank);
         guard(|| {
             let view = abi::refill_bank(view, bank);
             strategy.compute(view).map(OutputAbi::from)
@@ -354,29 +355,11 @@ impl<T: StrategyImpl> Strategy for GuardedStrategy<T> {
     }
 
     fn save_state(&self) -> RResult<RString, RString> {
-        self.strategy.save_state()
+        guard(|| self.strategy.save_state().map(RString::from))
     }
 
     fn restore_state(&mut self, state: RStr<'_>) -> RResult<(), RString> {
-        self.strategy.restore_state(state)
-    }
-}
-
-impl<T: StrategyImpl> Strategy for Guarded<T> {
-    fn compute(&mut self, bank: BankRef<'_>) -> RResult<OutputAbi, RString> {
-        guard(|| {
-            self.0
-                .compute(&abi::bank_from_ref(bank))
-                .map(OutputAbi::from)
-        })
-    }
-
-    fn save_state(&self) -> RResult<RString, RString> {
-        guard(|| self.0.save_state().map(RString::from))
-    }
-
-    fn restore_state(&mut self, state: RStr<'_>) -> RResult<(), RString> {
-        guard(|| self.0.restore_state(state.as_str()))
+        guard(|| self.strategy.restore_state(state.as_str()))
     }
 }
 
@@ -390,7 +373,7 @@ impl<T: CurrentSourceImpl> CurrentSource for Guarded<T> {
 #[doc(hidden)]
 pub fn strategy_box<T: StrategyImpl>(strategy: T) -> StrategyBox {
     let guarded = GuardedStrategy {
-        strategy: Guarded(strategy),
+        strategy,
         bank: None,
     };
     Strategy_TO::from_value(guarded, sabi_trait::TD_Opaque)
