@@ -204,19 +204,24 @@ impl<'a> Body<'a> {
         Cursor::new(self.bytes, self.big_endian).variant(0)
     }
 
-    /// The `Value` entry of an `a{sv}` body (`PropertiesChanged`), if there is one.
+    /// The entry `key` of an `a{sv}` body (`Value` of `PropertiesChanged`), if there is one.
+    ///
+    /// The entries after it are not read: a `PropertiesChanged` carries `Text` after `Value`,
+    /// and passing over it cost half of what reading the signal did.
     pub fn dict_value(&self, key: &str) -> Result<Option<Field>, WireError> {
         let mut c = Cursor::new(self.bytes, self.big_endian);
-        let mut found = None;
-        c.dict(0, |c, k| {
-            if k == key && found.is_none() {
-                found = Some(c.variant(1)?);
-            } else {
-                c.skip_variant(1)?;
+        let end = c.array(b'{')?;
+        while c.pos < end {
+            c.align(8)?;
+            if c.string()? == key {
+                return c.variant(1).map(Some);
             }
-            Ok(())
-        })?;
-        Ok(found)
+            c.skip_variant(1)?;
+        }
+        if c.pos != end {
+            return Err(WireError("an array's elements overrun it"));
+        }
+        Ok(None)
     }
 
     /// Every path of an `a{sa{sv}}` body (`ItemsChanged`, the answer of `GetItems`) that
@@ -250,6 +255,7 @@ impl<'a> Body<'a> {
 
 /// Bytes as text. Names, paths and nearly every value on the bus are ASCII: one quick look
 /// serves them, the general UTF-8 check the rest.
+#[inline]
 fn text(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
         // SAFETY: ASCII bytes are valid UTF-8.
@@ -333,6 +339,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     fn align(&mut self, n: usize) -> Result<(), WireError> {
         let at = align(self.pos, n);
         if at > self.buf.len() {
@@ -342,6 +349,7 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
@@ -353,6 +361,7 @@ impl<'a> Cursor<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn fixed<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         self.align(N)?;
         let mut bytes: [u8; N] = self.take(N)?.try_into().map_err(|_| WireError("short"))?;
@@ -362,6 +371,7 @@ impl<'a> Cursor<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
@@ -370,6 +380,7 @@ impl<'a> Cursor<'a> {
         Ok(u16::from_le_bytes(self.fixed()?))
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_le_bytes(self.fixed()?))
     }
@@ -379,6 +390,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `len` bytes and the nul after them (`missing`: the error without it).
+    #[inline]
     fn terminated(&mut self, len: usize, missing: &'static str) -> Result<&'a [u8], WireError> {
         let bytes = self.take(len)?;
         if self.u8()? != 0 {
@@ -388,6 +400,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string or object path: length, bytes, a nul.
+    #[inline]
     fn string(&mut self) -> Result<&'a str, WireError> {
         let len = self.u32()? as usize;
         text(self.terminated(len, STRING_WITHOUT_NUL)?)
@@ -400,6 +413,7 @@ impl<'a> Cursor<'a> {
         self.terminated(len, STRING_WITHOUT_NUL).map(drop)
     }
 
+    #[inline]
     fn signature(&mut self) -> Result<&'a str, WireError> {
         let len = usize::from(self.u8()?);
         text(self.terminated(len, "a signature without its nul")?)
@@ -836,6 +850,36 @@ mod tests {
             Some(Field::Text("3.312V".into()))
         );
         assert_eq!(msg.body.dict_value("Min").unwrap(), None);
+    }
+
+    #[test]
+    fn a_dict_entry_is_read_whatever_comes_after_it_and_only_read_entries_must_be_well_formed() {
+        // a{sv} by hand: {"Text": "x", "Value": 2.5, then an entry whose variant has an
+        // unknown type}.
+        let mut entries = Vec::new();
+        let mut entry = |key: &str, signature: &[u8], value: &[u8]| {
+            entries.resize(entries.len().next_multiple_of(8), 0);
+            entries.extend((key.len() as u32).to_le_bytes());
+            entries.extend(key.as_bytes());
+            entries.push(0);
+            entries.push(signature.len() as u8);
+            entries.extend(signature);
+            entries.push(0);
+            let start = if signature == b"d" { 8 } else { 4 };
+            // Offsets count from the body's start, 8 bytes before the entries.
+            entries.resize((entries.len() + 8).next_multiple_of(start) - 8, 0);
+            entries.extend(value);
+        };
+        entry("Text", b"s", &[1, 0, 0, 0, b'x', 0]);
+        entry("Value", b"d", &2.5f64.to_le_bytes());
+        entry("Min", b"z", &[0; 8]);
+        let mut body = (entries.len() as u32).to_le_bytes().to_vec();
+        body.extend([0; 4]);
+        body.extend(&entries);
+        let body = Body::new(&body, false);
+        assert_eq!(body.dict_value("Value"), Ok(Some(Field::Number(2.5))));
+        assert_eq!(body.dict_value("Text"), Ok(Some(Field::Text("x".into()))));
+        assert!(body.dict_value("Max").is_err());
     }
 
     #[test]
