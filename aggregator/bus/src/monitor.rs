@@ -12,7 +12,6 @@
 //! and go while running; our own service is never read.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use futures_lite::StreamExt;
 use tokio::sync::Notify;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
+use aggregator_core::path_hash::PathMap;
 use aggregator_core::reading::is_battery_path;
 use plugin_api::DcClass;
 
@@ -99,54 +99,7 @@ impl Class {
 pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
 
 /// A service's values by path.
-pub type Values = HashMap<String, Field, BuildHasherDefault<PathHasher>>;
-
-/// The hash of the cache's keys (a folded multiply per 8 bytes). SipHash cost
-/// more than the rest of a signal's handling. Its resistance to chosen keys is not needed: a
-/// cached path is one that [`Class::reads`] accepts (a fixed set, cells up to a number), and
-/// unique names are given by the bus.
-#[derive(Clone, Copy, Default)]
-pub struct PathHasher(u64);
-
-impl PathHasher {
-    /// A folded multiply per word: the high half of the product is mixed back into the low
-    /// half (a plain multiply, as FxHash does, leaves a difference in the top bits of one word
-    /// in the top bits, where the next word can cancel it: `/Voltages/Cell109` and
-    /// `/Voltages/Cell186` hashed alike).
-    fn add(&mut self, word: u64) {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let product = u128::from(self.0 ^ word) * u128::from(K);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl Hasher for PathHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        // Zero padding is unambiguous for D-Bus strings, which hold no NUL byte (and `str`
-        // hashing appends 0xff); mixing the length into the padded word would not be (it
-        // made `/Voltages/Cell1` and `/Voltages/Cell18` alike).
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub type Values = PathMap<Field>;
 
 /// One service's cached values.
 #[derive(Clone, Debug)]
@@ -215,7 +168,7 @@ const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
 pub struct Cache {
     /// Scanned and scanning services.
     pub services: BTreeMap<String, Service>,
-    by_owner: HashMap<String, String, BuildHasherDefault<PathHasher>>,
+    by_owner: PathMap<String>,
     pending: HashMap<u32, Pending>,
 }
 
@@ -706,29 +659,6 @@ mod tests {
         assert_eq!(Class::of("com.victronenergy.systemcalc"), None);
         assert_eq!(Class::of("com.victronenergy.grid.cgwacs"), None);
         assert_eq!(Class::of("org.freedesktop.DBus"), None);
-    }
-
-    #[test]
-    fn the_cache_hash_tells_every_cached_path_apart() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<PathHasher>::default();
-        let mut paths: Vec<String> = (1..=4096).map(|k| format!("/Voltages/Cell{k}")).collect();
-        paths.extend(
-            [
-                "/Dc/0/Voltage",
-                "/Dc/0/Current",
-                "/Dc/0/Power",
-                "/Soc",
-                "/Capacity",
-            ]
-            .iter()
-            .map(|p| p.to_string()),
-        );
-        paths.extend((0..10_000).map(|n| format!(":1.{n}")));
-        let hashes: std::collections::HashSet<u64> =
-            paths.iter().map(|p| build.hash_one(p)).collect();
-        assert_eq!(hashes.len(), paths.len(), "two cached keys hash alike");
-        assert_eq!(build.hash_one("/Soc"), build.hash_one(String::from("/Soc")));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod error;
 pub mod feedin;
 pub mod guard;
 pub mod listing;
+pub mod path_hash;
 pub mod presence;
 pub mod published;
 pub mod reading;

@@ -5,11 +5,10 @@
 //! the engine's [`Outcome`] and returns only the paths whose value changed by Python equality,
 //! which the bus module sends as one `ItemsChanged`. No D-Bus here.
 
-use std::collections::BTreeMap;
-
 use crate::bank::{Extreme, Merged};
 use crate::engine::Outcome;
 use crate::listing::BankListing;
+use crate::path_hash::PathMap;
 use crate::presence::Battery;
 use crate::reading::{alarm_paths, ALARM_BMS_CABLE};
 use crate::value::TextFormat::{self, Fixed, Plain};
@@ -48,7 +47,9 @@ pub struct DeviceInfo {
 /// Every published path and its current value.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
-    items: BTreeMap<String, Item>,
+    /// By path. A tick sets some fifty paths by name, and a hash map finds one in a fraction
+    /// of what a sorted map's string comparisons took.
+    items: PathMap<Item>,
     listing: BankListing,
 }
 
@@ -101,8 +102,10 @@ impl Published {
     }
 
     /// Every path, sorted.
-    pub fn items(&self) -> &BTreeMap<String, Item> {
-        &self.items
+    pub fn items(&self) -> Vec<(&String, &Item)> {
+        let mut items: Vec<_> = self.items.iter().collect();
+        items.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        items
     }
 
     /// One path.
@@ -341,6 +344,20 @@ mod tests {
             custom_name: "Bank".into(),
             process_name: "dab".into(),
         }
+    }
+
+    #[test]
+    fn every_path_is_listed_once_in_path_order() {
+        let mut published = Published::new(&device());
+        assert!(published.set("/Aaa/Added", Value::Int(1), Plain));
+        assert!(!published.set("/Aaa/Added", Value::Float(1.0), Plain));
+        let paths: Vec<&str> = published.items().iter().map(|(p, _)| p.as_str()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(paths, sorted);
+        assert_eq!(paths.first(), Some(&"/Aaa/Added"));
+        assert!(paths.contains(&"/Dc/0/Voltage") && paths.contains(&BATTERIES));
     }
 
     fn outcome() -> Outcome {
