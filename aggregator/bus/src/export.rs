@@ -6,7 +6,7 @@
 //! `UnknownObject` exactly as libdbus answers, and a thousand paths cost a thousand table
 //! entries, not a thousand objects. The daemon and the simulator both publish through this.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,6 +22,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 use crate::socket::MessageWriter;
 use crate::variant::{dbus_string, text_to_wire, to_wire, Field};
 use crate::{wire, BusConnection};
+use aggregator_core::path_hash::PathMap;
 use aggregator_core::value::Value;
 
 /// The interface of every item, node and root.
@@ -62,7 +63,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Table {
-    items: BTreeMap<String, Entry>,
+    /// By path: a tick stores and sends some fifty by name; the rare calls on a node walk them
+    /// all.
+    items: PathMap<Entry>,
     nodes: BTreeSet<String>,
 }
 
@@ -88,8 +91,8 @@ impl Table {
         };
         let len = prefix.len();
         self.items
-            .range(prefix.clone()..)
-            .take_while(move |(path, _)| path.starts_with(&prefix))
+            .iter()
+            .filter(move |(path, _)| path.starts_with(&prefix))
             .map(move |(path, entry)| (&path[len..], entry))
     }
 
