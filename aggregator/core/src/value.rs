@@ -78,41 +78,82 @@ impl TextFormat {
 /// Python's `str(float)`: the shortest text that reads back as the same number, with `.0` on
 /// whole numbers and exponent form below 1e-4 and from 1e16 (`1e-05`, `1.5e+16`).
 pub fn python_str(v: f64) -> String {
+    use std::fmt::Write as _;
     if v.is_nan() {
         return "nan".into();
     }
     if v.is_infinite() {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    // Rust's `{:e}` gives the same shortest digits Python's repr uses: `1.2345e-5`.
-    let sci = format!("{v:e}");
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    // Rust's `{:e}` gives the same shortest digits Python's repr uses: `1.2345e-5`. It is
+    // written on the stack and the text made in one string: every changed number a tick
+    // publishes passes here.
+    let mut sci = ShortText::default();
+    let _ = write!(sci, "{v:e}");
+    let sci = sci.as_str();
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", mantissa),
     };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // The digits are `first` (one) then `fraction`.
+    let (first, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = first.len() + fraction.len();
+    let mut out = String::with_capacity(sign.len() + digits + 24);
+    out.push_str(sign);
     if (-4..16).contains(&exponent) {
         let point = exponent + 1; // digits before the decimal point
-        let text = if point <= 0 {
-            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
-        } else if point as usize >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+            out.push_str(first);
+            out.push_str(fraction);
+        } else if point as usize >= digits {
+            out.push_str(first);
+            out.push_str(fraction);
+            out.extend(std::iter::repeat_n('0', point as usize - digits));
+            out.push_str(".0");
         } else {
-            let (int, frac) = digits.split_at(point as usize);
-            format!("{int}.{frac}")
-        };
-        format!("{sign}{text}")
+            let (int, frac) = fraction.split_at(point as usize - first.len());
+            out.push_str(first);
+            out.push_str(int);
+            out.push('.');
+            out.push_str(frac);
+        }
     } else {
-        let (first, rest) = digits.split_at(1);
-        let mantissa = if rest.is_empty() {
-            first.to_string()
-        } else {
-            format!("{first}.{rest}")
-        };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
+        out.push_str(first);
+        if !fraction.is_empty() {
+            out.push('.');
+            out.push_str(fraction);
+        }
+        out.push_str(if exponent < 0 { "e-" } else { "e+" });
+        let _ = write!(out, "{:02}", exponent.unsigned_abs());
+    }
+    out
+}
+
+/// A text of at most 32 bytes on the stack (`{:e}` of an `f64` takes 24 at most).
+#[derive(Default)]
+struct ShortText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl ShortText {
+    fn as_str(&self) -> &str {
+        // Only whole `str`s are written in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for ShortText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -142,6 +183,44 @@ mod tests {
             (f64::INFINITY, "inf"),
         ] {
             assert_eq!(python_str(v), text, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn python_str_reads_back_as_the_same_number_in_python_form() {
+        // Numbers of every size, from a fixed sequence of bit patterns.
+        let mut bits = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let v = f64::from_bits(bits);
+            if !v.is_finite() {
+                continue;
+            }
+            let text = python_str(v);
+            assert_eq!(text.parse::<f64>(), Ok(v), "{text} for {v:e}");
+            let magnitude = v.abs();
+            if magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude) {
+                let (mantissa, exponent) = text.split_once('e').expect(&text);
+                assert!(
+                    exponent.len() >= 3 && exponent.starts_with(['+', '-']),
+                    "{text}"
+                );
+                assert!(!mantissa.ends_with(".0"), "{text}");
+            } else {
+                assert!(text.contains('.') && !text.contains('e'), "{text}");
+            }
+            // The digits of the shortest form that reads back, as Rust's `{:e}` finds them.
+            let significant = |t: &str| -> String {
+                let mantissa = t.split('e').next().unwrap_or(t);
+                let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+                digits
+                    .trim_start_matches('0')
+                    .trim_end_matches('0')
+                    .to_string()
+            };
+            assert_eq!(significant(&text), significant(&format!("{v:e}")), "{text}");
         }
     }
 
