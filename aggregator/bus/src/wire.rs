@@ -204,24 +204,10 @@ impl<'a> Body<'a> {
         Cursor::new(self.bytes, self.big_endian).variant(0)
     }
 
-    /// The entry `key` of an `a{sv}` body (`Value` of `PropertiesChanged`), if there is one.
-    ///
-    /// The entries after it are not read: a `PropertiesChanged` carries `Text` after `Value`,
-    /// and passing over it cost half of what reading the signal did.
+    /// The entry `key` of an `a{sv}` body (`Value` of `PropertiesChanged`), if there is one;
+    /// the entries after it are not read.
     pub fn dict_value(&self, key: &str) -> Result<Option<Field>, WireError> {
-        let mut c = Cursor::new(self.bytes, self.big_endian);
-        let end = c.array(b'{')?;
-        while c.pos < end {
-            c.align(8)?;
-            if c.string()? == key {
-                return c.variant(1).map(Some);
-            }
-            c.skip_variant(1)?;
-        }
-        if c.pos != end {
-            return Err(WireError("an array's elements overrun it"));
-        }
-        Ok(None)
+        Cursor::new(self.bytes, self.big_endian).entry(key, 0)
     }
 
     /// Every path of an `a{sa{sv}}` body (`ItemsChanged`, the answer of `GetItems`) that
@@ -236,16 +222,7 @@ impl<'a> Body<'a> {
             if !wanted(path) {
                 return c.skip_one(b"a{sv}", 1);
             }
-            let mut value = None;
-            c.dict(1, |c, key| {
-                if key == "Value" && value.is_none() {
-                    value = Some(c.variant(2)?);
-                } else {
-                    c.skip_variant(2)?;
-                }
-                Ok(())
-            })?;
-            if let Some(value) = value {
+            if let Some(value) = c.entry("Value", 1)? {
                 each(path, value);
             }
             Ok(())
@@ -452,6 +429,32 @@ impl<'a> Cursor<'a> {
             return Err(WireError("an array's elements overrun it"));
         }
         Ok(())
+    }
+
+    /// The entry `key` of an `a{sv}` dict at `depth`, if there is one; the cursor is left after
+    /// the dict. The entries after it are not read: a BusItem sends `Text` after `Value`, and
+    /// passing over it cost half of what reading the value did.
+    fn entry(&mut self, key: &str, depth: u32) -> Result<Option<Field>, WireError> {
+        if depth > MAX_DEPTH {
+            return Err(WireError("nested too deeply"));
+        }
+        let end = self.array(b'{')?;
+        while self.pos < end {
+            self.align(8)?;
+            if self.string()? == key {
+                let value = self.variant(depth + 1)?;
+                if self.pos > end {
+                    return Err(WireError("an array's elements overrun it"));
+                }
+                self.pos = end;
+                return Ok(Some(value));
+            }
+            self.skip_variant(depth + 1)?;
+        }
+        if self.pos != end {
+            return Err(WireError("an array's elements overrun it"));
+        }
+        Ok(None)
     }
 
     fn skip_variant(&mut self, depth: u32) -> Result<(), WireError> {
@@ -852,34 +855,100 @@ mod tests {
         assert_eq!(msg.body.dict_value("Min").unwrap(), None);
     }
 
+    /// Little-endian body bytes written by hand, for bodies no serializer would make.
+    #[derive(Default)]
+    struct HandBody(Vec<u8>);
+
+    impl HandBody {
+        fn pad(&mut self, n: usize) {
+            self.0.resize(self.0.len().next_multiple_of(n), 0);
+        }
+
+        fn string(&mut self, s: &str) {
+            self.pad(4);
+            self.0.extend((s.len() as u32).to_le_bytes());
+            self.0.extend(s.as_bytes());
+            self.0.push(0);
+        }
+
+        /// An array of 8-aligned elements, each written by `element`.
+        fn array(&mut self, elements: usize, mut element: impl FnMut(&mut Self, usize)) {
+            self.pad(4);
+            let len_at = self.0.len();
+            self.0.extend([0; 4]);
+            self.pad(8);
+            let start = self.0.len();
+            for k in 0..elements {
+                self.pad(8);
+                element(self, k);
+            }
+            let len = (self.0.len() - start) as u32;
+            self.0[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+
+        /// An `a{sv}` of (key, variant signature, value bytes aligned to `align`).
+        fn sv(&mut self, entries: &[(&str, &[u8], usize, &[u8])]) {
+            self.array(entries.len(), |b, k| {
+                let (key, signature, align, value) = entries[k];
+                b.string(key);
+                b.0.push(signature.len() as u8);
+                b.0.extend(signature);
+                b.0.push(0);
+                b.pad(align);
+                b.0.extend(value);
+            });
+        }
+    }
+
+    /// `{"Text": "x", "Value": value, then an entry whose variant has an unknown type}`.
+    fn value_then_garbage(value: f64) -> [(&'static str, &'static [u8], usize, Vec<u8>); 3] {
+        [
+            ("Text", b"s", 4, vec![1, 0, 0, 0, b'x', 0]),
+            ("Value", b"d", 8, value.to_le_bytes().to_vec()),
+            ("Min", b"z", 1, vec![0; 8]),
+        ]
+    }
+
     #[test]
     fn a_dict_entry_is_read_whatever_comes_after_it_and_only_read_entries_must_be_well_formed() {
-        // a{sv} by hand: {"Text": "x", "Value": 2.5, then an entry whose variant has an
-        // unknown type}.
-        let mut entries = Vec::new();
-        let mut entry = |key: &str, signature: &[u8], value: &[u8]| {
-            entries.resize(entries.len().next_multiple_of(8), 0);
-            entries.extend((key.len() as u32).to_le_bytes());
-            entries.extend(key.as_bytes());
-            entries.push(0);
-            entries.push(signature.len() as u8);
-            entries.extend(signature);
-            entries.push(0);
-            let start = if signature == b"d" { 8 } else { 4 };
-            // Offsets count from the body's start, 8 bytes before the entries.
-            entries.resize((entries.len() + 8).next_multiple_of(start) - 8, 0);
-            entries.extend(value);
-        };
-        entry("Text", b"s", &[1, 0, 0, 0, b'x', 0]);
-        entry("Value", b"d", &2.5f64.to_le_bytes());
-        entry("Min", b"z", &[0; 8]);
-        let mut body = (entries.len() as u32).to_le_bytes().to_vec();
-        body.extend([0; 4]);
-        body.extend(&entries);
-        let body = Body::new(&body, false);
+        let entries = value_then_garbage(2.5);
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(k, s, a, v)| (*k, *s, *a, v.as_slice()))
+            .collect();
+        let mut body = HandBody::default();
+        body.sv(&entries);
+        let body = Body::new(&body.0, false);
         assert_eq!(body.dict_value("Value"), Ok(Some(Field::Number(2.5))));
         assert_eq!(body.dict_value("Text"), Ok(Some(Field::Text("x".into()))));
         assert!(body.dict_value("Max").is_err());
+    }
+
+    #[test]
+    fn an_items_value_is_read_whatever_comes_after_it_in_its_dict() {
+        let paths = [("/Dc/0/Voltage", 52.5), ("/Soc", 81.0)];
+        let mut body = HandBody::default();
+        body.array(paths.len(), |b, k| {
+            let (path, value) = paths[k];
+            b.string(path);
+            let entries = value_then_garbage(value);
+            let entries: Vec<_> = entries
+                .iter()
+                .map(|(k, s, a, v)| (*k, *s, *a, v.as_slice()))
+                .collect();
+            b.sv(&entries);
+        });
+        let mut read = Vec::new();
+        let body = Body::new(&body.0, false);
+        let result = body.items(|_| true, |p, v| read.push((p.to_string(), v)));
+        assert_eq!(result, Ok(()));
+        assert_eq!(
+            read,
+            [
+                ("/Dc/0/Voltage".to_string(), Field::Number(52.5)),
+                ("/Soc".to_string(), Field::Number(81.0))
+            ]
+        );
     }
 
     #[test]
