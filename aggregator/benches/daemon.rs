@@ -36,6 +36,12 @@
 //!   as the bus routed them, and for each published current finds when the sum last had that
 //!   value; the lag is the time from the first change after it to the publish (0 when it was
 //!   still the newest). A daemon that keeps up shows a few ms at most.
+//! - Queued: the messages the bus daemon holds for the daemon and has not yet written to its
+//!   sockets, at the window's start and end (`start>end`), from the bus daemon's `Debug.Stats`
+//!   interface where it has one. A daemon that keeps up shows about one tick's signals at
+//!   most, and no growth; a queue that grows means the daemon takes in only a share of the
+//!   signals, and its CPU per tick is that of the share: not comparable with the CPU of a
+//!   daemon that takes in all of them.
 //! - First publish: from the moment the last simulated battery's name appears on the bus to the
 //!   moment ours does, both seen on one subscription.
 //! - Recorder: what the flight recorder adds to each tick, measured apart in this process on
@@ -442,10 +448,12 @@ async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Re
     let first_publish = daemon.first_publish(&mut appearances, batteries).await?;
 
     tokio::time::sleep(PUBLISH_SETTLE).await;
+    let queued_at_start = daemon.queued(&client).await;
     let start = Sample::take(&daemon, &bus, &monitor);
     tokio::time::sleep(window).await;
     daemon.alive("measuring")?;
     let end = Sample::take(&daemon, &bus, &monitor);
+    let queued = queued_at_start.zip(daemon.queued(&client).await);
     let memory = Memory::read(daemon.pid);
     let (lag, unmatched) = monitor
         .counters
@@ -487,11 +495,27 @@ async fn measure(bank: Bank, window: Duration, exe: &Path, plugins: &Path) -> Re
             first_publish,
             lag,
             unmatched,
+            queued,
         },
         expected_warnings: problems.len() - unexpected.len(),
         problems: unexpected,
         exit_problem,
     })
+}
+
+/// The process id of the connection with unique name `name`.
+async fn connection_pid(client: &Connection, name: &str) -> Option<u32> {
+    let reply = client
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "GetConnectionUnixProcessID",
+            &(name,),
+        )
+        .await
+        .ok()?;
+    reply.body().deserialize::<u32>().ok()
 }
 
 /// The daemon's configuration for `bank`; the strategy is the demo's.
@@ -644,18 +668,7 @@ impl Daemon {
                 if others.contains(&name) {
                     continue;
                 }
-                let pid = client
-                    .call_method(
-                        Some("org.freedesktop.DBus"),
-                        "/org/freedesktop/DBus",
-                        Some("org.freedesktop.DBus"),
-                        "GetConnectionUnixProcessID",
-                        &(name.as_str(),),
-                    )
-                    .await
-                    .ok()
-                    .and_then(|reply| reply.body().deserialize::<u32>().ok());
-                if pid == Some(self.pid) {
+                if connection_pid(client, &name).await == Some(self.pid) {
                     return Ok(name);
                 }
                 others.insert(name);
@@ -666,6 +679,38 @@ impl Daemon {
             "the daemon did not connect to the bus within 15 s; its log:\n{}",
             self.log_text()
         ))
+    }
+
+    /// The messages the bus daemon holds for this daemon and has not yet written to its
+    /// sockets, over all its connections; `None` from a bus daemon built without its
+    /// `Debug.Stats` interface.
+    ///
+    /// A daemon that reads the bus in time shows at most about one tick's signals, with no
+    /// growth over the window. One that falls behind shows a queue that grows: its CPU per
+    /// tick is then that of the share of the signals it took in, and cannot be set against
+    /// the CPU of a daemon that took in all of them.
+    async fn queued(&self, client: &Connection) -> Option<u64> {
+        let names = list_names(client).await.ok()?;
+        let mut queued = None;
+        for name in names.iter().filter(|n| n.starts_with(':')) {
+            if connection_pid(client, name).await != Some(self.pid) {
+                continue;
+            }
+            let stats = client
+                .call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus.Debug.Stats"),
+                    "GetConnectionStats",
+                    &(name.as_str(),),
+                )
+                .await
+                .ok()?;
+            let stats: HashMap<String, OwnedValue> = stats.body().deserialize().ok()?;
+            let messages = stats.get("OutgoingMessages")?.downcast_ref::<u32>().ok()?;
+            *queued.get_or_insert(0) += u64::from(messages);
+        }
+        queued
     }
 
     /// From the moment the last battery's name appeared on the bus to the moment ours did;
@@ -1278,6 +1323,9 @@ struct Figures {
     lag: Option<(Duration, Duration)>,
     /// Published currents in the window that matched no sum (see [`LagTracker`]).
     unmatched: usize,
+    /// Messages the bus daemon held for the daemon at the window's start and end
+    /// ([`Daemon::queued`]).
+    queued: Option<(u64, u64)>,
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -1319,7 +1367,7 @@ impl Figures {
             "{}: {cpu}, peak RSS {:.1} MiB (now {:.1} MiB), sent {:.2} msg/tick ({} ItemsChanged \
              of {paths:.1} paths, {:.0} B/tick; {} other signals, {} calls, {} returns, {} \
              errors), {} calls to it, received ~{:.0} signals/s, first publish {:.0} ms, view \
-             lag {}",
+             lag {}, {}",
             self.bank,
             mib(self.memory.peak_kib),
             mib(self.memory.now_kib),
@@ -1334,7 +1382,17 @@ impl Figures {
             sent.received_signals as f64 / self.elapsed.as_secs_f64().max(1e-9),
             ms(self.first_publish),
             self.lag_text(),
+            self.queued_text(),
         )
+    }
+
+    fn queued_text(&self) -> String {
+        match self.queued {
+            Some((start, end)) => format!(
+                "queued for it in the bus daemon {start} messages at the start, {end} at the end"
+            ),
+            None => "queued for it unknown (the bus daemon has no Debug.Stats)".into(),
+        }
     }
 
     fn lag_text(&self) -> String {
@@ -1357,7 +1415,7 @@ fn print_table(results: &[Figures], floor: &Floor) {
         "PC: one PropertiesChanged per changed value; IC: one ItemsChanged per service and step"
     );
     println!(
-        "{:<10} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10} {:>12} {:>11}",
+        "{:<10} {:>6} {:>12} {:>14} {:>13} {:>12} {:>9} {:>8} {:>9} {:>8} {:>11} {:>10} {:>12} {:>11} {:>11}",
         "bank",
         "ticks",
         "CPU ms/tick",
@@ -1371,11 +1429,12 @@ fn print_table(results: &[Figures], floor: &Floor) {
         "recv sig/s",
         "publish ms",
         "lag mean ms",
-        "lag max ms"
+        "lag max ms",
+        "queued"
     );
     for f in results {
         println!(
-            "{:<10} {:>6.0} {:>12} {:>14} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0} {:>12} {:>11}",
+            "{:<10} {:>6.0} {:>12} {:>14} {:>13} {:>12} {:>9.1} {:>8.1} {:>9.2} {:>8.0} {:>11.0} {:>10.0} {:>12} {:>11} {:>11}",
             f.bank.to_string(),
             f.ticks,
             opt(f.cpu_ms_per_tick(), 3),
@@ -1390,6 +1449,8 @@ fn print_table(results: &[Figures], floor: &Floor) {
             ms(f.first_publish),
             opt(f.lag.map(|(mean, _)| ms(mean)), 0),
             opt(f.lag.map(|(_, max)| ms(max)), 0),
+            f.queued
+                .map_or_else(dash, |(start, end)| format!("{start}>{end}")),
         );
     }
 }
