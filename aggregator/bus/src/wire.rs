@@ -9,9 +9,10 @@
 //! [`variant`](crate::variant) ([`Encoded`], [`Field::read`]); this module only puts
 //! those on the wire and takes them off it.
 //!
-//! Everything is bounds-checked: a malformed message is an error naming what is wrong, never a
-//! panic, and nesting is limited as the specification limits it. Lengths from the wire are
-//! `u32` and summed in `u64`, so the checks hold where `usize` is 32 bits (the ARM devices).
+//! Everything read is bounds-checked: a malformed message is an error naming what is wrong,
+//! never a panic, and nesting is limited as the specification limits it. What is not read is
+//! not checked: the entries of a dict after the one wanted. Lengths from the wire are `u32` and
+//! summed in `u64`, so the checks hold where `usize` is 32 bits (the ARM devices).
 
 use crate::variant::{dbus_string, Encoded, Field, Held};
 use aggregator_core::value::Value;
@@ -432,7 +433,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The entry `key` of an `a{sv}` dict at `depth`, if there is one; the cursor is left after
-    /// the dict. The entries after it are not read: a BusItem sends `Text` after `Value`, and
+    /// the dict. The entries after it are not read: a BusItem sends `Text` beside `Value`, and
     /// passing over it cost half of what reading the value did.
     fn entry(&mut self, key: &str, depth: u32) -> Result<Option<Field>, WireError> {
         if depth > MAX_DEPTH {
