@@ -155,9 +155,14 @@ fn extreme<'a>(
         let (v, id) = value(member.reading).unzip();
         ((member.name, id.flatten()), v)
     });
-    extreme_of(found, pick).map(|((name, id), value)| Extreme {
-        value,
-        id: format!("{name}_{}", id.unwrap_or("?")),
+    extreme_of(found, pick).map(|((name, id), value)| {
+        let id = id.unwrap_or("?");
+        // `Bat1_C3`, made at every tick: without `format!` (see `decimal`).
+        let mut text = String::with_capacity(name.len() + 1 + id.len());
+        text.push_str(name);
+        text.push('_');
+        text.push_str(id);
+        Extreme { value, id: text }
     })
 }
 
@@ -177,7 +182,7 @@ fn weighted(
 
 /// Rounds to 3 decimals as Python's `round(x, 3)` does (correctly rounded decimal).
 pub fn round3(x: f64) -> f64 {
-    format!("{x:.3}").parse().unwrap_or(x)
+    crate::decimal::round_to(x, 3)
 }
 
 #[cfg(test)]

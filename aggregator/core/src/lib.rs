@@ -13,11 +13,12 @@
 //! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
 //! [`feedin`] owns the feed-in setting, [`episode`] says a lasting condition once, [`engine`]
 //! runs one tick over all of them, [`value`] and [`published`] are the D-Bus surface as plain
-//! values, [`state`] is what survives a restart, and [`Error`] is what a plugin or a reading can
-//! fail with.
+//! values ([`decimal`] writes their numbers), [`state`] is what survives a restart, and
+//! [`Error`] is what a plugin or a reading can fail with.
 
 pub mod bank;
 pub mod coulomb;
+pub mod decimal;
 pub mod discovery;
 pub mod engine;
 pub mod envelope;

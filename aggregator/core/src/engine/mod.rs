@@ -489,11 +489,13 @@ impl Engine {
         let mut mode = self.mode(&result, &enforced, &bank, inputs.expected);
         let acting = guarded.acts.describe();
         if !acting.is_empty() {
-            mode = format!("{mode}; {acting}");
+            mode.push_str("; ");
+            mode.push_str(&acting);
         }
         let stops = self.stop_causes(&view, &bank, inputs.expected, &guarded.acts);
         if !stops.is_empty() {
-            mode = format!("{mode}; {stops}");
+            mode.push_str("; ");
+            mode.push_str(&stops);
         }
         // Said once, whole: a rule that holds must not make it alternate tick by tick.
         events.extend(self.set_mode(&mode));
@@ -789,14 +791,14 @@ impl Engine {
                 err.to_string().lines().next().unwrap_or_default()
             ),
             (Some(_), Ok(_), _) => "Fault: charging stopped".to_string(),
-            (None, _, Ok(out)) => out.mode.to_string(),
+            (None, _, Ok(out)) => out.mode.as_str().to_owned(),
             (None, _, Err(_)) => String::new(),
         };
         if bank.degraded() && self.settings.on_lost == OnLost::BlockAll {
-            mode = format!("{mode}; charge and discharge stopped (batteries.on_lost: block_all)");
+            mode.push_str("; charge and discharge stopped (batteries.on_lost: block_all)");
         }
         if !bank.lost.is_empty() {
-            mode = format!("{mode}; battery lost");
+            mode.push_str("; battery lost");
         }
         for name in &bank.left_out {
             mode = format!("{mode}; battery {name} left out (another cell count)");
