@@ -59,8 +59,15 @@ const MONITOR_PRODUCTS: [&str; 3] = ["SmartShunt", "BMV", "Lynx Shunt"];
 /// a battery as a BMS by its `/Info/MaxChargeVoltage`, which a monitor never publishes; the
 /// product names catch a monitor whose driver publishes the path anyway.
 pub fn is_battery_monitor(product_name: Option<&str>, publishes_charge_voltage: bool) -> bool {
-    !publishes_charge_voltage
-        || product_name.is_some_and(|p| MONITOR_PRODUCTS.iter().any(|m| p.contains(m)))
+    // Asked for every battery at every tick: a plain scan of a short name, where `str::contains`
+    // builds a substring searcher (some 800 instructions a name, and its code) each time.
+    let names = |p: &str| {
+        let p = p.as_bytes();
+        MONITOR_PRODUCTS
+            .iter()
+            .any(|m| p.windows(m.len()).any(|w| w == m.as_bytes()))
+    };
+    !publishes_charge_voltage || product_name.is_some_and(names)
 }
 
 /// The nameplate paths of a `com.victronenergy.battery.*` service.
@@ -282,6 +289,24 @@ mod tests {
             r.classify(OWN, &serialbattery(None, None, 0)),
             Role::Ignored(_)
         ));
+    }
+
+    #[test]
+    fn a_monitor_is_named_anywhere_in_its_product_name() {
+        for name in ["SmartShunt", "BMV-712 Smart", "Lynx Shunt VE.Can", "x BMV"] {
+            assert!(is_battery_monitor(Some(name), true), "{name}");
+        }
+        for name in [
+            "",
+            "BM",
+            "SerialBattery(Jkbms)",
+            "Lynx Smart BMS",
+            "smartshunt",
+        ] {
+            assert!(!is_battery_monitor(Some(name), true), "{name}");
+        }
+        assert!(!is_battery_monitor(None, true));
+        assert!(is_battery_monitor(None, false));
     }
 
     #[test]

@@ -94,6 +94,27 @@ struct Entry {
 }
 
 impl Entry {
+    /// A service seen for the first time.
+    fn new(name: &str, cells: Option<i64>, now_s: f64) -> Self {
+        Entry {
+            name: name.to_string(),
+            state: None,
+            cells,
+            last_seen: None,
+            last_complete: None,
+            seen_complete: false,
+            changed_at: now_s,
+            online_until: None,
+            published: Vec::new(),
+            implausible: Vec::new(),
+            present_since: None,
+            longest_present_s: 0.0,
+            passing: false,
+        }
+    }
+}
+
+impl Entry {
     /// The last complete reading, if it ever had one.
     fn complete(&self) -> Option<&BatteryReading> {
         if self.seen_complete {
@@ -172,24 +193,13 @@ impl Presence {
         seen: bool,
     ) -> Option<Change> {
         let configured = self.cells.map(i64::from);
-        let entry = self
-            .entries
-            .entry(service.to_string())
-            .or_insert_with(|| Entry {
-                name: name.to_string(),
-                state: None,
-                cells: configured,
-                last_seen: None,
-                last_complete: None,
-                seen_complete: false,
-                changed_at: now_s,
-                online_until: None,
-                published: Vec::new(),
-                implausible: Vec::new(),
-                present_since: None,
-                longest_present_s: 0.0,
-                passing: false,
-            });
+        // Its name copied only the first time (this runs for every battery at every tick).
+        if !self.entries.contains_key(service) {
+            self.entries
+                .insert(service.to_string(), Entry::new(name, configured, now_s));
+        }
+        // Just inserted when it was not there.
+        let entry = self.entries.get_mut(service)?;
         let found = reading.map(BatteryReading::implausible).unwrap_or_default();
         let reading = reading.map(|r| plausible(r, &found));
         let reading = reading.as_deref();
