@@ -63,9 +63,10 @@ pub fn is_battery_monitor(product_name: Option<&str>, publishes_charge_voltage: 
     // builds a substring searcher (some 800 instructions a name, and its code) each time.
     let names = |p: &str| {
         let p = p.as_bytes();
-        MONITOR_PRODUCTS
-            .iter()
-            .any(|m| p.windows(m.len()).any(|w| w == m.as_bytes()))
+        MONITOR_PRODUCTS.iter().any(|m| {
+            p.windows(m.len())
+                .any(|w| w.first() == m.as_bytes().first() && w == m.as_bytes())
+        })
     };
     !publishes_charge_voltage || product_name.is_some_and(names)
 }
