@@ -231,6 +231,26 @@ impl TickRecord<'_> {
         }
     }
 
+    /// What decides the tick's keys besides the walk's code, into `out`: how many sources of
+    /// each kind and batteries there are, each battery's cells and values left out, and which
+    /// outcomes the tick has. Two ticks of one shape have the same keys in the same order
+    /// (debug builds check it at every tick: see `Encoder::slot`).
+    fn shape(&self, out: &mut Vec<usize>) {
+        let inputs = self.inputs;
+        out.clear();
+        out.extend([
+            inputs.vebus.len(),
+            inputs.solar_chargers.len(),
+            inputs.smartshunts.len(),
+            inputs.dc_sources.len(),
+            self.batteries.len(),
+            usize::from(self.out.is_some()) | usize::from(self.shadow.is_some()) << 1,
+        ]);
+        for b in self.batteries {
+            out.extend([b.reading.cell_voltages_v.len(), b.reading.bad_values.len()]);
+        }
+    }
+
     /// Every key of the tick, in one fixed order, to `sink`. One copy of the walk for every
     /// sink (`dyn`), so that each key's texts have one address: the encoder compares them
     /// at every tick.
@@ -640,16 +660,18 @@ const OP_TRUE: u8 = 9;
 /// the index of the block's new schema. Only first in a tick.
 const OP_SCHEMA: u8 = 10;
 
-/// A slot's value.
+/// A slot's value: 16 bytes, as the encoder reads one for every value of every tick, from
+/// memory gone cold since the last tick (its thousandths are worked out again where a change
+/// needs them; a text, rarely changed, is behind a pointer).
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::box_collection)] // A thin pointer: a `String` in place would make each slot 32 bytes.
 enum Val {
     Absent,
-    /// A number, and it in thousandths when it is exactly that.
-    Num(f64, Option<i64>),
+    Num(f64),
     Int(i64),
     Flag(bool),
-    Text(String),
-    Json(String),
+    Text(Box<String>),
+    Json(Box<String>),
 }
 
 /// `value` in thousandths, when exactly that (what a BMS sends: 3.301 V, 10.37 A).
@@ -740,6 +762,8 @@ impl Bytes<'_> {
 #[derive(Debug)]
 struct Schema {
     keys: Vec<Key>,
+    /// The shape of the ticks with these keys ([`TickRecord::shape`]).
+    shape: Vec<usize>,
 }
 
 /// Collects a tick's keys.
@@ -768,11 +792,17 @@ impl Schema {
     fn of(tick: &TickRecord) -> Self {
         let mut keys = KeyList::default();
         tick.walk(&mut keys);
-        Self { keys: keys.0 }
+        let mut shape = Vec::new();
+        tick.shape(&mut shape);
+        Self {
+            keys: keys.0,
+            shape,
+        }
     }
 
     fn bytes(&self) -> usize {
         self.keys.capacity() * std::mem::size_of::<Key>()
+            + self.shape.capacity() * std::mem::size_of::<usize>()
     }
 
     /// The values of `before` (under `old`'s keys) moved to this schema's slots.
@@ -800,6 +830,8 @@ struct Encoder<'a> {
     out: &'a mut Vec<u8>,
     at: usize,
     skip: u64,
+    /// The tick has the schema's shape, hence its keys: they need no comparing.
+    same_shape: bool,
     /// The tick's keys are not the schema's.
     other_keys: bool,
 }
@@ -811,14 +843,29 @@ impl Encoder<'_> {
         if self.other_keys {
             return None;
         }
-        // `Key::eq` inlined here (an `Option` comparison would call it).
-        if !self.keys.get(self.at).is_some_and(|k| k.eq(&key)) {
-            self.other_keys = true;
-            return None;
+        // Keys are compared only for a tick of another shape than the schema's: the slots'
+        // keys are data the tick would otherwise fetch cold, 48 bytes a value. Debug builds
+        // compare them always, and check that the shape said right.
+        if !self.same_shape || cfg!(debug_assertions) {
+            // `Key::eq` inlined here (an `Option` comparison would call it).
+            let same_key = self.keys.get(self.at).is_some_and(|k| k.eq(&key));
+            debug_assert!(
+                same_key || !self.same_shape,
+                "a tick of the schema's shape with another key at {}: {key:?}",
+                self.at
+            );
+            if !same_key {
+                self.other_keys = true;
+                return None;
+            }
         }
         let at = self.at;
+        let Some(before) = self.before.get(at) else {
+            self.other_keys = true;
+            return None;
+        };
         self.at += 1;
-        if same(&self.before[at]) {
+        if same(before) {
             self.skip += 1;
             return None;
         }
@@ -833,8 +880,8 @@ impl Encoder<'_> {
     /// A text or JSON value (`kind`: [`OP_TEXT`] or [`OP_JSON`]): written when it changed.
     fn textual(&mut self, key: Key, value: Option<&str>, kind: u8) {
         let same = |before: &Val| match (before, value) {
-            (Val::Text(b), Some(v)) if kind == OP_TEXT => b == v,
-            (Val::Json(b), Some(v)) if kind == OP_JSON => b == v,
+            (Val::Text(b), Some(v)) if kind == OP_TEXT => b.as_str() == v,
+            (Val::Json(b), Some(v)) if kind == OP_JSON => b.as_str() == v,
             (Val::Absent, None) => true,
             _ => false,
         };
@@ -863,10 +910,11 @@ impl Encoder<'_> {
                 self.before[at] = Val::Text(std::mem::take(s));
             }
             slot => {
+                let text = Box::new(text.to_string());
                 *slot = if kind == OP_TEXT {
-                    Val::Text(text.to_string())
+                    Val::Text(text)
                 } else {
-                    Val::Json(text.to_string())
+                    Val::Json(text)
                 }
             }
         }
@@ -886,7 +934,7 @@ impl Sink for Encoder<'_> {
     fn num(&mut self, key: Key, value: Option<f64>) {
         let value = value.filter(|v| v.is_finite());
         let same = |before: &Val| match (before, value) {
-            (Val::Num(b, _), Some(v)) => b.to_bits() == v.to_bits(),
+            (Val::Num(b), Some(v)) => b.to_bits() == v.to_bits(),
             (Val::Absent, None) => true,
             _ => false,
         };
@@ -897,7 +945,7 @@ impl Sink for Encoder<'_> {
             return self.gone(at);
         };
         let before = match self.before[at] {
-            Val::Num(_, before) => before,
+            Val::Num(b) => milli(b),
             _ => None,
         };
         let now = milli(v);
@@ -915,7 +963,7 @@ impl Sink for Encoder<'_> {
                 self.out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        self.before[at] = Val::Num(v, now);
+        self.before[at] = Val::Num(v);
     }
 
     fn int(&mut self, key: Key, value: Option<i64>) {
@@ -1072,27 +1120,27 @@ impl<'a> BlockReader<'a> {
                 OP_GONE => Val::Absent,
                 OP_MILLI_DELTA => {
                     let before = match val {
-                        Val::Num(_, before) => *before,
+                        Val::Num(b) => milli(*b),
                         _ => None,
                     };
                     let before = before.ok_or_else(|| bad("a change of no number".into()))?;
                     let m = before.wrapping_add(unzigzag(bytes.varint().map_err(bad)?));
-                    Val::Num(m as f64 / 1000.0, Some(m))
+                    Val::Num(m as f64 / 1000.0)
                 }
                 OP_MILLI => {
                     let m = unzigzag(bytes.varint().map_err(bad)?);
-                    Val::Num(m as f64 / 1000.0, Some(m))
+                    Val::Num(m as f64 / 1000.0)
                 }
                 OP_F64 => {
                     let raw = bytes.take(8).map_err(bad)?;
                     let mut le = [0u8; 8];
                     le.copy_from_slice(raw);
                     let v = f64::from_le_bytes(le);
-                    Val::Num(v, milli(v))
+                    Val::Num(v)
                 }
                 OP_INT => Val::Int(unzigzag(bytes.varint().map_err(bad)?)),
-                OP_TEXT => Val::Text(bytes.text().map_err(bad)?),
-                OP_JSON => Val::Json(bytes.text().map_err(bad)?),
+                OP_TEXT => Val::Text(Box::new(bytes.text().map_err(bad)?)),
+                OP_JSON => Val::Json(Box::new(bytes.text().map_err(bad)?)),
                 OP_FALSE => Val::Flag(false),
                 OP_TRUE => Val::Flag(true),
                 other => return Err(bad(format!("operation {other}").into())),
@@ -1126,7 +1174,7 @@ fn line(
         out.push(':');
         match &vals[k] {
             Val::Absent => out.push_str("null"),
-            Val::Num(v, _) => {
+            Val::Num(v) => {
                 // Written as serde_json writes an f64, so that it reads back to the same bits.
                 out.push_str(&Json::from(*v).to_string());
             }
@@ -1178,13 +1226,18 @@ pub struct Recorder {
     /// The last tick's values, by the schema's slots.
     before: Vec<Val>,
     next_tick: u64,
+    /// The shape of the tick being pushed (kept for its allocation).
+    shape: Vec<usize>,
 }
 
 impl Recorder {
     /// A recorder keeping `keep_s` seconds within about `max_bytes`; `config_text` goes into
     /// the header of each file.
     pub fn new(keep_s: f64, max_bytes: usize, config_text: String) -> Self {
-        let schema = Arc::new(Schema { keys: Vec::new() });
+        let schema = Arc::new(Schema {
+            keys: Vec::new(),
+            shape: Vec::new(),
+        });
         Self {
             keep_s,
             max_bytes,
@@ -1196,6 +1249,7 @@ impl Recorder {
             schema,
             before: Vec::new(),
             next_tick: 0,
+            shape: Vec::new(),
         }
     }
 
@@ -1242,12 +1296,14 @@ impl Recorder {
     /// The tick's changes into the open run; false (and the run to be cut back) when its keys
     /// are not the schema's.
     fn encode(&mut self, tick: &TickRecord) -> bool {
+        tick.shape(&mut self.shape);
         let mut encoder = Encoder {
             keys: &self.schema.keys,
             before: &mut self.before,
             out: &mut self.open.bytes,
             at: 0,
             skip: 0,
+            same_shape: self.shape == self.schema.shape,
             other_keys: false,
         };
         tick.walk(&mut encoder);
@@ -1827,6 +1883,58 @@ mod tests {
             back.batteries[0].reading.voltage_v.map(f64::to_bits),
             Some((-0.0f64).to_bits())
         );
+    }
+
+    #[test]
+    fn a_slot_is_read_in_16_bytes() {
+        // What the encoder reads cold for each value of a tick of the schema's shape.
+        assert_eq!(std::mem::size_of::<Val>(), 16);
+    }
+
+    #[test]
+    fn ticks_have_one_shape_exactly_when_they_have_one_list_of_keys() {
+        // Each variant changes one thing a tick's keys may depend on; its values too.
+        let out = outcome_with(42.5, &["P1"], Vec::new());
+        let mut seed = 5;
+        let mut variants: Vec<(Vec<usize>, Vec<Key>)> = Vec::new();
+        for variant in 0..10 {
+            let packs = if variant == 1 { 3 } else { 2 };
+            let cells = if variant == 2 { 8 } else { 16 };
+            let mut bats = noisy_bank(packs, cells, &mut seed);
+            if variant == 3 {
+                bats[1].reading.bad_values.push(BadValue {
+                    path: "/Soc".into(),
+                    problem: "NaN".into(),
+                });
+            }
+            let mut ins = inputs(1.0);
+            match variant {
+                4 => ins.vebus.clear(),
+                5 => ins.solar_chargers.push(SolarChargerView {
+                    service: "com.victronenergy.solarcharger.ttyS6".into(),
+                    current_a: Some(4.0).into(),
+                }),
+                6 => ins.dc_sources.clear(),
+                // Values alone: the shape and keys of variant 0.
+                9 => ins.low_soc = None,
+                _ => {}
+            }
+            let tick = TickRecord {
+                out: (variant != 7).then_some(&out),
+                shadow: (variant == 8).then_some(Err(ShadowMissing::Busy)),
+                ..TickRecord::inputs(variant as f64, &bats, &ins)
+            };
+            let mut shape = Vec::new();
+            tick.shape(&mut shape);
+            variants.push((shape, Schema::of(&tick).keys));
+        }
+        for (a, (shape_a, keys_a)) in variants.iter().enumerate() {
+            for (b, (shape_b, keys_b)) in variants.iter().enumerate() {
+                let (same_shape, same_keys) = (shape_a == shape_b, keys_a == keys_b);
+                assert_eq!(same_shape, same_keys, "variants {a} and {b}");
+                assert_eq!(same_shape, a == b || [a, b] == [0, 9] || [a, b] == [9, 0]);
+            }
+        }
     }
 
     #[test]
