@@ -10,6 +10,7 @@
 pub mod client;
 pub mod export;
 pub mod monitor;
+pub mod path_key;
 pub mod private;
 pub mod raw;
 mod socket;

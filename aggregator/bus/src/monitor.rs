@@ -12,6 +12,7 @@
 //! and go while running; our own service is never read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,12 +21,13 @@ use futures_lite::StreamExt;
 use tokio::sync::Notify;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
-use aggregator_core::path_hash::PathMap;
+use aggregator_core::path_hash::{PathHasher, PathMap};
 use aggregator_core::reading::is_battery_path;
 use plugin_api::DcClass;
 
 use crate::client::{self, CALL_TIMEOUT};
 use crate::export::BUS_ITEM;
+use crate::path_key::PathKey;
 use crate::raw::{CallSender, RawConnection};
 use crate::variant::Field;
 use crate::wire::{self, Kind};
@@ -98,8 +100,8 @@ impl Class {
 /// The feed-in setting (docs/feedin.md §1).
 pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
 
-/// A service's values by path.
-pub type Values = PathMap<Field>;
+/// A service's values by path (the path held in the key when short: see [`PathKey`]).
+pub type Values = HashMap<PathKey, Field, BuildHasherDefault<PathHasher>>;
 
 /// One service's cached values.
 #[derive(Clone, Debug)]
@@ -137,7 +139,7 @@ impl Service {
                 self.changed_at = now;
             }
             None => {
-                self.values.insert(path.to_string(), value);
+                self.values.insert(PathKey::new(path), value);
                 self.changed_at = now;
             }
         }
@@ -245,7 +247,7 @@ impl Cache {
         let read = msg.body.items(
             |p| class.reads(p),
             |p, value| {
-                values.insert(p.to_string(), value);
+                values.insert(PathKey::new(p), value);
             },
         );
         pending.answer = Some(match read {
@@ -264,7 +266,10 @@ impl Cache {
             return false;
         };
         let class = service.class;
-        let values = values.into_iter().filter(|(p, _)| class.reads(p)).collect();
+        let values = (values.into_iter())
+            .filter(|(p, _)| class.reads(p))
+            .map(|(p, v)| (PathKey::from(p), v))
+            .collect();
         service.fill(values, Instant::now());
         true
     }

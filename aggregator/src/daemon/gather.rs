@@ -234,7 +234,7 @@ mod tests {
             owner: ":1.1".into(),
             values: values
                 .iter()
-                .map(|(p, v)| (p.to_string(), v.clone()))
+                .map(|(p, v)| ((*p).into(), v.clone()))
                 .collect(),
             changed_at: Instant::now(),
             scanned: true,
