@@ -1273,7 +1273,9 @@ impl Recorder {
         if !self.encode(tick) {
             // Another shape of bank: the schema anew, the values carried over by key.
             self.open.bytes.truncate(start);
-            let schema = Arc::new(Schema::of(tick));
+            let schema = self
+                .known_schema()
+                .unwrap_or_else(|| Arc::new(Schema::of(tick)));
             if self.open.ticks > 0 && !self.values_before() {
                 // Never expected (the encoder wrote the run): the run closes without this
                 // tick, which starts the next.
@@ -1296,6 +1298,21 @@ impl Recorder {
         self.open.last_s = tick.now_s;
         self.next_tick += 1;
         self.forget(tick.now_s);
+    }
+
+    /// The schema of a tick of the shape just encoded (`self.shape`), when the open run or the
+    /// last closed one has it: a bank whose shape flaps (a value found implausible every other
+    /// tick, a pack leaving and coming back) keeps one schema per shape, not one per change,
+    /// each of them 48 bytes a value and held as long as its runs.
+    fn known_schema(&self) -> Option<Arc<Schema>> {
+        let last = self
+            .blocks
+            .back()
+            .map(|b| &b.schemas[..])
+            .unwrap_or_default();
+        (self.open.schemas.iter().chain(last))
+            .find(|s| s.shape == self.shape)
+            .cloned()
     }
 
     /// The tick's changes into the open run; false (and the run to be cut back) when its keys
@@ -1922,6 +1939,43 @@ mod tests {
         assert_eq!(milli(3.301), Some(3301));
         assert_eq!(milli(-10.37), Some(-10370));
         assert_eq!(milli(0.1 + 0.2), None);
+    }
+
+    #[test]
+    fn a_bank_whose_shape_flaps_keeps_one_schema_per_shape() {
+        let mut r = Recorder::new(3600.0, 64 << 20, String::new());
+        let mut seed = 9;
+        let mut expected = Vec::new();
+        for t in 0..300u64 {
+            let mut bats = noisy_bank(2, 16, &mut seed);
+            // A value found implausible every other tick, and a pack gone every 7th.
+            if t % 2 == 0 {
+                bats[1].reading.bad_values.push(BadValue {
+                    path: "/Soc".into(),
+                    problem: "NaN".into(),
+                });
+            }
+            if t % 7 == 0 {
+                bats.pop();
+            }
+            let ins = inputs(1.0);
+            let tick = TickRecord::inputs(t as f64, &bats, &ins);
+            r.push(&tick);
+            expected.push(flatten(&tick));
+        }
+        let mut schemas: Vec<&Arc<Schema>> = (r.blocks.iter().map(|b| &**b))
+            .chain([&r.open])
+            .flat_map(|b| &b.schemas)
+            .collect();
+        schemas.sort_by_key(|s| Arc::as_ptr(s));
+        schemas.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        // Three shapes (with and without the bad value, one pack) in 300 ticks.
+        assert!(schemas.len() <= 3, "{} schemas", schemas.len());
+        let rec = read_from(&r.file_bytes("test")[..]).expect("readable");
+        assert_eq!(rec.ticks.len(), 300);
+        for (t, (_, flat)) in rec.ticks.iter().enumerate() {
+            assert_eq!(flat, &expected[t], "tick {t}");
+        }
     }
 
     #[test]
