@@ -1233,6 +1233,8 @@ pub struct Recorder {
     next_tick: u64,
     /// The shape of the tick being pushed (kept for its allocation).
     shape: Vec<usize>,
+    /// The bytes of the schemas the runs hold, each counted once ([`Recorder::schema_bytes`]).
+    schema_bytes: usize,
 }
 
 impl Recorder {
@@ -1255,6 +1257,7 @@ impl Recorder {
             before: Vec::new(),
             next_tick: 0,
             shape: Vec::new(),
+            schema_bytes: 0,
         }
     }
 
@@ -1291,6 +1294,7 @@ impl Recorder {
                 self.open.schemas.push(schema.clone());
             }
             self.schema = schema;
+            self.schema_bytes = self.schema_bytes();
             // The tick's keys are the schema's now.
             let _ = self.encode(tick);
         }
@@ -1362,21 +1366,34 @@ impl Recorder {
     fn forget(&mut self, now_s: f64) {
         // The texts of the last tick's values are left out here (counted by `bytes`): a few
         // bytes, and walking all values at each tick is what this avoids.
-        let fixed = self.open.bytes.capacity()
-            + self.before.capacity() * std::mem::size_of::<Val>()
-            + self.schema.bytes();
+        let fixed =
+            self.open.bytes.capacity() + self.before.capacity() * std::mem::size_of::<Val>();
         while let Some(first) = self.blocks.front() {
             let old = now_s - first.last_s > self.keep_s;
-            let over = self.block_bytes + fixed > self.max_bytes;
+            let over = self.block_bytes + fixed + self.schema_bytes > self.max_bytes;
             if !(old || over) {
                 break;
             }
             self.block_bytes -= first.memory();
             self.blocks.pop_front();
+            self.schema_bytes = self.schema_bytes();
         }
     }
 
-    /// Bytes held now: the runs, the open one, the last tick's values and its schema.
+    /// The bytes of the schemas held by the runs, each counted once however many runs share
+    /// it (a bank of one shape has one schema for all of them; 48 bytes a value).
+    fn schema_bytes(&self) -> usize {
+        let mut held: Vec<&Arc<Schema>> = (self.blocks.iter().map(|b| &**b))
+            .chain([&self.open])
+            .flat_map(|b| &b.schemas)
+            .chain([&self.schema])
+            .collect();
+        held.sort_by_key(|s| Arc::as_ptr(s));
+        held.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        held.iter().map(|s| s.bytes()).sum()
+    }
+
+    /// Bytes held now: the runs, the open one, the last tick's values and the schemas.
     pub fn bytes(&self) -> usize {
         let before: usize = (self.before.iter())
             .map(|v| match v {
@@ -1388,7 +1405,7 @@ impl Recorder {
             + self.open.bytes.capacity()
             + self.before.capacity() * std::mem::size_of::<Val>()
             + before
-            + self.schema.bytes()
+            + self.schema_bytes
     }
 
     /// Ticks recorded since start.
@@ -1971,6 +1988,10 @@ mod tests {
         schemas.dedup_by(|a, b| Arc::ptr_eq(a, b));
         // Three shapes (with and without the bad value, one pack) in 300 ticks.
         assert!(schemas.len() <= 3, "{} schemas", schemas.len());
+        // Each counted once in the memory held.
+        let schema_bytes: usize = schemas.iter().map(|s| s.bytes()).sum();
+        assert_eq!(r.schema_bytes, schema_bytes);
+        assert!(r.bytes() > r.block_bytes + schema_bytes);
         let rec = read_from(&r.file_bytes("test")[..]).expect("readable");
         assert_eq!(rec.ticks.len(), 300);
         for (t, (_, flat)) in rec.ticks.iter().enumerate() {
