@@ -5,7 +5,7 @@
 //! goes through the formatting machinery and its float algorithms, some kilobytes of code that
 //! a tick, waking from a second's sleep, fetches cold every time. The functions here write the
 //! same texts with a few hundred bytes of code: exact integer arithmetic for fixed decimals,
-//! `ryu` for the shortest digits. Numbers they do not cover (fixed decimals beyond
+//! `ryu` for the shortest digits, [`push_digits`] for integers (also the listing's). Numbers they do not cover (fixed decimals beyond
 //! [`MAX_DECIMALS`] or of magnitudes from 2^63) still go through `core::fmt`, with the same
 //! result.
 
@@ -24,19 +24,11 @@ pub fn push_fixed(out: &mut String, v: f64, decimals: usize) {
             if v.is_sign_negative() {
                 out.push('-');
             }
-            let mut digits = [0u8; 20];
-            let text = write_u64(&mut digits, q);
-            if decimals == 0 {
-                out.push_str(text);
-            } else if text.len() > decimals {
-                let (int, frac) = text.split_at(text.len() - decimals);
-                out.push_str(int);
+            let unit = POWERS[decimals];
+            push_digits(out, q / unit, 1);
+            if decimals > 0 {
                 out.push('.');
-                out.push_str(frac);
-            } else {
-                out.push_str("0.");
-                out.extend(std::iter::repeat_n('0', decimals - text.len()));
-                out.push_str(text);
+                push_digits(out, q % unit, decimals);
             }
         }
         None => {
@@ -48,7 +40,7 @@ pub fn push_fixed(out: &mut String, v: f64, decimals: usize) {
 /// `x` rounded to `decimals` decimals as Python's `round(x, decimals)` does: the nearest
 /// `f64` to the exact binary value rounded half to even (`round(0.0125, 3)` is `0.013`,
 /// `0.0125` being 0.01250000000000000069… in binary). `x` itself where that is not exact here
-/// (non-finite, more than [`MAX_DECIMALS`] decimals, a magnitude from 2^63).
+/// (non-finite, more than [`MAX_DECIMALS`] decimals, |x|·10^decimals from 2^53).
 pub fn round_to(x: f64, decimals: usize) -> f64 {
     match scaled(x, decimals) {
         // `q` < 2^63 and 10^decimals are exact doubles only up to 2^53; `q / 10^d` in f64 is
@@ -118,19 +110,17 @@ fn scaled(v: f64, decimals: usize) -> Option<u64> {
     u64::try_from(q).ok().filter(|q| *q < 1 << 63)
 }
 
-/// The decimal digits of `n`, written at the end of `buffer`.
-fn write_u64(buffer: &mut [u8; 20], mut n: u64) -> &str {
-    let mut at = buffer.len();
-    loop {
+/// Appends `n` in decimal, zero-padded to `width` digits (`push_digits(out, 5, 2)` writes
+/// `05`; nothing for 0 at width 0).
+pub fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while n > 0 || digits.len() - at < width {
         at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
+        digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// The shortest decimal digits that read back as a finite `f64`: `digits` (no leading or

@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use plugin_api::BatteryState;
 
+use crate::decimal::push_digits;
 use crate::guard::BmsOnly;
 use crate::presence::Battery;
 
@@ -248,19 +249,6 @@ fn decimal(out: &mut String, scaled: i64, digits: u32) {
         out.push('.');
         push_digits(out, fraction, width);
     }
-}
-
-/// `n` in decimal, zero-padded to `width` digits (the formatting machinery costs more than
-/// the rest of a listing's figure).
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    while n > 0 || digits.len() - at < width {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped.

@@ -6,7 +6,7 @@
 //! `1e+16`), `0x%X` for `/ProductId` and `---` for an invalid value. Kept free of any D-Bus crate:
 //! the bus module turns a [`Value`] into a variant.
 
-use crate::decimal::{push_fixed, Shortest};
+use crate::decimal::{push_digits, push_fixed, Shortest};
 
 /// A published value.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,21 +127,9 @@ pub fn python_str(v: f64) -> String {
         }
         out.push_str(if exponent < 0 { "e-" } else { "e+" });
         // Two digits at least: `1e-05`, `1e+300`.
-        let power = exponent.unsigned_abs();
-        if power < 10 {
-            out.push('0');
-        }
-        push_decimal(&mut out, power);
+        push_digits(&mut out, u64::from(exponent.unsigned_abs()), 2);
     }
     out
-}
-
-/// Appends the decimal digits of `n`.
-fn push_decimal(out: &mut String, n: u32) {
-    if n >= 10 {
-        push_decimal(out, n / 10);
-    }
-    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 #[cfg(test)]
