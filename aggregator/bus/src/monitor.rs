@@ -268,7 +268,7 @@ impl Cache {
         let class = service.class;
         let values = (values.into_iter())
             .filter(|(p, _)| class.reads(p))
-            .map(|(p, v)| (PathKey::from(p), v))
+            .map(|(p, v)| (PathKey::new(&p), v))
             .collect();
         service.fill(values, Instant::now());
         true

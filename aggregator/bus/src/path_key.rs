@@ -16,7 +16,8 @@ use std::hash::{Hash, Hasher};
 /// would.
 pub const INLINE: usize = 30;
 
-/// A path as a map key: looked up by `&str` (`values.get("/Dc/0/Voltage")`), read as `&str`.
+/// A path as a map key: looked up by `&str` (`values.get("/Dc/0/Voltage")`), read with
+/// [`PathKey::as_str`].
 #[derive(Clone)]
 pub struct PathKey(Repr);
 
@@ -56,14 +57,6 @@ impl PathKey {
     }
 }
 
-impl std::ops::Deref for PathKey {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl Borrow<str> for PathKey {
     fn borrow(&self) -> &str {
         self.as_str()
@@ -85,39 +78,9 @@ impl PartialEq for PathKey {
 
 impl Eq for PathKey {}
 
-impl PartialOrd for PathKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PathKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
 impl std::fmt::Debug for PathKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.as_str().fmt(f)
-    }
-}
-
-impl std::fmt::Display for PathKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<&str> for PathKey {
-    fn from(path: &str) -> Self {
-        PathKey::new(path)
-    }
-}
-
-impl From<String> for PathKey {
-    fn from(path: String) -> Self {
-        PathKey::new(&path)
     }
 }
 
@@ -141,8 +104,6 @@ mod tests {
         ] {
             let key = PathKey::new(path);
             assert_eq!(key.as_str(), path);
-            assert_eq!(&*key, path);
-            assert_eq!(format!("{key}"), path);
             assert_eq!(format!("{key:?}"), format!("{path:?}"));
             let inline = matches!(key.0, Repr::Inline { .. });
             assert_eq!(inline, path.len() <= INLINE, "{path}");
@@ -169,13 +130,10 @@ mod tests {
         }
         assert_eq!(keyed.get("/Voltages/Cell200"), None);
         assert_eq!(keyed.get("/Voltages/Cell1 "), None);
-        let mut sorted: Vec<&PathKey> = keyed.keys().collect();
-        sorted.sort();
-        let mut by_text: Vec<&String> = strings.keys().collect();
-        by_text.sort();
-        assert!(sorted
-            .iter()
-            .zip(&by_text)
-            .all(|(a, b)| a.as_str() == b.as_str()));
+        let mut keys: Vec<&str> = keyed.keys().map(PathKey::as_str).collect();
+        keys.sort_unstable();
+        let mut by_text: Vec<&str> = strings.keys().map(String::as_str).collect();
+        by_text.sort_unstable();
+        assert_eq!(keys, by_text);
     }
 }

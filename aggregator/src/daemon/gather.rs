@@ -227,6 +227,7 @@ pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use std::time::Instant;
+    use crate::bus::path_key::PathKey;
 
     fn service(values: &[(&str, Field)]) -> Service {
         Service {
@@ -234,7 +235,7 @@ mod tests {
             owner: ":1.1".into(),
             values: values
                 .iter()
-                .map(|(p, v)| ((*p).into(), v.clone()))
+                .map(|(p, v)| (PathKey::new(p), v.clone()))
                 .collect(),
             changed_at: Instant::now(),
             scanned: true,
