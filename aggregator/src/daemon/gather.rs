@@ -226,8 +226,8 @@ pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
     use crate::bus::path_key::PathKey;
+    use std::time::Instant;
 
     fn service(values: &[(&str, Field)]) -> Service {
         Service {
