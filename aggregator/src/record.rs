@@ -763,12 +763,15 @@ impl Bytes<'_> {
     }
 }
 
-/// The keys of a tick, in the walk's order (rendered as text only when saved).
+/// What a run needs to know of its ticks' keys: their shape, from which the keys follow
+/// ([`Schema::keys`]), and how many there are. A schema is a few words, whatever the bank's
+/// size: the keys are made again only when the shape changes and when a run is read back.
 #[derive(Debug)]
 struct Schema {
-    keys: Vec<Key>,
-    /// The shape of the ticks with these keys ([`TickRecord::shape`]).
+    /// The shape of the ticks ([`TickRecord::shape`]).
     shape: Vec<usize>,
+    /// Their number of keys: the slots of a tick.
+    len: usize,
 }
 
 /// Collects a tick's keys.
@@ -793,76 +796,223 @@ impl Sink for KeyList {
     }
 }
 
+/// Counts a tick's keys.
+#[derive(Default)]
+struct KeyCount(usize);
+
+impl Sink for KeyCount {
+    fn num(&mut self, _: Key, _: Option<f64>) {
+        self.0 += 1;
+    }
+    fn int(&mut self, _: Key, _: Option<i64>) {
+        self.0 += 1;
+    }
+    fn flag(&mut self, _: Key, _: Option<bool>) {
+        self.0 += 1;
+    }
+    fn text(&mut self, _: Key, _: Option<&str>) {
+        self.0 += 1;
+    }
+    fn json(&mut self, _: Key, _: Option<&str>) {
+        self.0 += 1;
+    }
+}
+
+/// A tick of a given shape with every value absent or empty: walked for the keys that every
+/// tick of that shape has.
+struct ShapedTick {
+    batteries: Vec<Battery>,
+    inputs: TickInputs,
+    outcome: Outcome,
+    /// Whether the tick has the live outcome, a shadow's.
+    out: bool,
+    shadow: bool,
+}
+
+impl ShapedTick {
+    /// The tick of `shape`, as [`TickRecord::shape`] writes it; `None` for a shape it cannot
+    /// have written.
+    fn of(shape: &[usize]) -> Option<Self> {
+        let [vebus, solar, shunts, dc, batteries, outcomes, per_battery @ ..] = shape else {
+            return None;
+        };
+        if per_battery.len() != 2 * batteries {
+            return None;
+        }
+        let inputs = TickInputs {
+            cells: 0,
+            expected: 0,
+            left_out: Vec::new(),
+            vebus: vec![
+                VebusView {
+                    service: "".into(),
+                    connected: None.into(),
+                    current_a: None.into(),
+                };
+                *vebus
+            ],
+            solar_chargers: vec![
+                SolarChargerView {
+                    service: "".into(),
+                    current_a: None.into(),
+                };
+                *solar
+            ],
+            smartshunts: vec![
+                ShuntView {
+                    service: "".into(),
+                    class: ShuntClass_NE::new(ShuntClass::Battery),
+                    device_instance: None.into(),
+                    custom_name: "".into(),
+                    current_a: None.into(),
+                };
+                *shunts
+            ],
+            dc_sources: vec![
+                DcSourceView {
+                    service: "".into(),
+                    class: DcClass_NE::new(DcClass::Dcdc),
+                    device_instance: None.into(),
+                    custom_name: "".into(),
+                    current_a: None.into(),
+                };
+                *dc
+            ],
+            monitor_soc: None,
+            low_soc: None,
+            feed_in_setting: None,
+            date: LocalDate::new(2000, 1, 1)?,
+            dt_s: 0.0,
+        };
+        let batteries = (per_battery.chunks_exact(2))
+            .map(|counts| Battery {
+                name: String::new(),
+                service: String::new(),
+                state: BatteryState::Online,
+                reading: BatteryReading {
+                    cell_voltages_v: vec![None; counts[0]],
+                    bad_values: vec![
+                        BadValue {
+                            path: String::new(),
+                            problem: String::new(),
+                        };
+                        counts[1]
+                    ],
+                    ..BatteryReading::default()
+                },
+            })
+            .collect();
+        let outcome = Outcome {
+            merged: Default::default(),
+            online: 0,
+            lost: Vec::new(),
+            left_out: Vec::new(),
+            missing: 0,
+            current_a: None,
+            power_w: None,
+            soc_pct: None,
+            capacity_ah: None,
+            consumed_ah: None,
+            time_to_go_s: None,
+            limits: aggregator_core::envelope::Limits {
+                cvl_v: 0.0,
+                ccl_a: 0.0,
+                dcl_a: 0.0,
+            },
+            mode: String::new(),
+            feed_in_write: None,
+            save_state: false,
+            events: Vec::new(),
+        };
+        Some(Self {
+            batteries,
+            inputs,
+            outcome,
+            out: outcomes & 1 != 0,
+            shadow: outcomes & 2 != 0,
+        })
+    }
+
+    fn record(&self) -> TickRecord<'_> {
+        TickRecord {
+            out: self.out.then_some(&self.outcome),
+            shadow: self.shadow.then_some(Ok(&self.outcome)),
+            ..TickRecord::inputs(0.0, &self.batteries, &self.inputs)
+        }
+    }
+}
+
 impl Schema {
     fn of(tick: &TickRecord) -> Self {
-        let mut keys = KeyList::default();
-        tick.walk(&mut keys);
+        let mut count = KeyCount::default();
+        tick.walk(&mut count);
         let mut shape = Vec::new();
         tick.shape(&mut shape);
         Self {
-            keys: keys.0,
             shape,
+            len: count.0,
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.keys.capacity() * std::mem::size_of::<Key>()
-            + self.shape.capacity() * std::mem::size_of::<usize>()
+    /// Its ticks' keys, in the walk's order: those of a tick of its shape.
+    fn keys(&self) -> Vec<Key> {
+        let mut keys = KeyList::default();
+        if let Some(tick) = ShapedTick::of(&self.shape) {
+            tick.record().walk(&mut keys);
+        }
+        keys.0
     }
 
-    /// The values of `before` (under `old`'s keys) moved to this schema's slots.
-    fn carry(&self, old: &Schema, before: &mut Vec<Val>) {
-        // Only when the bank's shape changes: by the keys' text.
-        let index: std::collections::HashMap<String, usize> = (old.keys.iter())
-            .enumerate()
-            .map(|(k, key)| (key.render(), k))
-            .collect();
-        let mut taken = std::mem::take(before);
-        *before = (self.keys.iter())
-            .map(|key| match index.get(&key.render()) {
-                Some(&k) => std::mem::replace(&mut taken[k], Val::Absent),
-                None => Val::Absent,
-            })
-            .collect();
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.shape.capacity() * std::mem::size_of::<usize>()
     }
+}
+
+/// The values of `before` (under the keys `old`) moved to the slots of the keys `new`: only
+/// when the bank's shape changes, by the keys' text.
+fn carry(old: &[Key], new: &[Key], before: &mut Vec<Val>) {
+    let index: std::collections::HashMap<String, usize> = (old.iter())
+        .enumerate()
+        .map(|(k, key)| (key.render(), k))
+        .collect();
+    let mut taken = std::mem::take(before);
+    *before = (new.iter())
+        .map(|key| match index.get(&key.render()) {
+            Some(&k) => std::mem::replace(&mut taken[k], Val::Absent),
+            None => Val::Absent,
+        })
+        .collect();
 }
 
 /// Writes the tick's changed values into a block: the tick's hot path (no allocation unless
 /// a text changes, no formatting).
 struct Encoder<'a> {
+    /// The schema's keys, to check in debug builds (all tests) that a tick of the schema's
+    /// shape has them; release builds take the shape's word for it.
+    #[cfg(debug_assertions)]
     keys: &'a [Key],
     before: &'a mut [Val],
     out: &'a mut Vec<u8>,
     at: usize,
     skip: u64,
-    /// The tick has the schema's shape, hence its keys: they need no comparing.
-    same_shape: bool,
-    /// The tick's keys are not the schema's.
+    /// The tick handed over more values than the schema has slots.
     other_keys: bool,
 }
 
 impl Encoder<'_> {
-    /// The slot of `key`, when it is the schema's next one and `same` says it changed.
+    /// The slot of the tick's next value, when `same` says it changed.
     #[inline]
     fn slot(&mut self, key: Key, same: impl FnOnce(&Val) -> bool) -> Option<usize> {
+        #[cfg(debug_assertions)]
+        assert!(
+            self.keys.get(self.at).is_some_and(|k| k.eq(&key)),
+            "a tick of the schema's shape with another key at {}: {key:?}",
+            self.at
+        );
+        #[cfg(not(debug_assertions))]
+        let _ = key;
         if self.other_keys {
             return None;
-        }
-        // Keys are compared only for a tick of another shape than the schema's: the slots'
-        // keys are data the tick would otherwise fetch cold, 48 bytes a value. Debug builds
-        // compare them always, and check that the shape said right.
-        if !self.same_shape || cfg!(debug_assertions) {
-            // `Key::eq` inlined here (an `Option` comparison would call it).
-            let same_key = self.keys.get(self.at).is_some_and(|k| k.eq(&key));
-            debug_assert!(
-                same_key || !self.same_shape,
-                "a tick of the schema's shape with another key at {}: {key:?}",
-                self.at
-            );
-            if !same_key {
-                self.other_keys = true;
-                return None;
-            }
         }
         let at = self.at;
         let Some(before) = self.before.get(at) else {
@@ -927,7 +1077,7 @@ impl Encoder<'_> {
 
     /// Whether every slot of the schema was handed over, in order.
     fn finish(self) -> bool {
-        if self.other_keys || self.at != self.keys.len() {
+        if self.other_keys || self.at != self.before.len() {
             return false;
         }
         self.out.push(OP_END);
@@ -1048,13 +1198,13 @@ impl Block {
         for n in 0..self.ticks {
             let tick = self.first_tick + n;
             reader.tick(tick)?;
-            let (schema, vals) = (&reader.schema, &reader.vals);
+            let (keys, vals) = (&reader.keys, &reader.vals);
             if n == 0 {
                 let full = (0..vals.len()).filter(|&k| vals[k] != Val::Absent);
-                line(out, tick, "full", schema, vals, full, &[]);
+                line(out, tick, "full", keys, vals, full, &[]);
             } else {
                 let set = reader.set.iter().copied();
-                line(out, tick, "set", schema, vals, set, &reader.gone);
+                line(out, tick, "set", keys, vals, set, &reader.gone);
             }
         }
         Ok(())
@@ -1067,6 +1217,8 @@ struct BlockReader<'a> {
     block: &'a Block,
     bytes: Bytes<'a>,
     schema: Arc<Schema>,
+    /// The schema's keys.
+    keys: Vec<Key>,
     vals: Vec<Val>,
     set: Vec<usize>,
     gone: Vec<String>,
@@ -1081,7 +1233,8 @@ impl<'a> BlockReader<'a> {
                 bytes: &block.bytes,
                 at: 0,
             },
-            vals: vec![Val::Absent; schema.keys.len()],
+            vals: vec![Val::Absent; schema.len],
+            keys: schema.keys(),
             schema,
             set: Vec::new(),
             gone: Vec::new(),
@@ -1105,15 +1258,17 @@ impl<'a> BlockReader<'a> {
                 let index = self.bytes.varint().map_err(bad)? as usize;
                 let new =
                     (self.block.schemas.get(index)).ok_or_else(|| bad("no such schema".into()))?;
+                let keys = new.keys();
                 let kept: std::collections::HashSet<String> =
-                    new.keys.iter().map(|k| k.render()).collect();
-                for (key, val) in self.schema.keys.iter().zip(&self.vals) {
+                    keys.iter().map(|k| k.render()).collect();
+                for (key, val) in self.keys.iter().zip(&self.vals) {
                     if *val != Val::Absent && !kept.contains(&key.render()) {
                         self.gone.push(key.render());
                     }
                 }
-                new.carry(&self.schema, &mut self.vals);
+                carry(&self.keys, &keys, &mut self.vals);
                 self.schema = new.clone();
+                self.keys = keys;
                 continue;
             }
             slot += (op >> 4) as usize;
@@ -1151,7 +1306,11 @@ impl<'a> BlockReader<'a> {
                 other => return Err(bad(format!("operation {other}").into())),
             };
             if *val == Val::Absent {
-                self.gone.push(self.schema.keys[slot].render());
+                let key = self
+                    .keys
+                    .get(slot)
+                    .ok_or_else(|| bad("a key beyond the schema".into()))?;
+                self.gone.push(key.render());
             } else {
                 self.set.push(slot);
             }
@@ -1165,7 +1324,7 @@ fn line(
     out: &mut String,
     tick: u64,
     what: &str,
-    schema: &Schema,
+    keys: &[Key],
     vals: &[Val],
     slots: impl Iterator<Item = usize>,
     gone: &[String],
@@ -1175,7 +1334,7 @@ fn line(
         if n > 0 {
             out.push(',');
         }
-        json_text(out, &schema.keys[k].render());
+        json_text(out, &keys[k].render());
         out.push(':');
         match &vals[k] {
             Val::Absent => out.push_str("null"),
@@ -1242,8 +1401,8 @@ impl Recorder {
     /// the header of each file.
     pub fn new(keep_s: f64, max_bytes: usize, config_text: String) -> Self {
         let schema = Arc::new(Schema {
-            keys: Vec::new(),
             shape: Vec::new(),
+            len: 0,
         });
         Self {
             keep_s,
@@ -1281,14 +1440,16 @@ impl Recorder {
                 .unwrap_or_else(|| Arc::new(Schema::of(tick)));
             if self.open.ticks > 0 && !self.values_before() {
                 // Never expected (the encoder wrote the run): the run closes without this
-                // tick, which starts the next.
+                // tick, which starts the next. (A tick of another shape changed no value; one
+                // of the schema's shape with more or fewer values, which the shape rules out,
+                // may have changed some: read back.)
                 self.close();
             }
             if self.open.ticks == 0 {
-                self.before = vec![Val::Absent; schema.keys.len()];
+                self.before = vec![Val::Absent; schema.len];
                 self.open.schemas = vec![schema.clone()];
             } else {
-                schema.carry(&self.schema, &mut self.before);
+                carry(&self.schema.keys(), &schema.keys(), &mut self.before);
                 self.open.bytes.push(OP_SCHEMA);
                 put_varint(&mut self.open.bytes, self.open.schemas.len() as u64);
                 self.open.schemas.push(schema.clone());
@@ -1306,8 +1467,7 @@ impl Recorder {
 
     /// The schema of a tick of the shape just encoded (`self.shape`), when the open run or the
     /// last closed one has it: a bank whose shape flaps (a value found implausible every other
-    /// tick, a pack leaving and coming back) keeps one schema per shape, not one per change,
-    /// each of them 48 bytes a value and held as long as its runs.
+    /// tick, a pack leaving and coming back) keeps one schema per shape, not one per change.
     fn known_schema(&self) -> Option<Arc<Schema>> {
         let last = self
             .blocks
@@ -1323,21 +1483,26 @@ impl Recorder {
     /// are not the schema's.
     fn encode(&mut self, tick: &TickRecord) -> bool {
         tick.shape(&mut self.shape);
+        if self.shape != self.schema.shape {
+            // Other keys: nothing written, no value changed.
+            return false;
+        }
+        #[cfg(debug_assertions)]
+        let keys = self.schema.keys();
         let mut encoder = Encoder {
-            keys: &self.schema.keys,
+            #[cfg(debug_assertions)]
+            keys: &keys,
             before: &mut self.before,
             out: &mut self.open.bytes,
             at: 0,
             skip: 0,
-            same_shape: self.shape == self.schema.shape,
             other_keys: false,
         };
         tick.walk(&mut encoder);
         encoder.finish()
     }
 
-    /// The values and schema after the open run's last tick, read back from its bytes: the
-    /// walk of a tick whose keys turned out not to be the schema's has changed some already.
+    /// The values and schema after the open run's last tick, read back from its bytes.
     fn values_before(&mut self) -> bool {
         let mut reader = BlockReader::new(&self.open);
         for n in 0..self.open.ticks {
@@ -1381,7 +1546,7 @@ impl Recorder {
     }
 
     /// The bytes of the schemas held by the runs, each counted once however many runs share
-    /// it (a bank of one shape has one schema for all of them; 48 bytes a value).
+    /// it (a bank of one shape has one schema for all of them).
     fn schema_bytes(&self) -> usize {
         let mut held: Vec<&Arc<Schema>> = (self.blocks.iter().map(|b| &**b))
             .chain([&self.open])
@@ -1958,6 +2123,34 @@ mod tests {
         assert_eq!(milli(0.1 + 0.2), None);
     }
 
+    /// A 16 × 32 bank found one pack a tick has a schema for each of its 16 shapes, held for
+    /// as long as their runs (30 minutes): each is its shape alone, a few words, where a list
+    /// of its keys would take hundreds of kilobytes for the 16, most of the recorder's memory.
+    #[test]
+    fn a_bank_found_pack_by_pack_holds_its_schemas_in_a_few_words() {
+        let mut r = Recorder::new(3600.0, 64 << 20, String::new());
+        let mut seed = 11;
+        let mut expected = Vec::new();
+        for t in 0..20u64 {
+            let bats = noisy_bank((t as usize + 1).min(16), 32, &mut seed);
+            let ins = inputs(1.0);
+            let tick = TickRecord::inputs(t as f64, &bats, &ins);
+            r.push(&tick);
+            expected.push(flatten(&tick));
+        }
+        assert_eq!(r.open.schemas.len(), 16);
+        let keys: usize = r.open.schemas.iter().map(|s| s.len).sum();
+        assert!(keys > 16 * 16 * 32, "{keys} keys");
+        assert!(r.schema_bytes < 16 * 512, "{} bytes", r.schema_bytes);
+        // The values of the last tick and the 20 ticks' changes: no more.
+        let values = r.before.len() * std::mem::size_of::<Val>();
+        assert!(r.bytes() < values + 96 * 1024, "{} bytes", r.bytes());
+        let rec = read_from(&r.file_bytes("test")[..]).expect("readable");
+        for (t, (_, flat)) in rec.ticks.iter().enumerate() {
+            assert_eq!(flat, &expected[t], "tick {t}");
+        }
+    }
+
     #[test]
     fn a_bank_whose_shape_flaps_keeps_one_schema_per_shape() {
         let mut r = Recorder::new(3600.0, 64 << 20, String::new());
@@ -2040,7 +2233,13 @@ mod tests {
             };
             let mut shape = Vec::new();
             tick.shape(&mut shape);
-            variants.push((shape, Schema::of(&tick).keys));
+            let mut keys = KeyList::default();
+            tick.walk(&mut keys);
+            // A schema keeps the shape alone and makes the keys from it: the same.
+            let schema = Schema::of(&tick);
+            assert_eq!(schema.keys(), keys.0, "variant {variant}");
+            assert_eq!(schema.len, keys.0.len());
+            variants.push((shape, keys.0));
         }
         for (a, (shape_a, keys_a)) in variants.iter().enumerate() {
             for (b, (shape_b, keys_b)) in variants.iter().enumerate() {
