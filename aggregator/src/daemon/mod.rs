@@ -63,7 +63,9 @@ pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> Result<(),
         .enable_all()
         .build()
         .map_err(|err| Error::Runtime("start the runtime", err))?;
-    runtime.block_on(run(ready, config_file))
+    // On the heap: the daemon's future, moved through `block_on`'s frames, took about 30 KiB
+    // of the main thread's stack, resident for the process's life.
+    runtime.block_on(Box::pin(run(ready, config_file)))
 }
 
 /// The unique id under `/Settings/Devices` for our service name.
