@@ -142,6 +142,19 @@ impl PartialEq for Key {
     }
 }
 
+// By the same texts and numbers as `eq` compares.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match *self {
+            Key::Plain(a) => (0u8, a).hash(state),
+            Key::Pair(a, x) => (1u8, a, x).hash(state),
+            Key::Item(a, i, x) => (2u8, a, i, x).hash(state),
+            Key::Cell(i, k) => (3u8, i, k).hash(state),
+            Key::Bad(i, k) => (4u8, i, k).hash(state),
+        }
+    }
+}
+
 impl Key {
     fn render(self) -> String {
         match self {
@@ -774,47 +787,24 @@ struct Schema {
     len: usize,
 }
 
-/// Collects a tick's keys.
-#[derive(Default)]
-struct KeyList(Vec<Key>);
+/// Hands each key of a tick to a closure, its value left aside.
+struct EachKey<F: FnMut(Key)>(F);
 
-impl Sink for KeyList {
+impl<F: FnMut(Key)> Sink for EachKey<F> {
     fn num(&mut self, key: Key, _: Option<f64>) {
-        self.0.push(key);
+        (self.0)(key);
     }
     fn int(&mut self, key: Key, _: Option<i64>) {
-        self.0.push(key);
+        (self.0)(key);
     }
     fn flag(&mut self, key: Key, _: Option<bool>) {
-        self.0.push(key);
+        (self.0)(key);
     }
     fn text(&mut self, key: Key, _: Option<&str>) {
-        self.0.push(key);
+        (self.0)(key);
     }
     fn json(&mut self, key: Key, _: Option<&str>) {
-        self.0.push(key);
-    }
-}
-
-/// Counts a tick's keys.
-#[derive(Default)]
-struct KeyCount(usize);
-
-impl Sink for KeyCount {
-    fn num(&mut self, _: Key, _: Option<f64>) {
-        self.0 += 1;
-    }
-    fn int(&mut self, _: Key, _: Option<i64>) {
-        self.0 += 1;
-    }
-    fn flag(&mut self, _: Key, _: Option<bool>) {
-        self.0 += 1;
-    }
-    fn text(&mut self, _: Key, _: Option<&str>) {
-        self.0 += 1;
-    }
-    fn json(&mut self, _: Key, _: Option<&str>) {
-        self.0 += 1;
+        (self.0)(key);
     }
 }
 
@@ -944,23 +934,24 @@ impl ShapedTick {
 
 impl Schema {
     fn of(tick: &TickRecord) -> Self {
-        let mut count = KeyCount::default();
-        tick.walk(&mut count);
+        let mut len = 0;
+        tick.walk(&mut EachKey(|_| len += 1));
         let mut shape = Vec::new();
         tick.shape(&mut shape);
-        Self {
-            shape,
-            len: count.0,
+        Self { shape, len }
+    }
+
+    /// Its ticks' keys to `each`, in the walk's order: those of a tick of its shape.
+    fn each_key(&self, each: impl FnMut(Key)) {
+        if let Some(tick) = ShapedTick::of(&self.shape) {
+            tick.record().walk(&mut EachKey(each));
         }
     }
 
-    /// Its ticks' keys, in the walk's order: those of a tick of its shape.
     fn keys(&self) -> Vec<Key> {
-        let mut keys = KeyList::default();
-        if let Some(tick) = ShapedTick::of(&self.shape) {
-            tick.record().walk(&mut keys);
-        }
-        keys.0
+        let mut keys = Vec::with_capacity(self.len);
+        self.each_key(|key| keys.push(key));
+        keys
     }
 
     fn bytes(&self) -> usize {
@@ -968,20 +959,21 @@ impl Schema {
     }
 }
 
-/// The values of `before` (under the keys `old`) moved to the slots of the keys `new`: only
-/// when the bank's shape changes, by the keys' text.
-fn carry(old: &[Key], new: &[Key], before: &mut Vec<Val>) {
-    let index: std::collections::HashMap<String, usize> = (old.iter())
-        .enumerate()
-        .map(|(k, key)| (key.render(), k))
-        .collect();
+/// The values of `before` (in the slots of `old`) moved to the slots of `new`, by key: only
+/// when the bank's shape changes. Neither list of keys is made: the old keys go into an
+/// index as they are walked, and the new ones are looked up in it as they are.
+fn carry(old: &Schema, new: &Schema, before: &mut Vec<Val>) {
+    let mut index = std::collections::HashMap::with_capacity(old.len);
+    old.each_key(|key| {
+        index.insert(key, index.len());
+    });
     let mut taken = std::mem::take(before);
-    *before = (new.iter())
-        .map(|key| match index.get(&key.render()) {
-            Some(&k) => std::mem::replace(&mut taken[k], Val::Absent),
-            None => Val::Absent,
-        })
-        .collect();
+    let mut moved = Vec::with_capacity(new.len);
+    new.each_key(|key| {
+        let val = index.get(&key).and_then(|&k| taken.get_mut(k));
+        moved.push(val.map_or(Val::Absent, |v| std::mem::replace(v, Val::Absent)));
+    });
+    *before = moved;
 }
 
 /// Writes the tick's changed values into a block: the tick's hot path (no allocation unless
@@ -1266,7 +1258,7 @@ impl<'a> BlockReader<'a> {
                         self.gone.push(key.render());
                     }
                 }
-                carry(&self.keys, &keys, &mut self.vals);
+                carry(&self.schema, new, &mut self.vals);
                 self.schema = new.clone();
                 self.keys = keys;
                 continue;
@@ -1438,18 +1430,20 @@ impl Recorder {
             let schema = self
                 .known_schema()
                 .unwrap_or_else(|| Arc::new(Schema::of(tick)));
-            if self.open.ticks > 0 && !self.values_before() {
+            // A tick of another shape is refused before its walk: it changed no value. One of
+            // the schema's shape with more or fewer values, which the shape rules out, may have
+            // changed some: they are read back from the run.
+            let walked = self.shape == self.schema.shape;
+            if walked && self.open.ticks > 0 && !self.values_before() {
                 // Never expected (the encoder wrote the run): the run closes without this
-                // tick, which starts the next. (A tick of another shape changed no value; one
-                // of the schema's shape with more or fewer values, which the shape rules out,
-                // may have changed some: read back.)
+                // tick, which starts the next.
                 self.close();
             }
             if self.open.ticks == 0 {
                 self.before = vec![Val::Absent; schema.len];
                 self.open.schemas = vec![schema.clone()];
             } else {
-                carry(&self.schema.keys(), &schema.keys(), &mut self.before);
+                carry(&self.schema, &schema, &mut self.before);
                 self.open.bytes.push(OP_SCHEMA);
                 put_varint(&mut self.open.bytes, self.open.schemas.len() as u64);
                 self.open.schemas.push(schema.clone());
@@ -2204,6 +2198,7 @@ mod tests {
         let out = outcome_with(42.5, &["P1"], Vec::new());
         let mut seed = 5;
         let mut variants: Vec<(Vec<usize>, Vec<Key>)> = Vec::new();
+        let mut schemas = Vec::new();
         for variant in 0..10 {
             let packs = if variant == 1 { 3 } else { 2 };
             let cells = if variant == 2 { 8 } else { 16 };
@@ -2233,19 +2228,38 @@ mod tests {
             };
             let mut shape = Vec::new();
             tick.shape(&mut shape);
-            let mut keys = KeyList::default();
-            tick.walk(&mut keys);
+            let mut keys = Vec::new();
+            tick.walk(&mut EachKey(|key| keys.push(key)));
             // A schema keeps the shape alone and makes the keys from it: the same.
             let schema = Schema::of(&tick);
-            assert_eq!(schema.keys(), keys.0, "variant {variant}");
-            assert_eq!(schema.len, keys.0.len());
-            variants.push((shape, keys.0));
+            assert_eq!(schema.keys(), keys, "variant {variant}");
+            assert_eq!(schema.len, keys.len());
+            variants.push((shape, keys));
+            schemas.push(schema);
         }
         for (a, (shape_a, keys_a)) in variants.iter().enumerate() {
             for (b, (shape_b, keys_b)) in variants.iter().enumerate() {
                 let (same_shape, same_keys) = (shape_a == shape_b, keys_a == keys_b);
                 assert_eq!(same_shape, same_keys, "variants {a} and {b}");
                 assert_eq!(same_shape, a == b || [a, b] == [0, 9] || [a, b] == [9, 0]);
+            }
+        }
+        // A value carried to a new shape lands on the key of the same text, as the files of
+        // every version have it.
+        for (a, old) in schemas.iter().enumerate() {
+            for (b, new) in schemas.iter().enumerate() {
+                let old_keys: Vec<String> = old.keys().into_iter().map(Key::render).collect();
+                let mut vals: Vec<Val> = (0..old.len as i64).map(Val::Int).collect();
+                carry(old, new, &mut vals);
+                let by_text: Vec<Val> = (new.keys().into_iter())
+                    .map(
+                        |key| match old_keys.iter().position(|k| *k == key.render()) {
+                            Some(k) => Val::Int(k as i64),
+                            None => Val::Absent,
+                        },
+                    )
+                    .collect();
+                assert_eq!(vals, by_text, "from variant {a} to {b}");
             }
         }
     }
