@@ -988,7 +988,7 @@ struct Encoder<'a> {
     at: usize,
     skip: u64,
     /// The tick handed over more values than the schema has slots.
-    other_keys: bool,
+    overflow: bool,
 }
 
 impl Encoder<'_> {
@@ -1003,12 +1003,12 @@ impl Encoder<'_> {
         );
         #[cfg(not(debug_assertions))]
         let _ = key;
-        if self.other_keys {
+        if self.overflow {
             return None;
         }
         let at = self.at;
         let Some(before) = self.before.get(at) else {
-            self.other_keys = true;
+            self.overflow = true;
             return None;
         };
         self.at += 1;
@@ -1069,7 +1069,7 @@ impl Encoder<'_> {
 
     /// Whether every slot of the schema was handed over, in order.
     fn finish(self) -> bool {
-        if self.other_keys || self.at != self.before.len() {
+        if self.overflow || self.at != self.before.len() {
             return false;
         }
         self.out.push(OP_END);
@@ -1490,7 +1490,7 @@ impl Recorder {
             out: &mut self.open.bytes,
             at: 0,
             skip: 0,
-            other_keys: false,
+            overflow: false,
         };
         tick.walk(&mut encoder);
         encoder.finish()
