@@ -892,32 +892,10 @@ impl ShapedTick {
                 },
             })
             .collect();
-        let outcome = Outcome {
-            merged: Default::default(),
-            online: 0,
-            lost: Vec::new(),
-            left_out: Vec::new(),
-            missing: 0,
-            current_a: None,
-            power_w: None,
-            soc_pct: None,
-            capacity_ah: None,
-            consumed_ah: None,
-            time_to_go_s: None,
-            limits: aggregator_core::envelope::Limits {
-                cvl_v: 0.0,
-                ccl_a: 0.0,
-                dcl_a: 0.0,
-            },
-            mode: String::new(),
-            feed_in_write: None,
-            save_state: false,
-            events: Vec::new(),
-        };
         Some(Self {
             batteries,
             inputs,
-            outcome,
+            outcome: absent_outcome(),
             out: outcomes & 1 != 0,
             shadow: outcomes & 2 != 0,
         })
@@ -929,6 +907,32 @@ impl ShapedTick {
             shadow: self.shadow.then_some(Ok(&self.outcome)),
             ..TickRecord::inputs(0.0, &self.batteries, &self.inputs)
         }
+    }
+}
+
+/// An outcome with nothing in it: no values, limits of 0, no events.
+fn absent_outcome() -> Outcome {
+    Outcome {
+        merged: Default::default(),
+        online: 0,
+        lost: Vec::new(),
+        left_out: Vec::new(),
+        missing: 0,
+        current_a: None,
+        power_w: None,
+        soc_pct: None,
+        capacity_ah: None,
+        consumed_ah: None,
+        time_to_go_s: None,
+        limits: aggregator_core::envelope::Limits {
+            cvl_v: 0.0,
+            ccl_a: 0.0,
+            dcl_a: 0.0,
+        },
+        mode: String::new(),
+        feed_in_write: None,
+        save_state: false,
+        events: Vec::new(),
     }
 }
 
@@ -1251,10 +1255,9 @@ impl<'a> BlockReader<'a> {
                 let new =
                     (self.block.schemas.get(index)).ok_or_else(|| bad("no such schema".into()))?;
                 let keys = new.keys();
-                let kept: std::collections::HashSet<String> =
-                    keys.iter().map(|k| k.render()).collect();
+                let kept: std::collections::HashSet<Key> = keys.iter().copied().collect();
                 for (key, val) in self.keys.iter().zip(&self.vals) {
-                    if *val != Val::Absent && !kept.contains(&key.render()) {
+                    if *val != Val::Absent && !kept.contains(key) {
                         self.gone.push(key.render());
                     }
                 }
@@ -2284,26 +2287,15 @@ mod tests {
 
     fn outcome_with(ccl_a: f64, lost: &[&str], events: Vec<Event>) -> Outcome {
         Outcome {
-            merged: Default::default(),
             online: 1,
             lost: lost.iter().map(|s| s.to_string()).collect(),
-            left_out: Vec::new(),
-            missing: 0,
-            current_a: None,
-            power_w: None,
-            soc_pct: None,
-            capacity_ah: None,
-            consumed_ah: None,
-            time_to_go_s: None,
             limits: aggregator_core::envelope::Limits {
                 cvl_v: 55.0,
                 ccl_a,
                 dcl_a: 100.0,
             },
-            mode: String::new(),
-            feed_in_write: None,
-            save_state: false,
             events,
+            ..absent_outcome()
         }
     }
 

@@ -5,9 +5,9 @@
 //! goes through the formatting machinery and its float algorithms, some kilobytes of code that
 //! a tick, waking from a second's sleep, fetches cold every time. The functions here write the
 //! same texts with a few hundred bytes of code: exact integer arithmetic for fixed decimals,
-//! `ryu` for the shortest digits, [`push_digits`] for integers (also the listing's). Numbers they do not cover (fixed decimals beyond
-//! [`MAX_DECIMALS`] or of magnitudes from 2^63) still go through `core::fmt`, with the same
-//! result.
+//! `ryu` for the shortest digits, [`push_digits`] for integers (also the listing's). Numbers
+//! they do not cover (fixed decimals beyond [`MAX_DECIMALS`] or of magnitudes from 2^63) still
+//! go through `core::fmt`, with the same result.
 
 use std::fmt::Write as _;
 

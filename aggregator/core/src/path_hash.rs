@@ -34,12 +34,12 @@ impl Hasher for PathHasher {
             word.copy_from_slice(chunk);
             self.add(u64::from_le_bytes(word));
         }
-        // Zero padding is unambiguous for D-Bus strings, which hold no NUL byte (and `str`
-        // hashing appends 0xff); mixing the length into the padded word would not be (it
-        // made `/Voltages/Cell1` and `/Voltages/Cell18` alike).
-        // The last bytes as a zero-padded word, without copying a length known only at run
-        // time (a call to `memcpy`, at each of the hundreds of lookups a tick makes): the last
-        // 8 bytes of the slice, shifted past those hashed already.
+        // The last bytes as a word padded with zeros. Zero padding is unambiguous for D-Bus
+        // strings, which hold no NUL byte (and `str` hashing appends 0xff); mixing the length
+        // into the padded word would not be (it made `/Voltages/Cell1` and `/Voltages/Cell18`
+        // alike). The word is the slice's last 8 bytes shifted past those hashed already, not
+        // a copy of a length known only at run time (a call to `memcpy`, at each of the
+        // hundreds of lookups a tick makes).
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let word = match bytes.len().checked_sub(8) {
