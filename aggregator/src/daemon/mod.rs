@@ -476,6 +476,9 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
 /// The engine of `shadow:` in the config's text, with the shadow's own config text; `None`
 /// without `shadow:`, or when it cannot run (logged: the live strategy runs on regardless).
 fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, String)> {
+    // The parsed config says already whether there is one: the file's text is parsed again
+    // (into a tree of every key, tens of KB at start) only for a shadow to run.
+    config.shadow.as_ref()?;
     let shadow_text = match crate::config::check::shadow_config_text(text) {
         Ok(Some(shadow_text)) => shadow_text,
         Ok(None) => return None,
