@@ -1,8 +1,11 @@
 #!/bin/sh
 # check-bundles.sh: builds both bundles (bundle.sh) and checks each as a device would see it:
 # no program or plugin needs a glibc symbol newer than 2.31 (objdump -T), and under qemu-user
-# the daemon and the importer print --version and the daemon loads every plugin of its own
-# bundle (`plugins` refuses none). Installs qemu-user, the targets' C libraries and an objdump when missing.
+# the daemon and the importer print --version, the daemon loads every plugin of its own
+# bundle (`plugins` refuses none), and it runs the benchmark's simulated 2x16 bank on a
+# private bus: found, published every tick, stopped cleanly on SIGTERM, nothing in its log
+# beyond the setup's own warnings. Installs qemu-user, the targets' C libraries and an objdump
+# when missing.
 set -eu
 REPO=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$REPO"
@@ -19,6 +22,8 @@ missing=
 for package in qemu-user libc6-armhf-cross libc6-arm64-cross; do
     dpkg -s "$package" > /dev/null 2>&1 || missing="$missing $package"
 done
+# The benchmark's private bus.
+command -v dbus-daemon > /dev/null 2>&1 || missing="$missing dbus-daemon"
 # llvm-objdump reads both ARM flavours; without it, the targets' binutils.
 command -v llvm-objdump > /dev/null 2>&1 ||
     missing="$missing binutils-arm-linux-gnueabihf binutils-aarch64-linux-gnu"
@@ -29,6 +34,8 @@ if [ -n "$missing" ]; then
 fi
 
 sh install/bundle.sh
+# The benchmark runs each bundle's daemon against this machine's dbus-daemon and simulator.
+cargo bench -p aggregator --bench daemon --no-run
 
 VERSION=$(cargo pkgid -p aggregator | sed 's/.*[#@]//')
 WORK=$(mktemp -d)
@@ -63,5 +70,21 @@ for arch in armv7 aarch64; do
     loaded=$(echo "$listing" | grep -c ' ABI ok ' || true)
     ! echo "$listing" | grep -q refused || fail "$arch: a plugin was refused"
     [ "$loaded" -eq "$shipped" ] || fail "$arch: $loaded of $shipped plugins loaded"
+
+    # The benchmark takes the daemon given and the plugins beside it: a script that runs the
+    # bundle's daemon under qemu, beside the bundle's plugins.
+    run=$WORK/run-$arch
+    mkdir -p "$run"
+    cp "$dir"/plugins/*.so "$run/"
+    printf '#!/bin/sh\nexec env QEMU_LD_PREFIX=%s %s "%s" "$@"\n' "$prefix" "$qemu" "$dir/$NAME" \
+        > "$run/$NAME"
+    chmod +x "$run/$NAME"
+    echo "\$ BENCH_DAEMON=($qemu $NAME) cargo bench -p aggregator --bench daemon (2x16, 10 s)"
+    bench=$(BENCH_DAEMON="$run/$NAME" BENCH_SIZES=2x16 BENCH_SIGNALS=properties \
+        BENCH_SECONDS=10 cargo bench -q -p aggregator --bench daemon 2>&1) ||
+        fail "$arch: the daemon did not run the simulated bank: $bench"
+    ! echo "$bench" | grep -q "log has warnings or errors" ||
+        fail "$arch: the daemon's log has warnings or errors: $bench"
+    echo "$bench" | grep -E '^(bank|2x16 PC) +'
 done
 echo "check-bundles.sh: both bundles ok"
