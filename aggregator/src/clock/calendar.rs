@@ -187,6 +187,12 @@ mod tests {
     #[test]
     fn the_local_date_is_the_one_date_prints() {
         for seconds in MOMENTS {
+            // A C library with a 32-bit `time_t` (armv7's glibc before 2.34) has no date past
+            // January 2038: `local_date` has none either, and `today` falls back to UTC.
+            if libc::time_t::try_from(seconds).is_err() {
+                assert!(local_date(seconds).is_none(), "at {seconds}");
+                continue;
+            }
             let ours = local_date(seconds).expect("a date").to_string();
             assert_eq!(ours, date_says(seconds, false), "at {seconds}");
         }
