@@ -1973,7 +1973,7 @@ mod tests {
     /// minutes go and the memory stays put.
     #[test]
     fn a_16_by_32_bank_keeps_30_minutes_within_the_memory_bound() {
-        let bound = crate::config::Record::default().max_memory_kib as usize * 1024;
+        let bound = crate::config::Record::default().max_bytes();
         let mut r = Recorder::new(1800.0, bound, String::new());
         let mut seed = 7;
         let mut most = 0;

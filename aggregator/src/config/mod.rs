@@ -90,6 +90,14 @@ impl Default for Record {
 }
 
 impl Record {
+    /// `max_memory_kib` in bytes. On a 32-bit device (armv7) a bound of 4 GiB or more is past
+    /// its address space and stands for all of it, never wrapped round to a small one.
+    pub fn max_bytes(&self) -> usize {
+        usize::try_from(self.max_memory_kib)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024)
+    }
+
     /// Where the recordings go.
     pub fn folder(&self, paths: &Paths) -> PathBuf {
         self.dir
@@ -502,6 +510,20 @@ safety:
         Source {
             file: "config.yaml".into(),
             text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_recorder_bound_in_bytes_never_wraps() {
+        for kib in [0, 1, 8192, 4_194_303, 4_194_304, u32::MAX] {
+            let record = Record {
+                max_memory_kib: kib,
+                ..Record::default()
+            };
+            // The product in 64 bits, then what this machine's addresses can hold of it.
+            let exact = u64::from(kib) * 1024;
+            let expected = usize::try_from(exact).unwrap_or(usize::MAX);
+            assert_eq!(record.max_bytes(), expected, "{kib} KiB");
         }
     }
 

@@ -427,7 +427,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         }
     }
     let recorder = (!config.record.keep.is_zero()).then(|| {
-        let max_bytes = config.record.max_memory_kib as usize * 1024;
+        let max_bytes = config.record.max_bytes();
         let recorder = Recorder::new(config.record.keep.as_secs_f64(), max_bytes, config_text);
         match &shadow {
             Some((_, text)) => recorder.with_shadow_config(text.clone()),
