@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::presence::Battery;
-use aggregator_core::reading::{alarm_paths, BadValue, BatteryReading, Slot, BATTERY_PATHS};
+use aggregator_core::reading::{
+    alarm_paths, BadValue, BatteryReading, Slot, BATTERY_PATHS, MAX_CELLS_PER_PACK,
+};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -599,7 +601,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, Error> {
             name,
             service: text(f, &format!("bat/{i}/service")).unwrap_or_default(),
             state,
-            reading: unflatten_reading(f, i),
+            reading: unflatten_reading(f, i, tick)?,
         });
     }
     Ok(Tick {
@@ -612,7 +614,7 @@ pub fn unflatten(tick: u64, f: &Flat) -> Result<Tick, Error> {
     })
 }
 
-fn unflatten_reading(f: &Flat, i: usize) -> BatteryReading {
+fn unflatten_reading(f: &Flat, i: usize, tick: u64) -> Result<BatteryReading, Error> {
     let mut r = BatteryReading::default();
     for p in &BATTERY_PATHS {
         let key = format!("bat/{i}{}", p.path);
@@ -625,7 +627,19 @@ fn unflatten_reading(f: &Flat, i: usize) -> BatteryReading {
     for (k, path) in alarm_paths().iter().enumerate() {
         r.alarms[k] = int(f, &format!("bat/{i}{path}"));
     }
-    let cells = int(f, &format!("bat/{i}/cells")).unwrap_or(0).max(0) as usize;
+    // No pack has more cells than the reading takes: a count beyond it is a damaged file, not
+    // a reason to make a million cells.
+    let key = format!("bat/{i}/cells");
+    let count = int(f, &key).unwrap_or(0);
+    let cells = usize::try_from(count)
+        .ok()
+        .filter(|&n| n as f64 <= MAX_CELLS_PER_PACK)
+        .ok_or_else(|| {
+            bad(format!(
+                "tick {tick}: `{key}` is {count}, not a pack's count of cells (0 to \
+                 {MAX_CELLS_PER_PACK})"
+            ))
+        })?;
     r.cell_voltages_v = (1..=cells)
         .map(|k| num(f, &format!("bat/{i}/Voltages/Cell{k}")))
         .collect();
@@ -639,7 +653,7 @@ fn unflatten_reading(f: &Flat, i: usize) -> BatteryReading {
             problem: problem.to_string(),
         });
     }
-    r
+    Ok(r)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1903,6 +1917,29 @@ mod tests {
         assert_eq!(back.inputs.low_soc, Some(10));
         assert_eq!(back.t_s, 5.0);
         assert!(back.published.is_none());
+    }
+
+    #[test]
+    fn a_damaged_count_of_cells_is_refused_naming_the_tick_and_key() {
+        let bats = [battery(0, 53.0), battery(1, 53.1)];
+        let good = flatten_inputs(5.0, &bats, &inputs(1.0));
+        assert_eq!(good.get("bat/1/cells"), Some(&json!(16)));
+        for count in [json!(1_000_000_000_000_i64), json!(401), json!(-1)] {
+            let mut f = good.clone();
+            f.insert("bat/1/cells".into(), count.clone());
+            let Err(err) = unflatten(7, &f) else {
+                panic!("{count}: a damaged count was taken");
+            };
+            let err = err.to_string();
+            assert!(
+                err.contains("tick 7: `bat/1/cells` is") && err.contains("not a pack's count"),
+                "{count}: {err}"
+            );
+        }
+        let mut f = good.clone();
+        f.insert("bat/1/cells".into(), json!(400));
+        let back = unflatten(7, &f).expect("400 cells is a pack");
+        assert_eq!(back.batteries[1].reading.cell_voltages_v.len(), 400);
     }
 
     #[test]
