@@ -11,6 +11,7 @@ use futures_lite::StreamExt;
 use support::bus::{call, client, items, num, until, wait_for_name, Daemon, OWN};
 use support::config::TestConfig;
 use support::world::{runtime, World};
+use venus_bus::export::BusItemService;
 use venus_bus::private::PrivateBus;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, MatchRule, MessageStream};
@@ -423,5 +424,173 @@ fn without_a_settings_service_the_name_cannot_be_stored_and_set_value_says_2() {
         // The preferred instance, since nothing can allocate one.
         assert_eq!(support::bus::number(&c, "/DeviceInstance").await, Some(100.0));
         assert_eq!(set_value(&c, "/CustomName", Value::from("X")).await, 2);
+    });
+}
+
+/// A 16-cell battery whose values only the test changes, on its own connection.
+async fn still_battery(address: &str) -> BusItemService {
+    use aggregator_core::value::Value as V;
+    let link = venus_bus::connect_with_writer(address)
+        .await
+        .expect("connect");
+    let battery = BusItemService::with_writer(link);
+    let items: [(&str, V); 18] = [
+        ("/ProductName", V::Text("SerialBattery(Jkbms)".into())),
+        ("/CustomName", V::Text("Still".into())),
+        ("/DeviceInstance", V::Int(9)),
+        ("/Connected", V::Int(1)),
+        ("/System/NrOfCellsPerBattery", V::Int(16)),
+        ("/Dc/0/Voltage", V::Float(53.0)),
+        ("/Dc/0/Current", V::Float(-2.0)),
+        ("/Dc/0/Power", V::Float(-106.0)),
+        ("/Dc/0/Temperature", V::Float(25.0)),
+        ("/Soc", V::Float(60.0)),
+        ("/InstalledCapacity", V::Float(280.0)),
+        ("/Capacity", V::Float(168.0)),
+        ("/System/MinCellVoltage", V::Float(3.30)),
+        ("/System/MaxCellVoltage", V::Float(3.32)),
+        ("/Info/MaxChargeVoltage", V::Float(55.2)),
+        ("/Info/MaxChargeCurrent", V::Float(100.0)),
+        ("/Info/MaxDischargeCurrent", V::Float(120.0)),
+        ("/Io/AllowToCharge", V::Int(1)),
+    ];
+    for (path, value) in items {
+        battery.insert(path, value.clone(), format!("{value:?}"), false);
+    }
+    battery.serve().await.expect("serve");
+    battery
+        .connection()
+        .request_name("com.victronenergy.battery.ttyUSB9")
+        .await
+        .expect("battery name");
+    battery
+}
+
+#[test]
+fn a_consumer_that_reads_all_when_the_name_appears_misses_no_change_after() {
+    // A consumer (systemcalc, gui-v2) reads every item when our name appears, then follows
+    // `ItemsChanged` only. A value that changes at the tick after the name was granted (the
+    // tick at which the daemon learns of it) must reach it by a signal.
+    runtime().block_on(async {
+        let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
+        let conn = client(bus.address()).await;
+        let signals = |member: &'static str| {
+            let rule = MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .member(member)
+                .unwrap();
+            if member == "NameOwnerChanged" {
+                rule.arg(0, OWN).unwrap().build()
+            } else {
+                rule.sender(OWN).unwrap().path("/").unwrap().build()
+            }
+        };
+        let mut owners = MessageStream::for_match_rule(signals("NameOwnerChanged"), &conn, None)
+            .await
+            .unwrap();
+        let mut changes = MessageStream::for_match_rule(signals("ItemsChanged"), &conn, None)
+            .await
+            .unwrap();
+        let battery = still_battery(bus.address()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig::default()
+            .update_interval("1s")
+            .batteries(|b| b.expected(1))
+            .to_yaml();
+        let daemon = Daemon::start(bus.address(), dir.path(), &config);
+
+        tokio::time::timeout(Duration::from_secs(20), owners.next())
+            .await
+            .unwrap_or_else(|_| panic!("never registered; log:\n{}", daemon.log_text()));
+        let mut model: HashMap<String, OwnedValue> = items(&conn, OWN)
+            .await
+            .into_iter()
+            .map(|(path, (value, _))| (path, value))
+            .collect();
+        assert_eq!(num_of(&model, "/Dc/0/Temperature"), Some(25.0));
+        // Straight after: the daemon's next tick takes it in.
+        battery.store(vec![(
+            "/Dc/0/Temperature".into(),
+            aggregator_core::value::Value::Float(31.0),
+            "31.0C".into(),
+        )]);
+        battery
+            .items_changed(&["/Dc/0/Temperature".to_string()])
+            .await
+            .unwrap();
+
+        let deadline = Instant::now() + Duration::from_millis(3500);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline.into(), changes.next()).await
+        {
+            let body: HashMap<String, HashMap<String, OwnedValue>> =
+                msg.body().deserialize().unwrap();
+            for (path, mut entry) in body {
+                if let Some(value) = entry.remove("Value") {
+                    model.insert(path, value);
+                }
+            }
+        }
+        let now: HashMap<String, OwnedValue> = items(&conn, OWN)
+            .await
+            .into_iter()
+            .map(|(path, (value, _))| (path, value))
+            .collect();
+        assert_eq!(num_of(&now, "/Dc/0/Temperature"), Some(31.0));
+        for (path, value) in &now {
+            assert_eq!(
+                model.get(path),
+                Some(value),
+                "{path}: {}",
+                daemon.log_text()
+            );
+        }
+    });
+}
+
+fn num_of(items: &HashMap<String, OwnedValue>, path: &str) -> Option<f64> {
+    match &**items.get(path)? {
+        Value::F64(x) => Some(*x),
+        Value::I32(x) => Some(f64::from(*x)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_name_held_by_another_program_is_one_error_line_not_one_a_tick() {
+    runtime().block_on(async {
+        let bus = PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
+        // An old aggregator left running holds the name.
+        let old = client(bus.address()).await;
+        old.request_name(OWN).await.expect("the name");
+        let scenario = Scenario::parse(SCENARIO, "conformance.yaml").unwrap();
+        let _sim = Simulator::start(bus.address(), scenario).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(bus.address(), dir.path(), &config());
+        let refused = "cannot register com.victronenergy.battery.aggregate";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.log_text().contains(refused) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Ten ticks of 200 ms more, each asking again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        old.release_name(OWN).await.expect("released");
+        let conn = client(bus.address()).await;
+        assert!(wait_for_name(&conn, OWN, Duration::from_secs(10))
+            .await
+            .is_some());
+        let ours = "com.victronenergy.battery.aggregate is ours after";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !daemon.log_text().contains(ours) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = daemon.log_text();
+        assert_eq!(log.matches(refused).count(), 1, "{log}");
+        let refusals: u32 = log
+            .split(ours)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no line saying it is ours: {log}"));
+        assert!(refusals >= 5, "{log}");
     });
 }

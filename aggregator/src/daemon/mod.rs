@@ -190,6 +190,12 @@ struct Link {
     registered: bool,
     /// The name request under way.
     name_call: Option<Background<Result<(), bus::Error>>>,
+    /// Paths whose value changed after the name was asked for and before its answer was taken
+    /// in: the bus may have granted the name before they changed, and a consumer that read
+    /// every value when the name appeared learns of them only from a signal.
+    unsignalled: Vec<String>,
+    /// Name requests refused in a row (logged when the first is and when one succeeds).
+    name_refused: u32,
 }
 
 impl Link {
@@ -201,6 +207,8 @@ impl Link {
             attached: Instant::now(),
             registered: false,
             name_call: None,
+            unsignalled: Vec::new(),
+            name_refused: 0,
         }
     }
 }
@@ -778,6 +786,12 @@ impl Daemon {
     /// `AddSettings` runs in the background: started at one tick, its answer taken at a
     /// later one.
     async fn settings_appeared(&mut self, now: Instant) {
+        // Whether the name is ours decides whether the instance may still change: while its
+        // request is under way, the answer waits for the bus's.
+        self.name_answered();
+        if self.link.name_call.is_some() {
+            return;
+        }
         let answer = match self.settings.call.as_mut().map(Background::answer) {
             Some(None) => return,
             Some(Some(answer)) => {
@@ -845,10 +859,27 @@ impl Daemon {
                 .set(path, value.clone(), TextFormat::Plain);
         }
         let changed = self.export(changes.iter().map(|(path, _)| path.to_string()));
-        if self.link.registered {
-            if let Err(err) = self.link.exported.items_changed(&changed).await {
-                tracing::warn!("ItemsChanged not sent: {err}");
+        self.signal(changed).await;
+    }
+
+    /// Signals the paths that changed in one `ItemsChanged` once the name is ours. Before
+    /// that, nobody can have read the old values, but for the paths changed while the name
+    /// was asked for: those wait for the answer and go with the first signal after it.
+    async fn signal(&mut self, mut changed: Vec<String>) {
+        if !self.link.registered {
+            if self.link.name_call.is_some() {
+                self.link.unsignalled.append(&mut changed);
             }
+            self.name_answered();
+            if !self.link.registered {
+                return;
+            }
+            changed = std::mem::take(&mut self.link.unsignalled);
+            changed.sort_unstable();
+            changed.dedup();
+        }
+        if let Err(err) = self.link.exported.items_changed(&changed).await {
+            tracing::warn!("ItemsChanged not sent: {err}");
         }
     }
 
@@ -889,7 +920,8 @@ impl Daemon {
                     "registered {name} after {ms} ms with safe values: not every battery is \
                      online yet"
                 ),
-                Err(err) => tracing::error!("cannot register {name}: {err}; trying again"),
+                // Logged once an episode, by `name_answered`.
+                Err(_) => {}
             }
             result
         });
@@ -905,10 +937,34 @@ impl Daemon {
             return;
         };
         self.link.name_call = None;
+        let name = &self.config.publish.service_name;
         if let Some(Ok(())) = answer {
             self.link.registered = true;
             self.bank.engine.set_publishing(true);
+            if self.link.name_refused > 0 {
+                tracing::info!(
+                    "{name} is ours after {} refused requests",
+                    self.link.name_refused
+                );
+            }
+            return;
         }
+        // Not ours: nobody read those values from us. Asked again at the next tick; another
+        // program holding the name (an old aggregator left running) is one log line, not one a
+        // second.
+        self.link.unsignalled.clear();
+        if self.link.name_refused == 0 {
+            match answer {
+                Some(Err(err)) => {
+                    tracing::error!("cannot register {name}: {err}; asking again every tick")
+                }
+                _ => tracing::error!(
+                    "cannot register {name}: the request ended without an answer; asking again \
+                     every tick"
+                ),
+            }
+        }
+        self.link.name_refused = self.link.name_refused.saturating_add(1);
     }
 
     fn summary(&mut self, now: Instant, outcome: &aggregator_core::engine::Outcome) {

@@ -721,17 +721,13 @@ impl Daemon {
             .published
             .update(outcome, batteries, inputs.cells, &cells);
         let changed = self.export(changed);
-        if self.link.registered {
-            if let Err(err) = self.link.exported.items_changed(&changed).await {
-                tracing::warn!("ItemsChanged not sent: {err}");
-            }
-        } else {
+        self.signal(changed).await;
+        if !self.link.registered {
             // The name is asked for in the background; its answer comes at a later tick.
-            self.name_answered();
             let complete = outcome.online >= inputs.expected.max(1);
             let waited =
                 now.duration_since(self.link.attached) >= self.config.batteries.startup_wait;
-            if !self.link.registered && self.link.name_call.is_none() && (complete || waited) {
+            if self.link.name_call.is_none() && (complete || waited) {
                 self.request_our_name(complete);
             }
         }
