@@ -6,7 +6,8 @@
 //!   to disconnect, and the counter is reset to full.
 //! * CCL steps down at `cv1` and `cv2` and is 0 at `max_cell_voltage` or when a BMS blocks.
 //! * DCL is 0 at low bank voltage, at a low cell, or when a BMS blocks; the low-voltage cases
-//!   also reset the counter to empty.
+//!   latch until the bank is back above them by `empty_hysteresis`, and reset the counter to
+//!   empty while they hold, not while the latch alone does.
 //!
 //! The policy never touched the PV feed-in setting, so this plugin always answers `Keep`.
 
@@ -280,8 +281,10 @@ impl StrategyImpl for LtoCv {
             c.max_discharge_current
         };
 
-        // Empty wins: a bank at its low cut-off is not full, whatever one cell says.
-        let soc_reset = if empty {
+        // The reset follows the cut-off itself, not the latch: a bank recharging inside the
+        // band would otherwise lose every Ah it takes (docs/strategies.md §3). Empty wins: a
+        // bank at its low cut-off is not full, whatever one cell says.
+        let soc_reset = if at_cut_off {
             SocReset::Empty
         } else if cell_full {
             SocReset::Full
@@ -473,20 +476,45 @@ mod tests {
     #[test]
     fn the_empty_cut_off_latches_until_the_hysteresis() {
         let mut strategy = LtoCv::new(Config::default());
+        let mut tick = |voltage_v: f64, min_cell_v: f64| {
+            let out = strategy
+                .compute(&BankView {
+                    voltage_v,
+                    min_cell_voltage_v: ROption::RSome(min_cell_v),
+                    ..bank()
+                })
+                .unwrap();
+            (out.dcl_a, out.soc_reset)
+        };
+        // At the cut-off (22 × 2.1 = 46.2 V): latched, and the counter is empty.
+        assert_eq!(tick(46.2, 2.05), (0.0, SocReset::Empty));
+        // Recharging inside the band (below 22 × 2.2 V, lowest cell below 2.1 V): DCL stays
+        // 0, but the Ah going in are counted, not reset away every tick.
+        assert_eq!(tick(46.3, 2.05), (0.0, SocReset::None));
+        assert_eq!(tick(47.0, 2.05), (0.0, SocReset::None));
+        assert_eq!(tick(48.5, 2.1), (0.0, SocReset::None));
+        assert_eq!(tick(48.3, 2.2), (0.0, SocReset::None));
+        // Above the band on both: DCL is back, still without a reset.
+        assert_eq!(tick(48.5, 2.2), (200.0, SocReset::None));
+    }
+
+    #[test]
+    fn inside_the_empty_band_a_full_cell_resets_to_full() {
+        let mut strategy = LtoCv::new(Config::default());
         let mut tick = |voltage_v: f64| {
             strategy
                 .compute(&BankView {
                     voltage_v,
-                    ..bank()
+                    ..with_max_cell(2.56)
                 })
                 .unwrap()
-                .dcl_a
         };
-        assert_eq!(tick(46.2), 0.0);
-        // Just above the cut-off (22 × 2.1 = 46.2 V), within 22 × 0.1 V: still latched.
-        assert_eq!(tick(46.3), 0.0);
-        assert_eq!(tick(48.3), 0.0);
-        assert_eq!(tick(48.5), 200.0);
+        let empty = tick(46.2);
+        assert_eq!((empty.dcl_a, empty.soc_reset), (0.0, SocReset::Empty));
+        // Off the cut-off the empty condition no longer holds, so the full one decides.
+        let inside = tick(47.0);
+        assert_eq!((inside.dcl_a, inside.soc_reset), (0.0, SocReset::Full));
+        assert_eq!(inside.mode.as_str(), "Empty");
     }
 
     #[test]
@@ -623,10 +651,11 @@ mod tests {
         assert!(out.state_changed);
         assert!(!s.compute(&at(2.09)).unwrap().state_changed);
         let saved = s.save_state().unwrap();
-        // Restarted inside the hysteresis (2.15 V < 2.1 + 0.1): still latched.
+        // Restarted inside the hysteresis (2.15 V < 2.1 + 0.1): still latched, no reset.
         let mut after = LtoCv::new(Config::default());
         after.restore_state(&saved).unwrap();
-        assert_eq!(after.compute(&at(2.15)).unwrap().dcl_a, 0.0);
+        let inside = after.compute(&at(2.15)).unwrap();
+        assert_eq!((inside.dcl_a, inside.soc_reset), (0.0, SocReset::None));
         // Without the saved latch it would have let go.
         assert!(
             LtoCv::new(Config::default())
