@@ -26,7 +26,7 @@ pub use config::{Config, Curve};
 use state::{FeedIn, Phase, State};
 
 /// The strategy: its config, the resolved curves and the persisted state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LfpBalancing {
     config: Config,
     charge_curve: Curve,
@@ -296,6 +296,16 @@ fn days_since(last: Option<LocalDate>, today: LocalDate) -> Option<i64> {
 
 impl StrategyImpl for LfpBalancing {
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
+        // Every target is N × a per-cell voltage: with N = 0 they are all 0, the bank is
+        // always "full" and at the goal. Refused before any state moves, so the host's safety
+        // envelope applies instead (docs/strategies.md §2.2).
+        if bank.cells_per_battery == 0 {
+            return Err(
+                "cells_per_battery is 0: the limits are per cell and need the cell count \
+                 (batteries.cells, or /System/NrOfCellsPerBattery of the packs)"
+                    .into(),
+            );
+        }
         let (min_v, max_v) = bank.cell_extremes()?;
         let cells = Cells { min_v, max_v };
         let before = self.state.clone();

@@ -409,3 +409,18 @@ fn no_cell_data_is_an_error() {
         assert!(err.contains("no cell data"), "{err}");
     }
 }
+
+#[test]
+fn no_cell_count_is_an_error_and_changes_nothing() {
+    // With N = 0 every target would be 0 V: a fresh state would record today as balanced,
+    // the low cell would latch and reset to empty, the high cell start the dynamic CVL.
+    for (low, high) in [(2.40, 2.41), (1.9, 2.56)] {
+        let mut s = strategy("{}", None);
+        let before = s.clone();
+        let mut b = bank(DAY, 52.0, low, high);
+        b.cells_per_battery = 0;
+        let err = s.compute(&b).unwrap_err();
+        assert!(err.starts_with("cells_per_battery is 0"), "{err}");
+        assert_eq!(s, before, "cells {low} to {high}");
+    }
+}
