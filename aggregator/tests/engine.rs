@@ -703,3 +703,37 @@ fn the_cell_latches_survive_a_restart_inside_their_hysteresis() {
         out.mode
     );
 }
+
+const PASS_THROUGH: (&str, &str) = ("libplugin_serialbattery.so", "{}");
+
+/// `battery` with its own BMS limits: CVL 55.0 V, CCL `ccl_a`, DCL `dcl_a`.
+fn with_limits(mut battery: Battery, ccl_a: f64, dcl_a: f64) -> Battery {
+    battery.reading.max_charge_voltage_v = Some(55.0);
+    battery.reading.max_charge_current_a = Some(ccl_a);
+    battery.reading.max_discharge_current_a = Some(dcl_a);
+    battery
+}
+
+#[test]
+fn pass_through_limits_are_scaled_to_the_batteries_online_once() {
+    // Two packs of 100 A / 120 A: the bank 200 / 240. With one held (a driver restarting),
+    // what the one online can take: 100 / 120, not half of it again.
+    for (policy, state, ccl, dcl) in [
+        (OnLost::BlockCharge, BatteryState::Online, 200.0, 240.0),
+        (OnLost::BlockCharge, BatteryState::Stale, 100.0, 120.0),
+        (OnLost::BlockCharge, BatteryState::Lost, 0.0, 120.0),
+        (OnLost::Continue, BatteryState::Lost, 100.0, 120.0),
+    ] {
+        let mut rig = rig(PASS_THROUGH, BMS, policy);
+        let a = with_limits(battery("A", 2.3, 2.3, 0.0, 50.0), 100.0, 120.0);
+        let mut b = with_limits(battery("B", 2.3, 2.3, 0.0, 50.0), 100.0, 120.0);
+        b.state = state;
+        let out = rig.engine.tick(&[a, b], &around(Some(0)));
+        assert_eq!(
+            (out.limits.ccl_a, out.limits.dcl_a),
+            (ccl, dcl),
+            "{policy:?}, B {state:?}: {}",
+            out.mode
+        );
+    }
+}

@@ -6,12 +6,14 @@
 //!
 //! * CVL: the lowest, or with `cvl: keep_max_until_all_float` the highest until every active
 //!   battery reports a `Float` charge mode, and the lowest while a battery protects its cells
-//!   (its charge mode contains one of `protecting_modes`, `OVP` by default, or its CVL is
-//!   `protecting_drop_v` below the others'). A battery that publishes no charge mode never
+//!   (its charge mode contains one of `protecting_modes`, `OVP` by default, or, not in
+//!   `Float`, its CVL is `protecting_drop_v` below the others'). A battery that publishes no charge mode never
 //!   counts as floating: with such a pack the highest CVL stays until one protects (use
 //!   `cvl: min` for banks of such packs);
-//! * CCL and DCL: the lowest × batteries online (`limits: min_times_count`), or the sum
-//!   (`limits: sum`), a battery that blocks counting as 0.
+//! * CCL and DCL for the whole bank: the lowest × the bank's batteries (`limits:
+//!   min_times_count`), or the sum (`limits: sum`), a battery that blocks counting as 0. The
+//!   bank is the expected batteries (more when more are online): while one is held or lost,
+//!   the host scales the limits to the batteries online, so they are not scaled here too.
 //!
 //! The original never touched the PV feed-in setting in this mode, so this plugin always
 //! answers `Keep`.
@@ -41,8 +43,8 @@ pub enum CvlRule {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitsRule {
-    /// The lowest limit × batteries online (v3.4 pass-through): no battery gets more than its
-    /// limit when the current splits evenly.
+    /// The lowest limit × the bank's batteries (v3.4 pass-through): no battery gets more than
+    /// its limit when the current splits evenly.
     #[default]
     MinTimesCount,
     /// The sum of the limits (the 4.x program's `CAN_batteries`): for BMSs whose limits already
@@ -51,16 +53,28 @@ pub enum LimitsRule {
 }
 
 impl LimitsRule {
-    /// The bank limit from the batteries' limits (already ≥ 0, blocks applied).
+    /// The limit of a bank of `bank_size` batteries from the active batteries' limits (already
+    /// ≥ 0, blocks applied).
     ///
     /// The minimum is taken first and multiplied last, and the sum runs left to right from 0,
-    /// as the original did, so the results match it to the last digit.
-    fn combine(self, limits_a: impl Iterator<Item = f64>, batteries_online: u32) -> f64 {
+    /// as the original did, so the results match it to the last digit. A sum over fewer
+    /// batteries than the bank has (one lost) stands for the bank as their mean × the bank's
+    /// size, which the host then scales to the batteries online.
+    fn combine(self, limits_a: &[f64], bank_size: u32) -> f64 {
+        let bank_size = f64::from(bank_size);
         match self {
             LimitsRule::MinTimesCount => {
-                limits_a.fold(f64::INFINITY, f64::min) * f64::from(batteries_online)
+                limits_a.iter().copied().fold(f64::INFINITY, f64::min) * bank_size
             }
-            LimitsRule::Sum => limits_a.fold(0.0, |sum, limit_a| sum + limit_a),
+            LimitsRule::Sum => {
+                let sum = limits_a.iter().fold(0.0, |sum, limit_a| sum + limit_a);
+                let active = limits_a.len() as f64;
+                if active == bank_size {
+                    sum
+                } else {
+                    sum / active * bank_size
+                }
+            }
         }
     }
 }
@@ -85,9 +99,9 @@ pub struct Config {
     /// Allow the reset to empty (the 4.x program's `ZERO_SOC`, off by default as there).
     #[serde(default)]
     pub zero_soc: bool,
-    /// With `keep_max_until_all_float`: a battery whose CVL is this much (V) below the highest
-    /// of the others has lowered it to protect its cells, and the lowest CVL is used until it
-    /// recovers.
+    /// With `keep_max_until_all_float`: a battery not in `Float` whose CVL is this much (V)
+    /// below the highest of the others has lowered it to protect its cells, and the lowest CVL
+    /// is used until it recovers.
     #[serde(default = "default_protecting_drop_v")]
     pub protecting_drop_v: f64,
     /// With `keep_max_until_all_float`: a battery whose `/Info/ChargeMode` contains one of these
@@ -167,8 +181,8 @@ impl SerialBattery {
 }
 
 impl SerialBattery {
-    /// The first active battery protecting its cells: its charge mode says so, or its CVL is
-    /// `protecting_drop_v` below the highest of the others'.
+    /// The first active battery protecting its cells: its charge mode says so, or, not in
+    /// `Float`, its CVL is `protecting_drop_v` below the highest of the others'.
     fn protecting<'a>(&self, active: &[&'a BatteryView], limits: &[BmsLimits]) -> Option<&'a str> {
         let c = &self.config;
         active
@@ -191,7 +205,10 @@ impl SerialBattery {
                     .filter(|(j, _)| *j != k)
                     .map(|(_, l)| l.cvl_v)
                     .fold(f64::NEG_INFINITY, f64::max);
-                let by_drop = others_max - own.cvl_v > c.protecting_drop_v;
+                // Float is a lower CVL by design (16 LFP cells: 54.0 V against 55.2 V in
+                // absorption), not a battery protecting its cells.
+                let by_drop =
+                    !is_float(&battery.charge_mode) && others_max - own.cvl_v > c.protecting_drop_v;
                 (by_mode || by_drop).then_some(battery.name.as_str())
             })
     }
@@ -256,9 +273,11 @@ fn is_float(mode: &ROption<RString>) -> bool {
 impl StrategyImpl for SerialBattery {
     /// One tick of pass-through.
     ///
-    /// `min_times_count` multiplies by `bank.batteries_online`, as docs/strategies.md §4 says
-    /// ("the lowest CCL (DCL) × batteries online"), not by the active count: a stale battery's
-    /// last limits still bound the minimum, but it is not trusted to take its share of the current.
+    /// The limits are the whole bank's (docs/strategies.md §4): `min_times_count` multiplies by
+    /// the expected batteries (the online ones when more are online), not by those online: a
+    /// held or lost battery's share is taken off once, by the host's scaling to the batteries
+    /// online (docs/battery-states.md §8), not here as well. A held battery's last limits still
+    /// bound the minimum.
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
         let active: Vec<&BatteryView> = bank.active_batteries().collect();
         if active.is_empty() {
@@ -284,9 +303,11 @@ impl StrategyImpl for SerialBattery {
             _ => cvls.fold(f64::INFINITY, f64::min),
         };
 
-        let online = bank.batteries_online;
-        let ccl_a = c.limits.combine(limits.iter().map(|l| l.ccl_a), online);
-        let dcl_a = c.limits.combine(limits.iter().map(|l| l.dcl_a), online);
+        let bank_size = bank.batteries_expected.max(bank.batteries_online);
+        let ccls: Vec<f64> = limits.iter().map(|l| l.ccl_a).collect();
+        let dcls: Vec<f64> = limits.iter().map(|l| l.dcl_a).collect();
+        let ccl_a = c.limits.combine(&ccls, bank_size);
+        let dcl_a = c.limits.combine(&dcls, bank_size);
 
         // Empty wins: a cell at its low cut-off means the bank is not full. Only a configured
         // reset looks at the cells, so a bank of packs without cell data passes its limits on.
@@ -448,22 +469,61 @@ mod tests {
     }
 
     #[test]
-    fn min_times_count_multiplies_by_batteries_online_not_active() {
+    fn the_limits_are_the_whole_banks_with_a_battery_held() {
+        // The host scales them to the batteries online; a held battery's last limits still
+        // bound the minimum.
         let mut batteries = three();
         batteries[2].state = plugin_api::BatteryState_NE::new(BatteryState::Stale);
         let out = run(&bank(batteries));
-        assert_eq!(out.ccl_a, 33.3 * 2.0);
-        assert_eq!(out.dcl_a, 99.9 * 2.0);
+        assert_eq!(out.ccl_a, 33.3 * 3.0);
+        assert_eq!(out.dcl_a, 99.9 * 3.0);
     }
 
     #[test]
-    fn lost_batteries_do_not_count() {
+    fn lost_batteries_do_not_bound_the_limits_of_the_whole_bank() {
         let mut batteries = three();
         batteries[1].state = plugin_api::BatteryState_NE::new(BatteryState::Lost);
         batteries[1].max_charge_current_a = ROption::RNone;
-        let out = run(&bank(batteries));
+        let out = run(&bank(batteries.clone()));
         assert_eq!(out.cvl_v, 55.0);
-        assert_eq!(out.ccl_a, 200.0);
+        assert_eq!(out.ccl_a, 100.0 * 3.0);
+        // The sum of the two active ones stands for three batteries as their mean × 3.
+        let out = run_with(SUM, &bank(batteries));
+        assert_eq!(out.ccl_a, (100.0 + 120.0) / 2.0 * 3.0);
+        assert_eq!(out.dcl_a, (150.0 + 99.9) / 2.0 * 3.0);
+    }
+
+    #[test]
+    fn more_batteries_online_than_expected_count_as_the_bank() {
+        let out = run(&BankBuilder::new()
+            .batteries(three())
+            .cells_per_battery(22)
+            .expected(2)
+            .build());
+        assert_eq!(out.ccl_a, 33.3 * 3.0);
+    }
+
+    #[test]
+    fn keep_max_takes_a_battery_in_float_for_floating_not_protecting() {
+        // 16 LFP cells: absorption at 3.45 V a cell, float at 3.375 V, 1.2 V apart.
+        let bank = bank(vec![
+            BatteryBuilder::new("A")
+                .cell_extremes(3.40, 3.42)
+                .limits(55.2, 100.0, 100.0)
+                .charge_mode("Absorption")
+                .build(),
+            BatteryBuilder::new("B")
+                .cell_extremes(3.37, 3.38)
+                .limits(54.0, 100.0, 100.0)
+                .charge_mode("Float")
+                .build(),
+        ]);
+        let out = run_with(KEEP_MAX, &bank);
+        assert_eq!(out.cvl_v, 55.2, "{}", out.mode);
+        // The same drop outside Float is a battery protecting its cells.
+        let mut protecting = bank.clone();
+        protecting.batteries[1].charge_mode = ROption::RSome("Absorption".into());
+        assert_eq!(run_with(KEEP_MAX, &protecting).cvl_v, 54.0);
     }
 
     #[test]
