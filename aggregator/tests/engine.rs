@@ -737,3 +737,52 @@ fn pass_through_limits_are_scaled_to_the_batteries_online_once() {
         );
     }
 }
+
+#[test]
+fn a_strategys_feed_in_request_waits_for_the_limits_to_be_published() {
+    // Another program still holds the name (the old aggregator during a switch): the strategy's
+    // dynamic CVL asks for feed-in off, and the user's setting is left alone until our limits
+    // are what DVCC sees.
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    rig.engine.set_publishing(false);
+    let high = [
+        battery("A", 2.4, 2.58, 20.0, 90.0),
+        battery("B", 2.4, 2.4, 20.0, 90.0),
+    ];
+    for _ in 0..3 {
+        let out = rig.engine.tick(&high, &around(Some(1)));
+        assert_eq!(out.feed_in_write, None, "{}", out.mode);
+    }
+    rig.engine.set_publishing(true);
+    assert_eq!(
+        rig.engine.tick(&high, &around(Some(1))).feed_in_write,
+        Some(0)
+    );
+}
+
+#[test]
+fn a_discharged_bank_with_a_pack_lost_is_still_recharged_at_the_recovery_current() {
+    // A's lowest cell at 1.7 V, under the 1.8 V window (the low-cell stop); B lost (asleep
+    // after its own undervoltage cut-off). Charging is blocked for the lost pack, but for the
+    // gentle recharge: 0.05 C of A's 280 Ah.
+    for policy in [OnLost::BlockCharge, OnLost::BlockAll] {
+        let mut rig = rig(LFP, BMS, policy);
+        balanced_recently(&mut rig);
+        let mut gone = battery("B", 2.0, 2.0, 0.0, 5.0);
+        gone.state = BatteryState::Lost;
+        let low = [battery("A", 2.0, 1.7, 3.0, 5.0), gone.clone()];
+        let out = rig.engine.tick(&low, &around(Some(0)));
+        assert_eq!(
+            (out.limits.ccl_a, out.limits.dcl_a),
+            (0.05 * 280.0, 0.0),
+            "{policy:?}: {}",
+            out.mode
+        );
+        assert!(out.mode.contains("recovering"), "{}", out.mode);
+        // Above the window and its hysteresis: the lost pack blocks charging again.
+        let recovered = [battery("A", 2.1, 2.1, 3.0, 10.0), gone];
+        let out = rig.engine.tick(&recovered, &around(Some(0)));
+        assert_eq!(out.limits.ccl_a, 0.0, "{policy:?}: {}", out.mode);
+    }
+}

@@ -103,13 +103,16 @@ pub struct FeedInControl {
     unknown: Episode,
 }
 
-/// This tick's causes besides the strategy's request.
+/// This tick's causes besides the strategy's request, and whether the limits reach DVCC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostCause {
     /// The published CCL is 0.
     pub charge_stopped: bool,
     /// The host lowered the CCL below the strategy's.
     pub charge_lowered: bool,
+    /// The published limits reach DVCC (the service is registered). Until they do, no episode
+    /// starts, for any cause: the user's setting is not touched for limits DVCC cannot see.
+    pub limits_seen: bool,
 }
 
 impl FeedInControl {
@@ -146,6 +149,9 @@ impl FeedInControl {
         } else {
             None
         };
+        // A request remembered, not acted on, until the limits are seen; an episode under way
+        // goes on.
+        let cause = cause.filter(|_| host.limits_seen || memory.disabled_by_us);
         let mut event = None;
         if !memory.disabled_by_us
             && memory
@@ -230,11 +236,43 @@ mod tests {
     const NONE: HostCause = HostCause {
         charge_stopped: false,
         charge_lowered: false,
+        limits_seen: true,
     };
     const STOPPED: HostCause = HostCause {
         charge_stopped: true,
         charge_lowered: false,
+        limits_seen: true,
     };
+    const UNSEEN: HostCause = HostCause {
+        limits_seen: false,
+        ..NONE
+    };
+
+    #[test]
+    fn a_strategys_request_waits_until_the_limits_are_seen() {
+        let (mut c, mut m) = (FeedInControl::default(), FeedIn::default());
+        // Not registered yet (another program holds the name): the request is remembered,
+        // the user's setting untouched.
+        assert_eq!(
+            c.decide(&mut m, Disable, UNSEEN, Some(1), 1.0, 3.0),
+            (None, None)
+        );
+        assert_eq!(
+            c.decide(&mut m, Keep, UNSEEN, Some(1), 1.0, 3.0),
+            (None, None)
+        );
+        assert_eq!(m.saved_value, None);
+        // Registered: the episode starts without another request.
+        let (write, event) = c.decide(&mut m, Keep, NONE, Some(1), 1.0, 3.0);
+        assert_eq!(write, Some(0));
+        assert_eq!(
+            event,
+            Some(FeedInEvent::Disabled(Cause::StrategyRequest, 1))
+        );
+        // An episode under way goes on while the limits are not seen (a reconnect).
+        assert_eq!(c.decide(&mut m, Keep, UNSEEN, Some(0), 1.0, 3.0).0, None);
+        assert!(m.disabled_by_us);
+    }
 
     #[test]
     fn a_host_cause_disables_then_restores_after_the_hold_time() {

@@ -296,8 +296,14 @@ impl Extremes {
             let r = &b.reading;
             e.max_cell_v = max(e.max_cell_v, finite(r.max_cell_voltage_v));
             e.min_cell_v = min(e.min_cell_v, finite(r.min_cell_voltage_v));
-            let t_low = finite(r.min_cell_temperature_c).or(finite(r.temperature_c));
-            let t_high = finite(r.max_cell_temperature_c).or(finite(r.temperature_c));
+            // A pack with one edge only still counts at the other: its one temperature is the
+            // best known there (a pack publishing only its highest, -10 °C, is too cold).
+            let t_low = finite(r.min_cell_temperature_c)
+                .or(finite(r.temperature_c))
+                .or(finite(r.max_cell_temperature_c));
+            let t_high = finite(r.max_cell_temperature_c)
+                .or(finite(r.temperature_c))
+                .or(finite(r.min_cell_temperature_c));
             e.min_temperature_c = min(e.min_temperature_c, t_low);
             e.max_temperature_c = max(e.max_temperature_c, t_high);
         }
@@ -489,8 +495,15 @@ impl Guard {
             BmsLimits::MinTimesCount => Some(min_times_count),
             BmsLimits::Share if directed_a >= self.bounds.share_min_current_a => {
                 let mut cap = sum;
+                let even = 1.0 / f64::from(online);
                 for (k, b) in batteries.iter().enumerate() {
-                    let share = self.share(k);
+                    // A held pack's current is its last one, not what it carries now: its
+                    // share counts as at least an even one, so an old small current never
+                    // lifts its limit (and a share of 0 never drops it).
+                    let share = match b.state {
+                        BatteryState::Stale => self.share(k).max(even),
+                        _ => self.share(k),
+                    };
                     if b.state == BatteryState::Lost || share <= 0.0 {
                         continue;
                     }
@@ -778,6 +791,52 @@ pub(crate) mod tests {
             pack("B", 25.0, Some(50.0), 3.3, 20.0),
         ];
         assert_eq!(g.apply(WIDE, &equal, 53.0, 1.0, 0).limits.ccl_a, 100.0);
+    }
+
+    #[test]
+    fn a_held_packs_old_current_never_lifts_its_own_limit() {
+        // A at -195 A allowing 100 A; B held (its driver restarting) with its last -5 A and
+        // 20 A of its own. Its share counts as at least half: 20 / 0.5 = 40 A, not 20 / 0.025.
+        let mut g = Guard::new(BOUNDS);
+        let mut held = pack("B", -5.0, Some(20.0), 3.3, 20.0);
+        held.state = BatteryState::Stale;
+        let bank = [pack("A", -195.0, Some(100.0), 3.3, 20.0), held];
+        let out = g.apply(WIDE, &bank, 53.0, 1.0, 0);
+        assert!((out.limits.dcl_a - 40.0).abs() < 1e-9, "{out:?}");
+        // Charging now, its last current still a discharge: a share of 0 does not drop it.
+        let mut g = Guard::new(BOUNDS);
+        let mut held = pack("B", -5.0, Some(20.0), 3.3, 20.0);
+        held.state = BatteryState::Stale;
+        let bank = [pack("A", 100.0, Some(100.0), 3.3, 20.0), held];
+        let out = g.apply(WIDE, &bank, 53.0, 1.0, 0);
+        assert!((out.limits.ccl_a - 40.0).abs() < 1e-9, "{out:?}");
+        // A held pack measured above an even share keeps its measured one.
+        let mut g = Guard::new(BOUNDS);
+        let mut held = pack("B", -150.0, Some(100.0), 3.3, 20.0);
+        held.state = BatteryState::Stale;
+        let bank = [pack("A", -50.0, Some(100.0), 3.3, 20.0), held];
+        let out = g.apply(WIDE, &bank, 53.0, 1.0, 0);
+        assert!((out.limits.dcl_a - 100.0 / 0.75).abs() < 1e-9, "{out:?}");
+    }
+
+    #[test]
+    fn a_pack_with_one_temperature_edge_counts_at_both() {
+        // B publishes only its highest cell temperature, -10 °C: every cell is that cold or
+        // colder, too cold to charge.
+        let mut g = Guard::new(BOUNDS);
+        let mut b = pack("B", 0.0, None, 3.3, 5.0);
+        b.reading.temperature_c = None;
+        b.reading.max_cell_temperature_c = Some(-10.0);
+        let a = pack("A", 0.0, None, 3.3, 5.0);
+        let out = g.apply(WIDE, &[a.clone(), b], 53.0, 1.0, 0);
+        assert_eq!(out.limits.ccl_a, 0.0, "{out:?}");
+        // And one publishing only its lowest, 60 °C, too hot to discharge.
+        let mut g = Guard::new(BOUNDS);
+        let mut b = pack("B", 0.0, None, 3.3, 5.0);
+        b.reading.temperature_c = None;
+        b.reading.min_cell_temperature_c = Some(60.0);
+        let out = g.apply(WIDE, &[a, b], 53.0, 1.0, 0);
+        assert_eq!(out.limits.dcl_a, 0.0, "{out:?}");
     }
 
     #[test]

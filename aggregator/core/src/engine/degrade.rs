@@ -18,7 +18,7 @@ impl Engine {
         expected: u32,
     ) -> Limits {
         let Some(last) = self.last_online else {
-            return self.degrade(enforced.limits, bank, expected);
+            return self.degrade(enforced.limits, bank, expected).0;
         };
         let mut limits = Limits {
             cvl_v: last.cvl_v.min(enforced.limits.cvl_v),
@@ -98,38 +98,42 @@ impl Engine {
 
     /// docs/battery-states.md §8: limits while batteries are lost; while one is held (stale), both
     /// limits are scaled to the batteries online, as old data must not get full current.
-    pub(super) fn degrade(&self, limits: Limits, bank: &BankSnapshot, expected: u32) -> Limits {
+    ///
+    /// A charge that `on_lost` blocks comes back scaled, with `true`: the guard may still
+    /// recharge a bank below its cell window at the recovery current (the way out of the
+    /// low-cell stop); otherwise the caller stops it.
+    pub(super) fn degrade(
+        &self,
+        limits: Limits,
+        bank: &BankSnapshot,
+        expected: u32,
+    ) -> (Limits, bool) {
         let share = if expected > 0 {
             f64::from(bank.online.min(expected)) / f64::from(expected)
         } else {
             0.0
         };
+        let scaled = Limits {
+            ccl_a: limits.ccl_a * share,
+            dcl_a: limits.dcl_a * share,
+            ..limits
+        };
         if !bank.degraded() {
             if bank.stale == 0 {
-                return limits;
+                return (limits, false);
             }
-            return Limits {
-                ccl_a: limits.ccl_a * share,
-                dcl_a: limits.dcl_a * share,
-                ..limits
-            };
+            return (scaled, false);
         }
         match self.settings.on_lost {
-            OnLost::BlockCharge => Limits {
-                ccl_a: 0.0,
-                dcl_a: limits.dcl_a * share,
-                ..limits
-            },
-            OnLost::BlockAll => Limits {
-                ccl_a: 0.0,
-                dcl_a: 0.0,
-                ..limits
-            },
-            OnLost::Continue => Limits {
-                ccl_a: limits.ccl_a * share,
-                dcl_a: limits.dcl_a * share,
-                ..limits
-            },
+            OnLost::BlockCharge => (scaled, true),
+            OnLost::BlockAll => (
+                Limits {
+                    dcl_a: 0.0,
+                    ..scaled
+                },
+                true,
+            ),
+            OnLost::Continue => (scaled, false),
         }
     }
 }

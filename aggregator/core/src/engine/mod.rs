@@ -452,16 +452,26 @@ impl Engine {
         events.extend(envelope_events);
         // Degraded first, so that a stale bank is scaled to the batteries online or capped by
         // their own limits, whichever is lower, and not both at once.
-        let degraded = if bank.online == 0 {
-            self.hold_last(&enforced, &view, &bank, inputs.expected)
+        let (degraded, charge_blocked) = if bank.online == 0 {
+            (
+                self.hold_last(&enforced, &view, &bank, inputs.expected),
+                false,
+            )
         } else {
             self.degrade(enforced.limits, &bank, inputs.expected)
         };
         let voltage_v = bank.merged.voltage_v.unwrap_or(f64::NAN);
         let latches = self.guard.latches();
-        let guarded = self
-            .guard
-            .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
+        let mut guarded =
+            self.guard
+                .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
+        if charge_blocked && guarded.acts.recovering_a.is_none() {
+            // `on_lost` stops charging, but for the recovery charge of a bank below its cell
+            // window: with a pack lost (one asleep after its own undervoltage cut-off, say),
+            // an empty bank would otherwise never charge again. Nothing else caps it now.
+            guarded.limits.ccl_a = 0.0;
+            guarded.acts.bms_capped_charge = false;
+        }
         let latches_changed = self.guard.latches() != latches;
         events.extend(self.note_guard(&guarded.acts, batteries));
         let limits = guarded.limits;
@@ -482,6 +492,7 @@ impl Engine {
         let host = HostCause {
             charge_stopped: limits.ccl_a <= 0.0,
             charge_lowered: near,
+            limits_seen: self.publishing,
         };
         let feed_in = self.feed_in(request, host, inputs);
         save_state |= feed_in.save_state;
@@ -537,6 +548,7 @@ impl Engine {
         let stopped = HostCause {
             charge_stopped: true,
             charge_lowered: false,
+            limits_seen: self.publishing,
         };
         let feed_in = self.feed_in(plugin_api::FeedInRequest::Keep, stopped, inputs);
         events.extend(feed_in.event);
@@ -583,8 +595,9 @@ impl Engine {
     }
 
     /// Whether the published limits reach DVCC (the daemon: once its service is registered).
-    /// Until they do, the host's own causes never touch feed-in: a CCL nobody sees does not
-    /// hold the chargers, and a start would otherwise turn feed-in off on every bank.
+    /// Until they do, no feed-in episode starts, for the host's causes or the strategy's
+    /// request (kept until then): a CCL nobody sees does not hold the chargers, a start would
+    /// otherwise turn feed-in off on every bank, and another program may still hold the name.
     pub fn set_publishing(&mut self, publishing: bool) {
         self.publishing = publishing;
     }
@@ -610,6 +623,7 @@ impl Engine {
             HostCause {
                 charge_stopped: false,
                 charge_lowered: false,
+                limits_seen: false,
             }
         };
         let before = self.feed_in.clone();
