@@ -25,7 +25,9 @@ pub struct State {
     #[serde(default)]
     pub latches: Latches,
     /// The last local date the host's clock gave that could be right (days since 1970-01-01):
-    /// it stands in while the clock reads an older date (a device booted without network time).
+    /// it stands in while the clock reads an older date (a device booted without network time),
+    /// until the clock has read such dates, none before the build date, for a day of running
+    /// (docs/tick.md §2).
     #[serde(default)]
     pub last_plausible_day: Option<i64>,
 }

@@ -39,15 +39,27 @@ pub fn build_date() -> LocalDate {
     LocalDate::from_days_since_epoch(day)
 }
 
-/// Keeps an implausible clock from reaching the strategies: a date before the build date or
-/// before the last plausible one (a device booted without network time, a clock set back) is
-/// replaced by the last plausible date, so no balancing starts and the month's voltage stays.
+/// How long, in the daemon's running time, the clock must read dates before the last plausible
+/// one (none before the build date) without a break before they are taken as right: a clock
+/// set ahead by mistake and corrected must not hold its wrong date until that date comes round
+/// (docs/tick.md §2). A day, because a device booted without network time is covered for as
+/// long as it normally takes to get it; one that runs a day without it has its own clock's date
+/// taken, which counts on from there.
+pub const CLOCK_SET_BACK_AFTER_S: f64 = 86_400.0;
+
+/// Keeps an implausible clock from reaching the strategies (docs/tick.md §2): a date before the
+/// build date, always, or before the last plausible one (a device booted without network time)
+/// is replaced by the last plausible date, until the clock has read dates before the last
+/// plausible one for [`CLOCK_SET_BACK_AFTER_S`]: then the last plausible date was the wrong one.
 #[derive(Clone, Debug)]
 pub struct DateGuard {
     floor: LocalDate,
     last_plausible: Option<LocalDate>,
     /// True while the clock reads an implausible date (logged once per episode).
     wrong: bool,
+    /// Since when (the tick's monotonic seconds) the clock has read dates between the floor
+    /// and the last plausible date without a break.
+    behind_since_s: Option<f64>,
 }
 
 impl DateGuard {
@@ -57,32 +69,55 @@ impl DateGuard {
             floor,
             last_plausible: last_plausible_day.map(LocalDate::from_days_since_epoch),
             wrong: false,
+            behind_since_s: None,
         }
     }
 
-    /// The date to hand on for a clock reading `today`; logs once when the clock turns
-    /// implausible and once when it is right again.
-    pub fn date(&mut self, today: LocalDate) -> LocalDate {
+    /// The date to hand on for a clock reading `today` at `now_s` (monotonic seconds, the
+    /// tick's); logs once when the clock turns implausible and once when it is right again, or
+    /// taken as right after [`CLOCK_SET_BACK_AFTER_S`].
+    pub fn date(&mut self, today: LocalDate, now_s: f64) -> LocalDate {
         let earliest = self
             .last_plausible
             .map_or(self.floor, |last| last.max(self.floor));
         if today >= earliest {
             if self.wrong {
                 tracing::info!("the clock reads {today} again, a plausible date");
-                self.wrong = false;
             }
-            self.last_plausible = Some(today);
-            return today;
+            return self.take(today);
+        }
+        if today < self.floor {
+            // No clock is right before the build date, however long it says so.
+            self.behind_since_s = None;
+        } else {
+            let since_s = *self.behind_since_s.get_or_insert(now_s);
+            if now_s - since_s >= CLOCK_SET_BACK_AFTER_S {
+                tracing::warn!(
+                    "the clock has read dates before {earliest} for a day without a break: \
+                     {today} is taken as right, and {earliest} as the date of a clock that was \
+                     set ahead and corrected"
+                );
+                return self.take(today);
+            }
         }
         if !self.wrong {
             tracing::warn!(
                 "the clock reads {today}, before {earliest} (the build date or the last plausible \
                  date): no network time? {earliest} stands in, so no balancing starts and the \
-                 month's voltage stays, until the clock is right"
+                 month's voltage stays, until the clock is right (a date from the build date on \
+                 is taken after a day of such dates)"
             );
             self.wrong = true;
         }
         earliest
+    }
+
+    /// Hands on `today` and remembers it as the last plausible date.
+    fn take(&mut self, today: LocalDate) -> LocalDate {
+        self.wrong = false;
+        self.behind_since_s = None;
+        self.last_plausible = Some(today);
+        today
     }
 
     /// The last plausible date, to be saved (days since 1970-01-01).
@@ -133,6 +168,7 @@ pub fn utc_date(seconds: i64) -> LocalDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     fn day(y: i32, m: u8, d: u8) -> LocalDate {
         LocalDate::new(y, m, d).unwrap()
@@ -143,20 +179,142 @@ mod tests {
         let built = day(2026, 12, 1);
         let mut guard = DateGuard::new(built, None);
         // Booted without network time: 1970, then 2000.
-        assert_eq!(guard.date(day(1970, 1, 1)), built);
-        assert_eq!(guard.date(day(2000, 1, 1)), built);
+        assert_eq!(guard.date(day(1970, 1, 1), 0.0), built);
+        assert_eq!(guard.date(day(2000, 1, 1), 60.0), built);
         // The clock is set: the real date, remembered.
-        assert_eq!(guard.date(day(2027, 3, 5)), day(2027, 3, 5));
+        assert_eq!(guard.date(day(2027, 3, 5), 120.0), day(2027, 3, 5));
         assert_eq!(
             guard.last_plausible_day(),
             Some(day(2027, 3, 5).days_since_epoch())
         );
         // Back to an older date (a restart before network time): the last plausible one stays.
         let mut after_restart = DateGuard::new(built, guard.last_plausible_day());
-        assert_eq!(after_restart.date(day(2026, 12, 2)), day(2027, 3, 5));
-        assert_eq!(after_restart.date(day(2027, 3, 6)), day(2027, 3, 6));
+        assert_eq!(after_restart.date(day(2026, 12, 2), 0.0), day(2027, 3, 5));
+        assert_eq!(after_restart.date(day(2027, 3, 6), 60.0), day(2027, 3, 6));
         assert!(build_date() >= day(2026, 1, 1), "built in {}", build_date());
     }
+
+    /// The lines `run` logs at warning level and above.
+    fn warnings(run: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    const HOUR_S: f64 = 3_600.0;
+
+    #[test]
+    fn a_clock_set_ahead_and_corrected_is_taken_after_a_day_behind() {
+        let built = day(2026, 1, 1);
+        let (ahead, right) = (day(2036, 6, 1), day(2026, 6, 1));
+        let mut guard = DateGuard::new(built, None);
+        let logged = warnings(|| {
+            // A typo in the GUI: 2036 for a tick, corrected an hour later.
+            assert_eq!(guard.date(ahead, 0.0), ahead);
+            for hour in 1..=24 {
+                let now_s = f64::from(hour) * HOUR_S;
+                assert_eq!(guard.date(right, now_s), ahead, "after {hour} h");
+            }
+            let corrected_s = HOUR_S;
+            let day_behind_s = corrected_s + CLOCK_SET_BACK_AFTER_S;
+            assert_eq!(guard.date(right, day_behind_s - 1.0), ahead);
+            // A day of running time behind it without a break: the clock's date is taken.
+            assert_eq!(guard.date(right, day_behind_s), right);
+            assert_eq!(guard.date(right, day_behind_s + 60.0), right);
+        });
+        assert_eq!(guard.last_plausible_day(), Some(right.days_since_epoch()));
+        let taken: Vec<_> = logged
+            .iter()
+            .filter(|l| l.contains("taken as right"))
+            .collect();
+        assert_eq!(taken.len(), 1, "{logged:#?}");
+        assert!(
+            taken[0].contains("2026-06-01") && taken[0].contains("2036-06-01"),
+            "{}",
+            taken[0]
+        );
+        // Saved, it holds after a restart: the clock counts on from it, an older date stands in.
+        let mut after_restart = DateGuard::new(built, guard.last_plausible_day());
+        assert_eq!(after_restart.date(day(2026, 6, 2), 0.0), day(2026, 6, 2));
+        assert_eq!(after_restart.date(right, HOUR_S), day(2026, 6, 2));
+    }
+
+    #[test]
+    fn a_reading_at_the_last_plausible_date_restarts_the_day() {
+        let built = day(2026, 1, 1);
+        let (ahead, right) = (day(2036, 6, 1), day(2026, 6, 1));
+        let mut guard = DateGuard::new(built, Some(ahead.days_since_epoch()));
+        assert_eq!(guard.date(right, 0.0), ahead);
+        // Twelve hours in, the clock reads the last plausible date again, then the older one.
+        assert_eq!(guard.date(ahead, 12.0 * HOUR_S), ahead);
+        assert_eq!(guard.date(right, 13.0 * HOUR_S), ahead);
+        // A day from the first reading, but not from the break: still the stand-in.
+        assert_eq!(guard.date(right, 30.0 * HOUR_S), ahead);
+        assert_eq!(
+            guard.date(right, 13.0 * HOUR_S + CLOCK_SET_BACK_AFTER_S - 1.0),
+            ahead
+        );
+        assert_eq!(guard.last_plausible_day(), Some(ahead.days_since_epoch()));
+        // A day from the break.
+        let now_s = 13.0 * HOUR_S + CLOCK_SET_BACK_AFTER_S;
+        assert_eq!(guard.date(right, now_s), right);
+    }
+
+    #[test]
+    fn a_date_before_the_build_date_is_never_taken() {
+        let built = day(2026, 12, 1);
+        let mut guard = DateGuard::new(built, Some(day(2027, 3, 5).days_since_epoch()));
+        let logged = warnings(|| {
+            // Ten years of 1970, with and without a last plausible date.
+            for hour in 0..=10 * 365 * 24 {
+                let now_s = f64::from(hour) * HOUR_S;
+                assert_eq!(guard.date(day(1970, 1, 1), now_s), day(2027, 3, 5));
+            }
+            let mut fresh = DateGuard::new(built, None);
+            for hour in 0..=10 * 365 * 24 {
+                let now_s = f64::from(hour) * HOUR_S;
+                assert_eq!(fresh.date(day(2026, 11, 30), now_s), built);
+            }
+        });
+        assert_eq!(logged.len(), 2, "one line each: {logged:#?}");
+        // Readings before the build date break a day behind the last plausible date.
+        let mut guard = DateGuard::new(built, Some(day(2027, 3, 5).days_since_epoch()));
+        assert_eq!(guard.date(day(2027, 1, 1), 0.0), day(2027, 3, 5));
+        assert_eq!(guard.date(day(1970, 1, 1), HOUR_S), day(2027, 3, 5));
+        let resumed_s = 2.0 * HOUR_S;
+        assert_eq!(guard.date(day(2027, 1, 1), resumed_s), day(2027, 3, 5));
+        let day_from_start_s = CLOCK_SET_BACK_AFTER_S + HOUR_S;
+        assert_eq!(
+            guard.date(day(2027, 1, 1), day_from_start_s),
+            day(2027, 3, 5)
+        );
+        let day_from_resume_s = resumed_s + CLOCK_SET_BACK_AFTER_S;
+        assert_eq!(
+            guard.date(day(2027, 1, 1), day_from_resume_s),
+            day(2027, 1, 1)
+        );
+    }
+
     use std::process::Command;
 
     /// What `date` (coreutils, the same C library and zone) prints for `seconds`.

@@ -602,17 +602,18 @@ impl Daemon {
         if self.settings.pending && snapshot.settings_present {
             self.settings_appeared(now).await;
         }
+        let last_plausible_day = self.bank.dates.last_plausible_day();
+        let date = self.bank.dates.date(calendar::today(), now_s);
+        // A date taken back after a clock set ahead is saved at once: a power cut must not bring
+        // the wrong one back for another day (docs/state.md §2).
+        let set_back = self.bank.dates.last_plausible_day() < last_plausible_day;
         let (batteries, inputs) = inputs(
             snapshot,
             &mut self.bank.members,
             &mut self.bank.presence,
             self.bank.pass_through,
             &self.config,
-            TickTime {
-                now_s,
-                date: self.bank.dates.date(calendar::today()),
-                dt_s,
-            },
+            TickTime { now_s, date, dt_s },
         );
         let state = (self.recorder.as_ref())
             .filter(|r| r.wants_state())
@@ -623,6 +624,7 @@ impl Daemon {
             shadow.give(&batteries, &inputs, publishing);
         }
         let mut outcome = self.bank.engine.tick(&batteries, &inputs);
+        outcome.save_state |= set_back;
         for event in &outcome.events {
             log_event(event);
         }

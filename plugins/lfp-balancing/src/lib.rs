@@ -32,11 +32,6 @@ pub struct LfpBalancing {
     charge_curve: Curve,
     discharge_curve: Curve,
     state: State,
-    /// The month of the last tick whose clock was plausible; kept while the clock reads a date
-    /// before the last balancing (a device booted without network time).
-    last_month: Option<u8>,
-    /// The clock behind the last balancing was logged (once per episode).
-    clock_behind_logged: bool,
 }
 
 /// Builds the strategy from its config section (JSON text).
@@ -60,42 +55,26 @@ impl LfpBalancing {
             discharge_curve: config.discharge_curve(),
             config,
             state: State::default(),
-            last_month: None,
-            clock_behind_logged: false,
         }
     }
 
-    /// Whether today's date lies before the last recorded balancing: the clock is wrong, so
-    /// neither the balancing schedule nor the month's voltage may follow it. Logged once.
-    fn clock_behind(&mut self, today: LocalDate) -> bool {
-        let behind = self
-            .state
-            .last_balancing
-            .is_some_and(|last| today.days_since(last) < 0);
-        if behind && !self.clock_behind_logged {
+    /// Forgets a last balancing dated after today: the host hands on no date before one it
+    /// handed on, except once the clock has read earlier dates for a day, when the later ones
+    /// were a clock set ahead by mistake (docs/tick.md §2). That balancing was dated by the wrong
+    /// clock, so it is forgotten rather than counted from: one is due, as with a fresh state
+    /// (docs/strategies.md §2.2). A date forgotten cannot come back, so it is logged once.
+    fn forget_a_later_balancing(&mut self, today: LocalDate) {
+        if let Some(last) = self.state.last_balancing.filter(|last| *last > today) {
             log::warn(&format!(
-                "the date {today} is before the last balancing ({}): the clock is wrong; no \
-                 balancing starts and the month's charge voltage stays as it was",
-                self.state.last_balancing.unwrap_or(today)
+                "the last balancing is dated {last}, after today ({today}): dated by a clock that \
+                 was set ahead; forgotten, so a balancing is due"
             ));
+            self.state.last_balancing = None;
         }
-        self.clock_behind_logged = behind;
-        behind
     }
 
-    fn targets(&mut self, bank: &BankView, clock_behind: bool) -> Result<Targets, String> {
-        let month = match (clock_behind, self.last_month) {
-            (true, Some(kept)) => kept,
-            (true, None) => self
-                .state
-                .last_balancing
-                .map_or(bank.date.month, |d| d.month),
-            (false, _) => bank.date.month,
-        };
-        if !clock_behind && (1..=12).contains(&month) {
-            self.last_month = Some(month);
-        }
-        let per_cell = usize::from(month)
+    fn targets(&self, bank: &BankView) -> Result<Targets, String> {
+        let per_cell = usize::from(bank.date.month)
             .checked_sub(1)
             .and_then(|i| self.config.charge_voltages.get(i))
             .ok_or_else(|| format!("the bank's date {} has no month 1 to 12", bank.date))?;
@@ -118,7 +97,7 @@ impl LfpBalancing {
         let state = &mut self.state;
         if targets.balancing_v <= targets.normal_v {
             // Normal charging already reaches the balancing voltage: just record when it did.
-            if at_goal && days_since(state.last_balancing, today).is_none_or(|days| days != 0) {
+            if at_goal && state.last_balancing != Some(today) {
                 state.last_balancing = Some(today);
                 log::info(&format!(
                     "Balancing goal reached with full charging set as normal; last balancing is \
@@ -130,7 +109,7 @@ impl LfpBalancing {
 
         if state.phase == Phase::Normal {
             let every = i64::from(self.config.balancing_every_days);
-            match days_since(state.last_balancing, today) {
+            match state.last_balancing.map(|last| today.days_since(last)) {
                 Some(days) if days < every => {}
                 since => {
                     state.phase = Phase::Balancing;
@@ -286,14 +265,6 @@ fn cell_id(id: &ROption<RString>) -> &str {
     id.as_ref().map_or("", |id| id.as_str())
 }
 
-/// Calendar days from `last` to `today`; `None` when no balancing is recorded, or when `last`
-/// lies after `today` (a clock set back or wrong at the time), so that balancing is not put off
-/// for as long as the clock was off.
-fn days_since(last: Option<LocalDate>, today: LocalDate) -> Option<i64> {
-    last.map(|last| today.days_since(last))
-        .filter(|days| *days >= 0)
-}
-
 impl StrategyImpl for LfpBalancing {
     fn compute(&mut self, bank: &BankView) -> Result<StrategyOutput, String> {
         // Every target is N × a per-cell voltage: with N = 0 they are all 0, the bank is
@@ -309,18 +280,9 @@ impl StrategyImpl for LfpBalancing {
         let (min_v, max_v) = bank.cell_extremes()?;
         let cells = Cells { min_v, max_v };
         let before = self.state.clone();
-        let clock_behind = self.clock_behind(bank.date);
-        let targets = self.targets(bank, clock_behind)?;
-        let (phase_cvl, phase_mode) = if clock_behind {
-            // The phase stands still: a run under way goes on, none starts or ends.
-            match self.state.phase {
-                Phase::Normal => (targets.normal_v, "Normal"),
-                Phase::Balancing => (targets.balancing_v, "Balancing"),
-                Phase::GoalReached => (targets.balancing_v, "Balanced, holding"),
-            }
-        } else {
-            self.balance(bank, cells, &targets)
-        };
+        let targets = self.targets(bank)?;
+        self.forget_a_later_balancing(bank.date);
+        let (phase_cvl, phase_mode) = self.balance(bank, cells, &targets);
 
         // Empty after full: if both hold, the original ended at 0 %.
         let soc_reset = if self.config.zero_soc && cells.min_v <= self.config.min_cell_voltage {

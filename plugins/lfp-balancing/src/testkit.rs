@@ -1,10 +1,28 @@
-//! Builders for the tests: batteries, banks and a day-by-day driver.
+//! Builders for the tests: batteries, banks, a day-by-day driver and the lines logged.
 
-use plugin_api::abi_stable::std_types::ROption;
+use std::cell::RefCell;
+
+use plugin_api::abi_stable::std_types::{ROption, RStr};
 use plugin_api::testing::{BankBuilder, BatteryBuilder};
-use plugin_api::{BankView, BatteryView, LocalDate, StrategyImpl, StrategyOutput};
+use plugin_api::{
+    log, BankView, BatteryView, HostLogger, LocalDate, LogLevel_NE, StrategyImpl, StrategyOutput,
+};
 
 use crate::{new, LfpBalancing};
+
+thread_local! {
+    // Per thread: the harness runs each test on a thread of its own.
+    static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+extern "C" fn keep_line(_level: LogLevel_NE, _plugin: RStr<'_>, message: RStr<'_>) {
+    LOGGED.with_borrow_mut(|lines| lines.push(message.as_str().to_string()));
+}
+
+/// The lines this thread's strategies logged since it last built one or called this.
+pub fn logged() -> Vec<String> {
+    LOGGED.take()
+}
 
 /// Cells per battery, as in the original's defaults.
 pub const CELLS: u32 = 22;
@@ -17,6 +35,9 @@ pub fn date(text: &str) -> LocalDate {
 /// The strategy with the given config section, and `last_balancing` recorded (so that no
 /// balancing is due unless a test wants one).
 pub fn strategy(config_json: &str, last_balancing: Option<&str>) -> LfpBalancing {
+    // As the host does right after loading; the first call in the process installs it.
+    log::install(HostLogger { log: keep_line }, "lfp-balancing");
+    logged();
     let mut strategy = new(config_json).unwrap();
     strategy.state.last_balancing = last_balancing.map(date);
     strategy

@@ -5,7 +5,7 @@ use plugin_api::abi_stable::std_types::ROption;
 use plugin_api::{BankView, FeedInRequest, SocReset, StrategyImpl};
 
 use crate::state::{FeedIn, Phase};
-use crate::testkit::{bank, bank_of, battery, cells, date, run_days, strategy, tick};
+use crate::testkit::{bank, bank_of, battery, cells, date, logged, run_days, strategy, tick};
 
 /// A January day with no balancing due (the last one ended today).
 const DAY: &str = "2026-01-10";
@@ -168,18 +168,55 @@ fn balancing_counts_the_leap_day() {
 }
 
 #[test]
-fn a_clock_before_the_last_balancing_neither_balances_nor_changes_the_month() {
-    // Last balanced in June 2030; the clock reads DAY (January 2026): a device booted without
-    // network time. June's voltage (2.40) stays, not January's (2.45), and nothing starts.
+fn a_balancing_dated_after_today_is_forgotten_and_one_is_due() {
+    // Last balanced "in June 2030" by a clock set ahead; the host now hands on DAY (January
+    // 2026), which it takes as right: that balancing is forgotten, so one is due at once.
     let mut s = strategy("{}", Some("2030-06-01"));
     let out = tick(&mut s, &bank(DAY, 52.0, 2.3, 2.4));
-    assert_eq!(out.mode.as_str(), "Normal");
-    assert!((out.cvl_v - 22.0 * 2.40).abs() < 1e-9, "{}", out.cvl_v);
-    // The month of the last plausible tick is kept.
-    let mut s = strategy(r#"{"balancing_every_days": 365}"#, Some("2026-01-10"));
-    tick(&mut s, &bank("2026-03-01", 52.0, 2.3, 2.4));
-    let out = tick(&mut s, &bank("2026-01-05", 52.0, 2.3, 2.4));
-    assert!((out.cvl_v - 22.0 * 2.42).abs() < 1e-9, "{}", out.cvl_v);
+    assert_eq!((out.mode.as_str(), out.cvl_v), ("Balancing", CVL_BALANCING));
+    assert_eq!(s.state.last_balancing, None);
+    // The forgotten date reaches the state file.
+    assert!(out.state_changed);
+    assert!(s.save_state().unwrap().contains(r#""last_balancing":null"#));
+    let out = tick(&mut s, &bank(DAY, 52.0, 2.3, 2.4));
+    assert!(!out.state_changed);
+    let lines = logged();
+    let forgotten: Vec<_> = lines.iter().filter(|l| l.contains("2030-06-01")).collect();
+    assert_eq!(forgotten.len(), 1, "logged once: {lines:#?}");
+    assert!(forgotten[0].contains(DAY), "{}", forgotten[0]);
+    // The run ends as any run does, and January's voltage follows, not June's.
+    tick(&mut s, &bank(DAY, CVL_BALANCING, 2.49, 2.50));
+    let out = tick(&mut s, &bank(DAY, CVL_JANUARY, 2.44, 2.46));
+    assert_eq!((out.mode.as_str(), out.cvl_v), ("Normal", CVL_JANUARY));
+    assert_eq!(s.state.last_balancing, Some(date(DAY)));
+
+    // Where March's voltage reaches the balancing voltage (normal charging balances), the CVL
+    // on that very tick is March's, the date's month, not June's.
+    let months = [
+        2.45, 2.45, 2.50, 2.45, 2.45, 2.40, 2.45, 2.45, 2.45, 2.45, 2.45, 2.45,
+    ];
+    let config = format!(r#"{{"charge_voltages": {months:?}}}"#);
+    let mut s = strategy(&config, Some("2030-06-01"));
+    let out = tick(&mut s, &bank("2026-03-01", 52.0, 2.3, 2.4));
+    assert_eq!((out.mode.as_str(), out.cvl_v), ("Normal", 22.0 * 2.50));
+    assert!(out.state_changed);
+    assert_eq!(s.state.last_balancing, None);
+}
+
+#[test]
+fn a_run_under_way_ends_when_the_date_goes_before_the_last_balancing() {
+    // Holding the balancing voltage, last balanced "in 2030": the bank falls to January's
+    // voltage, so the run ends and is recorded today, the clock notwithstanding.
+    let mut s = strategy("{}", Some("2030-06-01"));
+    s.state.phase = Phase::GoalReached;
+    let out = tick(&mut s, &bank(DAY, CVL_BALANCING, 2.49, 2.50));
+    assert_eq!(
+        (out.mode.as_str(), out.cvl_v),
+        ("Balanced, holding", CVL_BALANCING)
+    );
+    let out = tick(&mut s, &bank(DAY, CVL_JANUARY, 2.44, 2.46));
+    assert_eq!((out.mode.as_str(), out.cvl_v), ("Normal", CVL_JANUARY));
+    assert_eq!(s.state.last_balancing, Some(date(DAY)));
 }
 
 #[test]
