@@ -68,11 +68,19 @@ pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> Result<(),
     runtime.block_on(Box::pin(run(ready, config_file)))
 }
 
-/// The unique id under `/Settings/Devices` for our service name.
+/// The unique id under `/Settings/Devices` for our service name. It is an element of the
+/// settings' object paths, which take letters, digits and `_` only: a `-` of the name's suffix
+/// (valid in a bus name) becomes `_`.
 pub fn settings_uid(service_name: &str) -> String {
     match service_name.strip_prefix("com.victronenergy.battery.") {
         Some("aggregate") | None => "aggregatebatteries".to_string(),
-        Some(suffix) => format!("aggregatebatteries_{suffix}"),
+        Some(suffix) => {
+            let suffix: String = suffix
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("aggregatebatteries_{suffix}")
+        }
     }
 }
 
@@ -1092,5 +1100,35 @@ fn log_feed_in(event: &FeedInEvent) {
             "feed-in should be disabled but {FEED_IN_SETTING} cannot be read: nothing is \
              written until its value is known"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_uid_is_an_object_path_element_for_every_valid_service_name() {
+        for (name, uid) in [
+            ("com.victronenergy.battery.aggregate", "aggregatebatteries"),
+            (
+                "com.victronenergy.battery.bank_2",
+                "aggregatebatteries_bank_2",
+            ),
+            (
+                "com.victronenergy.battery.bank-a",
+                "aggregatebatteries_bank_a",
+            ),
+        ] {
+            assert!(crate::config::valid_name_element(
+                name.rsplit('.').next().unwrap()
+            ));
+            assert_eq!(settings_uid(name), uid);
+            let path = format!("/Settings/Devices/{uid}/ClassAndVrmInstance");
+            assert!(
+                zbus::zvariant::ObjectPath::try_from(path.as_str()).is_ok(),
+                "{path}"
+            );
+        }
     }
 }
