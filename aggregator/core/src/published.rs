@@ -51,6 +51,8 @@ pub struct Published {
     /// of what a sorted map's string comparisons took.
     items: PathMap<Item>,
     listing: BankListing,
+    /// The cell paths of the last tick, in its order.
+    cells_shown: Vec<String>,
 }
 
 /// `/System/Batteries`: one JSON entry per pack (see [`BankListing`]).
@@ -171,6 +173,25 @@ impl Published {
             if self.set(path, Value::float(*voltage), Fixed(3, "V")) {
                 changed.push(path.clone());
             }
+        }
+        // A battery lost or left out: its cells' last voltages are not what they are now.
+        if !self
+            .cells_shown
+            .iter()
+            .eq(cell_paths.iter().map(|(p, _)| p))
+        {
+            let now: std::collections::HashSet<&str> =
+                cell_paths.iter().map(|(p, _)| p.as_str()).collect();
+            let gone: Vec<String> = (self.cells_shown.iter())
+                .filter(|p| !now.contains(p.as_str()))
+                .cloned()
+                .collect();
+            for path in gone {
+                if self.set(&path, Value::Invalid, Fixed(3, "V")) {
+                    changed.push(path);
+                }
+            }
+            self.cells_shown = cell_paths.iter().map(|(p, _)| p.clone()).collect();
         }
         let (listing, online) = self
             .listing
@@ -396,6 +417,27 @@ mod tests {
             save_state: false,
             events: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_cells_of_a_battery_no_longer_shown_turn_invalid() {
+        let mut p = Published::new(&device());
+        let both = [
+            ("/Voltages/A_Cell1".to_string(), Some(3.30)),
+            ("/Voltages/B_Cell1".to_string(), Some(3.31)),
+        ];
+        p.update(&outcome(), &[], 16, &both);
+        assert_eq!(p.get("/Voltages/B_Cell1").unwrap().text(), "3.310V");
+        // B lost: its cell is not in the tick's list any more.
+        let changed = p.update(&outcome(), &[], 16, &both[..1]);
+        assert_eq!(changed, ["/Voltages/B_Cell1".to_string()]);
+        assert_eq!(p.get("/Voltages/B_Cell1").unwrap().value, Value::Invalid);
+        assert_eq!(p.get("/Voltages/A_Cell1").unwrap().text(), "3.300V");
+        assert!(p.update(&outcome(), &[], 16, &both[..1]).is_empty());
+        // Back: its cell again.
+        let changed = p.update(&outcome(), &[], 16, &both);
+        assert_eq!(changed, ["/Voltages/B_Cell1".to_string()]);
+        assert_eq!(p.get("/Voltages/B_Cell1").unwrap().text(), "3.310V");
     }
 
     #[test]
