@@ -356,12 +356,15 @@ impl Guard {
         let mut out = limits;
         let mut acts = Acts::default();
 
+        // Without any cell data the latches can be neither judged nor left: they wait, acting
+        // on nothing, and are not shown as acting.
         if let Some(max_cell) = e.max_cell_v {
             if max_cell >= b.max_cell_voltage_v {
                 self.high_cell = true;
             } else if max_cell < b.max_cell_voltage_v - b.max_cell_hysteresis_v {
                 self.high_cell = false;
             }
+            acts.high_cell = self.high_cell;
             if self.high_cell {
                 // Packs in parallel sit at slightly different voltages: the chargers must push
                 // no pack further, so the lowest of each pack's voltage less its own cells'
@@ -378,12 +381,11 @@ impl Guard {
             } else if min_cell > b.min_cell_voltage_v + b.min_cell_hysteresis_v {
                 self.low_cell = false;
             }
+            acts.low_cell = self.low_cell;
             if self.low_cell {
                 out.dcl_a = 0.0;
             }
         }
-        acts.high_cell = self.high_cell;
-        acts.low_cell = self.low_cell;
         acts.mismatch_high_cells = e
             .max_cell_v
             .is_some_and(|v| v >= b.max_cell_voltage_v + MISMATCH_MARGIN_V);
@@ -428,7 +430,7 @@ impl Guard {
         // Last, so that it only ever lowers what every other rule allowed: a strategy's own
         // lower recovery current stands, and the packs' own CCL caps it even with
         // `bms_limits: ignore`.
-        if self.low_cell && out.ccl_a > 0.0 {
+        if acts.low_cell && out.ccl_a > 0.0 {
             let recovery = recovery_current(batteries, b.recovery_charge_rate_c);
             out.ccl_a = out.ccl_a.min(recovery);
             acts.recovering_a = Some(out.ccl_a);
@@ -864,6 +866,23 @@ pub(crate) mod tests {
         assert!(out.acts.high_cell);
         assert_eq!(g.apply(WIDE, &at(3.56), 57.0, 1.0, 0).limits.ccl_a, 0.0);
         assert_eq!(g.apply(WIDE, &at(3.54), 56.6, 1.0, 0).limits.ccl_a, 200.0);
+    }
+
+    #[test]
+    fn latches_without_any_cell_data_act_on_nothing_and_are_not_shown() {
+        // Saved by an earlier run; the packs online now publish no cells (CAN packs).
+        let mut g = Guard::new(BOUNDS);
+        g.set_latches(true, true);
+        let mut no_cells = pack("A", 0.0, Some(50.0), 3.3, 20.0);
+        no_cells.reading.max_cell_voltage_v = None;
+        no_cells.reading.min_cell_voltage_v = None;
+        let out = g.apply(WIDE, &[no_cells], 53.0, 1.0, 16);
+        assert!(!out.acts.high_cell && !out.acts.low_cell, "{out:?}");
+        assert_eq!(out.acts.recovering_a, None);
+        assert_eq!(out.acts.alarms()[1], ("LowCellVoltage", 0));
+        assert_eq!(out.limits.cvl_v, WIDE.cvl_v);
+        // They wait: cells back, judged again.
+        assert_eq!(g.latches(), (true, true));
     }
 
     #[test]
