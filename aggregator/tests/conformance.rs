@@ -594,3 +594,37 @@ fn a_name_held_by_another_program_is_one_error_line_not_one_a_tick() {
         assert!(refusals >= 5, "{log}");
     });
 }
+
+#[test]
+fn a_custom_name_changed_in_the_settings_by_another_program_is_followed() {
+    // The GUI or VRM writes the setting directly: our /CustomName follows, signalled.
+    runtime().block_on(async {
+        let w = world().await;
+        let c = w.conn.clone();
+        assert!(wait_for_name(&c, OWN, Duration::from_secs(20))
+            .await
+            .is_some());
+        let answer = c
+            .call_method(
+                Some("com.victronenergy.settings"),
+                "/Settings/Devices/aggregatebatteries/CustomName",
+                Some("com.victronenergy.BusItem"),
+                "SetValue",
+                &Value::from("Shed"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.body().deserialize::<i32>().unwrap(), 0);
+        let (ok, items) = until(&c, Duration::from_secs(5), |i| {
+            i.get("/CustomName").is_some_and(|(_, text)| text == "Shed")
+        })
+        .await;
+        assert!(
+            ok,
+            "{:?}\n{}",
+            items.get("/CustomName"),
+            w.daemon.log_text()
+        );
+        assert!(w.daemon.log_text().contains("custom name `Shed`"));
+    });
+}

@@ -215,6 +215,16 @@ pub fn monitor_soc(monitors: &Monitors<'_>, device: &DeviceRef) -> Option<f64> {
         .and_then(|(_, s)| number(&s.values, "/Soc", &mut ignored))
 }
 
+/// A text path of the one service of a class (settings, system), when it is not `known`
+/// (read each tick: nothing is copied while it stays the same).
+pub fn single_text_unless(cache: &Cache, class: Class, path: &str, known: &str) -> Option<String> {
+    cache
+        .of_class(class)
+        .find_map(|(_, s)| text_of(&s.values, path))
+        .filter(|text| text != known)
+        .map(Cow::into_owned)
+}
+
 /// An integer path of the one service of a class (settings, system).
 pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
     let mut ignored = Vec::new();

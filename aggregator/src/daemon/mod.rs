@@ -231,6 +231,8 @@ type Reconnect = Pin<Box<dyn Future<Output = Attached> + Send>>;
 struct SettingsClient {
     /// Our unique id under `/Settings/Devices`.
     uid: String,
+    /// The path of our custom name in the settings service.
+    name_path: String,
     /// The published `/DeviceInstance`.
     device_instance: i64,
     /// True until `AddSettings` succeeded (there was no settings service at start).
@@ -459,6 +461,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         link: Link::new(attached),
         reconnecting: None,
         settings: SettingsClient {
+            name_path: format!("/Settings/Devices/{uid}/CustomName"),
             uid,
             device_instance,
             pending: settings_pending,
@@ -786,6 +789,28 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Our custom name as the settings service holds it, once it changed there: written by
+    /// `SetValue` on our `/CustomName`, or by another program (the GUI, VRM). Kept in the
+    /// published values, so that a new connection serves it too.
+    async fn follow_custom_name(&mut self) {
+        let known = match self.bank.published.get(CUSTOM_NAME).map(|item| &item.value) {
+            Some(Value::Text(name)) => name.as_str(),
+            _ => "",
+        };
+        let path = &self.settings.name_path;
+        let Some(name) = self.link.monitor.read(|cache| {
+            gather::single_text_unless(cache, bus::monitor::Class::Settings, path, known)
+        }) else {
+            return;
+        };
+        tracing::info!("custom name `{name}` from {SETTINGS}");
+        self.bank
+            .published
+            .set(CUSTOM_NAME, Value::Text(name), TextFormat::Plain);
+        let changed = self.export([CUSTOM_NAME.to_string()]);
+        self.signal(changed).await;
     }
 
     /// The settings service was missing at start: once it is on the bus, our settings are

@@ -601,6 +601,8 @@ impl Daemon {
         snapshot.stale_view = stale_view.clone();
         if self.settings.pending && snapshot.settings_present {
             self.settings_appeared(now).await;
+        } else if stale_view.is_none() {
+            self.follow_custom_name().await;
         }
         let last_plausible_day = self.bank.dates.last_plausible_day();
         let date = self.bank.dates.date(calendar::today(), now_s);
