@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use support::bus::{num, text, until};
 use support::config::{yaml, TestConfig};
+use support::simulated as sim;
 use support::world::{runtime, World};
 
 const SECONDS: Duration = Duration::from_secs(15);
@@ -225,5 +226,117 @@ fn a_pack_protecting_its_cells_forces_the_lowest_cvl_until_it_recovers() {
         })
         .await;
         assert!(ok, "back after recovery: {items:?}");
+    });
+}
+
+/// `swapped-adapters.yaml`'s bank: Bat2 (serial SB) excluded, nothing expected but what is found.
+fn swapped_config() -> String {
+    TestConfig::default()
+        .batteries(|b| b.unset("expected").set("exclude", ["SB"]))
+        .to_yaml()
+}
+
+/// The names, services and states of `/System/Batteries`.
+fn packs(json: &str) -> Vec<(String, String, String)> {
+    let listing: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|err| panic!("{json}: {err}"));
+    let field = |pack: &serde_json::Value, key: &str| pack[key].as_str().unwrap_or("").to_string();
+    (listing.as_array().into_iter().flatten())
+        .map(|p| (field(p, "name"), field(p, "service"), field(p, "state")))
+        .collect()
+}
+
+/// Bat1 alone, online on ttyUSB1.
+fn bat1_on_usb1() -> Vec<(String, String, String)> {
+    vec![(
+        "Bat1".into(),
+        "com.victronenergy.battery.ttyUSB1".into(),
+        "online".into(),
+    )]
+}
+
+/// docs/discovery.md §2 and §3: USB adapters come back swapped. The driver now on ttyUSB0 reads
+/// the excluded pack: it is decided from its own nameplate and left out, not merged under the
+/// name of the pack that was there; Bat1, now on ttyUSB1, is merged under its own name, with its
+/// own capacity. In simulated time, every tick from the swap on.
+#[test]
+fn in_simulated_time_swapped_adapters_are_decided_by_their_own_nameplates() {
+    let run = sim::run(
+        &scenario("swapped-adapters.yaml"),
+        &swapped_config(),
+        Duration::from_secs(12),
+    );
+    let listing = |i: &sim::Items| packs(&sim::text(i, "/System/Batteries").unwrap_or_default());
+    let start = run.until(0, "Bat1 online on ttyUSB0", |i| {
+        listing(i)
+            == [(
+                "Bat1".to_string(),
+                "com.victronenergy.battery.ttyUSB0".to_string(),
+                "online".to_string(),
+            )]
+    });
+    assert_eq!(
+        sim::num(run.items(start), "/InstalledCapacity"),
+        Some(280.0)
+    );
+    // The drivers come back at 7 s, each on the other adapter.
+    let back = (start..run.ticks.len())
+        .find(|&k| run.at_s(k) >= 7.0)
+        .expect("a tick after the swap");
+    let on_usb0_online = |i: &sim::Items| {
+        listing(i)
+            .iter()
+            .any(|(_, service, state)| service.ends_with(".ttyUSB0") && state == "online")
+    };
+    let settled = run.until_keeping(
+        back,
+        "Bat1 alone, on ttyUSB1",
+        |i| !on_usb0_online(i),
+        |i| listing(i) == bat1_on_usb1(),
+    );
+    for k in settled..run.ticks.len() {
+        let i = run.items(k);
+        let at = run.at_s(k);
+        assert_eq!(listing(i), bat1_on_usb1(), "at {at} s\n{}", run.log);
+        assert_eq!(sim::num(i, "/System/NrOfBatteries"), Some(1.0), "at {at} s");
+        assert_eq!(sim::num(i, "/InstalledCapacity"), Some(280.0), "at {at} s");
+        assert_eq!(sim::num(i, "/Alarms/BmsCable"), Some(0.0), "at {at} s");
+    }
+    // Both back at one tick: the pack on ttyUSB0 is decided first, Bat1 leaves it, and is
+    // found again on ttyUSB1.
+    let left = "battery Bat1 (com.victronenergy.battery.ttyUSB0): the service is another device \
+                now (not of the bank: in batteries.exclude)";
+    assert_eq!(run.occurrences(left), 1, "{}", run.log);
+    let again = "battery Bat1 found again: com.victronenergy.battery.ttyUSB1";
+    assert_eq!(run.occurrences(again), 1, "{}", run.log);
+    assert_eq!(run.occurrences("Bat1_2"), 0, "{}", run.log);
+}
+
+/// The same on a private bus: the drivers come back as new processes, in whatever order the
+/// bus and the daemon's ticks see them.
+#[test]
+fn swapped_adapters_are_decided_by_their_own_nameplates() {
+    runtime().block_on(async {
+        let w = World::start(&scenario("swapped-adapters.yaml"), &swapped_config()).await;
+        let listing = |i: &std::collections::HashMap<_, _>| {
+            packs(&text(i, "/System/Batteries").unwrap_or_default())
+        };
+        let (ok, items) = until(&w.conn, Duration::from_secs(30), |i| {
+            listing(i) == bat1_on_usb1() && num(i, "/System/NrOfBatteries") == Some(1.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/InstalledCapacity"), Some(280.0));
+        assert_eq!(num(&items, "/Alarms/BmsCable"), Some(0.0));
+        // And so it stays.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let items = support::bus::items(&w.conn, support::bus::OWN).await;
+        assert_eq!(listing(&items), bat1_on_usb1(), "{}", w.daemon.log_text());
+        assert_eq!(num(&items, "/System/NrOfBatteries"), Some(1.0));
+        assert!(
+            !w.daemon.log_text().contains("Bat1_2"),
+            "{}",
+            w.daemon.log_text()
+        );
     });
 }

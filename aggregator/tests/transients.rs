@@ -182,6 +182,10 @@ fn in_simulated_time_drivers_restarting_inside_the_hold_never_stop_discharging()
             },
         );
         assert!(dcl(run.items(back)).is_some_and(|d| d > 0.0));
+        // The same packs back as new processes (docs/discovery.md §3): found once each, and
+        // nothing said of them but their coming and going.
+        assert_eq!(run.occurrences("found: "), expected as usize, "{}", run.log);
+        assert_eq!(run.occurrences("another device"), 0, "{}", run.log);
         // Feed-in never touched: the setting read 1 after every tick.
         for tick in &run.ticks {
             assert_eq!(

@@ -100,12 +100,66 @@ pub enum Role {
     Unknown,
 }
 
-/// The batteries found so far, with names that stay the same for the life of the process.
+/// What tells one battery from another (docs/discovery.md §3): its `/Serial`, else its
+/// `/CustomName`, each trimmed, an empty one as none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Device {
+    /// `/CustomName`.
+    pub custom_name: Option<String>,
+    /// `/Serial`.
+    pub serial: Option<String>,
+}
+
+impl Device {
+    /// The device a nameplate shows.
+    pub fn of(nameplate: &Nameplate) -> Device {
+        let field = |f: &Option<String>| {
+            f.as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        };
+        Device {
+            custom_name: field(&nameplate.custom_name),
+            serial: field(&nameplate.serial),
+        }
+    }
+
+    /// Whether `other` is this device as far as the bus tells: the same serial where both
+    /// publish one, else the same custom name. A pack renamed but with its serial is the same;
+    /// two packs that publish neither cannot be told apart.
+    pub fn same(&self, other: &Device) -> bool {
+        match (&self.serial, &other.serial) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self.custom_name == other.custom_name,
+        }
+    }
+
+    /// Whether it can be recognised on another service: it publishes a serial or a custom
+    /// name.
+    pub fn identifiable(&self) -> bool {
+        self.serial.is_some() || self.custom_name.is_some()
+    }
+}
+
+/// A battery's display name and the device it was given to.
+#[derive(Clone, Debug)]
+struct Named {
+    name: String,
+    device: Device,
+}
+
+/// The batteries found so far, with names that stay the same for the same device for the life
+/// of the process.
 #[derive(Clone, Debug)]
 pub struct Roster {
     rules: Rules,
     own_service: String,
-    names: BTreeMap<String, String>,
+    /// The battery named on each service.
+    named: BTreeMap<String, Named>,
+    /// Batteries that left their service to another device: their names stay theirs, for when
+    /// they are found again.
+    away: Vec<Named>,
 }
 
 impl Roster {
@@ -114,21 +168,30 @@ impl Roster {
         Self {
             rules,
             own_service: own_service.to_string(),
-            names: BTreeMap::new(),
+            named: BTreeMap::new(),
+            away: Vec::new(),
         }
     }
 
-    /// Decides what `service` is; a battery gets its display name on the first call, kept
-    /// from then on.
+    /// Decides what `service` is; a battery gets its display name ([`Roster::name`]).
     pub fn classify(&mut self, service: &str, nameplate: &Nameplate) -> Role {
+        match self.rule_out(service, nameplate) {
+            Some(role) => role,
+            None => Role::Battery(self.name(service, nameplate)),
+        }
+    }
+
+    /// What `service` is when it is no battery of the bank by the rules of
+    /// docs/discovery.md §2; `None` for a battery.
+    pub fn rule_out(&self, service: &str, nameplate: &Nameplate) -> Option<Role> {
         if service == self.own_service {
-            return Role::Ignored("our own service".into());
+            return Some(Role::Ignored("our own service".into()));
         }
         let Some(product) = &nameplate.product_name else {
-            return Role::Unknown;
+            return Some(Role::Unknown);
         };
         if is_battery_monitor(Some(product), nameplate.publishes_charge_voltage) {
-            return Role::Monitor;
+            return Some(Role::Monitor);
         }
         let included_by_service = self
             .rules
@@ -142,38 +205,85 @@ impl Roster {
                 .iter()
                 .any(|name| product.contains(name.as_str()))
         {
-            return Role::Ignored(format!(
+            return Some(Role::Ignored(format!(
                 "/ProductName `{product}` contains none of {:?}",
                 self.rules.product_name
-            ));
+            )));
         }
         let matches =
             |selectors: &[Selector]| selectors.iter().any(|s| selects(s, service, nameplate));
         if !self.rules.include.is_empty() && !matches(&self.rules.include) {
-            return Role::Ignored("not in batteries.include".into());
+            return Some(Role::Ignored("not in batteries.include".into()));
         }
         if matches(&self.rules.exclude) {
-            return Role::Ignored("in batteries.exclude".into());
+            return Some(Role::Ignored("in batteries.exclude".into()));
         }
-        if let Some(name) = self.names.get(service) {
-            return Role::Battery(name.clone());
+        None
+    }
+
+    /// The display name of the battery on `service` (docs/discovery.md §3): the one it had
+    /// when it is the device named there before; else the device named there leaves it (its
+    /// name kept for it), and this one gets the name it had when it left another service, or
+    /// a new one.
+    pub fn name(&mut self, service: &str, nameplate: &Nameplate) -> String {
+        let device = Device::of(nameplate);
+        if let Some(named) = self.named.get_mut(service) {
+            if named.device.same(&device) {
+                named.device = device;
+                return named.name.clone();
+            }
         }
-        let base = nameplate
-            .custom_name
-            .as_deref()
-            .or(nameplate.serial.as_deref())
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("Battery{}", self.names.len() + 1));
+        self.leave(service);
+        let back = (device.identifiable())
+            .then(|| {
+                self.away
+                    .iter()
+                    .position(|n| n.device.identifiable() && n.device.same(&device))
+            })
+            .flatten();
+        let name = match back {
+            Some(k) => self.away.remove(k).name,
+            None => self.new_name(&device),
+        };
+        let named = Named {
+            name: name.clone(),
+            device,
+        };
+        self.named.insert(service.to_string(), named);
+        name
+    }
+
+    /// The battery named on `service` left it (another device has it now): its name is kept
+    /// for it.
+    pub fn leave(&mut self, service: &str) {
+        if let Some(named) = self.named.remove(service) {
+            self.away.push(named);
+        }
+    }
+
+    /// The device last named on `service`.
+    pub fn device_on(&self, service: &str) -> Option<&Device> {
+        self.named.get(service).map(|n| &n.device)
+    }
+
+    /// Its custom name, else its serial, else `Battery<k>`; `_2`, `_3`, … when taken.
+    fn new_name(&self, device: &Device) -> String {
+        let base = (device.custom_name.as_ref())
+            .or(device.serial.as_ref())
+            .cloned()
+            .unwrap_or_else(|| format!("Battery{}", self.named.len() + self.away.len() + 1));
+        let taken = |name: &str| {
+            (self.named.values())
+                .chain(&self.away)
+                .any(|n| n.name == name)
+        };
         let mut name = base.clone();
         let mut k = 2;
-        while self.names.values().any(|n| *n == name) {
+        while taken(&name) {
             name = format!("{base}_{k}");
             k += 1;
         }
-        self.names.insert(service.to_string(), name.clone());
-        Role::Battery(name)
+        name
     }
 }
 
@@ -254,6 +364,55 @@ mod tests {
             Role::Battery("JK02_2".into()),
             "stable for the process"
         );
+    }
+
+    #[test]
+    fn another_device_on_a_service_gets_its_own_name_and_the_first_keeps_its_name() {
+        let mut r = Roster::new(Rules::default(), OWN);
+        let left = serialbattery(Some("Left"), Some("S1"), 1);
+        let right = serialbattery(Some("Right"), Some("S2"), 2);
+        assert_eq!(r.classify(&service(0), &left), Role::Battery("Left".into()));
+        // A driver restart of the same pack, renamed meanwhile: the same serial, the same name.
+        let renamed = serialbattery(Some("Renamed"), Some("S1"), 1);
+        assert_eq!(r.name(&service(0), &renamed), "Left");
+        // The adapters enumerated the other way round: each pack keeps its own name.
+        assert_eq!(r.name(&service(0), &right), "Right");
+        assert_eq!(r.name(&service(1), &left), "Left");
+        assert_eq!(r.device_on(&service(1)), Some(&Device::of(&left)));
+        // A third pack calling itself Left is another device: the name is the first one's.
+        let other_left = serialbattery(Some("Left"), Some("S3"), 3);
+        assert_eq!(r.name(&service(2), &other_left), "Left_2");
+        // A pack that left its service keeps its name, found again on another, and no other
+        // pack takes the name meanwhile.
+        r.leave(&service(2));
+        r.leave(&service(0));
+        assert_eq!(r.device_on(&service(2)), None);
+        assert_eq!(
+            r.name(&service(3), &serialbattery(Some("Right"), Some("S4"), 4)),
+            "Right_2"
+        );
+        assert_eq!(r.name(&service(4), &other_left), "Left_2");
+        assert_eq!(r.name(&service(5), &right), "Right");
+    }
+
+    #[test]
+    fn devices_are_told_apart_by_serial_then_custom_name() {
+        let device = |custom: Option<&str>, serial: Option<&str>| {
+            Device::of(&serialbattery(custom, serial, 1))
+        };
+        assert!(device(Some("A"), Some("S1")).same(&device(Some("B"), Some("S1"))));
+        assert!(!device(Some("A"), Some("S1")).same(&device(Some("A"), Some("S2"))));
+        assert!(device(Some("A"), None).same(&device(Some(" A "), Some("S2"))));
+        assert!(!device(Some("A"), None).same(&device(Some("B"), None)));
+        assert!(device(None, Some(" ")).same(&device(Some(""), None)));
+        assert!(!device(None, Some(" ")).identifiable());
+        assert!(device(None, Some("S1")).identifiable());
+        // Anonymous packs get a number each, and a restart of one keeps it.
+        let mut r = Roster::new(Rules::default(), OWN);
+        let anonymous = serialbattery(None, None, 1);
+        assert_eq!(r.name(&service(0), &anonymous), "Battery1");
+        assert_eq!(r.name(&service(1), &anonymous), "Battery2");
+        assert_eq!(r.name(&service(0), &anonymous), "Battery1");
     }
 
     #[test]

@@ -317,8 +317,9 @@ pub fn run_observed(
     let battery_names: Vec<String> = scenario.batteries().iter().map(|b| b.bus_name()).collect();
     let mut models = Models::new(scenario);
     let mut cache = Cache::default();
+    let mut owners = Owners::default();
     for (name, items) in models.fixed() {
-        put(&mut cache, &name, &items);
+        put(&mut cache, &mut owners, &name, &items);
     }
 
     let ticks = (length.as_secs_f64() / tick.as_secs_f64()).floor() as u64;
@@ -333,7 +334,7 @@ pub fn run_observed(
         });
         for (name, step) in battery_names.iter().zip(moment.batteries) {
             match step {
-                BatteryStep::Publish(items) => put(&mut cache, name, &items),
+                BatteryStep::Publish(items) => put(&mut cache, &mut owners, name, &items),
                 BatteryStep::Hold => {}
                 BatteryStep::Gone => {
                     cache.services.remove(name);
@@ -341,18 +342,18 @@ pub fn run_observed(
             }
         }
         if let Some(items) = moment.vebus {
-            put(&mut cache, super::VEBUS_NAME, &items);
+            put(&mut cache, &mut owners, super::VEBUS_NAME, &items);
         }
         for (index, items) in moment.solars.iter().enumerate() {
-            put(&mut cache, &super::solar_name(index), items);
+            put(&mut cache, &mut owners, &super::solar_name(index), items);
         }
         if let (Some(items), Some(spec)) = (moment.shunt, &models.scenario.shunt) {
-            put(&mut cache, &spec.bus_name(), &items);
+            put(&mut cache, &mut owners, &spec.bus_name(), &items);
         }
 
         for (index, items) in moment.dc_devices.iter().enumerate() {
             let name = models.scenario.dc_devices[index].bus_name(index);
-            put(&mut cache, &name, items);
+            put(&mut cache, &mut owners, &name, items);
         }
 
         // The daemon's tick, from its cache to the engine.
@@ -406,9 +407,22 @@ pub fn run_observed(
     Ok(samples)
 }
 
+/// The unique names the simulated services get, as the bus gives one to each connection: a
+/// service back after it was gone is another process, which the daemon decides anew
+/// (docs/discovery.md §2).
+#[derive(Default)]
+struct Owners(u64);
+
+impl Owners {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!(":sim.{}", self.0)
+    }
+}
+
 /// A service's values into the cache as the monitor keeps them: only the paths it reads, each
 /// value as it comes off the wire.
-fn put(cache: &mut Cache, name: &str, items: &[Item]) {
+fn put(cache: &mut Cache, owners: &mut Owners, name: &str, items: &[Item]) {
     let Some(class) = Class::of(name) else {
         return;
     };
@@ -424,7 +438,7 @@ fn put(cache: &mut Cache, name: &str, items: &[Item]) {
                 name.to_string(),
                 Service {
                     class,
-                    owner: String::new(),
+                    owner: owners.next(),
                     values,
                     changed_at: Instant::now(),
                     scanned: true,

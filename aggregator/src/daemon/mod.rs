@@ -776,17 +776,12 @@ impl Daemon {
     }
 
     fn log_discovery(&mut self) {
+        // Who belongs to the bank follows each service's owner, read at the tick
+        // (docs/discovery.md §2): these are for the debug log.
         for event in self.link.monitor.take_events() {
-            // A service that is scanned again may have become one of ours.
             match event {
-                Discovery::Added(name) => {
-                    tracing::debug!("found {name}");
-                    self.bank.members.forget_ignored(&name);
-                }
-                Discovery::Removed(name) => {
-                    tracing::debug!("{name} left the bus");
-                    self.bank.members.forget_ignored(&name);
-                }
+                Discovery::Added(name) => tracing::debug!("found {name}"),
+                Discovery::Removed(name) => tracing::debug!("{name} left the bus"),
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use aggregator_core::discovery::{Nameplate, Role, Roster};
+use aggregator_core::discovery::{Device, Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
 use aggregator_core::presence::{Battery, Change, Note, Presence, Timing};
@@ -22,9 +22,8 @@ use crate::record::{self, PublishedValues};
 
 /// What the tick takes from the monitor's cache.
 pub struct BusSnapshot {
-    /// Battery-class services that may be ours: service, nameplate (only until the service
-    /// is classified) and reading.
-    batteries: Vec<(String, Option<Nameplate>, BatteryReading)>,
+    /// Battery-class services that may be ours.
+    batteries: Vec<Seen>,
     vebus: Vec<VebusView>,
     solar_chargers: Vec<SolarChargerView>,
     smartshunts: Vec<ShuntView>,
@@ -39,9 +38,20 @@ pub struct BusSnapshot {
     pub(crate) stale_view: Option<String>,
 }
 
+/// A battery-class service that may be ours, as the tick takes it from the cache.
+struct Seen {
+    service: String,
+    /// Its owner and nameplate, when its membership is to be decided: seen for the first
+    /// time, or owned by another process than the one decided (docs/discovery.md §2).
+    decide: Option<(String, Nameplate)>,
+    reading: BatteryReading,
+}
+
 /// A service found to be a battery of the bank.
 pub(super) struct KnownBattery {
     name: String,
+    /// The unique name of the process it was decided for: another one is decided anew.
+    owner: String,
     /// Its own `/System/NrOfCellsPerBattery`, when it publishes one.
     cells: Option<u32>,
     /// Left out: its cell count is not the bank's.
@@ -66,14 +76,18 @@ struct Passing {
     last_s: f64,
 }
 
-/// Which battery-class services belong to the bank, decided once per service.
+/// Which battery-class services belong to the bank, decided once per process that owns the
+/// service's name (docs/discovery.md §2).
 pub struct BankMembers {
     roster: Roster,
     /// `batteries.cells`.
     cells: Option<u32>,
     known: BTreeMap<String, KnownBattery>,
-    /// Services that are not ours, until they are scanned again.
-    ignored: BTreeSet<String>,
+    /// Services that are not ours, with the owner they were decided for.
+    ignored: BTreeMap<String, String>,
+    /// Batteries whose service another device took, by name: not found since
+    /// (docs/discovery.md §5).
+    departed: BTreeSet<String>,
     /// Services coming and going, by service name.
     passing: BTreeMap<String, Passing>,
     /// Batteries whose service goes and comes back, by service name.
@@ -99,7 +113,8 @@ impl BankMembers {
             roster,
             cells,
             known: BTreeMap::new(),
-            ignored: BTreeSet::new(),
+            ignored: BTreeMap::new(),
+            departed: BTreeSet::new(),
             passing: BTreeMap::new(),
             flapping: BTreeMap::new(),
         }
@@ -111,53 +126,172 @@ impl BankMembers {
         Self::new(roster, config.batteries.cells)
     }
 
-    /// A service that came or went is classified again when next seen.
-    pub(super) fn forget_ignored(&mut self, service: &str) {
-        self.ignored.remove(service);
+    /// Whether a service owned by `owner` is read this tick (`None`: not ours), and whether its
+    /// membership is to be decided (its nameplate is wanted).
+    fn wants(&self, service: &str, owner: &str) -> Option<bool> {
+        if self.ignored.get(service).is_some_and(|o| o == owner) {
+            return None;
+        }
+        Some(self.known.get(service).is_none_or(|k| k.owner != owner))
     }
 
-    /// Whether a service's reading is wanted this tick, and whether its nameplate is.
-    fn wants(&self, service: &str) -> Option<bool> {
-        (!self.ignored.contains(service)).then(|| !self.known.contains_key(service))
+    /// Whether a known battery's service is owned by another process than the one decided.
+    fn owned_anew(&self, service: &str, owner: &str) -> bool {
+        self.known.get(service).is_some_and(|k| k.owner != owner)
     }
 
-    /// Classifies the services seen for the first time; returns the readings of the bank's
-    /// batteries by service.
+    /// Decides the services seen for the first time or owned by a new process; returns the
+    /// readings of the bank's batteries by service.
     fn classify(
         &mut self,
-        seen: Vec<(String, Option<Nameplate>, BatteryReading)>,
+        presence: &mut Presence,
+        mut seen: Vec<Seen>,
     ) -> BTreeMap<String, BatteryReading> {
+        if seen.iter().all(|s| s.decide.is_none()) {
+            return seen.into_iter().map(|s| (s.service, s.reading)).collect();
+        }
+        // Known batteries not settled with their process: gone from the bus, or owned anew.
+        // A device found on another service may have moved from one of them.
+        let mut unsettled: BTreeSet<String> = self.known.keys().cloned().collect();
+        for s in seen.iter().filter(|s| s.decide.is_none()) {
+            unsettled.remove(&s.service);
+        }
+        // The known services first: a device that left one is free before another names it.
+        seen.sort_by_key(|s| !self.known.contains_key(&s.service));
         let mut readings = BTreeMap::new();
-        for (service, nameplate, reading) in seen {
-            if let Some(nameplate) = nameplate {
-                match self.roster.classify(&service, &nameplate) {
-                    Role::Battery(name) => {
-                        let cells = reading
-                            .cells_per_battery
-                            .and_then(|n| u32::try_from(n).ok());
-                        if self.passing.contains_key(&service) {
-                            tracing::debug!("battery {name} found again: {service}");
-                        } else {
-                            tracing::info!("battery {name} found: {service}");
-                        }
-                        let known = KnownBattery {
-                            name,
-                            cells,
-                            excluded: false,
-                        };
-                        self.known.insert(service.clone(), known);
-                    }
-                    Role::Ignored(why) => {
-                        tracing::debug!("{service} ignored: {why}");
-                        self.ignored.insert(service);
-                        continue;
-                    }
-                    Role::Monitor | Role::Unknown => continue,
+        for Seen {
+            service,
+            decide,
+            reading,
+        } in seen
+        {
+            if let Some((owner, nameplate)) = decide {
+                let cells = (reading.cells_per_battery).and_then(|n| u32::try_from(n).ok());
+                let decided = self.decide(presence, &service, owner, &nameplate, cells, &unsettled);
+                if !decided {
+                    continue;
                 }
+                // Settled now: no device found later at this tick moved from it.
+                unsettled.remove(&service);
             }
             readings.insert(service, reading);
         }
         readings
+    }
+
+    /// Decides one service from its nameplate: whether it is a battery of the bank, and which.
+    /// A new process on a known battery's service is the same battery when it is the same
+    /// device, and another one otherwise, the battery that was there leaving the bank. Returns
+    /// whether the service's reading is the bank's.
+    fn decide(
+        &mut self,
+        presence: &mut Presence,
+        service: &str,
+        owner: String,
+        nameplate: &Nameplate,
+        cells: Option<u32>,
+        unsettled: &BTreeSet<String>,
+    ) -> bool {
+        match self.roster.rule_out(service, nameplate) {
+            // A battery (`rule_out` names none).
+            None | Some(Role::Battery(_)) => {}
+            // Undecided: not read meanwhile (a known battery is as while its service is away).
+            Some(Role::Unknown) => return false,
+            Some(Role::Monitor) => {
+                if self.depart(presence, service, "a battery monitor") {
+                    self.roster.leave(service);
+                }
+                return false;
+            }
+            Some(Role::Ignored(why)) => {
+                if self.depart(presence, service, &format!("not of the bank: {why}")) {
+                    self.roster.leave(service);
+                }
+                tracing::debug!("{service} ignored: {why}");
+                self.ignored.insert(service.to_string(), owner);
+                return false;
+            }
+        }
+        if let Some(known) = self.known.get(service) {
+            let name = self.roster.name(service, nameplate);
+            if name == known.name {
+                // The same pack (its driver restarted): only what it publishes is new.
+                let known = self.known.get_mut(service).expect("known");
+                known.owner = owner;
+                known.cells = cells.or(known.cells);
+                return true;
+            }
+            // Named anew: the roster keeps the old name for the device that left.
+            self.depart(presence, service, &format!("battery {name}"));
+            self.found(service, owner, name, cells, None);
+            return true;
+        }
+        // A device found again where another service had it (USB adapters enumerated in
+        // another order): its name goes with it.
+        let device = Device::of(nameplate);
+        let from = (device.identifiable())
+            .then(|| {
+                unsettled.iter().find(|other| {
+                    *other != service
+                        && self.known.contains_key(*other)
+                        && (self.roster.device_on(other)).is_some_and(|d| d.same(&device))
+                })
+            })
+            .flatten();
+        if let Some(from) = from {
+            self.roster.leave(from);
+            self.known.remove(from);
+            self.flapping.remove(from);
+            presence.forget(from);
+        }
+        let name = self.roster.name(service, nameplate);
+        self.found(service, owner, name, cells, from.map(String::as_str));
+        true
+    }
+
+    /// A battery of the bank found on `service` (`from`: the service it was on).
+    fn found(
+        &mut self,
+        service: &str,
+        owner: String,
+        name: String,
+        cells: Option<u32>,
+        from: Option<&str>,
+    ) {
+        if let Some(from) = from {
+            tracing::info!("battery {name} found: {service} (it was on {from})");
+        } else if self.departed.remove(&name) {
+            tracing::info!("battery {name} found again: {service}");
+        } else if self.passing.contains_key(service) {
+            tracing::debug!("battery {name} found again: {service}");
+        } else {
+            tracing::info!("battery {name} found: {service}");
+        }
+        let known = KnownBattery {
+            name,
+            owner,
+            cells,
+            excluded: false,
+        };
+        self.known.insert(service.to_string(), known);
+    }
+
+    /// The battery known on `service` left the bank: another device (`now`) has its service.
+    /// It counts as not found until it is found again, here or on another service
+    /// (docs/discovery.md §5). Whether there was one.
+    fn depart(&mut self, presence: &mut Presence, service: &str, now: &str) -> bool {
+        let Some(known) = self.known.remove(service) else {
+            return false;
+        };
+        self.flapping.remove(service);
+        presence.forget(service);
+        let name = known.name;
+        tracing::warn!(
+            "battery {name} ({service}): the service is another device now ({now}); {name} \
+             counts as not found until it is found again"
+        );
+        self.departed.insert(name);
+        true
     }
 
     /// Leaves out the packs whose cell count is not the bank's (another nominal voltage is
@@ -324,10 +458,11 @@ impl BankMembers {
         });
     }
 
-    /// Batteries known, those left out included: a pack left out for its cell count counts
-    /// as a battery not online.
+    /// Batteries known, those left out included (a pack left out for its cell count counts
+    /// as a battery not online), and those whose service another device took, not found
+    /// since.
     fn counted(&self) -> u32 {
-        self.known.len() as u32
+        (self.known.len() + self.departed.len()) as u32
     }
 
     /// Names of the batteries left out for their cell count.
@@ -447,13 +582,26 @@ pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSna
     for (service, s) in cache.of_class(Class::Battery) {
         if gather::is_monitor(s) {
             monitors.push((service, s));
+            // A battery's service now owned by a monitor: decided, so the battery leaves.
+            if members.owned_anew(service, &s.owner) {
+                batteries.push(Seen {
+                    service: service.clone(),
+                    decide: Some((s.owner.clone(), gather::nameplate(s))),
+                    reading: BatteryReading::default(),
+                });
+            }
             continue;
         }
-        let Some(wants_nameplate) = members.wants(service) else {
+        let Some(decide) = members.wants(service, &s.owner) else {
             continue;
         };
-        let nameplate = wants_nameplate.then(|| gather::nameplate(s));
-        batteries.push((service.clone(), nameplate, gather::battery_reading(s)));
+        let decide = decide.then(|| (s.owner.clone(), gather::nameplate(s)));
+        let reading = gather::battery_reading(s);
+        batteries.push(Seen {
+            service: service.clone(),
+            decide,
+            reading,
+        });
     }
     BusSnapshot {
         batteries,
@@ -555,7 +703,7 @@ pub fn inputs(
     config: &Config,
     time: TickTime,
 ) -> (Vec<Battery>, TickInputs) {
-    let readings = members.classify(snapshot.batteries);
+    let readings = members.classify(presence, snapshot.batteries);
     let stale = snapshot.stale_view.as_deref();
     members.observe(presence, time.now_s, &readings, pass_through, stale);
     let batteries = presence.batteries();
@@ -799,16 +947,21 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aggregator_core::discovery::Rules;
+    use aggregator_core::discovery::{Rules, Selector};
     use aggregator_core::presence::Timing;
 
     const OWN: &str = "com.victronenergy.battery.aggregate";
 
     fn members(cells: Option<u32>) -> BankMembers {
+        members_with(cells, Vec::new())
+    }
+
+    /// Members of a bank that excludes these batteries.
+    fn members_with(cells: Option<u32>, exclude: Vec<Selector>) -> BankMembers {
         let rules = Rules {
             product_name: vec!["SerialBattery".into()],
             include: Vec::new(),
-            exclude: Vec::new(),
+            exclude,
         };
         BankMembers::new(Roster::new(rules, OWN), cells)
     }
@@ -823,6 +976,14 @@ mod tests {
         })
     }
 
+    /// A serialbattery pack's nameplate with this custom name and serial.
+    fn pack(custom: &str, serial: &str) -> Option<Nameplate> {
+        plate("SerialBattery(JK)", custom).map(|p| Nameplate {
+            serial: Some(serial.into()),
+            ..p
+        })
+    }
+
     fn reading(cells: i64) -> BatteryReading {
         BatteryReading {
             cells_per_battery: Some(cells),
@@ -830,34 +991,226 @@ mod tests {
         }
     }
 
+    /// A service as the tick takes it from the cache, owned by `owner`: with its nameplate when
+    /// `plate` is given (its membership is to be decided).
+    fn seen(service: &str, owner: &str, plate: Option<Nameplate>, reading: BatteryReading) -> Seen {
+        Seen {
+            service: service.into(),
+            decide: plate.map(|p| (owner.into(), p)),
+            reading,
+        }
+    }
+
+    fn presence() -> Presence {
+        Presence::new(Timing {
+            hold_for_s: 60.0,
+            frozen_after_s: 0.0,
+        })
+    }
+
     #[test]
-    fn services_are_classified_once_and_others_ignored_until_scanned_again() {
+    fn services_are_decided_once_per_owner_and_others_ignored_until_owned_anew() {
         let mut m = members(Some(16));
-        let bat = "com.victronenergy.battery.ttyUSB0".to_string();
-        let other = "com.victronenergy.battery.socketcan".to_string();
-        let seen = m.classify(vec![
-            (bat.clone(), plate("SerialBattery(JK)", "Left"), reading(16)),
-            (other.clone(), plate("Pylontech", "P"), reading(15)),
-        ]);
-        assert_eq!(seen.keys().collect::<Vec<_>>(), [&bat]);
-        assert_eq!(m.wants(&bat), Some(false), "known: no nameplate needed");
-        assert_eq!(m.wants(&other), None, "ignored");
-        m.forget_ignored(&other);
-        assert_eq!(m.wants(&other), Some(true));
+        let mut presence = presence();
+        let bat = "com.victronenergy.battery.ttyUSB0";
+        let other = "com.victronenergy.battery.socketcan";
+        let read = m.classify(
+            &mut presence,
+            vec![
+                seen(bat, ":1.1", plate("SerialBattery(JK)", "Left"), reading(16)),
+                seen(other, ":1.2", plate("Pylontech", "P"), reading(15)),
+            ],
+        );
+        assert_eq!(read.keys().collect::<Vec<_>>(), [bat]);
+        assert_eq!(
+            m.wants(bat, ":1.1"),
+            Some(false),
+            "known: no nameplate needed"
+        );
+        assert_eq!(m.wants(other, ":1.2"), None, "ignored");
+        assert_eq!(
+            m.wants(other, ":1.3"),
+            Some(true),
+            "another process: decided anew"
+        );
+        assert_eq!(
+            m.wants(bat, ":1.4"),
+            Some(true),
+            "another process: decided anew"
+        );
+        assert!(m.owned_anew(bat, ":1.4") && !m.owned_anew(bat, ":1.1"));
         assert_eq!(m.counted(), 1);
+    }
+
+    /// One tick of these services through membership and presence; the batteries' names and
+    /// states after it.
+    fn tick(
+        m: &mut BankMembers,
+        presence: &mut Presence,
+        now_s: f64,
+        services: Vec<Seen>,
+    ) -> Vec<(String, String, BatteryState)> {
+        let read = m.classify(presence, services);
+        m.observe(presence, now_s, &read, false, None);
+        presence
+            .batteries()
+            .into_iter()
+            .map(|b| (b.service, b.name, b.state))
+            .collect()
+    }
+
+    /// A reading that is complete with 16 cells.
+    fn complete() -> BatteryReading {
+        BatteryReading {
+            voltage_v: Some(53.0),
+            current_a: Some(-10.0),
+            installed_capacity_ah: Some(280.0),
+            max_cell_voltage_v: Some(3.32),
+            min_cell_voltage_v: Some(3.30),
+            ..reading(16)
+        }
+    }
+
+    #[test]
+    fn a_driver_restart_of_the_same_pack_keeps_its_name_and_its_hold() {
+        let mut m = members(Some(16));
+        let mut p = presence();
+        let usb0 = "com.victronenergy.battery.ttyUSB0";
+        let left = || pack("Left", "S1");
+        let first = vec![seen(usb0, ":1.1", left(), complete())];
+        let online = |name: &str, state| vec![(usb0.to_string(), name.to_string(), state)];
+        assert_eq!(
+            tick(&mut m, &mut p, 0.0, first),
+            online("Left", BatteryState::Online)
+        );
+        assert_eq!(
+            tick(
+                &mut m,
+                &mut p,
+                70.0,
+                vec![seen(usb0, ":1.1", None, complete())]
+            ),
+            online("Left", BatteryState::Online)
+        );
+        assert_eq!(
+            tick(&mut m, &mut p, 71.0, Vec::new()),
+            online("Left", BatteryState::Stale),
+            "held while its driver restarts"
+        );
+        // The new process, renamed meanwhile but with its serial: the same pack.
+        let back = vec![seen(usb0, ":1.7", pack("Renamed", "S1"), complete())];
+        assert_eq!(
+            tick(&mut m, &mut p, 72.0, back),
+            online("Left", BatteryState::Online)
+        );
+        assert_eq!(m.wants(usb0, ":1.7"), Some(false));
+        assert_eq!(m.counted(), 1);
+        assert!(m.departed.is_empty());
+    }
+
+    #[test]
+    fn another_device_taking_a_batterys_service_is_decided_from_its_own_nameplate() {
+        let mut m = members_with(Some(16), vec![Selector::Name("SB".into())]);
+        let mut p = presence();
+        let usb = |k: u32| format!("com.victronenergy.battery.ttyUSB{k}");
+        let (usb0, usb1, usb2) = (usb(0), usb(1), usb(2));
+        let start = vec![
+            seen(&usb0, ":1.1", pack("Bat1", "SA"), complete()),
+            seen(&usb1, ":1.2", pack("Bat2", "SB"), complete()),
+        ];
+        let bat1 = |service: &str, state| (service.to_string(), "Bat1".to_string(), state);
+        assert_eq!(
+            tick(&mut m, &mut p, 0.0, start),
+            [bat1(&usb0, BatteryState::Online)],
+            "SB is excluded"
+        );
+        assert_eq!(m.wants(&usb1, ":1.2"), None);
+
+        // The adapters enumerated the other way round, both new processes seen at one tick:
+        // the excluded pack on ttyUSB0 is not merged as Bat1, and Bat1 keeps its name on
+        // ttyUSB1.
+        let swapped = vec![
+            seen(&usb0, ":1.3", pack("Bat2", "SB"), complete()),
+            seen(&usb1, ":1.4", pack("Bat1", "SA"), complete()),
+        ];
+        assert_eq!(
+            tick(&mut m, &mut p, 100.0, swapped),
+            [bat1(&usb1, BatteryState::Online)]
+        );
+        assert_eq!(m.wants(&usb0, ":1.3"), None, "ignored now");
+        assert_eq!((m.counted(), m.bank_cells()), (1, 16));
+
+        // Bat1 away, its service taken by the excluded pack: Bat1 counts as not found (the
+        // bank expects it) until it is found again.
+        let read = m.classify(
+            &mut p,
+            vec![seen(&usb1, ":1.5", pack("Bat2", "SB"), complete())],
+        );
+        assert!(read.is_empty(), "{read:?}");
+        m.observe(&mut p, 101.0, &read, false, None);
+        assert!(p.batteries().is_empty());
+        assert_eq!(m.counted(), 1, "Bat1 is still expected");
+        assert_eq!(
+            tick(
+                &mut m,
+                &mut p,
+                102.0,
+                vec![seen(&usb2, ":1.6", pack("Bat1", "SA"), complete())]
+            ),
+            [bat1(&usb2, BatteryState::Online)],
+            "found again, with its name"
+        );
+        assert_eq!(m.counted(), 1);
+
+        // Another pack of the bank takes Bat1's service: its own name, its own cell count
+        // (left out), and Bat1 counts as not found.
+        let other = vec![seen(&usb2, ":1.8", pack("Bat3", "SC"), reading(15))];
+        let read = m.classify(&mut p, other);
+        m.observe(&mut p, 103.0, &read, false, None);
+        assert_eq!(m.left_out(), ["Bat3"]);
+        assert!(p.batteries().is_empty(), "Bat1 forgotten, Bat3 left out");
+        assert_eq!(m.counted(), 2);
+
+        // Bat1 moves to a service while its old one is away: its name goes with it.
+        let mut m = members(Some(16));
+        let mut p = presence();
+        let start = vec![seen(&usb0, ":1.1", pack("Bat1", "SA"), complete())];
+        tick(&mut m, &mut p, 0.0, start);
+        tick(
+            &mut m,
+            &mut p,
+            70.0,
+            vec![seen(&usb0, ":1.1", None, complete())],
+        );
+        let moved = vec![seen(&usb1, ":1.2", pack("Bat1", "SA"), complete())];
+        assert_eq!(
+            tick(&mut m, &mut p, 71.0, moved),
+            [bat1(&usb1, BatteryState::Online)]
+        );
+        assert_eq!(m.counted(), 1);
+        // A pack of the same serial on a service that is there is another pack.
+        let twin = vec![
+            seen(&usb1, ":1.2", None, complete()),
+            seen(&usb2, ":1.3", pack("Bat1", "SA"), complete()),
+        ];
+        let names: Vec<String> = tick(&mut m, &mut p, 72.0, twin)
+            .into_iter()
+            .map(|(_, name, _)| name)
+            .collect();
+        assert_eq!(names, ["Bat1", "Bat1_2"]);
     }
 
     #[test]
     fn a_battery_of_another_cell_count_is_left_out_of_presence() {
         let mut m = members(Some(16));
-        let bat = "com.victronenergy.battery.ttyUSB1".to_string();
-        let seen = m.classify(vec![(bat, plate("SerialBattery", "X"), reading(8))]);
+        let mut presence = presence();
+        let bat = "com.victronenergy.battery.ttyUSB1";
+        let read = m.classify(
+            &mut presence,
+            vec![seen(bat, ":1.1", plate("SerialBattery", "X"), reading(8))],
+        );
         assert_eq!(m.counted(), 1, "counted, as a battery not online");
-        let mut presence = Presence::new(Timing {
-            hold_for_s: 60.0,
-            frozen_after_s: 0.0,
-        });
-        m.observe(&mut presence, 0.0, &seen, false, None);
+        m.observe(&mut presence, 0.0, &read, false, None);
         assert_eq!(m.left_out(), ["X"]);
         assert_eq!(presence.states().count(), 0);
     }
@@ -866,25 +1219,44 @@ mod tests {
     fn without_a_configured_count_most_packs_set_it_and_a_pack_seen_first_is_left_out_later() {
         let mut m = members(None);
         assert_eq!(m.bank_cells(), 0, "nobody knows it yet");
-        let mut presence = Presence::new(Timing {
-            hold_for_s: 60.0,
-            frozen_after_s: 0.0,
-        });
+        let mut presence = presence();
         let service = |k: u32| format!("com.victronenergy.battery.ttyUSB{k}");
-        let odd = m.classify(vec![(service(0), plate("SerialBattery", "A"), reading(15))]);
+        let odd = m.classify(
+            &mut presence,
+            vec![seen(
+                &service(0),
+                ":1.0",
+                plate("SerialBattery", "A"),
+                reading(15),
+            )],
+        );
         m.observe(&mut presence, 0.0, &odd, false, None);
         assert_eq!((m.bank_cells(), m.left_out().len()), (15, 0));
-        let mut seen = m.classify(vec![
-            (service(1), plate("SerialBattery", "B"), reading(16)),
-            (service(2), plate("SerialBattery", "C"), reading(16)),
-            (
-                service(3),
-                plate("SerialBattery", "D"),
-                BatteryReading::default(),
-            ),
-        ]);
-        seen.extend(odd);
-        m.observe(&mut presence, 1.0, &seen, false, None);
+        let mut read = m.classify(
+            &mut presence,
+            vec![
+                seen(
+                    &service(1),
+                    ":1.1",
+                    plate("SerialBattery", "B"),
+                    reading(16),
+                ),
+                seen(
+                    &service(2),
+                    ":1.2",
+                    plate("SerialBattery", "C"),
+                    reading(16),
+                ),
+                seen(
+                    &service(3),
+                    ":1.3",
+                    plate("SerialBattery", "D"),
+                    BatteryReading::default(),
+                ),
+            ],
+        );
+        read.extend(odd);
+        m.observe(&mut presence, 1.0, &read, false, None);
         assert_eq!(m.bank_cells(), 16);
         assert_eq!(m.left_out(), ["A"]);
         assert_eq!(m.counted(), 4);
@@ -902,8 +1274,9 @@ mod tests {
             ..reading(16)
         };
         BusSnapshot {
-            batteries: vec![(
-                "com.victronenergy.battery.ttyUSB0".into(),
+            batteries: vec![seen(
+                "com.victronenergy.battery.ttyUSB0",
+                ":1.1",
                 plate("SerialBattery(JK)", "Left").filter(|_| first),
                 reading,
             )],
