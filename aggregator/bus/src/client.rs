@@ -88,8 +88,9 @@ pub async fn list_names(conn: &Connection) -> zbus::Result<Vec<String>> {
     reply.body().deserialize()
 }
 
-/// The unique name owning `name`, if any.
-pub async fn name_owner(conn: &Connection, name: &str) -> Option<String> {
+/// The unique name owning `name`: `None` when the bus says nobody owns it, an error when the
+/// bus did not say (a busy bus that did not answer in time is no answer).
+pub async fn name_owner(conn: &Connection, name: &str) -> zbus::Result<Option<String>> {
     let reply = call(
         conn,
         "org.freedesktop.DBus",
@@ -98,9 +99,16 @@ pub async fn name_owner(conn: &Connection, name: &str) -> Option<String> {
         "GetNameOwner",
         &(name,),
     )
-    .await
-    .ok()?;
-    reply.body().deserialize::<String>().ok()
+    .await;
+    match reply {
+        Ok(reply) => Ok(Some(reply.body().deserialize::<String>()?)),
+        Err(zbus::Error::MethodError(error, _, _))
+            if error.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// All items of a service: `GetItems` on `/`, or the older `GetValue` on `/` (relative keys)

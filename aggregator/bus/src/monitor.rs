@@ -9,12 +9,14 @@
 //! `GetItems` (on the value connection, so that its answer and the signals stay in the order the
 //! service sent them). Signals are routed by the sender's unique name; a signal from a service
 //! not (yet) scanned, or for a path we do not read, is dropped after its header. Services come
-//! and go while running; our own service is never read.
+//! and go while running; our own service is never read. A service that does not answer its
+//! `GetItems` is asked again, less and less often ([`ScanRetry`]), for as long as the same
+//! process owns its name (docs/discovery.md §7).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -283,6 +285,14 @@ impl Cache {
             None => false,
         }
     }
+
+    /// Forgets `name` while `owner` owns it: a scan of an old owner that failed must not take
+    /// away the entry of the owner that took the name since.
+    fn forget_owned(&mut self, name: &str, owner: &str) {
+        if owned_by(&mut self.services, name, owner).is_some() {
+            self.forget(name);
+        }
+    }
 }
 
 /// The service `name` while `owner` still owns it: a scan's values belong to the owner it
@@ -304,9 +314,39 @@ pub enum Discovery {
     Removed(String),
 }
 
+/// How a service that does not answer its `GetItems` is asked again (docs/discovery.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanRetry {
+    /// Longest wait for one answer.
+    pub answer_within: Duration,
+    /// The pause after the first attempt that failed, doubled after each failed one after it.
+    pub first_pause: Duration,
+    /// The longest pause between two attempts.
+    pub longest_pause: Duration,
+}
+
+impl Default for ScanRetry {
+    /// At most [`CALL_TIMEOUT`] for an answer; then 2 s, 4 s, … up to a minute between
+    /// attempts.
+    fn default() -> Self {
+        ScanRetry {
+            answer_within: CALL_TIMEOUT,
+            first_pause: Duration::from_secs(2),
+            longest_pause: Duration::from_secs(60),
+        }
+    }
+}
+
 struct Inner {
     conn: Connection,
     own: String,
+    retry: ScanRetry,
+    /// The scan each name is scanned by, by the number it got (a scan of an older number
+    /// stops): the name's owner changed, or it left the bus.
+    scans: Mutex<HashMap<String, u64>>,
+    /// The connection's `NameOwnerChanged` ended (the connection closed): nothing is followed
+    /// any more, and scans still waiting stop.
+    ended: AtomicBool,
     /// Locked before `cache` wherever both are held; never across a wait (reads do not wait).
     raw: Mutex<RawConnection>,
     calls: CallSender,
@@ -335,6 +375,16 @@ impl Monitor {
     /// Subscribes, lists the bus and starts scanning; `own` is our published name, never read.
     /// The value connection goes to the bus at `address`, which must be `conn`'s.
     pub async fn start(conn: &Connection, address: &str, own: &str) -> zbus::Result<Monitor> {
+        Self::start_with(conn, address, own, ScanRetry::default()).await
+    }
+
+    /// [`Monitor::start`], asking services that do not answer again as `retry` says.
+    pub async fn start_with(
+        conn: &Connection,
+        address: &str,
+        own: &str,
+        retry: ScanRetry,
+    ) -> zbus::Result<Monitor> {
         let name_owner = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .sender("org.freedesktop.DBus")?
@@ -354,6 +404,9 @@ impl Monitor {
             inner: Arc::new(Inner {
                 conn: conn.clone(),
                 own: own.to_string(),
+                retry,
+                scans: Mutex::new(HashMap::new()),
+                ended: AtomicBool::new(false),
                 calls: raw.sender(),
                 raw: Mutex::new(raw),
                 broken: AtomicBool::new(false),
@@ -367,6 +420,7 @@ impl Monitor {
             while let Some(Ok(msg)) = owners.next().await {
                 me.on_name_owner(&msg);
             }
+            me.inner.ended.store(true, Ordering::Relaxed);
         });
         for name in client::list_names(conn).await? {
             if monitor.wanted(&name) {
@@ -521,35 +575,105 @@ impl Monitor {
         if self.cache().forget(&name) {
             self.event(Discovery::Removed(name.clone()));
         }
-        if !new.is_empty() {
+        if new.is_empty() {
+            // Gone: a scan still waiting for it stops.
+            self.next_scan(&name);
+        } else {
             self.scan(name);
         }
     }
 
-    /// Scans a service on a task of its own (a slow service cannot hold up the others).
+    /// A new number for scanning `name`: a scan with an older one stops.
+    fn next_scan(&self, name: &str) -> u64 {
+        let mut scans = self.inner.scans.lock().unwrap_or_else(|p| p.into_inner());
+        let number = scans.entry(name.to_string()).or_default();
+        *number += 1;
+        *number
+    }
+
+    /// Whether the scan of `name` numbered `number` is still wanted.
+    fn scan_wanted(&self, name: &str, number: u64) -> bool {
+        let scans = self.inner.scans.lock().unwrap_or_else(|p| p.into_inner());
+        scans.get(name) == Some(&number) && self.following()
+    }
+
+    /// Whether the monitor still follows the bus (its connections are up).
+    fn following(&self) -> bool {
+        !self.inner.ended.load(Ordering::Relaxed) && !self.broken()
+    }
+
+    /// Scans a service on a task of its own (a slow service cannot hold up the others, nor a
+    /// tick), asking again while it does not answer, less and less often, for as long as the
+    /// same process owns the name (docs/discovery.md §7). One line when it is first left
+    /// waiting, one when it is read at last or no longer waited for.
     fn scan(&self, name: String) {
-        let me = self.clone();
+        let number = self.next_scan(&name);
+        // Held weakly between attempts: a monitor dropped (the daemon reconnected) is not
+        // kept for its scans.
+        let monitor = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            for attempt in 0..3 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut pause = Duration::ZERO;
+            let (mut attempts, mut failed) = (0u32, 0u32);
+            let started = Instant::now();
+            // Whether it was read; `None`: the monitor stopped following the bus.
+            let read = loop {
+                let Some(me) = Monitor::upgrade(&monitor) else {
+                    break None;
+                };
+                if !me.scan_wanted(&name, number) {
+                    break me.following().then_some(false);
                 }
-                match me.scan_once(&name).await {
-                    Ok(true) => return,
-                    Ok(false) => return,
-                    Err(err) => tracing::debug!("scanning {name} failed: {err}"),
+                attempts += 1;
+                let error = match me.scan_once(&name, attempts == 1).await {
+                    Ok(read) => break Some(read),
+                    Err(error) => error,
+                };
+                failed += 1;
+                let retry = me.inner.retry;
+                pause = (pause * 2).max(retry.first_pause).min(retry.longest_pause);
+                if failed == 1 {
+                    tracing::warn!(
+                        "{name} does not answer GetItems ({error}); asked again after {} s, then \
+                         less and less often (at most every {} s) while it is on the bus",
+                        pause.as_secs_f64(),
+                        retry.longest_pause.as_secs_f64()
+                    );
+                } else {
+                    tracing::debug!(
+                        "{name} does not answer GetItems ({error}), attempt {attempts}"
+                    );
                 }
+                drop(me);
+                tokio::time::sleep(pause).await;
+            };
+            if failed == 0 {
+                return;
             }
-            tracing::warn!("{name} does not answer GetItems; it is left out until it re-registers");
+            let waited = started.elapsed().as_secs_f64();
+            match read {
+                Some(true) => tracing::info!(
+                    "{name} answered GetItems after {waited:.0} s and {attempts} attempts: read"
+                ),
+                Some(false) => tracing::info!(
+                    "{name} is no longer waited for: the process that did not answer left the bus"
+                ),
+                None => {}
+            }
         });
     }
 
-    /// Returns Ok(false) when the service left meanwhile.
-    async fn scan_once(&self, name: &str) -> zbus::Result<bool> {
+    fn upgrade(inner: &Weak<Inner>) -> Option<Monitor> {
+        inner.upgrade().map(|inner| Monitor { inner })
+    }
+
+    /// One attempt: `Ok(true)` once read, `Ok(false)` when nobody owns the name any more;
+    /// `first`: the first attempt, whose answer is looked for often (a bank found quickly at
+    /// start), where a later one's is left mostly to the tick's reading.
+    async fn scan_once(&self, name: &str, first: bool) -> zbus::Result<bool> {
         let Some(class) = Class::of(name) else {
             return Ok(false);
         };
-        let Some(owner) = client::name_owner(&self.inner.conn, name).await else {
+        let Some(owner) = client::name_owner(&self.inner.conn, name).await? else {
             return Ok(false);
         };
         let serial = self.inner.calls.next_serial();
@@ -576,13 +700,20 @@ impl Monitor {
                 },
             );
         }
+        let within = self.inner.retry.answer_within;
         let call = wire::method_call(serial, &owner, "/", BUS_ITEM, "GetItems", &[]);
-        let sent = self.inner.calls.send(&call, CALL_TIMEOUT).await;
+        let sent = self.inner.calls.send(&call, within).await;
         if let Err(err) = sent {
-            self.cache().pending.remove(&serial);
+            let mut cache = self.cache();
+            cache.pending.remove(&serial);
+            cache.forget_owned(name, &owner);
             return Err(zbus::Error::Failure(format!("GetItems not sent: {err}")));
         }
-        let answer = self.wait_for_answer(serial).await;
+        let longest_look = match first {
+            true => Duration::from_millis(50),
+            false => Duration::from_secs(1),
+        };
+        let answer = self.wait_for_answer(serial, within, longest_look).await;
         match answer {
             Answer::Scanned => Ok(true),
             Answer::Gone => Ok(false),
@@ -591,7 +722,7 @@ impl Monitor {
                 let items = match client::get_items(&self.inner.conn, name).await {
                     Ok(items) => items,
                     Err(err) => {
-                        self.cache().forget(name);
+                        self.cache().forget_owned(name, &owner);
                         return Err(err);
                     }
                 };
@@ -602,7 +733,7 @@ impl Monitor {
                 Ok(true)
             }
             Answer::Failed(why) => {
-                self.cache().forget(name);
+                self.cache().forget_owned(name, &owner);
                 // Mostly the error's name the service answered: one escaped line.
                 Err(zbus::Error::Failure(format!(
                     "GetItems: {}",
@@ -612,22 +743,28 @@ impl Monitor {
         }
     }
 
-    /// Reads the value connection until the answer to `serial` is in (the first read soon,
-    /// then less often), or [`CALL_TIMEOUT`] has passed.
-    async fn wait_for_answer(&self, serial: u32) -> Answer {
-        let deadline = Instant::now() + CALL_TIMEOUT;
+    /// Reads the value connection until the answer to `serial` is in (the first look soon,
+    /// then less often, up to every `longest_look`), or `within` has passed.
+    async fn wait_for_answer(
+        &self,
+        serial: u32,
+        within: Duration,
+        longest_look: Duration,
+    ) -> Answer {
+        let deadline = Instant::now() + within;
         let mut pause = Duration::from_millis(1);
         loop {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            let late = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(pause.min(late)).await;
+            pause = (pause * 2).min(longest_look);
             self.drain();
             let mut cache = self.cache();
             let answer = cache.pending.get(&serial).and_then(|p| p.answer.clone());
-            let late = Instant::now() > deadline;
+            let late = Instant::now() >= deadline;
             if answer.is_some() || late || self.broken() {
                 cache.pending.remove(&serial);
                 return answer.unwrap_or_else(|| {
-                    Answer::Failed(format!("no answer within {} s", CALL_TIMEOUT.as_secs()))
+                    Answer::Failed(format!("no answer within {:.1} s", within.as_secs_f64()))
                 });
             }
         }

@@ -6,6 +6,7 @@
 
 mod fuzz_seeds;
 mod message_writer;
+mod monitor;
 mod value_connection;
 
 /// The private bus's configuration file, written as the test's own (the daemon's programs pass
