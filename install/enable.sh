@@ -36,10 +36,12 @@ fi
 
 mkdir -p "${RC_LOCAL%/*}" || die "cannot create ${RC_LOCAL%/*}"
 if [ ! -f "$RC_LOCAL" ]; then
-    printf '#!/bin/sh\n%s\n' "$BOOT_LINE" | put_text "$RC_LOCAL"
+    # put_text's own exit ends only its side of the pipe.
+    printf '#!/bin/sh\n%s\n' "$BOOT_LINE" | put_text "$RC_LOCAL" || exit 2
 elif ! grep -qxF "$BOOT_LINE" "$RC_LOCAL"; then
     # Other versions of our line go; the user's own lines stay as they are.
-    { grep -vF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; echo "$BOOT_LINE"; } | put_text "$RC_LOCAL"
+    { grep -vF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; echo "$BOOT_LINE"; } |
+        put_text "$RC_LOCAL" || exit 2
 elif [ ! -x "$RC_LOCAL" ]; then
     # The boot runs rc.local only when it is executable.
     chmod 0755 "$RC_LOCAL"

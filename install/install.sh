@@ -37,6 +37,18 @@ WAS_ENABLED=
 [ "$(cd "$APP" && pwd -P)" != "$BUNDLE" ] ||
     die "run install.sh from the unpacked bundle, not from $APP"
 
+# An upgrade: the config kept must pass this version's check before anything is replaced. A
+# new program that refuses it would otherwise publish charge and discharge stopped at its next
+# start (a reboot, a firmware update), with the old one running until then.
+if [ -z "$MIGRATE" ] && [ -f "$APP/config.yaml" ]; then
+    # The daemon refuses plugins writable by others than their owner (an unpacked bundle's may
+    # be).
+    chmod go-w "$BUNDLE/plugins" "$BUNDLE"/plugins/*.so 2> /dev/null
+    "$BUNDLE/$NAME" check-config --config "$APP/config.yaml" --plugins-dir "$BUNDLE/plugins" ||
+        die "$APP/config.yaml has errors for this version (above): nothing was changed; fix it \
+(this version's default is $BUNDLE/config.yaml) and run install.sh again"
+fi
+
 # The daemon refuses plugins and folders writable by others than their owner.
 mkdir -p "$APP/plugins" "$APP/state" "$APP/service/log" || die "cannot create folders in $APP"
 chmod 0755 "$APP" "$APP/plugins" "$APP/state" "$APP/service" "$APP/service/log"

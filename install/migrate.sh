@@ -54,7 +54,7 @@ restart_old() {
     ln -sfn "$(cat "$MIGRATION/service-link")" "$SERVICE" 2> /dev/null
     if on_device; then svc -u "$OLD_DIR/service" 2> /dev/null; fi
     rm -rf "$SCRATCH" "$MIGRATION"
-    die "$*; the Python program runs again and nothing else was changed"
+    die "$*; the Python program runs again, its own files unchanged"
 }
 
 # The /service entry goes first, then the program: svscan cannot start it again in between.
@@ -100,12 +100,17 @@ mkdir -p "$SCRATCH" || restart_old "cannot create $SCRATCH"
     restart_old "the import failed (above)"
 }
 mkdir -p "$APP/state" || restart_old "cannot create $APP/state"
-put "$SCRATCH/state/state.json" "$APP/state/state.json" 0644
+# put's die would end the script with the Python program stopped: in a subshell, its failure
+# starts the program again.
+(put "$SCRATCH/state/state.json" "$APP/state/state.json" 0644) ||
+    restart_old "cannot write $APP/state/state.json"
 if [ -f "$APP/config.yaml" ]; then
-    put "$SCRATCH/config.yaml" "$APP/config.imported.yaml" 0644
+    (put "$SCRATCH/config.yaml" "$APP/config.imported.yaml" 0644) ||
+        restart_old "cannot write $APP/config.imported.yaml"
     CONFIG_SAID="kept $APP/config.yaml; this import is $APP/config.imported.yaml"
 else
-    put "$SCRATCH/config.yaml" "$APP/config.yaml" 0644
+    (put "$SCRATCH/config.yaml" "$APP/config.yaml" 0644) ||
+        restart_old "cannot write $APP/config.yaml"
     CONFIG_SAID="$APP/config.yaml imported from $OLD_DEVICE_DIR/settings.py"
 fi
 # The imported config names its state folder relative to itself: it is $APP/state.
@@ -114,7 +119,8 @@ rm -rf "$SCRATCH"
 
 # Its boot line goes (the user's own lines stay), ours comes with enable.sh.
 if old_boot_lines "$RC_LOCAL" > /dev/null; then
-    grep -vF "$OLD_DEVICE_DIR/" "$RC_LOCAL" | put_text "$RC_LOCAL"
+    grep -vF "$OLD_DEVICE_DIR/" "$RC_LOCAL" | put_text "$RC_LOCAL" ||
+        restart_old "cannot write $RC_LOCAL"
 fi
 sync
 sh "$HERE/enable.sh" --root "$ROOT" || restart_old "enable.sh failed (above)"

@@ -26,7 +26,7 @@ if [ -f "$MIGRATION/rc.local" ]; then
         cp -p "$MIGRATION/rc.local" "$RC_LOCAL.new" && mv -f "$RC_LOCAL.new" "$RC_LOCAL" ||
             die "cannot restore $RC_LOCAL"
     else
-        { cat "$MIGRATION/rc.local.now"; cat "$MIGRATION/boot-lines"; } | put_text "$RC_LOCAL"
+        { cat "$MIGRATION/rc.local.now"; cat "$MIGRATION/boot-lines"; } | put_text "$RC_LOCAL" || exit 2
     fi
 fi
 

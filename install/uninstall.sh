@@ -13,8 +13,15 @@ $APP/rollback.sh brings it back first (uninstalling this program alone leaves no
 sh "$HERE/disable.sh" --root "$ROOT" || exit $?
 [ -d "$APP" ] || exit 0
 if [ -n "$PURGE" ]; then
-    rm -rf "$APP" "$LOG_DIR" || die "cannot remove $APP"
-    echo "$NAME removed with its config, state and logs"
+    # The Python program, where it is still installed, logs into the same folder.
+    if [ -d "$OLD_DIR" ]; then
+        rm -rf "$APP" || die "cannot remove $APP"
+        echo "$NAME removed with its config and state; $LOG_DIR stays (the Python program in \
+$OLD_DEVICE_DIR logs there too)"
+    else
+        rm -rf "$APP" "$LOG_DIR" || die "cannot remove $APP"
+        echo "$NAME removed with its config, state and logs"
+    fi
 else
     for entry in "$APP"/* "$APP"/.[!.]*; do
         case ${entry##*/} in

@@ -883,3 +883,75 @@ fn under_daemontools_a_python_3_4_install_is_migrated_rolled_back_and_migrated_a
         assert!(said.contains(step), "{step} {said}");
     }
 }
+
+#[test]
+fn an_upgrade_that_would_refuse_the_kept_config_changes_nothing() {
+    let device = Device::new();
+    device.install();
+    let program = device.app().join("dbus-aggregate-batteries");
+    let before = fs::read(&program).unwrap();
+    let config = device.path(&format!("{APP}/config.yaml"));
+    let mut kept = fs::read_to_string(&config).unwrap();
+    kept.push_str("no_such_key: 1\n");
+    fs::write(&config, &kept).unwrap();
+    // A new version: another program file.
+    let mut newer = fs::read(device.bundle().join("dbus-aggregate-batteries")).unwrap();
+    newer.extend_from_slice(b"\0newer");
+    fs::write(device.bundle().join("dbus-aggregate-batteries"), &newer).unwrap();
+    let out = device.run(&device.bundle().join("install.sh"), &[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("no_such_key"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(!said.contains("enabled all the same"), "{said}");
+    assert_eq!(
+        fs::read(&program).unwrap(),
+        before,
+        "the program was replaced"
+    );
+    assert_eq!(device.boot_lines(), 1);
+}
+
+#[test]
+fn disable_and_uninstall_leave_the_python_programs_service_and_logs_alone() {
+    // The Python program enabled (its /service link), this one installed but never switched
+    // to (or switched back by rollback.sh): our scripts must not stop or unlink it.
+    let device = Device::new();
+    device.install();
+    device.installed("disable.sh", &[]);
+    let python = device.path("data/dbus-aggregate-batteries");
+    python_3_4_into(&python);
+    let service = device.path(SERVICE);
+    std::os::unix::fs::symlink(python.join("service"), &service).unwrap();
+    let logs = device.path("var/log/dbus-aggregate-batteries");
+    fs::create_dir_all(&logs).unwrap();
+    fs::write(logs.join("current"), "the Python program's line\n").unwrap();
+
+    let said = device.installed("disable.sh", &[]);
+    assert!(said.contains("left as it is"), "{said}");
+    assert_eq!(fs::read_link(&service).unwrap(), python.join("service"));
+    let said = device.installed("uninstall.sh", &["--purge"]);
+    assert!(said.contains("stays"), "{said}");
+    assert_eq!(fs::read_link(&service).unwrap(), python.join("service"));
+    assert!(python.join("service/run").exists());
+    assert_eq!(
+        fs::read_to_string(logs.join("current")).unwrap(),
+        "the Python program's line\n"
+    );
+    assert!(!device.app().exists());
+}
+
+#[test]
+fn a_boot_line_that_cannot_be_written_fails_the_enable() {
+    // rc.local is written through a pipe: a failure there must end the script, not only its
+    // side of the pipe (the service would be gone after the next reboot).
+    let device = Device::new();
+    device.install();
+    device.installed("disable.sh", &[]);
+    std::os::unix::fs::symlink("/nonexistent/rc.local", device.path("data/rc.local.new")).unwrap();
+    let out = device.run(&device.app().join("enable.sh"), &[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("rc.local"), "{said}");
+    assert!(!said.contains("enabled;"), "{said}");
+}
