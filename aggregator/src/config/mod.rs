@@ -10,7 +10,9 @@ mod duration;
 mod source;
 
 pub use duration::{duration, parse_duration};
-pub use source::{line_of, valid_name_element, yaml_message, ConfigError, Source};
+pub use source::{
+    line_of, valid_name_element, valid_service_name, yaml_message, ConfigError, Source,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -347,14 +347,20 @@ impl Source {
         );
         let name = &config.publish.service_name;
         require(
-            name.starts_with("com.victronenergy.battery.")
-                && name.split('.').count() == 4
-                && name.rsplit('.').next().is_some_and(valid_name_element),
+            valid_service_name(name),
             "publish.service_name",
             format!("must be com.victronenergy.battery.<suffix> with a suffix of letters, digits, _ or -, not starting with a digit; found `{name}`"),
         );
         errors
     }
+}
+
+/// A name our service can own: `com.victronenergy.battery.<suffix>`, the suffix one valid
+/// element.
+pub fn valid_service_name(name: &str) -> bool {
+    name.starts_with("com.victronenergy.battery.")
+        && name.split('.').count() == 4
+        && name.rsplit('.').next().is_some_and(valid_name_element)
 }
 
 /// One element of a well-known bus name: letters, digits, `_`, `-`, not starting with a digit.

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::check::{resolve_paths, Failed, Ready};
-use crate::config::{Config, ConfigError, PluginChoice, Source};
+use crate::config::{valid_service_name, Config, ConfigError, PluginChoice, Source};
 use crate::plugins::Scan;
 
 /// The current source's error text: not loaded, the strategy's error says why.
@@ -35,10 +35,9 @@ pub fn ready(file: &Path, errors: &[ConfigError]) -> Ready {
             .as_str()
             .map(str::to_string)
     };
-    if let Some(name) = text_at("publish", "service_name").filter(|n| {
-        n.strip_prefix("com.victronenergy.battery.")
-            .is_some_and(|s| !s.is_empty())
-    }) {
+    // Only a name the bus lets us own: with another (`…battery.2nd`), DVCC would never see
+    // the fail-safe service; the shipped name stands in.
+    if let Some(name) = text_at("publish", "service_name").filter(|n| valid_service_name(n)) {
         config.publish.service_name = name;
     }
     if let Some(instance) = lenient
@@ -143,5 +142,23 @@ mod tests {
         let failed = ready.strategy.err().expect("no strategy");
         assert_eq!(failed.plugin, "lto-cv");
         assert!(failed.text.contains("batteries.expectd"), "{}", failed.text);
+    }
+
+    #[test]
+    fn a_service_name_the_bus_refuses_gives_way_to_the_shipped_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        for name in [
+            "com.victronenergy.battery.2nd",
+            "com.victronenergy.battery.bank.two",
+            "'com.victronenergy.battery.bank 2'",
+        ] {
+            std::fs::write(&file, format!("publish: {{ service_name: {name} }}\n")).unwrap();
+            let ready = ready(&file, &[]);
+            assert_eq!(
+                ready.config.publish.service_name, "com.victronenergy.battery.aggregate",
+                "{name}"
+            );
+        }
     }
 }
