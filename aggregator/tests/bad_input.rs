@@ -459,3 +459,31 @@ fn no_multi_for_the_victron_current_source_falls_back_to_the_bms_current() {
         assert!(w.daemon.running(), "{log}");
     });
 }
+
+#[test]
+fn a_state_file_that_cannot_be_written_is_one_log_line_not_one_a_tick() {
+    // Two 10 Ah packs charging at 50 A each: the counter wants a save every two seconds. The
+    // state folder cannot be made (a file is in its way: a full or read-only /data does the
+    // same).
+    let scenario = BANK
+        .replace("capacity_ah: 280", "capacity_ah: 10")
+        .replace("EXTRA", "")
+        .replace(
+            "SEGMENTS",
+            "  - { duration: 1h, cell_voltage: 3.35, battery_current: 50 }",
+        );
+    let config = TestConfig::default()
+        .section("paths", |p| p.set("state_dir", "@DIR@/blocked/state"))
+        .to_yaml();
+    runtime().block_on(async {
+        let w = World::start_prepared(&scenario, &config, |dir| {
+            std::fs::write(dir.join("blocked"), "a file, not a folder\n").unwrap();
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let log = w.daemon.log_text();
+        assert_eq!(lines_with(&log, "cannot write the state file"), 1, "{log}");
+        let (ok, items) = until(&w.conn, SECONDS, |i| num(i, "/Soc").is_some()).await;
+        assert!(ok, "{items:?}");
+    });
+}

@@ -271,7 +271,15 @@ struct Bank {
     started: Instant,
     /// When the last tick ran (`None` after a reconnection: the gap is not integrated).
     last_tick: Option<Instant>,
+    /// The state file cannot be written (a full or read-only /data): said once, tried again
+    /// at [`STATE_RETRY`] at most, not at every tick.
+    state_failing: Episode,
+    /// A save the tick wanted and did not make: when to try it again.
+    state_due: Option<Instant>,
 }
+
+/// How long after a failed write of the state file the tick tries again.
+const STATE_RETRY: Duration = Duration::from_secs(60);
 
 /// Everything that wakes the daemon.
 enum Event {
@@ -481,6 +489,8 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             dates: DateGuard::new(calendar::build_date(), last_plausible_day),
             started,
             last_tick: None,
+            state_failing: Episode::default(),
+            state_due: None,
         },
         config,
         recorder,
@@ -736,16 +746,45 @@ impl Daemon {
         tracing::info!("reconnected to D-Bus");
     }
 
-    fn save_state(&mut self) {
+    /// Writes the state file now (at the stop, when the link is lost); a failure is logged
+    /// once until a write succeeds again. Returns whether it was written.
+    fn save_state(&mut self) -> bool {
         let mut state = self.bank.engine.state();
         state.last_plausible_day = self.bank.dates.last_plausible_day();
         match self.bank.store.save(&state) {
-            Ok(()) => self.bank.engine.state_saved(),
-            Err(err) => tracing::error!(
-                "cannot write the state file {}: {err}",
-                self.bank.store.path().display()
-            ),
+            Ok(()) => {
+                self.bank.engine.state_saved();
+                if self.bank.state_failing.end() {
+                    tracing::info!(
+                        "the state file {} is written again",
+                        self.bank.store.path().display()
+                    );
+                }
+                true
+            }
+            Err(err) => {
+                if self.bank.state_failing.start() {
+                    tracing::error!(
+                        "cannot write the state file {}: {err}; tried again every {} s \
+                         until it can be",
+                        self.bank.store.path().display(),
+                        STATE_RETRY.as_secs()
+                    );
+                }
+                false
+            }
         }
+    }
+
+    /// The tick's save: when it wants one, or one it wanted failed and is due again. While
+    /// the file cannot be written, at most one attempt every [`STATE_RETRY`]: nothing is lost
+    /// meanwhile (the next write holds everything), and the log and the flash are spared.
+    fn save_state_at_tick(&mut self, wanted: bool, now: Instant) {
+        let wanted = wanted || self.bank.state_due.is_some();
+        if !wanted || self.bank.state_due.is_some_and(|due| now < due) {
+            return;
+        }
+        self.bank.state_due = (!self.save_state()).then(|| now + STATE_RETRY);
     }
 
     /// The shadow strategy's plugin name.

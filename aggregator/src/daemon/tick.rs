@@ -897,9 +897,7 @@ impl Daemon {
         }
         // The episode reaches the state file before its first 0 is written: a power cut in
         // between must not lose the user's value.
-        if outcome.save_state {
-            self.save_state();
-        }
+        self.save_state_at_tick(outcome.save_state, Instant::now());
         self.feed_in_answered();
         // Written whenever the wanted value differs from the setting read this tick, so a
         // failed write is retried (one write at a time, in the background: a settings service
