@@ -135,23 +135,37 @@ pub fn log_file(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// Writes a recording atomically into its folder (made if missing), then removes the oldest
-/// recordings there beyond `max_files` (names sort by time), so that a fault that repeats
-/// cannot fill the flash.
+/// other recordings there beyond `max_files` (by the time in their names, as a number), so
+/// that a fault that repeats cannot fill the flash. The one just written always stays: the
+/// others may carry the times of a clock that was set ahead, or of one at 1970 at boot.
 pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     write_atomically(path, bytes)?;
-    let mut names: Vec<_> = fs::read_dir(dir)?
+    let written = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut others: Vec<(u128, String)> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("recording-") && n.ends_with(".jsonl.gz"))
+        .filter(|n| Some(n) != written.as_ref())
+        .map(|n| (recording_stamp(&n), n))
         .collect();
-    names.sort();
-    let extra = names.len().saturating_sub(max_files.max(1) as usize);
-    for name in &names[..extra] {
+    others.sort();
+    let keep = (max_files.max(1) as usize).saturating_sub(1);
+    let extra = others.len().saturating_sub(keep);
+    for (_, name) in &others[..extra] {
         fs::remove_file(dir.join(name))?;
     }
     Ok(())
+}
+
+/// The time in a recording's name (`recording-<ms>-…`), 0 where it has none.
+fn recording_stamp(name: &str) -> u128 {
+    let digits = name.trim_start_matches("recording-");
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().unwrap_or(0)
 }
 
 #[cfg(unix)]
@@ -169,6 +183,38 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use aggregator_core::feedin::FeedIn;
+
+    #[test]
+    fn a_new_recording_stays_whatever_the_times_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| dir.path().join(format!("recording-{name}.jsonl.gz"));
+        // Three from a clock set ahead (year 2286), one from a boot at 1970 (few digits).
+        for name in [
+            "9999999999999-ahead",
+            "9999999999998-ahead",
+            "9999999999997-ahead",
+        ] {
+            fs::write(file(name), b"old").unwrap();
+        }
+        fs::write(file("5000-boot"), b"old").unwrap();
+        let new = file("1765000000000-fault");
+        write_recording(&new, b"new", 3).unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "recording-1765000000000-fault.jsonl.gz",
+                "recording-9999999999998-ahead.jsonl.gz",
+                "recording-9999999999999-ahead.jsonl.gz",
+            ]
+        );
+        // And by the numbers, not the text: 5000 is older than 1765000000000.
+        assert!(recording_stamp("recording-5000-boot.jsonl.gz") < 1_765_000_000_000);
+    }
     use aggregator_core::state::{Latches, StrategyState};
 
     fn sample() -> State {
