@@ -125,6 +125,16 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
     crate::config::parse_duration(text)
 }
 
+/// `record` sends SIGUSR1 to every process of this program, and the signal's default action
+/// ends a process. Ignored from the start, until the daemon's loop takes it (docs/commands.md):
+/// a daemon still connecting to the bus, or a `check-config` that `enable.sh` runs meanwhile,
+/// must not be ended by a request for a recording.
+pub fn ignore_recording_requests() {
+    // SAFETY: sets one signal's disposition to "ignore", before any thread is started; no
+    // handler of ours runs.
+    unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
+}
+
 /// Logs to stdout at `level`, plain lines without colours; the bus library's own chatter only
 /// from warnings up. Time stamps only when stdout is a terminal: under daemontools it is the
 /// pipe to multilog, which stamps every line itself, and so is any other supervisor's.

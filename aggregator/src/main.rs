@@ -4,11 +4,12 @@ use clap::Parser;
 use tracing::Level;
 
 use aggregator::cli::{
-    check_config, exit_code, hand_over, init_logging, list_plugins, log_level, print_error, Cli,
-    Command, TO_IMPORTER, TO_SIMULATOR,
+    check_config, exit_code, hand_over, ignore_recording_requests, init_logging, list_plugins,
+    log_level, print_error, Cli, Command, TO_IMPORTER, TO_SIMULATOR,
 };
 
 fn main() -> ExitCode {
+    ignore_recording_requests();
     let cli = Cli::parse();
     let plugins_dir = cli.plugins_dir.as_deref();
     let command = cli.command.unwrap_or(Command::Run);

@@ -487,3 +487,23 @@ fn a_state_file_that_cannot_be_written_is_one_log_line_not_one_a_tick() {
         assert!(ok, "{items:?}");
     });
 }
+
+#[test]
+fn a_recording_request_does_not_end_a_daemon_still_connecting() {
+    // `record` signals every process of the program, a daemon that has not reached its loop
+    // yet (no bus so far) included.
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = support::bus::Daemon::start(
+        "unix:path=/nonexistent/bus",
+        dir.path(),
+        &config(BMS_CURRENT, GOOD_STRATEGY),
+    );
+    let deadline = std::time::Instant::now() + SECONDS;
+    while !daemon.log_text().contains("cannot connect") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    aggregator::child::send(daemon.pid(), aggregator::child::Signal::USR1).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.running(), "{}", daemon.log_text());
+    daemon.kill_hard();
+}
