@@ -507,3 +507,25 @@ fn a_recording_request_does_not_end_a_daemon_still_connecting() {
     assert!(daemon.running(), "{}", daemon.log_text());
     daemon.kill_hard();
 }
+
+#[test]
+fn a_damaged_last_plausible_date_in_the_state_file_is_no_date() {
+    let scenario = scenario("", STEADY);
+    let config = config(BMS_CURRENT, GOOD_STRATEGY);
+    runtime().block_on(async {
+        let w = World::start_prepared(&scenario, &config, |dir| {
+            std::fs::create_dir_all(dir.join("state")).unwrap();
+            std::fs::write(
+                dir.join("state/state.json"),
+                r#"{"charge_ah":300.0,"last_plausible_day":9223372036854775807}"#,
+            )
+            .unwrap();
+        })
+        .await;
+        let (ok, items) = until(&w.conn, SECONDS, |i| num(i, "/Soc").is_some()).await;
+        assert!(ok, "{items:?}\n{}", w.daemon.log_text());
+        let log = w.daemon.log_text();
+        assert!(log.contains("is no date; none kept"), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    });
+}

@@ -278,6 +278,9 @@ struct Bank {
     state_due: Option<Instant>,
 }
 
+/// 9999-12-31 in days since 1970-01-01: a saved date beyond it is damage.
+const LAST_DAY: i64 = 2_932_896;
+
 /// How long after a failed write of the state file the tick tries again.
 const STATE_RETRY: Duration = Duration::from_secs(60);
 
@@ -400,7 +403,17 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             for problem in engine.restore(&state) {
                 tracing::warn!("{problem}");
             }
-            last_plausible_day = state.last_plausible_day;
+            // A damaged day (beyond the year 9999) is no date: none was kept.
+            last_plausible_day = state.last_plausible_day.filter(|day| {
+                let plausible = (0..=LAST_DAY).contains(day);
+                if !plausible {
+                    tracing::warn!(
+                        "{}: last_plausible_day {day} is no date; none kept",
+                        store.path().display()
+                    );
+                }
+                plausible
+            });
             tracing::info!("state restored from {}", store.path().display());
         }
         Err(problem) => tracing::warn!("{problem}; starting from the batteries' SoC"),
@@ -678,7 +691,10 @@ impl Daemon {
     async fn tick_and_check_link(&mut self) {
         self.tick().await;
         if self.link.monitor.broken() {
-            let _ = self.link.conn.clone().close().await;
+            // Closing waits for the connection's writer, which a bus that takes no data holds:
+            // bounded, so that the loop (and SIGTERM) never waits on it.
+            let close = self.link.conn.clone().close();
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
     }
 
