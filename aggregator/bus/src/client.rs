@@ -62,6 +62,15 @@ impl<T: Send + 'static> Background<T> {
         Self { answer }
     }
 
+    /// Waits at most `within` for the answer (`None`: not within it; `Some(None)`: the task
+    /// ended without one).
+    pub async fn settle(&mut self, within: std::time::Duration) -> Option<Option<T>> {
+        tokio::time::timeout(within, &mut self.answer)
+            .await
+            .ok()
+            .map(Result::ok)
+    }
+
     /// The answer once it came; `None` while the call still runs. Its task ending without an
     /// answer (the runtime shutting down) reads as `Some(None)`.
     pub fn answer(&mut self) -> Option<Option<T>> {
@@ -209,4 +218,22 @@ pub async fn add_settings(
             value: r.remove("value").map(|v| Field::from_owned(&v)),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn settle_waits_for_an_answer_within_its_time_only() {
+        let mut soon = Background::start(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            7
+        });
+        assert_eq!(soon.settle(Duration::from_secs(5)).await, Some(Some(7)));
+        let mut never = Background::start(std::future::pending::<i32>());
+        assert_eq!(never.settle(Duration::from_millis(20)).await, None);
+        assert_eq!(never.answer(), None, "still running");
+    }
 }

@@ -646,6 +646,12 @@ impl Daemon {
                 event => self.handle_event(event).await,
             }
         }
+        // A feed-in write still under way (a 0 started by the last tick) lands before the
+        // user's value, not after it.
+        if let Some((_, call)) = &mut self.settings.feed_in_call {
+            let _ = call.settle(STOP_WRITE_LIMIT).await;
+        }
+        self.settings.feed_in_call = None;
         self.release_feed_in().await;
         self.save_state();
         Ok(())
