@@ -818,6 +818,23 @@ fn a_feed_in_the_python_program_left_off_is_not_taken_as_the_users() {
     let state = device.state();
     assert_eq!(state["feed_in"]["disabled_by_us"], false, "{state}");
     assert!(snapshot(&device.path(OLD)) == old);
+
+    // Versions 3.0 to 3.1 write the 0 at the start of the dynamic CVL without a line of their
+    // own: a log that ends there needs the user's word too.
+    device.installed("rollback.sh", &[]);
+    let mut current = fs::read_to_string(logs.join("current")).unwrap();
+    current.push_str("INFO:root:Sun Dec  6 13:00:00 2026: Dynamic CVL reduction started.\n");
+    fs::write(logs.join("current"), &current).unwrap();
+    let out = device.run(&device.app().join("migrate.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--user-feed-in 1"), "{}", text(&out));
+    device.assert_python_enabled();
+    // 3.4 then says it found feed-in off already: the 0 is the user's own.
+    current.push_str("INFO:root:Sun Dec  6 13:00:00 2026: DC-coupled PV feed-in was not active.\n");
+    fs::write(logs.join("current"), &current).unwrap();
+    device.installed("migrate.sh", &[]);
+    let state = device.state();
+    assert_eq!(state["feed_in"]["disabled_by_us"], false, "{state}");
 }
 
 #[test]
