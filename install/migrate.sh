@@ -76,8 +76,9 @@ fi
 # 3.x keeps no feed-in memory: when it switched DC-coupled feed-in off and did not switch it
 # back, the setting reads 0 whatever the user's own value was, and only the user knows it.
 # Its log says which it did last (the lines of its own, before any of ours). 3.0 to 3.1 write
-# the 0 without a line of their own, at "Dynamic CVL reduction started"; 3.4 says after that
-# line what it found ("de-activated", or "was not active": the user's own 0).
+# the 0 without a line of their own, at "Dynamic CVL reduction started"; later versions say
+# after that line what they did ("de-activated"), or, those that read the setting first, that
+# it "was not active" (the user's own 0).
 last_feed_in=$(cat "$LOG_DIR"/@* "$LOG_DIR"/current 2> /dev/null |
     grep -e "DC-coupled PV feed-in de-activated" -e "DC-coupled PV feed-in re-activated" \
         -e "Dynamic CVL reduction started" -e "DC-coupled PV feed-in was not active" |

@@ -829,7 +829,8 @@ fn a_feed_in_the_python_program_left_off_is_not_taken_as_the_users() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--user-feed-in 1"), "{}", text(&out));
     device.assert_python_enabled();
-    // 3.4 then says it found feed-in off already: the 0 is the user's own.
+    // A version that reads the setting first then says it found feed-in off already: the 0
+    // is the user's own.
     current.push_str("INFO:root:Sun Dec  6 13:00:00 2026: DC-coupled PV feed-in was not active.\n");
     fs::write(logs.join("current"), &current).unwrap();
     device.installed("migrate.sh", &[]);
