@@ -756,3 +756,39 @@ fn a_view_field_appended_after_the_prefix_reads_its_default_where_the_daemon_lac
     let out = strategy.compute_view(&bank(2.4, 2.2)).unwrap();
     assert_eq!(out.cvl_v, 47.5, "the appended field's default");
 }
+
+#[test]
+fn a_plugin_owned_by_another_user_is_refused() {
+    let dir = plugins_dir_with(&["libplugin_bms.so"]);
+    let path = dir.path().join("libplugin_bms.so");
+    let me = rustix::process::geteuid().as_raw();
+    // Another user than root and than us: only root can hand a file to one.
+    let other = if me == 0 { 4242 } else { me };
+    if std::os::unix::fs::chown(&path, Some(other), None).is_err() || other == me {
+        eprintln!("not run: only root can give a file to another user");
+        return;
+    }
+    let err = load(&path).unwrap_err();
+    assert!(err.reason.contains("owned by user 4242"), "{err}");
+    std::os::unix::fs::chown(&path, Some(me), None).unwrap();
+    assert!(load(&path).is_ok());
+}
+
+#[test]
+fn a_link_into_a_folder_others_may_write_is_refused() {
+    // The plugins folder is tight, but its file leads into a folder anyone may write, where
+    // the library could be swapped.
+    let dir = plugins_dir_with(&[]);
+    let open = tempfile::tempdir().unwrap();
+    set_mode(open.path(), 0o777);
+    let real = open.path().join("libplugin_bms.so");
+    fs::copy(support::built_plugin("libplugin_bms.so"), &real).unwrap();
+    set_mode(&real, 0o644);
+    let link = dir.path().join("libplugin_bms.so");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = load(&link).unwrap_err();
+    assert!(err.reason.contains("it leads to"), "{err}");
+    assert!(err.reason.contains("writable by others"), "{err}");
+    set_mode(open.path(), 0o755);
+    assert!(load(&link).is_ok());
+}

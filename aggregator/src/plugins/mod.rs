@@ -165,6 +165,15 @@ pub fn load(path: &Path) -> Result<Plugin, Refused> {
         check_not_writable_by_others(dir)?;
     }
     check_not_writable_by_others(path)?;
+    // A link: the folder of the file it leads to, where that file could be swapped.
+    if let Ok(real) = std::fs::canonicalize(path) {
+        if let Some(dir) = real.parent().filter(|_| real != path) {
+            check_not_writable_by_others(dir).map_err(|refused| Refused {
+                path: path.to_path_buf(),
+                reason: format!("it leads to {}: {}", real.display(), refused.reason),
+            })?;
+        }
+    }
     crate::plugins::elf::check_file(path).map_err(|err| refuse(err.to_string()))?;
     let header = lib_header_from_path(path).map_err(|err| refuse(explain(&err)))?;
     // abi_stable lets a plugin of a newer minor version through to the layout check, whose
@@ -265,14 +274,23 @@ impl Plugin {
     }
 }
 
-/// Refuses a file or folder that its group or everyone may write: whoever can write it could
-/// make this daemon, which runs as root on Venus, execute their code.
+/// Refuses a file or folder that its group or everyone may write, or that another user than
+/// root or this program's own owns: whoever can write it could make this daemon, which runs
+/// as root on Venus, execute their code.
 fn check_not_writable_by_others(path: &Path) -> Result<(), Refused> {
     let refuse = |reason: String| Refused {
         path: path.to_path_buf(),
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|err| refuse(format!("cannot read: {err}")))?;
+    let (owner, me) = (unix_owner(&meta), rustix::process::geteuid().as_raw());
+    if owner != 0 && owner != me {
+        let what = if meta.is_dir() { "folder" } else { "file" };
+        return Err(refuse(format!(
+            "{what} is owned by user {owner}, neither root nor the user this program runs as \
+             ({me}); refused, run `chown root` on it"
+        )));
+    }
     let mode = unix_mode(&meta);
     if mode & 0o022 != 0 {
         let what = if meta.is_dir() { "folder" } else { "file" };
@@ -282,6 +300,17 @@ fn check_not_writable_by_others(path: &Path) -> Result<(), Refused> {
         )));
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn unix_owner(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid()
+}
+
+#[cfg(not(unix))]
+fn unix_owner(_meta: &std::fs::Metadata) -> u32 {
+    0
 }
 
 #[cfg(unix)]
