@@ -7,9 +7,11 @@ TAKES_PURGE=1
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 . "$HERE/paths.sh"
 
-# After a switch the Python program is stopped and this folder holds the way back.
-[ ! -f "$MIGRATION/service-link" ] || die "switched from the Python program by migrate.sh: \
-$APP/rollback.sh brings it back first (uninstalling this program alone leaves no BMS)"
+# After a switch the Python program is stopped and this folder holds the way back, while its
+# folder is there (removed, there is no way back to keep).
+[ ! -f "$MIGRATION/service-link" ] || [ ! -d "$OLD_DIR" ] || die "switched from the Python \
+program by migrate.sh: $APP/rollback.sh brings it back first (uninstalling this program alone \
+leaves no BMS)"
 sh "$HERE/disable.sh" --root "$ROOT" || exit $?
 [ -d "$APP" ] || exit 0
 if [ -n "$PURGE" ]; then

@@ -973,3 +973,20 @@ fn a_boot_line_that_cannot_be_written_fails_the_enable() {
     assert!(said.contains("rc.local"), "{said}");
     assert!(!said.contains("enabled;"), "{said}");
 }
+
+#[test]
+fn after_the_python_folder_is_removed_uninstall_is_no_dead_end() {
+    let device = Device::new();
+    device.with_python_3_4();
+    device.ok(&device.bundle().join("install.sh"), &["--migrate"]);
+    device.assert_switched();
+    // While the Python program can come back, uninstalling alone is refused.
+    let out = device.run(&device.app().join("uninstall.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("rollback.sh"), "{}", text(&out));
+    // Removed for good, as the README tells: nothing to go back to, so nothing refused.
+    fs::remove_dir_all(device.path(OLD)).unwrap();
+    device.installed("uninstall.sh", &["--purge"]);
+    assert!(!device.app().exists());
+    assert!(!device.path(SERVICE).exists());
+}
