@@ -33,6 +33,37 @@ mkdir -p "$SCRATCH" || die "cannot create $SCRATCH"
     die "the Python program's settings cannot be imported (above): nothing was changed"
 }
 
+# 3.x keeps no feed-in memory: when it switched DC-coupled feed-in off and did not switch it
+# back, the setting reads 0 whatever the user's own value was, and only the user knows it.
+# Its log says which it did last (the lines of its own, before any of ours). 3.0 to 3.1 write
+# the 0 without a line of their own, at "Dynamic CVL reduction started"; later versions say
+# after that line what they did ("de-activated"), or, those that read the setting first, that
+# it "was not active" (the user's own 0).
+last_feed_in_word() {
+    cat "$LOG_DIR"/@* "$LOG_DIR"/current 2> /dev/null |
+        grep -e "DC-coupled PV feed-in de-activated" -e "DC-coupled PV feed-in re-activated" \
+            -e "Dynamic CVL reduction started" -e "DC-coupled PV feed-in was not active" |
+        tail -n 1
+}
+# feed_in_unknown WORD: whether the log's last word leaves the user's own value unknown.
+feed_in_unknown() {
+    case $1 in
+        *de-activated* | *"Dynamic CVL reduction started"*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+ask_feed_in() {
+    echo "the Python program switched DC-coupled PV feed-in off and had not switched it back \
+(its log: $1); your own setting cannot be read while it is held at 0. Run again saying what it \
+is: $APP/migrate.sh --user-feed-in 1 (feed-in was on) or --user-feed-in 0 (it was off)"
+}
+# Asked before anything is stopped: the Python program keeps running while the user answers.
+word=$(last_feed_in_word)
+if [ -z "$USER_FEED_IN" ] && feed_in_unknown "$word"; then
+    rm -rf "$SCRATCH"
+    die "$(ask_feed_in "$word"); nothing was changed"
+fi
+
 # What rollback.sh needs to put back, saved before anything changes.
 rm -rf "$MIGRATION"
 mkdir -p "$MIGRATION" || die "cannot create $MIGRATION"
@@ -73,26 +104,13 @@ if on_device; then
     pkill -f "python3 $OLD_DEVICE_DIR/aggregatebatteries.py" 2> /dev/null
 fi
 
-# 3.x keeps no feed-in memory: when it switched DC-coupled feed-in off and did not switch it
-# back, the setting reads 0 whatever the user's own value was, and only the user knows it.
-# Its log says which it did last (the lines of its own, before any of ours). 3.0 to 3.1 write
-# the 0 without a line of their own, at "Dynamic CVL reduction started"; later versions say
-# after that line what they did ("de-activated"), or, those that read the setting first, that
-# it "was not active" (the user's own 0).
-last_feed_in=$(cat "$LOG_DIR"/@* "$LOG_DIR"/current 2> /dev/null |
-    grep -e "DC-coupled PV feed-in de-activated" -e "DC-coupled PV feed-in re-activated" \
-        -e "Dynamic CVL reduction started" -e "DC-coupled PV feed-in was not active" |
-    tail -n 1)
+# Its log again, now that it is stopped: it may have switched feed-in off since.
+word=$(last_feed_in_word)
 FEED_IN_ARGS=
-case $last_feed_in in
-    *de-activated* | *"Dynamic CVL reduction started"*)
-        [ -n "$USER_FEED_IN" ] || restart_old "the Python program switched DC-coupled PV feed-in \
-off and had not switched it back (its log: ${last_feed_in}); your own setting cannot be read \
-while it is held at 0. Run again saying what it is: $APP/migrate.sh --user-feed-in 1 (feed-in \
-was on) or --user-feed-in 0 (it was off)"
-        FEED_IN_ARGS="--user-feed-in $USER_FEED_IN"
-        ;;
-esac
+if feed_in_unknown "$word"; then
+    [ -n "$USER_FEED_IN" ] || restart_old "$(ask_feed_in "$word")"
+    FEED_IN_ARGS="--user-feed-in $USER_FEED_IN"
+fi
 
 # The state now, with the program stopped; the config from the same import.
 rm -rf "$SCRATCH"

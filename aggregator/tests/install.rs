@@ -791,12 +791,14 @@ fn a_feed_in_the_python_program_left_off_is_not_taken_as_the_users() {
     )
     .unwrap();
 
-    // Without the user's word the switch does not happen, and the Python program runs on.
+    // Without the user's word the switch does not happen: asked before the Python program is
+    // stopped, so nothing was changed and it runs on.
     let out = device.run(&device.bundle().join("install.sh"), &["--migrate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("--user-feed-in 1"), "{said}");
-    assert!(said.contains("the Python program runs again"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(!said.contains("runs again"), "{said}");
     device.assert_python_enabled();
     assert!(!device.app().join("state/state.json").exists());
     assert!(!device.app().join("migration").exists());
