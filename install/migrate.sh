@@ -127,16 +127,20 @@ mkdir -p "$APP/state" || restart_old "cannot create $APP/state"
 (put "$SCRATCH/state/state.json" "$APP/state/state.json" 0644) ||
     restart_old "cannot write $APP/state/state.json"
 if [ -f "$APP/config.yaml" ]; then
-    (put "$SCRATCH/config.yaml" "$APP/config.imported.yaml" 0644) ||
-        restart_old "cannot write $APP/config.imported.yaml"
-    CONFIG_SAID="kept $APP/config.yaml; this import is $APP/config.imported.yaml"
+    CONFIG=$APP/config.imported.yaml
+    CONFIG_SAID="kept $APP/config.yaml; this import is $CONFIG"
 else
-    (put "$SCRATCH/config.yaml" "$APP/config.yaml" 0644) ||
-        restart_old "cannot write $APP/config.yaml"
-    CONFIG_SAID="$APP/config.yaml imported from $OLD_DEVICE_DIR/settings.py"
+    CONFIG=$APP/config.yaml
+    CONFIG_SAID="$CONFIG imported from $OLD_DEVICE_DIR/settings.py"
 fi
+# The import names the files it wrote (in the config's header, and in its report): the
+# scratch files, which go away; the names they get instead.
+sed "s|$SCRATCH/config.yaml|$CONFIG|g" "$SCRATCH/config.yaml" > "$SCRATCH/config.named" ||
+    restart_old "cannot write $SCRATCH/config.named"
+(put "$SCRATCH/config.named" "$CONFIG" 0644) || restart_old "cannot write $CONFIG"
 # The imported config names its state folder relative to itself: it is $APP/state.
-cat "$SCRATCH/report.txt"
+sed -e "s|$SCRATCH/config.yaml|$CONFIG|g" -e "s|$SCRATCH/state/|$APP/state/|g" \
+    "$SCRATCH/report.txt"
 rm -rf "$SCRATCH"
 
 # Its boot line goes (the user's own lines stay), ours comes with enable.sh.

@@ -709,6 +709,20 @@ fn a_python_3_4_install_is_migrated_rolled_back_and_migrated_again_and_its_folde
     let said = device.ok(&device.bundle().join("install.sh"), &["--migrate"]);
     assert!(said.contains("switched from the Python program"), "{said}");
     assert!(said.contains("rollback.sh"), "{said}");
+    // The import's report and the config's header name the file as installed, not the
+    // scratch file the import wrote first.
+    let config = device.read(&format!("{APP}/config.yaml"));
+    assert!(
+        !said.contains("/.import/") && !config.contains("/.import/"),
+        "{said}\n{config}"
+    );
+    assert!(
+        config.contains(&format!(
+            "check-config --config {}/config.yaml",
+            device.app().display()
+        )),
+        "{config}"
+    );
     assert!(said.contains(": ok (strategy"), "check-config: {said}");
     device.assert_switched();
     let config = device.read(&format!("{APP}/config.yaml"));
@@ -760,7 +774,11 @@ fn a_python_3_4_install_is_migrated_rolled_back_and_migrated_again_and_its_folde
     assert!(said.contains("config.imported.yaml"), "{said}");
     device.assert_switched();
     assert_eq!(device.read(&format!("{APP}/config.yaml")), tuned);
-    assert_eq!(device.read(&format!("{APP}/config.imported.yaml")), config);
+    // The same import, its header naming the file it is in.
+    assert_eq!(
+        device.read(&format!("{APP}/config.imported.yaml")),
+        config.replace("/config.yaml\n", "/config.imported.yaml\n")
+    );
     assert_eq!(device.state()["charge_ah"], 306.005);
     untouched("migrate again");
 
