@@ -862,11 +862,7 @@ impl Daemon {
             return;
         };
         tracing::info!("custom name `{name}` from {SETTINGS}");
-        self.bank
-            .published
-            .set(CUSTOM_NAME, Value::Text(name), TextFormat::Plain);
-        let changed = self.export([CUSTOM_NAME.to_string()]);
-        self.signal(changed).await;
+        self.publish_own(&[(CUSTOM_NAME, Value::Text(name))]).await;
     }
 
     /// The settings service was missing at start: once it is on the bus, our settings are
@@ -942,7 +938,13 @@ impl Daemon {
                 changes.push((CUSTOM_NAME, Value::Text(name)));
             }
         }
-        for (path, value) in &changes {
+        self.publish_own(&changes).await;
+    }
+
+    /// Our own paths the settings service gave new values (the device instance, the custom
+    /// name): into the published values, onto the bus, signalled.
+    async fn publish_own(&mut self, changes: &[(&str, Value)]) {
+        for (path, value) in changes {
             self.bank
                 .published
                 .set(path, value.clone(), TextFormat::Plain);
