@@ -317,8 +317,10 @@ pub enum Discovery {
 /// How a service that does not answer its `GetItems` is asked again (docs/discovery.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanRetry {
-    /// Longest wait for one answer.
+    /// The wait for the first attempt's answer, doubled at each attempt after a failed one.
     pub answer_within: Duration,
+    /// The longest wait for one answer.
+    pub longest_answer_wait: Duration,
     /// The pause after the first attempt that failed, doubled after each failed one after it.
     pub first_pause: Duration,
     /// The longest pause between two attempts.
@@ -326,14 +328,27 @@ pub struct ScanRetry {
 }
 
 impl Default for ScanRetry {
-    /// At most [`CALL_TIMEOUT`] for an answer; then 2 s, 4 s, … up to a minute between
-    /// attempts.
+    /// [`CALL_TIMEOUT`] for the first answer, then 10 s, 20 s and 25 s for each later one: a
+    /// service that answers the bus's usual callers, whose calls wait 25 s (libdbus's default
+    /// time-out, which dbus-python and so velib use), is read by us too. Pauses of 2 s, 4 s, …
+    /// up to a minute between attempts.
     fn default() -> Self {
         ScanRetry {
             answer_within: CALL_TIMEOUT,
+            longest_answer_wait: Duration::from_secs(25),
             first_pause: Duration::from_secs(2),
             longest_pause: Duration::from_secs(60),
         }
+    }
+}
+
+impl ScanRetry {
+    /// How long the attempt after `failed` failed ones waits for its answer.
+    pub fn answer_wait(&self, failed: u32) -> Duration {
+        let longest = self.longest_answer_wait.max(self.answer_within);
+        2u32.checked_pow(failed)
+            .and_then(|factor| self.answer_within.checked_mul(factor))
+            .map_or(longest, |wait| wait.min(longest))
     }
 }
 
@@ -624,7 +639,8 @@ impl Monitor {
                     break me.following().then_some(false);
                 }
                 attempts += 1;
-                let error = match me.scan_once(&name, attempts == 1).await {
+                let within = me.inner.retry.answer_wait(failed);
+                let error = match me.scan_once(&name, attempts == 1, within).await {
                     Ok(read) => break Some(read),
                     Err(error) => error,
                 };
@@ -634,9 +650,11 @@ impl Monitor {
                 if failed == 1 {
                     tracing::warn!(
                         "{name} does not answer GetItems ({error}); asked again after {} s, then \
-                         less and less often (at most every {} s) while it is on the bus",
+                         less and less often (at most every {} s, waiting up to {} s for an \
+                         answer) while it is on the bus",
                         pause.as_secs_f64(),
-                        retry.longest_pause.as_secs_f64()
+                        retry.longest_pause.as_secs_f64(),
+                        retry.answer_wait(u32::MAX).as_secs_f64()
                     );
                 } else {
                     tracing::debug!(
@@ -666,10 +684,11 @@ impl Monitor {
         inner.upgrade().map(|inner| Monitor { inner })
     }
 
-    /// One attempt: `Ok(true)` once read, `Ok(false)` when nobody owns the name any more;
-    /// `first`: the first attempt, whose answer is looked for often (a bank found quickly at
-    /// start), where a later one's is left mostly to the tick's reading.
-    async fn scan_once(&self, name: &str, first: bool) -> zbus::Result<bool> {
+    /// One attempt, waiting `within` for the answer: `Ok(true)` once read, `Ok(false)` when
+    /// nobody owns the name any more; `first`: the first attempt, whose answer is looked for
+    /// often (a bank found quickly at start), where a later one's is left mostly to the tick's
+    /// reading.
+    async fn scan_once(&self, name: &str, first: bool, within: Duration) -> zbus::Result<bool> {
         let Some(class) = Class::of(name) else {
             return Ok(false);
         };
@@ -700,7 +719,6 @@ impl Monitor {
                 },
             );
         }
-        let within = self.inner.retry.answer_within;
         let call = wire::method_call(serial, &owner, "/", BUS_ITEM, "GetItems", &[]);
         let sent = self.inner.calls.send(&call, within).await;
         if let Err(err) = sent {

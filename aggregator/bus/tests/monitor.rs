@@ -2,12 +2,14 @@
 //! its `GetItems` is asked again while its process owns the name, and read once it answers;
 //! one log line when it is left waiting, one when it is read or its process left.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use zbus::message::Type;
+use zbus::zvariant;
 use zbus::{Connection, MatchRule, MessageStream};
 
 use aggregator_core::value::Value;
@@ -21,9 +23,11 @@ const SLOW: &str = "com.victronenergy.battery.ttyUSB3";
 const OWN: &str = "com.victronenergy.battery.aggregate";
 
 /// Short enough for a test, the same schedule as on a device otherwise: a fifth of a second
-/// for an answer, then pauses doubling from 50 ms to 400 ms.
+/// for the first answer, doubled up to 0.8 s for later ones, and pauses doubling from 50 ms to
+/// 400 ms.
 const RETRY: ScanRetry = ScanRetry {
     answer_within: Duration::from_millis(200),
+    longest_answer_wait: Duration::from_millis(800),
     first_pause: Duration::from_millis(50),
     longest_pause: Duration::from_millis(400),
 };
@@ -159,6 +163,86 @@ fn a_service_that_answers_only_after_its_first_scans_timed_out_is_read_once_it_a
             ("does not answer GetItems", 1),
             ("answered GetItems after", 1),
         ],
+    );
+}
+
+/// Answers every `GetItems` that `conn` receives with a battery at `volts`, each `late` after
+/// the call: a driver on a device too busy to answer within the first attempt's time.
+async fn answer_late(conn: Connection, volts: f64, late: Duration) {
+    let mut calls = get_items_calls(&conn).await;
+    tokio::spawn(async move {
+        while let Some(Ok(call)) = calls.next().await {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                let item = |value: zvariant::Value<'static>, text: &str| {
+                    HashMap::from([
+                        ("Value".to_string(), value),
+                        ("Text".to_string(), zvariant::Value::from(text.to_string())),
+                    ])
+                };
+                let items = HashMap::from([
+                    ("/DeviceInstance".to_string(), item(3i32.into(), "3")),
+                    (
+                        "/ProductName".to_string(),
+                        item("SerialBattery(JK)".into(), "SerialBattery(JK)"),
+                    ),
+                    ("/Dc/0/Voltage".to_string(), item(volts.into(), "53.3V")),
+                ]);
+                let header = call.header();
+                // The call may have been given up by then: the answer is sent all the same.
+                let _ = conn.reply(&header, &items).await;
+            });
+        }
+    });
+}
+
+#[test]
+fn a_service_that_always_answers_later_than_the_first_wait_is_read() {
+    let bus = PrivateBus::start(crate::write_file).expect("dbus-daemon");
+    let log = Log::default();
+    log.run(async {
+        let late = connect_to(bus.address()).await.expect("connect");
+        // Later than the first attempt waits, within what a later one waits.
+        answer_late(late.clone(), 53.3, RETRY.answer_within * 2).await;
+        request_name(&late, SLOW).await.expect("the name");
+        let owner = late.unique_name().expect("unique").to_string();
+        let watcher = connect_to(bus.address()).await.expect("connect");
+        let monitor = Monitor::start_with(&watcher, bus.address(), OWN, RETRY)
+            .await
+            .expect("monitor");
+        let volts = eventually("the late service read", &log, || {
+            read_voltage(&monitor, SLOW, &owner)
+        })
+        .await;
+        assert_eq!(volts, 53.3);
+        said(&log, "answered GetItems after").await;
+    });
+    log_has(
+        &log,
+        &[
+            ("does not answer GetItems", 1),
+            ("answered GetItems after", 1),
+        ],
+    );
+}
+
+#[test]
+fn the_wait_for_an_answer_doubles_up_to_its_longest() {
+    let device = ScanRetry::default();
+    let waits: Vec<u64> = (0..6)
+        .map(|failed| device.answer_wait(failed).as_secs())
+        .collect();
+    assert_eq!(waits, [5, 10, 20, 25, 25, 25]);
+    assert_eq!(device.answer_wait(u32::MAX), Duration::from_secs(25));
+    let odd = ScanRetry {
+        longest_answer_wait: Duration::from_secs(1),
+        ..device
+    };
+    assert_eq!(
+        odd.answer_wait(3),
+        Duration::from_secs(5),
+        "never below the first wait"
     );
 }
 
