@@ -316,7 +316,9 @@ impl BusItemService {
     }
 
     /// Starts answering method calls (do this before requesting the name). The stream is
-    /// subscribed before this returns, so no call is missed.
+    /// subscribed before this returns, so no call is missed. A `SetValue` is answered on a
+    /// task of its own: its handler may wait on the bus (the settings service, up to its time
+    /// limit), and the reads of other consumers are not held meanwhile.
     pub async fn serve(&self) -> zbus::Result<tokio::task::JoinHandle<()>> {
         let rule = MatchRule::builder().msg_type(Type::MethodCall).build();
         let mut stream =
@@ -326,11 +328,22 @@ impl BusItemService {
         Ok(tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Ok(msg) = msg else { continue };
-                if let Err(err) = me.dispatch(msg).await {
-                    tracing::debug!("answering a method call failed: {err}");
+                let may_wait = msg.header().member().is_some_and(|m| m == "SetValue");
+                match may_wait {
+                    true => {
+                        let me = me.clone();
+                        tokio::spawn(async move { me.answer(msg).await });
+                    }
+                    false => me.answer(msg).await,
                 }
             }
         }))
+    }
+
+    async fn answer(&self, msg: Message) {
+        if let Err(err) = self.dispatch(msg).await {
+            tracing::debug!("answering a method call failed: {err}");
+        }
     }
 
     async fn dispatch(&self, msg: Message) -> zbus::Result<()> {

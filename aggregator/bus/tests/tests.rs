@@ -4,6 +4,7 @@
 // to the state writer in the programs only.
 #![allow(clippy::disallowed_methods)]
 
+mod export;
 mod fuzz_seeds;
 mod message_writer;
 mod monitor;
