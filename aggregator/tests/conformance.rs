@@ -388,7 +388,12 @@ fn only_the_custom_name_is_writeable_and_it_survives_a_restart() {
         assert!(matches!(&*stored, Value::Str(s) if s.as_str() == "Garage bank"));
 
         // Restart: same instance, same name.
-        assert_eq!(w.daemon.terminate(), Some(0), "{}", w.daemon.log_text());
+        assert_eq!(
+            w.daemon.terminate().await,
+            Some(0),
+            "{}",
+            w.daemon.log_text()
+        );
         let config = w.dir.path().join("config.yaml");
         w.daemon = Daemon::start_with(w.bus.address(), w.dir.path(), &config);
         assert!(wait_for_name(&c, OWN, Duration::from_secs(20))

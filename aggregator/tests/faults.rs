@@ -817,7 +817,12 @@ fn sigterm_saves_the_counter_and_the_restarted_daemon_continues_from_it() {
         .await;
         assert!(ok, "{items:?}\n{}", w.daemon.log_text());
         let published = number(&w.conn, "/Soc").await.unwrap();
-        assert_eq!(w.daemon.terminate(), Some(0), "{}", w.daemon.log_text());
+        assert_eq!(
+            w.daemon.terminate().await,
+            Some(0),
+            "{}",
+            w.daemon.log_text()
+        );
         assert!(w.daemon.log_text().contains("SIGTERM: stopping"));
 
         // Saved on the way out: what was published, less at most a tick or two of discharge.

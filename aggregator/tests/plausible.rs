@@ -211,7 +211,7 @@ fn on_the_bus_an_absurd_value_is_missing(path: &str, value: &str) {
 
         let log = w.daemon.log_text();
         assert_one_episode_logged(&log, path);
-        assert_eq!(w.daemon.terminate(), Some(0), "{log}");
+        assert_eq!(w.daemon.terminate().await, Some(0), "{log}");
 
         let state = StateStore::new(w.dir.path().join("state"))
             .load()
@@ -295,7 +295,7 @@ fn a_soc_of_1e9_from_the_start_never_starts_the_counter() {
             1,
             "{log}"
         );
-        assert_eq!(w.daemon.terminate(), Some(0), "{log}");
+        assert_eq!(w.daemon.terminate().await, Some(0), "{log}");
         let state = StateStore::new(w.dir.path().join("state"))
             .load()
             .unwrap_or_else(|problem| panic!("{problem}\n{log}"));

@@ -75,7 +75,7 @@ fn record_live(config: &str) -> (PathBuf, tempfile::TempDir, String) {
         if let Some(sim) = w.sim.take() {
             sim.stop().await;
         }
-        w.daemon.terminate();
+        w.daemon.terminate().await;
         (file, w.dir, log)
     })
 }

@@ -220,13 +220,11 @@ fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
         let mut w = World::start(&bank(segments), &config(FIXED_200)).await;
         expect_feed_in(&w, 0.0).await;
         // The episode is in the state file: a kill -9 here would resume it.
-        assert_eq!(w.daemon.terminate(), Some(0));
-        assert_eq!(
-            w.setting(FEED_IN).await,
-            Some(1.0),
-            "{}",
-            w.daemon.log_text()
-        );
+        assert_eq!(w.daemon.terminate().await, Some(0));
+        // Written back by the daemon itself as it stopped, and read back.
+        let log = w.daemon.log_text();
+        assert!(log.contains("OvervoltageFeedIn restored to 1"), "{log}");
+        assert_eq!(w.setting(FEED_IN).await, Some(1.0), "{log}");
         let state = std::fs::read_to_string(w.dir.path().join("state/state.json")).unwrap();
         let state: serde_json::Value = serde_json::from_str(&state).unwrap();
         assert_eq!(state["feed_in"]["disabled_by_us"], false, "{state}");

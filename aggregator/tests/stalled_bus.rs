@@ -66,7 +66,7 @@ fn a_bus_stopped_during_a_scan_stops_neither_the_tick_nor_sigterm() {
         );
 
         let asked = Instant::now();
-        let code = daemon.terminate();
+        let code = daemon.terminate().await;
         let took = asked.elapsed();
         assert_eq!(code, Some(0), "{}", daemon.log_text());
         assert!(

@@ -236,7 +236,7 @@ fn feed_in_is_touched_only_for_a_cause_dvcc_sees_and_a_confirmed_restore_is_forg
         .await;
         assert!(ok, "{}\n{items:?}", state_file(&w));
         // Stopped; the user turns feed-in off meanwhile; a new start leaves it so.
-        assert_eq!(w.daemon.terminate(), Some(0));
+        assert_eq!(w.daemon.terminate().await, Some(0));
         // Both runs log into the same file: the new one's lines come after these.
         let first_run = w.daemon.log_text().len();
         let off = client::set_value(&w.conn, SETTINGS, FEED_IN, &Value::Int(0))

@@ -209,9 +209,19 @@ pub mod bus {
             let _ = self.child.wait();
         }
 
-        /// Sends SIGTERM and waits for the exit code.
-        pub fn terminate(&mut self) -> Option<i32> {
-            aggregator::child::terminate(&mut self.child, Duration::from_secs(10))
+        /// Sends SIGTERM and waits (up to 10 s) for the exit code. The runtime runs meanwhile:
+        /// the simulated services, the settings among them, answer what the daemon asks as it
+        /// stops (its feed-in restore).
+        pub async fn terminate(&mut self) -> Option<i32> {
+            let _ = aggregator::child::send(self.child.id(), aggregator::child::Signal::TERM);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < deadline {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return status.code();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
         }
     }
 
