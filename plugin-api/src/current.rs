@@ -57,8 +57,8 @@ pub enum DcClass {
     /// `com.victronenergy.inverter.*` (Inverter RS, Phoenix): negative while inverting, as
     /// published.
     Inverter,
-    /// `com.victronenergy.charger.*` (AC chargers): the sum of `/Dc/0..2/Current` (one per
-    /// output), positive = into the bank, as published.
+    /// `com.victronenergy.charger.*` (AC chargers): `/Dc/0/Current`, output 0 (a charger's
+    /// outputs 1 and 2 feed other batteries), positive = into the bank, as published.
     Charger,
     /// `com.victronenergy.dcdc.*` (Orion XS): its output, positive = into the bank, as
     /// published.

@@ -81,12 +81,9 @@ impl Class {
         }
         match self {
             Class::Battery => is_battery_path(path),
+            // Output 0 only of a charger with several: the others feed other batteries.
             Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_) => {
-                // A charger has up to three outputs.
-                matches!(
-                    path,
-                    "/Dc/0/Current" | "/Dc/0/Voltage" | "/Dc/1/Current" | "/Dc/2/Current"
-                )
+                matches!(path, "/Dc/0/Current" | "/Dc/0/Voltage")
             }
             Class::Settings => {
                 path == FEED_IN_SETTING

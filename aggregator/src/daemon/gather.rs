@@ -175,18 +175,7 @@ pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
         };
         for (name, s) in cache.of_class(bus_class) {
             let v = &s.values;
-            let mut current_a = number(v, "/Dc/0/Current", &mut ignored);
-            if class == DcClass::Charger {
-                // Outputs 2 and 3 of a charger that has them; a missing one adds nothing.
-                for path in ["/Dc/1/Current", "/Dc/2/Current"] {
-                    if let Some(more) = number(v, path, &mut ignored) {
-                        current_a = current_a.map(|a| a + more);
-                    }
-                }
-            }
-            if matches!(class, DcClass::DcLoad | DcClass::DcSystem) {
-                current_a = current_a.map(|a| -a);
-            }
+            let current_a = into_bank(class, v, &mut ignored);
             sources.push(DcSourceView {
                 service: name.as_str().into(),
                 class: DcClass_NE::new(class),
@@ -199,6 +188,17 @@ pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
         }
     }
     sources
+}
+
+/// A DC device's current into the bank, from its `/Dc/0/Current`: output 0 only of a
+/// charger with several (the others feed other batteries, as systemcalc takes it too); a
+/// load's and a DC system's sign turned round.
+fn into_bank(class: DcClass, values: &Values, ignored: &mut Vec<BadValue>) -> Option<f64> {
+    let current_a = number(values, "/Dc/0/Current", ignored);
+    match class {
+        DcClass::DcLoad | DcClass::DcSystem => current_a.map(|a| -a),
+        _ => current_a,
+    }
 }
 
 /// `/Soc` of the battery monitor (SmartShunt, BMV, Lynx Shunt) that `device` names, if it is
@@ -287,6 +287,31 @@ mod tests {
                 ("/Io/AllowToCharge", "not finite (-inf)"),
             ]
         );
+    }
+
+    #[test]
+    fn a_chargers_output_0_alone_feeds_the_bank_and_loads_turn_round() {
+        let charger = service(&[
+            ("/Dc/0/Current", Field::Number(30.0)),
+            ("/Dc/1/Current", Field::Number(5.0)),
+            ("/Dc/2/Current", Field::Number(2.0)),
+        ]);
+        let mut bad = Vec::new();
+        let current = |class| into_bank(class, &charger.values, &mut Vec::new());
+        assert_eq!(
+            into_bank(DcClass::Charger, &charger.values, &mut bad),
+            Some(30.0)
+        );
+        assert_eq!(current(DcClass::DcLoad), Some(-30.0));
+        assert_eq!(current(DcClass::DcSystem), Some(-30.0));
+        assert_eq!(current(DcClass::Alternator), Some(30.0));
+        // Output 0 missing: no current, whatever the other outputs say.
+        let only_others = service(&[("/Dc/1/Current", Field::Number(5.0))]);
+        assert_eq!(
+            into_bank(DcClass::Charger, &only_others.values, &mut bad),
+            None
+        );
+        assert!(bad.is_empty(), "{bad:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Signs, as the Venus classes publish `/Dc/0/Current`: `vebus`, `multi`, `inverter`,
-//! `charger` (all outputs), `dcdc`, `alternator`, `dcsource` and `solarcharger` positive =
+//! `charger` (output 0), `dcdc`, `alternator`, `dcsource` and `solarcharger` positive =
 //! into the bank; `dcload` and `dcsystem` positive = drawn from it (the host flips those two
 //! before the plugin sees them, see `DcClass`). A DC meter counted among `smartshunts` is not
 //! counted again as a DC load.
