@@ -113,7 +113,20 @@ impl Qt {
     /// `packs`; returns the list items' texts, one "text\tsecondary\tcaption" line each, and
     /// "== name" before each pack's details.
     fn render(&self, values: &serde_json::Value, png: &Path, packs: &[&str]) -> Vec<String> {
-        let done = self.render_plugin(&gui_dir().join(format!("{NAME}.json")), values, png, packs);
+        self.render_then(values, None, png, packs)
+    }
+
+    /// [`Qt::render`], the page then given `then` (render.py's `RENDER_THEN`) before the packs
+    /// are tapped.
+    fn render_then(
+        &self,
+        values: &serde_json::Value,
+        then: Option<&serde_json::Value>,
+        png: &Path,
+        packs: &[&str],
+    ) -> Vec<String> {
+        let plugin = gui_dir().join(format!("{NAME}.json"));
+        let done = self.render_plugin(&plugin, values, then, png, packs);
         assert!(
             done.0.status.success(),
             "render.py: {}",
@@ -127,6 +140,7 @@ impl Qt {
         &self,
         plugin: &Path,
         values: &serde_json::Value,
+        then: Option<&serde_json::Value>,
         png: &Path,
         packs: &[&str],
     ) -> (Output, Vec<String>) {
@@ -134,16 +148,21 @@ impl Qt {
         let values_file = dir.path().join("values.json");
         fs::write(&values_file, values.to_string()).unwrap();
         let texts = dir.path().join("texts.txt");
-        let done = Command::new(&self.python)
+        let mut render = Command::new(&self.python);
+        render
             .arg(gui_dir().join("render/render.py"))
             .arg(plugin)
             .arg(&values_file)
             .arg(png)
             .arg(&texts)
             .args(packs)
-            .env("QT_QPA_PLATFORM", "offscreen")
-            .output()
-            .unwrap();
+            .env("QT_QPA_PLATFORM", "offscreen");
+        if let Some(then) = then {
+            let then_file = dir.path().join("then.json");
+            fs::write(&then_file, then.to_string()).unwrap();
+            render.env("RENDER_THEN", &then_file);
+        }
+        let done = render.output().unwrap();
         let listed = fs::read_to_string(&texts)
             .unwrap_or_default()
             .lines()
@@ -316,6 +335,61 @@ fn a_missing_or_malformed_bms_only_list_shows_a_placeholder_on_the_pack_page() {
     }
 }
 
+/// The bank page's values with a listing of `packs` (name, pack voltage).
+fn with_packs(packs: &[(&str, f64)]) -> serde_json::Value {
+    let listing: Vec<serde_json::Value> = packs
+        .iter()
+        .map(|(name, volts)| {
+            serde_json::json!({
+                "name": name, "service": format!("com.victronenergy.battery.{name}"),
+                "state": "online", "voltage": volts, "current": 1.0, "soc": 50.0,
+                "min_cell_voltage": 3.35, "max_cell_voltage": 3.36,
+                "blocking_charge": false, "blocking_discharge": false,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "/ProductId": aggregator_core::published::PRODUCT_ID,
+        "/System/Batteries": serde_json::Value::Array(listing).to_string(),
+    })
+}
+
+#[test]
+fn a_new_listing_updates_the_pack_rows_in_place_and_a_shorter_one_drops_a_row() {
+    let Some(qt) = qt() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("page.png");
+    let first = with_packs(&[("Bat1", 53.6), ("Bat2", 53.4)]);
+    let row = |texts: &[String], name: &str| -> Option<String> {
+        let line = texts.iter().find(|l| l.starts_with(&format!("{name}\t")))?;
+        Some(line.split('\t').nth(1).unwrap_or_default().to_string())
+    };
+    // The next tick's listing: the same packs, other values.
+    let next = with_packs(&[("Bat1", 53.7), ("Bat2", 53.5)]);
+    let all = qt.render_then(&first, Some(&next), &png, &[]);
+    let mut parts = all.split(|l| l == "== then");
+    let (before, after) = (parts.next().unwrap(), parts.next().unwrap());
+    assert!(
+        row(before, "Bat1").unwrap().contains("53.60 V"),
+        "{before:#?}"
+    );
+    assert_eq!(after[0], "rows kept", "{all:#?}");
+    assert!(
+        row(after, "Bat1").unwrap().contains("53.70 V"),
+        "{after:#?}"
+    );
+    assert!(
+        row(after, "Bat2").unwrap().contains("53.50 V"),
+        "{after:#?}"
+    );
+    // A pack fewer: its row goes, without a QML warning (render fails on one).
+    let shorter = with_packs(&[("Bat1", 53.7)]);
+    let all = qt.render_then(&first, Some(&shorter), &png, &[]);
+    let after = all.split(|l| l == "== then").nth(1).unwrap();
+    assert!(row(after, "Bat1").is_some(), "{after:#?}");
+    assert_eq!(row(after, "Bat2"), None, "{after:#?}");
+}
+
 #[test]
 fn a_page_that_warns_fails_the_render() {
     let Some(qt) = qt() else { return };
@@ -341,7 +415,7 @@ fn a_page_that_warns_fails_the_render() {
     // The shipped page first, so that Qt's QML disk cache holds it under the same qrc URL: the
     // changed page must not be taken for it (its file date moves with its sources).
     qt.render(&values, &dir.path().join("shipped.png"), &[]);
-    let (out, _) = qt.render_plugin(&plugin, &values, &dir.path().join("page.png"), &[]);
+    let (out, _) = qt.render_plugin(&plugin, &values, None, &dir.path().join("page.png"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(
         output_text(&out).contains("QML warning"),

@@ -70,20 +70,30 @@ DeviceListPluginPage {
                 width: parent ? parent.width : 0
                 preferredVisible: root.listing.ok
 
+                // A count, not the list: the listing changes at nearly every tick, and a new
+                // list as the model would destroy and make every row each time (a tap, the
+                // focus and the scroll position lost). With a count the rows stay and show
+                // the new values; only a change in the number of packs adds or removes rows.
                 Repeater {
-                    model: root.listing.packs
+                    model: root.listing.packs.length
                     delegate: ListNavigation {
-                        required property var modelData
-                        text: modelData.name
-                        secondaryText: Listing.summary(modelData)
-                        secondaryTextColor: root.stateColor(modelData.state)
-                        indicatorColor: modelData.state === "online" ? "transparent"
-                                                                    : root.stateColor(modelData.state)
-                        caption: Listing.caption(modelData)
-                        onClicked: Global.pageManager.pushPage(
-                                       "qrc:/dbus-aggregate-batteries/PackPage.qml",
-                                       { "bindPrefix": root.bindPrefix, "packName": modelData.name,
-                                         "title": modelData.name })
+                        required property int index
+                        // null for the moment the list is shorter and the row not yet gone.
+                        readonly property var pack: index < root.listing.packs.length
+                                                    ? root.listing.packs[index] : null
+                        text: pack ? pack.name : ""
+                        secondaryText: pack ? Listing.summary(pack) : ""
+                        secondaryTextColor: root.stateColor(pack ? pack.state : "")
+                        indicatorColor: !pack || pack.state === "online" ? "transparent"
+                                                                        : root.stateColor(pack.state)
+                        caption: pack ? Listing.caption(pack) : ""
+                        onClicked: {
+                            if (pack)
+                                Global.pageManager.pushPage(
+                                    "qrc:/dbus-aggregate-batteries/PackPage.qml",
+                                    { "bindPrefix": root.bindPrefix, "packName": pack.name,
+                                      "title": pack.name })
+                        }
                     }
                 }
             }

@@ -37,6 +37,9 @@ Rectangle {
         loader.setSource(root.pageUrl, { "device": device })
     }
 
+    // New values, as the service signals them.
+    onValuesChanged: StubBackend.values = root.values
+
     Component.onCompleted: {
         Global.pageManager = pageManager
         StubBackend.values = root.values

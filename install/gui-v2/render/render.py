@@ -10,6 +10,11 @@ the dumped /ProductId, and creates its url with a stub device whose paths hold V
 tests, one line per list item "text<TAB>secondary text<TAB>caption" to OUT_TEXTS. Then each
 PACK's row is tapped and its details page listed the same way, after a line "== PACK". Any
 QML warning or error fails the run (exit 1).
+
+With RENDER_THEN set to a second values file, the page is given those values after the first
+listing, as the service's signals would bring them, and listed again after a line "== then",
+itself followed by "rows kept" when every pack row is the same item as before, or
+"rows made anew" when not.
 """
 import base64
 import json
@@ -23,6 +28,7 @@ from PySide6.QtCore import QMetaObject, QResource, Qt, QUrl, QtMsgType, qInstall
 from PySide6.QtGui import QGuiApplication, QImage  # noqa: E402
 from PySide6.QtQml import QQmlComponent, QQmlEngine  # noqa: E402
 from PySide6.QtQuick import QQuickItem, QQuickWindow  # noqa: E402
+import shiboken6  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVICE_UID = "mock/com.victronenergy.battery.aggregate"
@@ -75,6 +81,15 @@ def find_row(item, name):
         if found is not None:
             return found
     return None
+
+
+def rows(item, out):
+    """Every visible pack row (a list item one can tap), in tree order."""
+    if item.isVisible() and item.metaObject().indexOfSignal("clicked()") >= 0:
+        out.append(item)
+    for child in item.childItems():
+        rows(child, out)
+    return out
 
 
 def content_height(item):
@@ -136,6 +151,17 @@ def main():
             for _ in range(10):
                 app.processEvents()
         list_texts(root, texts)
+        then = os.environ.get("RENDER_THEN")
+        if then:
+            before = [shiboken6.getCppPointer(row)[0] for row in rows(root, [])]
+            root.setProperty("values", {SERVICE_UID + path: value
+                                        for path, value in json.loads(Path(then).read_text()).items()})
+            for _ in range(10):
+                app.processEvents()
+            after = [shiboken6.getCppPointer(row)[0] for row in rows(root, [])]
+            texts.append("== then")
+            texts.append("rows kept" if before and before == after else "rows made anew")
+            list_texts(root, texts)
         # 256 colours: the picture stays small enough for the repository.
         image = window.grabWindow().convertToFormat(
             QImage.Format.Format_Indexed8, Qt.ImageConversionFlag.ThresholdDither)
