@@ -163,6 +163,33 @@ fn normal_charge_gives_the_months_cvl_and_full_currents() {
 }
 
 #[test]
+fn the_counter_starts_without_a_battery_left_out_for_its_cell_count() {
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let bank = [battery("A", 2.3, 2.3, 20.0, 50.0)];
+    // Two expected: one merged, the other left out (another nominal voltage).
+    let inputs = TickInputs {
+        left_out: vec!["B".into()],
+        ..around(Some(1))
+    };
+    let out = rig.engine.tick(&bank, &inputs);
+    assert!(
+        out.events.contains(&Event::CounterStartedFromBms(50.0)),
+        "{:?}",
+        out.events
+    );
+    // One of two expected and nothing left out: a bank still coming together, not started.
+    let mut rig = self::rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let out = rig.engine.tick(&bank, &around(Some(1)));
+    let started = out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CounterStartedFromBms(_)));
+    assert!(!started, "{:?}", out.events);
+}
+
+#[test]
 fn a_high_cell_lowers_cvl_disables_feed_in_and_restores_the_users_value() {
     let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
     balanced_recently(&mut rig);

@@ -684,7 +684,10 @@ impl Engine {
     ) -> Option<Event> {
         let mut event = None;
         let capacity = bank.merged.installed_capacity_ah;
-        let complete = bank.active as u32 >= inputs.expected.max(1);
+        // A battery left out for its cell count is not in the merge: it never comes online,
+        // and the bank is whole without it.
+        let left_out = u32::try_from(inputs.left_out.len()).unwrap_or(u32::MAX);
+        let complete = (bank.active as u32).saturating_add(left_out) >= inputs.expected.max(1);
         if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
             if let Some(soc) = bank.merged.soc_pct {
                 let charge = soc / 100.0 * capacity;
