@@ -190,6 +190,33 @@ fn the_counter_starts_without_a_battery_left_out_for_its_cell_count() {
 }
 
 #[test]
+fn a_saved_charge_is_not_taken_back_while_the_counter_is_off() {
+    let (_d1, s) = plugin(LFP.0);
+    let (_d2, c) = plugin(BMS.0);
+    let off = Settings {
+        own_counter: false,
+        ..settings(OnLost::BlockCharge)
+    };
+    let strategy = s.new_strategy(LFP.1).unwrap();
+    let mut engine = Engine::new(off, &s.name, strategy, c.new_current_source(BMS.1).unwrap());
+    // Saved while the counter ran: 100 of 560 Ah.
+    let saved = aggregator_core::state::State {
+        charge_ah: Some(100.0),
+        capacity_ah: Some(560.0),
+        ..Default::default()
+    };
+    assert!(engine.restore(&saved).is_empty());
+    let bank = [
+        battery("A", 2.3, 2.3, 20.0, 50.0),
+        battery("B", 2.3, 2.3, 30.0, 60.0),
+    ];
+    let out = engine.tick(&bank, &around(Some(1)));
+    // The batteries' SoC, not the saved 17.9 %, and no counter left to run.
+    assert_eq!(out.soc_pct, Some(55.0));
+    assert_eq!(engine.state().charge_ah, None);
+}
+
+#[test]
 fn a_high_cell_lowers_cvl_disables_feed_in_and_restores_the_users_value() {
     let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
     balanced_recently(&mut rig);
