@@ -63,10 +63,11 @@ pub enum DcClass {
     /// `com.victronenergy.dcdc.*` (Orion XS): its output, positive = into the bank, as
     /// published.
     Dcdc,
-    /// `com.victronenergy.alternator.*`: positive = into the bank, as published.
+    /// `com.victronenergy.alternator.*`, and the DC gensets of `com.victronenergy.dcgenset.*`
+    /// (alternators on an engine): positive = into the bank, as published.
     Alternator,
-    /// `com.victronenergy.dcsource.*` (a shunt on a DC source): positive = into the bank, as
-    /// published.
+    /// `com.victronenergy.dcsource.*` (a shunt on a DC source), and the fuel cells of
+    /// `com.victronenergy.fuelcell.*`: positive = into the bank, as published.
     DcSource,
     /// `com.victronenergy.dcload.*` (a shunt on a DC load): published positive = drawn by the
     /// load, so the host negates it.

@@ -66,6 +66,10 @@ impl Class {
             "dcload" => Some(Class::Dcload),
             "settings" if rest == "settings" => Some(Class::Settings),
             "system" if rest == "system" => Some(Class::System),
+            // Read with their kin, as systemcalc adds them up: a fuel cell is a DC source
+            // (positive = into the bank), a DC genset an alternator on an engine.
+            "fuelcell" => Some(Class::Dc(DcClass::DcSource)),
+            "dcgenset" => Some(Class::Dc(DcClass::Alternator)),
             other => DcClass::from_service_class(other).map(Class::Dc),
         }
     }
@@ -812,6 +816,14 @@ mod tests {
         assert_eq!(
             Class::of("com.victronenergy.dcsystem.ttyS9"),
             Some(Class::Dc(DcClass::DcSystem))
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.fuelcell.ttyUSB2"),
+            Some(Class::Dc(DcClass::DcSource))
+        );
+        assert_eq!(
+            Class::of("com.victronenergy.dcgenset.socketcan_can0_di0"),
+            Some(Class::Dc(DcClass::Alternator))
         );
         assert_eq!(Class::of("com.victronenergy.systemcalc"), None);
         assert_eq!(Class::of("com.victronenergy.grid.cgwacs"), None);
