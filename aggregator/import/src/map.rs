@@ -246,6 +246,7 @@ pub fn map(
         s,
         resolve_lfp,
         after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
+        dc_loads: s.format == Format::SettingsPy && s.get("USE_SMARTSHUNTS").is_none(),
         rows: HashMap::new(),
         tree: Tree::default(),
         chosen: Vec::new(),
@@ -376,7 +377,7 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
         Some(e) => e.value.truthy(),
         None => !ctx.after_3_4,
     };
-    let shunts_as_battery = ctx.after_3_4 && ctx.truthy("SMARTSHUNT_AS_BATTERY_CURRENT");
+    let shunts_as_battery = !ctx.dc_loads && ctx.truthy("SMARTSHUNT_AS_BATTERY_CURRENT");
     let selection = ctx.s.get("USE_SMARTSHUNTS").map(|e| e.value.clone());
     let selects_shunts = selection.as_ref().is_some_and(Value::truthy);
     if !victron {
@@ -449,7 +450,7 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
         ctx.tree
             .set("current_source.config.use_multi", "true".into(), None);
     }
-    if ctx.after_3_4 {
+    if !ctx.dc_loads {
         let shunts = match &selection {
             Some(Value::List(items)) => format!(
                 "[{}]",
@@ -478,7 +479,7 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
             "a selected SmartShunt without a value makes the victron source give none, and the BMS current is used (as this setting did); the daemon never stops publishing for it",
         );
     } else {
-        // 3.4 read one battery-class SmartShunt and subtracted it unless INVERT_SMARTSHUNT;
+        // 3.x read one battery-class SmartShunt and subtracted it unless INVERT_SMARTSHUNT;
         // the victron source adds battery-class shunts unless inverted.
         let dc_loads = ctx.truthy("DC_LOADS");
         let smartshunts = if dc_loads { "all" } else { "none" };
@@ -824,8 +825,12 @@ struct Ctx<'a> {
     s: &'a OldSettings,
     resolve_lfp: ResolveLfp<'a>,
     /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
-    /// SmartShunts are selected by USE_SMARTSHUNTS, the pass-through counter resets exist.
+    /// the pass-through counter resets exist.
     after_3_4: bool,
+    /// A `settings.py` that selects its SmartShunt with DC_LOADS and INVERT_SMARTSHUNT (every
+    /// 3.x release, 3.6.20250909 included, some of which also have the counter resets), not
+    /// with USE_SMARTSHUNTS (a later `settings.py`, and 4.x).
+    dc_loads: bool,
     rows: HashMap<String, Row>,
     tree: Tree,
     chosen: Vec<Chosen>,
@@ -1045,6 +1050,34 @@ mod tests {
         assert!(v3_4
             .yaml
             .contains("# chosen, not imported: 3.4 never reset the counter to full"));
+    }
+
+    #[test]
+    fn dc_loads_of_a_3x_release_with_the_counter_resets_are_imported() {
+        // 3.5.20250707 to 3.6.20250909: the resets of later programs, the shunt of 3.4.
+        let released = mapped(
+            "OWN_CHARGE_PARAMETERS = False\nCURRENT_FROM_VICTRON = True\nDC_LOADS = True\n\
+             INVERT_SMARTSHUNT = False\nMAX_CELL_VOLTAGE_SOC_FULL = 3.45\nMAX_CELL_VOLTAGE = 3.5\n",
+        );
+        assert_eq!(
+            target(&released, "DC_LOADS"),
+            "current_source.config.smartshunts = all"
+        );
+        assert_eq!(
+            target(&released, "INVERT_SMARTSHUNT"),
+            "current_source.config.invert_smartshunts = true"
+        );
+        assert_eq!(
+            target(&released, "MAX_CELL_VOLTAGE_SOC_FULL"),
+            "strategy.config.max_cell_voltage_soc_full = 3.45"
+        );
+        let off = mapped(
+            "CURRENT_FROM_VICTRON = True\nDC_LOADS = False\nMAX_CELL_VOLTAGE_SOC_FULL = 3.45\n",
+        );
+        assert_eq!(
+            target(&off, "DC_LOADS"),
+            "current_source.config.smartshunts = none"
+        );
     }
 
     #[test]
