@@ -184,7 +184,6 @@ const NO_COUNTERPART: &[(&str, &str)] = &[
     ("UPDATE_INTERVAL_FIND_DEVICES", "devices are found from the bus as they appear, not by polling"),
     ("READ_TRIALS", "the daemon never exits on bad reads: a battery is held for batteries.hold_for (60s), then counts as lost (batteries.on_lost)"),
     ("TIME_BEFORE_RESTART", "the daemon does not exit on errors, so there is no restart to delay"),
-    ("NR_OF_MPPTS", "every solar charger on the bus is counted (the old program wanted exactly this many, and with 0 counted none)"),
 ];
 
 /// Settings only the own charge policy (`OWN_CHARGE_PARAMETERS = True`) used.
@@ -203,6 +202,7 @@ const OWN_POLICY: &[&str] = &[
 
 /// Settings of the Victron current (`CURRENT_FROM_VICTRON = True`).
 const VICTRON_CURRENT: &[&str] = &[
+    "NR_OF_MPPTS",
     "MULTI_KEY_WORD",
     "MULTI_KEYWORD",
     "DC_LOADS",
@@ -450,6 +450,34 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
         ctx.tree
             .set("current_source.config.use_multi", "true".into(), None);
     }
+    // The old program read NR_OF_MPPTS solar chargers, and none with 0 or less (4.x's default
+    // -1); no setting (0.1 to 2.4) read every one.
+    let solar = ctx.number("NR_OF_MPPTS")?.is_none_or(|n| n > 0.0);
+    if ctx.s.get("NR_OF_MPPTS").is_some() {
+        ctx.became(
+            "NR_OF_MPPTS",
+            "current_source.config.solar_chargers",
+            solar.to_string(),
+        );
+    } else {
+        ctx.tree
+            .set("current_source.config.solar_chargers", "true".into(), None);
+    }
+    // The old program counted the Multi, the solar chargers and its SmartShunts, nothing else.
+    ctx.tree.set(
+        "current_source.config.dc_sources",
+        "none".into(),
+        Some(
+            "the old program counted no inverter, charger, DC-DC converter, alternator or DC \
+             meter besides the SmartShunts it was given"
+                .into(),
+        ),
+    );
+    ctx.record(
+        "CURRENT_FROM_VICTRON",
+        "current_source.config.dc_sources".into(),
+        "none".into(),
+    );
     if !ctx.dc_loads {
         let shunts = match &selection {
             Some(Value::List(items)) => format!(
@@ -1050,6 +1078,42 @@ mod tests {
         assert!(v3_4
             .yaml
             .contains("# chosen, not imported: 3.4 never reset the counter to full"));
+    }
+
+    #[test]
+    fn solar_chargers_and_other_dc_devices_count_only_where_the_old_program_read_them() {
+        // A SmartShunt per pack and NR_OF_MPPTS = 0: the shunts measure the solar chargers.
+        let per_pack = mapped(
+            "CURRENT_FROM_VICTRON = True\nNR_OF_MPPTS = 0\nMULTI_KEY_WORD = ''\n\
+             USE_SMARTSHUNTS = [279, 280]\n",
+        );
+        assert_eq!(
+            target(&per_pack, "NR_OF_MPPTS"),
+            "current_source.config.solar_chargers = false"
+        );
+        assert!(
+            per_pack.yaml.contains("    solar_chargers: false\n"),
+            "{}",
+            per_pack.yaml
+        );
+        let with_mppt = mapped("CURRENT_FROM_VICTRON = True\nNR_OF_MPPTS = 1\n");
+        assert_eq!(
+            target(&with_mppt, "NR_OF_MPPTS"),
+            "current_source.config.solar_chargers = true"
+        );
+        // Inverters, chargers and DC meters it was not given were never counted.
+        for m in [&per_pack, &with_mppt] {
+            assert!(m.yaml.contains("    dc_sources: none\n"), "{}", m.yaml);
+            assert!(
+                target(m, "CURRENT_FROM_VICTRON")
+                    .ends_with("current_source.config.dc_sources = none"),
+                "{}",
+                target(m, "CURRENT_FROM_VICTRON")
+            );
+        }
+        // Without the victron source the setting has no use.
+        let bms = mapped("CURRENT_FROM_VICTRON = False\nNR_OF_MPPTS = 1\n");
+        assert!(target(&bms, "NR_OF_MPPTS").starts_with("no counterpart: only used with"));
     }
 
     #[test]

@@ -154,7 +154,10 @@ fn a_3_4_settings_py_is_imported_and_passes_check_config() {
         &[
             ("NR_OF_BATTERIES", "batteries.expected = 2"),
             ("NR_OF_CELLS_PER_BATTERY", "batteries.cells = 22"),
-            ("NR_OF_MPPTS", "no counterpart: every solar charger"),
+            (
+                "NR_OF_MPPTS",
+                "current_source.config.solar_chargers = true",
+            ),
             ("DC_LOADS", "current_source.config.smartshunts = none"),
             (
                 "INVERT_SMARTSHUNT",
@@ -277,7 +280,10 @@ fn a_4x_config_ini_is_imported_over_its_defaults_file_and_passes_check_config() 
         &[
             ("NR_OF_BATTERIES", "batteries.expected = 2"),
             ("NR_OF_CELLS_PER_BATTERY", "batteries.cells = 24"),
-            ("NR_OF_MPPTS", "no counterpart: every solar charger"),
+            (
+                "NR_OF_MPPTS",
+                "current_source.config.solar_chargers = true",
+            ),
             ("BATTERY_SERVICE_NAME", "no counterpart"),
             ("DCLOAD_SERVICE_NAME", "no counterpart"),
             ("BATTERY_PRODUCT_NAME_PATH", "no counterpart"),
