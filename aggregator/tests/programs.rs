@@ -171,7 +171,7 @@ fn the_daemons_program_holds_no_simulator() {
 }
 
 /// An error text of the importer.
-const IMPORT_TEXT: &str = "the imported config does not pass its own check";
+const IMPORT_TEXT: &str = "the imported config does not pass check-config";
 
 #[test]
 fn the_daemons_program_holds_no_importer() {

@@ -395,23 +395,25 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
             ),
         ));
     }
-    // A config we cannot read back is our fault, not the user's: refuse to write it.
-    let source = aggregator::config::Source {
-        file: request.out.clone(),
-        text: mapped.yaml.clone(),
-    };
-    let warnings = match source.parse() {
-        Ok(config) => aggregator::config::check::warnings(&source, &config),
-        Err(errors) => {
-            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            return Err(ImportError::file(
-                &request.from,
-                format!(
-                    "the imported config does not pass its own check: {}",
-                    list.join("; ")
-                ),
-            ));
+    // Checked as `check-config` checks the written file, plugins included: a config the
+    // daemon or a plugin refuses is never written, and the error names the old settings.
+    let plugins = plugins_folder(request.plugins_dir.as_deref()).map_err(|err| {
+        ImportError::file(
+            &request.from,
+            format!("cannot find the plugins to check the imported config with: {err}"),
+        )
+    })?;
+    let checked =
+        aggregator::config::check::check_text(&request.out, mapped.yaml.clone(), Some(&plugins));
+    let warnings = match &checked.ready {
+        Some(ready) => {
+            let source = aggregator::config::Source {
+                file: request.out.clone(),
+                text: mapped.yaml.clone(),
+            };
+            aggregator::config::check::warnings(&source, &ready.config)
         }
+        None => return Err(mapped.refused(&request.from, &plugins, &checked.errors)),
     };
 
     if let Some(state) = &state {

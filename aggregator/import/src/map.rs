@@ -169,6 +169,59 @@ impl Mapped {
     }
 }
 
+impl Mapped {
+    /// The error for an imported config that `check-config` (with the plugins in `plugins`)
+    /// refuses: each problem, with the old settings its key came from.
+    pub fn refused(
+        &self,
+        from: &Path,
+        plugins: &Path,
+        errors: &[aggregator::config::ConfigError],
+    ) -> ImportError {
+        let problems: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let settings = self.settings_of(&e.key);
+                let origin = if settings.is_empty() {
+                    "no old setting gave it".to_string()
+                } else {
+                    format!("from {}", settings.join(", "))
+                };
+                format!("  {}: {} ({origin})", e.key, e.message)
+            })
+            .collect();
+        ImportError::file(
+            from,
+            format!(
+                "the imported config does not pass check-config (with the plugins in {}), so \
+                 nothing was written; change these settings and import again:\n{}",
+                plugins.display(),
+                problems.join("\n")
+            ),
+        )
+    }
+
+    /// The old settings that became `key`, or the key it is a part of (`charge_voltages[0]`).
+    fn settings_of(&self, key: &str) -> Vec<String> {
+        let within = |part: &str, whole: &str| {
+            part.strip_prefix(whole)
+                .is_some_and(|rest| rest.starts_with(['[', '.']))
+        };
+        self.rows
+            .iter()
+            .filter(|row| match &row.outcome {
+                Outcome::Became(keys) => keys.iter().any(|(k, _)| {
+                    // A report's key may carry a note: `safety.max_cell_voltage (0.05 V ...)`.
+                    let k = k.split(' ').next().unwrap_or(k);
+                    key == k || within(key, k) || within(k, key)
+                }),
+                Outcome::NoCounterpart(_) => false,
+            })
+            .map(|row| row.old.split(" = ").next().unwrap_or(&row.old).to_string())
+            .collect()
+    }
+}
+
 /// Settings that have no counterpart whatever else is set, and why.
 const NO_COUNTERPART: &[(&str, &str)] = &[
     ("BATTERY_SERVICE_NAME", "batteries are always the com.victronenergy.battery.* services"),
@@ -595,6 +648,7 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
                 ),
             ));
         }
+        months_at_most_balancing(ctx, &list)?;
         ctx.became(
             "CHARGE_VOLTAGE_LIST",
             &format!("{c}charge_voltages"),
@@ -681,6 +735,55 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
         "only the pass-through strategy (serialbattery, limits: sum) has a counterpart",
     );
     Ok(())
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Refuses months above `BALANCING_VOLTAGE`. The old program charged such a month to its own
+/// voltage and only dated a balancing in it; `lfp-balancing` takes no month above the
+/// balancing voltage (it would charge past the balancing goal every day), and no other value
+/// charges the same, so the user chooses.
+fn months_at_most_balancing(ctx: &Ctx, months: &[f64]) -> Result<(), ImportError> {
+    let Some(balancing) = ctx.number("BALANCING_VOLTAGE")? else {
+        return Ok(());
+    };
+    let above: Vec<String> = MONTHS
+        .iter()
+        .zip(months)
+        .filter(|(_, v)| **v > balancing)
+        .map(|(month, v)| format!("{month} {}", yaml_number(*v)))
+        .collect();
+    if above.is_empty() {
+        return Ok(());
+    }
+    let highest = months.iter().copied().fold(balancing, f64::max);
+    Err(ctx.error(
+        "CHARGE_VOLTAGE_LIST",
+        &format!(
+            "{} above BALANCING_VOLTAGE ({}). The old program charged to such a month's voltage \
+             every day and ran no balancing in it; lfp-balancing takes no month above the \
+             balancing voltage, so it cannot run this as the old program did and nothing was \
+             written. Lower those months to at most BALANCING_VOLTAGE (a month at it charges to \
+             the balancing voltage every day, each time a balancing), or raise \
+             BALANCING_VOLTAGE to at least {} (below MAX_CELL_VOLTAGE), then import again",
+            above.join(", "),
+            yaml_number(balancing),
+            yaml_number(highest)
+        ),
+    ))
 }
 
 /// The curve `key` as `lfp-balancing` derives it from the voltages of these settings (its own

@@ -487,12 +487,27 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
          MAX_CHARGE_CURRENT_ABOVE_CV2 = 10\nCV2 = 2.52\nSCAN_TRIALS = 10\n",
     )
     .unwrap();
+    // 0.1 gave no cell count: check-config asks for it before an own strategy runs (a bank of
+    // packs that publish none would otherwise get limits made from 0 cells), so the import
+    // refuses until the settings give one.
+    let refused = import(&from, None, &src.path().join("config.yaml"), &[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused)
+            .contains("  batteries.cells: strategy lto-cv computes its limits from the cell count"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!src.path().join("config.yaml").exists());
+    let text = std::fs::read_to_string(&from).unwrap();
+    std::fs::write(&from, format!("NR_OF_CELLS_PER_BATTERY = 22\n{text}")).unwrap();
     let (_dir, out, report) = imported(&from, None);
     assert_rows(
         &report,
         std::slice::from_ref(&from),
         &[
             ("NR_OF_BATTERIES", "batteries.expected = 2"),
+            ("NR_OF_CELLS_PER_BATTERY", "batteries.cells = 22"),
             (
                 "CHARGE_VOLTAGE",
                 "strategy.config.charge_voltage = 2.48, safety.max_cell_voltage (0.05 V above the strategy's bound) = 2.6",
@@ -527,19 +542,6 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
             ("SCAN_TRIALS", "no counterpart: devices are found"),
         ],
     );
-    // 0.1 gave no cell count: check-config asks for it before an own strategy runs (a bank of
-    // packs that publish none would otherwise get limits made from 0 cells).
-    let refused = check_config(&out);
-    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
-    assert!(
-        stdout(&refused).contains("batteries.cells: strategy lto-cv computes its limits"),
-        "{}",
-        stdout(&refused)
-    );
-    let text = std::fs::read_to_string(&out).unwrap();
-    let text = text.replacen("batteries:\n", "batteries:\n  cells: 22\n", 1);
-    assert!(text.contains("  cells: 22\n"), "{text}");
-    std::fs::write(&out, text).unwrap();
     check_config_passes(&out, "lto-cv", "victron");
 
     // 3.4 in pass-through mode with a SmartShunt on the loads.
@@ -824,4 +826,78 @@ fn the_import_says_when_a_strategy_current_is_above_its_safety_cap() {
         !report.contains("max_discharge_current: 200 A is above"),
         "{report}"
     );
+}
+
+/// The v3.4 fixture with `from` replaced by `to`, in a folder of its own with its state files.
+fn variant_py(from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = fs::read_to_string(fixture("v3.4/settings.py")).unwrap();
+    assert!(text.contains(from), "the fixture no longer holds {from:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["charge", "last_balancing"] {
+        fs::copy(fixture("v3.4").join(file), dir.path().join(file)).unwrap();
+    }
+    let file = dir.path().join("settings.py");
+    fs::write(&file, text.replace(from, to)).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn months_above_the_balancing_voltage_are_refused_naming_both_settings() {
+    // The old program charged such a month to its own voltage; lfp-balancing takes none above
+    // the balancing voltage, and no value charges the same.
+    let (src, from) = variant_py("BALANCING_VOLTAGE = 2.5 ", "BALANCING_VOLTAGE = 2.44 ");
+    let out = src.path().join("new").join("config.yaml");
+    let result = import(&from, Some(src.path()), &out, &[]);
+    assert_eq!(result.status.code(), Some(2), "{}", stdout(&result));
+    let said = stderr(&result);
+    assert!(
+        said.contains(&format!(
+            "{}:38: CHARGE_VOLTAGE_LIST: January 2.45, February 2.45, November 2.45, December \
+             2.45 above BALANCING_VOLTAGE (2.44).",
+            from.display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("raise BALANCING_VOLTAGE to at least 2.45"),
+        "{said}"
+    );
+    assert!(!out.exists() && !src.path().join("new/state").exists());
+
+    // 4.x: the months of its own file over the defaults.
+    let (_src, from) = variant_ini(&[("BALANCING_VOLTAGE = 2.5", "BALANCING_VOLTAGE = 2.45")]);
+    let out = _src.path().join("config.yaml");
+    let result = import(&from, None, &out, &[]);
+    assert_eq!(result.status.code(), Some(2), "{}", stdout(&result));
+    assert!(
+        stderr(&result).contains(
+            "CHARGE_VOLTAGE_LIST: January 2.5, December 2.5 above BALANCING_VOLTAGE (2.45)"
+        ),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_config_the_plugins_refuse_is_not_written_and_the_error_names_the_old_settings() {
+    // lfp-balancing wants the balancing voltage below max_cell_voltage; the import parses.
+    let (src, from) = variant_py("MAX_CELL_VOLTAGE = 2.55", "MAX_CELL_VOLTAGE = 2.5");
+    let out = src.path().join("new").join("config.yaml");
+    let result = import(&from, Some(src.path()), &out, &[]);
+    assert_eq!(result.status.code(), Some(2), "{}", stdout(&result));
+    let said = stderr(&result);
+    assert!(
+        said.contains("the imported config does not pass check-config"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "  strategy.config.balancing_voltage: must be above min_cell_voltage (1.9) and \
+             below max_cell_voltage (2.5), found 2.5 (plugin lfp-balancing) (from \
+             BALANCING_VOLTAGE)\n"
+        ),
+        "{said}"
+    );
+    assert!(!out.exists() && !src.path().join("new/state").exists());
 }

@@ -113,11 +113,26 @@ pub fn shadow_error(error: &ConfigError) -> ConfigError {
 /// [`check_to_run`] of a config's text (a shadow's), with `file` for relative paths and
 /// error messages.
 pub fn check_text_to_run(file: &Path, text: String, plugins_dir: Option<&Path>) -> Checked {
+    check_text_loading(file, text, plugins_dir, true)
+}
+
+/// [`check`] of a config's text not written yet (an import's), with `file`, where it is to be
+/// written, for relative paths and error messages: what `check-config` will say of that file.
+pub fn check_text(file: &Path, text: String, plugins_dir: Option<&Path>) -> Checked {
+    check_text_loading(file, text, plugins_dir, false)
+}
+
+fn check_text_loading(
+    file: &Path,
+    text: String,
+    plugins_dir: Option<&Path>,
+    to_run: bool,
+) -> Checked {
     let source = Source {
         file: file.to_path_buf(),
         text,
     };
-    check_source(source, file, plugins_dir, true)
+    check_source(source, file, plugins_dir, to_run)
 }
 
 fn check_source(source: Source, file: &Path, plugins_dir: Option<&Path>, to_run: bool) -> Checked {
