@@ -27,10 +27,28 @@ SCRATCH=$APP/.import
 rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH" || die "cannot create $SCRATCH"
 "$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
-    --out "$SCRATCH/config.yaml" > "$SCRATCH/report.txt" 2>&1 || {
+    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" > "$SCRATCH/report.txt" 2>&1 || {
     cat "$SCRATCH/report.txt" >&2
     rm -rf "$SCRATCH"
     die "the Python program's settings cannot be imported (above): nothing was changed"
+}
+# The config enable.sh will enable, checked as it checks it (check-config, the installed
+# plugins), also before anything is stopped: a config.yaml of an earlier switch, which is
+# kept, else this import.
+if [ -f "$APP/config.yaml" ]; then
+    CHECKED=$APP/config.yaml
+    REFUSED="$CHECKED, kept from an earlier switch, does not pass check-config (above): fix it, \
+or move it away to take this import"
+else
+    CHECKED=$SCRATCH/config.yaml
+    REFUSED="the imported config does not pass check-config (above): change the settings it \
+came from in $OLD_DEVICE_DIR/settings.py and run migrate.sh again"
+fi
+"$PROGRAM" check-config --config "$CHECKED" --plugins-dir "$APP/plugins" \
+    > "$SCRATCH/check.txt" 2>&1 || {
+    sed "s|$SCRATCH/config.yaml|the imported config|g" "$SCRATCH/check.txt" >&2
+    rm -rf "$SCRATCH"
+    die "$REFUSED; nothing was changed"
 }
 
 # 3.x keeps no feed-in memory: when it switched DC-coupled feed-in off and did not switch it
@@ -79,8 +97,19 @@ fi
 # Written last: its presence says the record is whole.
 mv "$MIGRATION/service-link.new" "$MIGRATION/service-link" || die "cannot write $MIGRATION"
 
-# From here the Python program is stopped: a failure starts it again.
+# From here the Python program is stopped: a failure starts it again, and takes back what
+# this run wrote into the app folder (a later run then finds it as this one did).
+WROTE_STATE=
+WROTE_CONFIG=
 restart_old() {
+    [ -z "$WROTE_CONFIG" ] || rm -f "$WROTE_CONFIG"
+    if [ -n "$WROTE_STATE" ]; then
+        if [ -f "$MIGRATION/state.json" ]; then
+            cp -p "$MIGRATION/state.json" "$APP/state/state.json"
+        else
+            rm -f "$APP/state/state.json"
+        fi
+    fi
     [ ! -f "$MIGRATION/rc.local" ] || cp -p "$MIGRATION/rc.local" "$RC_LOCAL"
     ln -sfn "$(cat "$MIGRATION/service-link")" "$SERVICE" 2> /dev/null
     if on_device; then svc -u "$OLD_DIR/service" 2> /dev/null; fi
@@ -117,11 +146,17 @@ rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH" || restart_old "cannot create $SCRATCH"
 # shellcheck disable=SC2086 # empty, or the option and its value
 "$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
-    --out "$SCRATCH/config.yaml" $FEED_IN_ARGS > "$SCRATCH/report.txt" 2>&1 || {
+    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" $FEED_IN_ARGS \
+    > "$SCRATCH/report.txt" 2>&1 || {
     cat "$SCRATCH/report.txt" >&2
     restart_old "the import failed (above)"
 }
 mkdir -p "$APP/state" || restart_old "cannot create $APP/state"
+if [ -f "$APP/state/state.json" ]; then
+    cp -p "$APP/state/state.json" "$MIGRATION/state.json" ||
+        restart_old "cannot save $APP/state/state.json"
+fi
+WROTE_STATE=1
 # put's die would end the script with the Python program stopped: in a subshell, its failure
 # starts the program again.
 (put "$SCRATCH/state/state.json" "$APP/state/state.json" 0644) ||
@@ -137,6 +172,7 @@ fi
 # scratch files, which go away; the names they get instead.
 sed "s|$SCRATCH/config.yaml|$CONFIG|g" "$SCRATCH/config.yaml" > "$SCRATCH/config.named" ||
     restart_old "cannot write $SCRATCH/config.named"
+WROTE_CONFIG=$CONFIG
 (put "$SCRATCH/config.named" "$CONFIG" 0644) || restart_old "cannot write $CONFIG"
 # The imported config names its state folder relative to itself: it is $APP/state.
 sed -e "s|$SCRATCH/config.yaml|$CONFIG|g" -e "s|$SCRATCH/state/|$APP/state/|g" \
@@ -150,5 +186,6 @@ if old_boot_lines "$RC_LOCAL" > /dev/null; then
 fi
 sync
 sh "$HERE/enable.sh" --root "$ROOT" || restart_old "enable.sh failed (above)"
+rm -f "$MIGRATION/state.json"
 echo "$CONFIG_SAID"
 echo "switched from the Python program; $OLD_DEVICE_DIR is untouched: $APP/rollback.sh goes back"

@@ -1010,3 +1010,94 @@ fn after_the_python_folder_is_removed_uninstall_is_no_dead_end() {
     assert!(!device.app().exists());
     assert!(!device.path(SERVICE).exists());
 }
+
+#[test]
+fn settings_whose_import_the_plugins_refuse_stop_the_switch_before_the_python_program() {
+    // Months above the balancing voltage: the old program ran them, lfp-balancing does not.
+    let device = Device::new();
+    device.with_python_3_4();
+    let settings = device.path(&format!("{OLD}/settings.py"));
+    let original = fs::read_to_string(&settings).unwrap();
+    assert!(original.contains("BALANCING_VOLTAGE = 2.5 "));
+    fs::write(
+        &settings,
+        original.replace("BALANCING_VOLTAGE = 2.5 ", "BALANCING_VOLTAGE = 2.44 "),
+    )
+    .unwrap();
+    let old = snapshot(&device.path(OLD));
+    let out = device.run(&device.bundle().join("install.sh"), &["--migrate"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("CHARGE_VOLTAGE_LIST"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(!said.contains("runs again"), "{said}");
+    device.assert_python_enabled();
+    // Nothing of the import is left for a later run to trip over.
+    assert!(!device.app().join("config.yaml").exists());
+    assert!(!device.app().join("state/state.json").exists());
+    assert!(!device.app().join("migration").exists());
+    assert!(!device.app().join(".import").exists());
+    assert!(snapshot(&device.path(OLD)) == old);
+}
+
+#[test]
+fn a_kept_config_that_fails_check_config_stops_the_switch_before_the_python_program() {
+    let device = Device::new();
+    device.with_python_3_4();
+    device.ok(&device.bundle().join("install.sh"), &["--migrate"]);
+    device.installed("rollback.sh", &[]);
+    let config = device.path(&format!("{APP}/config.yaml"));
+    let mut kept = fs::read_to_string(&config).unwrap();
+    kept.push_str("no_such_key: 1\n");
+    fs::write(&config, &kept).unwrap();
+    let state = device.read(&format!("{APP}/state/state.json"));
+
+    let out = device.run(&device.app().join("migrate.sh"), &[]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("no_such_key"), "{said}");
+    assert!(said.contains("kept from an earlier switch"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(!said.contains("runs again"), "{said}");
+    device.assert_python_enabled();
+    assert_eq!(fs::read_to_string(&config).unwrap(), kept);
+    assert!(!device.app().join("config.imported.yaml").exists());
+    assert_eq!(device.read(&format!("{APP}/state/state.json")), state);
+    assert!(!device.app().join("migration").exists());
+}
+
+#[test]
+fn a_switch_that_fails_after_the_stop_takes_back_the_config_and_state_it_wrote() {
+    let device = Device::new();
+    device.with_python_3_4();
+    // rc.local is written after the config and the state: make that fail.
+    std::os::unix::fs::symlink("/nonexistent/rc.local", device.path("data/rc.local.new")).unwrap();
+    let out = device.run(&device.bundle().join("install.sh"), &["--migrate"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("runs again"), "{said}");
+    device.assert_python_enabled();
+    assert!(!device.app().join("config.yaml").exists(), "{said}");
+    assert!(!device.app().join("state/state.json").exists(), "{said}");
+    assert!(!device.app().join("migration").exists());
+
+    // The next run is a first switch again: its import becomes config.yaml.
+    fs::remove_file(device.path("data/rc.local.new")).unwrap();
+    let said = device.installed("migrate.sh", &[]);
+    assert!(!said.contains("config.imported.yaml"), "{said}");
+    device.assert_switched();
+    assert!(device
+        .read(&format!("{APP}/config.yaml"))
+        .contains("Imported from"));
+    assert_eq!(device.state()["charge_ah"], 306.005);
+
+    // A state of an earlier run comes back as it was.
+    device.installed("rollback.sh", &[]);
+    fs::write(device.path(&format!("{APP}/state/state.json")), "{}").unwrap();
+    std::os::unix::fs::symlink("/nonexistent/rc.local", device.path("data/rc.local.new")).unwrap();
+    let out = device.run(&device.app().join("migrate.sh"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(device.read(&format!("{APP}/state/state.json")), "{}");
+    assert!(device.app().join("config.yaml").exists());
+    assert!(!device.app().join("config.imported.yaml").exists());
+}
