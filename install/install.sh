@@ -5,7 +5,7 @@
 # config.default.yaml. Where the Python program (3.x, in /data/dbus-aggregate-batteries) is
 # enabled, it refuses, naming --migrate: the install then runs migrate.sh, which imports its
 # settings and state and switches over (rollback.sh goes back).
-USAGE="install.sh [--root DIR] [--migrate [--user-feed-in 0|1]]"
+USAGE="install.sh [--root DIR] [--migrate [--user-feed-in 0|1] [--cell-voltages MIN:MAX] [--max-currents CHARGE:DISCHARGE]]"
 TAKES_MIGRATE=1
 TAKES_FEED_IN=1
 BUNDLE=$(cd "$(dirname "$0")" && pwd -P)
@@ -29,7 +29,8 @@ else
     old_enabled || die "--migrate: the Python dbus-aggregate-batteries is not enabled here \
 (nothing in /service or /data/rc.local): nothing to switch from; nothing was changed"
 fi
-[ -z "$USER_FEED_IN" ] || [ -n "$MIGRATE" ] || die "--user-feed-in goes with --migrate"
+[ -z "$USER_FEED_IN$CELL_VOLTAGES$MAX_CURRENTS" ] || [ -n "$MIGRATE" ] ||
+    die "--user-feed-in, --cell-voltages and --max-currents go with --migrate"
 mkdir -p "$APP" || die "cannot create $APP"
 # Only an upgrade of a running service needs a restart: a new one is started by svscan.
 WAS_ENABLED=
@@ -97,7 +98,9 @@ sync
 
 # sh, not the scripts' own #! line: the same shell runs them (busybox sh on the device).
 if [ -n "$MIGRATE" ]; then
-    exec sh "$APP/migrate.sh" --root "$ROOT" ${USER_FEED_IN:+--user-feed-in "$USER_FEED_IN"}
+    exec sh "$APP/migrate.sh" --root "$ROOT" ${USER_FEED_IN:+--user-feed-in "$USER_FEED_IN"} \
+        ${CELL_VOLTAGES:+--cell-voltages "$CELL_VOLTAGES"} \
+        ${MAX_CURRENTS:+--max-currents "$MAX_CURRENTS"}
 fi
 sh "$APP/enable.sh" --root "$ROOT" || exit $?
 # The running daemon still has the old program.

@@ -5,7 +5,7 @@
 # line out of /data/rc.local and puts ours in. Its folder is never written: rollback.sh brings it back as it
 # was. A config.yaml of an earlier switch is kept (the new import is written beside it as
 # config.imported.yaml); the state is always imported again, the Python program's is the newer.
-USAGE="migrate.sh [--root DIR] [--user-feed-in 0|1]"
+USAGE="migrate.sh [--root DIR] [--user-feed-in 0|1] [--cell-voltages MIN:MAX] [--max-currents CHARGE:DISCHARGE]"
 TAKES_FEED_IN=1
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 . "$HERE/paths.sh"
@@ -22,15 +22,24 @@ if ! old_enabled; then
 Write $APP/config.yaml (import-config imports its settings) and run $APP/enable.sh"
 fi
 
+# The bounds the import asks for where the old settings have none (pass-through mode), as the
+# user gave them.
+IMPORT_ARGS=
+[ -z "$CELL_VOLTAGES" ] || IMPORT_ARGS="--cell-voltages $CELL_VOLTAGES"
+[ -z "$MAX_CURRENTS" ] || IMPORT_ARGS="$IMPORT_ARGS --max-currents $MAX_CURRENTS"
+
 # The import is tried before anything is stopped: settings it cannot read stop here.
 SCRATCH=$APP/.import
 rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH" || die "cannot create $SCRATCH"
+# shellcheck disable=SC2086 # empty, or options with their values
 "$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
-    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" > "$SCRATCH/report.txt" 2>&1 || {
+    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" $IMPORT_ARGS \
+    > "$SCRATCH/report.txt" 2>&1 || {
     cat "$SCRATCH/report.txt" >&2
     rm -rf "$SCRATCH"
-    die "the Python program's settings cannot be imported (above): nothing was changed"
+    die "the Python program's settings cannot be imported (above): nothing was changed; an \
+option the import asks for goes to $APP/migrate.sh as it is"
 }
 # The config enable.sh will enable, checked as it checks it (check-config, the installed
 # plugins), also before anything is stopped: a config.yaml of an earlier switch, which is
@@ -146,7 +155,7 @@ rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH" || restart_old "cannot create $SCRATCH"
 # shellcheck disable=SC2086 # empty, or the option and its value
 "$PROGRAM" import-config --from "$SETTINGS" --state-from "$OLD_DIR" \
-    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" $FEED_IN_ARGS \
+    --out "$SCRATCH/config.yaml" --plugins-dir "$APP/plugins" $FEED_IN_ARGS $IMPORT_ARGS \
     > "$SCRATCH/report.txt" 2>&1 || {
     cat "$SCRATCH/report.txt" >&2
     restart_old "the import failed (above)"

@@ -1,7 +1,8 @@
 # Sourced by the install scripts: where things live on a Venus OS device, below --root.
 # POSIX sh (Venus OS has busybox). Before sourcing, a script sets USAGE and, for the options
 # it takes, TAKES_PURGE=1 (--purge), TAKES_MIGRATE=1 (--migrate), TAKES_FEED_IN=1
-# (--user-feed-in 0|1).
+# (--user-feed-in 0|1, and the import's --cell-voltages MIN:MAX and --max-currents
+# CHARGE:DISCHARGE, which go to import-config as they are).
 
 NAME=dbus-aggregate-batteries
 # The app folder as the device sees it: the boot line and service/run name this path even
@@ -17,6 +18,8 @@ ROOT=/
 PURGE=
 MIGRATE=
 USER_FEED_IN=
+CELL_VOLTAGES=
+MAX_CURRENTS=
 while [ $# -gt 0 ]; do
     case $1 in
         --root)
@@ -44,6 +47,16 @@ while [ $# -gt 0 ]; do
                 0 | 1) USER_FEED_IN=$2 ;;
                 *) die "--user-feed-in takes 0 (feed-in was off) or 1 (it was on)" ;;
             esac
+            shift 2
+            ;;
+        --cell-voltages | --max-currents)
+            [ -n "${TAKES_FEED_IN:-}" ] || die "unknown option $1; usage: $USAGE"
+            # Two numbers as A:B; import-config says what is wrong with them.
+            case ${2:-} in
+                *:*) ;;
+                *) die "$1 takes two numbers as A:B (--cell-voltages 2.9:3.65, --max-currents 200:300)" ;;
+            esac
+            if [ "$1" = --cell-voltages ]; then CELL_VOLTAGES=$2; else MAX_CURRENTS=$2; fi
             shift 2
             ;;
         -h | --help)

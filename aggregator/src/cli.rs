@@ -119,6 +119,31 @@ pub struct ImportArgs {
     /// nothing keeps feed-in off (needs `--state-from`).
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1))]
     pub user_feed_in: Option<i64>,
+    /// The cells' lowest and highest voltage, V (`2.9:3.65`): `safety.min_cell_voltage` and
+    /// `max_cell_voltage` for pass-through settings, whose cell voltages the old program never
+    /// used (wins over them).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_pair)]
+    pub cell_voltages: Option<(f64, f64)>,
+    /// The bank's highest charge and discharge current, A (`200:300`): `safety.max_charge_current`
+    /// and `max_discharge_current` for pass-through settings, where the old program capped
+    /// neither.
+    #[arg(long, value_name = "CHARGE:DISCHARGE", value_parser = parse_pair)]
+    pub max_currents: Option<(f64, f64)>,
+}
+
+/// `A:B`, two numbers above 0 with the first below the second where they are a range.
+fn parse_pair(text: &str) -> Result<(f64, f64), String> {
+    let number = |part: &str| {
+        part.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| format!("`{part}` is not a number above 0"))
+    };
+    let (a, b) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected two numbers as A:B, found `{text}`"))?;
+    Ok((number(a)?, number(b)?))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {

@@ -1101,3 +1101,61 @@ fn a_switch_that_fails_after_the_stop_takes_back_the_config_and_state_it_wrote()
     assert!(device.app().join("config.yaml").exists());
     assert!(!device.app().join("config.imported.yaml").exists());
 }
+
+#[test]
+fn pass_through_settings_switch_once_the_user_gives_the_bounds_the_old_program_never_used() {
+    // A 16-cell LFP bank in pass-through mode on 3.4's shipped (LTO) cell voltages.
+    let device = Device::new();
+    device.with_python_3_4();
+    let settings = device.path(&format!("{OLD}/settings.py"));
+    let original = fs::read_to_string(&settings).unwrap();
+    let passed_through = original
+        .replace(
+            "OWN_CHARGE_PARAMETERS = True",
+            "OWN_CHARGE_PARAMETERS = False",
+        )
+        .replace(
+            "NR_OF_CELLS_PER_BATTERY = 22",
+            "NR_OF_CELLS_PER_BATTERY = 16",
+        );
+    assert_ne!(passed_through, original);
+    fs::write(&settings, passed_through).unwrap();
+
+    let out = device.run(&device.bundle().join("install.sh"), &["--migrate"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("--cell-voltages MIN:MAX"), "{said}");
+    assert!(said.contains("--max-currents CHARGE:DISCHARGE"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    device.assert_python_enabled();
+    assert!(!device.app().join("config.yaml").exists());
+
+    let out = device.run(
+        &device.app().join("migrate.sh"),
+        &["--cell-voltages", "2.9"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("two numbers as A:B"), "{}", text(&out));
+
+    // The options go through install.sh --migrate to the import.
+    device.ok(
+        &device.bundle().join("install.sh"),
+        &[
+            "--migrate",
+            "--cell-voltages",
+            "2.9:3.65",
+            "--max-currents",
+            "200:250",
+        ],
+    );
+    device.assert_switched();
+    let config = device.read(&format!("{APP}/config.yaml"));
+    for line in [
+        "  min_cell_voltage: 2.9\n",
+        "  max_cell_voltage: 3.65\n",
+        "  max_charge_current: 200\n",
+        "  max_discharge_current: 250\n",
+    ] {
+        assert!(config.contains(line), "{line}{config}");
+    }
+}

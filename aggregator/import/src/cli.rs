@@ -14,6 +14,10 @@ pub fn run(args: &ImportArgs, plugins_dir: Option<&std::path::Path>) -> Result<(
         out: args.out.clone(),
         force: args.force,
         user_feed_in: args.user_feed_in,
+        given: super::Given {
+            cell_voltages: args.cell_voltages,
+            max_currents: args.max_currents,
+        },
         plugins_dir: plugins_dir.map(std::path::Path::to_path_buf),
     };
     let report = import(&request, aggregator::clock::calendar::today())?;

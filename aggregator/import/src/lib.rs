@@ -286,7 +286,11 @@ pub struct Request {
     pub user_feed_in: Option<i64>,
     /// Where the plugins the import asks are (`--plugins-dir`); see [`plugins_folder`].
     pub plugins_dir: Option<PathBuf>,
+    /// Bounds the command line gives (`--cell-voltages`, `--max-currents`).
+    pub given: Given,
 }
+
+pub use map::Given;
 
 /// The folder of the plugins the import asks for their defaults: `--plugins-dir`, else the
 /// device's plugins folder where it exists, else `plugins` beside this program (a bundle's
@@ -350,6 +354,7 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         &settings,
         &request.out,
         request.state_from.is_some(),
+        request.given,
         &resolve,
     )?;
     let state = match &request.state_from {
@@ -386,11 +391,16 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
 
     // Required bounds are never made up: without them there is no config to write.
     if !mapped.missing.is_empty() {
+        let how = if mapped.missing_how.is_empty() {
+            "add the settings they come from, or write config.yaml by hand".to_string()
+        } else {
+            mapped.missing_how.join("; ")
+        };
         return Err(ImportError::file(
             &request.from,
             format!(
                 "the old settings give no value for {}, which the config requires; nothing was \
-                 written (add the settings they come from, or write config.yaml by hand)",
+                 written ({how})",
                 mapped.missing.join(", ")
             ),
         ));

@@ -95,6 +95,8 @@ pub struct Mapped {
     pub chosen: Vec<Chosen>,
     /// Safety keys for which the old settings have nothing (and no value may be chosen).
     pub missing: Vec<String>,
+    /// How to give the missing keys, where the settings say more than "add them".
+    pub missing_how: Vec<String>,
     /// What the state files became (filled by the caller).
     pub state_rows: Vec<Row>,
 }
@@ -266,6 +268,12 @@ const VICTRON_CURRENT: &[&str] = &[
     "IGNORE_SMARTSHUNT_ABSENCE",
 ];
 
+/// The values a `settings.py` shipped with (0.1 to 3.6: LTO cells), per setting.
+const SHIPPED_DEFAULTS: &[(&str, &[f64])] = &[
+    ("MAX_CELL_VOLTAGE", &[2.5, 2.53, 2.55, 2.6]),
+    ("MIN_CELL_VOLTAGE", &[1.9, 2.0]),
+];
+
 /// Settings that only programs after 3.4 have: a `settings.py` holding one is read with their
 /// meaning.
 const AFTER_3_4: &[&str] = &[
@@ -288,15 +296,29 @@ pub type ResolveLfp<'a> = &'a dyn Fn(&str) -> Result<String, ResolveError>;
 /// Why the plugin could not be asked: it is missing, refused, or refused the section.
 pub type ResolveError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Bounds the command line gives where the old settings have none the old program used.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Given {
+    /// `--cell-voltages MIN:MAX`, V per cell.
+    pub cell_voltages: Option<(f64, f64)>,
+    /// `--max-currents CHARGE:DISCHARGE`, A.
+    pub max_currents: Option<(f64, f64)>,
+}
+
+/// The options of [`Given`], as the report names them.
+const GIVEN_OPTIONS: [&str; 2] = ["--cell-voltages", "--max-currents"];
+
 /// Maps the settings into the config to be written at `out`; `with_state` adds `paths.state_dir` for the imported state.
 pub fn map(
     s: &OldSettings,
     out: &Path,
     with_state: bool,
+    given: Given,
     resolve_lfp: ResolveLfp<'_>,
 ) -> Result<Mapped, ImportError> {
     let mut ctx = Ctx {
         s,
+        given,
         resolve_lfp,
         after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
         dc_loads: s.format == Format::SettingsPy && s.get("USE_SMARTSHUNTS").is_none(),
@@ -304,6 +326,7 @@ pub fn map(
         tree: Tree::default(),
         chosen: Vec::new(),
         missing: Vec::new(),
+        missing_how: Vec::new(),
     };
 
     ctx.int_to("NR_OF_BATTERIES", "batteries.expected", 1, 64)?;
@@ -364,7 +387,7 @@ pub fn map(
     for (name, why) in NO_COUNTERPART {
         ctx.none(name, why);
     }
-    let rows = s
+    let mut rows: Vec<Row> = s
         .names()
         .iter()
         .map(|name| {
@@ -377,6 +400,11 @@ pub fn map(
             })
         })
         .collect();
+    rows.extend(
+        GIVEN_OPTIONS
+            .iter()
+            .filter_map(|option| ctx.rows.remove(*option)),
+    );
     let header = format!(
         "Imported from {} by `dbus-aggregate-batteries import-config`.\n\
          Keys marked \"chosen\" were not in the old settings: check them. Check this file with\n  \
@@ -390,6 +418,7 @@ pub fn map(
         rows,
         chosen: ctx.chosen,
         missing: ctx.missing,
+        missing_how: ctx.missing_how,
         state_rows: Vec::new(),
     })
 }
@@ -869,6 +898,9 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
     for name in OWN_POLICY {
         ctx.none(name, "only used with OWN_CHARGE_PARAMETERS = True; the serialbattery strategy passes the BMSs' own limits through");
     }
+    for name in ["MAX_CHARGE_CURRENT", "MAX_DISCHARGE_CURRENT"] {
+        ctx.none(name, "only used with OWN_CHARGE_PARAMETERS = True: the old program capped no BMS limit in pass-through mode (--max-currents gives the safety caps)");
+    }
     if ctx.after_3_4 {
         if ctx.s.get("KEEP_MAX_CVL").is_some() {
             let rule = if ctx.truthy("KEEP_MAX_CVL") {
@@ -904,14 +936,16 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
             "ZERO_SOC",
             "3.4 never reset the counter in pass-through mode",
         );
-        if let Some(max) = ctx.number("MAX_CELL_VOLTAGE")? {
+        // A shipped default (LTO) is not taken: on other cells it would reset the counter to
+        // full all the time; 3.4 never reset it.
+        if let Some(max) = ctx.evident("MAX_CELL_VOLTAGE")? {
             ctx.choose(
                 &format!("{c}max_cell_voltage_soc_full"),
                 yaml_number(max),
                 "3.4 never reset the counter to full in pass-through mode; here it is set full when a cell reaches MAX_CELL_VOLTAGE",
             );
         }
-        if let Some(min) = ctx.number("MIN_CELL_VOLTAGE")? {
+        if let Some(min) = ctx.evident("MIN_CELL_VOLTAGE")? {
             ctx.choose(
                 &format!("{c}min_cell_voltage_soc_empty"),
                 yaml_number(min),
@@ -954,6 +988,7 @@ fn logging(ctx: &mut Ctx) -> Result<(), ImportError> {
 /// The mapping under way.
 struct Ctx<'a> {
     s: &'a OldSettings,
+    given: Given,
     resolve_lfp: ResolveLfp<'a>,
     /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
     /// the pass-through counter resets exist.
@@ -966,10 +1001,19 @@ struct Ctx<'a> {
     tree: Tree,
     chosen: Vec<Chosen>,
     missing: Vec<String>,
+    missing_how: Vec<String>,
 }
 
 impl Ctx<'_> {
     fn old(&self, name: &str) -> String {
+        let pair = match name {
+            "--cell-voltages" => self.given.cell_voltages,
+            "--max-currents" => self.given.max_currents,
+            _ => None,
+        };
+        if let Some((a, b)) = pair {
+            return format!("{name} {}:{}", yaml_number(a), yaml_number(b));
+        }
         let value = self.s.get(name).map_or("?".into(), |e| e.value.repr());
         let note = if self.s.get(name).is_some_and(|e| e.from_defaults) {
             " (default)"
@@ -988,6 +1032,22 @@ impl Ctx<'_> {
             message: message.to_string(),
             source: None,
         }
+    }
+
+    /// The value of `name` where the user evidently set it: in their `config.ini` (not only the
+    /// defaults file), or in a `settings.py` with a value no release shipped (the shipped ones
+    /// were never the user's word on their cells).
+    fn evident(&self, name: &str) -> Result<Option<f64>, ImportError> {
+        let Some(value) = self.number(name)? else {
+            return Ok(None);
+        };
+        let evident = match self.s.format {
+            Format::ConfigIni => self.s.get(name).is_some_and(|e| !e.from_defaults),
+            Format::SettingsPy => !SHIPPED_DEFAULTS
+                .iter()
+                .any(|(n, values)| *n == name && values.contains(&value)),
+        };
+        Ok(evident.then_some(value))
     }
 
     fn truthy(&self, name: &str) -> bool {
@@ -1134,8 +1194,12 @@ mod tests {
     /// The map without a plugin: no test here has a curve setting, the one thing asked of
     /// the plugin (`tests/import_config.rs` imports those with the built plugins).
     fn map_here(settings: &OldSettings) -> Result<Mapped, ImportError> {
+        map_given(settings, Given::default())
+    }
+
+    fn map_given(settings: &OldSettings, given: Given) -> Result<Mapped, ImportError> {
         let no_plugin = |_: &str| Err("no plugin in a unit test".into());
-        map(settings, Path::new("config.yaml"), false, &no_plugin)
+        map(settings, Path::new("config.yaml"), false, given, &no_plugin)
     }
 
     fn target(m: &Mapped, name: &str) -> String {
@@ -1244,6 +1308,80 @@ mod tests {
         assert_eq!(
             target(&off, "DC_LOADS"),
             "current_source.config.smartshunts = none"
+        );
+    }
+
+    #[test]
+    fn pass_through_bounds_come_only_from_what_the_user_set_or_gives() {
+        // A 16-cell LFP bank whose settings.py kept the shipped (LTO) cell voltages, unused in
+        // pass-through mode: no bound that would stop it at 2.6 V, no cap the old program did
+        // not apply.
+        let text = "OWN_CHARGE_PARAMETERS = False\nNR_OF_CELLS_PER_BATTERY = 16\n\
+                    MAX_CELL_VOLTAGE = 2.55\nMIN_CELL_VOLTAGE = 1.9\nMAX_CHARGE_CURRENT = 200\n\
+                    MAX_DISCHARGE_CURRENT = 200\n";
+        let defaults = mapped(text);
+        assert_eq!(
+            defaults.missing,
+            [
+                "safety.min_cell_voltage",
+                "safety.max_cell_voltage",
+                "safety.max_charge_current",
+                "safety.max_discharge_current"
+            ]
+        );
+        let how = defaults.missing_how.join("; ");
+        assert!(how.contains("--cell-voltages MIN:MAX"), "{how}");
+        assert!(how.contains("--max-currents CHARGE:DISCHARGE"), "{how}");
+        assert!(!defaults.yaml.contains("cell_voltage"), "{}", defaults.yaml);
+        assert!(
+            target(&defaults, "MAX_CHARGE_CURRENT")
+                .starts_with("no counterpart: only used with OWN_CHARGE_PARAMETERS = True"),
+            "{}",
+            target(&defaults, "MAX_CHARGE_CURRENT")
+        );
+
+        // The user's word on the command line.
+        let settings = super::super::python::read(Path::new("settings.py"), text).unwrap();
+        let given = Given {
+            cell_voltages: Some((2.9, 3.65)),
+            max_currents: Some((300.0, 400.0)),
+        };
+        let m = map_given(&settings, given).unwrap();
+        assert!(m.missing.is_empty(), "{:?}", m.missing);
+        for line in [
+            "  min_cell_voltage: 2.9\n",
+            "  max_cell_voltage: 3.65\n",
+            "  max_charge_current: 300\n",
+            "  max_discharge_current: 400\n",
+        ] {
+            assert!(m.yaml.contains(line), "{line}{}", m.yaml);
+        }
+        let rows: Vec<String> = m.rows.iter().map(Row::line).collect();
+        assert!(
+            rows.contains(
+                &"--cell-voltages 2.9:3.65 -> safety.min_cell_voltage = 2.9, \
+                  safety.max_cell_voltage = 3.65"
+                    .to_string()
+            ),
+            "{rows:?}"
+        );
+
+        // Values no release shipped are the user's: taken, the highest with its margin.
+        let own = mapped(
+            "OWN_CHARGE_PARAMETERS = False\nMAX_CELL_VOLTAGE = 3.45\nMIN_CELL_VOLTAGE = 2.9\n",
+        );
+        assert_eq!(
+            target(&own, "MAX_CELL_VOLTAGE"),
+            "safety.max_cell_voltage (0.05 V above the strategy's bound) = 3.5"
+        );
+        assert_eq!(
+            target(&own, "MIN_CELL_VOLTAGE"),
+            "safety.min_cell_voltage = 2.9"
+        );
+        assert!(own.yaml.contains("max_cell_voltage_soc_full: 3.45"));
+        assert_eq!(
+            own.missing,
+            ["safety.max_charge_current", "safety.max_discharge_current"]
         );
     }
 

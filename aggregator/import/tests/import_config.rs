@@ -52,9 +52,18 @@ fn stderr(out: &Output) -> String {
 
 /// Imports `from` into a fresh folder; returns the folder, the written config and the report.
 fn imported(from: &Path, state_from: Option<&Path>) -> (tempfile::TempDir, PathBuf, String) {
+    imported_with(from, state_from, &[])
+}
+
+/// [`imported`] with more arguments.
+fn imported_with(
+    from: &Path,
+    state_from: Option<&Path>,
+    extra: &[&str],
+) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("config.yaml");
-    let result = import(from, state_from, &out, &[]);
+    let result = import(from, state_from, &out, extra);
     assert_eq!(
         result.status.code(),
         Some(0),
@@ -104,6 +113,17 @@ fn row<'a>(report: &'a str, setting: &str) -> &'a str {
     line.split_once(" -> ")
         .unwrap_or_else(|| panic!("no arrow in {line}"))
         .1
+}
+
+/// The report's row for a command-line option (`--cell-voltages 2.9:3.65`): the text after its
+/// ` -> `.
+fn option_row<'a>(report: &'a str, given: &str) -> &'a str {
+    let line = report
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(&format!("{given} ")))
+        .unwrap_or_else(|| panic!("no row for {given} in\n{report}"));
+    line.split_once(" -> ").unwrap().1
 }
 
 /// The names a file assigns, read independently of the importer: `NAME = …` or `NAME=…` at
@@ -431,7 +451,9 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
             "USE_SMARTSHUNTS = [278, 'Bank']\nINVERT_SMARTSHUNTS = True",
         ),
     ]);
-    let (_dir, out, report) = imported(&from, None);
+    // The old program capped none of the BMSs' limits in pass-through mode: the caps are the
+    // user's to give.
+    let (_dir, out, report) = imported_with(&from, None, &["--max-currents", "150:250"]);
     assert_rows(
         &report,
         &[],
@@ -454,7 +476,21 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
                 "BALANCING_VOLTAGE",
                 "no counterpart: only used with OWN_CHARGE_PARAMETERS = True",
             ),
+            // In its config.ini: the user's own, taken.
+            (
+                "MAX_CELL_VOLTAGE",
+                "safety.max_cell_voltage (0.05 V above the strategy's bound) = 2.65",
+            ),
+            ("MIN_CELL_VOLTAGE", "safety.min_cell_voltage = 1.9"),
+            (
+                "MAX_CHARGE_CURRENT",
+                "no counterpart: only used with OWN_CHARGE_PARAMETERS = True",
+            ),
         ],
+    );
+    assert_eq!(
+        option_row(&report, "--max-currents 150:250"),
+        "safety.max_charge_current = 150, safety.max_discharge_current = 250"
     );
     check_config_passes(&out, "serialbattery", "victron");
 
@@ -544,25 +580,29 @@ fn pass_through_and_smartshunt_settings_pick_those_plugins_and_pass_check_config
     );
     check_config_passes(&out, "lto-cv", "victron");
 
-    // 3.4 in pass-through mode with a SmartShunt on the loads.
+    // 3.4 in pass-through mode with a SmartShunt on the loads, cell voltages of the user's own
+    // (not the shipped ones, which are no bound of theirs in that mode).
     let text = std::fs::read_to_string(fixture("v3.4/settings.py"))
         .unwrap()
         .replace(
             "OWN_CHARGE_PARAMETERS = True",
             "OWN_CHARGE_PARAMETERS = False",
         )
-        .replace("DC_LOADS = False", "DC_LOADS = True");
+        .replace("DC_LOADS = False", "DC_LOADS = True")
+        .replace("MAX_CELL_VOLTAGE = 2.55", "MAX_CELL_VOLTAGE = 2.57")
+        .replace("MIN_CELL_VOLTAGE = 1.9", "MIN_CELL_VOLTAGE = 1.95");
+    assert!(text.contains("MAX_CELL_VOLTAGE = 2.57") && text.contains("MIN_CELL_VOLTAGE = 1.95"));
     let src = tempfile::tempdir().unwrap();
     let from = src.path().join("settings.py");
     std::fs::write(&from, text).unwrap();
-    let (_dir, out, report) = imported(&from, None);
+    let (_dir, out, report) = imported_with(&from, None, &["--max-currents", "200:200"]);
     // 3.4 subtracted a battery-class shunt unless inverted; the victron source adds it.
     assert_eq!(
         row(&report, "INVERT_SMARTSHUNT"),
         "current_source.config.invert_smartshunts = true"
     );
     assert!(
-        report.contains("strategy.config.max_cell_voltage_soc_full = 2.55: 3.4 never reset"),
+        report.contains("strategy.config.max_cell_voltage_soc_full = 2.57: 3.4 never reset"),
         "{report}"
     );
     assert!(std::fs::read_to_string(&out)
@@ -900,4 +940,65 @@ fn a_config_the_plugins_refuse_is_not_written_and_the_error_names_the_old_settin
         "{said}"
     );
     assert!(!out.exists() && !src.path().join("new/state").exists());
+}
+
+#[test]
+fn pass_through_settings_without_the_users_cell_voltages_are_refused_until_given() {
+    // A 16-cell LFP bank on 3.4's shipped (LTO) cell voltages, which pass-through mode never
+    // used: a bound of 2.6 V would stop charging a healthy bank.
+    let (src, from) = variant_py(
+        "OWN_CHARGE_PARAMETERS = True",
+        "OWN_CHARGE_PARAMETERS = False",
+    );
+    let text = fs::read_to_string(&from).unwrap().replace(
+        "NR_OF_CELLS_PER_BATTERY = 22",
+        "NR_OF_CELLS_PER_BATTERY = 16",
+    );
+    fs::write(&from, text).unwrap();
+    let out = src.path().join("new").join("config.yaml");
+    let result = import(&from, Some(src.path()), &out, &[]);
+    assert_eq!(result.status.code(), Some(2), "{}", stdout(&result));
+    let said = stderr(&result);
+    for part in [
+        "the old settings give no value for safety.min_cell_voltage, safety.max_cell_voltage, \
+         safety.max_charge_current, safety.max_discharge_current",
+        "--cell-voltages MIN:MAX",
+        "--max-currents CHARGE:DISCHARGE",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    assert!(!out.exists() && !src.path().join("new/state").exists());
+
+    // Cells that really are those of the defaults: no dead end, the user says so.
+    let (_dir, out, report) = imported_with(
+        &from,
+        Some(src.path()),
+        &["--cell-voltages", "2.9:3.65", "--max-currents", "280:300"],
+    );
+    let yaml = fs::read_to_string(&out).unwrap();
+    assert!(yaml.contains("  max_cell_voltage: 3.65\n"), "{yaml}");
+    assert!(!yaml.contains("max_cell_voltage_soc_full"), "{yaml}");
+    assert_eq!(
+        option_row(&report, "--cell-voltages 2.9:3.65"),
+        "safety.min_cell_voltage = 2.9, safety.max_cell_voltage = 3.65"
+    );
+    check_config_passes(&out, "serialbattery", "victron");
+
+    // 4.x: a value only in the defaults file is not the user's either.
+    let (_src, from) = variant_ini(&[
+        (
+            "OWN_CHARGE_PARAMETERS = True",
+            "OWN_CHARGE_PARAMETERS = False",
+        ),
+        ("MAX_CELL_VOLTAGE = 2.6\n", ""),
+    ]);
+    let out = _src.path().join("config.yaml");
+    let result = import(&from, None, &out, &["--max-currents", "200:200"]);
+    assert_eq!(result.status.code(), Some(2), "{}", stdout(&result));
+    assert!(
+        stderr(&result).contains("no value for safety.max_cell_voltage, which"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(!out.exists());
 }

@@ -41,7 +41,10 @@ struct Derived {
 const SAFETY: &[SafetyRule] = &[
     SafetyRule {
         key: "min_cell_voltage",
-        derive: |ctx, _| {
+        derive: |ctx, strategy| {
+            if strategy == Strategy::SerialBattery {
+                return passed_through_cell(ctx, "MIN_CELL_VOLTAGE", |(min, _)| min);
+            }
             extreme(
                 ctx,
                 &["MIN_CELL_VOLTAGE"],
@@ -60,7 +63,9 @@ const SAFETY: &[SafetyRule] = &[
                     "CHARGE_VOLTAGE_LIST",
                 ],
                 Strategy::LtoCv => &["MAX_CELL_VOLTAGE", "CHARGE_VOLTAGE"],
-                Strategy::SerialBattery => &["MAX_CELL_VOLTAGE"],
+                Strategy::SerialBattery => {
+                    return passed_through_cell(ctx, "MAX_CELL_VOLTAGE", |(_, max)| max);
+                }
             };
             let highest = extreme(ctx, names, "", f64::max)?;
             Ok(highest.map(|d| with_margin(d.value, d.from)))
@@ -69,6 +74,9 @@ const SAFETY: &[SafetyRule] = &[
     SafetyRule {
         key: "max_charge_current",
         derive: |ctx, strategy| {
+            if strategy == Strategy::SerialBattery {
+                return Ok(given_current(ctx, |(charge, _)| charge));
+            }
             bank_current(
                 ctx,
                 strategy,
@@ -84,6 +92,9 @@ const SAFETY: &[SafetyRule] = &[
     SafetyRule {
         key: "max_discharge_current",
         derive: |ctx, strategy| {
+            if strategy == Strategy::SerialBattery {
+                return Ok(given_current(ctx, |(_, discharge)| discharge));
+            }
             bank_current(
                 ctx,
                 strategy,
@@ -171,6 +182,75 @@ fn with_margin(highest: f64, from: Vec<&'static str>) -> Derived {
                   sheet",
         }
     }
+}
+
+/// A cell bound of the pass-through settings, whose cell voltages the old program never used:
+/// `--cell-voltages` (`pick` takes its side), else the setting where the user evidently set it
+/// (the highest with the margin), else none. A shipped default (LTO) is never the bound: on
+/// other cells it would stop a healthy bank.
+fn passed_through_cell(
+    ctx: &Ctx,
+    setting: &'static str,
+    pick: fn((f64, f64)) -> f64,
+) -> Result<Option<Derived>, ImportError> {
+    if let Some(pair) = ctx.given.cell_voltages {
+        return Ok(Some(Derived {
+            value: pick(pair),
+            note: None,
+            from: vec!["--cell-voltages"],
+            why: "the cells' bound given on the command line (the old program used no cell \
+                  voltage in pass-through mode); check it against the cells' data sheet",
+        }));
+    }
+    let Some(value) = ctx.evident(setting)? else {
+        return Ok(None);
+    };
+    Ok(Some(if setting == "MAX_CELL_VOLTAGE" {
+        with_margin(value, vec![setting])
+    } else {
+        Derived {
+            value,
+            note: None,
+            from: vec![setting],
+            why: "the lowest cell voltage the old settings give (the old program used it only \
+                  with its own charge policy); check it against the cells' data sheet",
+        }
+    }))
+}
+
+/// A current cap of the pass-through settings: only `--max-currents`, as the old program capped
+/// none of the BMSs' limits in that mode.
+fn given_current(ctx: &Ctx, pick: fn((f64, f64)) -> f64) -> Option<Derived> {
+    ctx.given.max_currents.map(|pair| Derived {
+        value: pick(pair),
+        note: None,
+        from: vec!["--max-currents"],
+        why: "the bank's cap given on the command line (the old program capped none of the \
+              BMSs' limits in pass-through mode)",
+    })
+}
+
+/// What a user of pass-through settings gives for the missing safety keys.
+fn passed_through_how(missing: &[String]) -> Vec<String> {
+    let mut how = Vec::new();
+    if missing.iter().any(|k| k.ends_with("_cell_voltage")) {
+        how.push(
+            "the old program used no cell voltage in pass-through mode (OWN_CHARGE_PARAMETERS = \
+             False) and MIN_CELL_VOLTAGE and MAX_CELL_VOLTAGE are not both the user's own \
+             (4.x: in config.ini; 3.x: other than the LTO values settings.py shipped with): \
+             give the cells' bounds with --cell-voltages MIN:MAX (e.g. 2.9:3.65 for LiFePO4), \
+             or set both settings"
+                .to_string(),
+        );
+    }
+    if missing.iter().any(|k| k.ends_with("_current")) {
+        how.push(
+            "the old program capped none of the BMSs' limits in pass-through mode: give the \
+             bank's highest currents with --max-currents CHARGE:DISCHARGE (A)"
+                .to_string(),
+        );
+    }
+    how
 }
 
 /// The highest (`pick` = max) or lowest (min) value of the named settings.
@@ -272,6 +352,9 @@ pub(super) fn safety(ctx: &mut Ctx, strategy: Strategy) -> Result<(), ImportErro
                 None => ctx.missing.push(key),
             },
         }
+    }
+    if strategy == Strategy::SerialBattery {
+        ctx.missing_how = passed_through_how(&ctx.missing);
     }
     Ok(())
 }
