@@ -316,12 +316,20 @@ pub fn map(
     given: Given,
     resolve_lfp: ResolveLfp<'_>,
 ) -> Result<Mapped, ImportError> {
+    let later = s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some());
     let mut ctx = Ctx {
         s,
         given,
         resolve_lfp,
-        after_3_4: s.format == Format::ConfigIni || AFTER_3_4.iter().any(|n| s.get(n).is_some()),
+        after_3_4: later,
         dc_loads: s.format == Format::SettingsPy && s.get("USE_SMARTSHUNTS").is_none(),
+        // 3.5.20250516 to 3.5.20250623 have 3.4's settings, KEEP_MAX_CVL working: only their
+        // code says which they are.
+        keep_max_cvl: later
+            || s.file
+                .parent()
+                .and_then(old_program_version)
+                .is_some_and(|version| version >= (3, 5)),
         rows: HashMap::new(),
         tree: Tree::default(),
         chosen: Vec::new(),
@@ -430,9 +438,7 @@ const OLD_PROGRAMS: [&str; 2] = ["dbus-aggregate-batteries.py", "aggregatebatter
 /// `deviceinstance=0` in the mandatory paths up to 3.40, `add_path("/DeviceInstance", 99)`
 /// from 3.41. `None` without a program file or a number in it.
 pub fn old_device_instance(dir: &Path) -> Option<(u32, PathBuf)> {
-    OLD_PROGRAMS.iter().find_map(|name| {
-        let program = dir.join(name);
-        let code = std::fs::read_to_string(&program).ok()?;
+    old_program_code(dir).and_then(|(program, code)| {
         let instance = code.lines().find_map(|line| {
             let line = line.split('#').next().unwrap_or("");
             let after = line
@@ -450,6 +456,27 @@ pub fn old_device_instance(dir: &Path) -> Option<(u32, PathBuf)> {
             digits.parse().ok()
         })?;
         Some((instance, program))
+    })
+}
+
+/// The old program's main file beside its settings, and its code.
+fn old_program_code(dir: &Path) -> Option<(PathBuf, String)> {
+    OLD_PROGRAMS.iter().find_map(|name| {
+        let program = dir.join(name);
+        let code = std::fs::read_to_string(&program).ok()?;
+        Some((program, code))
+    })
+}
+
+/// The major and minor number of the old program beside its settings, from its
+/// `VERSION = "3.5.20250516"` line.
+fn old_program_version(dir: &Path) -> Option<(u32, u32)> {
+    let (_, code) = old_program_code(dir)?;
+    code.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("VERSION")?.trim_start();
+        let text = value.strip_prefix('=')?.trim().trim_matches(['"', '\'']);
+        let mut parts = text.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     })
 }
 
@@ -753,7 +780,7 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
     for name in ["MAX_CELL_VOLTAGE_SOC_FULL", "MIN_CELL_VOLTAGE_SOC_EMPTY"] {
         ctx.none(name, "only the pass-through policy used it; lfp-balancing sets the counter full at the balancing voltage and empty at min_cell_voltage");
     }
-    let keep = if ctx.after_3_4 {
+    let keep = if ctx.keep_max_cvl {
         "only the pass-through policy used it"
     } else {
         "it had no effect in 3.4"
@@ -901,7 +928,7 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
     for name in ["MAX_CHARGE_CURRENT", "MAX_DISCHARGE_CURRENT"] {
         ctx.none(name, "only used with OWN_CHARGE_PARAMETERS = True: the old program capped no BMS limit in pass-through mode (--max-currents gives the safety caps)");
     }
-    if ctx.after_3_4 {
+    if ctx.keep_max_cvl {
         if ctx.s.get("KEEP_MAX_CVL").is_some() {
             let rule = if ctx.truthy("KEEP_MAX_CVL") {
                 "keep_max_until_all_float"
@@ -910,6 +937,13 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
             };
             ctx.became("KEEP_MAX_CVL", &format!("{c}cvl"), rule.into());
         }
+    } else {
+        ctx.none(
+            "KEEP_MAX_CVL",
+            "it had no effect in 3.4: the lowest battery CVL is taken (cvl: min)",
+        );
+    }
+    if ctx.after_3_4 {
         if ctx.s.get("CAN_batteries").is_some() {
             let rule = if ctx.truthy("CAN_batteries") {
                 "sum"
@@ -928,10 +962,6 @@ fn serialbattery(ctx: &mut Ctx) -> Result<(), ImportError> {
         )?;
         ctx.bool_to("ZERO_SOC", &format!("{c}zero_soc"))?;
     } else {
-        ctx.none(
-            "KEEP_MAX_CVL",
-            "it had no effect in 3.4: the lowest battery CVL is taken (cvl: min)",
-        );
         ctx.none(
             "ZERO_SOC",
             "3.4 never reset the counter in pass-through mode",
@@ -990,13 +1020,15 @@ struct Ctx<'a> {
     s: &'a OldSettings,
     given: Given,
     resolve_lfp: ResolveLfp<'a>,
-    /// The settings of a later program (4.x, or a `settings.py` after 3.4): KEEP_MAX_CVL works,
-    /// the pass-through counter resets exist.
+    /// The settings of a later program (4.x, or a `settings.py` with keys 3.4's has not): the
+    /// pass-through counter resets exist.
     after_3_4: bool,
     /// A `settings.py` that selects its SmartShunt with DC_LOADS and INVERT_SMARTSHUNT (every
     /// 3.x release, 3.6.20250909 included, some of which also have the counter resets), not
     /// with USE_SMARTSHUNTS (a later `settings.py`, and 4.x).
     dc_loads: bool,
+    /// KEEP_MAX_CVL takes effect: a later program's settings, or a program from 3.5 beside them.
+    keep_max_cvl: bool,
     rows: HashMap<String, Row>,
     tree: Tree,
     chosen: Vec<Chosen>,
@@ -1183,6 +1215,7 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
 mod tests {
     use super::*;
 
@@ -1383,6 +1416,31 @@ mod tests {
             own.missing,
             ["safety.max_charge_current", "safety.max_discharge_current"]
         );
+    }
+
+    #[test]
+    fn keep_max_cvl_works_from_3_5_whose_settings_are_those_of_3_4() {
+        let old = tempfile::tempdir().unwrap();
+        let file = old.path().join("settings.py");
+        let text = "OWN_CHARGE_PARAMETERS = False\nKEEP_MAX_CVL = True\nMAX_CELL_VOLTAGE = 3.5\n";
+        let keep = |version: &str| {
+            std::fs::write(
+                old.path().join("aggregatebatteries.py"),
+                format!("VERSION = \"{version}\"\n"),
+            )
+            .unwrap();
+            let settings = super::super::python::read(&file, text).unwrap();
+            target(&map_here(&settings).unwrap(), "KEEP_MAX_CVL")
+        };
+        // 3.5.20250623 still says 3.5.20250516.
+        for version in ["3.5.20250516", "3.5.20250909"] {
+            assert_eq!(
+                keep(version),
+                "strategy.config.cvl = keep_max_until_all_float",
+                "{version}"
+            );
+        }
+        assert!(keep("3.4").starts_with("no counterpart: it had no effect in 3.4"));
     }
 
     #[test]
