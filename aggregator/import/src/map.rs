@@ -1,8 +1,9 @@
 //! What each old setting becomes: the keys of our `config.yaml`, or why it has none.
 //!
 //! The strategy follows `OWN_CHARGE_PARAMETERS` (the monthly voltages with balancing of 3.x and
-//! 4.x: `lfp-balancing`, whatever the chemistry; off: `serialbattery`), or `lto-cv` for the
-//! constant-voltage settings of 0.1–2.4 (`CHARGE_VOLTAGE` without `CHARGE_VOLTAGE_LIST`). The
+//! 4.x: `lfp-balancing`, whatever the chemistry, also 3.0's one `CHARGE_VOLTAGE` with
+//! balancing; off: `serialbattery`), or `lto-cv` for the constant-voltage settings of 0.1–2.4
+//! (`CHARGE_VOLTAGE` without `CHARGE_VOLTAGE_LIST` or `BALANCING_VOLTAGE`). The
 //! current source follows `CURRENT_FROM_VICTRON` and the SmartShunt settings. The `safety:`
 //! section is filled by [`SAFETY`], one entry per key.
 
@@ -656,8 +657,10 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
 }
 
 fn strategy(ctx: &mut Ctx) -> Result<Strategy, ImportError> {
-    let old_lto =
-        ctx.s.get("CHARGE_VOLTAGE").is_some() && ctx.s.get("CHARGE_VOLTAGE_LIST").is_none();
+    // 3.0 kept CHARGE_VOLTAGE as its normal voltage, for every month, and balanced above it.
+    let old_lto = ctx.s.get("CHARGE_VOLTAGE").is_some()
+        && ctx.s.get("CHARGE_VOLTAGE_LIST").is_none()
+        && ctx.s.get("BALANCING_VOLTAGE").is_none();
     // 0.1 had no switch (always its own policy); 3.4's default was on.
     let own = ctx
         .s
@@ -704,12 +707,21 @@ fn lfp_balancing(ctx: &mut Ctx) -> Result<(), ImportError> {
                 ),
             ));
         }
-        months_at_most_balancing(ctx, &list)?;
+        months_at_most_balancing(ctx, "CHARGE_VOLTAGE_LIST", &list)?;
         ctx.became(
             "CHARGE_VOLTAGE_LIST",
             &format!("{c}charge_voltages"),
             yaml_list(&list),
         );
+    } else if let Some(voltage) = ctx.number("CHARGE_VOLTAGE")? {
+        let list = [voltage; 12];
+        months_at_most_balancing(ctx, "CHARGE_VOLTAGE", &list)?;
+        ctx.became(
+            "CHARGE_VOLTAGE",
+            &format!("{c}charge_voltages"),
+            yaml_list(&list),
+        );
+        the_curves_of_3_0(ctx)?;
     }
     for (old, new) in [
         ("MAX_CELL_VOLTAGE", "max_cell_voltage"),
@@ -812,7 +824,7 @@ const MONTHS: [&str; 12] = [
 /// voltage and only dated a balancing in it; `lfp-balancing` takes no month above the
 /// balancing voltage (it would charge past the balancing goal every day), and no other value
 /// charges the same, so the user chooses.
-fn months_at_most_balancing(ctx: &Ctx, months: &[f64]) -> Result<(), ImportError> {
+fn months_at_most_balancing(ctx: &Ctx, setting: &str, months: &[f64]) -> Result<(), ImportError> {
     let Some(balancing) = ctx.number("BALANCING_VOLTAGE")? else {
         return Ok(());
     };
@@ -827,7 +839,7 @@ fn months_at_most_balancing(ctx: &Ctx, months: &[f64]) -> Result<(), ImportError
     }
     let highest = months.iter().copied().fold(balancing, f64::max);
     Err(ctx.error(
-        "CHARGE_VOLTAGE_LIST",
+        setting,
         &format!(
             "{} above BALANCING_VOLTAGE ({}). The old program charged to such a month's voltage \
              every day and ran no balancing in it; lfp-balancing takes no month above the \
@@ -840,6 +852,35 @@ fn months_at_most_balancing(ctx: &Ctx, months: &[f64]) -> Result<(), ImportError
             yaml_number(highest)
         ),
     ))
+}
+
+/// 3.0's current curves, written as they are (`CELL_FULL_*` on the highest cell, `CELL_EMPTY_*`
+/// on the lowest); its pack-average cut-off has no counterpart.
+fn the_curves_of_3_0(ctx: &mut Ctx) -> Result<(), ImportError> {
+    let c = "strategy.config.";
+    for (x, y, key) in [
+        (
+            "CELL_FULL_LIMITING_VOLTAGE",
+            "CELL_FULL_LIMITED_CURRENT",
+            "charge_curve",
+        ),
+        (
+            "CELL_EMPTY_LIMITING_VOLTAGE",
+            "CELL_EMPTY_LIMITED_CURRENT",
+            "discharge_curve",
+        ),
+    ] {
+        if let (Some(voltages), Some(factors)) = (ctx.numbers(x)?, ctx.numbers(y)?) {
+            ctx.became(x, &format!("{c}{key}.voltages"), yaml_list(&voltages));
+            ctx.became(y, &format!("{c}{key}.factors"), yaml_list(&factors));
+        }
+    }
+    ctx.none(
+        "DISCHARGE_VOLTAGE",
+        "3.0 also reset the counter to 0 % at this pack average; lfp-balancing resets it at \
+         min_cell_voltage, the lowest cell, as 3.0 did too",
+    );
+    Ok(())
 }
 
 /// The curve `key` as `lfp-balancing` derives it from the voltages of these settings (its own
@@ -1441,6 +1482,36 @@ mod tests {
             );
         }
         assert!(keep("3.4").starts_with("no counterpart: it had no effect in 3.4"));
+    }
+
+    #[test]
+    fn settings_of_3_0_balance_with_their_one_charge_voltage() {
+        let v3_0 = mapped(
+            "NR_OF_CELLS_PER_BATTERY = 22\nOWN_CHARGE_PARAMETERS = True\nCHARGE_VOLTAGE = 2.3\n\
+             BALANCING_VOLTAGE = 2.45\nBALANCING_REPETITION = 10\nMAX_CELL_VOLTAGE = 2.5\n\
+             DISCHARGE_VOLTAGE = 2.0\nMIN_CELL_VOLTAGE = 1.9\n\
+             CELL_FULL_LIMITING_VOLTAGE = [CHARGE_VOLTAGE, BALANCING_VOLTAGE, MAX_CELL_VOLTAGE]\n\
+             CELL_FULL_LIMITED_CURRENT = [1, 0.05, 0]\n",
+        );
+        assert_eq!(v3_0.strategy, "lfp-balancing");
+        assert_eq!(
+            target(&v3_0, "CHARGE_VOLTAGE"),
+            "strategy.config.charge_voltages = [2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, \
+             2.3, 2.3, 2.3]"
+        );
+        assert_eq!(
+            target(&v3_0, "BALANCING_VOLTAGE"),
+            "strategy.config.balancing_voltage = 2.45, safety.max_cell_voltage (0.05 V above \
+             the strategy's bound) = 2.55"
+        );
+        assert_eq!(
+            target(&v3_0, "CELL_FULL_LIMITING_VOLTAGE"),
+            "strategy.config.charge_curve.voltages = [2.3, 2.45, 2.5]"
+        );
+        assert!(target(&v3_0, "DISCHARGE_VOLTAGE").starts_with("no counterpart: 3.0 also"));
+        // 0.1 to 2.4, without a balancing voltage: constant voltage.
+        let v2_4 = mapped("CHARGE_VOLTAGE = 2.5\nMAX_CELL_VOLTAGE = 2.53\n");
+        assert_eq!(v2_4.strategy, "lto-cv");
     }
 
     #[test]
