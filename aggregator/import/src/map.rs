@@ -620,7 +620,9 @@ fn current_source(ctx: &mut Ctx) -> Result<(), ImportError> {
         // 3.x read one battery-class SmartShunt and subtracted it unless INVERT_SMARTSHUNT;
         // the victron source adds battery-class shunts unless inverted.
         let dc_loads = ctx.truthy("DC_LOADS");
-        let smartshunts = if dc_loads { "all" } else { "none" };
+        // `battery`, not `all`: a DC meter added later is no battery-class shunt and must not
+        // be inverted with it.
+        let smartshunts = if dc_loads { "battery" } else { "none" };
         if ctx.s.get("DC_LOADS").is_some() {
             ctx.became(
                 "DC_LOADS",
@@ -1366,7 +1368,7 @@ mod tests {
         );
         assert_eq!(
             target(&released, "DC_LOADS"),
-            "current_source.config.smartshunts = all"
+            "current_source.config.smartshunts = battery"
         );
         assert_eq!(
             target(&released, "INVERT_SMARTSHUNT"),

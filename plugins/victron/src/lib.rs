@@ -22,7 +22,7 @@
 //! current_source:
 //!   plugin: victron
 //!   use_multi: true            # count every vebus device (Multi, Quattro)
-//!   smartshunts: [279, House]  # none | all | VRM instances and custom names
+//!   smartshunts: [279, House]  # none | all | battery | VRM instances and custom names
 //!   invert_smartshunts: false  # flip the sign of the SmartShunt part
 //!   solar_chargers: true       # count the solar chargers (false when a shunt per pack does)
 //!   dc_sources: all            # all | none | a list of classes: [charger, dcdc, dcload, ...]
@@ -115,7 +115,7 @@ impl TryFrom<ClassText> for ClassSelection {
     }
 }
 
-/// The `smartshunts` key: `none`, `all`, or a list of shunts.
+/// The `smartshunts` key: `none`, `all`, `battery`, or a list of shunts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(from = "SelectionText", into = "SelectionText")]
 pub enum ShuntSelection {
@@ -124,6 +124,9 @@ pub enum ShuntSelection {
     None,
     /// Every SmartShunt on the bus counts.
     All,
+    /// Every battery monitor counts, no DC meter: the one shunt of the original's `DC_LOADS`
+    /// (3.x read battery-class SmartShunts only), which a DC meter added later must not join.
+    Battery,
     /// The shunts matching any entry count; an entry that matches none means a device the
     /// config relies on is missing. An empty list selects nothing, like `none`.
     /// One entry may match several shunts (two shunts with the same custom name), as in the
@@ -136,8 +139,8 @@ pub enum ShuntSelection {
 #[derive(Deserialize, serde::Serialize)]
 #[serde(
     untagged,
-    expecting = "expected \"none\", \"all\" or a list of SmartShunts, each a VRM device instance \
-                 (integer) or a custom name (string)"
+    expecting = "expected \"none\", \"all\", \"battery\" or a list of SmartShunts, each a VRM \
+                 device instance (integer) or a custom name (string)"
 )]
 enum SelectionText {
     Keyword(Keyword),
@@ -149,6 +152,7 @@ enum SelectionText {
 enum Keyword {
     None,
     All,
+    Battery,
 }
 
 /// Written back as read (for the config as the plugin reads it).
@@ -172,6 +176,7 @@ impl From<ShuntSelection> for SelectionText {
         match selection {
             ShuntSelection::None => SelectionText::Keyword(Keyword::None),
             ShuntSelection::All => SelectionText::Keyword(Keyword::All),
+            ShuntSelection::Battery => SelectionText::Keyword(Keyword::Battery),
             ShuntSelection::Listed(entries) => SelectionText::List(entries),
         }
     }
@@ -182,6 +187,7 @@ impl From<SelectionText> for ShuntSelection {
         match text {
             SelectionText::Keyword(Keyword::None) => ShuntSelection::None,
             SelectionText::Keyword(Keyword::All) => ShuntSelection::All,
+            SelectionText::Keyword(Keyword::Battery) => ShuntSelection::Battery,
             SelectionText::List(entries) => ShuntSelection::Listed(entries),
         }
     }
@@ -239,6 +245,7 @@ impl VictronCurrent {
         match &self.config.smartshunts {
             ShuntSelection::None => false,
             ShuntSelection::All => true,
+            ShuntSelection::Battery => matches!(shunt.class.as_enum(), Ok(ShuntClass::Battery)),
             ShuntSelection::Listed(entries) => entries.iter().any(|e| e.matches(shunt)),
         }
     }
@@ -532,6 +539,18 @@ mod tests {
     }
 
     #[test]
+    fn battery_selects_the_battery_monitors_and_leaves_dc_meters_to_dc_sources() {
+        let bus = with_shunts(multi_and_two_mppts());
+        // The battery monitor's 10 A, not the DC meter's 4 A.
+        assert_eq!(
+            measured_current(&bus.build(), r#"{"smartshunts": "battery"}"#),
+            Some(2.5 + 10.0)
+        );
+        let config = r#"{"smartshunts": "battery", "invert_smartshunts": true}"#;
+        assert_eq!(measured_current(&bus.build(), config), Some(2.5 - 10.0));
+    }
+
+    #[test]
     fn invert_flips_the_whole_shunt_part() {
         let bus = with_shunts(multi_and_two_mppts());
         let config = r#"{"smartshunts": "all", "invert_smartshunts": true}"#;
@@ -604,6 +623,10 @@ mod tests {
         assert_eq!(parse(r#"{"smartshunts": "none"}"#), ShuntSelection::None);
         assert_eq!(parse(r#"{"smartshunts": "all"}"#), ShuntSelection::All);
         assert_eq!(
+            parse(r#"{"smartshunts": "battery"}"#),
+            ShuntSelection::Battery
+        );
+        assert_eq!(
             parse(LIST),
             ShuntSelection::Listed(vec![
                 DeviceRef::Instance(279),
@@ -628,6 +651,9 @@ mod tests {
             assert!(err.starts_with(&format!("{key}: ")), "{json} -> {err}");
         }
         let err = new(r#"{"smartshunts": "some"}"#).unwrap_err();
-        assert!(err.contains(r#""none", "all" or a list"#), "{err}");
+        assert!(
+            err.contains(r#""none", "all", "battery" or a list"#),
+            "{err}"
+        );
     }
 }
