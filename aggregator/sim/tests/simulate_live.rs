@@ -53,7 +53,7 @@ fn simulate_agrees_with_the_live_daemon() {
         if let Some(sim) = w.sim.take() {
             sim.stop().await;
         }
-        w.daemon.terminate();
+        w.daemon.terminate().await;
         (live, w.dir)
     });
 
