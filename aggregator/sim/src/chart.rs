@@ -213,8 +213,10 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .y_desc(y_label)
         .x_desc("local time")
+        // A label a day, at most a month's worth (a recording's damaged time must not ask
+        // for millions).
         .x_labels(if axis.hours > 48.0 {
-            axis.hours as usize / 24 + 1
+            (axis.hours / 24.0).min(31.0) as usize + 1
         } else {
             13
         })

@@ -93,6 +93,19 @@ pub enum Error {
         /// The tick.
         tick: Duration,
     },
+    /// More ticks or samples than a rehearsal takes.
+    TooLong {
+        /// The length simulated.
+        length: Duration,
+        /// The tick.
+        tick: Duration,
+        /// What is too many: `ticks` or `samples`.
+        what: &'static str,
+        /// How many there would be.
+        count: f64,
+        /// The most taken.
+        most: u64,
+    },
     /// The scenario's saved state cannot be used.
     State(Vec<String>),
     /// A recorded tick's saved state is no state.
@@ -126,6 +139,7 @@ impl Error {
             | Error::SystemBus(_)
             | Error::NoStart
             | Error::Every { .. }
+            | Error::TooLong { .. }
             | Error::State(_)
             | Error::RecordedState { .. }
             | Error::Usage(_) => EXIT_CONFIG,
@@ -226,6 +240,17 @@ impl fmt::Display for Error {
                 f,
                 "--every ({every:?}) must be a whole number of ticks ({tick:?}, from --tick or the \
                  config's update_interval), and a tick above 0"
+            ),
+            Error::TooLong {
+                length,
+                tick,
+                what,
+                count,
+                most,
+            } => write!(
+                f,
+                "{length:?} at a tick of {tick:?} is {count:.0} {what}, more than the {most} a \
+                 rehearsal takes: give a shorter --for (or scenario), a longer --tick or --every"
             ),
             Error::State(problems) => {
                 f.write_str("the scenario's state: ")?;

@@ -229,6 +229,11 @@ pub fn to_csv(samples: &[Sample]) -> String {
     text
 }
 
+/// The most ticks one rehearsal simulates: three years of 1 s ticks.
+pub const MOST_TICKS: u64 = 100_000_000;
+/// The most samples one rehearsal keeps (each a few hundred bytes).
+pub const MOST_SAMPLES: u64 = 2_000_000;
+
 /// Runs the engine of `ready` on `scenario` and returns a sample every `options.every`.
 pub fn run(ready: Ready, scenario: Scenario, options: Options) -> Result<Vec<Sample>, Error> {
     run_observed(ready, scenario, options, None)
@@ -322,11 +327,28 @@ pub fn run_observed(
         put(&mut cache, &mut owners, &name, &items);
     }
 
-    let ticks = (length.as_secs_f64() / tick.as_secs_f64()).floor() as u64;
-    let every_ticks = (options.every.as_nanos() / tick.as_nanos()).max(1) as u64;
-    let mut samples = Vec::with_capacity((ticks / every_ticks + 1) as usize);
+    let ticks = (length.as_secs_f64() / tick.as_secs_f64()).floor();
+    let every_ticks = (options.every.as_nanos() / tick.as_nanos()).max(1) as f64;
+    let samples_wanted = (ticks / every_ticks).floor() + 1.0;
+    for (what, count, most) in [
+        ("ticks", ticks, MOST_TICKS),
+        ("samples", samples_wanted, MOST_SAMPLES),
+    ] {
+        if count > most as f64 {
+            return Err(Error::TooLong {
+                length,
+                tick,
+                what,
+                count,
+                most,
+            });
+        }
+    }
+    let (ticks, every_ticks) = (ticks as u64, every_ticks as u64);
+    let mut samples = Vec::with_capacity(samples_wanted as usize);
     let mut published = aggregator_core::published::Published::default();
     for k in 0..=ticks {
+        // k ≤ MOST_TICKS, well within a u32.
         let elapsed = tick * k as u32;
         let elapsed_s = elapsed.as_secs_f64();
         let moment = models.at(elapsed, |index| {

@@ -233,6 +233,50 @@ fn rows_between_ticks_are_refused() {
     );
 }
 
+#[test]
+fn a_rehearsal_longer_than_it_takes_is_refused_before_any_memory_is_asked_for() {
+    let scenario = scenarios().join("lto-sunny-day.yaml");
+    // 200,000 days of 1 s ticks: the samples alone would take tens of gigabytes.
+    let stderr = refused(&scenario, &["--for", "200000d"]);
+    assert!(
+        stderr.contains("more than the 100000000 a rehearsal takes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ticks"), "{stderr}");
+    // Fewer ticks, but a sample at every one of them.
+    let stderr = refused(
+        &scenario,
+        &["--for", "40d", "--tick", "1s", "--every", "1s"],
+    );
+    assert!(
+        stderr.contains("samples, more than the 2000000"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_scenario_with_more_devices_than_a_bank_has_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("many.yaml");
+    std::fs::write(
+        &scenario,
+        "start: 2026-06-15
+solar_chargers: 100000000
+batteries:
+  - { service: ttyUSB0, \
+         cells: 22 }
+segments:
+  - { duration: 1h }
+",
+    )
+    .expect("write");
+    let stderr = refused(&scenario, &[]);
+    assert!(
+        stderr.contains("solar_chargers: at most 64 devices, found 100000000"),
+        "{stderr}"
+    );
+}
+
 /// A strategy other than the one the scenario's saved state is for (as a third-party plugin
 /// would be) rehearses on the shipped LFP week: it starts fresh, said once, and runs.
 #[test]

@@ -55,6 +55,9 @@ pub(super) struct RawScenario {
     templates: Option<IgnoredAny>,
 }
 
+/// The most devices of one kind a scenario has.
+const MOST_DEVICES: usize = 64;
+
 fn one_second() -> Duration {
     Duration::from_secs(1)
 }
@@ -228,6 +231,19 @@ impl RawScenario {
     pub(super) fn resolve(self) -> Result<Scenario, Problem> {
         if self.step < Duration::from_millis(10) {
             return Err(("step".into(), "must be at least 10ms".into()));
+        }
+        // Each device is a service of its own: a bank far beyond any real one is a typo.
+        for (key, count) in [
+            ("batteries", self.batteries.len()),
+            ("solar_chargers", self.solar_chargers),
+            ("dc_devices", self.dc_devices.len()),
+        ] {
+            if count > MOST_DEVICES {
+                return Err((
+                    key.into(),
+                    format!("at most {MOST_DEVICES} devices, found {count}"),
+                ));
+            }
         }
         let batteries = self
             .batteries
