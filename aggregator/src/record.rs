@@ -1814,6 +1814,57 @@ pub fn read_from(input: impl Read) -> Result<Recording, Error> {
     })
 }
 
+/// Least seconds between two recordings saved for happenings.
+pub const HAPPENING_GAP_S: f64 = 60.0;
+
+/// When a happening saves a recording: once per episode of its cause, at most one file each
+/// [`HAPPENING_GAP_S`]. A cause that comes back within `record.keep` (a minute at least) of
+/// its last happening is the same episode: a BMS that switches charging off and on at the top
+/// of the charge, or a value that hovers at a safety bound, saves one file, not one a minute
+/// for as long as it goes on (each file is the whole recording: the flash wears).
+#[derive(Debug)]
+pub struct Happenings {
+    /// Seconds a cause stays away before its next happening is a new episode.
+    quiet_s: f64,
+    /// Each cause's last happening, in the daemon's monotonic seconds.
+    last_seen: Vec<(&'static str, f64)>,
+    /// When a happening last saved a recording.
+    last_save_s: Option<f64>,
+}
+
+impl Happenings {
+    /// For a recorder that keeps `keep`.
+    pub fn new(keep: std::time::Duration) -> Self {
+        Self {
+            quiet_s: keep.as_secs_f64().max(HAPPENING_GAP_S),
+            last_seen: Vec::new(),
+            last_save_s: None,
+        }
+    }
+
+    /// What happened at `now_s` (the daemon's monotonic seconds), if anything: the reason to
+    /// save a recording for, when one is to be saved now.
+    pub fn judge(&mut self, now_s: f64, cause: Option<&'static str>) -> Option<&'static str> {
+        let cause = cause?;
+        let new_episode = match self.last_seen.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, last_s)) => now_s - std::mem::replace(last_s, now_s) >= self.quiet_s,
+            None => {
+                self.last_seen.push((cause, now_s));
+                true
+            }
+        };
+        if !new_episode
+            || self
+                .last_save_s
+                .is_some_and(|s| now_s - s < HAPPENING_GAP_S)
+        {
+            return None;
+        }
+        self.last_save_s = Some(now_s);
+        Some(cause)
+    }
+}
+
 /// What makes the daemon save a recording this tick, if anything: from the tick's outcome,
 /// what was published the tick before and how many batteries were lost then.
 pub fn happening(
@@ -2369,6 +2420,31 @@ mod tests {
         for o in [&lost, &stop, &fault, &feed_in] {
             assert_eq!(happening(&none, o, Some(&before), 0), None);
         }
+    }
+
+    #[test]
+    fn a_cause_that_keeps_coming_back_saves_once_per_episode() {
+        let mut h = Happenings::new(std::time::Duration::from_secs(30 * 60));
+        assert_eq!(h.judge(0.0, Some("bound")), Some("bound"));
+        // A value hovering at a bound, every 2 minutes for two hours: one episode.
+        let again: Vec<&str> = (1..=60)
+            .filter_map(|k| h.judge(f64::from(k) * 120.0, Some("bound")))
+            .collect();
+        assert!(again.is_empty(), "{again:?}");
+        // Away for record.keep: a new episode.
+        assert_eq!(h.judge(7200.0 + 1799.0, None), None);
+        assert_eq!(h.judge(7200.0 + 1800.0, Some("bound")), Some("bound"));
+        // Another cause is an episode of its own.
+        assert_eq!(
+            h.judge(9000.0 + 120.0, Some("battery lost")),
+            Some("battery lost")
+        );
+        // A record.keep below a minute: the quiet time is a minute, from the last happening.
+        let mut h = Happenings::new(std::time::Duration::from_secs(10));
+        assert_eq!(h.judge(0.0, Some("feed-in")), Some("feed-in"));
+        assert_eq!(h.judge(30.0, Some("feed-in")), None);
+        assert_eq!(h.judge(89.0, Some("feed-in")), None, "29 s after the last");
+        assert_eq!(h.judge(149.0, Some("feed-in")), Some("feed-in"));
     }
 
     #[test]

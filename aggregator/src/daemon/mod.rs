@@ -183,8 +183,8 @@ struct Daemon {
     /// What the tick before published and how many batteries it had lost: what a happening
     /// is judged against.
     recorded_before: Option<(PublishedValues, usize)>,
-    /// When a happening last saved a recording.
-    last_happening_save: Option<Instant>,
+    /// Which happenings save a recording.
+    happenings: crate::record::Happenings,
 }
 
 /// The connection to the bus: the monitor reading it, our objects on it, our name.
@@ -478,6 +478,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             .map_err(|err| tracing::error!("no shadow strategy: no thread for it ({err})"))
             .ok()
     });
+    let happenings = crate::record::Happenings::new(config.record.keep);
     let mut daemon = Daemon {
         link: Link::new(attached),
         reconnecting: None,
@@ -510,7 +511,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         shadow,
         last_shadow: None,
         recorded_before: None,
-        last_happening_save: None,
+        happenings,
     };
     daemon.main_loop().await
 }

@@ -58,9 +58,6 @@ pub(super) struct KnownBattery {
     excluded: bool,
 }
 
-/// Least time between two recordings saved for happenings.
-const HAPPENING_GAP: Duration = Duration::from_secs(60);
-
 /// Seconds a service that came and went must stay away, or stay, for its episode to end.
 const PASSING_QUIET_S: f64 = 60.0;
 
@@ -806,8 +803,8 @@ impl Daemon {
         self.summary(now, &outcome);
     }
 
-    /// The tick into the flight recorder; a recording saved when something happened (at most
-    /// one each [`HAPPENING_GAP`], so that an episode that flickers writes one file).
+    /// The tick into the flight recorder; a recording saved when something happened (once
+    /// per episode of its cause: [`record::Happenings`]).
     fn record(&mut self, tick: &record::TickRecord, outcome: &Outcome) {
         let Some(recorder) = &mut self.recorder else {
             return;
@@ -821,18 +818,9 @@ impl Daemon {
             before.as_ref().map_or(0, |(_, lost)| *lost),
         );
         self.recorded_before = Some((PublishedValues::of(outcome), outcome.lost.len()));
-        let Some(what) = happened else {
-            return;
-        };
-        let now = Instant::now();
-        if self
-            .last_happening_save
-            .is_some_and(|last| now.duration_since(last) < HAPPENING_GAP)
-        {
-            return;
+        if let Some(what) = self.happenings.judge(tick.now_s, happened) {
+            self.save_recording(what);
         }
-        self.last_happening_save = Some(now);
-        self.save_recording(what);
     }
 
     /// Whether the view of the bus is too old to count as current: the reason, for the
