@@ -56,6 +56,8 @@ pub const FORMAT: &str = "dbus-aggregate-batteries recording";
 pub const VERSION: u64 = 1;
 /// Ticks between two full lines.
 pub const FULL_EVERY: u64 = 60;
+/// The reason of a recording asked for (the `record` command, SIGUSR1).
+pub const ASKED: &str = "asked";
 
 /// One tick as a flat map: keys as in the module docs.
 pub type Flat = BTreeMap<String, Json>;
@@ -1661,7 +1663,8 @@ impl Snapshot {
     }
 
     /// Saves the recording into `dir` as `recording-<time>-<reason>.jsonl.gz`, keeping at
-    /// most `max_files` recordings there (the oldest removed). Slow on a long recording of a
+    /// most `max_files` recordings of its kind there (the oldest removed; asked for or saved
+    /// for a happening: `state_file::write_recording`). Slow on a long recording of a
     /// big bank (the text is made and compressed here): not for the tick's thread.
     pub fn save(&self, dir: &Path, max_files: u32) -> std::io::Result<PathBuf> {
         // One save at a time, so that two never remove each other's oldest files.

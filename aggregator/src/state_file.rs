@@ -135,19 +135,23 @@ pub fn log_file(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// Writes a recording atomically into its folder (made if missing), then removes the oldest
-/// other recordings there beyond `max_files` (by the time in their names, as a number), so
-/// that a fault that repeats cannot fill the flash. The one just written always stays: the
-/// others may carry the times of a clock that was set ahead, or of one at 1970 at boot.
+/// other recordings of its kind there beyond `max_files` (by the time in their names, as a
+/// number), so that a fault that repeats cannot fill the flash. The kinds are counted apart:
+/// those asked for (`-asked` in the name: the `record` command, SIGUSR1) and those saved for
+/// happenings, so that a happening never removes a recording someone asked for. The one just
+/// written always stays: the others may carry the times of a clock that was set ahead, or of
+/// one at 1970 at boot.
 pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     write_atomically(path, bytes)?;
     let written = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let asked = written.as_deref().is_some_and(is_asked);
     let mut others: Vec<(u128, String)> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("recording-") && n.ends_with(".jsonl.gz"))
-        .filter(|n| Some(n) != written.as_ref())
+        .filter(|n| Some(n) != written.as_ref() && is_asked(n) == asked)
         .map(|n| (recording_stamp(&n), n))
         .collect();
     others.sort();
@@ -157,6 +161,13 @@ pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Re
         fs::remove_file(dir.join(name))?;
     }
     Ok(())
+}
+
+/// Whether a recording's name says it was asked for.
+fn is_asked(name: &str) -> bool {
+    (name.strip_suffix(".jsonl.gz"))
+        .and_then(|n| n.strip_suffix(crate::record::ASKED))
+        .is_some_and(|n| n.ends_with('-'))
 }
 
 /// The time in a recording's name (`recording-<ms>-…`), 0 where it has none.
@@ -273,6 +284,50 @@ mod tests {
                 "recording-002-x.jsonl.gz",
                 "recording-003-x.jsonl.gz",
                 "recording-004-x.jsonl.gz"
+            ]
+        );
+    }
+
+    #[test]
+    fn happenings_never_remove_the_recordings_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("recordings");
+        let save = |k: u32, reason: &str| {
+            let path = folder.join(format!("recording-{k:03}-{reason}.jsonl.gz"));
+            write_recording(&path, b"r", 2).unwrap();
+        };
+        save(0, "asked");
+        save(1, "bound");
+        save(2, "asked");
+        for k in 3..8 {
+            save(k, "feed-in");
+        }
+        let names = || {
+            let mut names: Vec<String> = fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(),
+            [
+                "recording-000-asked.jsonl.gz",
+                "recording-002-asked.jsonl.gz",
+                "recording-006-feed-in.jsonl.gz",
+                "recording-007-feed-in.jsonl.gz",
+            ]
+        );
+        // Asked ones are counted among themselves.
+        save(8, "asked");
+        assert_eq!(
+            names(),
+            [
+                "recording-002-asked.jsonl.gz",
+                "recording-006-feed-in.jsonl.gz",
+                "recording-007-feed-in.jsonl.gz",
+                "recording-008-asked.jsonl.gz",
             ]
         );
     }

@@ -71,7 +71,8 @@ pub struct Record {
     pub keep: Duration,
     /// Most memory the recording takes, in KiB (its oldest minutes go first).
     pub max_memory_kib: u32,
-    /// Most files kept in the folder; the oldest are removed.
+    /// Most files of each kind kept in the folder, the oldest of the kind removed: those
+    /// asked for and those saved for happenings are counted apart.
     pub max_files: u32,
     /// The folder; default `recordings` in `paths.state_dir`.
     pub dir: Option<PathBuf>,

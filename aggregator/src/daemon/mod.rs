@@ -687,7 +687,7 @@ impl Daemon {
             Event::Tick | Event::BusNews => self.tick_and_check_link().await,
             Event::LinkClosed => self.link_closed(),
             Event::Reconnected(attached) => self.reconnected(attached),
-            Event::RecordAsked => self.save_recording("asked"),
+            Event::RecordAsked => self.save_recording(crate::record::ASKED),
             // The loop ends there.
             Event::Stop(_) => {}
         }
