@@ -1824,7 +1824,9 @@ pub const HAPPENING_GAP_S: f64 = 60.0;
 /// [`HAPPENING_GAP_S`]. A cause that comes back within `record.keep` (a minute at least) of
 /// its last happening is the same episode: a BMS that switches charging off and on at the top
 /// of the charge, or a value that hovers at a safety bound, saves one file, not one a minute
-/// for as long as it goes on (each file is the whole recording: the flash wears).
+/// for as long as it goes on (each file is the whole recording: the flash wears). A new
+/// episode within the gap after a save waits for the gap to pass, and is saved then (the file
+/// also shows what followed it), never dropped.
 #[derive(Debug)]
 pub struct Happenings {
     /// Seconds a cause stays away before its next happening is a new episode.
@@ -1833,6 +1835,8 @@ pub struct Happenings {
     last_seen: Vec<(&'static str, f64)>,
     /// When a happening last saved a recording.
     last_save_s: Option<f64>,
+    /// Causes of new episodes not saved yet, in the order they came.
+    pending: Vec<&'static str>,
 }
 
 impl Happenings {
@@ -1842,49 +1846,59 @@ impl Happenings {
             quiet_s: keep.as_secs_f64().max(HAPPENING_GAP_S),
             last_seen: Vec::new(),
             last_save_s: None,
+            pending: Vec::new(),
         }
     }
 
-    /// What happened at `now_s` (the daemon's monotonic seconds), if anything: the reason to
-    /// save a recording for, when one is to be saved now.
-    pub fn judge(&mut self, now_s: f64, cause: Option<&'static str>) -> Option<&'static str> {
-        let cause = cause?;
-        let new_episode = match self.last_seen.iter_mut().find(|(c, _)| *c == cause) {
+    /// What happened at `now_s` (the daemon's monotonic seconds; the tick's causes, the most
+    /// often none): the reason to save a recording for, when one is to be saved now.
+    pub fn judge(&mut self, now_s: f64, causes: &[&'static str]) -> Option<String> {
+        for &cause in causes {
+            if self.new_episode(now_s, cause) && !self.pending.contains(&cause) {
+                self.pending.push(cause);
+            }
+        }
+        let in_gap = (self.last_save_s).is_some_and(|s| now_s - s < HAPPENING_GAP_S);
+        if self.pending.is_empty() || in_gap {
+            return None;
+        }
+        self.last_save_s = Some(now_s);
+        let reason = self.pending.join(" and ");
+        self.pending.clear();
+        Some(reason)
+    }
+
+    /// Whether `cause` happening at `now_s` starts an episode of it.
+    fn new_episode(&mut self, now_s: f64, cause: &'static str) -> bool {
+        match self.last_seen.iter_mut().find(|(c, _)| *c == cause) {
             Some((_, last_s)) => now_s - std::mem::replace(last_s, now_s) >= self.quiet_s,
             None => {
                 self.last_seen.push((cause, now_s));
                 true
             }
-        };
-        if !new_episode
-            || self
-                .last_save_s
-                .is_some_and(|s| now_s - s < HAPPENING_GAP_S)
-        {
-            return None;
         }
-        self.last_save_s = Some(now_s);
-        Some(cause)
     }
 }
 
-/// What makes the daemon save a recording this tick, if anything: from the tick's outcome,
-/// what was published the tick before and how many batteries were lost then.
-pub fn happening(
+/// What happened this tick that saves a recording (the most often nothing: no allocation
+/// then): from the tick's outcome, what was published the tick before and how many batteries
+/// were lost then.
+pub fn happenings(
     save_on: &SaveOn,
     outcome: &Outcome,
     before: Option<&PublishedValues>,
     lost_before: usize,
-) -> Option<&'static str> {
+) -> Vec<&'static str> {
     let any = |f: fn(&Event) -> bool| outcome.events.iter().any(f);
+    let mut causes = Vec::new();
     if save_on.battery_lost && outcome.lost.len() > lost_before {
-        return Some("battery lost");
+        causes.push("battery lost");
     }
     if save_on.strategy_fault && any(|e| matches!(e, Event::StrategyFault(_))) {
-        return Some("strategy fault");
+        causes.push("strategy fault");
     }
     if save_on.feed_in && any(|e| matches!(e, Event::FeedIn(_))) {
-        return Some("feed-in");
+        causes.push("feed-in");
     }
     if save_on.bound {
         let stops = |now: f64, was: f64| now <= 0.0 && was > 0.0;
@@ -1892,10 +1906,10 @@ pub fn happening(
             stops(outcome.limits.ccl_a, b.ccl_a) || stops(outcome.limits.dcl_a, b.dcl_a)
         });
         if stopped || any(|e| matches!(e, Event::Clamped(_))) {
-            return Some("bound");
+            causes.push("bound");
         }
     }
-    None
+    causes
 }
 
 #[cfg(test)]
@@ -2401,19 +2415,25 @@ mod tests {
             ..PublishedValues::default()
         };
         let quiet = outcome(50.0, &[], Vec::new());
-        assert_eq!(happening(&all, &quiet, Some(&before), 0), None);
+        assert!(happenings(&all, &quiet, Some(&before), 0).is_empty());
         let lost = outcome(50.0, &["B"], Vec::new());
-        assert_eq!(
-            happening(&all, &lost, Some(&before), 0),
-            Some("battery lost")
+        assert_eq!(happenings(&all, &lost, Some(&before), 0), ["battery lost"]);
+        assert!(
+            happenings(&all, &lost, Some(&before), 1).is_empty(),
+            "still lost"
         );
-        assert_eq!(happening(&all, &lost, Some(&before), 1), None, "still lost");
         let stop = outcome(0.0, &[], Vec::new());
-        assert_eq!(happening(&all, &stop, Some(&before), 0), Some("bound"));
+        assert_eq!(happenings(&all, &stop, Some(&before), 0), ["bound"]);
         let fault = outcome(0.0, &[], vec![Event::StrategyFault("x".into())]);
-        assert_eq!(happening(&all, &fault, None, 0), Some("strategy fault"));
+        assert_eq!(happenings(&all, &fault, None, 0), ["strategy fault"]);
         let feed_in = outcome(50.0, &[], vec![Event::FeedIn(FeedInEvent::Restoring(1))]);
-        assert_eq!(happening(&all, &feed_in, None, 0), Some("feed-in"));
+        assert_eq!(happenings(&all, &feed_in, None, 0), ["feed-in"]);
+        let both = outcome(0.0, &[], vec![Event::FeedIn(FeedInEvent::Restoring(1))]);
+        assert_eq!(
+            happenings(&all, &both, Some(&before), 0),
+            ["feed-in", "bound"],
+            "every cause of the tick"
+        );
         let none = SaveOn {
             battery_lost: false,
             bound: false,
@@ -2421,33 +2441,60 @@ mod tests {
             feed_in: false,
         };
         for o in [&lost, &stop, &fault, &feed_in] {
-            assert_eq!(happening(&none, o, Some(&before), 0), None);
+            assert!(happenings(&none, o, Some(&before), 0).is_empty());
         }
     }
 
     #[test]
     fn a_cause_that_keeps_coming_back_saves_once_per_episode() {
         let mut h = Happenings::new(std::time::Duration::from_secs(30 * 60));
-        assert_eq!(h.judge(0.0, Some("bound")), Some("bound"));
+        let said = |reason: &str| Some(reason.to_string());
+        assert_eq!(h.judge(0.0, &["bound"]), said("bound"));
         // A value hovering at a bound, every 2 minutes for two hours: one episode.
-        let again: Vec<&str> = (1..=60)
-            .filter_map(|k| h.judge(f64::from(k) * 120.0, Some("bound")))
+        let again: Vec<String> = (1..=60)
+            .filter_map(|k| h.judge(f64::from(k) * 120.0, &["bound"]))
             .collect();
         assert!(again.is_empty(), "{again:?}");
         // Away for record.keep: a new episode.
-        assert_eq!(h.judge(7200.0 + 1799.0, None), None);
-        assert_eq!(h.judge(7200.0 + 1800.0, Some("bound")), Some("bound"));
+        assert_eq!(h.judge(7200.0 + 1799.0, &[]), None);
+        assert_eq!(h.judge(7200.0 + 1800.0, &["bound"]), said("bound"));
         // Another cause is an episode of its own.
         assert_eq!(
-            h.judge(9000.0 + 120.0, Some("battery lost")),
-            Some("battery lost")
+            h.judge(9000.0 + 120.0, &["battery lost"]),
+            said("battery lost")
         );
         // A record.keep below a minute: the quiet time is a minute, from the last happening.
         let mut h = Happenings::new(std::time::Duration::from_secs(10));
-        assert_eq!(h.judge(0.0, Some("feed-in")), Some("feed-in"));
-        assert_eq!(h.judge(30.0, Some("feed-in")), None);
-        assert_eq!(h.judge(89.0, Some("feed-in")), None, "29 s after the last");
-        assert_eq!(h.judge(149.0, Some("feed-in")), Some("feed-in"));
+        assert_eq!(h.judge(0.0, &["feed-in"]), said("feed-in"));
+        assert_eq!(h.judge(30.0, &["feed-in"]), None);
+        assert_eq!(h.judge(89.0, &["feed-in"]), None, "29 s after the last");
+        assert_eq!(h.judge(149.0, &["feed-in"]), said("feed-in"));
+    }
+
+    #[test]
+    fn another_cause_within_the_gap_is_saved_once_the_gap_has_passed() {
+        let mut h = Happenings::new(std::time::Duration::from_secs(30 * 60));
+        let said = |reason: &str| Some(reason.to_string());
+        assert_eq!(h.judge(100.0, &["feed-in"]), said("feed-in"));
+        assert_eq!(h.judge(110.0, &["bound"]), None, "within the gap: waits");
+        assert_eq!(h.judge(120.0, &["bound", "feed-in"]), None);
+        assert_eq!(h.judge(159.0, &[]), None);
+        assert_eq!(
+            h.judge(160.0, &[]),
+            said("bound"),
+            "the gap has passed: saved, once"
+        );
+        assert_eq!(h.judge(161.0, &[]), None);
+        // Two new causes waiting are saved in one file.
+        assert_eq!(h.judge(170.0, &["battery lost"]), None);
+        assert_eq!(h.judge(180.0, &["strategy fault"]), None);
+        assert_eq!(h.judge(220.0, &[]), said("battery lost and strategy fault"));
+        // Two causes at one tick, outside the gap: one file for both.
+        let mut h = Happenings::new(std::time::Duration::from_secs(30 * 60));
+        assert_eq!(
+            h.judge(0.0, &["feed-in", "bound"]),
+            said("feed-in and bound")
+        );
     }
 
     #[test]

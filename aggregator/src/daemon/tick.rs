@@ -811,15 +811,15 @@ impl Daemon {
         };
         recorder.push(tick);
         let before = self.recorded_before.take();
-        let happened = record::happening(
+        let happened = record::happenings(
             &self.config.record.save_on,
             outcome,
             before.as_ref().map(|(p, _)| p),
             before.as_ref().map_or(0, |(_, lost)| *lost),
         );
         self.recorded_before = Some((PublishedValues::of(outcome), outcome.lost.len()));
-        if let Some(what) = self.happenings.judge(tick.now_s, happened) {
-            self.save_recording(what);
+        if let Some(what) = self.happenings.judge(tick.now_s, &happened) {
+            self.save_recording(&what);
         }
     }
 
