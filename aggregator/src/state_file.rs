@@ -83,18 +83,7 @@ impl StateStore {
     }
 
     fn remove_leftovers(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
-                if let Err(err) = fs::remove_file(entry.path()) {
-                    tracing::warn!("cannot remove {}: {err}", entry.path().display());
-                }
-            }
-        }
+        remove_leftovers(&self.dir);
     }
 
     /// Writes the state atomically; the file is readable by all, writable by its owner only.
@@ -105,7 +94,25 @@ impl StateStore {
     }
 }
 
-/// The temporary file of a write: `.state-<random>.tmp` beside the state file.
+/// Removes the temporary files that writes cut short (a kill -9, a power cut) left in `dir`:
+/// the state folder, the recordings' folder. Only while no write into it is under way (at
+/// start).
+pub fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            if let Err(err) = fs::remove_file(entry.path()) {
+                tracing::warn!("cannot remove {}: {err}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// The temporary file of a write: `.state-<random>.tmp` beside the file it becomes.
 const TEMP_PREFIX: &str = ".state-";
 const TEMP_SUFFIX: &str = ".tmp";
 

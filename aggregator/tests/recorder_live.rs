@@ -66,7 +66,13 @@ fn record_live(config: &str, happenings: &[&str]) -> (PathBuf, tempfile::TempDir
         let length = Scenario::parse(&scenario_text, "agree-lto.yaml")
             .expect("scenario")
             .length();
-        let mut w = World::start_program(&program, &scenario_text, config, |_| {}).await;
+        // What a save cut short by a power cut leaves: removed when the daemon starts.
+        let leftover = |dir: &Path| dir.join("recordings").join(".state-Cut123.tmp");
+        let mut w = World::start_program(&program, &scenario_text, config, |dir| {
+            std::fs::create_dir_all(dir.join("recordings")).expect("recordings");
+            std::fs::write(leftover(dir), "{\"tick\":").expect("leftover");
+        })
+        .await;
         tokio::time::sleep(length).await;
         let asked = Command::new(&program)
             .arg("--config")
@@ -101,6 +107,10 @@ fn record_live(config: &str, happenings: &[&str]) -> (PathBuf, tempfile::TempDir
         }
         let log = w.daemon.log_text();
         let file = file.unwrap_or_else(|| panic!("no recording saved; log:\n{log}"));
+        assert!(
+            !leftover(w.dir.path()).exists(),
+            "a temporary file of a cut save is left in the recordings' folder"
+        );
         if let Some(sim) = w.sim.take() {
             sim.stop().await;
         }

@@ -465,6 +465,9 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             tracing::debug!("shadow: {problem}");
         }
     }
+    // A recording's save cut short (a power cut) leaves its temporary file in their folder:
+    // no save is under way yet.
+    crate::state_file::remove_leftovers(&config.record.folder(&config.paths));
     let recorder = (!config.record.keep.is_zero()).then(|| {
         let max_bytes = config.record.max_bytes();
         let recorder = Recorder::new(config.record.keep.as_secs_f64(), max_bytes, config_text);
