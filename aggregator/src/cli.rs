@@ -295,7 +295,10 @@ pub fn ask_recording(config: &Path, out: &mut impl Write) -> Result<(), Error> {
         return Err(Error::NotRunning(exe));
     }
     let folder = match crate::config::Source::read(config).map(|s| s.parse()) {
-        Ok(Ok(parsed)) => parsed.record.folder(&parsed.paths).display().to_string(),
+        Ok(Ok(mut parsed)) => {
+            resolve_paths(&mut parsed, config, None);
+            parsed.record.folder(&parsed.paths).display().to_string()
+        }
         _ => "record.dir (default: recordings in paths.state_dir)".to_string(),
     };
     for pid in asked {

@@ -18,8 +18,8 @@ use support::world::World;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_dbus-aggregate-batteries");
 
-/// The shipped LTO config with the test's folders, the recorder saving into `@DIR@/recordings`
-/// and `shadow` (a YAML section) appended.
+/// The shipped LTO config with the test's folders, the recorder saving into `recordings`
+/// beside the config file (`@DIR@`) and `shadow` (a YAML section) appended.
 fn config_with(shadow: &str) -> String {
     let shipped =
         std::fs::read_to_string(scenarios().join("lto-sunny-day-config.yaml")).expect("config");
@@ -28,7 +28,7 @@ fn config_with(shadow: &str) -> String {
         "plugins_dir: \"@PLUGINS@\"\n  state_dir: \"@DIR@/state\"",
     );
     assert_ne!(text, shipped, "the config's paths section changed");
-    format!("{text}\nrecord:\n  keep: 30m\n  dir: \"@DIR@/recordings\"\n  max_files: 3\n{shadow}\n")
+    format!("{text}\nrecord:\n  keep: 30m\n  dir: recordings\n  max_files: 3\n{shadow}\n")
 }
 
 /// The reasons in the names of the recordings saved for happenings in `folder`
@@ -82,8 +82,14 @@ fn record_live(config: &str, happenings: &[&str]) -> (PathBuf, tempfile::TempDir
             .expect("run record");
         let said = String::from_utf8_lossy(&asked.stdout).to_string();
         assert!(asked.status.success(), "record: {said}");
-        assert!(said.contains("asked process"), "{said}");
         let folder = w.dir.path().join("recordings");
+        // The relative record.dir is the config file's folder's, not the daemon's working
+        // folder's: `record` names it as the daemon resolves it.
+        let into = format!("it goes into {} (", folder.display());
+        assert!(
+            said.contains("asked process") && said.contains(&into),
+            "{said}"
+        );
         let mut file = None;
         for _ in 0..100 {
             file = std::fs::read_dir(&folder).ok().and_then(|entries| {

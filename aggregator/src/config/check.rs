@@ -325,8 +325,8 @@ pub fn warnings(source: &Source, config: &Config) -> Vec<ConfigError> {
     found
 }
 
-/// Makes `paths` absolute against the config file's folder; `plugins_dir` (the command line's
-/// `--plugins-dir`) wins over the file's value.
+/// Makes `paths` and `record.dir` absolute against the config file's folder; `plugins_dir`
+/// (the command line's `--plugins-dir`) wins over the file's value.
 pub fn resolve_paths(config: &mut Config, file: &Path, plugins_dir: Option<&Path>) {
     let base = file.parent().unwrap_or(Path::new("."));
     config.paths.state_dir = resolve(base, &config.paths.state_dir);
@@ -334,6 +334,7 @@ pub fn resolve_paths(config: &mut Config, file: &Path, plugins_dir: Option<&Path
         Some(dir) => dir.to_path_buf(),
         None => resolve(base, &config.paths.plugins_dir),
     };
+    config.record.dir = (config.record.dir.as_deref()).map(|dir| resolve(base, dir));
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {

@@ -74,7 +74,8 @@ pub struct Record {
     /// Most files of each kind kept in the folder, the oldest of the kind removed: those
     /// asked for and those saved for happenings are counted apart.
     pub max_files: u32,
-    /// The folder; default `recordings` in `paths.state_dir`.
+    /// The folder (relative: to the config file's folder); default `recordings` in
+    /// `paths.state_dir`.
     pub dir: Option<PathBuf>,
     /// Which happenings save a recording.
     pub save_on: SaveOn,
@@ -494,6 +495,7 @@ fn default_current_source() -> PluginChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const MINIMAL: &str = "\
 strategy:
@@ -514,6 +516,31 @@ safety:
             file: "config.yaml".into(),
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn a_relative_recordings_folder_is_the_config_files_folders_as_state_dir_is() {
+        let with_dir = |dir: &str| {
+            let yaml =
+                format!("{MINIMAL}paths: {{ state_dir: state }}\nrecord: {{ dir: {dir} }}\n");
+            let mut config = source(&yaml).parse().unwrap();
+            check::resolve_paths(&mut config, Path::new("/opt/dab/config.yaml"), None);
+            (
+                config.paths.state_dir.clone(),
+                config.record.folder(&config.paths),
+            )
+        };
+        let (state, recordings) = with_dir("recordings");
+        assert_eq!(state, Path::new("/opt/dab/state"));
+        assert_eq!(recordings, Path::new("/opt/dab/recordings"));
+        assert_eq!(with_dir("/data/rec").1, Path::new("/data/rec"));
+        let mut config = source(MINIMAL).parse().unwrap();
+        config.paths.state_dir = "state".into();
+        check::resolve_paths(&mut config, Path::new("/opt/dab/config.yaml"), None);
+        assert_eq!(
+            config.record.folder(&config.paths),
+            Path::new("/opt/dab/state/recordings")
+        );
     }
 
     #[test]
