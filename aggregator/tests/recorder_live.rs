@@ -1,10 +1,11 @@
 //! The flight recorder end to end: the daemon records on a private bus during a simulator
 //! scenario, the `record` command has it save, and `simulate --replay` reproduces what it
 //! published; the shadow strategy's recorded limits are what a replay of the shadow's config
-//! gives, and a panicking shadow leaves the live limits alone. The live side runs in real
-//! time. Each test runs its daemon, and `record`, from a path of its own to the program (a
-//! hard link, else a copy): `record` asks every process running its program's file, so the
-//! tests run side by side, each asking only its own daemon (and no other test's).
+//! gives, a panicking shadow leaves the live limits alone, and the shadow's plugin lines say
+//! they are the shadow's. The live side runs in real time. Each test runs its daemon, and
+//! `record`, from a path of its own to the program (a hard link, else a copy): `record` asks
+//! every process running its program's file, so the tests run side by side, each asking only
+//! its own daemon (and no other test's).
 
 use crate::support;
 
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use aggregator_sim::Scenario;
+use support::config::{yaml, TestConfig};
 use support::offline::{number, rows, scenarios, simulate, Row};
 use support::world::World;
 
@@ -349,5 +351,55 @@ fn a_slow_shadow_is_recorded_late_and_leaves_the_live_limits_alone() {
     assert!(
         rows.iter().any(|r| number(r, "published_ccl_a") > 7.0),
         "the live strategy charges on its own limits"
+    );
+}
+
+/// lfp-balancing as the live and as the shadow strategy, each with no balancing recorded yet:
+/// both say that they raise CVL for a balancing, and the shadow's line says it is the
+/// shadow's (else it reads as the live strategy acting).
+#[test]
+fn the_shadows_plugin_lines_say_they_are_the_shadows() {
+    let scenario = "
+step: 100ms
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+segments:
+  - { duration: 60s, cell_voltage: 3.35, battery_current: 5 }
+";
+    let mut balancing = yaml(support::bus::LFP_STRATEGY)["strategy"].clone();
+    balancing["config"]["balancing_voltage"] = yaml("3.48");
+    let config = TestConfig::default()
+        .strategy(balancing.clone())
+        .section("shadow", |s| s.set("strategy", balancing))
+        .to_yaml();
+    let said = "CVL increase for balancing activated";
+    let log = support::world::runtime().block_on(async {
+        let mut w = World::start(scenario, &config).await;
+        for _ in 0..200 {
+            if w.daemon.log_text().matches(said).count() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(sim) = w.sim.take() {
+            sim.stop().await;
+        }
+        w.daemon.terminate().await;
+        w.daemon.log_text()
+    });
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(said)).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    let shadow = format!("INFO shadow: {said}");
+    let live = format!("INFO {said}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(&shadow)).count(),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(&live)).count(),
+        1,
+        "{lines:#?}"
     );
 }

@@ -168,7 +168,6 @@ pub fn utc_date(seconds: i64) -> LocalDate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     fn day(y: i32, m: u8, d: u8) -> LocalDate {
         LocalDate::new(y, m, d).unwrap()
@@ -196,29 +195,7 @@ mod tests {
 
     /// The lines `run` logs at warning level and above.
     fn warnings(run: impl FnOnce()) -> Vec<String> {
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .without_time()
-            .with_target(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::with_default(subscriber, run);
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_string).collect()
+        crate::testing::logged(tracing::Level::WARN, run)
     }
 
     const HOUR_S: f64 = 3_600.0;

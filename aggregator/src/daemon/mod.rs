@@ -457,11 +457,12 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         .is_some_and(|plugin| plugin.needs_battery_limits);
     // The file as written, for the recordings' header: a replay runs what ran here.
     let config_text = std::fs::read_to_string(config_file).unwrap_or_default();
-    let mut shadow = shadow_engine(&config_text, config_file, &config);
+    let mut shadow =
+        crate::plugins::as_shadow(|| shadow_engine(&config_text, config_file, &config));
     if let (Some((engine, _)), Ok(state)) = (&mut shadow, store.load()) {
         // The shadow starts where the live engine starts; what it cannot take is its own
         // affair, never the live one's.
-        for problem in engine.restore(&state) {
+        for problem in crate::plugins::as_shadow(|| engine.restore(&state)) {
             tracing::debug!("shadow: {problem}");
         }
     }

@@ -48,12 +48,14 @@ impl Shadow {
         std::thread::Builder::new()
             .name("shadow".into())
             .spawn(move || {
-                for job in queue {
-                    engine.set_publishing(job.publishing);
-                    let outcome = engine.tick(&job.batteries, &job.inputs);
-                    // Nobody waits any more when it was late: the answer is dropped.
-                    let _ = job.answer.send(outcome);
-                }
+                crate::plugins::as_shadow(|| {
+                    for job in queue {
+                        engine.set_publishing(job.publishing);
+                        let outcome = engine.tick(&job.batteries, &job.inputs);
+                        // Nobody waits any more when it was late: the answer is dropped.
+                        let _ = job.answer.send(outcome);
+                    }
+                })
             })?;
         Ok(Self {
             jobs,

@@ -12,6 +12,7 @@
 
 pub mod elf;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -411,9 +412,33 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
+thread_local! {
+    /// Whether the plugins called on this thread work for the `shadow:` engine.
+    static SHADOW: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (the `shadow:` engine's work: made, restored, ticked) with the log lines of the
+/// plugins it calls starting `shadow: `. One plugin file serves the live and the shadow
+/// engine, and its lines name only the plugin: with the same plugin in both (the README's
+/// example), a shadow's "CVL increase for balancing activated" would read as the live
+/// strategy acting.
+pub fn as_shadow<T>(f: impl FnOnce() -> T) -> T {
+    let was = SHADOW.replace(true);
+    let out = f();
+    SHADOW.set(was);
+    out
+}
+
 /// Receives the plugins' log lines and hands them to `tracing`.
 extern "C" fn host_log(level: LogLevel_NE, plugin: RStr<'_>, message: RStr<'_>) {
     let (plugin, message) = (plugin.as_str(), message.as_str());
+    let tagged;
+    let message = if SHADOW.get() {
+        tagged = format!("shadow: {message}");
+        tagged.as_str()
+    } else {
+        message
+    };
     match level.as_enum() {
         Ok(LogLevel::Error) => tracing::error!(plugin, "{message}"),
         Ok(LogLevel::Warn) => tracing::warn!(plugin, "{message}"),
@@ -431,7 +456,31 @@ pub fn abi_version() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{abi_age, AbiAge};
+    use super::{abi_age, as_shadow, host_log, AbiAge};
+    use abi_stable::std_types::RStr;
+    use plugin_api::{LogLevel, LogLevel_NE};
+
+    #[test]
+    fn the_shadows_plugin_lines_say_so() {
+        let say = || {
+            host_log(
+                LogLevel_NE::new(LogLevel::Info),
+                RStr::from_str("lfp-balancing"),
+                RStr::from_str("CVL increase for balancing activated"),
+            )
+        };
+        let lines = crate::testing::logged(tracing::Level::INFO, || {
+            say();
+            as_shadow(say);
+            say();
+        });
+        let line = |tag: &str| {
+            format!("INFO {tag}CVL increase for balancing activated plugin=\"lfp-balancing\"")
+        };
+        let expected = [line(""), line("shadow: "), line("")];
+        let lines: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+        assert_eq!(lines, expected);
+    }
 
     #[test]
     fn a_plugin_of_our_major_and_no_newer_minor_loads() {
