@@ -697,9 +697,12 @@ fn host_rules_hold(
         .iter()
         .filter(|b| b.state == BatteryState::Online)
         .collect();
+    // The packs' own limits, of those online or held: a held pack's last reading stands in
+    // for it in every cap (docs/guard.md §8), as it still shares the current.
     let own = |limit: fn(&BatteryReading) -> Option<f64>| -> Option<f64> {
-        online
+        batteries
             .iter()
+            .filter(|b| b.state != BatteryState::Lost)
             .map(|b| finite(limit(&b.reading)).filter(|l| *l >= 0.0))
             .sum::<Option<f64>>()
     };
@@ -790,6 +793,7 @@ fn check_outcome(
     outcome: &Outcome,
     published: &mut Published,
     last_online: Option<Limits>,
+    low_cell_latched: bool,
 ) -> Result<(), TestCaseError> {
     within_bounds(outcome.limits, run.bounds, run.cells)?;
 
@@ -814,7 +818,22 @@ fn check_outcome(
         prop_assert_eq!((outcome.limits.ccl_a, outcome.limits.dcl_a), (0.0, 0.0));
     }
     if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
-        prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
+        if low_cell_latched {
+            // The way out of the low-cell stop stays open (docs/guard.md §6): at most the
+            // recovery current of the packs online or held.
+            let capacity: f64 = active()
+                .filter_map(|b| b.reading.installed_capacity_ah.filter(|c| c.is_finite()))
+                .filter(|c| *c > 0.0)
+                .sum();
+            let recovery = run.guard.recovery_charge_rate_c * capacity;
+            prop_assert!(
+                outcome.limits.ccl_a <= recovery * (1.0 + 1e-9),
+                "a battery is lost, the bank recovering: CCL {} above {recovery}",
+                outcome.limits.ccl_a
+            );
+        } else {
+            prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
+        }
     }
     host_rules_hold(
         run,
@@ -1142,7 +1161,15 @@ fn the_tick_holds_the_envelope_for_any_bank_with_the_real_plugins() {
         let mut last_online = None;
         for (batteries, around) in &run.ticks {
             let outcome = engine.tick(batteries, around);
-            check_outcome(&run, batteries, &outcome, &mut published, last_online)?;
+            let low_cell_latched = engine.state().latches.low_cell;
+            check_outcome(
+                &run,
+                batteries,
+                &outcome,
+                &mut published,
+                last_online,
+                low_cell_latched,
+            )?;
             if outcome.online > 0 {
                 last_online = Some(outcome.limits);
             }
