@@ -337,10 +337,10 @@ impl Presence {
 }
 
 /// The reading without its implausible values, its cell extremes from its cells where it
-/// publishes none; borrowed when there is nothing to change (nearly always).
+/// publishes none or a cell lies beyond them; borrowed when there is nothing to change (nearly
+/// always).
 fn plausible<'a>(r: &'a BatteryReading, found: &[Implausible]) -> Cow<'a, BatteryReading> {
-    let no_extremes = r.max_cell_voltage_v.is_none() || r.min_cell_voltage_v.is_none();
-    let fill = no_extremes && !r.cell_voltages_v.is_empty();
+    let fill = r.cells_widen_extremes();
     if found.is_empty() && !fill {
         return Cow::Borrowed(r);
     }

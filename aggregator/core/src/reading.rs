@@ -5,6 +5,7 @@
 //! enough to merge is decided here, in one place.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::sync::OnceLock;
 
 /// The alarm paths merged by maximum, below `/Alarms/`.
@@ -233,6 +234,13 @@ pub const PLAUSIBLE: [Plausible; 18] = [
     plausible!("/System/MaxCellTemperature", -60.0, 150.0, Value),
     plausible!("/System/MinCellTemperature", -60.0, 150.0, Value),
 ];
+
+/// Whether a cell at `cell` lies beyond the published extreme `published` on the side `side`
+/// (`Greater`: above a highest, `Less`: below a lowest); a missing or NaN extreme counts as
+/// passed.
+fn beyond(published: Option<f64>, cell: f64, side: Ordering) -> bool {
+    published.is_none_or(|v| v.is_nan() || cell.partial_cmp(&v) == Some(side))
+}
 
 /// The row of [`PLAUSIBLE`] for a path.
 pub fn plausible(path: &str) -> Option<&'static Plausible> {
@@ -613,41 +621,56 @@ impl BatteryReading {
         }
     }
 
-    /// Takes the cell extremes from `/Voltages/Cell*` where the pack publishes every cell but
-    /// not `/System/MaxCellVoltage` or `/System/MinCellVoltage`. Returns whether it did.
-    pub fn extremes_from_cells(&mut self) -> bool {
-        if self.max_cell_voltage_v.is_some() && self.min_cell_voltage_v.is_some() {
-            return false;
-        }
-        let Some(cells) = self
-            .cell_voltages_v
-            .iter()
-            .copied()
-            .collect::<Option<Vec<f64>>>()
-            .filter(|c| !c.is_empty())
-        else {
-            return false;
-        };
-        let pick = |better: fn(f64, f64) -> bool| {
-            let mut best = 0;
-            for (k, v) in cells.iter().enumerate() {
-                if better(*v, cells[best]) {
-                    best = k;
-                }
+    /// The highest and lowest cell with their positions, when every cell is published and
+    /// finite; `None` otherwise. Allocates nothing.
+    fn cell_extremes(&self) -> Option<((f64, usize), (f64, usize))> {
+        let mut cells = self.cell_voltages_v.iter().enumerate();
+        let (_, first) = cells.next()?;
+        let first = first.filter(|v| v.is_finite())?;
+        let (mut max, mut min) = ((first, 0), (first, 0));
+        for (k, v) in cells {
+            let v = v.filter(|v| v.is_finite())?;
+            if v > max.0 {
+                max = (v, k);
             }
-            (cells[best], format!("C{}", best + 1))
+            if v < min.0 {
+                min = (v, k);
+            }
+        }
+        Some((max, min))
+    }
+
+    /// Whether [`BatteryReading::extremes_from_cells`] would change anything.
+    pub fn cells_widen_extremes(&self) -> bool {
+        let Some(((max, _), (min, _))) = self.cell_extremes() else {
+            return false;
         };
-        if self.max_cell_voltage_v.is_none() {
-            let (v, id) = pick(|a, b| a > b);
-            self.max_cell_voltage_v = Some(v);
-            self.max_voltage_cell_id = Some(id);
+        beyond(self.max_cell_voltage_v, max, Ordering::Greater)
+            || beyond(self.min_cell_voltage_v, min, Ordering::Less)
+    }
+
+    /// Where the pack publishes every cell, `/System/MaxCellVoltage` and
+    /// `/System/MinCellVoltage` are taken from its cells when it publishes none, and widened by
+    /// them when a cell lies beyond (the two come as separate signals, and a driver may be
+    /// wrong in one): the highest of both counts for the high-cell stop, the lowest for the
+    /// low-cell stop, with the cell's id (`C<k>`, the first one on a tie). Returns whether it
+    /// changed anything.
+    pub fn extremes_from_cells(&mut self) -> bool {
+        let Some(((max, k_max), (min, k_min))) = self.cell_extremes() else {
+            return false;
+        };
+        let mut changed = false;
+        if beyond(self.max_cell_voltage_v, max, Ordering::Greater) {
+            self.max_cell_voltage_v = Some(max);
+            self.max_voltage_cell_id = Some(format!("C{}", k_max + 1));
+            changed = true;
         }
-        if self.min_cell_voltage_v.is_none() {
-            let (v, id) = pick(|a, b| a < b);
-            self.min_cell_voltage_v = Some(v);
-            self.min_voltage_cell_id = Some(id);
+        if beyond(self.min_cell_voltage_v, min, Ordering::Less) {
+            self.min_cell_voltage_v = Some(min);
+            self.min_voltage_cell_id = Some(format!("C{}", k_min + 1));
+            changed = true;
         }
-        true
+        changed
     }
 
     /// Calls `each` with every value a pack must keep publishing once it has: its position in
@@ -981,6 +1004,39 @@ mod tests {
         r.max_cell_voltage_v = None;
         r.cell_voltages_v[0] = None;
         assert!(!r.extremes_from_cells(), "not with a cell missing");
+    }
+
+    #[test]
+    fn a_cell_beyond_a_published_extreme_widens_it() {
+        let mut r = lfp16(3.3);
+        r.cell_voltages_v[4] = Some(2.6);
+        r.cell_voltages_v[9] = Some(3.62);
+        // Published, but not as low or as high as the cells show.
+        r.min_cell_voltage_v = Some(3.29);
+        r.max_cell_voltage_v = Some(3.31);
+        assert!(r.cells_widen_extremes());
+        assert!(r.extremes_from_cells());
+        assert_eq!(
+            (r.min_cell_voltage_v, r.min_voltage_cell_id.as_deref()),
+            (Some(2.6), Some("C5"))
+        );
+        assert_eq!(
+            (r.max_cell_voltage_v, r.max_voltage_cell_id.as_deref()),
+            (Some(3.62), Some("C10"))
+        );
+        // Published beyond the cells: they stand, nothing to change.
+        r.min_cell_voltage_v = Some(2.5);
+        r.max_cell_voltage_v = Some(3.7);
+        assert!(!r.cells_widen_extremes());
+        assert!(!r.extremes_from_cells());
+        assert_eq!(
+            (r.min_cell_voltage_v, r.max_cell_voltage_v),
+            (Some(2.5), Some(3.7))
+        );
+        // A NaN extreme counts as missing.
+        r.min_cell_voltage_v = Some(f64::NAN);
+        assert!(r.extremes_from_cells());
+        assert_eq!(r.min_cell_voltage_v, Some(2.6));
     }
 
     #[test]
