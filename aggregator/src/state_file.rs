@@ -118,7 +118,7 @@ const TEMP_SUFFIX: &str = ".tmp";
 
 /// Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
@@ -128,6 +128,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     set_mode(tmp.path(), 0o644)?;
     tmp.persist(path).map_err(|err| err.error)?;
     fs::File::open(dir)?.sync_all()
+}
+
+/// The folder `path` is in: `.` for a bare file name (whose parent is the empty path, which
+/// cannot be opened to sync it).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Creates the folder `path` and its parents (an output folder of `simulate` or `replay`).
@@ -149,7 +158,7 @@ pub fn log_file(path: &Path) -> std::io::Result<fs::File> {
 /// written always stays: the others may carry the times of a clock that was set ahead, or of
 /// one at 1970 at boot.
 pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     fs::create_dir_all(dir)?;
     write_atomically(path, bytes)?;
     let written = path.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use plugin_api::LocalDate;
 
-use aggregator::state_file::{write_atomically, StateStore};
+use aggregator::state_file::{create_folder, write_atomically, StateStore};
 
 /// A setting's value, as Python held it.
 #[derive(Clone, Debug, PartialEq)]
@@ -430,6 +430,9 @@ pub fn import(request: &Request, today: LocalDate) -> Result<String, ImportError
         state_store
             .save(state)
             .map_err(|e| ImportError::io(&state_store.path(), "cannot write", e))?;
+    }
+    if let Some(folder) = request.out.parent().filter(|f| !f.as_os_str().is_empty()) {
+        create_folder(folder).map_err(|e| ImportError::io(folder, "cannot create", e))?;
     }
     write_atomically(&request.out, mapped.yaml.as_bytes())
         .map_err(|e| ImportError::io(&request.out, "cannot write", e))?;

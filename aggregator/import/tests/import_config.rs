@@ -646,6 +646,33 @@ fn an_existing_out_file_is_kept_without_force() {
 }
 
 #[test]
+fn an_out_file_by_its_bare_name_or_in_a_new_folder_is_written_without_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = fixture("v3.4/settings.py");
+    // A bare name, in the folder the command runs in.
+    let result = Command::new(support::daemon_program())
+        .args(["import-config", "--from"])
+        .arg(&from)
+        .args(["--out", "config.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run the binary");
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert!(
+        !stderr(&result).contains("cannot write"),
+        "{}",
+        stderr(&result)
+    );
+    let written = fs::read_to_string(dir.path().join("config.yaml")).unwrap();
+    assert!(written.starts_with("# Imported from"), "{written}");
+    // A folder that does not exist yet, without --state-from.
+    let out = dir.path().join("new").join("config.yaml");
+    let result = import(&from, None, &out, &[]);
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert!(out.exists());
+}
+
+#[test]
 fn a_setting_that_cannot_be_evaluated_names_file_line_and_setting() {
     let src = tempfile::tempdir().unwrap();
     let from = src.path().join("settings.py");
