@@ -96,6 +96,12 @@ impl SafetyEnvelope {
         self.last_good
     }
 
+    /// Sets the bound of `safety.max_charge_voltage` from now on (infinity: none). The engine
+    /// leaves out a bound too low for the bank it learns of at run time (docs/guard.md §2).
+    pub fn set_max_charge_voltage(&mut self, max_charge_voltage_v: f64) {
+        self.bounds.max_charge_voltage_v = max_charge_voltage_v;
+    }
+
     /// Faults since start.
     pub fn faults_total(&self) -> u64 {
         self.faults_total

@@ -623,6 +623,36 @@ safety:
     }
 
     #[test]
+    fn a_cell_voltage_as_max_charge_voltage_is_refused_when_the_cells_are_known() {
+        let with = |cells: &str, v: &str| {
+            source(&format!(
+                "{MINIMAL}  max_charge_voltage: {v}\nbatteries:\n  cells: {cells}\n"
+            ))
+            .parse()
+        };
+        let err = with("16", "2.6").unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!(err[0].key, "safety.max_charge_voltage");
+        assert_eq!(err[0].line, Some(12));
+        assert!(
+            err[0].message.contains("bank voltage")
+                && err[0]
+                    .message
+                    .contains("16 cells × safety.min_cell_voltage 1.8 V = 28.8 V")
+                && err[0].message.contains("found 2.6"),
+            "{}",
+            err[0]
+        );
+        // The lowest bank voltage that can be meant, and a usual one, pass.
+        assert!(with("16", "28.8").is_ok());
+        assert!(with("16", "41.6").is_ok());
+        // Without a cell count it is checked at run time (docs/guard.md §2).
+        assert!(source(&format!("{MINIMAL}  max_charge_voltage: 2.6\n"))
+            .parse()
+            .is_ok());
+    }
+
+    #[test]
     fn missing_safety_is_an_error_naming_it() {
         let err = source("strategy:\n  plugin: lto-cv\n").parse().unwrap_err();
         assert!(err[0].message.contains("safety"), "{}", err[0]);

@@ -284,14 +284,27 @@ impl Source {
                 s.recovery_charge_rate
             ),
         );
+        let b = &config.batteries;
         if let Some(v) = s.max_charge_voltage {
             require(
                 positive(v) && v < 1000.0,
                 "safety.max_charge_voltage",
                 format!("must be a bank voltage above 0 and below 1000 V, found {v}"),
             );
+            // A cell voltage written here would stop every charge without a word.
+            if let Some(cells) = b.cells.filter(|n| (1..=64).contains(n)) {
+                let floor = f64::from(cells) * s.min_cell_voltage;
+                require(
+                    !v.is_finite() || v >= floor,
+                    "safety.max_charge_voltage",
+                    format!(
+                        "is a bank voltage, not a cell voltage: {cells} cells × \
+                         safety.min_cell_voltage {} V = {floor:.1} V at least, found {v}",
+                        s.min_cell_voltage
+                    ),
+                );
+            }
         }
-        let b = &config.batteries;
         require(
             b.expected.is_none_or(|n| (1..=64).contains(&n)),
             "batteries.expected",

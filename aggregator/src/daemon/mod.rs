@@ -1144,6 +1144,17 @@ fn log_event(event: &engine::Event) {
             what.join(", ")
         ),
         Event::ModeChanged(mode) => tracing::info!("mode: {mode}"),
+        Event::ChargeVoltageIgnored {
+            bound_v,
+            cells,
+            min_cell_v,
+        } => tracing::error!(
+            "safety.max_charge_voltage ({bound_v} V) is a bank voltage, and this bank's {cells} \
+             cells × safety.min_cell_voltage {min_cell_v} V = {:.1} V at least: ignored, the CVL \
+             stays under {cells} × safety.max_cell_voltage; fix the value (a cell voltage belongs \
+             in safety.max_cell_voltage)",
+            f64::from(*cells) * min_cell_v
+        ),
         Event::CounterStartedFromBms(soc) => {
             tracing::info!("SoC counter started from the batteries' SoC {soc:.1} %")
         }

@@ -104,6 +104,16 @@ pub enum Event {
     Clamped(Vec<&'static str>),
     /// `/Info/ChargeMode` changed.
     ModeChanged(String),
+    /// `safety.max_charge_voltage` is below `cells` × `safety.min_cell_voltage`: not a bank
+    /// voltage, so left out of the envelope for the whole run (said once).
+    ChargeVoltageIgnored {
+        /// The bound as configured, V.
+        bound_v: f64,
+        /// Cells in series the bank has.
+        cells: u32,
+        /// `safety.min_cell_voltage`.
+        min_cell_v: f64,
+    },
     /// The counter was started from the BMS SoC (no saved value).
     CounterStartedFromBms(f64),
     /// Feed-in: an episode started or ended, was overridden, or cannot start.
@@ -296,6 +306,9 @@ pub struct Engine {
     fallback_ticks: u64,
     /// A strategy value is clamped to a `safety` bound.
     clamping: Episode,
+    /// `safety.max_charge_voltage` is below the bank's cells × `safety.min_cell_voltage`, so
+    /// left out (said once per run).
+    charge_voltage_ignored: Episode,
     mode: String,
 }
 
@@ -340,6 +353,7 @@ impl Engine {
             bms_only: Episodes::default(),
             fallback_ticks: 0,
             clamping: Episode::default(),
+            charge_voltage_ignored: Episode::default(),
             mode: String::new(),
         }
     }
@@ -744,6 +758,7 @@ impl Engine {
         cells: u32,
     ) -> (Enforced, Vec<Event>) {
         let mut events = Vec::new();
+        events.extend(self.plausible_charge_voltage(cells));
         let facts = BankFacts {
             cells,
             blocks_charge: view.blocks_charge(),
@@ -781,6 +796,26 @@ impl Engine {
         (enforced, events)
     }
 
+    /// `safety.max_charge_voltage` for a bank of `cells` cells in series. Below cells ×
+    /// `safety.min_cell_voltage` it cannot be a bank voltage (a cell voltage written there,
+    /// most likely): obeyed, it would stop every charge with nothing to say why. It is left
+    /// out instead; the CVL stays under N × `safety.max_cell_voltage`, which the cell count
+    /// known here gives. Its event, the first time.
+    fn plausible_charge_voltage(&mut self, cells: u32) -> Option<Event> {
+        let bound_v = self.settings.bounds.max_charge_voltage_v;
+        let min_cell_v = self.settings.guard.min_cell_voltage_v;
+        let implausible = cells > 0 && bound_v < f64::from(cells) * min_cell_v;
+        self.envelope
+            .set_max_charge_voltage(if implausible { f64::INFINITY } else { bound_v });
+        (implausible && self.charge_voltage_ignored.start()).then_some(
+            Event::ChargeVoltageIgnored {
+                bound_v,
+                cells,
+                min_cell_v,
+            },
+        )
+    }
+
     /// The strategy's requests besides feed-in: a SoC reset; whether its state is to be saved.
     fn carry_out(&mut self, result: &Result<StrategyOutput, Error>, bank: &BankSnapshot) -> bool {
         let Ok(out) = result else {
@@ -814,6 +849,9 @@ impl Engine {
             (None, _, Ok(out)) => out.mode.as_str().to_owned(),
             (None, _, Err(_)) => String::new(),
         };
+        if self.charge_voltage_ignored.holds() {
+            mode.push_str("; safety.max_charge_voltage ignored (not a bank voltage)");
+        }
         if bank.degraded() && self.settings.on_lost == OnLost::BlockAll {
             mode.push_str("; charge and discharge stopped (batteries.on_lost: block_all)");
         }

@@ -159,3 +159,64 @@ fn a_mode_that_holds_is_said_once() {
     }
     assert_eq!(changes.len(), 1, "{changes:?}");
 }
+
+/// A strategy asking for 3.5 V a cell of a 16-cell bank.
+struct Charging;
+
+impl plugin_api::StrategyImpl for Charging {
+    fn compute(&mut self, _bank: &BankView) -> Result<StrategyOutput, String> {
+        Ok(StrategyOutput::limits(56.0, 100.0, 100.0, "Bulk"))
+    }
+}
+
+fn charging(settings: Settings) -> Engine {
+    Engine::with_failures(
+        settings,
+        "test",
+        Ok(plugin_api::strategy_box(Charging)),
+        Err(Error::Plugin("none".into())),
+    )
+}
+
+#[test]
+fn a_charge_voltage_bound_below_the_banks_cells_is_ignored_and_said_once() {
+    // 3.6 (a cell voltage) for a bank of 16 cells whose lowest bank voltage is 16 × 2.9 V.
+    let mut s = settings();
+    s.bounds.max_charge_voltage_v = 3.6;
+    let mut engine = charging(s);
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let out = engine.tick(&[battery()], &inputs());
+        // The strategy's CVL, under 16 × safety.max_cell_voltage: charging goes on.
+        assert_eq!(out.limits.cvl_v, 56.0);
+        assert!(out.limits.ccl_a > 0.0, "{:?}", out.limits);
+        assert!(
+            out.mode
+                .contains("safety.max_charge_voltage ignored (not a bank voltage)"),
+            "{}",
+            out.mode
+        );
+        events.extend(out.events);
+    }
+    let said: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChargeVoltageIgnored { .. }))
+        .collect();
+    assert_eq!(
+        said,
+        [&Event::ChargeVoltageIgnored {
+            bound_v: 3.6,
+            cells: 16,
+            min_cell_v: 2.9
+        }]
+    );
+
+    // A bank voltage is obeyed, and an unknown cell count leaves the bound in place.
+    for (bound, cells, cvl) in [(55.0, 16, 55.0), (3.6, 0, 3.6)] {
+        let mut s = settings();
+        s.bounds.max_charge_voltage_v = bound;
+        let out = charging(s).tick(&[battery()], &TickInputs { cells, ..inputs() });
+        assert_eq!(out.limits.cvl_v, cvl, "{bound} V, {cells} cells");
+        assert!(!out.mode.contains("ignored"), "{}", out.mode);
+    }
+}
