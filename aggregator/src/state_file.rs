@@ -5,7 +5,9 @@
 //! `paths.state_dir`): the Coulomb counter, the strategy's opaque state and the feed-in memory.
 //! It is written atomically: a temporary file in the same folder, fsync, rename, fsync of the
 //! folder. A kill at any moment leaves either the old or the new file, never a torn one.
-//! A missing or unreadable file is reported and replaced by a safe start, never a crash.
+//! A missing file is a first start; of a damaged one every part that can be read is taken back
+//! ([`parts`]), and one that cannot be read at all is kept beside as `state.json.unreadable`
+//! before a safe start replaces it, never a crash.
 //!
 //! The other programs of the workspace write through it too (`simulate`'s and `replay`'s
 //! output, the demo's and the private bus's configuration files, the importer's config and
@@ -16,10 +18,15 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use aggregator_core::state::State;
+use aggregator_core::state::{State, StrategyState};
+
+mod parts;
 
 /// Name of the state file inside the state folder.
 pub const STATE_FILE: &str = "state.json";
+
+/// Name of the copy of a state file that could not be read at all, beside it.
+pub const UNREADABLE_COPY: &str = "state.json.unreadable";
 
 /// Why the saved state could not be used (the daemon then starts from a safe state).
 #[derive(Debug)]
@@ -58,28 +65,59 @@ impl StateStore {
         self.dir.join(STATE_FILE)
     }
 
-    /// Loads the state, or says why there is none to use. Temporary files left by a write that
-    /// was cut short (a kill -9, a power cut) are removed first: the state file itself is
-    /// always whole, and nothing else writes in the folder.
+    /// Loads the state, or says why there is none to use; see [`StateStore::load_parts`].
     pub fn load(&self) -> Result<State, LoadProblem> {
+        self.load_parts().map(|(state, _)| state)
+    }
+
+    /// Loads every part of the state that can be read, with a line for each key left aside
+    /// and each part not taken back (docs/state.md §4), or says why there is none to use. A
+    /// file that cannot be read at all is kept as [`UNREADABLE_COPY`] (once: not again while
+    /// the copy holds the same bytes). Temporary files left by a write that was cut short (a
+    /// kill -9, a power cut) are removed first: the state file itself is always whole, and
+    /// nothing else writes in the folder.
+    pub fn load_parts(&self) -> Result<(State, Vec<String>), LoadProblem> {
         self.remove_leftovers();
         let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(LoadProblem::Missing(path))
             }
             Err(err) => return Err(LoadProblem::Unreadable(path, err.to_string())),
         };
-        let state: State = serde_json::from_str(&text)
-            .map_err(|err| LoadProblem::Unreadable(path.clone(), err.to_string()))?;
-        if state.charge_ah.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err(LoadProblem::Unreadable(
-                path,
-                "charge_ah is not a charge".into(),
-            ));
-        }
-        Ok(state)
+        let shape = State {
+            charge_ah: Some(0.0),
+            capacity_ah: Some(0.0),
+            strategy: Some(StrategyState {
+                plugin: String::new(),
+                state: String::new(),
+            }),
+            last_plausible_day: Some(0),
+            ..State::default()
+        };
+        let read = std::str::from_utf8(&bytes)
+            .map_err(|err| err.to_string())
+            .and_then(|text| parts::read(text, &shape));
+        let read = read.map(|(mut state, mut problems)| {
+            if let Some(charge) = state.charge_ah.filter(|c| !c.is_finite() || *c < 0.0) {
+                problems.push(format!("charge_ah: {charge} is not a charge; not restored"));
+                state.charge_ah = None;
+            }
+            (state, problems)
+        });
+        read.map_err(|why| {
+            let copy = self.dir.join(UNREADABLE_COPY);
+            let kept = match fs::read(&copy) {
+                Ok(old) if old == bytes => Ok(()),
+                _ => write_atomically(&copy, &bytes),
+            };
+            let why = match kept {
+                Ok(()) => format!("{why}; kept as {}", copy.display()),
+                Err(err) => format!("{why}; no copy kept ({}: {err})", copy.display()),
+            };
+            LoadProblem::Unreadable(path, why)
+        })
     }
 
     fn remove_leftovers(&self) {
@@ -358,6 +396,69 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_unknown_keys_or_a_bad_part_gives_back_every_other_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut file = serde_json::to_value(sample()).unwrap();
+        // As a newer version would write it, then one value damaged.
+        file["soc_model"] = serde_json::json!({"k": 2});
+        file["feed_in"]["ramp_s"] = serde_json::json!(30);
+        file["strategy"]["version"] = serde_json::json!(2);
+        file["latches"]["low_cell"] = serde_json::json!("yes");
+        file["charge_ah"] = serde_json::json!(-3);
+        fs::write(store.path(), file.to_string()).unwrap();
+        let (state, problems) = store.load_parts().unwrap();
+        let expected = State {
+            charge_ah: None,
+            latches: Latches {
+                high_cell: true,
+                low_cell: false,
+            },
+            ..sample()
+        };
+        assert_eq!(state, expected);
+        let mut problems = problems;
+        problems.sort();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        for (problem, start) in problems.iter().zip([
+            "charge_ah: -3 is not a charge",
+            "feed_in.ramp_s: unknown key",
+            "latches.low_cell: invalid type",
+            "soc_model: unknown key",
+            "strategy.version: unknown key",
+        ]) {
+            assert!(problem.starts_with(start), "{problem}");
+        }
+        // Nothing to keep a copy of: the parts were read.
+        assert!(!dir.path().join(UNREADABLE_COPY).exists());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_at_all_is_kept_beside_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let copy = dir.path().join(UNREADABLE_COPY);
+        fs::write(store.path(), "{\"charge_ah\": 1").unwrap();
+        let Err(LoadProblem::Unreadable(_, why)) = store.load_parts() else {
+            panic!("read");
+        };
+        assert!(
+            why.ends_with(&format!("kept as {}", copy.display())),
+            "{why}"
+        );
+        assert_eq!(fs::read(&copy).unwrap(), b"{\"charge_ah\": 1");
+        // Not written again for the same file (a start that could not replace it).
+        let written = fs::metadata(&copy).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(store.load_parts().is_err());
+        assert_eq!(fs::metadata(&copy).unwrap().modified().unwrap(), written);
+        // The new state replaces the file; the copy stays.
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load_parts().unwrap(), (sample(), Vec::new()));
+        assert!(copy.exists());
+    }
+
+    #[test]
     fn file_is_not_world_writable_and_no_temp_is_left() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -378,12 +479,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
         let full = serde_json::to_string(&sample()).unwrap();
-        for bad in [
-            "",
-            &full[..full.len() / 2],
-            "\u{0}\u{1}garbage",
-            r#"{"charge_ah": -3}"#,
-        ] {
+        for bad in ["", &full[..full.len() / 2], "\u{0}\u{1}garbage", "[1, 2]"] {
             fs::write(store.path(), bad).unwrap();
             match store.load() {
                 Err(LoadProblem::Unreadable(path, why)) => {

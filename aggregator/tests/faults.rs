@@ -4,7 +4,9 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use aggregator::state_file::{write_atomically, LoadProblem, StateStore, STATE_FILE};
+use aggregator::state_file::{
+    write_atomically, LoadProblem, StateStore, STATE_FILE, UNREADABLE_COPY,
+};
 use aggregator_sim::{Scenario, Simulator};
 use support::bus::{
     client, items, num, number, text, until, until_keeping, wait_for_name, Daemon, OWN,
@@ -715,9 +717,10 @@ fn lfp_saving_often() -> String {
 async fn corrupt_state_file_is_replaced(content: &[u8]) {
     let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }";
     let content = content.to_vec();
+    let written = content.clone();
     let mut w = World::start_prepared(&bank(false, segments), &lfp_saving_often(), move |dir| {
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        std::fs::write(dir.join("state").join(STATE_FILE), content).unwrap();
+        std::fs::write(dir.join("state").join(STATE_FILE), written).unwrap();
     })
     .await;
     let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
@@ -752,6 +755,9 @@ async fn corrupt_state_file_is_replaced(content: &[u8]) {
     let saved_soc = 100.0 * state.charge_ah.unwrap() / 560.0;
     assert!((59.0..=60.0).contains(&saved_soc), "saved {saved_soc} %");
     assert_eq!(state.capacity_ah, Some(560.0));
+    // What could not be read is kept beside, as it was.
+    let copy = w.dir.path().join("state").join(UNREADABLE_COPY);
+    assert_eq!(std::fs::read(&copy).unwrap(), content);
     assert!(w.daemon.running());
 }
 

@@ -398,9 +398,15 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     engine.set_publishing(false);
     let store = StateStore::new(&config.paths.state_dir);
     let mut last_plausible_day = None;
-    match store.load() {
+    let loaded = store.load_parts().map(|(state, problems)| {
+        for problem in problems {
+            tracing::warn!("{}: {problem}", store.path().display());
+        }
+        state
+    });
+    match &loaded {
         Ok(state) => {
-            for problem in engine.restore(&state) {
+            for problem in engine.restore(state) {
                 tracing::warn!("{problem}");
             }
             // A damaged day (beyond the year 9999) is no date: none was kept.
@@ -459,10 +465,10 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     let config_text = std::fs::read_to_string(config_file).unwrap_or_default();
     let mut shadow =
         crate::plugins::as_shadow(|| shadow_engine(&config_text, config_file, &config));
-    if let (Some((engine, _)), Ok(state)) = (&mut shadow, store.load()) {
+    if let (Some((engine, _)), Ok(state)) = (&mut shadow, &loaded) {
         // The shadow starts where the live engine starts; what it cannot take is its own
         // affair, never the live one's.
-        for problem in crate::plugins::as_shadow(|| engine.restore(&state)) {
+        for problem in crate::plugins::as_shadow(|| engine.restore(state)) {
             tracing::debug!("shadow: {problem}");
         }
     }
