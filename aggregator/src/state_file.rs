@@ -99,13 +99,6 @@ impl StateStore {
         let read = std::str::from_utf8(&bytes)
             .map_err(|err| err.to_string())
             .and_then(|text| parts::read(text, &shape));
-        let read = read.map(|(mut state, mut problems)| {
-            if let Some(charge) = state.charge_ah.filter(|c| !c.is_finite() || *c < 0.0) {
-                problems.push(format!("charge_ah: {charge} is not a charge; not restored"));
-                state.charge_ah = None;
-            }
-            (state, problems)
-        });
         read.map_err(|why| {
             let copy = self.dir.join(UNREADABLE_COPY);
             let kept = match fs::read(&copy) {
@@ -405,7 +398,7 @@ mod tests {
         file["feed_in"]["ramp_s"] = serde_json::json!(30);
         file["strategy"]["version"] = serde_json::json!(2);
         file["latches"]["low_cell"] = serde_json::json!("yes");
-        file["charge_ah"] = serde_json::json!(-3);
+        file["charge_ah"] = serde_json::json!("lots");
         fs::write(store.path(), file.to_string()).unwrap();
         let (state, problems) = store.load_parts().unwrap();
         let expected = State {
@@ -421,7 +414,7 @@ mod tests {
         problems.sort();
         assert_eq!(problems.len(), 5, "{problems:?}");
         for (problem, start) in problems.iter().zip([
-            "charge_ah: -3 is not a charge",
+            "charge_ah: invalid type",
             "feed_in.ramp_s: unknown key",
             "latches.low_cell: invalid type",
             "soc_model: unknown key",

@@ -60,6 +60,33 @@ impl FeedIn {
         same != *before || step(self.clear_for_s) != step(before.clear_for_s)
     }
 
+    /// Makes a memory taken back from the state file one the tick can act on; a line for each
+    /// value changed (docs/state.md §4). Each fails safe: never leaving feed-in off for good.
+    /// - A user's value the setting does not take (it takes 0 or 1) is written back as 1: a
+    ///   value the settings service refuses would be retried every tick and never shown, and
+    ///   none at all would leave the setting at our 0 once the episode ends.
+    /// - A hold's time that is not finite or below 0 starts over at 0 (−1e6 s would hold
+    ///   feed-in off for eleven days, NaN for ever).
+    pub fn check_restored(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(value) = self.saved_value.filter(|v| !matches!(v, 0 | 1)) {
+            problems.push(format!(
+                "feed_in.saved_value: {value} is not a value the feed-in setting takes (0 or \
+                 1); 1 (feed-in on) is written back instead"
+            ));
+            self.saved_value = Some(1);
+        }
+        if !(self.clear_for_s.is_finite() && self.clear_for_s >= 0.0) {
+            problems.push(format!(
+                "feed_in.clear_for_s: {} is not a time (finite, 0 s or more); the hold starts \
+                 over",
+                self.clear_for_s
+            ));
+            self.clear_for_s = 0.0;
+        }
+        problems
+    }
+
     /// The memory as the state file keeps it: the hold's time rounded down to its step.
     pub fn to_save(&self) -> FeedIn {
         FeedIn {

@@ -32,6 +32,31 @@ pub struct State {
     pub last_plausible_day: Option<i64>,
 }
 
+impl State {
+    /// The state with every value checked before it is taken back (docs/state.md §4), and a
+    /// line for each value dropped or changed: a charge or capacity that is not one is dropped
+    /// (the counter starts from the batteries' SoC), the feed-in memory as
+    /// [`FeedIn::check_restored`] says.
+    pub fn checked(&self) -> (State, Vec<String>) {
+        let mut state = self.clone();
+        let mut problems = Vec::new();
+        if let Some(charge) = state.charge_ah.filter(|c| !(c.is_finite() && *c >= 0.0)) {
+            problems.push(format!(
+                "charge_ah: {charge} is not a charge (finite, 0 Ah or more); not restored"
+            ));
+            state.charge_ah = None;
+        }
+        if let Some(capacity) = state.capacity_ah.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            problems.push(format!(
+                "capacity_ah: {capacity} is not a capacity (finite, above 0 Ah); not restored"
+            ));
+            state.capacity_ah = None;
+        }
+        problems.extend(state.feed_in.check_restored());
+        (state, problems)
+    }
+}
+
 /// A strategy's opaque state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

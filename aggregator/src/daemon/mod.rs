@@ -407,7 +407,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     match &loaded {
         Ok(state) => {
             for problem in engine.restore(state) {
-                tracing::warn!("{problem}");
+                tracing::warn!("{}: {problem}", store.path().display());
             }
             // A damaged day (beyond the year 9999) is no date: none was kept.
             last_plausible_day = state.last_plausible_day.filter(|day| {

@@ -360,13 +360,13 @@ impl Engine {
 
     /// Takes back a saved state; returns a line to log for each part that could not be used.
     pub fn restore(&mut self, state: &State) -> Vec<String> {
-        let mut problems = Vec::new();
+        let (state, mut problems) = state.checked();
         // With the counter off, a charge saved while it ran is not taken back: it would run
         // and reset unseen, and the strategies would be given its SoC instead of the one
         // published.
         if let Some(charge) = state.charge_ah.filter(|_| self.settings.own_counter) {
             self.counter = Some(self.new_counter(charge));
-            self.counter_capacity = state.capacity_ah.filter(|c| c.is_finite() && *c > 0.0);
+            self.counter_capacity = state.capacity_ah;
         }
         self.feed_in = state.feed_in.clone();
         self.guard

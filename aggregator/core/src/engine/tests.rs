@@ -220,3 +220,45 @@ fn a_charge_voltage_bound_below_the_banks_cells_is_ignored_and_said_once() {
         assert!(!out.mode.contains("ignored"), "{}", out.mode);
     }
 }
+
+#[test]
+fn restored_values_are_checked_and_feed_in_comes_back() {
+    // An episode of ours in the file, with a user's value the setting refuses and a hold's
+    // time that never ends, a charge that is no charge.
+    let mut s = settings();
+    s.feed_in_hold_s = 3.0;
+    let mut engine = charging(s);
+    let state = State {
+        charge_ah: Some(f64::NAN),
+        capacity_ah: Some(-5.0),
+        feed_in: crate::feedin::FeedIn {
+            disabled_by_us: true,
+            saved_value: Some(7),
+            clear_for_s: -1e6,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut problems = engine.restore(&state);
+    problems.sort();
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    for (problem, start) in problems.iter().zip([
+        "capacity_ah: -5 is not a capacity",
+        "charge_ah: NaN is not a charge",
+        "feed_in.clear_for_s: -1000000 is not a time",
+        "feed_in.saved_value: 7 is not a value the feed-in setting takes (0 or 1)",
+    ]) {
+        assert!(problem.starts_with(start), "{problem}");
+    }
+    // The setting at our 0: after the hold, 1 is written back, never 7.
+    let off = TickInputs {
+        feed_in_setting: Some(0),
+        ..inputs()
+    };
+    let writes: Vec<Option<i64>> = (0..5)
+        .map(|_| engine.tick(&[battery()], &off).feed_in_write)
+        .collect();
+    assert_eq!(writes, [None, None, Some(1), Some(1), Some(1)]);
+    // The counter started afresh from the batteries' SoC.
+    assert!(engine.state().charge_ah.is_some_and(f64::is_finite));
+}
