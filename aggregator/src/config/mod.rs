@@ -653,6 +653,35 @@ safety:
     }
 
     #[test]
+    fn nan_and_infinity_in_a_plugin_section_are_refused_by_key_and_line() {
+        let yaml = MINIMAL.replace(
+            "  plugin: lto-cv\n",
+            "  plugin: serialbattery\n  config:\n    max_cell_voltage_soc_full: .nan\n    \
+             curve:\n      voltages: [3.3, -.inf]\n",
+        )
+            + "current_source:\n  plugin: victron\n  config: { gain: .inf, nested: { ok: 1.5 } }\n";
+        let err = source(&yaml).parse().unwrap_err();
+        let found: Vec<(&str, Option<usize>, bool)> = err
+            .iter()
+            .map(|e| {
+                let named = e.message.starts_with("must be a finite number, found ");
+                (e.key.as_str(), e.line, named)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("strategy.config.max_cell_voltage_soc_full", Some(4), true),
+                ("strategy.config.curve.voltages[1]", Some(6), true),
+                ("current_source.config.gain", Some(18), true),
+            ],
+            "{err:?}"
+        );
+        assert!(err[0].message.contains(".nan"), "{}", err[0]);
+        assert!(err[1].message.contains("-.inf"), "{}", err[1]);
+    }
+
+    #[test]
     fn missing_safety_is_an_error_naming_it() {
         let err = source("strategy:\n  plugin: lto-cv\n").parse().unwrap_err();
         assert!(err[0].message.contains("safety"), "{}", err[0]);

@@ -88,7 +88,8 @@ impl Source {
             let first = self.yaml_error(&err);
             self.all_missing(first)
         })?;
-        let errors = self.check(&config);
+        let mut errors = self.non_finite_in_plugin_sections();
+        errors.extend(self.check(&config));
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -177,6 +178,50 @@ impl Source {
             line,
             message,
         }
+    }
+
+    /// Plugins' sections cross to the plugin as JSON, which has no NaN nor infinity: `.nan`
+    /// or `.inf` there would arrive as null, silently turning a setting off (or reading as
+    /// "invalid type: null" for a value the user wrote as a number). Refused here, by key.
+    fn non_finite_in_plugin_sections(&self) -> Vec<ConfigError> {
+        let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(&self.text) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for section in [
+            "strategy",
+            "current_source",
+            "shadow.strategy",
+            "shadow.current_source",
+        ] {
+            let mut at = Some(&tree);
+            for part in section.split('.') {
+                at = at.and_then(|v| v.get(part));
+            }
+            if let Some(config) = at.and_then(|v| v.get("config")) {
+                non_finite(config, &format!("{section}.config"), &mut found);
+            }
+        }
+        found
+            .into_iter()
+            .map(|(key, value)| {
+                // `curve.voltages[2]` is found in the file under `curve.voltages`.
+                let path: Vec<&str> = key
+                    .split('.')
+                    .map(|part| part.split('[').next().unwrap_or(part))
+                    .collect();
+                ConfigError {
+                    line: line_of(&self.text, &path),
+                    ..self.error(
+                        &key,
+                        format!(
+                            "must be a finite number, found {value} (a plugin's section takes \
+                             no NaN nor infinity: the plugin would get null)"
+                        ),
+                    )
+                }
+            })
+            .collect()
     }
 
     fn check(&self, config: &Config) -> Vec<ConfigError> {
@@ -365,6 +410,38 @@ impl Source {
             format!("must be com.victronenergy.battery.<suffix> with a suffix of letters, digits, _ or -, not starting with a digit; found `{name}`"),
         );
         errors
+    }
+}
+
+/// The NaN and infinite numbers under `value` (at the key path `key`), each with its key path
+/// and its YAML spelling.
+fn non_finite(value: &serde_yaml::Value, key: &str, found: &mut Vec<(String, &'static str)>) {
+    use serde_yaml::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(v) if v.is_nan() => found.push((key.to_string(), ".nan")),
+            Some(v) if v.is_infinite() && v > 0.0 => found.push((key.to_string(), ".inf")),
+            Some(v) if v.is_infinite() => found.push((key.to_string(), "-.inf")),
+            _ => {}
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                non_finite(item, &format!("{key}[{i}]"), found);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let name = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default(),
+                };
+                non_finite(v, &format!("{key}.{name}"), found);
+            }
+        }
+        Value::Tagged(tagged) => non_finite(&tagged.value, key, found),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
     }
 }
 
