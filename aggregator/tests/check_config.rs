@@ -562,3 +562,35 @@ fn a_bank_voltage_key_is_not_checked_as_a_cell_voltage() {
     );
     assert!(!text.contains("safety.max_cell_voltage"), "{text}");
 }
+
+#[test]
+fn presence_times_the_tick_cannot_use_are_refused_and_a_short_frozen_after_is_warned_about() {
+    let (_d, path) = broken(&[
+        ("  hold_for: 60s", "  hold_for: 0s"),
+        ("  frozen_after: 120s", "  frozen_after: 500ms"),
+    ]);
+    let text = refused(&path, "batteries.hold_for", "  hold_for: 0s");
+    assert!(
+        text.contains("batteries.hold_for: must be at least update_interval (1s), found 0s"),
+        "{text}"
+    );
+    let text = refused(&path, "batteries.frozen_after", "  frozen_after: 500ms");
+    assert!(
+        text.contains("must be 0s (off) or at least 3 × update_interval (3s), found 0.5s"),
+        "{text}"
+    );
+    // Long enough for the tick, short for a pack at rest: allowed, with a word.
+    let (_d, path) = broken(&[("  frozen_after: 120s", "  frozen_after: 30s")]);
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let line = line_of(&path, "  frozen_after: 30s");
+    assert!(
+        said.contains(&format!(
+            "warning: {}:{line}: batteries.frozen_after: 30s is short",
+            path.display()
+        )),
+        "{said}"
+    );
+}

@@ -2,12 +2,16 @@
 //! each plugin check its own section. Used by `check-config` and at start-up.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use plugin_api::{CurrentSourceBox, PluginKind, StrategyBox};
 
 use crate::config::{Config, ConfigError, PluginChoice, Source};
 use crate::error::Error;
 use crate::plugins::{self, Refused, Scan};
+
+/// Below this, `batteries.frozen_after` is warned about.
+const FROZEN_WARN: Duration = Duration::from_secs(60);
 
 /// A configuration with its plugins built.
 pub struct Ready {
@@ -292,12 +296,25 @@ fn strategy_within_safety(source: &Source, config: &Config) -> Vec<ConfigError> 
 /// What is allowed but will not do what it seems to: a strategy's maximum current above the
 /// safety bound it is capped at (its steps above the cap are never published, and DC-coupled
 /// feed-in follows the capped CCL). The packs' own limits are known only on the bus; the
-/// daemon caps at their sum there, without a word here.
+/// daemon caps at their sum there, without a word here. And a `batteries.frozen_after` below a
+/// minute: long enough for the tick (shorter is refused), but a live pack at rest may change
+/// no value for that long (docs/battery-states.md §4).
 pub fn warnings(source: &Source, config: &Config) -> Vec<ConfigError> {
-    let Some(section) = config.strategy.config.as_object() else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
+    let frozen = config.batteries.frozen_after;
+    if !frozen.is_zero() && frozen < FROZEN_WARN {
+        found.push(source.error(
+            "batteries.frozen_after",
+            format!(
+                "{}s is short: a live pack at rest may change no value for a minute or more, \
+                 and would be taken as frozen, then lost (the default is 120s)",
+                frozen.as_secs_f64()
+            ),
+        ));
+    }
+    let Some(section) = config.strategy.config.as_object() else {
+        return found;
+    };
     for (key, bound, bound_key) in [
         (
             "max_charge_current",

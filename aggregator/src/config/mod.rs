@@ -575,7 +575,8 @@ safety:
             ("45", 45.0),
             ("1h", 3600.0),
         ] {
-            let yaml = format!("{MINIMAL}batteries:\n  hold_for: {text}\n");
+            // A tick short enough for each (hold_for is at least one).
+            let yaml = format!("update_interval: 100ms\n{MINIMAL}batteries:\n  hold_for: {text}\n");
             let config = source(&yaml).parse().unwrap();
             assert_eq!(config.batteries.hold_for.as_secs_f64(), seconds, "{text}");
         }
@@ -679,6 +680,50 @@ safety:
         );
         assert!(err[0].message.contains(".nan"), "{}", err[0]);
         assert!(err[1].message.contains("-.inf"), "{}", err[1]);
+    }
+
+    #[test]
+    fn presence_times_shorter_than_the_tick_can_use_are_refused() {
+        let with = |interval: &str, batteries: &str| {
+            source(&format!(
+                "update_interval: {interval}\n{MINIMAL}batteries:\n{batteries}"
+            ))
+            .parse()
+        };
+        let err = with("1s", "  hold_for: 0s\n  frozen_after: 500ms\n").unwrap_err();
+        let found: Vec<(&str, Option<usize>)> =
+            err.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("batteries.hold_for", Some(14)),
+                ("batteries.frozen_after", Some(15))
+            ]
+        );
+        assert!(
+            err[0]
+                .message
+                .starts_with("must be at least update_interval (1s), found 0s"),
+            "{}",
+            err[0]
+        );
+        assert!(
+            err[1]
+                .message
+                .starts_with("must be 0s (off) or at least 3 × update_interval (3s), found 0.5s"),
+            "{}",
+            err[1]
+        );
+        // The least that works, the check turned off, and the minimum following the tick.
+        assert!(with("1s", "  hold_for: 1s\n  frozen_after: 3s\n").is_ok());
+        assert!(with("1s", "  frozen_after: 0s\n").is_ok());
+        assert!(with("200ms", "  hold_for: 200ms\n  frozen_after: 600ms\n").is_ok());
+        let err = with("200ms", "  frozen_after: 500ms\n").unwrap_err();
+        assert!(err[0].message.contains("(0.6s), found 0.5s"), "{}", err[0]);
+        // The defaults fit every tick but the slowest: 120 s is two ticks of 60 s.
+        assert!(with("40s", "  expected: 1\n").is_ok());
+        let err = with("60s", "  expected: 1\n").unwrap_err();
+        assert_eq!(err[0].key, "batteries.frozen_after");
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use plugin_api::DeviceRef;
 
-use super::Config;
+use super::{Batteries, Config};
+
+/// `batteries.frozen_after` is at least this many ticks (or 0, off).
+const FROZEN_TICKS: f64 = 3.0;
 
 /// The YAML crate's message without its position (`key: message`, from `key: message at line
 /// L column C`), and the line (config files and scenario files report errors so).
@@ -224,6 +227,40 @@ impl Source {
             .collect()
     }
 
+    /// `batteries.hold_for` and `frozen_after` against the tick (docs/battery-states.md §2,
+    /// docs/battery-states.md §4): presence looks at each battery once a tick, so a time
+    /// shorter than a tick or two cannot do what it says.
+    fn check_presence_times(&self, b: &Batteries, interval_s: f64, errors: &mut Vec<ConfigError>) {
+        let hold = b.hold_for.as_secs_f64();
+        // Within a microsecond: 3 × 0.2 s is 0.6000000000000001 s in floating point.
+        if hold + 1e-6 < interval_s {
+            errors.push(self.error(
+                "batteries.hold_for",
+                format!(
+                    "must be at least update_interval ({}), found {}: a battery that misses \
+                     one update must be held until the next tick, not lost at once (CCL 0)",
+                    seconds(interval_s),
+                    seconds(hold)
+                ),
+            ));
+        }
+        let frozen = b.frozen_after.as_secs_f64();
+        let least = FROZEN_TICKS * interval_s;
+        if frozen > 0.0 && frozen + 1e-6 < least {
+            errors.push(self.error(
+                "batteries.frozen_after",
+                format!(
+                    "must be 0s (off) or at least {FROZEN_TICKS} × update_interval ({}), found \
+                     {}: values are compared tick by tick, and a pack at rest, or one whose \
+                     driver publishes slower than the tick, changes none over a tick or two; \
+                     it would be frozen, then lost (CCL and DCL 0)",
+                    seconds(least),
+                    seconds(frozen)
+                ),
+            ));
+        }
+    }
+
     fn check(&self, config: &Config) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut require = |ok: bool, key: &str, message: String| {
@@ -409,8 +446,16 @@ impl Source {
             "publish.service_name",
             format!("must be com.victronenergy.battery.<suffix> with a suffix of letters, digits, _ or -, not starting with a digit; found `{name}`"),
         );
+        if (0.1..=60.0).contains(&interval) {
+            self.check_presence_times(&config.batteries, interval, &mut errors);
+        }
         errors
     }
+}
+
+/// Seconds as the config writes them (`0.6s`, `3s`), to the millisecond.
+fn seconds(s: f64) -> String {
+    format!("{}s", (s * 1000.0).round() / 1000.0)
 }
 
 /// The NaN and infinite numbers under `value` (at the key path `key`), each with its key path
