@@ -310,38 +310,23 @@ pub fn ask_recording(config: &Path, out: &mut impl Write) -> Result<(), Error> {
     Ok(())
 }
 
-/// The `shadow:` section's strategy built from its section as the daemon builds it; its
-/// errors printed with `shadow:` before them. Returns how many there are.
+/// The `shadow:` section's strategy and current source built from their sections as the
+/// daemon builds them; their errors printed under `shadow.` keys. Returns how many there are.
 fn check_shadow(
     config: &Path,
     text: &str,
     plugins_dir: Option<&Path>,
     out: &mut impl Write,
 ) -> usize {
-    let shadow_text = match crate::config::check::shadow_config_text(text) {
-        Ok(Some(shadow_text)) => shadow_text,
-        Ok(None) => return 0,
-        Err(err) => {
-            let _ = writeln!(out, "error: {}: shadow: {err}", config.display());
-            return 1;
-        }
-    };
-    let checked = crate::config::check::check_text_to_run(config, shadow_text, plugins_dir);
-    let mut errors = 0;
-    let shadow = crate::config::check::shadow_error;
-    for error in &checked.errors {
-        let _ = writeln!(out, "error: {}", shadow(error));
-        errors += 1;
-    }
-    if let Some(ready) = checked.ready {
-        for failed in [ready.strategy.err()].into_iter().flatten() {
-            for error in &failed.errors {
-                let _ = writeln!(out, "error: {}", shadow(error));
-                errors += 1;
+    match crate::config::check::shadow_ready(config, text, plugins_dir) {
+        Ok(_) => 0,
+        Err(errors) => {
+            for error in &errors {
+                let _ = writeln!(out, "error: {error}");
             }
+            errors.len()
         }
     }
-    errors
 }
 
 /// Prints a command's error where the command printed its report: `error: ` before it, except

@@ -594,3 +594,28 @@ fn presence_times_the_tick_cannot_use_are_refused_and_a_short_frozen_after_is_wa
         "{said}"
     );
 }
+
+/// The shadow's own current source is built as the daemon builds it: a section its plugin
+/// refuses is an error under `shadow.current_source`, at its line, as the live one's would be.
+#[test]
+fn a_shadow_current_source_is_checked_naming_its_key() {
+    let shadow = "\nshadow:\n  strategy:\n    plugin: serialbattery\n  current_source:\n    \
+                  plugin: victron\n    config:\n      no_such_key: 1\n";
+    let text = std::fs::read_to_string(shipped_config()).unwrap() + shadow;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let text = refused(
+        &path,
+        "shadow.current_source.config.no_such_key: ",
+        "      no_such_key: 1",
+    );
+    assert!(text.contains("(plugin victron)"), "{text}");
+    // A plugin that is not there is named under the shadow's key too.
+    let missing = std::fs::read_to_string(&path).unwrap().replace(
+        "    plugin: victron\n    config:\n      no_such_key: 1\n",
+        "    plugin: nope\n",
+    );
+    std::fs::write(&path, missing).unwrap();
+    refused(&path, "shadow.current_source.plugin: ", "    plugin: nope");
+}

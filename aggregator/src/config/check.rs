@@ -103,15 +103,85 @@ pub fn shadow_config_text(text: &str) -> Result<Option<String>, Error> {
     serde_yaml::to_string(&doc).map(Some).map_err(Error::Yaml)
 }
 
-/// An error of the shadow's config as the file has it: its keys under `shadow.`, no line
-/// (the shadow's text is the file rewritten).
-pub fn shadow_error(error: &ConfigError) -> ConfigError {
+/// An error of the shadow's config as the file has it: its keys under `shadow.`, at their
+/// line in the file's `text` (the shadow's own text is the file rewritten).
+pub fn shadow_error(error: &ConfigError, text: &str) -> ConfigError {
     let mut error = error.clone();
     if error.key.starts_with("strategy") || error.key.starts_with("current_source") {
         error.key = format!("shadow.{}", error.key);
-        error.line = None;
+        // `curve.voltages[2]` is found in the file under `curve.voltages`.
+        let path: Vec<&str> = error
+            .key
+            .split('.')
+            .map(|part| part.split('[').next().unwrap_or(part))
+            .collect();
+        error.line = crate::config::line_of(text, &path);
     }
     error
+}
+
+/// The shadow's strategy and current source, built from the file as the daemon runs them.
+pub struct ShadowReady {
+    /// The shadow's config: the file with the shadow's plugins in place of the live ones.
+    pub config: Config,
+    /// Its text, for the recordings.
+    pub text: String,
+    /// The shadow's strategy.
+    pub strategy: StrategyBox,
+    /// The shadow's current source (the live one's config when it names none).
+    pub current_source: CurrentSourceBox,
+}
+
+/// `shadow:` of the file `file` (its `text`) checked and built as the daemon runs it, for
+/// `check-config` and `run` alike: `Ok(None)` without one; else every error, each under its
+/// `shadow.` key: the file's, and a constructor's, the strategy's or the current source's.
+pub fn shadow_ready(
+    file: &Path,
+    text: &str,
+    plugins_dir: Option<&Path>,
+) -> Result<Option<ShadowReady>, Vec<ConfigError>> {
+    let shadow_text = match shadow_config_text(text) {
+        Ok(Some(shadow_text)) => shadow_text,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            return Err(vec![ConfigError {
+                file: file.to_path_buf(),
+                key: "shadow".into(),
+                line: crate::config::line_of(text, &["shadow"]),
+                message: err.to_string(),
+            }])
+        }
+    };
+    let checked = check_text_to_run(file, shadow_text.clone(), plugins_dir);
+    let mut errors: Vec<ConfigError> = checked
+        .errors
+        .iter()
+        .map(|e| shadow_error(e, text))
+        .collect();
+    let Some(ready) = checked.ready else {
+        return Err(errors);
+    };
+    let failed = |f: &Failed| {
+        f.errors
+            .iter()
+            .map(|e| shadow_error(e, text))
+            .collect::<Vec<_>>()
+    };
+    if let Err(f) = &ready.strategy {
+        errors.extend(failed(f));
+    }
+    if let Err(f) = &ready.current_source {
+        errors.extend(failed(f));
+    }
+    match (ready.strategy, ready.current_source) {
+        (Ok(strategy), Ok(current_source)) if errors.is_empty() => Ok(Some(ShadowReady {
+            config: ready.config,
+            text: shadow_text,
+            strategy,
+            current_source,
+        })),
+        _ => Err(errors),
+    }
 }
 
 /// [`check_to_run`] of a config's text (a shadow's), with `file` for relative paths and

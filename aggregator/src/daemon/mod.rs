@@ -532,31 +532,16 @@ fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, St
     // The parsed config says already whether there is one: the file's text is parsed again
     // (into a tree of every key, tens of KB at start) only for a shadow to run.
     config.shadow.as_ref()?;
-    let shadow_text = match crate::config::check::shadow_config_text(text) {
-        Ok(Some(shadow_text)) => shadow_text,
-        Ok(None) => return None,
-        Err(err) => {
-            tracing::error!("{}: shadow: {err}; no shadow strategy", file.display());
-            return None;
-        }
-    };
     let plugins_dir = Some(config.paths.plugins_dir.as_path());
-    let checked = crate::config::check::check_text_to_run(file, shadow_text.clone(), plugins_dir);
-    let Some(ready) = checked.ready else {
-        for error in &checked.errors {
-            tracing::error!("{}", crate::config::check::shadow_error(error));
-        }
-        tracing::error!("no shadow strategy: its config has errors");
-        return None;
-    };
-    let strategy = match ready.strategy {
-        Ok(strategy) => strategy,
-        Err(failed) => {
-            tracing::error!(
-                "shadow strategy {} refused its section: {}; no shadow strategy",
-                failed.plugin,
-                failed.text
-            );
+    // Refused whole, as check-config refuses it: a shadow on another current source than
+    // the one configured would record limits nobody asked for.
+    let ready = match crate::config::check::shadow_ready(file, text, plugins_dir) {
+        Ok(ready) => ready?,
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            tracing::error!("no shadow strategy: its config has errors");
             return None;
         }
     };
@@ -566,15 +551,13 @@ fn shadow_engine(text: &str, file: &Path, config: &Config) -> Option<(Engine, St
         config.strategy.plugin,
         config.current_source.plugin
     );
-    let engine = Engine::with_failures(
+    let engine = Engine::new(
         Settings::from(&config),
         &config.strategy.plugin,
-        Ok(strategy),
-        ready
-            .current_source
-            .map_err(|failed| PluginError::Plugin(failed.text)),
+        ready.strategy,
+        ready.current_source,
     );
-    Some((engine, shadow_text))
+    Some((engine, ready.text))
 }
 
 /// [`attach`] until it works, on a new connection after each failure: a bus too busy to answer
