@@ -619,3 +619,27 @@ fn a_shadow_current_source_is_checked_naming_its_key() {
     std::fs::write(&path, missing).unwrap();
     refused(&path, "shadow.current_source.plugin: ", "    plugin: nope");
 }
+
+/// A key written twice is refused wherever it is, under its whole path at its second line: in
+/// a plugin's section (where the last would have won) and in a host section alike.
+#[test]
+fn a_key_written_twice_is_named_at_its_second_line() {
+    let (_d, path) = broken(&[(
+        "    balancing_voltage: 2.5\n",
+        "    balancing_voltage: 2.5\n    balancing_voltage: 2.52\n",
+    )]);
+    let text = refused(
+        &path,
+        "strategy.config.balancing_voltage: written twice",
+        "    balancing_voltage: 2.52",
+    );
+    let first = line_of(&path, "    balancing_voltage: 2.5\n".trim_end());
+    assert!(text.contains(&format!("(first at line {first})")), "{text}");
+    assert!(!text.contains("shadow"), "{text}");
+    let (_d, path) = broken(&[("  hold_for: 60s\n", "  hold_for: 60s\n  hold_for: 90s\n")]);
+    refused(
+        &path,
+        "batteries.hold_for: written twice",
+        "  hold_for: 90s",
+    );
+}

@@ -727,6 +727,56 @@ safety:
     }
 
     #[test]
+    fn a_key_written_twice_is_refused_at_its_second_line_under_its_whole_path() {
+        let err = |text: &str| {
+            let err = source(text).parse().unwrap_err();
+            assert_eq!(err.len(), 1, "{err:?}");
+            assert!(
+                err[0].message.starts_with("written twice (first at line "),
+                "{}",
+                err[0]
+            );
+            (err[0].key.clone(), err[0].line)
+        };
+        // Inside a plugin's section (the typed parse took the last value), no shadow in sight.
+        let strategy = MINIMAL.replace(
+            "  plugin: lto-cv\n",
+            "  plugin: lto-cv\n  config:\n    charge_voltage: 2.5\n    # again:\n    \
+             charge_voltage: 2.55\n",
+        );
+        assert_eq!(
+            err(&strategy),
+            ("strategy.config.charge_voltage".into(), Some(6))
+        );
+        // In a host section, under its own key.
+        let host = format!(
+            "{MINIMAL}batteries:\n  product_name: SerialBattery\n  expected: 2\n  \
+             cells: 16\n  expected: 3\n"
+        );
+        assert_eq!(err(&host), ("batteries.expected".into(), Some(16)));
+        // At the top, deeper down, and in flow style.
+        assert_eq!(
+            err(&format!(
+                "{MINIMAL}update_interval: 1s\nupdate_interval: 2s\n"
+            )),
+            ("update_interval".into(), Some(13))
+        );
+        assert_eq!(
+            err(&format!(
+                "{MINIMAL}record:\n  save_on:\n    bound: true\n    feed_in: true\n    \
+                 bound: false\n"
+            )),
+            ("record.save_on.bound".into(), Some(16))
+        );
+        assert_eq!(
+            err(&format!(
+                "{MINIMAL}current_source: {{ plugin: bms, plugin: victron }}\n"
+            )),
+            ("current_source.plugin".into(), Some(12))
+        );
+    }
+
+    #[test]
     fn missing_safety_is_an_error_naming_it() {
         let err = source("strategy:\n  plugin: lto-cv\n").parse().unwrap_err();
         assert!(err[0].message.contains("safety"), "{}", err[0]);

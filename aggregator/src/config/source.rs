@@ -87,11 +87,22 @@ impl Source {
     /// Parses the text into a [`Config`] and checks the host's values; plugins' sections are
     /// checked by [`crate::config::check`].
     pub fn parse(&self) -> Result<Config, Vec<ConfigError>> {
+        // The tree of every key first: it refuses a key written twice anywhere, which the
+        // typed parse would take the last of inside a plugin's section.
+        let tree = match serde_yaml::from_str::<serde_yaml::Value>(&self.text) {
+            Ok(tree) => Some(tree),
+            Err(err) => match self.duplicate_key(&err) {
+                Some(duplicate) => return Err(vec![duplicate]),
+                None => None,
+            },
+        };
         let config: Config = serde_yaml::from_str(&self.text).map_err(|err| {
             let first = self.yaml_error(&err);
             self.all_missing(first)
         })?;
-        let mut errors = self.non_finite_in_plugin_sections();
+        let mut errors = tree
+            .map(|tree| self.non_finite_in_plugin_sections(&tree))
+            .unwrap_or_default();
         errors.extend(self.check(&config));
         if errors.is_empty() {
             Ok(config)
@@ -144,6 +155,34 @@ impl Source {
         errors
     }
 
+    /// The parser's "duplicate entry" as an error under the key's whole path, at the line of
+    /// its second occurrence (the parser names the first).
+    fn duplicate_key(&self, err: &serde_yaml::Error) -> Option<ConfigError> {
+        let (line, body) = yaml_message(err);
+        let (parent, quoted) = body.split_once("duplicate entry with key ")?;
+        let parent = parent.trim_end().trim_end_matches(':');
+        let name = quoted.trim().trim_matches('"');
+        let key = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        };
+        let column = err.location().map_or(1, |l| l.column());
+        let (first, again) = line
+            .and_then(|line| occurrences(&self.text, line, column, name))
+            .map_or((line, line), |(first, again)| (Some(first), Some(again)));
+        let first = first.map_or(String::new(), |l| format!(" (first at line {l})"));
+        Some(ConfigError {
+            file: self.file.clone(),
+            key,
+            line: again,
+            message: format!(
+                "written twice{first}: a key may be given once; keep the value meant and \
+                 remove the other"
+            ),
+        })
+    }
+
     fn yaml_error(&self, err: &serde_yaml::Error) -> ConfigError {
         // The crate's message reads "batteries.expected: invalid type: …, at line 3 column 13";
         // split it into our parts so every error has the same shape.
@@ -186,10 +225,7 @@ impl Source {
     /// Plugins' sections cross to the plugin as JSON, which has no NaN nor infinity: `.nan`
     /// or `.inf` there would arrive as null, silently turning a setting off (or reading as
     /// "invalid type: null" for a value the user wrote as a number). Refused here, by key.
-    fn non_finite_in_plugin_sections(&self) -> Vec<ConfigError> {
-        let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(&self.text) else {
-            return Vec::new();
-        };
+    fn non_finite_in_plugin_sections(&self, tree: &serde_yaml::Value) -> Vec<ConfigError> {
         let mut found = Vec::new();
         for section in [
             "strategy",
@@ -197,7 +233,7 @@ impl Source {
             "shadow.strategy",
             "shadow.current_source",
         ] {
-            let mut at = Some(&tree);
+            let mut at = Some(tree);
             for part in section.split('.') {
                 at = at.and_then(|v| v.get(part));
             }
@@ -505,6 +541,61 @@ pub fn valid_name_element(element: &str) -> bool {
         && element
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The lines of the first and the second `key` of the mapping that starts at `line`,
+/// `column` (1-based, where the parser places a duplicate entry): both on that line (flow
+/// style), else the lines of the block mapping that start with it at that column.
+fn occurrences(text: &str, line: usize, column: usize, key: &str) -> Option<(usize, usize)> {
+    let starts = |s: &str| {
+        let s = s.trim_start_matches(['"', '\'']);
+        s.strip_prefix(key).is_some_and(|rest| {
+            rest.trim_start_matches(['"', '\''])
+                .trim_start()
+                .starts_with(':')
+        })
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let rest = lines
+        .get(line.checked_sub(1)?)?
+        .get(column.saturating_sub(1)..)
+        .unwrap_or("");
+    let on_line = rest
+        .match_indices(key)
+        .filter(|(at, _)| {
+            let before = rest[..*at].trim_end_matches(['"', '\'']);
+            (before.is_empty() || before.ends_with([' ', ',', '{'])) && starts(&rest[*at..])
+        })
+        .count();
+    if on_line >= 2 {
+        return Some((line, line));
+    }
+    let indent = column.checked_sub(1)?;
+    let mut found = Vec::new();
+    for (index, raw) in lines.iter().enumerate().skip(line - 1) {
+        let content = raw.split(" #").next().unwrap_or("");
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut at = content.len() - trimmed.len();
+        let mut trimmed = trimmed;
+        // A sequence item's first key stands after its `- `.
+        if let Some(item) = trimmed.strip_prefix("- ") {
+            at += trimmed.len() - item.trim_start().len();
+            trimmed = item.trim_start();
+        }
+        if at < indent {
+            break;
+        }
+        if at == indent && starts(trimmed) {
+            found.push(index + 1);
+            if let [first, second] = found[..] {
+                return Some((first, second));
+            }
+        }
+    }
+    None
 }
 
 /// The key a block-style line `line` (1-based) starts with, if any.
