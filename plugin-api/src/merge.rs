@@ -21,10 +21,14 @@ pub fn sum_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     values.sum()
 }
 
-/// Sum of the counts present. Saturates: a BMS may publish any integer, and two huge ones
-/// must not overflow.
+/// Sum of the counts present. A negative count is no count (only a broken driver sends one):
+/// it is left out, never taken off the others'. Saturates: a BMS may publish any integer, and
+/// two huge ones must not overflow.
 pub fn count_sum(values: impl Iterator<Item = Option<i64>>) -> i64 {
-    values.flatten().fold(0, i64::saturating_add)
+    values
+        .flatten()
+        .filter(|n| *n >= 0)
+        .fold(0, i64::saturating_add)
 }
 
 /// Σ value·capacity / Σ capacity over `(value, installed capacity)` pairs, non-finite values
@@ -92,6 +96,9 @@ mod tests {
         assert_eq!(mean_present([Some(1.0), None].into_iter()), Some(1.0));
         assert_eq!(sum_all([Some(1.0), None].into_iter()), None);
         assert_eq!(count_sum([Some(i64::MAX), Some(1)].into_iter()), i64::MAX);
+        // One pack blocking and another's garbage -1: one module blocks, not none.
+        assert_eq!(count_sum([Some(1), Some(-1), None].into_iter()), 1);
+        assert_eq!(count_sum([Some(i64::MIN)].into_iter()), 0);
         let socs = [(Some(20.0), Some(100.0)), (None, Some(300.0))];
         assert_eq!(weighted(socs.into_iter(), false), Some(20.0));
         assert_eq!(weighted(socs.into_iter(), true), None);
