@@ -109,13 +109,7 @@ pub fn shadow_error(error: &ConfigError, text: &str) -> ConfigError {
     let mut error = error.clone();
     if error.key.starts_with("strategy") || error.key.starts_with("current_source") {
         error.key = format!("shadow.{}", error.key);
-        // `curve.voltages[2]` is found in the file under `curve.voltages`.
-        let path: Vec<&str> = error
-            .key
-            .split('.')
-            .map(|part| part.split('[').next().unwrap_or(part))
-            .collect();
-        error.line = crate::config::line_of(text, &path);
+        error.line = crate::config::line_of_key(text, &error.key);
     }
     error
 }
@@ -512,15 +506,9 @@ fn plugin_error(source: &Source, section: &str, plugin: &str, line: &str) -> Con
         Some((key, message)) if !key.is_empty() && !key.contains(' ') => (key, message),
         _ => ("", line),
     };
-    let mut full_key = format!("{section}.config");
-    for part in key.split('.').filter(|p| !p.is_empty()) {
-        full_key.push('.');
-        // `curve.voltages[2]` is found in the file under `curve.voltages`.
-        full_key.push_str(part.split('[').next().unwrap_or(part));
-    }
-    let mut error = source.error(&full_key, format!("{message} (plugin {plugin})"));
-    if !key.is_empty() {
-        error.key = format!("{section}.config.{key}");
-    }
-    error
+    let full_key = match key {
+        "" => format!("{section}.config"),
+        key => format!("{section}.config.{key}"),
+    };
+    source.error(&full_key, format!("{message} (plugin {plugin})"))
 }

@@ -11,7 +11,7 @@ mod source;
 
 pub use duration::{duration, parse_duration};
 pub use source::{
-    line_of, valid_name_element, valid_service_name, yaml_message, ConfigError, Source,
+    line_of, line_of_key, valid_name_element, valid_service_name, yaml_message, ConfigError, Source,
 };
 
 use std::path::PathBuf;

@@ -75,11 +75,10 @@ impl Source {
 
     /// An error at `key` (a dotted path), with the key's line when it can be found.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let path: Vec<&str> = key.split('.').filter(|k| !k.is_empty()).collect();
         ConfigError {
             file: self.file.clone(),
             key: key.to_string(),
-            line: line_of(&self.text, &path),
+            line: line_of_key(&self.text, key),
             message: message.into(),
         }
     }
@@ -146,7 +145,7 @@ impl Source {
             match again.map(|err| self.yaml_error(&err)) {
                 Some(next) if next.message.starts_with("missing field `") => {
                     // Placed by its key in the user's text, not in the re-written one.
-                    let line = line_of(&self.text, &next.key.split('.').collect::<Vec<_>>());
+                    let line = line_of_key(&self.text, &next.key);
                     errors.push(ConfigError { line, ..next });
                 }
                 _ => break,
@@ -198,7 +197,7 @@ impl Source {
             .filter(|_| !key.is_empty())
         {
             let key = format!("{key}.{field}");
-            let line = line_of(&self.text, &key.split('.').collect::<Vec<_>>());
+            let line = line_of_key(&self.text, &key);
             return ConfigError {
                 file: self.file.clone(),
                 key,
@@ -213,7 +212,7 @@ impl Source {
                 key = format!("{key}.{own}");
             }
         }
-        let line = line.or_else(|| line_of(&self.text, &key.split('.').collect::<Vec<_>>()));
+        let line = line.or_else(|| line_of_key(&self.text, &key));
         ConfigError {
             file: self.file.clone(),
             key,
@@ -244,21 +243,13 @@ impl Source {
         found
             .into_iter()
             .map(|(key, value)| {
-                // `curve.voltages[2]` is found in the file under `curve.voltages`.
-                let path: Vec<&str> = key
-                    .split('.')
-                    .map(|part| part.split('[').next().unwrap_or(part))
-                    .collect();
-                ConfigError {
-                    line: line_of(&self.text, &path),
-                    ..self.error(
-                        &key,
-                        format!(
-                            "must be a finite number, found {value} (a plugin's section takes \
-                             no NaN nor infinity: the plugin would get null)"
-                        ),
-                    )
-                }
+                self.error(
+                    &key,
+                    format!(
+                        "must be a finite number, found {value} (a plugin's section takes no \
+                         NaN nor infinity: the plugin would get null)"
+                    ),
+                )
             })
             .collect()
     }
@@ -604,6 +595,16 @@ fn key_at_line(text: &str, line: usize) -> Option<String> {
     let (key, _) = content.trim_start().split_once(':')?;
     let key = key.trim();
     (!key.is_empty() && !key.contains(' ') && !key.starts_with('-')).then(|| key.to_string())
+}
+
+/// The 1-based line of the dotted `key` in `text` ([`line_of`]); an item of a list
+/// (`curve.voltages[2]`) is found at the list's key.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let path: Vec<&str> = (key.split('.'))
+        .filter(|part| !part.is_empty())
+        .map(|part| part.split('[').next().unwrap_or(part))
+        .collect();
+    line_of(text, &path)
 }
 
 /// The 1-based line of the block-style key `path` in `text`, or of its longest prefix found.
