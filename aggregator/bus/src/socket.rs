@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use zbus::connection::socket::{ReadHalf, Socket, Split, WriteHalf};
 
 use crate::raw::write_some;
@@ -73,49 +73,68 @@ impl MessageWriter {
         }
     }
 
-    /// Writes one whole message.
+    /// Writes one whole message (see [`write_in_turn`]).
     pub async fn send(&self, message: &[u8]) -> io::Result<()> {
-        let _turn = self.turn.lock().await;
-        write_whole(&self.stream, message).await
+        let turn = Arc::clone(&self.turn).lock_owned().await;
+        write_in_turn(&self.stream, turn, message, None).await
     }
 
     /// Writes one whole message if the bus starts taking it within `limit`; else nothing of it
-    /// is written and the error is `TimedOut`. A message the bus has begun to take is finished
-    /// by a task of its own, which keeps the socket's turn until then: a message cut short
-    /// would garble every one after it, and the caller does not wait for it.
+    /// is written and the error is `TimedOut` (see [`write_in_turn`]).
     pub async fn send_within(&self, message: &[u8], limit: Duration) -> io::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;
-        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "the bus takes no data");
         let turn = tokio::time::timeout_at(deadline, Arc::clone(&self.turn).lock_owned())
             .await
-            .map_err(timed_out)?;
-        let mut written = 0;
-        while written == 0 && !message.is_empty() {
-            match write_some(&self.stream, message)? {
-                Some(n) => written = n,
-                None => tokio::time::timeout_at(deadline, room(&self.stream))
-                    .await
-                    .map_err(timed_out)??,
-            }
-        }
-        while written < message.len() {
-            match write_some(&self.stream, &message[written..])? {
-                Some(n) => written += n,
-                None => {
-                    let stream = Arc::clone(&self.stream);
-                    let rest = message[written..].to_vec();
-                    tokio::spawn(async move {
-                        let _turn = turn;
-                        if let Err(err) = write_whole(&stream, &rest).await {
-                            tracing::debug!("the rest of a message not written: {err}");
-                        }
-                    });
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+            .map_err(|_| timed_out())?;
+        write_in_turn(&self.stream, turn, message, Some(deadline)).await
     }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the bus takes no data")
+}
+
+/// Writes `message` whole while holding the socket's `turn`. Until the bus takes its first
+/// bytes, the wait for room ends at `deadline` (if any) with `TimedOut`, and a caller that
+/// stops waiting sends nothing. Once the bus has taken part of it, the rest is written by a
+/// task of its own that keeps the turn until the last byte: a message cut short would garble
+/// every one after it on the connection, so neither a time limit nor a caller that stops
+/// waiting (a call's time limit dropping zbus's send) may cut one.
+async fn write_in_turn(
+    stream: &Arc<UnixStream>,
+    turn: OwnedMutexGuard<()>,
+    message: &[u8],
+    deadline: Option<tokio::time::Instant>,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written == 0 && !message.is_empty() {
+        match write_some(stream, message)? {
+            Some(n) => written = n,
+            None => match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, room(stream))
+                    .await
+                    .map_err(|_| timed_out())??,
+                None => room(stream).await?,
+            },
+        }
+    }
+    while written < message.len() {
+        match write_some(stream, &message[written..])? {
+            Some(n) => written += n,
+            None => {
+                let stream = Arc::clone(stream);
+                let rest = message[written..].to_vec();
+                tokio::spawn(async move {
+                    let _turn = turn;
+                    if let Err(err) = write_whole(&stream, &rest).await {
+                        tracing::debug!("the rest of a message not written: {err}");
+                    }
+                });
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes all of `bytes`, waiting for room whenever the bus is not taking data.
@@ -221,7 +240,8 @@ pub struct QuietWrite {
 #[async_trait::async_trait]
 impl WriteHalf for QuietWrite {
     /// zbus hands over a whole message; it is written whole, in turn with a
-    /// [`MessageWriter`]'s.
+    /// [`MessageWriter`]'s, and never cut short: a call's time limit drops zbus's send, maybe
+    /// half-way through a message the bus is slow to take (see [`write_in_turn`]).
     async fn sendmsg(
         &mut self,
         buffer: &[u8],
@@ -233,12 +253,14 @@ impl WriteHalf for QuietWrite {
                 "this socket does not pass file descriptors",
             ));
         }
-        let _turn = self.turn.lock().await;
-        write_whole(self.stream.get_ref(), buffer).await?;
+        let turn = Arc::clone(&self.turn).lock_owned().await;
+        write_in_turn(self.stream.get_ref(), turn, buffer, None).await?;
         Ok(buffer.len())
     }
 
     async fn close(&mut self) -> io::Result<()> {
+        // After the message being finished by its own task, if any.
+        let _turn = self.turn.lock().await;
         match self.stream.get_ref().shutdown(std::net::Shutdown::Both) {
             Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(err),
             _ => Ok(()),

@@ -109,6 +109,57 @@ fn hand_written_and_zbus_messages_share_the_socket_whole() {
     assert!(seen.values().all(|&n| n == 1), "a message came twice");
 }
 
+#[test]
+fn a_call_given_up_half_way_through_its_message_leaves_the_connection_whole() {
+    let bus = PrivateBus::start(crate::write_file).expect("private bus");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let link = venus_bus::connect_with_writer(bus.address()).await.unwrap();
+        let conn = link.conn;
+        // Far more than a socket buffer holds: while the bus does not read, the call's message
+        // is written in part, and its time limit ends half-way through it.
+        let big = "x".repeat(4 << 20);
+        send(bus.pid(), Signal::STOP);
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            conn.call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                "NameHasOwner",
+                &big.as_str(),
+            ),
+        )
+        .await;
+        assert!(
+            given_up.is_err(),
+            "the call must still be running at its limit"
+        );
+        send(bus.pid(), Signal::CONT);
+        // The rest of the message given up goes out before the next one: the bus reads both
+        // whole and answers the next call.
+        let names = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                "ListNames",
+                &(),
+            ),
+        )
+        .await
+        .expect("the bus answers the next call")
+        .expect("the bus answers without an error");
+        let names: Vec<String> = names.body().deserialize().unwrap();
+        let own = conn.unique_name().unwrap().to_string();
+        assert!(names.contains(&own), "{own} still on the bus: {names:?}");
+    });
+}
+
 /// Sends `signal` to the private bus's `dbus-daemon`, a child of this test.
 fn send(pid: u32, signal: Signal) {
     let pid = i32::try_from(pid)
