@@ -522,6 +522,42 @@ fn lto_cv_without_cell_data_stops_charging_with_an_error() {
     });
 }
 
+/// The shipped pass-through config (a full reset at 3.45 V, zero_soc off) on CAN packs that
+/// publish no cells, in simulated time: the reset cannot look at the cells, and the limits
+/// are passed on all the same; with the reset an error, CCL was 0 at once and DCL 0 after
+/// `plugin_failures` ticks: the house stopped for a counter's reset.
+#[test]
+fn in_simulated_time_a_reset_without_cell_data_leaves_the_packs_limits_on() {
+    let one_jk = CAN_PACKS.replace(
+        "  - { service: socketcan_can0, product_name: \"Pylontech US5000\", custom_name: Pyl, device_instance: 1, cells: 15, capacity_ah: 100, soc: 40, cell_data: minmax }\n",
+        "",
+    ).replace("      Pyl: { values: { /Dc/0/Temperature: null, /System/MinCellTemperature: null, /System/MaxCellTemperature: null } }\n", "");
+    assert!(!one_jk.contains("Pyl"), "{one_jk}");
+    let config = TestConfig::default()
+        .batteries(|b| b.set("product_name", "JK").expected(1).cells(15))
+        .strategy(yaml(
+            "{ plugin: serialbattery, config: { max_cell_voltage_soc_full: 3.45, \
+             min_cell_voltage_soc_empty: 3.00, zero_soc: false } }",
+        ))
+        .to_yaml();
+    let run = sim::run(&one_jk, &config, Duration::from_secs(30));
+    let last = run.items(run.ticks.len() - 1);
+    assert!(
+        sim::num(last, "/Info/MaxChargeCurrent").is_some_and(|a| a > 0.0)
+            && sim::num(last, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
+        "{last:?}\n{}",
+        run.log
+    );
+    let mode = sim::text(last, "/Info/ChargeMode").unwrap_or_default();
+    assert!(mode.contains("; SoC reset off: no cell data"), "{mode}");
+    assert_eq!(
+        run.occurrences("SoC reset off until the packs publish cells"),
+        1,
+        "{}",
+        run.log
+    );
+}
+
 #[test]
 fn the_share_cap_follows_a_rising_share_on_the_next_tick() {
     runtime().block_on(async {

@@ -16,11 +16,12 @@
 //!   the host scales the limits to the batteries online, so they are not scaled here too.
 //!
 //! The original never touched the PV feed-in setting in this mode, so this plugin always
-//! answers `Keep`.
+//! answers `Keep`. A configured SoC reset needs cell data; without it there is none, and the
+//! limits are passed on all the same.
 
 use abi_stable::std_types::{ROption, RString};
 use plugin_api::{
-    parse_checked, BankView, BatteryView, Checker, FeedInRequest, PluginConfig, SocReset,
+    log, parse_checked, BankView, BatteryView, Checker, FeedInRequest, PluginConfig, SocReset,
     StrategyImpl, StrategyOutput,
 };
 use serde::Deserialize;
@@ -167,16 +168,59 @@ impl PluginConfig for Config {
     }
 }
 
-/// The strategy: stateless, a pure function of the bank and the config.
+/// The strategy: a pure function of the bank and the config, but for whether the log has
+/// said that a configured reset cannot look at the cells.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialBattery {
     config: Config,
+    /// A configured reset without cell data has been logged, until cell data comes back.
+    reset_without_cells_said: bool,
 }
 
 impl SerialBattery {
     /// A strategy with a checked config.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            reset_without_cells_said: false,
+        }
+    }
+
+    /// The SoC reset the cells ask for. Without cell data a configured reset cannot look at
+    /// the cells: there is none, the log says so once and the mode text for as long as it
+    /// lasts (`Some` note). The limits are the packs' own and need no cells: an error here
+    /// would take the bank's charging away, and its discharging after a few ticks, for a
+    /// counter's reset.
+    fn soc_reset(&mut self, bank: &BankView) -> (SocReset, Option<&'static str>) {
+        let c = &self.config;
+        // Empty wins: a cell at its low cut-off means the bank is not full.
+        let empty_at = c.min_cell_voltage_soc_empty.filter(|_| c.zero_soc);
+        let full_at = c.max_cell_voltage_soc_full;
+        if empty_at.is_none() && full_at.is_none() {
+            return (SocReset::None, None);
+        }
+        let (min_cell_v, max_cell_v) = match bank.cell_extremes() {
+            Ok(extremes) => {
+                self.reset_without_cells_said = false;
+                extremes
+            }
+            Err(why) => {
+                if !std::mem::replace(&mut self.reset_without_cells_said, true) {
+                    log::warn(&format!(
+                        "SoC reset off until the packs publish cells: {why}"
+                    ));
+                }
+                return (SocReset::None, Some("SoC reset off: no cell data"));
+            }
+        };
+        let reset = if empty_at.is_some_and(|v| min_cell_v <= v) {
+            SocReset::Empty
+        } else if full_at.is_some_and(|v| max_cell_v >= v) {
+            SocReset::Full
+        } else {
+            SocReset::None
+        };
+        (reset, None)
     }
 }
 
@@ -309,27 +353,15 @@ impl StrategyImpl for SerialBattery {
         let ccl_a = c.limits.combine(&ccls, bank_size);
         let dcl_a = c.limits.combine(&dcls, bank_size);
 
-        // Empty wins: a cell at its low cut-off means the bank is not full. Only a configured
-        // reset looks at the cells, so a bank of packs without cell data passes its limits on.
-        let empty_at = c.min_cell_voltage_soc_empty.filter(|_| c.zero_soc);
-        let full_at = c.max_cell_voltage_soc_full;
-        let soc_reset = if empty_at.is_none() && full_at.is_none() {
-            SocReset::None
-        } else {
-            let (min_cell_v, max_cell_v) = bank.cell_extremes()?;
-            if empty_at.is_some_and(|v| min_cell_v <= v) {
-                SocReset::Empty
-            } else if full_at.is_some_and(|v| max_cell_v >= v) {
-                SocReset::Full
-            } else {
-                SocReset::None
-            }
-        };
-
+        let mut text = mode(&active, protecting);
+        let (soc_reset, note) = self.soc_reset(bank);
+        if let Some(note) = note {
+            text = format!("{text}; {note}");
+        }
         Ok(StrategyOutput {
             soc_reset,
             feed_in: FeedInRequest::Keep,
-            ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, &mode(&active, protecting))
+            ..StrategyOutput::limits(cvl_v, ccl_a, dcl_a, &text)
         })
     }
 }
@@ -623,16 +655,26 @@ mod tests {
     }
 
     #[test]
-    fn no_cell_data_is_an_error_only_for_a_configured_reset() {
+    fn without_cell_data_a_configured_reset_is_off_and_the_limits_pass_on() {
         let mut none = bank(three());
         none.max_cell_voltage_v = ROption::RNone;
         none.min_cell_voltage_v = ROption::RNone;
-        // The pass-through itself needs no cells.
         assert_eq!(run(&none).ccl_a, 33.3 * 3.0);
-        let err = SerialBattery::new(parse_checked::<Config>(RESETS).unwrap())
-            .compute(&none)
-            .unwrap_err();
-        assert!(err.contains("no cell data"), "{err}");
+        // CAN packs that publish no cells, with the shipped config's full reset.
+        let mut strategy = SerialBattery::new(parse_checked::<Config>(RESETS_ZERO).unwrap());
+        let out = strategy.compute(&none).expect("the limits need no cells");
+        assert_eq!((out.ccl_a, out.soc_reset), (33.3 * 3.0, SocReset::None));
+        assert!(
+            out.mode.as_str().ends_with("; SoC reset off: no cell data"),
+            "{}",
+            out.mode
+        );
+        // The cells back: the reset looks at them again, and the note is gone.
+        let mut low = bank(three());
+        low.min_cell_voltage_v = ROption::RSome(1.8);
+        let out = strategy.compute(&low).unwrap();
+        assert_eq!(out.soc_reset, SocReset::Empty);
+        assert!(!out.mode.as_str().contains("no cell data"), "{}", out.mode);
     }
 
     #[test]
