@@ -85,13 +85,23 @@ impl BatteryView {
         self.modules_blocking_discharge > 0 || self.allow_to_discharge == ROption::RSome(0)
     }
 
-    /// Sum of how far each cell stands strictly above `limit_v` (0 when none does).
+    /// How far the pack's cells stand strictly above `limit_v` altogether (0 when none does):
+    /// the sum of each published cell's excess, and at least the highest cell's
+    /// (`/System/MaxCellVoltage`). A pack that publishes its lowest and highest cell but not
+    /// each cell (many CAN BMSs), or not the highest one, so still counts its high cell.
     pub fn cell_overvoltage_v(&self, limit_v: f64) -> f64 {
-        self.cell_voltages_v
+        let cells = self
+            .cell_voltages_v
             .iter()
             .filter_map(|cell| cell.into_option())
             .filter(|&v| v > limit_v)
-            .fold(0.0, |sum, v| sum + (v - limit_v))
+            .fold(0.0, |sum, v| sum + (v - limit_v));
+        let highest = self
+            .max_cell_voltage_v
+            .into_option()
+            .filter(|v| v.is_finite() && *v > limit_v)
+            .map_or(0.0, |v| v - limit_v);
+        cells.max(highest)
     }
 }
 

@@ -240,6 +240,24 @@ fn when_normal_charging_reaches_the_balancing_voltage_it_only_records_the_date()
 }
 
 #[test]
+fn dynamic_cvl_counts_the_high_cell_of_a_pack_that_publishes_only_its_extremes() {
+    // A CAN pack: its lowest and highest cell, no cell by cell. Its high cell's excess still
+    // comes off its sum: without it the CVL stayed at the pack's present voltage, holding the
+    // cell above the bound.
+    let mut can = plugin_api::testing::BatteryBuilder::new("CAN")
+        .cell_extremes(2.50, 2.58)
+        .build();
+    can.voltages_sum_v = ROption::RSome(55.10);
+    assert_eq!(can.cell_overvoltage_v(2.55), 2.58 - 2.55);
+    let out = tick(
+        &mut strategy(r#"{"balancing_voltage": 2.52}"#, None),
+        &bank_of(DAY, vec![can]),
+    );
+    assert_eq!(out.cvl_v, 55.10 - (2.58 - 2.55));
+    assert_eq!(out.mode.as_str(), "Balancing; dynamic CVL");
+}
+
+#[test]
 fn dynamic_cvl_follows_the_reference_example() {
     let mut a_cells = cells(2.5, 2.5, 2.58);
     a_cells[2] = 2.56;
