@@ -13,6 +13,7 @@
 //! `plugin_failures` faults in a row do stop discharging.
 
 use plugin_api::StrategyOutput;
+use serde::{Deserialize, Serialize};
 
 /// The user's bounds (`safety` in `config.yaml`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,7 +31,8 @@ pub struct Bounds {
 }
 
 /// The three limits as published.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// `/Info/MaxChargeVoltage`.
     pub cvl_v: f64,
@@ -38,6 +40,15 @@ pub struct Limits {
     pub ccl_a: f64,
     /// `/Info/MaxDischargeCurrent`.
     pub dcl_a: f64,
+}
+
+impl Limits {
+    /// Finite and not negative: limits that could have been published.
+    pub fn usable(&self) -> bool {
+        [self.cvl_v, self.ccl_a, self.dcl_a]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0)
+    }
 }
 
 /// What the envelope made of one strategy result.
@@ -94,6 +105,14 @@ impl SafetyEnvelope {
     /// The last limits a strategy gave without fault.
     pub fn last_good(&self) -> Option<Limits> {
         self.last_good
+    }
+
+    /// Takes back the memory [`SafetyEnvelope::last_good`] and
+    /// [`SafetyEnvelope::faults_in_a_row`] gave, as a replay starting mid-run does. Limits that
+    /// are not finite, or negative, are no good ones: dropped.
+    pub fn resume(&mut self, last_good: Option<Limits>, faults_in_a_row: u32) {
+        self.last_good = last_good.filter(Limits::usable);
+        self.faults_in_a_row = faults_in_a_row;
     }
 
     /// Sets the bound of `safety.max_charge_voltage` from now on (infinity: none). The engine

@@ -90,10 +90,24 @@ impl FeedIn {
     /// The memory as the state file keeps it: the hold's time rounded down to its step.
     pub fn to_save(&self) -> FeedIn {
         FeedIn {
-            clear_for_s: (self.clear_for_s / HOLD_STEP_S).floor() * HOLD_STEP_S,
+            clear_for_s: saved_hold_s(self.clear_for_s),
             ..self.clone()
         }
     }
+
+    /// Takes back the hold's time unrounded (`clear_for_s` as the tick had it) where this
+    /// memory's is that time as [`FeedIn::to_save`] keeps it; otherwise (another episode, or a
+    /// hold ended since) the memory's own stands.
+    pub fn resume_hold(&mut self, clear_for_s: f64) {
+        if clear_for_s.is_finite() && saved_hold_s(clear_for_s) == self.clear_for_s {
+            self.clear_for_s = clear_for_s;
+        }
+    }
+}
+
+/// The hold's time as the state file keeps it: rounded down to its step.
+fn saved_hold_s(clear_for_s: f64) -> f64 {
+    (clear_for_s / HOLD_STEP_S).floor() * HOLD_STEP_S
 }
 
 /// Why an episode started, for the log.

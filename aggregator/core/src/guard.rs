@@ -7,6 +7,7 @@
 //! `temperature_derate` degrees before each edge, which is continuous and needs none.
 
 use plugin_api::BatteryState;
+use serde::{Deserialize, Serialize};
 
 use crate::envelope::Limits;
 use crate::presence::Battery;
@@ -224,6 +225,25 @@ pub struct Guard {
     share_direction: f64,
 }
 
+/// The packs' measured current shares, as [`Guard::shares`] gives them and
+/// [`Guard::resume_shares`] takes them back: the part of the guard's memory that is not a
+/// latch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shares {
+    /// Each battery's share of the bank current, in the order of the tick's batteries
+    /// (`None`: not measured).
+    #[serde(default)]
+    pub per_battery: Vec<Option<f64>>,
+    /// Which of them were online or held (not lost) when the shares were measured.
+    #[serde(default)]
+    pub online: Vec<bool>,
+    /// The direction of the bank current they were measured in: 1 charge, −1 discharge, 0
+    /// none yet.
+    #[serde(default)]
+    pub direction: f64,
+}
+
 /// The host's bounds that cannot see a pack for want of its data (CAN packs often publish
 /// no cells and no temperature): for that pack they rest on its BMS alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -338,6 +358,38 @@ impl Guard {
     pub fn set_latches(&mut self, high_cell: bool, low_cell: bool) {
         self.high_cell = high_cell;
         self.low_cell = low_cell;
+    }
+
+    /// The packs' measured shares: memory that carries from tick to tick, never saved.
+    pub fn shares(&self) -> Shares {
+        Shares {
+            per_battery: (self.shares.iter())
+                .map(|s| Some(*s).filter(|s| s.is_finite()))
+                .collect(),
+            online: self.share_online.clone(),
+            direction: self.share_direction,
+        }
+    }
+
+    /// Takes back shares [`Guard::shares`] gave, as a replay starting mid-run does. Shares
+    /// that do not fit together (one list longer than the other, a direction other than 1, −1
+    /// or 0) are measured anew, as after a change of the batteries online; a share that is not
+    /// one (negative) counts as not measured.
+    pub fn resume_shares(&mut self, shares: &Shares) {
+        self.shares.clear();
+        self.share_online.clear();
+        self.share_direction = 0.0;
+        let fits = shares.per_battery.len() == shares.online.len()
+            && [1.0, -1.0, 0.0].contains(&shares.direction);
+        if !fits {
+            return;
+        }
+        self.shares.extend(
+            (shares.per_battery.iter())
+                .map(|s| s.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(f64::NAN)),
+        );
+        self.share_online.extend_from_slice(&shares.online);
+        self.share_direction = shares.direction;
     }
 
     /// Applies the host's rules to `limits` (the envelope's), for the bank `batteries` at
@@ -1061,6 +1113,42 @@ pub(crate) mod tests {
         dcl(&mut g, 90.0, 10.0);
         assert_eq!(dcl(&mut g, -5.0, -95.0), 200.0);
         assert!((g.shares[0] - 0.05).abs() < 1e-9, "{:?}", g.shares);
+    }
+
+    #[test]
+    fn shares_taken_back_cap_as_the_guard_that_measured_them_and_misfits_are_measured_anew() {
+        let bank = |a: f64, b: f64| {
+            [
+                pack("A", a, Some(10.0), 3.3, 20.0),
+                pack("B", b, Some(1000.0), 3.3, 20.0),
+            ]
+        };
+        let mut g = Guard::new(BOUNDS);
+        g.apply(WIDE, &bank(-2.0, 102.0), 53.0, 1.0, 16);
+        g.apply(WIDE, &bank(30.0, 70.0), 53.0, 1.0, 16);
+        let shares = g.shares();
+        assert_eq!(shares.per_battery.len(), 2);
+        let mut resumed = Guard::new(BOUNDS);
+        resumed.resume_shares(&shares);
+        assert_eq!(resumed.shares(), shares);
+        // A falling share, smoothed from where it was: the same cap.
+        let ccl = |g: &mut Guard| g.apply(WIDE, &bank(10.0, 90.0), 53.0, 1.0, 16).limits.ccl_a;
+        assert_eq!(ccl(&mut resumed), ccl(&mut g));
+        // One list longer than the other, or no direction: nothing taken back.
+        for misfit in [
+            Shares {
+                online: vec![true],
+                ..shares.clone()
+            },
+            Shares {
+                direction: 0.5,
+                ..shares.clone()
+            },
+        ] {
+            let mut g = Guard::new(BOUNDS);
+            g.resume_shares(&misfit);
+            assert_eq!(g.shares(), Shares::default(), "{misfit:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! any strategy, [`guard`] the host's cell, temperature and pack-limit rules after it,
 //! [`feedin`] owns the feed-in setting, [`episode`] says a lasting condition once, [`engine`]
 //! runs one tick over all of them, [`value`] and [`published`] are the D-Bus surface as plain
-//! values ([`decimal`] writes their numbers), [`state`] is what survives a restart, and
+//! values ([`decimal`] writes their numbers), [`state`] is what survives a restart, [`memory`]
+//! what the engine carries between ticks besides it (for a replay that starts mid-run), and
 //! [`Error`] is what a plugin or a reading can fail with.
 
 pub mod bank;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod feedin;
 pub mod guard;
 pub mod listing;
+pub mod memory;
 pub mod path_hash;
 pub mod presence;
 pub mod published;

@@ -28,6 +28,7 @@ use crate::episode::{Edge, Episode, Episodes};
 use crate::error::Error;
 use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
 use crate::guard::{Acts, Guard, GuardBounds};
+use crate::memory::Memory;
 use crate::presence::Battery;
 use crate::reading::{plausible_bank_current, ALARMS};
 use crate::state::{Latches, State, StrategyState};
@@ -433,6 +434,31 @@ impl Engine {
             },
             last_plausible_day: None,
         }
+    }
+
+    /// What the engine carries from tick to tick besides [`Engine::state`] that changes what
+    /// it publishes: never saved, but recorded where a run of the flight recording starts.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            last_good: self.envelope.last_good(),
+            faults_in_a_row: self.envelope.faults_in_a_row(),
+            last_online: self.last_online,
+            shares: self.guard.shares(),
+            feed_in_clear_for_s: self.feed_in.clear_for_s,
+        }
+    }
+
+    /// Takes back what [`Engine::memory`] gave, after [`Engine::restore`] took back the state
+    /// of the same moment: a replay then goes on where the engine was, not from a fresh start.
+    pub fn restore_memory(&mut self, memory: &Memory) {
+        self.envelope
+            .resume(memory.last_good, memory.faults_in_a_row);
+        // Not a new episode of faults: its start was said before.
+        let stop = memory.faults_in_a_row >= self.settings.bounds.plugin_failures;
+        self.failures_stop.follow(stop);
+        self.last_online = memory.last_online.filter(Limits::usable);
+        self.guard.resume_shares(&memory.shares);
+        self.feed_in.resume_hold(memory.feed_in_clear_for_s);
     }
 
     /// Records that [`Engine::state`] was written.

@@ -262,3 +262,127 @@ fn restored_values_are_checked_and_feed_in_comes_back() {
     // The counter started afresh from the batteries' SoC.
     assert!(engine.state().charge_ah.is_some_and(f64::is_finite));
 }
+
+/// A strategy asking 100 A both ways that faults on its compute calls 56 to 63; its state is
+/// its count of calls.
+struct FaultsAWhile {
+    calls: u64,
+}
+
+impl plugin_api::StrategyImpl for FaultsAWhile {
+    fn compute(&mut self, _bank: &BankView) -> Result<StrategyOutput, String> {
+        self.calls += 1;
+        if (56..=63).contains(&self.calls) {
+            return Err("deliberate".into());
+        }
+        Ok(StrategyOutput::limits(56.0, 100.0, 100.0, "Bulk"))
+    }
+
+    fn save_state(&self) -> Result<String, String> {
+        Ok(self.calls.to_string())
+    }
+
+    fn restore_state(&mut self, state: &str) -> Result<(), String> {
+        self.calls = state.parse().map_err(|_| format!("{state:?}"))?;
+        Ok(())
+    }
+}
+
+fn faults_a_while() -> Engine {
+    let mut s = settings();
+    s.feed_in_hold_s = 12.0;
+    Engine::with_failures(
+        s,
+        "test",
+        Ok(plugin_api::strategy_box(FaultsAWhile { calls: 0 })),
+        Err(Error::Plugin("none".into())),
+    )
+}
+
+/// Tick `k` of a bank whose packs' shares move, then are held, then charge again while the
+/// strategy faults a while, which stops charging and so feed-in until the hold has passed.
+fn memory_script(k: usize) -> Vec<Battery> {
+    let (one, two) = match k {
+        0..20 => (35.0, 15.0),
+        _ => (25.0, 25.0),
+    };
+    let state = match k {
+        40..50 => BatteryState::Stale,
+        _ => BatteryState::Online,
+    };
+    [("Bat1", one), ("Bat2", two)]
+        .into_iter()
+        .map(|(name, current)| {
+            let mut b = battery();
+            b.name = name.into();
+            b.state = state;
+            b.reading.current_a = Some(current);
+            b.reading.max_charge_current_a = Some(50.0);
+            b.reading.max_discharge_current_a = Some(100.0);
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn an_engine_given_the_state_and_memory_of_any_tick_goes_on_as_the_one_that_ran() {
+    // The run: the state and memory before each tick, its inputs and what it published.
+    let mut engine = faults_a_while();
+    let mut setting = Some(1);
+    let mut ticks = Vec::new();
+    for k in 0..120 {
+        let inputs = TickInputs {
+            expected: 2,
+            feed_in_setting: setting,
+            dt_s: 0.5,
+            ..inputs()
+        };
+        let before = (engine.state(), engine.memory());
+        let out = engine.tick(&memory_script(k), &inputs);
+        setting = out.feed_in_write.or(setting);
+        ticks.push((before, inputs, out));
+    }
+    let feed_in_writes = ticks.iter().filter(|t| t.2.feed_in_write.is_some()).count();
+    assert_eq!(feed_in_writes, 2, "feed-in off, then back after its hold");
+
+    // An engine started at tick `from` with what was recorded there: the same values to the
+    // end, or (without the memory) the first tick that differs.
+    let first_difference = |from: usize, with_memory: bool| {
+        let ((state, memory), _, _) = &ticks[from];
+        let mut replay = faults_a_while();
+        assert!(replay.restore(state).is_empty());
+        if with_memory {
+            let text = serde_json::to_string(memory).unwrap();
+            replay.restore_memory(&serde_json::from_str(&text).unwrap());
+        }
+        (from..ticks.len()).find(|&k| {
+            let (_, inputs, recorded) = &ticks[k];
+            let out = replay.tick(&memory_script(k), inputs);
+            let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+            !(near(out.limits.cvl_v, recorded.limits.cvl_v)
+                && near(out.limits.ccl_a, recorded.limits.ccl_a)
+                && near(out.limits.dcl_a, recorded.limits.dcl_a)
+                && out
+                    .soc_pct
+                    .zip(recorded.soc_pct)
+                    .is_some_and(|(a, b)| near(a, b))
+                && out.feed_in_write == recorded.feed_in_write)
+        })
+    };
+    for from in 0..ticks.len() {
+        assert_eq!(first_difference(from, true), None, "started at tick {from}");
+    }
+    // Each part of the memory counts somewhere: a fresh start inside a falling share, a hold,
+    // a run of faults and a feed-in hold publishes otherwise.
+    for (from, what) in [
+        (25, "a falling share"),
+        (45, "every pack held"),
+        (60, "strategy faults"),
+        (75, "the feed-in hold"),
+    ] {
+        assert!(
+            first_difference(from, false).is_some(),
+            "a fresh start inside {what} (tick {from}) publishes the same"
+        );
+    }
+}
