@@ -224,6 +224,8 @@ pub struct TickRecord<'a> {
     /// The engine's state before the tick, when the recorder asks for it
     /// ([`Recorder::wants_state`]).
     pub state: Option<&'a aggregator_core::state::State>,
+    /// The engine's memory besides its state before the tick, with the state.
+    pub memory: Option<&'a aggregator_core::memory::Memory>,
     /// What the live strategy published.
     pub out: Option<&'a Outcome>,
     /// The shadow strategy's outcome, or why it has none; `None` without a shadow.
@@ -243,6 +245,7 @@ impl TickRecord<'_> {
             inputs,
             publishing: None,
             state: None,
+            memory: None,
             out: None,
             shadow: None,
         }
@@ -292,6 +295,10 @@ impl TickRecord<'_> {
             .state
             .map(|s| serde_json::to_string(s).unwrap_or_default());
         sink.json(Key::Plain("state"), state.as_deref());
+        let memory = self
+            .memory
+            .map(|m| serde_json::to_string(m).unwrap_or_default());
+        sink.json(Key::Plain("memory"), memory.as_deref());
         let int32 = |v: Option<i32>| v.map(i64::from);
         for (i, v) in inputs.vebus.iter().enumerate() {
             sink.text(Key::Item("vebus", i, "/service"), Some(&v.service));
@@ -1591,9 +1598,9 @@ impl Recorder {
         self.next_tick
     }
 
-    /// Whether the next tick starts a run: the engine's saved state goes into it (key
-    /// `state`), so that a replay of a recording whose start was dropped starts where the
-    /// device was.
+    /// Whether the next tick starts a run: the engine's saved state and its memory besides
+    /// go into it (keys `state` and `memory`), so that a replay of a recording whose start was
+    /// dropped starts where the device was.
     pub fn wants_state(&self) -> bool {
         self.open.ticks == 0 || self.open.ticks >= FULL_EVERY
     }

@@ -246,6 +246,8 @@ pub struct Observed<'a> {
     pub elapsed_s: f64,
     /// The batteries as presence gave them to the engine.
     pub batteries: &'a [aggregator_core::presence::Battery],
+    /// The engine's other inputs.
+    pub inputs: &'a aggregator_core::engine::TickInputs,
     /// The engine's outcome.
     pub outcome: &'a aggregator_core::engine::Outcome,
     /// Every path of the virtual battery after this tick, as the daemon's export holds them.
@@ -409,6 +411,7 @@ pub fn run_observed(
             observe(&Observed {
                 elapsed_s,
                 batteries: &batteries,
+                inputs: &inputs,
                 outcome: &outcome,
                 published: &published,
                 feed_in: gather::single_integer(&cache, Class::Settings, FEED_IN_SETTING),

@@ -3,14 +3,18 @@
 //! published kept beside what the replayed configuration publishes.
 //!
 //! The recording holds the engine's inputs (each pack's reading and state after presence, the
-//! current source's devices, the feed-in setting as read, date and tick length) and the
-//! engine's saved state at each full line: the replay restores the state of its first tick
-//! and feeds the ticks in order. The feed-in setting is the one the device read: a replayed
-//! configuration that would have written another value does not change what follows.
+//! current source's devices, the feed-in setting as read, date and tick length), and at each
+//! full line the engine's saved state and its memory besides (the envelope's last good limits
+//! and faults in a row, the last limits with a battery online, the packs' current shares, the
+//! feed-in hold's time unrounded): the replay restores both at its first tick and feeds the
+//! ticks in order, so that a recording starting mid-run replays from where the device was.
+//! The feed-in setting is the one the device read: a replayed configuration that would have
+//! written another value does not change what follows.
 
 use std::path::Path;
 
 use aggregator_core::engine::{Engine, Settings};
+use aggregator_core::memory::Memory;
 use aggregator_core::state::State;
 
 use crate::offline::{create_folder, file_name, to_csv, write, Beside, Sample};
@@ -53,6 +57,38 @@ pub fn differs(replayed: &PublishedValues, recorded: &PublishedValues) -> Option
     (!what.is_empty()).then(|| what.join(", "))
 }
 
+/// The engine as it was before the recording's first tick: its saved state (`state`), then its
+/// memory besides (`memory`). A recording without them (a run that started with it) starts
+/// the engine fresh, as the daemon did; one without the memory (made before it was recorded)
+/// starts it from the state alone, and a memory this program cannot read is left out with a
+/// warning: either may differ in its first ticks where the memory would have counted.
+fn start_where_recorded(
+    engine: &mut Engine,
+    number: u64,
+    flat: &record::Flat,
+) -> Result<(), Error> {
+    if let Some(state) = flat.get("state") {
+        let state: State =
+            serde_json::from_value(state.clone()).map_err(|source| Error::RecordedState {
+                tick: number,
+                source,
+            })?;
+        for problem in engine.restore(&state) {
+            eprintln!("warning: tick {number}: the recorded state: {problem}");
+        }
+    }
+    if let Some(memory) = flat.get("memory") {
+        match serde_json::from_value::<Memory>(memory.clone()) {
+            Ok(memory) => engine.restore_memory(&memory),
+            Err(e) => eprintln!(
+                "warning: tick {number}: the recorded `memory` is not one this program reads \
+                 ({e}); the replay starts from the state alone"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Replays the ticks of `recording` with the configuration in `config`.
 pub fn replay(
     recording: &record::Recording,
@@ -83,17 +119,7 @@ pub fn replay(
     for (k, (number, flat)) in recording.ticks.iter().enumerate() {
         let tick: Tick = record::unflatten(*number, flat)?;
         if k == 0 {
-            if let Some(state) = flat.get("state") {
-                let state: State = serde_json::from_value(state.clone()).map_err(|source| {
-                    Error::RecordedState {
-                        tick: *number,
-                        source,
-                    }
-                })?;
-                for problem in engine.restore(&state) {
-                    eprintln!("warning: tick {number}: the recorded state: {problem}");
-                }
-            }
+            start_where_recorded(&mut engine, *number, flat)?;
         }
         engine.set_publishing(flat.get("in/publishing") != Some(&serde_json::Value::Bool(false)));
         let outcome = engine.tick(&tick.batteries, &tick.inputs);

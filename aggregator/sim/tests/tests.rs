@@ -11,6 +11,7 @@
 mod support;
 
 mod demo;
+mod replay;
 mod simulate;
 mod simulate_live;
 mod simulator;

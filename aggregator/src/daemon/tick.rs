@@ -762,9 +762,9 @@ impl Daemon {
             &self.config,
             TickTime { now_s, date, dt_s },
         );
-        let state = (self.recorder.as_ref())
+        let restore_point = (self.recorder.as_ref())
             .filter(|r| r.wants_state())
-            .map(|_| self.bank.engine.state());
+            .map(|_| (self.bank.engine.state(), self.bank.engine.memory()));
         // The shadow computes on its own thread while the live engine does.
         let publishing = self.link.registered;
         if let Some(shadow) = &mut self.shadow {
@@ -793,7 +793,8 @@ impl Daemon {
             batteries: &batteries,
             inputs: &inputs,
             publishing: Some(publishing),
-            state: state.as_ref(),
+            state: restore_point.as_ref().map(|(state, _)| state),
+            memory: restore_point.as_ref().map(|(_, memory)| memory),
             out: Some(&outcome),
             shadow: shadow
                 .as_ref()

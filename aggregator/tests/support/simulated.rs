@@ -48,10 +48,21 @@ const START: &str = "start: 2026-06-15T12:00\n";
 /// the bus) on `scenario_yaml` for `length` of simulated time, one tick every
 /// `update_interval`.
 pub fn run(scenario_yaml: &str, config_yaml: &str, length: Duration) -> Run {
+    run_with(scenario_yaml, config_yaml, length, |_, _| {})
+}
+
+/// [`run`], and `also` after every tick with the config's text as the daemon read it and the
+/// tick (its inputs, outcome and engine).
+pub fn run_with(
+    scenario_yaml: &str,
+    config_yaml: &str,
+    length: Duration,
+    mut also: impl FnMut(&str, &Observed),
+) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, super::bus::config_text(dir.path(), config_yaml))
-        .expect("write config");
+    let config_text = super::bus::config_text(dir.path(), config_yaml);
+    std::fs::write(&config, &config_text).expect("write config");
     let scenario_text = if scenario_yaml.contains("\nstart:") {
         scenario_yaml.to_string()
     } else {
@@ -88,6 +99,7 @@ pub fn run(scenario_yaml: &str, config_yaml: &str, length: Duration) -> Run {
             feed_in: o.feed_in,
             events: o.outcome.events.clone(),
         });
+        also(&config_text, o);
     };
     tracing::subscriber::with_default(subscriber, || {
         run_observed(ready, scenario, options, Some(&mut observe)).expect("the run")
