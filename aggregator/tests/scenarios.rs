@@ -224,6 +224,50 @@ fn an_inverted_shunt_is_added() {
     });
 }
 
+/// A solar charger and an inverter that publishes no `/Dc/0/Current`, with this AC output.
+fn inverter_without_dc_current(ac_out: &str) -> String {
+    format!("solar_chargers: 1\ndc_devices:\n  - {{ class: inverter, ac_out: [{ac_out}] }}\n")
+}
+
+const INVERTER_SEGMENT: &str = r#"
+  - { duration: 1h, cell_voltage: 3.35, battery_current: 7, solar_current: 5 }
+"#;
+
+/// docs/current.md §5: such an inverter counts what it delivers over its DC voltage.
+#[test]
+fn an_inverter_without_a_dc_current_counts_its_ac_output() {
+    runtime().block_on(async {
+        let current = "{ plugin: victron, config: { use_multi: false } }";
+        let near = |a: f64| {
+            move |i: &std::collections::HashMap<_, _>| {
+                num(i, "/Dc/0/Current").is_some_and(|v| (v - a).abs() < 0.01)
+            }
+        };
+        // L1 by its power, L2 by volts × amps, over the inverter's (the bank's) 53.6 V:
+        // 5 A (solar) − 536 W / 53.6 V − 230 V × 1.165 A / 53.6 V = −10 A, not the BMS's 14 A.
+        let devices =
+            inverter_without_dc_current("{ power: 536 }, { voltage: 230, current: 1.165 }");
+        let w = World::start(&scenario(&devices, INVERTER_SEGMENT), &lfp(2, current)).await;
+        let (ok, items) = until(&w.conn, SECONDS, near(-10.0)).await;
+        let log = w.daemon.log_text();
+        assert!(ok, "{items:?}\n{log}");
+        assert!(!log.contains("current source has no value"), "{log}");
+        drop(w);
+
+        // Without its AC output either: the batteries' own current, said once.
+        let devices = inverter_without_dc_current("");
+        let w = World::start(&scenario(&devices, INVERTER_SEGMENT), &lfp(2, current)).await;
+        let (ok, items) = until(&w.conn, SECONDS, near(14.0)).await;
+        let log = w.daemon.log_text();
+        assert!(ok, "{items:?}\n{log}");
+        assert_eq!(
+            log.matches("current source has no value").count(),
+            1,
+            "{log}"
+        );
+    });
+}
+
 /// The pass-through strategy, on a fast tick.
 fn pass_through(startup_wait: &str) -> String {
     TestConfig::default()

@@ -55,7 +55,8 @@ pub enum DcClass {
     /// `com.victronenergy.multi.*` (Multi RS): positive = charging the bank, as published.
     Multi,
     /// `com.victronenergy.inverter.*` (Inverter RS, Phoenix): negative while inverting, as
-    /// published.
+    /// published. An inverter that publishes no `/Dc/0/Current` (some VE.Direct Phoenix
+    /// models) gets one the host estimates from its AC output and DC voltage.
     Inverter,
     /// `com.victronenergy.charger.*` (AC chargers): `/Dc/0/Current`, output 0 (a charger's
     /// outputs 1 and 2 feed other batteries), positive = into the bank, as published.

@@ -86,9 +86,26 @@ impl Class {
         match self {
             Class::Battery => is_battery_path(path),
             // Output 0 only of a charger with several: the others feed other batteries.
-            Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_) => {
-                matches!(path, "/Dc/0/Current" | "/Dc/0/Voltage")
+            Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_)
+                if matches!(path, "/Dc/0/Current" | "/Dc/0/Voltage") =>
+            {
+                true
             }
+            // An inverter without `/Dc/0/Current` is counted by its AC output
+            // (docs/current.md §5).
+            Class::Dc(DcClass::Inverter) => matches!(
+                path,
+                "/Ac/Out/L1/P"
+                    | "/Ac/Out/L1/V"
+                    | "/Ac/Out/L1/I"
+                    | "/Ac/Out/L2/P"
+                    | "/Ac/Out/L2/V"
+                    | "/Ac/Out/L2/I"
+                    | "/Ac/Out/L3/P"
+                    | "/Ac/Out/L3/V"
+                    | "/Ac/Out/L3/I"
+            ),
+            Class::Vebus | Class::SolarCharger | Class::Dcload | Class::Dc(_) => false,
             Class::Settings => {
                 path == FEED_IN_SETTING
                     || (path.starts_with("/Settings/Devices/")
@@ -839,6 +856,9 @@ mod tests {
         assert!(Class::Battery.reads("/Alarms/BmsCable"));
         assert!(Class::Vebus.reads("/Dc/0/Current"));
         assert!(!Class::Vebus.reads("/Ac/Out/L1/P"));
+        assert!(Class::Dc(DcClass::Inverter).reads("/Ac/Out/L3/I"));
+        assert!(Class::Dc(DcClass::Inverter).reads("/Dc/0/Current"));
+        assert!(!Class::Dc(DcClass::Multi).reads("/Ac/Out/L1/P"));
         assert!(Class::Settings.reads(FEED_IN_SETTING));
         assert!(Class::Settings.reads("/Settings/Devices/aggregatebatteries/CustomName"));
         assert!(!Class::Settings.reads("/Settings/SystemSetup/BatteryService"));

@@ -92,7 +92,23 @@ pub(crate) fn dc_device(spec: &DcDeviceSpec, index: usize, voltage_v: f64) -> Ve
         &format!("Simulated {}", spec.class),
         1,
     );
-    items.extend(dc(spec.current_a, voltage_v, false));
+    match spec.current_a {
+        Some(current_a) => items.extend(dc(current_a, voltage_v, false)),
+        None => items.push(dc_voltage(voltage_v)),
+    }
+    for (l, phase) in spec.ac_out.iter().enumerate() {
+        let values = [
+            ("P", phase.power_w, TextFormat::Fixed(0, "W")),
+            ("V", phase.voltage_v, TextFormat::Fixed(0, "V")),
+            ("I", phase.current_a, TextFormat::Fixed(1, "A")),
+        ];
+        for (name, value, format) in values {
+            if let Some(value) = value {
+                let path = format!("/Ac/Out/L{}/{name}", l + 1);
+                items.push(item(&path, Value::Float(value), format));
+            }
+        }
+    }
     items
 }
 
@@ -118,11 +134,7 @@ fn dc(current_a: f64, voltage_v: f64, with_power: bool) -> Vec<Item> {
             Value::Float(current_a),
             TextFormat::Fixed(1, "A"),
         ),
-        item(
-            "/Dc/0/Voltage",
-            Value::Float(voltage_v),
-            TextFormat::Fixed(2, "V"),
-        ),
+        dc_voltage(voltage_v),
     ];
     if with_power {
         items.push(item(
@@ -132,6 +144,14 @@ fn dc(current_a: f64, voltage_v: f64, with_power: bool) -> Vec<Item> {
         ));
     }
     items
+}
+
+fn dc_voltage(voltage_v: f64) -> Item {
+    item(
+        "/Dc/0/Voltage",
+        Value::Float(round(voltage_v, 2)),
+        TextFormat::Fixed(2, "V"),
+    )
 }
 
 fn item(path: &str, value: Value, format: TextFormat) -> Item {

@@ -21,6 +21,10 @@
 //! - per segment `cell_spread: [from, to]`: the cells of every battery spread evenly over this
 //!   many volts around `cell_voltage` (cell 1 lowest), for a bank that drifts apart at the top.
 //!
+//! A DC device of `dc_devices` (`{class, current, device_instance, ac_out}`) publishes no
+//! `/Dc/0/Current` when `current` is left out; `ac_out: [{power, voltage, current}, ...]`
+//! publishes `/Ac/Out/L1/P`, `/V`, `/I` and the next phases, each value only when given.
+//!
 //! Per battery, `cvl_per_cell` (default 3.45 V, LiFePO4) is the charge voltage per cell its BMS
 //! asks unless a segment's `limits: {cvl}` says otherwise: an LTO bank's BMSs ask about 2.5 V,
 //! and the daemon takes an LFP value on an LTO config as a BMS of another chemistry.
@@ -96,10 +100,25 @@ pub struct DcDeviceSpec {
     /// Its Venus service class: `multi`, `inverter`, `charger`, `dcdc`, `alternator`,
     /// `dcsource`, `dcload` or `dcsystem`.
     pub class: String,
-    /// `/Dc/0/Current` with the class's own sign.
-    pub current_a: f64,
+    /// `/Dc/0/Current` with the class's own sign; `None`: the path is not published (some
+    /// VE.Direct Phoenix inverters).
+    pub current_a: Option<f64>,
     /// `/DeviceInstance`.
     pub device_instance: i64,
+    /// `/Ac/Out/L1..L3/{P,V,I}`, phase by phase, each value only when given (scenario key
+    /// `ac_out: [{power, voltage, current}, ...]`).
+    pub ac_out: Vec<AcPhase>,
+}
+
+/// One phase of a device's AC output, each value published only when set.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AcPhase {
+    /// `/Ac/Out/Lx/P`, W.
+    pub power_w: Option<f64>,
+    /// `/Ac/Out/Lx/V`, V.
+    pub voltage_v: Option<f64>,
+    /// `/Ac/Out/Lx/I`, A.
+    pub current_a: Option<f64>,
 }
 
 impl DcDeviceSpec {

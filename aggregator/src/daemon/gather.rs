@@ -192,13 +192,42 @@ pub fn dc_sources(cache: &Cache) -> Vec<DcSourceView> {
 
 /// A DC device's current into the bank, from its `/Dc/0/Current`: output 0 only of a
 /// charger with several (the others feed other batteries, as systemcalc takes it too); a
-/// load's and a DC system's sign turned round.
+/// load's and a DC system's sign turned round; an inverter's from its AC output when it
+/// publishes no DC current ([`inverter_from_ac`]).
 fn into_bank(class: DcClass, values: &Values, ignored: &mut Vec<BadValue>) -> Option<f64> {
     let current_a = number(values, "/Dc/0/Current", ignored);
     match class {
         DcClass::DcLoad | DcClass::DcSystem => current_a.map(|a| -a),
+        DcClass::Inverter => current_a.or_else(|| inverter_from_ac(values, ignored)),
         _ => current_a,
     }
+}
+
+/// The AC output paths of an inverter's phases: power, voltage, current.
+const AC_OUT: [[&str; 3]; 3] = [
+    ["/Ac/Out/L1/P", "/Ac/Out/L1/V", "/Ac/Out/L1/I"],
+    ["/Ac/Out/L2/P", "/Ac/Out/L2/V", "/Ac/Out/L2/I"],
+    ["/Ac/Out/L3/P", "/Ac/Out/L3/V", "/Ac/Out/L3/I"],
+];
+
+/// The DC current of an inverter that publishes no `/Dc/0/Current` (some VE.Direct Phoenix
+/// models), estimated from what it delivers, as dbus-systemcalc-py's
+/// `delegates/invertercharger.py` does (docs/current.md §5): each phase's `/Ac/Out/Lx/P`, else
+/// its `/Ac/Out/Lx/V` × `/Ac/Out/Lx/I`, over the inverter's own `/Dc/0/Voltage`, drawn from
+/// the bank. `None` without a DC voltage above 0 or without any phase's output.
+fn inverter_from_ac(values: &Values, ignored: &mut Vec<BadValue>) -> Option<f64> {
+    let voltage_v = number(values, "/Dc/0/Voltage", ignored).filter(|v| *v > 0.0)?;
+    let mut power_w = None;
+    for [p, v, i] in AC_OUT {
+        let phase_w = number(values, p, ignored).or_else(|| {
+            let volts = number(values, v, ignored)?;
+            Some(volts * number(values, i, ignored)?)
+        });
+        if let Some(w) = phase_w {
+            *power_w.get_or_insert(0.0) += w;
+        }
+    }
+    power_w.map(|w| -w / voltage_v)
 }
 
 /// `/Soc` of the battery monitor (SmartShunt, BMV, Lynx Shunt) that `device` names, if it is
@@ -312,6 +341,49 @@ mod tests {
             None
         );
         assert!(bad.is_empty(), "{bad:?}");
+    }
+
+    #[test]
+    fn an_inverter_without_a_dc_current_counts_its_ac_output_over_its_dc_voltage() {
+        let current = |values: &[(&str, Field)]| {
+            let mut bad = Vec::new();
+            let a = into_bank(DcClass::Inverter, &service(values).values, &mut bad);
+            assert!(bad.is_empty(), "{bad:?}");
+            a
+        };
+        let n = Field::Number;
+        // Its own DC current comes first.
+        assert_eq!(
+            current(&[
+                ("/Dc/0/Current", n(-3.0)),
+                ("/Dc/0/Voltage", n(50.0)),
+                ("/Ac/Out/L1/P", n(500.0)),
+            ]),
+            Some(-3.0)
+        );
+        // L1 by its power, L2 by volts × amps, L3 not there: (500 + 230 × 1) / 50 drawn.
+        let ac = [
+            ("/Dc/0/Current", Field::Invalid),
+            ("/Dc/0/Voltage", n(50.0)),
+            ("/Ac/Out/L1/P", n(500.0)),
+            ("/Ac/Out/L1/V", n(1000.0)),
+            ("/Ac/Out/L2/P", Field::Invalid),
+            ("/Ac/Out/L2/V", n(230.0)),
+            ("/Ac/Out/L2/I", n(1.0)),
+            ("/Ac/Out/L3/V", n(230.0)),
+        ];
+        assert_eq!(current(&ac), Some(-14.6));
+        // No DC voltage, or no phase's output: no current (the BMS fallback).
+        assert_eq!(current(&ac[2..]), None);
+        assert_eq!(current(&[("/Dc/0/Voltage", n(0.0))]), None);
+        assert_eq!(
+            current(&[("/Dc/0/Voltage", n(50.0)), ("/Ac/Out/L1/V", n(230.0))]),
+            None
+        );
+        // Another class is not estimated.
+        let mut bad = Vec::new();
+        let multi = service(&ac[1..]);
+        assert_eq!(into_bank(DcClass::Multi, &multi.values, &mut bad), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use aggregator_core::value::Value;
 use crate::Error;
 
 use super::{
-    BatterySpec, CellData, DcDeviceSpec, Limits, Override, Ramp, Scenario, Segment, SettingsSpec,
-    ShuntClass, ShuntSpec, Signals, Start, ALARMS, DEFAULT_CELL_V,
+    AcPhase, BatterySpec, CellData, DcDeviceSpec, Limits, Override, Ramp, Scenario, Segment,
+    SettingsSpec, ShuntClass, ShuntSpec, Signals, Start, ALARMS, DEFAULT_CELL_V,
 };
 
 #[derive(Deserialize)]
@@ -90,8 +90,18 @@ fn lfp_cvl_per_cell() -> f64 {
 #[serde(deny_unknown_fields)]
 struct RawDcDevice {
     class: String,
-    current: f64,
+    current: Option<f64>,
     device_instance: Option<i64>,
+    #[serde(default)]
+    ac_out: Vec<RawAcPhase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcPhase {
+    power: Option<f64>,
+    voltage: Option<f64>,
+    current: Option<f64>,
 }
 
 fn sixteen() -> usize {
@@ -289,13 +299,42 @@ impl RawScenario {
                     ),
                 ));
             }
-            if !raw.current.is_finite() {
+            if raw.current.is_some_and(|a| !a.is_finite()) {
                 return Err((format!("dc_devices[{k}].current"), "must be finite".into()));
+            }
+            if raw.ac_out.len() > 3 {
+                return Err((
+                    format!("dc_devices[{k}].ac_out"),
+                    format!("at most 3 phases, found {}", raw.ac_out.len()),
+                ));
+            }
+            let mut ac_out = Vec::with_capacity(raw.ac_out.len());
+            for (l, phase) in raw.ac_out.iter().enumerate() {
+                let values = [
+                    ("power", phase.power),
+                    ("voltage", phase.voltage),
+                    ("current", phase.current),
+                ];
+                if let Some((key, _)) = values
+                    .iter()
+                    .find(|(_, v)| v.is_some_and(|v| !v.is_finite()))
+                {
+                    return Err((
+                        format!("dc_devices[{k}].ac_out[{l}].{key}"),
+                        "must be finite".into(),
+                    ));
+                }
+                ac_out.push(AcPhase {
+                    power_w: phase.power,
+                    voltage_v: phase.voltage,
+                    current_a: phase.current,
+                });
             }
             dc_devices.push(DcDeviceSpec {
                 class: raw.class,
                 current_a: raw.current,
                 device_instance: raw.device_instance.unwrap_or(300 + k as i64),
+                ac_out,
             });
         }
         if let Some(shunt) = &shunt {
