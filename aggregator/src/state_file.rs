@@ -52,12 +52,18 @@ impl std::fmt::Display for LoadProblem {
 #[derive(Clone, Debug)]
 pub struct StateStore {
     dir: PathBuf,
+    /// The keys of the file last loaded that this version does not know (a newer version
+    /// wrote them), written back unchanged by every save (docs/state.md §1).
+    unknown: Vec<parts::Unknown>,
 }
 
 impl StateStore {
     /// The store in `dir` (created on the first save).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            unknown: Vec::new(),
+        }
     }
 
     /// Path of the state file.
@@ -66,7 +72,7 @@ impl StateStore {
     }
 
     /// Loads the state, or says why there is none to use; see [`StateStore::load_parts`].
-    pub fn load(&self) -> Result<State, LoadProblem> {
+    pub fn load(&mut self) -> Result<State, LoadProblem> {
         self.load_parts().map(|(state, _)| state)
     }
 
@@ -75,9 +81,11 @@ impl StateStore {
     /// file that cannot be read at all is kept as [`UNREADABLE_COPY`] (once: not again while
     /// the copy holds the same bytes). Temporary files left by a write that was cut short (a
     /// kill -9, a power cut) are removed first: the state file itself is always whole, and
-    /// nothing else writes in the folder.
-    pub fn load_parts(&self) -> Result<(State, Vec<String>), LoadProblem> {
+    /// nothing else writes in the folder. The keys this version does not know are kept and
+    /// written back by the next [`StateStore::save`].
+    pub fn load_parts(&mut self) -> Result<(State, Vec<String>), LoadProblem> {
         self.remove_leftovers();
+        self.unknown.clear();
         let path = self.path();
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -99,6 +107,10 @@ impl StateStore {
         let read = std::str::from_utf8(&bytes)
             .map_err(|err| err.to_string())
             .and_then(|text| parts::read(text, &shape));
+        let read = read.map(|read| {
+            self.unknown = read.unknown;
+            (read.value, read.problems)
+        });
         read.map_err(|why| {
             let copy = self.dir.join(UNREADABLE_COPY);
             let kept = match fs::read(&copy) {
@@ -117,10 +129,20 @@ impl StateStore {
         remove_leftovers(&self.dir);
     }
 
-    /// Writes the state atomically; the file is readable by all, writable by its owner only.
+    /// Writes the state atomically, with the keys of the file loaded that this version does
+    /// not know where they were; the file is readable by all, writable by its owner only.
     pub fn save(&self, state: &State) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let text = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
+        // Without such keys, straight from the state: its keys in the order of `State`.
+        let text = if self.unknown.is_empty() {
+            serde_json::to_string_pretty(state)
+        } else {
+            serde_json::to_value(state).and_then(|mut file| {
+                parts::put_back(&mut file, &self.unknown);
+                serde_json::to_string_pretty(&file)
+            })
+        };
+        let text = text.map_err(std::io::Error::other)?;
         write_atomically(&self.path(), text.as_bytes())
     }
 }
@@ -301,7 +323,7 @@ mod tests {
     #[test]
     fn a_file_from_before_the_latches_were_kept_reads_with_none_set() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         let old = r#"{"charge_ah": 100.0, "feed_in": {"disabled_by_us": true, "saved_value": 1}}"#;
         fs::write(store.path(), old).unwrap();
         let state = store.load().unwrap();
@@ -382,7 +404,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().join("state"));
+        let mut store = StateStore::new(dir.path().join("state"));
         assert!(matches!(store.load(), Err(LoadProblem::Missing(_))));
         store.save(&sample()).unwrap();
         assert_eq!(store.load().unwrap(), sample());
@@ -391,7 +413,7 @@ mod tests {
     #[test]
     fn a_file_with_unknown_keys_or_a_bad_part_gives_back_every_other_part() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         let mut file = serde_json::to_value(sample()).unwrap();
         // As a newer version would write it, then one value damaged.
         file["soc_model"] = serde_json::json!({"k": 2});
@@ -426,10 +448,55 @@ mod tests {
         assert!(!dir.path().join(UNREADABLE_COPY).exists());
     }
 
+    /// docs/state.md §1: a downgrade, then an upgrade, keeps what the newer version saved.
+    #[test]
+    fn unknown_keys_of_a_newer_version_survive_a_load_and_a_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut file = serde_json::to_value(sample()).unwrap();
+        file["soc_model"] = serde_json::json!({"k": 2, "curve": [1.5, 2]});
+        file["feed_in"]["ramp_s"] = serde_json::json!(30);
+        file["strategy"]["version"] = serde_json::json!(2);
+        fs::write(store.path(), file.to_string()).unwrap();
+        let (state, problems) = store.load_parts().unwrap();
+        assert_eq!(state, sample());
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        // This version's values change; the newer version's stay as they were.
+        let changed = State {
+            charge_ah: Some(100.0),
+            ..sample()
+        };
+        store.save(&changed).unwrap();
+        let mut expected = serde_json::to_value(&changed).unwrap();
+        expected["soc_model"] = file["soc_model"].clone();
+        expected["feed_in"]["ramp_s"] = serde_json::json!(30);
+        expected["strategy"]["version"] = serde_json::json!(2);
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).unwrap()).unwrap();
+        assert_eq!(saved, expected);
+        // And again by a store that loaded the file it wrote.
+        let mut again = StateStore::new(dir.path());
+        assert_eq!(again.load().unwrap(), changed);
+        again.save(&changed).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).unwrap()).unwrap();
+        assert_eq!(saved, expected);
+        // A part no longer written takes its unknown keys with it.
+        let no_strategy = State {
+            strategy: None,
+            ..changed
+        };
+        again.save(&no_strategy).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).unwrap()).unwrap();
+        assert_eq!(saved["strategy"], serde_json::Value::Null);
+        assert_eq!(saved["soc_model"], file["soc_model"]);
+    }
+
     #[test]
     fn a_file_that_cannot_be_read_at_all_is_kept_beside_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         let copy = dir.path().join(UNREADABLE_COPY);
         fs::write(store.path(), "{\"charge_ah\": 1").unwrap();
         let Err(LoadProblem::Unreadable(_, why)) = store.load_parts() else {
@@ -470,7 +537,7 @@ mod tests {
     #[test]
     fn empty_truncated_and_garbage_files_are_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         let full = serde_json::to_string(&sample()).unwrap();
         for bad in ["", &full[..full.len() / 2], "\u{0}\u{1}garbage", "[1, 2]"] {
             fs::write(store.path(), bad).unwrap();
@@ -487,7 +554,7 @@ mod tests {
     #[test]
     fn temporary_files_of_an_interrupted_write_are_removed_on_load() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let mut store = StateStore::new(dir.path());
         store.save(&State::default()).unwrap();
         let leftover = dir.path().join(".state-AbC123.tmp");
         fs::write(&leftover, "{\"charge_").unwrap();

@@ -712,15 +712,13 @@ fn lfp_saving_often() -> String {
         .to_yaml()
 }
 
-/// A corrupt state file in place before the start: logged, the counter starts from the
-/// batteries' SoC, and a good file replaces it.
-async fn corrupt_state_file_is_replaced(content: &[u8]) {
+/// The bank discharging at 40 A with `content` as its state file before the start, and the
+/// first SoC it publishes.
+async fn started_with_state_file(content: Vec<u8>) -> (World, f64) {
     let segments = "  - { duration: 1h, cell_voltage: 3.30, battery_current: -20 }";
-    let content = content.to_vec();
-    let written = content.clone();
-    let mut w = World::start_prepared(&bank(false, segments), &lfp_saving_often(), move |dir| {
+    let w = World::start_prepared(&bank(false, segments), &lfp_saving_often(), move |dir| {
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        std::fs::write(dir.join("state").join(STATE_FILE), written).unwrap();
+        std::fs::write(dir.join("state").join(STATE_FILE), content).unwrap();
     })
     .await;
     let (ok, items) = until(&w.conn, Duration::from_secs(10), |i| {
@@ -729,6 +727,13 @@ async fn corrupt_state_file_is_replaced(content: &[u8]) {
     .await;
     assert!(ok, "{items:?}");
     let soc = num(&items, "/Soc").unwrap();
+    (w, soc)
+}
+
+/// A corrupt state file in place before the start: logged, the counter starts from the
+/// batteries' SoC, and a good file replaces it.
+async fn corrupt_state_file_is_replaced(content: &[u8]) {
+    let (mut w, soc) = started_with_state_file(content.to_vec()).await;
     assert!((59.5..=60.0).contains(&soc), "SoC {soc}");
     let log = w.daemon.log_text();
     assert!(
@@ -741,7 +746,7 @@ async fn corrupt_state_file_is_replaced(content: &[u8]) {
         "{log}"
     );
 
-    let store = StateStore::new(w.dir.path().join("state"));
+    let mut store = StateStore::new(w.dir.path().join("state"));
     let deadline = Instant::now() + Duration::from_secs(20);
     let state = loop {
         match store.load() {
@@ -778,6 +783,41 @@ fn a_garbage_state_file_is_logged_and_replaced() {
     runtime().block_on(corrupt_state_file_is_replaced(
         b"\x00\x01\xff garbage \xfe{{{",
     ));
+}
+
+/// docs/state.md §1: a state file of a newer version (after a downgrade) keeps that version's
+/// keys through this version's saves, at the top and inside a part.
+#[test]
+fn a_newer_versions_keys_in_the_state_file_are_written_back() {
+    runtime().block_on(async {
+        let file = serde_json::json!({
+            "charge_ah": 300.0,
+            "capacity_ah": 560.0,
+            "feed_in": { "disabled_by_us": false, "ramp_s": 30 },
+            "soc_model": { "k": 2, "curve": [1.5, 2] },
+        });
+        let (mut w, soc) = started_with_state_file(file.to_string().into_bytes()).await;
+        // The counter restored from the file (300 of 560 Ah), not the batteries' 60 %.
+        assert!((53.0..=53.6).contains(&soc), "SoC {soc}");
+        assert_eq!(
+            w.daemon.terminate().await,
+            Some(0),
+            "{}",
+            w.daemon.log_text()
+        );
+        let log = w.daemon.log_text();
+        for key in ["soc_model", "feed_in.ramp_s"] {
+            assert!(log.contains(&format!("{key}: unknown key")), "{log}");
+        }
+        let path = w.dir.path().join("state").join(STATE_FILE);
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(saved["soc_model"], file["soc_model"], "{saved}");
+        assert_eq!(saved["feed_in"]["ramp_s"], 30, "{saved}");
+        // This version's own values are its own: the counter moved on.
+        let charge = saved["charge_ah"].as_f64().unwrap();
+        assert!(charge < 300.0, "{saved}");
+    });
 }
 
 /// Two small batteries of 20 Ah whose BMSs say 80 % whatever happens: 80 A out of a 40 Ah
@@ -886,7 +926,7 @@ fn kill_9_at_a_random_moment_leaves_a_readable_state_file() {
             .section("soc", |s| s.set("save_precision", 0.00001))
             .to_yaml();
         let mut w = World::start(SMALL_BANK, &config).await;
-        let store = StateStore::new(w.dir.path().join("state"));
+        let mut store = StateStore::new(w.dir.path().join("state"));
         let mut moments = Vec::new();
         for round in 0..6 {
             if round > 0 {

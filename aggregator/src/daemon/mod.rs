@@ -396,7 +396,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
     // Nothing is published until the name is ours: no cause of the host's touches feed-in.
     engine.set_publishing(false);
-    let store = StateStore::new(&config.paths.state_dir);
+    let mut store = StateStore::new(&config.paths.state_dir);
     let mut last_plausible_day = None;
     let loaded = store.load_parts().map(|(state, problems)| {
         for problem in problems {

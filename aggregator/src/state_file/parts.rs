@@ -1,16 +1,54 @@
 //! Reading `state.json` part by part (docs/state.md §4): a key this version does not know is
 //! left aside, a part that cannot be read keeps its fresh value, and every other part is taken
 //! back. A file from a newer version, or one damaged in a single value, must not cost an open
-//! feed-in episode or the counter's charge.
+//! feed-in episode or the counter's charge. The keys left aside are kept, to be written back
+//! unchanged ([`put_back`], docs/state.md §1): going back to the newer version finds them.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// A key this version does not know: where it was (the keys from the top of the file down to
+/// it) and its value as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unknown {
+    keys: Vec<String>,
+    value: Value,
+}
+
+/// What [`read`] gives: the value, a line for each key left aside and each part not taken
+/// back, and the keys left aside.
+#[derive(Debug)]
+pub struct Read<T> {
+    pub value: T,
+    pub problems: Vec<String>,
+    pub unknown: Vec<Unknown>,
+}
+
+/// The keys left aside and the lines of a reading.
+#[derive(Default)]
+struct Found {
+    problems: Vec<String>,
+    unknown: Vec<Unknown>,
+}
+
+impl Found {
+    fn unknown(&mut self, keys: Vec<String>, value: &Value) {
+        self.problems.push(format!(
+            "{}: unknown key (from another version?), ignored; kept in the file",
+            keys.join(".")
+        ));
+        self.unknown.push(Unknown {
+            keys,
+            value: value.clone(),
+        });
+    }
+}
+
 /// `text` read as a `T`, part by part, with a line for each key left aside and each part not
 /// taken back. `shape` is a `T` with every optional part present, so that keys inside an
 /// absent part are known too. `Err` only when the text is no JSON object at all.
-pub fn read<T>(text: &str, shape: &T) -> Result<(T, Vec<String>), String>
+pub fn read<T>(text: &str, shape: &T) -> Result<Read<T>, String>
 where
     T: Serialize + DeserializeOwned + Default,
 {
@@ -21,37 +59,56 @@ where
     let shape = serde_json::to_value(shape).map_err(|err| err.to_string())?;
     let mut taken = serde_json::to_value(T::default()).map_err(|err| err.to_string())?;
     let fits = |v: &Value| T::deserialize(v).map(drop).map_err(|err| err.to_string());
-    let mut problems = Vec::new();
-    take(&file, &shape, "", &mut taken, &fits, &mut problems);
-    let state = T::deserialize(&taken).map_err(|err| err.to_string())?;
-    Ok((state, problems))
+    let mut found = Found::default();
+    take(&file, &shape, &[], &mut taken, &fits, &mut found);
+    let value = T::deserialize(&taken).map_err(|err| err.to_string())?;
+    Ok(Read {
+        value,
+        problems: found.problems,
+        unknown: found.unknown,
+    })
 }
 
-/// Takes the keys of the object `file` (at `pointer` in the whole) into `taken`, one by one,
+/// Puts the keys `unknown` back into `file` (a state as this version writes it), each where it
+/// was, unchanged. A key inside a part that is no longer written (the strategy's state gone)
+/// goes with it; a key this version writes itself stays as written.
+pub fn put_back(file: &mut Value, unknown: &[Unknown]) {
+    for Unknown { keys, value } in unknown {
+        let Some((key, parents)) = keys.split_last() else {
+            continue;
+        };
+        let parent = (parents.iter()).try_fold(&mut *file, |at, k| at.get_mut(k.as_str()));
+        if let Some(part) = parent.and_then(Value::as_object_mut) {
+            part.entry(key.as_str()).or_insert_with(|| value.clone());
+        }
+    }
+}
+
+/// Takes the keys of the object `file` (at `keys` in the whole) into `taken`, one by one,
 /// each kept only if the whole still `fits`.
 fn take(
     file: &Value,
     shape: &Value,
-    pointer: &str,
+    keys: &[String],
     taken: &mut Value,
     fits: &dyn Fn(&Value) -> Result<(), String>,
-    problems: &mut Vec<String>,
+    found: &mut Found,
 ) {
     let (Some(file), Some(shape)) = (file.as_object(), shape.as_object()) else {
         return;
     };
     for (key, value) in file {
-        let name = dotted(pointer, key);
+        let inner = [keys, std::slice::from_ref(key)].concat();
         let Some(part_shape) = shape.get(key) else {
-            problems.push(unknown(&name));
+            found.unknown(inner, value);
             continue;
         };
-        let at = format!("{pointer}/{key}");
+        let at = pointer(&inner);
         if value.is_object() && taken.pointer(&at).is_some_and(Value::is_object) {
-            take(value, part_shape, &at, taken, fits, problems);
+            take(value, part_shape, &inner, taken, fits, found);
             continue;
         }
-        let value = known(value, part_shape, &name, problems);
+        let value = known(value, part_shape, &inner, found);
         let Some(slot) = taken.pointer_mut(&at) else {
             continue;
         };
@@ -60,38 +117,64 @@ fn take(
             if let Some(slot) = taken.pointer_mut(&at) {
                 *slot = fresh;
             }
-            problems.push(format!("{name}: {err}; not restored"));
+            found
+                .problems
+                .push(format!("{}: {err}; not restored", inner.join(".")));
         }
     }
 }
 
-/// `value` without the keys `shape` does not have, each named.
-fn known(value: &Value, shape: &Value, name: &str, problems: &mut Vec<String>) -> Value {
+/// `value` (at `keys`) without the keys `shape` does not have, each found.
+fn known(value: &Value, shape: &Value, keys: &[String], found: &mut Found) -> Value {
     let (Some(map), Some(shape)) = (value.as_object(), shape.as_object()) else {
         return value.clone();
     };
     let mut kept = Map::new();
     for (key, part) in map {
-        let inner = format!("{name}.{key}");
+        let inner = [keys, std::slice::from_ref(key)].concat();
         match shape.get(key) {
             Some(part_shape) => {
-                kept.insert(key.clone(), known(part, part_shape, &inner, problems));
+                kept.insert(key.clone(), known(part, part_shape, &inner, found));
             }
-            None => problems.push(unknown(&inner)),
+            None => found.unknown(inner, part),
         }
     }
     Value::Object(kept)
 }
 
-fn unknown(name: &str) -> String {
-    format!("{name}: unknown key (from another version?), ignored")
+/// The JSON pointer of `keys` (RFC 6901: `~` and `/` in a key escaped).
+fn pointer(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+        .collect()
 }
 
-fn dotted(pointer: &str, key: &str) -> String {
-    let parent = pointer.trim_start_matches('/').replace('/', ".");
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_keys_go_back_where_they_were_unless_their_part_is_gone() {
+        let unknown = |keys: &[&str], value| Unknown {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            value,
+        };
+        let mut file = json!({"a": 1, "part": {"b": 2}, "gone": null});
+        put_back(
+            &mut file,
+            &[
+                unknown(&["new"], json!({"x": [1]})),
+                unknown(&["part", "new/~"], json!(3)),
+                unknown(&["gone", "new"], json!(4)),
+                unknown(&["a"], json!("not ours")),
+                unknown(&["a", "deeper"], json!(5)),
+            ],
+        );
+        assert_eq!(
+            file,
+            json!({"a": 1, "part": {"b": 2, "new/~": 3}, "gone": null, "new": {"x": [1]}})
+        );
+        assert_eq!(pointer(&["part".into(), "new/~".into()]), "/part/new~1~0");
     }
 }
