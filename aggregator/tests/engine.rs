@@ -816,6 +816,54 @@ fn a_strategys_feed_in_request_waits_for_the_limits_to_be_published() {
 }
 
 #[test]
+fn a_bank_the_strategy_keeps_from_discharging_with_a_pack_lost_is_still_recharged() {
+    // The strategy's own low-cell latch ends above the host's window (2.3 V against 2.0 V):
+    // between the two, with B lost, the lost pack stopped charging and the strategy
+    // discharging, and the cells, at rest, never rose again. The way out stays open: the
+    // recovery current until the strategy lets the bank discharge.
+    let strategy = (
+        LFP.0,
+        r#"{"balancing_every_days": 10, "min_cell_voltage": 1.9, "min_cell_hysteresis": 0.4}"#,
+    );
+    for policy in [OnLost::BlockCharge, OnLost::BlockAll] {
+        let mut rig = rig(strategy, BMS, policy);
+        balanced_recently(&mut rig);
+        let mut gone = battery("B", 2.0, 2.0, 0.0, 5.0);
+        gone.state = BatteryState::Lost;
+        // Below both windows: the host's own recovery charge.
+        let low = [battery("A", 2.0, 1.7, 3.0, 5.0), gone.clone()];
+        let out = rig.engine.tick(&low, &around(Some(0)));
+        assert_eq!(out.limits.ccl_a, 0.05 * 280.0, "{policy:?}: {}", out.mode);
+        // Above the host's window, under the strategy's: still the recovery current.
+        let between = [battery("A", 2.1, 2.1, 3.0, 8.0), gone.clone()];
+        let out = rig.engine.tick(&between, &around(Some(0)));
+        assert_eq!(
+            (out.limits.ccl_a, out.limits.dcl_a),
+            (0.05 * 280.0, 0.0),
+            "{policy:?}: {}",
+            out.mode
+        );
+        assert!(
+            out.mode
+                .contains("recovering a bank that cannot discharge: charging at 14.0 A"),
+            "{}",
+            out.mode
+        );
+        // The strategy lets go: the lost pack blocks charging again (and, under block_all,
+        // discharging).
+        let recovered = [battery("A", 2.4, 2.4, 3.0, 20.0), gone];
+        let out = rig.engine.tick(&recovered, &around(Some(0)));
+        assert_eq!(out.limits.ccl_a, 0.0, "{policy:?}: {}", out.mode);
+        assert_eq!(
+            out.limits.dcl_a > 0.0,
+            policy == OnLost::BlockCharge,
+            "{policy:?}: {}",
+            out.mode
+        );
+    }
+}
+
+#[test]
 fn a_discharged_bank_with_a_pack_lost_is_still_recharged_at_the_recovery_current() {
     // A's lowest cell at 1.7 V, under the 1.8 V window (the low-cell stop); B lost (asleep
     // after its own undervoltage cut-off). Charging is blocked for the lost pack, but for the

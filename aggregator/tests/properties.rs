@@ -818,20 +818,20 @@ fn check_outcome(
         prop_assert_eq!((outcome.limits.ccl_a, outcome.limits.dcl_a), (0.0, 0.0));
     }
     if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
-        if low_cell_latched {
-            // The way out of the low-cell stop stays open (docs/guard.md §6): at most the
-            // recovery current of the packs online or held.
-            let capacity: f64 = active()
-                .filter_map(|b| b.reading.installed_capacity_ah.filter(|c| c.is_finite()))
-                .filter(|c| *c > 0.0)
-                .sum();
-            let recovery = run.guard.recovery_charge_rate_c * capacity;
-            prop_assert!(
-                outcome.limits.ccl_a <= recovery * (1.0 + 1e-9),
-                "a battery is lost, the bank recovering: CCL {} above {recovery}",
-                outcome.limits.ccl_a
-            );
-        } else {
+        // A battery lost stops charging, but for the way out of a bank that cannot discharge
+        // (the low-cell stop, docs/guard.md §6, or a cause of its own, docs/battery-states.md
+        // §8): at most the recovery current of the packs online or held.
+        let capacity: f64 = active()
+            .filter_map(|b| b.reading.installed_capacity_ah.filter(|c| c.is_finite()))
+            .filter(|c| *c > 0.0)
+            .sum();
+        let recovery = run.guard.recovery_charge_rate_c * capacity;
+        prop_assert!(
+            outcome.limits.ccl_a <= recovery * (1.0 + 1e-9),
+            "a battery is lost: CCL {} above the recovery current {recovery}",
+            outcome.limits.ccl_a
+        );
+        if !low_cell_latched && outcome.limits.dcl_a > 0.0 {
             prop_assert_eq!(outcome.limits.ccl_a, 0.0, "a battery is lost");
         }
     }

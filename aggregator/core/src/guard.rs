@@ -112,6 +112,10 @@ pub struct Acts {
     /// The low-cell stop holds and the BMSs allow charging: CCL lowered to this recovery
     /// current (A), the current actually allowed (it may be lower still).
     pub recovering_a: Option<f64>,
+    /// A battery lost stops charging (`batteries.on_lost`) while the bank cannot discharge for
+    /// a cause of its own other than the low-cell stop (the strategy's own low-cell latch or
+    /// empty cut-off, a BMS): CCL lowered to the recovery current (A), the bank's way out.
+    pub recovering_stuck_a: Option<f64>,
     /// Evidence of another chemistry: CCL 0.
     pub mismatch: bool,
     /// Part of `mismatch`: cells above the window by the margin.
@@ -174,6 +178,14 @@ impl Acts {
             parts.push(&recovery);
         } else if self.low_cell {
             parts.push("cell at safety.min_cell_voltage: discharging stopped");
+        }
+        let stuck;
+        if let Some(a) = self.recovering_stuck_a {
+            stuck = format!(
+                "recovering a bank that cannot discharge: charging at {a:.1} A while a battery \
+                 is lost"
+            );
+            parts.push(&stuck);
         }
         if self.no_temperature {
             parts.push("no pack reports a temperature: temperature limits rest on the BMSs");
@@ -347,6 +359,13 @@ impl Guard {
     /// The bounds.
     pub fn bounds(&self) -> &GuardBounds {
         &self.bounds
+    }
+
+    /// The charge current of a bank on its way out of a stop: `safety.recovery_charge_rate` ×
+    /// the installed capacity of the packs online or held, and no more than their smallest own
+    /// CCL × their number.
+    pub fn recovery_current(&self, batteries: &[Battery]) -> f64 {
+        recovery_current(batteries, self.bounds.recovery_charge_rate_c)
     }
 
     /// The cell latches (high cell, low cell), to be saved across a restart.

@@ -18,7 +18,8 @@ impl Engine {
         expected: u32,
     ) -> Limits {
         let Some(last) = self.last_online else {
-            return self.degrade(enforced.limits, bank, expected).0;
+            let (scaled, _) = self.degrade(enforced.limits, bank, expected);
+            return self.blocks_on_lost(scaled, bank);
         };
         let mut limits = Limits {
             cvl_v: last.cvl_v.min(enforced.limits.cvl_v),
@@ -99,15 +100,15 @@ impl Engine {
     /// docs/battery-states.md §8: limits while batteries are lost; while one is held (stale), both
     /// limits are scaled to the batteries online, as old data must not get full current.
     ///
-    /// A charge that `on_lost` blocks comes back scaled, with `true`: the guard may still
-    /// recharge a bank below its cell window at the recovery current (the way out of the
-    /// low-cell stop); otherwise the caller stops it.
+    /// What `on_lost` blocks comes back scaled, with the blocks: the caller applies them after
+    /// the guard, which may still recharge a bank that cannot discharge at the recovery
+    /// current (the way out, [`OnLostBlocks`]).
     pub(super) fn degrade(
         &self,
         limits: Limits,
         bank: &BankSnapshot,
         expected: u32,
-    ) -> (Limits, bool) {
+    ) -> (Limits, OnLostBlocks) {
         let share = if expected > 0 {
             f64::from(bank.online.min(expected)) / f64::from(expected)
         } else {
@@ -118,22 +119,63 @@ impl Engine {
             dcl_a: limits.dcl_a * share,
             ..limits
         };
+        let none = OnLostBlocks::default();
         if !bank.degraded() {
             if bank.stale == 0 {
-                return (limits, false);
+                return (limits, none);
             }
-            return (scaled, false);
+            return (scaled, none);
         }
-        match self.settings.on_lost {
-            OnLost::BlockCharge => (scaled, true),
-            OnLost::BlockAll => (
-                Limits {
-                    dcl_a: 0.0,
-                    ..scaled
-                },
-                true,
-            ),
-            OnLost::Continue => (scaled, false),
+        let blocks = match self.settings.on_lost {
+            OnLost::BlockCharge => OnLostBlocks {
+                charge: true,
+                discharge: false,
+            },
+            OnLost::BlockAll => OnLostBlocks {
+                charge: true,
+                discharge: true,
+            },
+            OnLost::Continue => none,
+        };
+        (scaled, blocks)
+    }
+
+    /// Applies what `on_lost` blocks to the guarded limits, with one way out: a bank that
+    /// cannot discharge for a cause of its own (a low cell, the strategy's own low-cell latch
+    /// or empty cut-off, a BMS) is still recharged at the recovery current. With a pack lost
+    /// (one asleep after its own undervoltage cut-off, say) such a bank would otherwise never
+    /// charge or discharge again: the host's low-cell stop may end below the strategy's.
+    pub(super) fn apply_on_lost(
+        &self,
+        guarded: &mut Guarded,
+        blocks: OnLostBlocks,
+        batteries: &[Battery],
+    ) {
+        if blocks.charge && guarded.acts.recovering_a.is_none() {
+            let cannot_discharge = guarded.limits.dcl_a <= 0.0;
+            if cannot_discharge && guarded.limits.ccl_a > 0.0 {
+                let a = self
+                    .guard
+                    .recovery_current(batteries)
+                    .min(guarded.limits.ccl_a);
+                guarded.limits.ccl_a = a;
+                guarded.acts.recovering_stuck_a = Some(a);
+            } else {
+                // Nothing else caps a charge that is stopped.
+                guarded.limits.ccl_a = 0.0;
+                guarded.acts.bms_capped_charge = false;
+            }
+        }
+        if blocks.discharge {
+            guarded.limits.dcl_a = 0.0;
+            guarded.acts.bms_capped_discharge = false;
         }
     }
+}
+
+/// What `batteries.on_lost` stops while the bank is degraded.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct OnLostBlocks {
+    pub charge: bool,
+    pub discharge: bool,
 }

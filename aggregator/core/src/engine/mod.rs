@@ -10,6 +10,7 @@
 //! touches no file or bus. The scheduler feeds it and carries out what it returns.
 
 mod degrade;
+use degrade::OnLostBlocks;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -27,7 +28,7 @@ use crate::envelope::{BankFacts, Bounds, Enforced, Limits, SafetyEnvelope};
 use crate::episode::{Edge, Episode, Episodes};
 use crate::error::Error;
 use crate::feedin::{FeedIn, FeedInControl, FeedInEvent, HostCause};
-use crate::guard::{Acts, Guard, GuardBounds};
+use crate::guard::{Acts, Guard, GuardBounds, Guarded};
 use crate::memory::Memory;
 use crate::presence::Battery;
 use crate::reading::{plausible_bank_current, ALARMS};
@@ -495,10 +496,10 @@ impl Engine {
         events.extend(envelope_events);
         // Degraded first, so that a stale bank is scaled to the batteries online or capped by
         // their own limits, whichever is lower, and not both at once.
-        let (degraded, charge_blocked) = if bank.online == 0 {
+        let (degraded, on_lost) = if bank.online == 0 {
             (
                 self.hold_last(&enforced, &view, &bank, inputs.expected),
-                false,
+                OnLostBlocks::default(),
             )
         } else {
             self.degrade(enforced.limits, &bank, inputs.expected)
@@ -508,13 +509,7 @@ impl Engine {
         let mut guarded =
             self.guard
                 .apply(degraded, batteries, voltage_v, inputs.dt_s, inputs.cells);
-        if charge_blocked && guarded.acts.recovering_a.is_none() {
-            // `on_lost` stops charging, but for the recovery charge of a bank below its cell
-            // window: with a pack lost (one asleep after its own undervoltage cut-off, say),
-            // an empty bank would otherwise never charge again. Nothing else caps it now.
-            guarded.limits.ccl_a = 0.0;
-            guarded.acts.bms_capped_charge = false;
-        }
+        self.apply_on_lost(&mut guarded, on_lost, batteries);
         let latches_changed = self.guard.latches() != latches;
         events.extend(self.note_guard(&guarded.acts, batteries));
         let limits = guarded.limits;
