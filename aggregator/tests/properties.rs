@@ -819,8 +819,8 @@ fn check_outcome(
     }
     if !outcome.lost.is_empty() && run.on_lost != OnLost::Continue {
         // A battery lost stops charging, but for the way out of a bank that cannot discharge
-        // (the low-cell stop, docs/guard.md §6, or a cause of its own, docs/battery-states.md
-        // §8): at most the recovery current of the packs online or held.
+        // (the low-cell stop, docs/guard.md §6, or a cause of its own,
+        // docs/battery-states.md §8): at most the recovery current of the packs online or held.
         let capacity: f64 = active()
             .filter_map(|b| b.reading.installed_capacity_ah.filter(|c| c.is_finite()))
             .filter(|c| *c > 0.0)
