@@ -558,6 +558,58 @@ fn in_simulated_time_a_reset_without_cell_data_leaves_the_packs_limits_on() {
     );
 }
 
+/// A pack with a cell above the bound restarts its driver and comes back publishing no cells
+/// (in simulated time): its last cells stand while it is held to them, so the high-cell stop
+/// does not end on the other pack's cells; only after it has been back for `hold_for` without
+/// them is it taken as a pack whose BMS alone bounds its cells.
+#[test]
+fn in_simulated_time_a_pack_back_without_its_cells_does_not_end_the_high_cell_stop() {
+    let no_cells: String = (1..=16)
+        .map(|k| format!("/Voltages/Cell{k}: invalid, "))
+        .collect();
+    let segments = format!(
+        r#"
+  - {{ duration: 1m, cell_voltage: 3.40, battery_current: 10 }}
+  - {{ duration: 2m, cell_voltage: 3.40, battery_current: 10, batteries: {{ Bat2: {{ cells: {{ 5: 3.63 }} }} }} }}
+  - {{ duration: 50s, cell_voltage: 3.40, battery_current: 10, batteries: {{ Bat2: {{ gone: true }} }} }}
+  - duration: 10m
+    cell_voltage: 3.40
+    battery_current: 10
+    batteries:
+      Bat2: {{ cells: {{ 5: 3.63 }}, values: {{ {no_cells}/System/MaxCellVoltage: invalid, /System/MinCellVoltage: invalid, /System/NrOfCellsPerBattery: invalid, /Voltages/Sum: invalid }} }}
+"#
+    );
+    let config = config_of(PASS_THROUGH)
+        .batteries(|b| b.unset("hold_for"))
+        .to_yaml();
+    let run = sim::run(&bank(&segments), &config, Duration::from_secs(420));
+    let stopped = run.until(0, "the high-cell stop", |i| {
+        sim::text(i, "/Info/ChargeMode")
+            .is_some_and(|m| m.contains("cell at safety.max_cell_voltage"))
+    });
+    let back_at = 230.0;
+    for k in stopped..run.ticks.len() {
+        let at = run.at_s(k);
+        if at < back_at + 60.0 {
+            assert_eq!(
+                sim::num(run.items(k), "/Info/MaxChargeCurrent"),
+                Some(0.0),
+                "at {at} s, before Bat2 has been back for hold_for\n{}",
+                run.log
+            );
+        }
+    }
+    assert!(
+        run.log
+            .contains("without /System/MaxCellVoltage: no longer asked for")
+            || run
+                .log
+                .contains("without /Voltages/Cell1: no longer asked for"),
+        "{}",
+        run.log
+    );
+}
+
 #[test]
 fn the_share_cap_follows_a_rising_share_on_the_next_tick() {
     runtime().block_on(async {

@@ -14,7 +14,11 @@
 //! implausible) makes it not online either: its cells, temperatures or limits would otherwise
 //! drop out of the guard's rules unnoticed. Cell extremes it stops publishing are taken from
 //! its cells where those are all there. A value it never published is not asked for. A service
-//! that goes away and comes back (a driver restarting) states anew what it publishes.
+//! that goes away and comes back (a driver restarting) is held to what it published before
+//! just the same: held with its last reading, then lost, so that a latch of the guard never
+//! ends on the other packs' values while its own are not there. Only once it has been back
+//! for `hold_for` without a value is that value no longer asked for (a driver back with
+//! another set of sensors; its BMS alone bounds what it no longer publishes).
 //!
 //! A service that goes away having never had a complete reading, or never having been there for
 //! `hold_for` without a break (a driver restarting in a loop), was never part of the bank: it is
@@ -84,6 +88,8 @@ struct Entry {
     online_until: Option<f64>,
     /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
     published: Vec<bool>,
+    /// Back on the bus since then after its service was gone, not yet online again.
+    back_at: Option<f64>,
     /// The values implausible now (an episode each, by path).
     implausible: Vec<Implausible>,
     /// Since when the service is on the bus without a break, and the longest such stretch.
@@ -106,6 +112,7 @@ impl Entry {
             changed_at: now_s,
             online_until: None,
             published: Vec::new(),
+            back_at: None,
             implausible: Vec::new(),
             present_since: None,
             longest_present_s: 0.0,
@@ -135,6 +142,9 @@ pub struct Note {
     /// The path.
     pub path: String,
 }
+
+/// The reason of a change to online, but for a value no longer asked for.
+pub const COMPLETE: &str = "complete reading";
 
 /// The states of all batteries seen, keyed by service name (so ordered by it).
 #[derive(Clone, Debug)]
@@ -206,11 +216,9 @@ impl Presence {
         note_implausible(&mut self.notes, entry, reading.is_some(), found);
         match reading {
             Some(_) => {
-                if entry.present_since.is_none() {
-                    // Back after its service was gone (a driver restarted, perhaps with
-                    // another set of sensors): what it publishes is stated anew, so a value
-                    // dropped for good does not keep the pack out until our own restart.
-                    entry.published.clear();
+                if entry.present_since.is_none() && !entry.published.is_empty() {
+                    // Back after its service was gone (a driver restarted).
+                    entry.back_at = Some(now_s);
                 }
                 let since = *entry.present_since.get_or_insert(now_s);
                 entry.longest_present_s = entry.longest_present_s.max(now_s - since);
@@ -218,7 +226,21 @@ impl Presence {
             None if seen => entry.present_since = None,
             None => {}
         }
-        let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
+        let mut missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
+        let mut restated = None;
+        if let (Some(path), Some(back), Some(r)) = (&missing, entry.back_at, reading) {
+            if now_s - back >= self.timing.hold_for_s {
+                // Back for `hold_for` without it (a driver restarted with another set of
+                // sensors): what it publishes is stated anew, so a value dropped for good
+                // does not keep the pack out until our own restart.
+                restated = Some(format!(
+                    "back for {:.0} s without {path}: no longer asked for",
+                    now_s - back
+                ));
+                entry.published.clear();
+                missing = stopped_publishing(&mut entry.published, r);
+            }
+        }
         if let Some(reading) = reading {
             if entry.last_seen.as_ref() != Some(reading) {
                 entry.changed_at = now_s;
@@ -260,8 +282,9 @@ impl Presence {
                 entry.seen_complete = true;
                 entry.last_complete = None;
                 entry.online_until = None;
+                entry.back_at = None;
                 // Its text is made only when the state changes (most ticks it does not).
-                (BatteryState::Online, None)
+                (BatteryState::Online, restated)
             }
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
@@ -289,7 +312,7 @@ impl Presence {
             name: entry.name.clone(),
             previous: entry.state,
             state,
-            reason: reason.unwrap_or_else(|| "complete reading".to_string()),
+            reason: reason.unwrap_or_else(|| COMPLETE.to_string()),
         });
         entry.state = Some(state);
         report
@@ -773,7 +796,7 @@ mod tests {
     }
 
     #[test]
-    fn a_driver_back_after_a_restart_states_anew_what_it_publishes() {
+    fn a_driver_back_without_a_value_is_held_to_it_until_back_for_hold_for() {
         let mut p = Presence::new(TIMING);
         let mut full = reading(1.0);
         full.max_cell_temperature_c = Some(25.0);
@@ -783,15 +806,51 @@ mod tests {
         // Its temperature stops while the service stays: held, then lost, as long as it lasts.
         let changes = run(&mut p, 70, 140, Some(&without));
         assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
-        // The driver restarts (its service gone, then back) without the sensor: online, the
-        // temperature now a value it never published.
+        // The driver restarts (its service gone, then back) without the sensor: still held to
+        // it, its last complete reading standing, so no rule of the guard ends on the others'
+        // values meanwhile.
         run(&mut p, 140, 190, None);
         let back = BatteryReading {
             max_cell_temperature_c: None,
             ..reading(2.0)
         };
-        let changes = run(&mut p, 190, 191, Some(&back));
-        assert_eq!(changes[0].1.state, BatteryState::Online);
+        let changes = run(&mut p, 190, 249, Some(&back));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(p.batteries()[0].state, BatteryState::Lost);
+        assert_eq!(p.batteries()[0].reading, full);
+        // Back for hold_for without it (another set of sensors): no longer asked for.
+        let changes = run(&mut p, 249, 251, Some(&back));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].0, changes[0].1.state),
+            (250, BatteryState::Online)
+        );
+        assert_eq!(
+            changes[0].1.reason,
+            "back for 60 s without /System/MaxCellTemperature: no longer asked for"
+        );
         assert_eq!(p.batteries()[0].reading, back);
+    }
+
+    #[test]
+    fn a_driver_back_within_hold_for_is_held_with_its_last_cells_until_they_come() {
+        let mut p = Presence::new(TIMING);
+        let mut high = reading(1.0);
+        high.max_cell_voltage_v = Some(3.63);
+        run(&mut p, 0, 70, Some(&high));
+        // Restarting: gone for 40 s, back with its cells not yet published.
+        run(&mut p, 70, 110, None);
+        let mut no_cells = reading(2.0);
+        no_cells.max_cell_voltage_v = None;
+        no_cells.min_cell_voltage_v = None;
+        let changes = run(&mut p, 110, 120, Some(&no_cells));
+        assert!(changes.is_empty(), "{changes:?}");
+        let held = &p.batteries()[0];
+        assert_eq!(held.state, BatteryState::Stale);
+        assert_eq!(held.reading.max_cell_voltage_v, Some(3.63));
+        // Its cells come: online with them.
+        let changes = run(&mut p, 120, 121, Some(&reading(2.0)));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+        assert_eq!(p.batteries()[0].reading.max_cell_voltage_v, Some(3.35));
     }
 }
