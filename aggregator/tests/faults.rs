@@ -354,6 +354,32 @@ fn bat1_frozen() -> String {
     )
 }
 
+/// Night with the loads off, in simulated time: both packs at 0 A, no value moving for ten
+/// minutes. A quiet bank is not two frozen drivers: were it taken for them, DCL 0 would stop
+/// the inverter and nothing would move again to bring them back.
+#[test]
+fn in_simulated_time_a_bank_at_rest_is_not_frozen() {
+    let quiet = bank(
+        false,
+        r#"
+  - { duration: 1h, cell_voltage: 3.30, battery_current: 0 }
+"#,
+    );
+    let run = sim::run(&quiet, &lfp(|b| b).to_yaml(), Duration::from_secs(600));
+    let (start, _) = sim_whole_bank(&run);
+    for k in start..run.ticks.len() {
+        let items = run.items(k);
+        assert!(
+            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0)
+                && sim::num(items, "/System/NrOfBatteries") == Some(2.0),
+            "at {} s: {items:?}\n{}",
+            run.at_s(k),
+            run.log
+        );
+    }
+    assert_eq!(run.occurrences("frozen"), 0, "{}", run.log);
+}
+
 #[test]
 fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
     // frozen_after is 120 s by default; 3 s here. hold_for keeps its default of 60 s.
@@ -378,7 +404,7 @@ fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
     );
     assert!(
         run.log
-            .contains("battery Bat1 not online (frozen: no value changed for 3 s)"),
+            .contains("battery Bat1 not online (frozen: no value changed for 3 s while the bank carried current)"),
         "{}",
         run.log
     );
@@ -541,7 +567,7 @@ fn on_the_bus_a_frozen_battery_is_held_then_lost_and_back_when_its_values_move()
         let stale_at = Instant::now();
         let log = w.daemon.log_text();
         assert!(
-            log.contains("battery Bat1 not online (frozen: no value changed for 2 s)"),
+            log.contains("battery Bat1 not online (frozen: no value changed for 2 s while the bank carried current)"),
             "{log}"
         );
         let items = lost_after_holding(&w, stale_at, 3.0, held).await;

@@ -5,7 +5,11 @@
 //! **online** while its reading is complete ([`BatteryReading::check`]) and not frozen,
 //! **stale** for up to `hold_for` after that stops (its last complete reading stands in), and
 //! **lost** after that or when it never had a complete reading. **Frozen** means no value of it
-//! changed for `frozen_after`: a driver that lost its BMS but keeps the old values on the bus.
+//! changed for `frozen_after` while the bank carried current: a driver that lost its BMS but
+//! keeps the old values on the bus. A bank at rest (every pack's current under
+//! [`AT_REST_A`]) changes nothing and freezes nobody: at night with the loads off, a quiet bank
+//! taken for frozen drivers would stop the inverter, and with it the current that could show
+//! them alive.
 //! A battery whose cell count changes while running is not online either: its cells no longer
 //! line up with the bank's N (the count is `batteries.cells`, else its count when first online).
 //!
@@ -84,7 +88,10 @@ struct Entry {
     /// reading once, not twice.
     last_complete: Option<BatteryReading>,
     seen_complete: bool,
-    changed_at: f64,
+    /// Seconds the bank carried current since its last change (the frozen check's clock).
+    unchanged_moving_s: f64,
+    /// Its last observation.
+    observed_at: Option<f64>,
     online_until: Option<f64>,
     /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
     published: Vec<bool>,
@@ -101,7 +108,7 @@ struct Entry {
 
 impl Entry {
     /// A service seen for the first time.
-    fn new(name: &str, cells: Option<i64>, now_s: f64) -> Self {
+    fn new(name: &str, cells: Option<i64>) -> Self {
         Entry {
             name: name.to_string(),
             state: None,
@@ -109,7 +116,8 @@ impl Entry {
             last_seen: None,
             last_complete: None,
             seen_complete: false,
-            changed_at: now_s,
+            unchanged_moving_s: 0.0,
+            observed_at: None,
             online_until: None,
             published: Vec::new(),
             back_at: None,
@@ -143,6 +151,9 @@ pub struct Note {
     pub path: String,
 }
 
+/// Below this current (A) on every pack the bank is at rest: a pack's values need not move.
+pub const AT_REST_A: f64 = 0.5;
+
 /// The reason of a change to online, but for a value no longer asked for.
 pub const COMPLETE: &str = "complete reading";
 
@@ -154,6 +165,9 @@ pub struct Presence {
     cells: Option<u32>,
     entries: BTreeMap<String, Entry>,
     notes: Vec<Note>,
+    /// Whether the bank carried current, judged once at the time given (the first
+    /// observation of a tick), from the readings seen before.
+    moving: Option<(f64, bool)>,
 }
 
 impl Presence {
@@ -164,6 +178,7 @@ impl Presence {
             cells: None,
             entries: BTreeMap::new(),
             notes: Vec::new(),
+            moving: None,
         }
     }
 
@@ -203,10 +218,11 @@ impl Presence {
         seen: bool,
     ) -> Option<Change> {
         let configured = self.cells.map(i64::from);
+        let moving = self.bank_moving(now_s);
         // Its name copied only the first time (this runs for every battery at every tick).
         if !self.entries.contains_key(service) {
             self.entries
-                .insert(service.to_string(), Entry::new(name, configured, now_s));
+                .insert(service.to_string(), Entry::new(name, configured));
         }
         // Just inserted when it was not there.
         let entry = self.entries.get_mut(service)?;
@@ -241,16 +257,20 @@ impl Presence {
                 missing = stopped_publishing(&mut entry.published, r);
             }
         }
+        let since_observed = entry.observed_at.map_or(0.0, |t| (now_s - t).max(0.0));
+        entry.observed_at = Some(now_s);
         if let Some(reading) = reading {
             if entry.last_seen.as_ref() != Some(reading) {
-                entry.changed_at = now_s;
+                entry.unchanged_moving_s = 0.0;
                 let before = entry.last_seen.replace(reading.clone());
                 if std::mem::take(&mut entry.seen_complete) {
                     entry.last_complete = before;
                 }
+            } else if moving {
+                entry.unchanged_moving_s += since_observed;
             }
         }
-        let frozen_for = now_s - entry.changed_at;
+        let frozen_for = entry.unchanged_moving_s;
         let verdict = match reading {
             None if seen => Err("service gone".to_string()),
             None => Err("values not seen".to_string()),
@@ -269,7 +289,10 @@ impl Presence {
                     if self.timing.frozen_after_s > 0.0
                         && frozen_for >= self.timing.frozen_after_s =>
                 {
-                    Err(format!("frozen: no value changed for {frozen_for:.0} s"))
+                    Err(format!(
+                        "frozen: no value changed for {frozen_for:.0} s while the bank carried \
+                         current"
+                    ))
                 }
                 Ok(()) => Ok(r),
             },
@@ -316,6 +339,26 @@ impl Presence {
         });
         entry.state = Some(state);
         report
+    }
+
+    /// Whether any pack on the bus carried [`AT_REST_A`] or more at its last reading, judged
+    /// once for `now_s`.
+    fn bank_moving(&mut self, now_s: f64) -> bool {
+        if let Some((at, moving)) = self.moving {
+            if at == now_s {
+                return moving;
+            }
+        }
+        let moving = self.entries.values().any(|e| {
+            e.present_since.is_some()
+                && !e.passing
+                && e.last_seen
+                    .as_ref()
+                    .and_then(|r| r.current_a)
+                    .is_some_and(|a| a.abs() >= AT_REST_A)
+        });
+        self.moving = Some((now_s, moving));
+        moving
     }
 
     /// Whether a service went away before it was part of the bank (it never had a complete
@@ -514,6 +557,65 @@ mod tests {
         assert!(!p.passing(SERVICE));
         let changes = run(&mut p, 190, 191, Some(&reading(3.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    fn observe_two(
+        p: &mut Presence,
+        from: u32,
+        to: u32,
+        a: &BatteryReading,
+        b: &BatteryReading,
+    ) -> Vec<(u32, Change)> {
+        (from..to)
+            .flat_map(|t| {
+                let at = f64::from(t);
+                [
+                    p.observe(at, SERVICE, "Bat1", Some(a), false),
+                    p.observe(
+                        at,
+                        "com.victronenergy.battery.ttyUSB1",
+                        "Bat2",
+                        Some(b),
+                        false,
+                    ),
+                ]
+                .into_iter()
+                .flatten()
+                .map(move |c| (t, c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bank_at_rest_freezes_nobody_but_a_pack_still_while_the_bank_moves_is_frozen() {
+        // Night, loads off: two packs at 0 A, nothing moving for an hour. Taken for frozen
+        // drivers, they would be lost, DCL 0 would stop the inverter, and nothing would move.
+        let mut p = Presence::new(TIMING);
+        let rest = reading(0.0);
+        let changes = observe_two(&mut p, 0, 3600, &rest, &rest);
+        assert_eq!(changes.len(), 2, "only online: {changes:?}");
+        // Bat1 carries current again; Bat2's driver shows its old 0 A and nothing moves:
+        // frozen after 120 s of the bank moving.
+        let changes: Vec<_> = (3600..3800)
+            .flat_map(|t| {
+                let moving = reading(if t % 2 == 0 { 20.0 } else { 21.0 });
+                observe_two(&mut p, t, t + 1, &moving, &rest)
+            })
+            .collect();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].1.name, "Bat2");
+        assert_eq!(
+            (changes[0].0, changes[0].1.state),
+            (3720, BatteryState::Stale)
+        );
+        assert_eq!(
+            changes[0].1.reason,
+            "frozen: no value changed for 120 s while the bank carried current"
+        );
+        assert_eq!(
+            (changes[1].0, changes[1].1.state),
+            (3780, BatteryState::Lost)
+        );
     }
 
     #[test]

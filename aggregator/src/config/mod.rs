@@ -165,7 +165,8 @@ pub struct Batteries {
     /// How long a battery that is not online is held with its last values.
     #[serde(deserialize_with = "duration")]
     pub hold_for: Duration,
-    /// A battery none of whose values changed for this long is frozen (0 s: off).
+    /// A battery none of whose values changed for this long while the bank carries current is
+    /// frozen (0 s: off).
     #[serde(deserialize_with = "duration")]
     pub frozen_after: Duration,
     /// Longest wait for a complete bank before the service is published fail-safe.
