@@ -259,8 +259,10 @@ impl WriteHalf for QuietWrite {
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        // After the message being finished by its own task, if any.
-        let _turn = self.turn.lock().await;
+        // After the message being finished by its own task, if any, but not longer than a
+        // second: a bus that takes nothing must not keep the connection from closing (a message
+        // cut short on a connection that closes garbles nothing after it).
+        let _turn = tokio::time::timeout(Duration::from_secs(1), self.turn.lock()).await;
         match self.stream.get_ref().shutdown(std::net::Shutdown::Both) {
             Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(err),
             _ => Ok(()),
