@@ -380,6 +380,43 @@ fn in_simulated_time_a_bank_at_rest_is_not_frozen() {
     assert_eq!(run.occurrences("frozen"), 0, "{}", run.log);
 }
 
+/// Both drivers hang at rest (one USB hub), then a solar charger puts 40 A in, in simulated
+/// time: the charger's current shows that the bank moves, so the packs' still values are
+/// frozen ones, although no pack shows any current.
+#[test]
+fn in_simulated_time_packs_still_while_a_charger_carries_current_are_frozen() {
+    let scenario = r#"
+step: 100ms
+jitter: false
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+solar_chargers: 1
+segments:
+  - { duration: 5m, cell_voltage: 3.30, battery_current: 0, solar_current: 0 }
+  - { duration: 1h, batteries: { Bat1: { frozen: true }, Bat2: { frozen: true } }, solar_current: 40 }
+"#;
+    let config = lfp(|b| b)
+        .current_source(yaml("{ plugin: victron }"))
+        .to_yaml();
+    let run = sim::run(scenario, &config, Duration::from_secs(600));
+    let charger_at = run.log.find("segment 2 of 2").expect("the second segment");
+    assert!(
+        run.log.find("frozen").is_some_and(|at| at > charger_at),
+        "frozen after the charger starts, not before: {}",
+        run.log
+    );
+    assert_eq!(run.occurrences("not online (frozen"), 2, "{}", run.log);
+    assert!(
+        run.log.contains(
+            "battery Bat1 not online (frozen: no value changed for 120 s while the bank \
+             carried current)"
+        ),
+        "{}",
+        run.log
+    );
+}
+
 #[test]
 fn a_frozen_battery_is_held_then_lost_and_back_when_its_values_move() {
     // frozen_after is 120 s by default; 3 s here. hold_for keeps its default of 60 s.

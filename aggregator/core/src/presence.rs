@@ -88,6 +88,8 @@ struct Entry {
     /// reading once, not twice.
     last_complete: Option<BatteryReading>,
     seen_complete: bool,
+    /// When a value of it last changed.
+    changed_at: f64,
     /// Seconds the bank carried current since its last change (the frozen check's clock).
     unchanged_moving_s: f64,
     /// Its last observation.
@@ -108,7 +110,7 @@ struct Entry {
 
 impl Entry {
     /// A service seen for the first time.
-    fn new(name: &str, cells: Option<i64>) -> Self {
+    fn new(name: &str, cells: Option<i64>, now_s: f64) -> Self {
         Entry {
             name: name.to_string(),
             state: None,
@@ -116,6 +118,7 @@ impl Entry {
             last_seen: None,
             last_complete: None,
             seen_complete: false,
+            changed_at: now_s,
             unchanged_moving_s: 0.0,
             observed_at: None,
             online_until: None,
@@ -151,8 +154,17 @@ pub struct Note {
     pub path: String,
 }
 
-/// Below this current (A) on every pack the bank is at rest: a pack's values need not move.
+/// Below this current (A) a pack is at rest: its values need not move.
 pub const AT_REST_A: f64 = 0.5;
+
+/// A device outside the packs (a Multi, a charger, a shunt) carrying this current (A) or more
+/// moves the bank: a pack's values must move then. Well above an inverter's idle draw, which a
+/// BMS may show as 0 A.
+pub const OUTSIDE_MOVING_A: f64 = 5.0;
+
+/// A pack whose values changed within this many seconds is live: the current it shows is
+/// evidence that the bank moves.
+const LIVE_S: f64 = 10.0;
 
 /// The reason of a change to online, but for a value no longer asked for.
 pub const COMPLETE: &str = "complete reading";
@@ -168,6 +180,8 @@ pub struct Presence {
     /// Whether the bank carried current, judged once at the time given (the first
     /// observation of a tick), from the readings seen before.
     moving: Option<(f64, bool)>,
+    /// The largest current of a device outside the packs this tick (A).
+    outside_a: f64,
 }
 
 impl Presence {
@@ -179,6 +193,7 @@ impl Presence {
             entries: BTreeMap::new(),
             notes: Vec::new(),
             moving: None,
+            outside_a: 0.0,
         }
     }
 
@@ -222,7 +237,7 @@ impl Presence {
         // Its name copied only the first time (this runs for every battery at every tick).
         if !self.entries.contains_key(service) {
             self.entries
-                .insert(service.to_string(), Entry::new(name, configured));
+                .insert(service.to_string(), Entry::new(name, configured, now_s));
         }
         // Just inserted when it was not there.
         let entry = self.entries.get_mut(service)?;
@@ -261,12 +276,14 @@ impl Presence {
         entry.observed_at = Some(now_s);
         if let Some(reading) = reading {
             if entry.last_seen.as_ref() != Some(reading) {
+                entry.changed_at = now_s;
                 entry.unchanged_moving_s = 0.0;
                 let before = entry.last_seen.replace(reading.clone());
                 if std::mem::take(&mut entry.seen_complete) {
                     entry.last_complete = before;
                 }
-            } else if moving {
+            } else if moving || current_moves(reading) {
+                // Its own frozen current counts: a pack showing current changes something.
                 entry.unchanged_moving_s += since_observed;
             }
         }
@@ -341,22 +358,33 @@ impl Presence {
         report
     }
 
-    /// Whether any pack on the bus carried [`AT_REST_A`] or more at its last reading, judged
-    /// once for `now_s`.
+    /// The largest current of the devices outside the packs this tick (chargers, inverters, a
+    /// shunt), before the packs are observed.
+    pub fn set_outside_current(&mut self, current_a: f64) {
+        self.outside_a = if current_a.is_finite() {
+            current_a.abs()
+        } else {
+            0.0
+        };
+    }
+
+    /// Whether the bank carries current, judged once for `now_s`: a device outside the packs
+    /// carries [`OUTSIDE_MOVING_A`], or a live pack online (a value changed within
+    /// [`LIVE_S`]) shows [`AT_REST_A`] or more. A frozen pack's old current is no evidence:
+    /// it would freeze the quiet packs beside it.
     fn bank_moving(&mut self, now_s: f64) -> bool {
         if let Some((at, moving)) = self.moving {
             if at == now_s {
                 return moving;
             }
         }
-        let moving = self.entries.values().any(|e| {
-            e.present_since.is_some()
-                && !e.passing
-                && e.last_seen
-                    .as_ref()
-                    .and_then(|r| r.current_a)
-                    .is_some_and(|a| a.abs() >= AT_REST_A)
-        });
+        let moving = self.outside_a >= OUTSIDE_MOVING_A
+            || self.entries.values().any(|e| {
+                e.present_since.is_some()
+                    && e.state == Some(BatteryState::Online)
+                    && now_s - e.changed_at <= LIVE_S
+                    && e.last_seen.as_ref().is_some_and(current_moves)
+            });
         self.moving = Some((now_s, moving));
         moving
     }
@@ -445,6 +473,11 @@ fn note_implausible(notes: &mut Vec<Note>, entry: &mut Entry, seen: bool, found:
         }
     }
     entry.implausible = found;
+}
+
+/// Whether a reading shows [`AT_REST_A`] or more.
+fn current_moves(r: &BatteryReading) -> bool {
+    r.current_a.is_some_and(|a| a.abs() >= AT_REST_A)
 }
 
 /// Marks the kept values a reading holds as published; the first one published before and
@@ -615,6 +648,52 @@ mod tests {
         assert_eq!(
             (changes[1].0, changes[1].1.state),
             (3780, BatteryState::Lost)
+        );
+    }
+
+    #[test]
+    fn a_frozen_packs_old_current_does_not_freeze_the_quiet_one_beside_it() {
+        // A's driver froze showing -20 A: frozen, then lost. B is at rest at night: A's old
+        // current is no evidence that the bank moves.
+        let mut p = Presence::new(TIMING);
+        let frozen = reading(-20.0);
+        let rest = reading(0.0);
+        let changes = observe_two(&mut p, 0, 3600, &frozen, &rest);
+        let states: Vec<_> = changes
+            .iter()
+            .map(|(t, c)| (*t, c.name.as_str(), c.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (0, "Bat1", BatteryState::Online),
+                (0, "Bat2", BatteryState::Online),
+                (120, "Bat1", BatteryState::Stale),
+                (180, "Bat1", BatteryState::Lost),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pack_frozen_at_rest_is_found_once_a_device_outside_the_packs_carries_current() {
+        // The one pack of a bank, its driver frozen at 0.2 A overnight; in the morning the
+        // solar chargers put 50 A in.
+        let mut p = Presence::new(TIMING);
+        let still = reading(0.2);
+        let changes = run(&mut p, 0, 3600, Some(&still));
+        assert_eq!(changes.len(), 1, "at rest, not frozen: {changes:?}");
+        p.set_outside_current(3.0);
+        let changes = run(&mut p, 3600, 3800, Some(&still));
+        assert!(
+            changes.is_empty(),
+            "an inverter's idle draw moves nothing: {changes:?}"
+        );
+        p.set_outside_current(50.0);
+        let changes = run(&mut p, 3800, 3930, Some(&still));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].0, changes[0].1.state),
+            (3919, BatteryState::Stale)
         );
     }
 

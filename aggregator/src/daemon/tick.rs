@@ -703,6 +703,7 @@ pub fn inputs(
     config: &Config,
     time: TickTime,
 ) -> (Vec<Battery>, TickInputs) {
+    presence.set_outside_current(outside_current(&snapshot));
     let readings = members.classify(presence, snapshot.batteries);
     let stale = snapshot.stale_view.as_deref();
     members.observe(presence, time.now_s, &readings, pass_through, stale);
@@ -723,6 +724,22 @@ pub fn inputs(
         dt_s: time.dt_s,
     };
     (batteries, inputs)
+}
+
+/// The largest current of the devices outside the packs (Multis, chargers, other DC devices,
+/// shunts), A: whether the bank moves, for the frozen check (docs/battery-states.md §4).
+fn outside_current(snapshot: &BusSnapshot) -> f64 {
+    let vebus = snapshot.vebus.iter().map(|v| v.current_a);
+    let solar = snapshot.solar_chargers.iter().map(|c| c.current_a);
+    let shunts = snapshot.smartshunts.iter().map(|s| s.current_a);
+    let others = snapshot.dc_sources.iter().map(|d| d.current_a);
+    vebus
+        .chain(solar)
+        .chain(shunts)
+        .chain(others)
+        .filter_map(|a| a.into_option())
+        .filter(|a| a.is_finite())
+        .fold(0.0, |most, a| most.max(a.abs()))
 }
 
 impl Daemon {
