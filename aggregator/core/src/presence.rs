@@ -97,8 +97,6 @@ struct Entry {
     online_until: Option<f64>,
     /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
     published: Vec<bool>,
-    /// Back on the bus since then after its service was gone, not yet online again.
-    back_at: Option<f64>,
     /// The values implausible now (an episode each, by path).
     implausible: Vec<Implausible>,
     /// Since when the service is on the bus without a break, and the longest such stretch.
@@ -123,7 +121,6 @@ impl Entry {
             observed_at: None,
             online_until: None,
             published: Vec::new(),
-            back_at: None,
             implausible: Vec::new(),
             present_since: None,
             longest_present_s: 0.0,
@@ -165,9 +162,6 @@ pub const OUTSIDE_MOVING_A: f64 = 5.0;
 /// A pack whose values changed within this many seconds is live: the current it shows is
 /// evidence that the bank moves.
 const LIVE_S: f64 = 10.0;
-
-/// The reason of a change to online, but for a value no longer asked for.
-pub const COMPLETE: &str = "complete reading";
 
 /// The states of all batteries seen, keyed by service name (so ordered by it).
 #[derive(Clone, Debug)]
@@ -247,9 +241,12 @@ impl Presence {
         note_implausible(&mut self.notes, entry, reading.is_some(), found);
         match reading {
             Some(_) => {
-                if entry.present_since.is_none() && !entry.published.is_empty() {
-                    // Back after its service was gone (a driver restarted).
-                    entry.back_at = Some(now_s);
+                if entry.present_since.is_none() {
+                    // Back after its service was gone (a driver restarted, perhaps another
+                    // version): what it publishes is stated anew but for the values the guard
+                    // reads, so that no stop of the guard ends on the other packs' values while
+                    // this pack's are not there.
+                    forget_unguarded(&mut entry.published);
                 }
                 let since = *entry.present_since.get_or_insert(now_s);
                 entry.longest_present_s = entry.longest_present_s.max(now_s - since);
@@ -257,21 +254,7 @@ impl Presence {
             None if seen => entry.present_since = None,
             None => {}
         }
-        let mut missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
-        let mut restated = None;
-        if let (Some(path), Some(back), Some(r)) = (&missing, entry.back_at, reading) {
-            if now_s - back >= self.timing.hold_for_s {
-                // Back for `hold_for` without it (a driver restarted with another set of
-                // sensors): what it publishes is stated anew, so a value dropped for good
-                // does not keep the pack out until our own restart.
-                restated = Some(format!(
-                    "back for {:.0} s without {path}: no longer asked for",
-                    now_s - back
-                ));
-                entry.published.clear();
-                missing = stopped_publishing(&mut entry.published, r);
-            }
-        }
+        let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
         let since_observed = entry.observed_at.map_or(0.0, |t| (now_s - t).max(0.0));
         entry.observed_at = Some(now_s);
         if let Some(reading) = reading {
@@ -322,9 +305,8 @@ impl Presence {
                 entry.seen_complete = true;
                 entry.last_complete = None;
                 entry.online_until = None;
-                entry.back_at = None;
                 // Its text is made only when the state changes (most ticks it does not).
-                (BatteryState::Online, restated)
+                (BatteryState::Online, None)
             }
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
@@ -352,7 +334,7 @@ impl Presence {
             name: entry.name.clone(),
             previous: entry.state,
             state,
-            reason: reason.unwrap_or_else(|| COMPLETE.to_string()),
+            reason: reason.unwrap_or_else(|| "complete reading".to_string()),
         });
         entry.state = Some(state);
         report
@@ -473,6 +455,38 @@ fn note_implausible(notes: &mut Vec<Note>, entry: &mut Entry, seen: bool, found:
         }
     }
     entry.implausible = found;
+}
+
+/// Whether the guard reads the kept value at `position`: cells and their extremes, the pack's
+/// voltage sum, temperatures, the BMS's own limits and blocks.
+fn guard_reads(position: usize) -> bool {
+    let path = kept_value_path(position);
+    path.starts_with("/Voltages/Cell")
+        || matches!(
+            path.as_ref(),
+            "/System/MaxCellVoltage"
+                | "/System/MinCellVoltage"
+                | "/Voltages/Sum"
+                | "/Dc/0/Temperature"
+                | "/System/MinCellTemperature"
+                | "/System/MaxCellTemperature"
+                | "/Info/MaxChargeVoltage"
+                | "/Info/MaxChargeCurrent"
+                | "/Info/MaxDischargeCurrent"
+                | "/Io/AllowToCharge"
+                | "/Io/AllowToDischarge"
+                | "/System/NrOfModulesBlockingCharge"
+                | "/System/NrOfModulesBlockingDischarge"
+        )
+}
+
+/// Forgets that the values the guard does not read were published.
+fn forget_unguarded(published: &mut [bool]) {
+    for (k, p) in published.iter_mut().enumerate() {
+        if !guard_reads(k) {
+            *p = false;
+        }
+    }
 }
 
 /// Whether a reading shows [`AT_REST_A`] or more.
@@ -977,40 +991,37 @@ mod tests {
     }
 
     #[test]
-    fn a_driver_back_without_a_value_is_held_to_it_until_back_for_hold_for() {
+    fn a_driver_back_without_a_value_the_guard_reads_is_held_to_it_others_are_stated_anew() {
         let mut p = Presence::new(TIMING);
         let mut full = reading(1.0);
         full.max_cell_temperature_c = Some(25.0);
+        full.soh_pct = Some(98.0);
         run(&mut p, 0, 70, Some(&full));
         let mut without = full.clone();
         without.max_cell_temperature_c = None;
         // Its temperature stops while the service stays: held, then lost, as long as it lasts.
         let changes = run(&mut p, 70, 140, Some(&without));
         assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
-        // The driver restarts (its service gone, then back) without the sensor: still held to
-        // it, its last complete reading standing, so no rule of the guard ends on the others'
-        // values meanwhile.
+        // The driver restarts (another version, say) without the sensor and without /Soh: the
+        // temperature, which the guard reads, is still asked for, and its last complete
+        // reading stands; /Soh is stated anew.
         run(&mut p, 140, 190, None);
         let back = BatteryReading {
             max_cell_temperature_c: None,
+            soh_pct: None,
             ..reading(2.0)
         };
-        let changes = run(&mut p, 190, 249, Some(&back));
+        let changes = run(&mut p, 190, 600, Some(&back));
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(p.batteries()[0].state, BatteryState::Lost);
         assert_eq!(p.batteries()[0].reading, full);
-        // Back for hold_for without it (another set of sensors): no longer asked for.
-        let changes = run(&mut p, 249, 251, Some(&back));
-        assert_eq!(changes.len(), 1, "{changes:?}");
-        assert_eq!(
-            (changes[0].0, changes[0].1.state),
-            (250, BatteryState::Online)
-        );
-        assert_eq!(
-            changes[0].1.reason,
-            "back for 60 s without /System/MaxCellTemperature: no longer asked for"
-        );
-        assert_eq!(p.batteries()[0].reading, back);
+        // Its temperature back: online, /Soh not asked for.
+        let back = BatteryReading {
+            soh_pct: None,
+            ..full.clone()
+        };
+        let changes = run(&mut p, 600, 601, Some(&back));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
     }
 
     #[test]

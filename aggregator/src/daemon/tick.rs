@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aggregator_core::discovery::{Device, Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
-use aggregator_core::presence::{Battery, Change, Note, Presence, Timing, COMPLETE};
+use aggregator_core::presence::{Battery, Change, Note, Presence, Timing};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
@@ -499,10 +499,7 @@ fn log_change(change: &Change) {
     let reason = &change.reason;
     match (change.previous, change.state) {
         (None, BatteryState::Online) => tracing::info!("battery {name} online"),
-        (Some(_), BatteryState::Online) if reason == COMPLETE => {
-            tracing::info!("battery {name} online again")
-        }
-        (Some(_), BatteryState::Online) => tracing::info!("battery {name} online again ({reason})"),
+        (Some(_), BatteryState::Online) => tracing::info!("battery {name} online again"),
         (None, _) => tracing::warn!("battery {name} not online yet ({reason})"),
         (Some(_), BatteryState::Stale) => {
             tracing::warn!("battery {name} not online ({reason}): holding its last values")
