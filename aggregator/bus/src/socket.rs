@@ -79,6 +79,13 @@ impl MessageWriter {
         write_in_turn(&self.stream, turn, message, None).await
     }
 
+    /// Waits until every message begun on the socket, ours or zbus's, is written whole (a
+    /// message the bus was slow to take is finished by a task of its own after its send
+    /// returned).
+    pub async fn flush(&self) {
+        let _turn = self.turn.lock().await;
+    }
+
     /// Writes one whole message if the bus starts taking it within `limit`; else nothing of it
     /// is written and the error is `TimedOut` (see [`write_in_turn`]).
     pub async fn send_within(&self, message: &[u8], limit: Duration) -> io::Result<()> {
