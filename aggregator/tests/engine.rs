@@ -849,6 +849,18 @@ fn a_bank_the_strategy_keeps_from_discharging_with_a_pack_lost_is_still_recharge
             "{}",
             out.mode
         );
+        // Under block_all the mode does not say that charging is stopped while it is not.
+        assert!(
+            !out.mode.contains("charge and discharge stopped"),
+            "{}",
+            out.mode
+        );
+        assert_eq!(
+            out.mode.contains("charging only to recover"),
+            policy == OnLost::BlockAll,
+            "{policy:?}: {}",
+            out.mode
+        );
         // The strategy lets go: the lost pack blocks charging again (and, under block_all,
         // discharging).
         let recovered = [battery("A", 2.4, 2.4, 3.0, 20.0), gone];

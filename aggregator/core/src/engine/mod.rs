@@ -535,7 +535,9 @@ impl Engine {
         let feed_in = self.feed_in(request, host, inputs);
         save_state |= feed_in.save_state;
         events.extend(feed_in.event);
-        let mut mode = self.mode(&result, &enforced, &bank, inputs.expected);
+        let recovering =
+            guarded.acts.recovering_a.is_some() || guarded.acts.recovering_stuck_a.is_some();
+        let mut mode = self.mode(&result, &enforced, &bank, inputs.expected, recovering);
         let acting = guarded.acts.describe();
         if !acting.is_empty() {
             mode.push_str("; ");
@@ -859,6 +861,7 @@ impl Engine {
         enforced: &Enforced,
         bank: &BankSnapshot,
         expected: u32,
+        recovering: bool,
     ) -> String {
         let mut mode = match (&enforced.fault, &self.strategy, result) {
             (Some(_), Err(err), _) => format!(
@@ -874,7 +877,11 @@ impl Engine {
             mode.push_str("; safety.max_charge_voltage ignored (not a bank voltage)");
         }
         if bank.degraded() && self.settings.on_lost == OnLost::BlockAll {
-            mode.push_str("; charge and discharge stopped (batteries.on_lost: block_all)");
+            mode.push_str(if recovering {
+                "; discharge stopped, charging only to recover (batteries.on_lost: block_all)"
+            } else {
+                "; charge and discharge stopped (batteries.on_lost: block_all)"
+            });
         }
         if !bank.lost.is_empty() {
             mode.push_str("; battery lost");
