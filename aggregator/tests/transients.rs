@@ -411,3 +411,91 @@ fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
         );
     });
 }
+
+/// Both packs' drivers restarting together, as an update of the driver does.
+fn all_drivers_restart(back: &str) -> String {
+    format!(
+        r#"
+step: 1s
+jitter: true
+templates:
+  - &notemp {{ values: {{ /Dc/0/Temperature: invalid, /System/MaxCellTemperature: invalid, /System/MinCellTemperature: invalid }} }}
+  - &nomin {{ values: {{ /System/MinCellTemperature: invalid }} }}
+batteries:
+{TWO}
+vebus: {{}}
+segments:
+  - {{ duration: 5m, cell_voltage: 3.28, battery_current: -30, vebus_current: -60 }}
+  - {{ duration: 45s, batteries: {{ Bat1: {{ gone: true }}, Bat2: {{ gone: true }} }} }}
+{back}
+"#
+    )
+}
+
+/// In simulated time: every driver restarts together (45 s gone) and comes back with its
+/// temperatures 20 s late. Held from their return, the packs are never lost, so the house
+/// keeps its discharge limit all along.
+#[test]
+fn in_simulated_time_drivers_back_with_a_value_late_are_held_not_lost() {
+    let scenario = all_drivers_restart(
+        "  - { duration: 20s, batteries: { Bat1: *notemp, Bat2: *notemp } }\n  - { duration: 5m }",
+    );
+    let config = TestConfig::default()
+        .batteries(|b| b.unset("hold_for").expected(2))
+        .strategy(yaml(PASS_THROUGH))
+        .to_yaml();
+    let run = sim::run(&scenario, &config, Duration::from_secs(600));
+    for k in 0..run.ticks.len() {
+        let items = run.items(k);
+        if sim::num(items, "/System/NrOfBatteries").is_none() {
+            continue;
+        }
+        assert!(
+            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
+            "at {} s: {items:?}\n{}",
+            run.at_s(k),
+            run.log
+        );
+    }
+    assert_eq!(run.occurrences(" lost ("), 0, "{}", run.log);
+}
+
+/// In simulated time: a new version of the driver no longer publishes
+/// `/System/MinCellTemperature` on any pack. Its last reading far from the guard's bounds,
+/// the path is no longer asked for once the packs have been back for `hold_for`: the bank is
+/// whole again, not lost until the daemon restarts.
+#[test]
+fn in_simulated_time_drivers_back_without_a_path_for_good_are_taken_as_they_are() {
+    let scenario =
+        all_drivers_restart("  - { duration: 1h, batteries: { Bat1: *nomin, Bat2: *nomin } }");
+    let config = TestConfig::default()
+        .batteries(|b| b.unset("hold_for").expected(2))
+        .strategy(yaml(PASS_THROUGH))
+        .to_yaml();
+    let run = sim::run(&scenario, &config, Duration::from_secs(900));
+    let last = run.items(run.ticks.len() - 1);
+    assert_eq!(
+        sim::num(last, "/System/NrOfBatteries"),
+        Some(2.0),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log
+            .contains("without /System/MinCellTemperature: no longer asked for"),
+        "{}",
+        run.log
+    );
+    for k in 0..run.ticks.len() {
+        let items = run.items(k);
+        if sim::num(items, "/System/NrOfBatteries").is_none() {
+            continue;
+        }
+        assert!(
+            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
+            "at {} s: {items:?}\n{}",
+            run.at_s(k),
+            run.log
+        );
+    }
+}

@@ -6,8 +6,9 @@
 //! **stale** for up to `hold_for` after that stops (its last complete reading stands in), and
 //! **lost** after that or when it never had a complete reading. **Frozen** means no value of it
 //! changed for `frozen_after` while the bank carried current: a driver that lost its BMS but
-//! keeps the old values on the bus. A bank at rest (every pack's current under
-//! [`AT_REST_A`]) changes nothing and freezes nobody: at night with the loads off, a quiet bank
+//! keeps the old values on the bus. A bank at rest (no pack showing [`AT_REST_A`], no live
+//! pack showing it, no device outside the packs carrying [`OUTSIDE_MOVING_A`]) changes nothing
+//! and freezes nobody: at night with the loads off, a quiet bank
 //! taken for frozen drivers would stop the inverter, and with it the current that could show
 //! them alive.
 //! A battery whose cell count changes while running is not online either: its cells no longer
@@ -18,11 +19,11 @@
 //! implausible) makes it not online either: its cells, temperatures or limits would otherwise
 //! drop out of the guard's rules unnoticed. Cell extremes it stops publishing are taken from
 //! its cells where those are all there. A value it never published is not asked for. A service
-//! that goes away and comes back (a driver restarting) is held to what it published before
-//! just the same: held with its last reading, then lost, so that a latch of the guard never
-//! ends on the other packs' values while its own are not there. Only once it has been back
-//! for `hold_for` without a value is that value no longer asked for (a driver back with
-//! another set of sensors; its BMS alone bounds what it no longer publishes).
+//! that goes away and comes back (a driver restarting) states anew what it publishes but for the
+//! values the guard reads: without one of those it is held (from its return when still held),
+//! then lost, until the value is back, or until it has been back for `hold_for` without it
+//! (then the value is no longer asked for), unless its last reading of it stood where a stop
+//! of the guard acts ([`Presence::with_guard`]).
 //!
 //! A service that goes away having never had a complete reading, or never having been there for
 //! `hold_for` without a break (a driver restarting in a loop), was never part of the bank: it is
@@ -38,6 +39,7 @@ use std::collections::BTreeMap;
 use plugin_api::BatteryState;
 
 use crate::error::Error;
+use crate::guard::{GuardBounds, Window};
 use crate::reading::{kept_value_path, BatteryReading, Implausible};
 
 /// A battery as presence hands it to the engine: its name, service, state and last reading.
@@ -97,6 +99,8 @@ struct Entry {
     online_until: Option<f64>,
     /// The kept values ([`BatteryReading::for_each_kept_value`]) it has published.
     published: Vec<bool>,
+    /// Back on the bus since then after its service was gone, not yet online again.
+    back_at: Option<f64>,
     /// The values implausible now (an episode each, by path).
     implausible: Vec<Implausible>,
     /// Since when the service is on the bus without a break, and the longest such stretch.
@@ -121,6 +125,7 @@ impl Entry {
             observed_at: None,
             online_until: None,
             published: Vec::new(),
+            back_at: None,
             implausible: Vec::new(),
             present_since: None,
             longest_present_s: 0.0,
@@ -151,6 +156,9 @@ pub struct Note {
     pub path: String,
 }
 
+/// The reason of a change to online, but for a value no longer asked for.
+pub const COMPLETE: &str = "complete reading";
+
 /// Below this current (A) a pack is at rest: its values need not move.
 pub const AT_REST_A: f64 = 0.5;
 
@@ -176,6 +184,9 @@ pub struct Presence {
     moving: Option<(f64, bool)>,
     /// The largest current of a device outside the packs this tick (A).
     outside_a: f64,
+    /// The guard's bounds: a pack back after a restart is held to a kind of value whose last
+    /// reading stood where they act.
+    bounds: Option<GuardBounds>,
 }
 
 impl Presence {
@@ -188,6 +199,7 @@ impl Presence {
             notes: Vec::new(),
             moving: None,
             outside_a: 0.0,
+            bounds: None,
         }
     }
 
@@ -247,6 +259,15 @@ impl Presence {
                     // reads, so that no stop of the guard ends on the other packs' values while
                     // this pack's are not there.
                     forget_unguarded(&mut entry.published);
+                    if entry.published.iter().any(|p| *p) {
+                        entry.back_at = Some(now_s);
+                    }
+                    if entry.state == Some(BatteryState::Stale) {
+                        // Still held: the hold starts again from its return, so that a value
+                        // the driver gives a few seconds late does not lose a pack (nor, when
+                        // every driver restarted, the whole bank).
+                        entry.online_until = Some(now_s);
+                    }
                 }
                 let since = *entry.present_since.get_or_insert(now_s);
                 entry.longest_present_s = entry.longest_present_s.max(now_s - since);
@@ -254,7 +275,39 @@ impl Presence {
             None if seen => entry.present_since = None,
             None => {}
         }
-        let missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
+        let mut missing = reading.and_then(|r| stopped_publishing(&mut entry.published, r));
+        let mut restated = None;
+        if let (Some(path), Some(back), Some(r)) = (missing.clone(), entry.back_at, reading) {
+            if now_s - back >= self.timing.hold_for_s {
+                // Back for `hold_for` without it (a driver of another version, a sensor
+                // gone): no longer asked for, as a value it never published, but for the
+                // cells (temperatures) while its last reading of them stood where the guard
+                // acts: the guard must see them again before it may let go.
+                let (cells, temperatures) = match (self.bounds, entry.complete()) {
+                    (Some(b), Some(last)) => {
+                        (cells_near_bounds(last, &b), heat_near_bounds(last, &b))
+                    }
+                    _ => (false, false),
+                };
+                for (k, p) in entry.published.iter_mut().enumerate() {
+                    let keep = match kind_of(k) {
+                        Kind::Cells => cells,
+                        Kind::Temperature => temperatures,
+                        Kind::OtherGuarded | Kind::Unguarded => false,
+                    };
+                    if !keep {
+                        *p = false;
+                    }
+                }
+                missing = stopped_publishing(&mut entry.published, r);
+                if missing.is_none() {
+                    restated = Some(format!(
+                        "back for {:.0} s without {path}: no longer asked for",
+                        now_s - back
+                    ));
+                }
+            }
+        }
         let since_observed = entry.observed_at.map_or(0.0, |t| (now_s - t).max(0.0));
         entry.observed_at = Some(now_s);
         if let Some(reading) = reading {
@@ -305,8 +358,9 @@ impl Presence {
                 entry.seen_complete = true;
                 entry.last_complete = None;
                 entry.online_until = None;
+                entry.back_at = None;
                 // Its text is made only when the state changes (most ticks it does not).
-                (BatteryState::Online, None)
+                (BatteryState::Online, restated)
             }
             Err(reason) => {
                 let since = *entry.online_until.get_or_insert(now_s);
@@ -334,10 +388,18 @@ impl Presence {
             name: entry.name.clone(),
             previous: entry.state,
             state,
-            reason: reason.unwrap_or_else(|| "complete reading".to_string()),
+            reason: reason.unwrap_or_else(|| COMPLETE.to_string()),
         });
         entry.state = Some(state);
         report
+    }
+
+    /// The guard's bounds (`safety:`): a pack back after a restart without its cells (its
+    /// temperatures) is held to them while its last reading of them stood where a stop or a
+    /// derating of the guard acts.
+    pub fn with_guard(mut self, bounds: GuardBounds) -> Self {
+        self.bounds = Some(bounds);
+        self
     }
 
     /// The largest current of the devices outside the packs this tick (chargers, inverters, a
@@ -457,33 +519,69 @@ fn note_implausible(notes: &mut Vec<Note>, entry: &mut Entry, seen: bool, found:
     entry.implausible = found;
 }
 
-/// Whether the guard reads the kept value at `position`: cells and their extremes, the pack's
-/// voltage sum, temperatures, the BMS's own limits and blocks.
-fn guard_reads(position: usize) -> bool {
+/// What the guard makes of a kept value.
+enum Kind {
+    /// Cells, their extremes, the voltage sum.
+    Cells,
+    /// Temperatures.
+    Temperature,
+    /// The BMS's own limits and blocks.
+    OtherGuarded,
+    /// Not read by the guard.
+    Unguarded,
+}
+
+/// What the guard makes of the kept value at `position`.
+fn kind_of(position: usize) -> Kind {
     let path = kept_value_path(position);
-    path.starts_with("/Voltages/Cell")
-        || matches!(
-            path.as_ref(),
-            "/System/MaxCellVoltage"
-                | "/System/MinCellVoltage"
-                | "/Voltages/Sum"
-                | "/Dc/0/Temperature"
-                | "/System/MinCellTemperature"
-                | "/System/MaxCellTemperature"
-                | "/Info/MaxChargeVoltage"
-                | "/Info/MaxChargeCurrent"
-                | "/Info/MaxDischargeCurrent"
-                | "/Io/AllowToCharge"
-                | "/Io/AllowToDischarge"
-                | "/System/NrOfModulesBlockingCharge"
-                | "/System/NrOfModulesBlockingDischarge"
-        )
+    match path.as_ref() {
+        p if p.starts_with("/Voltages/Cell") => Kind::Cells,
+        "/System/MaxCellVoltage" | "/System/MinCellVoltage" | "/Voltages/Sum" => Kind::Cells,
+        "/Dc/0/Temperature" | "/System/MinCellTemperature" | "/System/MaxCellTemperature" => {
+            Kind::Temperature
+        }
+        "/Info/MaxChargeVoltage"
+        | "/Info/MaxChargeCurrent"
+        | "/Info/MaxDischargeCurrent"
+        | "/Io/AllowToCharge"
+        | "/Io/AllowToDischarge"
+        | "/System/NrOfModulesBlockingCharge"
+        | "/System/NrOfModulesBlockingDischarge" => Kind::OtherGuarded,
+        _ => Kind::Unguarded,
+    }
+}
+
+/// Whether a reading's cells stand where a cell stop of the guard acts or lets go: at or above
+/// the high bound less its hysteresis, at or below the low bound plus its hysteresis.
+fn cells_near_bounds(r: &BatteryReading, b: &GuardBounds) -> bool {
+    let cells = r.cell_voltages_v.iter().flatten().copied();
+    let high = r.max_cell_voltage_v.into_iter().chain(cells.clone());
+    let low = r.min_cell_voltage_v.into_iter().chain(cells);
+    high.into_iter()
+        .any(|v| v >= b.max_cell_voltage_v - b.max_cell_hysteresis_v)
+        || low
+            .into_iter()
+            .any(|v| v <= b.min_cell_voltage_v + b.min_cell_hysteresis_v)
+}
+
+/// Whether a reading's temperatures stand where the guard stops or derates a limit.
+fn heat_near_bounds(r: &BatteryReading, b: &GuardBounds) -> bool {
+    let d = b.temperature_derate_c;
+    let outside = |t: f64, w: Window| t <= w.min_c + d || t >= w.max_c - d;
+    [
+        r.temperature_c,
+        r.min_cell_temperature_c,
+        r.max_cell_temperature_c,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|t| outside(t, b.charge_temperature) || outside(t, b.discharge_temperature))
 }
 
 /// Forgets that the values the guard does not read were published.
 fn forget_unguarded(published: &mut [bool]) {
     for (k, p) in published.iter_mut().enumerate() {
-        if !guard_reads(k) {
+        if matches!(kind_of(k), Kind::Unguarded) {
             *p = false;
         }
     }
@@ -990,37 +1088,92 @@ mod tests {
         assert_eq!(p.batteries()[0].state, BatteryState::Lost);
     }
 
-    #[test]
-    fn a_driver_back_without_a_value_the_guard_reads_is_held_to_it_others_are_stated_anew() {
-        let mut p = Presence::new(TIMING);
+    /// A pack that lost its temperature sensor, then its driver restarted without it and
+    /// without `/Soh`, back at 190 s.
+    fn back_without_its_temperature(
+        p: &mut Presence,
+        temperature_c: f64,
+    ) -> (BatteryReading, BatteryReading) {
         let mut full = reading(1.0);
-        full.max_cell_temperature_c = Some(25.0);
+        full.max_cell_temperature_c = Some(temperature_c);
         full.soh_pct = Some(98.0);
-        run(&mut p, 0, 70, Some(&full));
+        run(p, 0, 70, Some(&full));
         let mut without = full.clone();
         without.max_cell_temperature_c = None;
         // Its temperature stops while the service stays: held, then lost, as long as it lasts.
-        let changes = run(&mut p, 70, 140, Some(&without));
+        let changes = run(p, 70, 140, Some(&without));
         assert_eq!(changes.last().map(|c| c.1.state), Some(BatteryState::Lost));
-        // The driver restarts (another version, say) without the sensor and without /Soh: the
-        // temperature, which the guard reads, is still asked for, and its last complete
-        // reading stands; /Soh is stated anew.
-        run(&mut p, 140, 190, None);
+        run(p, 140, 190, None);
         let back = BatteryReading {
             max_cell_temperature_c: None,
             soh_pct: None,
             ..reading(2.0)
         };
-        let changes = run(&mut p, 190, 600, Some(&back));
+        (full, back)
+    }
+
+    #[test]
+    fn a_driver_back_without_a_value_the_guard_reads_is_held_to_it_until_back_for_hold_for() {
+        let mut p = Presence::new(TIMING).with_guard(crate::guard::tests::BOUNDS);
+        let (full, back) = back_without_its_temperature(&mut p, 25.0);
+        // The temperature, which the guard reads, is still asked for, and its last complete
+        // reading stands; /Soh is stated anew at once.
+        let changes = run(&mut p, 190, 249, Some(&back));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(p.batteries()[0].reading, full);
+        // Back for hold_for without it, its last temperature far from the guard's bounds: no
+        // longer asked for (a driver of another version, a sensor gone).
+        let changes = run(&mut p, 249, 251, Some(&back));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].0, changes[0].1.state),
+            (250, BatteryState::Online)
+        );
+        assert_eq!(
+            changes[0].1.reason,
+            "back for 60 s without /System/MaxCellTemperature: no longer asked for"
+        );
+    }
+
+    #[test]
+    fn a_driver_back_without_the_temperature_it_last_gave_near_a_bound_stays_out() {
+        // Its last temperature, 44 °C, within the derating below the charge window's 45 °C:
+        // the guard must see it again before it may let go.
+        let mut p = Presence::new(TIMING).with_guard(crate::guard::tests::BOUNDS);
+        let (full, back) = back_without_its_temperature(&mut p, 44.0);
+        let mut changes = Vec::new();
+        for t in 190..1000 {
+            let moving = BatteryReading {
+                current_a: Some(2.0 + f64::from(t % 2)),
+                ..back.clone()
+            };
+            changes.extend(run(&mut p, t, t + 1, Some(&moving)));
+        }
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(p.batteries()[0].state, BatteryState::Lost);
         assert_eq!(p.batteries()[0].reading, full);
-        // Its temperature back: online, /Soh not asked for.
-        let back = BatteryReading {
-            soh_pct: None,
-            ..full.clone()
+        // Its temperature back, cooler: online.
+        let cool = BatteryReading {
+            max_cell_temperature_c: Some(30.0),
+            ..back
         };
-        let changes = run(&mut p, 600, 601, Some(&back));
+        let changes = run(&mut p, 1000, 1001, Some(&cool));
+        assert_eq!(changes[0].1.state, BatteryState::Online);
+    }
+
+    #[test]
+    fn a_driver_back_while_held_is_held_again_from_its_return() {
+        // Gone 45 s (held), back with its cells 20 s late: held all along, never lost.
+        let mut p = Presence::new(TIMING);
+        run(&mut p, 0, 70, Some(&reading(1.0)));
+        let gone = run(&mut p, 70, 115, None);
+        assert_eq!(gone.last().map(|c| c.1.state), Some(BatteryState::Stale));
+        let mut no_cells = reading(2.0);
+        no_cells.max_cell_voltage_v = None;
+        no_cells.min_cell_voltage_v = None;
+        let changes = run(&mut p, 115, 135, Some(&no_cells));
+        assert!(changes.is_empty(), "{changes:?}");
+        let changes = run(&mut p, 135, 136, Some(&reading(3.0)));
         assert_eq!(changes[0].1.state, BatteryState::Online);
     }
 

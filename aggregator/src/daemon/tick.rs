@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aggregator_core::discovery::{Device, Nameplate, Role, Roster};
 use aggregator_core::engine::{Event, Outcome, TickInputs};
 use aggregator_core::feedin::FeedInEvent;
-use aggregator_core::presence::{Battery, Change, Note, Presence, Timing};
+use aggregator_core::presence::{Battery, Change, Note, Presence, Timing, COMPLETE};
 use aggregator_core::published::cell_path;
 use aggregator_core::reading::BatteryReading;
 use aggregator_core::value::Value;
@@ -499,7 +499,10 @@ fn log_change(change: &Change) {
     let reason = &change.reason;
     match (change.previous, change.state) {
         (None, BatteryState::Online) => tracing::info!("battery {name} online"),
-        (Some(_), BatteryState::Online) => tracing::info!("battery {name} online again"),
+        (Some(_), BatteryState::Online) if reason == COMPLETE => {
+            tracing::info!("battery {name} online again")
+        }
+        (Some(_), BatteryState::Online) => tracing::info!("battery {name} online again ({reason})"),
         (None, _) => tracing::warn!("battery {name} not online yet ({reason})"),
         (Some(_), BatteryState::Stale) => {
             tracing::warn!("battery {name} not online ({reason}): holding its last values")
@@ -615,13 +618,14 @@ pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSna
     }
 }
 
-/// Presence with the timing and cell count of `batteries:`.
+/// Presence with the timing and cell count of `batteries:` and the guard's bounds.
 pub fn presence_of(config: &Config) -> Presence {
     Presence::new(Timing {
         hold_for_s: config.batteries.hold_for.as_secs_f64(),
         frozen_after_s: config.batteries.frozen_after.as_secs_f64(),
     })
     .with_cells(config.batteries.cells)
+    .with_guard(aggregator_core::engine::Settings::from(config).guard)
 }
 
 /// How long a tick reads the value connection at most to catch up with the bus: half a tick,
