@@ -412,6 +412,22 @@ fn a_failing_strategy_stops_discharging_after_the_failures_and_says_so() {
     });
 }
 
+/// Every tick from the first publish allows discharging: the house never stops.
+fn discharge_allowed_all_along(run: &sim::Run) {
+    for k in 0..run.ticks.len() {
+        let items = run.items(k);
+        if sim::num(items, "/System/NrOfBatteries").is_none() {
+            continue;
+        }
+        assert!(
+            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
+            "at {} s: {items:?}\n{}",
+            run.at_s(k),
+            run.log
+        );
+    }
+}
+
 /// Both packs' drivers restarting together, as an update of the driver does.
 fn all_drivers_restart(back: &str) -> String {
     format!(
@@ -445,18 +461,7 @@ fn in_simulated_time_drivers_back_with_a_value_late_are_held_not_lost() {
         .strategy(yaml(PASS_THROUGH))
         .to_yaml();
     let run = sim::run(&scenario, &config, Duration::from_secs(600));
-    for k in 0..run.ticks.len() {
-        let items = run.items(k);
-        if sim::num(items, "/System/NrOfBatteries").is_none() {
-            continue;
-        }
-        assert!(
-            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
-            "at {} s: {items:?}\n{}",
-            run.at_s(k),
-            run.log
-        );
-    }
+    discharge_allowed_all_along(&run);
     assert_eq!(run.occurrences(" lost ("), 0, "{}", run.log);
 }
 
@@ -486,16 +491,5 @@ fn in_simulated_time_drivers_back_without_a_path_for_good_are_taken_as_they_are(
         "{}",
         run.log
     );
-    for k in 0..run.ticks.len() {
-        let items = run.items(k);
-        if sim::num(items, "/System/NrOfBatteries").is_none() {
-            continue;
-        }
-        assert!(
-            sim::num(items, "/Info/MaxDischargeCurrent").is_some_and(|a| a > 0.0),
-            "at {} s: {items:?}\n{}",
-            run.at_s(k),
-            run.log
-        );
-    }
+    discharge_allowed_all_along(&run);
 }
