@@ -258,7 +258,9 @@ impl Presence {
                     // version): what it publishes is stated anew but for the values the guard
                     // reads, so that no stop of the guard ends on the other packs' values while
                     // this pack's are not there.
-                    forget_unguarded(&mut entry.published);
+                    still_asked_for(&mut entry.published, |kind| {
+                        !matches!(kind, Kind::Unguarded)
+                    });
                     if entry.published.iter().any(|p| *p) {
                         entry.back_at = Some(now_s);
                     }
@@ -289,16 +291,11 @@ impl Presence {
                     }
                     _ => (false, false),
                 };
-                for (k, p) in entry.published.iter_mut().enumerate() {
-                    let keep = match kind_of(k) {
-                        Kind::Cells => cells,
-                        Kind::Temperature => temperatures,
-                        Kind::OtherGuarded | Kind::Unguarded => false,
-                    };
-                    if !keep {
-                        *p = false;
-                    }
-                }
+                still_asked_for(&mut entry.published, |kind| match kind {
+                    Kind::Cells => cells,
+                    Kind::Temperature => temperatures,
+                    Kind::OtherGuarded | Kind::Unguarded => false,
+                });
                 missing = stopped_publishing(&mut entry.published, r);
                 if missing.is_none() {
                     restated = Some(format!(
@@ -555,13 +552,10 @@ fn kind_of(position: usize) -> Kind {
 /// the high bound less its hysteresis, at or below the low bound plus its hysteresis.
 fn cells_near_bounds(r: &BatteryReading, b: &GuardBounds) -> bool {
     let cells = r.cell_voltages_v.iter().flatten().copied();
-    let high = r.max_cell_voltage_v.into_iter().chain(cells.clone());
-    let low = r.min_cell_voltage_v.into_iter().chain(cells);
-    high.into_iter()
-        .any(|v| v >= b.max_cell_voltage_v - b.max_cell_hysteresis_v)
-        || low
-            .into_iter()
-            .any(|v| v <= b.min_cell_voltage_v + b.min_cell_hysteresis_v)
+    let mut high = r.max_cell_voltage_v.into_iter().chain(cells.clone());
+    let mut low = r.min_cell_voltage_v.into_iter().chain(cells);
+    high.any(|v| v >= b.max_cell_voltage_v - b.max_cell_hysteresis_v)
+        || low.any(|v| v <= b.min_cell_voltage_v + b.min_cell_hysteresis_v)
 }
 
 /// Whether a reading's temperatures stand where the guard stops or derates a limit.
@@ -578,10 +572,11 @@ fn heat_near_bounds(r: &BatteryReading, b: &GuardBounds) -> bool {
     .any(|t| outside(t, b.charge_temperature) || outside(t, b.discharge_temperature))
 }
 
-/// Forgets that the values the guard does not read were published.
-fn forget_unguarded(published: &mut [bool]) {
+/// Forgets that the kept values of the kinds `asked` refuses were published: they are no
+/// longer asked for.
+fn still_asked_for(published: &mut [bool], asked: impl Fn(Kind) -> bool) {
     for (k, p) in published.iter_mut().enumerate() {
-        if matches!(kind_of(k), Kind::Unguarded) {
+        if *p && !asked(kind_of(k)) {
             *p = false;
         }
     }

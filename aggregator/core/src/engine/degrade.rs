@@ -18,8 +18,8 @@ impl Engine {
         expected: u32,
     ) -> Limits {
         let Some(last) = self.last_online else {
-            let (scaled, _) = self.degrade(enforced.limits, bank, expected);
-            return self.blocks_on_lost(scaled, bank);
+            let (scaled, blocks) = self.degrade(enforced.limits, bank, expected);
+            return blocks.zero(scaled);
         };
         let mut limits = Limits {
             cvl_v: last.cvl_v.min(enforced.limits.cvl_v),
@@ -31,24 +31,18 @@ impl Engine {
         if view.blocks_discharge() || self.failures_stop.holds() {
             limits.dcl_a = 0.0;
         }
-        self.blocks_on_lost(limits, bank)
+        self.on_lost_blocks(bank).zero(limits)
     }
 
-    /// `batteries.on_lost` with nothing online to scale to: it only blocks.
-    pub(super) fn blocks_on_lost(&self, limits: Limits, bank: &BankSnapshot) -> Limits {
-        match self.settings.on_lost {
-            _ if !bank.degraded() => limits,
-            OnLost::BlockCharge => Limits {
-                ccl_a: 0.0,
-                ..limits
-            },
-            OnLost::BlockAll => Limits {
-                ccl_a: 0.0,
-                dcl_a: 0.0,
-                ..limits
-            },
-            OnLost::Continue => limits,
-        }
+    /// What `batteries.on_lost` stops: nothing unless the bank is degraded.
+    fn on_lost_blocks(&self, bank: &BankSnapshot) -> OnLostBlocks {
+        let (charge, discharge) = match self.settings.on_lost {
+            _ if !bank.degraded() => (false, false),
+            OnLost::BlockCharge => (true, false),
+            OnLost::BlockAll => (true, true),
+            OnLost::Continue => (false, false),
+        };
+        OnLostBlocks { charge, discharge }
     }
 
     /// The mode text's words for a stop or a cap that the strategy's mode and the guard's own
@@ -119,24 +113,10 @@ impl Engine {
             dcl_a: limits.dcl_a * share,
             ..limits
         };
-        let none = OnLostBlocks::default();
-        if !bank.degraded() {
-            if bank.stale == 0 {
-                return (limits, none);
-            }
-            return (scaled, none);
+        let blocks = self.on_lost_blocks(bank);
+        if !bank.degraded() && bank.stale == 0 {
+            return (limits, blocks);
         }
-        let blocks = match self.settings.on_lost {
-            OnLost::BlockCharge => OnLostBlocks {
-                charge: true,
-                discharge: false,
-            },
-            OnLost::BlockAll => OnLostBlocks {
-                charge: true,
-                discharge: true,
-            },
-            OnLost::Continue => none,
-        };
         (scaled, blocks)
     }
 
@@ -178,4 +158,15 @@ impl Engine {
 pub(super) struct OnLostBlocks {
     pub charge: bool,
     pub discharge: bool,
+}
+
+impl OnLostBlocks {
+    /// The limits with what is stopped at 0, with nothing online to scale to or to recharge.
+    fn zero(self, limits: Limits) -> Limits {
+        Limits {
+            ccl_a: if self.charge { 0.0 } else { limits.ccl_a },
+            dcl_a: if self.discharge { 0.0 } else { limits.dcl_a },
+            ..limits
+        }
+    }
 }
