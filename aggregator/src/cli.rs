@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::check::{check, resolve_paths};
 pub use crate::error::{Error, EXIT_CONFIG, EXIT_FAILED};
+pub use crate::log_output::{LogOutput, FLUSH_LIMIT};
 use crate::plugins;
 
 /// The program that runs `demo`, `simulate` and `publish`, built beside the daemon but never installed on
@@ -162,8 +163,45 @@ pub fn ignore_recording_requests() {
 
 /// Logs to stdout at `level`, plain lines without colours; the bus library's own chatter only
 /// from warnings up. Time stamps only when stdout is a terminal: under daemontools it is the
-/// pipe to multilog, which stamps every line itself, and so is any other supervisor's.
+/// pipe to multilog, which stamps every line itself, and so is any other supervisor's. Each
+/// line is written as it is logged: for the commands that print a report between the lines.
 pub fn init_logging(level: tracing::Level) {
+    install_logging(level, std::io::stdout);
+}
+
+/// The daemon's logging (`run`): [`init_logging`]'s lines, through a bounded buffer that a
+/// thread of its own writes to stdout, so that a log nobody reads never holds the tick
+/// (docs/tick.md §8). Panics are logged there too. The output, to flush at exit.
+pub fn init_daemon_logging(level: tracing::Level) -> Option<LogOutput> {
+    use std::os::fd::AsFd;
+    // Its own descriptor of stdout: the writer thread never holds `std::io::stdout()`'s lock.
+    let out: Box<dyn Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stdout()),
+    };
+    let notice = |count| {
+        crate::log_output::capture(|| {
+            tracing::warn!("{count} log lines dropped while the log output was blocked")
+        })
+    };
+    match LogOutput::start(out, crate::log_output::BUFFER_BYTES, notice) {
+        Ok(output) => {
+            install_logging(level, output.clone());
+            output.take_panics();
+            Some(output)
+        }
+        Err(err) => {
+            init_logging(level);
+            tracing::warn!("no thread for the log output ({err}): lines go to stdout directly");
+            None
+        }
+    }
+}
+
+fn install_logging<W>(level: tracing::Level, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use std::io::IsTerminal;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
@@ -175,7 +213,8 @@ pub fn init_logging(level: tracing::Level) {
         );
     let lines = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(writer);
     let registry = tracing_subscriber::registry().with(filter);
     if std::io::stdout().is_terminal() {
         registry.with(lines).init();

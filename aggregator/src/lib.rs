@@ -8,6 +8,7 @@
 //! - [`clock`]: the tick's timer and today's local date.
 //! - [`state_file`]: the one writer of files.
 //! - [`cli`]: the subcommands; [`child`]: stopping child processes.
+//! - [`log_output`]: the daemon's log lines, written to stdout by a thread of their own.
 //! - [`error`]: what a command fails with, and its exit code.
 
 pub mod child;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod log_output;
 pub mod plugins;
 pub mod record;
 pub mod state_file;

@@ -4,8 +4,9 @@ use clap::Parser;
 use tracing::Level;
 
 use aggregator::cli::{
-    check_config, exit_code, hand_over, ignore_recording_requests, init_logging, list_plugins,
-    log_level, print_error, Cli, Command, TO_IMPORTER, TO_SIMULATOR,
+    check_config, exit_code, hand_over, ignore_recording_requests, init_daemon_logging,
+    init_logging, list_plugins, log_level, print_error, Cli, Command, FLUSH_LIMIT, TO_IMPORTER,
+    TO_SIMULATOR,
 };
 
 fn main() -> ExitCode {
@@ -19,9 +20,10 @@ fn main() -> ExitCode {
         command,
         Command::CheckConfig | Command::Plugins | Command::Record
     );
+    let mut log_output = None;
     let result = match command {
         Command::Run => {
-            init_logging(log_level(&cli.config));
+            log_output = init_daemon_logging(log_level(&cli.config));
             aggregator::daemon::run_command(&cli.config, plugins_dir)
         }
         Command::CheckConfig => {
@@ -40,15 +42,23 @@ fn main() -> ExitCode {
             Err(hand_over(TO_SIMULATOR))
         }
     };
-    let Err(err) = result else {
-        return ExitCode::SUCCESS;
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if logged {
+                tracing::error!("{err}");
+            } else if beside_report {
+                print_error(&err, &mut std::io::stdout().lock());
+            } else {
+                print_error(&err, &mut std::io::stderr().lock());
+            }
+            exit_code(err.exit_code())
+        }
     };
-    if logged {
-        tracing::error!("{err}");
-    } else if beside_report {
-        print_error(&err, &mut std::io::stdout().lock());
-    } else {
-        print_error(&err, &mut std::io::stderr().lock());
+    // The daemon's last lines, its error among them: waited for within a bound, as a log
+    // that nobody reads must not keep the process from ending.
+    if let Some(output) = log_output {
+        output.flush(FLUSH_LIMIT);
     }
-    exit_code(err.exit_code())
+    code
 }

@@ -20,6 +20,7 @@ mod faults;
 mod fuzz_seeds;
 mod gui_page;
 mod install;
+mod log_output;
 mod plausible;
 mod plugin_loading;
 mod programs;

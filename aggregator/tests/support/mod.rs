@@ -115,7 +115,7 @@ pub mod bus {
     /// The daemon, killed when dropped.
     pub struct Daemon {
         child: Child,
-        /// Its stdout and stderr.
+        /// Its stdout and stderr (none for [`Daemon::start_piped`]'s).
         pub log: PathBuf,
     }
 
@@ -169,6 +169,27 @@ pub mod bus {
             Self::spawn(&super::daemon_program(), address, dir, config)
         }
 
+        /// [`Daemon::start`] with stdout and stderr into `pipe`, as daemontools' `run` hands
+        /// them to multilog (`exec 2>&1`): the test holds the pipe's other end.
+        pub fn start_piped(
+            address: &str,
+            dir: &Path,
+            config_yaml: &str,
+            pipe: std::io::PipeWriter,
+        ) -> Daemon {
+            let config = dir.join("config.yaml");
+            std::fs::write(&config, config_text(dir, config_yaml)).expect("write config");
+            let out = Stdio::from(pipe.try_clone().expect("dup"));
+            let log = dir.join("no log file: stdout is a pipe");
+            Self::spawn_into(
+                &super::daemon_program(),
+                address,
+                &config,
+                (out, pipe.into()),
+                log,
+            )
+        }
+
         fn spawn(program: &Path, address: &str, dir: &Path, config: &Path) -> Daemon {
             let log = dir.join(format!("daemon-{}.log", std::process::id()));
             let out = std::fs::OpenOptions::new()
@@ -176,13 +197,24 @@ pub mod bus {
                 .append(true)
                 .open(&log)
                 .expect("log file");
+            let outputs = (Stdio::from(out.try_clone().expect("dup")), Stdio::from(out));
+            Self::spawn_into(program, address, config, outputs, log)
+        }
+
+        fn spawn_into(
+            program: &Path,
+            address: &str,
+            config: &Path,
+            (stdout, stderr): (Stdio, Stdio),
+            log: PathBuf,
+        ) -> Daemon {
             let child = Command::new(program)
                 .arg("--config")
                 .arg(config)
                 .arg("run")
                 .env("DBUS_SESSION_BUS_ADDRESS", address)
-                .stdout(Stdio::from(out.try_clone().expect("dup")))
-                .stderr(Stdio::from(out))
+                .stdout(stdout)
+                .stderr(stderr)
                 .spawn()
                 .expect("start the daemon");
             Daemon { child, log }
@@ -456,6 +488,32 @@ pub mod world {
             config: &str,
             prepare: impl FnOnce(&Path),
         ) -> World {
+            Self::start_daemon(scenario, prepare, |address, dir| {
+                Daemon::start_program(program, address, dir, config)
+            })
+            .await
+        }
+
+        /// [`World::start`] with the daemon's stdout and stderr into a pipe, as under
+        /// daemontools; the pipe's reading end, which nobody reads unless the test does.
+        pub async fn start_piped(scenario: &str, config: &str) -> (World, std::io::PipeReader) {
+            let (reader, writer) = std::io::pipe().expect("a pipe");
+            let world = Self::start_daemon(
+                scenario,
+                |_| {},
+                |address, dir| Daemon::start_piped(address, dir, config, writer),
+            )
+            .await;
+            (world, reader)
+        }
+
+        /// The bus, the simulator with `scenario`, and the daemon that `start` starts on the
+        /// bus's address in the test's folder; returns once our service is registered.
+        async fn start_daemon(
+            scenario: &str,
+            prepare: impl FnOnce(&Path),
+            start: impl FnOnce(&str, &Path) -> Daemon,
+        ) -> World {
             let bus =
                 PrivateBus::start(aggregator::state_file::write_atomically).expect("dbus-daemon");
             let scenario = Scenario::parse(scenario, "test scenario").expect("scenario");
@@ -464,7 +522,7 @@ pub mod world {
                 .expect("simulator");
             let dir = tempfile::tempdir().expect("temp dir");
             prepare(dir.path());
-            let daemon = Daemon::start_program(program, bus.address(), dir.path(), config);
+            let daemon = start(bus.address(), dir.path());
             let conn = client(bus.address()).await;
             assert!(
                 wait_for_name(&conn, OWN, Duration::from_secs(20))
