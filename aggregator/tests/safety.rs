@@ -6,6 +6,7 @@ use crate::support;
 
 use std::time::Duration;
 
+use aggregator::child::Signal;
 use aggregator_core::engine::Event;
 use aggregator_core::feedin::{Cause, FeedInEvent};
 use support::bus::{num, text, until};
@@ -208,8 +209,10 @@ fn a_strategy_that_panics_turns_feed_in_off() {
     });
 }
 
-#[test]
-fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
+/// A blocking BMS turns feed-in off; `signal` stops the daemon, which writes the user's value
+/// back, reads it back and saves a state without the episode, logging `<name>: stopping`
+/// (docs/commands.md §4).
+fn stopping_restores_feed_in(signal: Signal, name: &str) {
     runtime().block_on(async {
         let segments = r#"
   - duration: 1h
@@ -220,15 +223,32 @@ fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
         let mut w = World::start(&bank(segments), &config(FIXED_200)).await;
         expect_feed_in(&w, 0.0).await;
         // The episode is in the state file: a kill -9 here would resume it.
-        assert_eq!(w.daemon.terminate().await, Some(0));
+        assert_eq!(
+            w.daemon.stop(signal).await,
+            Some(0),
+            "{}",
+            w.daemon.log_text()
+        );
         // Written back by the daemon itself as it stopped, and read back.
         let log = w.daemon.log_text();
+        assert!(log.contains(&format!("{name}: stopping")), "{log}");
         assert!(log.contains("OvervoltageFeedIn restored to 1"), "{log}");
         assert_eq!(w.setting(FEED_IN).await, Some(1.0), "{log}");
         let state = std::fs::read_to_string(w.dir.path().join("state/state.json")).unwrap();
         let state: serde_json::Value = serde_json::from_str(&state).unwrap();
         assert_eq!(state["feed_in"]["disabled_by_us"], false, "{state}");
     });
+}
+
+#[test]
+fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
+    stopping_restores_feed_in(Signal::TERM, "SIGTERM");
+}
+
+/// `svc -h` sends SIGHUP: a stop like SIGTERM's, not the default action's silent end.
+#[test]
+fn sighup_stops_as_sigterm_does_and_restores_feed_in() {
+    stopping_restores_feed_in(Signal::HUP, "SIGHUP");
 }
 
 #[test]

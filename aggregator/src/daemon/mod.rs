@@ -44,10 +44,10 @@ use aggregator_core::value::{TextFormat, Value};
 use aggregator_core::Error as PluginError;
 use tick::BankMembers;
 
-/// How long the feed-in restore at SIGTERM/SIGINT may wait for the bus.
+/// How long the feed-in restore at a stop (SIGTERM, SIGINT, SIGHUP) may wait for the bus.
 const STOP_WRITE_LIMIT: Duration = Duration::from_secs(1);
 
-/// `run`: checks the configuration, then runs until SIGTERM or SIGINT.
+/// `run`: checks the configuration, then runs until SIGTERM, SIGINT or SIGHUP.
 pub fn run_command(config_file: &Path, plugins_dir: Option<&Path>) -> Result<(), Error> {
     let checked = check_to_run(config_file, plugins_dir);
     for refused in &checked.refused {
@@ -297,7 +297,7 @@ enum Event {
     Reconnected(Attached),
     /// SIGUSR1 (`dbus-aggregate-batteries record` sends it): save the recording.
     RecordAsked,
-    /// SIGTERM or SIGINT, by name.
+    /// SIGTERM, SIGINT or SIGHUP, by name: the stop (docs/commands.md §4).
     Stop(&'static str),
 }
 
@@ -305,18 +305,22 @@ enum Event {
 struct Signals {
     term: Signal,
     int: Signal,
+    /// `svc -h`, or the terminal of a daemon started by hand closing: a stop like SIGTERM's,
+    /// never the default action's silent end (no state saved, feed-in left off).
+    hup: Signal,
     /// `None` when it could not be installed: recordings are then saved on events only.
     usr1: Option<Signal>,
 }
 
 impl Signals {
-    /// An error when SIGTERM or SIGINT cannot be caught.
+    /// An error when SIGTERM, SIGINT or SIGHUP cannot be caught.
     fn install() -> Result<Signals, Error> {
         let install =
             |kind| signal(kind).map_err(|err| Error::Runtime("install signal handlers", err));
-        let (term, int) = (
+        let (term, int, hup) = (
             install(SignalKind::terminate())?,
             install(SignalKind::interrupt())?,
+            install(SignalKind::hangup())?,
         );
         let usr1 = match signal(SignalKind::user_defined1()) {
             Ok(usr1) => Some(usr1),
@@ -325,7 +329,12 @@ impl Signals {
                 None
             }
         };
-        Ok(Signals { term, int, usr1 })
+        Ok(Signals {
+            term,
+            int,
+            hup,
+            usr1,
+        })
     }
 }
 
@@ -627,14 +636,14 @@ fn custom_name_handler(conn: Connection, uid: String) -> crate::bus::export::Set
 }
 
 impl Daemon {
-    /// Waits for the next event and handles it, until SIGTERM or SIGINT.
+    /// Waits for the next event and handles it, until SIGTERM, SIGINT or SIGHUP.
     async fn main_loop(&mut self) -> Result<(), Error> {
         let mut signals = Signals::install()?;
         let mut ticker = Ticker::new(self.config.update_interval);
         loop {
             match self.next_event(&mut ticker, &mut signals).await {
                 Event::Stop(signal) => {
-                    tracing::info!("{signal}: stopping");
+                    log_stop(signal);
                     break;
                 }
                 event => self.handle_event(event).await,
@@ -670,6 +679,7 @@ impl Daemon {
             attached = reconnect => Event::Reconnected(attached),
             _ = signals.term.recv() => Event::Stop("SIGTERM"),
             _ = signals.int.recv() => Event::Stop("SIGINT"),
+            _ = signals.hup.recv() => Event::Stop("SIGHUP"),
             _ = received(&mut signals.usr1) => Event::RecordAsked,
         }
     }
@@ -698,7 +708,7 @@ impl Daemon {
         }
     }
 
-    /// At SIGTERM/SIGINT: the user's feed-in value goes back, whatever holds the episode
+    /// At a stop: the user's feed-in value goes back, whatever holds the episode
     /// (nobody holds the limits once we are gone). Kept in the state if the write fails.
     async fn release_feed_in(&mut self) {
         let Some(value) = self.bank.engine.release_feed_in() else {
@@ -1106,6 +1116,18 @@ impl Daemon {
                 shadow.dcl_a,
             );
         }
+    }
+}
+
+/// The stop's line. SIGHUP asks a daemon to read its config again: it stops as at SIGTERM, and
+/// the supervisor starts it again, which reads the config anew (docs/commands.md §4).
+fn log_stop(signal: &str) {
+    if signal == "SIGHUP" {
+        tracing::info!(
+            "SIGHUP: stopping (the supervisor starts the daemon again, which reads its config anew)"
+        );
+    } else {
+        tracing::info!("{signal}: stopping");
     }
 }
 

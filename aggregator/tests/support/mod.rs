@@ -245,7 +245,12 @@ pub mod bus {
         /// the simulated services, the settings among them, answer what the daemon asks as it
         /// stops (its feed-in restore).
         pub async fn terminate(&mut self) -> Option<i32> {
-            let _ = aggregator::child::send(self.child.id(), aggregator::child::Signal::TERM);
+            self.stop(aggregator::child::Signal::TERM).await
+        }
+
+        /// Sends `signal` and waits (up to 10 s) for the exit code, as [`Daemon::terminate`].
+        pub async fn stop(&mut self, signal: aggregator::child::Signal) -> Option<i32> {
+            let _ = aggregator::child::send(self.child.id(), signal);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while tokio::time::Instant::now() < deadline {
                 if let Ok(Some(status)) = self.child.try_wait() {
