@@ -112,6 +112,24 @@ pub mod bus {
     /// Our service name.
     pub const OWN: &str = "com.victronenergy.battery.aggregate";
 
+    /// Whether the daemon's log writer thread (`log output`) sleeps, as it does with nothing to
+    /// write; also when there is none (the process ended).
+    fn log_writer_asleep(pid: u32) -> bool {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != "log output" {
+                continue;
+            }
+            // `pid (comm) S ...`: the state follows the name's closing parenthesis.
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            return stat
+                .rsplit_once(") ")
+                .is_none_or(|(_, rest)| rest.starts_with('S'));
+        }
+        true
+    }
+
     /// The daemon, killed when dropped.
     pub struct Daemon {
         child: Child,
@@ -220,8 +238,22 @@ pub mod bus {
             Daemon { child, log }
         }
 
-        /// The log so far.
+        /// The log so far, every line the daemon logged before the call included: its lines
+        /// are written by a thread of their own (docs/tick.md §8), so what the bus shows can
+        /// be a moment ahead of the log file; that thread is waited for (1 s at most) until it
+        /// sleeps, with nothing left to write.
         pub fn log_text(&self) -> String {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut asleep = 0;
+            // Twice in a row: not caught between two lines.
+            while asleep < 2 && Instant::now() < deadline {
+                if log_writer_asleep(self.child.id()) {
+                    asleep += 1;
+                } else {
+                    asleep = 0;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::fs::read_to_string(&self.log).unwrap_or_default()
         }
 
