@@ -448,6 +448,45 @@ mod tests {
         assert!(!dir.path().join(UNREADABLE_COPY).exists());
     }
 
+    /// docs/state.md §4: a user's value of the wrong type never costs an open feed-in episode;
+    /// `1.0` is read as 1, and what is no whole number comes back as 1. The episode was dropped
+    /// before (feed-in stayed at our 0 for good), `1.0` included.
+    #[test]
+    fn an_open_episode_with_a_saved_value_of_the_wrong_type_is_kept_and_ends_with_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let file = |value: &str| {
+            format!(
+                r#"{{"charge_ah":300,"capacity_ah":560,"feed_in":{{"disabled_by_us":true,
+                "saved_value":{value},"strategy_off":false,"clear_for_s":0,
+                "near_lowered_ccl":false}}}}"#
+            )
+        };
+        fs::write(store.path(), file("1.0")).unwrap();
+        let (state, problems) = store.load_parts().unwrap();
+        assert_eq!(problems, Vec::<String>::new());
+        let (state, problems) = state.checked();
+        assert_eq!(problems, Vec::<String>::new());
+        assert!(state.feed_in.disabled_by_us);
+        assert_eq!(state.feed_in.saved_value, Some(1));
+        for bad in [r#""1""#, "1e308", "0.5"] {
+            fs::write(store.path(), file(bad)).unwrap();
+            let (state, read) = store.load_parts().unwrap();
+            let (state, checked) = state.checked();
+            let problems = [read, checked].concat();
+            assert_eq!(problems.len(), 2, "{bad}: {problems:?}");
+            assert!(
+                problems
+                    .iter()
+                    .all(|p| p.starts_with("feed_in.saved_value: ")),
+                "{bad}: {problems:?}"
+            );
+            assert!(state.feed_in.disabled_by_us, "{bad}");
+            assert_eq!(state.feed_in.saved_value, Some(1), "{bad}");
+            assert_eq!(state.charge_ah, Some(300.0), "{bad}");
+        }
+    }
+
     /// docs/state.md §1: a downgrade, then an upgrade, keeps what the newer version saved.
     #[test]
     fn unknown_keys_of_a_newer_version_survive_a_load_and_a_save() {

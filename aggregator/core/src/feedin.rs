@@ -30,6 +30,9 @@ pub struct FeedIn {
     /// True during an episode: feed-in is held at 0 by us.
     pub disabled_by_us: bool,
     /// The user's value to write back; kept after the episode until the setting shows it.
+    /// Read back from the state file as any whole number (`1.0` is 1); what is no whole number
+    /// does not read, and [`FeedIn::check_restored`] makes an episode without a value 1.
+    #[serde(default, deserialize_with = "whole_number")]
     pub saved_value: Option<i64>,
     /// The strategy asked for feed-in off and has not asked for it back.
     #[serde(default)]
@@ -65,6 +68,8 @@ impl FeedIn {
     /// - A user's value the setting does not take (it takes 0 or 1) is written back as 1: a
     ///   value the settings service refuses would be retried every tick and never shown, and
     ///   none at all would leave the setting at our 0 once the episode ends.
+    /// - An open episode without a user's value (the saved one could not be read: of the wrong
+    ///   type, or missing) likewise ends with 1: the episode is kept, never dropped.
     /// - A hold's time that is not finite or below 0 starts over at 0 (−1e6 s would hold
     ///   feed-in off for eleven days, NaN for ever).
     pub fn check_restored(&mut self) -> Vec<String> {
@@ -74,6 +79,14 @@ impl FeedIn {
                 "feed_in.saved_value: {value} is not a value the feed-in setting takes (0 or \
                  1); 1 (feed-in on) is written back instead"
             ));
+            self.saved_value = Some(1);
+        }
+        if self.disabled_by_us && self.saved_value.is_none() {
+            problems.push(
+                "feed_in.saved_value: none for the open feed-in episode (disabled_by_us); 1 \
+                 (feed-in on) is written back at its end"
+                    .to_string(),
+            );
             self.saved_value = Some(1);
         }
         if !(self.clear_for_s.is_finite() && self.clear_for_s >= 0.0) {
@@ -103,6 +116,57 @@ impl FeedIn {
             self.clear_for_s = clear_for_s;
         }
     }
+}
+
+/// The user's value as the state file holds it: a whole number, written as an integer or as a
+/// number with no fraction (`1.0`, as a hand edit or another JSON writer may have it), or null.
+/// Anything else is refused, naming what it is.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole;
+
+    impl<'de> Visitor<'de> for Whole {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+            f.write_str("a whole number (the feed-in setting takes 0 or 1) or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            // Within i64's range, where every such float is a whole number exactly.
+            let whole = v.fract() == 0.0 && (-9.2e18..9.2e18).contains(&v);
+            if whole {
+                Ok(Some(v as i64))
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    d.deserialize_option(Whole)
 }
 
 /// The hold's time as the state file keeps it: rounded down to its step.
@@ -386,6 +450,48 @@ mod tests {
         let old: FeedIn =
             serde_json::from_str(r#"{"disabled_by_us": true, "saved_value": 1}"#).unwrap();
         assert!(old.disabled_by_us && !old.strategy_off);
+    }
+
+    /// docs/state.md §4: `1.0` is 1; a value that is no whole number is not read, and an open
+    /// episode without a value keeps going and ends with 1 (it once was dropped, leaving
+    /// feed-in at our 0 for good).
+    #[test]
+    fn a_bad_saved_value_never_drops_an_open_episode() {
+        let read = |value: &str| {
+            serde_json::from_str::<FeedIn>(&format!(
+                r#"{{"disabled_by_us": true, "saved_value": {value}}}"#
+            ))
+        };
+        assert_eq!(read("1.0").unwrap().saved_value, Some(1));
+        assert_eq!(read("0.0").unwrap().saved_value, Some(0));
+        assert_eq!(read("7.0").unwrap().saved_value, Some(7));
+        assert_eq!(read("null").unwrap().saved_value, None);
+        for bad in [r#""1""#, "0.5", "1e308", "true", "[1]"] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(err.contains("a whole number"), "{bad}: {err}");
+        }
+        // What the state file's reader keeps of `"1"`: the episode, without its value.
+        let mut m = FeedIn {
+            disabled_by_us: true,
+            ..FeedIn::default()
+        };
+        let problems = m.check_restored();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("feed_in.saved_value: none"),
+            "{problems:?}"
+        );
+        assert_eq!(m.saved_value, Some(1));
+        // The episode holds feed-in at 0 while its cause holds, then writes 1 back.
+        let mut c = FeedInControl::default();
+        assert_eq!(c.decide(&mut m, Keep, STOPPED, Some(0), 1.0, 2.0).0, None);
+        assert_eq!(c.decide(&mut m, Keep, NONE, Some(0), 1.0, 2.0).0, None);
+        let (write, event) = c.decide(&mut m, Keep, NONE, Some(0), 1.0, 2.0);
+        assert_eq!((write, event), (Some(1), Some(FeedInEvent::Restoring(1))));
+        // Without an episode, no value is none: nothing to restore.
+        let mut idle = FeedIn::default();
+        assert!(idle.check_restored().is_empty());
+        assert_eq!(idle.saved_value, None);
     }
 
     #[test]
