@@ -487,6 +487,36 @@ mod tests {
         }
     }
 
+    /// docs/state.md §4: a charge the bank cannot hold is no charge.
+    #[test]
+    fn a_charge_above_its_capacity_is_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        for charge in ["1e308", "560.5", "-1"] {
+            fs::write(
+                store.path(),
+                format!(r#"{{"charge_ah":{charge},"capacity_ah":560}}"#),
+            )
+            .unwrap();
+            let (state, problems) = store.load_parts().unwrap();
+            assert!(problems.is_empty(), "{problems:?}");
+            let (state, problems) = state.checked();
+            assert_eq!(state.charge_ah, None, "{charge}");
+            assert_eq!(state.capacity_ah, Some(560.0), "{charge}");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("charge_ah: "), "{problems:?}");
+        }
+        // Full, and a rescaled full charge a rounding above: taken back.
+        for charge in [560.0, 560.0 * (1.0 + 1e-12)] {
+            let state = State {
+                charge_ah: Some(charge),
+                capacity_ah: Some(560.0),
+                ..State::default()
+            };
+            assert_eq!(state.checked(), (state.clone(), Vec::new()));
+        }
+    }
+
     /// docs/state.md §1: a downgrade, then an upgrade, keeps what the newer version saved.
     #[test]
     fn unknown_keys_of_a_newer_version_survive_a_load_and_a_save() {

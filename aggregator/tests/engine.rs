@@ -216,6 +216,69 @@ fn a_saved_charge_is_not_taken_back_while_the_counter_is_off() {
     assert_eq!(engine.state().charge_ah, None);
 }
 
+/// docs/state.md §4: a saved charge the bank cannot hold is a missing one. With its capacity
+/// it is dropped at the restore; without it, at the first whole bank, whose capacity is known
+/// only then. Before, 1e308 Ah was clamped to a full bank (SoC 100 % on packs at 55 %).
+#[test]
+fn a_saved_charge_the_bank_cannot_hold_starts_the_counter_from_the_batteries() {
+    let bank = [
+        battery("A", 2.3, 2.3, 0.0, 50.0),
+        battery("B", 2.3, 2.3, 0.0, 60.0),
+    ];
+    let saved = |charge_ah: f64, capacity_ah: Option<f64>| aggregator_core::state::State {
+        charge_ah: Some(charge_ah),
+        capacity_ah,
+        ..Default::default()
+    };
+    for (charge, capacity) in [(1e308, Some(560.0)), (600.0, Some(560.0))] {
+        let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+        let problems = rig.engine.restore(&saved(charge, capacity));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("charge_ah: "), "{problems:?}");
+        let out = rig.engine.tick(&bank, &around(Some(1)));
+        assert!(out.events.contains(&Event::CounterStartedFromBms(55.0)));
+        assert!(near(out.soc_pct, 55.0), "{charge}: {:?}", out.soc_pct);
+    }
+    for charge in [1e308, 600.0] {
+        let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+        assert!(rig.engine.restore(&saved(charge, None)).is_empty());
+        // Half the bank: its capacity is not the bank's yet, nothing is judged.
+        let out = rig.engine.tick(&bank[..1], &around(Some(1)));
+        assert_eq!(
+            rig.engine.state().charge_ah,
+            Some(charge),
+            "{:?}",
+            out.events
+        );
+        let out = rig.engine.tick(&bank, &around(Some(1)));
+        assert!(
+            out.events.contains(&Event::SavedChargeDropped {
+                charge_ah: charge,
+                capacity_ah: 560.0
+            }),
+            "{:?}",
+            out.events
+        );
+        assert!(out.events.contains(&Event::CounterStartedFromBms(55.0)));
+        assert!(near(out.soc_pct, 55.0), "{charge}: {:?}", out.soc_pct);
+        assert!(near(rig.engine.state().charge_ah, 308.0), "{charge}");
+    }
+    // What the bank holds is taken back, without its capacity too.
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    assert!(rig.engine.restore(&saved(280.0, None)).is_empty());
+    let out = rig.engine.tick(&bank, &around(Some(1)));
+    assert!(
+        near(out.soc_pct, 50.0),
+        "{:?} {:?}",
+        out.soc_pct,
+        out.events
+    );
+}
+
+fn near(value: Option<f64>, expected: f64) -> bool {
+    value.is_some_and(|v| (v - expected).abs() < 1e-9)
+}
+
 #[test]
 fn a_high_cell_lowers_cvl_disables_feed_in_and_restores_the_users_value() {
     let mut rig = rig(LFP, BMS, OnLost::BlockCharge);

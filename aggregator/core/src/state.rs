@@ -34,9 +34,9 @@ pub struct State {
 
 impl State {
     /// The state with every value checked before it is taken back (docs/state.md §4), and a
-    /// line for each value dropped or changed: a charge or capacity that is not one is dropped
-    /// (the counter starts from the batteries' SoC), the feed-in memory as
-    /// [`FeedIn::check_restored`] says.
+    /// line for each value dropped or changed: a charge or capacity that is not one, or a charge
+    /// above its capacity, is dropped (the counter starts from the batteries' SoC), the feed-in
+    /// memory as [`FeedIn::check_restored`] says.
     pub fn checked(&self) -> (State, Vec<String>) {
         let mut state = self.clone();
         let mut problems = Vec::new();
@@ -52,9 +52,26 @@ impl State {
             ));
             state.capacity_ah = None;
         }
+        // Of a charge beside its capacity, the capacity is the bound; one saved without it is
+        // checked against the first whole bank's (the engine's count).
+        if let (Some(charge), Some(capacity)) = (state.charge_ah, state.capacity_ah) {
+            if beyond_capacity(charge, capacity) {
+                problems.push(format!(
+                    "charge_ah: {charge:?} is more than the capacity_ah {capacity:?} it refers \
+                     to; not restored"
+                ));
+                state.charge_ah = None;
+            }
+        }
         problems.extend(state.feed_in.check_restored());
         (state, problems)
     }
+}
+
+/// Whether a saved charge is more than `capacity_ah` can hold (docs/state.md §4): beyond the
+/// rounding of a rescaled charge, which the counter's next step clamps.
+pub fn beyond_capacity(charge_ah: f64, capacity_ah: f64) -> bool {
+    charge_ah > capacity_ah * (1.0 + 1e-9)
 }
 
 /// A strategy's opaque state.

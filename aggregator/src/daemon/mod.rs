@@ -1131,7 +1131,8 @@ fn log_stop(signal: &str) {
     }
 }
 
-fn log_event(event: &engine::Event) {
+/// One line for an engine event; `state_file` is the state file, for what it read.
+fn log_event(event: &engine::Event, state_file: &Path) {
     use engine::Event;
     match event {
         Event::CurrentFallbackStarted => {
@@ -1169,6 +1170,14 @@ fn log_event(event: &engine::Event) {
         Event::CounterStartedFromBms(soc) => {
             tracing::info!("SoC counter started from the batteries' SoC {soc:.1} %")
         }
+        Event::SavedChargeDropped {
+            charge_ah,
+            capacity_ah,
+        } => tracing::warn!(
+            "{}: charge_ah: {charge_ah:?} is more than the whole bank's capacity \
+             {capacity_ah:?} Ah; not restored, the counter starts from the batteries' SoC",
+            state_file.display()
+        ),
         Event::FeedIn(event) => log_feed_in(event),
         Event::NoTemperature => tracing::warn!(
             "no battery gives a temperature (/System/MinCellTemperature, \

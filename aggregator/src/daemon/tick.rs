@@ -794,7 +794,7 @@ impl Daemon {
         let mut outcome = self.bank.engine.tick(&batteries, &inputs);
         outcome.save_state |= set_back;
         for event in &outcome.events {
-            log_event(event);
+            log_event(event, &self.bank.store.path());
         }
         if let Some(why) = stale_view {
             outcome.mode = format!("{}; {why}", outcome.mode);

@@ -32,7 +32,7 @@ use crate::guard::{Acts, Guard, GuardBounds, Guarded};
 use crate::memory::Memory;
 use crate::presence::Battery;
 use crate::reading::{plausible_bank_current, ALARMS};
-use crate::state::{Latches, State, StrategyState};
+use crate::state::{beyond_capacity, Latches, State, StrategyState};
 
 /// How far below the strategy's CCL the host must have lowered it to count as lowered (A);
 /// 2 % of the strategy's CCL where that is more.
@@ -118,6 +118,15 @@ pub enum Event {
     },
     /// The counter was started from the BMS SoC (no saved value).
     CounterStartedFromBms(f64),
+    /// The charge taken back from the state file without the capacity it refers to is more
+    /// than the whole bank holds: dropped, the counter starts as with no saved value
+    /// (docs/state.md §4).
+    SavedChargeDropped {
+        /// The charge restored, Ah.
+        charge_ah: f64,
+        /// The first whole bank's installed capacity, Ah.
+        capacity_ah: f64,
+    },
     /// Feed-in: an episode started or ended, was overridden, or cannot start.
     FeedIn(FeedInEvent),
     /// No battery gives any temperature: the temperature windows cannot act (once).
@@ -715,32 +724,43 @@ impl Engine {
 
     /// The counter: started from the BMS SoC once the whole bank is there (a bank still
     /// coming together would start it from a part), kept at the same SoC when the bank's
-    /// capacity changes, then integrated.
+    /// capacity changes, then integrated. A charge restored without its capacity is checked
+    /// against the first whole bank's, which is known only then.
     fn count(
         &mut self,
         bank: &BankSnapshot,
         inputs: &TickInputs,
         current_a: Option<f64>,
-    ) -> Option<Event> {
-        let mut event = None;
+    ) -> Vec<Event> {
+        let mut events = Vec::new();
         let capacity = bank.merged.installed_capacity_ah;
         // A battery left out for its cell count is not in the merge: it never comes online,
         // and the bank is whole without it.
         let left_out = u32::try_from(inputs.left_out.len()).unwrap_or(u32::MAX);
         let complete = (bank.active as u32).saturating_add(left_out) >= inputs.expected.max(1);
+        let unchecked = self.counter_capacity.is_none() && capacity > 0.0 && complete;
+        if let Some(charge_ah) = (self.counter.as_ref().map(CoulombCounter::charge_ah))
+            .filter(|&charge| unchecked && beyond_capacity(charge, capacity))
+        {
+            self.counter = None;
+            events.push(Event::SavedChargeDropped {
+                charge_ah,
+                capacity_ah: capacity,
+            });
+        }
         if self.settings.own_counter && self.counter.is_none() && capacity > 0.0 && complete {
             if let Some(soc) = bank.merged.soc_pct {
                 let charge = soc / 100.0 * capacity;
                 self.counter = Some(self.new_counter(charge));
                 self.counter_capacity = Some(capacity);
-                event = Some(Event::CounterStartedFromBms(soc));
+                events.push(Event::CounterStartedFromBms(soc));
             }
         }
         let Some(counter) = &mut self.counter else {
-            return event;
+            return events;
         };
         if capacity <= 0.0 {
-            return event;
+            return events;
         }
         match self.counter_capacity {
             Some(before) if before != capacity => {
@@ -755,7 +775,7 @@ impl Engine {
         if let (Some(current), Some(_)) = (current_a, self.counter_capacity) {
             counter.step(current, inputs.dt_s, capacity);
         }
-        event
+        events
     }
 
     /// The strategy's output, or why there is none (a fault, or a strategy never started).
