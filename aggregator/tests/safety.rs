@@ -209,18 +209,20 @@ fn a_strategy_that_panics_turns_feed_in_off() {
     });
 }
 
-/// A blocking BMS turns feed-in off; `signal` stops the daemon, which writes the user's value
-/// back, reads it back and saves a state without the episode, logging `<name>: stopping`
-/// (docs/commands.md §4).
-fn stopping_restores_feed_in(signal: Signal, name: &str) {
-    runtime().block_on(async {
-        let segments = r#"
+/// Bat1's BMS blocks charging for the whole run: CCL 0, a feed-in episode.
+const BAT1_BLOCKING: &str = r#"
   - duration: 1h
     cell_voltage: 3.35
     battery_current: 5
     batteries: { Bat1: { blocking_charge: true } }
 "#;
-        let mut w = World::start(&bank(segments), &config(FIXED_200)).await;
+
+/// A blocking BMS turns feed-in off; `signal` stops the daemon, which writes the user's value
+/// back, reads it back and saves a state without the episode, logging `<name>: stopping`
+/// (docs/commands.md §4).
+fn stopping_restores_feed_in(signal: Signal, name: &str) {
+    runtime().block_on(async {
+        let mut w = World::start(&bank(BAT1_BLOCKING), &config(FIXED_200)).await;
         expect_feed_in(&w, 0.0).await;
         // The episode is in the state file: a kill -9 here would resume it.
         assert_eq!(
@@ -249,6 +251,61 @@ fn a_blocking_bms_turns_feed_in_off_and_sigterm_restores_it() {
 #[test]
 fn sighup_stops_as_sigterm_does_and_restores_feed_in() {
     stopping_restores_feed_in(Signal::HUP, "SIGHUP");
+}
+
+/// docs/state.md §2: with a state folder that cannot take the episode (a file in its way does
+/// what a full or read-only /data does), the 0 is written all the same (safety first), one error
+/// line names the user's value an unclean stop would lose, and the episode is saved at the first
+/// tick the folder can take it, not a minute later. Before, nothing was said and the next try
+/// came 60 s after the failed one.
+#[test]
+fn a_feed_in_episode_the_state_file_cannot_take_is_said_and_saved_as_soon_as_it_can_be() {
+    runtime().block_on(async {
+        let config = config_of(FIXED_200)
+            .section("paths", |p| p.set("state_dir", "@DIR@/blocked/state"))
+            .to_yaml();
+        let w = World::start_prepared(&bank(BAT1_BLOCKING), &config, |dir| {
+            std::fs::write(dir.join("blocked"), "a file, not a folder\n").unwrap();
+        })
+        .await;
+        expect_feed_in(&w, 0.0).await;
+        let log = w.daemon.log_text();
+        let unsaved = "without the feed-in episode in the state file";
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(unsaved)).collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(lines[0].contains("ERROR"), "{log}");
+        assert!(lines[0].contains("the user's value 1 is lost"), "{log}");
+        // The folder can take it now: saved within a few ticks.
+        std::fs::remove_file(w.dir.path().join("blocked")).unwrap();
+        let file = w.dir.path().join("blocked/state/state.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let saved = loop {
+            let state = std::fs::read_to_string(&file).ok();
+            let state = state.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            match state {
+                Some(state) => break state,
+                None if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                None => panic!("no state file within 5 s\n{}", w.daemon.log_text()),
+            }
+        };
+        assert_eq!(saved["feed_in"]["disabled_by_us"], true, "{saved}");
+        assert_eq!(saved["feed_in"]["saved_value"], 1, "{saved}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let log = w.daemon.log_text();
+        assert_eq!(
+            occurrences(&log, "the feed-in episode is in the state file"),
+            1,
+            "{log}"
+        );
+        assert_eq!(occurrences(&log, unsaved), 1, "{log}");
+        assert_eq!(w.setting(FEED_IN).await, Some(0.0), "{log}");
+    });
+}
+
+fn occurrences(log: &str, text: &str) -> usize {
+    log.matches(text).count()
 }
 
 #[test]

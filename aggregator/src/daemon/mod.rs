@@ -276,6 +276,17 @@ struct Bank {
     state_failing: Episode,
     /// A save the tick wanted and did not make: when to try it again.
     state_due: Option<Instant>,
+    /// A feed-in episode whose 0 goes out while the state file does not hold it: tried at
+    /// every tick until a save lands (docs/state.md §2).
+    feed_in_unsaved: Option<UnsavedEpisode>,
+}
+
+/// A feed-in episode not yet in the state file.
+struct UnsavedEpisode {
+    /// The user's value, which an unclean stop would lose.
+    user: i64,
+    /// The error line was written.
+    said: bool,
 }
 
 /// 9999-12-31 in days since 1970-01-01: a saved date beyond it is damage.
@@ -524,6 +535,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
             last_tick: None,
             state_failing: Episode::default(),
             state_due: None,
+            feed_in_unsaved: None,
         },
         config,
         recorder,
@@ -777,7 +789,7 @@ impl Daemon {
     fn save_state(&mut self) -> bool {
         let mut state = self.bank.engine.state();
         state.last_plausible_day = self.bank.dates.last_plausible_day();
-        match self.bank.store.save(&state) {
+        let saved = match self.bank.store.save(&state) {
             Ok(()) => {
                 self.bank.engine.state_saved();
                 if self.bank.state_failing.end() {
@@ -799,15 +811,57 @@ impl Daemon {
                 }
                 false
             }
+        };
+        self.feed_in_saved(saved, state.feed_in.saved_value.is_some());
+        saved
+    }
+
+    /// What a save means for a feed-in episode not yet in the state file: one error line when
+    /// its first save fails (its 0 goes out all the same, docs/state.md §2), one line when a
+    /// save lands. Once no user's value is kept (restored and read back before any save
+    /// landed), nothing is at stake any more.
+    fn feed_in_saved(&mut self, saved: bool, keeps_user_value: bool) {
+        let path = self.bank.store.path();
+        let Some(unsaved) = &mut self.bank.feed_in_unsaved else {
+            return;
+        };
+        let user = unsaved.user;
+        if saved {
+            if unsaved.said {
+                tracing::info!(
+                    "the feed-in episode is in the state file {} now: the user's value {user} \
+                     of {FEED_IN_SETTING} survives an unclean stop",
+                    path.display()
+                );
+            }
+            self.bank.feed_in_unsaved = None;
+        } else if !keeps_user_value {
+            self.bank.feed_in_unsaved = None;
+        } else if !unsaved.said {
+            unsaved.said = true;
+            tracing::error!(
+                "DC-coupled feed-in is turned off ({FEED_IN_SETTING} = 0) without the feed-in \
+                 episode in the state file {}: the user's value {user} is lost if the daemon \
+                 stops uncleanly (power cut, kill -9) before the file can be written; tried \
+                 again at every tick",
+                path.display()
+            );
         }
     }
 
     /// The tick's save: when it wants one, or one it wanted failed and is due again. While
     /// the file cannot be written, at most one attempt every [`STATE_RETRY`]: nothing is lost
-    /// meanwhile (the next write holds everything), and the log and the flash are spared.
-    fn save_state_at_tick(&mut self, wanted: bool, now: Instant) {
-        let wanted = wanted || self.bank.state_due.is_some();
-        if !wanted || self.bank.state_due.is_some_and(|due| now < due) {
+    /// meanwhile (the next write holds everything), and the log and the flash are spared;
+    /// except while a feed-in episode is not in the file, whose user's value an unclean stop
+    /// would lose: then at every tick (docs/state.md §2). `feed_in_started` is the user's value
+    /// of an episode this tick starts.
+    fn save_state_at_tick(&mut self, wanted: bool, feed_in_started: Option<i64>, now: Instant) {
+        if let Some(user) = feed_in_started {
+            self.bank.feed_in_unsaved = Some(UnsavedEpisode { user, said: false });
+        }
+        let urgent = self.bank.feed_in_unsaved.is_some();
+        let due = self.bank.state_due;
+        if !(wanted || urgent || due.is_some()) || (!urgent && due.is_some_and(|at| now < at)) {
             return;
         }
         self.bank.state_due = (!self.save_state()).then(|| now + STATE_RETRY);

@@ -906,8 +906,14 @@ impl Daemon {
             self.settings.feed_in_failing.end();
         }
         // The episode reaches the state file before its first 0 is written: a power cut in
-        // between must not lose the user's value.
-        self.save_state_at_tick(outcome.save_state, Instant::now());
+        // between must not lose the user's value. A file that cannot take it does not hold
+        // the 0 back (charging on past a high cell is worse): said, and tried at every tick
+        // (docs/state.md §2).
+        let started = outcome.events.iter().find_map(|e| match e {
+            Event::FeedIn(FeedInEvent::Disabled(_, user)) => Some(*user),
+            _ => None,
+        });
+        self.save_state_at_tick(outcome.save_state, started, Instant::now());
         self.feed_in_answered();
         // Written whenever the wanted value differs from the setting read this tick, so a
         // failed write is retried (one write at a time, in the background: a settings service
