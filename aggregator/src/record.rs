@@ -1737,19 +1737,56 @@ fn bad(message: String) -> Error {
     }
 }
 
-/// Reads a recording from its gzip bytes.
+/// The longest line of a recording read, decompressed: a header carries the config's text
+/// (1 MiB at most, docs/commands.md §1) and the shadow's, a full line of a 16×32 bank some
+/// 50 kB.
+pub const LINE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The most decompressed text of a recording read: a recording of the shipped 8 MiB bound
+/// decompresses to some 100 MB.
+pub const RECORDING_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Reads one line of at most [`LINE_MAX_BYTES`] into `line`: its length, or what is wrong.
+/// A gzip bomb of one endless line must not take the memory it unpacks to.
+fn read_bounded_line(reader: &mut impl BufRead, line: &mut String) -> Result<usize, LineError> {
+    let n = (reader.take(LINE_MAX_BYTES + 1).read_line(line)).map_err(LineError::Io)?;
+    if n as u64 > LINE_MAX_BYTES {
+        return Err(LineError::TooLong);
+    }
+    Ok(n)
+}
+
+/// Why [`read_bounded_line`] gave no line.
+enum LineError {
+    Io(std::io::Error),
+    TooLong,
+}
+
+/// [`LineError::TooLong`]'s text.
+fn too_long() -> String {
+    format!(
+        "longer than {} MiB decompressed, more than a recording writes; read no further",
+        LINE_MAX_BYTES >> 20
+    )
+}
+
+/// Reads a recording from its gzip bytes: at most [`RECORDING_MAX_BYTES`] decompressed, each
+/// line at most [`LINE_MAX_BYTES`].
 pub fn read_from(input: impl Read) -> Result<Recording, Error> {
     let mut reader = BufReader::new(MultiGzDecoder::new(input));
     let mut line = String::new();
     let mut byte = 0u64;
-    let header = match reader.read_line(&mut line) {
+    let header = match read_bounded_line(&mut reader, &mut line) {
         Ok(0) => return Err(bad("empty: no header line".into())),
         Ok(n) => {
             byte += n as u64;
             serde_json::from_str::<Json>(&line)
                 .map_err(|e| bad(format!("line 1: not a recording header ({e})")))?
         }
-        Err(e) => return Err(bad(format!("line 1: not a gzip file of JSON lines ({e})"))),
+        Err(LineError::Io(e)) => {
+            return Err(bad(format!("line 1: not a gzip file of JSON lines ({e})")))
+        }
+        Err(LineError::TooLong) => return Err(bad(format!("line 1: {}", too_long()))),
     };
     if header["format"] != FORMAT {
         return Err(bad(format!("line 1: `format` is not {FORMAT:?}")));
@@ -1773,11 +1810,23 @@ pub fn read_from(input: impl Read) -> Result<Recording, Error> {
         line.clear();
         number += 1;
         let at = format!("line {number} (byte {byte} of the decompressed text)");
-        match reader.read_line(&mut line) {
+        if byte > RECORDING_MAX_BYTES {
+            cut = Some(format!(
+                "{at}: more than {} MiB decompressed, more than a recording holds; read no \
+                 further",
+                RECORDING_MAX_BYTES >> 20
+            ));
+            break;
+        }
+        match read_bounded_line(&mut reader, &mut line) {
             Ok(0) => break,
             Ok(n) => byte += n as u64,
-            Err(e) => {
+            Err(LineError::Io(e)) => {
                 cut = Some(format!("{at}: the file is cut or damaged ({e})"));
+                break;
+            }
+            Err(LineError::TooLong) => {
+                cut = Some(format!("{at}: {}", too_long()));
                 break;
             }
         }
@@ -2395,6 +2444,50 @@ mod tests {
         for (n, flat) in &rec.ticks {
             assert_eq!(flat, &tick_at(*n as f64));
         }
+    }
+
+    /// A gzip member of `line` repeated to `bytes` bytes, without a line end.
+    fn gzip_of_one_line(bytes: u64) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+        let block = [b' '; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            enc.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+        enc.finish().unwrap()
+    }
+
+    /// A small file that unpacks to one endless line (a gzip bomb) is refused at the bound,
+    /// not read whole: 1.8 MB took 413 MB to say "not a recording header".
+    #[test]
+    fn a_line_beyond_the_bound_is_not_read_whole() {
+        let bomb = gzip_of_one_line(LINE_MAX_BYTES + 2);
+        let Err(err) = read_from(&bomb[..]) else {
+            panic!("read");
+        };
+        assert_eq!(
+            err.to_string(),
+            "line 1: longer than 8 MiB decompressed, more than a recording writes; \
+             read no further"
+        );
+        // After good ticks: those are kept, the cut is named.
+        let mut r = Recorder::new(3600.0, 1 << 20, String::new());
+        for t in 0..5 {
+            push_at(&mut r, t as f64);
+        }
+        let mut bytes = r.file_bytes("test");
+        bytes.extend(gzip_of_one_line(LINE_MAX_BYTES + 2));
+        let rec = read_from(&bytes[..]).expect("header readable");
+        let why = rec.cut.expect("cut reported");
+        assert!(
+            why.ends_with(
+                ": longer than 8 MiB decompressed, more than a recording writes; read no further"
+            ),
+            "{why}"
+        );
+        assert_eq!(rec.ticks.len(), 5);
     }
 
     fn outcome_with(ccl_a: f64, lost: &[&str], events: Vec<Event>) -> Outcome {

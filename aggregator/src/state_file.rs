@@ -28,6 +28,129 @@ pub const STATE_FILE: &str = "state.json";
 /// Name of the copy of a state file that could not be read at all, beside it.
 pub const UNREADABLE_COPY: &str = "state.json.unreadable";
 
+/// The largest state file read (docs/state.md §4): a real one is a few kB.
+pub const STATE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The most the keys of a newer version that this one keeps may take, as JSON text
+/// (docs/state.md §1): every save writes them again.
+pub const UNKNOWN_MAX_BYTES: usize = 64 * 1024;
+
+/// Reads the regular file `path` whole, if it holds at most `max_bytes`: a config, the state
+/// file. Opened without blocking (a FIFO in its place would hold the start for ever) and judged
+/// by the open file's own metadata, so that what is judged is what is read. The error names
+/// what is wrong (the file's type, or its size and the bound), without the path: the caller
+/// names the file. Here because opening with options is the state writer's alone
+/// (`clippy.toml`); this opens for reading only.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a folder"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        };
+        return Err(ReadError::NotAFile(what));
+    }
+    if meta.len() > max_bytes {
+        return Err(ReadError::TooLarge {
+            bytes: meta.len(),
+            max_bytes,
+        });
+    }
+    // The file may grow while it is read: never more than the bound plus one byte.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge {
+            bytes: bytes.len() as u64,
+            max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as UTF-8 text.
+pub fn read_text_bounded(path: &Path, max_bytes: u64) -> Result<String, ReadError> {
+    let bytes = read_bounded(path, max_bytes)?;
+    String::from_utf8(bytes).map_err(|err| {
+        ReadError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("stream did not contain valid UTF-8 ({})", err.utf8_error()),
+        ))
+    })
+}
+
+/// Why [`read_bounded`] read nothing.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    Io(std::io::Error),
+    /// Not a regular file: what it is.
+    NotAFile(&'static str),
+    /// Larger than the bound.
+    TooLarge {
+        /// Its size (or what was read of it, when it grew).
+        bytes: u64,
+        /// The bound.
+        max_bytes: u64,
+    },
+}
+
+impl ReadError {
+    /// Whether there is no file at all.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ReadError::Io(err) if err.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(err) => write!(f, "{err}"),
+            ReadError::NotAFile(what) => write!(f, "not a regular file ({what})"),
+            ReadError::TooLarge { bytes, max_bytes } => write!(
+                f,
+                "too large: {bytes} bytes, more than the {max_bytes} bytes ({}) read at most",
+                size_text(*max_bytes)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// A bound as people write it: `1 MiB`, `64 KiB`.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
 /// Why the saved state could not be used (the daemon then starts from a safe state).
 #[derive(Debug)]
 pub enum LoadProblem {
@@ -87,10 +210,18 @@ impl StateStore {
         self.remove_leftovers();
         self.unknown.clear();
         let path = self.path();
-        let bytes = match fs::read(&path) {
+        let bytes = match read_bounded(&path, STATE_MAX_BYTES) {
             Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LoadProblem::Missing(path))
+            Err(err) if err.is_missing() => return Err(LoadProblem::Missing(path)),
+            // Not copied: a file that large would wear the flash with a copy as large, and
+            // moved aside it is kept all the same (docs/state.md §4).
+            Err(err @ ReadError::TooLarge { .. }) => {
+                let copy = self.dir.join(UNREADABLE_COPY);
+                let why = match fs::rename(&path, &copy) {
+                    Ok(()) => format!("{err}; moved to {}", copy.display()),
+                    Err(moving) => format!("{err}; not moved to {} ({moving})", copy.display()),
+                };
+                return Err(LoadProblem::Unreadable(path, why));
             }
             Err(err) => return Err(LoadProblem::Unreadable(path, err.to_string())),
         };
@@ -106,14 +237,14 @@ impl StateStore {
         };
         let read = std::str::from_utf8(&bytes)
             .map_err(|err| err.to_string())
-            .and_then(|text| parts::read(text, &shape));
+            .and_then(|text| parts::read(text, &shape, UNKNOWN_MAX_BYTES));
         let read = read.map(|read| {
             self.unknown = read.unknown;
             (read.value, read.problems)
         });
         read.map_err(|why| {
             let copy = self.dir.join(UNREADABLE_COPY);
-            let kept = match fs::read(&copy) {
+            let kept = match read_bounded(&copy, STATE_MAX_BYTES) {
                 Ok(old) if old == bytes => Ok(()),
                 _ => write_atomically(&copy, &bytes),
             };
@@ -260,7 +391,7 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aggregator_core::feedin::FeedIn;
 
@@ -585,6 +716,98 @@ mod tests {
         store.save(&sample()).unwrap();
         assert_eq!(store.load_parts().unwrap(), (sample(), Vec::new()));
         assert!(copy.exists());
+    }
+
+    /// `f` on a thread, its answer awaited for at most 10 s: a read that blocks for ever fails
+    /// the test instead of hanging it.
+    pub(crate) fn within_10_s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(f());
+        });
+        answer
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the read blocked")
+    }
+
+    pub(crate) fn make_fifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path that lives through the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    /// docs/state.md §4: a FIFO in place of the file does not hold the start.
+    #[test]
+    fn a_fifo_in_place_of_the_state_file_is_unreadable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        make_fifo(&path.join(STATE_FILE));
+        let loaded = within_10_s(move || StateStore::new(path).load_parts());
+        let Err(LoadProblem::Unreadable(_, why)) = loaded else {
+            panic!("{loaded:?}");
+        };
+        assert_eq!(why, "not a regular file (a FIFO)");
+        // Nothing to keep: a FIFO holds no bytes.
+        assert!(!dir.path().join(UNREADABLE_COPY).exists());
+        let err = within_10_s(move || read_bounded(Path::new("/dev/zero"), 10)).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file (a device)");
+    }
+
+    /// docs/state.md §4: a file beyond the bound is not read, and moved aside, not copied.
+    #[test]
+    fn a_state_file_beyond_the_bound_is_moved_aside_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let copy = dir.path().join(UNREADABLE_COPY);
+        fs::write(&copy, "an older unreadable file").unwrap();
+        let big = fs::File::create(store.path()).unwrap();
+        big.set_len(STATE_MAX_BYTES + 1).unwrap();
+        drop(big);
+        let Err(LoadProblem::Unreadable(_, why)) = store.load_parts() else {
+            panic!("read");
+        };
+        assert_eq!(
+            why,
+            format!(
+                "too large: 1048577 bytes, more than the 1048576 bytes (1 MiB) read at most; \
+                 moved to {}",
+                copy.display()
+            )
+        );
+        assert!(!store.path().exists());
+        assert_eq!(fs::metadata(&copy).unwrap().len(), STATE_MAX_BYTES + 1);
+        // The next start is a first one; the next save a file of the usual size.
+        assert!(matches!(store.load_parts(), Err(LoadProblem::Missing(_))));
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load().unwrap(), sample());
+    }
+
+    /// docs/state.md §1: the keys of a newer version are kept up to a bound, not a key of any
+    /// size written again at every save.
+    #[test]
+    fn unknown_keys_beyond_the_bound_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::new(dir.path());
+        let mut file = serde_json::to_value(sample()).unwrap();
+        file["huge"] = serde_json::json!("x".repeat(UNKNOWN_MAX_BYTES));
+        file["small"] = serde_json::json!({"k": 2});
+        fs::write(store.path(), file.to_string()).unwrap();
+        let (state, problems) = store.load_parts().unwrap();
+        assert_eq!(state, sample());
+        assert_eq!(
+            problems,
+            [
+                "huge: unknown key (from another version?), ignored; not kept: 65542 bytes, \
+                 beyond the 65536 bytes kept of the keys this version does not know",
+                "small: unknown key (from another version?), ignored; kept in the file",
+            ]
+        );
+        store.save(&sample()).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(store.path()).unwrap()).unwrap();
+        assert_eq!(saved.get("huge"), None);
+        assert_eq!(saved["small"], file["small"]);
     }
 
     #[test]

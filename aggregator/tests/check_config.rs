@@ -643,3 +643,78 @@ fn a_key_written_twice_is_named_at_its_second_line() {
         "  hold_for: 90s",
     );
 }
+
+/// The program's output within `limit`, or `None` (and the program killed) when it has not
+/// ended by then: a read that blocks must fail the test, not hang it.
+fn output_within(mut command: Command, limit: std::time::Duration) -> Option<Output> {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// docs/commands.md §1: a FIFO as the config is refused at once, naming the file: it held
+/// `check-config` for ever.
+#[test]
+fn a_fifo_as_the_config_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.yaml");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let mut check = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"));
+    check
+        .arg("--config")
+        .arg(&fifo)
+        .arg("--plugins-dir")
+        .arg(plugins.path());
+    check.arg("check-config");
+    let out = output_within(check, std::time::Duration::from_secs(20)).expect("ended");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: cannot read: not a regular file (a FIFO)",
+            fifo.display()
+        )),
+        "{text}"
+    );
+}
+
+/// docs/commands.md §1: a config beyond 1 MiB is refused before it is parsed (37 MB took 12 s
+/// and 1.35 GB), naming its size and the bound.
+#[test]
+fn a_config_beyond_the_bound_is_refused_naming_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(shipped_config()).unwrap();
+    text.push_str("unknown_section:\n");
+    let mut k = 0;
+    while text.len() <= 2 << 20 {
+        text.push_str(&format!("  key_{k}: {k}\n"));
+        k += 1;
+    }
+    std::fs::write(&path, &text).unwrap();
+    let plugins = plugins_dir_with(&PLUGIN_FILES);
+    let out = run(&["check-config"], &path, plugins.path());
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "cannot read: too large: {} bytes, more than the 1048576 bytes (1 MiB) read at most",
+            text.len()
+        )),
+        "{printed}"
+    );
+}

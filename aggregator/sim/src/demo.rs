@@ -47,7 +47,7 @@ fn demo_config(
             .replace("@STATE@", &state_dir.display().to_string())
             .replace("@PLUGINS@", &plugins.display().to_string()));
     };
-    let text = std::fs::read_to_string(file)
+    let text = aggregator::config::read_config_text(file)
         .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
     let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text)
         .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;

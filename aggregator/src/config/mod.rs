@@ -11,7 +11,8 @@ mod source;
 
 pub use duration::{duration, parse_duration};
 pub use source::{
-    line_of, line_of_key, valid_name_element, valid_service_name, yaml_message, ConfigError, Source,
+    line_of, line_of_key, read_config_text, valid_name_element, valid_service_name, yaml_message,
+    ConfigError, Source, CONFIG_MAX_BYTES,
 };
 
 use std::path::PathBuf;
@@ -496,7 +497,52 @@ fn default_current_source() -> PluginChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_file::tests::{make_fifo, within_10_s};
     use std::path::Path;
+
+    /// docs/commands.md §1: a FIFO or a file beyond the bound is refused at once, naming the
+    /// file and what it is (a FIFO held `run` for ever, before its first log line).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // Tests write their fixtures (clippy.toml).
+    fn a_fifo_or_a_file_beyond_the_bound_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        make_fifo(&fifo);
+        let read = within_10_s({
+            let fifo = fifo.clone();
+            move || Source::read(&fifo).map(drop)
+        });
+        assert_eq!(
+            read.unwrap_err().to_string(),
+            format!(
+                "{}: cannot read: not a regular file (a FIFO)",
+                fifo.display()
+            )
+        );
+        let level = within_10_s(move || crate::cli::log_level(&fifo));
+        assert_eq!(level, tracing::Level::INFO);
+
+        let big = dir.path().join("big.yaml");
+        let mut text = MINIMAL.to_string();
+        while text.len() as u64 <= CONFIG_MAX_BYTES {
+            text.push_str("# a comment line, over and over again\n");
+        }
+        std::fs::write(&big, &text).unwrap();
+        let err = Source::read(&big).map(drop).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: cannot read: too large: {} bytes, more than the 1048576 bytes (1 MiB) read \
+                 at most",
+                big.display(),
+                text.len()
+            )
+        );
+        // The bound, not the text: a file at the bound is read.
+        text.truncate(CONFIG_MAX_BYTES as usize);
+        std::fs::write(&big, &text).unwrap();
+        assert!(Source::read(&big).is_ok());
+    }
 
     const MINIMAL: &str = "\
 strategy:

@@ -49,6 +49,17 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The largest config file read (docs/commands.md §1): the shipped one, every key documented
+/// in place, is 15 kB.
+pub const CONFIG_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The text of the config file `file`: a regular file (a FIFO would hold the start for ever)
+/// of at most [`CONFIG_MAX_BYTES`] (the text is parsed several times and kept for the
+/// recordings).
+pub fn read_config_text(file: &Path) -> Result<String, crate::state_file::ReadError> {
+    crate::state_file::read_text_bounded(file, CONFIG_MAX_BYTES)
+}
+
 /// A config file as read: its text (for line numbers) and its path.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -59,9 +70,9 @@ pub struct Source {
 }
 
 impl Source {
-    /// Reads the file.
+    /// Reads the file: a regular file of at most [`CONFIG_MAX_BYTES`] (docs/commands.md §1).
     pub fn read(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+        let text = read_config_text(file).map_err(|err| ConfigError {
             file: file.to_path_buf(),
             key: String::new(),
             line: None,

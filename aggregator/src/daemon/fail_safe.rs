@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::check::{resolve_paths, Failed, Ready};
-use crate::config::{valid_service_name, Config, ConfigError, PluginChoice, Source};
+use crate::config::{
+    read_config_text, valid_service_name, Config, ConfigError, PluginChoice, Source,
+};
 use crate::plugins::Scan;
 
 /// The current source's error text: not loaded, the strategy's error says why.
@@ -24,7 +26,7 @@ const SHIPPED: &str = include_str!("../../../config.yaml");
 /// strategy (its error is the config's first error), no current source.
 pub fn ready(file: &Path, errors: &[ConfigError]) -> Ready {
     let mut config = shipped();
-    let lenient = std::fs::read_to_string(file)
+    let lenient = read_config_text(file)
         .ok()
         .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok());
     let text_at = |section: &str, key: &str| -> Option<String> {

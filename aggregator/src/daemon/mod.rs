@@ -482,7 +482,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         .find(&config.strategy.plugin, PluginKind::Strategy)
         .is_some_and(|plugin| plugin.needs_battery_limits);
     // The file as written, for the recordings' header: a replay runs what ran here.
-    let config_text = std::fs::read_to_string(config_file).unwrap_or_default();
+    let config_text = crate::config::read_config_text(config_file).unwrap_or_default();
     let mut shadow =
         crate::plugins::as_shadow(|| shadow_engine(&config_text, config_file, &config));
     if let (Some((engine, _)), Ok(state)) = (&mut shadow, &loaded) {

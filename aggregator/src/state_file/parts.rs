@@ -26,17 +26,32 @@ pub struct Read<T> {
 }
 
 /// The keys left aside and the lines of a reading.
-#[derive(Default)]
 struct Found {
     problems: Vec<String>,
     unknown: Vec<Unknown>,
+    /// What the keys kept may still take, as JSON text.
+    room_bytes: usize,
+    /// The bound on all of them.
+    max_bytes: usize,
 }
 
 impl Found {
+    /// A key left aside, kept while the keys kept take at most `max_bytes` in all: every save
+    /// writes them again (docs/state.md §1).
     fn unknown(&mut self, keys: Vec<String>, value: &Value) {
+        let key = keys.join(".");
+        let bytes = key.len() + serde_json::to_string(value).map_or(usize::MAX, |t| t.len());
+        if bytes > self.room_bytes {
+            self.problems.push(format!(
+                "{key}: unknown key (from another version?), ignored; not kept: {bytes} bytes, \
+                 beyond the {} bytes kept of the keys this version does not know",
+                self.max_bytes
+            ));
+            return;
+        }
+        self.room_bytes -= bytes;
         self.problems.push(format!(
-            "{}: unknown key (from another version?), ignored; kept in the file",
-            keys.join(".")
+            "{key}: unknown key (from another version?), ignored; kept in the file"
         ));
         self.unknown.push(Unknown {
             keys,
@@ -47,8 +62,9 @@ impl Found {
 
 /// `text` read as a `T`, part by part, with a line for each key left aside and each part not
 /// taken back. `shape` is a `T` with every optional part present, so that keys inside an
-/// absent part are known too. `Err` only when the text is no JSON object at all.
-pub fn read<T>(text: &str, shape: &T) -> Result<Read<T>, String>
+/// absent part are known too. The keys left aside are kept while they take at most
+/// `unknown_max_bytes` in all. `Err` only when the text is no JSON object at all.
+pub fn read<T>(text: &str, shape: &T, unknown_max_bytes: usize) -> Result<Read<T>, String>
 where
     T: Serialize + DeserializeOwned + Default,
 {
@@ -59,7 +75,12 @@ where
     let shape = serde_json::to_value(shape).map_err(|err| err.to_string())?;
     let mut taken = serde_json::to_value(T::default()).map_err(|err| err.to_string())?;
     let fits = |v: &Value| T::deserialize(v).map(drop).map_err(|err| err.to_string());
-    let mut found = Found::default();
+    let mut found = Found {
+        problems: Vec::new(),
+        unknown: Vec::new(),
+        room_bytes: unknown_max_bytes,
+        max_bytes: unknown_max_bytes,
+    };
     take(&file, &shape, &[], &mut taken, &fits, &mut found);
     let value = T::deserialize(&taken).map_err(|err| err.to_string())?;
     Ok(Read {
