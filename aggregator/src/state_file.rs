@@ -343,6 +343,13 @@ pub fn log_file(path: &Path) -> std::io::Result<fs::File> {
 /// one at 1970 at boot.
 pub fn write_recording(path: &Path, bytes: &[u8], max_files: u32) -> std::io::Result<()> {
     let dir = folder_of(path);
+    // Made if missing; something else in its place is named as such, not as the EEXIST the
+    // making gives.
+    if fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
+        return Err(std::io::Error::other(
+            "not a folder: a file of that name is in the way",
+        ));
+    }
     fs::create_dir_all(dir)?;
     write_atomically(path, bytes)?;
     let written = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -486,6 +493,19 @@ pub(crate) mod tests {
                 "recording-004-x.jsonl.gz"
             ]
         );
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_recordings_folder_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("recordings");
+        fs::write(&folder, "a file").unwrap();
+        let err = write_recording(&folder.join("recording-1-x.jsonl.gz"), b"r", 3).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not a folder: a file of that name is in the way"
+        );
+        assert_eq!(fs::read(&folder).unwrap(), b"a file");
     }
 
     #[test]
