@@ -158,6 +158,8 @@ pub enum LoadProblem {
     Missing(PathBuf),
     /// The file exists but is empty, truncated or not ours.
     Unreadable(PathBuf, String),
+    /// No state file is used: why ([`StateStore::unused`]).
+    NotUsed(String),
 }
 
 impl std::fmt::Display for LoadProblem {
@@ -167,6 +169,7 @@ impl std::fmt::Display for LoadProblem {
             LoadProblem::Unreadable(path, why) => {
                 write!(f, "{}: saved state is unreadable ({why})", path.display())
             }
+            LoadProblem::NotUsed(why) => write!(f, "no state file is read or written: {why}"),
         }
     }
 }
@@ -178,6 +181,8 @@ pub struct StateStore {
     /// The keys of the file last loaded that this version does not know (a newer version
     /// wrote them), written back unchanged by every save (docs/state.md §1).
     unknown: Vec<parts::Unknown>,
+    /// Why no file is read or written, for a store that uses none.
+    unused: Option<String>,
 }
 
 impl StateStore {
@@ -186,6 +191,17 @@ impl StateStore {
         Self {
             dir: dir.into(),
             unknown: Vec::new(),
+            unused: None,
+        }
+    }
+
+    /// A store that reads and writes no file, for `why` (the state folder is not known:
+    /// docs/tick.md §6). Loading says why; saving does nothing.
+    pub fn unused(why: impl Into<String>) -> Self {
+        Self {
+            dir: PathBuf::new(),
+            unknown: Vec::new(),
+            unused: Some(why.into()),
         }
     }
 
@@ -207,6 +223,9 @@ impl StateStore {
     /// nothing else writes in the folder. The keys this version does not know are kept and
     /// written back by the next [`StateStore::save`].
     pub fn load_parts(&mut self) -> Result<(State, Vec<String>), LoadProblem> {
+        if let Some(why) = &self.unused {
+            return Err(LoadProblem::NotUsed(why.clone()));
+        }
         self.remove_leftovers();
         self.unknown.clear();
         let path = self.path();
@@ -263,6 +282,9 @@ impl StateStore {
     /// Writes the state atomically, with the keys of the file loaded that this version does
     /// not know where they were; the file is readable by all, writable by its owner only.
     pub fn save(&self, state: &State) -> std::io::Result<()> {
+        if self.unused.is_some() {
+            return Ok(());
+        }
         fs::create_dir_all(&self.dir)?;
         // Without such keys, straight from the state: its keys in the order of `State`.
         let text = if self.unknown.is_empty() {
@@ -828,6 +850,18 @@ pub(crate) mod tests {
             serde_json::from_str(&fs::read_to_string(store.path()).unwrap()).unwrap();
         assert_eq!(saved.get("huge"), None);
         assert_eq!(saved["small"], file["small"]);
+    }
+
+    /// docs/tick.md §6: a store that uses no file reads and writes none.
+    #[test]
+    fn an_unused_store_reads_and_writes_nothing() {
+        let mut store = StateStore::unused("the state folder is not known");
+        let Err(LoadProblem::NotUsed(why)) = store.load_parts() else {
+            panic!("loaded");
+        };
+        assert_eq!(why, "the state folder is not known");
+        store.save(&sample()).unwrap();
+        assert!(!Path::new(STATE_FILE).exists());
     }
 
     #[test]

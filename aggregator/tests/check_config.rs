@@ -665,7 +665,9 @@ fn output_within(mut command: Command, limit: std::time::Duration) -> Option<Out
 }
 
 /// docs/commands.md §1: a FIFO as the config is refused at once, naming the file: it held
-/// `check-config` for ever.
+/// `check-config` and `run` for ever (`run` before its first log line). `run`, with no bus to
+/// reach, logs the fail-safe's error and that it uses no state file, and is stopped by the
+/// test.
 #[test]
 fn a_fifo_as_the_config_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -689,6 +691,51 @@ fn a_fifo_as_the_config_is_refused_at_once() {
             fifo.display()
         )),
         "{text}"
+    );
+
+    let mut run = Command::new(env!("CARGO_BIN_EXE_dbus-aggregate-batteries"));
+    run.arg("--config")
+        .arg(&fifo)
+        .arg("--plugins-dir")
+        .arg(plugins.path());
+    run.arg("run")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+    let mut child = run
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let (send, found) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in lines.map_while(Result::ok) {
+            let state = line.contains("no state file is read or written");
+            seen.push(line);
+            if state {
+                let _ = send.send(seen);
+                return;
+            }
+        }
+    });
+    let seen = found.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.expect("run logged the config's error and the state file's");
+    assert!(
+        seen.iter().any(|line| line.contains("could not be started")
+            && line.contains("not a regular file (a FIFO)")),
+        "{seen:#?}"
+    );
+    // docs/tick.md §6: a file that cannot be read does not tell the state folder.
+    let state = seen.last().expect("a line");
+    assert!(
+        state.contains(&format!(
+            "no state file is read or written: {} cannot be read (not a regular file (a \
+             FIFO)), so its state folder is not known",
+            fifo.display()
+        )),
+        "{state}"
     );
 }
 

@@ -271,6 +271,7 @@ pub fn run_observed(
         scan,
         strategy,
         current_source,
+        ..
     } = ready;
     let start = scenario.start().ok_or(Error::NoStart)?;
     // A rehearsal with the fail-safe limits of a plugin that refused its section would show

@@ -23,6 +23,9 @@ pub struct Ready {
     pub strategy: Result<StrategyBox, Failed>,
     /// The current source, built from its section (an error only from [`check_to_run`]).
     pub current_source: Result<CurrentSourceBox, Failed>,
+    /// Why no state file is read or written: the fail-safe of a broken file whose state folder
+    /// cannot be told (docs/tick.md §6). `None` otherwise.
+    pub state_unknown: Option<String>,
 }
 
 /// A plugin that was found and loaded but whose constructor refused its section.
@@ -290,6 +293,7 @@ fn check_source(source: Source, file: &Path, plugins_dir: Option<&Path>, to_run:
             scan,
             strategy,
             current_source,
+            state_unknown: None,
         }),
         _ => None,
     };

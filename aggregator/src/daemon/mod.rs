@@ -366,6 +366,7 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         scan,
         strategy,
         current_source,
+        state_unknown,
     } = ready;
     let started = Instant::now();
     tracing::info!(
@@ -416,7 +417,10 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
         Engine::with_failures(settings, &config.strategy.plugin, strategy, current_source);
     // Nothing is published until the name is ours: no cause of the host's touches feed-in.
     engine.set_publishing(false);
-    let mut store = StateStore::new(&config.paths.state_dir);
+    let mut store = match state_unknown {
+        Some(why) => StateStore::unused(why),
+        None => StateStore::new(&config.paths.state_dir),
+    };
     let mut last_plausible_day = None;
     let loaded = store.load_parts().map(|(state, problems)| {
         for problem in problems {
@@ -494,7 +498,11 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     }
     // A recording's save cut short (a power cut) leaves its temporary file in their folder:
     // no save is under way yet.
-    crate::state_file::remove_leftovers(&config.record.folder(&config.paths));
+    // Only a folder it records into: the fail-safe may keep no recordings, as its state
+    // folder is not known (docs/tick.md §6).
+    if !config.record.keep.is_zero() {
+        crate::state_file::remove_leftovers(&config.record.folder(&config.paths));
+    }
     let recorder = (!config.record.keep.is_zero()).then(|| {
         let max_bytes = config.record.max_bytes();
         let recorder = Recorder::new(config.record.keep.as_secs_f64(), max_bytes, config_text);
