@@ -809,10 +809,16 @@ async fn corrupt_state_file_is_replaced(content: &[u8]) {
         "{log}"
     );
 
-    let mut store = StateStore::new(w.dir.path().join("state"));
+    // Read as a file, not with `StateStore::load`: that removes the temporary files of writes
+    // cut short, as at a start, and would take the running daemon's write from under it.
+    let path = w.dir.path().join("state").join(STATE_FILE);
+    let read = || -> Result<aggregator_core::state::State, String> {
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let state = loop {
-        match store.load() {
+        match read() {
             Ok(state) if state.charge_ah.is_some() => break state,
             other if Instant::now() >= deadline => {
                 panic!("no good state file: {other:?}\n{}", w.daemon.log_text())
