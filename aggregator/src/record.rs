@@ -1773,6 +1773,11 @@ fn too_long() -> String {
 /// Reads a recording from its gzip bytes: at most [`RECORDING_MAX_BYTES`] decompressed, each
 /// line at most [`LINE_MAX_BYTES`].
 pub fn read_from(input: impl Read) -> Result<Recording, Error> {
+    read_within(input, RECORDING_MAX_BYTES)
+}
+
+/// [`read_from`] with `max_bytes` of decompressed text at most.
+fn read_within(input: impl Read, max_bytes: u64) -> Result<Recording, Error> {
     let mut reader = BufReader::new(MultiGzDecoder::new(input));
     let mut line = String::new();
     let mut byte = 0u64;
@@ -1810,11 +1815,10 @@ pub fn read_from(input: impl Read) -> Result<Recording, Error> {
         line.clear();
         number += 1;
         let at = format!("line {number} (byte {byte} of the decompressed text)");
-        if byte > RECORDING_MAX_BYTES {
+        if byte > max_bytes {
             cut = Some(format!(
-                "{at}: more than {} MiB decompressed, more than a recording holds; read no \
-                 further",
-                RECORDING_MAX_BYTES >> 20
+                "{at}: more than {max_bytes} bytes decompressed, more than a recording holds; \
+                 read no further"
             ));
             break;
         }
@@ -2488,6 +2492,37 @@ mod tests {
             "{why}"
         );
         assert_eq!(rec.ticks.len(), 5);
+    }
+
+    /// The whole text is bounded too: many lines within the bound each must not add up to
+    /// any size. The ticks before the bound are kept, the cut named.
+    #[test]
+    fn a_recording_beyond_the_bound_is_read_up_to_it() {
+        let mut r = Recorder::new(3600.0, 1 << 20, String::new());
+        for t in 0..200 {
+            push_at(&mut r, t as f64);
+        }
+        let bytes = r.file_bytes("test");
+        let whole = read_from(&bytes[..]).expect("readable");
+        assert_eq!((whole.ticks.len(), whole.cut), (200, None));
+        let mut text = Vec::new();
+        MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        let half = text.len() as u64 / 2;
+        let rec = read_within(&bytes[..], half).expect("header readable");
+        let why = rec.cut.expect("cut reported");
+        assert!(
+            why.ends_with(&format!(
+                ": more than {half} bytes decompressed, more than a recording holds; read no \
+                 further"
+            )),
+            "{why}"
+        );
+        assert!(!rec.ticks.is_empty() && rec.ticks.len() < 200);
+        for (n, flat) in &rec.ticks {
+            assert_eq!(flat, &tick_at(*n as f64));
+        }
     }
 
     fn outcome_with(ccl_a: f64, lost: &[&str], events: Vec<Event>) -> Outcome {
