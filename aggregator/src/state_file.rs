@@ -286,6 +286,24 @@ impl StateStore {
             return Ok(());
         }
         fs::create_dir_all(&self.dir)?;
+        write_atomically(&self.path(), self.text(state)?.as_bytes())
+    }
+
+    /// [`StateStore::save`], unless the file already holds these very bytes: for a save that
+    /// no change asked for (the bus connection lost), which then costs a read, not a write to
+    /// flash (docs/state.md §2). Whether it wrote.
+    pub fn save_if_changed(&self, state: &State) -> std::io::Result<bool> {
+        let text = self.text(state)?;
+        if fs::read(self.path()).is_ok_and(|on_disk| on_disk == text.as_bytes()) {
+            return Ok(false);
+        }
+        fs::create_dir_all(&self.dir)?;
+        write_atomically(&self.path(), text.as_bytes())?;
+        Ok(true)
+    }
+
+    /// The file's text for `state`.
+    fn text(&self, state: &State) -> std::io::Result<String> {
         // Without such keys, straight from the state: its keys in the order of `State`.
         let text = if self.unknown.is_empty() {
             serde_json::to_string_pretty(state)
@@ -295,8 +313,7 @@ impl StateStore {
                 serde_json::to_string_pretty(&file)
             })
         };
-        let text = text.map_err(std::io::Error::other)?;
-        write_atomically(&self.path(), text.as_bytes())
+        text.map_err(std::io::Error::other)
     }
 }
 

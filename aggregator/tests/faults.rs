@@ -96,6 +96,133 @@ fn the_bus_daemon_restarting_under_the_service_is_survived_and_the_counter_kept(
     });
 }
 
+/// A bank at rest (no current, no jitter): nothing of the daemon's state changes.
+const AT_REST: &str = r#"
+step: 100ms
+jitter: false
+batteries:
+  - { service: ttyUSB0, custom_name: Bat1, device_instance: 1, cells: 16, capacity_ah: 280, soc: 60 }
+  - { service: ttyUSB1, custom_name: Bat2, device_instance: 2, cells: 16, capacity_ah: 280, soc: 60 }
+segments:
+  - { duration: 1h, cell_voltage: 3.30, battery_current: 0 }
+"#;
+
+/// A private bus at a fixed address that can be killed and started again, with the simulated
+/// services of `scenario` on it and the daemon under test.
+struct DyingBus {
+    dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    address: String,
+    scenario: &'static str,
+    bus: Option<PrivateBus>,
+    _sim: Option<Simulator>,
+    daemon: Daemon,
+}
+
+impl DyingBus {
+    /// The bus, the services and the daemon, once the daemon publishes the whole bank.
+    async fn start(scenario: &'static str) -> DyingBus {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus");
+        // Without the guid, so the same address reaches the restarted bus.
+        let address = format!("unix:path={}", socket.display());
+        let (bus, sim) = Self::bus_and_services(&socket, &address, scenario).await;
+        let daemon = Daemon::start(&address, dir.path(), &config());
+        let w = DyingBus {
+            dir,
+            socket,
+            address,
+            scenario,
+            bus: Some(bus),
+            _sim: Some(sim),
+            daemon,
+        };
+        w.whole_bank().await;
+        w
+    }
+
+    async fn bus_and_services(
+        socket: &std::path::Path,
+        address: &str,
+        scenario: &str,
+    ) -> (PrivateBus, Simulator) {
+        // A killed bus leaves its socket behind.
+        let _ = std::fs::remove_file(socket);
+        let bus = PrivateBus::start_at(socket, write_atomically).expect("dbus-daemon");
+        let scenario = Scenario::parse(scenario, "s").unwrap();
+        let sim = Simulator::start(address, scenario).await.unwrap();
+        (bus, sim)
+    }
+
+    /// Waits until the daemon has its name and publishes both packs.
+    async fn whole_bank(&self) {
+        let conn = client(&self.address).await;
+        let owner = wait_for_name(&conn, OWN, Duration::from_secs(30)).await;
+        assert!(
+            owner.is_some(),
+            "not registered:\n{}",
+            self.daemon.log_text()
+        );
+        let (ok, items) = until(&conn, Duration::from_secs(10), |i| {
+            num(i, "/System/NrOfBatteries") == Some(2.0)
+        })
+        .await;
+        assert!(ok, "{items:?}\n{}", self.daemon.log_text());
+    }
+
+    /// Kills the bus (and the services on it with it) and starts it again; returns once the
+    /// daemon publishes the whole bank on the new one.
+    async fn restart(&mut self) {
+        if let Some(mut bus) = self.bus.take() {
+            bus.stop();
+        }
+        self._sim = None;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(self.daemon.running(), "the daemon must survive the bus");
+        let (bus, sim) = Self::bus_and_services(&self.socket, &self.address, self.scenario).await;
+        (self.bus, self._sim) = (Some(bus), Some(sim));
+        self.whole_bank().await;
+    }
+
+    /// `state.json`'s inode and time of change, or `None` without one: a write (a new file
+    /// renamed over it) changes both.
+    fn state_file(&self) -> Option<(u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.dir.path().join("state").join(STATE_FILE)).ok()?;
+        Some((meta.ino(), meta.modified().ok()?))
+    }
+}
+
+#[test]
+fn a_bus_lost_again_and_again_does_not_rewrite_an_unchanged_state_file() {
+    // docs/state.md §2: a save at a lost connection only when the file does not hold the state.
+    runtime().block_on(async {
+        let mut w = DyingBus::start(AT_REST).await;
+        // The first loss writes the file if the daemon had not yet (what is saved is the same
+        // bank at rest every time).
+        w.restart().await;
+        let first = w.state_file();
+        assert!(first.is_some(), "{}", w.daemon.log_text());
+        for round in 2..=4 {
+            w.restart().await;
+            assert_eq!(
+                w.state_file(),
+                first,
+                "written again at loss {round}:\n{}",
+                w.daemon.log_text()
+            );
+        }
+        let log = w.daemon.log_text();
+        assert_eq!(occurrences(&log, "reconnected to D-Bus"), 4, "{log}");
+        // What is on disk is still the state: the counter at the packs' 60 %.
+        let state = StateStore::new(w.dir.path().join("state"))
+            .load()
+            .expect("a readable state");
+        let charge = state.charge_ah.expect("the counter saved");
+        assert!((charge - 0.6 * 560.0).abs() < 1.0, "{charge} Ah");
+    });
+}
+
 // ---- battery presence (docs/battery-states.md) ---------------------------------------------
 
 /// Two 16-cell LFP batteries of 280 Ah at 60 %, 20 A out of each. Without jitter the cells

@@ -765,11 +765,15 @@ impl Daemon {
         }
     }
 
-    /// The connection is gone: the state is saved and a new connection set up with backoff
-    /// (in the background: signals are still answered meanwhile).
+    /// The connection is gone: the state is saved unless the file holds it already (a bus
+    /// that drops us again and again must not rewrite an unchanged file each time,
+    /// docs/state.md §2) and a new connection set up with backoff (in the background: signals
+    /// are still answered meanwhile).
     fn link_closed(&mut self) {
         tracing::error!("the D-Bus connection is gone; reconnecting");
-        self.save_state();
+        if self.write_state(true) {
+            self.bank.state_due = None;
+        }
         let own = self.config.publish.service_name.clone();
         let (uid, published) = (self.settings.uid.clone(), self.bank.published.clone());
         self.reconnecting = Some(Box::pin(async move {
@@ -792,12 +796,23 @@ impl Daemon {
         tracing::info!("reconnected to D-Bus");
     }
 
-    /// Writes the state file now (at the stop, when the link is lost); a failure is logged
+    /// Writes the state file now (at the stop, at the tick's wish); a failure is logged
     /// once until a write succeeds again. Returns whether it was written.
     fn save_state(&mut self) -> bool {
+        self.write_state(false)
+    }
+
+    /// [`Daemon::save_state`]; with `changed_only`, not when the file already holds the
+    /// state. Returns whether the file holds it now.
+    fn write_state(&mut self, changed_only: bool) -> bool {
         let mut state = self.bank.engine.state();
         state.last_plausible_day = self.bank.dates.last_plausible_day();
-        let saved = match self.bank.store.save(&state) {
+        let written = if changed_only {
+            self.bank.store.save_if_changed(&state).map(|_| ())
+        } else {
+            self.bank.store.save(&state)
+        };
+        let saved = match written {
             Ok(()) => {
                 self.bank.engine.state_saved();
                 if self.bank.state_failing.end() {
