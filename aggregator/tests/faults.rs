@@ -481,6 +481,65 @@ fn bat1_frozen() -> String {
     )
 }
 
+/// Bat1's driver restarting in a loop (docs/discovery.md §6): on the bus for 5 s, away for 3 s
+/// (lost after `hold_for`, 2 s), `cycles` times.
+fn bat1_restarting(cycles: u32) -> String {
+    let mut segments = String::new();
+    for _ in 0..cycles {
+        segments.push_str("  - { duration: 3s, batteries: { Bat1: { gone: true } } }\n");
+        segments.push_str("  - { duration: 5s }\n");
+    }
+    segments
+}
+
+#[test]
+fn in_simulated_time_a_driver_restarting_in_a_loop_is_said_once_then_counted() {
+    // docs/discovery.md §6: the first going is said (gone, lost, back); the others are counted
+    // and said in one line once the pack has stayed, or stayed away, for 60 s. Then again:
+    // five restarts, and away for good (a line naming it lost), and back at last.
+    let mut segments =
+        String::from("  - { duration: 70s, cell_voltage: 3.30, battery_current: -20 }\n");
+    segments.push_str(&bat1_restarting(10));
+    segments.push_str("  - { duration: 70s }\n");
+    segments.push_str(&bat1_restarting(5));
+    segments.push_str("  - { duration: 70s, batteries: { Bat1: { gone: true } } }\n");
+    segments.push_str("  - { duration: 1h }\n");
+    let config = lfp(|b| b.hold_for("2s")).to_yaml();
+    let run = sim::run(&bank(false, &segments), &config, Duration::from_secs(350));
+    let log = &run.log;
+    let service = "Bat1 (com.victronenergy.battery.ttyUSB0)";
+    // Each loop: its first going and return, whole.
+    assert_eq!(
+        run.occurrences("battery Bat1 not online (service gone): holding its last values"),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        run.occurrences("battery Bat1 lost (service gone)"),
+        2,
+        "{log}"
+    );
+    // Both loops' first return, and the return after the pack stayed away for good.
+    assert_eq!(run.occurrences("battery Bat1 online again"), 3, "{log}");
+    // The rest counted: the first loop's nine more once it stayed, the second's four more
+    // restarts and its last going once it stayed away.
+    let stayed = format!("battery {service} went away and came back 9 more times in ");
+    assert_eq!(run.occurrences(&stayed), 1, "{log}");
+    let line = log.lines().find(|l| l.contains(&stayed)).unwrap();
+    assert!(line.contains("s; back for 60 s now"), "{line}");
+    let away = format!("battery {service} went away and came back 5 more times in ");
+    assert_eq!(run.occurrences(&away), 1, "{log}");
+    let line = log.lines().find(|l| l.contains(&away)).unwrap();
+    assert!(
+        line.contains("WARN") && line.ends_with("now: lost"),
+        "{line}"
+    );
+    // The last return comes after the line saying it stayed away.
+    let said_away = log.find(&away).unwrap();
+    let back = log.rfind("battery Bat1 online again").unwrap();
+    assert!(back > said_away, "{log}");
+}
+
 /// Night with the loads off, in simulated time: both packs at 0 A, no value moving for ten
 /// minutes. A quiet bank is not two frozen drivers: were it taken for them, DCL 0 would stop
 /// the inverter and nothing would move again to bring them back.

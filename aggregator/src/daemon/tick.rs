@@ -91,17 +91,25 @@ pub struct BankMembers {
     flapping: BTreeMap<String, Flapping>,
 }
 
-/// A battery's service going away and coming back: the first time is said (gone, back), the
-/// times after it are counted until it stays for [`PASSING_QUIET_S`], then said in one line.
+/// A battery's service going away and coming back (docs/discovery.md §6): the first time is
+/// said (gone, lost if it stays away that long, back); every going, loss and return after it
+/// is counted, and said in one line once it has stayed, or stayed away, for
+/// [`PASSING_QUIET_S`].
 struct Flapping {
     name: String,
     /// Times it went away since the one said.
     more: u32,
     since_s: f64,
+    /// When it last went away or came back.
+    last_change_s: f64,
     /// When it last went away.
     last_gone_s: f64,
-    /// Its going was said and its coming back is to be said.
-    back_to_say: bool,
+    /// Its service is away (gone, not back yet).
+    away: bool,
+    /// The first time (gone, back) was said: what follows is counted.
+    counting: bool,
+    /// Its state after the last change, for the line that ends the episode.
+    state: BatteryState,
 }
 
 impl BankMembers {
@@ -377,14 +385,28 @@ impl BankMembers {
         }
         self.forget_passing(presence, now_s);
         self.flapping.retain(|service, f| {
-            if now_s - f.last_gone_s < PASSING_QUIET_S {
+            if now_s - f.last_change_s < PASSING_QUIET_S {
                 return true;
             }
-            if f.more > 0 {
-                let (name, n, over_s) = (&f.name, f.more, f.last_gone_s - f.since_s);
+            let (name, n, over_s) = (&f.name, f.more, f.last_gone_s - f.since_s);
+            if n == 0 {
+                // Nothing was counted: every change was said.
+            } else if f.away {
+                let state = if f.state == BatteryState::Lost {
+                    "lost"
+                } else {
+                    "held"
+                };
+                tracing::warn!(
+                    "battery {name} ({service}) went away and came back {n} more times in \
+                     {over_s:.0} s; gone for {:.0} s now: {state}",
+                    now_s - f.last_gone_s
+                );
+            } else {
                 tracing::info!(
                     "battery {name} ({service}) went away and came back {n} more times in \
-                     {over_s:.0} s"
+                     {over_s:.0} s; back for {:.0} s now",
+                    now_s - f.last_change_s
                 );
             }
             false
@@ -511,40 +533,55 @@ fn log_change(change: &Change) {
     }
 }
 
-/// Whether a change of a battery's state is said: a service that goes away and comes back
-/// is said the first time; again within [`PASSING_QUIET_S`], it is counted instead.
+/// Whether a change of a battery's state is said (docs/discovery.md §6): a service that goes
+/// away and comes back is said the first time (gone, lost, back); its goings, losses and
+/// returns after that are counted until it has stayed, or stayed away, for
+/// [`PASSING_QUIET_S`]. Any other change (a bad value, a frozen pack) is always said.
 fn say_come_go(
     flapping: &mut BTreeMap<String, Flapping>,
     service: &str,
     change: &Change,
     now_s: f64,
 ) -> bool {
-    // A lost battery is always said: that is no coming and going.
-    let gone = change.state == BatteryState::Stale && change.reason == "service gone";
+    let service_gone = change.reason == "service gone";
+    let gone = service_gone && change.previous == Some(BatteryState::Online);
+    let stays_away = service_gone && !gone;
     let back = change.state == BatteryState::Online && change.previous.is_some();
-    match flapping.get_mut(service) {
-        Some(f) if gone => {
-            f.more += 1;
-            f.last_gone_s = now_s;
-            false
-        }
-        Some(f) if back => std::mem::take(&mut f.back_to_say),
-        Some(_) => true,
-        None if gone => {
+    let Some(f) = flapping.get_mut(service) else {
+        if gone {
             flapping.insert(
                 service.to_string(),
                 Flapping {
                     name: change.name.clone(),
                     more: 0,
                     since_s: now_s,
+                    last_change_s: now_s,
                     last_gone_s: now_s,
-                    back_to_say: true,
+                    away: true,
+                    counting: false,
+                    state: change.state,
                 },
             );
-            true
         }
-        None => true,
+        return true;
+    };
+    if gone {
+        f.more += u32::from(f.counting);
+        (f.last_change_s, f.last_gone_s) = (now_s, now_s);
+        f.away = true;
+    } else if stays_away && f.away {
+        // Lost while away: part of this going.
+    } else if back && f.away {
+        f.last_change_s = now_s;
+        f.away = false;
+        f.state = change.state;
+        // The first return is said; from then on the comings and goings are counted.
+        return !std::mem::replace(&mut f.counting, true);
+    } else {
+        return true;
     }
+    f.state = change.state;
+    !f.counting
 }
 
 /// One line when a value becomes implausible, one when it is plausible again.
