@@ -487,6 +487,34 @@ fn a_fault_on_the_first_tick_stops_charging_and_discharging_only_after_the_failu
 }
 
 #[test]
+fn more_packs_held_than_expected_are_counted_against_all_the_packs() {
+    // Packs that came and went under new names are held for `hold_for` like any other: the
+    // mode text counts them against every pack of the bank, never more held than there are.
+    let mut rig = rig(LFP, BMS, OnLost::BlockCharge);
+    balanced_recently(&mut rig);
+    let mut bank: Vec<Battery> = ["A", "B", "C", "D", "E"]
+        .into_iter()
+        .map(|name| battery(name, 2.3, 2.3, -10.0, 50.0))
+        .collect();
+    rig.engine.tick(&bank, &around(Some(0)));
+    for b in &mut bank[2..] {
+        b.state = BatteryState::Stale;
+    }
+    let out = rig.engine.tick(&bank, &around(Some(0)));
+    assert!(
+        out.mode
+            .contains("3 of 5 batteries held: limits scaled to 2 online"),
+        "{}",
+        out.mode
+    );
+    // Fewer known than expected: the expected ones count.
+    let mut inputs = around(Some(0));
+    inputs.expected = 6;
+    let out = rig.engine.tick(&bank, &inputs);
+    assert!(out.mode.contains("3 of 6 batteries held"), "{}", out.mode);
+}
+
+#[test]
 fn drivers_restarting_together_keep_the_last_limits() {
     for policy in [OnLost::BlockCharge, OnLost::BlockAll, OnLost::Continue] {
         let mut rig = rig(LFP, BMS, policy);

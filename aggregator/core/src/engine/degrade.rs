@@ -72,8 +72,10 @@ impl Engine {
             ));
         } else if bank.stale > 0 && expected > 0 {
             parts.push(format!(
-                "{} of {expected} batteries held: limits scaled to {} online",
-                bank.stale, bank.online
+                "{} of {} batteries held: limits scaled to {} online",
+                bank.stale,
+                bank.total(),
+                bank.online
             ));
         }
         if view.blocks_charge() {

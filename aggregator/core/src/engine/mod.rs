@@ -246,6 +246,17 @@ impl BankSnapshot {
         }
     }
 
+    /// The bank's batteries: those known (held, lost and left out included) and the expected
+    /// ones never found. Never fewer than those held, however many more were found than
+    /// `batteries.expected` says (packs that came and went under new names are held for
+    /// `hold_for` too).
+    fn total(&self) -> u32 {
+        let known = self.active + self.lost.len() + self.left_out.len();
+        u32::try_from(known)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.missing)
+    }
+
     /// A battery lost, left out or an expected one never found (docs/battery-states.md §8).
     fn degraded(&self) -> bool {
         !self.lost.is_empty() || !self.left_out.is_empty() || self.missing > 0
