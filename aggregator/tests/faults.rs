@@ -223,6 +223,43 @@ fn a_bus_lost_again_and_again_does_not_rewrite_an_unchanged_state_file() {
     });
 }
 
+/// The daemon's open sockets: the fewest of ten samples over a second, so that a socket held
+/// for a moment (a barrier's wait on a duplicate of the value connection's) does not count.
+async fn sockets_of(pid: u32) -> usize {
+    let mut fewest = usize::MAX;
+    for _ in 0..10 {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the daemon's fds");
+        let sockets = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count();
+        fewest = fewest.min(sockets);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fewest
+}
+
+#[test]
+fn a_connection_replaced_after_a_bus_loss_is_closed() {
+    // One dead socket per process is little, but nothing of a connection the daemon no
+    // longer uses may stay open.
+    runtime().block_on(async {
+        let mut w = DyingBus::start(AT_REST).await;
+        let pid = w.daemon.pid();
+        let before = sockets_of(pid).await;
+        for round in 1..=2 {
+            w.restart().await;
+            let now = sockets_of(pid).await;
+            assert!(
+                now <= before,
+                "after loss {round}: {now} sockets open, {before} before it:\n{}",
+                w.daemon.log_text()
+            );
+        }
+    });
+}
+
 // ---- battery presence (docs/battery-states.md) ---------------------------------------------
 
 /// Two 16-cell LFP batteries of 280 Ah at 60 %, 20 A out of each. Without jitter the cells

@@ -452,10 +452,11 @@ async fn run(ready: Ready, config_file: &Path) -> Result<(), Error> {
     let own = config.publish.service_name.clone();
     let uid = settings_uid(&own);
     let link = connect_with_retry().await;
-    let conn = link.conn.clone();
     let preferred = config.publish.device_instance;
+    // Borrowed, not cloned: a clone held here for the life of `run` would keep the first
+    // connection (and its socket) open after a reconnection replaced it.
     let (device_instance, custom_name, settings_pending) =
-        match ask_settings(&conn, &uid, preferred).await {
+        match ask_settings(&link.conn, &uid, preferred).await {
             Ok((instance, name)) => (
                 instance.unwrap_or(i64::from(preferred)),
                 name.unwrap_or_default(),
