@@ -370,13 +370,23 @@ impl ScanRetry {
     }
 }
 
+/// The scan numbers of the names on the bus.
+#[derive(Default)]
+struct Scans {
+    by_name: HashMap<String, u64>,
+    /// The last number given.
+    given: u64,
+}
+
 struct Inner {
     conn: Connection,
     own: String,
     retry: ScanRetry,
-    /// The scan each name is scanned by, by the number it got (a scan of an older number
-    /// stops): the name's owner changed, or it left the bus.
-    scans: Mutex<HashMap<String, u64>>,
+    /// The scan each name on the bus is scanned by, by the number it got (a scan of another
+    /// number stops): the name's owner changed, or it left the bus, which removes its entry
+    /// (names that keep changing, a driver with a counter in its name, are not kept for the
+    /// life of the process).
+    scans: Mutex<Scans>,
     /// The connection's `NameOwnerChanged` ended (the connection closed): nothing is followed
     /// any more, and scans still waiting stop.
     ended: AtomicBool,
@@ -438,7 +448,7 @@ impl Monitor {
                 conn: conn.clone(),
                 own: own.to_string(),
                 retry,
-                scans: Mutex::new(HashMap::new()),
+                scans: Mutex::new(Scans::default()),
                 ended: AtomicBool::new(false),
                 calls: raw.sender(),
                 raw: Mutex::new(raw),
@@ -610,24 +620,36 @@ impl Monitor {
         }
         if new.is_empty() {
             // Gone: a scan still waiting for it stops.
-            self.next_scan(&name);
+            self.lock_scans().by_name.remove(&name);
         } else {
             self.scan(name);
         }
     }
 
-    /// A new number for scanning `name`: a scan with an older one stops.
+    fn lock_scans(&self) -> std::sync::MutexGuard<'_, Scans> {
+        self.inner.scans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new number for scanning `name`: a scan with another one stops. Numbers are never
+    /// given twice, so a scan of a name that left and came back never takes itself for the
+    /// new one's.
     fn next_scan(&self, name: &str) -> u64 {
-        let mut scans = self.inner.scans.lock().unwrap_or_else(|p| p.into_inner());
-        let number = scans.entry(name.to_string()).or_default();
-        *number += 1;
-        *number
+        let mut scans = self.lock_scans();
+        scans.given += 1;
+        let number = scans.given;
+        scans.by_name.insert(name.to_string(), number);
+        number
     }
 
     /// Whether the scan of `name` numbered `number` is still wanted.
     fn scan_wanted(&self, name: &str, number: u64) -> bool {
-        let scans = self.inner.scans.lock().unwrap_or_else(|p| p.into_inner());
-        scans.get(name) == Some(&number) && self.following()
+        self.lock_scans().by_name.get(name) == Some(&number) && self.following()
+    }
+
+    /// How many names the monitor keeps a scan number for: those on the bus it reads.
+    #[doc(hidden)]
+    pub fn scans_kept(&self) -> usize {
+        self.lock_scans().by_name.len()
     }
 
     /// Whether the monitor still follows the bus (its connections are up).

@@ -326,3 +326,49 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
         self.clone()
     }
 }
+
+#[test]
+fn names_that_left_the_bus_are_not_kept() {
+    // Services under names that keep changing (an adapter numbered anew at every restart):
+    // nothing is kept for a name once it left the bus, and the one that stays is still read.
+    let bus = PrivateBus::start(crate::write_file).expect("dbus-daemon");
+    let log = Log::default();
+    log.run(async {
+        let watcher = connect_to(bus.address()).await.expect("connect");
+        let monitor = Monitor::start_with(&watcher, bus.address(), OWN, RETRY)
+            .await
+            .expect("monitor");
+        let stays = battery(&bus, 52.0).await;
+        let _served = stays.serve().await.expect("serve");
+        request_name(stays.connection(), SLOW)
+            .await
+            .expect("the name");
+        let owner = stays
+            .connection()
+            .unique_name()
+            .expect("unique")
+            .to_string();
+        for k in 0..20 {
+            let name = format!("com.victronenergy.battery.ble_{k}");
+            let passing = battery(&bus, 53.0).await;
+            let _served = passing.serve().await.expect("serve");
+            request_name(passing.connection(), &name)
+                .await
+                .expect("the name");
+            let its = passing
+                .connection()
+                .unique_name()
+                .expect("unique")
+                .to_string();
+            eventually("read", &log, || read_voltage(&monitor, &name, &its)).await;
+            release_name(passing.connection(), &name)
+                .await
+                .expect("released");
+        }
+        eventually("only the names on the bus kept", &log, || {
+            (monitor.scans_kept() == 1).then_some(())
+        })
+        .await;
+        assert_eq!(read_voltage(&monitor, SLOW, &owner), Some(52.0));
+    });
+}

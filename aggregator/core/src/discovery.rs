@@ -160,6 +160,9 @@ pub struct Roster {
     /// Batteries that left their service to another device: their names stay theirs, for when
     /// they are found again.
     away: Vec<Named>,
+    /// Names forgotten ([`Roster::forget`]): `Battery<k>` counts them, so that no number is
+    /// given twice.
+    forgotten: usize,
 }
 
 impl Roster {
@@ -170,7 +173,22 @@ impl Roster {
             own_service: own_service.to_string(),
             named: BTreeMap::new(),
             away: Vec::new(),
+            forgotten: 0,
         }
+    }
+
+    /// Forgets the name given on `service`, whose battery was never part of the bank and has
+    /// been gone for long (services under names that keep changing are not kept for the life
+    /// of the process). Found again, it is named as a battery seen for the first time.
+    pub fn forget(&mut self, service: &str) {
+        if self.named.remove(service).is_some() {
+            self.forgotten += 1;
+        }
+    }
+
+    /// How many services a name is kept for.
+    pub fn named_count(&self) -> usize {
+        self.named.len()
     }
 
     /// Decides what `service` is; a battery gets its display name ([`Roster::name`]).
@@ -271,7 +289,10 @@ impl Roster {
         let base = (device.custom_name.as_ref())
             .or(device.serial.as_ref())
             .cloned()
-            .unwrap_or_else(|| format!("Battery{}", self.named.len() + self.away.len() + 1));
+            .unwrap_or_else(|| {
+                let given = self.named.len() + self.away.len() + self.forgotten;
+                format!("Battery{}", given + 1)
+            });
         let taken = |name: &str| {
             (self.named.values())
                 .chain(&self.away)

@@ -33,6 +33,8 @@ pub struct BusSnapshot {
     feed_in_setting: Option<i64>,
     /// Whether `com.victronenergy.settings` is on the bus.
     settings_present: bool,
+    /// Services found not ours whose process is no longer on the bus.
+    ignored_gone: Vec<String>,
     /// Why the cache is too old to count as what the services say now, when it is (the
     /// daemon's view of the bus is behind): then nothing of it is taken as current.
     pub(crate) stale_view: Option<String>,
@@ -89,7 +91,18 @@ pub struct BankMembers {
     passing: BTreeMap<String, Passing>,
     /// Batteries whose service goes and comes back, by service name.
     flapping: BTreeMap<String, Flapping>,
+    /// Services that went away before they were part of the bank, and since when: their
+    /// names are forgotten after [`FORGET_AFTER_S`].
+    gone_since: BTreeMap<String, f64>,
+    /// When `gone_since` is looked through next.
+    sweep_at_s: f64,
 }
+
+/// Seconds after which the name given to a service that was never part of the bank, and
+/// has been gone since, is forgotten: names that keep changing (a USB or BLE adapter
+/// numbered anew, a driver with a counter in its name) must not grow the daemon's memory for
+/// the life of the process.
+const FORGET_AFTER_S: f64 = 3600.0;
 
 /// A battery's service going away and coming back (docs/discovery.md §6): the first time is
 /// said (gone, lost if it stays away that long, back); every going, loss and return after it
@@ -122,6 +135,8 @@ impl BankMembers {
             departed: BTreeSet::new(),
             passing: BTreeMap::new(),
             flapping: BTreeMap::new(),
+            gone_since: BTreeMap::new(),
+            sweep_at_s: 0.0,
         }
     }
 
@@ -278,6 +293,7 @@ impl BankMembers {
             cells,
             excluded: false,
         };
+        self.gone_since.remove(service);
         self.known.insert(service.to_string(), known);
     }
 
@@ -384,6 +400,7 @@ impl BankMembers {
             log_note(&note);
         }
         self.forget_passing(presence, now_s);
+        self.forget_names(now_s);
         self.flapping.retain(|service, f| {
             if now_s - f.last_change_s < PASSING_QUIET_S {
                 return true;
@@ -413,6 +430,40 @@ impl BankMembers {
         });
     }
 
+    /// Forgets the names of the services gone for [`FORGET_AFTER_S`] that were never part of
+    /// the bank; looked through once a minute.
+    fn forget_names(&mut self, now_s: f64) {
+        if now_s < self.sweep_at_s {
+            return;
+        }
+        self.sweep_at_s = now_s + PASSING_QUIET_S;
+        let roster = &mut self.roster;
+        self.gone_since.retain(|service, since| {
+            let keep = now_s - *since < FORGET_AFTER_S;
+            if !keep {
+                roster.forget(service);
+            }
+            keep
+        });
+    }
+
+    /// The services found not ours whose process is no longer on the bus (`owner_of`: a
+    /// service's owner now, if it is there).
+    fn ignored_gone<'a>(&self, owner_of: impl Fn(&str) -> Option<&'a str>) -> Vec<String> {
+        (self.ignored.iter())
+            .filter(|(service, owner)| owner_of(service) != Some(owner.as_str()))
+            .map(|(service, _)| service.clone())
+            .collect()
+    }
+
+    /// Forgets the services not ours whose process left the bus: another process on the
+    /// name is decided anew anyway.
+    fn forget_ignored(&mut self, gone: &[String]) {
+        for service in gone {
+            self.ignored.remove(service);
+        }
+    }
+
     /// Forgets the services that went away before they were part of the bank: never counted
     /// as lost batteries. One line per service and episode.
     fn forget_passing(&mut self, presence: &mut Presence, now_s: f64) {
@@ -427,6 +478,7 @@ impl BankMembers {
             let Some(known) = self.known.remove(&service) else {
                 continue;
             };
+            self.gone_since.insert(service.clone(), now_s);
             match self.passing.get_mut(&service) {
                 Some(p) => {
                     p.count += 1;
@@ -651,6 +703,8 @@ pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSna
         low_soc: gather::single_integer(cache, Class::System, "/SystemState/LowSoc"),
         feed_in_setting: gather::single_integer(cache, Class::Settings, FEED_IN_SETTING),
         settings_present: cache.of_class(Class::Settings).next().is_some(),
+        ignored_gone: members
+            .ignored_gone(|service| cache.services.get(service).map(|s| s.owner.as_str())),
         stale_view: None,
     }
 }
@@ -742,6 +796,7 @@ pub fn inputs(
     time: TickTime,
 ) -> (Vec<Battery>, TickInputs) {
     presence.set_outside_current(outside_current(&snapshot));
+    members.forget_ignored(&snapshot.ignored_gone);
     let readings = members.classify(presence, snapshot.batteries);
     let stale = snapshot.stale_view.as_deref();
     members.observe(presence, time.now_s, &readings, pass_through, stale);
@@ -1123,6 +1178,70 @@ mod tests {
     }
 
     #[test]
+    fn services_gone_for_long_leave_nothing_behind_and_the_bank_is_kept() {
+        let mut m = members(Some(16));
+        let mut p = presence();
+        let bat = "com.victronenergy.battery.ttyUSB0";
+        let stays = || seen(bat, ":1.1", None, complete());
+        let left = vec![(bat.to_string(), "Left".to_string(), BatteryState::Online)];
+        let first = vec![seen(bat, ":1.1", pack("Left", "S1"), complete())];
+        assert_eq!(tick(&mut m, &mut p, 0.0, first), left);
+        // Beside it, a service not ours and a pack that stays a second, each under a new name
+        // every time (an adapter numbered anew).
+        let mut now_s = 0.0;
+        for k in 0..20 {
+            let other = format!("com.victronenergy.battery.ble_{k}");
+            let brief = format!("com.victronenergy.battery.ttyUSB{}", k + 10);
+            let owner = format!(":2.{k}");
+            let here = vec![
+                stays(),
+                seen(&other, &owner, plate("Other BMS", "O"), complete()),
+                seen(
+                    &brief,
+                    &owner,
+                    pack(&format!("P{k}"), &format!("SP{k}")),
+                    complete(),
+                ),
+            ];
+            now_s += 1.0;
+            tick(&mut m, &mut p, now_s, here);
+            assert_eq!(m.ignored.len(), 1, "ignored while it is there");
+            assert_eq!(
+                m.ignored_gone(|s| (s == other).then_some(owner.as_str()))
+                    .len(),
+                0
+            );
+            // Its process left: nothing of it is kept (the snapshot finds it gone).
+            let gone = m.ignored_gone(|s| (s == bat).then_some(":1.1"));
+            m.forget_ignored(&gone);
+            assert!(m.ignored.is_empty(), "{:?}", m.ignored);
+            now_s += 1.0;
+            tick(&mut m, &mut p, now_s, vec![stays()]);
+        }
+        // Held, then passing: forgotten but for the name given, kept for an hour.
+        let mut states = Vec::new();
+        for _ in 0..70 {
+            now_s += 1.0;
+            states = tick(&mut m, &mut p, now_s, vec![stays()]);
+        }
+        assert_eq!(states, left);
+        assert_eq!(m.known.len(), 1);
+        assert_eq!(m.roster.named_count(), 21);
+        for _ in 0..61 {
+            now_s += 60.0;
+            assert_eq!(tick(&mut m, &mut p, now_s, vec![stays()]), left);
+        }
+        assert_eq!(m.roster.named_count(), 1, "only the bank's pack is named");
+        assert!(m.gone_since.is_empty() && m.passing.is_empty() && m.flapping.is_empty());
+        // One of them back: named as before, by its custom name.
+        let brief = "com.victronenergy.battery.ttyUSB10";
+        let back = vec![stays(), seen(brief, ":3.1", pack("P0", "SP0"), complete())];
+        now_s += 1.0;
+        let states = tick(&mut m, &mut p, now_s, back);
+        assert!(states.contains(&(brief.to_string(), "P0".to_string(), BatteryState::Online)));
+    }
+
+    #[test]
     fn a_driver_restart_of_the_same_pack_keeps_its_name_and_its_hold() {
         let mut m = members(Some(16));
         let mut p = presence();
@@ -1339,6 +1458,7 @@ mod tests {
             low_soc: None,
             feed_in_setting: Some(1),
             settings_present: true,
+            ignored_gone: Vec::new(),
             stale_view: stale_view.map(str::to_string),
         }
     }
