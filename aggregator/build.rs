@@ -1,10 +1,14 @@
 //! The day the program was built, for the clock check of `clock::calendar::DateGuard`: a
 //! device booted without network time reads a date before it. `SOURCE_DATE_EPOCH` (seconds)
-//! makes it reproducible.
+//! makes it reproducible. And the layout of the program's code: the functions a run executes
+//! first, in one block (`hot-text/link.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+include!("hot-text/link.rs");
+
 fn main() {
+    link_hot_text("bins", "hot-text/daemon.ld");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let seconds = std::env::var("SOURCE_DATE_EPOCH")
         .ok()

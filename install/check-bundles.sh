@@ -2,7 +2,8 @@
 # check-bundles.sh: builds both bundles (bundle.sh) and checks each as a device would see it:
 # no program or plugin needs a glibc symbol newer than 2.31 (objdump -T), and under qemu-user
 # the daemon and the importer print --version, the daemon loads every plugin of its own
-# bundle (`plugins` refuses none), and it runs the benchmark's simulated 2x16 bank on a
+# bundle (`plugins` refuses none), each program was linked with the functions that run first
+# (a `.text.hot` section), and it runs the benchmark's simulated 2x16 bank on a
 # private bus: found, published every tick, stopped cleanly on SIGTERM, nothing in its log
 # beyond the setup's own warnings. Then the unit tests of the crates the bundle holds, built for
 # armv7 and run under qemu-arm. Installs qemu-user, the targets' C libraries and an objdump
@@ -58,6 +59,12 @@ for arch in armv7 aarch64; do
         [ "$(printf '%s\n%s\n' "$newest" "$GLIBC_FLOOR" | sort -V | tail -n 1)" = "$GLIBC_FLOOR" ] ||
             fail "$elf needs GLIBC_$newest, newer than $GLIBC_FLOOR"
     done
+    # The build scripts linked the functions that run first (CONTRIBUTING.md, "Code layout").
+    for elf in "$dir/$NAME" "$dir"/plugins/*.so; do
+        "$objdump" -h "$elf" | grep -q ' \.text\.hot ' ||
+            fail "$elf has no .text.hot section: aggregator/hot-text/*.ld were not linked"
+    done
+    echo "$objdump -h: .text.hot in the daemon and every plugin"
     echo "\$ $qemu $NAME --version"
     QEMU_LD_PREFIX=$prefix "$qemu" "$dir/$NAME" --version || fail "$arch: --version failed"
     echo "\$ $qemu $NAME-import --version"

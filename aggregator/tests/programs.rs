@@ -181,3 +181,52 @@ fn the_daemons_program_holds_no_importer() {
     );
     assert!(!holds(DAEMON, IMPORT_TEXT));
 }
+
+/// The size of an ELF file's section `name` (64-bit little-endian, as this machine's
+/// programs are), `None` without it.
+#[cfg(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    target_endian = "little"
+))]
+fn section_size(path: &Path, name: &str) -> Option<u64> {
+    let elf = std::fs::read(path).expect("read the program");
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes"));
+    let (table, entry, count) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+    let names = u64_at(table + u16_at(0x3e) * entry + 0x18) as usize;
+    (0..count).map(|i| table + i * entry).find_map(|header| {
+        let start = names + u32::from_le_bytes(elf[header..header + 4].try_into().ok()?) as usize;
+        let end = start + elf[start..].iter().position(|&b| b == 0)?;
+        (&elf[start..end] == name.as_bytes()).then(|| u64_at(header + 0x20))
+    })
+}
+
+/// The functions a run executes are linked first, in one block (`hot-text/*.ld`): in the
+/// daemon and in the plugins, which the build scripts hand the lists to.
+#[cfg(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    target_endian = "little"
+))]
+#[test]
+fn the_code_that_runs_is_linked_first() {
+    let programs = [
+        PathBuf::from(DAEMON),
+        support::built_plugin("libplugin_lfp_balancing.so"),
+        support::built_plugin("libplugin_victron.so"),
+    ];
+    for program in programs {
+        let hot = section_size(&program, ".text.hot");
+        let rest = section_size(&program, ".text").expect("a .text section");
+        // A list that no longer matches the code leaves the block empty or a sliver (a debug
+        // build's plugins hold some 8 % of their code in it, a release build's 20 %).
+        assert!(
+            hot.is_some_and(|hot| hot * 20 >= rest),
+            "{}: .text.hot {hot:?} bytes, .text {rest} bytes: the build scripts no longer link \
+             aggregator/hot-text/*.ld, or the lists no longer match the code (run \
+             aggregator/hot-text/generate.sh)",
+            program.display()
+        );
+    }
+}
