@@ -12,9 +12,10 @@ for tool in valgrind nm dbus-daemon; do
     command -v "$tool" > /dev/null 2>&1 || { echo "generate.sh: needs $tool" >&2; exit 1; }
 done
 BUILT=${CARGO_TARGET_DIR:-$REPO/target}/hot-text
-AGGREGATOR_HOT_TEXT=0 CARGO_PROFILE_RELEASE_STRIP=none CARGO_TARGET_DIR=$BUILT \
-    cargo build --release --workspace
-BENCH=$(AGGREGATOR_HOT_TEXT=0 cargo bench -p aggregator --bench daemon --no-run --message-format=json 2> /dev/null |
+# Both in a target folder of their own, so that the usual build keeps its lists.
+export AGGREGATOR_HOT_TEXT=0 CARGO_PROFILE_RELEASE_STRIP=none CARGO_TARGET_DIR="$BUILT"
+cargo build --release --workspace
+BENCH=$(cargo bench -p aggregator --bench daemon --no-run --message-format=json 2> /dev/null |
     grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$BENCH" ] || { echo "generate.sh: the benchmark did not build" >&2; exit 1; }
 
