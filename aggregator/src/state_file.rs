@@ -282,19 +282,24 @@ impl StateStore {
     /// Writes the state atomically, with the keys of the file loaded that this version does
     /// not know where they were; the file is readable by all, writable by its owner only.
     pub fn save(&self, state: &State) -> std::io::Result<()> {
-        if self.unused.is_some() {
-            return Ok(());
-        }
-        fs::create_dir_all(&self.dir)?;
-        write_atomically(&self.path(), self.text(state)?.as_bytes())
+        self.write(state, false).map(|_| ())
     }
 
     /// [`StateStore::save`], unless the file already holds these very bytes: for a save that
     /// no change asked for (the bus connection lost), which then costs a read, not a write to
     /// flash (docs/state.md §2). Whether it wrote.
     pub fn save_if_changed(&self, state: &State) -> std::io::Result<bool> {
+        self.write(state, true)
+    }
+
+    /// Both saves: nothing for a store that uses no file; with `changed_only`, nothing when
+    /// the file holds the text already. Whether it wrote.
+    fn write(&self, state: &State, changed_only: bool) -> std::io::Result<bool> {
+        if self.unused.is_some() {
+            return Ok(false);
+        }
         let text = self.text(state)?;
-        if fs::read(self.path()).is_ok_and(|on_disk| on_disk == text.as_bytes()) {
+        if changed_only && fs::read(self.path()).is_ok_and(|on_disk| on_disk == text.as_bytes()) {
             return Ok(false);
         }
         fs::create_dir_all(&self.dir)?;
@@ -878,6 +883,9 @@ pub(crate) mod tests {
         };
         assert_eq!(why, "the state folder is not known");
         store.save(&sample()).unwrap();
+        assert!(!Path::new(STATE_FILE).exists());
+        // Nor at a lost bus connection's save.
+        assert!(!store.save_if_changed(&sample()).unwrap());
         assert!(!Path::new(STATE_FILE).exists());
     }
 
