@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 include!("hot-text/link.rs");
 
 fn main() {
-    link_hot_text("bins", "hot-text/daemon.ld");
+    link_hot_text("bins", "hot-text/daemon.ld", true);
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let seconds = std::env::var("SOURCE_DATE_EPOCH")
         .ok()

@@ -4,5 +4,5 @@
 include!("link.rs");
 
 fn main() {
-    link_hot_text("cdylib", "../../aggregator/hot-text/plugins.ld");
+    link_hot_text("cdylib", "../../aggregator/hot-text/plugins.ld", false);
 }

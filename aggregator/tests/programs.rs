@@ -203,7 +203,9 @@ fn section_size(path: &Path, name: &str) -> Option<u64> {
 }
 
 /// The functions a run executes are linked first, in one block (`hot-text/*.ld`): in the
-/// daemon and in the plugins, which the build scripts hand the lists to.
+/// plugins, which the build scripts hand the lists to, and in an optimised daemon (a debug
+/// build's is left out: `cargo test --release` checks it, and `install/check-bundles.sh` the
+/// bundles').
 #[cfg(all(
     target_os = "linux",
     target_pointer_width = "64",
@@ -211,11 +213,14 @@ fn section_size(path: &Path, name: &str) -> Option<u64> {
 ))]
 #[test]
 fn the_code_that_runs_is_linked_first() {
-    let programs = [
-        PathBuf::from(DAEMON),
+    let mut programs = vec![
         support::built_plugin("libplugin_lfp_balancing.so"),
         support::built_plugin("libplugin_victron.so"),
     ];
+    // The daemon's list goes to optimised builds only (`hot-text/link.rs`).
+    if !cfg!(debug_assertions) {
+        programs.push(PathBuf::from(DAEMON));
+    }
     for program in programs {
         let hot = section_size(&program, ".text.hot");
         let rest = section_size(&program, ".text").expect("a .text section");
@@ -229,4 +234,21 @@ fn the_code_that_runs_is_linked_first() {
             program.display()
         );
     }
+}
+
+/// The program's symbols say which instance of a generic function each is (the v0 scheme,
+/// `.cargo/config.toml`): the code layout's lists name instances, and under the legacy scheme
+/// they could only name every instance of a function at once. Checked where the program
+/// keeps its symbols (a release build strips them).
+#[cfg(debug_assertions)]
+#[test]
+fn symbols_name_the_instances_of_generic_functions() {
+    let elf = std::fs::read(DAEMON).expect("read the program");
+    let holds = |text: &str| elf.windows(text.len()).any(|w| w == text.as_bytes());
+    assert!(
+        holds("_10aggregator6daemon") && !holds("_ZN10aggregator6daemon"),
+        "{DAEMON}: the daemon's own functions are not named in the v0 scheme: RUSTFLAGS (or \
+         CARGO_ENCODED_RUSTFLAGS) replaces what .cargo/config.toml asks for; add \
+         `-C symbol-mangling-version=v0` to it"
+    );
 }
