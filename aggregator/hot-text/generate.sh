@@ -52,12 +52,12 @@ ran() {
 }
 ran "$PROFILES"/profile.* > "$WORK/ran"
 
-# script OBJECT-PATTERN OUTPUT PATTERNS-OPTION BINARY...: the functions of the binaries that ran, by address,
-# each as a section pattern without the parts that differ between builds and targets
-# (patterns.py), so that one list serves every target. With each, every other name of its
-# code (LLVM merges functions whose code is the same, and which name the one left keeps
-# differs between builds), and its instances made by other crates (of identical copies,
-# which one link-time optimisation keeps differs too).
+# script OBJECT-PATTERN OUTPUT PATTERNS-OPTION BINARY...: the functions of the binaries that
+# ran, by address, each as a section pattern without the parts that differ between builds and
+# targets (patterns.py), so that one list serves every target. With each, every other name of
+# its code (LLVM merges functions whose code is the same, and which name the one left keeps
+# differs between builds), and its instances made by other crates (of identical copies, which
+# one link-time optimisation keeps differs too).
 script() {
     pattern=$1 output=$2 option=$3
     shift 3

@@ -252,3 +252,51 @@ fn symbols_name_the_instances_of_generic_functions() {
          `-C symbol-mangling-version=v0` to it"
     );
 }
+
+/// The code layout's patterns (`hot-text/patterns.py`) take out of a name only what differs
+/// between builds and targets: the crate ids and back references of a v0 name (never the bytes
+/// of an identifier that look like them), the instantiating crate when asked, a legacy name's
+/// hash and LLVM's numbered copies.
+#[test]
+fn the_layouts_patterns_leave_out_only_what_differs_between_builds() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hot-text/patterns.py");
+    let patterns = |option: &[&str], names: &str| -> String {
+        use std::io::Write;
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(option)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the tests' set-up installs it)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(names.as_bytes()).expect("names written");
+        drop(stdin);
+        let out = child.wait_with_output().expect("patterns.py ends");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let names = "\
+_RNvYNtNtCs48MjU0Jc990_9venus_bus6socket10QuietWriteNtNtNtCslVGL4OE9AOX_4zbus10connection6socket9WriteHalf16can_pass_unix_fdB6_
+_RNCNCNvNtCs48MjU0Jc990_9venus_bus6socket13write_in_turn0s_0B7_
+_RNvCsabc123XY_3foo8BadCs_x_
+_ZN4core3fmt5write17h0123456789abcdefE.llvm.42
+";
+    assert_eq!(
+        patterns(&[], names),
+        "\
+_RNvYNtNtCs*_9venus_bus6socket10QuietWriteNtNtNtCs*_4zbus10connection6socket9WriteHalf16can_pass_unix_fdB*_
+_RNCNCNvNtCs*_9venus_bus6socket13write_in_turn0s_0B*_
+_RNvCs*_3foo8BadCs_x_
+_ZN4core3fmt5write17h*E*
+"
+    );
+    let any_crate = patterns(&["--any-crate"], names);
+    assert_eq!(
+        any_crate.lines().take(2).collect::<Vec<_>>(),
+        [
+            "_RNvYNtNtCs*_9venus_bus6socket10QuietWriteNtNtNtCs*_4zbus10connection6socket9WriteHalf16can_pass_unix_fd*",
+            "_RNCNCNvNtCs*_9venus_bus6socket13write_in_turn0s_0*",
+        ]
+    );
+}
