@@ -45,8 +45,14 @@ SVSCAN=$!
 trap "svc -dx $S $S/log 2> /dev/null; kill $SVSCAN" EXIT
 
 first=$(daemon_pid) || fail "the service did not start: $(svstat $S 2>&1)"
-# exec in service/run: supervise signals the daemon itself, not a shell.
-exe=$(readlink /proc/$first/exe)
+# exec in service/run: supervise signals the daemon itself, not a shell. svstat says "up" as
+# soon as supervise has started service/run, which execs the daemon a moment later (longer
+# on a busy machine): up to 5 s for the exec.
+for _ in $(seq 1 20); do
+    exe=$(readlink /proc/$first/exe || true)
+    [ "$exe" = "$APP/dbus-aggregate-batteries" ] && break
+    sleep 0.25
+done
 [ "$exe" = "$APP/dbus-aggregate-batteries" ] || fail "supervise runs $exe, not the daemon"
 echo "started: pid $first is $exe"
 for _ in $(seq 1 40); do
