@@ -10,17 +10,24 @@ if [ -L "$SERVICE" ] || { [ -e "$SERVICE" ] && ! service_is_ours; }; then
     echo "$SERVICE is another program's service (the Python dbus-aggregate-batteries?):" \
         "left as it is"
 elif [ -d "$SERVICE" ]; then
-    # -x: supervise exits once the service is down, so nothing is left watching a removed folder.
+    # Out of svscan's sight first (it skips names that start with a dot): it starts a supervise
+    # for every folder of /service that has none, and one started while the folder was being
+    # removed wrote into it again ("Directory not empty").
+    gone="$(dirname "$SERVICE")/.$(basename "$SERVICE").removed"
+    rm -rf "$gone"
+    mv "$SERVICE" "$gone" || die "cannot move $SERVICE aside"
+    # -x: supervise exits once the service is down, so nothing is left watching a removed
+    # folder. The daemon saves its state on SIGTERM: its folder goes once both supervise
+    # processes (the daemon's and its log's) have seen their service end.
     if on_device; then
-        svc -dx "$SERVICE" "$SERVICE/log"
-        # The daemon saves its state on SIGTERM: its folder goes once supervise has seen it end.
+        svc -dx "$gone" "$gone/log"
         waited=0
-        while svok "$SERVICE" 2> /dev/null && [ "$waited" -lt 10 ]; do
+        while { svok "$gone" || svok "$gone/log"; } 2> /dev/null && [ "$waited" -lt 10 ]; do
             sleep 1
             waited=$((waited + 1))
         done
     fi
-    rm -rf "$SERVICE" || die "cannot remove $SERVICE"
+    rm -rf "$gone" || die "cannot remove $SERVICE (moved aside to $gone)"
 fi
 if [ -f "$RC_LOCAL" ] && grep -qF "$DEVICE_APP/enable.sh" "$RC_LOCAL"; then
     # put_text's own exit ends only its side of the pipe.
