@@ -1008,15 +1008,11 @@ fn carry(old: &Schema, new: &Schema, before: &mut Vec<Val>) {
     if index.windows(2).any(|pair| pair[0].0 == pair[1].0) {
         return carry_by_key(old, new, before);
     }
-    let mut taken = std::mem::take(before);
-    let mut moved = Vec::with_capacity(new.len);
-    new.each_key(|key| {
+    move_to(new, before, |key| {
         let h = hash(key);
-        let slot = index.binary_search_by_key(&h, |&(h, _)| h).ok();
-        let val = slot.and_then(|at| taken.get_mut(index[at].1));
-        moved.push(val.map_or(Val::Absent, |v| std::mem::replace(v, Val::Absent)));
+        let at = index.binary_search_by_key(&h, |&(h, _)| h).ok()?;
+        Some(index[at].1)
     });
-    *before = moved;
 }
 
 /// [`carry`] through a map of the old keys.
@@ -1025,10 +1021,16 @@ fn carry_by_key(old: &Schema, new: &Schema, before: &mut Vec<Val>) {
     old.each_key(|key| {
         index.insert(key, index.len());
     });
+    move_to(new, before, |key| index.get(&key).copied());
+}
+
+/// The values of `before` moved to the slots of `new`: each key's from the old slot `slot_of`
+/// gives it, absent where it gives none.
+fn move_to(new: &Schema, before: &mut Vec<Val>, mut slot_of: impl FnMut(Key) -> Option<usize>) {
     let mut taken = std::mem::take(before);
     let mut moved = Vec::with_capacity(new.len);
     new.each_key(|key| {
-        let val = index.get(&key).and_then(|&k| taken.get_mut(k));
+        let val = slot_of(key).and_then(|k| taken.get_mut(k));
         moved.push(val.map_or(Val::Absent, |v| std::mem::replace(v, Val::Absent)));
     });
     *before = moved;
