@@ -16,16 +16,10 @@ elif [ -d "$SERVICE" ]; then
     gone="$(dirname "$SERVICE")/.$(basename "$SERVICE").removed"
     rm -rf "$gone"
     mv "$SERVICE" "$gone" || die "cannot move $SERVICE aside"
-    # -x: supervise exits once the service is down, so nothing is left watching a removed
-    # folder. The daemon saves its state on SIGTERM: its folder goes once both supervise
-    # processes (the daemon's and its log's) have seen their service end.
+    # The daemon saves its state on SIGTERM: its folder goes once both supervise processes
+    # (the daemon's and its log's) have seen their service end.
     if on_device; then
-        svc -dx "$gone" "$gone/log"
-        waited=0
-        while { svok "$gone" || svok "$gone/log"; } 2> /dev/null && [ "$waited" -lt 10 ]; do
-            sleep 1
-            waited=$((waited + 1))
-        done
+        stop_supervised "$gone"
     fi
     rm -rf "$gone" || die "cannot remove $SERVICE (moved aside to $gone)"
 fi

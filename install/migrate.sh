@@ -131,14 +131,9 @@ if [ -L "$SERVICE" ] || { [ -e "$SERVICE" ] && ! service_is_ours; }; then
     rm -f "$SERVICE" || die "cannot remove the symlink $SERVICE"
 fi
 if on_device; then
-    svc -dx "$OLD_DIR/service" "$OLD_DIR/service/log" 2> /dev/null
+    stop_supervised "$OLD_DIR/service"
     # Its run file starts python3 without exec: the TERM reaches the shell, not always
     # the program, which is then ended by its own command line (as its restart.sh does).
-    waited=0
-    while svok "$OLD_DIR/service" 2> /dev/null && [ "$waited" -lt 10 ]; do
-        sleep 1
-        waited=$((waited + 1))
-    done
     pkill -f "python3 $OLD_DEVICE_DIR/aggregatebatteries.py" 2> /dev/null
 fi
 

@@ -123,6 +123,18 @@ on_device() {
     [ "$ROOT" = / ] && command -v svc > /dev/null 2>&1
 }
 
+# stop_supervised DIR: stops the service DIR and its log (-x: each supervise exits once its
+# service is down, so nothing is left watching the folder) and waits, 10 s at most, for both
+# supervise processes to end.
+stop_supervised() {
+    svc -dx "$1" "$1/log" 2> /dev/null
+    waited=0
+    while { svok "$1" || svok "$1/log"; } 2> /dev/null && [ "$waited" -lt 10 ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
 # put SOURCE TARGET MODE: TARGET is never seen half-written (a copy beside it, then a rename);
 # a running program keeps its old file.
 put() {
