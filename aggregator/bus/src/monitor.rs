@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use zbus::{Connection, MatchRule, Message, MessageStream};
 
 use aggregator_core::path_hash::{PathHasher, PathMap};
-use aggregator_core::reading::is_battery_path;
+use aggregator_core::reading::{battery_slot, is_battery_path};
 use plugin_api::DcClass;
 
 use crate::client::{self, CALL_TIMEOUT};
@@ -120,8 +120,75 @@ impl Class {
 /// The feed-in setting (docs/feedin.md §1).
 pub const FEED_IN_SETTING: &str = "/Settings/CGwacs/OvervoltageFeedIn";
 
-/// A service's values by path (the path held in the key when short: see [`PathKey`]).
-pub type Values = HashMap<PathKey, Field, BuildHasherDefault<PathHasher>>;
+/// A service's values. A path a battery publishes and a tick reads has a slot
+/// ([`battery_slot`]): a tick reads a battery's values by index, where a map had it hash each
+/// path and compare it with its key, in memory gone cold since the tick before. Every other
+/// path is kept by path (held in the key when short: see [`PathKey`]). Which of the two holds a
+/// path depends on the path alone, whatever the class of the service.
+#[derive(Clone, Debug, Default)]
+pub struct Values {
+    slots: Vec<Option<Field>>,
+    by_path: HashMap<PathKey, Field, BuildHasherDefault<PathHasher>>,
+}
+
+impl Values {
+    /// The value of a path, if the service has it.
+    pub fn get(&self, path: &str) -> Option<&Field> {
+        match battery_slot(path) {
+            Some(slot) => self.slot(slot),
+            None => self.by_path.get(path),
+        }
+    }
+
+    /// The value of a slot (see [`battery_slot`]), if the service has its path.
+    #[inline]
+    pub fn slot(&self, slot: usize) -> Option<&Field> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    /// Whether the service has the path.
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Sets a path's value; whether it was not that value before (a new path counts).
+    pub fn insert(&mut self, path: &str, value: Field) -> bool {
+        match battery_slot(path) {
+            Some(slot) => {
+                if self.slots.len() <= slot {
+                    self.slots.resize(slot + 1, None);
+                }
+                let place = &mut self.slots[slot];
+                let changed = place.as_ref() != Some(&value);
+                if changed {
+                    *place = Some(value);
+                }
+                changed
+            }
+            None => match self.by_path.get_mut(path) {
+                Some(place) if *place == value => false,
+                Some(place) => {
+                    *place = value;
+                    true
+                }
+                None => {
+                    self.by_path.insert(PathKey::new(path), value);
+                    true
+                }
+            },
+        }
+    }
+}
+
+impl<P: AsRef<str>> FromIterator<(P, Field)> for Values {
+    fn from_iter<I: IntoIterator<Item = (P, Field)>>(items: I) -> Self {
+        let mut values = Values::default();
+        for (path, value) in items {
+            values.insert(path.as_ref(), value);
+        }
+        values
+    }
+}
 
 /// One service's cached values.
 #[derive(Clone, Debug)]
@@ -152,16 +219,8 @@ impl Service {
     }
 
     fn set(&mut self, path: &str, value: Field, now: Instant) {
-        match self.values.get_mut(path) {
-            Some(slot) if *slot == value => {}
-            Some(slot) => {
-                *slot = value;
-                self.changed_at = now;
-            }
-            None => {
-                self.values.insert(PathKey::new(path), value);
-                self.changed_at = now;
-            }
+        if self.values.insert(path, value) {
+            self.changed_at = now;
         }
     }
 }
@@ -267,7 +326,7 @@ impl Cache {
         let read = msg.body.items(
             |p| class.reads(p),
             |p, value| {
-                values.insert(PathKey::new(p), value);
+                values.insert(p, value);
             },
         );
         pending.answer = Some(match read {
@@ -288,7 +347,6 @@ impl Cache {
         let class = service.class;
         let values = (values.into_iter())
             .filter(|(p, _)| class.reads(p))
-            .map(|(p, v)| (PathKey::new(&p), v))
             .collect();
         service.fill(values, Instant::now());
         true
@@ -885,5 +943,41 @@ mod tests {
         assert!(Class::Settings.reads("/Settings/Devices/aggregatebatteries/CustomName"));
         assert!(!Class::Settings.reads("/Settings/SystemSetup/BatteryService"));
         assert!(Class::System.reads("/SystemState/LowSoc"));
+    }
+
+    #[test]
+    fn a_value_reads_back_by_its_path_whether_it_has_a_slot_or_not() {
+        let one = Field::Number(1.0);
+        // A table path, a cell, an identity path, a cell not written out and a settings path.
+        let paths = [
+            "/Dc/0/Voltage",
+            "/Voltages/Cell16",
+            "/ProductName",
+            "/Voltages/Cell016",
+            FEED_IN_SETTING,
+        ];
+        let mut values = Values::default();
+        for path in paths {
+            assert!(!values.contains_key(path), "{path}");
+            assert!(values.insert(path, one.clone()), "{path} is new");
+            assert!(!values.insert(path, one.clone()), "{path} is the same");
+            assert_eq!(values.get(path), Some(&one), "{path}");
+        }
+        assert!(values.insert("/Voltages/Cell16", Field::Invalid));
+        assert_eq!(values.get("/Voltages/Cell16"), Some(&Field::Invalid));
+        // The cell not written out keeps its own value: no tick reads it as cell 16.
+        assert_eq!(values.get("/Voltages/Cell016"), Some(&one));
+        // What has a slot reads the same by slot.
+        let cell_16 = aggregator_core::reading::cell_slot(16).unwrap();
+        assert_eq!(values.slot(cell_16), Some(&Field::Invalid));
+        assert_eq!(values.slot(1), values.get("/Dc/0/Voltage"));
+        assert_eq!(values.slot(cell_16 + 1), None);
+        assert_eq!(values.slot(usize::MAX), None);
+        // Collected from a scan, the same.
+        let scanned: Values = paths.iter().map(|p| (*p, one.clone())).collect();
+        for path in paths {
+            assert_eq!(scanned.get(path), Some(&one), "{path}");
+        }
+        assert_eq!(scanned.get("/Dc/0/Current"), None);
     }
 }

@@ -330,6 +330,62 @@ pub fn is_battery_path(path: &str) -> bool {
             .is_some_and(|known| known.contains(&path))
 }
 
+/// The identity paths every service of a class we read keeps besides its class's own
+/// (`/Connected` is in [`BATTERY_PATHS`]).
+pub const IDENTITY_PATHS: [&str; 4] = ["/ProductName", "/CustomName", "/Serial", "/DeviceInstance"];
+
+/// The most cells of one pack that are read (and given a slot).
+pub const MAX_CELLS: usize = 1024;
+
+/// The slot of a path of [`BATTERY_PATHS`] is its row; the alarms' follow, then
+/// [`IDENTITY_PATHS`], then the cells.
+pub const ALARM_SLOTS: usize = BATTERY_PATHS.len();
+/// The first slot of [`IDENTITY_PATHS`].
+pub const IDENTITY_SLOTS: usize = ALARM_SLOTS + ALARMS.len();
+/// The slot of `/Voltages/Cell1`.
+pub const CELL_SLOTS: usize = IDENTITY_SLOTS + IDENTITY_PATHS.len();
+
+/// The slot of cell `k` (from 1), up to [`MAX_CELLS`].
+pub fn cell_slot(k: usize) -> Option<usize> {
+    (1..=MAX_CELLS).contains(&k).then(|| CELL_SLOTS + k - 1)
+}
+
+/// Where a cache keeps the value of a path a battery publishes, so that a tick reads a
+/// battery's values by index, not by hashing and comparing each path: a row of
+/// [`BATTERY_PATHS`], an alarm, an identity path or a cell written as [`cell_path`] writes it
+/// (`/Voltages/Cell7`, not `/Voltages/Cell07`). `None` for every other path.
+pub fn battery_slot(path: &str) -> Option<usize> {
+    static BY_LENGTH: OnceLock<Vec<Vec<(&'static str, usize)>>> = OnceLock::new();
+    if let Some(digits) = path.strip_prefix("/Voltages/Cell") {
+        // As `cell_path` writes them: no sign, no leading zero.
+        if digits.is_empty() || digits.starts_with('0') || digits.len() > 4 {
+            return None;
+        }
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        return digits.parse().ok().and_then(cell_slot);
+    }
+    let by_length = BY_LENGTH.get_or_init(|| {
+        let known = (BATTERY_PATHS.iter().map(|p| p.path))
+            .chain(alarm_paths().iter().map(String::as_str))
+            .chain(IDENTITY_PATHS);
+        let mut by_length: Vec<Vec<(&'static str, usize)>> = Vec::new();
+        for (slot, path) in known.enumerate() {
+            if by_length.len() <= path.len() {
+                by_length.resize(path.len() + 1, Vec::new());
+            }
+            by_length[path.len()].push((path, slot));
+        }
+        by_length
+    });
+    let same_length = by_length.get(path.len())?;
+    same_length
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|&(_, slot)| slot)
+}
+
 /// One battery's values at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatteryReading {
@@ -766,6 +822,43 @@ mod tests {
         assert!(!is_battery_path("/Dc/0/Voltagf") && !is_battery_path("/Dc/1/Voltage"));
         assert!(!is_battery_path(&"/x".repeat(100)) && !is_battery_path(""));
         assert!(!is_battery_path("/Voltages/Cell") && !is_battery_path("/Voltages/Cell1a"));
+    }
+
+    #[test]
+    fn each_path_read_has_a_slot_of_its_own_and_cells_only_as_written_out() {
+        let mut paths: Vec<String> = (BATTERY_PATHS.iter().map(|p| p.path.to_string()))
+            .chain(alarm_paths().iter().cloned())
+            .chain(IDENTITY_PATHS.map(String::from))
+            .collect();
+        paths.extend((1..=MAX_CELLS).map(|k| cell_path(k).into_owned()));
+        let slots: Vec<usize> = paths
+            .iter()
+            .map(|p| battery_slot(p).unwrap_or_else(|| panic!("{p} has no slot")))
+            .collect();
+        // One slot each, in the documented order, from 0 with no gap.
+        assert_eq!(slots, (0..paths.len()).collect::<Vec<_>>());
+        assert_eq!(battery_slot("/Dc/0/Voltage"), Some(1));
+        assert_eq!(battery_slot("/Alarms/LowVoltage"), Some(ALARM_SLOTS));
+        assert_eq!(battery_slot("/ProductName"), Some(IDENTITY_SLOTS));
+        assert_eq!(battery_slot("/Voltages/Cell1"), Some(CELL_SLOTS));
+        assert_eq!(cell_slot(7), battery_slot("/Voltages/Cell7"));
+        // Every path the cache keeps of a battery that has no slot is one no tick reads.
+        for path in [
+            "/Voltages/Cell0",
+            "/Voltages/Cell07",
+            "/Voltages/Cell1025",
+            "/Voltages/Cell99999999999999999999",
+            "/Voltages/Cell+1",
+            "/Voltages/Cell",
+            "/Voltages/Diff",
+            "/Alarms/Unknown",
+            "/Dc/1/Voltage",
+            "",
+        ] {
+            assert_eq!(battery_slot(path), None, "{path}");
+        }
+        assert_eq!(cell_slot(0), None);
+        assert_eq!(cell_slot(MAX_CELLS + 1), None);
     }
 
     pub(crate) fn complete() -> BatteryReading {

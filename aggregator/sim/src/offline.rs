@@ -27,7 +27,6 @@ use aggregator::config::check::{check_to_run, Failed, Ready};
 use aggregator_core::engine::Engine;
 use aggregator_core::value::Value;
 use venus_bus::monitor::{Cache, Class, Service, Values, FEED_IN_SETTING};
-use venus_bus::path_key::PathKey;
 use venus_bus::variant::{to_wire, Field};
 
 /// The CSV's header: one column per [`Sample`] field, units in the names.
@@ -401,9 +400,7 @@ pub fn run_observed(
         if let Some(value) = outcome.feed_in_write {
             // localsettings takes the write: the next tick reads it back.
             if let Some(settings) = cache.services.get_mut(super::settings::SETTINGS_NAME) {
-                settings
-                    .values
-                    .insert(PathKey::new(FEED_IN_SETTING), Field::Number(value as f64));
+                (settings.values).insert(FEED_IN_SETTING, Field::Number(value as f64));
             }
         }
         if let Some(observe) = observe.as_mut() {
@@ -455,7 +452,7 @@ fn put(cache: &mut Cache, owners: &mut Owners, name: &str, items: &[Item]) {
     let values: Values = items
         .iter()
         .filter(|(path, _, _)| class.reads(path))
-        .map(|(path, value, _)| (PathKey::new(path), wire_field(value)))
+        .map(|(path, value, _)| (path, wire_field(value)))
         .collect();
     match cache.services.get_mut(name) {
         Some(service) => service.values = values,

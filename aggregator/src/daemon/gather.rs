@@ -12,13 +12,19 @@ use crate::bus::monitor::{Cache, Class, Service, Values};
 use crate::bus::variant::Field;
 use aggregator_core::discovery::{is_battery_monitor, Nameplate};
 use aggregator_core::reading::{
-    alarm_paths, cell_path, BadValue, BatteryReading, Slot, BATTERY_PATHS, CELLS_PER_BATTERY,
+    alarm_paths, cell_path, cell_slot, BadValue, BatteryReading, Slot, ALARM_SLOTS, BATTERY_PATHS,
+    CELLS_PER_BATTERY, MAX_CELLS,
 };
 
 /// A number, or `None` when the path is invalid or missing. A value of the wrong type, NaN or
 /// ±infinity is `None` as well, and recorded in `bad`: a battery may be told from its bad values.
 fn number(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
-    let problem = match values.get(path)? {
+    number_of(values.get(path), path, bad)
+}
+
+/// [`number`] of a value read already (by its slot), `path` naming it.
+fn number_of(value: Option<&Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
+    let problem = match value? {
         Field::Number(v) if v.is_finite() => return Some(*v),
         Field::Invalid => return None,
         Field::Number(v) => format!("not finite ({v})"),
@@ -32,16 +38,24 @@ fn number(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<f64> {
 }
 
 fn integer(values: &Values, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> {
-    number(values, path, bad).map(|v| v.round() as i64)
+    integer_of(values.get(path), path, bad)
+}
+
+fn integer_of(value: Option<&Field>, path: &str, bad: &mut Vec<BadValue>) -> Option<i64> {
+    number_of(value, path, bad).map(|v| v.round() as i64)
 }
 
 fn text(values: &Values, path: &str) -> Option<String> {
-    text_of(values, path).map(Cow::into_owned)
+    text_in(values.get(path)).map(Cow::into_owned)
 }
 
 /// A text value, borrowed from the cache where it is one (a number reads as Python's `str`).
 fn text_of<'a>(values: &'a Values, path: &str) -> Option<Cow<'a, str>> {
-    match values.get(path)? {
+    text_in(values.get(path))
+}
+
+fn text_in(value: Option<&Field>) -> Option<Cow<'_, str>> {
+    match value? {
         Field::Text(t) => Some(Cow::Borrowed(t)),
         Field::Number(v) => Some(Cow::Owned(aggregator_core::value::python_str(*v))),
         _ => None,
@@ -62,38 +76,42 @@ pub fn nameplate(service: &Service) -> Nameplate {
 
 /// A battery's reading, with the paths whose values are no usable number in
 /// [`BatteryReading::bad_values`]. Cells are read up to the battery's own
-/// `/System/NrOfCellsPerBattery` (or as many as it publishes).
+/// `/System/NrOfCellsPerBattery` (or as many as it publishes). Every value is read by its
+/// slot ([`aggregator_core::reading::battery_slot`]); the path only names a bad one.
 pub fn battery_reading(service: &Service) -> BatteryReading {
     let v = &service.values;
     let mut bad = Vec::new();
     let w = &mut bad;
     let cells_per_battery = integer(v, CELLS_PER_BATTERY, w);
-    // The cells published are counted only when the battery does not say how many it has:
-    // a lookup per cell and tick is a good part of a large bank's tick.
+    let cell = |k: usize| cell_slot(k).and_then(|slot| v.slot(slot));
+    // The cells published are counted only when the battery does not say how many it has.
     let cell_count = match cells_per_battery {
-        Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(1024),
-        _ => (1..)
-            .take_while(|&k| v.contains_key(cell_path(k).as_ref()))
-            .count(),
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(0).min(MAX_CELLS),
+        _ => (1..=MAX_CELLS).take_while(|&k| cell(k).is_some()).count(),
     };
     let mut reading = BatteryReading {
         cells_per_battery,
         ..BatteryReading::default()
     };
-    for p in &BATTERY_PATHS {
+    for (slot, p) in BATTERY_PATHS.iter().enumerate() {
+        let value = v.slot(slot);
         match p.slot {
             // Read above: it decides how many cells to read.
             Slot::Integer(..) if p.path == CELLS_PER_BATTERY => {}
-            Slot::Number(_, field) => *field(&mut reading) = number(v, p.path, w),
-            Slot::Integer(_, field) => *field(&mut reading) = integer(v, p.path, w),
-            Slot::Text(_, field) => *field(&mut reading) = text(v, p.path),
+            Slot::Number(_, field) => *field(&mut reading) = number_of(value, p.path, w),
+            Slot::Integer(_, field) => *field(&mut reading) = integer_of(value, p.path, w),
+            Slot::Text(_, field) => *field(&mut reading) = text_in(value).map(Cow::into_owned),
         }
     }
     for (k, path) in alarm_paths().iter().enumerate() {
-        reading.alarms[k] = integer(v, path, w);
+        reading.alarms[k] = integer_of(v.slot(ALARM_SLOTS + k), path, w);
     }
     reading.cell_voltages_v = (1..=cell_count)
-        .map(|k| number(v, cell_path(k).as_ref(), w))
+        .map(|k| match cell(k) {
+            // A bad value is named by its path, written out only then.
+            Some(Field::Number(v)) if v.is_finite() => Some(*v),
+            value => number_of(value, cell_path(k).as_ref(), w),
+        })
         .collect();
     reading.bad_values = bad;
     reading
@@ -265,17 +283,13 @@ pub fn single_integer(cache: &Cache, class: Class, path: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::path_key::PathKey;
     use std::time::Instant;
 
     fn service(values: &[(&str, Field)]) -> Service {
         Service {
             class: Class::Battery,
             owner: ":1.1".into(),
-            values: values
-                .iter()
-                .map(|(p, v)| (PathKey::new(p), v.clone()))
-                .collect(),
+            values: values.iter().map(|(p, v)| (*p, v.clone())).collect(),
             changed_at: Instant::now(),
             scanned: true,
         }
