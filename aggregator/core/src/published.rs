@@ -47,9 +47,14 @@ pub struct DeviceInfo {
 /// Every published path and its current value.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
-    /// By path. A tick sets some fifty paths by name, and a hash map finds one in a fraction
-    /// of what a sorted map's string comparisons took.
-    items: PathMap<Item>,
+    /// Every path and its item, in the order each was first set.
+    items: Vec<(String, Item)>,
+    /// The index of each path in `items`.
+    index: PathMap<usize>,
+    /// The index of each of [`DATA_PATHS`], then of each alarm path, in `items`: a tick sets
+    /// these by index, not by hashing each path and comparing it with its key, in memory gone
+    /// cold since the tick before.
+    fixed: Vec<usize>,
     listing: BankListing,
     /// The cell paths of the last tick, in its order.
     cells_shown: Vec<String>,
@@ -91,44 +96,58 @@ impl Published {
         ] {
             published.set(path, value, format);
         }
-        for (path, format, _) in DATA_PATHS {
-            published.set(path, Value::Invalid, *format);
-        }
-        for path in alarm_paths() {
-            published.set(path, Value::Invalid, Plain);
-        }
+        published.take_fixed_paths();
         for path in [BATTERIES, BATTERIES_ONLINE] {
             published.set(path, Value::Invalid, Plain);
         }
         published
     }
 
+    /// Every data path and alarm path, invalid where it is new, and their indices in `items`
+    /// (a `Published` made by `default` takes them at its first update).
+    fn take_fixed_paths(&mut self) {
+        let fixed = (DATA_PATHS.iter().map(|(path, format, _)| (*path, *format)))
+            .chain(alarm_paths().iter().map(|path| (path.as_str(), Plain)));
+        for (path, format) in fixed {
+            self.set(path, Value::Invalid, format);
+            self.fixed.push(self.index[path]);
+        }
+    }
+
     /// Every path, sorted.
     pub fn items(&self) -> Vec<(&String, &Item)> {
-        let mut items: Vec<_> = self.items.iter().collect();
+        let mut items: Vec<_> = self.items.iter().map(|(path, item)| (path, item)).collect();
         items.sort_unstable_by(|a, b| a.0.cmp(b.0));
         items
     }
 
     /// One path.
     pub fn get(&self, path: &str) -> Option<&Item> {
-        self.items.get(path)
+        let &at = self.index.get(path)?;
+        Some(&self.items[at].1)
     }
 
     /// Sets a path; returns true when its value changed (Python equality, so `1` → `1.0` is
     /// no change and keeps the old type, as velib does).
     pub fn set(&mut self, path: &str, value: Value, format: TextFormat) -> bool {
-        match self.items.get_mut(path) {
-            Some(item) if item.value.same_as(&value) => false,
-            Some(item) => {
-                item.value = value;
-                true
-            }
+        match self.index.get(path) {
+            Some(&at) => self.set_at(at, value),
             None => {
-                self.items.insert(path.to_string(), Item { value, format });
+                self.index.insert(path.to_string(), self.items.len());
+                self.items.push((path.to_string(), Item { value, format }));
                 true
             }
         }
+    }
+
+    /// [`Published::set`] of the path at `at` in `items`.
+    fn set_at(&mut self, at: usize, value: Value) -> bool {
+        let item = &mut self.items[at].1;
+        if item.value.same_as(&value) {
+            return false;
+        }
+        item.value = value;
+        true
     }
 
     /// Fills the paths from a tick and its batteries; returns the paths that changed, sorted.
@@ -158,15 +177,16 @@ impl Published {
         {
             alarms[ALARM_BMS_CABLE] = Some(alarms[ALARM_BMS_CABLE].unwrap_or(0).max(2));
         }
-        let mut changed = Vec::new();
-        for (path, format, value) in DATA_PATHS {
-            if self.set(path, value(&tick), *format) {
-                changed.push(path.to_string());
-            }
+        if self.fixed.is_empty() {
+            self.take_fixed_paths();
         }
-        for (path, alarm) in alarm_paths().iter().zip(alarms) {
-            if self.set(path, Value::int(alarm), Plain) {
-                changed.push(path.clone());
+        let mut changed = Vec::new();
+        let values = (DATA_PATHS.iter().map(|(_, _, value)| value(&tick)))
+            .chain(alarms.into_iter().map(Value::int));
+        for (k, value) in values.enumerate() {
+            let at = self.fixed[k];
+            if self.set_at(at, value) {
+                changed.push(self.items[at].0.clone());
             }
         }
         for (path, voltage) in cell_paths {
@@ -485,6 +505,27 @@ mod tests {
             vec!["/Dc/0/Current".to_string()]
         );
         assert!(p.update(&next, &[], 16, &[]).is_empty());
+    }
+
+    #[test]
+    fn one_made_by_default_publishes_the_data_paths_as_one_made_by_new() {
+        let mut made = Published::new(&device());
+        let mut default = Published::default();
+        let mut next = outcome();
+        for _ in 0..2 {
+            made.update(&next, &[], 16, &[]);
+            default.update(&next, &[], 16, &[]);
+            let fixed = (DATA_PATHS.iter().map(|(path, _, _)| path.to_string()))
+                .chain(alarm_paths().iter().cloned());
+            for path in fixed {
+                assert_eq!(default.get(&path), made.get(&path), "{path}");
+            }
+            next.current_a = Some(-6.0);
+        }
+        next.current_a = Some(-7.0);
+        let changed = default.update(&next, &[], 16, &[]);
+        assert_eq!(changed, vec!["/Dc/0/Current".to_string()]);
+        assert_eq!(changed, made.update(&next, &[], 16, &[]));
     }
 
     #[test]
