@@ -5,7 +5,8 @@ target (generate.sh).
 
 What differs between builds and targets is taken out of a name:
 - v0 names (`_R…`, the scheme `.cargo/config.toml` asks for): the crate ids (`Cs<id>_`), the
-  back references (`B<offset>_`, which move with the ids' lengths) and the instantiating
+  back references (`B<offset>_`, which move with the ids' lengths), the impls' numbers
+  (`Ms<n>_`, `Xs<n>_`: a new impl block in a module renumbers those after it) and the instantiating
   crate (the crate that happened to make an instance of a generic function: after link-time
   optimisation, one of several identical copies, not always the same one) become `*`;
 - legacy names (`_ZN…`): the hash (`17h<16 hex>E`);
@@ -132,9 +133,11 @@ class V0:
             raise Unreadable
 
     def impl_path(self):
+        # The impl's disambiguator numbers the impl blocks of its module: one block added
+        # before it renumbers it. The type (and trait) that follow tell the impls apart.
         if self.peek() == "s":
             self.take()
-            self.base62()
+            self.base62(keep=False)
         self.path()
 
     def lifetime(self):

@@ -254,8 +254,8 @@ fn symbols_name_the_instances_of_generic_functions() {
 }
 
 /// The code layout's patterns (`hot-text/patterns.py`) take out of a name only what differs
-/// between builds and targets: the crate ids and back references of a v0 name (never the bytes
-/// of an identifier that look like them), the instantiating crate when asked, a legacy name's
+/// between builds and targets: the crate ids, back references and impl numbers of a v0 name
+/// (never the bytes of an identifier that look like them), the instantiating crate when asked, a legacy name's
 /// hash and LLVM's numbered copies.
 #[test]
 fn the_layouts_patterns_leave_out_only_what_differs_between_builds() {
@@ -281,6 +281,7 @@ _RNvYNtNtCs48MjU0Jc990_9venus_bus6socket10QuietWriteNtNtNtCslVGL4OE9AOX_4zbus10c
 _RNCNCNvNtCs48MjU0Jc990_9venus_bus6socket13write_in_turn0s_0B7_
 _RNvCsabc123XY_3foo8BadCs_x_
 _ZN4core3fmt5write17h0123456789abcdefE.llvm.42
+_RNvMs3_NtCs48MjU0Jc990_9venus_bus7monitorNtB5_7Monitor5drain
 ";
     assert_eq!(
         patterns(&[], names),
@@ -289,6 +290,7 @@ _RNvYNtNtCs*_9venus_bus6socket10QuietWriteNtNtNtCs*_4zbus10connection6socket9Wri
 _RNCNCNvNtCs*_9venus_bus6socket13write_in_turn0s_0B*_
 _RNvCs*_3foo8BadCs_x_
 _ZN4core3fmt5write17h*E*
+_RNvMs*_NtCs*_9venus_bus7monitorNtB*_7Monitor5drain
 "
     );
     let any_crate = patterns(&["--any-crate"], names);
