@@ -304,30 +304,15 @@ impl std::fmt::Display for Implausible {
     }
 }
 
-/// Whether a battery service's path is one we read: the table, an alarm or a cell. Asked for
-/// every signal, so looked up among the known paths of its length.
+/// Whether a battery service's path is one we read: the table, an alarm or a cell (any cell
+/// number, also one not written as [`cell_path`] writes it). Asked for every signal, so looked
+/// up as [`battery_slot`] looks it up.
 pub fn is_battery_path(path: &str) -> bool {
-    // The known paths by length: a path is compared with the few of its length only (asked
-    // for every signal of every battery).
-    static BY_LENGTH: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
-    let by_length = BY_LENGTH.get_or_init(|| {
-        let known =
-            (BATTERY_PATHS.iter().map(|p| p.path)).chain(alarm_paths().iter().map(String::as_str));
-        let mut by_length: Vec<Vec<&'static str>> = Vec::new();
-        for path in known {
-            if by_length.len() <= path.len() {
-                by_length.resize(path.len() + 1, Vec::new());
-            }
-            by_length[path.len()].push(path);
-        }
-        by_length
-    });
     // Cells first: most of what a bank signals is a cell voltage.
-    path.strip_prefix("/Voltages/Cell")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        || by_length
-            .get(path.len())
-            .is_some_and(|known| known.contains(&path))
+    match path.strip_prefix("/Voltages/Cell") {
+        Some(n) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        None => battery_slot(path).is_some_and(|slot| slot < IDENTITY_SLOTS),
+    }
 }
 
 /// The identity paths every service of a class we read keeps besides its class's own
