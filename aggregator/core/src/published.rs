@@ -44,8 +44,9 @@ pub struct DeviceInfo {
     pub process_name: String,
 }
 
-/// Every published path and its current value.
-#[derive(Clone, Debug, Default)]
+/// Every published path and its current value. One made by `default` holds every data path
+/// and alarm path, invalid; [`Published::new`] adds the mandatory paths.
+#[derive(Clone, Debug)]
 pub struct Published {
     /// Every path and its item, in the order each was first set.
     items: Vec<(String, Item)>,
@@ -53,7 +54,7 @@ pub struct Published {
     index: PathMap<usize>,
     /// The index of each of [`DATA_PATHS`], then of each alarm path, in `items`: a tick sets
     /// these by index, not by hashing each path and comparing it with its key, in memory gone
-    /// cold since the tick before.
+    /// cold since the tick before. Taken when made.
     fixed: Vec<usize>,
     listing: BankListing,
     /// The cell paths of the last tick, in its order.
@@ -67,6 +68,26 @@ pub const BATTERIES_ONLINE: &str = "/System/BatteriesOnline";
 
 /// The one writeable path.
 pub const CUSTOM_NAME: &str = "/CustomName";
+
+impl Default for Published {
+    /// Every data path and alarm path, invalid, each with its index in `fixed`.
+    fn default() -> Self {
+        let mut published = Self {
+            items: Vec::new(),
+            index: PathMap::default(),
+            fixed: Vec::new(),
+            listing: BankListing::default(),
+            cells_shown: Vec::new(),
+        };
+        let fixed = (DATA_PATHS.iter().map(|(path, format, _)| (*path, *format)))
+            .chain(alarm_paths().iter().map(|path| (path.as_str(), Plain)));
+        for (path, format) in fixed {
+            published.set(path, Value::Invalid, format);
+            published.fixed.push(published.index[path]);
+        }
+        published
+    }
+}
 
 impl Published {
     /// The mandatory paths (valid from the start, so the service can be registered) and every
@@ -96,22 +117,10 @@ impl Published {
         ] {
             published.set(path, value, format);
         }
-        published.take_fixed_paths();
         for path in [BATTERIES, BATTERIES_ONLINE] {
             published.set(path, Value::Invalid, Plain);
         }
         published
-    }
-
-    /// Every data path and alarm path, invalid where it is new, and their indices in `items`
-    /// (a `Published` made by `default` takes them at its first update).
-    fn take_fixed_paths(&mut self) {
-        let fixed = (DATA_PATHS.iter().map(|(path, format, _)| (*path, *format)))
-            .chain(alarm_paths().iter().map(|path| (path.as_str(), Plain)));
-        for (path, format) in fixed {
-            self.set(path, Value::Invalid, format);
-            self.fixed.push(self.index[path]);
-        }
     }
 
     /// Every path, sorted.
@@ -176,9 +185,6 @@ impl Published {
             || outcome.merged.count == 0
         {
             alarms[ALARM_BMS_CABLE] = Some(alarms[ALARM_BMS_CABLE].unwrap_or(0).max(2));
-        }
-        if self.fixed.is_empty() {
-            self.take_fixed_paths();
         }
         let mut changed = Vec::new();
         let values = (DATA_PATHS.iter().map(|(_, _, value)| value(&tick)))
