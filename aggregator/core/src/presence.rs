@@ -84,11 +84,15 @@ struct Entry {
     state: Option<BatteryState>,
     /// The cell count the battery is held to.
     cells: Option<i64>,
-    last_seen: Option<BatteryReading>,
+    /// Boxed, as the last complete one: a reading is a kilobyte, and a tick hands it from
+    /// one to the other.
+    last_seen: Option<Box<BatteryReading>>,
     /// The last complete reading when it is no longer the last seen; while the last seen is
     /// complete ([`Entry::seen_complete`]) it stands for both, so that each tick copies a
     /// reading once, not twice.
-    last_complete: Option<BatteryReading>,
+    last_complete: Option<Box<BatteryReading>>,
+    /// The box of a last complete reading no longer needed, for the next reading seen.
+    spare: Option<Box<BatteryReading>>,
     seen_complete: bool,
     /// When a value of it last changed.
     changed_at: f64,
@@ -119,6 +123,7 @@ impl Entry {
             cells,
             last_seen: None,
             last_complete: None,
+            spare: None,
             seen_complete: false,
             changed_at: now_s,
             unchanged_moving_s: 0.0,
@@ -138,9 +143,9 @@ impl Entry {
     /// The last complete reading, if it ever had one.
     fn complete(&self) -> Option<&BatteryReading> {
         if self.seen_complete {
-            self.last_seen.as_ref()
+            self.last_seen.as_deref()
         } else {
-            self.last_complete.as_ref()
+            self.last_complete.as_deref()
         }
     }
 }
@@ -308,12 +313,21 @@ impl Presence {
         let since_observed = entry.observed_at.map_or(0.0, |t| (now_s - t).max(0.0));
         entry.observed_at = Some(now_s);
         if let Some(reading) = reading {
-            if entry.last_seen.as_ref() != Some(reading) {
+            if entry.last_seen.as_deref() != Some(reading) {
                 entry.changed_at = now_s;
                 entry.unchanged_moving_s = 0.0;
-                let before = entry.last_seen.replace(reading.clone());
+                let seen = match entry.spare.take() {
+                    Some(mut spare) => {
+                        *spare = reading.clone();
+                        spare
+                    }
+                    None => Box::new(reading.clone()),
+                };
+                let before = entry.last_seen.replace(seen);
                 if std::mem::take(&mut entry.seen_complete) {
                     entry.last_complete = before;
+                } else {
+                    entry.spare = before;
                 }
             } else if moving || current_moves(reading) {
                 // Its own frozen current counts: a pack showing current changes something.
@@ -353,7 +367,9 @@ impl Presence {
                     entry.cells = r.cells_per_battery;
                 }
                 entry.seen_complete = true;
-                entry.last_complete = None;
+                if let Some(spare) = entry.last_complete.take() {
+                    entry.spare = Some(spare);
+                }
                 entry.online_until = None;
                 entry.back_at = None;
                 // Its text is made only when the state changes (most ticks it does not).
@@ -424,7 +440,7 @@ impl Presence {
                 e.present_since.is_some()
                     && e.state == Some(BatteryState::Online)
                     && now_s - e.changed_at <= LIVE_S
-                    && e.last_seen.as_ref().is_some_and(current_moves)
+                    && e.last_seen.as_deref().is_some_and(current_moves)
             });
         self.moving = Some((now_s, moving));
         moving

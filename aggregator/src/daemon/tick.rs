@@ -49,6 +49,47 @@ struct Seen {
     reading: BatteryReading,
 }
 
+/// The readings of the bank's batteries at a tick, in the order of their services: looked up
+/// by service where they were taken, not moved into a map of their own (each is a kilobyte,
+/// written into memory gone cold since the tick before).
+pub(super) struct Readings(Vec<Seen>);
+
+impl Readings {
+    /// The readings `seen`, in any order.
+    fn of(mut seen: Vec<Seen>) -> Self {
+        // The cache hands them out in order: sorted only when it did not.
+        if !seen.is_sorted_by(|a, b| a.service < b.service) {
+            seen.sort_unstable_by(|a, b| a.service.cmp(&b.service));
+        }
+        Readings(seen)
+    }
+
+    /// The reading of `service`, if it is a battery of the bank at this tick.
+    fn get(&self, service: &str) -> Option<&BatteryReading> {
+        let k = (self.0)
+            .binary_search_by(|s| s.service.as_str().cmp(service))
+            .ok()?;
+        Some(&self.0[k].reading)
+    }
+}
+
+#[cfg(test)]
+impl Readings {
+    fn services(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|s| s.service.as_str())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn extend(&mut self, other: Readings) {
+        let mut all = std::mem::take(&mut self.0);
+        all.extend(other.0);
+        *self = Readings::of(all);
+    }
+}
+
 /// A service found to be a battery of the bank.
 pub(super) struct KnownBattery {
     name: String,
@@ -162,13 +203,9 @@ impl BankMembers {
 
     /// Decides the services seen for the first time or owned by a new process; returns the
     /// readings of the bank's batteries by service.
-    fn classify(
-        &mut self,
-        presence: &mut Presence,
-        mut seen: Vec<Seen>,
-    ) -> BTreeMap<String, BatteryReading> {
+    fn classify(&mut self, presence: &mut Presence, mut seen: Vec<Seen>) -> Readings {
         if seen.iter().all(|s| s.decide.is_none()) {
-            return seen.into_iter().map(|s| (s.service, s.reading)).collect();
+            return Readings::of(seen);
         }
         // Known batteries not settled with their process: gone from the bus, or owned anew.
         // A device found on another service may have moved from one of them.
@@ -178,25 +215,21 @@ impl BankMembers {
         }
         // The known services first: a device that left one is free before another names it.
         seen.sort_by_key(|s| !self.known.contains_key(&s.service));
-        let mut readings = BTreeMap::new();
-        for Seen {
-            service,
-            decide,
-            reading,
-        } in seen
-        {
-            if let Some((owner, nameplate)) = decide {
-                let cells = (reading.cells_per_battery).and_then(|n| u32::try_from(n).ok());
-                let decided = self.decide(presence, &service, owner, &nameplate, cells, &unsettled);
+        let mut readings = Vec::with_capacity(seen.len());
+        for mut s in seen {
+            if let Some((owner, nameplate)) = s.decide.take() {
+                let cells = (s.reading.cells_per_battery).and_then(|n| u32::try_from(n).ok());
+                let decided =
+                    self.decide(presence, &s.service, owner, &nameplate, cells, &unsettled);
                 if !decided {
                     continue;
                 }
                 // Settled now: no device found later at this tick moved from it.
-                unsettled.remove(&service);
+                unsettled.remove(&s.service);
             }
-            readings.insert(service, reading);
+            readings.push(s);
         }
-        readings
+        Readings::of(readings)
     }
 
     /// Decides one service from its nameplate: whether it is a battery of the bank, and which.
@@ -317,11 +350,7 @@ impl BankMembers {
 
     /// Leaves out the packs whose cell count is not the bank's (another nominal voltage is
     /// never merged), one log line when a pack is left out or taken back.
-    fn leave_out_other_cell_counts(
-        &mut self,
-        presence: &mut Presence,
-        readings: &BTreeMap<String, BatteryReading>,
-    ) {
+    fn leave_out_other_cell_counts(&mut self, presence: &mut Presence, readings: &Readings) {
         // A pack's count is the first it publishes: one that changes later is a glitch that
         // presence holds the pack through, not another nominal voltage.
         for (service, known) in &mut self.known {
@@ -367,7 +396,7 @@ impl BankMembers {
         &mut self,
         presence: &mut Presence,
         now_s: f64,
-        readings: &BTreeMap<String, BatteryReading>,
+        readings: &Readings,
         pass_through: bool,
         stale_view: Option<&str>,
     ) {
@@ -665,7 +694,8 @@ pub fn cell_paths(publish: bool, batteries: &[Battery]) -> Vec<(String, Option<f
 
 /// What the tick takes from the monitor's cache, read once.
 pub fn snapshot(cache: &Cache, members: &BankMembers, config: &Config) -> BusSnapshot {
-    let mut batteries = Vec::new();
+    // Room for the bank and one more, so that no reading is moved twice.
+    let mut batteries = Vec::with_capacity(members.known.len() + 1);
     // Told apart once a tick: the name test is a good part of a large bank's gathering.
     let mut monitors = Vec::new();
     for (service, s) in cache.of_class(Class::Battery) {
@@ -1107,6 +1137,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn readings_are_found_by_their_service_in_whatever_order_they_came() {
+        let services = [
+            "com.victronenergy.battery.ttyUSB2",
+            "com.victronenergy.battery.a",
+        ];
+        let with_cells = |k: usize| reading(16 + k as i64);
+        for order in [[0, 1], [1, 0]] {
+            let seen_in_order = order
+                .iter()
+                .map(|&k| seen(services[k], ":1.7", None, with_cells(k)))
+                .collect();
+            let readings = Readings::of(seen_in_order);
+            for (k, service) in services.iter().enumerate() {
+                let found = readings.get(service).and_then(|r| r.cells_per_battery);
+                assert_eq!(found, Some(16 + k as i64), "{service} in order {order:?}");
+            }
+            assert!(readings.get("com.victronenergy.battery.b").is_none());
+        }
+    }
+
     fn presence() -> Presence {
         Presence::new(Timing {
             hold_for_s: 60.0,
@@ -1127,7 +1178,7 @@ mod tests {
                 seen(other, ":1.2", plate("Pylontech", "P"), reading(15)),
             ],
         );
-        assert_eq!(read.keys().collect::<Vec<_>>(), [bat]);
+        assert_eq!(read.services().collect::<Vec<_>>(), [bat]);
         assert_eq!(
             m.wants(bat, ":1.1"),
             Some(false),
@@ -1316,7 +1367,7 @@ mod tests {
             &mut p,
             vec![seen(&usb1, ":1.5", pack("Bat2", "SB"), complete())],
         );
-        assert!(read.is_empty(), "{read:?}");
+        assert!(read.is_empty(), "{:?}", read.services().collect::<Vec<_>>());
         m.observe(&mut p, 101.0, &read, false, None);
         assert!(p.batteries().is_empty());
         assert_eq!(m.counted(), 1, "Bat1 is still expected");
