@@ -255,8 +255,8 @@ fn symbols_name_the_instances_of_generic_functions() {
 
 /// The code layout's patterns (`hot-text/patterns.py`) take out of a name only what differs
 /// between builds and targets: the crate ids, back references and impl numbers of a v0 name
-/// (never the bytes of an identifier that look like them), the instantiating crate when asked, a legacy name's
-/// hash and LLVM's numbered copies.
+/// (never the bytes of an identifier that look like them), the instantiating crate when asked,
+/// a legacy name's hash and LLVM's numbered copies.
 #[test]
 fn the_layouts_patterns_leave_out_only_what_differs_between_builds() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hot-text/patterns.py");

@@ -91,7 +91,8 @@ struct Entry {
     /// complete ([`Entry::seen_complete`]) it stands for both, so that each tick copies a
     /// reading once, not twice.
     last_complete: Option<Box<BatteryReading>>,
-    /// The box of a last complete reading no longer needed, for the next reading seen.
+    /// The box of a reading no longer needed (a last complete one once the last seen is
+    /// complete, or a last seen one that was not), for the next reading seen.
     spare: Option<Box<BatteryReading>>,
     seen_complete: bool,
     /// When a value of it last changed.
