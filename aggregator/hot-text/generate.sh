@@ -1,10 +1,11 @@
 #!/bin/sh
-# generate.sh: writes daemon.ld and plugins.ld, the functions the benchmark's runs execute, in
-# the order they have in the program. Builds the workspace without them and with symbols
-# (in target/hot-text), runs the benchmark (2x16 and 16x32, both kinds of signals) with the
-# daemon under valgrind's callgrind, and lists every function of the daemon and of the
-# plugins it loaded that ran. Needs valgrind, nm, python3, dbus-daemon. CONTRIBUTING.md,
-# "Code layout".
+# generate.sh: writes daemon.ld and plugins.ld, the functions the benchmark's runs execute:
+# first those of the steady state (the ticks and the signals between them), then the others
+# (start-up, discovery, exit), each part in the order it has in the program. Builds the
+# workspace without them and with symbols (in target/hot-text), runs the benchmark (2x16 and
+# 16x32, both kinds of signals) with the daemon under valgrind's callgrind, and lists every
+# function of the daemon and of the plugins it loaded that ran. Needs valgrind (with
+# callgrind_control), nm, python3, dbus-daemon. CONTRIBUTING.md, "Code layout".
 #
 #   generate.sh           build, run, and write the lists
 #   generate.sh --again   write the lists again from the last run (after a change to the
@@ -13,7 +14,7 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 REPO=$(cd "$HERE/../.." && pwd -P)
 cd "$REPO"
-for tool in valgrind nm python3 dbus-daemon; do
+for tool in valgrind callgrind_control nm python3 dbus-daemon; do
     command -v "$tool" > /dev/null 2>&1 || { echo "generate.sh: needs $tool" >&2; exit 1; }
 done
 BUILT=${CARGO_TARGET_DIR:-$REPO/target}/hot-text
@@ -31,8 +32,12 @@ if [ "${1-}" != --again ]; then
     rm -rf "$PROFILES"
     mkdir -p "$PROFILES"
     ln -s "$BUILT"/release/*.so "$WORK"/
+    # Each run in three parts: start-up (its first 12 s), the steady state (the next 16 s,
+    # profile.<pid>.2) and the rest. A run of the daemon under callgrind starts within a few
+    # seconds and lasts the benchmark's 30 s after its first publish.
     cat > "$WORK/dbus-aggregate-batteries" << WRAP
 #!/bin/sh
+(sleep 12; callgrind_control -d \$\$; sleep 16; callgrind_control -d \$\$) > /dev/null 2>&1 &
 exec valgrind -q --tool=callgrind --callgrind-out-file=$PROFILES/profile.%p --demangle=no \
     --compress-strings=no --compress-pos=no --dump-instr=no \
     $BUILT/release/dbus-aggregate-batteries "\$@"
@@ -51,6 +56,9 @@ ran() {
          /^fn=/ { print ob, substr($0, 4) }' "$@" | sort -u
 }
 ran "$PROFILES"/profile.* > "$WORK/ran"
+ls "$PROFILES"/profile.*.2 > /dev/null 2>&1 ||
+    { echo "generate.sh: no run reached its steady state: run it without --again" >&2; exit 1; }
+ran "$PROFILES"/profile.*.2 > "$WORK/steady"
 
 # script OBJECT-PATTERN OUTPUT PATTERNS-OPTION BINARY...: the functions of the binaries that
 # ran, by address, each as a section pattern without the parts that differ between builds and
@@ -62,6 +70,7 @@ script() {
     pattern=$1 output=$2 option=$3
     shift 3
     awk -v p="$pattern" '$1 ~ p { print $2 }' "$WORK/ran" | sort -u > "$WORK/names"
+    awk -v p="$pattern" '$1 ~ p { print $2 }' "$WORK/steady" | sort -u > "$WORK/steady-names"
     n=0
     for binary in "$@"; do
         n=$((n + 1))
@@ -69,9 +78,17 @@ script() {
     done | sort -s -k1,1 > "$WORK/symbols"
     awk 'NR == FNR { want[$1] = 1; next } ($2 in want) { print $1 }' \
         "$WORK/names" "$WORK/symbols" | sort -u > "$WORK/addresses"
+    awk 'NR == FNR { want[$1] = 1; next } ($2 in want) { print $1 }' \
+        "$WORK/steady-names" "$WORK/symbols" | sort -u > "$WORK/steady-addresses"
     awk '{ print $2 }' "$WORK/symbols" > "$WORK/every"
-    awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
-        "$WORK/addresses" "$WORK/symbols" |
+    # The steady state's functions first: a tick then runs through a few dense pages of code,
+    # its small functions sharing cache lines, instead of pages it shares with start-up code.
+    {
+        awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
+            "$WORK/steady-addresses" "$WORK/symbols"
+        awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
+            "$WORK/addresses" "$WORK/symbols"
+    } |
         # shellcheck disable=SC2086 # no option: no word
         python3 "$HERE/patterns.py" $option --all "$WORK/every" > "$WORK/patterns"
     # The block goes after the rest of the code, next to what the linker puts at the end (the
@@ -79,8 +96,9 @@ script() {
     # the last 64 KiB of the rest with it. The start-up and exit code (.init, .fini) and the
     # code of C objects (.text, with _start) run too.
     {
-        echo "/* The functions that ran in the benchmark, in their order in the program: written"
-        echo "   by generate.sh ($(wc -l < "$WORK/patterns") patterns). CONTRIBUTING.md, \"Code layout\". */"
+        echo "/* The functions that ran in the benchmark, those of its steady state first, each part"
+        echo "   in its order in the program: written by generate.sh ($(wc -l < "$WORK/patterns") patterns)."
+        echo "   CONTRIBUTING.md, \"Code layout\". */"
         echo "SECTIONS"
         echo "{"
         echo "  .text.hot : {"
