@@ -60,6 +60,16 @@ ls "$PROFILES"/profile.*.2 > /dev/null 2>&1 ||
     { echo "generate.sh: no run reached its steady state: run it without --again" >&2; exit 1; }
 ran "$PROFILES"/profile.*.2 > "$WORK/steady"
 
+# code_of RAN: every name of the code of each function in RAN (lines of `ran`) whose object
+# matches the pattern of `script` (below), by address in the binaries' symbols.
+code_of() {
+    awk -v p="$pattern" '$1 ~ p { print $2 }' "$1" | sort -u > "$WORK/names"
+    awk 'NR == FNR { want[$1] = 1; next } ($2 in want) { print $1 }' \
+        "$WORK/names" "$WORK/symbols" | sort -u > "$WORK/addresses"
+    awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
+        "$WORK/addresses" "$WORK/symbols"
+}
+
 # script OBJECT-PATTERN OUTPUT PATTERNS-OPTION BINARY...: the functions of the binaries that
 # ran, by address, each as a section pattern without the parts that differ between builds and
 # targets (patterns.py), so that one list serves every target. With each, every other name of
@@ -69,26 +79,16 @@ ran "$PROFILES"/profile.*.2 > "$WORK/steady"
 script() {
     pattern=$1 output=$2 option=$3
     shift 3
-    awk -v p="$pattern" '$1 ~ p { print $2 }' "$WORK/ran" | sort -u > "$WORK/names"
-    awk -v p="$pattern" '$1 ~ p { print $2 }' "$WORK/steady" | sort -u > "$WORK/steady-names"
     n=0
     for binary in "$@"; do
         n=$((n + 1))
         nm --defined-only "$binary" | awk -v n="$n" '$2 ~ /^[tTwW]$/ { print n ":" $1, $3 }'
     done | sort -s -k1,1 > "$WORK/symbols"
-    awk 'NR == FNR { want[$1] = 1; next } ($2 in want) { print $1 }' \
-        "$WORK/names" "$WORK/symbols" | sort -u > "$WORK/addresses"
-    awk 'NR == FNR { want[$1] = 1; next } ($2 in want) { print $1 }' \
-        "$WORK/steady-names" "$WORK/symbols" | sort -u > "$WORK/steady-addresses"
     awk '{ print $2 }' "$WORK/symbols" > "$WORK/every"
     # The steady state's functions first: a tick then runs through a few dense pages of code,
     # its small functions sharing cache lines, instead of pages it shares with start-up code.
-    {
-        awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
-            "$WORK/steady-addresses" "$WORK/symbols"
-        awk 'NR == FNR { at[$1] = 1; next } ($1 in at) { print $2 }' \
-            "$WORK/addresses" "$WORK/symbols"
-    } |
+    # Then every function that ran; patterns.py writes each pattern once, where it first comes.
+    { code_of "$WORK/steady"; code_of "$WORK/ran"; } |
         # shellcheck disable=SC2086 # no option: no word
         python3 "$HERE/patterns.py" $option --all "$WORK/every" > "$WORK/patterns"
     # The block goes after the rest of the code, next to what the linker puts at the end (the
